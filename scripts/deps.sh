@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs every build, test and benchmark dependency of weft from Debian's
+# packages. Idempotent and non-interactive: packages already present are skipped.
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential cmake ninja-build pkg-config clang clang-format clang-tidy
+  libclang-rt-14-dev
+  # libraries
+  libasio-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev libfmt-dev
+  # tests
+  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest curl
+  nginx-light haproxy redis-server redis-tools
+  # benchmarks and tooling
+  wrk procps iproute2 valgrind
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts these services on install; weft's tests and benchmarks start
+# their own instances on loopback with port 0-style free ports instead.
+for svc in nginx haproxy redis-server; do
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+  if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
+done
+echo "deps: done"

@@ -1,0 +1,51 @@
+// Small string helpers shared by the parsers, config and proxy.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace weft {
+
+inline char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+// Case-insensitive ASCII equality (header names, tokens).
+inline bool IEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (AsciiLower(a[i]) != AsciiLower(b[i])) return false;
+  }
+  return true;
+}
+
+inline std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Calls fn(token) for each comma-separated element of a header list value,
+// with surrounding whitespace trimmed and empty elements skipped.
+template <typename Fn>
+void ForEachListElement(std::string_view v, Fn&& fn) {
+  while (!v.empty()) {
+    size_t comma = v.find(',');
+    std::string_view el = TrimOws(v.substr(0, comma));
+    if (!el.empty()) fn(el);
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+}
+
+// Parses a duration such as "250ms", "5s", "2m", "1h" or a bare number of
+// seconds. Returns milliseconds, or nullopt when malformed.
+std::optional<int64_t> ParseDurationMs(std::string_view s);
+
+// Parses an unsigned decimal with no sign, no spaces and no overflow.
+std::optional<uint64_t> ParseDecimal(std::string_view s);
+
+// Appends s to out as the body of a JSON string (without the quotes).
+void AppendJsonEscaped(std::string* out, std::string_view s);
+
+}  // namespace weft

@@ -1,0 +1,95 @@
+// The weft binary: one program, several roles chosen by subcommand.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/log.h"
+#include "proxy/proxy.h"
+
+#ifndef WEFT_VERSION
+#define WEFT_VERSION "0.0.0-dev"
+#endif
+
+namespace {
+
+constexpr const char* kUsage =
+    "weft: a service mesh (proxy, control plane and node agent in one binary)\n"
+    "\n"
+    "usage: weft <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  proxy --config FILE [--validate] [--log-level LEVEL]\n"
+    "        run the data-plane proxy from a static bootstrap file\n"
+    "  version            print the version\n"
+    "  help               print this help\n"
+    "\n"
+    "proxy flags:\n"
+    "  --config FILE      bootstrap YAML (listeners, routes, clusters, admin)\n"
+    "  --validate         check the config, print the verdict, exit (0 ok, 2 invalid)\n"
+    "  --log-level LEVEL  trace|debug|info|warn|error|off (default info)\n"
+    "\n"
+    "signals: SIGHUP reloads the config, SIGTERM drains and exits 0.\n";
+
+int Usage(const char* err) {
+  std::fprintf(stderr, "weft: %s\n\n%s", err, kUsage);
+  return 2;
+}
+
+int ProxyMain(const std::vector<std::string_view>& args) {
+  weft::proxy::ProxyOptions opts;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string_view a = args[i];
+    auto value = [&](std::string_view flag, std::string* out) -> bool {
+      if (a == flag) {
+        if (i + 1 >= args.size()) return false;
+        *out = std::string(args[++i]);
+        return true;
+      }
+      if (a.substr(0, flag.size() + 1) == std::string(flag) + "=") {
+        *out = std::string(a.substr(flag.size() + 1));
+        return true;
+      }
+      return false;
+    };
+    std::string v;
+    if (value("--config", &v) || value("-c", &v)) {
+      opts.config_path = v;
+    } else if (a == "--validate") {
+      opts.validate_only = true;
+    } else if (value("--log-level", &v)) {
+      weft::log::Level l;
+      if (!weft::log::ParseLevel(v, &l)) {
+        return Usage(("--log-level \"" + v + "\": use trace, debug, info, warn, error or off").c_str());
+      }
+      weft::log::SetLevel(l);
+    } else if (a == "--help" || a == "-h") {
+      std::printf("%s", kUsage);
+      return 0;
+    } else {
+      return Usage(("proxy: unknown or incomplete flag \"" + std::string(a) + "\"").c_str());
+    }
+  }
+  if (opts.config_path.empty()) return Usage("proxy: --config FILE is required");
+  return weft::proxy::RunProxy(opts);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  if (args.empty()) return Usage("no command given");
+  std::string_view cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "proxy") return ProxyMain(args);
+  if (cmd == "version" || cmd == "--version" || cmd == "-v") {
+    std::printf("weft %s\n", WEFT_VERSION);
+    return 0;
+  }
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    std::printf("%s", kUsage);
+    return 0;
+  }
+  return Usage(("unknown command \"" + std::string(cmd) + "\"").c_str());
+}

@@ -1,0 +1,434 @@
+#include "proxy/config.h"
+
+#include <arpa/inet.h>
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "base/strings.h"
+
+namespace weft::proxy {
+namespace {
+
+// Thrown only inside this file and turned into the returned error line.
+struct ConfigError {
+  std::string msg;
+};
+
+[[noreturn]] void Fail(const std::string& path, const std::string& what) {
+  throw ConfigError{"config error: " + path + ": " + what};
+}
+
+std::string Quoted(const YAML::Node& n) {
+  if (n.IsScalar()) return "\"" + n.Scalar() + "\"";
+  return "(not a scalar)";
+}
+
+std::string Scalar(const YAML::Node& n, const std::string& path) {
+  if (!n.IsScalar()) Fail(path, "expected a single value");
+  return n.Scalar();
+}
+
+void CheckKeys(const YAML::Node& n, const std::string& path, std::set<std::string> allowed) {
+  if (!n.IsMap()) Fail(path, "expected a mapping");
+  for (const auto& kv : n) {
+    std::string k = kv.first.Scalar();
+    if (!allowed.count(k)) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      Fail(path + "." + k, "unknown field (known: " + list + ")");
+    }
+  }
+}
+
+int64_t Duration(const YAML::Node& n, const std::string& path) {
+  auto v = ParseDurationMs(Scalar(n, path));
+  if (!v) Fail(path + " " + Quoted(n), "invalid duration (use e.g. 250ms, 5s, 2m)");
+  return *v;
+}
+
+uint64_t Unsigned(const YAML::Node& n, const std::string& path, uint64_t min, uint64_t max) {
+  auto v = ParseDecimal(Scalar(n, path));
+  if (!v) Fail(path + " " + Quoted(n), "expected a non-negative integer");
+  if (*v < min || *v > max) {
+    Fail(path + " " + Quoted(n),
+         "out of range (" + std::to_string(min) + ".." + std::to_string(max) + ")");
+  }
+  return *v;
+}
+
+SocketAddress Address(const YAML::Node& n, const std::string& path) {
+  std::string s = Scalar(n, path);
+  std::string why;
+  auto a = ParseSocketAddress(s, &why);
+  if (!a) Fail(path + " \"" + s + "\"", why);
+  return *a;
+}
+
+std::string Name(const YAML::Node& n, const std::string& path) {
+  if (!n) Fail(path, "missing (every entry needs a name)");
+  std::string s = Scalar(n, path);
+  if (s.empty() || s.size() > 128) Fail(path, "must be 1..128 characters");
+  for (char c : s) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
+      Fail(path + " \"" + s + "\"", "use only letters, digits, '-', '_' and '.'");
+    }
+  }
+  return s;
+}
+
+RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
+  CheckKeys(n, path, {"name", "match", "cluster", "timeout"});
+  RouteConfig r;
+  if (n["name"]) r.name = Name(n["name"], path + ".name");
+  if (n["match"]) {
+    const YAML::Node& m = n["match"];
+    std::string mp = path + ".match";
+    CheckKeys(m, mp, {"prefix", "path", "headers"});
+    if (m["prefix"] && m["path"]) Fail(mp, "set either prefix or path, not both");
+    if (m["prefix"]) {
+      r.prefix = Scalar(m["prefix"], mp + ".prefix");
+      if (r.prefix.empty() || r.prefix[0] != '/') {
+        Fail(mp + ".prefix " + Quoted(m["prefix"]), "must start with '/'");
+      }
+    }
+    if (m["path"]) {
+      r.path = Scalar(m["path"], mp + ".path");
+      if (r.path.empty() || r.path[0] != '/') {
+        Fail(mp + ".path " + Quoted(m["path"]), "must start with '/'");
+      }
+    }
+    if (m["headers"]) {
+      if (!m["headers"].IsMap()) Fail(mp + ".headers", "expected a mapping of name: value");
+      for (const auto& kv : m["headers"]) {
+        std::string name = kv.first.Scalar();
+        for (char& c : name) {
+          if (!http1::IsTokenChar(static_cast<unsigned char>(c))) {
+            Fail(mp + ".headers." + name, "invalid header name");
+          }
+          c = AsciiLower(c);
+        }
+        r.headers.push_back({name, Scalar(kv.second, mp + ".headers." + name)});
+      }
+    }
+  }
+  if (r.prefix.empty() && r.path.empty()) r.prefix = "/";
+  if (!n["cluster"]) Fail(path + ".cluster", "missing (name the cluster this route sends to)");
+  r.cluster = Scalar(n["cluster"], path + ".cluster");
+  if (n["timeout"]) r.timeout_ms = Duration(n["timeout"], path + ".timeout");
+  return r;
+}
+
+ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
+  CheckKeys(n, path,
+            {"name", "address", "protocol", "routes", "cluster", "access_log", "limits",
+             "timeouts", "max_connections"});
+  ListenerConfig l;
+  l.name = Name(n["name"], path + ".name");
+  if (!n["address"]) Fail(path + ".address", "missing (e.g. 127.0.0.1:8080)");
+  l.address = Address(n["address"], path + ".address");
+  std::string proto = n["protocol"] ? Scalar(n["protocol"], path + ".protocol") : "http";
+  if (proto == "http") {
+    l.protocol = Protocol::kHttp;
+  } else if (proto == "tcp") {
+    l.protocol = Protocol::kTcp;
+  } else {
+    Fail(path + ".protocol \"" + proto + "\"", "unknown protocol (use http or tcp)");
+  }
+  if (l.protocol == Protocol::kHttp) {
+    if (n["cluster"]) Fail(path + ".cluster", "http listeners route with routes:, not cluster:");
+    if (!n["routes"] || !n["routes"].IsSequence() || n["routes"].size() == 0) {
+      Fail(path + ".routes", "an http listener needs at least one route");
+    }
+    for (size_t i = 0; i < n["routes"].size(); ++i) {
+      RouteConfig r = ParseRoute(n["routes"][i], path + ".routes[" + std::to_string(i) + "]");
+      if (r.name.empty()) r.name = l.name + "." + std::to_string(i);
+      l.routes.push_back(std::move(r));
+    }
+  } else {
+    if (n["routes"]) Fail(path + ".routes", "tcp listeners take cluster:, not routes:");
+    if (!n["cluster"]) Fail(path + ".cluster", "missing (a tcp listener forwards to one cluster)");
+    l.cluster = Scalar(n["cluster"], path + ".cluster");
+  }
+  if (n["access_log"]) {
+    const YAML::Node& a = n["access_log"];
+    if (a.IsScalar()) {
+      l.access_log.path = a.Scalar();
+    } else {
+      CheckKeys(a, path + ".access_log", {"path"});
+      l.access_log.path = Scalar(a["path"], path + ".access_log.path");
+    }
+    if (l.access_log.path.empty()) Fail(path + ".access_log", "give a file path or stdout");
+  }
+  if (n["limits"]) {
+    const YAML::Node& m = n["limits"];
+    std::string lp = path + ".limits";
+    CheckKeys(m, lp, {"max_request_line", "max_header_bytes", "max_headers", "max_request_body"});
+    if (m["max_request_line"]) {
+      l.limits.max_request_line = Unsigned(m["max_request_line"], lp + ".max_request_line", 64, 1 << 20);
+    }
+    if (m["max_header_bytes"]) {
+      l.limits.max_header_bytes = Unsigned(m["max_header_bytes"], lp + ".max_header_bytes", 256, 1 << 20);
+    }
+    if (m["max_headers"]) l.limits.max_headers = Unsigned(m["max_headers"], lp + ".max_headers", 1, 10000);
+    if (m["max_request_body"]) {
+      l.max_request_body_bytes = Unsigned(m["max_request_body"], lp + ".max_request_body", 0, UINT64_MAX / 2);
+    }
+    if (l.limits.max_request_line > l.limits.max_header_bytes) {
+      Fail(lp + ".max_request_line", "must not exceed max_header_bytes");
+    }
+  }
+  if (n["timeouts"]) {
+    const YAML::Node& t = n["timeouts"];
+    std::string tp = path + ".timeouts";
+    CheckKeys(t, tp, {"header_read", "idle", "request"});
+    if (t["header_read"]) l.header_read_timeout_ms = Duration(t["header_read"], tp + ".header_read");
+    if (t["idle"]) l.idle_timeout_ms = Duration(t["idle"], tp + ".idle");
+    if (t["request"]) l.request_timeout_ms = Duration(t["request"], tp + ".request");
+  }
+  if (n["max_connections"]) {
+    l.max_connections = Unsigned(n["max_connections"], path + ".max_connections", 1, 10000000);
+  }
+  return l;
+}
+
+ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
+  CheckKeys(n, path, {"name", "lb", "connect_timeout", "endpoints", "max_idle_per_endpoint"});
+  ClusterConfig c;
+  c.name = Name(n["name"], path + ".name");
+  if (n["lb"]) {
+    std::string lb = Scalar(n["lb"], path + ".lb");
+    if (lb == "round_robin") c.lb = LbPolicy::kRoundRobin;
+    else if (lb == "least_request") c.lb = LbPolicy::kLeastRequest;
+    else if (lb == "random") c.lb = LbPolicy::kRandom;
+    else Fail(path + ".lb \"" + lb + "\"", "unknown policy (use round_robin, least_request or random)");
+  }
+  if (n["connect_timeout"]) c.connect_timeout_ms = Duration(n["connect_timeout"], path + ".connect_timeout");
+  if (n["max_idle_per_endpoint"]) {
+    c.max_idle_per_endpoint = static_cast<uint32_t>(
+        Unsigned(n["max_idle_per_endpoint"], path + ".max_idle_per_endpoint", 0, 100000));
+  }
+  const YAML::Node& eps = n["endpoints"];
+  if (!eps || !eps.IsSequence() || eps.size() == 0) {
+    Fail(path + ".endpoints", "a cluster needs at least one endpoint");
+  }
+  for (size_t i = 0; i < eps.size(); ++i) {
+    std::string ep = path + ".endpoints[" + std::to_string(i) + "]";
+    Endpoint e;
+    if (eps[i].IsScalar()) {
+      e.address = Address(eps[i], ep);
+    } else {
+      CheckKeys(eps[i], ep, {"address", "weight"});
+      if (!eps[i]["address"]) Fail(ep + ".address", "missing");
+      e.address = Address(eps[i]["address"], ep + ".address");
+      if (eps[i]["weight"]) {
+        e.weight = static_cast<uint32_t>(Unsigned(eps[i]["weight"], ep + ".weight", 1, 10000));
+      }
+    }
+    c.endpoints.push_back(std::move(e));
+  }
+  return c;
+}
+
+std::shared_ptr<ProxyConfig> Parse(const YAML::Node& root) {
+  auto cfg = std::make_shared<ProxyConfig>();
+  if (!root.IsMap()) Fail("(top level)", "expected a mapping with listeners: and clusters:");
+  CheckKeys(root, "(top level)", {"admin", "workers", "listeners", "clusters", "drain_timeout"});
+  if (root["admin"]) {
+    CheckKeys(root["admin"], "admin", {"address"});
+    cfg->admin = Address(root["admin"]["address"], "admin.address");
+  }
+  if (root["workers"]) cfg->workers = static_cast<int>(Unsigned(root["workers"], "workers", 1, 256));
+  if (cfg->workers == 0) cfg->workers = std::max(1u, std::thread::hardware_concurrency());
+  if (root["drain_timeout"]) cfg->drain_timeout_ms = Duration(root["drain_timeout"], "drain_timeout");
+
+  if (root["clusters"]) {
+    if (!root["clusters"].IsSequence()) Fail("clusters", "expected a list");
+    for (size_t i = 0; i < root["clusters"].size(); ++i) {
+      std::string p = "clusters[" + std::to_string(i) + "]";
+      ClusterConfig c = ParseCluster(root["clusters"][i], p);
+      for (const auto& o : cfg->clusters) {
+        if (o.name == c.name) Fail(p + ".name \"" + c.name + "\"", "duplicate cluster name");
+      }
+      cfg->clusters.push_back(std::move(c));
+    }
+  }
+  auto find_cluster = [&](const std::string& name, const std::string& path) -> size_t {
+    for (size_t i = 0; i < cfg->clusters.size(); ++i) {
+      if (cfg->clusters[i].name == name) return i;
+    }
+    Fail(path + " \"" + name + "\"", "no cluster with that name (define it under clusters:)");
+  };
+  if (!root["listeners"] || !root["listeners"].IsSequence() || root["listeners"].size() == 0) {
+    Fail("listeners", "at least one listener is needed");
+  }
+  for (size_t i = 0; i < root["listeners"].size(); ++i) {
+    std::string p = "listeners[" + std::to_string(i) + "]";
+    ListenerConfig l = ParseListener(root["listeners"][i], p);
+    for (const auto& o : cfg->listeners) {
+      if (o.name == l.name) Fail(p + ".name \"" + l.name + "\"", "duplicate listener name");
+      if (o.address.text == l.address.text && l.address.port() != 0) {
+        Fail(p + ".address \"" + l.address.text + "\"", "already used by listener " + o.name);
+      }
+    }
+    if (l.protocol == Protocol::kTcp) {
+      l.cluster_index = find_cluster(l.cluster, p + ".cluster");
+    }
+    for (size_t r = 0; r < l.routes.size(); ++r) {
+      l.routes[r].cluster_index =
+          find_cluster(l.routes[r].cluster, p + ".routes[" + std::to_string(r) + "].cluster");
+    }
+    cfg->listeners.push_back(std::move(l));
+  }
+  return cfg;
+}
+
+}  // namespace
+
+uint16_t SocketAddress::port() const {
+  if (storage.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
+  }
+  return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
+}
+
+std::optional<SocketAddress> ParseSocketAddress(const std::string& s, std::string* why) {
+  SocketAddress a;
+  a.text = s;
+  std::string host, port;
+  if (!s.empty() && s[0] == '[') {
+    size_t close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      *why = "expected [IPv6]:port";
+      return std::nullopt;
+    }
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    size_t colon = s.rfind(':');
+    if (colon == std::string::npos) {
+      *why = "expected host:port";
+      return std::nullopt;
+    }
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+  }
+  auto p = ParseDecimal(port);
+  if (!p) {
+    *why = "port is not a number";
+    return std::nullopt;
+  }
+  if (*p > 65535) {
+    *why = "port out of range";
+    return std::nullopt;
+  }
+  if (host == "localhost") host = "127.0.0.1";
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(*p));
+    a.len = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(*p));
+    a.len = sizeof(sockaddr_in6);
+  } else {
+    *why = "host must be an IP address (or localhost)";
+    return std::nullopt;
+  }
+  return a;
+}
+
+const char* LbPolicyName(LbPolicy p) {
+  switch (p) {
+    case LbPolicy::kRoundRobin: return "round_robin";
+    case LbPolicy::kLeastRequest: return "least_request";
+    case LbPolicy::kRandom: return "random";
+  }
+  return "?";
+}
+
+std::shared_ptr<const ProxyConfig> ParseConfig(const std::string& yaml, const std::string& source,
+                                               std::string* error) {
+  try {
+    YAML::Node root = YAML::Load(yaml);
+    auto cfg = Parse(root);
+    cfg->source_path = source;
+    return cfg;
+  } catch (const ConfigError& e) {
+    *error = e.msg;
+  } catch (const YAML::Exception& e) {
+    *error = "config error: " + source + ": line " + std::to_string(e.mark.line + 1) + ": " + e.msg;
+  }
+  return nullptr;
+}
+
+std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::string* error) {
+  std::ifstream in(path);
+  if (!in) {
+    *error = "config error: cannot read " + path + ": " + strerror(errno);
+    return nullptr;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseConfig(ss.str(), path, error);
+}
+
+std::string ConfigToJson(const ProxyConfig& c) {
+  using nlohmann::json;
+  json j;
+  j["source"] = c.source_path;
+  j["workers"] = c.workers;
+  j["drain_timeout_ms"] = c.drain_timeout_ms;
+  if (c.admin) j["admin"]["address"] = c.admin->text;
+  j["listeners"] = json::array();
+  for (const auto& l : c.listeners) {
+    json jl;
+    jl["name"] = l.name;
+    jl["address"] = l.address.text;
+    jl["protocol"] = l.protocol == Protocol::kHttp ? "http" : "tcp";
+    jl["max_connections"] = l.max_connections;
+    jl["timeouts"] = {{"header_read_ms", l.header_read_timeout_ms},
+                      {"idle_ms", l.idle_timeout_ms},
+                      {"request_ms", l.request_timeout_ms}};
+    jl["limits"] = {{"max_request_line", l.limits.max_request_line},
+                    {"max_header_bytes", l.limits.max_header_bytes},
+                    {"max_headers", l.limits.max_headers},
+                    {"max_request_body", l.max_request_body_bytes}};
+    if (!l.access_log.path.empty()) jl["access_log"] = l.access_log.path;
+    if (l.protocol == Protocol::kTcp) {
+      jl["cluster"] = l.cluster;
+    } else {
+      jl["routes"] = json::array();
+      for (const auto& r : l.routes) {
+        json jr{{"name", r.name}, {"cluster", r.cluster}};
+        if (!r.prefix.empty()) jr["match"]["prefix"] = r.prefix;
+        if (!r.path.empty()) jr["match"]["path"] = r.path;
+        for (const auto& h : r.headers) jr["match"]["headers"][h.name] = h.value;
+        if (r.timeout_ms) jr["timeout_ms"] = r.timeout_ms;
+        jl["routes"].push_back(jr);
+      }
+    }
+    j["listeners"].push_back(jl);
+  }
+  j["clusters"] = json::array();
+  for (const auto& cl : c.clusters) {
+    json jc{{"name", cl.name},
+            {"lb", LbPolicyName(cl.lb)},
+            {"connect_timeout_ms", cl.connect_timeout_ms},
+            {"max_idle_per_endpoint", cl.max_idle_per_endpoint}};
+    jc["endpoints"] = json::array();
+    for (const auto& e : cl.endpoints) {
+      jc["endpoints"].push_back({{"address", e.address.text}, {"weight", e.weight}});
+    }
+    j["clusters"].push_back(jc);
+  }
+  return j.dump(2);
+}
+
+}  // namespace weft::proxy

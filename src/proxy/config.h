@@ -1,0 +1,100 @@
+// The static proxy bootstrap (`weft proxy --config FILE`), parsed and fully
+// validated into plain structs. Every error names the field path and the fix:
+//   config error: listeners[1].address "127.0.0.1:99999": port out of range
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "http/http1/parser.h"
+
+namespace weft::proxy {
+
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  std::string text;  // as written ("127.0.0.1:8080", "[::1]:80")
+  uint16_t port() const;
+};
+
+// Parses "IPv4:port" or "[IPv6]:port" (also "localhost:port"). On failure
+// returns a message that completes `FIELD "VALUE": ...`.
+std::optional<SocketAddress> ParseSocketAddress(const std::string& s, std::string* why);
+
+enum class Protocol : uint8_t { kHttp, kTcp };
+enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom };
+const char* LbPolicyName(LbPolicy p);
+
+struct HeaderMatch {
+  std::string name;  // lower-case
+  std::string value;
+};
+
+struct RouteConfig {
+  std::string name;  // "listener/index" unless named
+  std::string prefix;
+  std::string path;  // exact match when non-empty
+  std::vector<HeaderMatch> headers;
+  std::string cluster;
+  int64_t timeout_ms = 0;  // 0: the listener's request timeout
+  size_t cluster_index = 0;  // resolved at load
+};
+
+struct AccessLogConfig {
+  std::string path;  // "" off, "stdout", or a file path
+};
+
+struct ListenerConfig {
+  std::string name;
+  SocketAddress address;
+  Protocol protocol = Protocol::kHttp;
+  std::vector<RouteConfig> routes;  // http
+  std::string cluster;              // tcp
+  size_t cluster_index = 0;
+  AccessLogConfig access_log;
+  http1::Limits limits;
+  uint64_t max_connections = 10000;       // per worker
+  uint64_t max_request_body_bytes = 0;    // 0: unlimited (streamed)
+  int64_t header_read_timeout_ms = 10000;  // until the request head is complete -> 408
+  int64_t idle_timeout_ms = 60000;         // keep-alive / tcp inactivity
+  int64_t request_timeout_ms = 15000;      // until the upstream response head -> 504
+};
+
+struct Endpoint {
+  SocketAddress address;
+  uint32_t weight = 1;
+};
+
+struct ClusterConfig {
+  std::string name;
+  LbPolicy lb = LbPolicy::kRoundRobin;
+  int64_t connect_timeout_ms = 1000;
+  uint32_t max_idle_per_endpoint = 64;  // per worker
+  std::vector<Endpoint> endpoints;
+};
+
+struct ProxyConfig {
+  std::string source_path;
+  std::optional<SocketAddress> admin;
+  int workers = 0;  // resolved to the core count when absent
+  int64_t drain_timeout_ms = 10000;
+  std::vector<ListenerConfig> listeners;
+  std::vector<ClusterConfig> clusters;
+};
+
+// Loads and validates. On failure returns nullptr and sets *error to one line
+// starting with "config error: ".
+std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::string* error);
+std::shared_ptr<const ProxyConfig> ParseConfig(const std::string& yaml, const std::string& source,
+                                               std::string* error);
+
+// JSON rendering for /config_dump.
+std::string ConfigToJson(const ProxyConfig& c);
+
+}  // namespace weft::proxy

@@ -1,0 +1,789 @@
+// The HTTP/1.1 connection manager: one coroutine per downstream connection,
+// one exchange at a time (pipelined requests wait in the read buffer and are
+// answered in order). Bodies stream through bounded buffers in both
+// directions; nothing is ever buffered whole.
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "base/strings.h"
+#include "base/time.h"
+#include "http/http1/parser.h"
+#include "io/buffer.h"
+#include "proxy/router.h"
+#include "proxy/worker.h"
+
+namespace weft::proxy {
+namespace {
+
+using http1::Framing;
+using http1::Head;
+
+constexpr size_t kInitialBuffer = 4096;
+constexpr size_t kBodyBuffer = 64 * 1024;
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+Reject RejectFor(int status) {
+  switch (status) {
+    case 408: return Reject::kHeaderTimeout;
+    case 413: return Reject::kBodyTooLarge;
+    case 414: return Reject::kUriTooLong;
+    case 431: return Reject::kHeadersTooLarge;
+    case 404: return Reject::kNoRoute;
+    case 405:
+    case 501:
+    case 505: return Reject::kUnsupported;
+    default: return Reject::kBadRequest;
+  }
+}
+
+// Hop-by-hop fields (RFC 9110 7.6.1) that a proxy never forwards as is.
+bool IsHopByHop(std::string_view n) {
+  switch (n.size()) {
+    case 2: return IEquals(n, "te");
+    case 7: return IEquals(n, "upgrade");
+    case 10: return IEquals(n, "connection") || IEquals(n, "keep-alive");
+    case 16: return IEquals(n, "proxy-connection");
+    case 17: return IEquals(n, "transfer-encoding");
+    default: return false;
+  }
+}
+
+bool NamedInConnection(std::string_view connection, std::string_view name) {
+  bool found = false;
+  ForEachListElement(connection, [&](std::string_view t) { found |= IEquals(t, name); });
+  return found;
+}
+
+bool Idempotent(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
+}
+
+void AppendHex(std::string* out, uint64_t v) {
+  char tmp[17];
+  int n = 0;
+  do {
+    tmp[n++] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v);
+  while (n) out->push_back(tmp[--n]);
+}
+
+// Why an exchange ended early, for logs and the access log's flags.
+enum class Outcome { kOk, kClientGone, kUpstreamGone, kError };
+
+class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s)
+      : w_(w), listener_(std::move(l)), down_(std::move(s)), in_(kInitialBuffer), up_buf_(kInitialBuffer) {
+    w_->Track(this);
+    w_->ConnectionOpened();
+    ++listener_->active;
+    asio::error_code ec;
+    tcp::endpoint peer = down_.remote_endpoint(ec);
+    if (!ec) {
+      client_ip_ = peer.address().to_string();
+      client_addr_ = fmt::format("{}:{}", client_ip_, peer.port());
+    }
+  }
+  ~HttpSession() {
+    w_->Untrack(this);
+    w_->ConnectionClosed();
+    --listener_->active;
+    if (ls_) ls_->cx_active.Dec();
+    DropUpstream();
+  }
+
+  asio::awaitable<void> Run();
+  void OnDeadline() override {
+    timed_out_ = true;
+    asio::error_code ec;
+    down_.cancel(ec);
+    if (up_) up_->sock.cancel(ec);
+  }
+
+ private:
+  // The per-request view of the current config, taken when a request starts.
+  struct Ctx {
+    std::shared_ptr<WorkerState> state;
+    const ListenerConfig* lc = nullptr;
+    ListenerStats* ls = nullptr;
+    size_t listener_index = 0;
+  };
+  bool TakeConfig(Ctx* c);
+
+  asio::awaitable<bool> ReadRequestHead(const Ctx& c);
+  asio::awaitable<bool> Exchange(const Ctx& c);
+  asio::awaitable<void> SendError(const Ctx& c, int status, std::string_view body, bool close);
+  asio::awaitable<bool> Connect(const Ctx& c, ClusterRuntime& cr, size_t ep, std::string* err);
+  void BuildUpstreamHead(const Ctx& c, const SocketAddress& ep);
+  void BuildResponseHead(const Head& resp, bool chunked_out, bool close);
+  asio::awaitable<int> PumpBody(tcp::socket& src, io::Buffer& sbuf, tcp::socket& dst,
+                                std::string_view prefix, Framing framing, uint64_t length,
+                                bool chunk_out, uint64_t limit, uint64_t* moved,
+                                std::array<Counter*, 2> in_ctr, std::array<Counter*, 2> out_ctr,
+                                int64_t idle_ms);
+  void DropUpstream() {
+    if (up_) {
+      if (cluster_) {
+        cluster_->active[up_->endpoint]--;
+        cluster_->stats->cx_active.Dec();
+      }
+      up_.reset();
+    }
+  }
+  void LogAccess(const Ctx& c, int status, std::string_view flags);
+  void SetDeadline(int64_t ms) { deadline_ms = ms > 0 ? MonoMillis() + ms : kNever; }
+
+  Worker* const w_;
+  const std::shared_ptr<ListenerRuntime> listener_;
+  tcp::socket down_;
+  io::Buffer in_;      // downstream bytes not yet consumed
+  io::Buffer up_buf_;  // upstream bytes not yet consumed
+  Head req_;
+  Head resp_;
+  http1::ChunkedDecoder chunked_{limits_};
+  http1::Limits limits_;
+  std::string head_out_;  // serialized head being sent
+  std::string request_id_;
+  std::string client_ip_, client_addr_;
+  std::vector<std::string_view> spans_;
+  std::vector<asio::const_buffer> gather_;
+  std::string chunk_meta_;
+  std::unique_ptr<UpstreamConn> up_;
+  std::shared_ptr<ClusterRuntime> cluster_;
+  ListenerStats* ls_ = nullptr;  // for cx_active of the listener that accepted us
+  bool timed_out_ = false;
+  // Per-request facts for logs.
+  int64_t start_ns_ = 0;
+  int64_t upstream_ns_ = 0;
+  uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
+  std::string upstream_addr_;
+  std::string method_copy_, path_copy_;
+  bool first_request_ = true;
+};
+
+bool HttpSession::TakeConfig(Ctx* c) {
+  if (listener_->removed) return false;
+  c->state = w_->state();
+  c->listener_index = listener_->index;
+  c->lc = &c->state->snap->cfg->listeners[c->listener_index];
+  c->ls = &c->state->snap->listener_stats[c->listener_index]->at(w_->id());
+  return true;
+}
+
+asio::awaitable<void> HttpSession::Run() {
+  auto self = shared_from_this();
+  Ctx c;
+  if (!TakeConfig(&c)) co_return;
+  ls_ = c.ls;
+  ls_->cx_total.Inc();
+  ls_->cx_active.Inc();
+  for (;;) {
+    if (!TakeConfig(&c)) break;
+    limits_ = c.lc->limits;
+    if (!co_await ReadRequestHead(c)) break;
+    if (!co_await Exchange(c)) break;
+    if (w_->draining()) break;
+    first_request_ = false;
+  }
+  asio::error_code ec;
+  down_.shutdown(tcp::socket::shutdown_send, ec);
+  down_.close(ec);
+}
+
+asio::awaitable<bool> HttpSession::ReadRequestHead(const Ctx& c) {
+  size_t scanned = 0;
+  idle = in_.empty();
+  timed_out_ = false;
+  start_ns_ = 0;
+  method_copy_.clear();
+  path_copy_.clear();
+  rq_bytes_ = rs_bytes_ = 0;
+  upstream_ns_ = 0;
+  upstream_addr_.clear();
+  SetDeadline(in_.empty() && !first_request_ ? c.lc->idle_timeout_ms : c.lc->header_read_timeout_ms);
+  for (;;) {
+    if (!in_.empty()) {
+      idle = false;
+      http1::Error err;
+      auto r = http1::ParseRequest(in_.data(), in_.size(), limits_, &scanned, &req_, &err);
+      if (r == http1::ParseResult::kComplete) {
+        deadline_ms = kNever;
+        co_return true;
+      }
+      if (r == http1::ParseResult::kError) {
+        LOG_DEBUG("listener {}: {} from {}: {}", c.lc->name, err.status, client_addr_, err.reason);
+        request_id_.clear();
+        co_await SendError(c, err.status, fmt::format("bad request: {}", err.reason), true);
+        co_return false;
+      }
+    }
+    if (w_->draining() && in_.empty()) co_return false;
+    if (!in_.Reserve(1024, limits_.max_header_bytes + 1024)) {
+      co_await SendError(c, 431, "request header section too large", true);
+      co_return false;
+    }
+    auto [ec, n] = co_await down_.async_read_some(asio::buffer(in_.write_ptr(), in_.writable()), kNoThrow);
+    if (ec) {
+      if (timed_out_ && !in_.empty()) {
+        co_await SendError(c, 408, "request header read timeout", true);
+      }
+      co_return false;
+    }
+    if (in_.empty()) {
+      // The first byte of a request starts the header-read clock.
+      SetDeadline(c.lc->header_read_timeout_ms);
+      idle = false;
+    }
+    in_.Commit(n);
+    c.ls->bytes_in.Inc(n);
+  }
+}
+
+asio::awaitable<void> HttpSession::SendError(const Ctx& c, int status, std::string_view body, bool close) {
+  c.ls->Rejected(RejectFor(status));
+  head_out_.clear();
+  fmt::format_to(std::back_inserter(head_out_),
+                 "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n", status,
+                 ReasonPhrase(status), body.size() + 1);
+  if (!request_id_.empty()) fmt::format_to(std::back_inserter(head_out_), "x-request-id: {}\r\n", request_id_);
+  if (close) head_out_ += "connection: close\r\n";
+  head_out_ += "\r\n";
+  head_out_ += body;
+  head_out_ += '\n';
+  SetDeadline(c.lc->idle_timeout_ms);
+  auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
+  c.ls->bytes_out.Inc(n);
+  int64_t us = start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0;
+  c.ls->http.Record(status, us);
+  LogAccess(c, status, "LR");
+}
+
+void HttpSession::BuildUpstreamHead(const Ctx& c, const SocketAddress& ep) {
+  head_out_.clear();
+  head_out_.append(req_.method).append(" ").append(req_.target).append(" HTTP/1.1\r\n");
+  const bool upgrade = req_.conn_upgrade && !req_.upgrade.empty();
+  const bool conn_names = !req_.connection.empty();
+  for (const http1::Header& h : req_.headers) {
+    std::string_view n = h.name;
+    if (IsHopByHop(n)) continue;
+    if (conn_names && NamedInConnection(req_.connection, n)) continue;
+    switch (n.size()) {
+      case 6:
+        if (IEquals(n, "expect")) continue;  // answered by the proxy itself
+        break;
+      case 14:
+        if (IEquals(n, "content-length")) continue;  // re-added below
+        break;
+      case 15:
+        if (IEquals(n, "x-forwarded-for")) continue;
+        break;
+      case 17:
+        if (IEquals(n, "x-forwarded-proto")) continue;
+        break;
+      case 12:
+        if (IEquals(n, "x-request-id")) continue;
+        break;
+      default:
+        break;
+    }
+    head_out_.append(n).append(": ").append(h.value).append("\r\n");
+  }
+  if (req_.host.empty()) head_out_.append("host: ").append(ep.text).append("\r\n");
+  if (req_.framing == Framing::kContentLength) {
+    head_out_.append("content-length: ").append(std::to_string(req_.content_length)).append("\r\n");
+  } else if (req_.framing == Framing::kChunked) {
+    head_out_.append("transfer-encoding: chunked\r\n");
+  }
+  if (upgrade) {
+    head_out_.append("connection: upgrade\r\nupgrade: ").append(req_.upgrade).append("\r\n");
+  }
+  head_out_.append("x-forwarded-for: ");
+  if (!req_.x_forwarded_for.empty()) head_out_.append(req_.x_forwarded_for).append(", ");
+  head_out_.append(client_ip_).append("\r\nx-forwarded-proto: http\r\nx-request-id: ");
+  head_out_.append(request_id_).append("\r\n\r\n");
+  (void)c;
+}
+
+void HttpSession::BuildResponseHead(const Head& resp, bool chunked_out, bool close) {
+  head_out_.clear();
+  head_out_.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
+  head_out_.append(resp.reason.empty() ? ReasonPhrase(resp.status) : resp.reason).append("\r\n");
+  const bool switching = resp.status == 101;
+  const bool conn_names = !resp.connection.empty();
+  bool has_request_id = false;
+  for (const http1::Header& h : resp.headers) {
+    std::string_view n = h.name;
+    if (switching && (IEquals(n, "upgrade"))) {
+      head_out_.append(n).append(": ").append(h.value).append("\r\n");
+      continue;
+    }
+    if (IsHopByHop(n)) continue;
+    if (conn_names && NamedInConnection(resp.connection, n)) continue;
+    if (n.size() == 14 && resp.framing != Framing::kContentLength && resp.framing != Framing::kNone &&
+        IEquals(n, "content-length")) {
+      continue;
+    }
+    if (n.size() == 12 && IEquals(n, "x-request-id")) has_request_id = true;
+    head_out_.append(n).append(": ").append(h.value).append("\r\n");
+  }
+  if (!has_request_id && !request_id_.empty() && resp.status >= 200) {
+    head_out_.append("x-request-id: ").append(request_id_).append("\r\n");
+  }
+  if (switching) {
+    head_out_.append("connection: upgrade\r\n");
+  } else if (resp.status >= 200) {
+    if (chunked_out) head_out_.append("transfer-encoding: chunked\r\n");
+    if (close) {
+      head_out_.append("connection: close\r\n");
+    } else if (req_.version_minor == 0) {
+      head_out_.append("connection: keep-alive\r\n");
+    }
+  }
+  head_out_.append("\r\n");
+}
+
+asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, size_t ep, std::string* err) {
+  const SocketAddress& addr = cr.cfg.endpoints[ep].address;
+  auto conn = std::make_unique<UpstreamConn>(w_->io());
+  conn->endpoint = ep;
+  timed_out_ = false;
+  SetDeadline(cr.cfg.connect_timeout_ms);
+  up_ = std::move(conn);  // so that OnDeadline can cancel it
+  auto [ec] = co_await up_->sock.async_connect(ToEndpoint(addr), kNoThrow);
+  deadline_ms = kNever;
+  if (ec) {
+    *err = fmt::format("upstream connect error: {}: {}", addr.text,
+                       timed_out_ ? "connect timeout" : ec.message());
+    cr.stats->cx_connect_fail.Inc();
+    LOG_DEBUG("listener {}: {}", c.lc->name, *err);
+    up_.reset();
+    co_return false;
+  }
+  asio::error_code ignored;
+  up_->sock.set_option(tcp::no_delay(true), ignored);
+  cr.stats->cx_total.Inc();
+  cr.stats->cx_active.Inc();
+  cr.active[ep]++;
+  co_return true;
+}
+
+// Moves one message body from src to dst. Returns 0 on success, or: 1 the
+// source failed, 2 the destination failed, 400/413/502 framing and limits.
+asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, tcp::socket& dst,
+                                           std::string_view prefix, Framing framing, uint64_t length,
+                                           bool chunk_out, uint64_t limit, uint64_t* moved,
+                                           std::array<Counter*, 2> in_ctr,
+                                           std::array<Counter*, 2> out_ctr, int64_t idle_ms) {
+  uint64_t remaining = framing == Framing::kContentLength ? length : 0;
+  bool done = framing == Framing::kNone;
+  if (framing == Framing::kChunked) chunked_.Reset();
+  for (;;) {
+    gather_.clear();
+    chunk_meta_.clear();
+    if (!prefix.empty()) gather_.emplace_back(prefix.data(), prefix.size());
+    size_t consume = 0;
+    if (!done && !sbuf.empty()) {
+      if (framing == Framing::kChunked) {
+        spans_.clear();
+        http1::Error err;
+        long n = chunked_.Feed(sbuf.data(), sbuf.size(), &spans_, &err);
+        if (n < 0) {
+          LOG_DEBUG("chunked body refused: {}", err.reason);
+          co_return err.status == 431 ? 400 : err.status;
+        }
+        consume = static_cast<size_t>(n);
+        // Size lines go in chunk_meta_, reserved up front so views stay valid.
+        chunk_meta_.reserve(spans_.size() * 20 + 8);
+        for (std::string_view s : spans_) {
+          *moved += s.size();
+          if (chunk_out) {
+            size_t at = chunk_meta_.size();
+            AppendHex(&chunk_meta_, s.size());
+            chunk_meta_ += "\r\n";
+            gather_.emplace_back(chunk_meta_.data() + at, chunk_meta_.size() - at);
+            gather_.emplace_back(s.data(), s.size());
+            gather_.emplace_back("\r\n", 2);
+          } else {
+            gather_.emplace_back(s.data(), s.size());
+          }
+        }
+        if (chunked_.Done()) {
+          done = true;
+          if (chunk_out) {
+            size_t at = chunk_meta_.size();
+            chunk_meta_ += "0\r\n";
+            for (const http1::Header& t : chunked_.trailers()) {
+              chunk_meta_.append(t.name).append(": ").append(t.value).append("\r\n");
+            }
+            chunk_meta_ += "\r\n";
+            gather_.emplace_back(chunk_meta_.data() + at, chunk_meta_.size() - at);
+          }
+        }
+      } else {
+        size_t take = sbuf.size();
+        if (framing == Framing::kContentLength && take > remaining) take = static_cast<size_t>(remaining);
+        gather_.emplace_back(sbuf.data(), take);
+        consume = take;
+        *moved += take;
+        if (framing == Framing::kContentLength) {
+          remaining -= take;
+          done = remaining == 0;
+        } else if (chunk_out && take > 0) {
+          // Close-delimited upstream body re-framed as chunks for the client.
+          AppendHex(&chunk_meta_, take);
+          chunk_meta_ += "\r\n";
+          gather_.insert(gather_.end() - 1, asio::const_buffer(chunk_meta_.data(), chunk_meta_.size()));
+          gather_.emplace_back("\r\n", 2);
+        }
+      }
+    }
+    if (limit && *moved > limit) co_return 413;
+    if (!gather_.empty()) {
+      SetDeadline(idle_ms);
+      auto [ec, n] = co_await asio::async_write(dst, gather_, kNoThrow);
+      if (ec) co_return 2;
+      for (Counter* ctr : out_ctr) ctr->Inc(n);
+      prefix = {};
+    }
+    sbuf.Consume(consume);
+    if (done) co_return 0;
+    // Need more body bytes.
+    if (!sbuf.Reserve(1, kBodyBuffer)) co_return 400;
+    if (sbuf.writable() < kBodyBuffer / 2 && sbuf.capacity() < kBodyBuffer) sbuf.Reserve(kBodyBuffer, kBodyBuffer);
+    SetDeadline(idle_ms);
+    auto [ec, n] = co_await src.async_read_some(asio::buffer(sbuf.write_ptr(), sbuf.writable()), kNoThrow);
+    if (ec) {
+      if (ec == asio::error::eof && framing == Framing::kUntilClose) {
+        if (chunk_out) {
+          auto [wec, wn] = co_await asio::async_write(dst, asio::buffer("0\r\n\r\n", 5), kNoThrow);
+          if (wec) co_return 2;
+          for (Counter* ctr : out_ctr) ctr->Inc(wn);
+        }
+        co_return 0;
+      }
+      co_return 1;
+    }
+    sbuf.Commit(n);
+    for (Counter* ctr : in_ctr) ctr->Inc(n);
+  }
+}
+
+asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
+  start_ns_ = MonoNanos();
+  upstream_ns_ = 0;
+  rq_bytes_ = rs_bytes_ = 0;
+  upstream_addr_.clear();
+  if (!req_.x_request_id.empty() && req_.x_request_id.size() <= 128) {
+    request_id_.assign(req_.x_request_id);
+  } else {
+    uint64_t a = w_->rng().Next(), b = w_->rng().Next();
+    request_id_.clear();
+    fmt::format_to(std::back_inserter(request_id_), "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                   static_cast<uint32_t>(a >> 32), static_cast<uint16_t>(a >> 16),
+                   static_cast<uint16_t>(a) & 0xfff, static_cast<uint16_t>(0x8000 | ((b >> 48) & 0x3fff)),
+                   b & 0xffffffffffffULL);
+  }
+  const size_t head_bytes = req_.head_bytes;
+  const bool client_keep_alive = req_.KeepAlive();
+  // Keep the request facts that outlive the read buffer (logs, response framing).
+  method_copy_.assign(req_.method);
+  path_copy_.assign(RequestPath(req_.target));
+
+  if (req_.method == "CONNECT") {
+    co_await SendError(c, 405, "CONNECT is not supported by this listener", true);
+    co_return false;
+  }
+  const RouteConfig* route = MatchRoute(c.lc->routes, req_);
+  if (route == nullptr) {
+    // The request body (if any) was not read: close unless there is none.
+    bool can_continue = req_.framing == Framing::kNone && client_keep_alive;
+    in_.Consume(head_bytes);
+    co_await SendError(c, 404, fmt::format("no route for {}", RequestPath(req_.target)), !can_continue);
+    co_return can_continue;
+  }
+  const size_t route_index = static_cast<size_t>(route - c.lc->routes.data());
+  RouteStats& rs = c.state->snap->route_stats[c.listener_index][route_index]->at(w_->id());
+  const uint64_t body_limit = c.lc->max_request_body_bytes;
+  if (body_limit && req_.framing == Framing::kContentLength && req_.content_length > body_limit) {
+    co_await SendError(c, 413, fmt::format("request body of {} bytes exceeds the limit of {} bytes",
+                                           req_.content_length, body_limit), true);
+    co_return false;
+  }
+  cluster_ = c.state->clusters[route->cluster_index];
+  ClusterRuntime& cr = *cluster_;
+  const bool idempotent = Idempotent(req_.method);
+
+  // Pick, connect (or reuse), send, and read the response head. A request is
+  // tried again, once, on another endpoint when the upstream cannot have acted
+  // on it: the connect failed, or (idempotent requests without a body) the
+  // connection was reset before any response byte arrived.
+  const bool replayable = idempotent && req_.framing == Framing::kNone;
+  const bool upgrade_requested = req_.conn_upgrade && !req_.upgrade.empty();
+  const int client_minor = req_.version_minor;
+  const int64_t timeout_ms = route->timeout_ms ? route->timeout_ms : c.lc->request_timeout_ms;
+  long exclude = -1;
+  std::string err;
+  bool head_consumed = false;
+  bool have_response = false;
+  int retries_left = cr.cfg.endpoints.size() > 1 ? 1 : 0;
+  for (int attempt = 0; attempt < 4 && !have_response; ++attempt) {
+    size_t ep = cr.lb.Pick(cr.active, exclude);
+    exclude = static_cast<long>(ep);
+    const SocketAddress& addr = cr.cfg.endpoints[ep].address;
+    auto& pool = cr.idle[ep];
+    if (!pool.empty()) {
+      up_ = std::move(pool.back());
+      pool.pop_back();
+      asio::error_code ignored;
+      up_->sock.cancel(ignored);
+      up_->reused = true;
+      cr.stats->cx_reused.Inc();
+      cr.active[ep]++;
+    } else if (!co_await Connect(c, cr, ep, &err)) {
+      if (retries_left-- > 0) {
+        cr.stats->rq_retry.Inc();
+        continue;
+      }
+      break;
+    }
+    const bool reused = up_->reused;
+    upstream_addr_ = addr.text;
+    BuildUpstreamHead(c, addr);
+    if (!head_consumed) {
+      if (req_.expect_continue && req_.framing != Framing::kNone && in_.size() == head_bytes &&
+          client_minor >= 1) {
+        // The client waits for a go-ahead before its body; the upstream is ready.
+        auto [ec, n] = co_await asio::async_write(
+            down_, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25), kNoThrow);
+        if (ec) co_return false;
+        c.ls->bytes_out.Inc(n);
+      }
+      in_.Consume(head_bytes);
+      head_consumed = true;
+    }
+    int r = co_await PumpBody(down_, in_, up_->sock, head_out_, req_.framing, req_.content_length,
+                              req_.framing == Framing::kChunked, body_limit, &rq_bytes_,
+                              {&c.ls->bytes_in, &c.ls->bytes_in},
+                              {&cr.stats->bytes_in, &cr.stats->bytes_in}, c.lc->idle_timeout_ms);
+    if (r == 2 && replayable && (reused || retries_left > 0)) {
+      // Nothing reached the upstream (a pooled connection it had just closed,
+      // or a reset): the parsed views are still intact, send again.
+      DropUpstream();
+      cr.stats->rq_retry.Inc();
+      if (!reused) --retries_left;
+      else exclude = -1;
+      continue;
+    }
+    if (r != 0) {
+      DropUpstream();
+      cluster_.reset();
+      if (r == 1) co_return false;  // the client went away mid-body
+      if (r == 2) {
+        cr.stats->rq_reset.Inc();
+        cr.stats->http.Record(503, 0);
+        rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
+        co_await SendError(c, 503, fmt::format("upstream reset while sending the request: {}", addr.text), true);
+        co_return false;
+      }
+      co_await SendError(c, r, r == 413 ? fmt::format("request body exceeds the limit of {} bytes", body_limit)
+                                        : std::string("bad request: malformed chunked body"), true);
+      co_return false;
+    }
+
+    // Response head, relaying interim 1xx responses.
+    timed_out_ = false;
+    SetDeadline(timeout_ms);
+    size_t scanned = 0;
+    up_buf_.Clear();
+    bool got_bytes = false;
+    for (;;) {
+      http1::Error perr;
+      auto pr = up_buf_.empty() ? http1::ParseResult::kIncomplete
+                                : http1::ParseResponse(up_buf_.data(), up_buf_.size(), limits_, &scanned,
+                                                       method_copy_, &resp_, &perr);
+      if (pr == http1::ParseResult::kComplete) {
+        if (resp_.status >= 100 && resp_.status < 200 && resp_.status != 101) {
+          if (client_minor >= 1) {
+            BuildResponseHead(resp_, false, false);
+            auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
+            if (ec) {
+              DropUpstream();
+              co_return false;
+            }
+          }
+          up_buf_.Consume(resp_.head_bytes);
+          scanned = 0;
+          continue;
+        }
+        have_response = true;
+        break;
+      }
+      if (pr == http1::ParseResult::kError) {
+        LOG_WARN("listener {}: invalid response from {}: {}", c.lc->name, upstream_addr_, perr.reason);
+        DropUpstream();
+        cr.stats->http.Record(502, 0);
+        rs.http.Record(502, (MonoNanos() - start_ns_) / 1000);
+        co_await SendError(c, 502, fmt::format("invalid response from upstream {}: {}", upstream_addr_, perr.reason), true);
+        co_return false;
+      }
+      if (!up_buf_.Reserve(1024, limits_.max_header_bytes + 1024)) {
+        DropUpstream();
+        co_await SendError(c, 502, "upstream response head too large", true);
+        co_return false;
+      }
+      auto [ec, n] = co_await up_->sock.async_read_some(asio::buffer(up_buf_.write_ptr(), up_buf_.writable()), kNoThrow);
+      if (!ec) {
+        got_bytes = true;
+        up_buf_.Commit(n);
+        cr.stats->bytes_out.Inc(n);
+        continue;
+      }
+      DropUpstream();
+      if (timed_out_) {
+        cr.stats->rq_timeout.Inc();
+        cr.stats->http.Record(504, 0);
+        rs.http.Record(504, (MonoNanos() - start_ns_) / 1000);
+        co_await SendError(c, 504, fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_), true);
+        co_return false;
+      }
+      if (!got_bytes && replayable && (reused || retries_left > 0)) {
+        cr.stats->rq_retry.Inc();
+        if (!reused) --retries_left;
+        else exclude = -1;
+        break;  // next attempt
+      }
+      cr.stats->rq_reset.Inc();
+      cr.stats->http.Record(503, 0);
+      rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
+      co_await SendError(c, 503, fmt::format("upstream reset before response: {}: {}", upstream_addr_,
+                                             ec == asio::error::eof ? "connection closed" : ec.message()), true);
+      co_return false;
+    }
+  }
+  if (!have_response) {
+    cluster_.reset();
+    if (err.empty()) err = "no upstream available";
+    cr.stats->http.Record(503, 0);
+    rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
+    co_await SendError(c, 503, err, true);
+    co_return false;
+  }
+  deadline_ms = kNever;
+  upstream_ns_ = MonoNanos() - start_ns_;
+  const int status_code = resp_.status;
+  const int status = status_code;
+
+  // WebSocket and other upgrades: after 101 the connection is a tunnel.
+  if (status_code == 101 && upgrade_requested) {
+    BuildResponseHead(resp_, false, false);
+    up_buf_.Consume(resp_.head_bytes);
+    auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
+    if (!ec) {
+      c.ls->bytes_out.Inc(n);
+      c.ls->http.Record(101, upstream_ns_ / 1000);
+      rs.http.Record(101, upstream_ns_ / 1000);
+      cr.stats->http.Record(101, upstream_ns_ / 1000);
+      LogAccess(c, 101, "-");
+      co_await Tunnel(down_, up_->sock, std::string_view(in_.data(), in_.size()),
+                      std::string_view(up_buf_.data(), up_buf_.size()), this, c.lc->idle_timeout_ms,
+                      {&c.ls->bytes_in, &cr.stats->bytes_in}, {&cr.stats->bytes_out, &c.ls->bytes_out});
+    }
+    DropUpstream();
+    co_return false;
+  }
+
+  // Response framing towards the client.
+  const Framing rf = resp_.framing;
+  bool close = !client_keep_alive || w_->draining();
+  bool chunk_out = false;
+  if (rf == Framing::kChunked || rf == Framing::kUntilClose) {
+    if (client_minor >= 1) chunk_out = true;
+    else close = true;  // HTTP/1.0 client: the close delimits the body
+  }
+  const bool upstream_reusable = resp_.KeepAlive() && rf != Framing::kUntilClose;
+  BuildResponseHead(resp_, chunk_out, close);
+  up_buf_.Consume(resp_.head_bytes);
+  int r = co_await PumpBody(up_->sock, up_buf_, down_, head_out_, rf, resp_.content_length, chunk_out, 0,
+                            &rs_bytes_, {&cr.stats->bytes_out, &cr.stats->bytes_out},
+                            {&c.ls->bytes_out, &c.ls->bytes_out}, c.lc->idle_timeout_ms);
+  const int64_t us = (MonoNanos() - start_ns_) / 1000;
+  c.ls->http.Record(status, us);
+  rs.http.Record(status, us);
+  cr.stats->http.Record(status, us);
+  if (r == 0 && upstream_reusable && up_buf_.empty()) {
+    cr.active[up_->endpoint]--;
+    up_->reused = false;
+    w_->ReleaseUpstream(cluster_, std::move(up_));
+  } else {
+    DropUpstream();
+  }
+  cluster_.reset();
+  LogAccess(c, status, r == 0 ? "-" : (r == 1 ? "UR" : "DR"));
+  up_buf_.Shrink(kInitialBuffer);
+  if (r != 0) co_return false;
+  co_return !close;
+}
+
+void HttpSession::LogAccess(const Ctx& c, int status, std::string_view flags) {
+  const auto& sink = c.state->snap->access_logs[c.listener_index];
+  if (!sink) return;
+  int64_t now_us = WallMicros();
+  time_t secs = static_cast<time_t>(now_us / 1000000);
+  tm t;
+  gmtime_r(&secs, &t);
+  std::string line;
+  line.reserve(384);
+  fmt::format_to(std::back_inserter(line),
+                 "{{\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"listener\":\"", t.tm_year + 1900,
+                 t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, (now_us / 1000) % 1000);
+  AppendJsonEscaped(&line, c.lc->name);
+  line += "\",\"client\":\"";
+  AppendJsonEscaped(&line, client_addr_);
+  line += "\",\"method\":\"";
+  AppendJsonEscaped(&line, method_copy_.empty() ? std::string_view("-") : std::string_view(method_copy_));
+  line += "\",\"path\":\"";
+  AppendJsonEscaped(&line, path_copy_);
+  fmt::format_to(std::back_inserter(line),
+                 "\",\"status\":{},\"bytes_received\":{},\"bytes_sent\":{},\"duration_ms\":{:.3f},"
+                 "\"upstream_ms\":{:.3f},\"upstream\":\"",
+                 status, rq_bytes_, rs_bytes_, start_ns_ ? (MonoNanos() - start_ns_) / 1e6 : 0.0,
+                 upstream_ns_ / 1e6);
+  AppendJsonEscaped(&line, upstream_addr_);
+  line += "\",\"request_id\":\"";
+  AppendJsonEscaped(&line, request_id_);
+  line += "\",\"flags\":\"";
+  line += flags;
+  line += "\"}\n";
+  w_->AccessLog(sink, line);
+}
+
+}  // namespace
+
+void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
+  auto session = std::make_shared<HttpSession>(w, std::move(l), std::move(s));
+  asio::co_spawn(w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); },
+                 asio::detached);
+}
+
+}  // namespace weft::proxy

@@ -1,0 +1,336 @@
+#include "proxy/proxy.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <map>
+
+#include "base/log.h"
+#include "base/time.h"
+#include "io/buffer.h"
+#include "proxy/config.h"
+#include "proxy/stats.h"
+#include "proxy/worker.h"
+
+namespace weft::proxy {
+namespace {
+
+std::string FormatSockName(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  tcp::endpoint ep;
+  std::memcpy(ep.data(), &ss, len);
+  ep.resize(len);
+  if (ep.address().is_v6()) return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// Opens one listening socket per worker on `addr` with SO_REUSEPORT. Port 0
+// is resolved by the first bind and reused by the rest.
+bool OpenListener(const SocketAddress& addr, size_t workers, ListenerSockets* out, std::string* err) {
+  sockaddr_storage ss = addr.storage;
+  for (size_t i = 0; i < workers; ++i) {
+    int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      *err = std::string("socket: ") + strerror(errno);
+      return false;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), addr.len) != 0 || ::listen(fd, 4096) != 0) {
+      *err = std::string("bind ") + addr.text + ": " + strerror(errno);
+      ::close(fd);
+      for (int f : out->fds) ::close(f);
+      out->fds.clear();
+      return false;
+    }
+    if (i == 0) {
+      socklen_t len = sizeof(ss);
+      getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+      out->bound = FormatSockName(fd);
+    }
+    out->fds.push_back(fd);
+  }
+  return true;
+}
+
+class Proxy {
+ public:
+  Proxy(std::string path, size_t workers) : path_(std::move(path)), stats_(workers), signals_(io_) {
+    for (size_t i = 0; i < workers; ++i) workers_.push_back(std::make_unique<Worker>(i, workers));
+  }
+
+  // Builds the snapshot and listener sockets for `cfg` and hands them to the
+  // workers. On failure nothing changes and *err says why.
+  bool Install(std::shared_ptr<const ProxyConfig> cfg, std::string* err) {
+    if (static_cast<size_t>(cfg->workers) != workers_.size() && snap_) {
+      LOG_WARN("reload: workers changed from {} to {}: takes effect on restart", workers_.size(), cfg->workers);
+    }
+    auto snap = std::make_shared<Snapshot>();
+    snap->cfg = cfg;
+    std::map<std::string, std::shared_ptr<AccessLogSink>> sinks;
+    for (const auto& l : cfg->listeners) {
+      snap->listener_stats.push_back(stats_.Listener(l.name));
+      std::vector<PerWorker<RouteStats>*> rs;
+      for (const auto& r : l.routes) rs.push_back(stats_.Route(l.name, r.name));
+      snap->route_stats.push_back(std::move(rs));
+      std::shared_ptr<AccessLogSink> sink;
+      if (!l.access_log.path.empty()) {
+        auto& s = sinks[l.access_log.path];
+        if (!s) {
+          s = std::make_shared<AccessLogSink>();
+          if (l.access_log.path == "stdout") {
+            s->fd = STDOUT_FILENO;
+          } else {
+            s->fd = ::open(l.access_log.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            s->owned = true;
+            if (s->fd < 0) {
+              *err = "config error: listeners." + l.name + ".access_log \"" + l.access_log.path +
+                     "\": cannot open: " + strerror(errno);
+              return false;
+            }
+          }
+        }
+        sink = s;
+      }
+      snap->access_logs.push_back(sink);
+    }
+    for (const auto& c : cfg->clusters) snap->cluster_stats.push_back(stats_.Cluster(c.name));
+
+    // Listener sockets: keep those whose name and address are unchanged.
+    std::map<std::string, ListenerSockets> next;
+    std::vector<std::map<std::string, std::pair<int, bool>>> per_worker(workers_.size());
+    for (const auto& l : cfg->listeners) {
+      std::string key = std::string(l.protocol == Protocol::kHttp ? "http " : "tcp ") + l.address.text;
+      auto old = listeners_.find(l.name);
+      ListenerSockets ls;
+      bool reused = old != listeners_.end() && old->second.key == key;
+      if (reused) {
+        ls = old->second;
+      } else {
+        ls.key = key;
+        if (!OpenListener(l.address, workers_.size(), &ls, err)) {
+          *err = "listener " + l.name + ": " + *err;
+          for (auto& [n, s] : next) {
+            auto o = listeners_.find(n);
+            if (o == listeners_.end() || o->second.key != s.key) {
+              for (int f : s.fds) ::close(f);
+            }
+          }
+          return false;
+        }
+      }
+      for (size_t w = 0; w < workers_.size(); ++w) per_worker[w][l.name] = {ls.fds[w], reused};
+      next[l.name] = std::move(ls);
+    }
+    listeners_ = std::move(next);
+    snap_ = snap;
+    for (size_t w = 0; w < workers_.size(); ++w) workers_[w]->Apply(snap, std::move(per_worker[w]));
+    return true;
+  }
+
+  std::string Reload() {
+    std::string err;
+    auto cfg = LoadConfigFile(path_, &err);
+    if (cfg && Install(cfg, &err)) {
+      stats_.config_reload_ok().Inc();
+      LOG_INFO("config reloaded from {}", path_);
+      return "";
+    }
+    stats_.config_reload_fail().Inc();
+    LOG_ERROR("reload refused, still serving the previous config: {}", err);
+    return err;
+  }
+
+  int Run(std::shared_ptr<const ProxyConfig> cfg) {
+    std::string err;
+    if (!Install(cfg, &err)) {
+      LOG_ERROR("{}", err);
+      return 1;
+    }
+    if (cfg->admin) {
+      admin_.emplace(io_);
+      asio::error_code ec;
+      tcp::endpoint ep = ToEndpoint(*cfg->admin);
+      admin_->open(ep.protocol(), ec);
+      if (!ec) admin_->set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec) admin_->bind(ep, ec);
+      if (!ec) admin_->listen(128, ec);
+      if (ec) {
+        LOG_ERROR("admin {}: {}", cfg->admin->text, ec.message());
+        return 1;
+      }
+      asio::co_spawn(io_, AdminAccept(), asio::detached);
+    }
+    for (auto& w : workers_) w->Start();
+
+    std::string line = "weft proxy listening";
+    if (admin_) line += " admin=" + FormatSockName(admin_->native_handle());
+    for (const auto& l : cfg->listeners) line += " " + l.name + "=" + listeners_[l.name].bound;
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    LOG_INFO("{} workers, config {}", workers_.size(), path_);
+
+    signals_.add(SIGTERM);
+    signals_.add(SIGINT);
+    signals_.add(SIGHUP);
+    WaitSignal();
+    io_.run();
+    for (auto& w : workers_) w->Stop();
+    LOG_INFO("drained, exiting");
+    return 0;
+  }
+
+ private:
+  void WaitSignal() {
+    signals_.async_wait([this](const asio::error_code& ec, int sig) {
+      if (ec) return;
+      if (sig == SIGHUP) {
+        LOG_INFO("SIGHUP: reloading {}", path_);
+        Reload();
+        WaitSignal();
+        return;
+      }
+      LOG_INFO("{}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", snap_->cfg->drain_timeout_ms);
+      BeginDrain();
+    });
+  }
+
+  void BeginDrain() {
+    if (draining_) return;
+    draining_ = true;
+    for (auto& w : workers_) w->BeginDrain();
+    drain_deadline_ = MonoMillis() + snap_->cfg->drain_timeout_ms;
+    drain_timer_.emplace(io_);
+    PollDrain();
+  }
+
+  void PollDrain() {
+    int64_t active = 0;
+    for (auto& w : workers_) active += w->active_connections();
+    if (active == 0 || MonoMillis() >= drain_deadline_) {
+      if (active) LOG_WARN("drain timeout: closing {} connections", active);
+      asio::error_code ec;
+      if (admin_) admin_->close(ec);
+      signals_.cancel(ec);
+      io_.stop();
+      return;
+    }
+    drain_timer_->expires_after(std::chrono::milliseconds(20));
+    drain_timer_->async_wait([this](const asio::error_code& ec) {
+      if (!ec) PollDrain();
+    });
+  }
+
+  asio::awaitable<void> AdminAccept() {
+    for (;;) {
+      auto [ec, sock] = co_await admin_->async_accept(kNoThrow);
+      if (ec) {
+        if (!admin_->is_open()) co_return;
+        continue;
+      }
+      asio::co_spawn(io_, AdminSession(std::move(sock)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> AdminSession(tcp::socket s) {
+    io::Buffer buf(4096);
+    http1::Limits limits;
+    http1::Head req;
+    for (;;) {
+      size_t scanned = 0;
+      http1::Error perr;
+      http1::ParseResult r = http1::ParseResult::kIncomplete;
+      while ((r = buf.empty() ? http1::ParseResult::kIncomplete
+                              : http1::ParseRequest(buf.data(), buf.size(), limits, &scanned, &req, &perr)) ==
+             http1::ParseResult::kIncomplete) {
+        if (!buf.Reserve(1024, 128 * 1024)) co_return;
+        auto [ec, n] = co_await s.async_read_some(asio::buffer(buf.write_ptr(), buf.writable()), kNoThrow);
+        if (ec) co_return;
+        buf.Commit(n);
+      }
+      int status = 200;
+      std::string body, type = "text/plain";
+      if (r == http1::ParseResult::kError) {
+        status = perr.status;
+        body = std::string(perr.reason) + "\n";
+      } else {
+        std::string_view path = req.target.substr(0, req.target.find('?'));
+        if (path == "/ready") {
+          status = draining_ ? 503 : 200;
+          body = draining_ ? "draining\n" : "ready\n";
+        } else if (path == "/stats" || path == "/metrics") {
+          type = "text/plain; version=0.0.4";
+          body = stats_.RenderPrometheus();
+        } else if (path == "/config_dump") {
+          type = "application/json";
+          body = ConfigToJson(*snap_->cfg) + "\n";
+        } else if (path == "/reload") {
+          if (req.method != "POST") {
+            status = 405;
+            body = "use POST /reload\n";
+          } else {
+            std::string e = Reload();
+            status = e.empty() ? 200 : 400;
+            body = e.empty() ? "reloaded\n" : e + "\n";
+          }
+        } else {
+          status = 404;
+          body = "not found: try /ready, /stats, /config_dump, POST /reload\n";
+        }
+      }
+      const bool close = r == http1::ParseResult::kError || !req.KeepAlive() || req.framing != http1::Framing::kNone;
+      std::string head = fmt::format("HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}\r\n", status,
+                                     status == 200 ? "OK" : "Error", type, body.size(),
+                                     close ? "connection: close\r\n" : "");
+      if (req.method == "HEAD") body.clear();
+      std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
+      auto [ec, n] = co_await asio::async_write(s, out, kNoThrow);
+      if (ec || close) co_return;
+      buf.Consume(req.head_bytes);
+    }
+  }
+
+  const std::string path_;
+  asio::io_context io_{1};
+  StatsRegistry stats_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::map<std::string, ListenerSockets> listeners_;
+  std::shared_ptr<const Snapshot> snap_;
+  std::optional<tcp::acceptor> admin_;
+  asio::signal_set signals_;
+  std::optional<asio::steady_timer> drain_timer_;
+  int64_t drain_deadline_ = 0;
+  bool draining_ = false;
+};
+
+}  // namespace
+
+int RunProxy(const ProxyOptions& opts) {
+  std::string err;
+  auto cfg = LoadConfigFile(opts.config_path, &err);
+  if (!cfg) {
+    std::fprintf(stderr, "%s\n", err.c_str());
+    return 2;
+  }
+  if (opts.validate_only) {
+    std::printf("config ok: %s (%zu listeners, %zu clusters)\n", opts.config_path.c_str(),
+                cfg->listeners.size(), cfg->clusters.size());
+    return 0;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  // The proxy is never destroyed: once drained, the process exits without
+  // tearing down event loops that may still hold abandoned connections.
+  auto* p = new Proxy(opts.config_path, static_cast<size_t>(cfg->workers));
+  int rc = p->Run(cfg);
+  std::fflush(nullptr);
+  std::_Exit(rc);
+}
+
+}  // namespace weft::proxy

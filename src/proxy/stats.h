@@ -1,0 +1,123 @@
+// Proxy statistics. Each worker owns one slot of every stat block and is the
+// only writer of it (plain relaxed loads and stores, no read-modify-write
+// atomics on the request path); the admin thread sums the slots on scrape.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace weft::proxy {
+
+class Counter {
+ public:
+  void Inc(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void Dec(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
+  uint64_t Get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+// Request latency histogram with fixed bucket bounds (seconds, Prometheus style).
+class Histogram {
+ public:
+  static constexpr std::array<int64_t, 14> kBoundsUs = {
+      250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
+  void Observe(int64_t us) {
+    size_t i = 0;
+    while (i < kBoundsUs.size() && us > kBoundsUs[i]) ++i;
+    buckets_[i].Inc();
+    sum_us_.Inc(static_cast<uint64_t>(us < 0 ? 0 : us));
+  }
+  uint64_t Bucket(size_t i) const { return buckets_[i].Get(); }
+  uint64_t SumUs() const { return sum_us_.Get(); }
+
+ private:
+  std::array<Counter, kBoundsUs.size() + 1> buckets_;
+  Counter sum_us_;
+};
+
+// Why a downstream request or connection was refused by the proxy itself.
+enum class Reject : uint8_t {
+  kBadRequest,       // 400: malformed message
+  kUriTooLong,       // 414
+  kHeadersTooLarge,  // 431
+  kBodyTooLarge,     // 413
+  kHeaderTimeout,    // 408
+  kNoRoute,          // 404
+  kUnsupported,      // 405/501/505
+  kConnectionLimit,  // connection closed at accept: max_connections reached
+  kCount,
+};
+const char* RejectName(Reject r);
+
+struct HttpCounters {
+  std::array<Counter, 5> rq_class;  // 1xx..5xx
+  Histogram latency;
+  void Record(int status, int64_t us) {
+    int c = status / 100 - 1;
+    if (c >= 0 && c < 5) rq_class[static_cast<size_t>(c)].Inc();
+    latency.Observe(us);
+  }
+};
+
+struct alignas(64) ListenerStats {
+  Counter cx_total, cx_active, bytes_in, bytes_out;
+  std::array<Counter, static_cast<size_t>(Reject::kCount)> rejected;
+  HttpCounters http;
+  void Rejected(Reject r) { rejected[static_cast<size_t>(r)].Inc(); }
+};
+
+struct alignas(64) RouteStats {
+  HttpCounters http;
+};
+
+struct alignas(64) ClusterStats {
+  Counter cx_total, cx_active, cx_connect_fail, cx_reused, rq_retry, rq_timeout, rq_reset;
+  Counter bytes_in, bytes_out;  // to / from upstream
+  HttpCounters http;
+};
+
+// One stat block per name, with one slot per worker. Blocks outlive config
+// reloads (same name, same counters) and are never freed while running.
+template <typename T>
+class PerWorker {
+ public:
+  explicit PerWorker(size_t workers) : slots_(workers) {}
+  T& at(size_t w) { return slots_[w]; }
+  const std::vector<T>& slots() const { return slots_; }
+
+ private:
+  std::vector<T> slots_;
+};
+
+class StatsRegistry {
+ public:
+  explicit StatsRegistry(size_t workers) : workers_(workers) {}
+  // Returns the block for `name`, creating it. Called on config load only.
+  PerWorker<ListenerStats>* Listener(const std::string& name);
+  PerWorker<RouteStats>* Route(const std::string& listener, const std::string& route);
+  PerWorker<ClusterStats>* Cluster(const std::string& name);
+
+  Counter& config_reload_ok() { return reload_ok_; }
+  Counter& config_reload_fail() { return reload_fail_; }
+
+  // Prometheus text exposition format, version 0.0.4.
+  std::string RenderPrometheus();
+
+ private:
+  const size_t workers_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<PerWorker<ListenerStats>>> listeners_;  // guarded by mu_
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<PerWorker<RouteStats>>> routes_;
+  std::map<std::string, std::unique_ptr<PerWorker<ClusterStats>>> clusters_;
+  Counter reload_ok_, reload_fail_;
+};
+
+}  // namespace weft::proxy

@@ -1,0 +1,158 @@
+// Opaque TCP proxying: pick an endpoint, connect (one retry on another
+// endpoint), then copy bytes both ways with half-close passed through.
+#include <fmt/format.h>
+
+#include <asio/experimental/awaitable_operators.hpp>
+
+#include "base/log.h"
+#include "base/time.h"
+#include "proxy/worker.h"
+
+namespace weft::proxy {
+namespace {
+
+constexpr size_t kTunnelBuffer = 64 * 1024;
+
+class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSession> {
+ public:
+  TcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s)
+      : w_(w), listener_(std::move(l)), down_(std::move(s)), up_(w->io()) {
+    w_->Track(this);
+    w_->ConnectionOpened();
+    ++listener_->active;
+  }
+  ~TcpSession() {
+    w_->Untrack(this);
+    w_->ConnectionClosed();
+    --listener_->active;
+    if (ls_) ls_->cx_active.Dec();
+    if (cs_ && connected_) cs_->cx_active.Dec();
+    if (cluster_ && connected_) cluster_->active[endpoint_]--;
+  }
+  void OnDeadline() override {
+    asio::error_code ec;
+    down_.cancel(ec);
+    up_.cancel(ec);
+    timed_out_ = true;
+  }
+
+  asio::awaitable<void> Run() {
+    auto self = shared_from_this();
+    if (listener_->removed) co_return;
+    std::shared_ptr<WorkerState> st = w_->state();
+    const ListenerConfig& lc = st->snap->cfg->listeners[listener_->index];
+    ls_ = &st->snap->listener_stats[listener_->index]->at(w_->id());
+    ls_->cx_total.Inc();
+    ls_->cx_active.Inc();
+    cluster_ = st->clusters[lc.cluster_index];
+    cs_ = cluster_->stats;
+    long exclude = -1;
+    for (int attempt = 0; attempt < 2 && !connected_; ++attempt) {
+      size_t ep = cluster_->lb.Pick(cluster_->active, exclude);
+      exclude = static_cast<long>(ep);
+      const SocketAddress& addr = cluster_->cfg.endpoints[ep].address;
+      timed_out_ = false;
+      deadline_ms = MonoMillis() + cluster_->cfg.connect_timeout_ms;
+      auto [ec] = co_await up_.async_connect(ToEndpoint(addr), kNoThrow);
+      deadline_ms = kNever;
+      if (ec) {
+        cs_->cx_connect_fail.Inc();
+        LOG_WARN("listener {}: upstream connect error: {}: {}", lc.name, addr.text,
+                 timed_out_ ? "connect timeout" : ec.message());
+        asio::error_code ignored;
+        up_.close(ignored);
+        if (cluster_->cfg.endpoints.size() > 1 && attempt == 0) cs_->rq_retry.Inc();
+        else break;
+        continue;
+      }
+      endpoint_ = ep;
+      connected_ = true;
+      cluster_->active[ep]++;
+      cs_->cx_total.Inc();
+      cs_->cx_active.Inc();
+    }
+    if (connected_) {
+      asio::error_code ignored;
+      up_.set_option(tcp::no_delay(true), ignored);
+      co_await Tunnel(down_, up_, {}, {}, this, lc.idle_timeout_ms, {&ls_->bytes_in, &cs_->bytes_in},
+                      {&cs_->bytes_out, &ls_->bytes_out});
+      if (timed_out_) LOG_DEBUG("listener {}: idle timeout", lc.name);
+    }
+    asio::error_code ignored;
+    down_.close(ignored);
+    up_.close(ignored);
+  }
+
+ private:
+  Worker* const w_;
+  const std::shared_ptr<ListenerRuntime> listener_;
+  tcp::socket down_;
+  tcp::socket up_;
+  std::shared_ptr<ClusterRuntime> cluster_;
+  ListenerStats* ls_ = nullptr;
+  ClusterStats* cs_ = nullptr;
+  size_t endpoint_ = 0;
+  bool connected_ = false;
+  bool timed_out_ = false;
+};
+
+// One direction of a tunnel. On EOF from `from`, shuts down `to`'s sending
+// side (the half-close travels on); on an error, ends both directions.
+asio::awaitable<void> CopyOneWay(tcp::socket& from, tcp::socket& to, std::string_view pending,
+                                 Deadline* dl, int64_t idle_ms, std::array<Counter*, 2> ctr) {
+  asio::error_code ec;
+  if (!pending.empty()) {
+    auto [wec, n] = co_await asio::async_write(to, asio::buffer(pending.data(), pending.size()), kNoThrow);
+    if (wec) {
+      from.shutdown(tcp::socket::shutdown_both, ec);
+      to.shutdown(tcp::socket::shutdown_both, ec);
+      co_return;
+    }
+    for (Counter* c : ctr) c->Inc(n);
+  }
+  std::unique_ptr<char[]> buf(new char[kTunnelBuffer]);
+  for (;;) {
+    auto [rec, n] = co_await from.async_read_some(asio::buffer(buf.get(), kTunnelBuffer), kNoThrow);
+    if (rec) {
+      if (rec == asio::error::eof) {
+        to.shutdown(tcp::socket::shutdown_send, ec);
+      } else {
+        from.shutdown(tcp::socket::shutdown_both, ec);
+        to.shutdown(tcp::socket::shutdown_both, ec);
+        from.cancel(ec);
+        to.cancel(ec);
+      }
+      co_return;
+    }
+    dl->deadline_ms = MonoMillis() + idle_ms;
+    auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.get(), n), kNoThrow);
+    if (wec) {
+      from.shutdown(tcp::socket::shutdown_both, ec);
+      to.shutdown(tcp::socket::shutdown_both, ec);
+      from.cancel(ec);
+      to.cancel(ec);
+      co_return;
+    }
+    for (Counter* c : ctr) c->Inc(wn);
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> Tunnel(tcp::socket& a, tcp::socket& b, std::string_view a_pending,
+                             std::string_view b_pending, Deadline* dl, int64_t idle_ms,
+                             std::array<Counter*, 2> a_to_b, std::array<Counter*, 2> b_to_a) {
+  using namespace asio::experimental::awaitable_operators;
+  dl->deadline_ms = MonoMillis() + idle_ms;
+  co_await (CopyOneWay(a, b, a_pending, dl, idle_ms, a_to_b) &&
+            CopyOneWay(b, a, b_pending, dl, idle_ms, b_to_a));
+  dl->deadline_ms = Deadline::kNever;
+}
+
+void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
+  auto session = std::make_shared<TcpSession>(w, std::move(l), std::move(s));
+  asio::co_spawn(w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); },
+                 asio::detached);
+}
+
+}  // namespace weft::proxy

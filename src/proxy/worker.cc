@@ -1,0 +1,261 @@
+#include "proxy/worker.h"
+
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/time.h"
+
+namespace weft::proxy {
+
+namespace {
+constexpr int kTickMs = 100;
+constexpr size_t kAccessLogFlushBytes = 64 * 1024;
+}  // namespace
+
+AccessLogSink::~AccessLogSink() {
+  if (owned && fd >= 0) ::close(fd);
+}
+
+tcp::endpoint ToEndpoint(const SocketAddress& a) {
+  tcp::endpoint ep;
+  std::memcpy(ep.data(), &a.storage, a.len);
+  ep.resize(a.len);
+  return ep;
+}
+
+ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t seed)
+    : cfg(c),
+      stats(s),
+      lb(c.lb,
+         [&] {
+           std::vector<uint32_t> w;
+           for (const auto& e : c.endpoints) w.push_back(e.weight);
+           return w;
+         }(),
+         seed),
+      active(c.endpoints.size(), 0),
+      idle(c.endpoints.size()) {}
+
+ClusterRuntime::~ClusterRuntime() {
+  for (const auto& p : idle) stats->cx_active.Dec(p.size());
+}
+
+Worker::Worker(size_t id, size_t count)
+    : id_(id), count_(count), io_(1), tick_(io_), rng_(0x5eed1234ULL * (id + 1) ^ static_cast<uint64_t>(MonoNanos())) {}
+
+Worker::~Worker() { Stop(); }
+
+void Worker::Start() {
+  work_.emplace(io_.get_executor());
+  ArmTick();
+  thread_ = std::thread([this] { io_.run(); });
+}
+
+void Worker::Stop() {
+  if (!thread_.joinable()) return;
+  asio::post(io_, [this] {
+    FlushAccessLogs();
+    tick_.cancel();
+    for (auto& [name, l] : listeners_) {
+      asio::error_code ec;
+      l->acceptor.close(ec);
+    }
+    work_.reset();
+    io_.stop();
+  });
+  thread_.join();
+}
+
+void Worker::Apply(std::shared_ptr<const Snapshot> snap, std::map<std::string, std::pair<int, bool>> fds) {
+  asio::post(io_, [this, snap = std::move(snap), fds = std::move(fds)]() mutable {
+    ApplyOnLoop(std::move(snap), std::move(fds));
+  });
+}
+
+void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
+                         std::map<std::string, std::pair<int, bool>> fds) {
+  FlushAccessLogs();
+  auto st = std::make_shared<WorkerState>();
+  st->snap = snap;
+  const ProxyConfig& cfg = *snap->cfg;
+  for (size_t i = 0; i < cfg.clusters.size(); ++i) {
+    st->clusters.push_back(std::make_shared<ClusterRuntime>(
+        cfg.clusters[i], &snap->cluster_stats[i]->at(id_), rng_.Next()));
+  }
+  // Listeners: keep the ones whose sockets are reused, open new ones, close
+  // the ones that went away. Connections already accepted are not touched.
+  std::map<std::string, std::shared_ptr<ListenerRuntime>> next;
+  for (size_t i = 0; i < cfg.listeners.size(); ++i) {
+    const ListenerConfig& lc = cfg.listeners[i];
+    auto f = fds.find(lc.name);
+    if (f == fds.end()) continue;
+    auto old = listeners_.find(lc.name);
+    std::shared_ptr<ListenerRuntime> rt;
+    if (f->second.second && old != listeners_.end()) {
+      rt = old->second;
+      listeners_.erase(old);
+    } else {
+      rt = std::make_shared<ListenerRuntime>(io_);
+      rt->name = lc.name;
+      asio::error_code ec;
+      rt->acceptor.assign(lc.address.storage.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(),
+                          f->second.first, ec);
+      if (ec) {
+        LOG_ERROR("worker {}: listener {}: {}", id_, lc.name, ec.message());
+        ::close(f->second.first);
+        continue;
+      }
+      if (!draining_) asio::co_spawn(io_, AcceptLoop(rt), asio::detached);
+    }
+    rt->index = i;
+    next[lc.name] = rt;
+  }
+  for (auto& [name, rt] : listeners_) {
+    rt->removed = true;
+    asio::error_code ec;
+    rt->acceptor.close(ec);
+  }
+  listeners_ = std::move(next);
+  state_ = std::move(st);
+}
+
+asio::awaitable<void> Worker::AcceptLoop(std::shared_ptr<ListenerRuntime> l) {
+  for (;;) {
+    auto [ec, sock] = co_await l->acceptor.async_accept(kNoThrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !l->acceptor.is_open() || l->removed) co_return;
+      // Out of descriptors or memory: log, back off briefly, keep serving.
+      LOG_WARN("worker {}: listener {}: accept: {}", id_, l->name, ec.message());
+      asio::steady_timer t(io_, std::chrono::milliseconds(50));
+      co_await t.async_wait(kNoThrow);
+      continue;
+    }
+    if (draining_ || l->removed) {
+      co_return;
+    }
+    const std::shared_ptr<const Snapshot>& snap = state_->snap;
+    const ListenerConfig& lc = snap->cfg->listeners[l->index];
+    ListenerStats& ls = snap->listener_stats[l->index]->at(id_);
+    if (l->active >= lc.max_connections) {
+      ls.Rejected(Reject::kConnectionLimit);
+      LOG_WARN("listener {}: connection refused: max_connections {} reached on worker {}",
+               lc.name, lc.max_connections, id_);
+      asio::error_code ignored;
+      sock.close(ignored);
+      continue;
+    }
+    asio::error_code ignored;
+    sock.set_option(tcp::no_delay(true), ignored);
+    if (lc.protocol == Protocol::kHttp) {
+      StartHttpSession(this, l, std::move(sock));
+    } else {
+      StartTcpSession(this, l, std::move(sock));
+    }
+  }
+}
+
+void Worker::BeginDrain() {
+  asio::post(io_, [this] {
+    draining_ = true;
+    for (auto& [name, l] : listeners_) {
+      asio::error_code ec;
+      l->acceptor.close(ec);
+    }
+    // Connections waiting for their next request end now; busy ones end
+    // after their current exchange.
+    for (Deadline* d = deadlines_; d != nullptr; d = d->next_) {
+      if (d->idle) d->deadline_ms = 0;
+    }
+    Tick();
+  });
+}
+
+void Worker::Track(Deadline* d) {
+  d->prev_ = nullptr;
+  d->next_ = deadlines_;
+  if (deadlines_) deadlines_->prev_ = d;
+  deadlines_ = d;
+}
+
+void Worker::Untrack(Deadline* d) {
+  if (d->prev_) d->prev_->next_ = d->next_;
+  else deadlines_ = d->next_;
+  if (d->next_) d->next_->prev_ = d->prev_;
+  d->prev_ = d->next_ = nullptr;
+}
+
+void Worker::ArmTick() {
+  tick_.expires_after(std::chrono::milliseconds(kTickMs));
+  tick_.async_wait([this](const asio::error_code& ec) {
+    if (ec) return;
+    Tick();
+    FlushAccessLogs();
+    ArmTick();
+  });
+}
+
+void Worker::Tick() {
+  const int64_t now = MonoMillis();
+  for (Deadline* d = deadlines_; d != nullptr; d = d->next_) {
+    if (d->deadline_ms <= now) {
+      d->deadline_ms = Deadline::kNever;
+      d->OnDeadline();
+    }
+  }
+}
+
+void Worker::AccessLog(const std::shared_ptr<AccessLogSink>& sink, const std::string& line) {
+  std::string& buf = access_bufs_[sink];
+  buf += line;
+  if (buf.size() >= kAccessLogFlushBytes) FlushAccessLogs();
+}
+
+void Worker::FlushAccessLogs() {
+  for (auto it = access_bufs_.begin(); it != access_bufs_.end();) {
+    std::string& buf = it->second;
+    size_t off = 0;
+    while (off < buf.size()) {
+      ssize_t n = ::write(it->first->fd, buf.data() + off, buf.size() - off);
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) continue;
+        break;  // disk full or closed: drop rather than block the loop
+      }
+      off += static_cast<size_t>(n);
+    }
+    // Forget sinks that only this map still holds (gone after a reload).
+    if (it->first.use_count() == 1) {
+      it = access_bufs_.erase(it);
+    } else {
+      buf.clear();
+      ++it;
+    }
+  }
+}
+
+void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c, std::unique_ptr<UpstreamConn> conn) {
+  auto& pool = c->idle[conn->endpoint];
+  if (draining_ || pool.size() >= c->cfg.max_idle_per_endpoint) {
+    c->stats->cx_active.Dec();
+    return;  // closes
+  }
+  UpstreamConn* raw = conn.get();
+  pool.push_back(std::move(conn));
+  // Watch the idle connection: if the upstream closes it (or sends anything)
+  // while idle, drop it from the pool so no request is sent down a dead one.
+  std::weak_ptr<ClusterRuntime> weak = c;
+  raw->sock.async_wait(tcp::socket::wait_read, [weak, raw](const asio::error_code& ec) {
+    if (ec) return;  // taken out of the pool (cancelled) or closed
+    auto cr = weak.lock();
+    if (!cr) return;
+    auto& p = cr->idle[raw->endpoint];
+    for (auto it = p.begin(); it != p.end(); ++it) {
+      if (it->get() == raw) {
+        cr->stats->cx_active.Dec();
+        p.erase(it);
+        return;
+      }
+    }
+  });
+}
+
+}  // namespace weft::proxy

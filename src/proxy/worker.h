@@ -1,0 +1,176 @@
+// A proxy worker: one thread, one event loop, its own accepted connections,
+// upstream pools, load balancer state and stat slots (shared nothing). The
+// only cross-thread traffic is Apply() (a new snapshot, posted to the loop),
+// BeginDrain(), and stats scrapes that read relaxed counters.
+#pragma once
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/random.h"
+#include "proxy/config.h"
+#include "proxy/stats.h"
+#include "proxy/upstream/load_balancer.h"
+
+namespace weft::proxy {
+
+using tcp = asio::ip::tcp;
+inline constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// An access log destination shared by the workers. Workers buffer whole lines
+// and append them with one write(2) each flush (O_APPEND keeps lines whole).
+struct AccessLogSink {
+  int fd = -1;
+  bool owned = false;
+  ~AccessLogSink();
+};
+
+// Everything a config load produces that all workers share. Immutable.
+struct Snapshot {
+  std::shared_ptr<const ProxyConfig> cfg;
+  std::vector<PerWorker<ListenerStats>*> listener_stats;              // by listener
+  std::vector<std::vector<PerWorker<RouteStats>*>> route_stats;       // by listener, route
+  std::vector<PerWorker<ClusterStats>*> cluster_stats;                // by cluster
+  std::vector<std::shared_ptr<AccessLogSink>> access_logs;            // by listener; null: off
+};
+
+// Sockets of one listener, one per worker (SO_REUSEPORT), created by the main
+// thread so that port 0 resolves to one port for every worker.
+struct ListenerSockets {
+  std::string key;       // protocol + address: reused across reloads when equal
+  std::vector<int> fds;  // one per worker; each worker takes ownership of its own
+  std::string bound;     // the address really bound ("127.0.0.1:41234")
+};
+
+struct UpstreamConn {
+  explicit UpstreamConn(asio::io_context& io) : sock(io) {}
+  tcp::socket sock;
+  size_t endpoint = 0;
+  bool reused = false;
+};
+
+// A cluster as one worker sees it under one snapshot.
+struct ClusterRuntime {
+  ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t seed);
+  ~ClusterRuntime();
+  const ClusterConfig& cfg;
+  ClusterStats* stats;
+  upstream::LoadBalancer lb;
+  std::vector<uint32_t> active;  // requests in flight per endpoint
+  std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint
+};
+
+struct WorkerState {
+  std::shared_ptr<const Snapshot> snap;
+  std::vector<std::shared_ptr<ClusterRuntime>> clusters;  // by cluster index
+};
+
+// A listener on one worker. The index into the current snapshot is updated
+// by Apply() when the listener survives a reload; removed marks it gone.
+struct ListenerRuntime {
+  explicit ListenerRuntime(asio::io_context& io) : acceptor(io) {}
+  std::string name;
+  std::string key;
+  size_t index = 0;
+  bool removed = false;
+  uint64_t active = 0;  // open downstream connections on this worker
+  tcp::acceptor acceptor;
+};
+
+// Something with a deadline that the worker's watchdog checks every tick.
+// The watchdog calls OnDeadline() once when now >= deadline_ms, on the worker
+// thread, and resets deadline_ms to "never". OnDeadline must not destroy the
+// object (cancel its I/O instead).
+class Deadline {
+ public:
+  static constexpr int64_t kNever = INT64_MAX;
+  int64_t deadline_ms = kNever;
+  bool idle = false;  // waiting for a next request: cancelled at drain
+  virtual void OnDeadline() = 0;
+
+ protected:
+  ~Deadline() = default;
+
+ private:
+  friend class Worker;
+  Deadline* prev_ = nullptr;
+  Deadline* next_ = nullptr;
+};
+
+class Worker {
+ public:
+  Worker(size_t id, size_t count);
+  ~Worker();
+
+  size_t id() const { return id_; }
+  asio::io_context& io() { return io_; }
+
+  // Thread-safe: hands the worker a new snapshot and its listener sockets.
+  // `fds` maps listener name -> (fd for this worker, reused-from-before flag).
+  void Apply(std::shared_ptr<const Snapshot> snap, std::map<std::string, std::pair<int, bool>> fds);
+  // Thread-safe: stop accepting, close idle connections, end the others after
+  // their current request.
+  void BeginDrain();
+  void Start();
+  void Stop();
+  int64_t active_connections() const { return active_.load(std::memory_order_relaxed); }
+
+  // Worker thread only.
+  const std::shared_ptr<WorkerState>& state() const { return state_; }
+  bool draining() const { return draining_; }
+  Rng& rng() { return rng_; }
+  void Track(Deadline* d);
+  void Untrack(Deadline* d);
+  void ConnectionOpened() { active_.fetch_add(1, std::memory_order_relaxed); }
+  void ConnectionClosed() { active_.fetch_sub(1, std::memory_order_relaxed); }
+  // Appends a line to the access log buffer of `sink`; flushed every tick.
+  void AccessLog(const std::shared_ptr<AccessLogSink>& sink, const std::string& line);
+  // Returns an upstream connection to its endpoint's idle pool (or closes it).
+  void ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c, std::unique_ptr<UpstreamConn> conn);
+
+ private:
+  void ApplyOnLoop(std::shared_ptr<const Snapshot> snap, std::map<std::string, std::pair<int, bool>> fds);
+  asio::awaitable<void> AcceptLoop(std::shared_ptr<ListenerRuntime> l);
+  void Tick();
+  void ArmTick();
+  void FlushAccessLogs();
+
+  // Constant after construction.
+  const size_t id_;
+  const size_t count_;
+  asio::io_context io_;
+  std::thread thread_;
+  std::atomic<int64_t> active_{0};
+
+  // Worker thread only.
+  asio::steady_timer tick_;
+  std::shared_ptr<WorkerState> state_;
+  std::map<std::string, std::shared_ptr<ListenerRuntime>> listeners_;
+  Deadline* deadlines_ = nullptr;  // intrusive list head
+  bool draining_ = false;
+  Rng rng_;
+  std::map<std::shared_ptr<AccessLogSink>, std::string> access_bufs_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+};
+
+// Spawns the session for an accepted connection (http_session.cc, tcp_session.cc).
+void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
+void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
+
+// Copies bytes both ways between a and b until both directions end, passing
+// half-closes through. `a_pending` / `b_pending` are bytes already read from
+// a / b that go out first. Counts bytes into each of a_to_b / b_to_a and keeps
+// `dl->deadline_ms` at now + idle_ms while data moves.
+asio::awaitable<void> Tunnel(tcp::socket& a, tcp::socket& b, std::string_view a_pending,
+                             std::string_view b_pending, Deadline* dl, int64_t idle_ms,
+                             std::array<Counter*, 2> a_to_b, std::array<Counter*, 2> b_to_a);
+
+tcp::endpoint ToEndpoint(const SocketAddress& a);
+
+}  // namespace weft::proxy
