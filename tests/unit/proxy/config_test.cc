@@ -1,0 +1,120 @@
+#include "proxy/config.h"
+
+#include <gtest/gtest.h>
+
+namespace weft::proxy {
+namespace {
+
+std::string Error(const std::string& yaml) {
+  std::string err;
+  auto cfg = ParseConfig(yaml, "test.yaml", &err);
+  EXPECT_EQ(cfg, nullptr) << yaml;
+  return err;
+}
+
+constexpr const char* kClusters = "clusters: [{name: c, endpoints: [127.0.0.1:9001]}]\n";
+
+TEST(Config, DesignExampleParses) {
+  std::string err;
+  auto cfg = ParseConfig(R"(
+admin: {address: 127.0.0.1:15000}
+workers: 2
+listeners:
+  - name: public
+    address: 127.0.0.1:8080
+    protocol: http
+    routes:
+      - match: {prefix: /v2, headers: {x-canary: "1"}}
+        cluster: api-v2
+      - match: {prefix: /}
+        cluster: api
+        timeout: 5s
+  - name: db
+    address: 127.0.0.1:6380
+    protocol: tcp
+    cluster: redis
+clusters:
+  - name: api
+    lb: round_robin
+    connect_timeout: 1s
+    endpoints: [127.0.0.1:9001, {address: 127.0.0.1:9002, weight: 2}]
+  - name: api-v2
+    endpoints: [127.0.0.1:9003]
+  - name: redis
+    lb: least_request
+    endpoints: ["[::1]:6379"]
+)", "t", &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  EXPECT_EQ(cfg->workers, 2);
+  ASSERT_EQ(cfg->listeners.size(), 2u);
+  EXPECT_EQ(cfg->listeners[0].routes[0].headers[0].name, "x-canary");
+  EXPECT_EQ(cfg->listeners[0].routes[1].timeout_ms, 5000);
+  EXPECT_EQ(cfg->listeners[0].routes[1].cluster_index, 0u);
+  EXPECT_EQ(cfg->listeners[1].protocol, Protocol::kTcp);
+  EXPECT_EQ(cfg->listeners[1].cluster_index, 2u);
+  EXPECT_EQ(cfg->clusters[0].endpoints[1].weight, 2u);
+  EXPECT_EQ(cfg->clusters[0].connect_timeout_ms, 1000);
+  EXPECT_EQ(cfg->clusters[2].lb, LbPolicy::kLeastRequest);
+  EXPECT_EQ(cfg->clusters[2].endpoints[0].address.port(), 6379);
+}
+
+TEST(Config, ErrorsNameTheFieldAndTheFix) {
+  EXPECT_EQ(Error(std::string("listeners:\n  - {name: a, address: 127.0.0.1:8080, routes: [{cluster: c}]}\n"
+                              "  - {name: b, address: 127.0.0.1:99999, protocol: tcp, cluster: c}\n") + kClusters),
+            "config error: listeners[1].address \"127.0.0.1:99999\": port out of range");
+  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: nope}]}]\n") + kClusters),
+            "config error: listeners[0].routes[0].cluster \"nope\": no cluster with that name (define it under clusters:)");
+  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, protocol: udp, cluster: c}]\n") + kClusters),
+            "config error: listeners[0].protocol \"udp\": unknown protocol (use http or tcp)");
+  EXPECT_EQ(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
+                  "clusters: [{name: c, lb: fastest, endpoints: [127.0.0.1:1]}]\n"),
+            "config error: clusters[0].lb \"fastest\": unknown policy (use round_robin, least_request or random)");
+  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c, timeout: soon}]}]\n") + kClusters),
+            "config error: listeners[0].routes[0].timeout \"soon\": invalid duration (use e.g. 250ms, 5s, 2m)");
+  EXPECT_NE(Error(std::string("listeners: [{name: a, adress: 127.0.0.1:1}]\n") + kClusters).find("listeners[0].adress: unknown field"),
+            std::string::npos);
+  EXPECT_NE(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: []}]\n")
+                .find("clusters[0].endpoints: a cluster needs at least one endpoint"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string("listeners: [{name: a, address: nohost:1, routes: [{cluster: c}]}]\n") + kClusters)
+                .find("host must be an IP address"),
+            std::string::npos);
+  EXPECT_NE(Error("listeners: [\n").find("config error: test.yaml: line"), std::string::npos);
+  EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]},"
+                              "{name: a, address: 127.0.0.1:2, routes: [{cluster: c}]}]\n") + kClusters)
+                .find("duplicate listener name"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c, match: {prefix: nope}}]}]\n") + kClusters)
+                .find("must start with '/'"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, limits: {max_headers: 0}, routes: [{cluster: c}]}]\n") + kClusters)
+                .find("listeners[0].limits.max_headers \"0\": out of range"),
+            std::string::npos);
+}
+
+TEST(Config, LimitsAndTimeouts) {
+  std::string err;
+  auto cfg = ParseConfig(std::string(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    limits: {max_request_line: 1024, max_header_bytes: 4096, max_headers: 20, max_request_body: 1000}
+    timeouts: {header_read: 2s, idle: 30s, request: 250ms}
+    max_connections: 5
+    routes: [{cluster: c}]
+)") + kClusters, "t", &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  const auto& l = cfg->listeners[0];
+  EXPECT_EQ(l.limits.max_request_line, 1024u);
+  EXPECT_EQ(l.limits.max_header_bytes, 4096u);
+  EXPECT_EQ(l.limits.max_headers, 20u);
+  EXPECT_EQ(l.max_request_body_bytes, 1000u);
+  EXPECT_EQ(l.header_read_timeout_ms, 2000);
+  EXPECT_EQ(l.idle_timeout_ms, 30000);
+  EXPECT_EQ(l.request_timeout_ms, 250);
+  EXPECT_EQ(l.max_connections, 5u);
+  EXPECT_EQ(l.routes[0].prefix, "/");
+}
+
+}  // namespace
+}  // namespace weft::proxy
