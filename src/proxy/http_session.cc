@@ -133,7 +133,9 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
 
   asio::awaitable<bool> ReadRequestHead(const Ctx& c);
   asio::awaitable<bool> Exchange(const Ctx& c);
-  asio::awaitable<void> SendError(const Ctx& c, int status, std::string_view body, bool close);
+  // Answers with `status` and err_body_ as a short text body. (The body is a
+  // member, not an argument: no temporaries live across the co_await.)
+  asio::awaitable<void> SendError(const Ctx& c, int status, bool close);
   asio::awaitable<bool> Connect(const Ctx& c, ClusterRuntime& cr, size_t ep, std::string* err);
   void BuildUpstreamHead(const Ctx& c, const SocketAddress& ep);
   void BuildResponseHead(const Head& resp, bool chunked_out, bool close);
@@ -164,6 +166,7 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
   http1::ChunkedDecoder chunked_{limits_};
   http1::Limits limits_;
   std::string head_out_;  // serialized head being sent
+  std::string err_body_;  // body of the error response being sent
   std::string request_id_;
   std::string client_ip_, client_addr_;
   std::vector<std::string_view> spans_;
@@ -234,19 +237,22 @@ asio::awaitable<bool> HttpSession::ReadRequestHead(const Ctx& c) {
       if (r == http1::ParseResult::kError) {
         LOG_DEBUG("listener {}: {} from {}: {}", c.lc->name, err.status, client_addr_, err.reason);
         request_id_.clear();
-        co_await SendError(c, err.status, fmt::format("bad request: {}", err.reason), true);
+        err_body_ = fmt::format("bad request: {}", err.reason);
+        co_await SendError(c, err.status, true);
         co_return false;
       }
     }
     if (w_->draining() && in_.empty()) co_return false;
     if (!in_.Reserve(1024, limits_.max_header_bytes + 1024)) {
-      co_await SendError(c, 431, "request header section too large", true);
+      err_body_ = "request header section too large";
+      co_await SendError(c, 431, true);
       co_return false;
     }
     auto [ec, n] = co_await down_.async_read_some(asio::buffer(in_.write_ptr(), in_.writable()), kNoThrow);
     if (ec) {
       if (timed_out_ && !in_.empty()) {
-        co_await SendError(c, 408, "request header read timeout", true);
+        err_body_ = "request header read timeout";
+        co_await SendError(c, 408, true);
       }
       co_return false;
     }
@@ -260,7 +266,8 @@ asio::awaitable<bool> HttpSession::ReadRequestHead(const Ctx& c) {
   }
 }
 
-asio::awaitable<void> HttpSession::SendError(const Ctx& c, int status, std::string_view body, bool close) {
+asio::awaitable<void> HttpSession::SendError(const Ctx& c, int status, bool close) {
+  const std::string& body = err_body_;
   c.ls->Rejected(RejectFor(status));
   head_out_.clear();
   fmt::format_to(std::back_inserter(head_out_),
@@ -511,7 +518,8 @@ asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
   path_copy_.assign(RequestPath(req_.target));
 
   if (req_.method == "CONNECT") {
-    co_await SendError(c, 405, "CONNECT is not supported by this listener", true);
+    err_body_ = "CONNECT is not supported by this listener";
+    co_await SendError(c, 405, true);
     co_return false;
   }
   const RouteConfig* route = MatchRoute(c.lc->routes, req_);
@@ -519,15 +527,17 @@ asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
     // The request body (if any) was not read: close unless there is none.
     bool can_continue = req_.framing == Framing::kNone && client_keep_alive;
     in_.Consume(head_bytes);
-    co_await SendError(c, 404, fmt::format("no route for {}", RequestPath(req_.target)), !can_continue);
+    err_body_ = fmt::format("no route for {}", RequestPath(req_.target));
+    co_await SendError(c, 404, !can_continue);
     co_return can_continue;
   }
   const size_t route_index = static_cast<size_t>(route - c.lc->routes.data());
   RouteStats& rs = c.state->snap->route_stats[c.listener_index][route_index]->at(w_->id());
   const uint64_t body_limit = c.lc->max_request_body_bytes;
   if (body_limit && req_.framing == Framing::kContentLength && req_.content_length > body_limit) {
-    co_await SendError(c, 413, fmt::format("request body of {} bytes exceeds the limit of {} bytes",
-                                           req_.content_length, body_limit), true);
+    err_body_ = fmt::format("request body of {} bytes exceeds the limit of {} bytes",
+                                           req_.content_length, body_limit);
+    co_await SendError(c, 413, true);
     co_return false;
   }
   cluster_ = c.state->clusters[route->cluster_index];
@@ -603,11 +613,13 @@ asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
         cr.stats->rq_reset.Inc();
         cr.stats->http.Record(503, 0);
         rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
-        co_await SendError(c, 503, fmt::format("upstream reset while sending the request: {}", addr.text), true);
+        err_body_ = fmt::format("upstream reset while sending the request: {}", addr.text);
+        co_await SendError(c, 503, true);
         co_return false;
       }
-      co_await SendError(c, r, r == 413 ? fmt::format("request body exceeds the limit of {} bytes", body_limit)
-                                        : std::string("bad request: malformed chunked body"), true);
+      err_body_ = r == 413 ? fmt::format("request body exceeds the limit of {} bytes", body_limit)
+                                        : std::string("bad request: malformed chunked body");
+      co_await SendError(c, r, true);
       co_return false;
     }
 
@@ -644,12 +656,14 @@ asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
         DropUpstream();
         cr.stats->http.Record(502, 0);
         rs.http.Record(502, (MonoNanos() - start_ns_) / 1000);
-        co_await SendError(c, 502, fmt::format("invalid response from upstream {}: {}", upstream_addr_, perr.reason), true);
+        err_body_ = fmt::format("invalid response from upstream {}: {}", upstream_addr_, perr.reason);
+        co_await SendError(c, 502, true);
         co_return false;
       }
       if (!up_buf_.Reserve(1024, limits_.max_header_bytes + 1024)) {
         DropUpstream();
-        co_await SendError(c, 502, "upstream response head too large", true);
+        err_body_ = "upstream response head too large";
+        co_await SendError(c, 502, true);
         co_return false;
       }
       auto [ec, n] = co_await up_->sock.async_read_some(asio::buffer(up_buf_.write_ptr(), up_buf_.writable()), kNoThrow);
@@ -664,7 +678,8 @@ asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
         cr.stats->rq_timeout.Inc();
         cr.stats->http.Record(504, 0);
         rs.http.Record(504, (MonoNanos() - start_ns_) / 1000);
-        co_await SendError(c, 504, fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_), true);
+        err_body_ = fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_);
+        co_await SendError(c, 504, true);
         co_return false;
       }
       if (!got_bytes && replayable && (reused || retries_left > 0)) {
@@ -676,8 +691,9 @@ asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
       cr.stats->rq_reset.Inc();
       cr.stats->http.Record(503, 0);
       rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
-      co_await SendError(c, 503, fmt::format("upstream reset before response: {}: {}", upstream_addr_,
-                                             ec == asio::error::eof ? "connection closed" : ec.message()), true);
+      err_body_ = fmt::format("upstream reset before response: {}: {}", upstream_addr_,
+                                             ec == asio::error::eof ? "connection closed" : ec.message());
+      co_await SendError(c, 503, true);
       co_return false;
     }
   }
@@ -686,7 +702,8 @@ asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
     if (err.empty()) err = "no upstream available";
     cr.stats->http.Record(503, 0);
     rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
-    co_await SendError(c, 503, err, true);
+    err_body_ = err;
+    co_await SendError(c, 503, true);
     co_return false;
   }
   deadline_ms = kNever;
