@@ -186,11 +186,21 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
 };
 
 bool HttpSession::TakeConfig(Ctx* c) {
-  if (listener_->removed) return false;
   c->state = w_->state();
-  c->listener_index = listener_->index;
-  c->lc = &c->state->snap->cfg->listeners[c->listener_index];
-  c->ls = &c->state->snap->listener_stats[c->listener_index]->at(w_->id());
+  const auto& listeners = c->state->snap->cfg->listeners;
+  size_t index = listener_->index;
+  if (listener_->removed) {
+    // The socket that accepted us is gone (its address changed or it was
+    // removed): keep serving under the listener of the same name, if any.
+    index = listeners.size();
+    for (size_t i = 0; i < listeners.size(); ++i) {
+      if (listeners[i].name == listener_->name && listeners[i].protocol == Protocol::kHttp) index = i;
+    }
+    if (index == listeners.size()) return false;
+  }
+  c->listener_index = index;
+  c->lc = &listeners[index];
+  c->ls = &c->state->snap->listener_stats[index]->at(w_->id());
   return true;
 }
 
@@ -205,6 +215,9 @@ asio::awaitable<void> HttpSession::Run() {
     if (!TakeConfig(&c)) break;
     limits_ = c.lc->limits;
     if (!co_await ReadRequestHead(c)) break;
+    // The config may have been reloaded while we waited: the request is
+    // served under the config current when its head arrived.
+    if (!TakeConfig(&c)) break;
     if (!co_await Exchange(c)) break;
     if (w_->draining()) break;
     first_request_ = false;
@@ -242,7 +255,6 @@ asio::awaitable<bool> HttpSession::ReadRequestHead(const Ctx& c) {
         co_return false;
       }
     }
-    if (w_->draining() && in_.empty()) co_return false;
     if (!in_.Reserve(1024, limits_.max_header_bytes + 1024)) {
       err_body_ = "request header section too large";
       co_await SendError(c, 431, true);

@@ -205,7 +205,8 @@ class Proxy {
   void BeginDrain() {
     if (draining_) return;
     draining_ = true;
-    for (auto& w : workers_) w->BeginDrain();
+    const int64_t grace = std::min<int64_t>(1000, snap_->cfg->drain_timeout_ms / 2);
+    for (auto& w : workers_) w->BeginDrain(grace);
     drain_deadline_ = MonoMillis() + snap_->cfg->drain_timeout_ms;
     drain_timer_.emplace(io_);
     PollDrain();

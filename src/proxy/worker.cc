@@ -130,41 +130,55 @@ asio::awaitable<void> Worker::AcceptLoop(std::shared_ptr<ListenerRuntime> l) {
       co_await t.async_wait(kNoThrow);
       continue;
     }
-    if (draining_ || l->removed) {
-      co_return;
-    }
-    const std::shared_ptr<const Snapshot>& snap = state_->snap;
-    const ListenerConfig& lc = snap->cfg->listeners[l->index];
-    ListenerStats& ls = snap->listener_stats[l->index]->at(id_);
-    if (l->active >= lc.max_connections) {
-      ls.Rejected(Reject::kConnectionLimit);
-      LOG_WARN("listener {}: connection refused: max_connections {} reached on worker {}",
-               lc.name, lc.max_connections, id_);
-      asio::error_code ignored;
-      sock.close(ignored);
-      continue;
-    }
-    asio::error_code ignored;
-    sock.set_option(tcp::no_delay(true), ignored);
-    if (lc.protocol == Protocol::kHttp) {
-      StartHttpSession(this, l, std::move(sock));
-    } else {
-      StartTcpSession(this, l, std::move(sock));
-    }
+    Serve(l, std::move(sock));
+    if (draining_ || l->removed) co_return;
   }
 }
 
-void Worker::BeginDrain() {
-  asio::post(io_, [this] {
+void Worker::Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock) {
+  if (l->removed) return;  // accepted just as a reload removed the listener: closes
+  const std::shared_ptr<const Snapshot>& snap = state_->snap;
+  const ListenerConfig& lc = snap->cfg->listeners[l->index];
+  ListenerStats& ls = snap->listener_stats[l->index]->at(id_);
+  if (l->active >= lc.max_connections) {
+    ls.Rejected(Reject::kConnectionLimit);
+    LOG_WARN("listener {}: connection refused: max_connections {} reached on worker {}", lc.name,
+             lc.max_connections, id_);
+    asio::error_code ignored;
+    sock.close(ignored);
+    return;
+  }
+  asio::error_code ignored;
+  sock.set_option(tcp::no_delay(true), ignored);
+  if (lc.protocol == Protocol::kHttp) {
+    StartHttpSession(this, l, std::move(sock));
+  } else {
+    StartTcpSession(this, l, std::move(sock));
+  }
+}
+
+void Worker::BeginDrain(int64_t idle_grace_ms) {
+  asio::post(io_, [this, idle_grace_ms] {
     draining_ = true;
     for (auto& [name, l] : listeners_) {
+      // Serve what the kernel already accepted for us: closing a listening
+      // socket resets the connections still in its backlog.
       asio::error_code ec;
+      l->acceptor.non_blocking(true, ec);
+      for (int i = 0; i < 4096 && !ec; ++i) {
+        tcp::socket s(io_);
+        l->acceptor.accept(s, ec);
+        if (!ec) Serve(l, std::move(s));
+      }
       l->acceptor.close(ec);
     }
-    // Connections waiting for their next request end now; busy ones end
-    // after their current exchange.
+    // Busy connections end after their current exchange (answered with
+    // "connection: close"). Idle keep-alive connections get a short grace to
+    // send one last request: closing them at once would race with a client
+    // that is sending right now, and fail its request.
+    const int64_t until = MonoMillis() + idle_grace_ms;
     for (Deadline* d = deadlines_; d != nullptr; d = d->next_) {
-      if (d->idle) d->deadline_ms = 0;
+      if (d->idle && d->deadline_ms > until) d->deadline_ms = until;
     }
     Tick();
   });

@@ -114,9 +114,9 @@ class Worker {
   // Thread-safe: hands the worker a new snapshot and its listener sockets.
   // `fds` maps listener name -> (fd for this worker, reused-from-before flag).
   void Apply(std::shared_ptr<const Snapshot> snap, std::map<std::string, std::pair<int, bool>> fds);
-  // Thread-safe: stop accepting, close idle connections, end the others after
-  // their current request.
-  void BeginDrain();
+  // Thread-safe: stop accepting; end busy connections after their current
+  // request and idle ones after `idle_grace_ms` unless they send one more.
+  void BeginDrain(int64_t idle_grace_ms);
   void Start();
   void Stop();
   int64_t active_connections() const { return active_.load(std::memory_order_relaxed); }
@@ -137,6 +137,9 @@ class Worker {
  private:
   void ApplyOnLoop(std::shared_ptr<const Snapshot> snap, std::map<std::string, std::pair<int, bool>> fds);
   asio::awaitable<void> AcceptLoop(std::shared_ptr<ListenerRuntime> l);
+  // Starts the session for an accepted connection, or refuses it at the
+  // listener's max_connections.
+  void Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock);
   void Tick();
   void ArmTick();
   void FlushAccessLogs();
