@@ -116,8 +116,9 @@ std::string StatsRegistry::RenderPrometheus() {
   }
   for (const auto& [name, pw] : clusters_) {
     std::string lb = fmt::format("cluster=\"{}\"", name);
+    const PerWorker<ClusterStats>& blocks = *pw;
     auto line = [&](const char* metric, Counter ClusterStats::*m) {
-      w.Line(metric, lb, Sum(*pw, [m](const ClusterStats& s) -> const Counter& { return s.*m; }));
+      w.Line(metric, lb, Sum(blocks, [m](const ClusterStats& s) -> const Counter& { return s.*m; }));
     };
     line("weft_cluster_upstream_cx_total", &ClusterStats::cx_total);
     line("weft_cluster_upstream_cx_active", &ClusterStats::cx_active);

@@ -1,0 +1,51 @@
+# weft: the two commands of the README are `make quickstart` and `make test`.
+# Both install what they need from Debian's packages first (scripts/deps.sh).
+BUILD ?= build
+JOBS ?= 2
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test test-fast test-slow quickstart lint format fuzz bench clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Every suite: unit, fuzz corpus replay, integration (real processes), slow.
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 1200
+
+# Without the slow suites (large transfers).
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -LE slow
+
+test-slow: build
+	cd $(BUILD) && ctest --output-on-failure -L slow
+
+quickstart: build
+	@bash scripts/quickstart.sh $(BUILD)/weft
+
+lint: deps $(BUILD)/build.ninja
+	@bash scripts/lint.sh $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+# libFuzzer targets (clang, ASan+UBSan); FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DWEFT_FUZZ=ON -DWEFT_BENCH=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_http1_request fuzz_http1_response fuzz_chunked fuzz_config
+	@bash scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+bench: build
+	@bash bench/run.sh $(BUILD)/weft
+
+clean:
+	rm -rf $(BUILD) build-fuzz build-asan

@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""weft's macro benchmark: weft, nginx and HAProxy side by side.
+
+Every proxy sits in front of the same backend (nginx answering `return 200`),
+with the same worker count and the same load generator (wrk, HTTP/1.1
+keep-alive, 32 connections). For each it reports requests/s, latency p50 and
+p99, proxy CPU time per request (utime+stime from /proc of every process of
+the proxy) and RSS idle and under load, then the ratios against HAProxy and
+nginx. Absolute numbers drift on a shared machine; the ratios within one run
+are the figures to read.
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def tool(name):
+    p = shutil.which(name) or (os.path.exists(f"/usr/sbin/{name}") and f"/usr/sbin/{name}")
+    if not p:
+        sys.exit(f"bench: {name} is required (scripts/deps.sh)")
+    return p
+
+
+def pids_of(root):
+    """root and all its descendants."""
+    out = [root]
+    try:
+        for line in subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.splitlines():
+            pid, ppid = map(int, line.split())
+            if ppid in out:
+                out.append(pid)
+    except Exception:
+        pass
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0
+    for p in pids:
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])  # utime, stime
+        except OSError:
+            pass
+    return total / HZ
+
+
+def rss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def parse_wrk(out):
+    def dur(s):
+        m = re.match(r"([\d.]+)(us|ms|s)", s)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    p50 = dur(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = dur(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors = sum(map(int, m.groups()))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return rps, total, p50, p99, errors
+
+
+class Server:
+    def __init__(self, args, cpus=None):
+        if cpus:
+            args = ["taskset", "-c", cpus] + args
+        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        self.p.terminate()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def nginx_backend(tmp, port, cpus):
+    conf = os.path.join(tmp, "backend.conf")
+    open(conf, "w").write(f"""daemon off; master_process off; worker_processes 1; pid {tmp}/backend.pid;
+error_log {tmp}/backend.err; events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port} reuseport backlog=4096; location / {{ return 200 "ok"; }} }} }}
+""")
+    return Server([tool("nginx"), "-c", conf, "-p", tmp], cpus)
+
+
+def nginx_proxy(tmp, port, backend, workers, cpus):
+    conf = os.path.join(tmp, "nginx-proxy.conf")
+    open(conf, "w").write(f"""daemon off; worker_processes {workers}; pid {tmp}/proxy.pid;
+error_log {tmp}/proxy.err; events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  upstream be {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
+  server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $remote_addr; }} }} }}
+""")
+    return Server([tool("nginx"), "-c", conf, "-p", tmp], cpus)
+
+
+def haproxy(tmp, port, backend, workers, cpus):
+    conf = os.path.join(tmp, "haproxy.cfg")
+    open(conf, "w").write(f"""global
+  nbthread {workers}
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{port}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{backend}
+""")
+    return Server([tool("haproxy"), "-f", conf, "-db"], cpus)
+
+
+def weft(weft_bin, tmp, port, backend, workers, cpus):
+    conf = os.path.join(tmp, "weft.yaml")
+    open(conf, "w").write(f"""workers: {workers}
+listeners:
+  - name: bench
+    address: 127.0.0.1:{port}
+    routes: [{{match: {{prefix: /}}, cluster: be}}]
+clusters:
+  - name: be
+    endpoints: [127.0.0.1:{backend}]
+""")
+    return Server([weft_bin, "proxy", "--config", conf, "--log-level", "warn"], cpus)
+
+
+def run_wrk(port, duration, conns, threads, cpus):
+    args = [tool("wrk"), f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"]
+    if cpus:
+        args = ["taskset", "-c", cpus] + args
+    return subprocess.run(args, capture_output=True, text=True).stdout
+
+
+def measure(name, server, port, a):
+    wait_port(port)
+    time.sleep(0.3)
+    pids = pids_of(server.p.pid) if server else []
+    # warm up: connections and pools
+    run_wrk(port, 1, a.connections, 1, a.wrk_cpus)
+    idle = rss_kb(pids)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_kb(pids))
+            time.sleep(0.1)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    c0 = cpu_seconds(pids)
+    out = run_wrk(port, a.duration, a.connections, 1, a.wrk_cpus)
+    c1 = cpu_seconds(pids)
+    stop.set()
+    t.join()
+    rps, total, p50, p99, errors = parse_wrk(out)
+    cpu_us = (c1 - c0) / total * 1e6 if total and server else 0.0
+    return {"name": name, "rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "idle_kb": idle,
+            "load_kb": peak[0], "errors": errors}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weft", required=True)
+    ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "10")))
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
+    a = ap.parse_args()
+    ncpu = os.cpu_count()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in [int(x) for x in a.workers.split(",")]:
+            # With one worker on a 2-core machine the proxy gets core 0 to
+            # itself and the backend and wrk share core 1. With more workers
+            # nothing is pinned.
+            pin = workers == 1 and ncpu >= 2
+            proxy_cpus = "0" if pin else None
+            a.wrk_cpus = "1" if pin else None
+            backend_port = free_port()
+            backend = nginx_backend(tmp, backend_port, "1" if pin else None)
+            wait_port(backend_port)
+            rows = [measure("direct", None, backend_port, a)]
+            for name, make in (("weft", lambda p: weft(a.weft, tmp, p, backend_port, workers, proxy_cpus)),
+                               ("nginx", lambda p: nginx_proxy(tmp, p, backend_port, workers, proxy_cpus)),
+                               ("haproxy", lambda p: haproxy(tmp, p, backend_port, workers, proxy_cpus))):
+                port = free_port()
+                s = make(port)
+                try:
+                    rows.append(measure(name, s, port, a))
+                finally:
+                    s.stop()
+                print(f"workers={workers} {rows[-1]}", flush=True)
+            backend.stop()
+            results[workers] = rows
+    write_results(a, results)
+
+
+def write_results(a, results):
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = ["# weft benchmark results", "",
+             f"Run: `make bench` (bench/run.sh → bench/run.py), {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC.",
+             f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.",
+             f"Load: wrk, HTTP/1.1 keep-alive, {a.connections} connections, {a.duration}s per run after a 1s warm-up.",
+             "Backend: nginx `return 200 \"ok\"` (1 worker). With 1 proxy worker the proxy is pinned to core 0 and",
+             "backend + wrk to core 1; with 2 workers nothing is pinned (everything shares 2 cores).",
+             "CPU/req: proxy utime+stime over the run divided by requests. RSS: all proxy processes.",
+             "This machine is shared and noisy: read the ratios, not the absolute numbers.", ""]
+    for workers, rows in results.items():
+        lines += [f"## {workers} worker{'s' if workers > 1 else ''}", "",
+                  "| target | req/s | p50 ms | p99 ms | CPU µs/req | RSS idle MB | RSS load MB | errors |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | "
+                         f"{r['cpu_us']:.2f} | {r['idle_kb'] / 1024:.1f} | {r['load_kb'] / 1024:.1f} | {r['errors']} |")
+        by = {r["name"]: r for r in rows}
+        lines += ["", "| weft vs | req/s ratio | CPU/req ratio | p99 ratio | RSS idle ratio |", "|---|---:|---:|---:|---:|"]
+        for other in ("haproxy", "nginx"):
+            o, w = by[other], by["weft"]
+            lines.append(f"| {other} | {w['rps'] / o['rps']:.2f} | {w['cpu_us'] / o['cpu_us']:.2f} | "
+                         f"{w['p99'] / o['p99']:.2f} | {w['idle_kb'] / max(o['idle_kb'], 1):.2f} |")
+        lines.append("")
+    lines += ["req/s ratio > 1 and CPU/req ratio < 1 mean weft is ahead.", ""]
+    notes = os.path.join(os.path.dirname(a.out), "NOTES.md")
+    if os.path.exists(notes):
+        lines.append(open(notes).read())
+    open(a.out, "w").write("\n".join(lines))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs each libFuzzer target for N seconds on a copy of its seed corpus.
+# Usage: scripts/fuzz.sh BUILD_DIR SECONDS
+set -euo pipefail
+BUILD=${1:-build-fuzz}
+SECS=${2:-60}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+for t in http1_request http1_response chunked config; do
+  work=$(mktemp -d)
+  cp -r "$ROOT/tests/fuzz/corpus/$t/." "$work/"
+  echo "fuzz: $t for ${SECS}s"
+  ASAN_OPTIONS=alloc_dealloc_mismatch=0 "$BUILD/tests/fuzz_$t" -max_total_time="$SECS" -max_len=8192 \
+    -print_final_stats=1 "$work" 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss|==.*ERROR|SUMMARY)" || true
+  rm -rf "$work"
+done

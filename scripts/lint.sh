@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make lint: clang-format (check only) and clang-tidy over weft's sources.
+set -uo pipefail
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+rc=0
+files=$(git ls-files 'src/*.cc' 'src/*.h' 'tests/*.cc' 'bench/*.cc')
+echo "lint: clang-format on $(echo "$files" | wc -w) files"
+if ! clang-format --dry-run -Werror $files; then
+  echo "lint: formatting differs: run 'make format'"
+  rc=1
+fi
+echo "lint: clang-tidy (compile_commands.json from $BUILD)"
+if ! clang-tidy -p "$BUILD" --quiet $(git ls-files 'src/*.cc') 2>/dev/null | tee /tmp/weft-tidy.txt | grep -E "warning:|error:"; then
+  echo "lint: clang-tidy clean"
+else
+  rc=1
+fi
+exit $rc
