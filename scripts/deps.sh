@@ -10,7 +10,7 @@ PKGS=(
   # libraries
   libasio-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev libfmt-dev
   # tests
-  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest curl
+  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl
   nginx-light haproxy redis-server redis-tools
   # benchmarks and tooling
   wrk procps iproute2 valgrind

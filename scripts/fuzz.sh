@@ -5,7 +5,8 @@ set -euo pipefail
 BUILD=${1:-build-fuzz}
 SECS=${2:-60}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-for t in http1_request http1_response chunked config; do
+TARGETS=${*:3}
+for t in ${TARGETS:-http1_request http1_response chunked config}; do
   work=$(mktemp -d)
   cp -r "$ROOT/tests/fuzz/corpus/$t/." "$work/"
   echo "fuzz: $t for ${SECS}s"

@@ -38,6 +38,17 @@ void ForEachListElement(std::string_view v, Fn&& fn) {
   }
 }
 
+// Appends the decimal form of v.
+inline void AppendDecimal(std::string* out, uint64_t v) {
+  char tmp[20];
+  int n = 0;
+  do {
+    tmp[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) out->push_back(tmp[--n]);
+}
+
 // Parses a duration such as "250ms", "5s", "2m", "1h" or a bare number of
 // seconds. Returns milliseconds, or nullopt when malformed.
 std::optional<int64_t> ParseDurationMs(std::string_view s);

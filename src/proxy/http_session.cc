@@ -15,6 +15,8 @@
 namespace weft::proxy {
 namespace {
 
+using namespace std::string_view_literals;
+
 using http1::Framing;
 using http1::Head;
 
@@ -76,6 +78,23 @@ bool NamedInConnection(std::string_view connection, std::string_view name) {
 
 bool Idempotent(std::string_view m) {
   return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
+}
+
+// A random (version 4) UUID, formatted without allocation once `out` has
+// its capacity.
+void MakeRequestId(Rng& rng, std::string* out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t a = rng.Next(), b = rng.Next();
+  a = (a & ~0xf000ULL) | 0x4000ULL;                          // version 4
+  b = (b & ~(0xc0ULL << 56)) | (0x80ULL << 56);              // RFC 4122 variant
+  out->resize(36);
+  char* p = out->data();
+  int n = 0;
+  for (int i = 0; i < 32; ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) p[n++] = '-';
+    uint64_t word = i < 16 ? a : b;
+    p[n++] = kHex[(word >> (60 - 4 * (i % 16))) & 15];
+  }
 }
 
 void AppendHex(std::string* out, uint64_t v) {
@@ -300,7 +319,7 @@ asio::awaitable<void> HttpSession::SendError(const Ctx& c, int status, bool clos
 
 void HttpSession::BuildUpstreamHead(const Ctx& c, const SocketAddress& ep) {
   head_out_.clear();
-  head_out_.append(req_.method).append(" ").append(req_.target).append(" HTTP/1.1\r\n");
+  head_out_.append(req_.method).append(" "sv).append(req_.target).append(" HTTP/1.1\r\n"sv);
   const bool upgrade = req_.conn_upgrade && !req_.upgrade.empty();
   const bool conn_names = !req_.connection.empty();
   for (const http1::Header& h : req_.headers) {
@@ -326,35 +345,39 @@ void HttpSession::BuildUpstreamHead(const Ctx& c, const SocketAddress& ep) {
       default:
         break;
     }
-    head_out_.append(n).append(": ").append(h.value).append("\r\n");
+    head_out_.append(n).append(": "sv).append(h.value).append("\r\n"sv);
   }
-  if (req_.host.empty()) head_out_.append("host: ").append(ep.text).append("\r\n");
+  if (req_.host.empty()) head_out_.append("host: "sv).append(ep.text).append("\r\n"sv);
   if (req_.framing == Framing::kContentLength) {
-    head_out_.append("content-length: ").append(std::to_string(req_.content_length)).append("\r\n");
+    head_out_.append("content-length: "sv);
+    AppendDecimal(&head_out_, req_.content_length);
+    head_out_.append("\r\n"sv);
   } else if (req_.framing == Framing::kChunked) {
-    head_out_.append("transfer-encoding: chunked\r\n");
+    head_out_.append("transfer-encoding: chunked\r\n"sv);
   }
   if (upgrade) {
-    head_out_.append("connection: upgrade\r\nupgrade: ").append(req_.upgrade).append("\r\n");
+    head_out_.append("connection: upgrade\r\nupgrade: "sv).append(req_.upgrade).append("\r\n"sv);
   }
-  head_out_.append("x-forwarded-for: ");
-  if (!req_.x_forwarded_for.empty()) head_out_.append(req_.x_forwarded_for).append(", ");
-  head_out_.append(client_ip_).append("\r\nx-forwarded-proto: http\r\nx-request-id: ");
-  head_out_.append(request_id_).append("\r\n\r\n");
+  head_out_.append("x-forwarded-for: "sv);
+  if (!req_.x_forwarded_for.empty()) head_out_.append(req_.x_forwarded_for).append(", "sv);
+  head_out_.append(client_ip_).append("\r\nx-forwarded-proto: http\r\nx-request-id: "sv);
+  head_out_.append(request_id_).append("\r\n\r\n"sv);
   (void)c;
 }
 
 void HttpSession::BuildResponseHead(const Head& resp, bool chunked_out, bool close) {
   head_out_.clear();
-  head_out_.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
-  head_out_.append(resp.reason.empty() ? ReasonPhrase(resp.status) : resp.reason).append("\r\n");
+  head_out_.append("HTTP/1.1 "sv);
+  AppendDecimal(&head_out_, static_cast<uint64_t>(resp.status));
+  head_out_.push_back(' ');
+  head_out_.append(resp.reason.empty() ? ReasonPhrase(resp.status) : resp.reason).append("\r\n"sv);
   const bool switching = resp.status == 101;
   const bool conn_names = !resp.connection.empty();
   bool has_request_id = false;
   for (const http1::Header& h : resp.headers) {
     std::string_view n = h.name;
     if (switching && (IEquals(n, "upgrade"))) {
-      head_out_.append(n).append(": ").append(h.value).append("\r\n");
+      head_out_.append(n).append(": "sv).append(h.value).append("\r\n"sv);
       continue;
     }
     if (IsHopByHop(n)) continue;
@@ -364,22 +387,22 @@ void HttpSession::BuildResponseHead(const Head& resp, bool chunked_out, bool clo
       continue;
     }
     if (n.size() == 12 && IEquals(n, "x-request-id")) has_request_id = true;
-    head_out_.append(n).append(": ").append(h.value).append("\r\n");
+    head_out_.append(n).append(": "sv).append(h.value).append("\r\n"sv);
   }
   if (!has_request_id && !request_id_.empty() && resp.status >= 200) {
-    head_out_.append("x-request-id: ").append(request_id_).append("\r\n");
+    head_out_.append("x-request-id: "sv).append(request_id_).append("\r\n"sv);
   }
   if (switching) {
-    head_out_.append("connection: upgrade\r\n");
+    head_out_.append("connection: upgrade\r\n"sv);
   } else if (resp.status >= 200) {
-    if (chunked_out) head_out_.append("transfer-encoding: chunked\r\n");
+    if (chunked_out) head_out_.append("transfer-encoding: chunked\r\n"sv);
     if (close) {
-      head_out_.append("connection: close\r\n");
+      head_out_.append("connection: close\r\n"sv);
     } else if (req_.version_minor == 0) {
-      head_out_.append("connection: keep-alive\r\n");
+      head_out_.append("connection: keep-alive\r\n"sv);
     }
   }
-  head_out_.append("\r\n");
+  head_out_.append("\r\n"sv);
 }
 
 asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, size_t ep, std::string* err) {
@@ -453,7 +476,7 @@ asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, t
             size_t at = chunk_meta_.size();
             chunk_meta_ += "0\r\n";
             for (const http1::Header& t : chunked_.trailers()) {
-              chunk_meta_.append(t.name).append(": ").append(t.value).append("\r\n");
+              chunk_meta_.append(t.name).append(": "sv).append(t.value).append("\r\n"sv);
             }
             chunk_meta_ += "\r\n";
             gather_.emplace_back(chunk_meta_.data() + at, chunk_meta_.size() - at);
@@ -516,12 +539,7 @@ asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
   if (!req_.x_request_id.empty() && req_.x_request_id.size() <= 128) {
     request_id_.assign(req_.x_request_id);
   } else {
-    uint64_t a = w_->rng().Next(), b = w_->rng().Next();
-    request_id_.clear();
-    fmt::format_to(std::back_inserter(request_id_), "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-                   static_cast<uint32_t>(a >> 32), static_cast<uint16_t>(a >> 16),
-                   static_cast<uint16_t>(a) & 0xfff, static_cast<uint16_t>(0x8000 | ((b >> 48) & 0x3fff)),
-                   b & 0xffffffffffffULL);
+    MakeRequestId(w_->rng(), &request_id_);
   }
   const size_t head_bytes = req_.head_bytes;
   const bool client_keep_alive = req_.KeepAlive();

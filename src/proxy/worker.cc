@@ -41,7 +41,7 @@ ClusterRuntime::~ClusterRuntime() {
 }
 
 Worker::Worker(size_t id, size_t count)
-    : id_(id), count_(count), io_(1), tick_(io_), rng_(0x5eed1234ULL * (id + 1) ^ static_cast<uint64_t>(MonoNanos())) {}
+    : id_(id), count_(count), io_(ASIO_CONCURRENCY_HINT_UNSAFE_IO), tick_(io_), rng_(0x5eed1234ULL * (id + 1) ^ static_cast<uint64_t>(MonoNanos())) {}
 
 Worker::~Worker() { Stop(); }
 
@@ -256,9 +256,11 @@ void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c, std::uniq
   pool.push_back(std::move(conn));
   // Watch the idle connection: if the upstream closes it (or sends anything)
   // while idle, drop it from the pool so no request is sent down a dead one.
+  // A read, not a wait: asio queues a read on a socket whose last read
+  // drained it without a syscall, while a wait re-arms epoll every time.
   std::weak_ptr<ClusterRuntime> weak = c;
-  raw->sock.async_wait(tcp::socket::wait_read, [weak, raw](const asio::error_code& ec) {
-    if (ec) return;  // taken out of the pool (cancelled) or closed
+  raw->sock.async_read_some(asio::buffer(&raw->watch_byte, 1), [weak, raw](const asio::error_code& ec, size_t) {
+    if (ec == asio::error::operation_aborted) return;  // taken out of the pool, or closed
     auto cr = weak.lock();
     if (!cr) return;
     auto& p = cr->idle[raw->endpoint];

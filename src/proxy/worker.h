@@ -53,6 +53,7 @@ struct UpstreamConn {
   tcp::socket sock;
   size_t endpoint = 0;
   bool reused = false;
+  char watch_byte = 0;  // target of the idle-watch read while pooled
 };
 
 // A cluster as one worker sees it under one snapshot.

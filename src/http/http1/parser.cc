@@ -27,11 +27,12 @@ inline bool IsTargetChar(unsigned char c) { return c > 0x20 && c < 0x7f; }
 
 constexpr Error kErrBareLF{400, "bare LF line ending"};
 
-// Finds whether the head is complete. Returns the offset just past the empty
+// Finds whether the head that starts at `start` is complete. Returns the offset just past the empty
 // line that ends it, 0 when more input is needed, or SIZE_MAX when a bare LF
 // ends it (the full parse then reports the precise error).
-size_t FindHeadEnd(const char* data, size_t len, size_t* scanned) {
+size_t FindHeadEnd(const char* data, size_t len, size_t start, size_t* scanned) {
   size_t from = *scanned > 3 ? *scanned - 3 : 0;
+  if (from < start) from = start;
   const char* p = data + from;
   const char* end = data + len;
   while (p < end) {
@@ -220,7 +221,9 @@ ParseResult ParseHeadCommon(const char* data, size_t len, const Limits& limits, 
     *err = {414, "request line too long"};
     return ParseResult::kError;
   }
-  size_t end = FindHeadEnd(data, len, scanned);
+  // Search from the start line on: the empty lines skipped above must not
+  // be taken for the end of the head.
+  size_t end = FindHeadEnd(data, len, pos, scanned);
   if (end == 0) {
     if (len > limits.max_header_bytes) {
       *err = {431, "request header section too large"};

@@ -292,3 +292,21 @@ TEST(Chunked, FramingFieldsInTrailersAreDropped) {
 
 }  // namespace
 }  // namespace weft::http1
+
+namespace weft::http1 {
+namespace {
+
+// Found by the fuzzer: empty lines before the start line were taken for the
+// end of the head, and the line scan then ran before the buffer.
+TEST(Http1Request, LeadingEmptyLinesAreNotTheEndOfTheHead) {
+  Parsed p = Req("\r\n\r\n\r\nHTTP.1 ");
+  EXPECT_NE(p.result, ParseResult::kComplete);
+  p = Req("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  ASSERT_EQ(p.result, ParseResult::kComplete);
+  EXPECT_EQ(p.head.target, "/");
+  p = Req("\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(p.result, ParseResult::kError);
+}
+
+}  // namespace
+}  // namespace weft::http1
