@@ -151,7 +151,7 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
   bool TakeConfig(Ctx* c);
 
   asio::awaitable<bool> ReadRequestHead(const Ctx& c);
-  asio::awaitable<bool> Exchange(const Ctx& c);
+  asio::awaitable<void> Serve(Ctx& c);
   // Answers with `status` and err_body_ as a short text body. (The body is a
   // member, not an argument: no temporaries live across the co_await.)
   asio::awaitable<void> SendError(const Ctx& c, int status, bool close);
@@ -230,17 +230,7 @@ asio::awaitable<void> HttpSession::Run() {
   ls_ = c.ls;
   ls_->cx_total.Inc();
   ls_->cx_active.Inc();
-  for (;;) {
-    if (!TakeConfig(&c)) break;
-    limits_ = c.lc->limits;
-    if (!co_await ReadRequestHead(c)) break;
-    // The config may have been reloaded while we waited: the request is
-    // served under the config current when its head arrived.
-    if (!TakeConfig(&c)) break;
-    if (!co_await Exchange(c)) break;
-    if (w_->draining()) break;
-    first_request_ = false;
-  }
+  co_await Serve(c);
   asio::error_code ec;
   down_.shutdown(tcp::socket::shutdown_send, ec);
   down_.close(ec);
@@ -531,265 +521,278 @@ asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, t
   }
 }
 
-asio::awaitable<bool> HttpSession::Exchange(const Ctx& c) {
-  start_ns_ = MonoNanos();
-  upstream_ns_ = 0;
-  rq_bytes_ = rs_bytes_ = 0;
-  upstream_addr_.clear();
-  if (!req_.x_request_id.empty() && req_.x_request_id.size() <= 128) {
-    request_id_.assign(req_.x_request_id);
-  } else {
-    MakeRequestId(w_->rng(), &request_id_);
-  }
-  const size_t head_bytes = req_.head_bytes;
-  const bool client_keep_alive = req_.KeepAlive();
-  // Keep the request facts that outlive the read buffer (logs, response framing).
-  method_copy_.assign(req_.method);
-  path_copy_.assign(RequestPath(req_.target));
-
-  if (req_.method == "CONNECT") {
-    err_body_ = "CONNECT is not supported by this listener";
-    co_await SendError(c, 405, true);
-    co_return false;
-  }
-  const RouteConfig* route = MatchRoute(c.lc->routes, req_);
-  if (route == nullptr) {
-    // The request body (if any) was not read: close unless there is none.
-    bool can_continue = req_.framing == Framing::kNone && client_keep_alive;
-    in_.Consume(head_bytes);
-    err_body_ = fmt::format("no route for {}", RequestPath(req_.target));
-    co_await SendError(c, 404, !can_continue);
-    co_return can_continue;
-  }
-  const size_t route_index = static_cast<size_t>(route - c.lc->routes.data());
-  RouteStats& rs = c.state->snap->route_stats[c.listener_index][route_index]->at(w_->id());
-  const uint64_t body_limit = c.lc->max_request_body_bytes;
-  if (body_limit && req_.framing == Framing::kContentLength && req_.content_length > body_limit) {
-    err_body_ = fmt::format("request body of {} bytes exceeds the limit of {} bytes",
-                                           req_.content_length, body_limit);
-    co_await SendError(c, 413, true);
-    co_return false;
-  }
-  cluster_ = c.state->clusters[route->cluster_index];
-  ClusterRuntime& cr = *cluster_;
-  const bool idempotent = Idempotent(req_.method);
-
-  // Pick, connect (or reuse), send, and read the response head. A request is
-  // tried again, once, on another endpoint when the upstream cannot have acted
-  // on it: the connect failed, or (idempotent requests without a body) the
-  // connection was reset before any response byte arrived.
-  const bool replayable = idempotent && req_.framing == Framing::kNone;
-  const bool upgrade_requested = req_.conn_upgrade && !req_.upgrade.empty();
-  const int client_minor = req_.version_minor;
-  const int64_t timeout_ms = route->timeout_ms ? route->timeout_ms : c.lc->request_timeout_ms;
-  long exclude = -1;
-  std::string err;
-  bool head_consumed = false;
-  bool have_response = false;
-  int retries_left = cr.cfg.endpoints.size() > 1 ? 1 : 0;
-  for (int attempt = 0; attempt < 4 && !have_response; ++attempt) {
-    size_t ep = cr.lb.Pick(cr.active, exclude);
-    exclude = static_cast<long>(ep);
-    const SocketAddress& addr = cr.cfg.endpoints[ep].address;
-    auto& pool = cr.idle[ep];
-    if (!pool.empty()) {
-      up_ = std::move(pool.back());
-      pool.pop_back();
-      asio::error_code ignored;
-      up_->sock.cancel(ignored);
-      up_->reused = true;
-      cr.stats->cx_reused.Inc();
-      cr.active[ep]++;
-    } else if (!co_await Connect(c, cr, ep, &err)) {
-      if (retries_left-- > 0) {
-        cr.stats->rq_retry.Inc();
-        continue;
-      }
-      break;
+// Serves requests on the connection, one exchange at a time, until it should
+// close. One coroutine for the connection's whole life: its frame is
+// allocated once, not once per request.
+asio::awaitable<void> HttpSession::Serve(Ctx& c) {
+  for (;;) {
+    if (!TakeConfig(&c)) co_return;
+    limits_ = c.lc->limits;
+    if (!co_await ReadRequestHead(c)) co_return;
+    // The config may have been reloaded while we waited: the request is
+    // served under the config current when its head arrived.
+    if (!TakeConfig(&c)) co_return;
+    start_ns_ = MonoNanos();
+    upstream_ns_ = 0;
+    rq_bytes_ = rs_bytes_ = 0;
+    upstream_addr_.clear();
+    if (!req_.x_request_id.empty() && req_.x_request_id.size() <= 128) {
+      request_id_.assign(req_.x_request_id);
+    } else {
+      MakeRequestId(w_->rng(), &request_id_);
     }
-    const bool reused = up_->reused;
-    upstream_addr_ = addr.text;
-    BuildUpstreamHead(c, addr);
-    if (!head_consumed) {
-      if (req_.expect_continue && req_.framing != Framing::kNone && in_.size() == head_bytes &&
-          client_minor >= 1) {
-        // The client waits for a go-ahead before its body; the upstream is ready.
-        auto [ec, n] = co_await asio::async_write(
-            down_, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25), kNoThrow);
-        if (ec) co_return false;
-        c.ls->bytes_out.Inc(n);
-      }
+    const size_t head_bytes = req_.head_bytes;
+    const bool client_keep_alive = req_.KeepAlive();
+    // Keep the request facts that outlive the read buffer (logs, response framing).
+    method_copy_.assign(req_.method);
+    path_copy_.assign(RequestPath(req_.target));
+
+    if (req_.method == "CONNECT") {
+      err_body_ = "CONNECT is not supported by this listener";
+      co_await SendError(c, 405, true);
+      co_return;
+    }
+    const RouteConfig* route = MatchRoute(c.lc->routes, req_);
+    if (route == nullptr) {
+      // The request body (if any) was not read: close unless there is none.
+      bool can_continue = req_.framing == Framing::kNone && client_keep_alive;
       in_.Consume(head_bytes);
-      head_consumed = true;
-    }
-    int r = co_await PumpBody(down_, in_, up_->sock, head_out_, req_.framing, req_.content_length,
-                              req_.framing == Framing::kChunked, body_limit, &rq_bytes_,
-                              {&c.ls->bytes_in, &c.ls->bytes_in},
-                              {&cr.stats->bytes_in, &cr.stats->bytes_in}, c.lc->idle_timeout_ms);
-    if (r == 2 && replayable && (reused || retries_left > 0)) {
-      // Nothing reached the upstream (a pooled connection it had just closed,
-      // or a reset): the parsed views are still intact, send again.
-      DropUpstream();
-      cr.stats->rq_retry.Inc();
-      if (!reused) --retries_left;
-      else exclude = -1;
+      err_body_ = fmt::format("no route for {}", RequestPath(req_.target));
+      co_await SendError(c, 404, !can_continue);
+      if (!can_continue) co_return;
       continue;
     }
-    if (r != 0) {
-      DropUpstream();
-      cluster_.reset();
-      if (r == 1) co_return false;  // the client went away mid-body
-      if (r == 2) {
-        cr.stats->rq_reset.Inc();
-        cr.stats->http.Record(503, 0);
-        rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
-        err_body_ = fmt::format("upstream reset while sending the request: {}", addr.text);
-        co_await SendError(c, 503, true);
-        co_return false;
-      }
-      err_body_ = r == 413 ? fmt::format("request body exceeds the limit of {} bytes", body_limit)
-                                        : std::string("bad request: malformed chunked body");
-      co_await SendError(c, r, true);
-      co_return false;
+    const size_t route_index = static_cast<size_t>(route - c.lc->routes.data());
+    RouteStats& rs = c.state->snap->route_stats[c.listener_index][route_index]->at(w_->id());
+    const uint64_t body_limit = c.lc->max_request_body_bytes;
+    if (body_limit && req_.framing == Framing::kContentLength && req_.content_length > body_limit) {
+      err_body_ = fmt::format("request body of {} bytes exceeds the limit of {} bytes",
+                                             req_.content_length, body_limit);
+      co_await SendError(c, 413, true);
+      co_return;
     }
+    cluster_ = c.state->clusters[route->cluster_index];
+    ClusterRuntime& cr = *cluster_;
+    const bool idempotent = Idempotent(req_.method);
 
-    // Response head, relaying interim 1xx responses.
-    timed_out_ = false;
-    SetDeadline(timeout_ms);
-    size_t scanned = 0;
-    up_buf_.Clear();
-    bool got_bytes = false;
-    for (;;) {
-      http1::Error perr;
-      auto pr = up_buf_.empty() ? http1::ParseResult::kIncomplete
-                                : http1::ParseResponse(up_buf_.data(), up_buf_.size(), limits_, &scanned,
-                                                       method_copy_, &resp_, &perr);
-      if (pr == http1::ParseResult::kComplete) {
-        if (resp_.status >= 100 && resp_.status < 200 && resp_.status != 101) {
-          if (client_minor >= 1) {
-            BuildResponseHead(resp_, false, false);
-            auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
-            if (ec) {
-              DropUpstream();
-              co_return false;
-            }
-          }
-          up_buf_.Consume(resp_.head_bytes);
-          scanned = 0;
+    // Pick, connect (or reuse), send, and read the response head. A request is
+    // tried again, once, on another endpoint when the upstream cannot have acted
+    // on it: the connect failed, or (idempotent requests without a body) the
+    // connection was reset before any response byte arrived.
+    const bool replayable = idempotent && req_.framing == Framing::kNone;
+    const bool upgrade_requested = req_.conn_upgrade && !req_.upgrade.empty();
+    const int client_minor = req_.version_minor;
+    const int64_t timeout_ms = route->timeout_ms ? route->timeout_ms : c.lc->request_timeout_ms;
+    long exclude = -1;
+    std::string err;
+    bool head_consumed = false;
+    bool have_response = false;
+    int retries_left = cr.cfg.endpoints.size() > 1 ? 1 : 0;
+    for (int attempt = 0; attempt < 4 && !have_response; ++attempt) {
+      size_t ep = cr.lb.Pick(cr.active, exclude);
+      exclude = static_cast<long>(ep);
+      const SocketAddress& addr = cr.cfg.endpoints[ep].address;
+      auto& pool = cr.idle[ep];
+      if (!pool.empty()) {
+        up_ = std::move(pool.back());
+        pool.pop_back();
+        asio::error_code ignored;
+        up_->sock.cancel(ignored);
+        up_->reused = true;
+        cr.stats->cx_reused.Inc();
+        cr.active[ep]++;
+      } else if (!co_await Connect(c, cr, ep, &err)) {
+        if (retries_left-- > 0) {
+          cr.stats->rq_retry.Inc();
           continue;
         }
-        have_response = true;
         break;
       }
-      if (pr == http1::ParseResult::kError) {
-        LOG_WARN("listener {}: invalid response from {}: {}", c.lc->name, upstream_addr_, perr.reason);
+      const bool reused = up_->reused;
+      upstream_addr_ = addr.text;
+      BuildUpstreamHead(c, addr);
+      if (!head_consumed) {
+        if (req_.expect_continue && req_.framing != Framing::kNone && in_.size() == head_bytes &&
+            client_minor >= 1) {
+          // The client waits for a go-ahead before its body; the upstream is ready.
+          auto [ec, n] = co_await asio::async_write(
+              down_, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25), kNoThrow);
+          if (ec) co_return;
+          c.ls->bytes_out.Inc(n);
+        }
+        in_.Consume(head_bytes);
+        head_consumed = true;
+      }
+      int r = co_await PumpBody(down_, in_, up_->sock, head_out_, req_.framing, req_.content_length,
+                                req_.framing == Framing::kChunked, body_limit, &rq_bytes_,
+                                {&c.ls->bytes_in, &c.ls->bytes_in},
+                                {&cr.stats->bytes_in, &cr.stats->bytes_in}, c.lc->idle_timeout_ms);
+      if (r == 2 && replayable && (reused || retries_left > 0)) {
+        // Nothing reached the upstream (a pooled connection it had just closed,
+        // or a reset): the parsed views are still intact, send again.
         DropUpstream();
-        cr.stats->http.Record(502, 0);
-        rs.http.Record(502, (MonoNanos() - start_ns_) / 1000);
-        err_body_ = fmt::format("invalid response from upstream {}: {}", upstream_addr_, perr.reason);
-        co_await SendError(c, 502, true);
-        co_return false;
-      }
-      if (!up_buf_.Reserve(1024, limits_.max_header_bytes + 1024)) {
-        DropUpstream();
-        err_body_ = "upstream response head too large";
-        co_await SendError(c, 502, true);
-        co_return false;
-      }
-      auto [ec, n] = co_await up_->sock.async_read_some(asio::buffer(up_buf_.write_ptr(), up_buf_.writable()), kNoThrow);
-      if (!ec) {
-        got_bytes = true;
-        up_buf_.Commit(n);
-        cr.stats->bytes_out.Inc(n);
-        continue;
-      }
-      DropUpstream();
-      if (timed_out_) {
-        cr.stats->rq_timeout.Inc();
-        cr.stats->http.Record(504, 0);
-        rs.http.Record(504, (MonoNanos() - start_ns_) / 1000);
-        err_body_ = fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_);
-        co_await SendError(c, 504, true);
-        co_return false;
-      }
-      if (!got_bytes && replayable && (reused || retries_left > 0)) {
         cr.stats->rq_retry.Inc();
         if (!reused) --retries_left;
         else exclude = -1;
-        break;  // next attempt
+        continue;
       }
-      cr.stats->rq_reset.Inc();
+      if (r != 0) {
+        DropUpstream();
+        cluster_.reset();
+        if (r == 1) co_return;  // the client went away mid-body
+        if (r == 2) {
+          cr.stats->rq_reset.Inc();
+          cr.stats->http.Record(503, 0);
+          rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
+          err_body_ = fmt::format("upstream reset while sending the request: {}", addr.text);
+          co_await SendError(c, 503, true);
+          co_return;
+        }
+        err_body_ = r == 413 ? fmt::format("request body exceeds the limit of {} bytes", body_limit)
+                                          : std::string("bad request: malformed chunked body");
+        co_await SendError(c, r, true);
+        co_return;
+      }
+
+      // Response head, relaying interim 1xx responses.
+      timed_out_ = false;
+      SetDeadline(timeout_ms);
+      size_t scanned = 0;
+      up_buf_.Clear();
+      bool got_bytes = false;
+      for (;;) {
+        http1::Error perr;
+        auto pr = up_buf_.empty() ? http1::ParseResult::kIncomplete
+                                  : http1::ParseResponse(up_buf_.data(), up_buf_.size(), limits_, &scanned,
+                                                         method_copy_, &resp_, &perr);
+        if (pr == http1::ParseResult::kComplete) {
+          if (resp_.status >= 100 && resp_.status < 200 && resp_.status != 101) {
+            if (client_minor >= 1) {
+              BuildResponseHead(resp_, false, false);
+              auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
+              if (ec) {
+                DropUpstream();
+                co_return;
+              }
+            }
+            up_buf_.Consume(resp_.head_bytes);
+            scanned = 0;
+            continue;
+          }
+          have_response = true;
+          break;
+        }
+        if (pr == http1::ParseResult::kError) {
+          LOG_WARN("listener {}: invalid response from {}: {}", c.lc->name, upstream_addr_, perr.reason);
+          DropUpstream();
+          cr.stats->http.Record(502, 0);
+          rs.http.Record(502, (MonoNanos() - start_ns_) / 1000);
+          err_body_ = fmt::format("invalid response from upstream {}: {}", upstream_addr_, perr.reason);
+          co_await SendError(c, 502, true);
+          co_return;
+        }
+        if (!up_buf_.Reserve(1024, limits_.max_header_bytes + 1024)) {
+          DropUpstream();
+          err_body_ = "upstream response head too large";
+          co_await SendError(c, 502, true);
+          co_return;
+        }
+        auto [ec, n] = co_await up_->sock.async_read_some(asio::buffer(up_buf_.write_ptr(), up_buf_.writable()), kNoThrow);
+        if (!ec) {
+          got_bytes = true;
+          up_buf_.Commit(n);
+          cr.stats->bytes_out.Inc(n);
+          continue;
+        }
+        DropUpstream();
+        if (timed_out_) {
+          cr.stats->rq_timeout.Inc();
+          cr.stats->http.Record(504, 0);
+          rs.http.Record(504, (MonoNanos() - start_ns_) / 1000);
+          err_body_ = fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_);
+          co_await SendError(c, 504, true);
+          co_return;
+        }
+        if (!got_bytes && replayable && (reused || retries_left > 0)) {
+          cr.stats->rq_retry.Inc();
+          if (!reused) --retries_left;
+          else exclude = -1;
+          break;  // next attempt
+        }
+        cr.stats->rq_reset.Inc();
+        cr.stats->http.Record(503, 0);
+        rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
+        err_body_ = fmt::format("upstream reset before response: {}: {}", upstream_addr_,
+                                               ec == asio::error::eof ? "connection closed" : ec.message());
+        co_await SendError(c, 503, true);
+        co_return;
+      }
+    }
+    if (!have_response) {
+      cluster_.reset();
+      if (err.empty()) err = "no upstream available";
       cr.stats->http.Record(503, 0);
       rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
-      err_body_ = fmt::format("upstream reset before response: {}: {}", upstream_addr_,
-                                             ec == asio::error::eof ? "connection closed" : ec.message());
+      err_body_ = err;
       co_await SendError(c, 503, true);
-      co_return false;
+      co_return;
     }
-  }
-  if (!have_response) {
-    cluster_.reset();
-    if (err.empty()) err = "no upstream available";
-    cr.stats->http.Record(503, 0);
-    rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
-    err_body_ = err;
-    co_await SendError(c, 503, true);
-    co_return false;
-  }
-  deadline_ms = kNever;
-  upstream_ns_ = MonoNanos() - start_ns_;
-  const int status_code = resp_.status;
-  const int status = status_code;
+    deadline_ms = kNever;
+    upstream_ns_ = MonoNanos() - start_ns_;
+    const int status_code = resp_.status;
+    const int status = status_code;
 
-  // WebSocket and other upgrades: after 101 the connection is a tunnel.
-  if (status_code == 101 && upgrade_requested) {
-    BuildResponseHead(resp_, false, false);
+    // WebSocket and other upgrades: after 101 the connection is a tunnel.
+    if (status_code == 101 && upgrade_requested) {
+      BuildResponseHead(resp_, false, false);
+      up_buf_.Consume(resp_.head_bytes);
+      auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
+      if (!ec) {
+        c.ls->bytes_out.Inc(n);
+        c.ls->http.Record(101, upstream_ns_ / 1000);
+        rs.http.Record(101, upstream_ns_ / 1000);
+        cr.stats->http.Record(101, upstream_ns_ / 1000);
+        LogAccess(c, 101, "-");
+        co_await Tunnel(down_, up_->sock, std::string_view(in_.data(), in_.size()),
+                        std::string_view(up_buf_.data(), up_buf_.size()), this, c.lc->idle_timeout_ms,
+                        {&c.ls->bytes_in, &cr.stats->bytes_in}, {&cr.stats->bytes_out, &c.ls->bytes_out});
+      }
+      DropUpstream();
+      co_return;
+    }
+
+    // Response framing towards the client.
+    const Framing rf = resp_.framing;
+    bool close = !client_keep_alive || w_->draining();
+    bool chunk_out = false;
+    if (rf == Framing::kChunked || rf == Framing::kUntilClose) {
+      if (client_minor >= 1) chunk_out = true;
+      else close = true;  // HTTP/1.0 client: the close delimits the body
+    }
+    const bool upstream_reusable = resp_.KeepAlive() && rf != Framing::kUntilClose;
+    BuildResponseHead(resp_, chunk_out, close);
     up_buf_.Consume(resp_.head_bytes);
-    auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
-    if (!ec) {
-      c.ls->bytes_out.Inc(n);
-      c.ls->http.Record(101, upstream_ns_ / 1000);
-      rs.http.Record(101, upstream_ns_ / 1000);
-      cr.stats->http.Record(101, upstream_ns_ / 1000);
-      LogAccess(c, 101, "-");
-      co_await Tunnel(down_, up_->sock, std::string_view(in_.data(), in_.size()),
-                      std::string_view(up_buf_.data(), up_buf_.size()), this, c.lc->idle_timeout_ms,
-                      {&c.ls->bytes_in, &cr.stats->bytes_in}, {&cr.stats->bytes_out, &c.ls->bytes_out});
+    int r = co_await PumpBody(up_->sock, up_buf_, down_, head_out_, rf, resp_.content_length, chunk_out, 0,
+                              &rs_bytes_, {&cr.stats->bytes_out, &cr.stats->bytes_out},
+                              {&c.ls->bytes_out, &c.ls->bytes_out}, c.lc->idle_timeout_ms);
+    const int64_t us = (MonoNanos() - start_ns_) / 1000;
+    c.ls->http.Record(status, us);
+    rs.http.Record(status, us);
+    cr.stats->http.Record(status, us);
+    if (r == 0 && upstream_reusable && up_buf_.empty()) {
+      cr.active[up_->endpoint]--;
+      up_->reused = false;
+      w_->ReleaseUpstream(cluster_, std::move(up_));
+    } else {
+      DropUpstream();
     }
-    DropUpstream();
-    co_return false;
-  }
+    cluster_.reset();
+    LogAccess(c, status, r == 0 ? "-" : (r == 1 ? "UR" : "DR"));
+    up_buf_.Shrink(kInitialBuffer);
+    if (r != 0 || close || w_->draining()) co_return;
+    first_request_ = false;
 
-  // Response framing towards the client.
-  const Framing rf = resp_.framing;
-  bool close = !client_keep_alive || w_->draining();
-  bool chunk_out = false;
-  if (rf == Framing::kChunked || rf == Framing::kUntilClose) {
-    if (client_minor >= 1) chunk_out = true;
-    else close = true;  // HTTP/1.0 client: the close delimits the body
   }
-  const bool upstream_reusable = resp_.KeepAlive() && rf != Framing::kUntilClose;
-  BuildResponseHead(resp_, chunk_out, close);
-  up_buf_.Consume(resp_.head_bytes);
-  int r = co_await PumpBody(up_->sock, up_buf_, down_, head_out_, rf, resp_.content_length, chunk_out, 0,
-                            &rs_bytes_, {&cr.stats->bytes_out, &cr.stats->bytes_out},
-                            {&c.ls->bytes_out, &c.ls->bytes_out}, c.lc->idle_timeout_ms);
-  const int64_t us = (MonoNanos() - start_ns_) / 1000;
-  c.ls->http.Record(status, us);
-  rs.http.Record(status, us);
-  cr.stats->http.Record(status, us);
-  if (r == 0 && upstream_reusable && up_buf_.empty()) {
-    cr.active[up_->endpoint]--;
-    up_->reused = false;
-    w_->ReleaseUpstream(cluster_, std::move(up_));
-  } else {
-    DropUpstream();
-  }
-  cluster_.reset();
-  LogAccess(c, status, r == 0 ? "-" : (r == 1 ? "UR" : "DR"));
-  up_buf_.Shrink(kInitialBuffer);
-  if (r != 0) co_return false;
-  co_return !close;
 }
 
 void HttpSession::LogAccess(const Ctx& c, int status, std::string_view flags) {

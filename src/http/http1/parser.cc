@@ -20,6 +20,15 @@ constexpr std::array<bool, 256> MakeTokenTable() {
 }
 constexpr std::array<bool, 256> kTokenTable = MakeTokenTable();
 
+// field-value bytes: VCHAR, SP, HTAB and obs-text; no CTLs, no DEL.
+constexpr std::array<bool, 256> MakeValueTable() {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x100; ++c) t[c] = c != 0x7f;
+  t['\t'] = true;
+  return t;
+}
+constexpr std::array<bool, 256> kValueTable = MakeValueTable();
+
 // field-vchar / SP / HTAB; obs-text (0x80-0xFF) is allowed, CTLs and DEL are not.
 inline bool IsValueChar(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 // Request-target bytes: visible ASCII only.
@@ -62,51 +71,6 @@ bool NextLine(const char* data, size_t end, size_t* pos, std::string_view* line,
   }
   *line = std::string_view(start, static_cast<size_t>(nl - 1 - start));
   *pos = static_cast<size_t>(nl + 1 - data);
-  return true;
-}
-
-// Validates one field line and appends it. Records the well-known fields.
-bool ParseFieldLine(std::string_view line, const Limits& limits, Head* out, Error* err) {
-  if (line.empty()) {
-    *err = {400, "empty field line"};
-    return false;
-  }
-  if (line[0] == ' ' || line[0] == '\t') {
-    *err = {400, "obsolete line folding"};
-    return false;
-  }
-  size_t i = 0;
-  while (i < line.size() && kTokenTable[static_cast<unsigned char>(line[i])]) ++i;
-  if (i == line.size()) {
-    *err = {400, "field line without colon"};
-    return false;
-  }
-  if (line[i] != ':') {
-    if (line[i] == ' ' || line[i] == '\t') {
-      *err = {400, "whitespace before colon in field name"};
-    } else {
-      *err = {400, "invalid character in field name"};
-    }
-    return false;
-  }
-  if (i == 0) {
-    *err = {400, "empty field name"};
-    return false;
-  }
-  std::string_view name = line.substr(0, i);
-  std::string_view value = line.substr(i + 1);
-  for (unsigned char c : value) {
-    if (!IsValueChar(c)) {
-      *err = {400, "invalid character in field value"};
-      return false;
-    }
-  }
-  value = TrimOws(value);
-  if (out->headers.size() >= limits.max_headers) {
-    *err = {431, "too many header fields"};
-    return false;
-  }
-  out->headers.push_back({name, value});
   return true;
 }
 
@@ -242,13 +206,66 @@ ParseResult ParseHeadCommon(const char* data, size_t len, const Limits& limits, 
   return ParseResult::kComplete;
 }
 
+// Parses the field lines in data[pos, end) up to and including the empty
+// line that must end exactly at `end`, in one pass: names against the token
+// table, values against the field-value table, line ends checked in place.
 bool ParseFields(const char* data, size_t pos, size_t end, const Limits& limits, Head* out,
                  Error* err) {
+  const auto* p = reinterpret_cast<const unsigned char*>(data) + pos;
+  const auto* e = reinterpret_cast<const unsigned char*>(data) + end;
   for (;;) {
-    std::string_view line;
-    if (!NextLine(data, end, &pos, &line, err)) return false;
-    if (line.empty()) return pos == end;
-    if (!ParseFieldLine(line, limits, out, err)) return false;
+    if (p >= e) {
+      *err = {400, "malformed head"};
+      return false;
+    }
+    if (*p == '\r') {
+      if (p + 1 < e && p[1] == '\n') {
+        if (p + 2 == e) return true;
+        *err = {400, "malformed head"};
+        return false;
+      }
+      *err = {400, "empty field line"};
+      return false;
+    }
+    if (*p == '\n') {
+      *err = kErrBareLF;
+      return false;
+    }
+    if (*p == ' ' || *p == '\t') {
+      *err = {400, "obsolete line folding"};
+      return false;
+    }
+    const unsigned char* name = p;
+    while (p < e && kTokenTable[*p]) ++p;
+    if (p >= e || *p != ':') {
+      if (p < e && (*p == ' ' || *p == '\t')) {
+        *err = {400, "whitespace before colon in field name"};
+      } else if (p >= e || *p == '\r' || *p == '\n') {
+        *err = {400, "field line without colon"};
+      } else {
+        *err = {400, "invalid character in field name"};
+      }
+      return false;
+    }
+    if (p == name) {
+      *err = {400, "empty field name"};
+      return false;
+    }
+    const size_t name_len = static_cast<size_t>(p - name);
+    const unsigned char* v = ++p;
+    while (p < e && kValueTable[*p]) ++p;
+    if (p + 1 >= e || *p != '\r' || p[1] != '\n') {
+      *err = (p < e && *p == '\n') ? kErrBareLF : Error{400, "invalid character in field value"};
+      return false;
+    }
+    if (out->headers.size() >= limits.max_headers) {
+      *err = {431, "too many header fields"};
+      return false;
+    }
+    out->headers.push_back({std::string_view(reinterpret_cast<const char*>(name), name_len),
+                            TrimOws(std::string_view(reinterpret_cast<const char*>(v),
+                                                     static_cast<size_t>(p - v)))});
+    p += 2;
   }
 }
 
