@@ -8,7 +8,8 @@ namespace {
 
 const std::string kRequest =
     "GET /api/v1/items?id=42 HTTP/1.1\r\nHost: example.internal\r\nUser-Agent: wrk\r\n"
-    "Accept: */*\r\nAccept-Encoding: gzip\r\nX-Request-Id: 5b1f5c3e-8a4e-4b52-9a52-1b2c3d4e5f60\r\n\r\n";
+    "Accept: */*\r\nAccept-Encoding: gzip\r\nX-Request-Id: "
+    "5b1f5c3e-8a4e-4b52-9a52-1b2c3d4e5f60\r\n\r\n";
 
 void BM_ParseRequest(benchmark::State& state) {
   weft::http1::Limits limits;
@@ -16,7 +17,8 @@ void BM_ParseRequest(benchmark::State& state) {
   weft::http1::Error err;
   for (auto _ : state) {
     size_t scanned = 0;
-    auto r = weft::http1::ParseRequest(kRequest.data(), kRequest.size(), limits, &scanned, &head, &err);
+    auto r =
+        weft::http1::ParseRequest(kRequest.data(), kRequest.size(), limits, &scanned, &head, &err);
     benchmark::DoNotOptimize(r);
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kRequest.size()));
@@ -40,7 +42,8 @@ void BM_ChunkedDecode(benchmark::State& state) {
 BENCHMARK(BM_ChunkedDecode);
 
 void BM_LeastRequestPick(benchmark::State& state) {
-  weft::proxy::upstream::LoadBalancer lb(weft::proxy::LbPolicy::kLeastRequest, std::vector<uint32_t>(16, 1), 1);
+  weft::proxy::upstream::LoadBalancer lb(weft::proxy::LbPolicy::kLeastRequest,
+                                         std::vector<uint32_t>(16, 1), 1);
   std::vector<uint32_t> active(16, 0);
   for (auto _ : state) benchmark::DoNotOptimize(lb.Pick(active));
 }

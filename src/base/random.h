@@ -16,7 +16,9 @@ class Rng {
     return s_ * 0x2545F4914F6CDD1DULL;
   }
   // Uniform in [0, n), n > 0.
-  uint64_t Below(uint64_t n) { return static_cast<uint64_t>((static_cast<__uint128_t>(Next()) * n) >> 64); }
+  uint64_t Below(uint64_t n) {
+    return static_cast<uint64_t>((static_cast<__uint128_t>(Next()) * n) >> 64);
+  }
 
  private:
   uint64_t s_;

@@ -61,7 +61,8 @@ int ProxyMain(const std::vector<std::string_view>& args) {
     } else if (value("--log-level", &v)) {
       weft::log::Level l;
       if (!weft::log::ParseLevel(v, &l)) {
-        return Usage(("--log-level \"" + v + "\": use trace, debug, info, warn, error or off").c_str());
+        return Usage(
+            ("--log-level \"" + v + "\": use trace, debug, info, warn, error or off").c_str());
       }
       weft::log::SetLevel(l);
     } else if (a == "--help" || a == "-h") {

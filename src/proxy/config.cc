@@ -125,8 +125,8 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
 
 ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
-            {"name", "address", "protocol", "routes", "cluster", "access_log", "limits",
-             "timeouts", "max_connections"});
+            {"name", "address", "protocol", "routes", "cluster", "access_log", "limits", "timeouts",
+             "max_connections"});
   ListenerConfig l;
   l.name = Name(n["name"], path + ".name");
   if (!n["address"]) Fail(path + ".address", "missing (e.g. 127.0.0.1:8080)");
@@ -169,14 +169,18 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
     std::string lp = path + ".limits";
     CheckKeys(m, lp, {"max_request_line", "max_header_bytes", "max_headers", "max_request_body"});
     if (m["max_request_line"]) {
-      l.limits.max_request_line = Unsigned(m["max_request_line"], lp + ".max_request_line", 64, 1 << 20);
+      l.limits.max_request_line =
+          Unsigned(m["max_request_line"], lp + ".max_request_line", 64, 1 << 20);
     }
     if (m["max_header_bytes"]) {
-      l.limits.max_header_bytes = Unsigned(m["max_header_bytes"], lp + ".max_header_bytes", 256, 1 << 20);
+      l.limits.max_header_bytes =
+          Unsigned(m["max_header_bytes"], lp + ".max_header_bytes", 256, 1 << 20);
     }
-    if (m["max_headers"]) l.limits.max_headers = Unsigned(m["max_headers"], lp + ".max_headers", 1, 10000);
+    if (m["max_headers"])
+      l.limits.max_headers = Unsigned(m["max_headers"], lp + ".max_headers", 1, 10000);
     if (m["max_request_body"]) {
-      l.max_request_body_bytes = Unsigned(m["max_request_body"], lp + ".max_request_body", 0, UINT64_MAX / 2);
+      l.max_request_body_bytes =
+          Unsigned(m["max_request_body"], lp + ".max_request_body", 0, UINT64_MAX / 2);
     }
     if (l.limits.max_request_line > l.limits.max_header_bytes) {
       Fail(lp + ".max_request_line", "must not exceed max_header_bytes");
@@ -186,7 +190,8 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
     const YAML::Node& t = n["timeouts"];
     std::string tp = path + ".timeouts";
     CheckKeys(t, tp, {"header_read", "idle", "request"});
-    if (t["header_read"]) l.header_read_timeout_ms = Duration(t["header_read"], tp + ".header_read");
+    if (t["header_read"])
+      l.header_read_timeout_ms = Duration(t["header_read"], tp + ".header_read");
     if (t["idle"]) l.idle_timeout_ms = Duration(t["idle"], tp + ".idle");
     if (t["request"]) l.request_timeout_ms = Duration(t["request"], tp + ".request");
   }
@@ -202,12 +207,18 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
     std::string lb = Scalar(n["lb"], path + ".lb");
-    if (lb == "round_robin") c.lb = LbPolicy::kRoundRobin;
-    else if (lb == "least_request") c.lb = LbPolicy::kLeastRequest;
-    else if (lb == "random") c.lb = LbPolicy::kRandom;
-    else Fail(path + ".lb \"" + lb + "\"", "unknown policy (use round_robin, least_request or random)");
+    if (lb == "round_robin")
+      c.lb = LbPolicy::kRoundRobin;
+    else if (lb == "least_request")
+      c.lb = LbPolicy::kLeastRequest;
+    else if (lb == "random")
+      c.lb = LbPolicy::kRandom;
+    else
+      Fail(path + ".lb \"" + lb + "\"",
+           "unknown policy (use round_robin, least_request or random)");
   }
-  if (n["connect_timeout"]) c.connect_timeout_ms = Duration(n["connect_timeout"], path + ".connect_timeout");
+  if (n["connect_timeout"])
+    c.connect_timeout_ms = Duration(n["connect_timeout"], path + ".connect_timeout");
   if (n["max_idle_per_endpoint"]) {
     c.max_idle_per_endpoint = static_cast<uint32_t>(
         Unsigned(n["max_idle_per_endpoint"], path + ".max_idle_per_endpoint", 0, 100000));
@@ -242,9 +253,11 @@ std::shared_ptr<ProxyConfig> Parse(const YAML::Node& root) {
     CheckKeys(root["admin"], "admin", {"address"});
     cfg->admin = Address(root["admin"]["address"], "admin.address");
   }
-  if (root["workers"]) cfg->workers = static_cast<int>(Unsigned(root["workers"], "workers", 1, 256));
+  if (root["workers"])
+    cfg->workers = static_cast<int>(Unsigned(root["workers"], "workers", 1, 256));
   if (cfg->workers == 0) cfg->workers = std::max(1u, std::thread::hardware_concurrency());
-  if (root["drain_timeout"]) cfg->drain_timeout_ms = Duration(root["drain_timeout"], "drain_timeout");
+  if (root["drain_timeout"])
+    cfg->drain_timeout_ms = Duration(root["drain_timeout"], "drain_timeout");
 
   if (root["clusters"]) {
     if (!root["clusters"].IsSequence()) Fail("clusters", "expected a list");
@@ -346,9 +359,12 @@ std::optional<SocketAddress> ParseSocketAddress(const std::string& s, std::strin
 
 const char* LbPolicyName(LbPolicy p) {
   switch (p) {
-    case LbPolicy::kRoundRobin: return "round_robin";
-    case LbPolicy::kLeastRequest: return "least_request";
-    case LbPolicy::kRandom: return "random";
+    case LbPolicy::kRoundRobin:
+      return "round_robin";
+    case LbPolicy::kLeastRequest:
+      return "least_request";
+    case LbPolicy::kRandom:
+      return "random";
   }
   return "?";
 }

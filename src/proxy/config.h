@@ -42,7 +42,7 @@ struct RouteConfig {
   std::string path;  // exact match when non-empty
   std::vector<HeaderMatch> headers;
   std::string cluster;
-  int64_t timeout_ms = 0;  // 0: the listener's request timeout
+  int64_t timeout_ms = 0;    // 0: the listener's request timeout
   size_t cluster_index = 0;  // resolved at load
 };
 
@@ -59,8 +59,8 @@ struct ListenerConfig {
   size_t cluster_index = 0;
   AccessLogConfig access_log;
   http1::Limits limits;
-  uint64_t max_connections = 10000;       // per worker
-  uint64_t max_request_body_bytes = 0;    // 0: unlimited (streamed)
+  uint64_t max_connections = 10000;        // per worker
+  uint64_t max_request_body_bytes = 0;     // 0: unlimited (streamed)
   int64_t header_read_timeout_ms = 10000;  // until the request head is complete -> 408
   int64_t idle_timeout_ms = 60000;         // keep-alive / tcp inactivity
   int64_t request_timeout_ms = 15000;      // until the upstream response head -> 504

@@ -25,48 +25,77 @@ constexpr size_t kBodyBuffer = 64 * 1024;
 
 const char* ReasonPhrase(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
 Reject RejectFor(int status) {
   switch (status) {
-    case 408: return Reject::kHeaderTimeout;
-    case 413: return Reject::kBodyTooLarge;
-    case 414: return Reject::kUriTooLong;
-    case 431: return Reject::kHeadersTooLarge;
-    case 404: return Reject::kNoRoute;
+    case 408:
+      return Reject::kHeaderTimeout;
+    case 413:
+      return Reject::kBodyTooLarge;
+    case 414:
+      return Reject::kUriTooLong;
+    case 431:
+      return Reject::kHeadersTooLarge;
+    case 404:
+      return Reject::kNoRoute;
     case 405:
     case 501:
-    case 505: return Reject::kUnsupported;
-    default: return Reject::kBadRequest;
+    case 505:
+      return Reject::kUnsupported;
+    default:
+      return Reject::kBadRequest;
   }
 }
 
 // Hop-by-hop fields (RFC 9110 7.6.1) that a proxy never forwards as is.
 bool IsHopByHop(std::string_view n) {
   switch (n.size()) {
-    case 2: return IEquals(n, "te");
-    case 7: return IEquals(n, "upgrade");
-    case 10: return IEquals(n, "connection") || IEquals(n, "keep-alive");
-    case 16: return IEquals(n, "proxy-connection");
-    case 17: return IEquals(n, "transfer-encoding");
-    default: return false;
+    case 2:
+      return IEquals(n, "te");
+    case 7:
+      return IEquals(n, "upgrade");
+    case 10:
+      return IEquals(n, "connection") || IEquals(n, "keep-alive");
+    case 16:
+      return IEquals(n, "proxy-connection");
+    case 17:
+      return IEquals(n, "transfer-encoding");
+    default:
+      return false;
   }
 }
 
@@ -85,8 +114,8 @@ bool Idempotent(std::string_view m) {
 void MakeRequestId(Rng& rng, std::string* out) {
   static constexpr char kHex[] = "0123456789abcdef";
   uint64_t a = rng.Next(), b = rng.Next();
-  a = (a & ~0xf000ULL) | 0x4000ULL;                          // version 4
-  b = (b & ~(0xc0ULL << 56)) | (0x80ULL << 56);              // RFC 4122 variant
+  a = (a & ~0xf000ULL) | 0x4000ULL;              // version 4
+  b = (b & ~(0xc0ULL << 56)) | (0x80ULL << 56);  // RFC 4122 variant
   out->resize(36);
   char* p = out->data();
   int n = 0;
@@ -113,7 +142,11 @@ enum class Outcome { kOk, kClientGone, kUpstreamGone, kError };
 class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s)
-      : w_(w), listener_(std::move(l)), down_(std::move(s)), in_(kInitialBuffer), up_buf_(kInitialBuffer) {
+      : w_(w),
+        listener_(std::move(l)),
+        down_(std::move(s)),
+        in_(kInitialBuffer),
+        up_buf_(kInitialBuffer) {
     w_->Track(this);
     w_->ConnectionOpened();
     ++listener_->active;
@@ -213,7 +246,8 @@ bool HttpSession::TakeConfig(Ctx* c) {
     // removed): keep serving under the listener of the same name, if any.
     index = listeners.size();
     for (size_t i = 0; i < listeners.size(); ++i) {
-      if (listeners[i].name == listener_->name && listeners[i].protocol == Protocol::kHttp) index = i;
+      if (listeners[i].name == listener_->name && listeners[i].protocol == Protocol::kHttp)
+        index = i;
     }
     if (index == listeners.size()) return false;
   }
@@ -246,7 +280,8 @@ asio::awaitable<bool> HttpSession::ReadRequestHead(const Ctx& c) {
   rq_bytes_ = rs_bytes_ = 0;
   upstream_ns_ = 0;
   upstream_addr_.clear();
-  SetDeadline(in_.empty() && !first_request_ ? c.lc->idle_timeout_ms : c.lc->header_read_timeout_ms);
+  SetDeadline(in_.empty() && !first_request_ ? c.lc->idle_timeout_ms
+                                             : c.lc->header_read_timeout_ms);
   for (;;) {
     if (!in_.empty()) {
       idle = false;
@@ -269,7 +304,8 @@ asio::awaitable<bool> HttpSession::ReadRequestHead(const Ctx& c) {
       co_await SendError(c, 431, true);
       co_return false;
     }
-    auto [ec, n] = co_await down_.async_read_some(asio::buffer(in_.write_ptr(), in_.writable()), kNoThrow);
+    auto [ec, n] =
+        co_await down_.async_read_some(asio::buffer(in_.write_ptr(), in_.writable()), kNoThrow);
     if (ec) {
       if (timed_out_ && !in_.empty()) {
         err_body_ = "request header read timeout";
@@ -294,7 +330,8 @@ asio::awaitable<void> HttpSession::SendError(const Ctx& c, int status, bool clos
   fmt::format_to(std::back_inserter(head_out_),
                  "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n", status,
                  ReasonPhrase(status), body.size() + 1);
-  if (!request_id_.empty()) fmt::format_to(std::back_inserter(head_out_), "x-request-id: {}\r\n", request_id_);
+  if (!request_id_.empty())
+    fmt::format_to(std::back_inserter(head_out_), "x-request-id: {}\r\n", request_id_);
   if (close) head_out_ += "connection: close\r\n";
   head_out_ += "\r\n";
   head_out_ += body;
@@ -372,8 +409,8 @@ void HttpSession::BuildResponseHead(const Head& resp, bool chunked_out, bool clo
     }
     if (IsHopByHop(n)) continue;
     if (conn_names && NamedInConnection(resp.connection, n)) continue;
-    if (n.size() == 14 && resp.framing != Framing::kContentLength && resp.framing != Framing::kNone &&
-        IEquals(n, "content-length")) {
+    if (n.size() == 14 && resp.framing != Framing::kContentLength &&
+        resp.framing != Framing::kNone && IEquals(n, "content-length")) {
       continue;
     }
     if (n.size() == 12 && IEquals(n, "x-request-id")) has_request_id = true;
@@ -395,7 +432,8 @@ void HttpSession::BuildResponseHead(const Head& resp, bool chunked_out, bool clo
   head_out_.append("\r\n"sv);
 }
 
-asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, size_t ep, std::string* err) {
+asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, size_t ep,
+                                           std::string* err) {
   const SocketAddress& addr = cr.cfg.endpoints[ep].address;
   auto conn = std::make_unique<UpstreamConn>(w_->io());
   conn->endpoint = ep;
@@ -423,9 +461,9 @@ asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, siz
 // Moves one message body from src to dst. Returns 0 on success, or: 1 the
 // source failed, 2 the destination failed, 400/413/502 framing and limits.
 asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, tcp::socket& dst,
-                                           std::string_view prefix, Framing framing, uint64_t length,
-                                           bool chunk_out, uint64_t limit, uint64_t* moved,
-                                           std::array<Counter*, 2> in_ctr,
+                                           std::string_view prefix, Framing framing,
+                                           uint64_t length, bool chunk_out, uint64_t limit,
+                                           uint64_t* moved, std::array<Counter*, 2> in_ctr,
                                            std::array<Counter*, 2> out_ctr, int64_t idle_ms) {
   uint64_t remaining = framing == Framing::kContentLength ? length : 0;
   bool done = framing == Framing::kNone;
@@ -474,7 +512,8 @@ asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, t
         }
       } else {
         size_t take = sbuf.size();
-        if (framing == Framing::kContentLength && take > remaining) take = static_cast<size_t>(remaining);
+        if (framing == Framing::kContentLength && take > remaining)
+          take = static_cast<size_t>(remaining);
         gather_.emplace_back(sbuf.data(), take);
         consume = take;
         *moved += take;
@@ -485,7 +524,8 @@ asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, t
           // Close-delimited upstream body re-framed as chunks for the client.
           AppendHex(&chunk_meta_, take);
           chunk_meta_ += "\r\n";
-          gather_.insert(gather_.end() - 1, asio::const_buffer(chunk_meta_.data(), chunk_meta_.size()));
+          gather_.insert(gather_.end() - 1,
+                         asio::const_buffer(chunk_meta_.data(), chunk_meta_.size()));
           gather_.emplace_back("\r\n", 2);
         }
       }
@@ -502,9 +542,11 @@ asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, t
     if (done) co_return 0;
     // Need more body bytes.
     if (!sbuf.Reserve(1, kBodyBuffer)) co_return 400;
-    if (sbuf.writable() < kBodyBuffer / 2 && sbuf.capacity() < kBodyBuffer) sbuf.Reserve(kBodyBuffer, kBodyBuffer);
+    if (sbuf.writable() < kBodyBuffer / 2 && sbuf.capacity() < kBodyBuffer)
+      sbuf.Reserve(kBodyBuffer, kBodyBuffer);
     SetDeadline(idle_ms);
-    auto [ec, n] = co_await src.async_read_some(asio::buffer(sbuf.write_ptr(), sbuf.writable()), kNoThrow);
+    auto [ec, n] =
+        co_await src.async_read_some(asio::buffer(sbuf.write_ptr(), sbuf.writable()), kNoThrow);
     if (ec) {
       if (ec == asio::error::eof && framing == Framing::kUntilClose) {
         if (chunk_out) {
@@ -567,7 +609,7 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
     const uint64_t body_limit = c.lc->max_request_body_bytes;
     if (body_limit && req_.framing == Framing::kContentLength && req_.content_length > body_limit) {
       err_body_ = fmt::format("request body of {} bytes exceeds the limit of {} bytes",
-                                             req_.content_length, body_limit);
+                              req_.content_length, body_limit);
       co_await SendError(c, 413, true);
       co_return;
     }
@@ -632,8 +674,10 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
         // or a reset): the parsed views are still intact, send again.
         DropUpstream();
         cr.stats->rq_retry.Inc();
-        if (!reused) --retries_left;
-        else exclude = -1;
+        if (!reused)
+          --retries_left;
+        else
+          exclude = -1;
         continue;
       }
       if (r != 0) {
@@ -649,7 +693,7 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
           co_return;
         }
         err_body_ = r == 413 ? fmt::format("request body exceeds the limit of {} bytes", body_limit)
-                                          : std::string("bad request: malformed chunked body");
+                             : std::string("bad request: malformed chunked body");
         co_await SendError(c, r, true);
         co_return;
       }
@@ -663,8 +707,8 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
       for (;;) {
         http1::Error perr;
         auto pr = up_buf_.empty() ? http1::ParseResult::kIncomplete
-                                  : http1::ParseResponse(up_buf_.data(), up_buf_.size(), limits_, &scanned,
-                                                         method_copy_, &resp_, &perr);
+                                  : http1::ParseResponse(up_buf_.data(), up_buf_.size(), limits_,
+                                                         &scanned, method_copy_, &resp_, &perr);
         if (pr == http1::ParseResult::kComplete) {
           if (resp_.status >= 100 && resp_.status < 200 && resp_.status != 101) {
             if (client_minor >= 1) {
@@ -683,11 +727,13 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
           break;
         }
         if (pr == http1::ParseResult::kError) {
-          LOG_WARN("listener {}: invalid response from {}: {}", c.lc->name, upstream_addr_, perr.reason);
+          LOG_WARN("listener {}: invalid response from {}: {}", c.lc->name, upstream_addr_,
+                   perr.reason);
           DropUpstream();
           cr.stats->http.Record(502, 0);
           rs.http.Record(502, (MonoNanos() - start_ns_) / 1000);
-          err_body_ = fmt::format("invalid response from upstream {}: {}", upstream_addr_, perr.reason);
+          err_body_ =
+              fmt::format("invalid response from upstream {}: {}", upstream_addr_, perr.reason);
           co_await SendError(c, 502, true);
           co_return;
         }
@@ -697,7 +743,8 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
           co_await SendError(c, 502, true);
           co_return;
         }
-        auto [ec, n] = co_await up_->sock.async_read_some(asio::buffer(up_buf_.write_ptr(), up_buf_.writable()), kNoThrow);
+        auto [ec, n] = co_await up_->sock.async_read_some(
+            asio::buffer(up_buf_.write_ptr(), up_buf_.writable()), kNoThrow);
         if (!ec) {
           got_bytes = true;
           up_buf_.Commit(n);
@@ -709,21 +756,24 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
           cr.stats->rq_timeout.Inc();
           cr.stats->http.Record(504, 0);
           rs.http.Record(504, (MonoNanos() - start_ns_) / 1000);
-          err_body_ = fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_);
+          err_body_ =
+              fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_);
           co_await SendError(c, 504, true);
           co_return;
         }
         if (!got_bytes && replayable && (reused || retries_left > 0)) {
           cr.stats->rq_retry.Inc();
-          if (!reused) --retries_left;
-          else exclude = -1;
+          if (!reused)
+            --retries_left;
+          else
+            exclude = -1;
           break;  // next attempt
         }
         cr.stats->rq_reset.Inc();
         cr.stats->http.Record(503, 0);
         rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
         err_body_ = fmt::format("upstream reset before response: {}: {}", upstream_addr_,
-                                               ec == asio::error::eof ? "connection closed" : ec.message());
+                                ec == asio::error::eof ? "connection closed" : ec.message());
         co_await SendError(c, 503, true);
         co_return;
       }
@@ -754,8 +804,9 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
         cr.stats->http.Record(101, upstream_ns_ / 1000);
         LogAccess(c, 101, "-");
         co_await Tunnel(down_, up_->sock, std::string_view(in_.data(), in_.size()),
-                        std::string_view(up_buf_.data(), up_buf_.size()), this, c.lc->idle_timeout_ms,
-                        {&c.ls->bytes_in, &cr.stats->bytes_in}, {&cr.stats->bytes_out, &c.ls->bytes_out});
+                        std::string_view(up_buf_.data(), up_buf_.size()), this,
+                        c.lc->idle_timeout_ms, {&c.ls->bytes_in, &cr.stats->bytes_in},
+                        {&cr.stats->bytes_out, &c.ls->bytes_out});
       }
       DropUpstream();
       co_return;
@@ -766,15 +817,18 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
     bool close = !client_keep_alive || w_->draining();
     bool chunk_out = false;
     if (rf == Framing::kChunked || rf == Framing::kUntilClose) {
-      if (client_minor >= 1) chunk_out = true;
-      else close = true;  // HTTP/1.0 client: the close delimits the body
+      if (client_minor >= 1)
+        chunk_out = true;
+      else
+        close = true;  // HTTP/1.0 client: the close delimits the body
     }
     const bool upstream_reusable = resp_.KeepAlive() && rf != Framing::kUntilClose;
     BuildResponseHead(resp_, chunk_out, close);
     up_buf_.Consume(resp_.head_bytes);
-    int r = co_await PumpBody(up_->sock, up_buf_, down_, head_out_, rf, resp_.content_length, chunk_out, 0,
-                              &rs_bytes_, {&cr.stats->bytes_out, &cr.stats->bytes_out},
-                              {&c.ls->bytes_out, &c.ls->bytes_out}, c.lc->idle_timeout_ms);
+    int r =
+        co_await PumpBody(up_->sock, up_buf_, down_, head_out_, rf, resp_.content_length, chunk_out,
+                          0, &rs_bytes_, {&cr.stats->bytes_out, &cr.stats->bytes_out},
+                          {&c.ls->bytes_out, &c.ls->bytes_out}, c.lc->idle_timeout_ms);
     const int64_t us = (MonoNanos() - start_ns_) / 1000;
     c.ls->http.Record(status, us);
     rs.http.Record(status, us);
@@ -791,7 +845,6 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
     up_buf_.Shrink(kInitialBuffer);
     if (r != 0 || close || w_->draining()) co_return;
     first_request_ = false;
-
   }
 }
 
@@ -805,13 +858,15 @@ void HttpSession::LogAccess(const Ctx& c, int status, std::string_view flags) {
   std::string line;
   line.reserve(384);
   fmt::format_to(std::back_inserter(line),
-                 "{{\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"listener\":\"", t.tm_year + 1900,
-                 t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, (now_us / 1000) % 1000);
+                 "{{\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"listener\":\"",
+                 t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
+                 (now_us / 1000) % 1000);
   AppendJsonEscaped(&line, c.lc->name);
   line += "\",\"client\":\"";
   AppendJsonEscaped(&line, client_addr_);
   line += "\",\"method\":\"";
-  AppendJsonEscaped(&line, method_copy_.empty() ? std::string_view("-") : std::string_view(method_copy_));
+  AppendJsonEscaped(&line,
+                    method_copy_.empty() ? std::string_view("-") : std::string_view(method_copy_));
   line += "\",\"path\":\"";
   AppendJsonEscaped(&line, path_copy_);
   fmt::format_to(std::back_inserter(line),
@@ -832,8 +887,8 @@ void HttpSession::LogAccess(const Ctx& c, int status, std::string_view flags) {
 
 void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
   auto session = std::make_shared<HttpSession>(w, std::move(l), std::move(s));
-  asio::co_spawn(w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); },
-                 asio::detached);
+  asio::co_spawn(
+      w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); }, asio::detached);
 }
 
 }  // namespace weft::proxy

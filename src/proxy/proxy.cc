@@ -26,13 +26,15 @@ std::string FormatSockName(int fd) {
   tcp::endpoint ep;
   std::memcpy(ep.data(), &ss, len);
   ep.resize(len);
-  if (ep.address().is_v6()) return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
+  if (ep.address().is_v6())
+    return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
   return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
 // Opens one listening socket per worker on `addr` with SO_REUSEPORT. Port 0
 // is resolved by the first bind and reused by the rest.
-bool OpenListener(const SocketAddress& addr, size_t workers, ListenerSockets* out, std::string* err) {
+bool OpenListener(const SocketAddress& addr, size_t workers, ListenerSockets* out,
+                  std::string* err) {
   sockaddr_storage ss = addr.storage;
   for (size_t i = 0; i < workers; ++i) {
     int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -70,7 +72,8 @@ class Proxy {
   // workers. On failure nothing changes and *err says why.
   bool Install(std::shared_ptr<const ProxyConfig> cfg, std::string* err) {
     if (static_cast<size_t>(cfg->workers) != workers_.size() && snap_) {
-      LOG_WARN("reload: workers changed from {} to {}: takes effect on restart", workers_.size(), cfg->workers);
+      LOG_WARN("reload: workers changed from {} to {}: takes effect on restart", workers_.size(),
+               cfg->workers);
     }
     auto snap = std::make_shared<Snapshot>();
     snap->cfg = cfg;
@@ -88,7 +91,8 @@ class Proxy {
           if (l.access_log.path == "stdout") {
             s->fd = STDOUT_FILENO;
           } else {
-            s->fd = ::open(l.access_log.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            s->fd =
+                ::open(l.access_log.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
             s->owned = true;
             if (s->fd < 0) {
               *err = "config error: listeners." + l.name + ".access_log \"" + l.access_log.path +
@@ -107,7 +111,8 @@ class Proxy {
     std::map<std::string, ListenerSockets> next;
     std::vector<std::map<std::string, std::pair<int, bool>>> per_worker(workers_.size());
     for (const auto& l : cfg->listeners) {
-      std::string key = std::string(l.protocol == Protocol::kHttp ? "http " : "tcp ") + l.address.text;
+      std::string key =
+          std::string(l.protocol == Protocol::kHttp ? "http " : "tcp ") + l.address.text;
       auto old = listeners_.find(l.name);
       ListenerSockets ls;
       bool reused = old != listeners_.end() && old->second.key == key;
@@ -197,7 +202,8 @@ class Proxy {
         WaitSignal();
         return;
       }
-      LOG_INFO("{}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", snap_->cfg->drain_timeout_ms);
+      LOG_INFO("{}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               snap_->cfg->drain_timeout_ms);
       BeginDrain();
     });
   }
@@ -249,10 +255,11 @@ class Proxy {
       http1::Error perr;
       http1::ParseResult r = http1::ParseResult::kIncomplete;
       while ((r = buf.empty() ? http1::ParseResult::kIncomplete
-                              : http1::ParseRequest(buf.data(), buf.size(), limits, &scanned, &req, &perr)) ==
-             http1::ParseResult::kIncomplete) {
+                              : http1::ParseRequest(buf.data(), buf.size(), limits, &scanned, &req,
+                                                    &perr)) == http1::ParseResult::kIncomplete) {
         if (!buf.Reserve(1024, 128 * 1024)) co_return;
-        auto [ec, n] = co_await s.async_read_some(asio::buffer(buf.write_ptr(), buf.writable()), kNoThrow);
+        auto [ec, n] =
+            co_await s.async_read_some(asio::buffer(buf.write_ptr(), buf.writable()), kNoThrow);
         if (ec) co_return;
         buf.Commit(n);
       }
@@ -286,10 +293,11 @@ class Proxy {
           body = "not found: try /ready, /stats, /config_dump, POST /reload\n";
         }
       }
-      const bool close = r == http1::ParseResult::kError || !req.KeepAlive() || req.framing != http1::Framing::kNone;
-      std::string head = fmt::format("HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}\r\n", status,
-                                     status == 200 ? "OK" : "Error", type, body.size(),
-                                     close ? "connection: close\r\n" : "");
+      const bool close = r == http1::ParseResult::kError || !req.KeepAlive() ||
+                         req.framing != http1::Framing::kNone;
+      std::string head = fmt::format(
+          "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}\r\n", status,
+          status == 200 ? "OK" : "Error", type, body.size(), close ? "connection: close\r\n" : "");
       if (req.method == "HEAD") body.clear();
       std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
       auto [ec, n] = co_await asio::async_write(s, out, kNoThrow);

@@ -6,15 +6,24 @@ namespace weft::proxy {
 
 const char* RejectName(Reject r) {
   switch (r) {
-    case Reject::kBadRequest: return "bad_request";
-    case Reject::kUriTooLong: return "uri_too_long";
-    case Reject::kHeadersTooLarge: return "headers_too_large";
-    case Reject::kBodyTooLarge: return "body_too_large";
-    case Reject::kHeaderTimeout: return "header_timeout";
-    case Reject::kNoRoute: return "no_route";
-    case Reject::kUnsupported: return "unsupported";
-    case Reject::kConnectionLimit: return "connection_limit";
-    case Reject::kCount: break;
+    case Reject::kBadRequest:
+      return "bad_request";
+    case Reject::kUriTooLong:
+      return "uri_too_long";
+    case Reject::kHeadersTooLarge:
+      return "headers_too_large";
+    case Reject::kBodyTooLarge:
+      return "body_too_large";
+    case Reject::kHeaderTimeout:
+      return "header_timeout";
+    case Reject::kNoRoute:
+      return "no_route";
+    case Reject::kUnsupported:
+      return "unsupported";
+    case Reject::kConnectionLimit:
+      return "connection_limit";
+    case Reject::kCount:
+      break;
   }
   return "?";
 }
@@ -65,7 +74,8 @@ void RenderHttp(Writer& w, const char* prefix, const std::string& labels, const 
                 const HttpCounters& (*get)(const T&)) {
   static constexpr const char* kClass[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
   for (size_t c = 0; c < 5; ++c) {
-    w.Line(fmt::format("{}_rq_total", prefix).c_str(), labels + fmt::format(",class=\"{}\"", kClass[c]),
+    w.Line(fmt::format("{}_rq_total", prefix).c_str(),
+           labels + fmt::format(",class=\"{}\"", kClass[c]),
            Sum(pw, [&](const T& t) -> const Counter& { return get(t).rq_class[c]; }));
   }
   uint64_t cum = 0;
@@ -97,10 +107,14 @@ std::string StatsRegistry::RenderPrometheus() {
 
   for (const auto& [name, pw] : listeners_) {
     std::string lb = fmt::format("listener=\"{}\"", name);
-    w.Line("weft_listener_downstream_cx_total", lb, Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.cx_total; }));
-    w.Line("weft_listener_downstream_cx_active", lb, Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.cx_active; }));
-    w.Line("weft_listener_downstream_bytes_received_total", lb, Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.bytes_in; }));
-    w.Line("weft_listener_downstream_bytes_sent_total", lb, Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.bytes_out; }));
+    w.Line("weft_listener_downstream_cx_total", lb,
+           Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.cx_total; }));
+    w.Line("weft_listener_downstream_cx_active", lb,
+           Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.cx_active; }));
+    w.Line("weft_listener_downstream_bytes_received_total", lb,
+           Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.bytes_in; }));
+    w.Line("weft_listener_downstream_bytes_sent_total", lb,
+           Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.bytes_out; }));
     for (size_t r = 0; r < static_cast<size_t>(Reject::kCount); ++r) {
       w.Line("weft_listener_downstream_rq_rejected_total",
              lb + fmt::format(",reason=\"{}\"", RejectName(static_cast<Reject>(r))),
@@ -118,7 +132,8 @@ std::string StatsRegistry::RenderPrometheus() {
     std::string lb = fmt::format("cluster=\"{}\"", name);
     const PerWorker<ClusterStats>& blocks = *pw;
     auto line = [&](const char* metric, Counter ClusterStats::*m) {
-      w.Line(metric, lb, Sum(blocks, [m](const ClusterStats& s) -> const Counter& { return s.*m; }));
+      w.Line(metric, lb,
+             Sum(blocks, [m](const ClusterStats& s) -> const Counter& { return s.*m; }));
     };
     line("weft_cluster_upstream_cx_total", &ClusterStats::cx_total);
     line("weft_cluster_upstream_cx_active", &ClusterStats::cx_active);

@@ -16,8 +16,12 @@ namespace weft::proxy {
 
 class Counter {
  public:
-  void Inc(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
-  void Dec(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
+  void Inc(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void Dec(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+  }
   uint64_t Get() const { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -27,8 +31,9 @@ class Counter {
 // Request latency histogram with fixed bucket bounds (seconds, Prometheus style).
 class Histogram {
  public:
-  static constexpr std::array<int64_t, 14> kBoundsUs = {
-      250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
+  static constexpr std::array<int64_t, 14> kBoundsUs = {250,    500,     1000,    2500,    5000,
+                                                        10000,  25000,   50000,   100000,  250000,
+                                                        500000, 1000000, 2500000, 10000000};
   void Observe(int64_t us) {
     size_t i = 0;
     while (i < kBoundsUs.size() && us > kBoundsUs[i]) ++i;

@@ -61,8 +61,10 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
                  timed_out_ ? "connect timeout" : ec.message());
         asio::error_code ignored;
         up_.close(ignored);
-        if (cluster_->cfg.endpoints.size() > 1 && attempt == 0) cs_->rq_retry.Inc();
-        else break;
+        if (cluster_->cfg.endpoints.size() > 1 && attempt == 0)
+          cs_->rq_retry.Inc();
+        else
+          break;
         continue;
       }
       endpoint_ = ep;
@@ -74,8 +76,8 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     if (connected_) {
       asio::error_code ignored;
       up_.set_option(tcp::no_delay(true), ignored);
-      co_await Tunnel(down_, up_, {}, {}, this, lc.idle_timeout_ms, {&ls_->bytes_in, &cs_->bytes_in},
-                      {&cs_->bytes_out, &ls_->bytes_out});
+      co_await Tunnel(down_, up_, {}, {}, this, lc.idle_timeout_ms,
+                      {&ls_->bytes_in, &cs_->bytes_in}, {&cs_->bytes_out, &ls_->bytes_out});
       if (timed_out_) LOG_DEBUG("listener {}: idle timeout", lc.name);
     }
     asio::error_code ignored;
@@ -102,7 +104,8 @@ asio::awaitable<void> CopyOneWay(tcp::socket& from, tcp::socket& to, std::string
                                  Deadline* dl, int64_t idle_ms, std::array<Counter*, 2> ctr) {
   asio::error_code ec;
   if (!pending.empty()) {
-    auto [wec, n] = co_await asio::async_write(to, asio::buffer(pending.data(), pending.size()), kNoThrow);
+    auto [wec, n] =
+        co_await asio::async_write(to, asio::buffer(pending.data(), pending.size()), kNoThrow);
     if (wec) {
       from.shutdown(tcp::socket::shutdown_both, ec);
       to.shutdown(tcp::socket::shutdown_both, ec);
@@ -151,8 +154,8 @@ asio::awaitable<void> Tunnel(tcp::socket& a, tcp::socket& b, std::string_view a_
 
 void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
   auto session = std::make_shared<TcpSession>(w, std::move(l), std::move(s));
-  asio::co_spawn(w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); },
-                 asio::detached);
+  asio::co_spawn(
+      w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); }, asio::detached);
 }
 
 }  // namespace weft::proxy

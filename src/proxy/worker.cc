@@ -26,13 +26,14 @@ tcp::endpoint ToEndpoint(const SocketAddress& a) {
 ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t seed)
     : cfg(c),
       stats(s),
-      lb(c.lb,
-         [&] {
-           std::vector<uint32_t> w;
-           for (const auto& e : c.endpoints) w.push_back(e.weight);
-           return w;
-         }(),
-         seed),
+      lb(
+          c.lb,
+          [&] {
+            std::vector<uint32_t> w;
+            for (const auto& e : c.endpoints) w.push_back(e.weight);
+            return w;
+          }(),
+          seed),
       active(c.endpoints.size(), 0),
       idle(c.endpoints.size()) {}
 
@@ -41,7 +42,11 @@ ClusterRuntime::~ClusterRuntime() {
 }
 
 Worker::Worker(size_t id, size_t count)
-    : id_(id), count_(count), io_(ASIO_CONCURRENCY_HINT_UNSAFE_IO), tick_(io_), rng_(0x5eed1234ULL * (id + 1) ^ static_cast<uint64_t>(MonoNanos())) {}
+    : id_(id),
+      count_(count),
+      io_(ASIO_CONCURRENCY_HINT_UNSAFE_IO),
+      tick_(io_),
+      rng_(0x5eed1234ULL * (id + 1) ^ static_cast<uint64_t>(MonoNanos())) {}
 
 Worker::~Worker() { Stop(); }
 
@@ -66,7 +71,8 @@ void Worker::Stop() {
   thread_.join();
 }
 
-void Worker::Apply(std::shared_ptr<const Snapshot> snap, std::map<std::string, std::pair<int, bool>> fds) {
+void Worker::Apply(std::shared_ptr<const Snapshot> snap,
+                   std::map<std::string, std::pair<int, bool>> fds) {
   asio::post(io_, [this, snap = std::move(snap), fds = std::move(fds)]() mutable {
     ApplyOnLoop(std::move(snap), std::move(fds));
   });
@@ -192,8 +198,10 @@ void Worker::Track(Deadline* d) {
 }
 
 void Worker::Untrack(Deadline* d) {
-  if (d->prev_) d->prev_->next_ = d->next_;
-  else deadlines_ = d->next_;
+  if (d->prev_)
+    d->prev_->next_ = d->next_;
+  else
+    deadlines_ = d->next_;
   if (d->next_) d->next_->prev_ = d->prev_;
   d->prev_ = d->next_ = nullptr;
 }
@@ -246,7 +254,8 @@ void Worker::FlushAccessLogs() {
   }
 }
 
-void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c, std::unique_ptr<UpstreamConn> conn) {
+void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c,
+                             std::unique_ptr<UpstreamConn> conn) {
   auto& pool = c->idle[conn->endpoint];
   if (draining_ || pool.size() >= c->cfg.max_idle_per_endpoint) {
     c->stats->cx_active.Dec();
@@ -259,19 +268,21 @@ void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c, std::uniq
   // A read, not a wait: asio queues a read on a socket whose last read
   // drained it without a syscall, while a wait re-arms epoll every time.
   std::weak_ptr<ClusterRuntime> weak = c;
-  raw->sock.async_read_some(asio::buffer(&raw->watch_byte, 1), [weak, raw](const asio::error_code& ec, size_t) {
-    if (ec == asio::error::operation_aborted) return;  // taken out of the pool, or closed
-    auto cr = weak.lock();
-    if (!cr) return;
-    auto& p = cr->idle[raw->endpoint];
-    for (auto it = p.begin(); it != p.end(); ++it) {
-      if (it->get() == raw) {
-        cr->stats->cx_active.Dec();
-        p.erase(it);
-        return;
-      }
-    }
-  });
+  raw->sock.async_read_some(asio::buffer(&raw->watch_byte, 1),
+                            [weak, raw](const asio::error_code& ec, size_t) {
+                              if (ec == asio::error::operation_aborted)
+                                return;  // taken out of the pool, or closed
+                              auto cr = weak.lock();
+                              if (!cr) return;
+                              auto& p = cr->idle[raw->endpoint];
+                              for (auto it = p.begin(); it != p.end(); ++it) {
+                                if (it->get() == raw) {
+                                  cr->stats->cx_active.Dec();
+                                  p.erase(it);
+                                  return;
+                                }
+                              }
+                            });
 }
 
 }  // namespace weft::proxy

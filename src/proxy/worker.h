@@ -34,10 +34,10 @@ struct AccessLogSink {
 // Everything a config load produces that all workers share. Immutable.
 struct Snapshot {
   std::shared_ptr<const ProxyConfig> cfg;
-  std::vector<PerWorker<ListenerStats>*> listener_stats;              // by listener
-  std::vector<std::vector<PerWorker<RouteStats>*>> route_stats;       // by listener, route
-  std::vector<PerWorker<ClusterStats>*> cluster_stats;                // by cluster
-  std::vector<std::shared_ptr<AccessLogSink>> access_logs;            // by listener; null: off
+  std::vector<PerWorker<ListenerStats>*> listener_stats;         // by listener
+  std::vector<std::vector<PerWorker<RouteStats>*>> route_stats;  // by listener, route
+  std::vector<PerWorker<ClusterStats>*> cluster_stats;           // by cluster
+  std::vector<std::shared_ptr<AccessLogSink>> access_logs;       // by listener; null: off
 };
 
 // Sockets of one listener, one per worker (SO_REUSEPORT), created by the main
@@ -63,7 +63,7 @@ struct ClusterRuntime {
   const ClusterConfig& cfg;
   ClusterStats* stats;
   upstream::LoadBalancer lb;
-  std::vector<uint32_t> active;  // requests in flight per endpoint
+  std::vector<uint32_t> active;                                  // requests in flight per endpoint
   std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint
 };
 
@@ -133,10 +133,12 @@ class Worker {
   // Appends a line to the access log buffer of `sink`; flushed every tick.
   void AccessLog(const std::shared_ptr<AccessLogSink>& sink, const std::string& line);
   // Returns an upstream connection to its endpoint's idle pool (or closes it).
-  void ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c, std::unique_ptr<UpstreamConn> conn);
+  void ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c,
+                       std::unique_ptr<UpstreamConn> conn);
 
  private:
-  void ApplyOnLoop(std::shared_ptr<const Snapshot> snap, std::map<std::string, std::pair<int, bool>> fds);
+  void ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
+                   std::map<std::string, std::pair<int, bool>> fds);
   asio::awaitable<void> AcceptLoop(std::shared_ptr<ListenerRuntime> l);
   // Starts the session for an accepted connection, or refuses it at the
   // listener's max_connections.

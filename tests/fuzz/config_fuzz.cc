@@ -6,7 +6,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 16384) return 0;
   std::string err;
-  auto cfg = weft::proxy::ParseConfig(std::string(reinterpret_cast<const char*>(data), size), "fuzz", &err);
+  auto cfg = weft::proxy::ParseConfig(std::string(reinterpret_cast<const char*>(data), size),
+                                      "fuzz", &err);
   if (!cfg && err.rfind("config error: ", 0) != 0) __builtin_trap();
   return 0;
 }

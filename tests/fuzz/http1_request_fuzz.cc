@@ -17,11 +17,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t scanned = 0;
   size_t split = size ? data[0] % (size + 1) : 0;
   ParseResult r = ParseRequest(in.data(), split, limits, &scanned, &head, &err);
-  if (r == ParseResult::kIncomplete) r = ParseRequest(in.data(), in.size(), limits, &scanned, &head, &err);
+  if (r == ParseResult::kIncomplete)
+    r = ParseRequest(in.data(), in.size(), limits, &scanned, &head, &err);
   if (r != ParseResult::kComplete) return 0;
   if (head.head_bytes > in.size()) __builtin_trap();
   for (const Header& h : head.headers) {
-    if (h.name.empty() || h.name.data() < in.data() || h.name.data() + h.name.size() > in.data() + in.size()) {
+    if (h.name.empty() || h.name.data() < in.data() ||
+        h.name.data() + h.name.size() > in.data() + in.size()) {
       __builtin_trap();
     }
   }

@@ -97,9 +97,12 @@ bool ClassifyFields(Head* out, bool is_request, Error* err) {
         } else if (IEquals(n, "connection")) {
           out->connection = h.value;
           ForEachListElement(h.value, [&](std::string_view t) {
-            if (IEquals(t, "close")) out->conn_close = true;
-            else if (IEquals(t, "keep-alive")) out->conn_keep_alive = true;
-            else if (IEquals(t, "upgrade")) out->conn_upgrade = true;
+            if (IEquals(t, "close"))
+              out->conn_close = true;
+            else if (IEquals(t, "keep-alive"))
+              out->conn_keep_alive = true;
+            else if (IEquals(t, "upgrade"))
+              out->conn_upgrade = true;
           });
         }
         break;
@@ -111,7 +114,8 @@ bool ClassifyFields(Head* out, bool is_request, Error* err) {
           }
           out->has_te = true;
           if (!IEquals(h.value, "chunked")) {
-            *err = {is_request ? 501 : 502, "unsupported Transfer-Encoding (only a single chunked is accepted)"};
+            *err = {is_request ? 501 : 502,
+                    "unsupported Transfer-Encoding (only a single chunked is accepted)"};
             if (h.value.empty()) err->status = 400;
             // A list such as "gzip, chunked" or "chunked, chunked" is refused too:
             // a proxy that re-frames bodies must not guess at codings.
@@ -135,8 +139,10 @@ bool ClassifyFields(Head* out, bool is_request, Error* err) {
         if (IEquals(n, "upgrade")) out->upgrade = h.value;
         break;
       case 'x':
-        if (IEquals(n, "x-request-id")) out->x_request_id = h.value;
-        else if (IEquals(n, "x-forwarded-for")) out->x_forwarded_for = h.value;
+        if (IEquals(n, "x-request-id"))
+          out->x_request_id = h.value;
+        else if (IEquals(n, "x-forwarded-for"))
+          out->x_forwarded_for = h.value;
         break;
       default:
         break;
@@ -262,9 +268,9 @@ bool ParseFields(const char* data, size_t pos, size_t end, const Limits& limits,
       *err = {431, "too many header fields"};
       return false;
     }
-    out->headers.push_back({std::string_view(reinterpret_cast<const char*>(name), name_len),
-                            TrimOws(std::string_view(reinterpret_cast<const char*>(v),
-                                                     static_cast<size_t>(p - v)))});
+    out->headers.push_back(
+        {std::string_view(reinterpret_cast<const char*>(name), name_len),
+         TrimOws(std::string_view(reinterpret_cast<const char*>(v), static_cast<size_t>(p - v)))});
     p += 2;
   }
 }
@@ -300,7 +306,8 @@ ParseResult ParseRequest(const char* data, size_t len, const Limits& limits, siz
     return ParseResult::kError;
   }
   size_t sp2 = line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || sp2 == sp1 + 1 || line.find(' ', sp2 + 1) != std::string_view::npos) {
+  if (sp2 == std::string_view::npos || sp2 == sp1 + 1 ||
+      line.find(' ', sp2 + 1) != std::string_view::npos) {
     *err = {400, "malformed request line"};
     return ParseResult::kError;
   }
@@ -327,8 +334,8 @@ ParseResult ParseRequest(const char* data, size_t len, const Limits& limits, siz
   }
   // Only origin-form, absolute-form, "*" (OPTIONS) and authority-form (CONNECT).
   char t0 = out->target[0];
-  if (t0 != '/' && !(out->target == "*" && out->method == "OPTIONS") &&
-      out->method != "CONNECT" && out->target.find("://") == std::string_view::npos) {
+  if (t0 != '/' && !(out->target == "*" && out->method == "OPTIONS") && out->method != "CONNECT" &&
+      out->target.find("://") == std::string_view::npos) {
     *err = {400, "invalid request target"};
     return ParseResult::kError;
   }
@@ -532,44 +539,86 @@ bool ChunkedDecoder::StepExtension(unsigned char c) {
   switch (ext_state_) {
     case ExtState::kBeforeSemi:
       if (ws) return true;
-      if (c == ';') { ext_state_ = ExtState::kBeforeName; return true; }
+      if (c == ';') {
+        ext_state_ = ExtState::kBeforeName;
+        return true;
+      }
       return false;
     case ExtState::kBeforeName:
       if (ws) return true;
-      if (IsTokenChar(c)) { ext_state_ = ExtState::kName; return true; }
+      if (IsTokenChar(c)) {
+        ext_state_ = ExtState::kName;
+        return true;
+      }
       return false;
     case ExtState::kName:
       if (IsTokenChar(c)) return true;
       if (c == '\r') return true;
-      if (ws) { ext_state_ = ExtState::kAfterName; return true; }
-      if (c == ';') { ext_state_ = ExtState::kBeforeName; return true; }
-      if (c == '=') { ext_state_ = ExtState::kBeforeValue; return true; }
+      if (ws) {
+        ext_state_ = ExtState::kAfterName;
+        return true;
+      }
+      if (c == ';') {
+        ext_state_ = ExtState::kBeforeName;
+        return true;
+      }
+      if (c == '=') {
+        ext_state_ = ExtState::kBeforeValue;
+        return true;
+      }
       return false;
     case ExtState::kAfterName:
       if (ws || c == '\r') return true;
-      if (c == ';') { ext_state_ = ExtState::kBeforeName; return true; }
-      if (c == '=') { ext_state_ = ExtState::kBeforeValue; return true; }
+      if (c == ';') {
+        ext_state_ = ExtState::kBeforeName;
+        return true;
+      }
+      if (c == '=') {
+        ext_state_ = ExtState::kBeforeValue;
+        return true;
+      }
       return false;
     case ExtState::kBeforeValue:
       if (ws) return true;
-      if (c == '"') { ext_state_ = ExtState::kQuoted; return true; }
-      if (IsTokenChar(c)) { ext_state_ = ExtState::kToken; return true; }
+      if (c == '"') {
+        ext_state_ = ExtState::kQuoted;
+        return true;
+      }
+      if (IsTokenChar(c)) {
+        ext_state_ = ExtState::kToken;
+        return true;
+      }
       return false;
     case ExtState::kToken:
       if (IsTokenChar(c) || c == '\r') return true;
-      if (ws) { ext_state_ = ExtState::kAfterValue; return true; }
-      if (c == ';') { ext_state_ = ExtState::kBeforeName; return true; }
+      if (ws) {
+        ext_state_ = ExtState::kAfterValue;
+        return true;
+      }
+      if (c == ';') {
+        ext_state_ = ExtState::kBeforeName;
+        return true;
+      }
       return false;
     case ExtState::kQuoted:
-      if (c == '"') { ext_state_ = ExtState::kAfterValue; return true; }
-      if (c == '\\') { ext_state_ = ExtState::kQuotedEscape; return true; }
+      if (c == '"') {
+        ext_state_ = ExtState::kAfterValue;
+        return true;
+      }
+      if (c == '\\') {
+        ext_state_ = ExtState::kQuotedEscape;
+        return true;
+      }
       return c == '\t' || (c >= 0x20 && c != 0x7f);
     case ExtState::kQuotedEscape:
       ext_state_ = ExtState::kQuoted;
       return c == '\t' || (c >= 0x20 && c != 0x7f);
     case ExtState::kAfterValue:
       if (ws || c == '\r') return true;
-      if (c == ';') { ext_state_ = ExtState::kBeforeName; return true; }
+      if (c == ';') {
+        ext_state_ = ExtState::kBeforeName;
+        return true;
+      }
       return false;
   }
   return false;

@@ -7,7 +7,8 @@
 //    NUL/CR/LF/CTL bytes in names or values                             -> 400
 //  - Content-Length together with Transfer-Encoding, several or malformed
 //    Content-Length values ("+5", "0x10", "1_0", "5, 6")                  -> 400
-//  - any Transfer-Encoding other than a final, single "chunked"          -> 400 (501 unknown coding)
+//  - any Transfer-Encoding other than a final, single "chunked"          -> 400 (501 unknown
+//  coding)
 //  - a request line longer than limits.max_request_line                  -> 414
 //  - a head larger than limits.max_header_bytes, or more than
 //    limits.max_headers fields                                           -> 431

@@ -43,7 +43,8 @@ clusters:
   - name: redis
     lb: least_request
     endpoints: ["[::1]:6379"]
-)", "t", &err);
+)",
+                         "t", &err);
   ASSERT_NE(cfg, nullptr) << err;
   EXPECT_EQ(cfg->workers, 2);
   ASSERT_EQ(cfg->listeners.size(), 2u);
@@ -59,35 +60,55 @@ clusters:
 }
 
 TEST(Config, ErrorsNameTheFieldAndTheFix) {
-  EXPECT_EQ(Error(std::string("listeners:\n  - {name: a, address: 127.0.0.1:8080, routes: [{cluster: c}]}\n"
-                              "  - {name: b, address: 127.0.0.1:99999, protocol: tcp, cluster: c}\n") + kClusters),
+  EXPECT_EQ(Error(std::string(
+                      "listeners:\n  - {name: a, address: 127.0.0.1:8080, routes: [{cluster: c}]}\n"
+                      "  - {name: b, address: 127.0.0.1:99999, protocol: tcp, cluster: c}\n") +
+                  kClusters),
             "config error: listeners[1].address \"127.0.0.1:99999\": port out of range");
-  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: nope}]}]\n") + kClusters),
-            "config error: listeners[0].routes[0].cluster \"nope\": no cluster with that name (define it under clusters:)");
-  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, protocol: udp, cluster: c}]\n") + kClusters),
+  EXPECT_EQ(Error(std::string(
+                      "listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: nope}]}]\n") +
+                  kClusters),
+            "config error: listeners[0].routes[0].cluster \"nope\": no cluster with that name "
+            "(define it under clusters:)");
+  EXPECT_EQ(Error(std::string(
+                      "listeners: [{name: a, address: 127.0.0.1:1, protocol: udp, cluster: c}]\n") +
+                  kClusters),
             "config error: listeners[0].protocol \"udp\": unknown protocol (use http or tcp)");
   EXPECT_EQ(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
                   "clusters: [{name: c, lb: fastest, endpoints: [127.0.0.1:1]}]\n"),
-            "config error: clusters[0].lb \"fastest\": unknown policy (use round_robin, least_request or random)");
-  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c, timeout: soon}]}]\n") + kClusters),
-            "config error: listeners[0].routes[0].timeout \"soon\": invalid duration (use e.g. 250ms, 5s, 2m)");
-  EXPECT_NE(Error(std::string("listeners: [{name: a, adress: 127.0.0.1:1}]\n") + kClusters).find("listeners[0].adress: unknown field"),
+            "config error: clusters[0].lb \"fastest\": unknown policy (use round_robin, "
+            "least_request or random)");
+  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c, "
+                              "timeout: soon}]}]\n") +
+                  kClusters),
+            "config error: listeners[0].routes[0].timeout \"soon\": invalid duration (use e.g. "
+            "250ms, 5s, 2m)");
+  EXPECT_NE(Error(std::string("listeners: [{name: a, adress: 127.0.0.1:1}]\n") + kClusters)
+                .find("listeners[0].adress: unknown field"),
             std::string::npos);
-  EXPECT_NE(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: []}]\n")
+  EXPECT_NE(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\nclusters: "
+                  "[{name: c, endpoints: []}]\n")
                 .find("clusters[0].endpoints: a cluster needs at least one endpoint"),
             std::string::npos);
-  EXPECT_NE(Error(std::string("listeners: [{name: a, address: nohost:1, routes: [{cluster: c}]}]\n") + kClusters)
-                .find("host must be an IP address"),
-            std::string::npos);
+  EXPECT_NE(
+      Error(std::string("listeners: [{name: a, address: nohost:1, routes: [{cluster: c}]}]\n") +
+            kClusters)
+          .find("host must be an IP address"),
+      std::string::npos);
   EXPECT_NE(Error("listeners: [\n").find("config error: test.yaml: line"), std::string::npos);
   EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]},"
-                              "{name: a, address: 127.0.0.1:2, routes: [{cluster: c}]}]\n") + kClusters)
+                              "{name: a, address: 127.0.0.1:2, routes: [{cluster: c}]}]\n") +
+                  kClusters)
                 .find("duplicate listener name"),
             std::string::npos);
-  EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c, match: {prefix: nope}}]}]\n") + kClusters)
+  EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c, "
+                              "match: {prefix: nope}}]}]\n") +
+                  kClusters)
                 .find("must start with '/'"),
             std::string::npos);
-  EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, limits: {max_headers: 0}, routes: [{cluster: c}]}]\n") + kClusters)
+  EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, limits: {max_headers: "
+                              "0}, routes: [{cluster: c}]}]\n") +
+                  kClusters)
                 .find("listeners[0].limits.max_headers \"0\": out of range"),
             std::string::npos);
 }
@@ -102,7 +123,8 @@ listeners:
     timeouts: {header_read: 2s, idle: 30s, request: 250ms}
     max_connections: 5
     routes: [{cluster: c}]
-)") + kClusters, "t", &err);
+)") + kClusters,
+                         "t", &err);
   ASSERT_NE(cfg, nullptr) << err;
   const auto& l = cfg->listeners[0];
   EXPECT_EQ(l.limits.max_request_line, 1024u);

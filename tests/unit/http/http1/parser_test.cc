@@ -29,7 +29,8 @@ Parsed Resp(const std::string& s, std::string_view method = "GET") {
   p.input = std::make_shared<std::string>(s);
   size_t scanned = 0;
   Limits limits;
-  p.result = ParseResponse(p.input->data(), p.input->size(), limits, &scanned, method, &p.head, &p.err);
+  p.result =
+      ParseResponse(p.input->data(), p.input->size(), limits, &scanned, method, &p.head, &p.err);
   return p;
 }
 
@@ -69,9 +70,11 @@ TEST(Http1Request, IncompleteUntilEmptyLine) {
   size_t scanned = 0;
   size_t head_len = full.find("\r\n\r\n") + 4;
   for (size_t n = 1; n < head_len; ++n) {
-    ASSERT_EQ(ParseRequest(full.data(), n, limits, &scanned, &head, &err), ParseResult::kIncomplete) << n;
+    ASSERT_EQ(ParseRequest(full.data(), n, limits, &scanned, &head, &err), ParseResult::kIncomplete)
+        << n;
   }
-  ASSERT_EQ(ParseRequest(full.data(), full.size(), limits, &scanned, &head, &err), ParseResult::kComplete);
+  ASSERT_EQ(ParseRequest(full.data(), full.size(), limits, &scanned, &head, &err),
+            ParseResult::kComplete);
   EXPECT_EQ(head.head_bytes, head_len);
   EXPECT_EQ(head.framing, Framing::kContentLength);
   EXPECT_EQ(head.content_length, 5u);
@@ -101,7 +104,9 @@ TEST(Http1Request, ChunkedAndExpectAndUpgrade) {
   ASSERT_EQ(p.result, ParseResult::kComplete);
   EXPECT_EQ(p.head.framing, Framing::kChunked);
   EXPECT_TRUE(p.head.expect_continue);
-  p = Req("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  p =
+      Req("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: "
+          "websocket\r\n\r\n");
   ASSERT_EQ(p.result, ParseResult::kComplete);
   EXPECT_TRUE(p.head.conn_upgrade);
   EXPECT_EQ(p.head.upgrade, "websocket");
@@ -109,15 +114,20 @@ TEST(Http1Request, ChunkedAndExpectAndUpgrade) {
 
 // The request-smuggling and malformed-message catalogue: each is refused.
 TEST(Http1Request, RejectsContentLengthWithTransferEncoding) {
-  ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
-  ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400);
+  ExpectRejected(
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
+  ExpectRejected(
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400);
 }
 
 TEST(Http1Request, RejectsBadContentLength) {
-  for (const char* v : {"+5", "0x10", "1_0", "5, 6", "-1", "5 5", "", "99999999999999999999", "5,5"}) {
-    ExpectRejected(std::string("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ") + v + "\r\n\r\n", 400);
+  for (const char* v :
+       {"+5", "0x10", "1_0", "5, 6", "-1", "5 5", "", "99999999999999999999", "5,5"}) {
+    ExpectRejected(std::string("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ") + v + "\r\n\r\n",
+                   400);
   }
-  ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400);
+  ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                 400);
 }
 
 TEST(Http1Request, RejectsTransferEncodingOtherThanChunked) {
@@ -125,7 +135,10 @@ TEST(Http1Request, RejectsTransferEncodingOtherThanChunked) {
   ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501);
   ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 501);
   ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 501);
-  ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
+  ExpectRejected(
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+      "chunked\r\n\r\n",
+      400);
   ExpectRejected("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", 400);
 }
 
@@ -179,7 +192,8 @@ TEST(Http1Request, LimitsAreEnforced) {
   EXPECT_EQ(p.err.status, 414);
   p = Req("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(400, 'b') + "\r\n\r\n", l);
   EXPECT_EQ(p.err.status, 431);
-  p = Req("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(400, 'b'), l);  // incomplete but too big
+  p = Req("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(400, 'b'),
+          l);  // incomplete but too big
   EXPECT_EQ(p.result, ParseResult::kError);
   EXPECT_EQ(p.err.status, 431);
   p = Req("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", l);
@@ -253,7 +267,8 @@ Decoded Decode(const std::string& in, size_t step = 0) {
 }
 
 TEST(Chunked, DecodesWholeAndByteByByte) {
-  const std::string body = "5\r\nhello\r\n6;name=val;q=\"quoted \\\" x\"\r\n world\r\n0\r\nx-sum: 1\r\n\r\nNEXT";
+  const std::string body =
+      "5\r\nhello\r\n6;name=val;q=\"quoted \\\" x\"\r\n world\r\n0\r\nx-sum: 1\r\n\r\nNEXT";
   for (size_t step : {size_t{0}, size_t{1}, size_t{3}}) {
     Decoded d = Decode(body, step);
     ASSERT_TRUE(d.done) << step;
@@ -266,11 +281,11 @@ TEST(Chunked, DecodesWholeAndByteByByte) {
 }
 
 TEST(Chunked, RejectsInvalidSizesAndExtensions) {
-  for (const char* bad : {"x\r\n", "\r\n", "-1\r\n", "0x5\r\nhello\r\n", "5 \r\nhello\r\n",
-                          "5;\r\nhello\r\n", "5;=a\r\nhello\r\n", "5;a=\r\nhello\r\n",
-                          "5;a=\"open\r\nhello\r\n", "5;a b\r\nhello\r\n", "5\nhello\r\n",
-                          "5\r\nhelloXX", "5\r\nhello\n0\r\n\r\n", "fffffffffffffffff\r\n",
-                          "0\r\nbad trailer\r\n\r\n", "0\r\nx: 1\n\r\n"}) {
+  for (const char* bad :
+       {"x\r\n", "\r\n", "-1\r\n", "0x5\r\nhello\r\n", "5 \r\nhello\r\n", "5;\r\nhello\r\n",
+        "5;=a\r\nhello\r\n", "5;a=\r\nhello\r\n", "5;a=\"open\r\nhello\r\n", "5;a b\r\nhello\r\n",
+        "5\nhello\r\n", "5\r\nhelloXX", "5\r\nhello\n0\r\n\r\n", "fffffffffffffffff\r\n",
+        "0\r\nbad trailer\r\n\r\n", "0\r\nx: 1\n\r\n"}) {
     Decoded d = Decode(bad);
     EXPECT_EQ(d.consumed, -1) << bad;
   }

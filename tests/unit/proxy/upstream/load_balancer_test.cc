@@ -27,7 +27,8 @@ TEST(LoadBalancer, RoundRobinHonoursWeightsSmoothly) {
   for (size_t s : seq) ones += s == 1;
   EXPECT_EQ(ones, 4);
   // Smooth: never three picks of the same endpoint in a row.
-  for (size_t i = 2; i < seq.size(); ++i) EXPECT_FALSE(seq[i] == seq[i - 1] && seq[i] == seq[i - 2]);
+  for (size_t i = 2; i < seq.size(); ++i)
+    EXPECT_FALSE(seq[i] == seq[i - 1] && seq[i] == seq[i - 2]);
 }
 
 TEST(LoadBalancer, RandomFollowsWeights) {
