@@ -243,3 +243,13 @@ def raw(port, data, timeout=5.0, read_until_close=True):
         pass
     s.close()
     return out
+
+
+def read_to_eof(sock):
+    """Everything the peer sends until it closes."""
+    out = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return out
+        out += chunk

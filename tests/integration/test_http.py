@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from conftest import curl, raw, require, simple_config, free_port, wait_port
+from conftest import curl, raw, read_to_eof, require, simple_config, free_port, wait_port
 
 
 def get_json(url, *args):
@@ -169,12 +169,7 @@ def test_http10_client_and_connection_close(weft, backends):
         first += s.recv(4096)
     assert b"connection: keep-alive" in first.lower()
     s.sendall(b"GET /bytes/3 HTTP/1.0\r\n\r\n")
-    rest = b""
-    while True:
-        c = s.recv(4096)
-        if not c:
-            break
-        rest += c
+    rest = read_to_eof(s)
     assert rest.startswith(b"HTTP/1.1 200")
     # Connection: close from an HTTP/1.1 client closes after the response.
     out = raw(w.ports["public"], b"GET /bytes/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=3)

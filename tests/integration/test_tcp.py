@@ -6,7 +6,7 @@ import subprocess
 import threading
 import time
 
-from conftest import require, free_port, wait_port
+from conftest import read_to_eof, require, free_port, wait_port
 
 
 def tcp_config(port, idle="60s", endpoints=None):
@@ -70,12 +70,7 @@ def test_100mb_transfer_with_half_close_is_intact(weft):
         s.sendall(block)
         h.update(block)
     s.shutdown(socket.SHUT_WR)  # half-close: the server must still be able to answer
-    reply = b""
-    while True:
-        d = s.recv(4096)
-        if not d:
-            break
-        reply += d
+    reply = read_to_eof(s)
     n, digest = reply.decode().split()
     assert int(n) == total and digest == h.hexdigest()
     time.sleep(0.2)

@@ -536,90 +536,40 @@ long ChunkedDecoder::Feed(const char* data, size_t len, std::vector<std::string_
 
 bool ChunkedDecoder::StepExtension(unsigned char c) {
   const bool ws = c == ' ' || c == '\t';
+  const bool tok = IsTokenChar(c);
+  auto go = [this](ExtState next) {
+    ext_state_ = next;
+    return true;
+  };
   switch (ext_state_) {
     case ExtState::kBeforeSemi:
-      if (ws) return true;
-      if (c == ';') {
-        ext_state_ = ExtState::kBeforeName;
-        return true;
-      }
-      return false;
+      return ws || (c == ';' && go(ExtState::kBeforeName));
     case ExtState::kBeforeName:
-      if (ws) return true;
-      if (IsTokenChar(c)) {
-        ext_state_ = ExtState::kName;
-        return true;
-      }
-      return false;
+      return ws || (tok && go(ExtState::kName));
     case ExtState::kName:
-      if (IsTokenChar(c)) return true;
-      if (c == '\r') return true;
-      if (ws) {
-        ext_state_ = ExtState::kAfterName;
-        return true;
-      }
-      if (c == ';') {
-        ext_state_ = ExtState::kBeforeName;
-        return true;
-      }
-      if (c == '=') {
-        ext_state_ = ExtState::kBeforeValue;
-        return true;
-      }
-      return false;
     case ExtState::kAfterName:
-      if (ws || c == '\r') return true;
-      if (c == ';') {
-        ext_state_ = ExtState::kBeforeName;
-        return true;
-      }
-      if (c == '=') {
-        ext_state_ = ExtState::kBeforeValue;
-        return true;
-      }
-      return false;
+      if (c == '\r' || (tok && ext_state_ == ExtState::kName)) return true;
+      if (ws) return go(ExtState::kAfterName);
+      if (c == ';') return go(ExtState::kBeforeName);
+      return c == '=' && go(ExtState::kBeforeValue);
     case ExtState::kBeforeValue:
       if (ws) return true;
-      if (c == '"') {
-        ext_state_ = ExtState::kQuoted;
-        return true;
-      }
-      if (IsTokenChar(c)) {
-        ext_state_ = ExtState::kToken;
-        return true;
-      }
-      return false;
+      if (c == '"') return go(ExtState::kQuoted);
+      return tok && go(ExtState::kToken);
     case ExtState::kToken:
-      if (IsTokenChar(c) || c == '\r') return true;
-      if (ws) {
-        ext_state_ = ExtState::kAfterValue;
-        return true;
-      }
-      if (c == ';') {
-        ext_state_ = ExtState::kBeforeName;
-        return true;
-      }
-      return false;
+      if (tok || c == '\r') return true;
+      if (ws) return go(ExtState::kAfterValue);
+      return c == ';' && go(ExtState::kBeforeName);
     case ExtState::kQuoted:
-      if (c == '"') {
-        ext_state_ = ExtState::kAfterValue;
-        return true;
-      }
-      if (c == '\\') {
-        ext_state_ = ExtState::kQuotedEscape;
-        return true;
-      }
+      if (c == '"') return go(ExtState::kAfterValue);
+      if (c == '\\') return go(ExtState::kQuotedEscape);
       return c == '\t' || (c >= 0x20 && c != 0x7f);
     case ExtState::kQuotedEscape:
       ext_state_ = ExtState::kQuoted;
       return c == '\t' || (c >= 0x20 && c != 0x7f);
     case ExtState::kAfterValue:
       if (ws || c == '\r') return true;
-      if (c == ';') {
-        ext_state_ = ExtState::kBeforeName;
-        return true;
-      }
-      return false;
+      return c == ';' && go(ExtState::kBeforeName);
   }
   return false;
 }
