@@ -94,6 +94,18 @@ def test_keepalive_reuses_upstream_connections(weft, backends):
     assert w.stat("weft_cluster_upstream_cx_reused_total", cluster="c") >= 95
 
 
+def test_idle_pool_size_is_bounded(weft, backends):
+    b = backends()
+    cfg = simple_config({"c": [b.addr]}, workers=1).replace(
+        "connect_timeout: 500ms", "connect_timeout: 500ms\n    max_idle_per_endpoint: 0")
+    w = weft(cfg)
+    for i in range(5):
+        assert curl(w.url(path=f"/echo/{i}"), "-o", "/dev/null").returncode == 0
+    # No idle connection may be kept: every request opened a new one.
+    assert b.stats()["connections"] == 6  # 5 proxied + this /_stats
+    assert w.stat("weft_cluster_upstream_cx_reused_total", cluster="c") == 0
+
+
 def test_pipelined_requests_answered_in_order(weft, backends):
     b = backends()
     w = weft(simple_config({"c": [b.addr]}))

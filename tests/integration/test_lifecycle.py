@@ -161,3 +161,18 @@ def test_sigterm_under_wrk_load_has_no_failed_requests(weft, backends):
         if "Socket errors" in line:
             fields = dict(x.strip().split(" ") for x in line.split(":", 1)[1].split(","))
             assert int(fields["read"]) <= 2 and fields["timeout"] == "0", line
+
+
+def test_drain_timeout_bounds_the_drain(weft, backends):
+    b = backends()
+    cfg = simple_config({"c": [b.addr]}).replace("workers: 2", "workers: 2\ndrain_timeout: 1s")
+    w = weft(cfg)
+    s = socket.create_connection(("127.0.0.1", w.ports["public"]), timeout=10)
+    s.sendall(b"GET /sleep/8000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)
+    t = time.time()
+    w.p.send_signal(signal.SIGTERM)
+    assert w.p.wait(10) == 0
+    took = time.time() - t
+    assert 0.8 < took < 3, f"drain took {took:.1f}s with a 1s drain_timeout"
+    assert "drain timeout: closing 1 connections" in w.log()
