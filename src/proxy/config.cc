@@ -33,7 +33,7 @@ std::string Scalar(const YAML::Node& n, const std::string& path) {
   return n.Scalar();
 }
 
-void CheckKeys(const YAML::Node& n, const std::string& path, std::set<std::string> allowed) {
+void CheckKeys(const YAML::Node& n, const std::string& path, const std::set<std::string>& allowed) {
   if (!n.IsMap()) Fail(path, "expected a mapping");
   for (const auto& kv : n) {
     std::string k = kv.first.Scalar();

@@ -70,7 +70,7 @@ class Proxy {
 
   // Builds the snapshot and listener sockets for `cfg` and hands them to the
   // workers. On failure nothing changes and *err says why.
-  bool Install(std::shared_ptr<const ProxyConfig> cfg, std::string* err) {
+  bool Install(const std::shared_ptr<const ProxyConfig>& cfg, std::string* err) {
     if (static_cast<size_t>(cfg->workers) != workers_.size() && snap_) {
       LOG_WARN("reload: workers changed from {} to {}: takes effect on restart", workers_.size(),
                cfg->workers);
@@ -153,7 +153,7 @@ class Proxy {
     return err;
   }
 
-  int Run(std::shared_ptr<const ProxyConfig> cfg) {
+  int Run(const std::shared_ptr<const ProxyConfig>& cfg) {
     std::string err;
     if (!Install(cfg, &err)) {
       LOG_ERROR("{}", err);

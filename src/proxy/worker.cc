@@ -82,11 +82,12 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
                          std::map<std::string, std::pair<int, bool>> fds) {
   FlushAccessLogs();
   auto st = std::make_shared<WorkerState>();
-  st->snap = snap;
-  const ProxyConfig& cfg = *snap->cfg;
+  st->snap = std::move(snap);
+  const Snapshot& sn = *st->snap;
+  const ProxyConfig& cfg = *sn.cfg;
   for (size_t i = 0; i < cfg.clusters.size(); ++i) {
     st->clusters.push_back(std::make_shared<ClusterRuntime>(
-        cfg.clusters[i], &snap->cluster_stats[i]->at(id_), rng_.Next()));
+        cfg.clusters[i], &sn.cluster_stats[i]->at(id_), rng_.Next()));
   }
   // Listeners: keep the ones whose sockets are reused, open new ones, close
   // the ones that went away. Connections already accepted are not touched.

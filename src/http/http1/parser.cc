@@ -433,13 +433,10 @@ long ChunkedDecoder::Feed(const char* data, size_t len, std::vector<std::string_
           }
           remaining_ = remaining_ * 16 + static_cast<uint64_t>(h);
           ++i;
-        } else if (size_digits_ == 0) {
-          *err = {400, "invalid chunk size"};
-          return -1;
-        } else if (c == '\r') {
+        } else if (size_digits_ > 0 && c == '\r') {
           state_ = State::kSizeLF;
           ++i;
-        } else if (c == ';' || c == ' ' || c == '\t') {
+        } else if (size_digits_ > 0 && (c == ';' || c == ' ' || c == '\t')) {
           state_ = State::kExt;
           ext_state_ = ExtState::kBeforeSemi;
           ext_len_ = 0;

@@ -285,7 +285,7 @@ TEST(Chunked, RejectsInvalidSizesAndExtensions) {
        {"x\r\n", "\r\n", "-1\r\n", "0x5\r\nhello\r\n", "5 \r\nhello\r\n", "5;\r\nhello\r\n",
         "5;=a\r\nhello\r\n", "5;a=\r\nhello\r\n", "5;a=\"open\r\nhello\r\n", "5;a b\r\nhello\r\n",
         "5\nhello\r\n", "5\r\nhelloXX", "5\r\nhello\n0\r\n\r\n", "fffffffffffffffff\r\n",
-        "0\r\nbad trailer\r\n\r\n", "0\r\nx: 1\n\r\n"}) {
+        "0\r\nbad trailer\r\n\r\n", "0\r\nx: 1\n\r\n", ";a=b\r\n", " 5\r\nhello\r\n"}) {
     Decoded d = Decode(bad);
     EXPECT_EQ(d.consumed, -1) << bad;
   }
