@@ -119,27 +119,32 @@ class Server:
             self.p.kill()
 
 
-def nginx_backend(tmp, port, cpus):
+NGINX_PATHS = ("client_body_temp_path {t}/cb; proxy_temp_path {t}/pt; fastcgi_temp_path {t}/ft; "
+               "uwsgi_temp_path {t}/ut; scgi_temp_path {t}/st;")
+
+
+def nginx_backend(tmp, port, cpus, workers=1):
     conf = os.path.join(tmp, "backend.conf")
-    open(conf, "w").write(f"""daemon off; master_process off; worker_processes 1; pid {tmp}/backend.pid;
+    master = "on" if workers > 1 else "off"
+    open(conf, "w").write(f"""daemon off; master_process {master}; worker_processes {workers}; pid {tmp}/backend.pid;
 error_log {tmp}/backend.err; events {{ worker_connections 4096; }}
-http {{ access_log off; keepalive_requests 1000000;
+http {{ access_log off; keepalive_requests 1000000; {NGINX_PATHS.format(t=tmp)}
   server {{ listen 127.0.0.1:{port} reuseport backlog=4096; location / {{ return 200 "ok"; }} }} }}
 """)
-    return Server([tool("nginx"), "-c", conf, "-p", tmp], cpus)
+    return Server([tool("nginx"), "-e", f"{tmp}/backend.err", "-c", conf, "-p", tmp], cpus)
 
 
 def nginx_proxy(tmp, port, backend, workers, cpus):
     conf = os.path.join(tmp, "nginx-proxy.conf")
     open(conf, "w").write(f"""daemon off; worker_processes {workers}; pid {tmp}/proxy.pid;
 error_log {tmp}/proxy.err; events {{ worker_connections 4096; }}
-http {{ access_log off; keepalive_requests 1000000;
+http {{ access_log off; keepalive_requests 1000000; {NGINX_PATHS.format(t=tmp)}
   upstream be {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
   server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
     location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $remote_addr; }} }} }}
 """)
-    return Server([tool("nginx"), "-c", conf, "-p", tmp], cpus)
+    return Server([tool("nginx"), "-e", f"{tmp}/proxy.err", "-c", conf, "-p", tmp], cpus)
 
 
 def haproxy(tmp, port, backend, workers, cpus):
@@ -190,7 +195,7 @@ def measure(name, server, port, a):
     time.sleep(0.3)
     pids = pids_of(server.p.pid) if server else []
     # warm up: connections and pools
-    run_wrk(port, 1, a.connections, 1, a.wrk_cpus)
+    run_wrk(port, 1, a.connections, a.wrk_threads, a.wrk_cpus)
     idle = rss_kb(pids)
     peak = [0]
     stop = threading.Event()
@@ -203,7 +208,7 @@ def measure(name, server, port, a):
     t = threading.Thread(target=sample)
     t.start()
     c0 = cpu_seconds(pids)
-    out = run_wrk(port, a.duration, a.connections, 1, a.wrk_cpus)
+    out = run_wrk(port, a.duration, a.connections, a.wrk_threads, a.wrk_cpus)
     c1 = cpu_seconds(pids)
     stop.set()
     t.join()
@@ -220,19 +225,35 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
+    ap.add_argument("--layout", default="small", choices=["small", "scaling"],
+                    help="small: the 2-core machine; scaling: >= 16 cores, proxy on cores 0..N-1, "
+                         "backend (4 workers) on 8-11, wrk (4 threads) on 12-15")
     a = ap.parse_args()
     ncpu = os.cpu_count()
+    a.wrk_threads = 1
+    backend_workers = 1
+    if a.layout == "scaling":
+        if ncpu < 16:
+            sys.exit("bench: --layout scaling needs 16 cores")
+        a.wrk_threads = 4
+        backend_workers = 4
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in [int(x) for x in a.workers.split(",")]:
-            # With one worker on a 2-core machine the proxy gets core 0 to
-            # itself and the backend and wrk share core 1. With more workers
-            # nothing is pinned.
-            pin = workers == 1 and ncpu >= 2
-            proxy_cpus = "0" if pin else None
-            a.wrk_cpus = "1" if pin else None
+            if a.layout == "scaling":
+                proxy_cpus = f"0-{workers - 1}"
+                a.wrk_cpus = "12-15"
+                backend_cpus = "8-11"
+            else:
+                # One worker on the 2-core machine: the proxy gets core 0 to
+                # itself, the backend and wrk share core 1. With more workers
+                # nothing is pinned.
+                pin = workers == 1 and ncpu >= 2
+                proxy_cpus = "0" if pin else None
+                a.wrk_cpus = "1" if pin else None
+                backend_cpus = "1" if pin else None
             backend_port = free_port()
-            backend = nginx_backend(tmp, backend_port, "1" if pin else None)
+            backend = nginx_backend(tmp, backend_port, backend_cpus, backend_workers)
             wait_port(backend_port)
             rows = [measure("direct", None, backend_port, a)]
             for name, make in (("weft", lambda p: weft(a.weft, tmp, p, backend_port, workers, proxy_cpus)),
@@ -260,11 +281,15 @@ def write_results(a, results):
     except OSError:
         pass
     lines = ["# weft benchmark results", "",
-             f"Run: `make bench` (bench/run.sh → bench/run.py), {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC.",
+             f"Run: `make bench` (bench/run.sh → bench/run.py), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
              f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.",
-             f"Load: wrk, HTTP/1.1 keep-alive, {a.connections} connections, {a.duration}s per run after a 1s warm-up.",
-             "Backend: nginx `return 200 \"ok\"` (1 worker). With 1 proxy worker the proxy is pinned to core 0 and",
-             "backend + wrk to core 1; with 2 workers nothing is pinned (everything shares 2 cores).",
+             f"Load: wrk ({a.wrk_threads} thread(s)), HTTP/1.1 keep-alive, {a.connections} connections, "
+             f"{a.duration}s per run after a 1s warm-up.",
+             ("Backend: nginx `return 200 \"ok\"` (1 worker). With 1 proxy worker the proxy is pinned to core 0 and "
+              "backend + wrk to core 1; with 2 workers nothing is pinned (everything shares 2 cores)."
+              if a.layout == "small" else
+              "Backend: nginx `return 200 \"ok\"` (4 workers, cores 8-11); wrk on cores 12-15; "
+              "the proxy under test on cores 0..N-1 for N workers."),
              "CPU/req: proxy utime+stime over the run divided by requests. RSS: all proxy processes.",
              "This machine is shared and noisy: read the ratios, not the absolute numbers.", ""]
     for workers, rows in results.items():

@@ -238,7 +238,9 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
 };
 
 bool HttpSession::TakeConfig(Ctx* c) {
-  c->state = w_->state();
+  // Copy the snapshot pointer only when it changed (a reload): the request
+  // path then touches no shared reference count.
+  if (c->state != w_->state()) c->state = w_->state();
   const auto& listeners = c->state->snap->cfg->listeners;
   size_t index = listener_->index;
   if (listener_->removed) {
