@@ -58,28 +58,62 @@ uint64_t Sum(const PerWorker<T>& pw, F&& f) {
   return s;
 }
 
+// Collects samples by metric family, so that each family is written once,
+// contiguous, under its HELP and TYPE lines (as the text format requires),
+// whatever order the stat blocks are walked in.
 class Writer {
  public:
-  void Header(const char* name, const char* type, const char* help) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  void Add(const std::string& family, const char* type, const char* help, const std::string& sample,
+           const std::string& labels, const std::string& value) {
+    auto [it, fresh] = index_.try_emplace(family, families_.size());
+    if (fresh) families_.push_back({family, type, help, {}});
+    std::string& out = families_[it->second].lines;
+    out += sample;
+    out += '{';
+    out += labels;
+    out += "} ";
+    out += value;
+    out += '\n';
   }
-  void Line(const char* name, const std::string& labels, uint64_t v) {
-    out += fmt::format("{}{{{}}} {}\n", name, labels, v);
+  void Counter(const std::string& name, const char* help, const std::string& labels, uint64_t v) {
+    Add(name, "counter", help, name, labels, std::to_string(v));
   }
-  std::string out;
+  void Gauge(const std::string& name, const char* help, const std::string& labels, uint64_t v) {
+    Add(name, "gauge", help, name, labels, std::to_string(v));
+  }
+  std::string Finish() const {
+    std::string out;
+    for (const auto& f : families_) {
+      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", f.name, f.help, f.name, f.type);
+      out += f.lines;
+    }
+    return out;
+  }
+
+ private:
+  struct Family {
+    std::string name;
+    const char* type;
+    const char* help;
+    std::string lines;
+  };
+  std::vector<Family> families_;
+  std::map<std::string, size_t> index_;
 };
 
 template <typename T>
-void RenderHttp(Writer& w, const char* prefix, const std::string& labels, const PerWorker<T>& pw,
-                const HttpCounters& (*get)(const T&)) {
+void RenderHttp(Writer& w, const std::string& prefix, const std::string& labels,
+                const PerWorker<T>& pw, const HttpCounters& (*get)(const T&)) {
   static constexpr const char* kClass[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
   for (size_t c = 0; c < 5; ++c) {
-    w.Line(fmt::format("{}_rq_total", prefix).c_str(),
-           labels + fmt::format(",class=\"{}\"", kClass[c]),
-           Sum(pw, [&](const T& t) -> const Counter& { return get(t).rq_class[c]; }));
+    w.Counter(
+        prefix + "_rq_total", "Requests by response status class.",
+        labels + fmt::format(",class=\"{}\"", kClass[c]),
+        Sum(pw, [&](const T& t) -> const weft::proxy::Counter& { return get(t).rq_class[c]; }));
   }
+  const std::string family = prefix + "_rq_duration_seconds";
+  const char* help = "Request duration, from the request head to the end of the response.";
   uint64_t cum = 0;
-  std::string bucket = fmt::format("{}_rq_duration_seconds_bucket", prefix);
   for (size_t b = 0; b <= Histogram::kBoundsUs.size(); ++b) {
     uint64_t n = 0;
     for (const T& t : pw.slots()) n += get(t).latency.Bucket(b);
@@ -87,13 +121,14 @@ void RenderHttp(Writer& w, const char* prefix, const std::string& labels, const 
     std::string le = b < Histogram::kBoundsUs.size()
                          ? fmt::format("{:g}", static_cast<double>(Histogram::kBoundsUs[b]) / 1e6)
                          : "+Inf";
-    w.Line(bucket.c_str(), labels + ",le=\"" + le + "\"", cum);
+    w.Add(family, "histogram", help, family + "_bucket", labels + ",le=\"" + le + "\"",
+          std::to_string(cum));
   }
   uint64_t sum = 0;
   for (const T& t : pw.slots()) sum += get(t).latency.SumUs();
-  w.out += fmt::format("{}_rq_duration_seconds_sum{{{}}} {:.6f}\n", prefix, labels,
-                       static_cast<double>(sum) / 1e6);
-  w.out += fmt::format("{}_rq_duration_seconds_count{{{}}} {}\n", prefix, labels, cum);
+  w.Add(family, "histogram", help, family + "_sum", labels,
+        fmt::format("{:.6f}", static_cast<double>(sum) / 1e6));
+  w.Add(family, "histogram", help, family + "_count", labels, std::to_string(cum));
 }
 
 }  // namespace
@@ -101,53 +136,69 @@ void RenderHttp(Writer& w, const char* prefix, const std::string& labels, const 
 std::string StatsRegistry::RenderPrometheus() {
   std::lock_guard<std::mutex> l(mu_);
   Writer w;
-  w.Header("weft_config_reloads_total", "counter", "Config reloads by result.");
-  w.Line("weft_config_reloads_total", "result=\"ok\"", reload_ok_.Get());
-  w.Line("weft_config_reloads_total", "result=\"rejected\"", reload_fail_.Get());
+  w.Counter("weft_config_reloads_total", "Config reloads by result.", "result=\"ok\"",
+            reload_ok_.Get());
+  w.Counter("weft_config_reloads_total", "Config reloads by result.", "result=\"rejected\"",
+            reload_fail_.Get());
 
   for (const auto& [name, pw] : listeners_) {
-    std::string lb = fmt::format("listener=\"{}\"", name);
-    w.Line("weft_listener_downstream_cx_total", lb,
-           Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.cx_total; }));
-    w.Line("weft_listener_downstream_cx_active", lb,
-           Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.cx_active; }));
-    w.Line("weft_listener_downstream_bytes_received_total", lb,
-           Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.bytes_in; }));
-    w.Line("weft_listener_downstream_bytes_sent_total", lb,
-           Sum(*pw, [](const ListenerStats& s) -> const Counter& { return s.bytes_out; }));
+    const std::string lb = fmt::format("listener=\"{}\"", name);
+    const PerWorker<ListenerStats>& blocks = *pw;
+    auto sum = [&](Counter ListenerStats::*m) {
+      return Sum(blocks, [m](const ListenerStats& s) -> const Counter& { return s.*m; });
+    };
+    w.Counter("weft_listener_downstream_cx_total", "Downstream connections accepted.", lb,
+              sum(&ListenerStats::cx_total));
+    w.Gauge("weft_listener_downstream_cx_active", "Downstream connections open.", lb,
+            sum(&ListenerStats::cx_active));
+    w.Counter("weft_listener_downstream_bytes_received_total", "Bytes received from clients.", lb,
+              sum(&ListenerStats::bytes_in));
+    w.Counter("weft_listener_downstream_bytes_sent_total", "Bytes sent to clients.", lb,
+              sum(&ListenerStats::bytes_out));
     for (size_t r = 0; r < static_cast<size_t>(Reject::kCount); ++r) {
-      w.Line("weft_listener_downstream_rq_rejected_total",
-             lb + fmt::format(",reason=\"{}\"", RejectName(static_cast<Reject>(r))),
-             Sum(*pw, [r](const ListenerStats& s) -> const Counter& { return s.rejected[r]; }));
+      w.Counter(
+          "weft_listener_downstream_rq_rejected_total",
+          "Requests or connections refused by the proxy, by reason.",
+          lb + fmt::format(",reason=\"{}\"", RejectName(static_cast<Reject>(r))),
+          Sum(blocks, [r](const ListenerStats& s) -> const Counter& { return s.rejected[r]; }));
     }
-    RenderHttp<ListenerStats>(w, "weft_listener_downstream", lb, *pw,
+    RenderHttp<ListenerStats>(w, "weft_listener_downstream", lb, blocks,
                               [](const ListenerStats& s) -> const HttpCounters& { return s.http; });
   }
   for (const auto& [key, pw] : routes_) {
-    std::string lb = fmt::format("listener=\"{}\",route=\"{}\"", key.first, key.second);
+    const std::string lb = fmt::format("listener=\"{}\",route=\"{}\"", key.first, key.second);
     RenderHttp<RouteStats>(w, "weft_route", lb, *pw,
                            [](const RouteStats& s) -> const HttpCounters& { return s.http; });
   }
   for (const auto& [name, pw] : clusters_) {
-    std::string lb = fmt::format("cluster=\"{}\"", name);
+    const std::string lb = fmt::format("cluster=\"{}\"", name);
     const PerWorker<ClusterStats>& blocks = *pw;
-    auto line = [&](const char* metric, Counter ClusterStats::*m) {
-      w.Line(metric, lb,
-             Sum(blocks, [m](const ClusterStats& s) -> const Counter& { return s.*m; }));
+    auto counter = [&](const char* metric, const char* help, Counter ClusterStats::*m) {
+      w.Counter(metric, help, lb,
+                Sum(blocks, [m](const ClusterStats& s) -> const Counter& { return s.*m; }));
     };
-    line("weft_cluster_upstream_cx_total", &ClusterStats::cx_total);
-    line("weft_cluster_upstream_cx_active", &ClusterStats::cx_active);
-    line("weft_cluster_upstream_cx_connect_fail_total", &ClusterStats::cx_connect_fail);
-    line("weft_cluster_upstream_cx_reused_total", &ClusterStats::cx_reused);
-    line("weft_cluster_upstream_rq_retry_total", &ClusterStats::rq_retry);
-    line("weft_cluster_upstream_rq_timeout_total", &ClusterStats::rq_timeout);
-    line("weft_cluster_upstream_rq_reset_total", &ClusterStats::rq_reset);
-    line("weft_cluster_upstream_bytes_sent_total", &ClusterStats::bytes_in);
-    line("weft_cluster_upstream_bytes_received_total", &ClusterStats::bytes_out);
-    RenderHttp<ClusterStats>(w, "weft_cluster_upstream", lb, *pw,
+    counter("weft_cluster_upstream_cx_total", "Upstream connections opened.",
+            &ClusterStats::cx_total);
+    w.Gauge("weft_cluster_upstream_cx_active", "Upstream connections open (in use or pooled).", lb,
+            Sum(blocks, [](const ClusterStats& s) -> const Counter& { return s.cx_active; }));
+    counter("weft_cluster_upstream_cx_connect_fail_total",
+            "Upstream connect failures and timeouts.", &ClusterStats::cx_connect_fail);
+    counter("weft_cluster_upstream_cx_reused_total", "Requests sent on a pooled connection.",
+            &ClusterStats::cx_reused);
+    counter("weft_cluster_upstream_rq_retry_total", "Requests tried again on another endpoint.",
+            &ClusterStats::rq_retry);
+    counter("weft_cluster_upstream_rq_timeout_total",
+            "Requests that hit the request timeout (504).", &ClusterStats::rq_timeout);
+    counter("weft_cluster_upstream_rq_reset_total", "Upstream resets before a response.",
+            &ClusterStats::rq_reset);
+    counter("weft_cluster_upstream_bytes_sent_total", "Bytes sent to upstreams.",
+            &ClusterStats::bytes_in);
+    counter("weft_cluster_upstream_bytes_received_total", "Bytes received from upstreams.",
+            &ClusterStats::bytes_out);
+    RenderHttp<ClusterStats>(w, "weft_cluster_upstream", lb, blocks,
                              [](const ClusterStats& s) -> const HttpCounters& { return s.http; });
   }
-  return w.out;
+  return w.Finish();
 }
 
 }  // namespace weft::proxy

@@ -419,6 +419,11 @@ def test_admin_endpoints(weft, backends):
     assert w.stat("weft_listener_downstream_bytes_received_total", listener="public") > 0
     assert w.stat("weft_listener_downstream_bytes_sent_total", listener="public") > 0
     assert w.admin("/nope")[0] == 404
+    # Prometheus' own linter accepts the exposition.
+    promtool = require("promtool")
+    _, text = w.admin("/stats")
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_access_log_json_lines(weft, backends, tmp_path):
