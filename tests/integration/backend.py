@@ -9,6 +9,7 @@ so that tests can assert on it:
   GET  /chunked/N        N bytes with chunked encoding and a trailer
   GET  /close/N          N bytes delimited by closing the connection (no framing)
   GET  /status/CODE      an empty response with that status
+  GET  /bigheader/N      a response whose head carries an N-byte header
   GET  /sleep/MS         answers after MS milliseconds
   GET  /early-hints      a 103 interim response, then 200
   POST /sink             reads the whole body (any framing) and returns its
@@ -156,6 +157,8 @@ async def handle(reader, writer):
                 await writer.drain()
                 writer.close()
                 return
+            elif target.startswith("/bigheader/"):
+                writer.write(b"HTTP/1.1 200 OK\r\nx-big: %s\r\ncontent-length: 0\r\n\r\n" % (b"b" * int(parts[2])))
             elif target.startswith("/status/"):
                 respond(int(parts[2]), b"")
             elif target.startswith("/sleep/"):

@@ -402,6 +402,16 @@ def test_limits_are_enforced(weft, backends):
         h.close()
 
 
+def test_oversized_upstream_response_head_is_502(weft, backends):
+    b = backends()
+    w = weft(simple_config({"c": [b.addr]}, extra_listener="    limits: {max_header_bytes: 4096, max_request_line: 2048}\n"))
+    r = curl("-si", w.url(path="/bigheader/8000"))
+    assert r.stdout.startswith("HTTP/1.1 502"), r.stdout[:200]
+    assert "upstream response head too large" in r.stdout or "header section too large" in r.stdout
+    r = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", w.url(path="/bigheader/1000"))
+    assert r.stdout == "200"
+
+
 def test_admin_endpoints(weft, backends):
     b = backends()
     w = weft(simple_config({"c": [b.addr]}))

@@ -196,13 +196,13 @@ ParseResult ParseHeadCommon(const char* data, size_t len, const Limits& limits, 
   size_t end = FindHeadEnd(data, len, pos, scanned);
   if (end == 0) {
     if (len > limits.max_header_bytes) {
-      *err = {431, "request header section too large"};
+      *err = {431, "header section too large"};
       return ParseResult::kError;
     }
     return ParseResult::kIncomplete;
   }
   if (end > limits.max_header_bytes) {
-    *err = {431, "request header section too large"};
+    *err = {431, "header section too large"};
     return ParseResult::kError;
   }
   *line_start = pos;

@@ -291,6 +291,14 @@ TEST(Chunked, RejectsInvalidSizesAndExtensions) {
   }
 }
 
+TEST(Chunked, ExtensionLengthIsLimited) {
+  Decoded ok = Decode("5;n=" + std::string(4000, 'v') + "\r\nhello\r\n0\r\n\r\n");
+  EXPECT_TRUE(ok.done);
+  Decoded d = Decode("5;n=" + std::string(5000, 'v') + "\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(d.consumed, -1);
+  EXPECT_EQ(d.err.reason, "chunk extension too long");
+}
+
 TEST(Chunked, TrailerSizeIsLimited) {
   std::string body = "0\r\nx-big: " + std::string(70000, 'a') + "\r\n\r\n";
   Decoded d = Decode(body);
