@@ -640,8 +640,11 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
       if (!pool.empty()) {
         up_ = std::move(pool.back());
         pool.pop_back();
-        asio::error_code ignored;
-        up_->sock.cancel(ignored);
+        if (up_->watching) {
+          asio::error_code ignored;
+          up_->sock.cancel(ignored);
+          up_->watching = false;
+        }
         up_->reused = true;
         cr.stats->cx_reused.Inc();
         cr.active[ep]++;

@@ -212,6 +212,7 @@ void Worker::ArmTick() {
   tick_.async_wait([this](const asio::error_code& ec) {
     if (ec) return;
     Tick();
+    WatchIdle();
     FlushAccessLogs();
     ArmTick();
   });
@@ -262,28 +263,42 @@ void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c,
     c->stats->cx_active.Dec();
     return;  // closes
   }
-  UpstreamConn* raw = conn.get();
+  // No watch yet: a connection reused within a tick costs no syscall at all.
+  // The tick arms the watch on connections that stay idle (WatchIdle).
+  conn->watching = false;
   pool.push_back(std::move(conn));
-  // Watch the idle connection: if the upstream closes it (or sends anything)
-  // while idle, drop it from the pool so no request is sent down a dead one.
-  // A read, not a wait: asio queues a read on a socket whose last read
-  // drained it without a syscall, while a wait re-arms epoll every time.
-  std::weak_ptr<ClusterRuntime> weak = c;
-  raw->sock.async_read_some(asio::buffer(&raw->watch_byte, 1),
-                            [weak, raw](const asio::error_code& ec, size_t) {
-                              if (ec == asio::error::operation_aborted)
-                                return;  // taken out of the pool, or closed
-                              auto cr = weak.lock();
-                              if (!cr) return;
-                              auto& p = cr->idle[raw->endpoint];
-                              for (auto it = p.begin(); it != p.end(); ++it) {
-                                if (it->get() == raw) {
-                                  cr->stats->cx_active.Dec();
-                                  p.erase(it);
-                                  return;
-                                }
-                              }
-                            });
+}
+
+void Worker::WatchIdle() {
+  if (!state_) return;
+  for (const auto& c : state_->clusters) {
+    std::weak_ptr<ClusterRuntime> weak = c;
+    for (auto& pool : c->idle) {
+      for (auto& conn : pool) {
+        if (conn->watching) continue;
+        conn->watching = true;
+        // If the upstream closes the idle connection (or sends anything),
+        // drop it from the pool so no request is sent down a dead one. A
+        // read, not a wait: Asio re-arms epoll for every wait.
+        UpstreamConn* raw = conn.get();
+        raw->sock.async_read_some(asio::buffer(&raw->watch_byte, 1),
+                                  [weak, raw](const asio::error_code& ec, size_t) {
+                                    if (ec == asio::error::operation_aborted)
+                                      return;  // taken from the pool, or closed
+                                    auto cr = weak.lock();
+                                    if (!cr) return;
+                                    auto& p = cr->idle[raw->endpoint];
+                                    for (auto it = p.begin(); it != p.end(); ++it) {
+                                      if (it->get() == raw) {
+                                        cr->stats->cx_active.Dec();
+                                        p.erase(it);
+                                        return;
+                                      }
+                                    }
+                                  });
+      }
+    }
+  }
 }
 
 }  // namespace weft::proxy

@@ -53,7 +53,8 @@ struct UpstreamConn {
   tcp::socket sock;
   size_t endpoint = 0;
   bool reused = false;
-  char watch_byte = 0;  // target of the idle-watch read while pooled
+  bool watching = false;  // an idle-watch read is pending (pooled for over a tick)
+  char watch_byte = 0;    // target of the idle-watch read
 };
 
 // A cluster as one worker sees it under one snapshot.
@@ -146,6 +147,9 @@ class Worker {
   void Tick();
   void ArmTick();
   void FlushAccessLogs();
+  // Arms the close-watch on pooled upstream connections that have been idle
+  // since the last tick.
+  void WatchIdle();
 
   // Constant after construction.
   const size_t id_;

@@ -10,6 +10,7 @@ so that tests can assert on it:
   GET  /close/N          N bytes delimited by closing the connection (no framing)
   GET  /status/CODE      an empty response with that status
   GET  /bigheader/N      a response whose head carries an N-byte header
+  GET  /then-close       a keep-alive response, then the connection is closed
   GET  /sleep/MS         answers after MS milliseconds
   GET  /early-hints      a 103 interim response, then 200
   POST /sink             reads the whole body (any framing) and returns its
@@ -154,6 +155,13 @@ async def handle(reader, writer):
                 n = int(parts[2])
                 writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
                 await write_n(writer, n)
+                await writer.drain()
+                writer.close()
+                return
+            elif target.startswith("/then-close"):
+                # Answers as if the connection stays open, then closes it: a
+                # pooled connection that dies before its next use.
+                respond(200, b"bye\n", b"text/plain")
                 await writer.drain()
                 writer.close()
                 return

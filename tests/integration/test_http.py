@@ -267,6 +267,18 @@ def test_reset_before_response_retried_for_idempotent(weft, backends):
     rude.close()
 
 
+def test_dead_pooled_connection_is_replaced_for_idempotent_requests(weft, backends):
+    b = backends()
+    w = weft(simple_config({"c": [b.addr]}, workers=1))
+    for i in range(5):
+        # The backend closes the connection right after answering: the next
+        # request finds the pooled connection dead and goes out on a new one.
+        r = curl("-s", "-w", "%{http_code} ", "-o", "/dev/null", w.url(path="/then-close"),
+                 "-o", "/dev/null", w.url(path=f"/echo/{i}"))
+        assert r.stdout.split() == ["200", "200"], r.stdout
+    assert w.stat("weft_cluster_upstream_rq_total", cluster="c", **{"class": "5xx"}) == 0
+
+
 def test_request_timeout_is_504(weft, backends):
     b = backends()
     w = weft(simple_config({"c": [b.addr]}, listeners="""
