@@ -136,9 +136,6 @@ void AppendHex(std::string* out, uint64_t v) {
   while (n) out->push_back(tmp[--n]);
 }
 
-// Why an exchange ended early, for logs and the access log's flags.
-enum class Outcome { kOk, kClientGone, kUpstreamGone, kError };
-
 class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s)
@@ -589,7 +586,8 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
     const bool client_keep_alive = req_.KeepAlive();
     // Keep the request facts that outlive the read buffer (logs, response framing).
     method_copy_.assign(req_.method);
-    path_copy_.assign(RequestPath(req_.target));
+    // The path outlives the read buffer only for the access log.
+    if (c.state->snap->access_logs[c.listener_index]) path_copy_.assign(RequestPath(req_.target));
 
     if (req_.method == "CONNECT") {
       err_body_ = "CONNECT is not supported by this listener";

@@ -65,7 +65,7 @@ bool OpenListener(const SocketAddress& addr, size_t workers, ListenerSockets* ou
 class Proxy {
  public:
   Proxy(std::string path, size_t workers) : path_(std::move(path)), stats_(workers), signals_(io_) {
-    for (size_t i = 0; i < workers; ++i) workers_.push_back(std::make_unique<Worker>(i, workers));
+    for (size_t i = 0; i < workers; ++i) workers_.push_back(std::make_unique<Worker>(i));
   }
 
   // Builds the snapshot and listener sockets for `cfg` and hands them to the

@@ -41,9 +41,8 @@ ClusterRuntime::~ClusterRuntime() {
   for (const auto& p : idle) stats->cx_active.Dec(p.size());
 }
 
-Worker::Worker(size_t id, size_t count)
+Worker::Worker(size_t id)
     : id_(id),
-      count_(count),
       io_(ASIO_CONCURRENCY_HINT_UNSAFE_IO),
       tick_(io_),
       rng_(0x5eed1234ULL * (id + 1) ^ static_cast<uint64_t>(MonoNanos())) {}

@@ -78,7 +78,6 @@ struct WorkerState {
 struct ListenerRuntime {
   explicit ListenerRuntime(asio::io_context& io) : acceptor(io) {}
   std::string name;
-  std::string key;
   size_t index = 0;
   bool removed = false;
   uint64_t active = 0;  // open downstream connections on this worker
@@ -107,7 +106,7 @@ class Deadline {
 
 class Worker {
  public:
-  Worker(size_t id, size_t count);
+  explicit Worker(size_t id);
   ~Worker();
 
   size_t id() const { return id_; }
@@ -153,7 +152,6 @@ class Worker {
 
   // Constant after construction.
   const size_t id_;
-  const size_t count_;
   asio::io_context io_;
   std::thread thread_;
   std::atomic<int64_t> active_{0};
