@@ -122,6 +122,18 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
     rt->acceptor.close(ec);
   }
   listeners_ = std::move(next);
+  // The previous snapshot's clusters may live on in sessions that are mid
+  // request or waiting on keep-alive: close their idle upstream connections
+  // now and pool nothing more there.
+  if (state_) {
+    for (const auto& old : state_->clusters) {
+      old->retired = true;
+      for (auto& pool : old->idle) {
+        old->stats->cx_active.Dec(pool.size());
+        pool.clear();
+      }
+    }
+  }
   state_ = std::move(st);
 }
 
@@ -258,7 +270,7 @@ void Worker::FlushAccessLogs() {
 void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c,
                              std::unique_ptr<UpstreamConn> conn) {
   auto& pool = c->idle[conn->endpoint];
-  if (draining_ || pool.size() >= c->cfg.max_idle_per_endpoint) {
+  if (draining_ || c->retired || pool.size() >= c->cfg.max_idle_per_endpoint) {
     c->stats->cx_active.Dec();
     return;  // closes
   }

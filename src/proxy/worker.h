@@ -66,6 +66,7 @@ struct ClusterRuntime {
   upstream::LoadBalancer lb;
   std::vector<uint32_t> active;                                  // requests in flight per endpoint
   std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint
+  bool retired = false;  // replaced by a reload: pools nothing more
 };
 
 struct WorkerState {

@@ -60,11 +60,15 @@ def test_reload_applies_new_config_without_dropping_connections(weft, backends):
                     return json.loads(body[:n])["backend"]
 
     assert ask() == "a"
+    assert w.stat("weft_cluster_upstream_cx_active", cluster="a") == 1  # pooled
     # Same listener address, new route target.
     with open(w.config, "w") as f:
         f.write(routes_config(a, b, "b").replace("{port}", str(port)))
     w.p.send_signal(signal.SIGHUP)
     time.sleep(0.5)
+    # The idle client connection still holds the previous snapshot; its
+    # pooled upstream connection was closed all the same.
+    assert w.stat("weft_cluster_upstream_cx_active", cluster="a") == 0
     assert ask() == "b", "the open keep-alive connection follows the new config"
     assert json.loads(curl(w.url(path="/echo")).stdout)["backend"] == "b"
     assert w.stat("weft_config_reloads_total", result="ok") == 1
