@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config clang clang-format clang-tidy
   libclang-rt-14-dev
   # libraries
-  libasio-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev libfmt-dev
+  libasio-dev libssl-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libfmt-dev
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl
   nginx-light haproxy redis-server redis-tools prometheus

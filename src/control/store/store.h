@@ -1,0 +1,69 @@
+// The control plane's durable store, behind one interface with the shape etcd
+// gives: a flat ordered key space, one global revision that every write
+// advances, reads at the current revision, and watches that replay the
+// events after a given revision and then follow new ones. The server never
+// knows which implementation (embedded SQLite or etcd) it runs on.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+
+namespace weft::control::store {
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+  int64_t create_revision = 0;  // revision of the write that created the key
+  int64_t mod_revision = 0;     // revision of the last write to the key
+};
+
+struct Event {
+  enum class Type : uint8_t { kPut, kDelete };
+  Type type = Type::kPut;
+  KeyValue kv;  // for kDelete: the key and the deleting revision as mod_revision
+};
+
+struct RangeResult {
+  std::vector<KeyValue> kvs;  // ordered by key
+  int64_t revision = 0;       // the store's revision when read
+};
+
+// Called with the events of one committed write, in revision order. Runs on
+// the writer's thread after the write is durable; it must not call back into
+// the store's write methods.
+using WatchCallback = std::function<void(const std::vector<Event>&)>;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Writes return the revision they created once the write is durable: an
+  // acknowledged write survives the process being killed right after.
+  virtual Result<int64_t> Put(std::string_view key, std::string_view value) = 0;
+  // Writes only if the key's mod_revision is `expected` (0: the key must not
+  // exist). Otherwise FailedPrecondition, and nothing changes.
+  virtual Result<int64_t> PutIf(std::string_view key, std::string_view value, int64_t expected) = 0;
+  // NotFound when the key does not exist.
+  virtual Result<int64_t> Delete(std::string_view key) = 0;
+
+  virtual Result<KeyValue> Get(std::string_view key) = 0;
+  // Every key starting with `prefix` ("" for all).
+  virtual Result<RangeResult> Range(std::string_view prefix) = 0;
+  virtual int64_t Revision() = 0;
+
+  // Delivers, for keys under `prefix`, every event after `after_revision`
+  // that the store still holds (FailedPrecondition when history older than
+  // that was compacted: re-read with Range), then each new write as it
+  // commits. Returns an id for Unwatch.
+  virtual Result<int64_t> Watch(std::string_view prefix, int64_t after_revision,
+                                WatchCallback cb) = 0;
+  virtual void Unwatch(int64_t id) = 0;
+};
+
+}  // namespace weft::control::store
