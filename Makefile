@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-fast test-slow quickstart lint format fuzz bench clean
+.PHONY: all deps build test test-fast test-slow test-asan quickstart lint format fuzz bench clean
 
 all: build
 
@@ -27,6 +27,13 @@ test-fast: build
 
 test-slow: build
 	cd $(BUILD) && ctest --output-on-failure -L slow
+
+# The integration suites against an ASan+UBSan build of weft.
+test-asan: deps
+	cmake -S . -B build-asan -G Ninja -DWEFT_SANITIZE=ON -DWEFT_TESTS=OFF -DWEFT_BENCH=OFF
+	cmake --build build-asan -j $(JOBS) --target weft
+	ASAN_OPTIONS=alloc_dealloc_mismatch=0:detect_leaks=0 python3 -m pytest -v -p no:cacheprovider \
+	  -o timeout=300 tests/integration --weft=$(CURDIR)/build-asan/weft
 
 quickstart: build
 	@bash scripts/quickstart.sh $(BUILD)/weft
