@@ -10,56 +10,17 @@
 #include <thread>
 
 #include "base/strings.h"
+#include "base/yaml_fields.h"
 
 namespace weft::proxy {
 namespace {
 
-// Thrown only inside this file and turned into the returned error line.
-struct ConfigError {
-  std::string msg;
-};
-
-[[noreturn]] void Fail(const std::string& path, const std::string& what) {
-  throw ConfigError{"config error: " + path + ": " + what};
-}
-
-std::string Quoted(const YAML::Node& n) {
-  if (n.IsScalar()) return "\"" + n.Scalar() + "\"";
-  return "(not a scalar)";
-}
-
-std::string Scalar(const YAML::Node& n, const std::string& path) {
-  if (!n.IsScalar()) Fail(path, "expected a single value");
-  return n.Scalar();
-}
-
-void CheckKeys(const YAML::Node& n, const std::string& path, const std::set<std::string>& allowed) {
-  if (!n.IsMap()) Fail(path, "expected a mapping");
-  for (const auto& kv : n) {
-    std::string k = kv.first.Scalar();
-    if (!allowed.count(k)) {
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      Fail(path + "." + k, "unknown field (known: " + list + ")");
-    }
-  }
-}
-
-int64_t Duration(const YAML::Node& n, const std::string& path) {
-  auto v = ParseDurationMs(Scalar(n, path));
-  if (!v) Fail(path + " " + Quoted(n), "invalid duration (use e.g. 250ms, 5s, 2m)");
-  return *v;
-}
-
-uint64_t Unsigned(const YAML::Node& n, const std::string& path, uint64_t min, uint64_t max) {
-  auto v = ParseDecimal(Scalar(n, path));
-  if (!v) Fail(path + " " + Quoted(n), "expected a non-negative integer");
-  if (*v < min || *v > max) {
-    Fail(path + " " + Quoted(n),
-         "out of range (" + std::to_string(min) + ".." + std::to_string(max) + ")");
-  }
-  return *v;
-}
+using yaml::CheckKeys;
+using yaml::Duration;
+using yaml::Fail;
+using yaml::Quoted;
+using yaml::Scalar;
+using yaml::Unsigned;
 
 SocketAddress Address(const YAML::Node& n, const std::string& path) {
   std::string s = Scalar(n, path);
@@ -376,8 +337,8 @@ std::shared_ptr<const ProxyConfig> ParseConfig(const std::string& yaml, const st
     auto cfg = Parse(root);
     cfg->source_path = source;
     return cfg;
-  } catch (const ConfigError& e) {
-    *error = e.msg;
+  } catch (const yaml::FieldError& e) {
+    *error = e.Line("config error: ");
   } catch (const YAML::Exception& e) {
     *error = "config error: " + source + ": line " + std::to_string(e.mark.line + 1) + ": " + e.msg;
   }

@@ -1,0 +1,309 @@
+#include "mesh/manifest.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "base/strings.h"
+#include "base/yaml_fields.h"
+
+namespace weft::mesh {
+namespace {
+
+using yaml::CheckKeys;
+using yaml::Duration;
+using yaml::Fail;
+using yaml::OneOf;
+using yaml::Scalar;
+using yaml::Unsigned;
+
+// RFC 1123 label, as Kubernetes names: lower-case letters, digits and '-',
+// starting and ending with a letter or digit, at most 63 characters.
+std::string Label(const YAML::Node& n, const std::string& path) {
+  if (!n) Fail(path, "missing");
+  std::string s = Scalar(n, path);
+  bool ok = !s.empty() && s.size() <= 63 && s.front() != '-' && s.back() != '-';
+  for (char c : s) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+  if (!ok) {
+    Fail(path + " \"" + s + "\"",
+         "use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit");
+  }
+  return s;
+}
+
+std::vector<std::string> StringList(const YAML::Node& n, const std::string& path) {
+  if (!n.IsSequence()) Fail(path, "expected a list");
+  std::vector<std::string> out;
+  for (size_t i = 0; i < n.size(); ++i)
+    out.push_back(Scalar(n[i], path + "[" + std::to_string(i) + "]"));
+  return out;
+}
+
+YAML::Node Seq(const YAML::Node& n, const std::string& path) {
+  if (!n.IsSequence()) Fail(path, "expected a list");
+  return n;
+}
+
+std::string At(const std::string& path, size_t i) { return path + "[" + std::to_string(i) + "]"; }
+
+ServiceSpec ParseService(const YAML::Node& s) {
+  CheckKeys(s, "spec", {"ports", "mtls"});
+  ServiceSpec out;
+  if (!s["ports"]) Fail("spec.ports", "missing (e.g. ports: [{port: 9080, protocol: http}])");
+  const YAML::Node& ports = Seq(s["ports"], "spec.ports");
+  for (size_t i = 0; i < ports.size(); ++i) {
+    std::string p = At("spec.ports", i);
+    CheckKeys(ports[i], p, {"port", "protocol", "name"});
+    ServicePort sp;
+    if (!ports[i]["port"]) Fail(p + ".port", "missing");
+    sp.port = static_cast<uint32_t>(Unsigned(ports[i]["port"], p + ".port", 1, 65535));
+    if (ports[i]["protocol"]) {
+      sp.protocol = OneOf(ports[i]["protocol"], p + ".protocol", {"http", "tcp", "http2", "grpc"});
+    }
+    out.ports.push_back(sp);
+  }
+  if (out.ports.empty()) Fail("spec.ports", "a service needs at least one port");
+  if (s["mtls"]) out.mtls = OneOf(s["mtls"], "spec.mtls", {"strict", "permissive"});
+  return out;
+}
+
+TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
+  CheckKeys(s, "spec", {"lb", "connectTimeout", "requestTimeout", "retries"});
+  TrafficPolicySpec out;
+  if (s["lb"]) out.lb = OneOf(s["lb"], "spec.lb", {"round_robin", "least_request", "random"});
+  if (s["connectTimeout"])
+    out.connect_timeout_ms = Duration(s["connectTimeout"], "spec.connectTimeout");
+  if (s["requestTimeout"])
+    out.request_timeout_ms = Duration(s["requestTimeout"], "spec.requestTimeout");
+  if (s["retries"]) {
+    const YAML::Node& r = s["retries"];
+    CheckKeys(r, "spec.retries", {"attempts", "perTryTimeout", "on"});
+    if (r["attempts"])
+      out.retries.attempts =
+          static_cast<uint32_t>(Unsigned(r["attempts"], "spec.retries.attempts", 0, 10));
+    if (r["perTryTimeout"])
+      out.retries.per_try_timeout_ms = Duration(r["perTryTimeout"], "spec.retries.perTryTimeout");
+    if (r["on"]) {
+      const YAML::Node& on = Seq(r["on"], "spec.retries.on");
+      for (size_t i = 0; i < on.size(); ++i) {
+        out.retries.on.push_back(
+            OneOf(on[i], At("spec.retries.on", i),
+                  {"connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"}));
+      }
+    }
+  }
+  return out;
+}
+
+RouteSpec ParseRoute(const YAML::Node& s) {
+  CheckKeys(s, "spec", {"service", "rules"});
+  RouteSpec out;
+  out.service = Label(s["service"], "spec.service");
+  if (!s["rules"]) Fail("spec.rules", "missing (a route needs at least one rule)");
+  const YAML::Node& rules = Seq(s["rules"], "spec.rules");
+  if (rules.size() == 0) Fail("spec.rules", "a route needs at least one rule");
+  for (size_t i = 0; i < rules.size(); ++i) {
+    std::string p = At("spec.rules", i);
+    CheckKeys(rules[i], p, {"match", "backends"});
+    RouteRule rule;
+    if (rules[i]["match"]) {
+      const YAML::Node& m = rules[i]["match"];
+      CheckKeys(m, p + ".match", {"pathPrefix", "path", "headers"});
+      if (m["pathPrefix"] && m["path"])
+        Fail(p + ".match", "set either pathPrefix or path, not both");
+      if (m["pathPrefix"])
+        rule.match.path_prefix = Scalar(m["pathPrefix"], p + ".match.pathPrefix");
+      if (m["path"]) rule.match.path = Scalar(m["path"], p + ".match.path");
+      for (const std::string* v : {&rule.match.path_prefix, &rule.match.path}) {
+        if (!v->empty() && (*v)[0] != '/')
+          Fail(p + ".match \"" + *v + "\"", "paths start with '/'");
+      }
+      if (m["headers"]) {
+        if (!m["headers"].IsMap()) Fail(p + ".match.headers", "expected a mapping of name: value");
+        for (const auto& kv : m["headers"]) {
+          std::string name = kv.first.Scalar();
+          for (char& c : name) c = AsciiLower(c);
+          rule.match.headers.push_back({name, Scalar(kv.second, p + ".match.headers." + name)});
+        }
+      }
+    }
+    if (rule.match.path.empty() && rule.match.path_prefix.empty()) rule.match.path_prefix = "/";
+    if (!rules[i]["backends"])
+      Fail(p + ".backends", "missing (e.g. backends: [{service: reviews-v1}])");
+    const YAML::Node& bs = Seq(rules[i]["backends"], p + ".backends");
+    uint64_t total = 0;
+    for (size_t j = 0; j < bs.size(); ++j) {
+      std::string bp = At(p + ".backends", j);
+      CheckKeys(bs[j], bp, {"service", "weight"});
+      WeightedBackend b;
+      b.service = Label(bs[j]["service"], bp + ".service");
+      if (bs[j]["weight"])
+        b.weight = static_cast<uint32_t>(Unsigned(bs[j]["weight"], bp + ".weight", 0, 1000000));
+      total += b.weight;
+      rule.backends.push_back(b);
+    }
+    if (rule.backends.empty() || total == 0)
+      Fail(p + ".backends", "needs at least one backend with a weight above 0");
+    out.rules.push_back(std::move(rule));
+  }
+  return out;
+}
+
+AuthorizationPolicySpec ParseAuthorizationPolicy(const YAML::Node& s) {
+  CheckKeys(s, "spec", {"service", "default", "rules"});
+  AuthorizationPolicySpec out;
+  out.service = Label(s["service"], "spec.service");
+  if (s["default"]) out.default_action = OneOf(s["default"], "spec.default", {"allow", "deny"});
+  if (s["rules"]) {
+    const YAML::Node& rules = Seq(s["rules"], "spec.rules");
+    for (size_t i = 0; i < rules.size(); ++i) {
+      std::string p = At("spec.rules", i);
+      CheckKeys(rules[i], p, {"action", "from", "to"});
+      AuthorizationRule r;
+      if (!rules[i]["action"]) Fail(p + ".action", "missing (allow or deny)");
+      r.action = OneOf(rules[i]["action"], p + ".action", {"allow", "deny"});
+      if (rules[i]["from"]) {
+        r.from = StringList(rules[i]["from"], p + ".from");
+        for (size_t j = 0; j < r.from.size(); ++j) {
+          const std::string& f = r.from[j];
+          if (f != "*" && f.rfind("spiffe://", 0) != 0) {
+            Fail(At(p + ".from", j) + " \"" + f + "\"",
+                 "use a SPIFFE ID (spiffe://...), a prefix ending in '*', or '*'");
+          }
+        }
+      }
+      if (rules[i]["to"]) {
+        const YAML::Node& to = rules[i]["to"];
+        CheckKeys(to, p + ".to", {"methods", "paths"});
+        if (to["methods"]) r.methods = StringList(to["methods"], p + ".to.methods");
+        if (to["paths"]) r.paths = StringList(to["paths"], p + ".to.paths");
+        for (size_t j = 0; j < r.paths.size(); ++j) {
+          if (r.paths[j].empty() || r.paths[j][0] != '/')
+            Fail(At(p + ".to.paths", j), "paths start with '/'");
+        }
+      }
+      out.rules.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+Manifest ParseOne(const YAML::Node& doc, std::string* label) {
+  if (!doc.IsMap()) Fail("(document)", "expected a mapping with kind, metadata and spec");
+  CheckKeys(doc, "(document)", {"kind", "metadata", "spec", "apiVersion"});
+  Manifest m;
+  if (!doc["kind"])
+    Fail("kind", "missing (one of Service, TrafficPolicy, Route, AuthorizationPolicy)");
+  m.kind = OneOf(doc["kind"], "kind", Kinds());
+  if (!doc["metadata"]) Fail("metadata", "missing (metadata: {name: ..., namespace: ...})");
+  CheckKeys(doc["metadata"], "metadata", {"name", "namespace", "labels"});
+  m.name = Label(doc["metadata"]["name"], "metadata.name");
+  if (doc["metadata"]["namespace"])
+    m.ns = Label(doc["metadata"]["namespace"], "metadata.namespace");
+  *label = m.kind + " " + m.ns + "/" + m.name;
+  if (!doc["spec"]) Fail("spec", "missing");
+  const YAML::Node& s = doc["spec"];
+  if (m.kind == "Service")
+    m.spec = ParseService(s);
+  else if (m.kind == "TrafficPolicy")
+    m.spec = ParseTrafficPolicy(s);
+  else if (m.kind == "Route")
+    m.spec = ParseRoute(s);
+  else
+    m.spec = ParseAuthorizationPolicy(s);
+  return m;
+}
+
+std::string Ms(int64_t ms) { return std::to_string(ms) + "ms"; }
+
+}  // namespace
+
+const std::vector<std::string>& Kinds() {
+  static const std::vector<std::string> kinds = {"Service", "TrafficPolicy", "Route",
+                                                 "AuthorizationPolicy"};
+  return kinds;
+}
+
+Result<std::vector<Manifest>> ParseManifests(const std::string& text) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("manifest error: line {}: {}", e.mark.line + 1, e.msg));
+  }
+  std::vector<Manifest> out;
+  size_t n = 0;
+  for (const YAML::Node& doc : docs) {
+    if (doc.IsNull()) continue;
+    ++n;
+    std::string label;
+    try {
+      out.push_back(ParseOne(doc, &label));
+    } catch (const yaml::FieldError& e) {
+      std::string where =
+          label.empty() ? fmt::format("document {}", n) : fmt::format("document {} ({})", n, label);
+      return Status(StatusCode::kInvalidArgument,
+                    e.Line(("manifest error: " + where + ": ").c_str()));
+    } catch (const YAML::Exception& e) {
+      return Status(StatusCode::kInvalidArgument,
+                    fmt::format("manifest error: document {}: {}", n, e.msg));
+    }
+  }
+  return out;
+}
+
+std::string ToJson(const Manifest& m) {
+  using nlohmann::json;
+  json j{{"kind", m.kind}, {"metadata", {{"name", m.name}, {"namespace", m.ns}}}};
+  json& s = j["spec"];
+  if (const auto* sv = std::get_if<ServiceSpec>(&m.spec)) {
+    s["ports"] = json::array();
+    for (const auto& p : sv->ports)
+      s["ports"].push_back({{"port", p.port}, {"protocol", p.protocol}});
+    s["mtls"] = sv->mtls;
+  } else if (const auto* tp = std::get_if<TrafficPolicySpec>(&m.spec)) {
+    s = {{"lb", tp->lb},
+         {"connectTimeout", Ms(tp->connect_timeout_ms)},
+         {"requestTimeout", Ms(tp->request_timeout_ms)}};
+    s["retries"] = {{"attempts", tp->retries.attempts},
+                    {"perTryTimeout", Ms(tp->retries.per_try_timeout_ms)},
+                    {"on", tp->retries.on}};
+  } else if (const auto* rt = std::get_if<RouteSpec>(&m.spec)) {
+    s["service"] = rt->service;
+    s["rules"] = json::array();
+    for (const auto& r : rt->rules) {
+      json jr;
+      if (!r.match.path.empty())
+        jr["match"]["path"] = r.match.path;
+      else
+        jr["match"]["pathPrefix"] = r.match.path_prefix;
+      for (const auto& h : r.match.headers) jr["match"]["headers"][h.name] = h.value;
+      jr["backends"] = json::array();
+      for (const auto& b : r.backends)
+        jr["backends"].push_back({{"service", b.service}, {"weight", b.weight}});
+      s["rules"].push_back(jr);
+    }
+  } else if (const auto* ap = std::get_if<AuthorizationPolicySpec>(&m.spec)) {
+    s["service"] = ap->service;
+    s["default"] = ap->default_action;
+    s["rules"] = json::array();
+    for (const auto& r : ap->rules) {
+      json jr{{"action", r.action}, {"from", r.from}};
+      jr["to"] = {{"methods", r.methods}, {"paths", r.paths}};
+      s["rules"].push_back(jr);
+    }
+  }
+  return j.dump();
+}
+
+Result<Manifest> FromJson(const std::string& json) {
+  auto r = ParseManifests(json);
+  if (!r.ok()) return r.status();
+  if (r.value().size() != 1) {
+    return Status(StatusCode::kInvalidArgument, "manifest error: expected exactly one document");
+  }
+  return std::move(r.value()[0]);
+}
+
+}  // namespace weft::mesh

@@ -1,0 +1,101 @@
+// weft's declarative config: Kubernetes-style manifests (kind, metadata,
+// spec) as `weft apply -f` reads them and the server stores them. Parsing
+// validates every field and names the one that is wrong:
+//   manifest error: document 2 (Route default/reviews): spec.rules[0].backends[1].weight "x":
+//   expected a non-negative integer
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "base/status.h"
+
+namespace weft::mesh {
+
+struct ServicePort {
+  uint32_t port = 0;
+  std::string protocol = "http";  // http | tcp | http2 | grpc
+};
+
+struct ServiceSpec {
+  std::vector<ServicePort> ports;
+  std::string mtls = "strict";  // strict | permissive
+};
+
+struct RetryPolicy {
+  uint32_t attempts = 0;
+  int64_t per_try_timeout_ms = 0;  // 0: the request timeout
+  std::vector<std::string> on;     // connect-failure | reset | 5xx | gateway-error | retriable-4xx
+};
+
+struct TrafficPolicySpec {
+  std::string lb = "round_robin";  // round_robin | least_request | random
+  int64_t connect_timeout_ms = 1000;
+  int64_t request_timeout_ms = 15000;
+  RetryPolicy retries;
+};
+
+struct HeaderMatch {
+  std::string name;  // lower-case
+  std::string value;
+};
+
+struct RouteMatch {
+  std::string path_prefix;  // one of path_prefix / path (default prefix "/")
+  std::string path;
+  std::vector<HeaderMatch> headers;
+};
+
+struct WeightedBackend {
+  std::string service;
+  uint32_t weight = 1;
+};
+
+struct RouteRule {
+  RouteMatch match;
+  std::vector<WeightedBackend> backends;
+};
+
+struct RouteSpec {
+  std::string service;  // the service whose calls this route steers
+  std::vector<RouteRule> rules;
+};
+
+struct AuthorizationRule {
+  std::string action;             // allow | deny
+  std::vector<std::string> from;  // SPIFFE IDs, "prefix*" or "*"
+  std::vector<std::string> methods;
+  std::vector<std::string> paths;  // exact, or prefix ending in '*'
+};
+
+struct AuthorizationPolicySpec {
+  std::string service;
+  std::string default_action = "allow";  // allow | deny
+  std::vector<AuthorizationRule> rules;
+};
+
+using Spec = std::variant<ServiceSpec, TrafficPolicySpec, RouteSpec, AuthorizationPolicySpec>;
+
+struct Manifest {
+  std::string kind;  // Service | TrafficPolicy | Route | AuthorizationPolicy
+  std::string name;
+  std::string ns = "default";
+  Spec spec;
+};
+
+// The kinds weft knows, in the spelling manifests use.
+const std::vector<std::string>& Kinds();
+
+// Parses one or more YAML documents ("---" separated). On any error returns
+// InvalidArgument with a one-line message naming document and field.
+Result<std::vector<Manifest>> ParseManifests(const std::string& yaml);
+
+// Canonical JSON (the stored form and the API's), and back. FromJson runs
+// the same validation as the YAML path (JSON is YAML).
+std::string ToJson(const Manifest& m);
+Result<Manifest> FromJson(const std::string& json);
+
+}  // namespace weft::mesh

@@ -1,0 +1,106 @@
+#include "mesh/manifest.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace weft::mesh {
+namespace {
+
+std::string ReadExample() {
+  std::ifstream in(std::string(WEFT_SOURCE_DIR) + "/examples/mesh.yaml");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string Error(const std::string& yaml) {
+  auto r = ParseManifests(yaml);
+  EXPECT_FALSE(r.ok()) << yaml;
+  return r.ok() ? "" : r.status().message();
+}
+
+TEST(Manifest, DesignExampleParses) {
+  auto r = ParseManifests(ReadExample());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& ms = r.value();
+  ASSERT_EQ(ms.size(), 4u);
+  EXPECT_EQ(ms[0].kind, "Service");
+  const auto& svc = std::get<ServiceSpec>(ms[0].spec);
+  EXPECT_EQ(svc.ports[0].port, 9080u);
+  EXPECT_EQ(svc.mtls, "strict");
+  const auto& tp = std::get<TrafficPolicySpec>(ms[1].spec);
+  EXPECT_EQ(tp.lb, "least_request");
+  EXPECT_EQ(tp.connect_timeout_ms, 1000);
+  EXPECT_EQ(tp.retries.attempts, 2u);
+  EXPECT_EQ(tp.retries.per_try_timeout_ms, 500);
+  EXPECT_EQ(tp.retries.on.size(), 3u);
+  const auto& rt = std::get<RouteSpec>(ms[2].spec);
+  ASSERT_EQ(rt.rules.size(), 2u);
+  EXPECT_EQ(rt.rules[0].match.headers[0].name, "x-canary");
+  EXPECT_EQ(rt.rules[1].match.path_prefix, "/") << "a rule without a match matches everything";
+  EXPECT_EQ(rt.rules[1].backends[1].weight, 10u);
+  const auto& ap = std::get<AuthorizationPolicySpec>(ms[3].spec);
+  EXPECT_EQ(ap.default_action, "deny");
+  EXPECT_EQ(ap.rules[0].paths[0], "/reviews/*");
+}
+
+TEST(Manifest, JsonRoundTrip) {
+  auto r = ParseManifests(ReadExample());
+  ASSERT_TRUE(r.ok());
+  for (const auto& m : r.value()) {
+    std::string j = ToJson(m);
+    auto back = FromJson(j);
+    ASSERT_TRUE(back.ok()) << back.status().message() << "\n" << j;
+    EXPECT_EQ(ToJson(back.value()), j);
+  }
+}
+
+TEST(Manifest, ErrorsNameDocumentAndField) {
+  EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 99999}]}\n"),
+            "manifest error: document 1 (Service default/a): spec.ports[0].port \"99999\": out of "
+            "range (1..65535)");
+  EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n---\n"
+                  "kind: Route\nmetadata: {name: r, namespace: shop}\nspec:\n  service: a\n"
+                  "  rules: [{backends: [{service: a, weight: x}]}]\n"),
+            "manifest error: document 2 (Route shop/r): spec.rules[0].backends[0].weight \"x\": "
+            "expected a "
+            "non-negative integer");
+  EXPECT_EQ(Error("kind: Gateway\nmetadata: {name: a}\nspec: {}\n"),
+            "manifest error: document 1: kind \"Gateway\": unknown value (use Service, "
+            "TrafficPolicy, Route, "
+            "AuthorizationPolicy)");
+  EXPECT_EQ(Error("kind: Service\nmetadata: {name: Bad_Name}\nspec: {ports: [{port: 80}]}\n"),
+            "manifest error: document 1: metadata.name \"Bad_Name\": use 1-63 lower-case letters, "
+            "digits and '-', "
+            "starting and ending with a letter or digit");
+  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {lb: fastest}\n")
+                .find("spec.lb \"fastest\""),
+            std::string::npos);
+  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [sometimes]}}\n")
+                .find("spec.retries.on[0] \"sometimes\""),
+            std::string::npos);
+  EXPECT_NE(Error("kind: Route\nmetadata: {name: a}\nspec: {service: s, rules: [{backends: "
+                  "[{service: b, weight: 0}]}]}\n")
+                .find("needs at least one backend with a weight above 0"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {service: s, rules: "
+                  "[{action: allow, from: [frontend]}]}\n")
+                .find("use a SPIFFE ID"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: Service\nmetadata: {name: a}\nspec: {portz: []}\n")
+                .find("spec.portz: unknown field"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: [\n").find("manifest error: line"), std::string::npos);
+}
+
+TEST(Manifest, EmptyDocumentsAreSkipped) {
+  auto r = ParseManifests(
+      "---\n---\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n---\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r.value().size(), 1u);
+}
+
+}  // namespace
+}  // namespace weft::mesh
