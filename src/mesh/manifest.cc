@@ -31,17 +31,24 @@ std::string Label(const YAML::Node& n, const std::string& path) {
   return s;
 }
 
-std::vector<std::string> StringList(const YAML::Node& n, const std::string& path) {
+// Every list in a manifest has a bound, so that a small document cannot ask
+// for unbounded work or memory (YAML aliases can repeat a large list many
+// times over).
+constexpr size_t kMaxListItems = 256;
+constexpr size_t kMaxDocuments = 1000;
+
+YAML::Node Seq(const YAML::Node& n, const std::string& path, size_t max = kMaxListItems) {
   if (!n.IsSequence()) Fail(path, "expected a list");
+  if (n.size() > max) Fail(path, "too many items (at most " + std::to_string(max) + ")");
+  return n;
+}
+
+std::vector<std::string> StringList(const YAML::Node& n, const std::string& path) {
+  Seq(n, path, kMaxListItems);
   std::vector<std::string> out;
   for (size_t i = 0; i < n.size(); ++i)
     out.push_back(Scalar(n[i], path + "[" + std::to_string(i) + "]"));
   return out;
-}
-
-YAML::Node Seq(const YAML::Node& n, const std::string& path) {
-  if (!n.IsSequence()) Fail(path, "expected a list");
-  return n;
 }
 
 std::string At(const std::string& path, size_t i) { return path + "[" + std::to_string(i) + "]"; }
@@ -120,6 +127,7 @@ RouteSpec ParseRoute(const YAML::Node& s) {
       }
       if (m["headers"]) {
         if (!m["headers"].IsMap()) Fail(p + ".match.headers", "expected a mapping of name: value");
+        if (m["headers"].size() > 32) Fail(p + ".match.headers", "too many headers (at most 32)");
         for (const auto& kv : m["headers"]) {
           std::string name = kv.first.Scalar();
           for (char& c : name) c = AsciiLower(c);
@@ -233,6 +241,11 @@ Result<std::vector<Manifest>> ParseManifests(const std::string& text) {
                   fmt::format("manifest error: line {}: {}", e.mark.line + 1, e.msg));
   }
   std::vector<Manifest> out;
+  if (docs.size() > kMaxDocuments) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("manifest error: {} documents, at most {} in one request",
+                              docs.size(), kMaxDocuments));
+  }
   size_t n = 0;
   for (const YAML::Node& doc : docs) {
     if (doc.IsNull()) continue;

@@ -95,6 +95,23 @@ TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_NE(Error("kind: [\n").find("manifest error: line"), std::string::npos);
 }
 
+TEST(Manifest, ListsAreBounded) {
+  // 300 backends, and a rules list that repeats a 200-backend rule through a
+  // YAML alias: both refused by the per-list bound, not parsed at length.
+  std::string many =
+      "kind: Route\nmetadata: {name: r}\nspec:\n  service: s\n  rules: [{backends: [";
+  for (int i = 0; i < 300; ++i) many += "{service: b}, ";
+  many += "]}]\n";
+  EXPECT_NE(Error(many).find("spec.rules[0].backends: too many items (at most 256)"),
+            std::string::npos);
+  std::string bomb =
+      "kind: Route\nmetadata: {name: r}\nspec:\n  service: s\n  rules:\n    - &r {backends: [";
+  for (int i = 0; i < 200; ++i) bomb += "{service: b}, ";
+  bomb += "]}\n";
+  for (int i = 0; i < 300; ++i) bomb += "    - *r\n";
+  EXPECT_NE(Error(bomb).find("spec.rules: too many items (at most 256)"), std::string::npos);
+}
+
 TEST(Manifest, EmptyDocumentsAreSkipped) {
   auto r = ParseManifests(
       "---\n---\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n---\n");
