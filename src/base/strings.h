@@ -56,6 +56,10 @@ std::optional<int64_t> ParseDurationMs(std::string_view s);
 // Parses an unsigned decimal with no sign, no spaces and no overflow.
 std::optional<uint64_t> ParseDecimal(std::string_view s);
 
+// True when s is well-formed UTF-8 (no overlongs, surrogates or values past
+// U+10FFFF). Otherwise *bad_at is the offset of the first bad byte.
+bool IsValidUtf8(std::string_view s, size_t* bad_at);
+
 // Appends s to out as the body of a JSON string (without the quotes).
 void AppendJsonEscaped(std::string* out, std::string_view s);
 

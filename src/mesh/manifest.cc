@@ -233,6 +233,12 @@ const std::vector<std::string>& Kinds() {
 }
 
 Result<std::vector<Manifest>> ParseManifests(const std::string& text) {
+  size_t bad = 0;
+  if (!IsValidUtf8(text, &bad)) {
+    return Status(
+        StatusCode::kInvalidArgument,
+        fmt::format("manifest error: not valid UTF-8 (byte {}): manifests are UTF-8 text", bad));
+  }
   std::vector<YAML::Node> docs;
   try {
     docs = YAML::LoadAll(text);

@@ -405,7 +405,8 @@ std::string ConfigToJson(const ProxyConfig& c) {
     }
     j["clusters"].push_back(jc);
   }
-  return j.dump(2);
+  // Display only: bytes that are not UTF-8 (a header value, say) print as U+FFFD.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace weft::proxy

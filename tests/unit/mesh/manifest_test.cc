@@ -112,6 +112,19 @@ TEST(Manifest, ListsAreBounded) {
   EXPECT_NE(Error(bomb).find("spec.rules: too many items (at most 256)"), std::string::npos);
 }
 
+// Found by the fuzzer: bytes that are not UTF-8 reached the JSON encoder.
+TEST(Manifest, InputMustBeUtf8) {
+  EXPECT_EQ(Error("kind: Route\nmetadata: {name: r}\nspec: {service: s, rules: [{match: {headers: "
+                  "{x: \"\xff\"}}, "
+                  "backends: [{service: b}]}]}\n"),
+            "manifest error: not valid UTF-8 (byte 82): manifests are UTF-8 text");
+  auto ok = ParseManifests(
+      "kind: Route\nmetadata: {name: r}\nspec: {service: s, rules: [{match: {headers: "
+      "{x: \"caf\u00e9 \\xff\"}}, backends: [{service: b}]}]}\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(FromJson(ToJson(ok.value()[0])).ok(), true);
+}
+
 TEST(Manifest, EmptyDocumentsAreSkipped) {
   auto r = ParseManifests(
       "---\n---\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n---\n");
