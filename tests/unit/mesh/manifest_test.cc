@@ -125,6 +125,19 @@ TEST(Manifest, InputMustBeUtf8) {
   EXPECT_EQ(FromJson(ToJson(ok.value()[0])).ok(), true);
 }
 
+TEST(Manifest, HeaderMatchesAndDocumentCountAreBounded) {
+  std::string headers =
+      "kind: Route\nmetadata: {name: r}\nspec: {service: s, rules: [{match: {headers: {";
+  for (int i = 0; i < 33; ++i) headers += "h" + std::to_string(i) + ": v, ";
+  headers += "}}, backends: [{service: b}]}]}\n";
+  EXPECT_NE(Error(headers).find("spec.rules[0].match.headers: too many headers (at most 32)"),
+            std::string::npos);
+  std::string docs;
+  for (int i = 0; i < 1001; ++i)
+    docs += "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n---\n";
+  EXPECT_NE(Error(docs).find("documents, at most 1000 in one request"), std::string::npos);
+}
+
 TEST(Manifest, EmptyDocumentsAreSkipped) {
   auto r = ParseManifests(
       "---\n---\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n---\n");
