@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "cli/ctl.h"
 #include "proxy/proxy.h"
 
 #ifndef WEFT_VERSION
@@ -22,6 +23,14 @@ constexpr const char* kUsage =
     "commands:\n"
     "  proxy --config FILE [--validate] [--log-level LEVEL]\n"
     "        run the data-plane proxy from a static bootstrap file\n"
+    "  server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev]\n"
+    "        run the control plane (catalog, config entries, REST API, config stream)\n"
+    "  apply -f FILE|DIR|-        create or update config entries from manifests\n"
+    "  get KIND [NAME] [-o yaml|json] [-n NS|-A]   show config entries\n"
+    "  delete KIND NAME [-n NS]   delete a config entry\n"
+    "  members                    list the servers (and connected proxies)\n"
+    "        apply/get/delete/members talk to --server URL (or WEFT_SERVER;\n"
+    "        default http://127.0.0.1:8500)\n"
     "  version            print the version\n"
     "  help               print this help\n"
     "\n"
@@ -84,6 +93,11 @@ int main(int argc, char** argv) {
   std::string_view cmd = args[0];
   args.erase(args.begin());
   if (cmd == "proxy") return ProxyMain(args);
+  if (cmd == "server") return weft::cli::ServerMain(args);
+  if (cmd == "apply") return weft::cli::ApplyMain(args);
+  if (cmd == "get") return weft::cli::GetMain(args);
+  if (cmd == "delete") return weft::cli::DeleteMain(args);
+  if (cmd == "members") return weft::cli::MembersMain(args);
   if (cmd == "version" || cmd == "--version" || cmd == "-v") {
     std::printf("weft %s\n", WEFT_VERSION);
     return 0;

@@ -1,0 +1,414 @@
+// `weft server` flags, and the commands that talk to a server's REST API:
+// apply, get, delete, members.
+#include "cli/ctl.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/log.h"
+#include "control/server.h"
+#include "http/client.h"
+#include "http/server.h"
+#include "mesh/manifest.h"
+
+namespace weft::cli {
+namespace {
+
+using json = nlohmann::json;
+
+// Reads "--flag VALUE" or "--flag=VALUE" at args[*i].
+bool FlagValue(const Args& args, size_t* i, std::string_view flag, std::string* out) {
+  std::string_view a = args[*i];
+  if (a == flag) {
+    if (*i + 1 >= args.size()) return false;
+    *out = std::string(args[++*i]);
+    return true;
+  }
+  if (a.size() > flag.size() && a.substr(0, flag.size()) == flag && a[flag.size()] == '=') {
+    *out = std::string(a.substr(flag.size() + 1));
+    return true;
+  }
+  return false;
+}
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "weft: %s\n", msg.c_str());
+  return 1;
+}
+
+int BadUsage(const std::string& msg, const char* usage) {
+  std::fprintf(stderr, "weft: %s\n\nusage: %s\n", msg.c_str(), usage);
+  return 2;
+}
+
+bool LogLevelFlag(const Args& args, size_t* i, std::string* err) {
+  std::string v;
+  if (!FlagValue(args, i, "--log-level", &v)) return false;
+  log::Level l;
+  if (!log::ParseLevel(v, &l)) {
+    *err = "--log-level \"" + v + "\": use trace, debug, info, warn, error or off";
+  } else {
+    log::SetLevel(l);
+  }
+  return true;
+}
+
+// The server's HOST:PORT from --server / WEFT_SERVER (an http:// URL or
+// HOST:PORT), default 127.0.0.1:8500.
+std::string ServerAddress(const std::string& flag) {
+  std::string s = flag;
+  if (s.empty()) {
+    const char* env = std::getenv("WEFT_SERVER");
+    if (env) s = env;
+  }
+  if (s.empty()) s = "127.0.0.1:8500";
+  if (s.rfind("http://", 0) == 0) s = s.substr(7);
+  while (!s.empty() && s.back() == '/') s.pop_back();
+  return s;
+}
+
+// Common flags of the API commands: --server, --log-level.
+struct CtlFlags {
+  std::string server;
+  std::string ns = "default";
+  bool all_namespaces = false;
+  std::string output;
+  std::vector<std::string> files;
+  std::vector<std::string> positional;
+};
+
+int ParseCtlFlags(const Args& args, CtlFlags* f, const char* usage) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string v, err;
+    if (FlagValue(args, &i, "--server", &v)) {
+      f->server = v;
+    } else if (FlagValue(args, &i, "-f", &v) || FlagValue(args, &i, "--filename", &v)) {
+      f->files.push_back(v);
+    } else if (FlagValue(args, &i, "-n", &v) || FlagValue(args, &i, "--namespace", &v)) {
+      f->ns = v;
+    } else if (args[i] == "-A" || args[i] == "--all-namespaces") {
+      f->all_namespaces = true;
+    } else if (FlagValue(args, &i, "-o", &v) || FlagValue(args, &i, "--output", &v)) {
+      if (v != "yaml" && v != "json" && v != "table")
+        return BadUsage("-o \"" + v + "\": use yaml, json or table", usage);
+      f->output = v;
+    } else if (LogLevelFlag(args, &i, &err)) {
+      if (!err.empty()) return BadUsage(err, usage);
+    } else if (args[i] == "--help" || args[i] == "-h") {
+      std::printf("usage: %s\n", usage);
+      return 0;
+    } else if (!args[i].empty() && args[i][0] == '-' && args[i] != "-") {
+      return BadUsage("unknown or incomplete flag \"" + std::string(args[i]) + "\"", usage);
+    } else {
+      f->positional.emplace_back(args[i]);
+    }
+  }
+  return -1;
+}
+
+// "service", "Services", "route" ... -> the manifest kind; "" when unknown.
+std::string CanonicalKind(std::string_view s) {
+  std::string l;
+  for (char c : s) l += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const auto& k : mesh::Kinds()) {
+    std::string kl;
+    for (char c : k) kl += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (l == kl || l == kl + "s" || (kl.back() == 'y' && l == kl.substr(0, kl.size() - 1) + "ies"))
+      return k;
+  }
+  return "";
+}
+
+std::string KindList() {
+  std::string s;
+  for (const auto& k : mesh::Kinds()) s += (s.empty() ? "" : ", ") + k;
+  return s;
+}
+
+// Reads the documents of -f FILE|DIR|- into (source, text) pairs.
+bool ReadSources(const std::vector<std::string>& files,
+                 std::vector<std::pair<std::string, std::string>>* out, std::string* err) {
+  namespace fs = std::filesystem;
+  for (const auto& f : files) {
+    if (f == "-") {
+      std::stringstream ss;
+      ss << std::cin.rdbuf();
+      out->emplace_back("stdin", ss.str());
+      continue;
+    }
+    std::error_code ec;
+    if (fs::is_directory(f, ec)) {
+      std::vector<std::string> names;
+      for (const auto& e : fs::directory_iterator(f, ec)) {
+        auto ext = e.path().extension().string();
+        if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml" || ext == ".json"))
+          names.push_back(e.path().string());
+      }
+      std::sort(names.begin(), names.end());
+      if (names.empty()) {
+        *err = f + ": no .yaml, .yml or .json files in this directory";
+        return false;
+      }
+      for (const auto& n : names) {
+        std::ifstream in(n);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        out->emplace_back(n, ss.str());
+      }
+      continue;
+    }
+    std::ifstream in(f);
+    if (!in) {
+      *err = f + ": cannot read: " + std::strerror(errno);
+      return false;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    out->emplace_back(f, ss.str());
+  }
+  return true;
+}
+
+// JSON -> YAML (block style), for `get -o yaml`.
+void EmitYaml(YAML::Emitter& out, const json& j) {
+  if (j.is_object()) {
+    out << YAML::BeginMap;
+    for (const auto& [k, v] : j.items()) {
+      out << YAML::Key << k << YAML::Value;
+      EmitYaml(out, v);
+    }
+    out << YAML::EndMap;
+  } else if (j.is_array()) {
+    out << YAML::BeginSeq;
+    for (const auto& v : j) EmitYaml(out, v);
+    out << YAML::EndSeq;
+  } else if (j.is_string()) {
+    // Quote strings that YAML would read back as something else.
+    const std::string& v = j.get_ref<const std::string&>();
+    YAML::Node probe;
+    bool plain = !v.empty();
+    if (plain) {
+      try {
+        probe = YAML::Load(v);
+        plain = probe.IsScalar() && probe.Tag() != "!" && !probe.as<std::string>().empty() &&
+                probe.as<std::string>() == v;
+        bool b;
+        double d;
+        if (plain && (YAML::convert<bool>::decode(probe, b) ||
+                      YAML::convert<double>::decode(probe, d) || v == "null" || v == "~"))
+          plain = false;
+      } catch (const YAML::Exception&) {
+        plain = false;
+      }
+    }
+    if (plain) {
+      out << v;
+    } else {
+      out << YAML::DoubleQuoted << v;
+    }
+  } else if (j.is_null()) {
+    out << YAML::Null;
+  } else {
+    out << j.dump();
+  }
+}
+
+std::string ToYaml(const json& j) {
+  YAML::Emitter out;
+  EmitYaml(out, j);
+  return out.c_str();
+}
+
+json StripIndexes(json j) {
+  if (j.is_object()) {
+    j.erase("CreateIndex");
+    j.erase("ModifyIndex");
+  }
+  return j;
+}
+
+std::string ApiError(const http::ClientResponse& r) {
+  std::string b = r.body;
+  while (!b.empty() && (b.back() == '\n' || b.back() == '\r')) b.pop_back();
+  return b.empty() ? ("HTTP " + std::to_string(r.status)) : b;
+}
+
+constexpr const char* kApplyUsage = "weft apply -f FILE|DIR|- [-f ...] [--server URL]";
+constexpr const char* kGetUsage =
+    "weft get KIND [NAME] [-n NAMESPACE | -A] [-o table|yaml|json] [--server URL]";
+constexpr const char* kDeleteUsage = "weft delete KIND NAME [-n NAMESPACE] [--server URL]";
+constexpr const char* kMembersUsage = "weft members [-o table|json] [--server URL]";
+constexpr const char* kServerUsage =
+    "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
+    "[--name NAME] [--log-level LEVEL]";
+
+}  // namespace
+
+int ServerMain(const Args& args) {
+  control::ServerOptions o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string v, err;
+    if (FlagValue(args, &i, "--data-dir", &v)) {
+      o.data_dir = v;
+    } else if (FlagValue(args, &i, "--http", &v)) {
+      o.http_addr = v;
+    } else if (FlagValue(args, &i, "--grpc", &v)) {
+      o.grpc_addr = v;
+    } else if (FlagValue(args, &i, "--store", &v)) {
+      o.store = v;
+    } else if (FlagValue(args, &i, "--name", &v)) {
+      o.name = v;
+    } else if (args[i] == "--dev") {
+      o.dev = true;
+    } else if (LogLevelFlag(args, &i, &err)) {
+      if (!err.empty()) return BadUsage(err, kServerUsage);
+    } else if (args[i] == "--help" || args[i] == "-h") {
+      std::printf("usage: %s\n", kServerUsage);
+      return 0;
+    } else {
+      return BadUsage("server: unknown or incomplete flag \"" + std::string(args[i]) + "\"",
+                      kServerUsage);
+    }
+  }
+  return control::RunServer(o);
+}
+
+int ApplyMain(const Args& args) {
+  CtlFlags f;
+  if (int rc = ParseCtlFlags(args, &f, kApplyUsage); rc >= 0) return rc;
+  if (f.files.empty()) return BadUsage("apply: -f FILE|DIR|- is required", kApplyUsage);
+  if (!f.positional.empty()) return BadUsage("apply: unexpected \"" + f.positional[0] + "\"", kApplyUsage);
+  std::vector<std::pair<std::string, std::string>> sources;
+  std::string err;
+  if (!ReadSources(f.files, &sources, &err)) return Fail(err);
+  // Validate everything before writing anything.
+  std::vector<mesh::Manifest> manifests;
+  for (const auto& [src, text] : sources) {
+    auto r = mesh::ParseManifests(text);
+    if (!r.ok()) return Fail(src + ": " + r.status().message());
+    for (auto& m : r.value()) manifests.push_back(std::move(m));
+  }
+  if (manifests.empty()) return Fail("apply: no manifests found");
+  http::Client c(ServerAddress(f.server));
+  int failures = 0;
+  for (const auto& m : manifests) {
+    std::string target = "/v1/config/" + m.kind + "/" + http::PercentEncode(m.name) +
+                         "?ns=" + http::PercentEncode(m.ns);
+    auto r = c.Do("PUT", target, mesh::ToJson(m), {{"content-type", "application/json"}});
+    if (!r.ok()) return Fail("apply: " + r.status().message());
+    if (r->status != 200) {
+      std::fprintf(stderr, "%s %s/%s: %s\n", m.kind.c_str(), m.ns.c_str(), m.name.c_str(),
+                   ApiError(r.value()).c_str());
+      ++failures;
+      continue;
+    }
+    json j = json::parse(r->body, nullptr, false);
+    std::string result = j.is_object() && j.contains("Result") ? j["Result"].get<std::string>() : "?";
+    std::printf("%s %s/%s %s\n", m.kind.c_str(), m.ns.c_str(), m.name.c_str(), result.c_str());
+  }
+  return failures ? 1 : 0;
+}
+
+int GetMain(const Args& args) {
+  CtlFlags f;
+  if (int rc = ParseCtlFlags(args, &f, kGetUsage); rc >= 0) return rc;
+  if (f.positional.empty() || f.positional.size() > 2)
+    return BadUsage("get: expected KIND [NAME]", kGetUsage);
+  std::string kind = CanonicalKind(f.positional[0]);
+  if (kind.empty())
+    return BadUsage("get: unknown kind \"" + f.positional[0] + "\": use one of " + KindList(),
+                    kGetUsage);
+  std::string target = "/v1/config/" + kind;
+  const bool one = f.positional.size() == 2;
+  if (one) target += "/" + http::PercentEncode(f.positional[1]);
+  target += "?ns=" + (f.all_namespaces && !one ? std::string("*") : http::PercentEncode(f.ns));
+  http::Client c(ServerAddress(f.server));
+  auto r = c.Do("GET", target);
+  if (!r.ok()) return Fail("get: " + r.status().message());
+  if (r->status != 200) return Fail(ApiError(r.value()));
+  json j = json::parse(r->body, nullptr, false);
+  if (j.is_discarded()) return Fail("get: the server sent a body that is not JSON");
+  if (f.output == "json") {
+    if (j.is_array()) {
+      for (auto& e : j) e = StripIndexes(e);
+    } else {
+      j = StripIndexes(j);
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  if (f.output == "yaml") {
+    json list = j.is_array() ? j : json::array({j});
+    bool first = true;
+    for (const auto& e : list) {
+      if (!first) std::printf("---\n");
+      first = false;
+      std::printf("%s\n", ToYaml(StripIndexes(e)).c_str());
+    }
+    return 0;
+  }
+  json list = j.is_array() ? j : json::array({j});
+  if (list.empty()) {
+    std::printf("no %s found in %s\n", kind.c_str(),
+                f.all_namespaces ? "any namespace" : ("namespace " + f.ns).c_str());
+    return 0;
+  }
+  std::printf("%-12s %-32s %s\n", "NAMESPACE", "NAME", "INDEX");
+  for (const auto& e : list) {
+    std::printf("%-12s %-32s %lld\n", e["metadata"]["namespace"].get<std::string>().c_str(),
+                e["metadata"]["name"].get<std::string>().c_str(),
+                static_cast<long long>(e.value("ModifyIndex", 0)));
+  }
+  return 0;
+}
+
+int DeleteMain(const Args& args) {
+  CtlFlags f;
+  if (int rc = ParseCtlFlags(args, &f, kDeleteUsage); rc >= 0) return rc;
+  if (f.positional.size() != 2) return BadUsage("delete: expected KIND NAME", kDeleteUsage);
+  std::string kind = CanonicalKind(f.positional[0]);
+  if (kind.empty())
+    return BadUsage("delete: unknown kind \"" + f.positional[0] + "\": use one of " + KindList(),
+                    kDeleteUsage);
+  http::Client c(ServerAddress(f.server));
+  auto r = c.Do("DELETE", "/v1/config/" + kind + "/" + http::PercentEncode(f.positional[1]) +
+                              "?ns=" + http::PercentEncode(f.ns));
+  if (!r.ok()) return Fail("delete: " + r.status().message());
+  if (r->status != 200) return Fail(ApiError(r.value()));
+  std::printf("%s %s/%s deleted\n", kind.c_str(), f.ns.c_str(), f.positional[1].c_str());
+  return 0;
+}
+
+int MembersMain(const Args& args) {
+  CtlFlags f;
+  if (int rc = ParseCtlFlags(args, &f, kMembersUsage); rc >= 0) return rc;
+  http::Client c(ServerAddress(f.server));
+  auto r = c.Do("GET", "/v1/agent/members");
+  if (!r.ok()) return Fail("members: " + r.status().message());
+  if (r->status != 200) return Fail(ApiError(r.value()));
+  json j = json::parse(r->body, nullptr, false);
+  if (!j.is_array()) return Fail("members: the server sent a body that is not a JSON list");
+  if (f.output == "json") {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-28s %-24s %-8s %-8s %s\n", "NAME", "ADDRESS", "ROLE", "STATUS", "DETAIL");
+  for (const auto& m : j) {
+    const json tags = m.value("Tags", json::object());
+    std::printf("%-28s %-24s %-8s %-8s %s\n", m.value("Name", "").c_str(),
+                (m.value("Addr", "") + ":" + std::to_string(m.value("Port", 0))).c_str(),
+                tags.value("role", "").c_str(), m.value("Status", 0) == 1 ? "alive" : "left",
+                tags.value("detail", "").c_str());
+  }
+  return 0;
+}
+
+}  // namespace weft::cli

@@ -1,0 +1,620 @@
+#include "control/api.h"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <chrono>
+
+#include "base/log.h"
+#include "base/random.h"
+#include "base/strings.h"
+
+namespace weft::control {
+namespace {
+
+using json = nlohmann::json;
+using http::Request;
+using http::Response;
+constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr int kMaxCasAttempts = 32;
+
+bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int HttpStatusFor(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kInvalidArgument: return 400;
+    case StatusCode::kNotFound: return 404;
+    case StatusCode::kFailedPrecondition: return 409;
+    default: return 503;
+  }
+}
+
+std::string NodeKey(std::string_view node) { return std::string(kNodePrefix) + std::string(node); }
+
+}  // namespace
+
+Api::Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions opts)
+    : io_(io), store_(std::move(store)), opts_(std::move(opts)), pool_(opts_.write_threads) {}
+
+Api::~Api() {
+  Stop();
+  pool_.join();
+}
+
+void Api::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  *alive_ = false;
+  if (watch_id_) store_->Unwatch(watch_id_);
+  watch_id_ = 0;
+  for (auto* t : waiters_) t->cancel();
+}
+
+void Api::SetAddresses(std::string http, std::string grpc) {
+  http_addr_ = std::move(http);
+  grpc_addr_ = std::move(grpc);
+}
+
+Status Api::Start() {
+  auto r = store_->Range("");
+  if (!r.ok()) return r.status();
+  for (const auto& kv : r->kvs) ApplyKv(kv.key, &kv.value, kv.mod_revision, kv.create_revision);
+  applied_ = r->revision;
+  auto alive = alive_;
+  auto w = store_->Watch("", r->revision, [this, alive](const std::vector<store::Event>& evs) {
+    asio::post(io_, [this, alive, evs] {
+      if (*alive) ApplyEvents(evs);
+    });
+  });
+  if (!w.ok()) return w.status();
+  watch_id_ = w.value();
+  LOG_INFO("state loaded at revision {}: {} nodes, {} config entries", applied_,
+           catalog_.nodes().size(), config_.List("", "").size());
+  return {};
+}
+
+void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev, int64_t create) {
+  if (StartsWith(key, kNodePrefix)) {
+    catalog_.Apply(key.substr(kNodePrefix.size()), value, rev, create);
+  } else if (StartsWith(key, kConfigPrefix)) {
+    config_.Apply(key, value, rev, create);
+  } else if (StartsWith(key, "members/")) {
+    if (value) {
+      members_[key] = *value;
+    } else {
+      members_.erase(key);
+    }
+  }
+}
+
+void Api::ApplyEvents(const std::vector<store::Event>& events) {
+  for (const auto& e : events) {
+    if (e.kv.mod_revision <= applied_) continue;  // already seen
+    ApplyKv(e.kv.key, e.type == store::Event::Type::kPut ? &e.kv.value : nullptr,
+            e.kv.mod_revision, e.kv.create_revision);
+    applied_ = e.kv.mod_revision;
+  }
+  WakeWaiters();
+  for (auto& fn : listeners_) fn();
+}
+
+void Api::WakeWaiters() {
+  for (auto* t : waiters_) t->cancel();
+}
+
+template <typename F>
+asio::awaitable<std::invoke_result_t<F>> Api::OffLoop(const F& f) {
+  using R = std::invoke_result_t<F>;
+  // co_spawn's result must be default-constructible; Result<T> is not.
+  auto task = [&f]() -> asio::awaitable<std::optional<R>> { co_return std::optional<R>(f()); };
+  std::optional<R> r = co_await asio::co_spawn(pool_, task, asio::use_awaitable);
+  co_return std::move(*r);
+}
+
+asio::awaitable<void> Api::WaitApplied(int64_t revision) {
+  const int64_t deadline = NowMs() + 5000;
+  while (applied_ < revision && !stopped_ && NowMs() < deadline) {
+    asio::steady_timer t(io_, std::chrono::milliseconds(deadline - NowMs()));
+    waiters_.insert(&t);
+    co_await t.async_wait(kNoThrow);
+    waiters_.erase(&t);
+  }
+  if (applied_ < revision)
+    LOG_WARN("write at revision {} not seen by this replica's watch after 5 s (at {})", revision,
+             applied_);
+}
+
+asio::awaitable<void> Api::Block(const Request& req, const std::function<int64_t()>& index_fn) {
+  const std::string* idx = req.Query("index");
+  if (!idx) co_return;
+  auto seen = ParseDecimal(*idx);
+  if (!seen || *seen == 0) co_return;
+  int64_t wait = opts_.default_wait_ms;
+  if (const std::string* w = req.Query("wait")) {
+    auto ms = ParseDurationMs(*w);
+    if (ms && *ms > 0) wait = *ms;
+  }
+  wait = std::min(wait, opts_.max_wait_ms);
+  // Up to wait/16 of jitter, as Consul does, so many watchers do not all
+  // return in the same instant.
+  static thread_local Rng rng(static_cast<uint64_t>(NowMs()) * 2654435761u);
+  wait += static_cast<int64_t>(rng.Below(static_cast<uint64_t>(wait / 16 + 1)));
+  auto current = [&] { return std::max<int64_t>(1, index_fn()); };
+  // Answered at once when the index moved (or went backwards: a reset store).
+  if (current() != static_cast<int64_t>(*seen)) co_return;
+  if (waiters_.size() >= opts_.max_blocking_queries) {
+    ++counters_.blocking_refused;
+    LOG_WARN("blocking query {} answered at once: {} already waiting (max_blocking_queries)",
+             req.target, waiters_.size());
+    co_return;
+  }
+  ++counters_.blocking_started;
+  const int64_t deadline = NowMs() + wait;
+  while (!stopped_ && current() == static_cast<int64_t>(*seen) && NowMs() < deadline) {
+    asio::steady_timer t(io_, std::chrono::milliseconds(deadline - NowMs()));
+    waiters_.insert(&t);
+    co_await t.async_wait(kNoThrow);
+    waiters_.erase(&t);
+  }
+}
+
+Response Api::Reply(json body, int64_t index) {
+  Response r = Response::Json(200, body.dump());
+  r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<int64_t>(1, index)));
+  r.headers.emplace_back("X-Consul-KnownLeader", "true");
+  r.headers.emplace_back("X-Consul-LastContact", "0");
+  return r;
+}
+
+Response Api::Error(int status, const std::string& msg) {
+  if (status >= 500) {
+    ++counters_.store_errors;
+    LOG_ERROR("api: {}", msg);
+  } else {
+    ++counters_.rejected;
+    LOG_DEBUG("api: {} {}", status, msg);
+  }
+  return Response::Text(status, msg);
+}
+
+asio::awaitable<Response> Api::Handle(Request& req) {
+  ++counters_.requests;
+  std::string_view path = req.path;
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const bool put = req.method == "PUT" || req.method == "POST";
+
+  if (path == "/ready" || path == "/v1/status/leader") {
+    if (path == "/ready") co_return Response::Text(200, "ready");
+    co_return Response::Json(200, json(http_addr_).dump());
+  }
+  if (path == "/metrics" || path == "/stats") {
+    Response r = Response::Text(200, Metrics());
+    r.content_type = "text/plain; version=0.0.4";
+    co_return r;
+  }
+  if (path == "/v1/status/peers") co_return Response::Json(200, json::array({http_addr_}).dump());
+  if (path == "/v1/agent/self") {
+    co_return Reply({{"Config",
+                      {{"Datacenter", "dc1"},
+                       {"NodeName", opts_.name},
+                       {"Server", true},
+                       {"Version", WEFT_VERSION}}},
+                     {"Member", {{"Name", opts_.name}, {"Addr", http_addr_}, {"Status", 1}}}},
+                    applied_);
+  }
+
+  if (path == "/v1/agent/members") {
+    json out = json::array();
+    auto host_port = [](const std::string& a) {
+      size_t c = a.rfind(':');
+      return std::make_pair(a.substr(0, c), c == std::string::npos ? 0 : std::atoi(a.c_str() + c + 1));
+    };
+    auto [addr, port] = host_port(http_addr_);
+    out.push_back({{"Name", opts_.name},
+                   {"Addr", addr},
+                   {"Port", port},
+                   {"Status", 1},
+                   {"Tags", {{"role", "server"}, {"grpc", grpc_addr_}, {"detail", "self"}}}});
+    for (const auto& [key, value] : members_) {
+      json m = json::parse(value, nullptr, false);
+      if (!m.is_object() || m.value("Name", "") == opts_.name) continue;
+      auto [a, p] = host_port(m.value("Http", ""));
+      out.push_back({{"Name", m.value("Name", "")},
+                     {"Addr", a},
+                     {"Port", p},
+                     {"Status", 1},
+                     {"Tags", {{"role", m.value("Role", "server")}, {"grpc", m.value("Grpc", "")}}}});
+    }
+    for (const auto& fn : member_sources_) fn(&out);
+    co_return Reply(std::move(out), applied_);
+  }
+
+  if (StartsWith(path, "/v1/catalog/")) {
+    std::string_view rest = path.substr(12);
+    if (rest == "register") {
+      if (!put) co_return Error(405, "use PUT /v1/catalog/register");
+      co_return co_await CatalogRegister(req);
+    }
+    if (rest == "deregister") {
+      if (!put) co_return Error(405, "use PUT /v1/catalog/deregister");
+      co_return co_await CatalogDeregister(req);
+    }
+    if (!get) co_return Error(405, "use GET");
+    if (rest == "services") {
+      const std::function<int64_t()> ix = [this] { return catalog_.services_index(); };
+      co_await Block(req, ix);
+      co_return Reply(catalog_.CatalogServices(), catalog_.services_index());
+    }
+    if (rest == "nodes") {
+      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+      co_await Block(req, ix);
+      co_return Reply(catalog_.CatalogNodes(), catalog_.nodes_index());
+    }
+    if (StartsWith(rest, "service/")) {
+      std::string name(rest.substr(8));
+      const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
+      co_await Block(req, ix);
+      json out = catalog_.CatalogService(name);
+      if (const std::string* tag = req.Query("tag")) {
+        json f = json::array();
+        for (auto& e : out)
+          for (const auto& t : e["ServiceTags"])
+            if (t == *tag) {
+              f.push_back(e);
+              break;
+            }
+        out = std::move(f);
+      }
+      co_return Reply(std::move(out), catalog_.service_index(name));
+    }
+    if (StartsWith(rest, "node/")) {
+      std::string name(rest.substr(5));
+      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+      co_await Block(req, ix);
+      const Node* n = catalog_.FindNode(name);
+      if (!n) co_return Reply(nullptr, catalog_.nodes_index());
+      json services = json::object();
+      for (const auto& [id, s] : n->services) {
+        json sj = json::parse(NodeToJson(*n))["Services"];
+        for (auto& x : sj)
+          if (x["ID"] == id) services[id] = x;
+      }
+      co_return Reply({{"Node",
+                        {{"ID", n->id},
+                         {"Node", n->name},
+                         {"Address", n->address},
+                         {"Datacenter", n->datacenter},
+                         {"Meta", n->meta},
+                         {"TaggedAddresses", n->tagged_addresses}}},
+                       {"Services", services}},
+                      n->modify_index);
+    }
+    co_return Error(404, "unknown catalog endpoint " + std::string(path));
+  }
+
+  if (StartsWith(path, "/v1/health/")) {
+    if (!get) co_return Error(405, "use GET");
+    std::string_view rest = path.substr(11);
+    if (StartsWith(rest, "service/")) {
+      std::string name(rest.substr(8));
+      const std::string* passing = req.Query("passing");
+      const bool only = passing && *passing != "false" && *passing != "0";
+      const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
+      co_await Block(req, ix);
+      co_return Reply(catalog_.HealthService(name, only), catalog_.service_index(name));
+    }
+    if (StartsWith(rest, "checks/")) {
+      std::string name(rest.substr(7));
+      const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
+      co_await Block(req, ix);
+      json out = json::array();
+      for (const auto& r : catalog_.Instances(name))
+        for (const auto& [id, c] : r.node->checks)
+          if (c.service_id == r.instance->id) out.push_back(CheckToJson(*r.node, c));
+      co_return Reply(std::move(out), catalog_.service_index(name));
+    }
+    if (StartsWith(rest, "node/")) {
+      std::string name(rest.substr(5));
+      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+      co_await Block(req, ix);
+      json out = json::array();
+      if (const Node* n = catalog_.FindNode(name))
+        for (const auto& [id, c] : n->checks) out.push_back(CheckToJson(*n, c));
+      co_return Reply(std::move(out), catalog_.nodes_index());
+    }
+    if (StartsWith(rest, "state/")) {
+      std::string state(rest.substr(6));
+      if (state != "any" && state != "passing" && state != "warning" && state != "critical")
+        co_return Error(400, "health state \"" + state + "\": use any, passing, warning or critical");
+      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+      co_await Block(req, ix);
+      json out = json::array();
+      for (const auto& [name, n] : catalog_.nodes())
+        for (const auto& [id, c] : n.checks)
+          if (state == "any" || c.status == state) out.push_back(CheckToJson(n, c));
+      co_return Reply(std::move(out), catalog_.nodes_index());
+    }
+    co_return Error(404, "unknown health endpoint " + std::string(path));
+  }
+
+  if (StartsWith(path, "/v1/config")) {
+    std::string_view rest = path.substr(10);
+    if (!rest.empty() && rest[0] != '/') co_return Error(404, "not found: " + std::string(path));
+    co_return co_await ConfigRequest(req, rest.empty() ? rest : rest.substr(1));
+  }
+  co_return Error(404, "not found: " + std::string(path) +
+                           " (see docs/api.md: /v1/catalog, /v1/health, /v1/config)");
+}
+
+asio::awaitable<Response> Api::CatalogRegister(Request& req) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    co_return Error(400, "catalog register: the body must be a JSON object");
+  std::string node_name;
+  if (auto it = body.find("Node"); it != body.end() && it->is_string()) node_name = *it;
+  if (node_name.empty() || !ValidName(node_name))
+    co_return Error(400, "Node: required, a valid node name");
+  const std::string key = NodeKey(node_name);
+  const CatalogLimits limits = opts_.limits;
+  store::Store* st = store_.get();
+  uint64_t conflicts = 0;
+  // Read-modify-write of the node document with compare-and-swap, so
+  // concurrent registrations on one node (from any replica) never lose one.
+  const auto work = [st, key, body, limits, &conflicts]() -> Result<int64_t> {
+    for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
+      Node node;
+      int64_t expected = 0;
+      auto cur = st->Get(key);
+      if (cur.ok()) {
+        auto parsed = NodeFromJson(cur->value);
+        if (!parsed.ok()) return parsed.status();
+        node = std::move(parsed).value();
+        expected = cur->mod_revision;
+      } else if (cur.status().code() != StatusCode::kNotFound) {
+        return cur.status();
+      }
+      if (Status s = ApplyRegistration(body, limits, &node); !s.ok()) return s;
+      auto w = st->PutIf(key, NodeToJson(node), expected);
+      if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
+      ++conflicts;
+    }
+    return Status(StatusCode::kUnavailable, "catalog register: too many concurrent writes to node");
+  };
+  Result<int64_t> r = co_await OffLoop(work);
+  counters_.write_conflicts += conflicts;
+  if (!r.ok()) co_return Error(HttpStatusFor(r.status()), "catalog register: " + r.status().message());
+  ++counters_.writes;
+  co_await WaitApplied(r.value());
+  co_return Reply(true, r.value());
+}
+
+asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    co_return Error(400, "catalog deregister: the body must be a JSON object");
+  std::string node_name;
+  if (auto it = body.find("Node"); it != body.end() && it->is_string()) node_name = *it;
+  if (node_name.empty() || !ValidName(node_name))
+    co_return Error(400, "Node: required, a valid node name");
+  const std::string key = NodeKey(node_name);
+  store::Store* st = store_.get();
+  uint64_t conflicts = 0;
+  const auto work = [st, key, body, &conflicts]() -> Result<int64_t> {
+    for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
+      auto cur = st->Get(key);
+      if (!cur.ok()) return cur.status();
+      auto parsed = NodeFromJson(cur->value);
+      if (!parsed.ok()) return parsed.status();
+      Node node = std::move(parsed).value();
+      bool remove_node = false;
+      if (Status s = ApplyDeregistration(body, &node, &remove_node); !s.ok()) return s;
+      // Delete is not conditional in the Store interface; overwrite with a
+      // CAS first so a concurrent registration is not lost, then delete.
+      if (remove_node) {
+        auto w = st->PutIf(key, cur->value, cur->mod_revision);
+        if (!w.ok()) {
+          if (w.status().code() == StatusCode::kFailedPrecondition) {
+            ++conflicts;
+            continue;
+          }
+          return w;
+        }
+        return st->Delete(key);
+      }
+      auto w = st->PutIf(key, NodeToJson(node), cur->mod_revision);
+      if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
+      ++conflicts;
+    }
+    return Status(StatusCode::kUnavailable, "catalog deregister: too many concurrent writes to node");
+  };
+  Result<int64_t> r = co_await OffLoop(work);
+  counters_.write_conflicts += conflicts;
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kNotFound)
+      co_return Error(404, "catalog deregister: " + r.status().message());
+    co_return Error(HttpStatusFor(r.status()), "catalog deregister: " + r.status().message());
+  }
+  ++counters_.writes;
+  co_await WaitApplied(r.value());
+  co_return Reply(true, r.value());
+}
+
+asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest) {
+  // /v1/config, /v1/config/KIND, /v1/config/KIND/NAME; ?ns= picks the namespace.
+  std::string kind, name;
+  size_t slash = rest.find('/');
+  kind = std::string(rest.substr(0, slash));
+  if (slash != std::string_view::npos) name = std::string(rest.substr(slash + 1));
+  if (!kind.empty()) {
+    bool known = false;
+    for (const auto& k : mesh::Kinds()) known |= k == kind;
+    if (!known) {
+      std::string kinds;
+      for (const auto& k : mesh::Kinds()) kinds += (kinds.empty() ? "" : ", ") + k;
+      co_return Error(404, "unknown config kind \"" + kind + "\": use one of " + kinds);
+    }
+  }
+  if (!name.empty() && !ValidName(name)) co_return Error(400, "invalid name \"" + name + "\"");
+  std::string ns = "default";
+  bool all_ns = false;
+  if (const std::string* q = req.Query("ns")) {
+    if (*q == "*") {
+      all_ns = true;
+    } else if (!q->empty()) {
+      if (!ValidName(*q)) co_return Error(400, "invalid namespace \"" + *q + "\"");
+      ns = *q;
+    }
+  }
+  if (req.method == "PUT" || req.method == "POST") {
+    if (kind.empty() || name.empty()) co_return Error(405, "use PUT /v1/config/KIND/NAME");
+    co_return co_await ConfigPut(req, kind, name, ns);
+  }
+  if (req.method == "DELETE") {
+    if (kind.empty() || name.empty()) co_return Error(405, "use DELETE /v1/config/KIND/NAME");
+    co_return co_await ConfigDelete(req, kind, name, ns);
+  }
+  if (req.method != "GET" && req.method != "HEAD") co_return Error(405, "use GET, PUT or DELETE");
+  if (name.empty()) {
+    const std::function<int64_t()> ix = [this, &kind] { return config_.kind_index(kind); };
+    co_await Block(req, ix);
+    json out = json::array();
+    for (const auto* e : config_.List(kind, all_ns ? "" : ns)) {
+      json j = json::parse(e->json);
+      j["CreateIndex"] = e->create_index;
+      j["ModifyIndex"] = e->modify_index;
+      out.push_back(std::move(j));
+    }
+    co_return Reply(std::move(out), config_.kind_index(kind));
+  }
+  const std::function<int64_t()> ix = [&] { return config_.entry_index(kind, ns, name); };
+  co_await Block(req, ix);
+  const ConfigEntry* e = config_.Find(kind, ns, name);
+  if (!e) {
+    Response r = Error(404, kind + " " + ns + "/" + name + " not found");
+    r.headers.emplace_back("X-Consul-Index",
+                           std::to_string(std::max<int64_t>(1, config_.entry_index(kind, ns, name))));
+    co_return r;
+  }
+  json j = json::parse(e->json);
+  j["CreateIndex"] = e->create_index;
+  j["ModifyIndex"] = e->modify_index;
+  co_return Reply(std::move(j), e->modify_index);
+}
+
+asio::awaitable<Response> Api::ConfigPut(Request& req, const std::string& kind,
+                                         const std::string& name, const std::string& ns) {
+  auto parsed = mesh::ParseManifests(req.body);
+  if (!parsed.ok()) co_return Error(400, parsed.status().message());
+  if (parsed->size() != 1)
+    co_return Error(400, "expected exactly one manifest in the body, got " +
+                             std::to_string(parsed->size()));
+  mesh::Manifest m = std::move(parsed.value()[0]);
+  if (m.kind != kind)
+    co_return Error(400, "kind: the body is a " + m.kind + " but the path says " + kind);
+  if (m.name != name)
+    co_return Error(400, "metadata.name: the body names \"" + m.name + "\" but the path says \"" +
+                             name + "\"");
+  if (req.Query("ns") == nullptr) {
+    // The manifest's own namespace decides when the URL does not.
+  } else if (m.ns != ns) {
+    co_return Error(400, "metadata.namespace: the body says \"" + m.ns + "\" but ?ns= says \"" +
+                             ns + "\"");
+  }
+  const std::string key = ConfigKey(kind, m.ns, name);
+  const std::string value = mesh::ToJson(m);
+  int64_t expected = -1;
+  if (const std::string* cas = req.Query("cas")) {
+    auto v = ParseDecimal(*cas);
+    if (!v) co_return Error(400, "cas \"" + *cas + "\": expected an index");
+    expected = static_cast<int64_t>(*v);
+  }
+  store::Store* st = store_.get();
+  struct Outcome {
+    Result<int64_t> rev = int64_t{0};
+    std::string result;
+  };
+  const auto work = [st, key, value, expected]() -> Outcome {
+    auto cur = st->Get(key);
+    if (!cur.ok() && cur.status().code() != StatusCode::kNotFound) return {cur.status(), ""};
+    const bool exists = cur.ok();
+    if (expected >= 0 && (exists ? cur->mod_revision : 0) != expected)
+      return {Status(StatusCode::kFailedPrecondition,
+                     "cas: the entry's index is " +
+                         std::to_string(exists ? cur->mod_revision : 0) + ", not " +
+                         std::to_string(expected)),
+              ""};
+    if (exists && cur->value == value) return {cur->mod_revision, "unchanged"};
+    auto w = st->PutIf(key, value, exists ? cur->mod_revision : 0);
+    return {w, exists ? "configured" : "created"};
+  };
+  Outcome out = co_await OffLoop(work);
+  if (!out.rev.ok()) {
+    if (out.rev.status().code() == StatusCode::kFailedPrecondition)
+      co_return Error(409, out.rev.status().message());
+    co_return Error(HttpStatusFor(out.rev.status()), out.rev.status().message());
+  }
+  if (out.result != "unchanged") {
+    ++counters_.writes;
+    co_await WaitApplied(out.rev.value());
+  }
+  co_return Reply({{"Result", out.result},
+                   {"Kind", kind},
+                   {"Name", name},
+                   {"Namespace", m.ns},
+                   {"Index", out.rev.value()}},
+                  out.rev.value());
+}
+
+asio::awaitable<Response> Api::ConfigDelete(Request& req, const std::string& kind,
+                                            const std::string& name, const std::string& ns) {
+  const std::string key = ConfigKey(kind, ns, name);
+  store::Store* st = store_.get();
+  const auto work = [st, key]() { return st->Delete(key); };
+  Result<int64_t> r = co_await OffLoop(work);
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kNotFound)
+      co_return Error(404, kind + " " + ns + "/" + name + " not found");
+    co_return Error(HttpStatusFor(r.status()), r.status().message());
+  }
+  ++counters_.writes;
+  co_await WaitApplied(r.value());
+  co_return Reply({{"Result", "deleted"}, {"Kind", kind}, {"Name", name}, {"Namespace", ns},
+                   {"Index", r.value()}},
+                  r.value());
+}
+
+std::string Api::Metrics() const {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, uint64_t v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
+  };
+  auto gauge = [&](const char* name, const char* help, int64_t v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help, name, name, v);
+  };
+  counter("weft_server_http_requests_total", "API requests handled.", counters_.requests);
+  counter("weft_server_writes_total", "Acknowledged store writes.", counters_.writes);
+  counter("weft_server_write_conflicts_total", "Compare-and-swap retries on node documents.",
+          counters_.write_conflicts);
+  counter("weft_server_rejected_total", "Requests answered with a 4xx.", counters_.rejected);
+  counter("weft_server_store_errors_total", "Requests failed by the store (5xx).",
+          counters_.store_errors);
+  counter("weft_server_blocking_queries_total", "Blocking queries that waited.",
+          counters_.blocking_started);
+  counter("weft_server_blocking_refused_total",
+          "Blocking queries answered at once because max_blocking_queries were waiting.",
+          counters_.blocking_refused);
+  gauge("weft_server_blocking_queries_waiting", "Blocking queries waiting now.",
+        static_cast<int64_t>(waiters_.size()));
+  gauge("weft_server_store_revision", "Store revision applied to this replica's view.", applied_);
+  gauge("weft_server_catalog_nodes", "Nodes in the catalog.",
+        static_cast<int64_t>(catalog_.nodes().size()));
+  gauge("weft_server_config_entries", "Config entries.",
+        static_cast<int64_t>(config_.List("", "").size()));
+  return out;
+}
+
+}  // namespace weft::control

@@ -1,0 +1,108 @@
+// The control plane's REST API and the in-memory state behind it.
+//
+// Threading: everything here runs on one io_context thread, except store
+// writes, which run on a small pool so that a slow fsync or an etcd round
+// trip never stalls reads or blocking queries. Store watch events are posted
+// back to the io_context and applied in revision order; a write is answered
+// only once its own revision has been applied, so a client reads its writes.
+#pragma once
+
+#include <asio.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "control/catalog.h"
+#include "control/config_view.h"
+#include "control/store/store.h"
+#include "http/server.h"
+
+namespace weft::control {
+
+struct ApiOptions {
+  std::string name;
+  int64_t max_wait_ms = 10 * 60 * 1000;
+  int64_t default_wait_ms = 5 * 60 * 1000;
+  size_t max_blocking_queries = 8192;
+  size_t write_threads = 4;
+  CatalogLimits limits;
+};
+
+struct ApiCounters {
+  uint64_t requests = 0;
+  uint64_t writes = 0;
+  uint64_t write_conflicts = 0;  // compare-and-swap retries
+  uint64_t rejected = 0;         // 4xx answers
+  uint64_t store_errors = 0;     // 5xx answers
+  uint64_t blocking_started = 0;
+  uint64_t blocking_refused = 0;  // over max_blocking_queries: answered at once
+};
+
+class Api {
+ public:
+  Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions opts);
+  ~Api();
+
+  // Loads the store's state and starts following its changes.
+  Status Start();
+  void Stop();
+  void SetAddresses(std::string http, std::string grpc);
+
+  asio::awaitable<http::Response> Handle(http::Request& req);
+
+  // State, for the stream server and the compiler (io thread only).
+  const CatalogView& catalog() const { return catalog_; }
+  const ConfigView& config() const { return config_; }
+  int64_t applied_revision() const { return applied_; }
+  // Called on the io thread after each batch of store events is applied.
+  void OnChange(std::function<void()> fn) { listeners_.push_back(std::move(fn)); }
+  const ApiCounters& counters() const { return counters_; }
+  // Adds members (e.g. connected stream clients) to /v1/agent/members.
+  void AddMemberSource(std::function<void(nlohmann::json*)> fn) {
+    member_sources_.push_back(std::move(fn));
+  }
+
+ private:
+  void ApplyEvents(const std::vector<store::Event>& events);
+  void ApplyKv(const std::string& key, const std::string* value, int64_t rev, int64_t create);
+  void WakeWaiters();
+  // Waits until index_fn() differs from `seen` (or the request's wait ends).
+  asio::awaitable<void> Block(const http::Request& req, const std::function<int64_t()>& index_fn);
+  asio::awaitable<void> WaitApplied(int64_t revision);
+  template <typename F>
+  asio::awaitable<std::invoke_result_t<F>> OffLoop(const F& f);
+
+  http::Response Reply(nlohmann::json body, int64_t index);
+  http::Response Error(int status, const std::string& msg);
+
+  asio::awaitable<http::Response> CatalogRegister(http::Request& req);
+  asio::awaitable<http::Response> CatalogDeregister(http::Request& req);
+  asio::awaitable<http::Response> ConfigRequest(http::Request& req, std::string_view rest);
+  asio::awaitable<http::Response> ConfigPut(http::Request& req, const std::string& kind,
+                                            const std::string& name, const std::string& ns);
+  asio::awaitable<http::Response> ConfigDelete(http::Request& req, const std::string& kind,
+                                               const std::string& name, const std::string& ns);
+  std::string Metrics() const;
+
+  asio::io_context& io_;
+  std::unique_ptr<store::Store> store_;
+  const ApiOptions opts_;
+  asio::thread_pool pool_;
+  CatalogView catalog_;
+  ConfigView config_;
+  int64_t applied_ = 0;
+  int64_t watch_id_ = 0;
+  std::set<asio::steady_timer*> waiters_;
+  std::vector<std::function<void()>> listeners_;
+  std::vector<std::function<void(nlohmann::json*)>> member_sources_;
+  std::map<std::string, std::string> members_;  // members/... keys (other replicas)
+  std::string http_addr_, grpc_addr_;
+  ApiCounters counters_;
+  bool stopped_ = false;
+  // Shared with store callbacks that may outlive a stopped Api.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace weft::control

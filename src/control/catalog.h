@@ -1,0 +1,161 @@
+// The catalog: nodes, the service instances registered on them, and health
+// checks, in Consul's shapes. Each node is one document in the store
+// (catalog/nodes/NAME) holding its services and checks, so a registration or
+// deregistration is one atomic compare-and-swap write on any store.
+//
+// CatalogView is the in-memory index every server replica keeps, fed by the
+// store's watch: it answers the Consul-shaped reads and tracks, per result
+// set, the index (store revision) of its last change for blocking queries.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace weft::control {
+
+inline constexpr std::string_view kNodePrefix = "catalog/nodes/";
+
+// Limits on what one registration may carry (Consul's for metadata).
+struct CatalogLimits {
+  size_t max_services_per_node = 1000;
+  size_t max_checks_per_node = 2000;
+  size_t max_tags = 64;
+  size_t max_meta = 64;
+  size_t max_meta_key = 128;
+  size_t max_meta_value = 512;
+  size_t max_upstreams = 256;
+};
+
+struct Check {
+  std::string id;
+  std::string name;
+  std::string status = "critical";  // passing | warning | critical
+  std::string notes;
+  std::string output;
+  std::string service_id;  // "" for a node-level check
+  std::string service_name;
+  std::string type;
+};
+
+struct Upstream {
+  std::string destination_name;
+  std::string destination_namespace = "default";
+  std::string local_bind_address = "127.0.0.1";
+  uint32_t local_bind_port = 0;
+};
+
+// A sidecar's description of itself (Consul's "connect-proxy" Proxy block):
+// the service it fronts and the services it calls.
+struct SidecarProxy {
+  std::string destination_service_name;
+  std::string destination_service_id;
+  std::string local_service_address = "127.0.0.1";
+  uint32_t local_service_port = 0;
+  std::vector<Upstream> upstreams;
+};
+
+struct ServiceInstance {
+  std::string id;
+  std::string service;
+  std::string ns = "default";
+  std::string kind;  // "" (a workload) or "connect-proxy"
+  std::string address;
+  uint32_t port = 0;
+  std::vector<std::string> tags;
+  std::map<std::string, std::string> meta;
+  uint32_t weight_passing = 1;
+  uint32_t weight_warning = 1;
+  std::string zone;
+  std::optional<SidecarProxy> proxy;
+  // Indexes are the view's, not stored: revisions at which it appeared and
+  // last changed.
+  int64_t create_index = 0;
+  int64_t modify_index = 0;
+};
+
+struct Node {
+  std::string name;
+  std::string id;
+  std::string address;
+  std::string datacenter = "dc1";
+  std::string zone;
+  std::map<std::string, std::string> meta;
+  std::map<std::string, std::string> tagged_addresses;
+  std::map<std::string, ServiceInstance> services;  // by id
+  std::map<std::string, Check> checks;              // by id
+  int64_t create_index = 0;
+  int64_t modify_index = 0;
+};
+
+// Stored form of a node document, and back.
+std::string NodeToJson(const Node& n);
+Result<Node> NodeFromJson(const std::string& json);
+
+// The worst status of the node-level checks and the instance's own checks:
+// critical > warning > passing (no checks: passing).
+std::string InstanceHealth(const Node& n, const ServiceInstance& s);
+
+// Applies a Consul catalog registration body (PUT /v1/catalog/register) to
+// `node` (empty for a new node). InvalidArgument names the field.
+Status ApplyRegistration(const nlohmann::json& body, const CatalogLimits& limits, Node* node);
+
+// PUT /v1/catalog/deregister: {"Node"} removes the node, {"Node","ServiceID"}
+// one instance and its checks, {"Node","CheckID"} one check. Sets *remove_node
+// when the whole node goes. NotFound when the service or check is unknown.
+Status ApplyDeregistration(const nlohmann::json& body, Node* node, bool* remove_node);
+
+// Names and ids: 1-256 printable ASCII characters, none of / ? # % or space.
+bool ValidName(std::string_view s);
+
+class CatalogView {
+ public:
+  // A node document was written (or, with json == nullptr, deleted) at
+  // `revision`. Updates the per-service indexes of whatever changed.
+  void Apply(const std::string& node_name, const std::string* json, int64_t revision,
+             int64_t create_revision);
+  void Clear();
+
+  const std::map<std::string, Node>& nodes() const { return nodes_; }
+  const Node* FindNode(const std::string& name) const;
+
+  // Index of the last change to the set of services or their tags.
+  int64_t services_index() const { return services_index_; }
+  // Index of the last change to any instance (or health) of `service`.
+  int64_t service_index(const std::string& service) const;
+  int64_t nodes_index() const { return nodes_index_; }
+
+  // Consul shapes.
+  nlohmann::json CatalogServices() const;                       // {"name": [tags...]}
+  nlohmann::json CatalogService(const std::string& name) const;  // [{Node, ServiceID, ...}]
+  nlohmann::json HealthService(const std::string& name, bool passing_only) const;
+  nlohmann::json CatalogNodes() const;
+
+  struct InstanceRef {
+    const Node* node;
+    const ServiceInstance* instance;
+  };
+  // Every instance of `service`, in node/id order.
+  std::vector<InstanceRef> Instances(const std::string& service) const;
+
+ private:
+  void Touch(const std::string& service, int64_t revision);
+
+  std::map<std::string, Node> nodes_;
+  // service name -> (node, instance id)
+  std::map<std::string, std::set<std::pair<std::string, std::string>>> by_service_;
+  std::map<std::string, int64_t> service_index_;
+  int64_t services_index_ = 0;
+  int64_t nodes_index_ = 0;
+};
+
+nlohmann::json CheckToJson(const Node& n, const Check& c);
+
+}  // namespace weft::control

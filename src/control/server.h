@@ -1,0 +1,28 @@
+// `weft server`: the control plane. Holds the catalog and config entries in a
+// store (embedded SQLite, or etcd shared by several replicas), keeps an
+// in-memory view of both fed by the store's watch, answers the REST API
+// (Consul's shapes for catalog and health, weft's own for config entries),
+// and streams compiled per-proxy configuration over gRPC.
+#pragma once
+
+#include <string>
+
+namespace weft::control {
+
+struct ServerOptions {
+  std::string data_dir;                   // embedded store's directory
+  std::string store;                      // "" (embedded) or etcd://H:P,H:P
+  std::string http_addr = "127.0.0.1:8500";
+  std::string grpc_addr = "127.0.0.1:8502";
+  std::string name;                       // member name (default: hostname-pid)
+  bool dev = false;                       // throwaway data dir when none is given
+  size_t max_body_bytes = 1024 * 1024;
+  size_t max_connections = 4096;
+  int64_t max_wait_ms = 10 * 60 * 1000;   // longest blocking query
+  size_t max_blocking_queries = 8192;     // beyond: answered at once
+};
+
+// Runs until SIGTERM/SIGINT. Returns the process exit code.
+int RunServer(const ServerOptions& opts);
+
+}  // namespace weft::control

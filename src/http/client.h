@@ -1,0 +1,71 @@
+// A small blocking HTTP/1.1 client for the CLI and for talking to etcd's
+// JSON gateway: keep-alive on one connection, timeouts on every read and
+// write, Content-Length, chunked and close-delimited bodies, and a streaming
+// mode that hands body bytes over as they arrive (etcd watches).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+
+namespace weft::http {
+
+struct ClientResponse {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
+  std::string body;
+  std::string Header(std::string_view name) const;
+};
+
+struct ClientOptions {
+  int64_t connect_timeout_ms = 3000;
+  int64_t io_timeout_ms = 30000;         // each read/write; 0 waits forever
+  size_t max_body_bytes = 64 << 20;       // larger answers fail
+};
+
+class Client {
+ public:
+  // `host_port` is "HOST:PORT" ("localhost" allowed).
+  explicit Client(std::string host_port, ClientOptions opts = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // One request; reconnects once when a kept-alive connection turns out to
+  // be closed before anything was sent back. Unavailable on network errors.
+  Result<ClientResponse> Do(std::string_view method, std::string_view target,
+                            std::string_view body = {},
+                            const std::vector<std::pair<std::string, std::string>>& headers = {});
+
+  // Sends a request and calls on_data with each piece of the response body
+  // as it arrives until the body ends, on_data returns false, or an error.
+  // The response head (status, headers) is in *head.
+  Status Stream(std::string_view method, std::string_view target, std::string_view body,
+                ClientResponse* head, const std::function<bool(std::string_view)>& on_data);
+
+  // Closes the connection (from any thread: unblocks a Stream in progress).
+  void Shutdown();
+  const std::string& host_port() const { return host_port_; }
+
+ private:
+  Status Connect();
+  Status Send(std::string_view method, std::string_view target, std::string_view body,
+              const std::vector<std::pair<std::string, std::string>>& headers);
+  Status ReadResponse(ClientResponse* out, const std::function<bool(std::string_view)>* on_data,
+                      bool* reusable);
+  Status ReadMore();
+  void Close();
+
+  const std::string host_port_;
+  const ClientOptions opts_;
+  int fd_ = -1;
+  std::string buf_;
+  size_t pos_ = 0;  // consumed prefix of buf_
+};
+
+}  // namespace weft::http
