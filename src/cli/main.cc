@@ -1,5 +1,6 @@
 // The weft binary: one program, several roles chosen by subcommand.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -23,6 +24,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  proxy --config FILE [--validate] [--log-level LEVEL]\n"
     "        run the data-plane proxy from a static bootstrap file\n"
+    "  proxy --server GRPC_ADDR[,...] --service NAME [--proxy-id ID] [--admin ADDR] [--workers N]\n"
+    "        run a sidecar whose configuration streams from the control plane\n"
     "  server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev]\n"
     "        run the control plane (catalog, config entries, REST API, config stream)\n"
     "  apply -f FILE|DIR|-        create or update config entries from manifests\n"
@@ -67,6 +70,21 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       opts.config_path = v;
     } else if (a == "--validate") {
       opts.validate_only = true;
+    } else if (value("--server", &v)) {
+      opts.server = v;
+    } else if (value("--service", &v)) {
+      opts.service = v;
+    } else if (value("--namespace", &v) || value("-n", &v)) {
+      opts.ns = v;
+    } else if (value("--proxy-id", &v)) {
+      opts.proxy_id = v;
+    } else if (value("--node", &v)) {
+      opts.node = v;
+    } else if (value("--admin", &v)) {
+      opts.admin = v;
+    } else if (value("--workers", &v)) {
+      opts.workers = std::atoi(v.c_str());
+      if (opts.workers < 1 || opts.workers > 256) return Usage("--workers: use 1-256");
     } else if (value("--log-level", &v)) {
       weft::log::Level l;
       if (!weft::log::ParseLevel(v, &l)) {
@@ -81,7 +99,10 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       return Usage(("proxy: unknown or incomplete flag \"" + std::string(a) + "\"").c_str());
     }
   }
-  if (opts.config_path.empty()) return Usage("proxy: --config FILE is required");
+  if (opts.config_path.empty() && opts.server.empty())
+    return Usage("proxy: --config FILE or --server ADDR --service NAME is required");
+  if (!opts.config_path.empty() && !opts.server.empty())
+    return Usage("proxy: use either --config FILE or --server ADDR, not both");
   return weft::proxy::RunProxy(opts);
 }
 

@@ -82,6 +82,7 @@ void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev,
     catalog_.Apply(key.substr(kNodePrefix.size()), value, rev, create);
   } else if (StartsWith(key, kConfigPrefix)) {
     config_.Apply(key, value, rev, create);
+    config_changed_ = true;
   } else if (StartsWith(key, "members/")) {
     if (value) {
       members_[key] = *value;
@@ -614,6 +615,7 @@ std::string Api::Metrics() const {
         static_cast<int64_t>(catalog_.nodes().size()));
   gauge("weft_server_config_entries", "Config entries.",
         static_cast<int64_t>(config_.List("", "").size()));
+  for (const auto& fn : metric_sources_) out += fn();
   return out;
 }
 

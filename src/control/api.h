@@ -58,7 +58,15 @@ class Api {
   int64_t applied_revision() const { return applied_; }
   // Called on the io thread after each batch of store events is applied.
   void OnChange(std::function<void()> fn) { listeners_.push_back(std::move(fn)); }
+  // What changed since the last call: service names, node names, config.
+  void TakeChanges(std::set<std::string>* services, std::set<std::string>* nodes, bool* config) {
+    *services = catalog_.TakeChangedServices();
+    *nodes = catalog_.TakeChangedNodes();
+    *config = std::exchange(config_changed_, false);
+  }
   const ApiCounters& counters() const { return counters_; }
+  // Adds text to /metrics.
+  void AddMetricsSource(std::function<std::string()> fn) { metric_sources_.push_back(std::move(fn)); }
   // Adds members (e.g. connected stream clients) to /v1/agent/members.
   void AddMemberSource(std::function<void(nlohmann::json*)> fn) {
     member_sources_.push_back(std::move(fn));
@@ -97,10 +105,12 @@ class Api {
   std::set<asio::steady_timer*> waiters_;
   std::vector<std::function<void()>> listeners_;
   std::vector<std::function<void(nlohmann::json*)>> member_sources_;
+  std::vector<std::function<std::string()>> metric_sources_;
   std::map<std::string, std::string> members_;  // members/... keys (other replicas)
   std::string http_addr_, grpc_addr_;
   ApiCounters counters_;
   bool stopped_ = false;
+  bool config_changed_ = false;
   // Shared with store callbacks that may outlive a stopped Api.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

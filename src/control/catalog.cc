@@ -466,6 +466,26 @@ void CatalogView::Apply(const std::string& node_name, const std::string* text, i
       by_service_[s.service].insert({node_name, id});
     }
   }
+  // Sidecar index: drop the old node's sidecars, add the new ones; a
+  // sidecar's change counts as a change of the service it fronts.
+  if (old) {
+    for (const auto& [id, s] : old->services) {
+      if (!s.proxy) continue;
+      auto& set = proxies_by_dest_[s.proxy->destination_service_name];
+      set.erase({node_name, id});
+      if (set.empty()) proxies_by_dest_.erase(s.proxy->destination_service_name);
+      if (changed_names.count(s.service)) changed_names.insert(s.proxy->destination_service_name);
+    }
+  }
+  if (present) {
+    for (const auto& [id, s] : next.services) {
+      if (!s.proxy) continue;
+      proxies_by_dest_[s.proxy->destination_service_name].insert({node_name, id});
+      if (changed_names.count(s.service)) changed_names.insert(s.proxy->destination_service_name);
+    }
+  }
+  changed_nodes_.insert(node_name);
+  changed_services_.insert(changed_names.begin(), changed_names.end());
   for (const auto& n : changed_names) {
     // A name with no instances left reports the services index, so per-name
     // state stays bounded by the live services.
@@ -486,6 +506,7 @@ void CatalogView::Apply(const std::string& node_name, const std::string* text, i
 void CatalogView::Clear() {
   nodes_.clear();
   by_service_.clear();
+  proxies_by_dest_.clear();
 }
 
 const Node* CatalogView::FindNode(const std::string& name) const {
@@ -502,6 +523,20 @@ std::vector<CatalogView::InstanceRef> CatalogView::Instances(const std::string& 
   std::vector<InstanceRef> out;
   auto it = by_service_.find(service);
   if (it == by_service_.end()) return out;
+  for (const auto& [node, id] : it->second) {
+    auto n = nodes_.find(node);
+    if (n == nodes_.end()) continue;
+    auto s = n->second.services.find(id);
+    if (s == n->second.services.end()) continue;
+    out.push_back({&n->second, &s->second});
+  }
+  return out;
+}
+
+std::vector<CatalogView::InstanceRef> CatalogView::ProxiesFor(const std::string& service) const {
+  std::vector<InstanceRef> out;
+  auto it = proxies_by_dest_.find(service);
+  if (it == proxies_by_dest_.end()) return out;
   for (const auto& [node, id] : it->second) {
     auto n = nodes_.find(node);
     if (n == nodes_.end()) continue;

@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -144,6 +145,13 @@ class CatalogView {
   };
   // Every instance of `service`, in node/id order.
   std::vector<InstanceRef> Instances(const std::string& service) const;
+  // Sidecars (connect-proxy instances) that front `service`.
+  std::vector<InstanceRef> ProxiesFor(const std::string& service) const;
+
+  // Service names touched since the last call (a sidecar's change also names
+  // the service it fronts), and node names written or deleted.
+  std::set<std::string> TakeChangedServices() { return std::exchange(changed_services_, {}); }
+  std::set<std::string> TakeChangedNodes() { return std::exchange(changed_nodes_, {}); }
 
  private:
   void Touch(const std::string& service, int64_t revision);
@@ -152,6 +160,10 @@ class CatalogView {
   // service name -> (node, instance id)
   std::map<std::string, std::set<std::pair<std::string, std::string>>> by_service_;
   std::map<std::string, int64_t> service_index_;
+  // destination service -> sidecar (node, instance id)
+  std::map<std::string, std::set<std::pair<std::string, std::string>>> proxies_by_dest_;
+  std::set<std::string> changed_services_;
+  std::set<std::string> changed_nodes_;
   int64_t services_index_ = 0;
   int64_t nodes_index_ = 0;
 };

@@ -16,6 +16,7 @@
 #include "base/strings.h"
 #include "control/api.h"
 #include "control/store/open.h"
+#include "control/stream_server.h"
 #include "http/server.h"
 
 namespace weft::control {
@@ -67,8 +68,15 @@ int RunServer(const ServerOptions& in) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;
   }
-  api.SetAddresses(http.bound(), "");
-  std::printf("weft server listening http=%s store=%s\n", http.bound().c_str(),
+  StreamServer stream(io, api);
+  if (Status s = stream.Start(opts.grpc_addr); !s.ok()) {
+    std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
+    return 1;
+  }
+  api.AddMetricsSource([&stream] { return stream.Metrics(); });
+  api.SetAddresses(http.bound(), stream.bound());
+  std::printf("weft server listening http=%s grpc=%s store=%s\n", http.bound().c_str(),
+              stream.bound().c_str(),
               opts.store.empty() ? ("sqlite:" + opts.data_dir).c_str() : opts.store.c_str());
   std::fflush(stdout);
   LOG_INFO("server {} up: http {}, store {}", opts.name, http.bound(),
@@ -79,6 +87,7 @@ int RunServer(const ServerOptions& in) {
     if (ec) return;
     LOG_INFO("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http.Close();
+    stream.Stop();
     api.Stop();
     io.stop();
   });

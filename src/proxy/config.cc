@@ -43,7 +43,7 @@ std::string Name(const YAML::Node& n, const std::string& path) {
 }
 
 RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
-  CheckKeys(n, path, {"name", "match", "cluster", "timeout"});
+  CheckKeys(n, path, {"name", "match", "cluster", "clusters", "timeout", "retries"});
   RouteConfig r;
   if (n["name"]) r.name = Name(n["name"], path + ".name");
   if (n["match"]) {
@@ -78,9 +78,29 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
     }
   }
   if (r.prefix.empty() && r.path.empty()) r.prefix = "/";
-  if (!n["cluster"]) Fail(path + ".cluster", "missing (name the cluster this route sends to)");
-  r.cluster = Scalar(n["cluster"], path + ".cluster");
+  if (n["cluster"] && n["clusters"]) Fail(path, "set either cluster or clusters, not both");
+  if (n["clusters"]) {
+    const YAML::Node& cs = n["clusters"];
+    if (!cs.IsSequence() || cs.size() == 0)
+      Fail(path + ".clusters", "expected a list of {name, weight}");
+    if (cs.size() > 64) Fail(path + ".clusters", "at most 64 clusters in a split");
+    for (size_t i = 0; i < cs.size(); ++i) {
+      std::string cp = path + ".clusters[" + std::to_string(i) + "]";
+      CheckKeys(cs[i], cp, {"name", "weight"});
+      if (!cs[i]["name"]) Fail(cp + ".name", "missing");
+      WeightedCluster w;
+      w.cluster = Scalar(cs[i]["name"], cp + ".name");
+      if (cs[i]["weight"])
+        w.weight = static_cast<uint32_t>(Unsigned(cs[i]["weight"], cp + ".weight", 0, 10000));
+      r.weighted.push_back(std::move(w));
+    }
+    r.cluster = r.weighted[0].cluster;
+  } else {
+    if (!n["cluster"]) Fail(path + ".cluster", "missing (name the cluster this route sends to)");
+    r.cluster = Scalar(n["cluster"], path + ".cluster");
+  }
   if (n["timeout"]) r.timeout_ms = Duration(n["timeout"], path + ".timeout");
+  if (n["retries"]) r.retries = static_cast<int>(Unsigned(n["retries"], path + ".retries", 0, 5));
   return r;
 }
 
@@ -253,8 +273,16 @@ std::shared_ptr<ProxyConfig> Parse(const YAML::Node& root) {
       l.cluster_index = find_cluster(l.cluster, p + ".cluster");
     }
     for (size_t r = 0; r < l.routes.size(); ++r) {
-      l.routes[r].cluster_index =
-          find_cluster(l.routes[r].cluster, p + ".routes[" + std::to_string(r) + "].cluster");
+      std::string rp = p + ".routes[" + std::to_string(r) + "]";
+      l.routes[r].cluster_index = find_cluster(l.routes[r].cluster, rp + ".cluster");
+      uint64_t total = 0;
+      for (size_t k = 0; k < l.routes[r].weighted.size(); ++k) {
+        auto& w = l.routes[r].weighted[k];
+        w.index = find_cluster(w.cluster, rp + ".clusters[" + std::to_string(k) + "].name");
+        total += w.weight;
+      }
+      if (!l.routes[r].weighted.empty() && total == 0)
+        Fail(rp + ".clusters", "the weights add up to 0 (give at least one a weight)");
     }
     cfg->listeners.push_back(std::move(l));
   }
@@ -356,6 +384,52 @@ std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::
   return ParseConfig(ss.str(), path, error);
 }
 
+bool ResolveConfig(ProxyConfig* cfg, std::string* error) {
+  std::map<std::string, size_t> clusters;
+  for (size_t i = 0; i < cfg->clusters.size(); ++i) {
+    if (!clusters.emplace(cfg->clusters[i].name, i).second) {
+      *error = "duplicate cluster " + cfg->clusters[i].name;
+      return false;
+    }
+  }
+  auto find = [&](const std::string& name, const std::string& where, size_t* out) {
+    auto it = clusters.find(name);
+    if (it == clusters.end()) {
+      *error = where + ": no cluster named \"" + name + "\"";
+      return false;
+    }
+    *out = it->second;
+    return true;
+  };
+  std::set<std::string> names;
+  for (auto& l : cfg->listeners) {
+    if (!names.insert(l.name).second) {
+      *error = "duplicate listener " + l.name;
+      return false;
+    }
+    if (l.protocol == Protocol::kTcp && !find(l.cluster, "listener " + l.name, &l.cluster_index))
+      return false;
+    for (auto& r : l.routes) {
+      const std::string where = "listener " + l.name + " route " + r.name;
+      if (r.weighted.empty() && !find(r.cluster, where, &r.cluster_index)) return false;
+      uint64_t total = 0;
+      for (auto& w : r.weighted) {
+        if (!find(w.cluster, where, &w.index)) return false;
+        total += w.weight;
+      }
+      if (!r.weighted.empty()) {
+        if (total == 0) {
+          *error = where + ": the split's weights add up to 0";
+          return false;
+        }
+        r.cluster = r.weighted[0].cluster;
+        r.cluster_index = r.weighted[0].index;
+      }
+    }
+  }
+  return true;
+}
+
 std::string ConfigToJson(const ProxyConfig& c) {
   using nlohmann::json;
   json j;
@@ -388,6 +462,12 @@ std::string ConfigToJson(const ProxyConfig& c) {
         if (!r.path.empty()) jr["match"]["path"] = r.path;
         for (const auto& h : r.headers) jr["match"]["headers"][h.name] = h.value;
         if (r.timeout_ms) jr["timeout_ms"] = r.timeout_ms;
+        if (r.retries >= 0) jr["retries"] = r.retries;
+        if (!r.weighted.empty()) {
+          jr.erase("cluster");
+          for (const auto& w : r.weighted)
+            jr["clusters"].push_back({{"name", w.cluster}, {"weight", w.weight}});
+        }
         jl["routes"].push_back(jr);
       }
     }

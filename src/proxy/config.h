@@ -36,14 +36,22 @@ struct HeaderMatch {
   std::string value;
 };
 
+struct WeightedCluster {
+  std::string cluster;
+  uint32_t weight = 1;
+  size_t index = 0;  // resolved at load
+};
+
 struct RouteConfig {
   std::string name;  // "listener/index" unless named
   std::string prefix;
   std::string path;  // exact match when non-empty
   std::vector<HeaderMatch> headers;
-  std::string cluster;
-  int64_t timeout_ms = 0;    // 0: the listener's request timeout
-  size_t cluster_index = 0;  // resolved at load
+  std::string cluster;                    // the first of `weighted` when that is set
+  std::vector<WeightedCluster> weighted;  // a traffic split; empty: all to `cluster`
+  int64_t timeout_ms = 0;                 // 0: the listener's request timeout
+  int retries = -1;                       // -1: one retry when the cluster has 2+ endpoints
+  size_t cluster_index = 0;               // resolved at load
 };
 
 struct AccessLogConfig {
@@ -93,6 +101,11 @@ struct ProxyConfig {
 std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::string* error);
 std::shared_ptr<const ProxyConfig> ParseConfig(const std::string& yaml, const std::string& source,
                                                std::string* error);
+
+// Checks names and resolves cluster references of a config built in code
+// (the control plane's stream) the way the YAML loader does. On failure
+// returns false with a one-line reason.
+bool ResolveConfig(ProxyConfig* cfg, std::string* error);
 
 // JSON rendering for /config_dump.
 std::string ConfigToJson(const ProxyConfig& c);

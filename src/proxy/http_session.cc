@@ -613,8 +613,35 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
       co_await SendError(c, 413, true);
       co_return;
     }
-    cluster_ = c.state->clusters[route->cluster_index];
+    size_t cluster_index = route->cluster_index;
+    if (route->weighted.size() > 1) {
+      // A traffic split: pick a cluster by weight.
+      uint64_t total = 0;
+      for (const auto& w : route->weighted) total += w.weight;
+      uint64_t x = w_->rng().Below(total);
+      for (const auto& w : route->weighted) {
+        if (x < w.weight) {
+          cluster_index = w.index;
+          break;
+        }
+        x -= w.weight;
+      }
+    }
+    cluster_ = c.state->clusters[cluster_index];
     ClusterRuntime& cr = *cluster_;
+    if (cr.cfg.endpoints.empty()) {
+      // A control-plane cluster whose service has no healthy instance.
+      const bool can_continue = req_.framing == Framing::kNone && client_keep_alive;
+      in_.Consume(head_bytes);
+      cr.stats->cx_connect_fail.Inc();
+      cr.stats->http.Record(503, 0);
+      rs.http.Record(503, (MonoNanos() - start_ns_) / 1000);
+      err_body_ = fmt::format("no healthy upstream for cluster {}", cr.cfg.name);
+      cluster_.reset();
+      co_await SendError(c, 503, !can_continue);
+      if (!can_continue) co_return;
+      continue;
+    }
     const bool idempotent = Idempotent(req_.method);
 
     // Pick, connect (or reuse), send, and read the response head. A request is
@@ -629,8 +656,8 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
     std::string err;
     bool head_consumed = false;
     bool have_response = false;
-    int retries_left = cr.cfg.endpoints.size() > 1 ? 1 : 0;
-    for (int attempt = 0; attempt < 4 && !have_response; ++attempt) {
+    int retries_left = route->retries >= 0 ? route->retries : (cr.cfg.endpoints.size() > 1 ? 1 : 0);
+    for (int attempt = 0; attempt < retries_left + 3 && !have_response; ++attempt) {
       size_t ep = cr.lb.Pick(cr.active, exclude);
       exclude = static_cast<long>(ep);
       const SocketAddress& addr = cr.cfg.endpoints[ep].address;

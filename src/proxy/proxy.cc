@@ -15,6 +15,10 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
+#include "proxy/xds.h"
+
+#include <future>
+#include <thread>
 
 namespace weft::proxy {
 namespace {
@@ -140,7 +144,63 @@ class Proxy {
     return true;
   }
 
+  // Control-plane mode: follow the config stream from now on.
+  void Follow(const ProxyOptions& opts, std::shared_ptr<const ProxyConfig> base) {
+    control::StreamClientOptions so;
+    size_t start = 0;
+    while (start <= opts.server.size()) {
+      size_t comma = opts.server.find(',', start);
+      std::string one = opts.server.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (!one.empty()) so.servers.push_back(one);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    so.info.set_role("proxy");
+    so.info.set_service(opts.service);
+    so.info.set_namespace_(opts.ns);
+    so.info.set_proxy_id(opts.proxy_id);
+    so.info.set_node(opts.node);
+    so.info.set_version(WEFT_VERSION);
+    char host[128] = {};
+    gethostname(host, sizeof(host) - 1);
+    so.info.set_id(std::string("proxy/") + opts.service + "/" + host + "-" + std::to_string(getpid()));
+    stream_ = std::make_unique<control::StreamClient>(
+        so, [this, base](const control::ResourceMap& state, const weft::v1::StreamResponse& resp) {
+          std::string err;
+          auto cfg = ConfigFromResources(*base, state, &err);
+          if (!cfg) {
+            stats_.config_reload_fail().Inc();
+            return "invalid config: " + err;
+          }
+          // Install on the main loop; the stream thread waits for the verdict.
+          auto done = std::make_shared<std::promise<std::string>>();
+          auto verdict = done->get_future();
+          asio::post(io_, [this, cfg, done, version = resp.version_info()] {
+            std::string e;
+            if (draining_) {
+              done->set_value("draining");
+              return;
+            }
+            if (Install(cfg, &e)) {
+              stats_.config_reload_ok().Inc();
+              have_config_ = true;
+              LOG_INFO("config version {} applied: {} listeners, {} clusters", version,
+                       cfg->listeners.size(), cfg->clusters.size());
+              done->set_value("");
+            } else {
+              stats_.config_reload_fail().Inc();
+              done->set_value(e);
+            }
+          });
+          if (verdict.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+            return std::string("timed out applying the config");
+          return verdict.get();
+        });
+    stream_->Start();
+  }
+
   std::string Reload() {
+    if (path_.empty()) return "this proxy's configuration comes from the control plane";
     std::string err;
     auto cfg = LoadConfigFile(path_, &err);
     if (cfg && Install(cfg, &err)) {
@@ -153,7 +213,8 @@ class Proxy {
     return err;
   }
 
-  int Run(const std::shared_ptr<const ProxyConfig>& cfg) {
+  int Run(const std::shared_ptr<const ProxyConfig>& cfg,
+          const std::function<void(Proxy*)>& started = nullptr) {
     std::string err;
     if (!Install(cfg, &err)) {
       LOG_ERROR("{}", err);
@@ -180,7 +241,8 @@ class Proxy {
     for (const auto& l : cfg->listeners) line += " " + l.name + "=" + listeners_[l.name].bound;
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
-    LOG_INFO("{} workers, config {}", workers_.size(), path_);
+    LOG_INFO("{} workers, config {}", workers_.size(), path_.empty() ? "from the control plane" : path_);
+    if (started) started(this);
 
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
@@ -271,8 +333,10 @@ class Proxy {
       } else {
         std::string_view path = req.target.substr(0, req.target.find('?'));
         if (path == "/ready") {
-          status = draining_ ? 503 : 200;
-          body = draining_ ? "draining\n" : "ready\n";
+          status = draining_ || !have_config_ ? 503 : 200;
+          body = draining_       ? "draining\n"
+                 : have_config_ ? "ready\n"
+                                : "waiting for configuration from the control plane\n";
         } else if (path == "/stats" || path == "/metrics") {
           type = "text/plain; version=0.0.4";
           body = stats_.RenderPrometheus();
@@ -317,12 +381,41 @@ class Proxy {
   std::optional<asio::steady_timer> drain_timer_;
   int64_t drain_deadline_ = 0;
   bool draining_ = false;
+  bool have_config_ = true;  // false until the control plane's first config
+  std::unique_ptr<control::StreamClient> stream_;
+
+ public:
+  void set_waiting_for_config() { have_config_ = false; }
 };
 
 }  // namespace
 
 int RunProxy(const ProxyOptions& opts) {
   std::string err;
+  if (!opts.server.empty()) {
+    if (opts.service.empty()) {
+      std::fprintf(stderr, "weft proxy: --server needs --service NAME (the service this proxy fronts)\n");
+      return 2;
+    }
+    auto base = std::make_shared<ProxyConfig>();
+    base->source_path = "control plane";
+    base->workers = opts.workers > 0 ? opts.workers
+                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (!opts.admin.empty()) {
+      auto a = ParseSocketAddress(opts.admin, &err);
+      if (!a) {
+        std::fprintf(stderr, "weft proxy: --admin \"%s\": %s\n", opts.admin.c_str(), err.c_str());
+        return 2;
+      }
+      base->admin = *a;
+    }
+    std::signal(SIGPIPE, SIG_IGN);
+    auto* p = new Proxy("", static_cast<size_t>(base->workers));
+    p->set_waiting_for_config();
+    int rc = p->Run(base, [&](Proxy* px) { px->Follow(opts, base); });
+    std::fflush(nullptr);
+    std::_Exit(rc);
+  }
   auto cfg = LoadConfigFile(opts.config_path, &err);
   if (!cfg) {
     std::fprintf(stderr, "%s\n", err.c_str());

@@ -9,6 +9,15 @@ namespace weft::proxy {
 struct ProxyOptions {
   std::string config_path;
   bool validate_only = false;
+  // Control-plane mode (no bootstrap file): the configuration streams from
+  // the servers' gRPC ports, for the sidecar of `service`.
+  std::string server;  // HOST:PORT[,HOST:PORT...]
+  std::string service;
+  std::string ns = "default";
+  std::string proxy_id;  // its connect-proxy registration id (optional)
+  std::string node;
+  std::string admin = "127.0.0.1:15000";
+  int workers = 0;  // 0: the number of cores
 };
 
 // Runs until drained. Returns the process exit code: 0 after a clean drain,

@@ -47,7 +47,12 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     cluster_ = st->clusters[lc.cluster_index];
     cs_ = cluster_->stats;
     long exclude = -1;
-    for (int attempt = 0; attempt < 2 && !connected_; ++attempt) {
+    if (cluster_->cfg.endpoints.empty()) {
+      cs_->cx_connect_fail.Inc();
+      LOG_WARN("listener {}: no healthy upstream for cluster {}", lc.name, cluster_->cfg.name);
+    }
+    for (int attempt = 0; attempt < 2 && !connected_ && !cluster_->cfg.endpoints.empty();
+         ++attempt) {
       size_t ep = cluster_->lb.Pick(cluster_->active, exclude);
       exclude = static_cast<long>(ep);
       const SocketAddress& addr = cluster_->cfg.endpoints[ep].address;

@@ -1,0 +1,405 @@
+#include "control/compiler.h"
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+
+namespace weft::control {
+namespace {
+
+namespace pb = weft::v1;
+
+uint64_t Fnv1a(std::string_view s, uint64_t h = 1469598103934665603ULL) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+std::string ClusterName(const std::string& service, const std::string& ns) {
+  return ns == "default" ? service : service + "." + ns;
+}
+
+ResourcePtr Finish(pb::Resource r) {
+  r.set_version(ResourceVersion(r));
+  return std::make_shared<const pb::Resource>(std::move(r));
+}
+
+SnapshotPtr Seal(std::map<std::string, ResourcePtr> resources) {
+  auto s = std::make_shared<Snapshot>();
+  uint64_t h = Fnv1a("weft");
+  for (const auto& [k, r] : resources) {
+    h = Fnv1a(k, h);
+    h = Fnv1a(r->version(), h);
+  }
+  s->version = fmt::format("{:016x}", h);
+  s->resources = std::move(resources);
+  return s;
+}
+
+}  // namespace
+
+std::string Identity::Key() const { return role + "|" + ns + "|" + service + "|" + proxy_id; }
+
+std::string ResourceKey(const std::string& type, const std::string& name) {
+  return type + "/" + name;
+}
+
+std::string ResourceVersion(const pb::Resource& r) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    pb::Resource copy = r;
+    copy.clear_version();
+    copy.SerializeToCodedStream(&coded);
+  }
+  return fmt::format("{:016x}", Fnv1a(bytes));
+}
+
+void Compiler::Invalidate(const std::set<std::string>& services,
+                          const std::set<std::string>& nodes, bool config_changed) {
+  for (auto& [key, e] : entries_) {
+    if (e.dirty) continue;
+    if (e.id.role != "proxy") {
+      e.dirty = !nodes.empty() || config_changed;
+      continue;
+    }
+    if (config_changed) {
+      e.dirty = true;
+      continue;
+    }
+    for (const auto& s : services) {
+      if (e.deps.count(s)) {
+        e.dirty = true;
+        break;
+      }
+    }
+  }
+  bool catalog_clients = false;
+  for (const auto& [key, e] : entries_) catalog_clients |= e.id.role != "proxy";
+  if (!catalog_clients) {
+    // Nobody follows the whole catalog: drop it, rebuild it on demand.
+    catalog_loaded_ = false;
+    catalog_resources_.clear();
+    dirty_nodes_.clear();
+    return;
+  }
+  dirty_nodes_.insert(nodes.begin(), nodes.end());
+  config_dirty_ = config_dirty_ || config_changed;
+}
+
+SnapshotPtr Compiler::Get(const Identity& id) {
+  const std::string key = id.Key();
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    it = entries_.emplace(key, Entry{id, nullptr, {}, true}).first;
+  }
+  if (it->second.dirty) Build(&it->second);
+  return it->second.snap;
+}
+
+void Compiler::Forget(const std::string& key) { entries_.erase(key); }
+
+std::vector<std::pair<std::string, SnapshotPtr>> Compiler::TakeChanged() {
+  std::vector<std::pair<std::string, SnapshotPtr>> out;
+  for (auto& [key, e] : entries_) {
+    if (!e.dirty) continue;
+    const std::string before = e.snap ? e.snap->version : "";
+    Build(&e);
+    if (e.snap->version != before) out.emplace_back(key, e.snap);
+  }
+  return out;
+}
+
+void Compiler::Build(Entry* e) {
+  if (e->id.role == "proxy") {
+    std::set<std::string> deps;
+    e->snap = BuildProxy(e->id, &deps);
+    e->deps = std::move(deps);
+  } else {
+    e->snap = BuildCatalog();
+  }
+  e->dirty = false;
+}
+
+ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string& service,
+                                   const std::string& ns) {
+  pb::Resource r;
+  r.set_type("endpoints");
+  r.set_name(cluster);
+  pb::Endpoints* eps = r.mutable_endpoints();
+  eps->set_cluster(cluster);
+  const auto proxies = catalog_.ProxiesFor(service);
+  for (const auto& ref : catalog_.Instances(service)) {
+    const ServiceInstance& s = *ref.instance;
+    if (s.kind == "connect-proxy" || s.ns != ns) continue;
+    std::string health = InstanceHealth(*ref.node, s);
+    if (health == "critical") continue;
+    // Traffic to an instance with a sidecar enters through the sidecar.
+    const ServiceInstance* target = &s;
+    for (const auto& p : proxies) {
+      if (p.node != ref.node) continue;
+      const SidecarProxy& sp = *p.instance->proxy;
+      if (sp.destination_service_id.empty() ? true : sp.destination_service_id == s.id) {
+        target = p.instance;
+        const std::string ph = InstanceHealth(*p.node, *p.instance);
+        if (ph == "critical") health = ph;
+        break;
+      }
+    }
+    if (health == "critical" || target->port == 0) continue;
+    const std::string& addr = target->address.empty() ? ref.node->address : target->address;
+    pb::Endpoint* ep = eps->add_endpoints();
+    ep->set_address(addr.find(':') != std::string::npos ? "[" + addr + "]:" +
+                                                              std::to_string(target->port)
+                                                        : addr + ":" + std::to_string(target->port));
+    ep->set_weight(health == "warning" ? s.weight_warning : s.weight_passing);
+    ep->set_zone(s.zone.empty() ? ref.node->zone : s.zone);
+    ep->set_health(health);
+    ep->set_node(ref.node->name);
+    ep->set_instance_id(s.id);
+    if (ep->weight() == 0) eps->mutable_endpoints()->RemoveLast();
+  }
+  return Finish(std::move(r));
+}
+
+SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps) {
+  std::map<std::string, ResourcePtr> out;
+  deps->insert(id.service);
+  // The sidecar's registration: by id when given, else the first that
+  // fronts the service.
+  const ServiceInstance* reg = nullptr;
+  const Node* reg_node = nullptr;
+  for (const auto& p : catalog_.ProxiesFor(id.service)) {
+    if (p.instance->ns != id.ns) continue;
+    if (!id.proxy_id.empty() && p.instance->id != id.proxy_id) continue;
+    reg = p.instance;
+    reg_node = p.node;
+    break;
+  }
+  if (!reg) return Seal({});
+  deps->insert(reg->service);
+  const SidecarProxy& sp = *reg->proxy;
+
+  auto protocol_of = [&](const std::string& svc, const std::string& ns) -> std::string {
+    const ConfigEntry* e = config_.Find("Service", ns, svc);
+    if (!e) return "http";
+    const auto& spec = std::get<mesh::ServiceSpec>(e->manifest.spec);
+    if (spec.ports.empty()) return "http";
+    return spec.ports[0].protocol == "tcp" ? "tcp" : "http";
+  };
+  auto policy_of = [&](const std::string& svc, const std::string& ns) -> mesh::TrafficPolicySpec {
+    const ConfigEntry* e = config_.Find("TrafficPolicy", ns, svc);
+    if (!e) return {};
+    return std::get<mesh::TrafficPolicySpec>(e->manifest.spec);
+  };
+  auto add_cluster = [&](const std::string& svc, const std::string& ns,
+                         const mesh::TrafficPolicySpec& fallback, bool has_fallback) {
+    const std::string name = ClusterName(svc, ns);
+    if (out.count(ResourceKey("cluster", name))) return name;
+    deps->insert(svc);
+    const ConfigEntry* tpe = config_.Find("TrafficPolicy", ns, svc);
+    mesh::TrafficPolicySpec tp =
+        tpe ? std::get<mesh::TrafficPolicySpec>(tpe->manifest.spec) : (has_fallback ? fallback : mesh::TrafficPolicySpec{});
+    pb::Resource r;
+    r.set_type("cluster");
+    r.set_name(name);
+    pb::Cluster* c = r.mutable_cluster();
+    c->set_name(name);
+    c->set_service(svc);
+    c->set_namespace_(ns);
+    c->set_lb(tp.lb);
+    c->set_connect_timeout_ms(tp.connect_timeout_ms);
+    c->set_protocol(protocol_of(svc, ns));
+    out[ResourceKey("cluster", name)] = Finish(std::move(r));
+    out[ResourceKey("endpoints", name)] = EndpointsFor(name, svc, ns);
+    return name;
+  };
+
+  // Inbound: the sidecar's port in front of the local app.
+  if (sp.local_service_port != 0) {
+    const std::string proto = protocol_of(id.service, id.ns);
+    const std::string bind = reg->address.empty() ? reg_node->address : reg->address;
+    pb::Resource l;
+    l.set_type("listener");
+    l.set_name("inbound");
+    pb::Listener* li = l.mutable_listener();
+    li->set_name("inbound");
+    li->set_address((bind.find(':') != std::string::npos ? "[" + bind + "]" : bind) + ":" +
+                    std::to_string(reg->port));
+    li->set_protocol(proto);
+    li->set_direction("inbound");
+    if (proto == "http") {
+      li->set_route_table("inbound");
+      pb::Resource rt;
+      rt.set_type("route");
+      rt.set_name("inbound");
+      pb::RouteTable* t = rt.mutable_route();
+      t->set_name("inbound");
+      pb::Route* route = t->add_routes();
+      route->set_name("inbound/local_app");
+      route->set_prefix("/");
+      auto* wc = route->add_clusters();
+      wc->set_cluster("local_app");
+      wc->set_weight(1);
+      out[ResourceKey("route", "inbound")] = Finish(std::move(rt));
+    } else {
+      li->set_cluster("local_app");
+    }
+    out[ResourceKey("listener", "inbound")] = Finish(std::move(l));
+    pb::Resource c;
+    c.set_type("cluster");
+    c.set_name("local_app");
+    c.mutable_cluster()->set_name("local_app");
+    c.mutable_cluster()->set_service(id.service);
+    c.mutable_cluster()->set_namespace_(id.ns);
+    c.mutable_cluster()->set_lb("round_robin");
+    c.mutable_cluster()->set_connect_timeout_ms(1000);
+    c.mutable_cluster()->set_protocol(proto);
+    out[ResourceKey("cluster", "local_app")] = Finish(std::move(c));
+    pb::Resource e;
+    e.set_type("endpoints");
+    e.set_name("local_app");
+    e.mutable_endpoints()->set_cluster("local_app");
+    auto* ep = e.mutable_endpoints()->add_endpoints();
+    ep->set_address(sp.local_service_address + ":" + std::to_string(sp.local_service_port));
+    ep->set_weight(1);
+    ep->set_health("passing");
+    out[ResourceKey("endpoints", "local_app")] = Finish(std::move(e));
+  }
+
+  // Outbound: one listener per upstream, routed by the upstream's Route.
+  for (const auto& u : sp.upstreams) {
+    const std::string& dest = u.destination_name;
+    const std::string& ns = u.destination_namespace;
+    deps->insert(dest);
+    const std::string proto = protocol_of(dest, ns);
+    const mesh::TrafficPolicySpec tp = policy_of(dest, ns);
+    const std::string lname = "upstream_" + ClusterName(dest, ns);
+    pb::Resource l;
+    l.set_type("listener");
+    l.set_name(lname);
+    pb::Listener* li = l.mutable_listener();
+    li->set_name(lname);
+    li->set_address(u.local_bind_address + ":" + std::to_string(u.local_bind_port));
+    li->set_protocol(proto);
+    li->set_direction("outbound");
+    if (proto == "tcp") {
+      li->set_cluster(add_cluster(dest, ns, tp, false));
+      out[ResourceKey("listener", lname)] = Finish(std::move(l));
+      continue;
+    }
+    li->set_route_table(lname);
+    li->set_request_timeout_ms(tp.request_timeout_ms);
+    pb::Resource rt;
+    rt.set_type("route");
+    rt.set_name(lname);
+    pb::RouteTable* t = rt.mutable_route();
+    t->set_name(lname);
+    auto fill_policy = [&](pb::Route* r) {
+      r->set_timeout_ms(tp.request_timeout_ms);
+      if (tp.retries.attempts > 0) {
+        r->mutable_retry()->set_attempts(tp.retries.attempts);
+        r->mutable_retry()->set_per_try_timeout_ms(tp.retries.per_try_timeout_ms);
+        for (const auto& on : tp.retries.on) r->mutable_retry()->add_on(on);
+      }
+    };
+    bool catch_all = false;
+    const mesh::RouteSpec* route_spec = nullptr;
+    for (const auto* e : config_.List("Route", ns)) {
+      const auto& rs = std::get<mesh::RouteSpec>(e->manifest.spec);
+      if (rs.service == dest) {
+        route_spec = &rs;
+        if (e->manifest.name == dest) break;  // the Route named after the service wins
+      }
+    }
+    if (route_spec) {
+      for (size_t i = 0; i < route_spec->rules.size(); ++i) {
+        const mesh::RouteRule& rule = route_spec->rules[i];
+        pb::Route* r = t->add_routes();
+        r->set_name(lname + "/" + std::to_string(i));
+        if (!rule.match.path.empty()) {
+          r->set_path(rule.match.path);
+        } else {
+          r->set_prefix(rule.match.path_prefix.empty() ? "/" : rule.match.path_prefix);
+        }
+        for (const auto& h : rule.match.headers) {
+          auto* hm = r->add_headers();
+          hm->set_name(h.name);
+          hm->set_value(h.value);
+        }
+        for (const auto& b : rule.backends) {
+          auto* wc = r->add_clusters();
+          wc->set_cluster(add_cluster(b.service, ns, tp, true));
+          wc->set_weight(b.weight);
+        }
+        fill_policy(r);
+        if (r->path().empty() && r->prefix() == "/" && r->headers_size() == 0) catch_all = true;
+      }
+    }
+    if (!catch_all) {
+      pb::Route* r = t->add_routes();
+      r->set_name(lname + "/default");
+      r->set_prefix("/");
+      auto* wc = r->add_clusters();
+      wc->set_cluster(add_cluster(dest, ns, tp, false));
+      wc->set_weight(1);
+      fill_policy(r);
+    }
+    out[ResourceKey("route", lname)] = Finish(std::move(rt));
+    out[ResourceKey("listener", lname)] = Finish(std::move(l));
+  }
+
+  // Authorization policies for the fronted service (enforced once
+  // identities exist).
+  for (const auto* e : config_.List("AuthorizationPolicy", id.ns)) {
+    const auto& ap = std::get<mesh::AuthorizationPolicySpec>(e->manifest.spec);
+    if (ap.service != id.service) continue;
+    pb::Resource r;
+    r.set_type("policy");
+    r.set_name(e->manifest.name);
+    r.mutable_policy()->set_json(e->json);
+    out[ResourceKey("policy", e->manifest.name)] = Finish(std::move(r));
+  }
+  return Seal(std::move(out));
+}
+
+SnapshotPtr Compiler::BuildCatalog() {
+  if (!catalog_loaded_) {
+    for (const auto& [name, n] : catalog_.nodes()) dirty_nodes_.insert(name);
+    catalog_loaded_ = true;
+    config_dirty_ = true;
+  }
+  for (const auto& name : dirty_nodes_) {
+    const std::string key = ResourceKey("node", name);
+    const Node* n = catalog_.FindNode(name);
+    if (!n) {
+      catalog_resources_.erase(key);
+      continue;
+    }
+    pb::Resource r;
+    r.set_type("node");
+    r.set_name(name);
+    r.mutable_node()->set_json(NodeToJson(*n));
+    catalog_resources_[key] = Finish(std::move(r));
+  }
+  dirty_nodes_.clear();
+  if (config_dirty_) {
+    std::erase_if(catalog_resources_, [](const auto& kv) { return kv.first.rfind("config/", 0) == 0; });
+    for (const auto* e : config_.List("", "")) {
+      const std::string name = e->manifest.kind + "/" + e->manifest.ns + "/" + e->manifest.name;
+      pb::Resource r;
+      r.set_type("config");
+      r.set_name(name);
+      r.mutable_config()->set_json(e->json);
+      catalog_resources_[ResourceKey("config", name)] = Finish(std::move(r));
+    }
+    config_dirty_ = false;
+  }
+  return Seal(catalog_resources_);
+}
+
+}  // namespace weft::control

@@ -1,0 +1,93 @@
+// The compiler: catalog + config entries -> one immutable snapshot per client
+// identity (a proxy fronting a service, or a catalog client such as an
+// agent). Snapshots are maps of shared, immutable resources; each resource
+// has a content version, so an unchanged resource keeps its version across
+// recompiles, replicas and restarts.
+//
+// Recompiling is incremental: a catalog change names the services it
+// touched, and only snapshots that depend on one of them are rebuilt;
+// config entry changes (rare) rebuild every proxy snapshot. A rebuilt
+// snapshot whose version did not move is dropped, so only subscribers whose
+// configuration really changed are pushed to.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "control/catalog.h"
+#include "control/config_view.h"
+#include "weft/v1/config.pb.h"
+
+namespace weft::control {
+
+using ResourcePtr = std::shared_ptr<const weft::v1::Resource>;
+
+struct Snapshot {
+  std::map<std::string, ResourcePtr> resources;  // "type/name" -> resource
+  std::string version;                           // hash of every (key, version)
+};
+using SnapshotPtr = std::shared_ptr<const Snapshot>;
+
+// Whom a snapshot is for.
+struct Identity {
+  std::string role;     // proxy | agent | client
+  std::string service;  // proxy: the service it fronts
+  std::string ns = "default";
+  std::string proxy_id;  // proxy: its registration id (optional)
+  std::string Key() const;
+};
+
+// Content version of a resource: a hex hash of its serialized body.
+std::string ResourceVersion(const weft::v1::Resource& r);
+std::string ResourceKey(const std::string& type, const std::string& name);
+
+class Compiler {
+ public:
+  Compiler(const CatalogView& catalog, const ConfigView& config)
+      : catalog_(catalog), config_(config) {}
+
+  // Marks what a batch of changes touched: catalog node documents and the
+  // service names whose instances changed, and whether config changed.
+  void Invalidate(const std::set<std::string>& services, const std::set<std::string>& nodes,
+                  bool config_changed);
+
+  // The current snapshot for `id`, compiled on first use and cached while
+  // anyone asks for it; Forget drops identities no one subscribes to.
+  SnapshotPtr Get(const Identity& id);
+  void Forget(const std::string& identity_key);
+
+  // Identity keys whose snapshot changed since the last call (and their new
+  // snapshots), after Invalidate.
+  std::vector<std::pair<std::string, SnapshotPtr>> TakeChanged();
+
+  size_t cached() const { return entries_.size(); }
+
+ private:
+  struct Entry {
+    Identity id;
+    SnapshotPtr snap;
+    std::set<std::string> deps;  // service names
+    bool dirty = true;
+  };
+  void Build(Entry* e);
+  SnapshotPtr BuildProxy(const Identity& id, std::set<std::string>* deps);
+  SnapshotPtr BuildCatalog();
+  ResourcePtr EndpointsFor(const std::string& cluster, const std::string& service,
+                           const std::string& ns);
+
+  const CatalogView& catalog_;
+  const ConfigView& config_;
+  std::map<std::string, Entry> entries_;
+  std::set<std::string> changed_;
+  // The catalog snapshot for agents, patched node by node.
+  std::map<std::string, ResourcePtr> catalog_resources_;
+  bool catalog_loaded_ = false;
+  std::set<std::string> dirty_nodes_;
+  bool config_dirty_ = true;
+};
+
+}  // namespace weft::control

@@ -1,0 +1,138 @@
+#include "control/stream_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <random>
+
+#include "base/log.h"
+#include "weft/v1/config.grpc.pb.h"
+
+namespace weft::control {
+
+namespace pb = weft::v1;
+
+StreamClient::StreamClient(StreamClientOptions opts, ApplyFn apply)
+    : opts_(std::move(opts)), apply_(std::move(apply)) {}
+
+StreamClient::~StreamClient() { Stop(); }
+
+void StreamClient::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void StreamClient::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stop_.exchange(true)) {
+      // already stopping
+    }
+    if (ctx_) ctx_->TryCancel();
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string StreamClient::acked_version() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return acked_version_;
+}
+
+void StreamClient::Run() {
+  std::mt19937_64 rng(std::random_device{}());
+  int64_t backoff = opts_.backoff_min_ms;
+  size_t next = 0;
+  while (!stop_) {
+    const std::string& server = opts_.servers[next % opts_.servers.size()];
+    bool got = RunOnce(server);
+    connected_ = false;
+    if (stop_) break;
+    ++reconnects_;
+    if (got) backoff = opts_.backoff_min_ms;
+    ++next;
+    // Full jitter: sleep a random time up to the current backoff.
+    const int64_t sleep = std::uniform_int_distribution<int64_t>(backoff / 2, backoff)(rng);
+    backoff = std::min(backoff * 2, opts_.backoff_max_ms);
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::milliseconds(sleep), [this] { return stop_.load(); });
+  }
+}
+
+bool StreamClient::RunOnce(const std::string& server) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(opts_.max_message_bytes));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  if (opts_.separate_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto channel = grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  auto stub = pb::ConfigStream::NewStub(channel);
+  grpc::ClientContext ctx;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stop_) return false;
+    ctx_ = &ctx;
+  }
+  struct Clear {
+    StreamClient* c;
+    ~Clear() {
+      std::lock_guard<std::mutex> l(c->mu_);
+      c->ctx_ = nullptr;
+    }
+  } clear{this};
+
+  auto stream = stub->Stream(&ctx);
+  pb::StreamRequest first;
+  *first.mutable_client() = opts_.info;
+  for (const auto& [k, r] : state_) (*first.mutable_resource_versions())[k] = r->version();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    first.set_version_info(acked_version_);
+  }
+  bool got = false;
+  if (stream->Write(first)) {
+    pb::StreamResponse resp;
+    while (stream->Read(&resp)) {
+      got = true;
+      connected_ = true;
+      ++responses_;
+      // The candidate state: the response applied to what we hold.
+      ResourceMap next;
+      if (!resp.full_state()) next = state_;
+      for (const auto& ref : resp.removed()) next.erase(ref.type() + "/" + ref.name());
+      for (auto& r : *resp.mutable_resources()) {
+        std::string key = r.type() + "/" + r.name();
+        next[key] = std::make_shared<const pb::Resource>(std::move(r));
+      }
+      std::string err = apply_(next, resp);
+      pb::StreamRequest answer;
+      answer.set_response_nonce(resp.nonce());
+      if (err.empty()) {
+        state_ = std::move(next);
+        answer.set_version_info(resp.version_info());
+        std::lock_guard<std::mutex> l(mu_);
+        acked_version_ = resp.version_info();
+      } else {
+        ++nacks_;
+        LOG_WARN("config version {} refused, keeping {}: {}", resp.version_info(),
+                 acked_version(), err);
+        answer.set_version_info(acked_version());
+        answer.mutable_error_detail()->set_message(err);
+      }
+      if (!stream->Write(answer)) break;
+    }
+  }
+  stream->WritesDone();
+  grpc::Status s = stream->Finish();
+  if (!stop_) {
+    if (got) {
+      LOG_WARN("config stream to {} ended: {}; reconnecting", server,
+               s.ok() ? "closed by the server" : s.error_message());
+    } else {
+      LOG_DEBUG("config stream to {}: {}", server, s.error_message());
+    }
+  }
+  return got;
+}
+
+}  // namespace weft::control

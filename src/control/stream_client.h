@@ -1,0 +1,77 @@
+// The client side of the config stream: one thread that keeps a stream open
+// to one of the servers, applies what arrives, answers ACK or NACK, and
+// reconnects with jittered exponential backoff. It keeps the last state it
+// accepted, so a reconnect resumes from the versions it holds and a server
+// outage changes nothing locally (fail static).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "weft/v1/config.pb.h"
+
+namespace grpc {
+class ClientContext;
+}
+
+namespace weft::control {
+
+// "type/name" -> resource
+using ResourceMap = std::map<std::string, std::shared_ptr<const weft::v1::Resource>>;
+
+struct StreamClientOptions {
+  std::vector<std::string> servers;  // HOST:PORT of the servers' gRPC ports, tried in turn
+  weft::v1::ClientInfo info;
+  int64_t backoff_min_ms = 100;
+  int64_t backoff_max_ms = 5000;
+  size_t max_message_bytes = 64 << 20;
+  bool separate_connection = false;  // do not share a TCP connection with other clients
+};
+
+class StreamClient {
+ public:
+  // Applies a candidate state (everything the client would hold after the
+  // response). Returns "" to ACK, or the reason to NACK (the state is then
+  // not kept). Called on the client's thread.
+  using ApplyFn = std::function<std::string(const ResourceMap& state,
+                                            const weft::v1::StreamResponse& resp)>;
+
+  StreamClient(StreamClientOptions opts, ApplyFn apply);
+  ~StreamClient();
+
+  void Start();
+  void Stop();
+
+  bool connected() const { return connected_.load(); }
+  std::string acked_version() const;
+  uint64_t responses() const { return responses_.load(); }
+  uint64_t nacks() const { return nacks_.load(); }
+  uint64_t reconnects() const { return reconnects_.load(); }
+
+ private:
+  void Run();
+  // One stream until it breaks. Returns true when something was received.
+  bool RunOnce(const std::string& server);
+
+  const StreamClientOptions opts_;
+  const ApplyFn apply_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> connected_{false};
+  std::atomic<uint64_t> responses_{0}, nacks_{0}, reconnects_{0};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  grpc::ClientContext* ctx_ = nullptr;  // guarded by mu_: the stream in progress
+  ResourceMap state_;                   // client thread only
+  std::string acked_version_;           // guarded by mu_
+};
+
+}  // namespace weft::control

@@ -1,0 +1,359 @@
+#include "control/stream_server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <mutex>
+
+#include "base/log.h"
+#include "weft/v1/config.grpc.pb.h"
+
+namespace weft::control {
+
+namespace pb = weft::v1;
+
+class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>,
+                              public std::enable_shared_from_this<Session> {
+ public:
+  Session(StreamServer* server, std::string peer) : server_(server), peer_(std::move(peer)) {}
+
+  void Begin() {
+    self_ = shared_from_this();
+    server_->counters_.streams_total++;
+    server_->counters_.streams_active++;
+    StartRead(&req_);
+  }
+
+  // A new snapshot for this session's identity (any thread).
+  void Offer(const SnapshotPtr& snap) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (done_) return;
+    latest_ = snap;
+    MaybeSendLocked();
+  }
+
+  const std::string& identity_key() const { return identity_key_; }
+  const Identity& identity() const { return identity_; }
+
+  // For /v1/agent/members.
+  nlohmann::json Describe() {
+    std::lock_guard<std::mutex> l(mu_);
+    return {{"Name", client_.id().empty() ? peer_ : client_.id()},
+            {"Addr", peer_},
+            {"Port", 0},
+            {"Status", 1},
+            {"Tags",
+             {{"role", client_.role()},
+              {"service", client_.service()},
+              {"node", client_.node()},
+              {"detail", "acked " + (acked_ ? acked_->version : std::string("-")) +
+                             (nacked_version_.empty() ? "" : ", nacked " + nacked_version_)}}}};
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client half-closed or went away.
+      std::lock_guard<std::mutex> l(mu_);
+      FinishLocked(grpc::Status::OK);
+      return;
+    }
+    std::unique_lock<std::mutex> l(mu_);
+    if (!subscribed_) {
+      if (!req_.has_client() || req_.client().role().empty()) {
+        server_->counters_.bad_requests++;
+        FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "the first request must name the client (client.role)"));
+        return;
+      }
+      client_ = req_.client();
+      identity_.role = client_.role();
+      identity_.service = client_.service();
+      identity_.ns = client_.namespace_().empty() ? "default" : client_.namespace_();
+      identity_.proxy_id = client_.proxy_id();
+      if (identity_.role == "proxy" && identity_.service.empty()) {
+        server_->counters_.bad_requests++;
+        FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "a proxy must name the service it fronts (client.service)"));
+        return;
+      }
+      if (identity_.role != "proxy") identity_ = Identity{"catalog", "", "default", ""};
+      identity_key_ = identity_.Key();
+      if (!req_.resource_versions().empty()) {
+        held_versions_.insert(req_.resource_versions().begin(), req_.resource_versions().end());
+        server_->counters_.resumed++;
+      }
+      subscribed_ = true;
+      LOG_INFO("stream from {}: {} {} (resuming {} resources)", peer_, client_.role(),
+               client_.service().empty() ? client_.node() : client_.service(),
+               held_versions_.size());
+      auto self = shared_from_this();
+      asio::post(server_->io_, [self] { self->server_->Subscribe(self); });
+    } else if (!req_.response_nonce().empty()) {
+      if (req_.response_nonce() != nonce_) {
+        // An answer to a response superseded on reconnect; ignore.
+      } else if (req_.has_error_detail()) {
+        server_->counters_.nacks++;
+        nacked_version_ = in_flight_ ? in_flight_->version : "";
+        LOG_WARN("stream {}: {} NACKed version {}: {}", peer_, identity_key_, nacked_version_,
+                 req_.error_detail().message());
+        awaiting_ack_ = false;
+        in_flight_.reset();
+        MaybeSendLocked();
+      } else {
+        server_->counters_.acks++;
+        acked_ = in_flight_;
+        held_versions_.clear();
+        nacked_version_.clear();
+        awaiting_ack_ = false;
+        in_flight_.reset();
+        MaybeSendLocked();
+      }
+    }
+    if (!done_) StartRead(&req_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> l(mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
+      return;
+    }
+    MaybeSendLocked();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> l(mu_);
+    FinishLocked(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    server_->counters_.streams_active--;
+    std::shared_ptr<Session> self;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+      self = std::move(self_);
+    }
+    if (subscribed_) {
+      asio::post(server_->io_, [self] { self->server_->Unsubscribe(self); });
+    }
+  }
+
+ private:
+  void FinishLocked(const grpc::Status& s) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(s);
+  }
+
+  // Sends the difference between what the client holds and the newest
+  // snapshot, when nothing is in flight and there is something new.
+  void MaybeSendLocked() {
+    if (finished_ || writing_ || awaiting_ack_ || !latest_) return;
+    if (acked_ && latest_->version == acked_->version) return;
+    if (!nacked_version_.empty() && latest_->version == nacked_version_) return;
+    resp_.Clear();
+    resp_.set_version_info(latest_->version);
+    nonce_ = std::to_string(++nonce_seq_);
+    resp_.set_nonce(nonce_);
+    if (acked_) {
+      Diff(acked_->resources, latest_->resources);
+    } else if (!held_versions_.empty()) {
+      DiffVersions(held_versions_, latest_->resources);
+    } else {
+      resp_.set_full_state(true);
+      for (const auto& [k, r] : latest_->resources) *resp_.add_resources() = *r;
+    }
+    if (!resp_.full_state() && resp_.resources_size() == 0 && resp_.removed_size() == 0 && acked_) {
+      acked_ = latest_;  // same resources, new version string: nothing to send
+      return;
+    }
+    in_flight_ = latest_;
+    writing_ = true;
+    awaiting_ack_ = true;
+    server_->counters_.responses++;
+    StartWrite(&resp_);
+  }
+
+  void AddRemoved(const std::string& key) {
+    size_t slash = key.find('/');
+    auto* ref = resp_.add_removed();
+    ref->set_type(key.substr(0, slash));
+    ref->set_name(key.substr(slash + 1));
+  }
+
+  void Diff(const std::map<std::string, ResourcePtr>& from,
+            const std::map<std::string, ResourcePtr>& to) {
+    auto a = from.begin();
+    auto b = to.begin();
+    while (a != from.end() || b != to.end()) {
+      if (b == to.end() || (a != from.end() && a->first < b->first)) {
+        AddRemoved(a->first);
+        ++a;
+      } else if (a == from.end() || b->first < a->first) {
+        *resp_.add_resources() = *b->second;
+        ++b;
+      } else {
+        if (a->second != b->second && a->second->version() != b->second->version())
+          *resp_.add_resources() = *b->second;
+        ++a;
+        ++b;
+      }
+    }
+  }
+
+  void DiffVersions(const std::map<std::string, std::string>& from,
+                    const std::map<std::string, ResourcePtr>& to) {
+    for (const auto& [k, v] : from)
+      if (!to.count(k)) AddRemoved(k);
+    for (const auto& [k, r] : to) {
+      auto it = from.find(k);
+      if (it == from.end() || it->second != r->version()) *resp_.add_resources() = *r;
+    }
+  }
+
+  StreamServer* const server_;
+  const std::string peer_;
+  std::shared_ptr<Session> self_;  // keeps the session alive until OnDone
+
+  std::mutex mu_;
+  pb::StreamRequest req_;  // read buffer (gRPC thread)
+  pb::StreamResponse resp_;
+  pb::ClientInfo client_;
+  Identity identity_;
+  std::string identity_key_;
+  bool subscribed_ = false;
+  bool writing_ = false;
+  bool awaiting_ack_ = false;
+  bool finished_ = false;
+  bool done_ = false;
+  uint64_t nonce_seq_ = 0;
+  std::string nonce_;
+  SnapshotPtr latest_;     // newest snapshot for the identity
+  SnapshotPtr in_flight_;  // sent, not yet answered
+  SnapshotPtr acked_;      // what the client runs
+  std::map<std::string, std::string> held_versions_;  // resume: what the client said it holds
+  std::string nacked_version_;
+};
+
+class StreamServer::Service : public pb::ConfigStream::CallbackService {
+ public:
+  explicit Service(StreamServer* s) : server_(s) {}
+  grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* Stream(
+      grpc::CallbackServerContext* ctx) override {
+    if (static_cast<size_t>(server_->counters_.streams_active.load()) >= server_->opts_.max_streams) {
+      LOG_WARN("stream from {} refused: {} streams open (max_streams)", ctx->peer(),
+               server_->counters_.streams_active.load());
+      // A reactor that finishes at once with the error.
+      class Refuse : public grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse> {
+       public:
+        Refuse() {
+          Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              "too many config streams on this server (max_streams)"));
+        }
+        void OnDone() override { delete this; }
+      };
+      return new Refuse();
+    }
+    auto s = std::make_shared<Session>(server_, ctx->peer());
+    s->Begin();
+    return s.get();
+  }
+
+ private:
+  StreamServer* server_;
+};
+
+StreamServer::StreamServer(asio::io_context& io, Api& api, StreamOptions opts)
+    : io_(io), api_(api), opts_(opts), compiler_(api.catalog(), api.config()) {
+  api_.OnChange([this] { OnStateChange(); });
+  api_.AddMemberSource([this](nlohmann::json* out) {
+    for (const auto& [key, set] : subscribers_)
+      for (const auto& s : set) out->push_back(s->Describe());
+  });
+}
+
+StreamServer::~StreamServer() { Stop(); }
+
+Status StreamServer::Start(const std::string& addr) {
+  service_ = std::make_unique<Service>(this);
+  grpc::ServerBuilder b;
+  int port = 0;
+  b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
+  b.RegisterService(service_.get());
+  b.SetMaxReceiveMessageSize(4 << 20);
+  b.SetMaxSendMessageSize(static_cast<int>(opts_.max_message_bytes));
+  // Find dead clients: ping every 30 s, give up after 10 s without an answer.
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  server_ = b.BuildAndStart();
+  if (!server_ || port == 0) return {StatusCode::kUnavailable, "grpc " + addr + ": cannot listen"};
+  size_t colon = addr.rfind(':');
+  bound_ = addr.substr(0, colon) + ":" + std::to_string(port);
+  return {};
+}
+
+void StreamServer::Stop() {
+  if (server_) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    server_.reset();
+  }
+}
+
+void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
+  subscribers_[s->identity_key()].insert(s);
+  s->Offer(compiler_.Get(s->identity()));
+}
+
+void StreamServer::Unsubscribe(const std::shared_ptr<Session>& s) {
+  auto it = subscribers_.find(s->identity_key());
+  if (it == subscribers_.end()) return;
+  it->second.erase(s);
+  if (it->second.empty()) {
+    subscribers_.erase(it);
+    compiler_.Forget(s->identity_key());
+  }
+}
+
+void StreamServer::OnStateChange() {
+  std::set<std::string> services, nodes;
+  bool config = false;
+  api_.TakeChanges(&services, &nodes, &config);
+  if (services.empty() && nodes.empty() && !config) return;
+  compiler_.Invalidate(services, nodes, config);
+  for (const auto& [key, snap] : compiler_.TakeChanged()) {
+    auto it = subscribers_.find(key);
+    if (it == subscribers_.end()) continue;
+    for (const auto& s : it->second) s->Offer(snap);
+  }
+}
+
+std::string StreamServer::Metrics() const {
+  std::string out;
+  auto line = [&](const char* name, const char* type, const char* help, int64_t v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
+  };
+  line("weft_server_streams_total", "counter", "Config streams opened.",
+       static_cast<int64_t>(counters_.streams_total.load()));
+  line("weft_server_streams_active", "gauge", "Config streams open now.",
+       counters_.streams_active.load());
+  line("weft_server_stream_responses_total", "counter", "Config responses sent.",
+       static_cast<int64_t>(counters_.responses.load()));
+  line("weft_server_stream_acks_total", "counter", "Responses acknowledged.",
+       static_cast<int64_t>(counters_.acks.load()));
+  line("weft_server_stream_nacks_total", "counter", "Responses refused by clients.",
+       static_cast<int64_t>(counters_.nacks.load()));
+  line("weft_server_stream_resumed_total", "counter",
+       "Streams that resumed from the versions the client held.",
+       static_cast<int64_t>(counters_.resumed.load()));
+  line("weft_server_stream_protocol_errors_total", "counter",
+       "Streams ended because the client broke the protocol.",
+       static_cast<int64_t>(counters_.bad_requests.load()));
+  line("weft_server_snapshots_cached", "gauge", "Compiled snapshots held.",
+       static_cast<int64_t>(compiler_.cached()));
+  return out;
+}
+
+}  // namespace weft::control

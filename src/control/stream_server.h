@@ -1,0 +1,77 @@
+// The server side of the config stream (proto/weft/v1/config.proto) over
+// gRPC's callback API. Each stream is a Session; sessions subscribe to an
+// identity's snapshot. The compiler and the subscription registry live on
+// the server's io thread; sessions are driven by gRPC's threads and guard
+// their own state with a mutex. At most one response is unacknowledged per
+// stream: a newer snapshot waits for the ACK/NACK, then the session sends
+// the difference between what the client holds and the newest snapshot.
+#pragma once
+
+#include <asio.hpp>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "base/status.h"
+#include "control/api.h"
+#include "control/compiler.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace weft::control {
+
+struct StreamCounters {
+  std::atomic<uint64_t> streams_total{0};
+  std::atomic<int64_t> streams_active{0};
+  std::atomic<uint64_t> responses{0};
+  std::atomic<uint64_t> acks{0};
+  std::atomic<uint64_t> nacks{0};
+  std::atomic<uint64_t> resumed{0};      // streams that resumed from versions they held
+  std::atomic<uint64_t> bad_requests{0};  // protocol errors: stream ended with an error
+};
+
+struct StreamOptions {
+  size_t max_streams = 10000;  // beyond: refused with RESOURCE_EXHAUSTED
+  size_t max_message_bytes = 64 << 20;
+};
+
+class StreamServer {
+ public:
+  StreamServer(asio::io_context& io, Api& api, StreamOptions opts = {});
+  ~StreamServer();
+
+  // Binds `addr` ("HOST:PORT", port 0 allowed) and starts serving.
+  Status Start(const std::string& addr);
+  std::string bound() const { return bound_; }
+  void Stop();
+
+  std::string Metrics() const;
+
+  class Session;
+  class Service;
+  // Called on the io thread.
+  void Subscribe(const std::shared_ptr<Session>& s);
+  void Unsubscribe(const std::shared_ptr<Session>& s);
+
+ private:
+  void OnStateChange();
+
+  asio::io_context& io_;
+  Api& api_;
+  const StreamOptions opts_;
+  Compiler compiler_;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string bound_;
+  // identity key -> sessions (io thread only)
+  std::map<std::string, std::set<std::shared_ptr<Session>>> subscribers_;
+  StreamCounters counters_;
+  friend class Session;
+  friend class Service;
+};
+
+}  // namespace weft::control
