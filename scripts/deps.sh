@@ -9,9 +9,11 @@ PKGS=(
   libclang-rt-14-dev
   # libraries
   libasio-dev libssl-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libfmt-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl
   nginx-light haproxy redis-server redis-tools prometheus
+  etcd-server etcd-client python3-consul python3-grpcio
   # benchmarks and tooling
   wrk procps iproute2 valgrind
 )
@@ -36,7 +38,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts these services on install; weft's tests and benchmarks start
 # their own instances on loopback with port 0-style free ports instead.
-for svc in nginx haproxy redis-server prometheus; do
+for svc in nginx haproxy redis-server prometheus etcd; do
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
   if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
 done

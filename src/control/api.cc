@@ -355,6 +355,7 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object())
     co_return Error(400, "catalog register: the body must be a JSON object");
+  CanonicalizeKeys(&body);
   std::string node_name;
   if (auto it = body.find("Node"); it != body.end() && it->is_string()) node_name = *it;
   if (node_name.empty() || !ValidName(node_name))
@@ -397,6 +398,7 @@ asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object())
     co_return Error(400, "catalog deregister: the body must be a JSON object");
+  CanonicalizeKeys(&body);
   std::string node_name;
   if (auto it = body.find("Node"); it != body.end() && it->is_string()) node_name = *it;
   if (node_name.empty() || !ValidName(node_name))

@@ -1,6 +1,9 @@
 #include "control/catalog.h"
 
+#include <strings.h>
+
 #include <algorithm>
+#include <cstring>
 
 namespace weft::control {
 namespace {
@@ -245,7 +248,45 @@ std::string Fingerprint(const Node& n, const ServiceInstance& s) {
   return f;
 }
 
+constexpr const char* kFieldNames[] = {
+    "Node", "ID", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Services",
+    "Check", "Checks", "SkipNodeUpdate", "ServiceID", "ServiceName", "CheckID", "Name", "Status",
+    "Notes", "Output", "Type", "Tags", "Port", "Meta", "Weights", "Passing", "Warning", "Kind",
+    "Proxy", "Namespace", "Locality", "Zone", "Region", "DestinationServiceName",
+    "DestinationServiceID", "LocalServiceAddress", "LocalServicePort", "Upstreams",
+    "DestinationName", "DestinationNamespace", "LocalBindAddress", "LocalBindPort",
+    "EnableTagOverride", "Interval", "Timeout", "HTTP", "TCP", "GRPC", "GRPCUseTLS", "TTL",
+    "Method", "Header", "TLSSkipVerify", "DeregisterCriticalServiceAfter", "SuccessBeforePassing",
+    "FailuresBeforeCritical", "FailuresBeforeWarning", "Definition", "Connect", "SidecarService"};
+
+// Keys whose values are user maps: their keys are data, not field names.
+bool IsUserMap(std::string_view key) {
+  return key == "Meta" || key == "NodeMeta" || key == "TaggedAddresses" || key == "Header";
+}
+
 }  // namespace
+
+void CanonicalizeKeys(json* j) {
+  if (j->is_array()) {
+    for (auto& e : *j) CanonicalizeKeys(&e);
+    return;
+  }
+  if (!j->is_object()) return;
+  json out = json::object();
+  for (auto& [k, v] : j->items()) {
+    std::string key = k;
+    for (const char* f : kFieldNames) {
+      if (key.size() == std::strlen(f) && strncasecmp(key.c_str(), f, key.size()) == 0) {
+        key = f;
+        break;
+      }
+    }
+    json val = std::move(v);
+    if (!IsUserMap(key)) CanonicalizeKeys(&val);
+    out[key] = std::move(val);
+  }
+  *j = std::move(out);
+}
 
 bool ValidName(std::string_view s) {
   if (s.empty() || s.size() > 256) return false;

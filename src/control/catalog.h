@@ -113,6 +113,11 @@ Status ApplyRegistration(const nlohmann::json& body, const CatalogLimits& limits
 // when the whole node goes. NotFound when the service or check is unknown.
 Status ApplyDeregistration(const nlohmann::json& body, Node* node, bool* remove_node);
 
+// Consul decodes field names case-insensitively ("service", "Service"), and
+// its clients rely on it: rewrites the known field names of a request body
+// to their canonical spelling (user maps such as Meta are left alone).
+void CanonicalizeKeys(nlohmann::json* j);
+
 // Names and ids: 1-256 printable ASCII characters, none of / ? # % or space.
 bool ValidName(std::string_view s);
 

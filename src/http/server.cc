@@ -396,6 +396,20 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
                                           asio::buffer(resp.body.data(), head_only ? 0 : resp.body.size())};
     c->SetDeadline(opts_.idle_timeout_ms);
     auto [ec, n] = co_await asio::async_write(c->sock, out, kNoThrow);
+    if (!ec && close && resp.status >= 400) {
+      // Lingering close: the client may still be sending a body we refused;
+      // closing now would reset the connection before it reads the answer.
+      asio::error_code ignored;
+      c->sock.shutdown(tcp::socket::shutdown_send, ignored);
+      c->SetDeadline(1000);
+      size_t drained = 0;
+      char sink[16384];
+      while (drained < 8 * 1024 * 1024) {
+        auto [rec, rn] = co_await c->sock.async_read_some(asio::buffer(sink), kNoThrow);
+        if (rec) break;
+        drained += rn;
+      }
+    }
     if (ec || close) {
       c->Close();
       co_return;

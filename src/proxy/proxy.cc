@@ -183,7 +183,9 @@ class Proxy {
             }
             if (Install(cfg, &e)) {
               stats_.config_reload_ok().Inc();
-              have_config_ = true;
+              // Ready once there is something to serve: an empty snapshot
+              // means the sidecar is not registered (yet).
+              have_config_ = !cfg->listeners.empty();
               LOG_INFO("config version {} applied: {} listeners, {} clusters", version,
                        cfg->listeners.size(), cfg->clusters.size());
               done->set_value("");
@@ -336,7 +338,8 @@ class Proxy {
           status = draining_ || !have_config_ ? 503 : 200;
           body = draining_       ? "draining\n"
                  : have_config_ ? "ready\n"
-                                : "waiting for configuration from the control plane\n";
+                                : "waiting for configuration from the control plane (no listeners yet: is "
+                                  "this sidecar registered?)\n";
         } else if (path == "/stats" || path == "/metrics") {
           type = "text/plain; version=0.0.4";
           body = stats_.RenderPrometheus();

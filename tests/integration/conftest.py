@@ -253,3 +253,163 @@ def read_to_eof(sock):
         if not chunk:
             return out
         out += chunk
+
+
+class Server:
+    """A running `weft server` (embedded store unless `store` is given)."""
+
+    def __init__(self, weft_bin, data_dir, name="s1", grpc_port=0, http_port=0, store=None, extra=()):
+        self.weft_bin, self.data_dir, self.name = weft_bin, data_dir, name
+        self.grpc_port, self.http_port, self.store, self.extra = grpc_port, http_port, store, extra
+        self.start()
+
+    def start(self):
+        args = [self.weft_bin, "server", "--name", self.name,
+                "--http", f"127.0.0.1:{self.http_port}", "--grpc", f"127.0.0.1:{self.grpc_port}"]
+        args += ["--store", self.store] if self.store else ["--data-dir", self.data_dir]
+        self.log_path = os.path.join(os.path.dirname(self.data_dir.rstrip("/")) or ".", f"server-{self.name}.log")
+        self.stderr = open(self.log_path, "a")
+        self.p = subprocess.Popen([*args, *self.extra], stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        line = self.p.stdout.readline()
+        if not line.startswith("weft server listening"):
+            self.p.kill()
+            raise RuntimeError(f"weft server did not start: {line!r} {open(self.log_path).read()}")
+        fields = dict(part.split("=", 1) for part in line.split()[3:])
+        self.http = fields["http"]
+        self.grpc = fields["grpc"]
+        # Keep the same ports across restarts.
+        self.http_port = int(self.http.rsplit(":", 1)[1])
+        self.grpc_port = int(self.grpc.rsplit(":", 1)[1])
+        self.url = f"http://{self.http}"
+
+    def request(self, method, path, body=None, timeout=40):
+        data = body if body is None or isinstance(body, bytes) else (
+            body.encode() if isinstance(body, str) else json.dumps(body).encode())
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
+
+    def get_json(self, path, timeout=40):
+        status, headers, body = self.request("GET", path, timeout=timeout)
+        assert status == 200, (path, status, body)
+        return json.loads(body), int(headers.get("X-Consul-Index", "0"))
+
+    def register(self, node, service, port, sid=None, address="127.0.0.1", **extra):
+        svc = {"Service": service, "ID": sid or service, "Port": port, **extra}
+        status, _, body = self.request("PUT", "/v1/catalog/register",
+                                       {"Node": node, "Address": address, "Service": svc})
+        assert status == 200, body
+
+    def deregister(self, node, sid):
+        status, _, body = self.request("PUT", "/v1/catalog/deregister", {"Node": node, "ServiceID": sid})
+        assert status == 200, body
+
+    def metric(self, name):
+        _, _, text = self.request("GET", "/metrics")
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    def ctl(self, *args, input=None):
+        return subprocess.run([self.weft_bin, *args, "--server", self.url], capture_output=True,
+                              text=True, input=input, timeout=30)
+
+    def log(self):
+        self.stderr.flush()
+        return open(self.log_path).read()
+
+    def stop(self, sig=signal.SIGKILL):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.stderr.close()
+
+
+@pytest.fixture
+def server(weft_bin, tmp_path):
+    made = []
+
+    def make(name="s1", data_dir=None, **kw):
+        s = Server(weft_bin, data_dir or str(tmp_path / f"data-{name}"), name=name, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+class MeshProxy:
+    """A `weft proxy --server ... --service NAME` sidecar."""
+
+    def __init__(self, weft_bin, grpc, service, tmpdir, extra=()):
+        self.log_path = os.path.join(tmpdir, f"proxy-{service}-{time.time_ns()}.log")
+        self.stderr = open(self.log_path, "w")
+        self.p = subprocess.Popen([weft_bin, "proxy", "--server", grpc, "--service", service,
+                                   "--admin", "127.0.0.1:0", "--workers", "2", *extra],
+                                  stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        line = self.p.stdout.readline()
+        if not line.startswith("weft proxy listening"):
+            self.p.kill()
+            raise RuntimeError(f"proxy did not start: {line!r} {open(self.log_path).read()}")
+        self.admin_port = int(line.split("admin=")[1].split()[0].rsplit(":", 1)[1])
+
+    def admin(self, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def config(self):
+        return json.loads(self.admin("/config_dump")[1])
+
+    def endpoints(self, cluster):
+        for c in self.config().get("clusters", []):
+            if c["name"] == cluster:
+                return sorted(e["address"] if isinstance(e, dict) else e for e in c["endpoints"])
+        return None
+
+    def wait_ready(self, timeout=10.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.admin("/ready")[0] == 200:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"proxy not ready: {self.admin('/ready')} {self.log()}")
+
+    def log(self):
+        self.stderr.flush()
+        return open(self.log_path).read()
+
+    def stop(self, sig=signal.SIGKILL):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.stderr.close()
+
+
+@pytest.fixture
+def mesh_proxy(weft_bin, tmp_path):
+    made = []
+
+    def make(grpc, service, extra=()):
+        m = MeshProxy(weft_bin, grpc, service, str(tmp_path), extra)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.stop()
