@@ -60,6 +60,11 @@ std::optional<uint64_t> ParseDecimal(std::string_view s);
 // U+10FFFF). Otherwise *bad_at is the offset of the first bad byte.
 bool IsValidUtf8(std::string_view s, size_t* bad_at);
 
+// Standard base64 (RFC 4648, with padding).
+std::string Base64Encode(std::string_view s);
+// Nullopt on characters outside the alphabet or bad padding.
+std::optional<std::string> Base64Decode(std::string_view s);
+
 // Appends s to out as the body of a JSON string (without the quotes).
 void AppendJsonEscaped(std::string* out, std::string_view s);
 

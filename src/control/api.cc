@@ -52,6 +52,7 @@ void Api::Stop() {
   if (watch_id_) store_->Unwatch(watch_id_);
   watch_id_ = 0;
   for (auto* t : waiters_) t->cancel();
+  if (member_timer_) member_timer_->cancel();
 }
 
 void Api::SetAddresses(std::string http, std::string grpc) {
@@ -83,6 +84,8 @@ void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev,
   } else if (StartsWith(key, kConfigPrefix)) {
     config_.Apply(key, value, rev, create);
     config_changed_ = true;
+  } else if (key == "leader/singleton") {
+    leader_name_ = value ? *value : "";
   } else if (StartsWith(key, "members/")) {
     if (value) {
       members_[key] = *value;
@@ -219,7 +222,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
                    {"Addr", addr},
                    {"Port", port},
                    {"Status", 1},
-                   {"Tags", {{"role", "server"}, {"grpc", grpc_addr_}, {"detail", "self"}}}});
+                   {"Tags",
+                    {{"role", "server"},
+                     {"grpc", grpc_addr_},
+                     {"detail", std::string("self") + (leader_ ? ", leader" : "")}}}});
     for (const auto& [key, value] : members_) {
       json m = json::parse(value, nullptr, false);
       if (!m.is_object() || m.value("Name", "") == opts_.name) continue;
@@ -228,7 +234,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
                      {"Addr", a},
                      {"Port", p},
                      {"Status", 1},
-                     {"Tags", {{"role", m.value("Role", "server")}, {"grpc", m.value("Grpc", "")}}}});
+                     {"Tags",
+                      {{"role", m.value("Role", "server")},
+                       {"grpc", m.value("Grpc", "")},
+                       {"detail", m.value("Name", "") == leader_name_ ? "leader" : ""}}}});
     }
     for (const auto& fn : member_sources_) fn(&out);
     co_return Reply(std::move(out), applied_);
@@ -590,6 +599,37 @@ asio::awaitable<Response> Api::ConfigDelete(Request& req, const std::string& kin
                   r.value());
 }
 
+asio::awaitable<void> Api::RunMembership() {
+  const std::string key = "members/server/" + opts_.name;
+  const std::string record =
+      nlohmann::json{{"Name", opts_.name}, {"Http", http_addr_}, {"Grpc", grpc_addr_}, {"Role", "server"}}
+          .dump();
+  store::Store* st = store_.get();
+  const std::string name = opts_.name;
+  bool announced = false;
+  while (!stopped_) {
+    if (!announced) {
+      const auto put = [st, key, record] { return st->PutEphemeral(key, record); };
+      auto r = co_await OffLoop(put);
+      announced = r.ok();
+      if (!r.ok()) LOG_WARN("announcing this replica: {}", r.status().message());
+    }
+    const auto campaign = [st, name] { return st->Campaign("leader/singleton", name); };
+    auto held = co_await OffLoop(campaign);
+    if (held.ok()) {
+      if (held.value() != leader_)
+        LOG_INFO("{} the singleton duties (leader/singleton)", held.value() ? "took" : "lost");
+      leader_ = held.value();
+    }
+    asio::steady_timer t(io_, std::chrono::seconds(2));
+    member_timer_ = &t;  // Stop() cancels it
+    co_await t.async_wait(kNoThrow);
+    member_timer_ = nullptr;
+    // A lost lease (etcd restarted, long pause) drops our record: re-announce.
+    if (store_->shared() && !members_.count(key)) announced = false;
+  }
+}
+
 std::string Api::Metrics() const {
   std::string out;
   auto counter = [&](const char* name, const char* help, uint64_t v) {
@@ -612,6 +652,7 @@ std::string Api::Metrics() const {
           counters_.blocking_refused);
   gauge("weft_server_blocking_queries_waiting", "Blocking queries waiting now.",
         static_cast<int64_t>(waiters_.size()));
+  gauge("weft_server_leader", "1 when this replica holds the singleton duties.", leader_ ? 1 : 0);
   gauge("weft_server_store_revision", "Store revision applied to this replica's view.", applied_);
   gauge("weft_server_catalog_nodes", "Nodes in the catalog.",
         static_cast<int64_t>(catalog_.nodes().size()));

@@ -52,6 +52,11 @@ class Api {
 
   asio::awaitable<http::Response> Handle(http::Request& req);
 
+  // Replicas sharing a store: announces this one under members/ (bound to
+  // the store session) and keeps campaigning for the singleton duties.
+  asio::awaitable<void> RunMembership();
+  bool leader() const { return leader_; }
+
   // State, for the stream server and the compiler (io thread only).
   const CatalogView& catalog() const { return catalog_; }
   const ConfigView& config() const { return config_; }
@@ -111,6 +116,9 @@ class Api {
   ApiCounters counters_;
   bool stopped_ = false;
   bool config_changed_ = false;
+  bool leader_ = false;
+  std::string leader_name_;  // holder of leader/singleton, from the store
+  asio::steady_timer* member_timer_ = nullptr;
   // Shared with store callbacks that may outlive a stopped Api.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

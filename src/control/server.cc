@@ -75,6 +75,7 @@ int RunServer(const ServerOptions& in) {
   }
   api.AddMetricsSource([&stream] { return stream.Metrics(); });
   api.SetAddresses(http.bound(), stream.bound());
+  asio::co_spawn(io, api.RunMembership(), asio::detached);
   std::printf("weft server listening http=%s grpc=%s store=%s\n", http.bound().c_str(),
               stream.bound().c_str(),
               opts.store.empty() ? ("sqlite:" + opts.data_dir).c_str() : opts.store.c_str());

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "control/store/etcd_store.h"
 #include "control/store/sqlite_store.h"
 
 namespace weft::control::store {
@@ -17,8 +18,9 @@ Result<std::unique_ptr<Store>> OpenStore(const std::string& url, const std::stri
     if (!s.ok()) return s.status();
     return std::unique_ptr<Store>(std::move(s).value());
   }
-  return Status(StatusCode::kInvalidArgument,
-                "--store \"" + url + "\": expected etcd://HOST:PORT[,HOST:PORT...]");
+  auto e = EtcdStore::Open(url);
+  if (!e.ok()) return e.status();
+  return std::unique_ptr<Store>(std::move(e).value());
 }
 
 }  // namespace weft::control::store

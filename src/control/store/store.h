@@ -64,6 +64,24 @@ class Store {
   virtual Result<int64_t> Watch(std::string_view prefix, int64_t after_revision,
                                 WatchCallback cb) = 0;
   virtual void Unwatch(int64_t id) = 0;
+
+  // True when several server replicas may share this store (etcd).
+  virtual bool shared() const { return false; }
+  // Writes a key that lives as long as this process's session with the
+  // store: on etcd it is bound to a lease kept alive in the background, so
+  // it disappears a few seconds after the process dies. A single-process
+  // store keeps it as an ordinary key.
+  virtual Result<int64_t> PutEphemeral(std::string_view key, std::string_view value) {
+    return Put(key, value);
+  }
+  // Leadership for a singleton duty (e.g. signing-key rotation): true when
+  // this process holds `key`, taking it when free. On etcd the hold ends
+  // with the session's lease; a single-process store always grants it.
+  virtual Result<bool> Campaign(std::string_view key, std::string_view id) {
+    auto r = Put(key, id);
+    if (!r.ok()) return r.status();
+    return true;
+  }
 };
 
 }  // namespace weft::control::store

@@ -1,0 +1,80 @@
+// The shared store: an etcd v3 cluster, reached through etcd's JSON gateway
+// (/v3/kv/*, /v3/watch, /v3/lease/*) with weft's own HTTP client, so weft
+// needs no etcd client library. Several server replicas share one cluster:
+// etcd's revision is the store revision, compare-and-swap is an etcd
+// transaction, and watches are etcd watches.
+//
+// Every call fails over across the endpoints given; a write is reported
+// done only after etcd acknowledged it (committed by a quorum).
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "control/store/store.h"
+#include "http/client.h"
+
+namespace weft::control::store {
+
+struct EtcdOptions {
+  std::vector<std::string> endpoints;  // HOST:PORT
+  std::string prefix = "/weft/";       // every key lives under it
+  int64_t request_timeout_ms = 5000;
+  int64_t lease_ttl_s = 10;            // ephemeral keys vanish this long after a crash
+  size_t range_page = 500;             // keys per range request
+};
+
+class EtcdStore final : public Store {
+ public:
+  // Parses "etcd://h:p,h:p" and checks that a member answers.
+  static Result<std::unique_ptr<EtcdStore>> Open(const std::string& url);
+  static Result<std::unique_ptr<EtcdStore>> Open(EtcdOptions opts);
+  ~EtcdStore() override;
+
+  Result<int64_t> Put(std::string_view key, std::string_view value) override;
+  Result<int64_t> PutIf(std::string_view key, std::string_view value, int64_t expected) override;
+  Result<int64_t> Delete(std::string_view key) override;
+  Result<KeyValue> Get(std::string_view key) override;
+  Result<RangeResult> Range(std::string_view prefix) override;
+  int64_t Revision() override;
+  Result<int64_t> Watch(std::string_view prefix, int64_t after_revision, WatchCallback cb) override;
+  void Unwatch(int64_t id) override;
+  bool shared() const override { return true; }
+  Result<int64_t> PutEphemeral(std::string_view key, std::string_view value) override;
+  Result<bool> Campaign(std::string_view key, std::string_view id) override;
+
+ private:
+  explicit EtcdStore(EtcdOptions opts) : opts_(std::move(opts)) {}
+  // One gateway call, failing over across endpoints on network errors.
+  Result<nlohmann::json> Call(const std::string& path, const nlohmann::json& body);
+  Result<int64_t> PutWithLease(std::string_view key, std::string_view value, int64_t lease,
+                               int64_t expected);
+  Result<int64_t> EnsureLease();
+  void KeepAlive();
+
+  struct Watcher;
+  void RunWatch(std::shared_ptr<Watcher> w);
+
+  const EtcdOptions opts_;
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<http::Client>> idle_;  // guarded by pool_mu_
+  std::atomic<size_t> next_endpoint_{0};
+
+  std::mutex watch_mu_;
+  int64_t next_watch_ = 1;                                  // guarded by watch_mu_
+  std::map<int64_t, std::shared_ptr<Watcher>> watchers_;   // guarded by watch_mu_
+
+  std::mutex lease_mu_;
+  int64_t lease_ = 0;  // guarded by lease_mu_
+  std::thread keepalive_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace weft::control::store
