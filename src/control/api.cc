@@ -96,11 +96,14 @@ void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev,
 }
 
 void Api::ApplyEvents(const std::vector<store::Event>& events) {
+  // One batch is one write, possibly of several keys at the same revision
+  // (a transaction, a lease expiring).
+  const int64_t seen = applied_;
   for (const auto& e : events) {
-    if (e.kv.mod_revision <= applied_) continue;  // already seen
+    if (e.kv.mod_revision <= seen) continue;  // already seen
     ApplyKv(e.kv.key, e.type == store::Event::Type::kPut ? &e.kv.value : nullptr,
             e.kv.mod_revision, e.kv.create_revision);
-    applied_ = e.kv.mod_revision;
+    applied_ = std::max(applied_, e.kv.mod_revision);
   }
   WakeWaiters();
   for (auto& fn : listeners_) fn();
