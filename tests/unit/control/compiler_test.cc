@@ -1,0 +1,157 @@
+#include "control/compiler.h"
+
+#include <gtest/gtest.h>
+
+namespace weft::control {
+namespace {
+
+using json = nlohmann::json;
+
+class CompilerTest : public ::testing::Test {
+ protected:
+  void Put(const std::string& node, const json& body) {
+    Node n;
+    if (const Node* cur = catalog_.FindNode(node)) n = *cur;
+    ASSERT_TRUE(ApplyRegistration(body, CatalogLimits{}, &n).ok()) << body.dump();
+    std::string doc = NodeToJson(n);
+    catalog_.Apply(node, &doc, ++rev_, rev_);
+  }
+  void Register(const std::string& node, const std::string& svc, const std::string& id, int port) {
+    Put(node, {{"Node", node}, {"Address", "127.0.0.1"}, {"Service", {{"Service", svc}, {"ID", id}, {"Port", port}}}});
+  }
+  void Apply(const std::string& yaml) {
+    auto m = mesh::ParseManifests(yaml);
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    for (const auto& x : m.value()) {
+      std::string j = mesh::ToJson(x);
+      config_.Apply(ConfigKey(x.kind, x.ns, x.name), &j, ++rev_, rev_);
+    }
+  }
+  void Changed(bool config = false) {
+    compiler_.Invalidate(catalog_.TakeChangedServices(), catalog_.TakeChangedNodes(), config);
+  }
+  void Sidecar() {
+    Put("web-node", json::parse(R"({"Node":"web-node","Address":"127.0.0.1","Service":{
+        "Service":"web-sidecar","ID":"web-sc","Kind":"connect-proxy","Port":15001,
+        "Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,
+                 "Upstreams":[{"DestinationName":"reviews","LocalBindPort":9001}]}}})"));
+  }
+  const v1::Resource* Find(const SnapshotPtr& s, const std::string& key) {
+    auto it = s->resources.find(key);
+    return it == s->resources.end() ? nullptr : it->second.get();
+  }
+
+  CatalogView catalog_;
+  ConfigView config_;
+  Compiler compiler_{catalog_, config_};
+  int64_t rev_ = 0;
+  Identity web_{"proxy", "web", "default", ""};
+};
+
+TEST_F(CompilerTest, ProxySnapshotFromRegistrationCatalogAndConfig) {
+  Register("a", "reviews", "r1", 7001);
+  Register("b", "reviews", "r2", 7002);
+  Sidecar();
+  SnapshotPtr s = compiler_.Get(web_);
+  ASSERT_NE(Find(s, "listener/inbound"), nullptr);
+  EXPECT_EQ(Find(s, "listener/inbound")->listener().address(), "127.0.0.1:15001");
+  const auto* up = Find(s, "listener/upstream_reviews");
+  ASSERT_NE(up, nullptr);
+  EXPECT_EQ(up->listener().address(), "127.0.0.1:9001");
+  const auto* eps = Find(s, "endpoints/reviews");
+  ASSERT_NE(eps, nullptr);
+  ASSERT_EQ(eps->endpoints().endpoints_size(), 2);
+  EXPECT_EQ(eps->endpoints().endpoints(0).address(), "127.0.0.1:7001");
+  EXPECT_EQ(Find(s, "endpoints/local_app")->endpoints().endpoints(0).address(), "127.0.0.1:8080");
+
+  // A Route splits traffic; its backends become clusters.
+  Register("c", "reviews-v2", "v2", 7003);
+  Apply(R"(kind: Route
+metadata: {name: reviews}
+spec:
+  service: reviews
+  rules:
+    - backends: [{service: reviews, weight: 90}, {service: reviews-v2, weight: 10}]
+)");
+  Changed(true);
+  auto changed = compiler_.TakeChanged();
+  ASSERT_EQ(changed.size(), 1u);
+  s = changed[0].second;
+  const auto& rt = Find(s, "route/upstream_reviews")->route();
+  ASSERT_EQ(rt.routes_size(), 1);  // the rule is a catch-all: no default appended
+  ASSERT_EQ(rt.routes(0).clusters_size(), 2);
+  EXPECT_EQ(rt.routes(0).clusters(1).cluster(), "reviews-v2");
+  EXPECT_EQ(rt.routes(0).clusters(1).weight(), 10u);
+  EXPECT_NE(Find(s, "endpoints/reviews-v2"), nullptr);
+}
+
+TEST_F(CompilerTest, RecompilesOnlyWhatAChangeTouches) {
+  Register("a", "reviews", "r1", 7001);
+  Sidecar();
+  SnapshotPtr first = compiler_.Get(web_);
+  Changed();
+  EXPECT_TRUE(compiler_.TakeChanged().empty());
+
+  // An unrelated service: no push.
+  Register("z", "unrelated", "u1", 1);
+  Changed();
+  EXPECT_TRUE(compiler_.TakeChanged().empty());
+
+  // An upstream instance: a new snapshot where only the endpoints moved.
+  Register("b", "reviews", "r2", 7002);
+  Changed();
+  auto changed = compiler_.TakeChanged();
+  ASSERT_EQ(changed.size(), 1u);
+  SnapshotPtr second = changed[0].second;
+  EXPECT_NE(second->version, first->version);
+  EXPECT_EQ(Find(second, "listener/inbound")->version(), Find(first, "listener/inbound")->version());
+  EXPECT_EQ(Find(second, "cluster/reviews")->version(), Find(first, "cluster/reviews")->version());
+  EXPECT_NE(Find(second, "endpoints/reviews")->version(), Find(first, "endpoints/reviews")->version());
+
+  // A config change that compiles to the same snapshot pushes nothing.
+  Apply("kind: Service\nmetadata: {name: unrelated}\nspec: {ports: [{port: 1}]}\n");
+  Changed(true);
+  EXPECT_TRUE(compiler_.TakeChanged().empty());
+}
+
+TEST_F(CompilerTest, UnhealthyInstancesAndSidecarsShapeEndpoints) {
+  Register("a", "reviews", "r1", 7001);
+  Register("b", "reviews", "r2", 7002);
+  Sidecar();
+  Put("b", json::parse(R"({"Node":"b","Address":"127.0.0.1","Check":{"Name":"c","Status":"critical","ServiceID":"r2"}})"));
+  // r1 has a sidecar of its own: traffic to r1 enters through it.
+  Put("a", json::parse(R"({"Node":"a","Address":"127.0.0.1","Service":{"Service":"reviews-sidecar","ID":"r1-sc",
+      "Kind":"connect-proxy","Port":15002,"Proxy":{"DestinationServiceName":"reviews","DestinationServiceID":"r1",
+      "LocalServicePort":7001}}})"));
+  SnapshotPtr s = compiler_.Get(web_);
+  const auto& eps = Find(s, "endpoints/reviews")->endpoints();
+  ASSERT_EQ(eps.endpoints_size(), 1);
+  EXPECT_EQ(eps.endpoints(0).address(), "127.0.0.1:15002");
+}
+
+TEST_F(CompilerTest, UnregisteredProxyGetsAnEmptySnapshot) {
+  SnapshotPtr s = compiler_.Get(web_);
+  EXPECT_TRUE(s->resources.empty());
+  Register("a", "reviews", "r1", 7001);
+  Sidecar();
+  Changed();
+  auto changed = compiler_.TakeChanged();
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_FALSE(changed[0].second->resources.empty());
+}
+
+TEST_F(CompilerTest, CatalogSnapshotPatchesNodes) {
+  Register("a", "x", "x1", 1);
+  Identity agent{"catalog", "", "default", ""};
+  SnapshotPtr s = compiler_.Get(agent);
+  EXPECT_EQ(s->resources.size(), 1u);
+  Register("b", "y", "y1", 2);
+  Changed();
+  auto changed = compiler_.TakeChanged();
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_EQ(changed[0].second->resources.size(), 2u);
+  EXPECT_EQ(changed[0].second->resources.at("node/a")->version(), s->resources.at("node/a")->version());
+}
+
+}  // namespace
+}  // namespace weft::control
