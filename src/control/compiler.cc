@@ -62,19 +62,23 @@ std::string ResourceVersion(const pb::Resource& r) {
 void Compiler::Invalidate(const std::set<std::string>& services,
                           const std::set<std::string>& nodes, bool config_changed) {
   for (auto& [key, e] : entries_) {
-    if (e.dirty) continue;
     if (e.id.role != "proxy") {
-      e.dirty = !nodes.empty() || config_changed;
+      e.dirty = e.dirty || !nodes.empty() || config_changed;
       continue;
     }
     if (config_changed) {
-      e.dirty = true;
+      e.dirty = e.full = true;
       continue;
     }
     for (const auto& s : services) {
-      if (e.deps.count(s)) {
-        e.dirty = true;
-        break;
+      if (!e.deps.count(s)) continue;
+      e.dirty = true;
+      // The proxy's own registration (or the service it fronts) changed:
+      // listeners may move. Anything else only moves endpoints.
+      if (s == e.id.service || s == e.reg_service) {
+        e.full = true;
+      } else {
+        e.dirty_services.insert(s);
       }
     }
   }
@@ -95,7 +99,9 @@ SnapshotPtr Compiler::Get(const Identity& id) {
   const std::string key = id.Key();
   auto it = entries_.find(key);
   if (it == entries_.end()) {
-    it = entries_.emplace(key, Entry{id, nullptr, {}, true}).first;
+    Entry e;
+    e.id = id;
+    it = entries_.emplace(key, std::move(e)).first;
   }
   if (it->second.dirty) Build(&it->second);
   return it->second.snap;
@@ -105,6 +111,9 @@ void Compiler::Forget(const std::string& key) { entries_.erase(key); }
 
 std::vector<std::pair<std::string, SnapshotPtr>> Compiler::TakeChanged() {
   std::vector<std::pair<std::string, SnapshotPtr>> out;
+  // Keep the endpoints cache bounded by what is in use (clusters named by
+  // snapshots); a rebuild after clearing costs one pass per service.
+  if (endpoints_cache_.size() > 4 * entries_.size() + 64) endpoints_cache_.clear();
   for (auto& [key, e] : entries_) {
     if (!e.dirty) continue;
     const std::string before = e.snap ? e.snap->version : "";
@@ -116,17 +125,39 @@ std::vector<std::pair<std::string, SnapshotPtr>> Compiler::TakeChanged() {
 
 void Compiler::Build(Entry* e) {
   if (e->id.role == "proxy") {
-    std::set<std::string> deps;
-    e->snap = BuildProxy(e->id, &deps);
-    e->deps = std::move(deps);
+    if (!e->full && e->snap) {
+      e->snap = PatchEndpoints(*e);
+    } else {
+      std::set<std::string> deps;
+      e->snap = BuildProxy(e->id, &deps, &e->reg_service);
+      e->deps = std::move(deps);
+    }
   } else {
     e->snap = BuildCatalog();
   }
   e->dirty = false;
+  e->full = false;
+  e->dirty_services.clear();
+}
+
+SnapshotPtr Compiler::PatchEndpoints(const Entry& e) {
+  // Same listeners, routes and clusters; fresh endpoints for the services
+  // that changed (shared with every other proxy calling them).
+  std::map<std::string, ResourcePtr> out = e.snap->resources;
+  for (const auto& [key, r] : e.snap->resources) {
+    if (r->type() != "cluster" || r->name() == "local_app") continue;
+    const auto& c = r->cluster();
+    if (!e.dirty_services.count(c.service())) continue;
+    out[ResourceKey("endpoints", c.name())] = EndpointsFor(c.name(), c.service(), c.namespace_());
+  }
+  return Seal(std::move(out));
 }
 
 ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string& service,
                                    const std::string& ns) {
+  const int64_t index = catalog_.service_index(service);
+  CachedEndpoints& cached = endpoints_cache_[cluster];
+  if (cached.resource && cached.index == index && cached.service == service) return cached.resource;
   pb::Resource r;
   r.set_type("endpoints");
   r.set_name(cluster);
@@ -163,10 +194,14 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
     ep->set_instance_id(s.id);
     if (ep->weight() == 0) eps->mutable_endpoints()->RemoveLast();
   }
-  return Finish(std::move(r));
+  cached.index = index;
+  cached.service = service;
+  cached.resource = Finish(std::move(r));
+  return cached.resource;
 }
 
-SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps) {
+SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps,
+                                 std::string* reg_service) {
   std::map<std::string, ResourcePtr> out;
   deps->insert(id.service);
   // The sidecar's registration: by id when given, else the first that
@@ -182,6 +217,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
   }
   if (!reg) return Seal({});
   deps->insert(reg->service);
+  *reg_service = reg->service;
   const SidecarProxy& sp = *reg->proxy;
 
   auto protocol_of = [&](const std::string& svc, const std::string& ns) -> std::string {

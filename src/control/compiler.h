@@ -71,10 +71,14 @@ class Compiler {
     Identity id;
     SnapshotPtr snap;
     std::set<std::string> deps;  // service names
+    std::string reg_service;     // the sidecar registration's own service name
     bool dirty = true;
+    bool full = true;  // rebuild everything; else only endpoints of `dirty_services`
+    std::set<std::string> dirty_services;
   };
   void Build(Entry* e);
-  SnapshotPtr BuildProxy(const Identity& id, std::set<std::string>* deps);
+  SnapshotPtr BuildProxy(const Identity& id, std::set<std::string>* deps, std::string* reg_service);
+  SnapshotPtr PatchEndpoints(const Entry& e);
   SnapshotPtr BuildCatalog();
   ResourcePtr EndpointsFor(const std::string& cluster, const std::string& service,
                            const std::string& ns);
@@ -82,6 +86,15 @@ class Compiler {
   const CatalogView& catalog_;
   const ConfigView& config_;
   std::map<std::string, Entry> entries_;
+  // Endpoints resources by cluster name, with the service index they were
+  // built at: many proxies calling one service share one resource, built
+  // once per change of that service.
+  struct CachedEndpoints {
+    int64_t index = -1;
+    std::string service;
+    ResourcePtr resource;
+  };
+  std::map<std::string, CachedEndpoints> endpoints_cache_;
   std::set<std::string> changed_;
   // The catalog snapshot for agents, patched node by node.
   std::map<std::string, ResourcePtr> catalog_resources_;

@@ -114,6 +114,9 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> l(mu_);
     writing_ = false;
+    // Give the copy of the resources back at once: a thousand idle streams
+    // must not each hold their last response.
+    pb::StreamResponse().Swap(&resp_);
     if (!ok) {
       FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
       return;
@@ -265,7 +268,7 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
 };
 
 StreamServer::StreamServer(asio::io_context& io, Api& api, StreamOptions opts)
-    : io_(io), api_(api), opts_(opts), compiler_(api.catalog(), api.config()) {
+    : io_(io), api_(api), opts_(opts), compiler_(api.catalog(), api.config()), debounce_(io) {
   api_.OnChange([this] { OnStateChange(); });
   api_.AddMemberSource([this](nlohmann::json* out) {
     for (const auto& [key, set] : subscribers_)
@@ -288,6 +291,10 @@ Status StreamServer::Start(const std::string& addr) {
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  // Memory per stream: config responses are small and rare, so a small
+  // receive window and no bandwidth probing are enough.
+  b.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  b.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16384);
   server_ = b.BuildAndStart();
   if (!server_ || port == 0) return {StatusCode::kUnavailable, "grpc " + addr + ": cannot listen"};
   size_t colon = addr.rfind(':');
@@ -296,6 +303,7 @@ Status StreamServer::Start(const std::string& addr) {
 }
 
 void StreamServer::Stop() {
+  debounce_.cancel();
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
     server_.reset();
@@ -318,6 +326,18 @@ void StreamServer::Unsubscribe(const std::shared_ptr<Session>& s) {
 }
 
 void StreamServer::OnStateChange() {
+  // Debounce: changes arriving within a few milliseconds compile and push
+  // once (a burst of writes costs one recompile per window, not per write).
+  if (compile_pending_) return;
+  compile_pending_ = true;
+  debounce_.expires_after(std::chrono::milliseconds(opts_.debounce_ms));
+  debounce_.async_wait([this](const asio::error_code& ec) {
+    compile_pending_ = false;
+    if (!ec) Compile();
+  });
+}
+
+void StreamServer::Compile() {
   std::set<std::string> services, nodes;
   bool config = false;
   api_.TakeChanges(&services, &nodes, &config);

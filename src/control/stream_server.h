@@ -37,6 +37,7 @@ struct StreamCounters {
 struct StreamOptions {
   size_t max_streams = 10000;  // beyond: refused with RESOURCE_EXHAUSTED
   size_t max_message_bytes = 64 << 20;
+  int64_t debounce_ms = 5;  // changes within this window are pushed together
 };
 
 class StreamServer {
@@ -59,6 +60,7 @@ class StreamServer {
 
  private:
   void OnStateChange();
+  void Compile();
 
   asio::io_context& io_;
   Api& api_;
@@ -70,6 +72,8 @@ class StreamServer {
   // identity key -> sessions (io thread only)
   std::map<std::string, std::set<std::shared_ptr<Session>>> subscribers_;
   StreamCounters counters_;
+  asio::steady_timer debounce_;
+  bool compile_pending_ = false;
   friend class Session;
   friend class Service;
 };
