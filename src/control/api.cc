@@ -378,10 +378,26 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   uint64_t conflicts = 0;
   // Read-modify-write of the node document with compare-and-swap, so
   // concurrent registrations on one node (from any replica) never lose one.
-  const auto work = [st, key, body, limits, &conflicts]() -> Result<int64_t> {
+  // The first attempt starts from this replica's view (no read round trip);
+  // if the view was behind, the swap fails and the next attempts read.
+  std::optional<Node> cached;
+  if (const Node* n = catalog_.FindNode(node_name)) cached = *n;
+  const bool known_absent = !cached && catalog_.FindNode(node_name) == nullptr;
+  const auto work = [st, key, body, limits, &conflicts, &cached, known_absent]() -> Result<int64_t> {
     for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
       Node node;
       int64_t expected = 0;
+      if (attempt == 0 && (cached || known_absent)) {
+        if (cached) {
+          node = *cached;
+          expected = cached->modify_index;
+        }
+        if (Status s = ApplyRegistration(body, limits, &node); !s.ok()) return s;
+        auto w = st->PutIf(key, NodeToJson(node), expected);
+        if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
+        ++conflicts;
+        continue;
+      }
       auto cur = st->Get(key);
       if (cur.ok()) {
         auto parsed = NodeFromJson(cur->value);

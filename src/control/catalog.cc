@@ -237,15 +237,36 @@ int Severity(const std::string& status) {
   return status == "critical" ? 2 : status == "warning" ? 1 : 0;
 }
 
-// What a blocking query on a service can observe of one instance.
-std::string Fingerprint(const Node& n, const ServiceInstance& s) {
-  std::string f = ServiceToJson(s).dump();
-  f += n.address;
-  for (const auto& [id, c] : n.checks)
-    if (c.service_id.empty() || c.service_id == s.id) f += CheckStored(c).dump();
-  for (const auto& [k, v] : n.meta) f += k + v;
-  for (const auto& [k, v] : n.tagged_addresses) f += k + v;
-  return f;
+// Node-level facts every instance's health and shape depend on.
+bool SameNodeLevel(const Node& a, const Node& b) {
+  if (a.address != b.address || a.meta != b.meta || a.tagged_addresses != b.tagged_addresses ||
+      a.id != b.id || a.datacenter != b.datacenter || a.zone != b.zone)
+    return false;
+  auto a_it = a.checks.begin();
+  auto b_it = b.checks.begin();
+  // Node checks (no ServiceID) must match one for one.
+  for (;;) {
+    while (a_it != a.checks.end() && !a_it->second.service_id.empty()) ++a_it;
+    while (b_it != b.checks.end() && !b_it->second.service_id.empty()) ++b_it;
+    if (a_it == a.checks.end() || b_it == b.checks.end())
+      return a_it == a.checks.end() && b_it == b.checks.end();
+    if (a_it->first != b_it->first || !(a_it->second == b_it->second)) return false;
+    ++a_it;
+    ++b_it;
+  }
+}
+
+// The checks of one instance are the same in both documents.
+bool SameServiceChecks(const Node& a, const Node& b, const std::string& id) {
+  std::vector<const Check*> x, y;
+  for (const auto& [cid, c] : a.checks)
+    if (c.service_id == id) x.push_back(&c);
+  for (const auto& [cid, c] : b.checks)
+    if (c.service_id == id) y.push_back(&c);
+  if (x.size() != y.size()) return false;
+  for (size_t i = 0; i < x.size(); ++i)
+    if (!(*x[i] == *y[i])) return false;
+  return true;
 }
 
 constexpr const char* kFieldNames[] = {
@@ -471,6 +492,7 @@ void CatalogView::Apply(const std::string& node_name, const std::string* text, i
   // Which services changed: compare fingerprints instance by instance.
   std::set<std::string> changed_names;
   bool service_set_changed = false;
+  const bool node_level_same = old && present && SameNodeLevel(*old, next);
   if (old) {
     for (const auto& [id, s] : old->services) {
       auto nit = present ? next.services.find(id) : next.services.end();
@@ -479,7 +501,8 @@ void CatalogView::Apply(const std::string& node_name, const std::string* text, i
         service_set_changed = true;
         by_service_[s.service].erase({node_name, id});
         if (by_service_[s.service].empty()) by_service_.erase(s.service);
-      } else if (Fingerprint(*old, s) != Fingerprint(next, nit->second)) {
+      } else if (!node_level_same || !s.SameAs(nit->second) ||
+                 !SameServiceChecks(*old, next, id)) {
         changed_names.insert(s.service);
         if (nit->second.service != s.service || nit->second.tags != s.tags) {
           changed_names.insert(nit->second.service);

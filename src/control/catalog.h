@@ -44,6 +44,7 @@ struct Check {
   std::string service_id;  // "" for a node-level check
   std::string service_name;
   std::string type;
+  bool operator==(const Check&) const = default;
 };
 
 struct Upstream {
@@ -51,6 +52,7 @@ struct Upstream {
   std::string destination_namespace = "default";
   std::string local_bind_address = "127.0.0.1";
   uint32_t local_bind_port = 0;
+  bool operator==(const Upstream&) const = default;
 };
 
 // A sidecar's description of itself (Consul's "connect-proxy" Proxy block):
@@ -61,6 +63,7 @@ struct SidecarProxy {
   std::string local_service_address = "127.0.0.1";
   uint32_t local_service_port = 0;
   std::vector<Upstream> upstreams;
+  bool operator==(const SidecarProxy&) const = default;
 };
 
 struct ServiceInstance {
@@ -80,6 +83,13 @@ struct ServiceInstance {
   // last changed.
   int64_t create_index = 0;
   int64_t modify_index = 0;
+  // Equal in everything a client can see (indexes aside).
+  bool SameAs(const ServiceInstance& o) const {
+    return id == o.id && service == o.service && ns == o.ns && kind == o.kind &&
+           address == o.address && port == o.port && tags == o.tags && meta == o.meta &&
+           weight_passing == o.weight_passing && weight_warning == o.weight_warning &&
+           zone == o.zone && proxy == o.proxy;
+  }
 };
 
 struct Node {
