@@ -67,8 +67,20 @@ Status Api::Start() {
   applied_ = r->revision;
   auto alive = alive_;
   auto w = store_->Watch("", r->revision, [this, alive](const std::vector<store::Event>& evs) {
-    asio::post(io_, [this, alive, evs] {
-      if (*alive) ApplyEvents(evs);
+    // Node documents are parsed here, on the store's thread, so the API's
+    // thread only swaps them in.
+    auto batch = std::make_shared<std::vector<ParsedEvent>>();
+    batch->reserve(evs.size());
+    for (const auto& e : evs) {
+      ParsedEvent p{e, std::nullopt};
+      if (e.type == store::Event::Type::kPut && StartsWith(e.kv.key, kNodePrefix)) {
+        auto n = NodeFromJson(e.kv.value);
+        if (n.ok()) p.node = std::move(n).value();
+      }
+      batch->push_back(std::move(p));
+    }
+    asio::post(io_, [this, alive, batch] {
+      if (*alive) ApplyEvents(*batch);
     });
   });
   if (!w.ok()) return w.status();
@@ -95,14 +107,21 @@ void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev,
   }
 }
 
-void Api::ApplyEvents(const std::vector<store::Event>& events) {
+void Api::ApplyEvents(std::vector<ParsedEvent>& events) {
   // One batch is one write, possibly of several keys at the same revision
   // (a transaction, a lease expiring).
   const int64_t seen = applied_;
-  for (const auto& e : events) {
+  for (auto& pe : events) {
+    const store::Event& e = pe.event;
     if (e.kv.mod_revision <= seen) continue;  // already seen
-    ApplyKv(e.kv.key, e.type == store::Event::Type::kPut ? &e.kv.value : nullptr,
-            e.kv.mod_revision, e.kv.create_revision);
+    if (StartsWith(e.kv.key, kNodePrefix)) {
+      catalog_.ApplyParsed(e.kv.key.substr(kNodePrefix.size()),
+                           e.type == store::Event::Type::kPut ? std::move(pe.node) : std::nullopt,
+                           e.kv.mod_revision, e.kv.create_revision);
+    } else {
+      ApplyKv(e.kv.key, e.type == store::Event::Type::kPut ? &e.kv.value : nullptr,
+              e.kv.mod_revision, e.kv.create_revision);
+    }
     applied_ = std::max(applied_, e.kv.mod_revision);
   }
   WakeWaiters();

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -78,7 +79,11 @@ class Api {
   }
 
  private:
-  void ApplyEvents(const std::vector<store::Event>& events);
+  struct ParsedEvent {
+    store::Event event;
+    std::optional<Node> node;  // node documents, parsed on the store's thread
+  };
+  void ApplyEvents(std::vector<ParsedEvent>& events);
   void ApplyKv(const std::string& key, const std::string* value, int64_t rev, int64_t create);
   void WakeWaiters();
   // Waits until index_fn() differs from `seen` (or the request's wait ends).

@@ -474,16 +474,19 @@ void CatalogView::Touch(const std::string& service, int64_t revision) {
 
 void CatalogView::Apply(const std::string& node_name, const std::string* text, int64_t revision,
                         int64_t create_revision) {
-  Node next;
-  bool present = text != nullptr;
-  if (present) {
+  std::optional<Node> parsed;
+  if (text) {
     auto r = NodeFromJson(*text);
-    if (!r.ok()) {
-      present = false;  // unreadable documents count as absent (the writer validated them)
-    } else {
-      next = std::move(r).value();
-    }
+    // Unreadable documents count as absent (the writer validated them).
+    if (r.ok()) parsed = std::move(r).value();
   }
+  ApplyParsed(node_name, std::move(parsed), revision, create_revision);
+}
+
+void CatalogView::ApplyParsed(const std::string& node_name, std::optional<Node> parsed,
+                              int64_t revision, int64_t create_revision) {
+  const bool present = parsed.has_value();
+  Node next = present ? std::move(*parsed) : Node{};
   auto old_it = nodes_.find(node_name);
   const Node* old = old_it == nodes_.end() ? nullptr : &old_it->second;
   if (!present && !old) return;

@@ -137,6 +137,10 @@ class CatalogView {
   // `revision`. Updates the per-service indexes of whatever changed.
   void Apply(const std::string& node_name, const std::string* json, int64_t revision,
              int64_t create_revision);
+  // The same with the document already parsed (nullptr: deleted), so a
+  // caller can parse off the thread that owns the view.
+  void ApplyParsed(const std::string& node_name, std::optional<Node> node, int64_t revision,
+                   int64_t create_revision);
   void Clear();
 
   const std::map<std::string, Node>& nodes() const { return nodes_; }

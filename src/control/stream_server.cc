@@ -311,6 +311,9 @@ void StreamServer::Stop() {
 }
 
 void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
+  // Changes still inside the debounce window must not be missing from the
+  // newcomer's first snapshot: compile them now.
+  Compile();
   subscribers_[s->identity_key()].insert(s);
   s->Offer(compiler_.Get(s->identity()));
 }

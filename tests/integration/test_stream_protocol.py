@@ -1,0 +1,169 @@
+"""The config stream at the protocol level, with Python's grpcio as the client
+and message classes generated from proto/weft/v1/config.proto by protoc:
+full state then differences, ACK and NACK, resume from held versions, and
+refusal of a malformed first request."""
+import importlib
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import HERE, require
+
+PROTO_ROOT = os.path.join(HERE, "..", "..", "proto")
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory):
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        pytest.fail("python3-grpcio is required for this test; run scripts/deps.sh")
+    out = tmp_path_factory.mktemp("pb")
+    subprocess.run([require("protoc"), f"--proto_path={PROTO_ROOT}", f"--python_out={out}",
+                    os.path.join(PROTO_ROOT, "weft", "v1", "config.proto")], check=True)
+    sys.path.insert(0, str(out))
+    return importlib.import_module("weft.v1.config_pb2")
+
+
+class Stream:
+    """One bidirectional stream: requests go through a queue, responses come back in order."""
+
+    def __init__(self, pb, target, first):
+        import grpc
+        self.pb = pb
+        self.channel = grpc.insecure_channel(target)
+        self.requests = queue.Queue()
+        self.requests.put(first)
+        call = self.channel.stream_stream(
+            "/weft.v1.ConfigStream/Stream",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.StreamResponse.FromString)
+        self.responses = call(iter(self.requests.get, None))
+        self.inbox = queue.Queue()
+        self.error = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for r in self.responses:
+                self.inbox.put(r)
+        except Exception as e:  # noqa: BLE001
+            self.error = e
+            self.inbox.put(None)
+
+    def next(self, timeout=5):
+        return self.inbox.get(timeout=timeout)
+
+    def nothing_for(self, seconds):
+        try:
+            r = self.inbox.get(timeout=seconds)
+            return r is None and self.error is None
+        except queue.Empty:
+            return True
+
+    def ack(self, r):
+        self.requests.put(self.pb.StreamRequest(version_info=r.version_info, response_nonce=r.nonce))
+
+    def nack(self, r, why, kept=""):
+        req = self.pb.StreamRequest(version_info=kept, response_nonce=r.nonce)
+        req.error_detail.message = why
+        self.requests.put(req)
+
+    def close(self):
+        self.requests.put(None)
+        self.channel.close()
+
+
+def first_request(pb, versions=None):
+    req = pb.StreamRequest(resource_types=["node", "config"])
+    req.client.role = "client"
+    req.client.id = "pytest"
+    for k, v in (versions or {}).items():
+        req.resource_versions[k] = v
+    return req
+
+
+def names(r):
+    return sorted(f"{x.type}/{x.name}" for x in r.resources)
+
+
+def test_full_state_then_differences_ack_and_nack(pb, server):
+    s = server()
+    s.register("n1", "a", 1, "a-1")
+    st = Stream(pb, s.grpc, first_request(pb))
+    r1 = st.next()
+    assert r1.full_state and names(r1) == ["node/n1"] and r1.version_info and r1.nonce
+    assert r1.resources[0].version
+    st.ack(r1)
+
+    # A change to another node: only that node comes.
+    s.register("n2", "b", 2, "b-1")
+    r2 = st.next()
+    assert not r2.full_state and names(r2) == ["node/n2"] and r2.version_info != r1.version_info
+    st.ack(r2)
+
+    # NACK: the server keeps us where we were and does not resend that version.
+    s.register("n3", "c", 3, "c-1")
+    r3 = st.next()
+    assert names(r3) == ["node/n3"]
+    st.nack(r3, "cannot use it", kept=r2.version_info)
+    assert st.nothing_for(1.0), "the refused version was sent again"
+    assert s.metric("weft_server_stream_nacks_total") == 1
+    # The next change is sent against what we hold (r2): n3 again, and n1's removal.
+    s.request("PUT", "/v1/catalog/deregister", {"Node": "n1"})
+    r4 = st.next()
+    assert names(r4) == ["node/n3"]
+    assert [f"{x.type}/{x.name}" for x in r4.removed] == ["node/n1"]
+    st.ack(r4)
+    # Config entries travel too.
+    s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n")
+    r5 = st.next()
+    assert names(r5) == ["config/Service/default/a"]
+    assert '"kind":"Service"' in r5.resources[0].config.json
+    st.ack(r5)
+    st.close()
+
+
+def test_resume_sends_only_what_changed(pb, server):
+    s = server()
+    s.register("n1", "a", 1, "a-1")
+    s.register("n2", "b", 2, "b-1")
+    st = Stream(pb, s.grpc, first_request(pb))
+    r = st.next()
+    held = {f"{x.type}/{x.name}": x.version for x in r.resources}
+    st.ack(r)
+    st.close()
+
+    # Unchanged: an empty difference.
+    st = Stream(pb, s.grpc, first_request(pb, held))
+    r = st.next()
+    assert not r.full_state and len(r.resources) == 0 and len(r.removed) == 0
+    st.ack(r)
+    st.close()
+    assert s.metric("weft_server_stream_resumed_total") >= 1
+
+    # Changed while away: just the change.
+    s.register("n2", "b", 22, "b-1")
+    st = Stream(pb, s.grpc, first_request(pb, held))
+    r = st.next()
+    assert not r.full_state and names(r) == ["node/n2"]
+    st.close()
+
+
+def test_malformed_first_request_is_refused(pb, server):
+    import grpc
+    s = server()
+    st = Stream(pb, s.grpc, pb.StreamRequest())  # no client
+    assert st.next() is None
+    assert st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "client" in st.error.details()
+    req = pb.StreamRequest()
+    req.client.role = "proxy"  # a proxy must name its service
+    st = Stream(pb, s.grpc, req)
+    assert st.next() is None and st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert s.metric("weft_server_stream_protocol_errors_total") == 2
