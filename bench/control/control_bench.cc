@@ -115,15 +115,24 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (k == "--http") a.http = next();
-    else if (k == "--grpc") a.grpc = next();
-    else if (k == "--raw-etcd") a.raw_etcd = next();
-    else if (k == "--server-pid") a.server_pid = std::stoi(next());
-    else if (k == "--instances") a.instances = std::stoi(next());
-    else if (k == "--subscribers") a.subscribers = std::stoi(next());
-    else if (k == "--burst") a.burst = std::stoi(next());
-    else if (k == "--writers") a.writers = std::stoi(next());
-    else if (k == "--skip-stream") a.skip_stream = true;
+    if (k == "--http")
+      a.http = next();
+    else if (k == "--grpc")
+      a.grpc = next();
+    else if (k == "--raw-etcd")
+      a.raw_etcd = next();
+    else if (k == "--server-pid")
+      a.server_pid = std::stoi(next());
+    else if (k == "--instances")
+      a.instances = std::stoi(next());
+    else if (k == "--subscribers")
+      a.subscribers = std::stoi(next());
+    else if (k == "--burst")
+      a.burst = std::stoi(next());
+    else if (k == "--writers")
+      a.writers = std::stoi(next());
+    else if (k == "--skip-stream")
+      a.skip_stream = true;
     else {
       std::fprintf(stderr, "unknown flag %s\n", k.c_str());
       return 2;
@@ -135,12 +144,14 @@ int main(int argc, char** argv) {
 
   if (!a.raw_etcd.empty()) {
     // Same count, same value size, same concurrency, straight into etcd.
-    const std::string value(Registration(0, 1000).dump().size() * 10, 'x');  // a 10-instance node doc
-    out["raw_etcd_writes_per_s"] = Parallel(a.raw_etcd, a.instances, a.writers, [&](auto& c, int i) {
-      json put = {{"key", weft::Base64Encode("/bench/raw/" + std::to_string(i))},
-                  {"value", weft::Base64Encode(value)}};
-      return Put(c, "/v3/kv/put", put.dump(), "POST");
-    });
+    const std::string value(Registration(0, 1000).dump().size() * 10,
+                            'x');  // a 10-instance node doc
+    out["raw_etcd_writes_per_s"] =
+        Parallel(a.raw_etcd, a.instances, a.writers, [&](auto& c, int i) {
+          json put = {{"key", weft::Base64Encode("/bench/raw/" + std::to_string(i))},
+                      {"value", weft::Base64Encode(value)}};
+          return Put(c, "/v3/kv/put", put.dump(), "POST");
+        });
   }
   out["api_writes_per_s"] = Parallel(a.http, a.instances, a.writers, [&](auto& c, int i) {
     return Put(c, "/v1/catalog/register", Registration(i, 20000 + i % 1000).dump());
@@ -198,10 +209,13 @@ int main(int argc, char** argv) {
             const std::string want = ":" + std::to_string(m);
             for (const auto& ep : it->second->endpoints().endpoints()) {
               const std::string& addr = ep.address();
-              if (addr.size() >= want.size() && addr.compare(addr.size() - want.size(), want.size(), want) == 0) {
+              if (addr.size() >= want.size() &&
+                  addr.compare(addr.size() - want.size(), want.size(), want) == 0) {
                 int64_t expected = 0;
                 seen_at[i].compare_exchange_strong(
-                    expected, std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - base).count());
+                    expected,
+                    std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - base)
+                        .count());
                 break;
               }
             }
@@ -236,7 +250,8 @@ int main(int argc, char** argv) {
     marker = m;
     const auto t0 = Clock::now();
     const int64_t t0us = std::chrono::duration_cast<std::chrono::microseconds>(t0 - base).count();
-    if (!Put(c, "/v1/catalog/register", Registration(0, m).dump())) std::fprintf(stderr, "change failed\n");
+    if (!Put(c, "/v1/catalog/register", Registration(0, m).dump()))
+      std::fprintf(stderr, "change failed\n");
     int done = wait_all(t0 + std::chrono::seconds(30));
     missed += n - done;
     for (int i = 0; i < n; ++i)
@@ -257,18 +272,20 @@ int main(int argc, char** argv) {
     return Put(cl, "/v1/catalog/register", Registration(100 * (1 + i % 99), 30000 + i).dump());
   });
   const auto burst_written = Clock::now();
-  const int64_t tb_us = std::chrono::duration_cast<std::chrono::microseconds>(burst_written - base).count();
+  const int64_t tb_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(burst_written - base).count();
   Put(c, "/v1/catalog/register", Registration(0, final_marker).dump());
   int done = wait_all(Clock::now() + std::chrono::seconds(60));
   std::vector<double> blat;
   for (int i = 0; i < n; ++i)
     if (seen_at[i]) blat.push_back((seen_at[i] - tb_us) / 1000.0);
   auto bp = Percentiles(blat);
-  out["burst"] = {{"changes", a.burst},
-                  {"write_s", Ms(burst_written - tb) / 1000},
-                  {"converged_after_last_write_ms", {{"p50", bp[0]}, {"p99", bp[1]}, {"max", bp[2]}}},
-                  {"total_s", Ms(Clock::now() - tb) / 1000},
-                  {"missed", n - done}};
+  out["burst"] = {
+      {"changes", a.burst},
+      {"write_s", Ms(burst_written - tb) / 1000},
+      {"converged_after_last_write_ms", {{"p50", bp[0]}, {"p99", bp[1]}, {"max", bp[2]}}},
+      {"total_s", Ms(Clock::now() - tb) / 1000},
+      {"missed", n - done}};
   if (a.server_pid) out["server_rss_mb_end"] = RssKb(a.server_pid) / 1024.0;
   uint64_t responses = 0;
   for (auto& s : subs) responses += s->responses();

@@ -285,7 +285,8 @@ int ApplyMain(const Args& args) {
   CtlFlags f;
   if (int rc = ParseCtlFlags(args, &f, kApplyUsage); rc >= 0) return rc;
   if (f.files.empty()) return BadUsage("apply: -f FILE|DIR|- is required", kApplyUsage);
-  if (!f.positional.empty()) return BadUsage("apply: unexpected \"" + f.positional[0] + "\"", kApplyUsage);
+  if (!f.positional.empty())
+    return BadUsage("apply: unexpected \"" + f.positional[0] + "\"", kApplyUsage);
   std::vector<std::pair<std::string, std::string>> sources;
   std::string err;
   if (!ReadSources(f.files, &sources, &err)) return Fail(err);
@@ -311,7 +312,8 @@ int ApplyMain(const Args& args) {
       continue;
     }
     json j = json::parse(r->body, nullptr, false);
-    std::string result = j.is_object() && j.contains("Result") ? j["Result"].get<std::string>() : "?";
+    std::string result =
+        j.is_object() && j.contains("Result") ? j["Result"].get<std::string>() : "?";
     std::printf("%s %s/%s %s\n", m.kind.c_str(), m.ns.c_str(), m.name.c_str(), result.c_str());
   }
   return failures ? 1 : 0;

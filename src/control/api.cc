@@ -26,10 +26,14 @@ int64_t NowMs() {
 
 int HttpStatusFor(const Status& s) {
   switch (s.code()) {
-    case StatusCode::kInvalidArgument: return 400;
-    case StatusCode::kNotFound: return 404;
-    case StatusCode::kFailedPrecondition: return 409;
-    default: return 503;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kFailedPrecondition:
+      return 409;
+    default:
+      return 503;
   }
 }
 
@@ -41,8 +45,11 @@ Api::Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions o
     : io_(io), store_(std::move(store)), opts_(std::move(opts)), pool_(opts_.write_threads) {}
 
 Api::~Api() {
-  Stop();
-  pool_.join();
+  try {
+    Stop();
+    pool_.join();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): nothing to do while tearing down
+  }
 }
 
 void Api::Stop() {
@@ -188,7 +195,7 @@ asio::awaitable<void> Api::Block(const Request& req, const std::function<int64_t
   }
 }
 
-Response Api::Reply(json body, int64_t index) {
+Response Api::Reply(const json& body, int64_t index) {
   Response r = Response::Json(200, body.dump());
   r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<int64_t>(1, index)));
   r.headers.emplace_back("X-Consul-KnownLeader", "true");
@@ -237,7 +244,8 @@ asio::awaitable<Response> Api::Handle(Request& req) {
     json out = json::array();
     auto host_port = [](const std::string& a) {
       size_t c = a.rfind(':');
-      return std::make_pair(a.substr(0, c), c == std::string::npos ? 0 : std::atoi(a.c_str() + c + 1));
+      return std::make_pair(a.substr(0, c),
+                            c == std::string::npos ? 0 : std::atoi(a.c_str() + c + 1));
     };
     auto [addr, port] = host_port(http_addr_);
     out.push_back({{"Name", opts_.name},
@@ -262,7 +270,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
                        {"detail", m.value("Name", "") == leader_name_ ? "leader" : ""}}}});
     }
     for (const auto& fn : member_sources_) fn(&out);
-    co_return Reply(std::move(out), applied_);
+    co_return Reply(out, applied_);
   }
 
   if (StartsWith(path, "/v1/catalog/")) {
@@ -301,7 +309,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
             }
         out = std::move(f);
       }
-      co_return Reply(std::move(out), catalog_.service_index(name));
+      co_return Reply(out, catalog_.service_index(name));
     }
     if (StartsWith(rest, "node/")) {
       std::string name(rest.substr(5));
@@ -347,7 +355,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       for (const auto& r : catalog_.Instances(name))
         for (const auto& [id, c] : r.node->checks)
           if (c.service_id == r.instance->id) out.push_back(CheckToJson(*r.node, c));
-      co_return Reply(std::move(out), catalog_.service_index(name));
+      co_return Reply(out, catalog_.service_index(name));
     }
     if (StartsWith(rest, "node/")) {
       std::string name(rest.substr(5));
@@ -356,19 +364,20 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       json out = json::array();
       if (const Node* n = catalog_.FindNode(name))
         for (const auto& [id, c] : n->checks) out.push_back(CheckToJson(*n, c));
-      co_return Reply(std::move(out), catalog_.nodes_index());
+      co_return Reply(out, catalog_.nodes_index());
     }
     if (StartsWith(rest, "state/")) {
       std::string state(rest.substr(6));
       if (state != "any" && state != "passing" && state != "warning" && state != "critical")
-        co_return Error(400, "health state \"" + state + "\": use any, passing, warning or critical");
+        co_return Error(400,
+                        "health state \"" + state + "\": use any, passing, warning or critical");
       const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
       co_await Block(req, ix);
       json out = json::array();
       for (const auto& [name, n] : catalog_.nodes())
         for (const auto& [id, c] : n.checks)
           if (state == "any" || c.status == state) out.push_back(CheckToJson(n, c));
-      co_return Reply(std::move(out), catalog_.nodes_index());
+      co_return Reply(out, catalog_.nodes_index());
     }
     co_return Error(404, "unknown health endpoint " + std::string(path));
   }
@@ -402,7 +411,8 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   std::optional<Node> cached;
   if (const Node* n = catalog_.FindNode(node_name)) cached = *n;
   const bool known_absent = !cached && catalog_.FindNode(node_name) == nullptr;
-  const auto work = [st, key, body, limits, &conflicts, &cached, known_absent]() -> Result<int64_t> {
+  const auto work = [st, key, body, limits, &conflicts, &cached,
+                     known_absent]() -> Result<int64_t> {
     for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
       Node node;
       int64_t expected = 0;
@@ -435,7 +445,8 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   };
   Result<int64_t> r = co_await OffLoop(work);
   counters_.write_conflicts += conflicts;
-  if (!r.ok()) co_return Error(HttpStatusFor(r.status()), "catalog register: " + r.status().message());
+  if (!r.ok())
+    co_return Error(HttpStatusFor(r.status()), "catalog register: " + r.status().message());
   ++counters_.writes;
   co_await WaitApplied(r.value());
   co_return Reply(true, r.value());
@@ -479,7 +490,8 @@ asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
       if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
       ++conflicts;
     }
-    return Status(StatusCode::kUnavailable, "catalog deregister: too many concurrent writes to node");
+    return Status(StatusCode::kUnavailable,
+                  "catalog deregister: too many concurrent writes to node");
   };
   Result<int64_t> r = co_await OffLoop(work);
   counters_.write_conflicts += conflicts;
@@ -538,21 +550,21 @@ asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest
       j["ModifyIndex"] = e->modify_index;
       out.push_back(std::move(j));
     }
-    co_return Reply(std::move(out), config_.kind_index(kind));
+    co_return Reply(out, config_.kind_index(kind));
   }
   const std::function<int64_t()> ix = [&] { return config_.entry_index(kind, ns, name); };
   co_await Block(req, ix);
   const ConfigEntry* e = config_.Find(kind, ns, name);
   if (!e) {
     Response r = Error(404, kind + " " + ns + "/" + name + " not found");
-    r.headers.emplace_back("X-Consul-Index",
-                           std::to_string(std::max<int64_t>(1, config_.entry_index(kind, ns, name))));
+    r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<int64_t>(
+                                                 1, config_.entry_index(kind, ns, name))));
     co_return r;
   }
   json j = json::parse(e->json);
   j["CreateIndex"] = e->create_index;
   j["ModifyIndex"] = e->modify_index;
-  co_return Reply(std::move(j), e->modify_index);
+  co_return Reply(j, e->modify_index);
 }
 
 asio::awaitable<Response> Api::ConfigPut(Request& req, const std::string& kind,
@@ -560,19 +572,19 @@ asio::awaitable<Response> Api::ConfigPut(Request& req, const std::string& kind,
   auto parsed = mesh::ParseManifests(req.body);
   if (!parsed.ok()) co_return Error(400, parsed.status().message());
   if (parsed->size() != 1)
-    co_return Error(400, "expected exactly one manifest in the body, got " +
-                             std::to_string(parsed->size()));
+    co_return Error(
+        400, "expected exactly one manifest in the body, got " + std::to_string(parsed->size()));
   mesh::Manifest m = std::move(parsed.value()[0]);
   if (m.kind != kind)
     co_return Error(400, "kind: the body is a " + m.kind + " but the path says " + kind);
   if (m.name != name)
-    co_return Error(400, "metadata.name: the body names \"" + m.name + "\" but the path says \"" +
-                             name + "\"");
+    co_return Error(
+        400, "metadata.name: the body names \"" + m.name + "\" but the path says \"" + name + "\"");
   if (req.Query("ns") == nullptr) {
     // The manifest's own namespace decides when the URL does not.
   } else if (m.ns != ns) {
-    co_return Error(400, "metadata.namespace: the body says \"" + m.ns + "\" but ?ns= says \"" +
-                             ns + "\"");
+    co_return Error(
+        400, "metadata.namespace: the body says \"" + m.ns + "\" but ?ns= says \"" + ns + "\"");
   }
   const std::string key = ConfigKey(kind, m.ns, name);
   const std::string value = mesh::ToJson(m);
@@ -593,9 +605,8 @@ asio::awaitable<Response> Api::ConfigPut(Request& req, const std::string& kind,
     const bool exists = cur.ok();
     if (expected >= 0 && (exists ? cur->mod_revision : 0) != expected)
       return {Status(StatusCode::kFailedPrecondition,
-                     "cas: the entry's index is " +
-                         std::to_string(exists ? cur->mod_revision : 0) + ", not " +
-                         std::to_string(expected)),
+                     "cas: the entry's index is " + std::to_string(exists ? cur->mod_revision : 0) +
+                         ", not " + std::to_string(expected)),
               ""};
     if (exists && cur->value == value) return {cur->mod_revision, "unchanged"};
     auto w = st->PutIf(key, value, exists ? cur->mod_revision : 0);
@@ -632,16 +643,21 @@ asio::awaitable<Response> Api::ConfigDelete(Request& req, const std::string& kin
   }
   ++counters_.writes;
   co_await WaitApplied(r.value());
-  co_return Reply({{"Result", "deleted"}, {"Kind", kind}, {"Name", name}, {"Namespace", ns},
+  co_return Reply({{"Result", "deleted"},
+                   {"Kind", kind},
+                   {"Name", name},
+                   {"Namespace", ns},
                    {"Index", r.value()}},
                   r.value());
 }
 
 asio::awaitable<void> Api::RunMembership() {
   const std::string key = "members/server/" + opts_.name;
-  const std::string record =
-      nlohmann::json{{"Name", opts_.name}, {"Http", http_addr_}, {"Grpc", grpc_addr_}, {"Role", "server"}}
-          .dump();
+  const std::string record = nlohmann::json{
+      {"Name", opts_.name},
+      {"Http", http_addr_},
+      {"Grpc", grpc_addr_},
+      {"Role", "server"}}.dump();
   store::Store* st = store_.get();
   const std::string name = opts_.name;
   bool announced = false;

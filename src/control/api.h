@@ -72,7 +72,9 @@ class Api {
   }
   const ApiCounters& counters() const { return counters_; }
   // Adds text to /metrics.
-  void AddMetricsSource(std::function<std::string()> fn) { metric_sources_.push_back(std::move(fn)); }
+  void AddMetricsSource(std::function<std::string()> fn) {
+    metric_sources_.push_back(std::move(fn));
+  }
   // Adds members (e.g. connected stream clients) to /v1/agent/members.
   void AddMemberSource(std::function<void(nlohmann::json*)> fn) {
     member_sources_.push_back(std::move(fn));
@@ -92,7 +94,7 @@ class Api {
   template <typename F>
   asio::awaitable<std::invoke_result_t<F>> OffLoop(const F& f);
 
-  http::Response Reply(nlohmann::json body, int64_t index);
+  http::Response Reply(const nlohmann::json& body, int64_t index);
   http::Response Error(int status, const std::string& msg);
 
   asio::awaitable<http::Response> CatalogRegister(http::Request& req);

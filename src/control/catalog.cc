@@ -174,9 +174,11 @@ Status ParseService(const json& j, const CatalogLimits& lim, ServiceInstance* s)
   auto w = j.find("Weights");
   if (w != j.end() && !w->is_null()) {
     if (!w->is_object()) return Invalid("Service.Weights", "expected {Passing, Warning}");
-    if (Status st = ReadUint(*w, "Passing", "Service.Weights.", &s->weight_passing, 65535); !st.ok())
+    if (Status st = ReadUint(*w, "Passing", "Service.Weights.", &s->weight_passing, 65535);
+        !st.ok())
       return st;
-    if (Status st = ReadUint(*w, "Warning", "Service.Weights.", &s->weight_warning, 65535); !st.ok())
+    if (Status st = ReadUint(*w, "Warning", "Service.Weights.", &s->weight_warning, 65535);
+        !st.ok())
       return st;
   }
   auto loc = j.find("Locality");
@@ -195,7 +197,8 @@ Status ParseService(const json& j, const CatalogLimits& lim, ServiceInstance* s)
     if (!s->proxy || s->proxy->destination_service_name.empty())
       return Invalid("Service.Proxy.DestinationServiceName",
                      "required for a connect-proxy: the service this sidecar fronts");
-    if (s->port == 0) return Invalid("Service.Port", "required for a connect-proxy: its inbound port");
+    if (s->port == 0)
+      return Invalid("Service.Port", "required for a connect-proxy: its inbound port");
   }
   return {};
 }
@@ -228,9 +231,14 @@ json ServiceToJson(const ServiceInstance& s) {
 }
 
 json CheckStored(const Check& c) {
-  return {{"CheckID", c.id},          {"Name", c.name},     {"Status", c.status},
-          {"Notes", c.notes},         {"Output", c.output}, {"ServiceID", c.service_id},
-          {"ServiceName", c.service_name}, {"Type", c.type}};
+  return {{"CheckID", c.id},
+          {"Name", c.name},
+          {"Status", c.status},
+          {"Notes", c.notes},
+          {"Output", c.output},
+          {"ServiceID", c.service_id},
+          {"ServiceName", c.service_name},
+          {"Type", c.type}};
 }
 
 int Severity(const std::string& status) {
@@ -269,16 +277,64 @@ bool SameServiceChecks(const Node& a, const Node& b, const std::string& id) {
   return true;
 }
 
-constexpr const char* kFieldNames[] = {
-    "Node", "ID", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Services",
-    "Check", "Checks", "SkipNodeUpdate", "ServiceID", "ServiceName", "CheckID", "Name", "Status",
-    "Notes", "Output", "Type", "Tags", "Port", "Meta", "Weights", "Passing", "Warning", "Kind",
-    "Proxy", "Namespace", "Locality", "Zone", "Region", "DestinationServiceName",
-    "DestinationServiceID", "LocalServiceAddress", "LocalServicePort", "Upstreams",
-    "DestinationName", "DestinationNamespace", "LocalBindAddress", "LocalBindPort",
-    "EnableTagOverride", "Interval", "Timeout", "HTTP", "TCP", "GRPC", "GRPCUseTLS", "TTL",
-    "Method", "Header", "TLSSkipVerify", "DeregisterCriticalServiceAfter", "SuccessBeforePassing",
-    "FailuresBeforeCritical", "FailuresBeforeWarning", "Definition", "Connect", "SidecarService"};
+constexpr const char* kFieldNames[] = {"Node",
+                                       "ID",
+                                       "Address",
+                                       "Datacenter",
+                                       "TaggedAddresses",
+                                       "NodeMeta",
+                                       "Service",
+                                       "Services",
+                                       "Check",
+                                       "Checks",
+                                       "SkipNodeUpdate",
+                                       "ServiceID",
+                                       "ServiceName",
+                                       "CheckID",
+                                       "Name",
+                                       "Status",
+                                       "Notes",
+                                       "Output",
+                                       "Type",
+                                       "Tags",
+                                       "Port",
+                                       "Meta",
+                                       "Weights",
+                                       "Passing",
+                                       "Warning",
+                                       "Kind",
+                                       "Proxy",
+                                       "Namespace",
+                                       "Locality",
+                                       "Zone",
+                                       "Region",
+                                       "DestinationServiceName",
+                                       "DestinationServiceID",
+                                       "LocalServiceAddress",
+                                       "LocalServicePort",
+                                       "Upstreams",
+                                       "DestinationName",
+                                       "DestinationNamespace",
+                                       "LocalBindAddress",
+                                       "LocalBindPort",
+                                       "EnableTagOverride",
+                                       "Interval",
+                                       "Timeout",
+                                       "HTTP",
+                                       "TCP",
+                                       "GRPC",
+                                       "GRPCUseTLS",
+                                       "TTL",
+                                       "Method",
+                                       "Header",
+                                       "TLSSkipVerify",
+                                       "DeregisterCriticalServiceAfter",
+                                       "SuccessBeforePassing",
+                                       "FailuresBeforeCritical",
+                                       "FailuresBeforeWarning",
+                                       "Definition",
+                                       "Connect",
+                                       "SidecarService"};
 
 // Keys whose values are user maps: their keys are data, not field names.
 bool IsUserMap(std::string_view key) {
@@ -321,14 +377,10 @@ std::string NodeToJson(const Node& n) {
   for (const auto& [id, s] : n.services) services.push_back(ServiceToJson(s));
   json checks = json::array();
   for (const auto& [id, c] : n.checks) checks.push_back(CheckStored(c));
-  json j = {{"Node", n.name},
-            {"ID", n.id},
-            {"Address", n.address},
-            {"Datacenter", n.datacenter},
-            {"Meta", n.meta},
-            {"TaggedAddresses", n.tagged_addresses},
-            {"Services", services},
-            {"Checks", checks}};
+  json j = {{"Node", n.name},       {"ID", n.id},
+            {"Address", n.address}, {"Datacenter", n.datacenter},
+            {"Meta", n.meta},       {"TaggedAddresses", n.tagged_addresses},
+            {"Services", services}, {"Checks", checks}};
   if (!n.zone.empty()) j["Zone"] = n.zone;
   return j.dump();
 }
@@ -427,9 +479,9 @@ Status ApplyRegistration(const json& body, const CatalogLimits& lim, Node* node)
       c.service_name = sit->second.service;
     }
     if (!node->checks.count(c.id) && node->checks.size() >= lim.max_checks_per_node)
-      return Invalid(path.substr(0, path.size() - 1),
-                     "node " + name + " already has " + std::to_string(lim.max_checks_per_node) +
-                         " checks (the limit per node)");
+      return Invalid(path.substr(0, path.size() - 1), "node " + name + " already has " +
+                                                          std::to_string(lim.max_checks_per_node) +
+                                                          " checks (the limit per node)");
     node->checks[c.id] = std::move(c);
   }
   return {};
@@ -447,11 +499,13 @@ Status ApplyDeregistration(const json& body, Node* node, bool* remove_node) {
   }
   if (!service_id.empty()) {
     if (!node->services.erase(service_id))
-      return {StatusCode::kNotFound, "service " + service_id + " is not registered on node " + node->name};
+      return {StatusCode::kNotFound,
+              "service " + service_id + " is not registered on node " + node->name};
     std::erase_if(node->checks, [&](const auto& kv) { return kv.second.service_id == service_id; });
   }
   if (!check_id.empty() && !node->checks.erase(check_id))
-    return {StatusCode::kNotFound, "check " + check_id + " is not registered on node " + node->name};
+    return {StatusCode::kNotFound,
+            "check " + check_id + " is not registered on node " + node->name};
   return {};
 }
 
@@ -504,8 +558,7 @@ void CatalogView::ApplyParsed(const std::string& node_name, std::optional<Node> 
         service_set_changed = true;
         by_service_[s.service].erase({node_name, id});
         if (by_service_[s.service].empty()) by_service_.erase(s.service);
-      } else if (!node_level_same || !s.SameAs(nit->second) ||
-                 !SameServiceChecks(*old, next, id)) {
+      } else if (!node_level_same || !s.SameAs(nit->second) || !SameServiceChecks(*old, next, id)) {
         changed_names.insert(s.service);
         if (nit->second.service != s.service || nit->second.tags != s.tags) {
           changed_names.insert(nit->second.service);

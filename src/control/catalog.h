@@ -8,10 +8,9 @@
 // set, the index (store revision) of its last change for blocking queries.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
@@ -153,7 +152,7 @@ class CatalogView {
   int64_t nodes_index() const { return nodes_index_; }
 
   // Consul shapes.
-  nlohmann::json CatalogServices() const;                       // {"name": [tags...]}
+  nlohmann::json CatalogServices() const;                        // {"name": [tags...]}
   nlohmann::json CatalogService(const std::string& name) const;  // [{Node, ServiceID, ...}]
   nlohmann::json HealthService(const std::string& name, bool passing_only) const;
   nlohmann::json CatalogNodes() const;

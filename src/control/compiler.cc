@@ -59,8 +59,8 @@ std::string ResourceVersion(const pb::Resource& r) {
   return fmt::format("{:016x}", Fnv1a(bytes));
 }
 
-void Compiler::Invalidate(const std::set<std::string>& services,
-                          const std::set<std::string>& nodes, bool config_changed) {
+void Compiler::Invalidate(const std::set<std::string>& services, const std::set<std::string>& nodes,
+                          bool config_changed) {
   for (auto& [key, e] : entries_) {
     if (e.id.role != "proxy") {
       e.dirty = e.dirty || !nodes.empty() || config_changed;
@@ -184,9 +184,9 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
     if (health == "critical" || target->port == 0) continue;
     const std::string& addr = target->address.empty() ? ref.node->address : target->address;
     pb::Endpoint* ep = eps->add_endpoints();
-    ep->set_address(addr.find(':') != std::string::npos ? "[" + addr + "]:" +
-                                                              std::to_string(target->port)
-                                                        : addr + ":" + std::to_string(target->port));
+    ep->set_address(addr.find(':') != std::string::npos
+                        ? "[" + addr + "]:" + std::to_string(target->port)
+                        : addr + ":" + std::to_string(target->port));
     ep->set_weight(health == "warning" ? s.weight_warning : s.weight_passing);
     ep->set_zone(s.zone.empty() ? ref.node->zone : s.zone);
     ep->set_health(health);
@@ -234,12 +234,12 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
   };
   auto add_cluster = [&](const std::string& svc, const std::string& ns,
                          const mesh::TrafficPolicySpec& fallback, bool has_fallback) {
-    const std::string name = ClusterName(svc, ns);
+    std::string name = ClusterName(svc, ns);
     if (out.count(ResourceKey("cluster", name))) return name;
     deps->insert(svc);
     const ConfigEntry* tpe = config_.Find("TrafficPolicy", ns, svc);
-    mesh::TrafficPolicySpec tp =
-        tpe ? std::get<mesh::TrafficPolicySpec>(tpe->manifest.spec) : (has_fallback ? fallback : mesh::TrafficPolicySpec{});
+    mesh::TrafficPolicySpec tp = tpe ? std::get<mesh::TrafficPolicySpec>(tpe->manifest.spec)
+                                     : (has_fallback ? fallback : mesh::TrafficPolicySpec{});
     pb::Resource r;
     r.set_type("cluster");
     r.set_name(name);
@@ -424,7 +424,8 @@ SnapshotPtr Compiler::BuildCatalog() {
   }
   dirty_nodes_.clear();
   if (config_dirty_) {
-    std::erase_if(catalog_resources_, [](const auto& kv) { return kv.first.rfind("config/", 0) == 0; });
+    std::erase_if(catalog_resources_,
+                  [](const auto& kv) { return kv.first.rfind("config/", 0) == 0; });
     for (const auto* e : config_.List("", "")) {
       const std::string name = e->manifest.kind + "/" + e->manifest.ns + "/" + e->manifest.name;
       pb::Resource r;

@@ -38,7 +38,8 @@ int RunServer(const ServerOptions& in) {
     }
     char tmpl[] = "/tmp/weft-dev-XXXXXX";
     if (!mkdtemp(tmpl)) {
-      std::fprintf(stderr, "weft server: cannot create a temporary data dir: %s\n", strerror(errno));
+      std::fprintf(stderr, "weft server: cannot create a temporary data dir: %s\n",
+                   strerror(errno));
       return 1;
     }
     opts.data_dir = tmp_dir = tmpl;
@@ -63,7 +64,8 @@ int RunServer(const ServerOptions& in) {
   hopts.name = "http api";
   hopts.max_body_bytes = opts.max_body_bytes;
   hopts.max_connections = opts.max_connections;
-  http::Server http(io, [&api](http::Request& r) { return api.Handle(r); }, hopts);
+  http::Server http(
+      io, [&api](http::Request& r) { return api.Handle(r); }, hopts);
   if (Status s = http.Listen(opts.http_addr); !s.ok()) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;

@@ -17,7 +17,9 @@ StreamClient::StreamClient(StreamClientOptions opts, ApplyFn apply)
 
 StreamClient::~StreamClient() { Stop(); }
 
-void StreamClient::Start() { thread_ = std::thread([this] { Run(); }); }
+void StreamClient::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void StreamClient::Stop() {
   {
@@ -114,8 +116,8 @@ bool StreamClient::RunOnce(const std::string& server) {
         acked_version_ = resp.version_info();
       } else {
         ++nacks_;
-        LOG_WARN("config version {} refused, keeping {}: {}", resp.version_info(),
-                 acked_version(), err);
+        LOG_WARN("config version {} refused, keeping {}: {}", resp.version_info(), acked_version(),
+                 err);
         answer.set_version_info(acked_version());
         answer.mutable_error_detail()->set_message(err);
       }

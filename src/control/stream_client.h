@@ -41,8 +41,8 @@ class StreamClient {
   // Applies a candidate state (everything the client would hold after the
   // response). Returns "" to ACK, or the reason to NACK (the state is then
   // not kept). Called on the client's thread.
-  using ApplyFn = std::function<std::string(const ResourceMap& state,
-                                            const weft::v1::StreamResponse& resp)>;
+  using ApplyFn =
+      std::function<std::string(const ResourceMap& state, const weft::v1::StreamResponse& resp)>;
 
   StreamClient(StreamClientOptions opts, ApplyFn apply);
   ~StreamClient();

@@ -232,9 +232,9 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
   bool done_ = false;
   uint64_t nonce_seq_ = 0;
   std::string nonce_;
-  SnapshotPtr latest_;     // newest snapshot for the identity
-  SnapshotPtr in_flight_;  // sent, not yet answered
-  SnapshotPtr acked_;      // what the client runs
+  SnapshotPtr latest_;                                // newest snapshot for the identity
+  SnapshotPtr in_flight_;                             // sent, not yet answered
+  SnapshotPtr acked_;                                 // what the client runs
   std::map<std::string, std::string> held_versions_;  // resume: what the client said it holds
   std::string nacked_version_;
 };
@@ -244,7 +244,8 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
   explicit Service(StreamServer* s) : server_(s) {}
   grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* Stream(
       grpc::CallbackServerContext* ctx) override {
-    if (static_cast<size_t>(server_->counters_.streams_active.load()) >= server_->opts_.max_streams) {
+    if (static_cast<size_t>(server_->counters_.streams_active.load()) >=
+        server_->opts_.max_streams) {
       LOG_WARN("stream from {} refused: {} streams open (max_streams)", ctx->peer(),
                server_->counters_.streams_active.load());
       // A reactor that finishes at once with the error.
@@ -276,7 +277,12 @@ StreamServer::StreamServer(asio::io_context& io, Api& api, StreamOptions opts)
   });
 }
 
-StreamServer::~StreamServer() { Stop(); }
+StreamServer::~StreamServer() {
+  try {
+    Stop();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): nothing to do while tearing down
+  }
+}
 
 Status StreamServer::Start(const std::string& addr) {
   service_ = std::make_unique<Service>(this);

@@ -30,7 +30,7 @@ struct StreamCounters {
   std::atomic<uint64_t> responses{0};
   std::atomic<uint64_t> acks{0};
   std::atomic<uint64_t> nacks{0};
-  std::atomic<uint64_t> resumed{0};      // streams that resumed from versions they held
+  std::atomic<uint64_t> resumed{0};       // streams that resumed from versions they held
   std::atomic<uint64_t> bad_requests{0};  // protocol errors: stream ended with an error
 };
 

@@ -139,7 +139,8 @@ Status Client::ReadResponse(ClientResponse* out,
     while ((r = pos_ == buf_.size()
                     ? http1::ParseResult::kIncomplete
                     : http1::ParseResponse(buf_.data() + pos_, buf_.size() - pos_, limits, &scanned,
-                                           "GET", &head, &perr)) == http1::ParseResult::kIncomplete) {
+                                           "GET", &head, &perr)) ==
+           http1::ParseResult::kIncomplete) {
       Status s = ReadMore();
       if (s.code() == StatusCode::kNotFound) return NetError(host_port_, "connection closed");
       if (!s.ok()) return s;
@@ -191,9 +192,9 @@ Status Client::ReadResponse(ClientResponse* out,
     while (!dec.Done()) {
       if (pos_ == buf_.size()) {
         Status s = ReadMore();
-        if (!s.ok()) return s.code() == StatusCode::kNotFound
-                                ? NetError(host_port_, "response body cut short")
-                                : s;
+        if (!s.ok())
+          return s.code() == StatusCode::kNotFound ? NetError(host_port_, "response body cut short")
+                                                   : s;
       }
       spans.clear();
       http1::Error cerr;

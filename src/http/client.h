@@ -24,8 +24,8 @@ struct ClientResponse {
 
 struct ClientOptions {
   int64_t connect_timeout_ms = 3000;
-  int64_t io_timeout_ms = 30000;         // each read/write; 0 waits forever
-  size_t max_body_bytes = 64 << 20;       // larger answers fail
+  int64_t io_timeout_ms = 30000;     // each read/write; 0 waits forever
+  size_t max_body_bytes = 64 << 20;  // larger answers fail
 };
 
 class Client {

@@ -112,25 +112,44 @@ std::string PercentEncode(std::string_view s) {
 
 const char* StatusReason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return status < 400 ? "OK" : "Error";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return status < 400 ? "OK" : "Error";
   }
 }
 
@@ -145,7 +164,8 @@ std::optional<tcp::endpoint> ParseHostPort(std::string_view s) {
 }
 
 std::string FormatEndpoint(const tcp::endpoint& ep) {
-  if (ep.address().is_v6()) return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
+  if (ep.address().is_v6())
+    return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
   return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
@@ -173,11 +193,18 @@ struct Server::Conn {
 Server::Server(asio::io_context& io, Handler handler, ServerOptions opts)
     : io_(io), handler_(std::move(handler)), opts_(std::move(opts)) {}
 
-Server::~Server() { Close(); }
+Server::~Server() {
+  try {
+    Close();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): nothing to do while tearing down
+  }
+}
 
 Status Server::Listen(const std::string& addr) {
   auto ep = ParseHostPort(addr);
-  if (!ep) return {StatusCode::kInvalidArgument, opts_.name + " address \"" + addr + "\": expected HOST:PORT"};
+  if (!ep)
+    return {StatusCode::kInvalidArgument,
+            opts_.name + " address \"" + addr + "\": expected HOST:PORT"};
   acceptor_.emplace(io_);
   asio::error_code ec;
   acceptor_->open(ep->protocol(), ec);
@@ -293,9 +320,9 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
     bool close = false;
     if (r != http1::ParseResult::kComplete) {
       ++counters_.bad_requests;
-      resp = Response::Text(r == http1::ParseResult::kError ? perr.status : 431,
-                            r == http1::ParseResult::kError ? std::string(perr.reason)
-                                                            : "request head too large");
+      resp = Response::Text(
+          r == http1::ParseResult::kError ? perr.status : 431,
+          r == http1::ParseResult::kError ? std::string(perr.reason) : "request head too large");
       close = true;
     } else {
       req.method = std::string(head.method);
@@ -392,8 +419,8 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
     if (closed_) close = true;
     std::string h = RenderHead(resp, resp.body.size(), close);
     const bool head_only = req.method == "HEAD";
-    std::array<asio::const_buffer, 2> out{asio::buffer(h),
-                                          asio::buffer(resp.body.data(), head_only ? 0 : resp.body.size())};
+    std::array<asio::const_buffer, 2> out{
+        asio::buffer(h), asio::buffer(resp.body.data(), head_only ? 0 : resp.body.size())};
     c->SetDeadline(opts_.idle_timeout_ms);
     auto [ec, n] = co_await asio::async_write(c->sock, out, kNoThrow);
     if (!ec && close && resp.status >= 400) {

@@ -24,8 +24,8 @@ namespace weft::http {
 
 struct Request {
   std::string method;
-  std::string target;  // as sent
-  std::string path;    // percent-decoded, without the query
+  std::string target;                                        // as sent
+  std::string path;                                          // percent-decoded, without the query
   std::vector<std::pair<std::string, std::string>> query;    // decoded, in order
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
   std::string body;
@@ -52,11 +52,11 @@ struct Response {
 using Handler = std::function<asio::awaitable<Response>(Request&)>;
 
 struct ServerOptions {
-  std::string name = "http";                  // for log lines
-  size_t max_body_bytes = 1024 * 1024;        // -> 413
-  size_t max_connections = 1024;              // beyond: accepted and closed at once
-  int64_t header_read_timeout_ms = 10000;     // head and body -> 408
-  int64_t idle_timeout_ms = 60000;            // between keep-alive requests
+  std::string name = "http";               // for log lines
+  size_t max_body_bytes = 1024 * 1024;     // -> 413
+  size_t max_connections = 1024;           // beyond: accepted and closed at once
+  int64_t header_read_timeout_ms = 10000;  // head and body -> 408
+  int64_t idle_timeout_ms = 60000;         // between keep-alive requests
 };
 
 struct ServerCounters {

@@ -7,7 +7,9 @@
 
 #include <csignal>
 #include <cstdio>
+#include <future>
 #include <map>
+#include <thread>
 
 #include "base/log.h"
 #include "base/time.h"
@@ -16,9 +18,6 @@
 #include "proxy/stats.h"
 #include "proxy/worker.h"
 #include "proxy/xds.h"
-
-#include <future>
-#include <thread>
 
 namespace weft::proxy {
 namespace {
@@ -145,12 +144,13 @@ class Proxy {
   }
 
   // Control-plane mode: follow the config stream from now on.
-  void Follow(const ProxyOptions& opts, std::shared_ptr<const ProxyConfig> base) {
+  void Follow(const ProxyOptions& opts, const std::shared_ptr<const ProxyConfig>& base) {
     control::StreamClientOptions so;
     size_t start = 0;
     while (start <= opts.server.size()) {
       size_t comma = opts.server.find(',', start);
-      std::string one = opts.server.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      std::string one =
+          opts.server.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       if (!one.empty()) so.servers.push_back(one);
       if (comma == std::string::npos) break;
       start = comma + 1;
@@ -163,7 +163,8 @@ class Proxy {
     so.info.set_version(WEFT_VERSION);
     char host[128] = {};
     gethostname(host, sizeof(host) - 1);
-    so.info.set_id(std::string("proxy/") + opts.service + "/" + host + "-" + std::to_string(getpid()));
+    so.info.set_id(std::string("proxy/") + opts.service + "/" + host + "-" +
+                   std::to_string(getpid()));
     stream_ = std::make_unique<control::StreamClient>(
         so, [this, base](const control::ResourceMap& state, const weft::v1::StreamResponse& resp) {
           std::string err;
@@ -243,7 +244,8 @@ class Proxy {
     for (const auto& l : cfg->listeners) line += " " + l.name + "=" + listeners_[l.name].bound;
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
-    LOG_INFO("{} workers, config {}", workers_.size(), path_.empty() ? "from the control plane" : path_);
+    LOG_INFO("{} workers, config {}", workers_.size(),
+             path_.empty() ? "from the control plane" : path_);
     if (started) started(this);
 
     signals_.add(SIGTERM);
@@ -336,10 +338,11 @@ class Proxy {
         std::string_view path = req.target.substr(0, req.target.find('?'));
         if (path == "/ready") {
           status = draining_ || !have_config_ ? 503 : 200;
-          body = draining_       ? "draining\n"
-                 : have_config_ ? "ready\n"
-                                : "waiting for configuration from the control plane (no listeners yet: is "
-                                  "this sidecar registered?)\n";
+          body = draining_ ? "draining\n"
+                 : have_config_
+                     ? "ready\n"
+                     : "waiting for configuration from the control plane (no listeners yet: is "
+                       "this sidecar registered?)\n";
         } else if (path == "/stats" || path == "/metrics") {
           type = "text/plain; version=0.0.4";
           body = stats_.RenderPrometheus();
@@ -397,13 +400,15 @@ int RunProxy(const ProxyOptions& opts) {
   std::string err;
   if (!opts.server.empty()) {
     if (opts.service.empty()) {
-      std::fprintf(stderr, "weft proxy: --server needs --service NAME (the service this proxy fronts)\n");
+      std::fprintf(stderr,
+                   "weft proxy: --server needs --service NAME (the service this proxy fronts)\n");
       return 2;
     }
     auto base = std::make_shared<ProxyConfig>();
     base->source_path = "control plane";
-    base->workers = opts.workers > 0 ? opts.workers
-                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    base->workers = opts.workers > 0
+                        ? opts.workers
+                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     if (!opts.admin.empty()) {
       auto a = ParseSocketAddress(opts.admin, &err);
       if (!a) {

@@ -43,7 +43,8 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     const pb::Cluster& c = r->cluster();
     ClusterConfig cc;
     cc.name = c.name();
-    if (!ParseLb(c.lb(), &cc.lb)) return fail("cluster " + c.name() + ": unknown lb \"" + c.lb() + "\"");
+    if (!ParseLb(c.lb(), &cc.lb))
+      return fail("cluster " + c.name() + ": unknown lb \"" + c.lb() + "\"");
     if (c.connect_timeout_ms() > 0) cc.connect_timeout_ms = c.connect_timeout_ms();
     if (const pb::Resource* e = find("endpoints", c.name())) {
       for (const auto& ep : e->endpoints().endpoints()) {
@@ -76,7 +77,8 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     } else if (l.protocol() == "http" || l.protocol().empty()) {
       lc.protocol = Protocol::kHttp;
       const pb::Resource* rt = find("route", l.route_table());
-      if (!rt) return fail("listener " + l.name() + ": route table \"" + l.route_table() + "\" missing");
+      if (!rt)
+        return fail("listener " + l.name() + ": route table \"" + l.route_table() + "\" missing");
       for (const auto& pr : rt->route().routes()) {
         RouteConfig rc;
         rc.name = pr.name();
@@ -95,7 +97,8 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
           rc.weighted.clear();
         }
         rc.timeout_ms = pr.timeout_ms();
-        if (pr.has_retry()) rc.retries = static_cast<int>(std::min<uint32_t>(pr.retry().attempts(), 5));
+        if (pr.has_retry())
+          rc.retries = static_cast<int>(std::min<uint32_t>(pr.retry().attempts(), 5));
         lc.routes.push_back(std::move(rc));
       }
     } else {

@@ -8,8 +8,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 65536) return 0;
-  auto j = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(data), size), nullptr,
-                                 false);
+  auto j =
+      nlohmann::json::parse(std::string(reinterpret_cast<const char*>(data), size), nullptr, false);
   if (j.is_discarded()) return 0;
   weft::control::CanonicalizeKeys(&j);
   weft::control::Node node;

@@ -37,7 +37,8 @@ std::string PrefixEnd(std::string prefix) {
 Status KvFromJson(const json& j, size_t strip, KeyValue* out) {
   auto k = Base64Decode(j.value("key", ""));
   auto v = Base64Decode(j.value("value", ""));
-  if (!k || !v || k->size() < strip) return {StatusCode::kInternal, "etcd: bad key or value encoding"};
+  if (!k || !v || k->size() < strip)
+    return {StatusCode::kInternal, "etcd: bad key or value encoding"};
   out->key = k->substr(strip);
   out->value = std::move(*v);
   out->create_revision = AsInt(j, "create_revision");
@@ -68,7 +69,8 @@ Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url) {
   size_t start = 0;
   while (start <= rest.size()) {
     size_t comma = rest.find(',', start);
-    std::string ep = rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    std::string ep =
+        rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     while (!ep.empty() && ep.back() == '/') ep.pop_back();
     if (!ep.empty()) o.endpoints.push_back(ep);
     if (comma == std::string::npos) break;
@@ -82,8 +84,10 @@ Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url) {
 Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(EtcdOptions opts) {
   std::unique_ptr<EtcdStore> s(new EtcdStore(std::move(opts)));
   auto st = s->Call("/v3/maintenance/status", json::object());
-  if (!st.ok()) return Status(StatusCode::kUnavailable, "etcd: no member answers: " + st.status().message());
-  LOG_INFO("etcd {} reached ({} endpoints)", st.value().value("version", "?"), s->opts_.endpoints.size());
+  if (!st.ok())
+    return Status(StatusCode::kUnavailable, "etcd: no member answers: " + st.status().message());
+  LOG_INFO("etcd {} reached ({} endpoints)", st.value().value("version", "?"),
+           s->opts_.endpoints.size());
   return s;
 }
 
@@ -177,19 +181,20 @@ Result<int64_t> EtcdStore::PutWithLease(std::string_view key, std::string_view v
     if (!r.ok()) return r.status();
     return AsInt(r.value()["header"], "revision");
   }
-  json cmp = expected == 0
-                 ? json{{"key", k}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}}
-                 : json{{"key", k},
-                        {"target", "MOD"},
-                        {"result", "EQUAL"},
-                        {"mod_revision", std::to_string(expected)}};
+  json cmp =
+      expected == 0
+          ? json{{"key", k}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}}
+          : json{{"key", k},
+                 {"target", "MOD"},
+                 {"result", "EQUAL"},
+                 {"mod_revision", std::to_string(expected)}};
   auto r = Call("/v3/kv/txn", {{"compare", json::array({cmp})},
                                {"success", json::array({{{"request_put", put}}})}});
   if (!r.ok()) return r.status();
   if (!r.value().value("succeeded", false))
-    return Status(StatusCode::kFailedPrecondition,
-                  "key " + std::string(key) + " changed (expected revision " +
-                      std::to_string(expected) + ")");
+    return Status(StatusCode::kFailedPrecondition, "key " + std::string(key) +
+                                                       " changed (expected revision " +
+                                                       std::to_string(expected) + ")");
   return AsInt(r.value()["header"], "revision");
 }
 
@@ -220,7 +225,8 @@ Result<RangeResult> EtcdStore::Range(std::string_view prefix) {
   int64_t at = 0;
   // Paged at one revision, so the result is one consistent view.
   for (;;) {
-    json req = {{"key", B64(from)}, {"range_end", end}, {"limit", std::to_string(opts_.range_page)}};
+    json req = {
+        {"key", B64(from)}, {"range_end", end}, {"limit", std::to_string(opts_.range_page)}};
     if (at) req["revision"] = std::to_string(at);
     auto r = Call("/v3/kv/range", req);
     if (!r.ok()) return r.status();
@@ -244,7 +250,8 @@ int64_t EtcdStore::Revision() {
   return AsInt(r.value()["header"], "revision");
 }
 
-Result<int64_t> EtcdStore::Watch(std::string_view prefix, int64_t after_revision, WatchCallback cb) {
+Result<int64_t> EtcdStore::Watch(std::string_view prefix, int64_t after_revision,
+                                 WatchCallback cb) {
   auto w = std::make_shared<Watcher>();
   w->prefix = std::string(prefix);
   w->next_revision = after_revision + 1;
@@ -319,7 +326,8 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
         for (const auto& e : *evs) {
           Event ev;
           ev.type = e.value("type", "PUT") == "DELETE" ? Event::Type::kDelete : Event::Type::kPut;
-          if (!KvFromJson(e.value("kv", json::object()), opts_.prefix.size(), &ev.kv).ok()) continue;
+          if (!KvFromJson(e.value("kv", json::object()), opts_.prefix.size(), &ev.kv).ok())
+            continue;
           out.push_back(std::move(ev));
         }
         // Group by revision: one callback per committed write.
@@ -358,11 +366,15 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
         w->next_revision = r->revision + 1;
       }
     }
-    if (!got) ++failures;
-    else failures = 0;
-    if (!s.ok()) LOG_WARN("etcd watch on {} via {}: {}; reconnecting", w->prefix, c.host_port(), s.message());
+    if (!got)
+      ++failures;
+    else
+      failures = 0;
+    if (!s.ok())
+      LOG_WARN("etcd watch on {} via {}: {}; reconnecting", w->prefix, c.host_port(), s.message());
     ++ep;  // try the next member
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(1000, 50 * (1 << std::min(failures, 5)))));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::min(1000, 50 * (1 << std::min(failures, 5)))));
   }
 }
 
@@ -414,7 +426,8 @@ Result<bool> EtcdStore::Campaign(std::string_view key, std::string_view id) {
   if (w.ok()) return true;
   if (w.status().code() != StatusCode::kFailedPrecondition) return w.status();
   auto cur = Get(key);
-  if (!cur.ok()) return cur.status().code() == StatusCode::kNotFound ? Result<bool>(false) : cur.status();
+  if (!cur.ok())
+    return cur.status().code() == StatusCode::kNotFound ? Result<bool>(false) : cur.status();
   return cur->value == id;
 }
 

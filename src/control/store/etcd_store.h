@@ -12,11 +12,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "control/store/store.h"
 #include "http/client.h"
@@ -27,8 +26,8 @@ struct EtcdOptions {
   std::vector<std::string> endpoints;  // HOST:PORT
   std::string prefix = "/weft/";       // every key lives under it
   int64_t request_timeout_ms = 5000;
-  int64_t lease_ttl_s = 10;            // ephemeral keys vanish this long after a crash
-  size_t range_page = 500;             // keys per range request
+  int64_t lease_ttl_s = 10;  // ephemeral keys vanish this long after a crash
+  size_t range_page = 500;   // keys per range request
 };
 
 class EtcdStore final : public Store {
@@ -68,8 +67,8 @@ class EtcdStore final : public Store {
   std::atomic<size_t> next_endpoint_{0};
 
   std::mutex watch_mu_;
-  int64_t next_watch_ = 1;                                  // guarded by watch_mu_
-  std::map<int64_t, std::shared_ptr<Watcher>> watchers_;   // guarded by watch_mu_
+  int64_t next_watch_ = 1;                                // guarded by watch_mu_
+  std::map<int64_t, std::shared_ptr<Watcher>> watchers_;  // guarded by watch_mu_
 
   std::mutex lease_mu_;
   int64_t lease_ = 0;  // guarded by lease_mu_

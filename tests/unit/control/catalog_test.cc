@@ -36,14 +36,20 @@ TEST(Catalog, RegistrationBuildsTheNodeDocument) {
 }
 
 TEST(Catalog, CheckStatusDefaultsToCriticalAndWorstWins) {
-  Node n = Register({}, json::parse(R"({"Node":"n","Address":"a","Service":{"Service":"s","ID":"s1"}})"));
-  n = Register(n, json::parse(R"({"Node":"n","Address":"a","Check":{"Name":"c","ServiceID":"s1"}})"));
+  Node n = Register(
+      {}, json::parse(R"({"Node":"n","Address":"a","Service":{"Service":"s","ID":"s1"}})"));
+  n = Register(n,
+               json::parse(R"({"Node":"n","Address":"a","Check":{"Name":"c","ServiceID":"s1"}})"));
   EXPECT_EQ(n.checks.at("c").status, "critical");
   EXPECT_EQ(InstanceHealth(n, n.services.at("s1")), "critical");
-  n = Register(n, json::parse(R"({"Node":"n","Address":"a","Check":{"Name":"c","ServiceID":"s1","Status":"warning"}})"));
+  n = Register(
+      n,
+      json::parse(
+          R"({"Node":"n","Address":"a","Check":{"Name":"c","ServiceID":"s1","Status":"warning"}})"));
   EXPECT_EQ(InstanceHealth(n, n.services.at("s1")), "warning");
   // A node-level check applies to every instance.
-  n = Register(n, json::parse(R"({"Node":"n","Address":"a","Check":{"Name":"node","Status":"critical"}})"));
+  n = Register(
+      n, json::parse(R"({"Node":"n","Address":"a","Check":{"Name":"node","Status":"critical"}})"));
   EXPECT_EQ(InstanceHealth(n, n.services.at("s1")), "critical");
 }
 
@@ -76,7 +82,9 @@ TEST(Catalog, LimitsAreEnforced) {
   lim.max_services_per_node = 2;
   Node n;
   for (int i = 0; i < 2; ++i) {
-    json b = {{"Node", "n"}, {"Address", "a"}, {"Service", {{"Service", "s"}, {"ID", "s" + std::to_string(i)}}}};
+    json b = {{"Node", "n"},
+              {"Address", "a"},
+              {"Service", {{"Service", "s"}, {"ID", "s" + std::to_string(i)}}}};
     ASSERT_TRUE(ApplyRegistration(b, lim, &n).ok());
   }
   json third = {{"Node", "n"}, {"Address", "a"}, {"Service", {{"Service", "s"}, {"ID", "s9"}}}};
@@ -84,7 +92,8 @@ TEST(Catalog, LimitsAreEnforced) {
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("limit"), std::string::npos);
   // Re-registering an existing id is not a new service.
-  json again = {{"Node", "n"}, {"Address", "a"}, {"Service", {{"Service", "s"}, {"ID", "s1"}, {"Port", 9}}}};
+  json again = {
+      {"Node", "n"}, {"Address", "a"}, {"Service", {{"Service", "s"}, {"ID", "s1"}, {"Port", 9}}}};
   EXPECT_TRUE(ApplyRegistration(again, lim, &n).ok());
 }
 
@@ -98,23 +107,28 @@ TEST(Catalog, FieldNamesAreCaseInsensitiveButMetaKeysAreData) {
 }
 
 TEST(Catalog, DeregistrationRemovesServiceChecksOrNode) {
-  Node n = Register({}, json::parse(R"({"Node":"n","Address":"a","Service":{"Service":"s","ID":"s1"},
+  Node n =
+      Register({}, json::parse(R"({"Node":"n","Address":"a","Service":{"Service":"s","ID":"s1"},
       "Checks":[{"Name":"c1","ServiceID":"s1"},{"Name":"node"}]})"));
   bool remove = false;
-  ASSERT_TRUE(ApplyDeregistration(json::parse(R"({"Node":"n","ServiceID":"s1"})"), &n, &remove).ok());
+  ASSERT_TRUE(
+      ApplyDeregistration(json::parse(R"({"Node":"n","ServiceID":"s1"})"), &n, &remove).ok());
   EXPECT_FALSE(remove);
   EXPECT_TRUE(n.services.empty());
   EXPECT_EQ(n.checks.size(), 1u);  // the service's check went with it
-  EXPECT_EQ(ApplyDeregistration(json::parse(R"({"Node":"n","ServiceID":"s1"})"), &n, &remove).code(),
-            StatusCode::kNotFound);
+  EXPECT_EQ(
+      ApplyDeregistration(json::parse(R"({"Node":"n","ServiceID":"s1"})"), &n, &remove).code(),
+      StatusCode::kNotFound);
   ASSERT_TRUE(ApplyDeregistration(json::parse(R"({"Node":"n"})"), &n, &remove).ok());
   EXPECT_TRUE(remove);
 }
 
 TEST(CatalogView, IndexesMoveOnlyForWhatChanged) {
   CatalogView v;
-  Node a = Register({}, json::parse(R"({"Node":"a","Address":"1","Service":{"Service":"web","ID":"w1"}})"));
-  a = Register(a, json::parse(R"({"Node":"a","Address":"1","Service":{"Service":"db","ID":"d1"}})"));
+  Node a = Register(
+      {}, json::parse(R"({"Node":"a","Address":"1","Service":{"Service":"web","ID":"w1"}})"));
+  a = Register(a,
+               json::parse(R"({"Node":"a","Address":"1","Service":{"Service":"db","ID":"d1"}})"));
   std::string doc = NodeToJson(a);
   v.Apply("a", &doc, 5, 5);
   EXPECT_EQ(v.service_index("web"), 5);
@@ -123,7 +137,9 @@ TEST(CatalogView, IndexesMoveOnlyForWhatChanged) {
   EXPECT_EQ(v.TakeChangedServices(), (std::set<std::string>{"db", "web"}));
 
   // Only web changes: db keeps its index, and the set of services is the same.
-  a = Register(a, json::parse(R"({"Node":"a","Address":"1","Service":{"Service":"web","ID":"w1","Port":8}})"));
+  a = Register(
+      a,
+      json::parse(R"({"Node":"a","Address":"1","Service":{"Service":"web","ID":"w1","Port":8}})"));
   doc = NodeToJson(a);
   v.Apply("a", &doc, 9, 5);
   EXPECT_EQ(v.service_index("web"), 9);
@@ -143,11 +159,14 @@ TEST(CatalogView, IndexesMoveOnlyForWhatChanged) {
 
 TEST(CatalogView, SidecarChangesCountForTheServiceTheyFront) {
   CatalogView v;
-  Node n = Register({}, json::parse(R"({"Node":"n","Address":"1","Service":{"Service":"web","ID":"w1","Port":80}})"));
+  Node n = Register(
+      {},
+      json::parse(R"({"Node":"n","Address":"1","Service":{"Service":"web","ID":"w1","Port":80}})"));
   std::string doc = NodeToJson(n);
   v.Apply("n", &doc, 1, 1);
   v.TakeChangedServices();
-  n = Register(n, json::parse(R"({"Node":"n","Address":"1","Service":{"Service":"web-sidecar","ID":"p1",
+  n = Register(
+      n, json::parse(R"({"Node":"n","Address":"1","Service":{"Service":"web-sidecar","ID":"p1",
       "Kind":"connect-proxy","Port":15001,"Proxy":{"DestinationServiceName":"web","LocalServicePort":80}}})"));
   doc = NodeToJson(n);
   v.Apply("n", &doc, 2, 1);
@@ -158,7 +177,8 @@ TEST(CatalogView, SidecarChangesCountForTheServiceTheyFront) {
 
 TEST(ConfigView, EntriesAndIndexes) {
   ConfigView v;
-  auto m = mesh::ParseManifests("kind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n");
+  auto m =
+      mesh::ParseManifests("kind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n");
   ASSERT_TRUE(m.ok());
   std::string json = mesh::ToJson(m.value()[0]);
   v.Apply(ConfigKey("Service", "default", "web"), &json, 3, 3);
@@ -173,7 +193,8 @@ TEST(ConfigView, EntriesAndIndexes) {
 }
 
 TEST(Base64, RoundTripsAndRejectsGarbage) {
-  for (const std::string& s : std::vector<std::string>{"", "a", "ab", "abc", "abcd", std::string("\0\xff\x10", 3)}) {
+  for (const std::string& s :
+       std::vector<std::string>{"", "a", "ab", "abc", "abcd", std::string("\0\xff\x10", 3)}) {
     auto d = Base64Decode(Base64Encode(s));
     ASSERT_TRUE(d.has_value());
     EXPECT_EQ(*d, s);

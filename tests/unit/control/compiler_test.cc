@@ -17,7 +17,9 @@ class CompilerTest : public ::testing::Test {
     catalog_.Apply(node, &doc, ++rev_, rev_);
   }
   void Register(const std::string& node, const std::string& svc, const std::string& id, int port) {
-    Put(node, {{"Node", node}, {"Address", "127.0.0.1"}, {"Service", {{"Service", svc}, {"ID", id}, {"Port", port}}}});
+    Put(node, {{"Node", node},
+               {"Address", "127.0.0.1"},
+               {"Service", {{"Service", svc}, {"ID", id}, {"Port", port}}}});
   }
   void Apply(const std::string& yaml) {
     auto m = mesh::ParseManifests(yaml);
@@ -104,9 +106,11 @@ TEST_F(CompilerTest, RecompilesOnlyWhatAChangeTouches) {
   ASSERT_EQ(changed.size(), 1u);
   SnapshotPtr second = changed[0].second;
   EXPECT_NE(second->version, first->version);
-  EXPECT_EQ(Find(second, "listener/inbound")->version(), Find(first, "listener/inbound")->version());
+  EXPECT_EQ(Find(second, "listener/inbound")->version(),
+            Find(first, "listener/inbound")->version());
   EXPECT_EQ(Find(second, "cluster/reviews")->version(), Find(first, "cluster/reviews")->version());
-  EXPECT_NE(Find(second, "endpoints/reviews")->version(), Find(first, "endpoints/reviews")->version());
+  EXPECT_NE(Find(second, "endpoints/reviews")->version(),
+            Find(first, "endpoints/reviews")->version());
 
   // A config change that compiles to the same snapshot pushes nothing.
   Apply("kind: Service\nmetadata: {name: unrelated}\nspec: {ports: [{port: 1}]}\n");
@@ -118,9 +122,13 @@ TEST_F(CompilerTest, UnhealthyInstancesAndSidecarsShapeEndpoints) {
   Register("a", "reviews", "r1", 7001);
   Register("b", "reviews", "r2", 7002);
   Sidecar();
-  Put("b", json::parse(R"({"Node":"b","Address":"127.0.0.1","Check":{"Name":"c","Status":"critical","ServiceID":"r2"}})"));
+  Put("b",
+      json::parse(
+          R"({"Node":"b","Address":"127.0.0.1","Check":{"Name":"c","Status":"critical","ServiceID":"r2"}})"));
   // r1 has a sidecar of its own: traffic to r1 enters through it.
-  Put("a", json::parse(R"({"Node":"a","Address":"127.0.0.1","Service":{"Service":"reviews-sidecar","ID":"r1-sc",
+  Put("a",
+      json::parse(
+          R"({"Node":"a","Address":"127.0.0.1","Service":{"Service":"reviews-sidecar","ID":"r1-sc",
       "Kind":"connect-proxy","Port":15002,"Proxy":{"DestinationServiceName":"reviews","DestinationServiceID":"r1",
       "LocalServicePort":7001}}})"));
   SnapshotPtr s = compiler_.Get(web_);
@@ -150,7 +158,8 @@ TEST_F(CompilerTest, CatalogSnapshotPatchesNodes) {
   auto changed = compiler_.TakeChanged();
   ASSERT_EQ(changed.size(), 1u);
   EXPECT_EQ(changed[0].second->resources.size(), 2u);
-  EXPECT_EQ(changed[0].second->resources.at("node/a")->version(), s->resources.at("node/a")->version());
+  EXPECT_EQ(changed[0].second->resources.at("node/a")->version(),
+            s->resources.at("node/a")->version());
 }
 
 }  // namespace
