@@ -85,6 +85,21 @@ def rss_kb(pids):
     return total
 
 
+def private_kb(pids):
+    """Memory the processes alone hold (USS: private clean + dirty pages);
+    RSS also counts shared library pages that every process using those
+    libraries shares."""
+    total = 0
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def parse_wrk(out):
     def dur(s):
         m = re.match(r"([\d.]+)(us|ms|s)", s)
@@ -197,6 +212,7 @@ def measure(name, server, port, a):
     # warm up: connections and pools
     run_wrk(port, 1, a.connections, a.wrk_threads, a.wrk_cpus)
     idle = rss_kb(pids)
+    idle_private = private_kb(pids)
     peak = [0]
     stop = threading.Event()
 
@@ -214,7 +230,7 @@ def measure(name, server, port, a):
     t.join()
     rps, total, p50, p99, errors = parse_wrk(out)
     cpu_us = (c1 - c0) / total * 1e6 if total and server else 0.0
-    return {"name": name, "rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "idle_kb": idle,
+    return {"name": name, "rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "idle_kb": idle, "idle_private_kb": idle_private,
             "load_kb": peak[0], "errors": errors}
 
 
@@ -290,21 +306,25 @@ def write_results(a, results):
               if a.layout == "small" else
               "Backend: nginx `return 200 \"ok\"` (4 workers, cores 8-11); wrk on cores 12-15; "
               "the proxy under test on cores 0..N-1 for N workers."),
-             "CPU/req: proxy utime+stime over the run divided by requests. RSS: all proxy processes.",
+             "CPU/req: proxy utime+stime over the run divided by requests. RSS: all proxy processes; "
+             "private: their private pages only (USS), without the shared library pages RSS counts.",
              "This machine is shared and noisy: read the ratios, not the absolute numbers.", ""]
     for workers, rows in results.items():
         lines += [f"## {workers} worker{'s' if workers > 1 else ''}", "",
-                  "| target | req/s | p50 ms | p99 ms | CPU µs/req | RSS idle MB | RSS load MB | errors |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| target | req/s | p50 ms | p99 ms | CPU µs/req | RSS idle MB | private idle MB | RSS load MB | errors |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | "
-                         f"{r['cpu_us']:.2f} | {r['idle_kb'] / 1024:.1f} | {r['load_kb'] / 1024:.1f} | {r['errors']} |")
+                         f"{r['cpu_us']:.2f} | {r['idle_kb'] / 1024:.1f} | {r.get('idle_private_kb', 0) / 1024:.1f} | "
+                         f"{r['load_kb'] / 1024:.1f} | {r['errors']} |")
         by = {r["name"]: r for r in rows}
-        lines += ["", "| weft vs | req/s ratio | CPU/req ratio | p99 ratio | RSS idle ratio |", "|---|---:|---:|---:|---:|"]
+        lines += ["", "| weft vs | req/s ratio | CPU/req ratio | p99 ratio | RSS idle ratio | private idle ratio |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for other in ("haproxy", "nginx"):
             o, w = by[other], by["weft"]
             lines.append(f"| {other} | {w['rps'] / o['rps']:.2f} | {w['cpu_us'] / o['cpu_us']:.2f} | "
-                         f"{w['p99'] / o['p99']:.2f} | {w['idle_kb'] / max(o['idle_kb'], 1):.2f} |")
+                         f"{w['p99'] / o['p99']:.2f} | {w['idle_kb'] / max(o['idle_kb'], 1):.2f} | "
+                         f"{w['idle_private_kb'] / max(o['idle_private_kb'], 1):.2f} |")
         lines.append("")
     lines += ["req/s ratio > 1 and CPU/req ratio < 1 mean weft is ahead.", ""]
     notes = os.path.join(os.path.dirname(a.out), "NOTES.md")

@@ -14,7 +14,7 @@ cleanup() {
 trap cleanup EXIT
 
 busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 8080 15000 6380 9001 9002; do
+for port in 8080 15000 6380 9001 9002 8500 8502 9080 15001 15100; do
   if busy "$port"; then echo "quickstart: port $port is in use; stop what holds it and retry" >&2; exit 1; fi
 done
 
@@ -69,5 +69,50 @@ say "SIGTERM: drain and exit"
 kill -TERM "$WEFT_PID"
 wait "$WEFT_PID" && echo "weft exited with status 0"
 tail -n 2 "$TMP/weft.log"
+
+say "the control plane: weft server --dev (embedded store, API on :8500, config stream on :8502)"
+"$WEFT" server --dev --http 127.0.0.1:8500 --grpc 127.0.0.1:8502 >"$TMP/server.out" 2>"$TMP/server.log" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q listening "$TMP/server.out" 2>/dev/null && break; sleep 0.05; done
+cat "$TMP/server.out"
+export WEFT_SERVER=http://127.0.0.1:8500
+
+say "register two instances of reviews (Consul's API) and a sidecar for web that calls reviews on :9080"
+reg() { curl -fsS -X PUT http://127.0.0.1:8500/v1/catalog/register -d "$1" >/dev/null; }
+reg '{"Node":"node-1","Address":"127.0.0.1","Service":{"Service":"reviews","ID":"reviews-1","Port":9001}}'
+reg '{"Node":"node-2","Address":"127.0.0.1","Service":{"Service":"reviews-v2","ID":"reviews-v2-1","Port":9002}}'
+reg '{"Node":"node-web","Address":"127.0.0.1","Service":{"Service":"web-sidecar","ID":"web-sc","Kind":"connect-proxy","Port":15100,"Proxy":{"DestinationServiceName":"web","LocalServicePort":9001,"Upstreams":[{"DestinationName":"reviews","LocalBindPort":9080}]}}}'
+curl -fsS 'http://127.0.0.1:8500/v1/health/service/reviews?passing' |
+  python3 -c 'import json,sys; [print("healthy:", e["Service"]["ID"], e["Node"]["Address"], e["Service"]["Port"]) for e in json.load(sys.stdin)]'
+
+say "weft proxy --server 127.0.0.1:8502 --service web (its config streams from the server)"
+"$WEFT" proxy --server 127.0.0.1:8502 --service web --admin 127.0.0.1:15001 --workers 1 >/dev/null 2>"$TMP/sidecar.log" &
+PIDS+=($!)
+for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:15001/ready 2>/dev/null && break; sleep 0.05; done
+count() {
+  for i in $(seq 20); do curl -sS -D - -o /dev/null http://127.0.0.1:9080/ | tr -d '\r' | grep -i '^x-backend:'; done | sort | uniq -c
+}
+count
+
+say "weft apply: a Route that sends 50% of reviews traffic to reviews-v2"
+cat > "$TMP/route.yaml" <<'YAML'
+kind: Route
+metadata: {name: reviews}
+spec:
+  service: reviews
+  rules:
+    - backends: [{service: reviews, weight: 50}, {service: reviews-v2, weight: 50}]
+YAML
+"$WEFT" apply -f "$TMP/route.yaml"
+sleep 0.3
+count
+"$WEFT" get routes
+"$WEFT" members
+
+say "weft delete route reviews: back to reviews only"
+"$WEFT" delete route reviews
+sleep 0.3
+count
+
 echo
-echo "quickstart done: weft proxied HTTP and TCP traffic, see above."
+echo "quickstart done: weft proxied HTTP and TCP traffic, and a sidecar followed the control plane live."

@@ -27,7 +27,7 @@ struct ApiOptions {
   int64_t max_wait_ms = 10 * 60 * 1000;
   int64_t default_wait_ms = 5 * 60 * 1000;
   size_t max_blocking_queries = 8192;
-  size_t write_threads = 16;  // store calls in flight (etcd round trips overlap)
+  size_t write_threads = 64;  // store calls in flight (etcd round trips overlap)
   CatalogLimits limits;
 };
 

@@ -37,9 +37,16 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
   // For /v1/agent/members.
   nlohmann::json Describe() {
     std::lock_guard<std::mutex> l(mu_);
+    // gRPC names peers "ipv4:1.2.3.4:5678" / "ipv6:[::1]:5678".
+    std::string addr = peer_.substr(peer_.find(':') + 1);
+    int port = 0;
+    if (size_t colon = addr.rfind(':'); colon != std::string::npos) {
+      port = std::atoi(addr.c_str() + colon + 1);
+      addr.resize(colon);
+    }
     return {{"Name", client_.id().empty() ? peer_ : client_.id()},
-            {"Addr", peer_},
-            {"Port", 0},
+            {"Addr", addr},
+            {"Port", port},
             {"Status", 1},
             {"Tags",
              {{"role", client_.role()},
@@ -77,6 +84,7 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
       }
       if (identity_.role != "proxy") identity_ = Identity{"catalog", "", "default", ""};
       identity_key_ = identity_.Key();
+      for (const auto& t : req_.resource_types()) types_.insert(t);
       if (!req_.resource_versions().empty()) {
         held_versions_.insert(req_.resource_versions().begin(), req_.resource_versions().end());
         server_->counters_.resumed++;
@@ -165,7 +173,8 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
       DiffVersions(held_versions_, latest_->resources);
     } else {
       resp_.set_full_state(true);
-      for (const auto& [k, r] : latest_->resources) *resp_.add_resources() = *r;
+      for (const auto& [k, r] : latest_->resources)
+        if (Wanted(*r)) *resp_.add_resources() = *r;
     }
     if (!resp_.full_state() && resp_.resources_size() == 0 && resp_.removed_size() == 0 && acked_) {
       acked_ = latest_;  // same resources, new version string: nothing to send
@@ -177,6 +186,9 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
     server_->counters_.responses++;
     StartWrite(&resp_);
   }
+
+  // The client named the types it wants (none named: everything).
+  bool Wanted(const pb::Resource& r) const { return types_.empty() || types_.count(r.type()) > 0; }
 
   void AddRemoved(const std::string& key) {
     size_t slash = key.find('/');
@@ -191,13 +203,14 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
     auto b = to.begin();
     while (a != from.end() || b != to.end()) {
       if (b == to.end() || (a != from.end() && a->first < b->first)) {
-        AddRemoved(a->first);
+        if (Wanted(*a->second)) AddRemoved(a->first);
         ++a;
       } else if (a == from.end() || b->first < a->first) {
-        *resp_.add_resources() = *b->second;
+        if (Wanted(*b->second)) *resp_.add_resources() = *b->second;
         ++b;
       } else {
-        if (a->second != b->second && a->second->version() != b->second->version())
+        if (a->second != b->second && a->second->version() != b->second->version() &&
+            Wanted(*b->second))
           *resp_.add_resources() = *b->second;
         ++a;
         ++b;
@@ -211,7 +224,8 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
       if (!to.count(k)) AddRemoved(k);
     for (const auto& [k, r] : to) {
       auto it = from.find(k);
-      if (it == from.end() || it->second != r->version()) *resp_.add_resources() = *r;
+      if ((it == from.end() || it->second != r->version()) && Wanted(*r))
+        *resp_.add_resources() = *r;
     }
   }
 
@@ -236,6 +250,7 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
   SnapshotPtr in_flight_;                             // sent, not yet answered
   SnapshotPtr acked_;                                 // what the client runs
   std::map<std::string, std::string> held_versions_;  // resume: what the client said it holds
+  std::set<std::string> types_;                        // subscribed resource types
   std::string nacked_version_;
 };
 

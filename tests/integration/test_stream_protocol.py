@@ -155,6 +155,22 @@ def test_resume_sends_only_what_changed(pb, server):
     st.close()
 
 
+def test_only_subscribed_types_are_sent(pb, server):
+    s = server()
+    s.register("n1", "a", 1, "a-1")
+    s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n")
+    req = first_request(pb)
+    del req.resource_types[:]
+    req.resource_types.append("config")
+    st = Stream(pb, s.grpc, req)
+    r = st.next()
+    assert names(r) == ["config/Service/default/a"]
+    st.ack(r)
+    s.register("n2", "b", 2, "b-1")  # a node change: nothing for a config-only client
+    assert st.nothing_for(0.7)
+    st.close()
+
+
 def test_malformed_first_request_is_refused(pb, server):
     import grpc
     s = server()
