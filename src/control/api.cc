@@ -117,9 +117,22 @@ void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev,
 void Api::ApplyEvents(std::vector<ParsedEvent>& events) {
   // One batch is one write, possibly of several keys at the same revision
   // (a transaction, a lease expiring).
-  const int64_t seen = applied_;
+  int64_t seen = applied_;
   for (auto& pe : events) {
     const store::Event& e = pe.event;
+    if (e.type == store::Event::Type::kReset) {
+      // The store's history was compacted past this replica's watch: the
+      // rest of the batch is the whole current state.
+      LOG_WARN("store reset at revision {}: rebuilding the view", e.kv.mod_revision);
+      catalog_.Clear(e.kv.mod_revision);
+      config_.Clear(e.kv.mod_revision);
+      config_changed_ = true;
+      members_.clear();
+      leader_name_.clear();
+      seen = 0;
+      applied_ = e.kv.mod_revision;
+      continue;
+    }
     if (e.kv.mod_revision <= seen) continue;  // already seen
     if (StartsWith(e.kv.key, kNodePrefix)) {
       catalog_.ApplyParsed(e.kv.key.substr(kNodePrefix.size()),

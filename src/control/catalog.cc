@@ -623,10 +623,20 @@ void CatalogView::ApplyParsed(const std::string& node_name, std::optional<Node> 
   }
 }
 
-void CatalogView::Clear() {
+void CatalogView::Clear(int64_t revision) {
+  // Everything that was there changed.
+  for (const auto& [name, n] : nodes_) {
+    changed_nodes_.insert(name);
+    for (const auto& [id, s] : n.services) {
+      changed_services_.insert(s.service);
+      if (s.proxy) changed_services_.insert(s.proxy->destination_service_name);
+    }
+  }
   nodes_.clear();
   by_service_.clear();
   proxies_by_dest_.clear();
+  service_index_.clear();
+  services_index_ = nodes_index_ = revision;
 }
 
 const Node* CatalogView::FindNode(const std::string& name) const {

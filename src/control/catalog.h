@@ -140,7 +140,9 @@ class CatalogView {
   // caller can parse off the thread that owns the view.
   void ApplyParsed(const std::string& node_name, std::optional<Node> node, int64_t revision,
                    int64_t create_revision);
-  void Clear();
+  // Drops everything (a store reset at `revision`); what was there counts
+  // as changed.
+  void Clear(int64_t revision);
 
   const std::map<std::string, Node>& nodes() const { return nodes_; }
   const Node* FindNode(const std::string& name) const;

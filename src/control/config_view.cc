@@ -78,7 +78,7 @@ int64_t ConfigView::entry_index(std::string_view kind, std::string_view ns,
 int64_t ConfigView::kind_index(std::string_view kind) const {
   if (kind.empty()) return index_;
   auto it = kind_index_.find(kind);
-  return it == kind_index_.end() ? 0 : it->second;
+  return it == kind_index_.end() ? reset_index_ : it->second;
 }
 
 }  // namespace weft::control

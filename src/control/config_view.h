@@ -40,12 +40,20 @@ class ConfigView {
   int64_t entry_index(std::string_view kind, std::string_view ns, std::string_view name) const;
   int64_t kind_index(std::string_view kind) const;
   int64_t index() const { return index_; }
+  // Drops everything (a store reset at `revision`).
+  void Clear(int64_t revision) {
+    entries_.clear();
+    entry_index_.clear();
+    kind_index_.clear();
+    index_ = reset_index_ = revision;
+  }
 
  private:
   std::map<std::string, ConfigEntry, std::less<>> entries_;  // by key
   std::map<std::string, int64_t, std::less<>> entry_index_;
   std::map<std::string, int64_t, std::less<>> kind_index_;
   int64_t index_ = 0;
+  int64_t reset_index_ = 0;  // the index of kinds not seen since the last reset
 };
 
 }  // namespace weft::control

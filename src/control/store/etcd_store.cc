@@ -350,19 +350,21 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
     }
     if (w->stop) break;
     if (compacted) {
-      // The events we missed are gone: read the current state and hand it
-      // over as writes at their own revisions (the consumer skips what it
-      // has already seen). Keys deleted meanwhile are reported by the
-      // consumer's own reconciliation on restart; log it loudly.
+      // The events we missed are gone: hand over the whole current state as
+      // one reset batch, then follow from there.
       auto r = Range(w->prefix);
       if (r.ok()) {
-        LOG_WARN("etcd watch on {}: resynchronised from a full read at revision {}", w->prefix,
-                 r->revision);
-        for (auto& kv : r->kvs) {
-          if (kv.mod_revision < w->next_revision) continue;
-          std::vector<Event> one{Event{Event::Type::kPut, kv}};
-          w->cb(one);
-        }
+        LOG_WARN("etcd watch on {}: history compacted; resynchronised from a full read at "
+                 "revision {}",
+                 w->prefix, r->revision);
+        std::vector<Event> batch;
+        batch.reserve(r->kvs.size() + 1);
+        Event reset;
+        reset.type = Event::Type::kReset;
+        reset.kv.mod_revision = r->revision;
+        batch.push_back(std::move(reset));
+        for (auto& kv : r->kvs) batch.push_back(Event{Event::Type::kPut, std::move(kv)});
+        if (!w->stop) w->cb(batch);
         w->next_revision = r->revision + 1;
       }
     }

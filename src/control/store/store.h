@@ -24,7 +24,11 @@ struct KeyValue {
 };
 
 struct Event {
-  enum class Type : uint8_t { kPut, kDelete };
+  // kReset starts a batch that replaces everything under the watched prefix:
+  // the watch fell behind a compaction, so the store re-read the current
+  // state; the puts that follow in the same batch are all there is, at
+  // revision kv.mod_revision.
+  enum class Type : uint8_t { kPut, kDelete, kReset };
   Type type = Type::kPut;
   KeyValue kv;  // for kDelete: the key and the deleting revision as mod_revision
 };

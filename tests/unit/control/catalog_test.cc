@@ -207,3 +207,29 @@ TEST(Base64, RoundTripsAndRejectsGarbage) {
 
 }  // namespace
 }  // namespace weft::control
+
+namespace weft::control {
+namespace {
+
+TEST(CatalogView, ResetDropsEverythingAndCountsItAsChanged) {
+  CatalogView v;
+  Node n;
+  ASSERT_TRUE(ApplyRegistration(nlohmann::json::parse(
+                                    R"({"Node":"n","Address":"1","Service":{"Service":"web","ID":"w"}})"),
+                                CatalogLimits{}, &n)
+                  .ok());
+  std::string doc = NodeToJson(n);
+  v.Apply("n", &doc, 3, 3);
+  v.TakeChangedServices();
+  v.TakeChangedNodes();
+  v.Clear(10);
+  EXPECT_TRUE(v.nodes().empty());
+  EXPECT_TRUE(v.Instances("web").empty());
+  EXPECT_EQ(v.TakeChangedServices(), (std::set<std::string>{"web"}));
+  EXPECT_EQ(v.TakeChangedNodes(), (std::set<std::string>{"n"}));
+  EXPECT_EQ(v.services_index(), 10);
+  EXPECT_EQ(v.service_index("web"), 10);
+}
+
+}  // namespace
+}  // namespace weft::control
