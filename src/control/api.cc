@@ -331,20 +331,8 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       const Node* n = catalog_.FindNode(name);
       if (!n) co_return Reply(nullptr, catalog_.nodes_index());
       json services = json::object();
-      for (const auto& [id, s] : n->services) {
-        json sj = json::parse(NodeToJson(*n))["Services"];
-        for (auto& x : sj)
-          if (x["ID"] == id) services[id] = x;
-      }
-      co_return Reply({{"Node",
-                        {{"ID", n->id},
-                         {"Node", n->name},
-                         {"Address", n->address},
-                         {"Datacenter", n->datacenter},
-                         {"Meta", n->meta},
-                         {"TaggedAddresses", n->tagged_addresses}}},
-                       {"Services", services}},
-                      n->modify_index);
+      for (const auto& [id, s] : n->services) services[id] = InstanceJson(s);
+      co_return Reply({{"Node", NodeJson(*n)}, {"Services", services}}, n->modify_index);
     }
     co_return Error(404, "unknown catalog endpoint " + std::string(path));
   }
@@ -404,15 +392,22 @@ asio::awaitable<Response> Api::Handle(Request& req) {
                            " (see docs/api.md: /v1/catalog, /v1/health, /v1/config)");
 }
 
+// A catalog write's body: a JSON object (field names as Consul spells them,
+// in any case) naming a valid node. Returns "" or what is wrong.
+static std::string ParseCatalogBody(const std::string& text, json* body, std::string* node_name) {
+  *body = json::parse(text, nullptr, false);
+  if (body->is_discarded() || !body->is_object()) return "the body must be a JSON object";
+  CanonicalizeKeys(body);
+  if (auto it = body->find("Node"); it != body->end() && it->is_string()) *node_name = *it;
+  if (node_name->empty() || !ValidName(*node_name)) return "Node: required, a valid node name";
+  return "";
+}
+
 asio::awaitable<Response> Api::CatalogRegister(Request& req) {
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object())
-    co_return Error(400, "catalog register: the body must be a JSON object");
-  CanonicalizeKeys(&body);
+  json body;
   std::string node_name;
-  if (auto it = body.find("Node"); it != body.end() && it->is_string()) node_name = *it;
-  if (node_name.empty() || !ValidName(node_name))
-    co_return Error(400, "Node: required, a valid node name");
+  if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
+    co_return Error(400, "catalog register: " + err);
   const std::string key = NodeKey(node_name);
   const CatalogLimits limits = opts_.limits;
   store::Store* st = store_.get();
@@ -466,14 +461,10 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
 }
 
 asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object())
-    co_return Error(400, "catalog deregister: the body must be a JSON object");
-  CanonicalizeKeys(&body);
+  json body;
   std::string node_name;
-  if (auto it = body.find("Node"); it != body.end() && it->is_string()) node_name = *it;
-  if (node_name.empty() || !ValidName(node_name))
-    co_return Error(400, "Node: required, a valid node name");
+  if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
+    co_return Error(400, "catalog deregister: " + err);
   const std::string key = NodeKey(node_name);
   store::Store* st = store_.get();
   uint64_t conflicts = 0;

@@ -509,6 +509,19 @@ Status ApplyDeregistration(const json& body, Node* node, bool* remove_node) {
   return {};
 }
 
+json NodeJson(const Node& n) {
+  return {{"ID", n.id},
+          {"Node", n.name},
+          {"Address", n.address},
+          {"Datacenter", n.datacenter},
+          {"TaggedAddresses", n.tagged_addresses},
+          {"Meta", n.meta},
+          {"CreateIndex", n.create_index},
+          {"ModifyIndex", n.modify_index}};
+}
+
+json InstanceJson(const ServiceInstance& s) { return ServiceToJson(s); }
+
 json CheckToJson(const Node& n, const Check& c) {
   json j = CheckStored(c);
   j["Node"] = n.name;
@@ -649,10 +662,12 @@ int64_t CatalogView::service_index(const std::string& service) const {
   return it == service_index_.end() ? services_index_ : it->second;
 }
 
-std::vector<CatalogView::InstanceRef> CatalogView::Instances(const std::string& service) const {
+std::vector<CatalogView::InstanceRef> CatalogView::Resolve(
+    const std::map<std::string, std::set<std::pair<std::string, std::string>>>& index,
+    const std::string& service) const {
   std::vector<InstanceRef> out;
-  auto it = by_service_.find(service);
-  if (it == by_service_.end()) return out;
+  auto it = index.find(service);
+  if (it == index.end()) return out;
   for (const auto& [node, id] : it->second) {
     auto n = nodes_.find(node);
     if (n == nodes_.end()) continue;
@@ -663,18 +678,12 @@ std::vector<CatalogView::InstanceRef> CatalogView::Instances(const std::string& 
   return out;
 }
 
+std::vector<CatalogView::InstanceRef> CatalogView::Instances(const std::string& service) const {
+  return Resolve(by_service_, service);
+}
+
 std::vector<CatalogView::InstanceRef> CatalogView::ProxiesFor(const std::string& service) const {
-  std::vector<InstanceRef> out;
-  auto it = proxies_by_dest_.find(service);
-  if (it == proxies_by_dest_.end()) return out;
-  for (const auto& [node, id] : it->second) {
-    auto n = nodes_.find(node);
-    if (n == nodes_.end()) continue;
-    auto s = n->second.services.find(id);
-    if (s == n->second.services.end()) continue;
-    out.push_back({&n->second, &s->second});
-  }
-  return out;
+  return Resolve(proxies_by_dest_, service);
 }
 
 json CatalogView::CatalogServices() const {
@@ -690,15 +699,7 @@ json CatalogView::CatalogServices() const {
 
 json CatalogView::CatalogNodes() const {
   json out = json::array();
-  for (const auto& [name, n] : nodes_)
-    out.push_back({{"ID", n.id},
-                   {"Node", n.name},
-                   {"Address", n.address},
-                   {"Datacenter", n.datacenter},
-                   {"TaggedAddresses", n.tagged_addresses},
-                   {"Meta", n.meta},
-                   {"CreateIndex", n.create_index},
-                   {"ModifyIndex", n.modify_index}});
+  for (const auto& [name, n] : nodes_) out.push_back(NodeJson(n));
   return out;
 }
 
@@ -745,17 +746,7 @@ json CatalogView::HealthService(const std::string& name, bool passing_only) cons
     svc["CreateIndex"] = s.create_index;
     svc["ModifyIndex"] = s.modify_index;
     svc["EnableTagOverride"] = false;
-    out.push_back({{"Node",
-                    {{"ID", n.id},
-                     {"Node", n.name},
-                     {"Address", n.address},
-                     {"Datacenter", n.datacenter},
-                     {"TaggedAddresses", n.tagged_addresses},
-                     {"Meta", n.meta},
-                     {"CreateIndex", n.create_index},
-                     {"ModifyIndex", n.modify_index}}},
-                   {"Service", svc},
-                   {"Checks", checks}});
+    out.push_back({{"Node", NodeJson(n)}, {"Service", svc}, {"Checks", checks}});
   }
   return out;
 }

@@ -175,6 +175,10 @@ class CatalogView {
 
  private:
   void Touch(const std::string& service, int64_t revision);
+  // (node, id) pairs of `index[service]` -> the instances they name.
+  std::vector<InstanceRef> Resolve(
+      const std::map<std::string, std::set<std::pair<std::string, std::string>>>& index,
+      const std::string& service) const;
 
   std::map<std::string, Node> nodes_;
   // service name -> (node, instance id)
@@ -189,5 +193,8 @@ class CatalogView {
 };
 
 nlohmann::json CheckToJson(const Node& n, const Check& c);
+// Consul's Node shape (with indexes), and an instance as an agent service.
+nlohmann::json NodeJson(const Node& n);
+nlohmann::json InstanceJson(const ServiceInstance& s);
 
 }  // namespace weft::control

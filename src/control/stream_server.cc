@@ -250,7 +250,7 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
   SnapshotPtr in_flight_;                             // sent, not yet answered
   SnapshotPtr acked_;                                 // what the client runs
   std::map<std::string, std::string> held_versions_;  // resume: what the client said it holds
-  std::set<std::string> types_;                        // subscribed resource types
+  std::set<std::string> types_;                       // subscribed resource types
   std::string nacked_version_;
 };
 

@@ -37,7 +37,7 @@ void ParseQuery(std::string_view q, Request* r) {
 
 std::string RenderHead(const Response& r, size_t body_len, bool close) {
   std::string h = fmt::format("HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
-                              r.status, StatusReason(r.status), r.content_type, body_len);
+                              r.status, http1::ReasonPhrase(r.status), r.content_type, body_len);
   for (const auto& [k, v] : r.headers) {
     h += k;
     h += ": ";
@@ -108,49 +108,6 @@ std::string PercentEncode(std::string_view s) {
     }
   }
   return out;
-}
-
-const char* StatusReason(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 201:
-      return "Created";
-    case 204:
-      return "No Content";
-    case 400:
-      return "Bad Request";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 409:
-      return "Conflict";
-    case 411:
-      return "Length Required";
-    case 413:
-      return "Content Too Large";
-    case 414:
-      return "URI Too Long";
-    case 429:
-      return "Too Many Requests";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 503:
-      return "Service Unavailable";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return status < 400 ? "OK" : "Error";
-  }
 }
 
 std::optional<tcp::endpoint> ParseHostPort(std::string_view s) {

@@ -101,6 +101,5 @@ std::string FormatEndpoint(const asio::ip::tcp::endpoint& ep);
 // `plus_as_space` for query strings (form encoding), not for paths.
 std::string PercentDecode(std::string_view s, bool plus_as_space = false);
 std::string PercentEncode(std::string_view s);
-const char* StatusReason(int status);
 
 }  // namespace weft::http

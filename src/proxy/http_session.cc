@@ -23,43 +23,6 @@ using http1::Head;
 constexpr size_t kInitialBuffer = 4096;
 constexpr size_t kBodyBuffer = 64 * 1024;
 
-const char* ReasonPhrase(int status) {
-  switch (status) {
-    case 100:
-      return "Continue";
-    case 101:
-      return "Switching Protocols";
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 413:
-      return "Content Too Large";
-    case 414:
-      return "URI Too Long";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 501:
-      return "Not Implemented";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Unknown";
-  }
-}
-
 Reject RejectFor(int status) {
   switch (status) {
     case 408:
@@ -328,7 +291,7 @@ asio::awaitable<void> HttpSession::SendError(const Ctx& c, int status, bool clos
   head_out_.clear();
   fmt::format_to(std::back_inserter(head_out_),
                  "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n", status,
-                 ReasonPhrase(status), body.size() + 1);
+                 http1::ReasonPhrase(status), body.size() + 1);
   if (!request_id_.empty())
     fmt::format_to(std::back_inserter(head_out_), "x-request-id: {}\r\n", request_id_);
   if (close) head_out_ += "connection: close\r\n";
@@ -396,7 +359,8 @@ void HttpSession::BuildResponseHead(const Head& resp, bool chunked_out, bool clo
   head_out_.append("HTTP/1.1 "sv);
   AppendDecimal(&head_out_, static_cast<uint64_t>(resp.status));
   head_out_.push_back(' ');
-  head_out_.append(resp.reason.empty() ? ReasonPhrase(resp.status) : resp.reason).append("\r\n"sv);
+  head_out_.append(resp.reason.empty() ? http1::ReasonPhrase(resp.status) : resp.reason)
+      .append("\r\n"sv);
   const bool switching = resp.status == 101;
   const bool conn_names = !resp.connection.empty();
   bool has_request_id = false;

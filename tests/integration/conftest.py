@@ -115,7 +115,26 @@ def backends():
         b.proc.stop()
 
 
-class Weft:
+class Managed:
+    """A process started by a test: `p` (Popen), its stderr file `stderr`
+    written at `log_path`."""
+
+    def log(self):
+        self.stderr.flush()
+        return open(self.log_path).read()
+
+    def stop(self, sig=signal.SIGKILL):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.stderr.close()
+
+
+class Weft(Managed):
     """A running `weft proxy` with the ports it reported."""
 
     def __init__(self, weft_bin, config_text, tmpdir, extra=()):
@@ -123,7 +142,7 @@ class Weft:
         self.config = os.path.join(tmpdir, "proxy.yaml")
         with open(self.config, "w") as f:
             f.write(config_text)
-        self.stderr_path = os.path.join(tmpdir, "weft.log")
+        self.stderr_path = self.log_path = os.path.join(tmpdir, "weft.log")
         self.stderr = open(self.stderr_path, "w")
         self.p = subprocess.Popen([weft_bin, "proxy", "--config", self.config, *extra],
                                   stdout=subprocess.PIPE, stderr=self.stderr, text=True)
@@ -156,26 +175,12 @@ class Weft:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    def log(self):
-        self.stderr.flush()
-        return open(self.stderr_path).read()
-
     def rss_kb(self):
         with open(f"/proc/{self.p.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return 0
-
-    def stop(self, sig=signal.SIGKILL):
-        if self.p.poll() is None:
-            self.p.send_signal(sig)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.stderr.close()
 
 
 @pytest.fixture
@@ -255,7 +260,7 @@ def read_to_eof(sock):
         out += chunk
 
 
-class Server:
+class Server(Managed):
     """A running `weft server` (embedded store unless `store` is given)."""
 
     def __init__(self, weft_bin, data_dir, name="s1", grpc_port=0, http_port=0, store=None, extra=()):
@@ -318,19 +323,6 @@ class Server:
         return subprocess.run([self.weft_bin, *args, "--server", self.url], capture_output=True,
                               text=True, input=input, timeout=30)
 
-    def log(self):
-        self.stderr.flush()
-        return open(self.log_path).read()
-
-    def stop(self, sig=signal.SIGKILL):
-        if self.p.poll() is None:
-            self.p.send_signal(sig)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.stderr.close()
 
 
 @pytest.fixture
@@ -347,7 +339,7 @@ def server(weft_bin, tmp_path):
         s.stop()
 
 
-class MeshProxy:
+class MeshProxy(Managed):
     """A `weft proxy --server ... --service NAME` sidecar."""
 
     def __init__(self, weft_bin, grpc, service, tmpdir, extra=()):
@@ -386,19 +378,6 @@ class MeshProxy:
             time.sleep(0.05)
         raise RuntimeError(f"proxy not ready: {self.admin('/ready')} {self.log()}")
 
-    def log(self):
-        self.stderr.flush()
-        return open(self.log_path).read()
-
-    def stop(self, sig=signal.SIGKILL):
-        if self.p.poll() is None:
-            self.p.send_signal(sig)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.stderr.close()
 
 
 @pytest.fixture

@@ -113,6 +113,10 @@ def test_catalog_consul_shapes_and_health(server):
     assert first["ServiceMeta"] == {"version": "1"} and first["NodeMeta"] == {"rack": "r1"}
     assert first["ServiceWeights"] == {"Passing": 3, "Warning": 1}
     assert first["CreateIndex"] > 0 and first["ModifyIndex"] >= first["CreateIndex"]
+    node, _ = s.get_json("/v1/catalog/node/node-1")
+    assert node["Node"]["Address"] == "10.1.0.1" and node["Node"]["Meta"] == {"rack": "r1"}
+    assert list(node["Services"]) == ["web-1"] and node["Services"]["web-1"]["Port"] == 8080
+    assert s.get_json("/v1/catalog/node/nope")[0] is None
     tagged, _ = s.get_json("/v1/catalog/service/web?tag=v2")
     assert [i["ServiceID"] for i in tagged] == ["web-2"]
 

@@ -21,17 +21,10 @@ int64_t AsInt(const json& j, const char* key) {
 
 std::string B64(std::string_view s) { return Base64Encode(s); }
 
-// The first key after every key that starts with `prefix`.
-std::string PrefixEnd(std::string prefix) {
-  while (!prefix.empty()) {
-    auto& c = reinterpret_cast<unsigned char&>(prefix.back());
-    if (c < 0xff) {
-      ++c;
-      return prefix;
-    }
-    prefix.pop_back();
-  }
-  return std::string(1, '\0');  // the whole key space
+// etcd's range end for a prefix ("\0" for the whole key space).
+std::string RangeEnd(const std::string& prefix) {
+  std::string end = PrefixEnd(prefix);
+  return end.empty() ? std::string(1, '\0') : end;
 }
 
 Status KvFromJson(const json& j, size_t strip, KeyValue* out) {
@@ -219,7 +212,7 @@ Result<KeyValue> EtcdStore::Get(std::string_view key) {
 
 Result<RangeResult> EtcdStore::Range(std::string_view prefix) {
   const std::string full = opts_.prefix + std::string(prefix);
-  const std::string end = B64(PrefixEnd(full));
+  const std::string end = B64(RangeEnd(full));
   RangeResult out;
   std::string from = full;
   int64_t at = 0;
@@ -298,7 +291,7 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
     }
     json req = {{"create_request",
                  {{"key", B64(full)},
-                  {"range_end", B64(PrefixEnd(full))},
+                  {"range_end", B64(RangeEnd(full))},
                   {"start_revision", std::to_string(w->next_revision)},
                   {"progress_notify", true}}}};
     std::string pending;
@@ -354,16 +347,17 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
       // one reset batch, then follow from there.
       auto r = Range(w->prefix);
       if (r.ok()) {
-        LOG_WARN("etcd watch on {}: history compacted; resynchronised from a full read at "
-                 "revision {}",
-                 w->prefix, r->revision);
+        LOG_WARN(
+            "etcd watch on {}: history compacted; resynchronised from a full read at "
+            "revision {}",
+            w->prefix, r->revision);
         std::vector<Event> batch;
         batch.reserve(r->kvs.size() + 1);
         Event reset;
         reset.type = Event::Type::kReset;
         reset.kv.mod_revision = r->revision;
         batch.push_back(std::move(reset));
-        for (auto& kv : r->kvs) batch.push_back(Event{Event::Type::kPut, std::move(kv)});
+        for (const auto& kv : r->kvs) batch.push_back(Event{Event::Type::kPut, kv});
         if (!w->stop) w->cb(batch);
         w->next_revision = r->revision + 1;
       }

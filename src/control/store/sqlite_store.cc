@@ -32,20 +32,6 @@ class Stmt {
   int rc_;
 };
 
-// The first key after every key that starts with `prefix` ("" when none).
-std::string PrefixEnd(std::string_view prefix) {
-  std::string end(prefix);
-  while (!end.empty()) {
-    auto& c = reinterpret_cast<unsigned char&>(end.back());
-    if (c < 0xff) {
-      ++c;
-      return end;
-    }
-    end.pop_back();
-  }
-  return end;
-}
-
 bool HasPrefix(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
 }  // namespace

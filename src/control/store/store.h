@@ -16,6 +16,21 @@
 
 namespace weft::control::store {
 
+// The first key after every key that starts with `prefix` (the end of a
+// prefix range); empty when there is none (the prefix is empty or all 0xff).
+inline std::string PrefixEnd(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty()) {
+    auto& c = reinterpret_cast<unsigned char&>(end.back());
+    if (c < 0xff) {
+      ++c;
+      return end;
+    }
+    end.pop_back();
+  }
+  return end;
+}
+
 struct KeyValue {
   std::string key;
   std::string value;

@@ -94,6 +94,9 @@ ParseResult ParseRequest(const char* data, size_t len, const Limits& limits, siz
 ParseResult ParseResponse(const char* data, size_t len, const Limits& limits, size_t* scanned,
                           std::string_view request_method, Head* out, Error* err);
 
+// The reason phrase for a status code ("Unknown" for codes weft never sends).
+const char* ReasonPhrase(int status);
+
 // True for tchar (RFC 9110 5.6.2).
 bool IsTokenChar(unsigned char c);
 

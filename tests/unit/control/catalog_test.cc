@@ -214,10 +214,11 @@ namespace {
 TEST(CatalogView, ResetDropsEverythingAndCountsItAsChanged) {
   CatalogView v;
   Node n;
-  ASSERT_TRUE(ApplyRegistration(nlohmann::json::parse(
-                                    R"({"Node":"n","Address":"1","Service":{"Service":"web","ID":"w"}})"),
-                                CatalogLimits{}, &n)
-                  .ok());
+  ASSERT_TRUE(
+      ApplyRegistration(nlohmann::json::parse(
+                            R"({"Node":"n","Address":"1","Service":{"Service":"web","ID":"w"}})"),
+                        CatalogLimits{}, &n)
+          .ok());
   std::string doc = NodeToJson(n);
   v.Apply("n", &doc, 3, 3);
   v.TakeChangedServices();
