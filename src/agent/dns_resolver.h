@@ -1,0 +1,43 @@
+// Answers DNS queries from the agent's catalog cache:
+//   NAME.service.weft, TAG.NAME.service.weft, _NAME._TAG.service.weft
+//     (RFC 2782 style; _tcp/_udp count as "any tag"): A/AAAA of healthy
+//     instances (passing or warning), SRV with the instance's port and a
+//     target under addr.weft plus that address in the additional section;
+//   NODE.node.weft: the node's address;
+//   HEX.addr.weft: the address spelled in hex (SRV targets).
+// Answers are shuffled; NXDOMAIN for unknown names or no healthy instance;
+// REFUSED outside the domain (the agent is not a recursive resolver).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "agent/dns.h"
+#include "base/random.h"
+#include "control/catalog.h"
+
+namespace weft::agent {
+
+struct DnsOptions {
+  std::string domain = "weft";
+  uint32_t ttl_s = 5;
+};
+
+struct DnsCounters {
+  uint64_t queries = 0;
+  uint64_t answered = 0;
+  uint64_t nxdomain = 0;
+  uint64_t refused = 0;
+  uint64_t formerr = 0;
+  uint64_t notimp = 0;
+  uint64_t truncated = 0;
+  uint64_t dropped = 0;
+};
+
+// One response (wire format) to one request packet, or "" to stay silent.
+// `max_size`: 512/EDNS size over UDP (the query's own limit applies too),
+// 65535 over TCP.
+std::string Resolve(const uint8_t* data, size_t len, bool tcp, const control::CatalogView& catalog,
+                    const DnsOptions& opts, Rng& rng, DnsCounters* counters);
+
+}  // namespace weft::agent
