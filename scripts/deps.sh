@@ -12,7 +12,7 @@ PKGS=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl
-  nginx-light haproxy redis-server redis-tools prometheus
+  nginx-light haproxy redis-server redis-tools prometheus bind9-dnsutils
   etcd-server etcd-client python3-consul python3-grpcio
   # benchmarks and tooling
   wrk procps iproute2 valgrind

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "agent/agent.h"
 #include "base/log.h"
 #include "control/server.h"
 #include "http/client.h"
@@ -279,6 +280,48 @@ int ServerMain(const Args& args) {
     }
   }
   return control::RunServer(o);
+}
+
+int AgentMain(const Args& args) {
+  agent::AgentOptions o;
+  static constexpr const char* kAgentUsage =
+      "weft agent --server GRPC_ADDR[,...] --node NAME --data-dir DIR [--http ADDR] [--dns ADDR] "
+      "[--zone Z] [--domain D] [--log-level LEVEL]";
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string v, err;
+    if (FlagValue(args, &i, "--server", &v)) {
+      size_t start = 0;
+      while (start <= v.size()) {
+        size_t comma = v.find(',', start);
+        std::string one =
+            v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!one.empty()) o.servers.push_back(one);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    } else if (FlagValue(args, &i, "--node", &v)) {
+      o.node = v;
+    } else if (FlagValue(args, &i, "--data-dir", &v)) {
+      o.data_dir = v;
+    } else if (FlagValue(args, &i, "--http", &v)) {
+      o.http_addr = v;
+    } else if (FlagValue(args, &i, "--dns", &v)) {
+      o.dns_addr = v;
+    } else if (FlagValue(args, &i, "--zone", &v)) {
+      o.zone = v;
+    } else if (FlagValue(args, &i, "--domain", &v)) {
+      o.domain = v;
+    } else if (LogLevelFlag(args, &i, &err)) {
+      if (!err.empty()) return BadUsage(err, kAgentUsage);
+    } else if (args[i] == "--help" || args[i] == "-h") {
+      std::printf("usage: %s\n", kAgentUsage);
+      return 0;
+    } else {
+      return BadUsage("agent: unknown or incomplete flag \"" + std::string(args[i]) + "\"",
+                      kAgentUsage);
+    }
+  }
+  return agent::RunAgent(o);
 }
 
 int ApplyMain(const Args& args) {

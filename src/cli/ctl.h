@@ -9,6 +9,7 @@ namespace weft::cli {
 using Args = std::vector<std::string_view>;
 
 int ServerMain(const Args& args);
+int AgentMain(const Args& args);
 int ApplyMain(const Args& args);
 int GetMain(const Args& args);
 int DeleteMain(const Args& args);

@@ -28,6 +28,8 @@ constexpr const char* kUsage =
     "        run a sidecar whose configuration streams from the control plane\n"
     "  server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev]\n"
     "        run the control plane (catalog, config entries, REST API, config stream)\n"
+    "  agent --server GRPC_ADDR[,...] --node NAME --data-dir DIR [--http ADDR] [--dns ADDR]\n"
+    "        run the node agent (cached catalog: Consul-shaped HTTP API and DNS)\n"
     "  apply -f FILE|DIR|-        create or update config entries from manifests\n"
     "  get KIND [NAME] [-o yaml|json] [-n NS|-A]   show config entries\n"
     "  delete KIND NAME [-n NS]   delete a config entry\n"
@@ -115,6 +117,7 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   if (cmd == "proxy") return ProxyMain(args);
   if (cmd == "server") return weft::cli::ServerMain(args);
+  if (cmd == "agent") return weft::cli::AgentMain(args);
   if (cmd == "apply") return weft::cli::ApplyMain(args);
   if (cmd == "get") return weft::cli::GetMain(args);
   if (cmd == "delete") return weft::cli::DeleteMain(args);

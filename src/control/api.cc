@@ -211,8 +211,16 @@ asio::awaitable<void> Api::Block(const Request& req, const std::function<int64_t
 Response Api::Reply(const json& body, int64_t index) {
   Response r = Response::Json(200, body.dump());
   r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<int64_t>(1, index)));
-  r.headers.emplace_back("X-Consul-KnownLeader", "true");
-  r.headers.emplace_back("X-Consul-LastContact", "0");
+  if (opts_.freshness) {
+    // An agent answers from its cache: say how fresh it is.
+    const Freshness f = opts_.freshness();
+    r.headers.emplace_back("X-Consul-KnownLeader", f.known_leader ? "true" : "false");
+    r.headers.emplace_back("X-Consul-LastContact", std::to_string(f.last_contact_ms));
+    if (f.stale) r.headers.emplace_back("X-Weft-Stale", "true");
+  } else {
+    r.headers.emplace_back("X-Consul-KnownLeader", "true");
+    r.headers.emplace_back("X-Consul-LastContact", "0");
+  }
   return r;
 }
 
@@ -247,7 +255,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
     co_return Reply({{"Config",
                       {{"Datacenter", "dc1"},
                        {"NodeName", opts_.name},
-                       {"Server", true},
+                       {"Server", !opts_.agent_mode},
                        {"Version", WEFT_VERSION}}},
                      {"Member", {{"Name", opts_.name}, {"Addr", http_addr_}, {"Status", 1}}}},
                     applied_);
@@ -266,7 +274,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
                    {"Port", port},
                    {"Status", 1},
                    {"Tags",
-                    {{"role", "server"},
+                    {{"role", opts_.agent_mode ? "agent" : "server"},
                      {"grpc", grpc_addr_},
                      {"detail", std::string("self") + (leader_ ? ", leader" : "")}}}});
     for (const auto& [key, value] : members_) {
@@ -290,10 +298,12 @@ asio::awaitable<Response> Api::Handle(Request& req) {
     std::string_view rest = path.substr(12);
     if (rest == "register") {
       if (!put) co_return Error(405, "use PUT /v1/catalog/register");
+      if (opts_.agent_mode) co_return AgentRefusesWrite(req);
       co_return co_await CatalogRegister(req);
     }
     if (rest == "deregister") {
       if (!put) co_return Error(405, "use PUT /v1/catalog/deregister");
+      if (opts_.agent_mode) co_return AgentRefusesWrite(req);
       co_return co_await CatalogDeregister(req);
     }
     if (!get) co_return Error(405, "use GET");
@@ -401,6 +411,13 @@ static std::string ParseCatalogBody(const std::string& text, json* body, std::st
   if (auto it = body->find("Node"); it != body->end() && it->is_string()) *node_name = *it;
   if (node_name->empty() || !ValidName(*node_name)) return "Node: required, a valid node name";
   return "";
+}
+
+Response Api::AgentRefusesWrite(const Request& req) {
+  return Error(405, req.method + " " + req.path +
+                        ": this is an agent serving a read-only copy of the catalog; register "
+                        "local services with PUT /v1/agent/service/register, and send catalog and "
+                        "config writes to a server");
 }
 
 asio::awaitable<Response> Api::CatalogRegister(Request& req) {
@@ -537,10 +554,12 @@ asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest
   }
   if (req.method == "PUT" || req.method == "POST") {
     if (kind.empty() || name.empty()) co_return Error(405, "use PUT /v1/config/KIND/NAME");
+    if (opts_.agent_mode) co_return AgentRefusesWrite(req);
     co_return co_await ConfigPut(req, kind, name, ns);
   }
   if (req.method == "DELETE") {
     if (kind.empty() || name.empty()) co_return Error(405, "use DELETE /v1/config/KIND/NAME");
+    if (opts_.agent_mode) co_return AgentRefusesWrite(req);
     co_return co_await ConfigDelete(req, kind, name, ns);
   }
   if (req.method != "GET" && req.method != "HEAD") co_return Error(405, "use GET, PUT or DELETE");

@@ -22,6 +22,13 @@
 
 namespace weft::control {
 
+// How fresh an agent's cached answers are.
+struct Freshness {
+  bool known_leader = true;  // connected to a server
+  int64_t last_contact_ms = 0;
+  bool stale = false;  // out of touch for longer than the agent tolerates
+};
+
 struct ApiOptions {
   std::string name;
   int64_t max_wait_ms = 10 * 60 * 1000;
@@ -29,6 +36,10 @@ struct ApiOptions {
   size_t max_blocking_queries = 8192;
   size_t write_threads = 64;  // store calls in flight (etcd round trips overlap)
   CatalogLimits limits;
+  // Agent mode: reads from a cache fed by the config stream; catalog and
+  // config writes are refused (they go to servers).
+  bool agent_mode = false;
+  std::function<Freshness()> freshness;  // set: adds freshness headers
 };
 
 struct ApiCounters {
@@ -96,6 +107,7 @@ class Api {
 
   http::Response Reply(const nlohmann::json& body, int64_t index);
   http::Response Error(int status, const std::string& msg);
+  http::Response AgentRefusesWrite(const http::Request& req);
 
   asio::awaitable<http::Response> CatalogRegister(http::Request& req);
   asio::awaitable<http::Response> CatalogDeregister(http::Request& req);

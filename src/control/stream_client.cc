@@ -17,6 +17,12 @@ StreamClient::StreamClient(StreamClientOptions opts, ApplyFn apply)
 
 StreamClient::~StreamClient() { Stop(); }
 
+void StreamClient::SetInitialState(ResourceMap state, std::string version) {
+  state_ = std::move(state);
+  std::lock_guard<std::mutex> l(mu_);
+  acked_version_ = std::move(version);
+}
+
 void StreamClient::Start() {
   thread_ = std::thread([this] { Run(); });
 }

@@ -47,6 +47,9 @@ class StreamClient {
   StreamClient(StreamClientOptions opts, ApplyFn apply);
   ~StreamClient();
 
+  // What the client already holds (a persisted cache), before Start: the
+  // first request lists these versions so the server sends only the rest.
+  void SetInitialState(ResourceMap state, std::string version);
   void Start();
   void Stop();
 

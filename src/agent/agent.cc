@@ -1,0 +1,371 @@
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include "agent/dns_resolver.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "control/api.h"
+#include "control/store/memory_store.h"
+#include "control/stream_client.h"
+#include "http/server.h"
+
+namespace weft::agent {
+namespace {
+
+namespace pb = weft::v1;
+using tcp = asio::ip::tcp;
+using udp = asio::ip::udp;
+constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// Where a streamed resource lives in the agent's copy of the store.
+std::string KeyOf(const pb::Resource& r) {
+  if (r.type() == "node") return std::string(control::kNodePrefix) + r.name();
+  if (r.type() == "config") return std::string(control::kConfigPrefix) + r.name();
+  return "";
+}
+
+const std::string& ValueOf(const pb::Resource& r) {
+  return r.type() == "node" ? r.node().json() : r.config().json();
+}
+
+class Agent {
+ public:
+  explicit Agent(AgentOptions o) : opts_(std::move(o)), save_timer_(io_), signals_(io_) {}
+
+  int Run() {
+    std::error_code fec;
+    std::filesystem::create_directories(opts_.data_dir, fec);
+    if (fec) {
+      std::fprintf(stderr, "weft agent: --data-dir %s: %s\n", opts_.data_dir.c_str(),
+                   fec.message().c_str());
+      return 1;
+    }
+    auto store = std::make_unique<control::store::MemoryStore>();
+    cache_ = store.get();
+    const bool loaded = LoadCache();
+
+    control::ApiOptions ao;
+    ao.name = opts_.node;
+    ao.agent_mode = true;
+    ao.write_threads = 1;
+    ao.freshness = [this] {
+      control::Freshness f;
+      f.known_leader = stream_ && stream_->connected();
+      f.last_contact_ms = f.known_leader ? 0 : MonoMillis() - last_contact_ms_.load();
+      f.stale = !f.known_leader;
+      return f;
+    };
+    api_ = std::make_unique<control::Api>(io_, std::move(store), ao);
+    if (Status s = api_->Start(); !s.ok()) {
+      std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
+      return 1;
+    }
+    api_->AddMetricsSource([this] { return DnsMetrics(); });
+    http::ServerOptions ho;
+    ho.name = "agent http";
+    http_ = std::make_unique<http::Server>(
+        io_, [this](http::Request& r) { return api_->Handle(r); }, ho);
+    if (Status s = http_->Listen(opts_.http_addr); !s.ok()) {
+      std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
+      return 1;
+    }
+    std::string dns_bound;
+    if (Status s = StartDns(&dns_bound); !s.ok()) {
+      std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
+      return 1;
+    }
+    api_->SetAddresses(http_->bound(), "");
+    StartStream();
+
+    std::printf("weft agent listening http=%s dns=%s node=%s\n", http_->bound().c_str(),
+                dns_bound.c_str(), opts_.node.c_str());
+    std::fflush(stdout);
+    LOG_INFO("agent {} up: http {}, dns {}, servers {}, cache {}", opts_.node, http_->bound(),
+             dns_bound, opts_.servers.size(),
+             loaded ? "restored from disk" : "empty until the first server answers");
+
+    signals_.add(SIGTERM);
+    signals_.add(SIGINT);
+    signals_.async_wait([this](const asio::error_code& ec, int sig) {
+      if (ec) return;
+      LOG_INFO("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      if (save_pending_) SaveCache();
+      http_->Close();
+      asio::error_code ignored;
+      if (udp_) udp_->close(ignored);
+      if (dns_tcp_) dns_tcp_->close(ignored);
+      api_->Stop();
+      io_.stop();
+    });
+    io_.run();
+    std::fflush(nullptr);
+    std::_Exit(0);  // the stream thread may be inside a blocking read
+  }
+
+ private:
+  std::string CachePath() const { return opts_.data_dir + "/cache.pb"; }
+
+  // Restores the last state seen from the servers, if any.
+  bool LoadCache() {
+    std::ifstream in(CachePath(), std::ios::binary);
+    if (!in) return false;
+    pb::StreamResponse saved;
+    if (!saved.ParseFromIstream(&in)) {
+      LOG_WARN("agent cache {} is unreadable; starting empty", CachePath());
+      return false;
+    }
+    control::ResourceMap state;
+    for (auto& r : *saved.mutable_resources()) {
+      const std::string key = r.type() + "/" + r.name();
+      state[key] = std::make_shared<const pb::Resource>(std::move(r));
+    }
+    Install(state);
+    initial_ = std::move(state);
+    initial_version_ = saved.version_info();
+    LOG_INFO("restored {} resources (version {}) from {}", initial_.size(), initial_version_,
+             CachePath());
+    return true;
+  }
+
+  // Writes the state atomically: a crash leaves the old file or the new.
+  void SaveCache() {
+    save_pending_ = false;
+    pb::StreamResponse out;
+    out.set_full_state(true);
+    out.set_version_info(version_);
+    for (const auto& [k, r] : state_) *out.add_resources() = *r;
+    const std::string tmp = CachePath() + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+      if (!f || !out.SerializeToOstream(&f)) {
+        LOG_ERROR("writing the agent cache {}: failed", tmp);
+        return;
+      }
+    }
+    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+    if (std::rename(tmp.c_str(), CachePath().c_str()) != 0)
+      LOG_ERROR("replacing the agent cache {}: {}", CachePath(), strerror(errno));
+  }
+
+  void SaveCacheSoon() {
+    if (save_pending_) return;
+    save_pending_ = true;
+    save_timer_.expires_after(std::chrono::milliseconds(200));
+    save_timer_.async_wait([this](const asio::error_code& ec) {
+      if (!ec && save_pending_) SaveCache();
+    });
+  }
+
+  // Makes the cache hold exactly `state` (one revision of the memory store).
+  void Install(const control::ResourceMap& state) {
+    std::map<std::string, std::string> kvs;
+    for (const auto& [k, r] : state) {
+      std::string key = KeyOf(*r);
+      if (!key.empty()) kvs.emplace(std::move(key), ValueOf(*r));
+    }
+    cache_->ReplacePrefix("", kvs);
+    state_ = state;
+  }
+
+  void StartStream() {
+    control::StreamClientOptions so;
+    so.servers = opts_.servers;
+    so.info.set_role("agent");
+    so.info.set_node(opts_.node);
+    so.info.set_id("agent/" + opts_.node);
+    so.info.set_version(WEFT_VERSION);
+    last_contact_ms_ = MonoMillis();
+    stream_ = std::make_unique<control::StreamClient>(
+        so, [this](const control::ResourceMap& state, const pb::StreamResponse& resp) {
+          last_contact_ms_ = MonoMillis();
+          asio::post(io_, [this, state, version = resp.version_info()] {
+            Install(state);
+            version_ = version;
+            SaveCacheSoon();
+          });
+          return std::string();
+        });
+    if (!initial_.empty()) stream_->SetInitialState(initial_, initial_version_);
+    stream_->Start();
+  }
+
+  Status StartDns(std::string* bound) {
+    auto ep = http::ParseHostPort(opts_.dns_addr);
+    if (!ep)
+      return {StatusCode::kInvalidArgument, "--dns \"" + opts_.dns_addr + "\": expected HOST:PORT"};
+    asio::error_code ec;
+    udp_.emplace(io_);
+    udp_->open(ep->protocol().family() == AF_INET ? udp::v4() : udp::v6(), ec);
+    if (!ec) udp_->bind(udp::endpoint(ep->address(), ep->port()), ec);
+    if (ec) return {StatusCode::kUnavailable, "dns " + opts_.dns_addr + " (udp): " + ec.message()};
+    const uint16_t port = udp_->local_endpoint().port();
+    dns_tcp_.emplace(io_);
+    tcp::endpoint tep(ep->address(), port);  // the same port over TCP
+    dns_tcp_->open(tep.protocol(), ec);
+    if (!ec) dns_tcp_->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) dns_tcp_->bind(tep, ec);
+    if (!ec) dns_tcp_->listen(128, ec);
+    if (ec) return {StatusCode::kUnavailable, "dns " + opts_.dns_addr + " (tcp): " + ec.message()};
+    *bound = http::FormatEndpoint(tep);
+    asio::co_spawn(io_, ServeUdp(), asio::detached);
+    asio::co_spawn(io_, AcceptTcp(), asio::detached);
+    return {};
+  }
+
+  asio::awaitable<void> ServeUdp() {
+    std::vector<uint8_t> buf(65536);
+    dns_opts_.domain = opts_.domain;
+    dns_opts_.ttl_s = opts_.dns_ttl_s;
+    for (;;) {
+      udp::endpoint from;
+      auto [ec, n] = co_await udp_->async_receive_from(asio::buffer(buf), from, kNoThrow);
+      if (ec) {
+        if (!udp_->is_open()) co_return;
+        continue;
+      }
+      std::string out =
+          Resolve(buf.data(), n, false, api_->catalog(), dns_opts_, rng_, &dns_counters_);
+      if (out.empty()) continue;
+      auto [sec, sent] = co_await udp_->async_send_to(asio::buffer(out), from, kNoThrow);
+      (void)sec;
+      (void)sent;
+    }
+  }
+
+  asio::awaitable<void> AcceptTcp() {
+    for (;;) {
+      auto [ec, sock] = co_await dns_tcp_->async_accept(kNoThrow);
+      if (!dns_tcp_->is_open()) co_return;
+      if (ec) continue;
+      if (dns_tcp_active_ >= opts_.max_dns_tcp_connections) {
+        ++dns_tcp_refused_;
+        LOG_WARN("dns: tcp connection refused: {} open (max_dns_tcp_connections)", dns_tcp_active_);
+        continue;  // the socket closes as it goes out of scope
+      }
+      asio::co_spawn(io_, ServeTcp(std::move(sock)), asio::detached);
+    }
+  }
+
+  // Length-prefixed messages (RFC 7766), several per connection, 10 s idle.
+  asio::awaitable<void> ServeTcp(tcp::socket s) {
+    ++dns_tcp_active_;
+    auto timer = std::make_shared<asio::steady_timer>(io_);
+    std::vector<uint8_t> buf;
+    for (;;) {
+      timer->expires_after(std::chrono::seconds(10));
+      timer->async_wait([&s, t = timer](const asio::error_code& ec) {
+        if (!ec) {
+          asio::error_code ignored;
+          s.close(ignored);
+        }
+      });
+      uint8_t len_bytes[2];
+      auto [ec, n] = co_await asio::async_read(s, asio::buffer(len_bytes), kNoThrow);
+      if (ec) break;
+      const size_t len = (len_bytes[0] << 8) | len_bytes[1];
+      buf.resize(len);
+      auto [ec2, n2] = co_await asio::async_read(s, asio::buffer(buf), kNoThrow);
+      if (ec2) break;
+      timer->cancel();
+      std::string out =
+          Resolve(buf.data(), len, true, api_->catalog(), dns_opts_, rng_, &dns_counters_);
+      if (out.empty()) break;
+      uint8_t prefix[2] = {static_cast<uint8_t>(out.size() >> 8),
+                           static_cast<uint8_t>(out.size() & 0xff)};
+      std::array<asio::const_buffer, 2> bufs{asio::buffer(prefix), asio::buffer(out)};
+      auto [ec3, n3] = co_await asio::async_write(s, bufs, kNoThrow);
+      if (ec3) break;
+    }
+    timer->cancel();
+    --dns_tcp_active_;
+  }
+
+  std::string DnsMetrics() const {
+    std::string out =
+        "# HELP weft_agent_dns_queries_total DNS queries by outcome.\n"
+        "# TYPE weft_agent_dns_queries_total counter\n";
+    auto line = [&](const char* outcome, uint64_t v) {
+      out += fmt::format("weft_agent_dns_queries_total{{outcome=\"{}\"}} {}\n", outcome, v);
+    };
+    line("answered", dns_counters_.answered);
+    line("nxdomain", dns_counters_.nxdomain);
+    line("refused", dns_counters_.refused);
+    line("formerr", dns_counters_.formerr);
+    line("notimp", dns_counters_.notimp);
+    line("dropped", dns_counters_.dropped);
+    out += fmt::format(
+        "# HELP weft_agent_dns_truncated_total UDP answers truncated (the client retries over "
+        "TCP).\n# TYPE weft_agent_dns_truncated_total counter\nweft_agent_dns_truncated_total {}\n",
+        dns_counters_.truncated);
+    out += fmt::format(
+        "# HELP weft_agent_dns_tcp_refused_total DNS TCP connections refused over the limit.\n"
+        "# TYPE weft_agent_dns_tcp_refused_total counter\nweft_agent_dns_tcp_refused_total {}\n",
+        dns_tcp_refused_);
+    out += fmt::format(
+        "# HELP weft_agent_connected 1 while the config stream to a server is up.\n"
+        "# TYPE weft_agent_connected gauge\nweft_agent_connected {}\n",
+        stream_ && stream_->connected() ? 1 : 0);
+    return out;
+  }
+
+  const AgentOptions opts_;
+  asio::io_context io_{1};
+  control::store::MemoryStore* cache_ = nullptr;  // owned by api_
+  std::unique_ptr<control::Api> api_;
+  std::unique_ptr<http::Server> http_;
+  std::optional<udp::socket> udp_;
+  std::optional<tcp::acceptor> dns_tcp_;
+  std::unique_ptr<control::StreamClient> stream_;
+  control::ResourceMap state_;    // io thread: what the cache holds
+  control::ResourceMap initial_;  // from disk, to resume the stream
+  std::string initial_version_, version_;
+  std::atomic<int64_t> last_contact_ms_{0};
+  DnsOptions dns_opts_;
+  DnsCounters dns_counters_;
+  Rng rng_{static_cast<uint64_t>(MonoMillis()) * 0x9e3779b97f4a7c15ULL};
+  size_t dns_tcp_active_ = 0;
+  uint64_t dns_tcp_refused_ = 0;
+  asio::steady_timer save_timer_;
+  bool save_pending_ = false;
+  asio::signal_set signals_;
+};
+
+}  // namespace
+
+int RunAgent(const AgentOptions& opts) {
+  if (opts.servers.empty()) {
+    std::fprintf(stderr, "weft agent: --server GRPC_ADDR[,...] is required\n");
+    return 2;
+  }
+  if (opts.node.empty() || !control::ValidName(opts.node)) {
+    std::fprintf(stderr, "weft agent: --node NAME is required (letters, digits, . _ - : @)\n");
+    return 2;
+  }
+  if (opts.data_dir.empty()) {
+    std::fprintf(stderr,
+                 "weft agent: --data-dir DIR is required (the cache survives restarts there)\n");
+    return 2;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  auto* a = new Agent(opts);  // lives until the process exits
+  return a->Run();
+}
+
+}  // namespace weft::agent

@@ -1,0 +1,30 @@
+// `weft agent`: the per-node agent. It follows the servers' config stream as
+// a catalog client and keeps the catalog and config entries in memory (and
+// on disk, so a restart answers at once even with no server reachable),
+// answering the Consul-shaped HTTP API and DNS from that copy with no
+// network hop.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace weft::agent {
+
+struct AgentOptions {
+  std::vector<std::string> servers;  // gRPC HOST:PORT of the servers
+  std::string node;
+  std::string data_dir;
+  std::string zone;
+  std::string http_addr = "127.0.0.1:8500";
+  std::string dns_addr = "127.0.0.1:8600";
+  std::string domain = "weft";
+  uint32_t dns_ttl_s = 5;
+  int64_t stale_after_ms = 10000;  // out of touch this long: answers are marked stale
+  size_t max_dns_tcp_connections = 256;
+};
+
+// Runs until SIGTERM/SIGINT. Returns the process exit code.
+int RunAgent(const AgentOptions& opts);
+
+}  // namespace weft::agent
