@@ -143,6 +143,7 @@ class Agent {
   // Writes the state atomically: a crash leaves the old file or the new.
   void SaveCache() {
     save_pending_ = false;
+    last_save_ms_ = MonoMillis();
     pb::StreamResponse out;
     out.set_full_state(true);
     out.set_version_info(version_);
@@ -164,10 +165,18 @@ class Agent {
       LOG_ERROR("replacing the agent cache {}: {}", CachePath(), strerror(errno));
   }
 
+  // Saves at once when the last save is older than 200 ms, else once the
+  // 200 ms are up: bursts cost a few writes, a single change is on disk
+  // before the next one can arrive.
   void SaveCacheSoon() {
     if (save_pending_) return;
     save_pending_ = true;
-    save_timer_.expires_after(std::chrono::milliseconds(200));
+    const int64_t since = MonoMillis() - last_save_ms_;
+    if (since >= 200) {
+      SaveCache();
+      return;
+    }
+    save_timer_.expires_after(std::chrono::milliseconds(200 - since));
     save_timer_.async_wait([this](const asio::error_code& ec) {
       if (!ec && save_pending_) SaveCache();
     });
@@ -344,6 +353,7 @@ class Agent {
   uint64_t dns_tcp_refused_ = 0;
   asio::steady_timer save_timer_;
   bool save_pending_ = false;
+  int64_t last_save_ms_ = 0;
   asio::signal_set signals_;
 };
 

@@ -392,3 +392,57 @@ def mesh_proxy(weft_bin, tmp_path):
     yield make
     for m in made:
         m.stop()
+
+
+class Agent(Managed):
+    """A running `weft agent` with its HTTP and DNS ports."""
+
+    def __init__(self, weft_bin, grpc, node, data_dir, tmpdir, extra=()):
+        self.weft_bin, self.grpc, self.node, self.data_dir, self.tmpdir = weft_bin, grpc, node, data_dir, tmpdir
+        self.extra = extra
+        self.http_port = self.dns_port = 0
+        self.start()
+
+    def start(self, grpc=None):
+        self.log_path = os.path.join(self.tmpdir, f"agent-{self.node}.log")
+        self.stderr = open(self.log_path, "a")
+        self.p = subprocess.Popen([self.weft_bin, "agent", "--server", grpc or self.grpc, "--node", self.node,
+                                   "--data-dir", self.data_dir, "--http", f"127.0.0.1:{self.http_port}",
+                                   "--dns", f"127.0.0.1:{self.dns_port}", *self.extra],
+                                  stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        line = self.p.stdout.readline()
+        if not line.startswith("weft agent listening"):
+            self.p.kill()
+            raise RuntimeError(f"agent did not start: {line!r} {open(self.log_path).read()}")
+        fields = dict(part.split("=", 1) for part in line.split()[3:])
+        self.http = fields["http"]
+        self.http_port = int(self.http.rsplit(":", 1)[1])
+        self.dns_port = int(fields["dns"].rsplit(":", 1)[1])
+        self.url = f"http://{self.http}"
+
+    request = Server.request
+    get_json = Server.get_json
+    metric = Server.metric
+
+    def dig(self, name, qtype="A", tcp=False, short=True):
+        args = [require("dig"), "@127.0.0.1", "-p", str(self.dns_port), name, qtype, "+time=2", "+tries=1"]
+        if tcp:
+            args.append("+tcp")
+        if short:
+            args.append("+short")
+        r = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        return r.stdout
+
+
+@pytest.fixture
+def agent(weft_bin, tmp_path):
+    made = []
+
+    def make(grpc, node, extra=()):
+        a = Agent(weft_bin, grpc, node, str(tmp_path / f"agent-{node}"), str(tmp_path), extra)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.stop()

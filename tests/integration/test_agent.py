@@ -1,0 +1,170 @@
+"""weft agent: the node's cached copy of the catalog, answering the
+Consul-shaped HTTP API and DNS (checked with dig) with no network hop, and
+keeping on answering with every server gone."""
+import json
+import signal
+import subprocess
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from conftest import require
+
+
+def wait_for(pred, timeout=5.0, step=0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def lines(text):
+    return sorted(l for l in text.splitlines() if l)
+
+
+@pytest.fixture
+def cluster(server, agent):
+    s = server()
+    for i in range(1, 4):
+        s.register(f"node-{i}", "web", 8000 + i, f"web-{i}", address=f"10.0.0.{i}", Tags=[f"v{i}"])
+    a1 = agent(s.grpc, "node-1")
+    a2 = agent(s.grpc, "node-2")
+    for a in (a1, a2):
+        assert wait_for(lambda: lines(a.dig("web.service.weft")) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]), a.log()
+    return s, a1, a2
+
+
+def test_dns_from_every_agent(cluster):
+    s, a1, a2 = cluster
+    for a in (a1, a2):
+        assert lines(a.dig("v2.web.service.weft")) == ["10.0.0.2"]
+        srv = lines(a.dig("web.service.weft", "SRV"))
+        assert len(srv) == 3 and all(l.startswith("1 1 800") for l in srv), srv
+        target = [l for l in srv if " 8002 " in l][0].split()[-1]
+        assert a.dig(target).strip() == "10.0.0.2"
+        assert a.dig("node-3.node.weft").strip() == "10.0.0.3"
+        assert "status: NXDOMAIN" in a.dig("nope.service.weft", short=False)
+        assert "status: REFUSED" in a.dig("example.com", short=False)
+    # Answers come shuffled.
+    orders = {a1.dig("web.service.weft") for _ in range(12)}
+    assert len(orders) > 1
+
+
+def test_large_answers_truncate_and_fall_back_to_tcp(server, agent):
+    s = server()
+    for i in range(60):
+        s.register(f"n{i}", "big", 9000 + i, f"big-{i}", address=f"10.1.{i // 250}.{i % 250 + 1}")
+    a = agent(s.grpc, "n0")
+    assert wait_for(lambda: len(lines(a.dig("big.service.weft", tcp=True))) == 60)
+    udp = a.dig("big.service.weft", "SRV", short=False)
+    # dig retries over TCP by itself on TC; +ignore shows the truncated UDP answer.
+    r = subprocess.run([require("dig"), "@127.0.0.1", "-p", str(a.dns_port), "big.service.weft",
+                                      "SRV", "+ignore", "+noedns"], capture_output=True, text=True, timeout=20)
+    assert " tc" in r.stdout.split("flags:")[1].split(";")[0], r.stdout
+    assert "ANSWER: 60" in udp
+    assert a.metric("weft_agent_dns_truncated_total") >= 1
+
+
+def test_changes_reach_the_agents_dns_and_api(cluster):
+    s, a1, a2 = cluster
+    _, index = a2.get_json("/v1/health/service/web")
+    got = {}
+    th = threading.Thread(target=lambda: got.update(r=a2.get_json(f"/v1/health/service/web?index={index}&wait=20s")))
+    th.start()
+    time.sleep(0.3)
+    assert th.is_alive()
+    t0 = time.time()
+    s.deregister("node-3", "web-3")
+    th.join(5)
+    assert not th.is_alive() and len(got["r"][0]) == 2
+    assert wait_for(lambda: lines(a1.dig("web.service.weft")) == ["10.0.0.1", "10.0.0.2"], timeout=2)
+    assert time.time() - t0 < 2
+    # An unhealthy instance leaves DNS too.
+    s.request("PUT", "/v1/catalog/register", {"Node": "node-2", "Address": "10.0.0.2", "SkipNodeUpdate": True,
+                                              "Check": {"Name": "c", "Status": "critical", "ServiceID": "web-2"}})
+    assert wait_for(lambda: lines(a1.dig("web.service.weft")) == ["10.0.0.1"], timeout=2)
+
+
+def test_agent_api_is_consul_shaped_and_read_only(cluster):
+    s, a1, _ = cluster
+    services, index = a1.get_json("/v1/catalog/services")
+    assert services == {"web": ["v1", "v2", "v3"]} and index > 0
+    healthy, _ = a1.get_json("/v1/health/service/web?passing")
+    assert sorted(e["Service"]["ID"] for e in healthy) == ["web-1", "web-2", "web-3"]
+    status, headers, _ = a1.request("GET", "/v1/catalog/service/web")
+    assert status == 200 and headers["X-Consul-KnownLeader"] == "true"
+    self_, _ = a1.get_json("/v1/agent/self")
+    assert self_["Config"]["Server"] is False and self_["Config"]["NodeName"] == "node-1"
+    status, _, body = a1.request("PUT", "/v1/catalog/register", {"Node": "x", "Address": "1.2.3.4"})
+    assert status == 405 and "agent" in body
+    # python-consul reads through the agent.
+    import consul
+    host, port = a1.http.rsplit(":", 1)
+    c = consul.Consul(host=host, port=int(port))
+    idx, svcs = c.catalog.services()
+    assert svcs == {"web": ["v1", "v2", "v3"]}
+
+
+def test_every_server_gone_the_agent_keeps_answering(cluster):
+    s, a1, _ = cluster
+    s.stop(signal.SIGKILL)
+    assert wait_for(lambda: a1.request("GET", "/v1/catalog/services")[1].get("X-Consul-KnownLeader") == "false",
+                    timeout=5)
+    status, headers, body = a1.request("GET", "/v1/health/service/web?passing")
+    assert status == 200 and len(json.loads(body)) == 3
+    assert headers["X-Weft-Stale"] == "true" and int(headers["X-Consul-LastContact"]) >= 0
+    assert lines(a1.dig("web.service.weft")) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    # Restarted with no server reachable, it answers at once from its cache.
+    a1.stop(signal.SIGKILL)
+    a1.start()
+    assert lines(a1.dig("web.service.weft")) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    # The server comes back: the agent catches up without a restart.
+    s.start()
+    s.register("node-4", "web", 8004, "web-4", address="10.0.0.4")
+    assert wait_for(lambda: len(lines(a1.dig("web.service.weft"))) == 4, timeout=15), a1.log()
+    assert a1.request("GET", "/v1/catalog/services")[1]["X-Consul-KnownLeader"] == "true"
+
+
+def test_malformed_dns_gets_formerr_or_silence(cluster):
+    _, a1, _ = cluster
+    port = a1.dns_port
+    packets = [
+        b"",                                   # empty
+        b"\x12\x34",                           # shorter than a header
+        b"\x12\x34\x81\x00" + b"\0" * 8,       # a response, not a query
+        b"\x12\x34\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01",  # two questions
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3fabc",                    # label past the end
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01",  # pointer loop
+        b"\x12\x34\x21\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01",      # opcode 4
+        bytes(range(256)) * 2,
+    ]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(0.3)
+    for p in packets:
+        sock.sendto(p, ("127.0.0.1", port))
+        try:
+            data, _ = sock.recvfrom(4096)
+            rcode = data[3] & 0xF
+            assert rcode in (1, 4), (p, data)  # FORMERR or NOTIMP
+            assert data[:2] == p[:2]
+        except socket.timeout:
+            pass  # silence is allowed
+    # Over TCP too, including a length prefix that promises more than comes.
+    t = socket.create_connection(("127.0.0.1", port), timeout=2)
+    q = packets[3]
+    t.sendall(struct.pack(">H", len(q)) + q)
+    n = struct.unpack(">H", t.recv(2))[0]
+    assert t.recv(n)[3] & 0xF == 1
+    t.sendall(b"\x00\x50abc")
+    t.close()
+    # Still answering.
+    assert lines(a1.dig("web.service.weft")) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    _, _, metrics = a1.request("GET", "/metrics")
+    formerr = [l for l in metrics.splitlines() if l.startswith('weft_agent_dns_queries_total{outcome="formerr"}')]
+    assert formerr and float(formerr[0].split()[-1]) >= 4, formerr
