@@ -217,25 +217,34 @@ class Agent {
 
   Status StartDns(std::string* bound) {
     auto ep = http::ParseHostPort(opts_.dns_addr);
-    if (!ep)
-      return {StatusCode::kInvalidArgument, "--dns \"" + opts_.dns_addr + "\": expected HOST:PORT"};
+    if (!ep) return {StatusCode::kInvalidArgument, "--dns \"" + opts_.dns_addr + "\": expected HOST:PORT"};
+    // UDP and TCP on the same port. With port 0 the kernel picks a UDP port
+    // whose TCP twin may be taken: try again with another.
     asio::error_code ec;
-    udp_.emplace(io_);
-    udp_->open(ep->protocol().family() == AF_INET ? udp::v4() : udp::v6(), ec);
-    if (!ec) udp_->bind(udp::endpoint(ep->address(), ep->port()), ec);
-    if (ec) return {StatusCode::kUnavailable, "dns " + opts_.dns_addr + " (udp): " + ec.message()};
-    const uint16_t port = udp_->local_endpoint().port();
-    dns_tcp_.emplace(io_);
-    tcp::endpoint tep(ep->address(), port);  // the same port over TCP
-    dns_tcp_->open(tep.protocol(), ec);
-    if (!ec) dns_tcp_->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) dns_tcp_->bind(tep, ec);
-    if (!ec) dns_tcp_->listen(128, ec);
-    if (ec) return {StatusCode::kUnavailable, "dns " + opts_.dns_addr + " (tcp): " + ec.message()};
-    *bound = http::FormatEndpoint(tep);
-    asio::co_spawn(io_, ServeUdp(), asio::detached);
-    asio::co_spawn(io_, AcceptTcp(), asio::detached);
-    return {};
+    for (int attempt = 0; attempt < (ep->port() == 0 ? 20 : 1); ++attempt) {
+      ec.clear();
+      udp_.emplace(io_);
+      udp_->open(ep->protocol().family() == AF_INET ? udp::v4() : udp::v6(), ec);
+      if (!ec) udp_->bind(udp::endpoint(ep->address(), ep->port()), ec);
+      if (ec) return {StatusCode::kUnavailable, "dns " + opts_.dns_addr + " (udp): " + ec.message()};
+      const uint16_t port = udp_->local_endpoint().port();
+      dns_tcp_.emplace(io_);
+      tcp::endpoint tep(ep->address(), port);
+      dns_tcp_->open(tep.protocol(), ec);
+      if (!ec) dns_tcp_->set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec) dns_tcp_->bind(tep, ec);
+      if (!ec) dns_tcp_->listen(128, ec);
+      if (!ec) {
+        *bound = http::FormatEndpoint(tep);
+        asio::co_spawn(io_, ServeUdp(), asio::detached);
+        asio::co_spawn(io_, AcceptTcp(), asio::detached);
+        return {};
+      }
+      asio::error_code ignored;
+      udp_->close(ignored);
+      dns_tcp_->close(ignored);
+    }
+    return {StatusCode::kUnavailable, "dns " + opts_.dns_addr + " (tcp): " + ec.message()};
   }
 
   asio::awaitable<void> ServeUdp() {
