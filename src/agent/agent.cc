@@ -15,6 +15,13 @@
 #include <optional>
 
 #include "agent/dns_resolver.h"
+#include "agent/local.h"
+#include "weft/v1/config.grpc.pb.h"
+
+#include <condition_variable>
+#include <grpcpp/grpcpp.h>
+#include <mutex>
+#include <thread>
 #include "base/log.h"
 #include "base/time.h"
 #include "control/api.h"
@@ -43,7 +50,12 @@ const std::string& ValueOf(const pb::Resource& r) {
 
 class Agent {
  public:
-  explicit Agent(AgentOptions o) : opts_(std::move(o)), save_timer_(io_), signals_(io_) {}
+  explicit Agent(AgentOptions o)
+      : opts_(std::move(o)),
+        local_(opts_.node, opts_.address, opts_.zone, opts_.data_dir + "/local.json"),
+        save_timer_(io_),
+        sync_timer_(io_),
+        signals_(io_) {}
 
   int Run() {
     std::error_code fec;
@@ -53,9 +65,14 @@ class Agent {
                    fec.message().c_str());
       return 1;
     }
+    if (Status s = local_.Load(); !s.ok()) {
+      std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
+      return 1;
+    }
     auto store = std::make_unique<control::store::MemoryStore>();
     cache_ = store.get();
     const bool loaded = LoadCache();
+    if (!loaded) Install({});  // at least this node's own services
 
     control::ApiOptions ao;
     ao.name = opts_.node;
@@ -77,7 +94,7 @@ class Agent {
     http::ServerOptions ho;
     ho.name = "agent http";
     http_ = std::make_unique<http::Server>(
-        io_, [this](http::Request& r) { return api_->Handle(r); }, ho);
+        io_, [this](http::Request& r) { return Handle(r); }, ho);
     if (Status s = http_->Listen(opts_.http_addr); !s.ok()) {
       std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
       return 1;
@@ -89,6 +106,9 @@ class Agent {
     }
     api_->SetAddresses(http_->bound(), "");
     StartStream();
+    sync_thread_ = std::thread([this] { SyncLoop(); });
+    MarkDirty();  // tell the servers what this node runs
+    AntiEntropyTick();
 
     std::printf("weft agent listening http=%s dns=%s node=%s\n", http_->bound().c_str(),
                 dns_bound.c_str(), opts_.node.c_str());
@@ -182,15 +202,129 @@ class Agent {
     });
   }
 
-  // Makes the cache hold exactly `state` (one revision of the memory store).
+  // Makes the cache hold exactly `state` (one revision of the memory store),
+  // with this node's own document taken from the local state: the agent is
+  // authoritative for it. A server copy that differs is put right.
   void Install(const control::ResourceMap& state) {
     std::map<std::string, std::string> kvs;
     for (const auto& [k, r] : state) {
       std::string key = KeyOf(*r);
       if (!key.empty()) kvs.emplace(std::move(key), ValueOf(*r));
     }
+    const std::string own = std::string(control::kNodePrefix) + opts_.node;
+    auto it = kvs.find(own);
+    const std::string doc = local_.Document();
+    if (stream_ && stream_->connected() && (it == kvs.end() || it->second != doc)) MarkDirty();
+    kvs[own] = doc;
     cache_->ReplacePrefix("", kvs);
     state_ = state;
+  }
+
+  // Local API: the agent endpoints, then everything else from the cache.
+  asio::awaitable<http::Response> Handle(http::Request& r) {
+    using nlohmann::json;
+    const std::string_view path = r.path;
+    if (path == "/v1/agent/services") co_return http::Response::Json(200, local_.AgentServices().dump());
+    if (path == "/v1/agent/checks") co_return http::Response::Json(200, local_.AgentChecks().dump());
+    if (path == "/v1/agent/service/register") {
+      if (r.method != "PUT" && r.method != "POST")
+        co_return http::Response::Text(405, "use PUT /v1/agent/service/register");
+      json body = json::parse(r.body, nullptr, false);
+      std::string id;
+      Status s = body.is_discarded() ? Status(StatusCode::kInvalidArgument, "the body must be JSON")
+                                     : local_.Register(body, &id);
+      if (!s.ok()) {
+        LOG_WARN("agent: service registration refused: {}", s.message());
+        co_return http::Response::Text(s.code() == StatusCode::kInvalidArgument ? 400 : 500,
+                                       "service registration: " + s.message());
+      }
+      LOG_INFO("agent: service {} registered", id);
+      LocalChanged();
+      co_return http::Response::Text(200, "");
+    }
+    constexpr std::string_view kDereg = "/v1/agent/service/deregister/";
+    if (path.substr(0, kDereg.size()) == kDereg) {
+      if (r.method != "PUT" && r.method != "POST")
+        co_return http::Response::Text(405, "use PUT /v1/agent/service/deregister/ID");
+      const std::string id(path.substr(kDereg.size()));
+      Status s = local_.Deregister(id);
+      if (!s.ok()) co_return http::Response::Text(s.code() == StatusCode::kNotFound ? 404 : 500, s.message());
+      LOG_INFO("agent: service {} deregistered", id);
+      LocalChanged();
+      co_return http::Response::Text(200, "");
+    }
+    co_return co_await api_->Handle(r);
+  }
+
+  // The local state moved: show it in the local cache now, and push it.
+  void LocalChanged() {
+    Install(state_);
+    MarkDirty();
+  }
+
+  // Hands the current node document to the sync thread.
+  void MarkDirty() {
+    {
+      std::lock_guard<std::mutex> l(sync_mu_);
+      sync_doc_ = local_.Document();
+      sync_dirty_ = true;
+    }
+    sync_cv_.notify_all();
+  }
+
+  // Anti-entropy: push the whole node every 30 s whatever happened.
+  void AntiEntropyTick() {
+    sync_timer_.expires_after(std::chrono::seconds(30));
+    sync_timer_.async_wait([this](const asio::error_code& ec) {
+      if (ec) return;
+      MarkDirty();
+      AntiEntropyTick();
+    });
+  }
+
+  // Pushes node documents to a server (round robin over --server), retrying
+  // every second while none answers.
+  void SyncLoop() {
+    size_t next = 0;
+    for (;;) {
+      std::string doc;
+      {
+        std::unique_lock<std::mutex> l(sync_mu_);
+        sync_cv_.wait(l, [this] { return sync_dirty_; });
+        doc = sync_doc_;
+        sync_dirty_ = false;
+      }
+      for (;;) {
+        const std::string& server = opts_.servers[next % opts_.servers.size()];
+        auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+        auto stub = pb::ConfigStream::NewStub(channel);
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        pb::SyncNodeRequest req;
+        req.set_node(opts_.node);
+        req.set_json(doc);
+        pb::SyncNodeResponse resp;
+        grpc::Status s = stub->SyncNode(&ctx, req, &resp);
+        if (s.ok()) {
+          ++syncs_;
+          if (resp.changed()) LOG_INFO("node {} synced to {} (index {})", opts_.node, server, resp.index());
+          break;
+        }
+        ++sync_failures_;
+        if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+          LOG_ERROR("node sync refused by {}: {}", server, s.error_message());
+          break;  // retrying the same document cannot help
+        }
+        LOG_DEBUG("node sync to {}: {}", server, s.error_message());
+        ++next;
+        std::unique_lock<std::mutex> l(sync_mu_);
+        sync_cv_.wait_for(l, std::chrono::seconds(1));
+        if (sync_dirty_) {  // a newer document replaces this one
+          doc = sync_doc_;
+          sync_dirty_ = false;
+        }
+      }
+    }
   }
 
   void StartStream() {
@@ -345,6 +479,7 @@ class Agent {
 
   const AgentOptions opts_;
   asio::io_context io_{1};
+  LocalState local_;  // io thread
   control::store::MemoryStore* cache_ = nullptr;  // owned by api_
   std::unique_ptr<control::Api> api_;
   std::unique_ptr<http::Server> http_;
@@ -363,6 +498,13 @@ class Agent {
   asio::steady_timer save_timer_;
   bool save_pending_ = false;
   int64_t last_save_ms_ = 0;
+  asio::steady_timer sync_timer_;
+  std::thread sync_thread_;
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  std::string sync_doc_;     // guarded by sync_mu_
+  bool sync_dirty_ = false;  // guarded by sync_mu_
+  std::atomic<uint64_t> syncs_{0}, sync_failures_{0};
   asio::signal_set signals_;
 };
 

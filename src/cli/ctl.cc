@@ -309,6 +309,8 @@ int AgentMain(const Args& args) {
       o.dns_addr = v;
     } else if (FlagValue(args, &i, "--zone", &v)) {
       o.zone = v;
+    } else if (FlagValue(args, &i, "--address", &v)) {
+      o.address = v;
     } else if (FlagValue(args, &i, "--domain", &v)) {
       o.domain = v;
     } else if (LogLevelFlag(args, &i, &err)) {

@@ -72,6 +72,9 @@ class Api {
   // State, for the stream server and the compiler (io thread only).
   const CatalogView& catalog() const { return catalog_; }
   const ConfigView& config() const { return config_; }
+  // The store, for writers outside the REST API (agents' node syncs); it is
+  // thread-safe.
+  store::Store* store() const { return store_.get(); }
   int64_t applied_revision() const { return applied_; }
   // Called on the io thread after each batch of store events is applied.
   void OnChange(std::function<void()> fn) { listeners_.push_back(std::move(fn)); }

@@ -257,6 +257,52 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
 class StreamServer::Service : public pb::ConfigStream::CallbackService {
  public:
   explicit Service(StreamServer* s) : server_(s) {}
+
+  // An agent's whole node document. Runs the (short) store write on the
+  // gRPC thread; the store is thread-safe and the result reaches every
+  // replica's view through the store's watch.
+  grpc::ServerUnaryReactor* SyncNode(grpc::CallbackServerContext* ctx,
+                                     const pb::SyncNodeRequest* req,
+                                     pb::SyncNodeResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    auto fail = [&](grpc::StatusCode code, const std::string& msg) {
+      server_->counters_.bad_requests++;
+      LOG_WARN("node sync from {} refused: {}", ctx->peer(), msg);
+      reactor->Finish(grpc::Status(code, msg));
+      return reactor;
+    };
+    if (req->json().size() > 4 * 1024 * 1024)
+      return fail(grpc::StatusCode::INVALID_ARGUMENT, "node document over 4 MiB");
+    auto node = NodeFromJson(req->json());
+    if (!node.ok()) return fail(grpc::StatusCode::INVALID_ARGUMENT, node.status().message());
+    if (node->name != req->node() || !ValidName(req->node()))
+      return fail(grpc::StatusCode::INVALID_ARGUMENT,
+                  "the document names node \"" + node->name + "\", the request \"" + req->node() + "\"");
+    CatalogLimits lim;
+    if (node->services.size() > lim.max_services_per_node || node->checks.size() > lim.max_checks_per_node)
+      return fail(grpc::StatusCode::INVALID_ARGUMENT, "node over the services or checks limit");
+    store::Store* st = server_->api_.store();
+    const std::string key = std::string(kNodePrefix) + req->node();
+    const std::string doc = NodeToJson(node.value());  // canonical form
+    auto cur = st->Get(key);
+    if (cur.ok() && cur->value == doc) {
+      resp->set_changed(false);
+      resp->set_index(cur->mod_revision);
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
+    auto w = st->Put(key, doc);
+    if (!w.ok()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, w.status().message()));
+      return reactor;
+    }
+    server_->counters_.node_syncs++;
+    resp->set_changed(true);
+    resp->set_index(w.value());
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
   grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* Stream(
       grpc::CallbackServerContext* ctx) override {
     if (static_cast<size_t>(server_->counters_.streams_active.load()) >=
@@ -395,6 +441,8 @@ std::string StreamServer::Metrics() const {
   line("weft_server_stream_protocol_errors_total", "counter",
        "Streams ended because the client broke the protocol.",
        static_cast<int64_t>(counters_.bad_requests.load()));
+  line("weft_server_node_syncs_total", "counter", "Agents' node documents written.",
+       static_cast<int64_t>(counters_.node_syncs.load()));
   line("weft_server_snapshots_cached", "gauge", "Compiled snapshots held.",
        static_cast<int64_t>(compiler_.cached()));
   return out;

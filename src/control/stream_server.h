@@ -32,6 +32,7 @@ struct StreamCounters {
   std::atomic<uint64_t> nacks{0};
   std::atomic<uint64_t> resumed{0};       // streams that resumed from versions they held
   std::atomic<uint64_t> bad_requests{0};  // protocol errors: stream ended with an error
+  std::atomic<uint64_t> node_syncs{0};    // agents' node documents written
 };
 
 struct StreamOptions {

@@ -1,0 +1,227 @@
+#include "agent/local.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "base/log.h"
+#include "base/strings.h"
+
+namespace weft::agent {
+namespace {
+
+using json = nlohmann::json;
+
+Status Invalid(const std::string& field, const std::string& what) {
+  return {StatusCode::kInvalidArgument, field + ": " + what};
+}
+
+Status Duration(const json& j, const char* key, const std::string& path, int64_t* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return {};
+  std::optional<int64_t> ms;
+  if (it->is_string()) ms = ParseDurationMs(it->get<std::string>());
+  if (it->is_number_integer()) ms = it->get<int64_t>() / 1000000;  // Go durations: nanoseconds
+  if (!ms || *ms < 0) return Invalid(path + key, "expected a duration such as \"10s\"");
+  *out = *ms;
+  return {};
+}
+
+json DefinitionToJson(const CheckDefinition& d) {
+  json j = {{"CheckID", d.id}, {"ServiceID", d.service_id}, {"IntervalMs", d.interval_ms},
+            {"TimeoutMs", d.timeout_ms}, {"SuccessBeforePassing", d.success_before_passing},
+            {"FailuresBeforeCritical", d.failures_before_critical}};
+  if (!d.http.empty()) j["HTTP"] = d.http, j["Method"] = d.method;
+  if (!d.tcp.empty()) j["TCP"] = d.tcp;
+  if (!d.grpc.empty()) j["GRPC"] = d.grpc;
+  if (!d.ttl.empty()) j["TTL"] = d.ttl;
+  return j;
+}
+
+CheckDefinition DefinitionFromJson(const json& j) {
+  CheckDefinition d;
+  d.id = j.value("CheckID", "");
+  d.service_id = j.value("ServiceID", "");
+  d.http = j.value("HTTP", "");
+  d.method = j.value("Method", "GET");
+  d.tcp = j.value("TCP", "");
+  d.grpc = j.value("GRPC", "");
+  d.ttl = j.value("TTL", "");
+  d.interval_ms = j.value("IntervalMs", int64_t{10000});
+  d.timeout_ms = j.value("TimeoutMs", int64_t{5000});
+  d.success_before_passing = j.value("SuccessBeforePassing", 0u);
+  d.failures_before_critical = j.value("FailuresBeforeCritical", 0u);
+  return d;
+}
+
+}  // namespace
+
+LocalState::LocalState(std::string node, std::string address, std::string zone, std::string path)
+    : path_(std::move(path)) {
+  node_.name = std::move(node);
+  node_.address = std::move(address);
+  node_.zone = std::move(zone);
+}
+
+Status LocalState::Load() {
+  std::ifstream in(path_);
+  if (!in) return {};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, false);
+  if (!j.is_object()) return {StatusCode::kInvalidArgument, path_ + ": not a JSON object"};
+  auto n = control::NodeFromJson(j.value("node", json::object()).dump());
+  if (!n.ok()) return {StatusCode::kInvalidArgument, path_ + ": " + n.status().message()};
+  // The flags decide the node's name and address; services and checks come from disk.
+  node_.services = std::move(n->services);
+  node_.checks = std::move(n->checks);
+  for (const auto& d : j.value("checks", json::array())) {
+    CheckDefinition def = DefinitionFromJson(d);
+    if (!def.id.empty()) defs_[def.id] = def;
+  }
+  LOG_INFO("restored {} local services and {} checks from {}", node_.services.size(),
+           node_.checks.size(), path_);
+  return {};
+}
+
+Status LocalState::Save() const {
+  json checks = json::array();
+  for (const auto& [id, d] : defs_) checks.push_back(DefinitionToJson(d));
+  const std::string text =
+      json{{"node", json::parse(control::NodeToJson(node_))}, {"checks", checks}}.dump(1);
+  const std::string tmp = path_ + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!(out << text)) return {StatusCode::kUnavailable, "writing " + tmp + " failed"};
+  }
+  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  if (std::rename(tmp.c_str(), path_.c_str()) != 0)
+    return {StatusCode::kUnavailable, "replacing " + path_ + ": " + strerror(errno)};
+  return {};
+}
+
+Status LocalState::Register(const json& in, std::string* id) {
+  if (!in.is_object()) return Invalid("body", "expected a JSON object");
+  json body = in;
+  control::CanonicalizeKeys(&body);
+  const std::string name = body.value("Name", "");
+  if (name.empty()) return Invalid("Name", "required: the service name");
+  json svc = {{"Service", name}};
+  for (const char* k : {"ID", "Tags", "Address", "Port", "Meta", "Weights", "Kind", "Proxy",
+                        "Namespace", "Locality"}) {
+    auto it = body.find(k);
+    if (it != body.end() && !it->is_null()) svc[k] = *it;
+  }
+  if (!svc.contains("ID")) svc["ID"] = name;
+  if (!svc.contains("Locality") && !node_.zone.empty()) svc["Locality"] = {{"Zone", node_.zone}};
+  if (!svc["ID"].is_string()) return Invalid("ID", "expected a string");
+  const std::string sid = svc["ID"].get<std::string>();
+
+  // Checks defined with the service (Check, or Checks).
+  std::vector<std::pair<json, std::string>> defs;
+  if (auto it = body.find("Check"); it != body.end() && !it->is_null())
+    defs.emplace_back(*it, "Check.");
+  if (auto it = body.find("Checks"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) return Invalid("Checks", "expected a list");
+    for (size_t i = 0; i < it->size(); ++i)
+      defs.emplace_back((*it)[i], "Checks[" + std::to_string(i) + "].");
+  }
+  json catalog_checks = json::array();
+  std::map<std::string, CheckDefinition> new_defs;
+  for (size_t i = 0; i < defs.size(); ++i) {
+    const json& c = defs[i].first;
+    const std::string& path = defs[i].second;
+    if (!c.is_object()) return Invalid(path.substr(0, path.size() - 1), "expected an object");
+    CheckDefinition d;
+    d.service_id = sid;
+    d.id = c.value("CheckID", defs.size() == 1 ? "service:" + sid
+                                                : "service:" + sid + ":" + std::to_string(i + 1));
+    d.http = c.value("HTTP", "");
+    d.method = c.value("Method", "GET");
+    d.tcp = c.value("TCP", "");
+    d.grpc = c.value("GRPC", "");
+    d.ttl = c.value("TTL", "");
+    const int kinds = !d.http.empty() + !d.tcp.empty() + !d.grpc.empty() + !d.ttl.empty();
+    if (kinds != 1) return Invalid(path + "HTTP", "a check needs exactly one of HTTP, TCP, GRPC or TTL");
+    if (!d.http.empty() && d.http.rfind("http://", 0) != 0)
+      return Invalid(path + "HTTP", "\"" + d.http + "\": use an http:// URL");
+    if (Status s = Duration(c, "Interval", path, &d.interval_ms); !s.ok()) return s;
+    if (Status s = Duration(c, "Timeout", path, &d.timeout_ms); !s.ok()) return s;
+    if (d.ttl.empty() && c.find("Interval") == c.end())
+      return Invalid(path + "Interval", "required for HTTP, TCP and GRPC checks (e.g. \"10s\")");
+    if (d.interval_ms < 100) return Invalid(path + "Interval", "at least 100ms");
+    if (d.timeout_ms <= 0 || d.timeout_ms > d.interval_ms) d.timeout_ms = std::min<int64_t>(d.interval_ms, 10000);
+    d.success_before_passing = c.value("SuccessBeforePassing", 0u);
+    d.failures_before_critical = c.value("FailuresBeforeCritical", 0u);
+    json cc = {{"CheckID", d.id},
+               {"Name", c.value("Name", "Service '" + name + "' check")},
+               {"Status", c.value("Status", "critical")},
+               {"Notes", c.value("Notes", "")},
+               {"ServiceID", sid},
+               {"Type", !d.http.empty() ? "http" : !d.tcp.empty() ? "tcp" : !d.grpc.empty() ? "grpc" : "ttl"}};
+    catalog_checks.push_back(std::move(cc));
+    new_defs[d.id] = std::move(d);
+  }
+
+  // Validate and apply on a copy: nothing changes unless all of it is good.
+  control::Node next = node_;
+  // Re-registering replaces the service's checks.
+  std::erase_if(next.checks, [&](const auto& kv) { return kv.second.service_id == sid; });
+  json reg = {{"Node", node_.name}, {"Address", node_.address}, {"Service", svc},
+              {"Checks", catalog_checks}};
+  if (!node_.zone.empty()) reg["Zone"] = node_.zone;
+  if (Status s = control::ApplyRegistration(reg, control::CatalogLimits{}, &next); !s.ok()) return s;
+  node_ = std::move(next);
+  std::erase_if(defs_, [&](const auto& kv) { return kv.second.service_id == sid; });
+  defs_.insert(new_defs.begin(), new_defs.end());
+  *id = sid;
+  return Save();
+}
+
+Status LocalState::Deregister(const std::string& id) {
+  if (!node_.services.erase(id))
+    return {StatusCode::kNotFound, "service " + id + " is not registered on this agent"};
+  std::erase_if(node_.checks, [&](const auto& kv) { return kv.second.service_id == id; });
+  std::erase_if(defs_, [&](const auto& kv) { return kv.second.service_id == id; });
+  return Save();
+}
+
+bool LocalState::SetCheckStatus(const std::string& check_id, const std::string& status,
+                                const std::string& output) {
+  auto it = node_.checks.find(check_id);
+  if (it == node_.checks.end()) return false;
+  if (it->second.status == status && it->second.output == output) return false;
+  const bool status_changed = it->second.status != status;
+  it->second.status = status;
+  it->second.output = output.substr(0, 4096);
+  if (status_changed) {
+    if (Status s = Save(); !s.ok()) LOG_ERROR("agent: {}", s.message());
+  }
+  return status_changed;
+}
+
+json LocalState::AgentServices() const {
+  json out = json::object();
+  for (const auto& [id, s] : node_.services) {
+    json j = control::InstanceJson(s);
+    j["Datacenter"] = node_.datacenter;
+    j["EnableTagOverride"] = false;
+    out[id] = std::move(j);
+  }
+  return out;
+}
+
+json LocalState::AgentChecks() const {
+  json out = json::object();
+  for (const auto& [id, c] : node_.checks) out[id] = control::CheckToJson(node_, c);
+  return out;
+}
+
+}  // namespace weft::agent

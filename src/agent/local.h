@@ -1,0 +1,63 @@
+// The agent's own node: the services registered on it through the local API
+// and their checks. The agent is authoritative for it: it is kept on disk
+// (DIR/local.json) and pushed whole to the servers (anti-entropy), so a
+// server that lost its data, or holds entries for this node that the agent
+// does not know, is put right.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+
+#include "base/status.h"
+#include "control/catalog.h"
+
+namespace weft::agent {
+
+// How a check is run locally (Consul's agent check definition subset).
+struct CheckDefinition {
+  std::string id;
+  std::string service_id;
+  std::string http;  // URL: passing on 2xx/3xx
+  std::string method = "GET";
+  std::string tcp;   // HOST:PORT: passing when a connection opens
+  std::string grpc;  // HOST:PORT[/SERVICE]: grpc.health.v1 SERVING
+  std::string ttl;   // reserved (TTL checks are not run by the agent yet)
+  int64_t interval_ms = 10000;
+  int64_t timeout_ms = 5000;
+  uint32_t success_before_passing = 0;
+  uint32_t failures_before_critical = 0;
+};
+
+class LocalState {
+ public:
+  LocalState(std::string node, std::string address, std::string zone, std::string path);
+
+  // Loads DIR/local.json when present.
+  Status Load();
+
+  // PUT /v1/agent/service/register (Consul's AgentServiceRegistration).
+  // InvalidArgument names the field. Sets *id to the service id.
+  Status Register(const nlohmann::json& body, std::string* id);
+  // PUT /v1/agent/service/deregister/ID. NotFound when unknown.
+  Status Deregister(const std::string& id);
+  // A check's new status from its runner; false when unchanged.
+  bool SetCheckStatus(const std::string& check_id, const std::string& status,
+                      const std::string& output);
+
+  const control::Node& node() const { return node_; }
+  const std::map<std::string, CheckDefinition>& checks() const { return defs_; }
+  // The node document as stored by the servers.
+  std::string Document() const { return control::NodeToJson(node_); }
+  nlohmann::json AgentServices() const;  // GET /v1/agent/services
+  nlohmann::json AgentChecks() const;    // GET /v1/agent/checks
+
+ private:
+  Status Save() const;
+  const std::string path_;
+  control::Node node_;
+  std::map<std::string, CheckDefinition> defs_;  // by check id
+};
+
+}  // namespace weft::agent
