@@ -1,33 +1,33 @@
 #include "agent/agent.h"
 
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <thread>
 
+#include "agent/checks.h"
 #include "agent/dns_resolver.h"
 #include "agent/local.h"
-#include "weft/v1/config.grpc.pb.h"
-
-#include <condition_variable>
-#include <grpcpp/grpcpp.h>
-#include <mutex>
-#include <thread>
 #include "base/log.h"
 #include "base/time.h"
 #include "control/api.h"
 #include "control/store/memory_store.h"
 #include "control/stream_client.h"
 #include "http/server.h"
+#include "weft/v1/config.grpc.pb.h"
 
 namespace weft::agent {
 namespace {
@@ -53,6 +53,14 @@ class Agent {
   explicit Agent(AgentOptions o)
       : opts_(std::move(o)),
         local_(opts_.node, opts_.address, opts_.zone, opts_.data_dir + "/local.json"),
+        checks_(
+            io_,
+            [this](const std::string& id, const std::string& status, const std::string& output) {
+              if (local_.SetCheckStatus(id, status, output)) {
+                LOG_INFO("agent: check {} is now {}: {}", id, status, output);
+                LocalChanged();
+              }
+            }),
         save_timer_(io_),
         sync_timer_(io_),
         signals_(io_) {}
@@ -109,6 +117,7 @@ class Agent {
     sync_thread_ = std::thread([this] { SyncLoop(); });
     MarkDirty();  // tell the servers what this node runs
     AntiEntropyTick();
+    checks_.Sync(local_.checks());
 
     std::printf("weft agent listening http=%s dns=%s node=%s\n", http_->bound().c_str(),
                 dns_bound.c_str(), opts_.node.c_str());
@@ -224,8 +233,10 @@ class Agent {
   asio::awaitable<http::Response> Handle(http::Request& r) {
     using nlohmann::json;
     const std::string_view path = r.path;
-    if (path == "/v1/agent/services") co_return http::Response::Json(200, local_.AgentServices().dump());
-    if (path == "/v1/agent/checks") co_return http::Response::Json(200, local_.AgentChecks().dump());
+    if (path == "/v1/agent/services")
+      co_return http::Response::Json(200, local_.AgentServices().dump());
+    if (path == "/v1/agent/checks")
+      co_return http::Response::Json(200, local_.AgentChecks().dump());
     if (path == "/v1/agent/service/register") {
       if (r.method != "PUT" && r.method != "POST")
         co_return http::Response::Text(405, "use PUT /v1/agent/service/register");
@@ -248,7 +259,8 @@ class Agent {
         co_return http::Response::Text(405, "use PUT /v1/agent/service/deregister/ID");
       const std::string id(path.substr(kDereg.size()));
       Status s = local_.Deregister(id);
-      if (!s.ok()) co_return http::Response::Text(s.code() == StatusCode::kNotFound ? 404 : 500, s.message());
+      if (!s.ok())
+        co_return http::Response::Text(s.code() == StatusCode::kNotFound ? 404 : 500, s.message());
       LOG_INFO("agent: service {} deregistered", id);
       LocalChanged();
       co_return http::Response::Text(200, "");
@@ -260,6 +272,7 @@ class Agent {
   void LocalChanged() {
     Install(state_);
     MarkDirty();
+    checks_.Sync(local_.checks());
   }
 
   // Hands the current node document to the sync thread.
@@ -307,7 +320,8 @@ class Agent {
         grpc::Status s = stub->SyncNode(&ctx, req, &resp);
         if (s.ok()) {
           ++syncs_;
-          if (resp.changed()) LOG_INFO("node {} synced to {} (index {})", opts_.node, server, resp.index());
+          if (resp.changed())
+            LOG_INFO("node {} synced to {} (index {})", opts_.node, server, resp.index());
           break;
         }
         ++sync_failures_;
@@ -351,7 +365,8 @@ class Agent {
 
   Status StartDns(std::string* bound) {
     auto ep = http::ParseHostPort(opts_.dns_addr);
-    if (!ep) return {StatusCode::kInvalidArgument, "--dns \"" + opts_.dns_addr + "\": expected HOST:PORT"};
+    if (!ep)
+      return {StatusCode::kInvalidArgument, "--dns \"" + opts_.dns_addr + "\": expected HOST:PORT"};
     // UDP and TCP on the same port. With port 0 the kernel picks a UDP port
     // whose TCP twin may be taken: try again with another.
     asio::error_code ec;
@@ -360,7 +375,8 @@ class Agent {
       udp_.emplace(io_);
       udp_->open(ep->protocol().family() == AF_INET ? udp::v4() : udp::v6(), ec);
       if (!ec) udp_->bind(udp::endpoint(ep->address(), ep->port()), ec);
-      if (ec) return {StatusCode::kUnavailable, "dns " + opts_.dns_addr + " (udp): " + ec.message()};
+      if (ec)
+        return {StatusCode::kUnavailable, "dns " + opts_.dns_addr + " (udp): " + ec.message()};
       const uint16_t port = udp_->local_endpoint().port();
       dns_tcp_.emplace(io_);
       tcp::endpoint tep(ep->address(), port);
@@ -480,6 +496,7 @@ class Agent {
   const AgentOptions opts_;
   asio::io_context io_{1};
   LocalState local_;  // io thread
+  CheckRunner checks_;
   control::store::MemoryStore* cache_ = nullptr;  // owned by api_
   std::unique_ptr<control::Api> api_;
   std::unique_ptr<http::Server> http_;

@@ -31,8 +31,11 @@ Status Duration(const json& j, const char* key, const std::string& path, int64_t
 }
 
 json DefinitionToJson(const CheckDefinition& d) {
-  json j = {{"CheckID", d.id}, {"ServiceID", d.service_id}, {"IntervalMs", d.interval_ms},
-            {"TimeoutMs", d.timeout_ms}, {"SuccessBeforePassing", d.success_before_passing},
+  json j = {{"CheckID", d.id},
+            {"ServiceID", d.service_id},
+            {"IntervalMs", d.interval_ms},
+            {"TimeoutMs", d.timeout_ms},
+            {"SuccessBeforePassing", d.success_before_passing},
             {"FailuresBeforeCritical", d.failures_before_critical}};
   if (!d.http.empty()) j["HTTP"] = d.http, j["Method"] = d.method;
   if (!d.tcp.empty()) j["TCP"] = d.tcp;
@@ -142,14 +145,15 @@ Status LocalState::Register(const json& in, std::string* id) {
     CheckDefinition d;
     d.service_id = sid;
     d.id = c.value("CheckID", defs.size() == 1 ? "service:" + sid
-                                                : "service:" + sid + ":" + std::to_string(i + 1));
+                                               : "service:" + sid + ":" + std::to_string(i + 1));
     d.http = c.value("HTTP", "");
     d.method = c.value("Method", "GET");
     d.tcp = c.value("TCP", "");
     d.grpc = c.value("GRPC", "");
     d.ttl = c.value("TTL", "");
     const int kinds = !d.http.empty() + !d.tcp.empty() + !d.grpc.empty() + !d.ttl.empty();
-    if (kinds != 1) return Invalid(path + "HTTP", "a check needs exactly one of HTTP, TCP, GRPC or TTL");
+    if (kinds != 1)
+      return Invalid(path + "HTTP", "a check needs exactly one of HTTP, TCP, GRPC or TTL");
     if (!d.http.empty() && d.http.rfind("http://", 0) != 0)
       return Invalid(path + "HTTP", "\"" + d.http + "\": use an http:// URL");
     if (Status s = Duration(c, "Interval", path, &d.interval_ms); !s.ok()) return s;
@@ -157,7 +161,8 @@ Status LocalState::Register(const json& in, std::string* id) {
     if (d.ttl.empty() && c.find("Interval") == c.end())
       return Invalid(path + "Interval", "required for HTTP, TCP and GRPC checks (e.g. \"10s\")");
     if (d.interval_ms < 100) return Invalid(path + "Interval", "at least 100ms");
-    if (d.timeout_ms <= 0 || d.timeout_ms > d.interval_ms) d.timeout_ms = std::min<int64_t>(d.interval_ms, 10000);
+    if (d.timeout_ms <= 0 || d.timeout_ms > d.interval_ms)
+      d.timeout_ms = std::min<int64_t>(d.interval_ms, 10000);
     d.success_before_passing = c.value("SuccessBeforePassing", 0u);
     d.failures_before_critical = c.value("FailuresBeforeCritical", 0u);
     json cc = {{"CheckID", d.id},
@@ -165,7 +170,10 @@ Status LocalState::Register(const json& in, std::string* id) {
                {"Status", c.value("Status", "critical")},
                {"Notes", c.value("Notes", "")},
                {"ServiceID", sid},
-               {"Type", !d.http.empty() ? "http" : !d.tcp.empty() ? "tcp" : !d.grpc.empty() ? "grpc" : "ttl"}};
+               {"Type", !d.http.empty()   ? "http"
+                        : !d.tcp.empty()  ? "tcp"
+                        : !d.grpc.empty() ? "grpc"
+                                          : "ttl"}};
     catalog_checks.push_back(std::move(cc));
     new_defs[d.id] = std::move(d);
   }
@@ -174,10 +182,13 @@ Status LocalState::Register(const json& in, std::string* id) {
   control::Node next = node_;
   // Re-registering replaces the service's checks.
   std::erase_if(next.checks, [&](const auto& kv) { return kv.second.service_id == sid; });
-  json reg = {{"Node", node_.name}, {"Address", node_.address}, {"Service", svc},
+  json reg = {{"Node", node_.name},
+              {"Address", node_.address},
+              {"Service", svc},
               {"Checks", catalog_checks}};
   if (!node_.zone.empty()) reg["Zone"] = node_.zone;
-  if (Status s = control::ApplyRegistration(reg, control::CatalogLimits{}, &next); !s.ok()) return s;
+  if (Status s = control::ApplyRegistration(reg, control::CatalogLimits{}, &next); !s.ok())
+    return s;
   node_ = std::move(next);
   std::erase_if(defs_, [&](const auto& kv) { return kv.second.service_id == sid; });
   defs_.insert(new_defs.begin(), new_defs.end());

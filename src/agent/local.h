@@ -5,9 +5,8 @@
 // does not know, is put right.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "base/status.h"

@@ -276,10 +276,12 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
     auto node = NodeFromJson(req->json());
     if (!node.ok()) return fail(grpc::StatusCode::INVALID_ARGUMENT, node.status().message());
     if (node->name != req->node() || !ValidName(req->node()))
-      return fail(grpc::StatusCode::INVALID_ARGUMENT,
-                  "the document names node \"" + node->name + "\", the request \"" + req->node() + "\"");
+      return fail(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          "the document names node \"" + node->name + "\", the request \"" + req->node() + "\"");
     CatalogLimits lim;
-    if (node->services.size() > lim.max_services_per_node || node->checks.size() > lim.max_checks_per_node)
+    if (node->services.size() > lim.max_services_per_node ||
+        node->checks.size() > lim.max_checks_per_node)
       return fail(grpc::StatusCode::INVALID_ARGUMENT, "node over the services or checks limit");
     store::Store* st = server_->api_.store();
     const std::string key = std::string(kNodePrefix) + req->node();
