@@ -255,7 +255,9 @@ class Agent {
     }
     constexpr std::string_view kDereg = "/v1/agent/service/deregister/";
     if (path.substr(0, kDereg.size()) == kDereg) {
-      if (r.method != "PUT" && r.method != "POST")
+      // PUT as Consul documents it; GET as older Consul versions (and their
+      // clients, python-consul among them) still send it.
+      if (r.method != "PUT" && r.method != "POST" && r.method != "GET")
         co_return http::Response::Text(405, "use PUT /v1/agent/service/deregister/ID");
       const std::string id(path.substr(kDereg.size()));
       Status s = local_.Deregister(id);

@@ -33,8 +33,10 @@ def cluster(server, agent):
     s = server()
     for i in range(1, 4):
         s.register(f"node-{i}", "web", 8000 + i, f"web-{i}", address=f"10.0.0.{i}", Tags=[f"v{i}"])
-    a1 = agent(s.grpc, "node-1")
-    a2 = agent(s.grpc, "node-2")
+    # Agents run on their own nodes: an agent is authoritative for its node
+    # and would remove services registered there behind its back.
+    a1 = agent(s.grpc, "agent-1")
+    a2 = agent(s.grpc, "agent-2")
     for a in (a1, a2):
         assert wait_for(lambda: lines(a.dig("web.service.weft")) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]), a.log()
     return s, a1, a2
@@ -60,7 +62,7 @@ def test_large_answers_truncate_and_fall_back_to_tcp(server, agent):
     s = server()
     for i in range(60):
         s.register(f"n{i}", "big", 9000 + i, f"big-{i}", address=f"10.1.{i // 250}.{i % 250 + 1}")
-    a = agent(s.grpc, "n0")
+    a = agent(s.grpc, "agent-x")
     assert wait_for(lambda: len(lines(a.dig("big.service.weft", tcp=True))) == 60)
     udp = a.dig("big.service.weft", "SRV", short=False)
     # dig retries over TCP by itself on TC; +ignore shows the truncated UDP answer.
@@ -100,7 +102,7 @@ def test_agent_api_is_consul_shaped_and_read_only(cluster):
     status, headers, _ = a1.request("GET", "/v1/catalog/service/web")
     assert status == 200 and headers["X-Consul-KnownLeader"] == "true"
     self_, _ = a1.get_json("/v1/agent/self")
-    assert self_["Config"]["Server"] is False and self_["Config"]["NodeName"] == "node-1"
+    assert self_["Config"]["Server"] is False and self_["Config"]["NodeName"] == "agent-1"
     status, _, body = a1.request("PUT", "/v1/catalog/register", {"Node": "x", "Address": "1.2.3.4"})
     assert status == 405 and "agent" in body
     # python-consul reads through the agent.
@@ -168,3 +170,135 @@ def test_malformed_dns_gets_formerr_or_silence(cluster):
     _, _, metrics = a1.request("GET", "/metrics")
     formerr = [l for l in metrics.splitlines() if l.startswith('weft_agent_dns_queries_total{outcome="formerr"}')]
     assert formerr and float(formerr[0].split()[-1]) >= 4, formerr
+
+
+def register_local(a, body):
+    status, _, text = a.request("PUT", "/v1/agent/service/register", body)
+    assert status == 200, text
+
+
+def test_local_registration_reaches_every_agent_and_the_server(server, agent, backends):
+    s = server()
+    a1 = agent(s.grpc, "node-1")
+    a2 = agent(s.grpc, "node-2", extra=("--address", "127.0.0.2"))
+    b = backends("api")
+    register_local(a1, {"Name": "api", "ID": "api-1", "Port": b.port, "Tags": ["blue"], "Meta": {"v": "1"}})
+    services = a1.get_json("/v1/agent/services")[0]
+    assert services["api-1"]["Service"] == "api" and services["api-1"]["Port"] == b.port
+    # The server has it (the agent synced its node), and so does the other agent.
+    assert wait_for(lambda: [i["ServiceID"] for i in s.get_json("/v1/catalog/service/api")[0]] == ["api-1"])
+    assert wait_for(lambda: lines(a2.dig("api.service.weft")) == ["127.0.0.1"])
+    assert lines(a2.dig("blue.api.service.weft")) == ["127.0.0.1"]
+    # python-consul registers through the agent API too.
+    import consul
+    host, port = a2.http.rsplit(":", 1)
+    c = consul.Consul(host=host, port=int(port))
+    assert c.agent.service.register("cart", service_id="cart-1", port=7000, tags=["x"])
+    assert "cart-1" in c.agent.services()
+    assert wait_for(lambda: lines(a1.dig("cart.service.weft")) == ["127.0.0.2"])
+    assert c.agent.service.deregister("cart-1")
+    assert wait_for(lambda: "status: NXDOMAIN" in a1.dig("cart.service.weft", short=False))
+    # Bad registrations name the field.
+    status, _, text = a1.request("PUT", "/v1/agent/service/register", {"Port": 1})
+    assert status == 400 and "Name" in text
+    status, _, text = a1.request("PUT", "/v1/agent/service/register",
+                                 {"Name": "x", "Check": {"HTTP": "http://127.0.0.1:1/"}})
+    assert status == 400 and "Interval" in text
+    assert a1.request("PUT", "/v1/agent/service/deregister/nope")[0] == 404
+
+
+def test_failing_health_check_leaves_dns_and_the_proxy(server, agent, backends, mesh_proxy):
+    from conftest import free_port, wait_port
+    s = server()
+    a = agent(s.grpc, "node-1")
+    good, bad = backends("good"), backends("bad")
+    for name, b in (("good", good), ("bad", bad)):
+        register_local(a, {"Name": "api", "ID": f"api-{name}", "Port": b.port,
+                           "Check": {"HTTP": f"http://127.0.0.1:{b.port}/status/200", "Interval": "200ms",
+                                     "Timeout": "150ms"}})
+    assert wait_for(lambda: len(lines(a.dig("api.service.weft", "SRV"))) == 2, timeout=5)
+    # A sidecar that calls api sees both instances.
+    up = free_port()
+    s.register("node-web", "web-sidecar", free_port(), "web-sc", Kind="connect-proxy",
+               Proxy={"DestinationServiceName": "web", "LocalServicePort": 1,
+                      "Upstreams": [{"DestinationName": "api", "LocalBindPort": up}]})
+    px = mesh_proxy(s.grpc, "web")
+    px.wait_ready()
+    wait_port(up)
+    assert wait_for(lambda: len(px.endpoints("api") or []) == 2, timeout=5)
+    t0 = time.time()
+    bad.proc.stop()
+    assert wait_for(lambda: px.endpoints("api") == [good.addr], timeout=5), px.endpoints("api")
+    took = time.time() - t0
+    srv = lines(a.dig("api.service.weft", "SRV"))
+    assert len(srv) == 1 and str(good.port) in srv[0]
+    # Within about a check interval plus propagation.
+    assert took < 2.0, took
+    checks = a.get_json("/v1/agent/checks")[0]
+    assert checks["service:api-bad"]["Status"] == "critical" and "refused" in checks["service:api-bad"]["Output"]
+
+
+def test_tcp_and_grpc_health_checks(server, agent, tmp_path):
+    import grpc
+    from concurrent import futures
+    import importlib.util
+    import os
+    out = tmp_path / "pb"
+    out.mkdir()
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "proto")
+    subprocess.run([require("protoc"), f"--proto_path={root}", f"--python_out={out}",
+                    os.path.join(root, "grpc", "health", "v1", "health.proto")], check=True)
+    spec = importlib.util.spec_from_file_location("health_pb2", out / "grpc" / "health" / "v1" / "health_pb2.py")
+    health = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(health)
+    state = {"status": health.HealthCheckResponse.SERVING}
+
+    def check(request, context):
+        return health.HealthCheckResponse(status=state["status"])
+
+    handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            check, request_deserializer=health.HealthCheckRequest.FromString,
+            response_serializer=health.HealthCheckResponse.SerializeToString)})
+    gs = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    gs.add_generic_rpc_handlers((handler,))
+    gport = gs.add_insecure_port("127.0.0.1:0")
+    gs.start()
+    try:
+        s = server()
+        a = agent(s.grpc, "node-1")
+        register_local(a, {"Name": "rpc", "ID": "rpc-1", "Port": gport,
+                           "Check": {"GRPC": f"127.0.0.1:{gport}", "Interval": "200ms"}})
+        register_local(a, {"Name": "raw", "ID": "raw-1", "Port": gport,
+                           "Check": {"TCP": f"127.0.0.1:{gport}", "Interval": "200ms"}})
+        assert wait_for(lambda: lines(a.dig("rpc.service.weft")) == ["127.0.0.1"], timeout=5)
+        assert wait_for(lambda: lines(a.dig("raw.service.weft")) == ["127.0.0.1"], timeout=5)
+        state["status"] = health.HealthCheckResponse.NOT_SERVING
+        assert wait_for(lambda: a.dig("rpc.service.weft").strip() == "", timeout=5)
+        assert "NOT_SERVING" in a.get_json("/v1/agent/checks")[0]["service:rpc-1"]["Output"]
+        assert lines(a.dig("raw.service.weft")) == ["127.0.0.1"]  # the port is still open
+        # Seen by the server too.
+        assert wait_for(lambda: s.get_json("/v1/health/service/rpc?passing")[0] == [], timeout=5)
+    finally:
+        gs.stop(0)
+
+
+def test_anti_entropy_after_the_server_loses_its_data(server, agent, tmp_path):
+    import shutil
+    s = server()
+    a = agent(s.grpc, "node-1")
+    register_local(a, {"Name": "keep", "ID": "keep-1", "Port": 1234})
+    assert wait_for(lambda: len(s.get_json("/v1/catalog/service/keep")[0]) == 1)
+    # The server loses everything.
+    s.stop(signal.SIGKILL)
+    shutil.rmtree(s.data_dir)
+    s.start()
+    assert wait_for(lambda: len(s.get_json("/v1/catalog/service/keep")[0]) == 1, timeout=15), a.log()
+    # Entries for this node that the agent does not know are removed.
+    s.register("node-1", "ghost", 1, "ghost-1", address="127.0.0.1")
+    assert wait_for(lambda: "ghost" not in s.get_json("/v1/catalog/services")[0], timeout=5)
+    assert "ghost" not in a.get_json("/v1/catalog/services")[0]
+    # And the registration survives the agent's own restart.
+    a.stop(signal.SIGKILL)
+    a.start()
+    assert "keep-1" in a.get_json("/v1/agent/services")[0]
