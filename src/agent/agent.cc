@@ -25,6 +25,7 @@
 #include "base/time.h"
 #include "control/api.h"
 #include "control/store/memory_store.h"
+#include "control/stream_server.h"
 #include "control/stream_client.h"
 #include "http/server.h"
 #include "weft/v1/config.grpc.pb.h"
@@ -112,15 +113,28 @@ class Agent {
       std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
       return 1;
     }
-    api_->SetAddresses(http_->bound(), "");
+    // Local proxies get their configuration here, compiled from this cache:
+    // one upstream subscription per node, however many proxies it runs.
+    const std::string sock = opts_.socket_path.empty() ? opts_.data_dir + "/weft.sock" : opts_.socket_path;
+    std::error_code rm;
+    std::filesystem::remove(sock, rm);
+    control::StreamOptions so;
+    so.accept_node_sync = false;
+    local_stream_ = std::make_unique<control::StreamServer>(io_, *api_, so);
+    if (Status s = local_stream_->Start("unix:" + sock); !s.ok()) {
+      std::fprintf(stderr, "weft agent: --socket %s: %s\n", sock.c_str(), s.message().c_str());
+      return 1;
+    }
+    api_->AddMetricsSource([this] { return local_stream_->Metrics(); });
+    api_->SetAddresses(http_->bound(), local_stream_->bound());
     StartStream();
     sync_thread_ = std::thread([this] { SyncLoop(); });
     MarkDirty();  // tell the servers what this node runs
     AntiEntropyTick();
     checks_.Sync(local_.checks());
 
-    std::printf("weft agent listening http=%s dns=%s node=%s\n", http_->bound().c_str(),
-                dns_bound.c_str(), opts_.node.c_str());
+    std::printf("weft agent listening http=%s dns=%s socket=%s node=%s\n", http_->bound().c_str(),
+                dns_bound.c_str(), sock.c_str(), opts_.node.c_str());
     std::fflush(stdout);
     LOG_INFO("agent {} up: http {}, dns {}, servers {}, cache {}", opts_.node, http_->bound(),
              dns_bound, opts_.servers.size(),
@@ -133,6 +147,7 @@ class Agent {
       LOG_INFO("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       if (save_pending_) SaveCache();
       http_->Close();
+      local_stream_->Stop();
       asio::error_code ignored;
       if (udp_) udp_->close(ignored);
       if (dns_tcp_) dns_tcp_->close(ignored);
@@ -505,6 +520,7 @@ class Agent {
   std::optional<udp::socket> udp_;
   std::optional<tcp::acceptor> dns_tcp_;
   std::unique_ptr<control::StreamClient> stream_;
+  std::unique_ptr<control::StreamServer> local_stream_;
   control::ResourceMap state_;    // io thread: what the cache holds
   control::ResourceMap initial_;  // from disk, to resume the stream
   std::string initial_version_, version_;

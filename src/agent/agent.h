@@ -19,6 +19,7 @@ struct AgentOptions {
   std::string address = "127.0.0.1";  // this node's address in the catalog
   std::string http_addr = "127.0.0.1:8500";
   std::string dns_addr = "127.0.0.1:8600";
+  std::string socket_path;  // local proxies' config stream; default DATA_DIR/weft.sock
   std::string domain = "weft";
   uint32_t dns_ttl_s = 5;
   int64_t stale_after_ms = 10000;  // out of touch this long: answers are marked stale

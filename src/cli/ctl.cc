@@ -307,6 +307,8 @@ int AgentMain(const Args& args) {
       o.http_addr = v;
     } else if (FlagValue(args, &i, "--dns", &v)) {
       o.dns_addr = v;
+    } else if (FlagValue(args, &i, "--socket", &v)) {
+      o.socket_path = v;
     } else if (FlagValue(args, &i, "--zone", &v)) {
       o.zone = v;
     } else if (FlagValue(args, &i, "--address", &v)) {

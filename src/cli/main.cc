@@ -26,6 +26,8 @@ constexpr const char* kUsage =
     "        run the data-plane proxy from a static bootstrap file\n"
     "  proxy --server GRPC_ADDR[,...] --service NAME [--proxy-id ID] [--admin ADDR] [--workers N]\n"
     "        run a sidecar whose configuration streams from the control plane\n"
+    "  proxy --agent unix:PATH --service NAME [...]\n"
+    "        the same, from the node agent's local socket\n"
     "  server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev]\n"
     "        run the control plane (catalog, config entries, REST API, config stream)\n"
     "  agent --server GRPC_ADDR[,...] --node NAME --data-dir DIR [--http ADDR] [--dns ADDR]\n"
@@ -73,6 +75,10 @@ int ProxyMain(const std::vector<std::string_view>& args) {
     } else if (a == "--validate") {
       opts.validate_only = true;
     } else if (value("--server", &v)) {
+      opts.server = v;
+    } else if (value("--agent", &v)) {
+      // The node agent's local socket (unix:PATH) or address: the same
+      // stream, served from the agent's cache.
       opts.server = v;
     } else if (value("--service", &v)) {
       opts.service = v;

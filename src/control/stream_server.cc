@@ -265,6 +265,11 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
                                      const pb::SyncNodeRequest* req,
                                      pb::SyncNodeResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
+    if (!server_->opts_.accept_node_sync) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                   "node documents go to a server, not to an agent"));
+      return reactor;
+    }
     auto fail = [&](grpc::StatusCode code, const std::string& msg) {
       server_->counters_.bad_requests++;
       LOG_WARN("node sync from {} refused: {}", ctx->peer(), msg);
@@ -366,8 +371,12 @@ Status StreamServer::Start(const std::string& addr) {
   b.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16384);
   server_ = b.BuildAndStart();
   if (!server_ || port == 0) return {StatusCode::kUnavailable, "grpc " + addr + ": cannot listen"};
-  size_t colon = addr.rfind(':');
-  bound_ = addr.substr(0, colon) + ":" + std::to_string(port);
+  if (addr.rfind("unix:", 0) == 0) {
+    bound_ = addr;  // a local socket (the agent serving its node's proxies)
+  } else {
+    size_t colon = addr.rfind(':');
+    bound_ = addr.substr(0, colon) + ":" + std::to_string(port);
+  }
   return {};
 }
 

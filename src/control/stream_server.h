@@ -39,6 +39,7 @@ struct StreamOptions {
   size_t max_streams = 10000;  // beyond: refused with RESOURCE_EXHAUSTED
   size_t max_message_bytes = 64 << 20;
   int64_t debounce_ms = 5;  // changes within this window are pushed together
+  bool accept_node_sync = true;  // false on agents (they forward nothing)
 };
 
 class StreamServer {
