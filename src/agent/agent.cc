@@ -25,8 +25,8 @@
 #include "base/time.h"
 #include "control/api.h"
 #include "control/store/memory_store.h"
-#include "control/stream_server.h"
 #include "control/stream_client.h"
+#include "control/stream_server.h"
 #include "http/server.h"
 #include "weft/v1/config.grpc.pb.h"
 
@@ -115,7 +115,8 @@ class Agent {
     }
     // Local proxies get their configuration here, compiled from this cache:
     // one upstream subscription per node, however many proxies it runs.
-    const std::string sock = opts_.socket_path.empty() ? opts_.data_dir + "/weft.sock" : opts_.socket_path;
+    const std::string sock =
+        opts_.socket_path.empty() ? opts_.data_dir + "/weft.sock" : opts_.socket_path;
     std::error_code rm;
     std::filesystem::remove(sock, rm);
     control::StreamOptions so;
@@ -330,6 +331,7 @@ class Agent {
         auto stub = pb::ConfigStream::NewStub(channel);
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        if (!opts_.join_token.empty()) ctx.AddMetadata("x-weft-join-token", opts_.join_token);
         pb::SyncNodeRequest req;
         req.set_node(opts_.node);
         req.set_json(doc);
@@ -342,6 +344,10 @@ class Agent {
           break;
         }
         ++sync_failures_;
+        if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+          LOG_ERROR("node sync refused by {}: {} (pass the server's join token with --join-token)",
+                    server, s.error_message());
+        }
         if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
           LOG_ERROR("node sync refused by {}: {}", server, s.error_message());
           break;  // retrying the same document cannot help
@@ -365,6 +371,7 @@ class Agent {
     so.info.set_node(opts_.node);
     so.info.set_id("agent/" + opts_.node);
     so.info.set_version(WEFT_VERSION);
+    if (!opts_.join_token.empty()) so.metadata.emplace_back("x-weft-join-token", opts_.join_token);
     last_contact_ms_ = MonoMillis();
     stream_ = std::make_unique<control::StreamClient>(
         so, [this](const control::ResourceMap& state, const pb::StreamResponse& resp) {

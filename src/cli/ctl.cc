@@ -267,6 +267,8 @@ int ServerMain(const Args& args) {
       o.store = v;
     } else if (FlagValue(args, &i, "--name", &v)) {
       o.name = v;
+    } else if (FlagValue(args, &i, "--join-token", &v)) {
+      o.join_token = v;
     } else if (args[i] == "--dev") {
       o.dev = true;
     } else if (LogLevelFlag(args, &i, &err)) {
@@ -313,6 +315,8 @@ int AgentMain(const Args& args) {
       o.zone = v;
     } else if (FlagValue(args, &i, "--address", &v)) {
       o.address = v;
+    } else if (FlagValue(args, &i, "--join-token", &v)) {
+      o.join_token = v;
     } else if (FlagValue(args, &i, "--domain", &v)) {
       o.domain = v;
     } else if (LogLevelFlag(args, &i, &err)) {
@@ -324,6 +328,9 @@ int AgentMain(const Args& args) {
       return BadUsage("agent: unknown or incomplete flag \"" + std::string(args[i]) + "\"",
                       kAgentUsage);
     }
+  }
+  if (o.join_token.empty()) {
+    if (const char* t = std::getenv("WEFT_JOIN_TOKEN")) o.join_token = t;
   }
   return agent::RunAgent(o);
 }

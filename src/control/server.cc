@@ -1,5 +1,6 @@
 #include "control/server.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 
 #include "base/log.h"
@@ -20,6 +22,27 @@
 #include "http/server.h"
 
 namespace weft::control {
+
+namespace {
+
+// The cluster's join token: read from the store, or created there once.
+Result<std::string> EnsureJoinToken(store::Store* st) {
+  constexpr std::string_view kKey = "cluster/join-token";
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto cur = st->Get(kKey);
+    if (cur.ok()) return cur->value;
+    if (cur.status().code() != StatusCode::kNotFound) return cur.status();
+    std::random_device rd;
+    std::string token;
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (int i = 0; i < 32; ++i) token.push_back(kHex[rd() & 15]);
+    auto w = st->PutIf(kKey, token, 0);
+    if (w.ok()) return token;  // else another replica won: read theirs
+  }
+  return Status(StatusCode::kUnavailable, "could not create or read the join token");
+}
+
+}  // namespace
 
 int RunServer(const ServerOptions& in) {
   ServerOptions opts = in;
@@ -70,7 +93,31 @@ int RunServer(const ServerOptions& in) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;
   }
-  StreamServer stream(io, api);
+  // Agents join with a token: given, or made once and kept in the store (so
+  // every replica shares it) and in DATA_DIR/join-token for operators.
+  StreamOptions sopts;
+  if (!opts.dev) {
+    std::string token = opts.join_token;
+    if (token.empty()) {
+      auto t = EnsureJoinToken(api.store());
+      if (!t.ok()) {
+        std::fprintf(stderr, "weft server: join token: %s\n", t.status().message().c_str());
+        return 1;
+      }
+      token = t.value();
+    }
+    sopts.join_token = token;
+    if (!opts.data_dir.empty()) {
+      const std::string path = opts.data_dir + "/join-token";
+      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd >= 0) {
+        (void)!::write(fd, token.data(), token.size());
+        ::close(fd);
+        LOG_INFO("agents join with the token in {}", path);
+      }
+    }
+  }
+  StreamServer stream(io, api, sopts);
   if (Status s = stream.Start(opts.grpc_addr); !s.ok()) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;

@@ -14,8 +14,9 @@ struct ServerOptions {
   std::string store;     // "" (embedded) or etcd://H:P,H:P
   std::string http_addr = "127.0.0.1:8500";
   std::string grpc_addr = "127.0.0.1:8502";
-  std::string name;  // member name (default: hostname-pid)
-  bool dev = false;  // throwaway data dir when none is given
+  std::string name;        // member name (default: hostname-pid)
+  bool dev = false;        // throwaway data dir when none is given; no join token
+  std::string join_token;  // "" = read or create it in the store
   size_t max_body_bytes = 1024 * 1024;
   size_t max_connections = 4096;
   int64_t max_wait_ms = 10 * 60 * 1000;  // longest blocking query

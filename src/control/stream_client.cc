@@ -89,6 +89,7 @@ bool StreamClient::RunOnce(const std::string& server) {
     }
   } clear{this};
 
+  for (const auto& [k, v] : opts_.metadata) ctx.AddMetadata(k, v);
   auto stream = stub->Stream(&ctx);
   pb::StreamRequest first;
   *first.mutable_client() = opts_.info;

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "weft/v1/config.pb.h"
@@ -34,6 +35,7 @@ struct StreamClientOptions {
   int64_t backoff_max_ms = 5000;
   size_t max_message_bytes = 64 << 20;
   bool separate_connection = false;  // do not share a TCP connection with other clients
+  std::vector<std::pair<std::string, std::string>> metadata;  // sent with the stream
 };
 
 class StreamClient {

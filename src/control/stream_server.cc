@@ -14,7 +14,8 @@ namespace pb = weft::v1;
 class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>,
                               public std::enable_shared_from_this<Session> {
  public:
-  Session(StreamServer* server, std::string peer) : server_(server), peer_(std::move(peer)) {}
+  Session(StreamServer* server, std::string peer, bool token_ok)
+      : server_(server), peer_(std::move(peer)), token_ok_(token_ok) {}
 
   void Begin() {
     self_ = shared_from_this();
@@ -76,6 +77,14 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
       identity_.service = client_.service();
       identity_.ns = client_.namespace_().empty() ? "default" : client_.namespace_();
       identity_.proxy_id = client_.proxy_id();
+      if (identity_.role != "proxy" && !token_ok_) {
+        server_->counters_.unauthenticated++;
+        LOG_WARN("stream from {} ({} {}) refused: missing or wrong join token", peer_,
+                 client_.role(), client_.node());
+        FinishLocked(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                  "agents need this cluster's join token (--join-token)"));
+        return;
+      }
       if (identity_.role == "proxy" && identity_.service.empty()) {
         server_->counters_.bad_requests++;
         FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -231,6 +240,7 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
 
   StreamServer* const server_;
   const std::string peer_;
+  const bool token_ok_;            // the client presented the join token (or none is required)
   std::shared_ptr<Session> self_;  // keeps the session alive until OnDone
 
   std::mutex mu_;
@@ -268,6 +278,14 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
     if (!server_->opts_.accept_node_sync) {
       reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                                    "node documents go to a server, not to an agent"));
+      return reactor;
+    }
+    if (!server_->TokenOk(ctx)) {
+      server_->counters_.unauthenticated++;
+      LOG_WARN("node sync from {} for {} refused: missing or wrong join token", ctx->peer(),
+               req->node());
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                   "agents need this cluster's join token (--join-token)"));
       return reactor;
     }
     auto fail = [&](grpc::StatusCode code, const std::string& msg) {
@@ -327,7 +345,7 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
       };
       return new Refuse();
     }
-    auto s = std::make_shared<Session>(server_, ctx->peer());
+    auto s = std::make_shared<Session>(server_, ctx->peer(), server_->TokenOk(ctx));
     s->Begin();
     return s.get();
   }
@@ -386,6 +404,18 @@ void StreamServer::Stop() {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
     server_.reset();
   }
+}
+
+bool StreamServer::TokenOk(const grpc::CallbackServerContext* ctx) const {
+  if (opts_.join_token.empty()) return true;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("x-weft-join-token");
+  if (it == md.end() || it->second.size() != opts_.join_token.size()) return false;
+  // Constant time: how much of a guess was right must not show.
+  unsigned char diff = 0;
+  for (size_t i = 0; i < opts_.join_token.size(); ++i)
+    diff |= static_cast<unsigned char>(it->second.data()[i] ^ opts_.join_token[i]);
+  return diff == 0;
 }
 
 void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
@@ -452,6 +482,9 @@ std::string StreamServer::Metrics() const {
   line("weft_server_stream_protocol_errors_total", "counter",
        "Streams ended because the client broke the protocol.",
        static_cast<int64_t>(counters_.bad_requests.load()));
+  line("weft_server_unauthenticated_total", "counter",
+       "Agent streams and node syncs refused for a missing or wrong join token.",
+       static_cast<int64_t>(counters_.unauthenticated.load()));
   line("weft_server_node_syncs_total", "counter", "Agents' node documents written.",
        static_cast<int64_t>(counters_.node_syncs.load()));
   line("weft_server_snapshots_cached", "gauge", "Compiled snapshots held.",

@@ -20,7 +20,8 @@
 
 namespace grpc {
 class Server;
-}
+class CallbackServerContext;
+}  // namespace grpc
 
 namespace weft::control {
 
@@ -33,13 +34,15 @@ struct StreamCounters {
   std::atomic<uint64_t> resumed{0};       // streams that resumed from versions they held
   std::atomic<uint64_t> bad_requests{0};  // protocol errors: stream ended with an error
   std::atomic<uint64_t> node_syncs{0};    // agents' node documents written
+  std::atomic<uint64_t> unauthenticated{0};
 };
 
 struct StreamOptions {
   size_t max_streams = 10000;  // beyond: refused with RESOURCE_EXHAUSTED
   size_t max_message_bytes = 64 << 20;
-  int64_t debounce_ms = 5;  // changes within this window are pushed together
+  int64_t debounce_ms = 5;       // changes within this window are pushed together
   bool accept_node_sync = true;  // false on agents (they forward nothing)
+  std::string join_token;        // required from agents; "" = not required (dev)
 };
 
 class StreamServer {
@@ -58,6 +61,7 @@ class StreamServer {
   class Service;
   // Called on the io thread.
   void Subscribe(const std::shared_ptr<Session>& s);
+  bool TokenOk(const grpc::CallbackServerContext* ctx) const;
   void Unsubscribe(const std::shared_ptr<Session>& s);
 
  private:

@@ -286,6 +286,8 @@ class Server(Managed):
         self.http_port = int(self.http.rsplit(":", 1)[1])
         self.grpc_port = int(self.grpc.rsplit(":", 1)[1])
         self.url = f"http://{self.http}"
+        token_file = os.path.join(self.data_dir, "join-token")
+        self.join_token = open(token_file).read() if not self.store and os.path.exists(token_file) else ""
 
     def request(self, method, path, body=None, timeout=40):
         data = body if body is None or isinstance(body, bytes) else (
@@ -438,8 +440,12 @@ class Agent(Managed):
 def agent(weft_bin, tmp_path):
     made = []
 
-    def make(grpc, node, extra=()):
-        a = Agent(weft_bin, grpc, node, str(tmp_path / f"agent-{node}"), str(tmp_path), extra)
+    def make(srv, node, extra=(), token=None):
+        """An agent of `srv` (a Server); it joins with the server's token
+        unless `token` says otherwise ("" for none)."""
+        token = srv.join_token if token is None else token
+        args = (*extra, "--join-token", token) if token else tuple(extra)
+        a = Agent(weft_bin, srv.grpc, node, str(tmp_path / f"agent-{node}"), str(tmp_path), args)
         made.append(a)
         return a
 

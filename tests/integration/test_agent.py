@@ -35,8 +35,8 @@ def cluster(server, agent):
         s.register(f"node-{i}", "web", 8000 + i, f"web-{i}", address=f"10.0.0.{i}", Tags=[f"v{i}"])
     # Agents run on their own nodes: an agent is authoritative for its node
     # and would remove services registered there behind its back.
-    a1 = agent(s.grpc, "agent-1")
-    a2 = agent(s.grpc, "agent-2")
+    a1 = agent(s, "agent-1")
+    a2 = agent(s, "agent-2")
     for a in (a1, a2):
         assert wait_for(lambda: lines(a.dig("web.service.weft")) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]), a.log()
     return s, a1, a2
@@ -62,7 +62,7 @@ def test_large_answers_truncate_and_fall_back_to_tcp(server, agent):
     s = server()
     for i in range(60):
         s.register(f"n{i}", "big", 9000 + i, f"big-{i}", address=f"10.1.{i // 250}.{i % 250 + 1}")
-    a = agent(s.grpc, "agent-x")
+    a = agent(s, "agent-x")
     assert wait_for(lambda: len(lines(a.dig("big.service.weft", tcp=True))) == 60)
     udp = a.dig("big.service.weft", "SRV", short=False)
     # dig retries over TCP by itself on TC; +ignore shows the truncated UDP answer.
@@ -179,8 +179,8 @@ def register_local(a, body):
 
 def test_local_registration_reaches_every_agent_and_the_server(server, agent, backends):
     s = server()
-    a1 = agent(s.grpc, "node-1")
-    a2 = agent(s.grpc, "node-2", extra=("--address", "127.0.0.2"))
+    a1 = agent(s, "node-1")
+    a2 = agent(s, "node-2", extra=("--address", "127.0.0.2"))
     b = backends("api")
     register_local(a1, {"Name": "api", "ID": "api-1", "Port": b.port, "Tags": ["blue"], "Meta": {"v": "1"}})
     services = a1.get_json("/v1/agent/services")[0]
@@ -210,7 +210,7 @@ def test_local_registration_reaches_every_agent_and_the_server(server, agent, ba
 def test_failing_health_check_leaves_dns_and_the_proxy(server, agent, backends, mesh_proxy):
     from conftest import free_port, wait_port
     s = server()
-    a = agent(s.grpc, "node-1")
+    a = agent(s, "node-1")
     good, bad = backends("good"), backends("bad")
     for name, b in (("good", good), ("bad", bad)):
         register_local(a, {"Name": "api", "ID": f"api-{name}", "Port": b.port,
@@ -266,7 +266,7 @@ def test_tcp_and_grpc_health_checks(server, agent, tmp_path):
     gs.start()
     try:
         s = server()
-        a = agent(s.grpc, "node-1")
+        a = agent(s, "node-1")
         register_local(a, {"Name": "rpc", "ID": "rpc-1", "Port": gport,
                            "Check": {"GRPC": f"127.0.0.1:{gport}", "Interval": "200ms"}})
         register_local(a, {"Name": "raw", "ID": "raw-1", "Port": gport,
@@ -286,12 +286,14 @@ def test_tcp_and_grpc_health_checks(server, agent, tmp_path):
 def test_anti_entropy_after_the_server_loses_its_data(server, agent, tmp_path):
     import shutil
     s = server()
-    a = agent(s.grpc, "node-1")
+    a = agent(s, "node-1")
     register_local(a, {"Name": "keep", "ID": "keep-1", "Port": 1234})
     assert wait_for(lambda: len(s.get_json("/v1/catalog/service/keep")[0]) == 1)
-    # The server loses everything.
+    # The server loses everything (its join token comes from the operator's
+    # configuration now, as it would in production).
     s.stop(signal.SIGKILL)
     shutil.rmtree(s.data_dir)
+    s.extra = ("--join-token", s.join_token)
     s.start()
     assert wait_for(lambda: len(s.get_json("/v1/catalog/service/keep")[0]) == 1, timeout=15), a.log()
     # Entries for this node that the agent does not know are removed.
@@ -302,3 +304,57 @@ def test_anti_entropy_after_the_server_loses_its_data(server, agent, tmp_path):
     a.stop(signal.SIGKILL)
     a.start()
     assert "keep-1" in a.get_json("/v1/agent/services")[0]
+
+
+def test_agents_need_the_join_token(server, agent):
+    s = server()
+    assert len(s.join_token) == 32
+    a = agent(s, "intruder", token="0" * 32)
+    assert wait_for(lambda: s.metric("weft_server_unauthenticated_total") >= 1, timeout=5)
+    assert a.request("GET", "/v1/catalog/services")[1]["X-Consul-KnownLeader"] == "false"
+    status, _, _ = a.request("PUT", "/v1/agent/service/register", {"Name": "sneaky", "Port": 1})
+    assert status == 200  # accepted locally...
+    time.sleep(1.0)
+    assert "sneaky" not in s.get_json("/v1/catalog/services")[0]  # ...never reaches the servers
+    assert "join token" in a.log()
+    good = agent(s, "member")
+    register_local(good, {"Name": "fine", "Port": 1})
+    assert wait_for(lambda: "fine" in s.get_json("/v1/catalog/services")[0])
+
+
+def test_proxies_get_config_from_their_agent_and_survive_the_server(server, agent, backends, tmp_path):
+    from conftest import MeshProxy, free_port, wait_port
+    from test_stream import Load
+    s = server()
+    a = agent(s, "node-1")
+    r1, r2, app = backends("reviews-1"), backends("reviews-2"), backends("web-app")
+    register_local(a, {"Name": "reviews", "ID": "reviews-1", "Port": r1.port})
+    register_local(a, {"Name": "reviews", "ID": "reviews-2", "Port": r2.port})
+    up = free_port()
+    register_local(a, {"Name": "web-sidecar", "ID": "web-sc", "Kind": "connect-proxy", "Port": free_port(),
+                       "Proxy": {"DestinationServiceName": "web", "LocalServicePort": app.port,
+                                 "Upstreams": [{"DestinationName": "reviews", "LocalBindPort": up}]}})
+    px = MeshProxy(a.weft_bin, f"unix:{a.data_dir}/weft.sock", "web", str(tmp_path))
+    try:
+        px.wait_ready()
+        wait_port(up)
+        load = Load(up)
+        time.sleep(0.5)
+        assert set(load.by_backend) == {"reviews-1", "reviews-2"}
+        # Every server gone: the agent keeps serving its proxies and DNS.
+        s.stop(signal.SIGKILL)
+        time.sleep(1.5)
+        assert lines(a.dig("reviews.service.weft")) == ["127.0.0.1", "127.0.0.1"]
+        # Local changes still reach the local proxy (from the agent's cache).
+        a.request("PUT", "/v1/agent/service/deregister/reviews-2")
+        assert wait_for(lambda: px.endpoints("reviews") == [r1.addr], timeout=3)
+        before = load.mark()
+        time.sleep(0.5)
+        load.stop()
+        assert load.failures == [], load.failures[:5]
+        assert load.by_backend["reviews-1"] > before.get("reviews-1", 0)
+        # One stream per agent upstream, whatever the number of local proxies.
+        _, _, metrics = a.request("GET", "/metrics")
+        assert "weft_server_streams_active 1" in metrics
+    finally:
+        px.stop()
