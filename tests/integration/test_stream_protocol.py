@@ -33,7 +33,7 @@ def pb(tmp_path_factory):
 class Stream:
     """One bidirectional stream: requests go through a queue, responses come back in order."""
 
-    def __init__(self, pb, target, first):
+    def __init__(self, pb, target, first, token=""):
         import grpc
         self.pb = pb
         self.channel = grpc.insecure_channel(target)
@@ -43,7 +43,8 @@ class Stream:
             "/weft.v1.ConfigStream/Stream",
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=pb.StreamResponse.FromString)
-        self.responses = call(iter(self.requests.get, None))
+        md = (("x-weft-join-token", token),) if token else None
+        self.responses = call(iter(self.requests.get, None), metadata=md)
         self.inbox = queue.Queue()
         self.error = None
         threading.Thread(target=self._read, daemon=True).start()
@@ -95,7 +96,7 @@ def names(r):
 def test_full_state_then_differences_ack_and_nack(pb, server):
     s = server()
     s.register("n1", "a", 1, "a-1")
-    st = Stream(pb, s.grpc, first_request(pb))
+    st = Stream(pb, s.grpc, first_request(pb), s.join_token)
     r1 = st.next()
     assert r1.full_state and names(r1) == ["node/n1"] and r1.version_info and r1.nonce
     assert r1.resources[0].version
@@ -133,14 +134,14 @@ def test_resume_sends_only_what_changed(pb, server):
     s = server()
     s.register("n1", "a", 1, "a-1")
     s.register("n2", "b", 2, "b-1")
-    st = Stream(pb, s.grpc, first_request(pb))
+    st = Stream(pb, s.grpc, first_request(pb), s.join_token)
     r = st.next()
     held = {f"{x.type}/{x.name}": x.version for x in r.resources}
     st.ack(r)
     st.close()
 
     # Unchanged: an empty difference.
-    st = Stream(pb, s.grpc, first_request(pb, held))
+    st = Stream(pb, s.grpc, first_request(pb, held), s.join_token)
     r = st.next()
     assert not r.full_state and len(r.resources) == 0 and len(r.removed) == 0
     st.ack(r)
@@ -149,7 +150,7 @@ def test_resume_sends_only_what_changed(pb, server):
 
     # Changed while away: just the change.
     s.register("n2", "b", 22, "b-1")
-    st = Stream(pb, s.grpc, first_request(pb, held))
+    st = Stream(pb, s.grpc, first_request(pb, held), s.join_token)
     r = st.next()
     assert not r.full_state and names(r) == ["node/n2"]
     st.close()
@@ -162,7 +163,7 @@ def test_only_subscribed_types_are_sent(pb, server):
     req = first_request(pb)
     del req.resource_types[:]
     req.resource_types.append("config")
-    st = Stream(pb, s.grpc, req)
+    st = Stream(pb, s.grpc, req, s.join_token)
     r = st.next()
     assert names(r) == ["config/Service/default/a"]
     st.ack(r)
@@ -171,15 +172,25 @@ def test_only_subscribed_types_are_sent(pb, server):
     st.close()
 
 
+def test_catalog_clients_need_the_join_token(pb, server):
+    import grpc
+    s = server()
+    st = Stream(pb, s.grpc, first_request(pb))
+    assert st.next() is None and st.error.code() == grpc.StatusCode.UNAUTHENTICATED
+    st = Stream(pb, s.grpc, first_request(pb), "f" * 32)
+    assert st.next() is None and st.error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert s.metric("weft_server_unauthenticated_total") == 2
+
+
 def test_malformed_first_request_is_refused(pb, server):
     import grpc
     s = server()
-    st = Stream(pb, s.grpc, pb.StreamRequest())  # no client
+    st = Stream(pb, s.grpc, pb.StreamRequest(), s.join_token)  # no client
     assert st.next() is None
     assert st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "client" in st.error.details()
     req = pb.StreamRequest()
     req.client.role = "proxy"  # a proxy must name its service
-    st = Stream(pb, s.grpc, req)
+    st = Stream(pb, s.grpc, req, s.join_token)
     assert st.next() is None and st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert s.metric("weft_server_stream_protocol_errors_total") == 2
