@@ -34,7 +34,12 @@ struct Deadline {
       s.close(ignored);
     });
   }
-  ~Deadline() { timer.cancel(); }
+  ~Deadline() {
+    try {
+      timer.cancel();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nothing to do while tearing down
+    }
+  }
   asio::steady_timer timer;
   bool fired = false;
 };

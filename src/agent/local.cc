@@ -79,8 +79,9 @@ Status LocalState::Load() {
   auto n = control::NodeFromJson(j.value("node", json::object()).dump());
   if (!n.ok()) return {StatusCode::kInvalidArgument, path_ + ": " + n.status().message()};
   // The flags decide the node's name and address; services and checks come from disk.
-  node_.services = std::move(n->services);
-  node_.checks = std::move(n->checks);
+  control::Node loaded = std::move(n).value();
+  node_.services = std::move(loaded.services);
+  node_.checks = std::move(loaded.checks);
   for (const auto& d : j.value("checks", json::array())) {
     CheckDefinition def = DefinitionFromJson(d);
     if (!def.id.empty()) defs_[def.id] = def;

@@ -74,11 +74,9 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       opts.config_path = v;
     } else if (a == "--validate") {
       opts.validate_only = true;
-    } else if (value("--server", &v)) {
-      opts.server = v;
-    } else if (value("--agent", &v)) {
-      // The node agent's local socket (unix:PATH) or address: the same
-      // stream, served from the agent's cache.
+    } else if (value("--server", &v) || value("--agent", &v)) {
+      // --agent: the node agent's local socket (unix:PATH) or address, the
+      // same stream served from the agent's cache.
       opts.server = v;
     } else if (value("--service", &v)) {
       opts.service = v;

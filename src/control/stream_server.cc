@@ -355,7 +355,11 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
 };
 
 StreamServer::StreamServer(asio::io_context& io, Api& api, StreamOptions opts)
-    : io_(io), api_(api), opts_(opts), compiler_(api.catalog(), api.config()), debounce_(io) {
+    : io_(io),
+      api_(api),
+      opts_(std::move(opts)),
+      compiler_(api.catalog(), api.config()),
+      debounce_(io) {
   api_.OnChange([this] { OnStateChange(); });
   api_.AddMemberSource([this](nlohmann::json* out) {
     for (const auto& [key, set] : subscribers_)
