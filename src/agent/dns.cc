@@ -82,7 +82,7 @@ class Writer {
   void Name(std::string_view name, bool compress) {
     while (!name.empty()) {
       if (compress) {
-        auto it = seen_.find(std::string(name));
+        auto it = seen_.find(name);
         if (it != seen_.end()) {
           U16(static_cast<uint16_t>(0xC000 | it->second));
           return;
@@ -127,7 +127,7 @@ class Writer {
 
  private:
   std::string* out_;
-  std::map<std::string, size_t> seen_;
+  std::map<std::string, size_t, std::less<>> seen_;
 };
 
 void Header(Writer& w, uint16_t id, uint8_t opcode, bool aa, bool tc, bool rd, Rcode rcode,

@@ -224,6 +224,20 @@ Response Api::Reply(const json& body, int64_t index) {
   return r;
 }
 
+Response Api::ReplyCached(const std::string& key, int64_t index,
+                          const std::function<std::string()>& render) {
+  // Lookups repeat far more often than the catalog changes: keep each
+  // rendered answer until its index moves. Bounded: cleared when full.
+  auto it = body_cache_.find(key);
+  if (it == body_cache_.end() || it->second.first != index) {
+    if (body_cache_.size() >= kBodyCacheEntries) body_cache_.clear();
+    it = body_cache_.insert_or_assign(key, std::make_pair(index, render())).first;
+  }
+  Response r = Reply(nullptr, index);
+  r.body = it->second.second;
+  return r;
+}
+
 Response Api::Error(int status, const std::string& msg) {
   if (status >= 500) {
     ++counters_.store_errors;
@@ -321,18 +335,22 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       std::string name(rest.substr(8));
       const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
       co_await Block(req, ix);
-      json out = catalog_.CatalogService(name);
-      if (const std::string* tag = req.Query("tag")) {
-        json f = json::array();
-        for (auto& e : out)
-          for (const auto& t : e["ServiceTags"])
-            if (t == *tag) {
-              f.push_back(e);
-              break;
-            }
-        out = std::move(f);
-      }
-      co_return Reply(out, catalog_.service_index(name));
+      const std::string* tag = req.Query("tag");
+      const int64_t index = catalog_.service_index(name);
+      co_return ReplyCached("c|" + name + (tag ? "|" + *tag : ""), index, [&] {
+        json out = catalog_.CatalogService(name);
+        if (tag) {
+          json f = json::array();
+          for (auto& e : out)
+            for (const auto& t : e["ServiceTags"])
+              if (t == *tag) {
+                f.push_back(e);
+                break;
+              }
+          out = std::move(f);
+        }
+        return out.dump();
+      });
     }
     if (StartsWith(rest, "node/")) {
       std::string name(rest.substr(5));
@@ -356,7 +374,9 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       const bool only = passing && *passing != "false" && *passing != "0";
       const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
       co_await Block(req, ix);
-      co_return Reply(catalog_.HealthService(name, only), catalog_.service_index(name));
+      const int64_t index = catalog_.service_index(name);
+      co_return ReplyCached("h|" + name + (only ? "|p" : ""), index,
+                            [&] { return catalog_.HealthService(name, only).dump(); });
     }
     if (StartsWith(rest, "checks/")) {
       std::string name(rest.substr(7));

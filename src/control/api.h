@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <string>
 
 #include "control/catalog.h"
@@ -109,6 +110,10 @@ class Api {
   asio::awaitable<std::invoke_result_t<F>> OffLoop(const F& f);
 
   http::Response Reply(const nlohmann::json& body, int64_t index);
+  // A rendered read, memoized until the index of what it shows moves.
+  http::Response ReplyCached(const std::string& key, int64_t index,
+                             const std::function<std::string()>& render);
+  static constexpr size_t kBodyCacheEntries = 4096;
   http::Response Error(int status, const std::string& msg);
   http::Response AgentRefusesWrite(const http::Request& req);
 
@@ -133,7 +138,8 @@ class Api {
   std::vector<std::function<void()>> listeners_;
   std::vector<std::function<void(nlohmann::json*)>> member_sources_;
   std::vector<std::function<std::string()>> metric_sources_;
-  std::map<std::string, std::string> members_;  // members/... keys (other replicas)
+  std::map<std::string, std::string> members_;
+  std::unordered_map<std::string, std::pair<int64_t, std::string>> body_cache_;  // members/... keys (other replicas)
   std::string http_addr_, grpc_addr_;
   ApiCounters counters_;
   bool stopped_ = false;

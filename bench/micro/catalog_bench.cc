@@ -1,0 +1,90 @@
+// The agent's cache on the lookup path: finding a service's healthy
+// instances in a 10,000-instance catalog, answering a DNS query for it, and
+// rendering the Consul-shaped health JSON.
+#include <benchmark/benchmark.h>
+
+#include "agent/dns_resolver.h"
+#include "control/catalog.h"
+
+namespace {
+
+using weft::control::CatalogView;
+
+const CatalogView& View() {
+  static CatalogView* v = [] {
+    auto* view = new CatalogView();
+    for (int node = 0; node < 1000; ++node) {
+      weft::control::Node n;
+      for (int k = 0; k < 10; ++k) {
+        const int i = node * 10 + k;
+        nlohmann::json b = {{"Node", "node-" + std::to_string(node)},
+                            {"Address", "10." + std::to_string(node / 250) + "." + std::to_string(node % 250) + ".1"},
+                            {"Service", {{"Service", "svc-" + std::to_string(i % 100)}, {"ID", "inst-" + std::to_string(i)}, {"Port", 20000 + k}}}};
+        (void)weft::control::ApplyRegistration(b, weft::control::CatalogLimits{}, &n);
+      }
+      if (node < 3) {
+        nlohmann::json b = {{"Node", "node-" + std::to_string(node)}, {"Address", n.address},
+                            {"Service", {{"Service", "small"}, {"ID", "small-" + std::to_string(node)}, {"Port", 8080}}}};
+        (void)weft::control::ApplyRegistration(b, weft::control::CatalogLimits{}, &n);
+      }
+      std::string doc = weft::control::NodeToJson(n);
+      view->Apply(n.name, &doc, node + 1, node + 1);
+    }
+    return view;
+  }();
+  return *v;
+}
+
+void BM_CacheLookupHealthy(benchmark::State& state) {
+  const CatalogView& v = View();
+  const std::string name = state.range(0) ? "svc-7" : "small";
+  for (auto _ : state) {
+    size_t healthy = 0;
+    for (const auto& r : v.Instances(name))
+      healthy += weft::control::InstanceHealth(*r.node, *r.instance) != "critical";
+    benchmark::DoNotOptimize(healthy);
+  }
+}
+BENCHMARK(BM_CacheLookupHealthy)->Arg(0)->Arg(1)->ArgNames({"100_instances"});
+
+std::string Query(const std::string& name) {
+  std::string q = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1};
+  size_t start = 0;
+  while (start < name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string::npos) dot = name.size();
+    q.push_back(static_cast<char>(dot - start));
+    q.append(name, start, dot - start);
+    start = dot + 1;
+  }
+  q += std::string("\0\0\x01\0\x01", 5);
+  q += std::string("\0\0\x29\x10\x00\0\0\0\0\0\0", 11);
+  return q;
+}
+
+void BM_DnsAnswer(benchmark::State& state) {
+  const CatalogView& v = View();
+  const std::string q = Query(state.range(0) ? "svc-7.service.weft" : "small.service.weft");
+  weft::agent::DnsOptions opts;
+  weft::agent::DnsCounters counters;
+  weft::Rng rng(1);
+  for (auto _ : state) {
+    std::string out = weft::agent::Resolve(reinterpret_cast<const uint8_t*>(q.data()), q.size(),
+                                           false, v, opts, rng, &counters);
+    benchmark::DoNotOptimize(out);
+  }
+}
+BENCHMARK(BM_DnsAnswer)->Arg(0)->Arg(1)->ArgNames({"100_instances"});
+
+void BM_HealthJson(benchmark::State& state) {
+  const CatalogView& v = View();
+  for (auto _ : state) {
+    std::string out = v.HealthService("small", true).dump();
+    benchmark::DoNotOptimize(out);
+  }
+}
+BENCHMARK(BM_HealthJson);
+
+}  // namespace
+
+BENCHMARK_MAIN();
