@@ -275,6 +275,42 @@ asio::awaitable<Response> Api::Handle(Request& req) {
                     applied_);
   }
 
+  if (path == "/v1/weft/prometheus-sd") {
+    // Prometheus HTTP service discovery (http_sd_configs): one target group
+    // per healthy instance, with __meta_weft_* labels for relabelling.
+    const std::string* only = req.Query("service");
+    json out = json::array();
+    auto label_name = [](const std::string& k) {
+      std::string n;
+      for (char c : k) n += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+      return n;
+    };
+    for (const auto& [name, n] : catalog_.nodes()) {
+      for (const auto& [id, s] : n.services) {
+        if (s.kind == "connect-proxy" || (only && s.service != *only) || s.port == 0) continue;
+        const std::string health = InstanceHealth(n, s);
+        if (health == "critical") continue;
+        const std::string& addr = s.address.empty() ? n.address : s.address;
+        std::string tags = ",";
+        for (const auto& t : s.tags) tags += t + ",";
+        json labels = {{"__meta_weft_service", s.service},
+                       {"__meta_weft_service_id", s.id},
+                       {"__meta_weft_namespace", s.ns},
+                       {"__meta_weft_node", n.name},
+                       {"__meta_weft_health", health},
+                       {"__meta_weft_tags", tags},
+                       {"__meta_weft_zone", s.zone.empty() ? n.zone : s.zone}};
+        for (const auto& [k, v] : s.meta)
+          labels["__meta_weft_service_metadata_" + label_name(k)] = v;
+        const std::string target = addr.find(':') != std::string::npos
+                                       ? "[" + addr + "]:" + std::to_string(s.port)
+                                       : addr + ":" + std::to_string(s.port);
+        out.push_back({{"targets", json::array({target})}, {"labels", labels}});
+      }
+    }
+    co_return Reply(out, catalog_.services_index());
+  }
+
   if (path == "/v1/agent/members") {
     json out = json::array();
     auto host_port = [](const std::string& a) {

@@ -196,7 +196,18 @@ def test_local_registration_reaches_every_agent_and_the_server(server, agent, ba
     assert c.agent.service.register("cart", service_id="cart-1", port=7000, tags=["x"])
     assert "cart-1" in c.agent.services()
     assert wait_for(lambda: lines(a1.dig("cart.service.weft")) == ["127.0.0.2"])
+    # ...and watches through it: a blocking health query wakes on the change.
+    c1 = consul.Consul(host=a1.http.rsplit(":", 1)[0], port=a1.http_port)
+    idx, nodes = c1.health.service("cart")
+    assert len(nodes) == 1
+    got = {}
+    th = threading.Thread(target=lambda: got.update(r=c1.health.service("cart", index=idx, wait="20s")))
+    th.start()
+    time.sleep(0.3)
+    assert th.is_alive()
     assert c.agent.service.deregister("cart-1")
+    th.join(5)
+    assert not th.is_alive() and got["r"][1] == []
     assert wait_for(lambda: "status: NXDOMAIN" in a1.dig("cart.service.weft", short=False))
     # Bad registrations name the field.
     status, _, text = a1.request("PUT", "/v1/agent/service/register", {"Port": 1})
