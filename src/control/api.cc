@@ -410,9 +410,22 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       const bool only = passing && *passing != "false" && *passing != "0";
       const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
       co_await Block(req, ix);
+      const std::string* tag = req.Query("tag");
       const int64_t index = catalog_.service_index(name);
-      co_return ReplyCached("h|" + name + (only ? "|p" : ""), index,
-                            [&] { return catalog_.HealthService(name, only).dump(); });
+      co_return ReplyCached("h|" + name + (only ? "|p" : "") + (tag ? "|t|" + *tag : ""), index,
+                            [&] {
+                              json out = catalog_.HealthService(name, only);
+                              if (tag) {
+                                json f = json::array();
+                                for (auto& e : out) {
+                                  const auto& tags = e["Service"]["Tags"];
+                                  if (std::find(tags.begin(), tags.end(), *tag) != tags.end())
+                                    f.push_back(std::move(e));
+                                }
+                                out = std::move(f);
+                              }
+                              return out.dump();
+                            });
     }
     if (StartsWith(rest, "checks/")) {
       std::string name(rest.substr(7));

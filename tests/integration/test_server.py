@@ -128,6 +128,8 @@ def test_catalog_consul_shapes_and_health(server):
     assert [e["Service"]["ID"] for e in passing] == ["web-1"]
     passing, _ = s.get_json("/v1/health/service/web?passing=true")
     assert [e["Service"]["ID"] for e in passing] == ["web-1"]
+    tagged, _ = s.get_json("/v1/health/service/web?tag=v2")
+    assert [e["Service"]["ID"] for e in tagged] == ["web-2"]
     critical, _ = s.get_json("/v1/health/state/critical")
     assert [c["CheckID"] for c in critical] == ["web-2-http"]
 
