@@ -15,6 +15,7 @@
 
 #include "agent/agent.h"
 #include "base/log.h"
+#include "base/strings.h"
 #include "control/server.h"
 #include "http/client.h"
 #include "http/server.h"
@@ -249,7 +250,8 @@ constexpr const char* kDeleteUsage = "weft delete KIND NAME [-n NAMESPACE] [--se
 constexpr const char* kMembersUsage = "weft members [-o table|json] [--server URL]";
 constexpr const char* kServerUsage =
     "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
-    "[--name NAME] [--log-level LEVEL]";
+    "[--name NAME] [--join-token T] [--http-max-connections N] [--http-header-timeout DUR] "
+    "[--log-level LEVEL]";
 
 }  // namespace
 
@@ -269,6 +271,15 @@ int ServerMain(const Args& args) {
       o.name = v;
     } else if (FlagValue(args, &i, "--join-token", &v)) {
       o.join_token = v;
+    } else if (FlagValue(args, &i, "--http-max-connections", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n == 0 || *n > 1000000)
+        return BadUsage("--http-max-connections \"" + v + "\": use 1-1000000", kServerUsage);
+      o.max_connections = *n;
+    } else if (FlagValue(args, &i, "--http-header-timeout", &v)) {
+      auto ms = ParseDurationMs(v);
+      if (!ms || *ms <= 0) return BadUsage("--http-header-timeout \"" + v + "\": use a duration such as 10s", kServerUsage);
+      o.header_read_timeout_ms = *ms;
     } else if (args[i] == "--dev") {
       o.dev = true;
     } else if (LogLevelFlag(args, &i, &err)) {

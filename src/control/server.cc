@@ -87,6 +87,7 @@ int RunServer(const ServerOptions& in) {
   hopts.name = "http api";
   hopts.max_body_bytes = opts.max_body_bytes;
   hopts.max_connections = opts.max_connections;
+  hopts.header_read_timeout_ms = opts.header_read_timeout_ms;
   http::Server http(
       io, [&api](http::Request& r) { return api.Handle(r); }, hopts);
   if (Status s = http.Listen(opts.http_addr); !s.ok()) {

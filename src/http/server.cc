@@ -135,9 +135,11 @@ struct Server::Conn {
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   bool timed_out = false;
 
+  // No timer call here (this runs on every request): the watchdog never
+  // sleeps longer than the shortest timeout, so a deadline set now is
+  // checked in time.
   void SetDeadline(int64_t ms) {
     deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-    if (timer.expiry() > deadline) timer.cancel();  // wake the watchdog to re-arm earlier
   }
   void ClearDeadline() { deadline = std::chrono::steady_clock::time_point::max(); }
   void Close() {
@@ -216,11 +218,13 @@ asio::awaitable<void> Server::Accept() {
     conns_.push_back(c);
     asio::co_spawn(io_, Serve(c), asio::detached);
     // Watchdog: closes the socket once the deadline passes.
+    const auto wake = std::chrono::milliseconds(
+        std::max<int64_t>(1, std::min(opts_.header_read_timeout_ms, opts_.idle_timeout_ms)));
     asio::co_spawn(
         io_,
-        [c]() -> asio::awaitable<void> {
+        [c, wake]() -> asio::awaitable<void> {
           while (c->sock.is_open()) {
-            c->timer.expires_at(c->deadline);
+            c->timer.expires_at(std::min(c->deadline, std::chrono::steady_clock::now() + wake));
             co_await c->timer.async_wait(kNoThrow);
             if (!c->sock.is_open()) co_return;
             if (std::chrono::steady_clock::now() >= c->deadline) {

@@ -328,3 +328,28 @@ def test_blocking_query_limit(server, weft_bin, tmp_path):
     for t in threads:
         t.join(5)
     assert len(results) == 50 and all(r > index for r in results)
+
+
+def test_api_connection_limit_and_header_timeout(server):
+    import socket as _socket
+    s = server(extra=("--http-max-connections", "4", "--http-header-timeout", "1500ms"))
+    # A client that never finishes its request head is cut off at the timeout.
+    slow = _socket.create_connection(("127.0.0.1", s.http_port), timeout=5)
+    slow.sendall(b"GET /v1/catalog/services HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.time()
+    assert slow.recv(1024) == b""  # closed by the server
+    assert 1.3 < time.time() - t0 < 4
+    # Over the connection limit: accepted and closed at once.
+    held = [_socket.create_connection(("127.0.0.1", s.http_port), timeout=5) for _ in range(4)]
+    time.sleep(0.2)
+    extra = _socket.create_connection(("127.0.0.1", s.http_port), timeout=5)
+    extra.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        data = extra.recv(1024)
+    except ConnectionResetError:
+        data = b""
+    assert data == b""
+    for h in held:
+        h.close()
+    time.sleep(0.2)
+    assert s.request("GET", "/ready")[0] == 200
