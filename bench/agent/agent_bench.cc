@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/dns.h"
 #include "http/client.h"
 #include "proxy/config.h"
 
@@ -98,24 +99,13 @@ int EchoHttp(const std::string& addr) {
 
 void Report(std::vector<double>& us, double secs, const std::string& what) {
   std::sort(us.begin(), us.end());
-  auto at = [&](double p) { return us.empty() ? 0.0 : us[std::min(us.size() - 1, static_cast<size_t>(p * us.size()))]; };
-  std::printf("{\"what\":\"%s\",\"lookups\":%zu,\"per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f}\n",
-              what.c_str(), us.size(), us.size() / secs, at(0.5), at(0.99), at(0.999));
-}
-
-std::string Query(const std::string& name) {
-  std::string q = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1};
-  size_t start = 0;
-  while (start < name.size()) {
-    size_t dot = name.find('.', start);
-    if (dot == std::string::npos) dot = name.size();
-    q.push_back(static_cast<char>(dot - start));
-    q.append(name, start, dot - start);
-    start = dot + 1;
-  }
-  q += std::string("\0\0\x01\0\x01", 5);
-  q += std::string("\0\0\x29\x10\x00\0\0\0\0\0\0", 11);  // EDNS0, 4096 bytes
-  return q;
+  auto at = [&](double p) {
+    return us.empty() ? 0.0 : us[std::min(us.size() - 1, static_cast<size_t>(p * us.size()))];
+  };
+  std::printf(
+      "{\"what\":\"%s\",\"lookups\":%zu,\"per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":"
+      "%.1f}\n",
+      what.c_str(), us.size(), us.size() / secs, at(0.5), at(0.99), at(0.999));
 }
 
 int Dns(const std::string& addr, const std::string& name, double seconds) {
@@ -126,7 +116,7 @@ int Dns(const std::string& addr, const std::string& name, double seconds) {
   if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) return 1;
   timeval tv{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  const std::string q = Query(name);
+  const std::string q = weft::dns::BuildQuery(name, weft::dns::kA, 4096);
   char buf[65536];
   std::vector<double> us;
   us.reserve(2000000);

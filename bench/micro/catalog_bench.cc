@@ -18,13 +18,20 @@ const CatalogView& View() {
       for (int k = 0; k < 10; ++k) {
         const int i = node * 10 + k;
         nlohmann::json b = {{"Node", "node-" + std::to_string(node)},
-                            {"Address", "10." + std::to_string(node / 250) + "." + std::to_string(node % 250) + ".1"},
-                            {"Service", {{"Service", "svc-" + std::to_string(i % 100)}, {"ID", "inst-" + std::to_string(i)}, {"Port", 20000 + k}}}};
+                            {"Address", "10." + std::to_string(node / 250) + "." +
+                                            std::to_string(node % 250) + ".1"},
+                            {"Service",
+                             {{"Service", "svc-" + std::to_string(i % 100)},
+                              {"ID", "inst-" + std::to_string(i)},
+                              {"Port", 20000 + k}}}};
         (void)weft::control::ApplyRegistration(b, weft::control::CatalogLimits{}, &n);
       }
       if (node < 3) {
-        nlohmann::json b = {{"Node", "node-" + std::to_string(node)}, {"Address", n.address},
-                            {"Service", {{"Service", "small"}, {"ID", "small-" + std::to_string(node)}, {"Port", 8080}}}};
+        nlohmann::json b = {
+            {"Node", "node-" + std::to_string(node)},
+            {"Address", n.address},
+            {"Service",
+             {{"Service", "small"}, {"ID", "small-" + std::to_string(node)}, {"Port", 8080}}}};
         (void)weft::control::ApplyRegistration(b, weft::control::CatalogLimits{}, &n);
       }
       std::string doc = weft::control::NodeToJson(n);
@@ -47,24 +54,10 @@ void BM_CacheLookupHealthy(benchmark::State& state) {
 }
 BENCHMARK(BM_CacheLookupHealthy)->Arg(0)->Arg(1)->ArgNames({"100_instances"});
 
-std::string Query(const std::string& name) {
-  std::string q = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1};
-  size_t start = 0;
-  while (start < name.size()) {
-    size_t dot = name.find('.', start);
-    if (dot == std::string::npos) dot = name.size();
-    q.push_back(static_cast<char>(dot - start));
-    q.append(name, start, dot - start);
-    start = dot + 1;
-  }
-  q += std::string("\0\0\x01\0\x01", 5);
-  q += std::string("\0\0\x29\x10\x00\0\0\0\0\0\0", 11);
-  return q;
-}
-
 void BM_DnsAnswer(benchmark::State& state) {
   const CatalogView& v = View();
-  const std::string q = Query(state.range(0) ? "svc-7.service.weft" : "small.service.weft");
+  const std::string q = weft::dns::BuildQuery(
+      state.range(0) ? "svc-7.service.weft" : "small.service.weft", weft::dns::kA, 4096);
   weft::agent::DnsOptions opts;
   weft::agent::DnsCounters counters;
   weft::Rng rng(1);

@@ -268,4 +268,26 @@ bool ParseHexAddress(std::string_view hex, std::string* raw) {
   return true;
 }
 
+std::string BuildQuery(std::string_view name, uint16_t qtype, uint16_t edns_size, uint16_t id) {
+  std::string out;
+  Writer w(&out);
+  w.U16(id);
+  w.U16(0x0100);  // RD
+  w.U16(1);
+  w.U16(0);
+  w.U16(0);
+  w.U16(edns_size ? 1 : 0);
+  w.Name(name, false);
+  w.U16(qtype);
+  w.U16(kClassIn);
+  if (edns_size) {
+    out.push_back('\0');
+    w.U16(kOpt);
+    w.U16(edns_size);
+    w.U32(0);
+    w.U16(0);
+  }
+  return out;
+}
+
 }  // namespace weft::dns

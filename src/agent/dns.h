@@ -96,6 +96,11 @@ class ResponseBuilder {
 // parsed: same id, QR, the rcode.
 std::string ErrorResponse(uint16_t id, uint8_t opcode, Rcode rcode);
 
+// A query for `name` (dotted) and `qtype`, with an EDNS0 OPT record
+// advertising `edns_size` when non-zero. For clients: tests, benchmarks.
+std::string BuildQuery(std::string_view name, uint16_t qtype, uint16_t edns_size = 0,
+                       uint16_t id = 0x1234);
+
 // "7f000001" <-> 4 bytes, 32 hex digits <-> 16 bytes (names under addr.).
 std::string HexAddress(const std::string& raw);
 bool ParseHexAddress(std::string_view hex, std::string* raw);

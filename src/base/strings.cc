@@ -164,4 +164,16 @@ std::optional<std::string> Base64Decode(std::string_view s) {
   return out;
 }
 
+std::vector<std::string> SplitCommas(std::string_view s) {
+  std::vector<std::string> out;
+  while (!s.empty()) {
+    const size_t comma = s.find(',');
+    std::string_view one = s.substr(0, comma);
+    if (!one.empty()) out.emplace_back(one);
+    if (comma == std::string_view::npos) break;
+    s.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 }  // namespace weft

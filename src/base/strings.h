@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace weft {
 
@@ -59,6 +60,9 @@ std::optional<uint64_t> ParseDecimal(std::string_view s);
 // True when s is well-formed UTF-8 (no overlongs, surrogates or values past
 // U+10FFFF). Otherwise *bad_at is the offset of the first bad byte.
 bool IsValidUtf8(std::string_view s, size_t* bad_at);
+
+// The non-empty elements of a comma-separated list ("a,b,,c" -> a b c).
+std::vector<std::string> SplitCommas(std::string_view s);
 
 // Standard base64 (RFC 4648, with padding).
 std::string Base64Encode(std::string_view s);

@@ -278,7 +278,9 @@ int ServerMain(const Args& args) {
       o.max_connections = *n;
     } else if (FlagValue(args, &i, "--http-header-timeout", &v)) {
       auto ms = ParseDurationMs(v);
-      if (!ms || *ms <= 0) return BadUsage("--http-header-timeout \"" + v + "\": use a duration such as 10s", kServerUsage);
+      if (!ms || *ms <= 0)
+        return BadUsage("--http-header-timeout \"" + v + "\": use a duration such as 10s",
+                        kServerUsage);
       o.header_read_timeout_ms = *ms;
     } else if (args[i] == "--dev") {
       o.dev = true;
@@ -303,15 +305,7 @@ int AgentMain(const Args& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     std::string v, err;
     if (FlagValue(args, &i, "--server", &v)) {
-      size_t start = 0;
-      while (start <= v.size()) {
-        size_t comma = v.find(',', start);
-        std::string one =
-            v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        if (!one.empty()) o.servers.push_back(one);
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
+      o.servers = SplitCommas(v);
     } else if (FlagValue(args, &i, "--node", &v)) {
       o.node = v;
     } else if (FlagValue(args, &i, "--data-dir", &v)) {

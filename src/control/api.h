@@ -13,8 +13,8 @@
 #include <memory>
 #include <optional>
 #include <set>
-#include <unordered_map>
 #include <string>
+#include <unordered_map>
 
 #include "control/catalog.h"
 #include "control/config_view.h"
@@ -139,7 +139,8 @@ class Api {
   std::vector<std::function<void(nlohmann::json*)>> member_sources_;
   std::vector<std::function<std::string()>> metric_sources_;
   std::map<std::string, std::string> members_;
-  std::unordered_map<std::string, std::pair<int64_t, std::string>> body_cache_;  // members/... keys (other replicas)
+  std::unordered_map<std::string, std::pair<int64_t, std::string>>
+      body_cache_;  // members/... keys (other replicas)
   std::string http_addr_, grpc_addr_;
   ApiCounters counters_;
   bool stopped_ = false;

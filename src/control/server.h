@@ -20,8 +20,8 @@ struct ServerOptions {
   size_t max_body_bytes = 1024 * 1024;
   size_t max_connections = 4096;
   int64_t header_read_timeout_ms = 10000;  // a request head (and body) must arrive within this
-  int64_t max_wait_ms = 10 * 60 * 1000;  // longest blocking query
-  size_t max_blocking_queries = 8192;    // beyond: answered at once
+  int64_t max_wait_ms = 10 * 60 * 1000;    // longest blocking query
+  size_t max_blocking_queries = 8192;      // beyond: answered at once
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code.

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/strings.h"
 #include "base/time.h"
 #include "io/buffer.h"
 #include "proxy/config.h"
@@ -146,15 +147,7 @@ class Proxy {
   // Control-plane mode: follow the config stream from now on.
   void Follow(const ProxyOptions& opts, const std::shared_ptr<const ProxyConfig>& base) {
     control::StreamClientOptions so;
-    size_t start = 0;
-    while (start <= opts.server.size()) {
-      size_t comma = opts.server.find(',', start);
-      std::string one =
-          opts.server.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      if (!one.empty()) so.servers.push_back(one);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
+    so.servers = SplitCommas(opts.server);
     so.info.set_role("proxy");
     so.info.set_service(opts.service);
     so.info.set_namespace_(opts.ns);

@@ -50,6 +50,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for(pred, timeout=5.0, step=0.02):
+    """Polls `pred` until it returns something true or `timeout` passes; returns its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def wait_port(port, timeout=10.0):
     deadline = time.time() + timeout
     while time.time() < deadline:

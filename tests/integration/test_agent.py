@@ -11,17 +11,8 @@ import time
 
 import pytest
 
-from conftest import require
+from conftest import require, wait_for
 
-
-def wait_for(pred, timeout=5.0, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def lines(text):

@@ -18,17 +18,8 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, require
+from conftest import free_port, require, wait_for
 
-
-def wait_for(pred, timeout=10.0, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 class Prometheus:

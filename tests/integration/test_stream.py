@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import free_port, require, wait_port
+from conftest import free_port, require, wait_port, wait_for
 
 
 class Load:
@@ -71,15 +71,6 @@ def sidecar(s, node, service, inbound_port, app_port, upstreams, sid=None):
                Proxy={"DestinationServiceName": service, "LocalServicePort": app_port,
                       "Upstreams": [{"DestinationName": d, "LocalBindPort": p} for d, p in upstreams]})
 
-
-def wait_for(pred, timeout=5.0, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture

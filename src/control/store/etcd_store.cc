@@ -58,16 +58,9 @@ Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url) {
     return Status(StatusCode::kInvalidArgument,
                   "--store \"" + url + "\": expected etcd://HOST:PORT[,HOST:PORT...]");
   EtcdOptions o;
-  std::string rest = url.substr(kScheme.size());
-  size_t start = 0;
-  while (start <= rest.size()) {
-    size_t comma = rest.find(',', start);
-    std::string ep =
-        rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+  for (std::string ep : SplitCommas(std::string_view(url).substr(kScheme.size()))) {
     while (!ep.empty() && ep.back() == '/') ep.pop_back();
     if (!ep.empty()) o.endpoints.push_back(ep);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
   }
   if (o.endpoints.empty())
     return Status(StatusCode::kInvalidArgument, "--store \"" + url + "\": no endpoints");

@@ -9,36 +9,8 @@ namespace {
 
 using nlohmann::json;
 
-// A query for `name`/`type`, optionally with an EDNS0 OPT record.
-std::string MakeQuery(const std::string& name, uint16_t type, int edns_size = 0,
-                      uint16_t id = 0x1234) {
-  std::string q = {static_cast<char>(id >> 8),
-                   static_cast<char>(id & 0xff),
-                   0x01,
-                   0x00,
-                   0,
-                   1,
-                   0,
-                   0,
-                   0,
-                   0,
-                   0,
-                   static_cast<char>(edns_size ? 1 : 0)};
-  size_t start = 0;
-  while (start < name.size()) {
-    size_t dot = name.find('.', start);
-    if (dot == std::string::npos) dot = name.size();
-    q.push_back(static_cast<char>(dot - start));
-    q.append(name, start, dot - start);
-    start = dot + 1;
-  }
-  q.push_back('\0');
-  q += {static_cast<char>(type >> 8), static_cast<char>(type & 0xff), 0, 1};
-  if (edns_size) {
-    q += {0, 0, 41, static_cast<char>(edns_size >> 8), static_cast<char>(edns_size & 0xff), 0, 0, 0,
-          0, 0, 0};
-  }
-  return q;
+std::string MakeQuery(const std::string& name, uint16_t type, int edns_size = 0) {
+  return dns::BuildQuery(name, type, static_cast<uint16_t>(edns_size));
 }
 
 struct Parsed {
