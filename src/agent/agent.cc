@@ -432,8 +432,8 @@ class Agent {
         if (!udp_->is_open()) co_return;
         continue;
       }
-      std::string out =
-          Resolve(buf.data(), n, false, api_->catalog(), dns_opts_, rng_, &dns_counters_);
+      std::string out = Resolve(buf.data(), n, false, api_->catalog(), dns_opts_, rng_,
+                                &dns_counters_, &dns_cache_);
       if (out.empty()) continue;
       auto [sec, sent] = co_await udp_->async_send_to(asio::buffer(out), from, kNoThrow);
       (void)sec;
@@ -476,8 +476,8 @@ class Agent {
       auto [ec2, n2] = co_await asio::async_read(s, asio::buffer(buf), kNoThrow);
       if (ec2) break;
       timer->cancel();
-      std::string out =
-          Resolve(buf.data(), len, true, api_->catalog(), dns_opts_, rng_, &dns_counters_);
+      std::string out = Resolve(buf.data(), len, true, api_->catalog(), dns_opts_, rng_,
+                                &dns_counters_, &dns_cache_);
       if (out.empty()) break;
       uint8_t prefix[2] = {static_cast<uint8_t>(out.size() >> 8),
                            static_cast<uint8_t>(out.size() & 0xff)};
@@ -502,6 +502,12 @@ class Agent {
     line("formerr", dns_counters_.formerr);
     line("notimp", dns_counters_.notimp);
     line("dropped", dns_counters_.dropped);
+    out += fmt::format(
+        "# HELP weft_agent_dns_cache_total Service answers served from encoded records (hit) or "
+        "built (miss).\n# TYPE weft_agent_dns_cache_total counter\n"
+        "weft_agent_dns_cache_total{{result=\"hit\"}} "
+        "{}\nweft_agent_dns_cache_total{{result=\"miss\"}} {}\n",
+        dns_cache_.hits, dns_cache_.misses);
     out += fmt::format(
         "# HELP weft_agent_dns_truncated_total UDP answers truncated (the client retries over "
         "TCP).\n# TYPE weft_agent_dns_truncated_total counter\nweft_agent_dns_truncated_total {}\n",
@@ -534,6 +540,7 @@ class Agent {
   std::atomic<int64_t> last_contact_ms_{0};
   DnsOptions dns_opts_;
   DnsCounters dns_counters_;
+  DnsCache dns_cache_;
   Rng rng_{static_cast<uint64_t>(MonoMillis()) * 0x9e3779b97f4a7c15ULL};
   size_t dns_tcp_active_ = 0;
   uint64_t dns_tcp_refused_ = 0;

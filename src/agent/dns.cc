@@ -290,4 +290,81 @@ std::string BuildQuery(std::string_view name, uint16_t qtype, uint16_t edns_size
   return out;
 }
 
+std::string EncodeRecord(const Record& r, bool owner_is_question) {
+  std::string out;
+  Writer w(&out);
+  if (owner_is_question) {
+    w.U16(0xC000 | kHeader);
+    // The rest as Writer::Record does, without the owner name.
+    Record copy = r;
+    copy.name.clear();
+    std::string body;
+    Writer bw(&body);
+    bw.Record(copy);
+    out.append(body, 1, std::string::npos);  // drop the root byte of the empty name
+  } else {
+    Record copy = r;
+    std::string body;
+    Writer bw(&body);
+    bw.Record(copy);
+    out = std::move(body);
+  }
+  return out;
+}
+
+std::string BuildEncoded(const Query& q, Rcode rcode,
+                         const std::vector<const EncodedGroup*>& groups, size_t max_size,
+                         bool* truncated) {
+  std::string out;
+  out.reserve(std::min<size_t>(max_size, 4096));
+  Writer w(&out);
+  Header(w, q.id, q.opcode, true, false, q.recursion_desired, rcode, 1, 0, 0);
+  w.Name(q.name, false);  // the pointers in the records expect it at offset 12, uncompressed
+  w.U16(q.qtype);
+  w.U16(q.qclass);
+  const size_t reserve = q.edns ? kOptSize : 0;
+  size_t answers = 0, additional = 0;
+  bool tc = false;
+  for (const auto* g : groups) {
+    for (const auto& a : g->answers) {
+      if (out.size() + a.size() + reserve > max_size) {
+        tc = true;
+        break;
+      }
+      out += a;
+      ++answers;
+    }
+    if (tc) break;
+  }
+  if (!tc) {
+    bool full = false;
+    for (const auto* g : groups) {
+      for (const auto& a : g->additional) {
+        if (out.size() + a.size() + reserve > max_size) {
+          full = true;
+          break;
+        }
+        out += a;
+        ++additional;
+      }
+      if (full) break;
+    }
+  }
+  if (q.edns) {
+    out.push_back('\0');
+    w.U16(kOpt);
+    w.U16(4096);
+    w.U32(0);
+    w.U16(0);
+    ++additional;
+  }
+  std::string head;
+  Writer hw(&head);
+  Header(hw, q.id, q.opcode, true, tc, q.recursion_desired, rcode, 1,
+         static_cast<uint16_t>(answers), static_cast<uint16_t>(additional));
+  out.replace(0, kHeader, head);
+  if (truncated) *truncated = tc;
+  return out;
+}
+
 }  // namespace weft::dns

@@ -92,6 +92,21 @@ class ResponseBuilder {
   std::vector<Record> additional_;
 };
 
+// Pre-encoded answers: a record as bytes, its owner written as a pointer to
+// the question's name (offset 12) when `owner_is_question`, uncompressed
+// otherwise; and a response assembled from such bytes. Lets a server keep
+// the records of a name encoded and only shuffle and copy per query.
+std::string EncodeRecord(const Record& r, bool owner_is_question);
+// `groups`: per instance, its answer records and its additional records;
+// they are emitted in the order given. Truncation as in ResponseBuilder.
+struct EncodedGroup {
+  std::vector<std::string> answers;
+  std::vector<std::string> additional;
+};
+std::string BuildEncoded(const Query& q, Rcode rcode,
+                         const std::vector<const EncodedGroup*>& groups, size_t max_size,
+                         bool* truncated);
+
 // A minimal error answer (no question) for a query whose body could not be
 // parsed: same id, QR, the rcode.
 std::string ErrorResponse(uint16_t id, uint8_t opcode, Rcode rcode);

@@ -41,7 +41,7 @@ void AddressRecords(const std::string& name, const std::string& raw, uint16_t qt
 }  // namespace
 
 std::string Resolve(const uint8_t* data, size_t len, bool tcp, const control::CatalogView& catalog,
-                    const DnsOptions& opts, Rng& rng, DnsCounters* c) {
+                    const DnsOptions& opts, Rng& rng, DnsCounters* c, DnsCache* cache) {
   ++c->queries;
   Query q;
   switch (dns::ParseQuery(data, len, &q)) {
@@ -114,53 +114,78 @@ std::string Resolve(const uint8_t* data, size_t len, bool tcp, const control::Ca
     tag = std::string(labels[0]);
     service = std::string(labels[1]);
   }
-  std::vector<const control::ServiceInstance*> picked;
-  std::vector<const control::Node*> nodes;
-  for (const auto& ref : catalog.Instances(service)) {
-    const control::ServiceInstance& s = *ref.instance;
-    if (s.kind == "connect-proxy") continue;
-    if (control::InstanceHealth(*ref.node, s) == "critical") continue;
-    if (!tag.empty()) {
-      bool has = false;
-      for (const auto& t : s.tags) {
-        if (t.size() == tag.size() &&
-            std::equal(t.begin(), t.end(), tag.begin(),
-                       [](char a, char b) { return (a >= 'A' && a <= 'Z' ? a + 32 : a) == b; }))
-          has = true;
+  const int64_t index = catalog.service_index(service);
+  DnsCache::Entry fresh;
+  DnsCache::Entry* e = nullptr;
+  std::string key;
+  if (cache) {
+    key = q.name + '|' + std::to_string(q.qtype);
+    auto it = cache->entries.find(key);
+    if (it != cache->entries.end() && it->second.index == index) {
+      e = &it->second;
+      ++cache->hits;
+    }
+  }
+  if (!e) {
+    // Healthy instances, each as its records already encoded.
+    fresh.index = index;
+    for (const auto& ref : catalog.Instances(service)) {
+      const control::ServiceInstance& s = *ref.instance;
+      if (s.kind == "connect-proxy") continue;
+      if (control::InstanceHealth(*ref.node, s) == "critical") continue;
+      if (!tag.empty()) {
+        bool has = false;
+        for (const auto& t : s.tags) {
+          if (t.size() == tag.size() &&
+              std::equal(t.begin(), t.end(), tag.begin(),
+                         [](char a, char b) { return (a >= 'A' && a <= 'Z' ? a + 32 : a) == b; }))
+            has = true;
+        }
+        if (!has) continue;
       }
-      if (!has) continue;
+      dns::EncodedGroup g;
+      const std::string raw = RawAddress(s.address.empty() ? ref.node->address : s.address);
+      if (!raw.empty()) {
+        std::vector<Record> ans, extra;
+        if (q.qtype == dns::kSrv || q.qtype == dns::kAny) {
+          Record r;
+          r.name = q.name;
+          r.type = dns::kSrv;
+          r.ttl = opts.ttl_s;
+          r.priority = 1;
+          r.weight = static_cast<uint16_t>(
+              std::max<uint32_t>(1, std::min<uint32_t>(s.weight_passing, 65535)));
+          r.port = static_cast<uint16_t>(s.port);
+          r.target = dns::HexAddress(raw) + ".addr" + suffix;
+          AddressRecords(r.target, raw, dns::kAny, opts.ttl_s, &extra);
+          ans.push_back(std::move(r));
+        }
+        if (q.qtype != dns::kSrv) AddressRecords(q.name, raw, q.qtype, opts.ttl_s, &ans);
+        for (const auto& r : ans) g.answers.push_back(dns::EncodeRecord(r, true));
+        for (const auto& r : extra) g.additional.push_back(dns::EncodeRecord(r, false));
+      }
+      fresh.groups.push_back(std::move(g));
     }
-    picked.push_back(&s);
-    nodes.push_back(ref.node);
+    fresh.nxdomain = fresh.groups.empty();
+    if (cache) {
+      ++cache->misses;
+      if (cache->entries.size() >= cache->max_entries) cache->entries.clear();
+      e = &(cache->entries[key] = std::move(fresh));
+    } else {
+      e = &fresh;
+    }
   }
-  if (picked.empty()) return reply(Rcode::kNxDomain, {}, {});
+  if (e->nxdomain) return reply(Rcode::kNxDomain, {}, {});
   // Shuffle (Fisher-Yates) so clients spread over the instances.
-  for (size_t i = picked.size(); i > 1; --i) {
-    const size_t j = rng.Below(i);
-    std::swap(picked[i - 1], picked[j]);
-    std::swap(nodes[i - 1], nodes[j]);
-  }
-  std::vector<Record> ans, extra;
-  for (size_t i = 0; i < picked.size(); ++i) {
-    const control::ServiceInstance& s = *picked[i];
-    const std::string raw = RawAddress(s.address.empty() ? nodes[i]->address : s.address);
-    if (raw.empty()) continue;
-    if (q.qtype == dns::kSrv || q.qtype == dns::kAny) {
-      Record r;
-      r.name = q.name;
-      r.type = dns::kSrv;
-      r.ttl = opts.ttl_s;
-      r.priority = 1;
-      r.weight =
-          static_cast<uint16_t>(std::max<uint32_t>(1, std::min<uint32_t>(s.weight_passing, 65535)));
-      r.port = static_cast<uint16_t>(s.port);
-      r.target = dns::HexAddress(raw) + ".addr" + suffix;
-      AddressRecords(r.target, raw, dns::kAny, opts.ttl_s, &extra);
-      ans.push_back(std::move(r));
-    }
-    if (q.qtype != dns::kSrv) AddressRecords(q.name, raw, q.qtype, opts.ttl_s, &ans);
-  }
-  return reply(Rcode::kNoError, std::move(ans), std::move(extra));
+  std::vector<const dns::EncodedGroup*> order;
+  order.reserve(e->groups.size());
+  for (const auto& g : e->groups) order.push_back(&g);
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.Below(i)]);
+  bool tc = false;
+  std::string out = dns::BuildEncoded(q, Rcode::kNoError, order, max_size, &tc);
+  if (tc) ++c->truncated;
+  ++c->answered;
+  return out;
 }
 
 }  // namespace weft::agent

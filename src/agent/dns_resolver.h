@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "agent/dns.h"
 #include "base/random.h"
@@ -34,10 +36,26 @@ struct DnsCounters {
   uint64_t dropped = 0;
 };
 
+// Service answers kept encoded per (name, type) until the service's index
+// moves: a lookup then costs a shuffle and a copy. Bounded (cleared when
+// full). Owned by the one thread that answers queries.
+struct DnsCache {
+  struct Entry {
+    int64_t index = -1;
+    bool nxdomain = false;
+    std::vector<dns::EncodedGroup> groups;  // per instance
+  };
+  std::unordered_map<std::string, Entry> entries;
+  size_t max_entries = 4096;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+};
+
 // One response (wire format) to one request packet, or "" to stay silent.
 // `max_size`: 512/EDNS size over UDP (the query's own limit applies too),
 // 65535 over TCP.
 std::string Resolve(const uint8_t* data, size_t len, bool tcp, const control::CatalogView& catalog,
-                    const DnsOptions& opts, Rng& rng, DnsCounters* counters);
+                    const DnsOptions& opts, Rng& rng, DnsCounters* counters,
+                    DnsCache* cache = nullptr);
 
 }  // namespace weft::agent

@@ -33,8 +33,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static weft::Rng rng(1);
   weft::agent::DnsOptions opts;
   weft::agent::DnsCounters counters;
+  static weft::agent::DnsCache cache;
   for (bool tcp : {false, true}) {
-    std::string out = weft::agent::Resolve(data, size, tcp, Catalog(), opts, rng, &counters);
+    std::string out = weft::agent::Resolve(data, size, tcp, Catalog(), opts, rng, &counters,
+                                           tcp ? &cache : nullptr);
     if (out.empty()) continue;
     if (out.size() < 12) __builtin_trap();
     if (!tcp && out.size() > 4096) __builtin_trap();

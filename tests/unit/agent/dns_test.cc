@@ -157,6 +157,44 @@ TEST_F(DnsTest, MalformedQueries) {
   EXPECT_EQ(counters_.formerr, 4u);
 }
 
+TEST_F(DnsTest, CachedAnswersMatchAndFollowChanges) {
+  DnsCache cache;
+  auto ask = [&](const std::string& q) {
+    return Resolve(reinterpret_cast<const uint8_t*>(q.data()), q.size(), false, view_, opts_, rng_,
+                   &counters_, &cache);
+  };
+  for (uint16_t type : {dns::kA, dns::kSrv, dns::kAny, dns::kAaaa}) {
+    const std::string q = MakeQuery("web.service.weft", type, 4096);
+    std::string plain = Ask(q), first = ask(q), second = ask(q);
+    EXPECT_EQ(Header(first).an, Header(plain).an) << type;
+    EXPECT_EQ(Header(second).ar, Header(plain).ar) << type;
+    EXPECT_EQ(first.size(), plain.size()) << type;  // same records, other order
+  }
+  EXPECT_EQ(cache.misses, 4u);
+  EXPECT_EQ(cache.hits, 4u);
+  // Truncation works on cached answers too.
+  std::string small = ask(MakeQuery("web.service.weft", dns::kSrv));
+  EXPECT_TRUE(Header(small).tc());
+  EXPECT_LE(small.size(), 512u);
+  // A change to the service moves its index: the next answer is rebuilt.
+  control::Node n;
+  ASSERT_TRUE(
+      control::ApplyRegistration(
+          json::parse(
+              R"({"Node":"new","Address":"10.0.9.9","Service":{"Service":"web","ID":"web-new","Port":1}})"),
+          control::CatalogLimits{}, &n)
+          .ok());
+  std::string doc = control::NodeToJson(n);
+  view_.Apply("new", &doc, 500, 500);
+  EXPECT_EQ(Header(ask(MakeQuery("web.service.weft", dns::kA, 4096))).an, 40);
+  EXPECT_NE(
+      ask(MakeQuery("web.service.weft", dns::kA, 4096)).find(std::string("\x0a\x00\x09\x09", 4)),
+      std::string::npos);
+  // NXDOMAIN is cached as such.
+  EXPECT_EQ(Header(ask(MakeQuery("nope.service.weft", dns::kA))).rcode(), 3);
+  EXPECT_EQ(Header(ask(MakeQuery("nope.service.weft", dns::kA))).rcode(), 3);
+}
+
 TEST(Dns, HexAddresses) {
   std::string raw;
   ASSERT_TRUE(dns::ParseHexAddress("7f000001", &raw));
