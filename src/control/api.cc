@@ -358,19 +358,25 @@ asio::awaitable<Response> Api::Handle(Request& req) {
     }
     if (!get) co_return Error(405, "use GET");
     if (rest == "services") {
-      const std::function<int64_t()> ix = [this] { return catalog_.services_index(); };
-      co_await Block(req, ix);
+      if (req.HasQuery("index")) {  // a blocking query
+        const std::function<int64_t()> ix = [this] { return catalog_.services_index(); };
+        co_await Block(req, ix);
+      }
       co_return Reply(catalog_.CatalogServices(), catalog_.services_index());
     }
     if (rest == "nodes") {
-      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
-      co_await Block(req, ix);
+      if (req.HasQuery("index")) {  // a blocking query
+        const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+        co_await Block(req, ix);
+      }
       co_return Reply(catalog_.CatalogNodes(), catalog_.nodes_index());
     }
     if (StartsWith(rest, "service/")) {
       std::string name(rest.substr(8));
-      const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
-      co_await Block(req, ix);
+      if (req.HasQuery("index")) {  // a blocking query
+        const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
+        co_await Block(req, ix);
+      }
       const std::string* tag = req.Query("tag");
       const int64_t index = catalog_.service_index(name);
       co_return ReplyCached("c|" + name + (tag ? "|" + *tag : ""), index, [&] {
@@ -390,8 +396,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
     }
     if (StartsWith(rest, "node/")) {
       std::string name(rest.substr(5));
-      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
-      co_await Block(req, ix);
+      if (req.HasQuery("index")) {  // a blocking query
+        const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+        co_await Block(req, ix);
+      }
       const Node* n = catalog_.FindNode(name);
       if (!n) co_return Reply(nullptr, catalog_.nodes_index());
       json services = json::object();
@@ -408,8 +416,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       std::string name(rest.substr(8));
       const std::string* passing = req.Query("passing");
       const bool only = passing && *passing != "false" && *passing != "0";
-      const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
-      co_await Block(req, ix);
+      if (req.HasQuery("index")) {  // a blocking query
+        const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
+        co_await Block(req, ix);
+      }
       const std::string* tag = req.Query("tag");
       const int64_t index = catalog_.service_index(name);
       co_return ReplyCached("h|" + name + (only ? "|p" : "") + (tag ? "|t|" + *tag : ""), index,
@@ -429,8 +439,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
     }
     if (StartsWith(rest, "checks/")) {
       std::string name(rest.substr(7));
-      const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
-      co_await Block(req, ix);
+      if (req.HasQuery("index")) {  // a blocking query
+        const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
+        co_await Block(req, ix);
+      }
       json out = json::array();
       for (const auto& r : catalog_.Instances(name))
         for (const auto& [id, c] : r.node->checks)
@@ -439,8 +451,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
     }
     if (StartsWith(rest, "node/")) {
       std::string name(rest.substr(5));
-      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
-      co_await Block(req, ix);
+      if (req.HasQuery("index")) {  // a blocking query
+        const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+        co_await Block(req, ix);
+      }
       json out = json::array();
       if (const Node* n = catalog_.FindNode(name))
         for (const auto& [id, c] : n->checks) out.push_back(CheckToJson(*n, c));
@@ -451,8 +465,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       if (state != "any" && state != "passing" && state != "warning" && state != "critical")
         co_return Error(400,
                         "health state \"" + state + "\": use any, passing, warning or critical");
-      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
-      co_await Block(req, ix);
+      if (req.HasQuery("index")) {  // a blocking query
+        const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+        co_await Block(req, ix);
+      }
       json out = json::array();
       for (const auto& [name, n] : catalog_.nodes())
         for (const auto& [id, c] : n.checks)
@@ -633,8 +649,10 @@ asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest
   }
   if (req.method != "GET" && req.method != "HEAD") co_return Error(405, "use GET, PUT or DELETE");
   if (name.empty()) {
-    const std::function<int64_t()> ix = [this, &kind] { return config_.kind_index(kind); };
-    co_await Block(req, ix);
+    if (req.HasQuery("index")) {  // a blocking query
+      const std::function<int64_t()> ix = [this, &kind] { return config_.kind_index(kind); };
+      co_await Block(req, ix);
+    }
     json out = json::array();
     for (const auto* e : config_.List(kind, all_ns ? "" : ns)) {
       json j = json::parse(e->json);
@@ -644,8 +662,10 @@ asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest
     }
     co_return Reply(out, config_.kind_index(kind));
   }
-  const std::function<int64_t()> ix = [&] { return config_.entry_index(kind, ns, name); };
-  co_await Block(req, ix);
+  if (req.HasQuery("index")) {  // a blocking query
+    const std::function<int64_t()> ix = [&] { return config_.entry_index(kind, ns, name); };
+    co_await Block(req, ix);
+  }
   const ConfigEntry* e = config_.Find(kind, ns, name);
   if (!e) {
     Response r = Error(404, kind + " " + ns + "/" + name + " not found");
