@@ -14,7 +14,7 @@ cleanup() {
 trap cleanup EXIT
 
 busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 8080 15000 6380 9001 9002 8500 8502 9080 15001 15100; do
+for port in 8080 15000 6380 9001 9002 8500 8502 9080 15001 15100 8501 8600; do
   if busy "$port"; then echo "quickstart: port $port is in use; stop what holds it and retry" >&2; exit 1; fi
 done
 
@@ -114,5 +114,19 @@ say "weft delete route reviews: back to reviews only"
 sleep 0.3
 count
 
+say "the node agent: weft agent (the catalog cached on the node: Consul's API on :8501, DNS on :8600)"
+"$WEFT" agent --server 127.0.0.1:8502 --node quickstart-node --data-dir "$TMP/agent" \
+  --http 127.0.0.1:8501 --dns 127.0.0.1:8600 >"$TMP/agent.out" 2>"$TMP/agent.log" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q listening "$TMP/agent.out" 2>/dev/null && break; sleep 0.05; done
+cat "$TMP/agent.out"
+curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register \
+  -d '{"Name":"ratings","Port":9002,"Check":{"HTTP":"http://127.0.0.1:9002/status/200","Interval":"1s"}}'
+sleep 1.5
+echo "dig @127.0.0.1 -p 8600 reviews.service.weft  -> $(dig +short @127.0.0.1 -p 8600 reviews.service.weft | tr '\n' ' ')"
+echo "dig @127.0.0.1 -p 8600 SRV ratings.service.weft -> $(dig +short @127.0.0.1 -p 8600 SRV ratings.service.weft | tr '\n' ' ')"
+curl -fsS http://127.0.0.1:8501/v1/agent/checks | python3 -c 'import json,sys; [print("check", k, "->", v["Status"], "|", v["Output"]) for k, v in json.load(sys.stdin).items()]'
+
 echo
-echo "quickstart done: weft proxied HTTP and TCP traffic, and a sidecar followed the control plane live."
+echo "quickstart done: weft proxied HTTP and TCP traffic, a sidecar followed the control plane live,"
+echo "and the node agent answered DNS from its cache. Try next: weft get routes, weft members, docs/api.md."
