@@ -303,11 +303,7 @@ std::string EncodeRecord(const Record& r, bool owner_is_question) {
     bw.Record(copy);
     out.append(body, 1, std::string::npos);  // drop the root byte of the empty name
   } else {
-    Record copy = r;
-    std::string body;
-    Writer bw(&body);
-    bw.Record(copy);
-    out = std::move(body);
+    w.Record(r);
   }
   return out;
 }
