@@ -11,7 +11,7 @@ PKGS=(
   libasio-dev libssl-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libfmt-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # tests
-  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl
+  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl openssl
   nginx-light haproxy redis-server redis-tools prometheus bind9-dnsutils
   etcd-server etcd-client python3-consul python3-grpcio
   # benchmarks and tooling

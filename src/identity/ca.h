@@ -1,0 +1,66 @@
+// The mesh's certificate authority (OpenSSL 3): an ECDSA P-256 root, and
+// short-lived workload certificates issued from CSRs, each naming its
+// workload with a SPIFFE ID as its only URI SAN:
+//   spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE
+// The workload's private key is made where the workload runs and never
+// comes here: the CA sees CSRs only. (The first piece of the identity work;
+// the server, agents and proxies use it next.)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+
+namespace weft::identity {
+
+struct KeyPair {
+  std::string key_pem;   // PKCS#8 private key
+  std::string cert_pem;  // the certificate
+};
+
+// A new ECDSA P-256 private key, PEM.
+Result<std::string> NewKey();
+
+// A self-signed root for `trust_domain`, valid `days`.
+Result<KeyPair> NewRoot(const std::string& trust_domain, int days = 3650);
+
+// A CSR for `spiffe_id` signed with `key_pem` (what an agent sends).
+Result<std::string> NewCsr(const std::string& key_pem, const std::string& spiffe_id);
+
+// "spiffe://TD/ns/NS/sa/SVC", or InvalidArgument naming the bad part.
+Result<std::string> SpiffeId(const std::string& trust_domain, const std::string& ns,
+                             const std::string& service);
+
+class Authority {
+ public:
+  // From a root (or intermediate) certificate and its key, PEM.
+  static Result<std::unique_ptr<Authority>> Load(const std::string& cert_pem,
+                                                 const std::string& key_pem,
+                                                 const std::string& trust_domain);
+  ~Authority();
+
+  // Issues a certificate for `spiffe_id` from `csr_pem`, valid `ttl_s`
+  // seconds (backdated a minute for clock skew). The CSR must be signed by
+  // its own key; its subject and extensions are ignored: the CA decides
+  // what the certificate says. InvalidArgument when the CSR is bad or the
+  // ID is outside this trust domain.
+  Result<std::string> Sign(const std::string& csr_pem, const std::string& spiffe_id,
+                           int64_t ttl_s) const;
+
+  const std::string& cert_pem() const { return cert_pem_; }
+  const std::string& trust_domain() const { return trust_domain_; }
+
+ private:
+  Authority() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string cert_pem_;
+  std::string trust_domain_;
+};
+
+// Checks that `cert_pem` chains to `root_pem` and returns its SPIFFE ID.
+Result<std::string> VerifyWorkload(const std::string& cert_pem, const std::string& root_pem);
+
+}  // namespace weft::identity
