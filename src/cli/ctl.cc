@@ -250,7 +250,8 @@ constexpr const char* kDeleteUsage = "weft delete KIND NAME [-n NAMESPACE] [--se
 constexpr const char* kMembersUsage = "weft members [-o table|json] [--server URL]";
 constexpr const char* kServerUsage =
     "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
-    "[--name NAME] [--join-token T] [--http-max-connections N] [--http-header-timeout DUR] "
+    "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] "
+    "[--http-max-connections N] [--http-header-timeout DUR] "
     "[--log-level LEVEL]";
 
 }  // namespace
@@ -271,6 +272,12 @@ int ServerMain(const Args& args) {
       o.name = v;
     } else if (FlagValue(args, &i, "--join-token", &v)) {
       o.join_token = v;
+    } else if (FlagValue(args, &i, "--trust-domain", &v)) {
+      o.trust_domain = v;
+    } else if (FlagValue(args, &i, "--ca-cert", &v)) {
+      o.ca_cert_file = v;
+    } else if (FlagValue(args, &i, "--ca-key", &v)) {
+      o.ca_key_file = v;
     } else if (FlagValue(args, &i, "--http-max-connections", &v)) {
       auto n = ParseDecimal(v);
       if (!n || *n == 0 || *n > 1000000)

@@ -275,6 +275,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
                     applied_);
   }
 
+  if (path == "/v1/connect/ca/roots") {
+    if (ca_roots_.is_null()) co_return Error(404, "no CA on this process");
+    co_return Reply(ca_roots_, applied_);
+  }
   if (path == "/v1/weft/prometheus-sd") {
     // Prometheus HTTP service discovery (http_sd_configs): one target group
     // per healthy instance, with __meta_weft_* labels for relabelling.

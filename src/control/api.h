@@ -62,6 +62,8 @@ class Api {
   Status Start();
   void Stop();
   void SetAddresses(std::string http, std::string grpc);
+  // The trust bundle served at /v1/connect/ca/roots (Consul's shape).
+  void SetCaRoots(nlohmann::json roots) { ca_roots_ = std::move(roots); }
 
   asio::awaitable<http::Response> Handle(http::Request& req);
 
@@ -146,7 +148,8 @@ class Api {
   bool stopped_ = false;
   bool config_changed_ = false;
   bool leader_ = false;
-  std::string leader_name_;  // holder of leader/singleton, from the store
+  std::string leader_name_;
+  nlohmann::json ca_roots_;  // holder of leader/singleton, from the store
   asio::steady_timer* member_timer_ = nullptr;
   // Shared with store callbacks that may outlive a stopped Api.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

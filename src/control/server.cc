@@ -9,9 +9,11 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <sstream>
 
 #include "base/log.h"
 #include "base/random.h"
@@ -20,6 +22,7 @@
 #include "control/store/open.h"
 #include "control/stream_server.h"
 #include "http/server.h"
+#include "identity/ca.h"
 
 namespace weft::control {
 
@@ -40,6 +43,60 @@ Result<std::string> EnsureJoinToken(store::Store* st) {
     if (w.ok()) return token;  // else another replica won: read theirs
   }
   return Status(StatusCode::kUnavailable, "could not create or read the join token");
+}
+
+std::string ReadFile(const std::string& path, std::string* err) {
+  std::ifstream in(path);
+  if (!in) {
+    *err = path + ": " + strerror(errno);
+    return "";
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The mesh's CA root: the operator's (--ca-cert/--ca-key), else one made on
+// first start. Kept in the store, so every replica serves the same trust
+// domain and a restart keeps it.
+Result<nlohmann::json> EnsureCa(store::Store* st, const ServerOptions& opts) {
+  constexpr std::string_view kKey = "ca/root";
+  if (auto id = identity::SpiffeId(opts.trust_domain, "default", "x"); !id.ok())
+    return Status(StatusCode::kInvalidArgument, "--trust-domain: " + id.status().message());
+  if (!opts.ca_cert_file.empty() || !opts.ca_key_file.empty()) {
+    if (opts.ca_cert_file.empty() || opts.ca_key_file.empty())
+      return Status(StatusCode::kInvalidArgument, "--ca-cert and --ca-key go together");
+    std::string err;
+    const std::string cert = ReadFile(opts.ca_cert_file, &err);
+    if (!err.empty()) return Status(StatusCode::kInvalidArgument, "--ca-cert " + err);
+    const std::string key = ReadFile(opts.ca_key_file, &err);
+    if (!err.empty()) return Status(StatusCode::kInvalidArgument, "--ca-key " + err);
+    auto ca = identity::Authority::Load(cert, key, opts.trust_domain);
+    if (!ca.ok()) return ca.status();
+    nlohmann::json j = {{"TrustDomain", opts.trust_domain}, {"RootCert", cert}, {"Key", key}};
+    auto w = st->Put(kKey, j.dump());
+    if (!w.ok()) return w.status();
+    return j;
+  }
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto cur = st->Get(kKey);
+    if (cur.ok()) {
+      auto j = nlohmann::json::parse(cur->value, nullptr, false);
+      if (!j.is_object())
+        return Status(StatusCode::kInternal, "ca/root in the store is unreadable");
+      return j;
+    }
+    if (cur.status().code() != StatusCode::kNotFound) return cur.status();
+    auto root = identity::NewRoot(opts.trust_domain);
+    if (!root.ok()) return root.status();
+    nlohmann::json j = {
+        {"TrustDomain", opts.trust_domain}, {"RootCert", root->cert_pem}, {"Key", root->key_pem}};
+    if (st->PutIf(kKey, j.dump(), 0).ok()) {
+      LOG_INFO("created the mesh CA root for trust domain {}", opts.trust_domain);
+      return j;
+    }
+  }
+  return Status(StatusCode::kUnavailable, "could not create or read the CA root");
 }
 
 }  // namespace
@@ -117,6 +174,24 @@ int RunServer(const ServerOptions& in) {
         LOG_INFO("agents join with the token in {}", path);
       }
     }
+  }
+  auto ca = EnsureCa(api.store(), opts);
+  if (!ca.ok()) {
+    std::fprintf(stderr, "weft server: CA: %s\n", ca.status().message().c_str());
+    return 1;
+  }
+  {
+    const std::string root = ca.value()["RootCert"].get<std::string>();
+    auto fp = identity::Fingerprint(root);
+    api.SetCaRoots(
+        {{"ActiveRootID", fp.ok() ? fp.value() : ""},
+         {"TrustDomain", ca.value()["TrustDomain"]},
+         {"Roots", nlohmann::json::array(
+                       {{{"ID", fp.ok() ? fp.value() : ""},
+                         {"Name", "weft root " + ca.value()["TrustDomain"].get<std::string>()},
+                         {"RootCert", root},
+                         {"Active", true},
+                         {"TrustDomain", ca.value()["TrustDomain"]}}})}});
   }
   StreamServer stream(io, api, sopts);
   if (Status s = stream.Start(opts.grpc_addr); !s.ok()) {

@@ -274,4 +274,21 @@ Result<std::string> VerifyWorkload(const std::string& cert_pem, const std::strin
   return id;
 }
 
+Result<std::string> Fingerprint(const std::string& cert_pem) {
+  Cert cert = ReadCert(cert_pem);
+  if (!cert) return Status(StatusCode::kInvalidArgument, OpenSslError("certificate PEM"));
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (X509_digest(cert.get(), EVP_sha256(), md, &n) != 1)
+    return Status(StatusCode::kInternal, OpenSslError("digest"));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < n; ++i) {
+    if (i) out.push_back(':');
+    out.push_back(kHex[md[i] >> 4]);
+    out.push_back(kHex[md[i] & 15]);
+  }
+  return out;
+}
+
 }  // namespace weft::identity

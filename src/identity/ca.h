@@ -60,6 +60,9 @@ class Authority {
   std::string trust_domain_;
 };
 
+// "aa:bb:..." SHA-256 of the certificate's DER: a stable id for roots.
+Result<std::string> Fingerprint(const std::string& cert_pem);
+
 // Checks that `cert_pem` chains to `root_pem` and returns its SPIFFE ID.
 Result<std::string> VerifyWorkload(const std::string& cert_pem, const std::string& root_pem);
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import HERE
+from conftest import HERE, require
 
 EXAMPLES = os.path.join(HERE, "..", "..", "examples")
 
@@ -353,3 +353,36 @@ def test_api_connection_limit_and_header_timeout(server):
         h.close()
     time.sleep(0.2)
     assert s.request("GET", "/ready")[0] == 200
+
+
+def test_ca_root_is_made_once_kept_and_served(server, tmp_path):
+    openssl = require("openssl")
+    s = server()
+    roots, _ = s.get_json("/v1/connect/ca/roots")
+    assert roots["TrustDomain"] == "weft.local" and len(roots["Roots"]) == 1
+    root = roots["Roots"][0]
+    assert root["Active"] is True and root["ID"] == roots["ActiveRootID"] and len(root["ID"]) == 95
+    (tmp_path / "root.pem").write_text(root["RootCert"])
+    text = subprocess.run([openssl, "x509", "-noout", "-text", "-in", str(tmp_path / "root.pem")],
+                          capture_output=True, text=True).stdout
+    assert "CA:TRUE" in text and "URI:spiffe://weft.local" in text and "prime256v1" in text, text
+    s.stop(signal.SIGKILL)
+    s.start()
+    assert s.get_json("/v1/connect/ca/roots")[0]["Roots"][0]["RootCert"] == root["RootCert"]
+    # An operator's own root.
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem"), "-days", "30",
+                    "-subj", "/CN=corp root", "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign"], check=True, capture_output=True)
+    corp = server("corp", extra=("--trust-domain", "corp.example", "--ca-cert", str(tmp_path / "c.pem"),
+                                 "--ca-key", str(tmp_path / "k.pem")))
+    roots, _ = corp.get_json("/v1/connect/ca/roots")
+    assert roots["TrustDomain"] == "corp.example"
+    assert roots["Roots"][0]["RootCert"] == (tmp_path / "c.pem").read_text()
+    # A key that is not the certificate's is refused at start.
+    subprocess.run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-out", str(tmp_path / "k2.pem")], check=True, capture_output=True)
+    r = subprocess.run([s.weft_bin, "server", "--data-dir", str(tmp_path / "bad"), "--http", "127.0.0.1:0",
+                        "--grpc", "127.0.0.1:0", "--ca-cert", str(tmp_path / "c.pem"),
+                        "--ca-key", str(tmp_path / "k2.pem")], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "does not match" in r.stderr, r.stderr
