@@ -118,12 +118,6 @@ class Writer {
     (*out_)[len_at + 1] = static_cast<char>(rdlen & 0xff);
   }
   size_t size() const { return out_->size(); }
-  void Truncate(size_t n) {
-    out_->resize(n);
-    for (auto it = seen_.begin(); it != seen_.end();) {
-      it = it->second >= n ? seen_.erase(it) : std::next(it);
-    }
-  }
 
  private:
   std::string* out_;
@@ -185,54 +179,12 @@ ResponseBuilder::ResponseBuilder(const Query& q, Rcode rcode, bool authoritative
     : q_(q), rcode_(rcode), aa_(authoritative) {}
 
 std::string ResponseBuilder::Build(size_t max_size, bool* truncated) const {
-  std::string out;
-  out.reserve(std::min<size_t>(max_size, 4096));
-  Writer w(&out);
-  Header(w, q_.id, q_.opcode, aa_, false, q_.recursion_desired, rcode_, 1, 0, 0);
-  w.Name(q_.name, true);
-  w.U16(q_.qtype);
-  w.U16(q_.qclass);
-  const size_t reserve = q_.edns ? kOptSize : 0;
-  size_t answers = 0;
-  bool tc = false;
-  for (const auto& r : answers_) {
-    const size_t before = w.size();
-    w.Record(r);
-    if (w.size() + reserve > max_size) {
-      w.Truncate(before);
-      tc = true;
-      break;
-    }
-    ++answers;
-  }
-  size_t additional = 0;
-  if (!tc) {
-    for (const auto& r : additional_) {
-      const size_t before = w.size();
-      w.Record(r);
-      if (w.size() + reserve > max_size) {
-        w.Truncate(before);
-        break;  // additional data is optional: no TC for leaving it out
-      }
-      ++additional;
-    }
-  }
-  if (q_.edns) {
-    out.push_back('\0');  // root
-    w.U16(kOpt);
-    w.U16(4096);  // our UDP payload size
-    w.U32(0);     // extended rcode, version 0, flags
-    w.U16(0);
-    ++additional;
-  }
-  // Patch the header now that the counts are known.
-  std::string head;
-  Writer hw(&head);
-  Header(hw, q_.id, q_.opcode, aa_, tc, q_.recursion_desired, rcode_, 1,
-         static_cast<uint16_t>(answers), static_cast<uint16_t>(additional));
-  out.replace(0, kHeader, head);
-  if (truncated) *truncated = tc;
-  return out;
+  // One group: the answers in order, then the additional records.
+  EncodedGroup g;
+  g.answers.reserve(answers_.size());
+  for (const auto& r : answers_) g.answers.push_back(EncodeRecord(r, r.name == q_.name));
+  for (const auto& r : additional_) g.additional.push_back(EncodeRecord(r, r.name == q_.name));
+  return BuildEncoded(q_, rcode_, {&g}, max_size, truncated, aa_);
 }
 
 std::string ErrorResponse(uint16_t id, uint8_t opcode, Rcode rcode) {
@@ -310,11 +262,11 @@ std::string EncodeRecord(const Record& r, bool owner_is_question) {
 
 std::string BuildEncoded(const Query& q, Rcode rcode,
                          const std::vector<const EncodedGroup*>& groups, size_t max_size,
-                         bool* truncated) {
+                         bool* truncated, bool authoritative) {
   std::string out;
   out.reserve(std::min<size_t>(max_size, 4096));
   Writer w(&out);
-  Header(w, q.id, q.opcode, true, false, q.recursion_desired, rcode, 1, 0, 0);
+  Header(w, q.id, q.opcode, authoritative, false, q.recursion_desired, rcode, 1, 0, 0);
   w.Name(q.name, false);  // the pointers in the records expect it at offset 12, uncompressed
   w.U16(q.qtype);
   w.U16(q.qclass);

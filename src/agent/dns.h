@@ -74,8 +74,9 @@ struct Record {
   std::string target;
 };
 
-// Builds one response to `q`. Answers that do not fit in `max_size` bytes
-// are left out and the TC bit is set (the client retries over TCP).
+// Builds one response to `q` (through BuildEncoded). Answers that do not
+// fit in `max_size` bytes are left out and the TC bit is set (the client
+// retries over TCP).
 class ResponseBuilder {
  public:
   ResponseBuilder(const Query& q, Rcode rcode, bool authoritative = true);
@@ -105,7 +106,7 @@ struct EncodedGroup {
 };
 std::string BuildEncoded(const Query& q, Rcode rcode,
                          const std::vector<const EncodedGroup*>& groups, size_t max_size,
-                         bool* truncated);
+                         bool* truncated, bool authoritative = true);
 
 // A minimal error answer (no question) for a query whose body could not be
 // parsed: same id, QR, the rcode.
