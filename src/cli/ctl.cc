@@ -251,7 +251,7 @@ constexpr const char* kMembersUsage = "weft members [-o table|json] [--server UR
 constexpr const char* kServerUsage =
     "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
     "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] "
-    "[--http-max-connections N] [--http-header-timeout DUR] "
+    "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
     "[--log-level LEVEL]";
 
 }  // namespace
@@ -283,6 +283,11 @@ int ServerMain(const Args& args) {
       if (!n || *n == 0 || *n > 1000000)
         return BadUsage("--http-max-connections \"" + v + "\": use 1-1000000", kServerUsage);
       o.max_connections = *n;
+    } else if (FlagValue(args, &i, "--max-blocking-queries", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n == 0 || *n > 1000000)
+        return BadUsage("--max-blocking-queries \"" + v + "\": use 1-1000000", kServerUsage);
+      o.max_blocking_queries = *n;
     } else if (FlagValue(args, &i, "--http-header-timeout", &v)) {
       auto ms = ParseDurationMs(v);
       if (!ms || *ms <= 0)
@@ -308,7 +313,7 @@ int AgentMain(const Args& args) {
   agent::AgentOptions o;
   static constexpr const char* kAgentUsage =
       "weft agent --server GRPC_ADDR[,...] --node NAME --data-dir DIR [--http ADDR] [--dns ADDR] "
-      "[--zone Z] [--domain D] [--log-level LEVEL]";
+      "[--zone Z] [--domain D] [--dns-max-tcp N] [--join-token T] [--log-level LEVEL]";
   for (size_t i = 0; i < args.size(); ++i) {
     std::string v, err;
     if (FlagValue(args, &i, "--server", &v)) {
@@ -321,6 +326,11 @@ int AgentMain(const Args& args) {
       o.http_addr = v;
     } else if (FlagValue(args, &i, "--dns", &v)) {
       o.dns_addr = v;
+    } else if (FlagValue(args, &i, "--dns-max-tcp", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n == 0 || *n > 100000)
+        return BadUsage("--dns-max-tcp \"" + v + "\": use 1-100000", kAgentUsage);
+      o.max_dns_tcp_connections = *n;
     } else if (FlagValue(args, &i, "--socket", &v)) {
       o.socket_path = v;
     } else if (FlagValue(args, &i, "--zone", &v)) {

@@ -208,8 +208,10 @@ asio::awaitable<void> Api::Block(const Request& req, const std::function<int64_t
   }
 }
 
-Response Api::Reply(const json& body, int64_t index) {
-  Response r = Response::Json(200, body.dump());
+Response Api::Reply(const json& body, int64_t index) { return ReplyBody(body.dump(), index); }
+
+Response Api::ReplyBody(std::string body, int64_t index) {
+  Response r = Response::Json(200, std::move(body));
   r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<int64_t>(1, index)));
   if (opts_.freshness) {
     // An agent answers from its cache: say how fresh it is.
@@ -233,9 +235,7 @@ Response Api::ReplyCached(const std::string& key, int64_t index,
     if (body_cache_.size() >= kBodyCacheEntries) body_cache_.clear();
     it = body_cache_.insert_or_assign(key, std::make_pair(index, render())).first;
   }
-  Response r = Reply(nullptr, index);
-  r.body = it->second.second;
-  return r;
+  return ReplyBody(it->second.second, index);
 }
 
 Response Api::Error(int status, const std::string& msg) {

@@ -112,6 +112,8 @@ class Api {
   asio::awaitable<std::invoke_result_t<F>> OffLoop(const F& f);
 
   http::Response Reply(const nlohmann::json& body, int64_t index);
+  // A rendered JSON body with the index and freshness headers.
+  http::Response ReplyBody(std::string body, int64_t index);
   // A rendered read, memoized until the index of what it shows moves.
   http::Response ReplyCached(const std::string& key, int64_t index,
                              const std::function<std::string()>& render);

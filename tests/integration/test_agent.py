@@ -360,3 +360,20 @@ def test_proxies_get_config_from_their_agent_and_survive_the_server(server, agen
         assert "weft_server_streams_active 1" in metrics
     finally:
         px.stop()
+
+
+def test_dns_tcp_connection_limit(server, agent):
+    s = server()
+    a = agent(s, "node-1", extra=("--dns-max-tcp", "2"))
+    held = [socket.create_connection(("127.0.0.1", a.dns_port), timeout=2) for _ in range(2)]
+    time.sleep(0.2)
+    extra = socket.create_connection(("127.0.0.1", a.dns_port), timeout=2)
+    try:
+        assert extra.recv(16) == b""  # closed at once
+    except ConnectionResetError:
+        pass
+    assert a.metric("weft_agent_dns_tcp_refused_total") == 1
+    for h in held:
+        h.close()
+    time.sleep(0.2)
+    assert "status: NXDOMAIN" in a.dig("x.service.weft", tcp=True, short=False)

@@ -104,7 +104,7 @@ def test_replicas_share_state_and_watches(etcd, server):
     assert r.returncode == 0 and json.loads(r.stdout)["spec"]["ports"][0]["protocol"] == "tcp"
     # Both replicas are members; exactly one holds the singleton duties.
     members = a.ctl("members").stdout
-    assert "a" in members and "b" in members
+    assert sorted(l.split()[0] for l in members.splitlines()[1:]) == ["a", "b"], members
     leaders = a.metric("weft_server_leader") + b.metric("weft_server_leader")
     assert leaders == 1, members
 

@@ -308,10 +308,10 @@ def test_concurrent_registrations_on_one_node_all_land(server):
     assert len(inst) == 200
 
 
-def test_blocking_query_limit(server, weft_bin, tmp_path):
-    # Every limit is tested by exceeding it: max_blocking_queries is not a
-    # flag, so this checks the default holds many waiters and answers them all.
-    s = server()
+def test_blocking_query_limit(server):
+    # max_blocking_queries: the ones past the limit are answered at once (with
+    # the current index), counted and logged; the ones within it wait.
+    s = server(extra=("--max-blocking-queries", "3"))
     s.register("n1", "api", 80, "api-1")
     _, index = s.get_json("/v1/catalog/services")
     results = []
@@ -319,15 +319,20 @@ def test_blocking_query_limit(server, weft_bin, tmp_path):
     def watch():
         results.append(s.get_json(f"/v1/catalog/services?index={index}&wait=20s")[1])
 
-    threads = [threading.Thread(target=watch) for _ in range(50)]
+    threads = [threading.Thread(target=watch) for _ in range(3)]
     for t in threads:
         t.start()
     time.sleep(0.5)
-    assert s.metric("weft_server_blocking_queries_waiting") == 50
+    assert s.metric("weft_server_blocking_queries_waiting") == 3
+    t0 = time.time()
+    _, over = s.get_json(f"/v1/catalog/services?index={index}&wait=20s")
+    assert time.time() - t0 < 1.0 and over == index  # not held
+    assert s.metric("weft_server_blocking_refused_total") == 1
+    assert "max_blocking_queries" in s.log()
     s.register("n1", "api2", 81, "api2-1")
     for t in threads:
         t.join(5)
-    assert len(results) == 50 and all(r > index for r in results)
+    assert len(results) == 3 and all(r > index for r in results)
 
 
 def test_api_connection_limit_and_header_timeout(server):
