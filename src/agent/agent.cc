@@ -28,6 +28,7 @@
 #include "control/stream_client.h"
 #include "control/stream_server.h"
 #include "http/server.h"
+#include "identity/cert_manager.h"
 #include "weft/v1/config.grpc.pb.h"
 
 namespace weft::agent {
@@ -121,6 +122,42 @@ class Agent {
     std::filesystem::remove(sock, rm);
     control::StreamOptions so;
     so.accept_node_sync = false;
+    // Local proxies' identities: a key made here, a certificate from the
+    // servers, both handed over this node-local socket, renewed in time.
+    std::vector<std::pair<std::string, std::string>> md;
+    if (!opts_.join_token.empty()) md.emplace_back("x-weft-join-token", opts_.join_token);
+    signer_ = std::make_unique<control::SignClient>(opts_.servers, md);
+    certs_ = std::make_unique<identity::CertManager>(
+        [this](const std::string& csr, const std::string& ns, const std::string& service)
+            -> Result<identity::Issued> {
+          pb::SignRequest req;
+          req.set_csr_pem(csr);
+          req.set_namespace_(ns);
+          req.set_service(service);
+          req.set_node(opts_.node);
+          auto r = signer_->Sign(req);
+          if (!r.ok()) return r.status();
+          return identity::Issued{r->cert_chain_pem(), r->spiffe_id(), r->root_id(),
+                                  r->not_after_unix()};
+        },
+        [this](const std::string& ns, const std::string& service, const std::string& key_pem,
+               const identity::Issued& cert) {
+          pb::Resource r;
+          r.set_type("secret");
+          r.set_name("workload");
+          pb::Secret* sec = r.mutable_secret();
+          sec->set_spiffe_id(cert.spiffe_id);
+          sec->set_cert_chain_pem(cert.cert_chain_pem);
+          sec->set_key_pem(key_pem);
+          sec->set_not_after_unix(cert.not_after_unix);
+          sec->set_root_id(cert.root_id);
+          r.set_version(control::ResourceVersion(r));
+          auto res = std::make_shared<const pb::Resource>(std::move(r));
+          asio::post(io_, [this, ns, service, res] { local_stream_->SetSecret(ns, service, res); });
+        });
+    so.on_subscribe = [this](const control::Identity& id) {
+      if (id.role == "proxy" && !id.service.empty()) certs_->Want(id.ns, id.service);
+    };
     local_stream_ = std::make_unique<control::StreamServer>(io_, *api_, so);
     if (Status s = local_stream_->Start("unix:" + sock); !s.ok()) {
       std::fprintf(stderr, "weft agent: --socket %s: %s\n", sock.c_str(), s.message().c_str());
@@ -128,6 +165,8 @@ class Agent {
     }
     api_->AddMetricsSource([this] { return local_stream_->Metrics(); });
     api_->SetAddresses(http_->bound(), local_stream_->bound());
+    if (bundle_) ApplyBundle(bundle_);
+    certs_->Start();
     StartStream();
     sync_thread_ = std::thread([this] { SyncLoop(); });
     MarkDirty();  // tell the servers what this node runs
@@ -243,6 +282,17 @@ class Agent {
     kvs[own] = doc;
     cache_->ReplacePrefix("", kvs);
     state_ = state;
+    if (auto b = state.find("bundle/roots"); b != state.end()) {
+      bundle_ = b->second;
+      if (local_stream_) ApplyBundle(bundle_);
+    }
+  }
+
+  // The servers' trust bundle: to local proxies, and to the certificate
+  // manager (a new signing root renews every local certificate).
+  void ApplyBundle(const std::shared_ptr<const pb::Resource>& b) {
+    local_stream_->SetBundle(b);
+    certs_->SetBundle(b->bundle().trust_domain(), b->bundle().active_root_id());
   }
 
   // Local API: the agent endpoints, then everything else from the cache.
@@ -534,6 +584,9 @@ class Agent {
   std::optional<tcp::acceptor> dns_tcp_;
   std::unique_ptr<control::StreamClient> stream_;
   std::unique_ptr<control::StreamServer> local_stream_;
+  std::unique_ptr<control::SignClient> signer_;
+  std::unique_ptr<identity::CertManager> certs_;
+  std::shared_ptr<const pb::Resource> bundle_;
   control::ResourceMap state_;    // io thread: what the cache holds
   control::ResourceMap initial_;  // from disk, to resume the stream
   std::string initial_version_, version_;

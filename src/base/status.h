@@ -15,6 +15,7 @@ enum class StatusCode : int {
   kFailedPrecondition,  // e.g. a compare-and-swap whose expectation did not hold
   kUnavailable,
   kInternal,
+  kPermissionDenied,  // authenticated, but not allowed to do this
 };
 
 class [[nodiscard]] Status {

@@ -250,7 +250,7 @@ constexpr const char* kDeleteUsage = "weft delete KIND NAME [-n NAMESPACE] [--se
 constexpr const char* kMembersUsage = "weft members [-o table|json] [--server URL]";
 constexpr const char* kServerUsage =
     "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
-    "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] "
+    "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] [--cert-ttl DUR] "
     "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
     "[--log-level LEVEL]";
 
@@ -278,6 +278,12 @@ int ServerMain(const Args& args) {
       o.ca_cert_file = v;
     } else if (FlagValue(args, &i, "--ca-key", &v)) {
       o.ca_key_file = v;
+    } else if (FlagValue(args, &i, "--cert-ttl", &v)) {
+      auto ms = ParseDurationMs(v);
+      if (!ms || *ms < 60000 || *ms > 366LL * 86400 * 1000)
+        return BadUsage("--cert-ttl \"" + v + "\": use a duration from 1m to 8784h (a year)",
+                        kServerUsage);
+      o.cert_ttl_s = *ms / 1000;
     } else if (FlagValue(args, &i, "--http-max-connections", &v)) {
       auto n = ParseDecimal(v);
       if (!n || *n == 0 || *n > 1000000)

@@ -25,6 +25,7 @@ constexpr const char* kUsage =
     "  proxy --config FILE [--validate] [--log-level LEVEL]\n"
     "        run the data-plane proxy from a static bootstrap file\n"
     "  proxy --server GRPC_ADDR[,...] --service NAME [--proxy-id ID] [--admin ADDR] [--workers N]\n"
+    "        [--join-token T] (or WEFT_JOIN_TOKEN: for its certificate; not needed with --agent)\n"
     "        run a sidecar whose configuration streams from the control plane\n"
     "  proxy --agent unix:PATH --service NAME [...]\n"
     "        the same, from the node agent's local socket\n"
@@ -86,6 +87,8 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       opts.proxy_id = v;
     } else if (value("--node", &v)) {
       opts.node = v;
+    } else if (value("--join-token", &v)) {
+      opts.join_token = v;
     } else if (value("--admin", &v)) {
       opts.admin = v;
     } else if (value("--workers", &v)) {
@@ -104,6 +107,9 @@ int ProxyMain(const std::vector<std::string_view>& args) {
     } else {
       return Usage(("proxy: unknown or incomplete flag \"" + std::string(a) + "\"").c_str());
     }
+  }
+  if (opts.join_token.empty()) {
+    if (const char* t = std::getenv("WEFT_JOIN_TOKEN")) opts.join_token = t;
   }
   if (opts.config_path.empty() && opts.server.empty())
     return Usage("proxy: --config FILE or --server ADDR --service NAME is required");

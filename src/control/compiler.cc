@@ -95,6 +95,33 @@ void Compiler::Invalidate(const std::set<std::string>& services, const std::set<
   config_dirty_ = config_dirty_ || config_changed;
 }
 
+void Compiler::SetBundle(ResourcePtr bundle) {
+  if (bundle == bundle_ || (bundle && bundle_ && bundle->version() == bundle_->version())) return;
+  bundle_ = std::move(bundle);
+  for (auto& [key, e] : entries_) e.dirty = e.full = true;
+  if (bundle_) {
+    catalog_resources_[ResourceKey("bundle", bundle_->name())] = bundle_;
+  } else {
+    std::erase_if(catalog_resources_,
+                  [](const auto& kv) { return kv.first.rfind("bundle/", 0) == 0; });
+  }
+}
+
+void Compiler::SetSecret(const std::string& ns, const std::string& service, ResourcePtr secret) {
+  const std::string k = ns + "/" + service;
+  auto it = secrets_.find(k);
+  if (secret) {
+    if (it != secrets_.end() && it->second->version() == secret->version()) return;
+    secrets_[k] = std::move(secret);
+  } else {
+    if (it == secrets_.end()) return;
+    secrets_.erase(it);
+  }
+  for (auto& [key, e] : entries_) {
+    if (e.id.role == "proxy" && e.id.ns == ns && e.id.service == service) e.dirty = e.full = true;
+  }
+}
+
 SnapshotPtr Compiler::Get(const Identity& id) {
   const std::string key = id.Key();
   auto it = entries_.find(key);
@@ -192,6 +219,7 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
     ep->set_health(health);
     ep->set_node(ref.node->name);
     ep->set_instance_id(s.id);
+    ep->set_mtls(target != &s);  // through its sidecar: mesh TLS
     if (ep->weight() == 0) eps->mutable_endpoints()->RemoveLast();
   }
   cached.index = index;
@@ -217,6 +245,9 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
   }
   if (!reg) return Seal({});
   deps->insert(reg->service);
+  if (bundle_) out[ResourceKey("bundle", bundle_->name())] = bundle_;
+  if (auto sit = secrets_.find(id.ns + "/" + id.service); sit != secrets_.end())
+    out[ResourceKey("secret", "workload")] = sit->second;
   *reg_service = reg->service;
   const SidecarProxy& sp = *reg->proxy;
 
@@ -226,6 +257,11 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     const auto& spec = std::get<mesh::ServiceSpec>(e->manifest.spec);
     if (spec.ports.empty()) return "http";
     return spec.ports[0].protocol == "tcp" ? "tcp" : "http";
+  };
+  auto mtls_of = [&](const std::string& svc, const std::string& ns) -> std::string {
+    const ConfigEntry* e = config_.Find("Service", ns, svc);
+    if (!e) return "strict";
+    return std::get<mesh::ServiceSpec>(e->manifest.spec).mtls;
   };
   auto policy_of = [&](const std::string& svc, const std::string& ns) -> mesh::TrafficPolicySpec {
     const ConfigEntry* e = config_.Find("TrafficPolicy", ns, svc);
@@ -268,6 +304,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
                     std::to_string(reg->port));
     li->set_protocol(proto);
     li->set_direction("inbound");
+    li->set_mtls(mtls_of(id.service, id.ns));
     if (proto == "http") {
       li->set_route_table("inbound");
       pb::Resource rt;
@@ -389,16 +426,17 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     out[ResourceKey("listener", lname)] = Finish(std::move(l));
   }
 
-  // Authorization policies for the fronted service (enforced once
-  // identities exist).
-  for (const auto* e : config_.List("AuthorizationPolicy", id.ns)) {
+  // Authorization policies for the fronted service, and the mesh-wide ones
+  // (service "*", from any namespace).
+  for (const auto* e : config_.List("AuthorizationPolicy", "")) {
     const auto& ap = std::get<mesh::AuthorizationPolicySpec>(e->manifest.spec);
-    if (ap.service != id.service) continue;
+    if (!(ap.service == "*" || (ap.service == id.service && e->manifest.ns == id.ns))) continue;
+    const std::string pname = e->manifest.ns + "/" + e->manifest.name;
     pb::Resource r;
     r.set_type("policy");
-    r.set_name(e->manifest.name);
+    r.set_name(pname);
     r.mutable_policy()->set_json(e->json);
-    out[ResourceKey("policy", e->manifest.name)] = Finish(std::move(r));
+    out[ResourceKey("policy", pname)] = Finish(std::move(r));
   }
   return Seal(std::move(out));
 }

@@ -55,6 +55,12 @@ class Compiler {
   void Invalidate(const std::set<std::string>& services, const std::set<std::string>& nodes,
                   bool config_changed);
 
+  // Identity material that is not compiled from the catalog: the trust
+  // bundle (in every snapshot) and, on an agent, the secret of each local
+  // proxy's service (key and certificate made on this node). Null removes.
+  void SetBundle(ResourcePtr bundle);
+  void SetSecret(const std::string& ns, const std::string& service, ResourcePtr secret);
+
   // The current snapshot for `id`, compiled on first use and cached while
   // anyone asks for it; Forget drops identities no one subscribes to.
   SnapshotPtr Get(const Identity& id);
@@ -101,6 +107,8 @@ class Compiler {
   bool catalog_loaded_ = false;
   std::set<std::string> dirty_nodes_;
   bool config_dirty_ = true;
+  ResourcePtr bundle_;
+  std::map<std::string, ResourcePtr> secrets_;  // "ns/service"
 };
 
 }  // namespace weft::control

@@ -193,7 +193,66 @@ int RunServer(const ServerOptions& in) {
                          {"Active", true},
                          {"TrustDomain", ca.value()["TrustDomain"]}}})}});
   }
+  // The signing side of the CA, and the trust bundle every client gets.
+  const std::string trust_domain = ca.value()["TrustDomain"].get<std::string>();
+  const std::string root_pem = ca.value()["RootCert"].get<std::string>();
+  auto authority = identity::Authority::Load(root_pem, ca.value()["Key"].get<std::string>(),
+                                             trust_domain);
+  if (!authority.ok()) {
+    std::fprintf(stderr, "weft server: CA: %s\n", authority.status().message().c_str());
+    return 1;
+  }
+  const std::string root_id = identity::Fingerprint(root_pem).value();
+  const int64_t cert_ttl_s = opts.cert_ttl_s;
+  sopts.sign = [&api, &authority, trust_domain, root_id, cert_ttl_s](
+                   const weft::v1::SignRequest& req, weft::v1::SignResponse* resp) -> Status {
+    const std::string ns = req.namespace_().empty() ? "default" : req.namespace_();
+    auto id = identity::SpiffeId(trust_domain, ns, req.service());
+    if (!id.ok()) return id.status();
+    // Who may hold this identity: an agent only for services on its node;
+    // a proxy without an agent only for a service that has a sidecar.
+    const CatalogView& cat = api.catalog();
+    bool allowed = false;
+    if (!req.node().empty()) {
+      const Node* node = cat.FindNode(req.node());
+      if (node) {
+        for (const auto& [sid, inst] : node->services) {
+          if (inst.ns != ns) continue;
+          if (inst.service == req.service() ||
+              (inst.proxy && inst.proxy->destination_service_name == req.service()))
+            allowed = true;
+        }
+      }
+      if (!allowed)
+        return Status(StatusCode::kPermissionDenied, "service " + ns + "/" + req.service() +
+                                                         " is not registered on node " +
+                                                         req.node());
+    } else {
+      for (const auto& p : cat.ProxiesFor(req.service())) allowed |= p.instance->ns == ns;
+      if (!allowed)
+        return Status(StatusCode::kPermissionDenied,
+                      "service " + ns + "/" + req.service() + " has no sidecar registration");
+    }
+    auto cert = authority.value()->Sign(req.csr_pem(), id.value(), cert_ttl_s);
+    if (!cert.ok()) return cert.status();
+    auto not_after = identity::NotAfterUnix(cert.value());
+    resp->set_cert_chain_pem(cert.value());
+    resp->set_spiffe_id(id.value());
+    resp->set_not_after_unix(not_after.ok() ? not_after.value() : 0);
+    resp->set_root_id(root_id);
+    return {};
+  };
   StreamServer stream(io, api, sopts);
+  {
+    weft::v1::Resource b;
+    b.set_type("bundle");
+    b.set_name("roots");
+    b.mutable_bundle()->set_trust_domain(trust_domain);
+    b.mutable_bundle()->add_roots_pem(root_pem);
+    b.mutable_bundle()->set_active_root_id(root_id);
+    b.set_version(ResourceVersion(b));
+    stream.SetBundle(std::make_shared<const weft::v1::Resource>(std::move(b)));
+  }
   if (Status s = stream.Start(opts.grpc_addr); !s.ok()) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;

@@ -144,4 +144,36 @@ bool StreamClient::RunOnce(const std::string& server) {
   return got;
 }
 
+SignClient::SignClient(std::vector<std::string> servers,
+                       std::vector<std::pair<std::string, std::string>> metadata)
+    : servers_(std::move(servers)), metadata_(std::move(metadata)) {}
+
+Result<pb::SignResponse> SignClient::Sign(const pb::SignRequest& req, int64_t timeout_ms) {
+  if (servers_.empty()) return Status(StatusCode::kInvalidArgument, "no server to sign with");
+  Status last(StatusCode::kUnavailable, "no server answered");
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    const std::string& server = servers_[next_ % servers_.size()];
+    auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+    auto stub = pb::ConfigStream::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    for (const auto& [k, v] : metadata_) ctx.AddMetadata(k, v);
+    pb::SignResponse resp;
+    const grpc::Status st = stub->Sign(&ctx, req, &resp);
+    if (st.ok()) return resp;
+    const std::string msg = server + ": " + st.error_message();
+    switch (st.error_code()) {
+      case grpc::StatusCode::PERMISSION_DENIED:
+      case grpc::StatusCode::UNAUTHENTICATED:
+        return Status(StatusCode::kPermissionDenied, msg);
+      case grpc::StatusCode::INVALID_ARGUMENT:
+        return Status(StatusCode::kInvalidArgument, msg);
+      default:
+        last = Status(StatusCode::kUnavailable, msg);
+        ++next_;  // try the next server
+    }
+  }
+  return last;
+}
+
 }  // namespace weft::control

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/status.h"
 #include "weft/v1/config.pb.h"
 
 namespace grpc {
@@ -77,6 +78,20 @@ class StreamClient {
   grpc::ClientContext* ctx_ = nullptr;  // guarded by mu_: the stream in progress
   ResourceMap state_;                   // client thread only
   std::string acked_version_;           // guarded by mu_
+};
+
+// Sign calls (workload certificates from CSRs), blocking, to the servers in
+// turn until one answers. For a certificate manager's thread.
+class SignClient {
+ public:
+  SignClient(std::vector<std::string> servers,
+             std::vector<std::pair<std::string, std::string>> metadata);
+  Result<weft::v1::SignResponse> Sign(const weft::v1::SignRequest& req, int64_t timeout_ms = 10000);
+
+ private:
+  const std::vector<std::string> servers_;
+  const std::vector<std::pair<std::string, std::string>> metadata_;
+  size_t next_ = 0;
 };
 
 }  // namespace weft::control

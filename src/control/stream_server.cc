@@ -268,6 +268,49 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
  public:
   explicit Service(StreamServer* s) : server_(s) {}
 
+  // A workload certificate from a CSR. Checked and signed on the io thread,
+  // where the catalog lives.
+  grpc::ServerUnaryReactor* Sign(grpc::CallbackServerContext* ctx, const pb::SignRequest* req,
+                                 pb::SignResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (!server_->opts_.sign) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                   "certificates are issued by the servers"));
+      return reactor;
+    }
+    if (!server_->TokenOk(ctx)) {
+      server_->counters_.unauthenticated++;
+      server_->counters_.sign_refused++;
+      LOG_WARN("certificate request from {} for {}/{} refused: missing or wrong join token",
+               ctx->peer(), req->namespace_(), req->service());
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                   "certificate requests need this cluster's join token"));
+      return reactor;
+    }
+    if (req->csr_pem().size() > 64 * 1024) {
+      server_->counters_.sign_refused++;
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "CSR over 64 KiB"));
+      return reactor;
+    }
+    asio::post(server_->io_, [this, reactor, req, resp, peer = ctx->peer()] {
+      Status st = server_->opts_.sign(*req, resp);
+      if (st.ok()) {
+        server_->counters_.signed_certs++;
+        reactor->Finish(grpc::Status::OK);
+        return;
+      }
+      server_->counters_.sign_refused++;
+      LOG_WARN("certificate request from {} (node \"{}\") for {}/{} refused: {}", peer,
+               req->node(), req->namespace_(), req->service(), st.message());
+      grpc::StatusCode code = grpc::StatusCode::INTERNAL;
+      if (st.code() == StatusCode::kPermissionDenied) code = grpc::StatusCode::PERMISSION_DENIED;
+      if (st.code() == StatusCode::kInvalidArgument) code = grpc::StatusCode::INVALID_ARGUMENT;
+      if (st.code() == StatusCode::kUnavailable) code = grpc::StatusCode::UNAVAILABLE;
+      reactor->Finish(grpc::Status(code, st.message()));
+    });
+    return reactor;
+  }
+
   // An agent's whole node document. Runs the (short) store write on the
   // gRPC thread; the store is thread-safe and the result reaches every
   // replica's view through the store's watch.
@@ -422,7 +465,27 @@ bool StreamServer::TokenOk(const grpc::CallbackServerContext* ctx) const {
   return diff == 0;
 }
 
+void StreamServer::SetBundle(ResourcePtr bundle) {
+  compiler_.SetBundle(std::move(bundle));
+  PushChanged();
+}
+
+void StreamServer::SetSecret(const std::string& ns, const std::string& service,
+                             ResourcePtr secret) {
+  compiler_.SetSecret(ns, service, std::move(secret));
+  PushChanged();
+}
+
+void StreamServer::PushChanged() {
+  for (const auto& [key, snap] : compiler_.TakeChanged()) {
+    auto it = subscribers_.find(key);
+    if (it == subscribers_.end()) continue;
+    for (const auto& s : it->second) s->Offer(snap);
+  }
+}
+
 void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
+  if (opts_.on_subscribe) opts_.on_subscribe(s->identity());
   // Changes still inside the debounce window must not be missing from the
   // newcomer's first snapshot: compile them now.
   Compile();
@@ -458,11 +521,7 @@ void StreamServer::Compile() {
   api_.TakeChanges(&services, &nodes, &config);
   if (services.empty() && nodes.empty() && !config) return;
   compiler_.Invalidate(services, nodes, config);
-  for (const auto& [key, snap] : compiler_.TakeChanged()) {
-    auto it = subscribers_.find(key);
-    if (it == subscribers_.end()) continue;
-    for (const auto& s : it->second) s->Offer(snap);
-  }
+  PushChanged();
 }
 
 std::string StreamServer::Metrics() const {
@@ -489,6 +548,11 @@ std::string StreamServer::Metrics() const {
   line("weft_server_unauthenticated_total", "counter",
        "Agent streams and node syncs refused for a missing or wrong join token.",
        static_cast<int64_t>(counters_.unauthenticated.load()));
+  line("weft_server_certificates_issued_total", "counter", "Workload certificates signed.",
+       static_cast<int64_t>(counters_.signed_certs.load()));
+  line("weft_server_certificate_requests_refused_total", "counter",
+       "Certificate requests refused (token, node, CSR).",
+       static_cast<int64_t>(counters_.sign_refused.load()));
   line("weft_server_node_syncs_total", "counter", "Agents' node documents written.",
        static_cast<int64_t>(counters_.node_syncs.load()));
   line("weft_server_snapshots_cached", "gauge", "Compiled snapshots held.",

@@ -9,6 +9,7 @@
 
 #include <asio.hpp>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -35,6 +36,8 @@ struct StreamCounters {
   std::atomic<uint64_t> bad_requests{0};  // protocol errors: stream ended with an error
   std::atomic<uint64_t> node_syncs{0};    // agents' node documents written
   std::atomic<uint64_t> unauthenticated{0};
+  std::atomic<uint64_t> signed_certs{0};
+  std::atomic<uint64_t> sign_refused{0};
 };
 
 struct StreamOptions {
@@ -43,6 +46,13 @@ struct StreamOptions {
   int64_t debounce_ms = 5;       // changes within this window are pushed together
   bool accept_node_sync = true;  // false on agents (they forward nothing)
   std::string join_token;        // required from agents; "" = not required (dev)
+  // Issues workload certificates (Sign RPC), on the io thread; unset: the
+  // RPC is refused (an agent's local socket: certificates come with the
+  // stream there).
+  std::function<Status(const weft::v1::SignRequest&, weft::v1::SignResponse*)> sign;
+  // Called on the io thread when a client subscribes (an agent starts
+  // certificates for its local proxies here).
+  std::function<void(const Identity&)> on_subscribe;
 };
 
 class StreamServer {
@@ -56,6 +66,9 @@ class StreamServer {
   void Stop();
 
   std::string Metrics() const;
+  // Identity material for the compiler (io thread).
+  void SetBundle(ResourcePtr bundle);
+  void SetSecret(const std::string& ns, const std::string& service, ResourcePtr secret);
 
   class Session;
   class Service;
@@ -67,6 +80,7 @@ class StreamServer {
  private:
   void OnStateChange();
   void Compile();
+  void PushChanged();
 
   asio::io_context& io_;
   Api& api_;

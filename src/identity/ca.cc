@@ -92,7 +92,8 @@ bool RandomSerial(X509* cert) {
   return ok;
 }
 
-// The one URI SAN of a certificate ("" when none or several).
+}  // namespace
+
 std::string UriSan(X509* cert) {
   auto* names =
       static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
@@ -111,7 +112,12 @@ std::string UriSan(X509* cert) {
   return count == 1 ? uri : "";
 }
 
-}  // namespace
+std::string_view TrustDomainOf(std::string_view spiffe_id) {
+  constexpr std::string_view kScheme = "spiffe://";
+  if (spiffe_id.substr(0, kScheme.size()) != kScheme) return {};
+  std::string_view rest = spiffe_id.substr(kScheme.size());
+  return rest.substr(0, rest.find('/'));
+}
 
 struct Authority::Impl {
   Key key;
@@ -248,7 +254,7 @@ Result<std::string> Authority::Sign(const std::string& csr_pem, const std::strin
       !AddExt(cert.get(), impl_->cert.get(), NID_key_usage,
               "critical,digitalSignature,keyAgreement") ||
       !AddExt(cert.get(), impl_->cert.get(), NID_ext_key_usage, "serverAuth,clientAuth") ||
-      !AddExt(cert.get(), impl_->cert.get(), NID_authority_key_identifier, "keyid:always") ||
+      !AddExt(cert.get(), impl_->cert.get(), NID_authority_key_identifier, "keyid,issuer") ||
       !AddExt(cert.get(), impl_->cert.get(), NID_subject_alt_name, san.c_str()))
     return Status(StatusCode::kInternal, OpenSslError("certificate extensions"));
   if (X509_sign(cert.get(), impl_->key.get(), EVP_sha256()) == 0)
@@ -289,6 +295,15 @@ Result<std::string> Fingerprint(const std::string& cert_pem) {
     out.push_back(kHex[md[i] & 15]);
   }
   return out;
+}
+
+Result<int64_t> NotAfterUnix(const std::string& cert_pem) {
+  Cert cert = ReadCert(cert_pem);
+  if (!cert) return Status(StatusCode::kInvalidArgument, OpenSslError("certificate PEM"));
+  struct tm t {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &t) != 1)
+    return Status(StatusCode::kInvalidArgument, "certificate notAfter unreadable");
+  return static_cast<int64_t>(timegm(&t));
 }
 
 }  // namespace weft::identity

@@ -7,9 +7,12 @@
 // the server, agents and proxies use it next.)
 #pragma once
 
+#include <openssl/x509.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "base/status.h"
 
@@ -62,6 +65,14 @@ class Authority {
 
 // "aa:bb:..." SHA-256 of the certificate's DER: a stable id for roots.
 Result<std::string> Fingerprint(const std::string& cert_pem);
+
+// The one URI SAN of a certificate ("" when it has none or several).
+std::string UriSan(X509* cert);
+// The trust domain of "spiffe://TD/..." ("" when it is not a SPIFFE ID).
+std::string_view TrustDomainOf(std::string_view spiffe_id);
+
+// The end of a certificate's validity, in seconds since the epoch.
+Result<int64_t> NotAfterUnix(const std::string& cert_pem);
 
 // Checks that `cert_pem` chains to `root_pem` and returns its SPIFFE ID.
 Result<std::string> VerifyWorkload(const std::string& cert_pem, const std::string& root_pem);

@@ -160,7 +160,11 @@ RouteSpec ParseRoute(const YAML::Node& s) {
 AuthorizationPolicySpec ParseAuthorizationPolicy(const YAML::Node& s) {
   CheckKeys(s, "spec", {"service", "default", "rules"});
   AuthorizationPolicySpec out;
-  out.service = Label(s["service"], "spec.service");
+  if (s["service"] && s["service"].IsScalar() && s["service"].Scalar() == "*") {
+    out.service = "*";
+  } else {
+    out.service = Label(s["service"], "spec.service");
+  }
   if (s["default"]) out.default_action = OneOf(s["default"], "spec.default", {"allow", "deny"});
   if (s["rules"]) {
     const YAML::Node& rules = Seq(s["rules"], "spec.rules");
@@ -182,12 +186,23 @@ AuthorizationPolicySpec ParseAuthorizationPolicy(const YAML::Node& s) {
       }
       if (rules[i]["to"]) {
         const YAML::Node& to = rules[i]["to"];
-        CheckKeys(to, p + ".to", {"methods", "paths"});
+        CheckKeys(to, p + ".to", {"methods", "paths", "headers"});
         if (to["methods"]) r.methods = StringList(to["methods"], p + ".to.methods");
         if (to["paths"]) r.paths = StringList(to["paths"], p + ".to.paths");
         for (size_t j = 0; j < r.paths.size(); ++j) {
           if (r.paths[j].empty() || r.paths[j][0] != '/')
             Fail(At(p + ".to.paths", j), "paths start with '/'");
+        }
+        if (to["headers"]) {
+          const std::string hp = p + ".to.headers";
+          if (!to["headers"].IsMap()) Fail(hp, "expected a mapping of header name to value");
+          for (const auto& kv : to["headers"]) {
+            std::string name = kv.first.Scalar();
+            if (name.empty() || !kv.second.IsScalar())
+              Fail(hp + "." + name, "expected a header name and a value (exact, prefix*, or *)");
+            for (auto& ch : name) ch = AsciiLower(ch);
+            r.headers.push_back({name, kv.second.Scalar()});
+          }
         }
       }
       out.rules.push_back(std::move(r));
@@ -305,11 +320,12 @@ std::string ToJson(const Manifest& m) {
     }
   } else if (const auto* ap = std::get_if<AuthorizationPolicySpec>(&m.spec)) {
     s["service"] = ap->service;
-    s["default"] = ap->default_action;
+    if (!ap->default_action.empty()) s["default"] = ap->default_action;
     s["rules"] = json::array();
     for (const auto& r : ap->rules) {
       json jr{{"action", r.action}, {"from", r.from}};
       jr["to"] = {{"methods", r.methods}, {"paths", r.paths}};
+      for (const auto& h : r.headers) jr["to"]["headers"][h.name] = h.value;
       s["rules"].push_back(jr);
     }
   }

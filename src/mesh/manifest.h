@@ -66,14 +66,15 @@ struct RouteSpec {
 
 struct AuthorizationRule {
   std::string action;             // allow | deny
-  std::vector<std::string> from;  // SPIFFE IDs, "prefix*" or "*"
+  std::vector<std::string> from;  // SPIFFE IDs, "prefix*" or "*"; empty: any caller
   std::vector<std::string> methods;
-  std::vector<std::string> paths;  // exact, or prefix ending in '*'
+  std::vector<std::string> paths;    // exact, or prefix ending in '*'
+  std::vector<HeaderMatch> headers;  // value exact, "prefix*", or "*" (present)
 };
 
 struct AuthorizationPolicySpec {
-  std::string service;
-  std::string default_action = "allow";  // allow | deny
+  std::string service;         // a service, or "*": every service in the mesh
+  std::string default_action;  // allow | deny | "" (not set: the mesh-wide one, else allow)
   std::vector<AuthorizationRule> rules;
 };
 

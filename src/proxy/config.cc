@@ -346,6 +346,17 @@ std::optional<SocketAddress> ParseSocketAddress(const std::string& s, std::strin
   return a;
 }
 
+const char* MeshTlsModeName(MeshTlsMode m) {
+  switch (m) {
+    case MeshTlsMode::kStrict:
+      return "strict";
+    case MeshTlsMode::kPermissive:
+      return "permissive";
+    default:
+      return "off";
+  }
+}
+
 const char* LbPolicyName(LbPolicy p) {
   switch (p) {
     case LbPolicy::kRoundRobin:
@@ -452,6 +463,7 @@ std::string ConfigToJson(const ProxyConfig& c) {
                     {"max_headers", l.limits.max_headers},
                     {"max_request_body", l.max_request_body_bytes}};
     if (!l.access_log.path.empty()) jl["access_log"] = l.access_log.path;
+    if (l.mtls != MeshTlsMode::kOff) jl["mtls"] = MeshTlsModeName(l.mtls);
     if (l.protocol == Protocol::kTcp) {
       jl["cluster"] = l.cluster;
     } else {
@@ -479,9 +491,12 @@ std::string ConfigToJson(const ProxyConfig& c) {
             {"lb", LbPolicyName(cl.lb)},
             {"connect_timeout_ms", cl.connect_timeout_ms},
             {"max_idle_per_endpoint", cl.max_idle_per_endpoint}};
+    if (!cl.peer_id.empty()) jc["peer_id"] = cl.peer_id;
     jc["endpoints"] = json::array();
     for (const auto& e : cl.endpoints) {
-      jc["endpoints"].push_back({{"address", e.address.text}, {"weight", e.weight}});
+      json je{{"address", e.address.text}, {"weight", e.weight}};
+      if (e.mtls) je["mtls"] = true;
+      jc["endpoints"].push_back(je);
     }
     j["clusters"].push_back(jc);
   }

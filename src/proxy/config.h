@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "http/http1/parser.h"
+#include "proxy/authz.h"
 
 namespace weft::proxy {
 
@@ -28,6 +29,10 @@ struct SocketAddress {
 std::optional<SocketAddress> ParseSocketAddress(const std::string& s, std::string* why);
 
 enum class Protocol : uint8_t { kHttp, kTcp };
+// Mesh TLS on an inbound listener: off (plain), strict (mTLS only), or
+// permissive (mTLS, and plaintext for clients not yet in the mesh).
+enum class MeshTlsMode : uint8_t { kOff, kStrict, kPermissive };
+const char* MeshTlsModeName(MeshTlsMode m);
 enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom };
 const char* LbPolicyName(LbPolicy p);
 
@@ -66,6 +71,8 @@ struct ListenerConfig {
   std::string cluster;              // tcp
   size_t cluster_index = 0;
   AccessLogConfig access_log;
+  MeshTlsMode mtls = MeshTlsMode::kOff;
+  std::shared_ptr<const authz::Policies> authz;  // inbound: null when no policy applies
   http1::Limits limits;
   uint64_t max_connections = 10000;        // per worker
   uint64_t max_request_body_bytes = 0;     // 0: unlimited (streamed)
@@ -77,6 +84,7 @@ struct ListenerConfig {
 struct Endpoint {
   SocketAddress address;
   uint32_t weight = 1;
+  bool mtls = false;  // a sidecar: connect with mesh TLS
 };
 
 struct ClusterConfig {
@@ -84,6 +92,7 @@ struct ClusterConfig {
   LbPolicy lb = LbPolicy::kRoundRobin;
   int64_t connect_timeout_ms = 1000;
   uint32_t max_idle_per_endpoint = 64;  // per worker
+  std::string peer_id;  // mesh TLS: the SPIFFE ID its endpoints must present
   std::vector<Endpoint> endpoints;
 };
 

@@ -3,6 +3,7 @@
 // answered in order). Bodies stream through bounded buffers in both
 // directions; nothing is ever buffered whole.
 #include <fmt/format.h>
+#include <openssl/ssl.h>
 
 #include "base/log.h"
 #include "base/strings.h"
@@ -35,6 +36,8 @@ Reject RejectFor(int status) {
       return Reject::kHeadersTooLarge;
     case 404:
       return Reject::kNoRoute;
+    case 403:
+      return Reject::kDenied;
     case 405:
     case 501:
     case 505:
@@ -111,7 +114,7 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
     w_->ConnectionOpened();
     ++listener_->active;
     asio::error_code ec;
-    tcp::endpoint peer = down_.remote_endpoint(ec);
+    tcp::endpoint peer = down_.socket().remote_endpoint(ec);
     if (!ec) {
       client_ip_ = peer.address().to_string();
       client_addr_ = fmt::format("{}:{}", client_ip_, peer.port());
@@ -128,9 +131,8 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
   asio::awaitable<void> Run();
   void OnDeadline() override {
     timed_out_ = true;
-    asio::error_code ec;
-    down_.cancel(ec);
-    if (up_) up_->sock.cancel(ec);
+    down_.Cancel();
+    if (up_) up_->stream.Cancel();
   }
 
  private:
@@ -151,7 +153,7 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
   asio::awaitable<bool> Connect(const Ctx& c, ClusterRuntime& cr, size_t ep, std::string* err);
   void BuildUpstreamHead(const Ctx& c, const SocketAddress& ep);
   void BuildResponseHead(const Head& resp, bool chunked_out, bool close);
-  asio::awaitable<int> PumpBody(tcp::socket& src, io::Buffer& sbuf, tcp::socket& dst,
+  asio::awaitable<int> PumpBody(io::Stream& src, io::Buffer& sbuf, io::Stream& dst,
                                 std::string_view prefix, Framing framing, uint64_t length,
                                 bool chunk_out, uint64_t limit, uint64_t* moved,
                                 std::array<Counter*, 2> in_ctr, std::array<Counter*, 2> out_ctr,
@@ -170,7 +172,7 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
 
   Worker* const w_;
   const std::shared_ptr<ListenerRuntime> listener_;
-  tcp::socket down_;
+  io::Stream down_;
   io::Buffer in_;      // downstream bytes not yet consumed
   io::Buffer up_buf_;  // upstream bytes not yet consumed
   Head req_;
@@ -187,6 +189,8 @@ class HttpSession : public Deadline, public std::enable_shared_from_this<HttpSes
   std::unique_ptr<UpstreamConn> up_;
   std::shared_ptr<ClusterRuntime> cluster_;
   ListenerStats* ls_ = nullptr;  // for cx_active of the listener that accepted us
+  std::string peer_;             // the caller's verified SPIFFE ID (mesh TLS), else ""
+  SourceStats* source_stats_ = nullptr;
   bool timed_out_ = false;
   // Per-request facts for logs.
   int64_t start_ns_ = 0;
@@ -226,10 +230,15 @@ asio::awaitable<void> HttpSession::Run() {
   ls_ = c.ls;
   ls_->cx_total.Inc();
   ls_->cx_active.Inc();
+  if (!co_await AcceptMeshTls(w_, *c.lc, *c.ls, down_, this, &peer_)) {
+    down_.Close();
+    co_return;
+  }
+  if (!peer_.empty() && c.state->snap->registry)
+    source_stats_ = &c.state->snap->registry->Source(c.lc->name, peer_)->at(w_->id());
   co_await Serve(c);
-  asio::error_code ec;
-  down_.shutdown(tcp::socket::shutdown_send, ec);
-  down_.close(ec);
+  down_.ShutdownSend();
+  down_.Close();
 }
 
 asio::awaitable<bool> HttpSession::ReadRequestHead(const Ctx& c) {
@@ -266,8 +275,7 @@ asio::awaitable<bool> HttpSession::ReadRequestHead(const Ctx& c) {
       co_await SendError(c, 431, true);
       co_return false;
     }
-    auto [ec, n] =
-        co_await down_.async_read_some(asio::buffer(in_.write_ptr(), in_.writable()), kNoThrow);
+    auto [ec, n] = co_await down_.ReadSome(in_.write_ptr(), in_.writable());
     if (ec) {
       if (timed_out_ && !in_.empty()) {
         err_body_ = "request header read timeout";
@@ -299,10 +307,11 @@ asio::awaitable<void> HttpSession::SendError(const Ctx& c, int status, bool clos
   head_out_ += body;
   head_out_ += '\n';
   SetDeadline(c.lc->idle_timeout_ms);
-  auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
+  auto [ec, n] = co_await down_.Write(head_out_.data(), head_out_.size());
   c.ls->bytes_out.Inc(n);
   int64_t us = start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0;
   c.ls->http.Record(status, us);
+  if (source_stats_) source_stats_->http.Record(status, us);
   LogAccess(c, status, "LR");
 }
 
@@ -328,6 +337,10 @@ void HttpSession::BuildUpstreamHead(const Ctx& c, const SocketAddress& ep) {
       case 17:
         if (IEquals(n, "x-forwarded-proto")) continue;
         break;
+      case 23:
+        // Only this proxy vouches for a caller's identity on a mesh port.
+        if (c.lc->mtls != MeshTlsMode::kOff && IEquals(n, "x-forwarded-client-cert")) continue;
+        break;
       case 12:
         if (IEquals(n, "x-request-id")) continue;
         break;
@@ -350,8 +363,14 @@ void HttpSession::BuildUpstreamHead(const Ctx& c, const SocketAddress& ep) {
   head_out_.append("x-forwarded-for: "sv);
   if (!req_.x_forwarded_for.empty()) head_out_.append(req_.x_forwarded_for).append(", "sv);
   head_out_.append(client_ip_).append("\r\nx-forwarded-proto: http\r\nx-request-id: "sv);
-  head_out_.append(request_id_).append("\r\n\r\n"sv);
-  (void)c;
+  head_out_.append(request_id_).append("\r\n"sv);
+  if (!peer_.empty()) {
+    // The verified caller, for the application (Envoy's XFCC shape).
+    head_out_.append("x-forwarded-client-cert: By="sv);
+    if (const auto& tls = w_->tls()) head_out_.append(tls->identity().spiffe_id);
+    head_out_.append(";URI="sv).append(peer_).append("\r\n"sv);
+  }
+  head_out_.append("\r\n"sv);
 }
 
 void HttpSession::BuildResponseHead(const Head& resp, bool chunked_out, bool close) {
@@ -403,7 +422,7 @@ asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, siz
   timed_out_ = false;
   SetDeadline(cr.cfg.connect_timeout_ms);
   up_ = std::move(conn);  // so that OnDeadline can cancel it
-  auto [ec] = co_await up_->sock.async_connect(ToEndpoint(addr), kNoThrow);
+  auto [ec] = co_await up_->stream.socket().async_connect(ToEndpoint(addr), kNoThrow);
   deadline_ms = kNever;
   if (ec) {
     *err = fmt::format("upstream connect error: {}: {}", addr.text,
@@ -414,7 +433,20 @@ asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, siz
     co_return false;
   }
   asio::error_code ignored;
-  up_->sock.set_option(tcp::no_delay(true), ignored);
+  up_->stream.socket().set_option(tcp::no_delay(true), ignored);
+  if (cr.cfg.endpoints[ep].mtls) {
+    timed_out_ = false;
+    if (!co_await ConnectMeshTls(w_, cr.cfg, ep, kAlpnHttp1, *up_, this, err)) {
+      if (timed_out_) *err += " (connect timeout)";
+      cr.stats->tls_fail.Inc();
+      cr.stats->cx_connect_fail.Inc();
+      LOG_WARN("listener {}: {}", c.lc->name, *err);
+      up_.reset();
+      co_return false;
+    }
+    cr.stats->tls_handshakes.Inc();
+    if (SSL_session_reused(up_->stream.ssl())) cr.stats->tls_resumed.Inc();
+  }
   cr.stats->cx_total.Inc();
   cr.stats->cx_active.Inc();
   cr.active[ep]++;
@@ -423,7 +455,7 @@ asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, siz
 
 // Moves one message body from src to dst. Returns 0 on success, or: 1 the
 // source failed, 2 the destination failed, 400/413/502 framing and limits.
-asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, tcp::socket& dst,
+asio::awaitable<int> HttpSession::PumpBody(io::Stream& src, io::Buffer& sbuf, io::Stream& dst,
                                            std::string_view prefix, Framing framing,
                                            uint64_t length, bool chunk_out, uint64_t limit,
                                            uint64_t* moved, std::array<Counter*, 2> in_ctr,
@@ -496,7 +528,7 @@ asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, t
     if (limit && *moved > limit) co_return 413;
     if (!gather_.empty()) {
       SetDeadline(idle_ms);
-      auto [ec, n] = co_await asio::async_write(dst, gather_, kNoThrow);
+      auto [ec, n] = co_await dst.Write(gather_);
       if (ec) co_return 2;
       for (Counter* ctr : out_ctr) ctr->Inc(n);
       prefix = {};
@@ -508,12 +540,11 @@ asio::awaitable<int> HttpSession::PumpBody(tcp::socket& src, io::Buffer& sbuf, t
     if (sbuf.writable() < kBodyBuffer / 2 && sbuf.capacity() < kBodyBuffer)
       sbuf.Reserve(kBodyBuffer, kBodyBuffer);
     SetDeadline(idle_ms);
-    auto [ec, n] =
-        co_await src.async_read_some(asio::buffer(sbuf.write_ptr(), sbuf.writable()), kNoThrow);
+    auto [ec, n] = co_await src.ReadSome(sbuf.write_ptr(), sbuf.writable());
     if (ec) {
       if (ec == asio::error::eof && framing == Framing::kUntilClose) {
         if (chunk_out) {
-          auto [wec, wn] = co_await asio::async_write(dst, asio::buffer("0\r\n\r\n", 5), kNoThrow);
+          auto [wec, wn] = co_await dst.Write("0\r\n\r\n", 5);
           if (wec) co_return 2;
           for (Counter* ctr : out_ctr) ctr->Inc(wn);
         }
@@ -557,6 +588,34 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
       err_body_ = "CONNECT is not supported by this listener";
       co_await SendError(c, 405, true);
       co_return;
+    }
+    if (c.lc->authz) {
+      // Authorization: the caller's verified identity and the request,
+      // against the precompiled policies (no allocation when allowed).
+      authz::Request ar;
+      ar.peer = peer_;
+      ar.method = req_.method;
+      ar.path = RequestPath(req_.target);
+      ar.headers = &req_.headers;
+      const authz::Decision d = c.lc->authz->Evaluate(ar);
+      if (d.policy >= 0) {
+        AuthzStats& as = c.state->snap->authz_stats[c.listener_index][static_cast<size_t>(d.policy)]
+                             ->at(w_->id());
+        (d.allow ? as.allow : as.deny).Inc();
+      }
+      if (!d.allow) {
+        const bool can_continue = req_.framing == Framing::kNone && client_keep_alive;
+        err_body_ = fmt::format(
+            "denied by AuthorizationPolicy {}{}",
+            d.policy >= 0 ? c.lc->authz->names()[static_cast<size_t>(d.policy)] : "-",
+            d.by_default ? " (default: deny)" : "");
+        LOG_INFO("listener {}: {} {} from {}: {}", c.lc->name, method_copy_,
+                 RequestPath(req_.target), peer_.empty() ? client_addr_ : peer_, err_body_);
+        in_.Consume(head_bytes);
+        co_await SendError(c, 403, !can_continue);
+        if (!can_continue) co_return;
+        continue;
+      }
     }
     const RouteConfig* route = MatchRoute(c.lc->routes, req_);
     if (route == nullptr) {
@@ -630,8 +689,7 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
         up_ = std::move(pool.back());
         pool.pop_back();
         if (up_->watching) {
-          asio::error_code ignored;
-          up_->sock.cancel(ignored);
+          up_->stream.Cancel();
           up_->watching = false;
         }
         up_->reused = true;
@@ -651,15 +709,14 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
         if (req_.expect_continue && req_.framing != Framing::kNone && in_.size() == head_bytes &&
             client_minor >= 1) {
           // The client waits for a go-ahead before its body; the upstream is ready.
-          auto [ec, n] = co_await asio::async_write(
-              down_, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25), kNoThrow);
+          auto [ec, n] = co_await down_.Write("HTTP/1.1 100 Continue\r\n\r\n", 25);
           if (ec) co_return;
           c.ls->bytes_out.Inc(n);
         }
         in_.Consume(head_bytes);
         head_consumed = true;
       }
-      int r = co_await PumpBody(down_, in_, up_->sock, head_out_, req_.framing, req_.content_length,
+      int r = co_await PumpBody(down_, in_, up_->stream, head_out_, req_.framing, req_.content_length,
                                 req_.framing == Framing::kChunked, body_limit, &rq_bytes_,
                                 {&c.ls->bytes_in, &c.ls->bytes_in},
                                 {&cr.stats->bytes_in, &cr.stats->bytes_in}, c.lc->idle_timeout_ms);
@@ -707,7 +764,7 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
           if (resp_.status >= 100 && resp_.status < 200 && resp_.status != 101) {
             if (client_minor >= 1) {
               BuildResponseHead(resp_, false, false);
-              auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
+              auto [ec, n] = co_await down_.Write(head_out_.data(), head_out_.size());
               if (ec) {
                 DropUpstream();
                 co_return;
@@ -737,8 +794,7 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
           co_await SendError(c, 502, true);
           co_return;
         }
-        auto [ec, n] = co_await up_->sock.async_read_some(
-            asio::buffer(up_buf_.write_ptr(), up_buf_.writable()), kNoThrow);
+        auto [ec, n] = co_await up_->stream.ReadSome(up_buf_.write_ptr(), up_buf_.writable());
         if (!ec) {
           got_bytes = true;
           up_buf_.Commit(n);
@@ -790,14 +846,14 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
     if (status_code == 101 && upgrade_requested) {
       BuildResponseHead(resp_, false, false);
       up_buf_.Consume(resp_.head_bytes);
-      auto [ec, n] = co_await asio::async_write(down_, asio::buffer(head_out_), kNoThrow);
+      auto [ec, n] = co_await down_.Write(head_out_.data(), head_out_.size());
       if (!ec) {
         c.ls->bytes_out.Inc(n);
         c.ls->http.Record(101, upstream_ns_ / 1000);
         rs.http.Record(101, upstream_ns_ / 1000);
         cr.stats->http.Record(101, upstream_ns_ / 1000);
         LogAccess(c, 101, "-");
-        co_await Tunnel(down_, up_->sock, std::string_view(in_.data(), in_.size()),
+        co_await Tunnel(down_, up_->stream, std::string_view(in_.data(), in_.size()),
                         std::string_view(up_buf_.data(), up_buf_.size()), this,
                         c.lc->idle_timeout_ms, {&c.ls->bytes_in, &cr.stats->bytes_in},
                         {&cr.stats->bytes_out, &c.ls->bytes_out});
@@ -820,13 +876,14 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
     BuildResponseHead(resp_, chunk_out, close);
     up_buf_.Consume(resp_.head_bytes);
     int r =
-        co_await PumpBody(up_->sock, up_buf_, down_, head_out_, rf, resp_.content_length, chunk_out,
+        co_await PumpBody(up_->stream, up_buf_, down_, head_out_, rf, resp_.content_length, chunk_out,
                           0, &rs_bytes_, {&cr.stats->bytes_out, &cr.stats->bytes_out},
                           {&c.ls->bytes_out, &c.ls->bytes_out}, c.lc->idle_timeout_ms);
     const int64_t us = (MonoNanos() - start_ns_) / 1000;
     c.ls->http.Record(status, us);
     rs.http.Record(status, us);
     cr.stats->http.Record(status, us);
+    if (source_stats_) source_stats_->http.Record(status, us);
     if (r == 0 && upstream_reusable && up_buf_.empty()) {
       cr.active[up_->endpoint]--;
       up_->reused = false;
@@ -869,6 +926,8 @@ void HttpSession::LogAccess(const Ctx& c, int status, std::string_view flags) {
                  status, rq_bytes_, rs_bytes_, start_ns_ ? (MonoNanos() - start_ns_) / 1e6 : 0.0,
                  upstream_ns_ / 1e6);
   AppendJsonEscaped(&line, upstream_addr_);
+  line += "\",\"peer\":\"";
+  AppendJsonEscaped(&line, peer_);
   line += "\",\"request_id\":\"";
   AppendJsonEscaped(&line, request_id_);
   line += "\",\"flags\":\"";

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "base/strings.h"
 #include "base/time.h"
+#include "identity/cert_manager.h"
 #include "io/buffer.h"
 #include "proxy/config.h"
 #include "proxy/stats.h"
@@ -110,6 +111,13 @@ class Proxy {
       snap->access_logs.push_back(sink);
     }
     for (const auto& c : cfg->clusters) snap->cluster_stats.push_back(stats_.Cluster(c.name));
+    for (const auto& l : cfg->listeners) {
+      std::vector<PerWorker<AuthzStats>*> as;
+      if (l.authz)
+        for (const auto& name : l.authz->names()) as.push_back(stats_.Authz(name));
+      snap->authz_stats.push_back(std::move(as));
+    }
+    snap->registry = &stats_;
 
     // Listener sockets: keep those whose name and address are unchanged.
     std::map<std::string, ListenerSockets> next;
@@ -158,9 +166,64 @@ class Proxy {
     gethostname(host, sizeof(host) - 1);
     so.info.set_id(std::string("proxy/") + opts.service + "/" + host + "-" +
                    std::to_string(getpid()));
+    // Without an agent, this proxy makes its own key and asks the servers
+    // for its certificate; behind an agent, the certificate comes with the
+    // stream (the agent made the key on this node).
+    if (opts.server.rfind("unix:", 0) != 0) {
+      std::vector<std::pair<std::string, std::string>> md;
+      if (!opts.join_token.empty()) md.emplace_back("x-weft-join-token", opts.join_token);
+      signer_ = std::make_unique<control::SignClient>(so.servers, md);
+      certs_ = std::make_unique<identity::CertManager>(
+          [this](const std::string& csr, const std::string& ns, const std::string& service)
+              -> Result<identity::Issued> {
+            weft::v1::SignRequest req;
+            req.set_csr_pem(csr);
+            req.set_namespace_(ns);
+            req.set_service(service);
+            auto r = signer_->Sign(req);
+            if (!r.ok()) return r.status();
+            return identity::Issued{r->cert_chain_pem(), r->spiffe_id(), r->root_id(),
+                                    r->not_after_unix()};
+          },
+          [this](const std::string&, const std::string&, const std::string& key_pem,
+                 const identity::Issued& cert) {
+            weft::v1::Secret sec;
+            sec.set_spiffe_id(cert.spiffe_id);
+            sec.set_cert_chain_pem(cert.cert_chain_pem);
+            sec.set_key_pem(key_pem);
+            sec.set_not_after_unix(cert.not_after_unix);
+            sec.set_root_id(cert.root_id);
+            asio::post(io_, [this, sec] {
+              own_secret_ = sec;
+              UpdateIdentity();
+            });
+          });
+      certs_->Want(opts.ns, opts.service);
+      certs_->Start();
+    }
     stream_ = std::make_unique<control::StreamClient>(
         so, [this, base](const control::ResourceMap& state, const weft::v1::StreamResponse& resp) {
           std::string err;
+          weft::v1::Bundle bundle;
+          weft::v1::Secret secret;
+          if (auto b = state.find("bundle/roots"); b != state.end()) bundle = b->second->bundle();
+          if (auto sc = state.find("secret/workload"); sc != state.end())
+            secret = sc->second->secret();
+          // A response that only renews the certificate or the bundle leaves
+          // the config (and the connection pools) as they are.
+          bool identity_only = !resp.full_state() && resp.removed_size() == 0;
+          for (const auto& r : resp.resources())
+            identity_only &= r.type() == "secret" || r.type() == "bundle";
+          if (identity_only && resp.resources_size() > 0 && stream_applied_) {
+            asio::post(io_, [this, bundle, secret] {
+              bundle_ = bundle;
+              if (!certs_) own_secret_ = secret;
+              if (certs_ && !bundle.trust_domain().empty())
+                certs_->SetBundle(bundle.trust_domain(), bundle.active_root_id());
+              UpdateIdentity();
+            });
+            return std::string();
+          }
           auto cfg = ConfigFromResources(*base, state, &err);
           if (!cfg) {
             stats_.config_reload_fail().Inc();
@@ -169,12 +232,17 @@ class Proxy {
           // Install on the main loop; the stream thread waits for the verdict.
           auto done = std::make_shared<std::promise<std::string>>();
           auto verdict = done->get_future();
-          asio::post(io_, [this, cfg, done, version = resp.version_info()] {
+          asio::post(io_, [this, cfg, done, bundle, secret, version = resp.version_info()] {
             std::string e;
             if (draining_) {
               done->set_value("draining");
               return;
             }
+            bundle_ = bundle;
+            if (!certs_) own_secret_ = secret;
+            if (certs_ && !bundle.trust_domain().empty())
+              certs_->SetBundle(bundle.trust_domain(), bundle.active_root_id());
+            UpdateIdentity();
             if (Install(cfg, &e)) {
               stats_.config_reload_ok().Inc();
               // Ready once there is something to serve: an empty snapshot
@@ -190,7 +258,9 @@ class Proxy {
           });
           if (verdict.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
             return std::string("timed out applying the config");
-          return verdict.get();
+          std::string v = verdict.get();
+          stream_applied_ = stream_applied_ || v.empty();
+          return v;
         });
     stream_->Start();
   }
@@ -330,12 +400,14 @@ class Proxy {
       } else {
         std::string_view path = req.target.substr(0, req.target.find('?'));
         if (path == "/ready") {
-          status = draining_ || !have_config_ ? 503 : 200;
+          const bool need_identity = NeedsIdentity() && !identity_;
+          status = draining_ || !have_config_ || need_identity ? 503 : 200;
           body = draining_ ? "draining\n"
-                 : have_config_
-                     ? "ready\n"
-                     : "waiting for configuration from the control plane (no listeners yet: is "
-                       "this sidecar registered?)\n";
+                 : !have_config_
+                     ? "waiting for configuration from the control plane (no listeners yet: is "
+                       "this sidecar registered?)\n"
+                 : need_identity ? "waiting for this workload's certificate (mesh TLS)\n"
+                                 : "ready\n";
         } else if (path == "/stats" || path == "/metrics") {
           type = "text/plain; version=0.0.4";
           body = stats_.RenderPrometheus();
@@ -382,6 +454,38 @@ class Proxy {
   bool draining_ = false;
   bool have_config_ = true;  // false until the control plane's first config
   std::unique_ptr<control::StreamClient> stream_;
+  bool stream_applied_ = false;  // stream thread: a config from the stream is installed
+  // Mesh identity (main loop): the bundle from the stream, the certificate
+  // from the stream (behind an agent) or from certs_ (without one).
+  std::unique_ptr<control::SignClient> signer_;
+  std::unique_ptr<identity::CertManager> certs_;
+  weft::v1::Bundle bundle_;
+  weft::v1::Secret own_secret_;
+  std::shared_ptr<const MeshIdentity> identity_;
+  const std::shared_ptr<const TicketKeys> ticket_keys_ =
+      std::make_shared<const TicketKeys>(TicketKeys::Random());
+
+  void UpdateIdentity() {
+    auto id = IdentityFrom(bundle_, own_secret_);
+    if (!id || (identity_ && identity_->version == id->version &&
+                identity_->roots_pem == id->roots_pem))
+      return;
+    LOG_INFO("workload identity {} in use (certificate valid until {}, {} trusted roots)",
+             id->spiffe_id, id->not_after_unix, id->roots_pem.size());
+    identity_ = id;
+    for (auto& w : workers_) w->SetIdentity(id, ticket_keys_);
+  }
+
+  // Whether the current config speaks mesh TLS anywhere.
+  bool NeedsIdentity() const {
+    if (!snap_) return false;
+    for (const auto& l : snap_->cfg->listeners)
+      if (l.mtls != MeshTlsMode::kOff) return true;
+    for (const auto& c : snap_->cfg->clusters)
+      for (const auto& e : c.endpoints)
+        if (e.mtls) return true;
+    return false;
+  }
 
  public:
   void set_waiting_for_config() { have_config_ = false; }

@@ -16,6 +16,7 @@ struct ProxyOptions {
   std::string ns = "default";
   std::string proxy_id;  // its connect-proxy registration id (optional)
   std::string node;
+  std::string join_token;  // for certificate requests to the servers (not needed behind an agent)
   std::string admin = "127.0.0.1:15000";
   int workers = 0;  // 0: the number of cores
 };

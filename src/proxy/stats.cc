@@ -22,6 +22,14 @@ const char* RejectName(Reject r) {
       return "unsupported";
     case Reject::kConnectionLimit:
       return "connection_limit";
+    case Reject::kTlsHandshake:
+      return "tls_handshake";
+    case Reject::kNoIdentity:
+      return "no_identity";
+    case Reject::kPeerIdentity:
+      return "peer_identity";
+    case Reject::kDenied:
+      return "denied";
     case Reject::kCount:
       break;
   }
@@ -32,6 +40,28 @@ PerWorker<ListenerStats>* StatsRegistry::Listener(const std::string& name) {
   std::lock_guard<std::mutex> l(mu_);
   auto& p = listeners_[name];
   if (!p) p = std::make_unique<PerWorker<ListenerStats>>(workers_);
+  return p.get();
+}
+
+PerWorker<SourceStats>* StatsRegistry::Source(const std::string& listener,
+                                              const std::string& source) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = sources_.find({listener, source});
+  if (it != sources_.end()) return it->second.get();
+  size_t& n = sources_per_listener_[listener];
+  std::pair<std::string, std::string> key{listener, n < kMaxSources ? source : "other"};
+  auto& p = sources_[key];
+  if (!p) {
+    p = std::make_unique<PerWorker<SourceStats>>(workers_);
+    ++n;
+  }
+  return p.get();
+}
+
+PerWorker<AuthzStats>* StatsRegistry::Authz(const std::string& policy) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto& p = authz_[policy];
+  if (!p) p = std::make_unique<PerWorker<AuthzStats>>(workers_);
   return p.get();
 }
 
@@ -162,6 +192,14 @@ std::string StatsRegistry::RenderPrometheus() {
           lb + fmt::format(",reason=\"{}\"", RejectName(static_cast<Reject>(r))),
           Sum(blocks, [r](const ListenerStats& s) -> const Counter& { return s.rejected[r]; }));
     }
+    w.Counter("weft_listener_mtls_handshakes_total", "Inbound mesh TLS handshakes, by kind.",
+              lb + ",kind=\"full\"",
+              sum(&ListenerStats::tls_handshakes) - sum(&ListenerStats::tls_resumed));
+    w.Counter("weft_listener_mtls_handshakes_total", "Inbound mesh TLS handshakes, by kind.",
+              lb + ",kind=\"resumed\"", sum(&ListenerStats::tls_resumed));
+    w.Counter("weft_listener_plaintext_cx_total",
+              "Plaintext connections accepted by a permissive mesh listener.", lb,
+              sum(&ListenerStats::plaintext));
     RenderHttp<ListenerStats>(w, "weft_listener_downstream", lb, blocks,
                               [](const ListenerStats& s) -> const HttpCounters& { return s.http; });
   }
@@ -195,8 +233,28 @@ std::string StatsRegistry::RenderPrometheus() {
             &ClusterStats::bytes_in);
     counter("weft_cluster_upstream_bytes_received_total", "Bytes received from upstreams.",
             &ClusterStats::bytes_out);
+    counter("weft_cluster_upstream_mtls_handshakes_total",
+            "Mesh TLS handshakes with upstream sidecars (resumed included).",
+            &ClusterStats::tls_handshakes);
+    counter("weft_cluster_upstream_mtls_resumed_total", "Mesh TLS handshakes that resumed.",
+            &ClusterStats::tls_resumed);
+    counter("weft_cluster_upstream_mtls_fail_total",
+            "Mesh TLS handshakes that failed or met the wrong peer identity.",
+            &ClusterStats::tls_fail);
     RenderHttp<ClusterStats>(w, "weft_cluster_upstream", lb, blocks,
                              [](const ClusterStats& s) -> const HttpCounters& { return s.http; });
+  }
+  for (const auto& [key, pw] : sources_) {
+    const std::string lb = fmt::format("listener=\"{}\",source=\"{}\"", key.first, key.second);
+    RenderHttp<SourceStats>(w, "weft_inbound", lb, *pw,
+                            [](const SourceStats& s) -> const HttpCounters& { return s.http; });
+  }
+  for (const auto& [name, pw] : authz_) {
+    for (int d = 0; d < 2; ++d) {
+      w.Counter("weft_authz_decisions_total", "Authorization decisions by policy.",
+                fmt::format("policy=\"{}\",decision=\"{}\"", name, d ? "deny" : "allow"),
+                Sum(*pw, [d](const AuthzStats& s) -> const Counter& { return d ? s.deny : s.allow; }));
+    }
   }
   return w.Finish();
 }

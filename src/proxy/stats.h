@@ -58,6 +58,10 @@ enum class Reject : uint8_t {
   kNoRoute,          // 404
   kUnsupported,      // 405/501/505
   kConnectionLimit,  // connection closed at accept: max_connections reached
+  kTlsHandshake,     // mesh TLS handshake failed (plaintext into a strict port, a bad certificate)
+  kNoIdentity,       // mesh TLS needed before this proxy has its certificate
+  kPeerIdentity,     // the peer's certificate names no SPIFFE ID of this trust domain
+  kDenied,           // an authorization policy denied it (403, or a TCP close)
   kCount,
 };
 const char* RejectName(Reject r);
@@ -74,6 +78,7 @@ struct HttpCounters {
 
 struct alignas(64) ListenerStats {
   Counter cx_total, cx_active, bytes_in, bytes_out;
+  Counter tls_handshakes, tls_resumed, plaintext;  // inbound mesh TLS; plaintext: permissive
   std::array<Counter, static_cast<size_t>(Reject::kCount)> rejected;
   HttpCounters http;
   void Rejected(Reject r) { rejected[static_cast<size_t>(r)].Inc(); }
@@ -86,7 +91,18 @@ struct alignas(64) RouteStats {
 struct alignas(64) ClusterStats {
   Counter cx_total, cx_active, cx_connect_fail, cx_reused, rq_retry, rq_timeout, rq_reset;
   Counter bytes_in, bytes_out;  // to / from upstream
+  Counter tls_handshakes, tls_resumed, tls_fail;  // mesh TLS towards sidecars
   HttpCounters http;
+};
+
+// Requests on an inbound listener by the verified identity of the caller.
+struct alignas(64) SourceStats {
+  HttpCounters http;
+};
+
+// Authorization decisions of one policy.
+struct alignas(64) AuthzStats {
+  Counter allow, deny;
 };
 
 // One stat block per name, with one slot per worker. Blocks outlive config
@@ -109,6 +125,11 @@ class StatsRegistry {
   PerWorker<ListenerStats>* Listener(const std::string& name);
   PerWorker<RouteStats>* Route(const std::string& listener, const std::string& route);
   PerWorker<ClusterStats>* Cluster(const std::string& name);
+  // Per caller identity; past kMaxSources identities per listener the rest
+  // share source="other". May be called by workers (once per connection).
+  PerWorker<SourceStats>* Source(const std::string& listener, const std::string& source);
+  PerWorker<AuthzStats>* Authz(const std::string& policy);
+  static constexpr size_t kMaxSources = 1000;
 
   Counter& config_reload_ok() { return reload_ok_; }
   Counter& config_reload_fail() { return reload_fail_; }
@@ -122,6 +143,9 @@ class StatsRegistry {
   std::map<std::string, std::unique_ptr<PerWorker<ListenerStats>>> listeners_;  // guarded by mu_
   std::map<std::pair<std::string, std::string>, std::unique_ptr<PerWorker<RouteStats>>> routes_;
   std::map<std::string, std::unique_ptr<PerWorker<ClusterStats>>> clusters_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<PerWorker<SourceStats>>> sources_;
+  std::map<std::string, size_t> sources_per_listener_;
+  std::map<std::string, std::unique_ptr<PerWorker<AuthzStats>>> authz_;
   Counter reload_ok_, reload_fail_;
 };
 

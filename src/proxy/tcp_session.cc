@@ -4,6 +4,8 @@
 
 #include <asio/experimental/awaitable_operators.hpp>
 
+#include <openssl/ssl.h>
+
 #include "base/log.h"
 #include "base/time.h"
 #include "proxy/worker.h"
@@ -30,9 +32,8 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     if (cluster_ && connected_) cluster_->active[endpoint_]--;
   }
   void OnDeadline() override {
-    asio::error_code ec;
-    down_.cancel(ec);
-    up_.cancel(ec);
+    down_.Cancel();
+    up_.stream.Cancel();
     timed_out_ = true;
   }
 
@@ -44,6 +45,31 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     ls_ = &st->snap->listener_stats[listener_->index]->at(w_->id());
     ls_->cx_total.Inc();
     ls_->cx_active.Inc();
+    std::string peer;
+    if (!co_await AcceptMeshTls(w_, lc, *ls_, down_, this, &peer)) {
+      down_.Close();
+      co_return;
+    }
+    if (lc.authz) {
+      // TCP: decided once, before any byte is forwarded; a denial closes.
+      authz::Request ar;
+      ar.peer = peer;
+      ar.tcp = true;
+      const authz::Decision d = lc.authz->Evaluate(ar);
+      if (d.policy >= 0) {
+        AuthzStats& as = st->snap->authz_stats[listener_->index][d.policy]->at(w_->id());
+        (d.allow ? as.allow : as.deny).Inc();
+      }
+      if (!d.allow) {
+        ls_->Rejected(Reject::kDenied);
+        LOG_INFO("listener {}: connection from {} denied by AuthorizationPolicy {}{}", lc.name,
+                 peer.empty() ? "a plaintext client" : peer,
+                 d.policy >= 0 ? lc.authz->names()[d.policy] : "-",
+                 d.by_default ? " (default: deny)" : "");
+        down_.Close();
+        co_return;
+      }
+    }
     cluster_ = st->clusters[lc.cluster_index];
     cs_ = cluster_->stats;
     long exclude = -1;
@@ -58,14 +84,24 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
       const SocketAddress& addr = cluster_->cfg.endpoints[ep].address;
       timed_out_ = false;
       deadline_ms = MonoMillis() + cluster_->cfg.connect_timeout_ms;
-      auto [ec] = co_await up_.async_connect(ToEndpoint(addr), kNoThrow);
+      auto [ec] = co_await up_.stream.socket().async_connect(ToEndpoint(addr), kNoThrow);
       deadline_ms = kNever;
-      if (ec) {
+      std::string err;
+      if (!ec && cluster_->cfg.endpoints[ep].mtls) {
+        asio::error_code ignored;
+        up_.stream.socket().set_option(tcp::no_delay(true), ignored);
+        if (!co_await ConnectMeshTls(w_, cluster_->cfg, ep, kAlpnTcp, up_, this, &err)) {
+          cs_->tls_fail.Inc();
+        } else {
+          cs_->tls_handshakes.Inc();
+          if (SSL_session_reused(up_.stream.ssl())) cs_->tls_resumed.Inc();
+        }
+      }
+      if (ec || !err.empty()) {
         cs_->cx_connect_fail.Inc();
         LOG_WARN("listener {}: upstream connect error: {}: {}", lc.name, addr.text,
-                 timed_out_ ? "connect timeout" : ec.message());
-        asio::error_code ignored;
-        up_.close(ignored);
+                 !err.empty() ? err : (timed_out_ ? "connect timeout" : ec.message()));
+        up_.stream.Close();
         if (cluster_->cfg.endpoints.size() > 1 && attempt == 0)
           cs_->rq_retry.Inc();
         else
@@ -80,21 +116,20 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     }
     if (connected_) {
       asio::error_code ignored;
-      up_.set_option(tcp::no_delay(true), ignored);
-      co_await Tunnel(down_, up_, {}, {}, this, lc.idle_timeout_ms,
+      up_.stream.socket().set_option(tcp::no_delay(true), ignored);
+      co_await Tunnel(down_, up_.stream, {}, {}, this, lc.idle_timeout_ms,
                       {&ls_->bytes_in, &cs_->bytes_in}, {&cs_->bytes_out, &ls_->bytes_out});
       if (timed_out_) LOG_DEBUG("listener {}: idle timeout", lc.name);
     }
-    asio::error_code ignored;
-    down_.close(ignored);
-    up_.close(ignored);
+    down_.Close();
+    up_.stream.Close();
   }
 
  private:
   Worker* const w_;
   const std::shared_ptr<ListenerRuntime> listener_;
-  tcp::socket down_;
-  tcp::socket up_;
+  io::Stream down_;
+  UpstreamConn up_;
   std::shared_ptr<ClusterRuntime> cluster_;
   ListenerStats* ls_ = nullptr;
   ClusterStats* cs_ = nullptr;
@@ -105,40 +140,37 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
 
 // One direction of a tunnel. On EOF from `from`, shuts down `to`'s sending
 // side (the half-close travels on); on an error, ends both directions.
-asio::awaitable<void> CopyOneWay(tcp::socket& from, tcp::socket& to, std::string_view pending,
+asio::awaitable<void> CopyOneWay(io::Stream& from, io::Stream& to, std::string_view pending,
                                  Deadline* dl, int64_t idle_ms, std::array<Counter*, 2> ctr) {
-  asio::error_code ec;
+  auto abort_both = [&] {
+    from.ShutdownBoth();
+    to.ShutdownBoth();
+    from.Cancel();
+    to.Cancel();
+  };
   if (!pending.empty()) {
-    auto [wec, n] =
-        co_await asio::async_write(to, asio::buffer(pending.data(), pending.size()), kNoThrow);
+    auto [wec, n] = co_await to.Write(pending.data(), pending.size());
     if (wec) {
-      from.shutdown(tcp::socket::shutdown_both, ec);
-      to.shutdown(tcp::socket::shutdown_both, ec);
+      abort_both();
       co_return;
     }
     for (Counter* c : ctr) c->Inc(n);
   }
   std::unique_ptr<char[]> buf(new char[kTunnelBuffer]);
   for (;;) {
-    auto [rec, n] = co_await from.async_read_some(asio::buffer(buf.get(), kTunnelBuffer), kNoThrow);
+    auto [rec, n] = co_await from.ReadSome(buf.get(), kTunnelBuffer);
     if (rec) {
       if (rec == asio::error::eof) {
-        to.shutdown(tcp::socket::shutdown_send, ec);
+        to.ShutdownSend();
       } else {
-        from.shutdown(tcp::socket::shutdown_both, ec);
-        to.shutdown(tcp::socket::shutdown_both, ec);
-        from.cancel(ec);
-        to.cancel(ec);
+        abort_both();
       }
       co_return;
     }
     dl->deadline_ms = MonoMillis() + idle_ms;
-    auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.get(), n), kNoThrow);
+    auto [wec, wn] = co_await to.Write(buf.get(), n);
     if (wec) {
-      from.shutdown(tcp::socket::shutdown_both, ec);
-      to.shutdown(tcp::socket::shutdown_both, ec);
-      from.cancel(ec);
-      to.cancel(ec);
+      abort_both();
       co_return;
     }
     for (Counter* c : ctr) c->Inc(wn);
@@ -147,7 +179,7 @@ asio::awaitable<void> CopyOneWay(tcp::socket& from, tcp::socket& to, std::string
 
 }  // namespace
 
-asio::awaitable<void> Tunnel(tcp::socket& a, tcp::socket& b, std::string_view a_pending,
+asio::awaitable<void> Tunnel(io::Stream& a, io::Stream& b, std::string_view a_pending,
                              std::string_view b_pending, Deadline* dl, int64_t idle_ms,
                              std::array<Counter*, 2> a_to_b, std::array<Counter*, 2> b_to_a) {
   using namespace asio::experimental::awaitable_operators;

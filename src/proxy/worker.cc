@@ -280,6 +280,50 @@ void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c,
   pool.push_back(std::move(conn));
 }
 
+void Worker::DropIdle(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw) {
+  auto cr = weak.lock();
+  if (!cr) return;
+  auto& p = cr->idle[raw->endpoint];
+  for (auto it = p.begin(); it != p.end(); ++it) {
+    if (it->get() == raw) {
+      cr->stats->cx_active.Dec();
+      p.erase(it);
+      return;
+    }
+  }
+}
+
+void Worker::WatchIdleTls(std::weak_ptr<ClusterRuntime> weak, UpstreamConn* raw) {
+  raw->stream.socket().async_wait(tcp::socket::wait_read,
+                                  [weak, raw](const asio::error_code& ec) {
+                                    if (ec == asio::error::operation_aborted) return;
+                                    // A session ticket or key update keeps it; a
+                                    // close or stray data drops it.
+                                    if (!ec && weak.lock() && raw->stream.IdleReadable()) {
+                                      WatchIdleTls(weak, raw);
+                                      return;
+                                    }
+                                    DropIdle(weak, raw);
+                                  });
+}
+
+void Worker::SetIdentity(std::shared_ptr<const MeshIdentity> id,
+                         std::shared_ptr<const TicketKeys> keys) {
+  asio::post(io_, [this, id = std::move(id), keys = std::move(keys)] {
+    if (!id) {
+      tls_.reset();
+      return;
+    }
+    std::string err;
+    auto t = TlsContexts::Build(*id, *keys, &err);
+    if (!t) {
+      LOG_ERROR("worker {}: workload identity {} not usable: {}", id_, id->spiffe_id, err);
+      return;  // keep the previous one
+    }
+    tls_ = std::move(t);
+  });
+}
+
 void Worker::WatchIdle() {
   if (!state_) return;
   for (const auto& c : state_->clusters) {
@@ -292,21 +336,17 @@ void Worker::WatchIdle() {
         // drop it from the pool so no request is sent down a dead one. A
         // read, not a wait: Asio re-arms epoll for every wait.
         UpstreamConn* raw = conn.get();
-        raw->sock.async_read_some(asio::buffer(&raw->watch_byte, 1),
-                                  [weak, raw](const asio::error_code& ec, size_t) {
-                                    if (ec == asio::error::operation_aborted)
-                                      return;  // taken from the pool, or closed
-                                    auto cr = weak.lock();
-                                    if (!cr) return;
-                                    auto& p = cr->idle[raw->endpoint];
-                                    for (auto it = p.begin(); it != p.end(); ++it) {
-                                      if (it->get() == raw) {
-                                        cr->stats->cx_active.Dec();
-                                        p.erase(it);
-                                        return;
-                                      }
-                                    }
-                                  });
+        if (raw->stream.tls()) {
+          // TLS: the bytes are OpenSSL's to read. Wait, then let it look.
+          WatchIdleTls(weak, raw);
+          continue;
+        }
+        raw->stream.socket().async_read_some(asio::buffer(&raw->watch_byte, 1),
+                                             [weak, raw](const asio::error_code& ec, size_t) {
+                                               if (ec == asio::error::operation_aborted)
+                                                 return;  // taken from the pool, or closed
+                                               DropIdle(weak, raw);
+                                             });
       }
     }
   }

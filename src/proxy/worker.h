@@ -14,8 +14,10 @@
 #include <vector>
 
 #include "base/random.h"
+#include "io/stream.h"
 #include "proxy/config.h"
 #include "proxy/stats.h"
+#include "proxy/tls.h"
 #include "proxy/upstream/load_balancer.h"
 
 namespace weft::proxy {
@@ -38,6 +40,8 @@ struct Snapshot {
   std::vector<std::vector<PerWorker<RouteStats>*>> route_stats;  // by listener, route
   std::vector<PerWorker<ClusterStats>*> cluster_stats;           // by cluster
   std::vector<std::shared_ptr<AccessLogSink>> access_logs;       // by listener; null: off
+  std::vector<std::vector<PerWorker<AuthzStats>*>> authz_stats;  // by listener, policy
+  StatsRegistry* registry = nullptr;                             // per-source blocks on demand
 };
 
 // Sockets of one listener, one per worker (SO_REUSEPORT), created by the main
@@ -49,8 +53,9 @@ struct ListenerSockets {
 };
 
 struct UpstreamConn {
-  explicit UpstreamConn(asio::io_context& io) : sock(io) {}
-  tcp::socket sock;
+  explicit UpstreamConn(asio::io_context& io) : stream(io) {}
+  io::Stream stream;
+  std::shared_ptr<TlsContexts> tls;  // mesh TLS: the contexts its SSL came from
   size_t endpoint = 0;
   bool reused = false;
   bool watching = false;  // an idle-watch read is pending (pooled for over a tick)
@@ -116,6 +121,9 @@ class Worker {
   // Thread-safe: hands the worker a new snapshot and its listener sockets.
   // `fds` maps listener name -> (fd for this worker, reused-from-before flag).
   void Apply(std::shared_ptr<const Snapshot> snap, std::map<std::string, std::pair<int, bool>> fds);
+  // Thread-safe: the workload identity for mesh TLS (certificate, key,
+  // bundle). Connections already open keep the identity they started with.
+  void SetIdentity(std::shared_ptr<const MeshIdentity> id, std::shared_ptr<const TicketKeys> keys);
   // Thread-safe: stop accepting; end busy connections after their current
   // request and idle ones after `idle_grace_ms` unless they send one more.
   void BeginDrain(int64_t idle_grace_ms);
@@ -125,6 +133,8 @@ class Worker {
 
   // Worker thread only.
   const std::shared_ptr<WorkerState>& state() const { return state_; }
+  // Mesh TLS contexts for the current identity; null until one arrives.
+  const std::shared_ptr<TlsContexts>& tls() const { return tls_; }
   bool draining() const { return draining_; }
   Rng& rng() { return rng_; }
   void Track(Deadline* d);
@@ -150,6 +160,8 @@ class Worker {
   // Arms the close-watch on pooled upstream connections that have been idle
   // since the last tick.
   void WatchIdle();
+  static void WatchIdleTls(std::weak_ptr<ClusterRuntime> weak, UpstreamConn* raw);
+  static void DropIdle(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw);
 
   // Constant after construction.
   const size_t id_;
@@ -160,6 +172,7 @@ class Worker {
   // Worker thread only.
   asio::steady_timer tick_;
   std::shared_ptr<WorkerState> state_;
+  std::shared_ptr<TlsContexts> tls_;
   std::map<std::string, std::shared_ptr<ListenerRuntime>> listeners_;
   Deadline* deadlines_ = nullptr;  // intrusive list head
   bool draining_ = false;
@@ -172,11 +185,26 @@ class Worker {
 void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
 void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
 
+// Mesh TLS on an accepted connection, as its listener's mode asks: off does
+// nothing; strict runs the server handshake and requires a client
+// certificate chained to the bundle with a SPIFFE ID of our trust domain;
+// permissive does that when the first byte is a TLS handshake and lets
+// plaintext through otherwise. Sets *peer to the client's SPIFFE ID ("" for
+// plaintext). False (counted and logged) when the connection must close.
+asio::awaitable<bool> AcceptMeshTls(Worker* w, const ListenerConfig& lc, ListenerStats& ls,
+                                    io::Stream& s, Deadline* dl, std::string* peer);
+// Mesh TLS towards an upstream endpoint that runs a sidecar: client
+// handshake with our certificate, then the peer must be `expected` (the
+// destination service's SPIFFE ID). False with *err set otherwise.
+asio::awaitable<bool> ConnectMeshTls(Worker* w, const ClusterConfig& cc, size_t ep,
+                                     std::string_view alpn, UpstreamConn& conn, Deadline* dl,
+                                     std::string* err);
+
 // Copies bytes both ways between a and b until both directions end, passing
 // half-closes through. `a_pending` / `b_pending` are bytes already read from
 // a / b that go out first. Counts bytes into each of a_to_b / b_to_a and keeps
 // `dl->deadline_ms` at now + idle_ms while data moves.
-asio::awaitable<void> Tunnel(tcp::socket& a, tcp::socket& b, std::string_view a_pending,
+asio::awaitable<void> Tunnel(io::Stream& a, io::Stream& b, std::string_view a_pending,
                              std::string_view b_pending, Deadline* dl, int64_t idle_ms,
                              std::array<Counter*, 2> a_to_b, std::array<Counter*, 2> b_to_a);
 

@@ -1,6 +1,7 @@
 #include "proxy/xds.h"
 
 #include "base/strings.h"
+#include "mesh/manifest.h"
 
 namespace weft::proxy {
 namespace {
@@ -38,6 +39,18 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     *error = msg;
     return nullptr;
   };
+  std::string trust_domain;
+  if (const pb::Resource* b = find("bundle", "roots")) trust_domain = b->bundle().trust_domain();
+  // Authorization policies, compiled once per config for the inbound side.
+  std::vector<authz::Policies::Input> policies;
+  for (const auto& [key, r] : state) {
+    if (r->type() != "policy") continue;
+    auto m = mesh::FromJson(r->policy().json());
+    if (!m.ok()) return fail("policy " + r->name() + ": " + m.status().message());
+    const auto* spec = std::get_if<mesh::AuthorizationPolicySpec>(&m->spec);
+    if (!spec) return fail("policy " + r->name() + ": not an AuthorizationPolicy");
+    policies.push_back({r->name(), *spec});
+  }
   for (const auto& [key, r] : state) {
     if (r->type() != "cluster") continue;
     const pb::Cluster& c = r->cluster();
@@ -46,6 +59,11 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     if (!ParseLb(c.lb(), &cc.lb))
       return fail("cluster " + c.name() + ": unknown lb \"" + c.lb() + "\"");
     if (c.connect_timeout_ms() > 0) cc.connect_timeout_ms = c.connect_timeout_ms();
+    if (!trust_domain.empty() && !c.service().empty() && c.name() != "local_app") {
+      cc.peer_id = "spiffe://" + trust_domain + "/ns/" +
+                   (c.namespace_().empty() ? std::string("default") : c.namespace_()) + "/sa/" +
+                   c.service();
+    }
     if (const pb::Resource* e = find("endpoints", c.name())) {
       for (const auto& ep : e->endpoints().endpoints()) {
         std::string why;
@@ -55,6 +73,7 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
         Endpoint x;
         x.address = *addr;
         x.weight = std::max<uint32_t>(1, ep.weight());
+        x.mtls = ep.mtls();
         cc.endpoints.push_back(std::move(x));
       }
     }
@@ -71,6 +90,18 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     lc.address = *addr;
     if (l.request_timeout_ms() > 0) lc.request_timeout_ms = l.request_timeout_ms();
     if (l.idle_timeout_ms() > 0) lc.idle_timeout_ms = l.idle_timeout_ms();
+    if (l.mtls() == "strict") {
+      lc.mtls = MeshTlsMode::kStrict;
+    } else if (l.mtls() == "permissive") {
+      lc.mtls = MeshTlsMode::kPermissive;
+    } else if (!l.mtls().empty()) {
+      return fail("listener " + l.name() + ": unknown mtls mode \"" + l.mtls() + "\"");
+    }
+    if (l.direction() == "inbound" && !policies.empty()) {
+      const pb::Resource* local = find("cluster", "local_app");
+      const std::string service = local ? local->cluster().service() : "";
+      lc.authz = authz::Policies::Compile(policies, service);
+    }
     if (l.protocol() == "tcp") {
       lc.protocol = Protocol::kTcp;
       lc.cluster = l.cluster();
@@ -108,6 +139,21 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
   }
   if (!ResolveConfig(cfg.get(), error)) return nullptr;
   return cfg;
+}
+
+std::shared_ptr<const MeshIdentity> IdentityFrom(const pb::Bundle& bundle, const pb::Secret& secret) {
+  if (bundle.roots_pem().empty() || secret.cert_chain_pem().empty() || secret.key_pem().empty())
+    return nullptr;
+  auto id = std::make_shared<MeshIdentity>();
+  id->spiffe_id = secret.spiffe_id();
+  id->trust_domain = bundle.trust_domain();
+  id->cert_chain_pem = secret.cert_chain_pem();
+  id->key_pem = secret.key_pem();
+  id->roots_pem.assign(bundle.roots_pem().begin(), bundle.roots_pem().end());
+  id->not_after_unix = secret.not_after_unix();
+  id->version = secret.root_id() + "/" + std::to_string(secret.not_after_unix()) + "/" +
+                std::to_string(bundle.roots_pem_size());
+  return id;
 }
 
 }  // namespace weft::proxy

@@ -8,6 +8,7 @@
 
 #include "control/stream_client.h"
 #include "proxy/config.h"
+#include "proxy/tls.h"
 
 namespace weft::proxy {
 
@@ -17,5 +18,10 @@ namespace weft::proxy {
 std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
                                                        const control::ResourceMap& state,
                                                        std::string* error);
+
+// The identity material a bundle and a secret make (nullptr when either is
+// incomplete).
+std::shared_ptr<const MeshIdentity> IdentityFrom(const weft::v1::Bundle& bundle,
+                                                 const weft::v1::Secret& secret);
 
 }  // namespace weft::proxy

@@ -299,6 +299,8 @@ class Server(Managed):
         self.url = f"http://{self.http}"
         token_file = os.path.join(self.data_dir, "join-token")
         self.join_token = open(token_file).read() if not self.store and os.path.exists(token_file) else ""
+        if self.join_token:
+            JOIN_TOKENS[self.grpc] = self.join_token
 
     def request(self, method, path, body=None, timeout=40):
         data = body if body is None or isinstance(body, bytes) else (
@@ -352,15 +354,24 @@ def server(weft_bin, tmp_path):
         s.stop()
 
 
+# gRPC address -> join token of the servers tests started, so a sidecar
+# pointed at a server can ask it for its certificate.
+JOIN_TOKENS = {}
+
+
 class MeshProxy(Managed):
     """A `weft proxy --server ... --service NAME` sidecar."""
 
     def __init__(self, weft_bin, grpc, service, tmpdir, extra=()):
         self.log_path = os.path.join(tmpdir, f"proxy-{service}-{time.time_ns()}.log")
         self.stderr = open(self.log_path, "w")
+        env = dict(os.environ)
+        token = next((JOIN_TOKENS[g] for g in grpc.split(",") if g in JOIN_TOKENS), "")
+        if token:
+            env["WEFT_JOIN_TOKEN"] = token
         self.p = subprocess.Popen([weft_bin, "proxy", "--server", grpc, "--service", service,
                                    "--admin", "127.0.0.1:0", "--workers", "2", *extra],
-                                  stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+                                  stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         line = self.p.stdout.readline()
         if not line.startswith("weft proxy listening"):
             self.p.kill()

@@ -93,7 +93,9 @@ def test_proxy_gets_its_config_from_the_server(mesh):
     s, px, up, inbound, (r1, r2, app) = mesh
     seen = {get(up)[1] for _ in range(20)}
     assert seen == {"reviews-1", "reviews-2"}
-    assert get(inbound)[1] == "web-app"
+    # The inbound port speaks mesh TLS only (strict by default): plaintext is refused.
+    with pytest.raises(ConnectionError):
+        get(inbound)
     cfg = px.config()
     assert cfg["source"] == "control plane"
     assert sorted(l["name"] for l in cfg["listeners"]) == ["inbound", "upstream_reviews"]

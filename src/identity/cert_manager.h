@@ -1,0 +1,76 @@
+// Keeps workload certificates fresh: for each workload identity it manages,
+// it makes a private key here, sends a CSR to the CA (through `sign`), hands
+// the key and certificate to `on_cert`, and renews at about half of the
+// certificate's lifetime with jitter (so a fleet issued together does not
+// renew together), sooner when the CA's signing root changes. Failures are
+// retried with jittered exponential backoff; the last good certificate
+// stays in use meanwhile. Runs on its own thread: `sign` may block.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "base/random.h"
+#include "base/status.h"
+
+namespace weft::identity {
+
+struct Issued {
+  std::string cert_chain_pem;
+  std::string spiffe_id;
+  std::string root_id;  // the signing root's fingerprint
+  int64_t not_after_unix = 0;
+};
+
+class CertManager {
+ public:
+  using SignFn = std::function<Result<Issued>(const std::string& csr_pem, const std::string& ns,
+                                              const std::string& service)>;
+  using OnCertFn = std::function<void(const std::string& ns, const std::string& service,
+                                      const std::string& key_pem, const Issued& cert)>;
+
+  CertManager(SignFn sign, OnCertFn on_cert);
+  ~CertManager();
+
+  // Starts managing a workload identity (idempotent).
+  void Want(const std::string& ns, const std::string& service);
+  // The bundle's trust domain and active root: nothing is requested before
+  // the first call; certificates from another root are renewed soon after.
+  void SetBundle(const std::string& trust_domain, const std::string& active_root_id);
+
+  void Start();
+  void Stop();
+
+  uint64_t issued() const;
+  uint64_t failures() const;
+
+  // Renewal point: `now` plus 40-60% of what is left of the lifetime.
+  static int64_t RenewAt(int64_t now_unix_ms, int64_t not_after_unix_ms, Rng& rng);
+
+ private:
+  struct Entry {
+    std::string ns, service;
+    Issued cert;
+    int64_t next_ms = 0;  // wall clock, ms
+    int failures = 0;
+  };
+  void Run();
+
+  const SignFn sign_;
+  const OnCertFn on_cert_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Entry> entries_;  // "ns/service"
+  std::string trust_domain_, active_root_;
+  bool stop_ = false;
+  uint64_t issued_ = 0, failures_ = 0;
+  Rng rng_;
+  std::thread thread_;
+};
+
+}  // namespace weft::identity
