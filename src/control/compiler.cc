@@ -99,12 +99,6 @@ void Compiler::SetBundle(ResourcePtr bundle) {
   if (bundle == bundle_ || (bundle && bundle_ && bundle->version() == bundle_->version())) return;
   bundle_ = std::move(bundle);
   for (auto& [key, e] : entries_) e.dirty = e.full = true;
-  if (bundle_) {
-    catalog_resources_[ResourceKey("bundle", bundle_->name())] = bundle_;
-  } else {
-    std::erase_if(catalog_resources_,
-                  [](const auto& kv) { return kv.first.rfind("bundle/", 0) == 0; });
-  }
 }
 
 void Compiler::SetSecret(const std::string& ns, const std::string& service, ResourcePtr secret) {
@@ -474,7 +468,9 @@ SnapshotPtr Compiler::BuildCatalog() {
     }
     config_dirty_ = false;
   }
-  return Seal(catalog_resources_);
+  std::map<std::string, ResourcePtr> out = catalog_resources_;
+  if (bundle_) out[ResourceKey("bundle", bundle_->name())] = bundle_;
+  return Seal(std::move(out));
 }
 
 }  // namespace weft::control

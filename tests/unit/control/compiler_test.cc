@@ -162,5 +162,95 @@ TEST_F(CompilerTest, CatalogSnapshotPatchesNodes) {
             s->resources.at("node/a")->version());
 }
 
+ResourcePtr Bundle(const std::string& td) {
+  v1::Resource r;
+  r.set_type("bundle");
+  r.set_name("roots");
+  r.mutable_bundle()->set_trust_domain(td);
+  r.mutable_bundle()->add_roots_pem("root");
+  r.set_version(ResourceVersion(r));
+  return std::make_shared<const v1::Resource>(std::move(r));
+}
+
+TEST_F(CompilerTest, BundleReachesProxiesAndCatalogClientsWhateverHappenedBefore) {
+  compiler_.SetBundle(Bundle("weft.local"));
+  // Changes with no catalog client subscribed must not lose the bundle.
+  Register("a", "reviews", "r1", 7001);
+  Changed();
+  Identity agent{"agent", "", "default", ""};
+  SnapshotPtr cat = compiler_.Get(agent);
+  ASSERT_NE(Find(cat, "bundle/roots"), nullptr);
+  EXPECT_EQ(Find(cat, "bundle/roots")->bundle().trust_domain(), "weft.local");
+  Sidecar();
+  SnapshotPtr s = compiler_.Get(web_);
+  ASSERT_NE(Find(s, "bundle/roots"), nullptr);
+  // A new bundle (root rotation) reaches both.
+  compiler_.SetBundle(Bundle("weft.local2"));
+  auto changed = compiler_.TakeChanged();
+  EXPECT_EQ(changed.size(), 2u);
+  EXPECT_EQ(Find(compiler_.Get(web_), "bundle/roots")->bundle().trust_domain(), "weft.local2");
+}
+
+TEST_F(CompilerTest, SecretOnlyInItsOwnServicesSnapshot) {
+  Sidecar();
+  v1::Resource r;
+  r.set_type("secret");
+  r.set_name("workload");
+  r.mutable_secret()->set_spiffe_id("spiffe://weft.local/ns/default/sa/web");
+  r.set_version(ResourceVersion(r));
+  compiler_.Get(web_);
+  compiler_.SetSecret("default", "web", std::make_shared<const v1::Resource>(r));
+  auto changed = compiler_.TakeChanged();
+  ASSERT_EQ(changed.size(), 1u);
+  ASSERT_NE(Find(changed[0].second, "secret/workload"), nullptr);
+  Identity other{"proxy", "reviews", "default", ""};
+  EXPECT_EQ(Find(compiler_.Get(other), "secret/workload"), nullptr);
+}
+
+TEST_F(CompilerTest, InboundIsStrictByDefaultAndEndpointsBehindSidecarsSpeakMtls) {
+  Register("a", "reviews", "r1", 7001);
+  Register("b", "reviews", "r2", 7002);
+  Put("a", json::parse(R"({"Node":"a","Address":"127.0.0.1","Service":{
+      "Service":"reviews-sidecar","ID":"r1-sc","Kind":"connect-proxy","Port":17001,
+      "Proxy":{"DestinationServiceName":"reviews","DestinationServiceID":"r1","LocalServicePort":7001}}})"));
+  Sidecar();
+  SnapshotPtr s = compiler_.Get(web_);
+  EXPECT_EQ(Find(s, "listener/inbound")->listener().mtls(), "strict");
+  const auto& eps = Find(s, "endpoints/reviews")->endpoints().endpoints();
+  ASSERT_EQ(eps.size(), 2);
+  for (const auto& e : eps) EXPECT_EQ(e.mtls(), e.address() == "127.0.0.1:17001") << e.address();
+  Apply("kind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n  mtls: permissive\n");
+  Changed(true);
+  compiler_.TakeChanged();
+  EXPECT_EQ(Find(compiler_.Get(web_), "listener/inbound")->listener().mtls(), "permissive");
+}
+
+TEST_F(CompilerTest, PoliciesForTheServiceAndMeshWideOnes) {
+  Sidecar();
+  Apply(R"(kind: AuthorizationPolicy
+metadata: {name: web}
+spec: {service: web, default: deny}
+---
+kind: AuthorizationPolicy
+metadata: {name: everyone, namespace: ops}
+spec: {service: "*", default: deny}
+---
+kind: AuthorizationPolicy
+metadata: {name: reviews}
+spec: {service: reviews}
+---
+kind: AuthorizationPolicy
+metadata: {name: web, namespace: other}
+spec: {service: web}
+)");
+  Changed(true);
+  compiler_.TakeChanged();
+  SnapshotPtr s = compiler_.Get(web_);
+  EXPECT_NE(Find(s, "policy/default/web"), nullptr);
+  EXPECT_NE(Find(s, "policy/ops/everyone"), nullptr);
+  EXPECT_EQ(Find(s, "policy/default/reviews"), nullptr);
+  EXPECT_EQ(Find(s, "policy/other/web"), nullptr);
+}
+
 }  // namespace
 }  // namespace weft::control
