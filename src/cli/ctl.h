@@ -14,5 +14,6 @@ int ApplyMain(const Args& args);
 int GetMain(const Args& args);
 int DeleteMain(const Args& args);
 int MembersMain(const Args& args);
+int CaMain(const Args& args);
 
 }  // namespace weft::cli

@@ -37,6 +37,8 @@ constexpr const char* kUsage =
     "  get KIND [NAME] [-o yaml|json] [-n NS|-A]   show config entries\n"
     "  delete KIND NAME [-n NS]   delete a config entry\n"
     "  members                    list the servers (and connected proxies)\n"
+    "  ca roots | ca rotate [--propagate DUR] [--overlap DUR]\n"
+    "                             the mesh CA's trust bundle; introduce a new root\n"
     "        apply/get/delete/members talk to --server URL (or WEFT_SERVER;\n"
     "        default http://127.0.0.1:8500)\n"
     "  version            print the version\n"
@@ -132,6 +134,7 @@ int main(int argc, char** argv) {
   if (cmd == "get") return weft::cli::GetMain(args);
   if (cmd == "delete") return weft::cli::DeleteMain(args);
   if (cmd == "members") return weft::cli::MembersMain(args);
+  if (cmd == "ca") return weft::cli::CaMain(args);
   if (cmd == "version" || cmd == "--version" || cmd == "-v") {
     std::printf("weft %s\n", WEFT_VERSION);
     return 0;

@@ -103,6 +103,8 @@ void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev,
   } else if (StartsWith(key, kConfigPrefix)) {
     config_.Apply(key, value, rev, create);
     config_changed_ = true;
+  } else if (auto h = key_hooks_.find(key); h != key_hooks_.end()) {
+    h->second(value);
   } else if (key == "leader/singleton") {
     leader_name_ = value ? *value : "";
   } else if (StartsWith(key, "members/")) {
@@ -159,6 +161,13 @@ asio::awaitable<std::invoke_result_t<F>> Api::OffLoop(const F& f) {
   auto task = [&f]() -> asio::awaitable<std::optional<R>> { co_return std::optional<R>(f()); };
   std::optional<R> r = co_await asio::co_spawn(pool_, task, asio::use_awaitable);
   co_return std::move(*r);
+}
+
+asio::awaitable<Status> Api::RunWrite(const std::function<Result<int64_t>()>& fn) {
+  Result<int64_t> r = co_await OffLoop(fn);
+  if (!r.ok()) co_return r.status();
+  co_await WaitApplied(r.value());
+  co_return Status{};
 }
 
 asio::awaitable<void> Api::WaitApplied(int64_t revision) {
@@ -255,6 +264,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
   const bool get = req.method == "GET" || req.method == "HEAD";
   const bool put = req.method == "PUT" || req.method == "POST";
 
+  if (auto rt = routes_.find(path); rt != routes_.end()) co_return co_await rt->second(req);
   if (path == "/ready" || path == "/v1/status/leader") {
     if (path == "/ready") co_return Response::Text(200, "ready");
     co_return Response::Json(200, json(http_addr_).dump());

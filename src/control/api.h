@@ -81,6 +81,17 @@ class Api {
   int64_t applied_revision() const { return applied_; }
   // Called on the io thread after each batch of store events is applied.
   void OnChange(std::function<void()> fn) { listeners_.push_back(std::move(fn)); }
+  // Called on the io thread when store key `key` is written (value) or
+  // deleted (nullptr), on every replica.
+  void OnKey(const std::string& key, std::function<void(const std::string*)> fn) {
+    key_hooks_[key] = std::move(fn);
+  }
+  // An extra endpoint (exact path), for parts of the server outside the API.
+  using RouteFn = std::function<asio::awaitable<http::Response>(http::Request&)>;
+  void AddRoute(const std::string& path, RouteFn fn) { routes_[path] = std::move(fn); }
+  // Runs blocking work (a store write) off the io thread; then waits until
+  // this replica's view has applied `*revision` when the work sets it.
+  asio::awaitable<Status> RunWrite(const std::function<Result<int64_t>()>& fn);
   // What changed since the last call: service names, node names, config.
   void TakeChanges(std::set<std::string>* services, std::set<std::string>* nodes, bool* config) {
     *services = catalog_.TakeChangedServices();
@@ -140,6 +151,8 @@ class Api {
   int64_t watch_id_ = 0;
   std::set<asio::steady_timer*> waiters_;
   std::vector<std::function<void()>> listeners_;
+  std::map<std::string, std::function<void(const std::string*)>> key_hooks_;
+  std::map<std::string, RouteFn, std::less<>> routes_;
   std::vector<std::function<void(nlohmann::json*)>> member_sources_;
   std::vector<std::function<std::string()>> metric_sources_;
   std::map<std::string, std::string> members_;

@@ -19,6 +19,7 @@
 #include "base/random.h"
 #include "base/strings.h"
 #include "control/api.h"
+#include "control/ca_server.h"
 #include "control/store/open.h"
 #include "control/stream_server.h"
 #include "http/server.h"
@@ -54,49 +55,6 @@ std::string ReadFile(const std::string& path, std::string* err) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// The mesh's CA root: the operator's (--ca-cert/--ca-key), else one made on
-// first start. Kept in the store, so every replica serves the same trust
-// domain and a restart keeps it.
-Result<nlohmann::json> EnsureCa(store::Store* st, const ServerOptions& opts) {
-  constexpr std::string_view kKey = "ca/root";
-  if (auto id = identity::SpiffeId(opts.trust_domain, "default", "x"); !id.ok())
-    return Status(StatusCode::kInvalidArgument, "--trust-domain: " + id.status().message());
-  if (!opts.ca_cert_file.empty() || !opts.ca_key_file.empty()) {
-    if (opts.ca_cert_file.empty() || opts.ca_key_file.empty())
-      return Status(StatusCode::kInvalidArgument, "--ca-cert and --ca-key go together");
-    std::string err;
-    const std::string cert = ReadFile(opts.ca_cert_file, &err);
-    if (!err.empty()) return Status(StatusCode::kInvalidArgument, "--ca-cert " + err);
-    const std::string key = ReadFile(opts.ca_key_file, &err);
-    if (!err.empty()) return Status(StatusCode::kInvalidArgument, "--ca-key " + err);
-    auto ca = identity::Authority::Load(cert, key, opts.trust_domain);
-    if (!ca.ok()) return ca.status();
-    nlohmann::json j = {{"TrustDomain", opts.trust_domain}, {"RootCert", cert}, {"Key", key}};
-    auto w = st->Put(kKey, j.dump());
-    if (!w.ok()) return w.status();
-    return j;
-  }
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    auto cur = st->Get(kKey);
-    if (cur.ok()) {
-      auto j = nlohmann::json::parse(cur->value, nullptr, false);
-      if (!j.is_object())
-        return Status(StatusCode::kInternal, "ca/root in the store is unreadable");
-      return j;
-    }
-    if (cur.status().code() != StatusCode::kNotFound) return cur.status();
-    auto root = identity::NewRoot(opts.trust_domain);
-    if (!root.ok()) return root.status();
-    nlohmann::json j = {
-        {"TrustDomain", opts.trust_domain}, {"RootCert", root->cert_pem}, {"Key", root->key_pem}};
-    if (st->PutIf(kKey, j.dump(), 0).ok()) {
-      LOG_INFO("created the mesh CA root for trust domain {}", opts.trust_domain);
-      return j;
-    }
-  }
-  return Status(StatusCode::kUnavailable, "could not create or read the CA root");
 }
 
 }  // namespace
@@ -175,84 +133,39 @@ int RunServer(const ServerOptions& in) {
       }
     }
   }
-  auto ca = EnsureCa(api.store(), opts);
-  if (!ca.ok()) {
-    std::fprintf(stderr, "weft server: CA: %s\n", ca.status().message().c_str());
-    return 1;
-  }
-  {
-    const std::string root = ca.value()["RootCert"].get<std::string>();
-    auto fp = identity::Fingerprint(root);
-    api.SetCaRoots(
-        {{"ActiveRootID", fp.ok() ? fp.value() : ""},
-         {"TrustDomain", ca.value()["TrustDomain"]},
-         {"Roots", nlohmann::json::array(
-                       {{{"ID", fp.ok() ? fp.value() : ""},
-                         {"Name", "weft root " + ca.value()["TrustDomain"].get<std::string>()},
-                         {"RootCert", root},
-                         {"Active", true},
-                         {"TrustDomain", ca.value()["TrustDomain"]}}})}});
-  }
-  // The signing side of the CA, and the trust bundle every client gets.
-  const std::string trust_domain = ca.value()["TrustDomain"].get<std::string>();
-  const std::string root_pem = ca.value()["RootCert"].get<std::string>();
-  auto authority = identity::Authority::Load(root_pem, ca.value()["Key"].get<std::string>(),
-                                             trust_domain);
-  if (!authority.ok()) {
-    std::fprintf(stderr, "weft server: CA: %s\n", authority.status().message().c_str());
-    return 1;
-  }
-  const std::string root_id = identity::Fingerprint(root_pem).value();
-  const int64_t cert_ttl_s = opts.cert_ttl_s;
-  sopts.sign = [&api, &authority, trust_domain, root_id, cert_ttl_s](
-                   const weft::v1::SignRequest& req, weft::v1::SignResponse* resp) -> Status {
-    const std::string ns = req.namespace_().empty() ? "default" : req.namespace_();
-    auto id = identity::SpiffeId(trust_domain, ns, req.service());
-    if (!id.ok()) return id.status();
-    // Who may hold this identity: an agent only for services on its node;
-    // a proxy without an agent only for a service that has a sidecar.
-    const CatalogView& cat = api.catalog();
-    bool allowed = false;
-    if (!req.node().empty()) {
-      const Node* node = cat.FindNode(req.node());
-      if (node) {
-        for (const auto& [sid, inst] : node->services) {
-          if (inst.ns != ns) continue;
-          if (inst.service == req.service() ||
-              (inst.proxy && inst.proxy->destination_service_name == req.service()))
-            allowed = true;
-        }
-      }
-      if (!allowed)
-        return Status(StatusCode::kPermissionDenied, "service " + ns + "/" + req.service() +
-                                                         " is not registered on node " +
-                                                         req.node());
-    } else {
-      for (const auto& p : cat.ProxiesFor(req.service())) allowed |= p.instance->ns == ns;
-      if (!allowed)
-        return Status(StatusCode::kPermissionDenied,
-                      "service " + ns + "/" + req.service() + " has no sidecar registration");
+  CaOptions ca_opts;
+  ca_opts.trust_domain = opts.trust_domain;
+  ca_opts.cert_ttl_s = opts.cert_ttl_s;
+  if (!opts.ca_cert_file.empty() || !opts.ca_key_file.empty()) {
+    if (opts.ca_cert_file.empty() || opts.ca_key_file.empty()) {
+      std::fprintf(stderr, "weft server: --ca-cert and --ca-key go together\n");
+      return 2;
     }
-    auto cert = authority.value()->Sign(req.csr_pem(), id.value(), cert_ttl_s);
-    if (!cert.ok()) return cert.status();
-    auto not_after = identity::NotAfterUnix(cert.value());
-    resp->set_cert_chain_pem(cert.value());
-    resp->set_spiffe_id(id.value());
-    resp->set_not_after_unix(not_after.ok() ? not_after.value() : 0);
-    resp->set_root_id(root_id);
-    return {};
+    std::string err;
+    ca_opts.cert_pem = ReadFile(opts.ca_cert_file, &err);
+    if (err.empty()) ca_opts.key_pem = ReadFile(opts.ca_key_file, &err);
+    if (!err.empty()) {
+      std::fprintf(stderr, "weft server: CA: %s\n", err.c_str());
+      return 2;
+    }
+  }
+  auto ca_doc = EnsureCaState(api.store(), ca_opts);
+  if (!ca_doc.ok()) {
+    std::fprintf(stderr, "weft server: CA: %s\n", ca_doc.status().message().c_str());
+    return 1;
+  }
+  CaServer* ca_server = nullptr;  // set below; the stream server calls it on the io thread
+  sopts.sign = [&ca_server](const weft::v1::SignRequest& req, weft::v1::SignResponse* resp) {
+    return ca_server ? ca_server->Sign(req, resp)
+                     : Status(StatusCode::kUnavailable, "the CA is starting");
   };
   StreamServer stream(io, api, sopts);
-  {
-    weft::v1::Resource b;
-    b.set_type("bundle");
-    b.set_name("roots");
-    b.mutable_bundle()->set_trust_domain(trust_domain);
-    b.mutable_bundle()->add_roots_pem(root_pem);
-    b.mutable_bundle()->set_active_root_id(root_id);
-    b.set_version(ResourceVersion(b));
-    stream.SetBundle(std::make_shared<const weft::v1::Resource>(std::move(b)));
+  CaServer ca(io, api, stream, ca_opts);
+  if (Status st = ca.Start(ca_doc.value()); !st.ok()) {
+    std::fprintf(stderr, "weft server: CA: %s\n", st.message().c_str());
+    return 1;
   }
+  ca_server = &ca;
   if (Status s = stream.Start(opts.grpc_addr); !s.ok()) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;

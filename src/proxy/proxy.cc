@@ -462,8 +462,10 @@ class Proxy {
   weft::v1::Bundle bundle_;
   weft::v1::Secret own_secret_;
   std::shared_ptr<const MeshIdentity> identity_;
-  const std::shared_ptr<const TicketKeys> ticket_keys_ =
-      std::make_shared<const TicketKeys>(TicketKeys::Random());
+  // Session-ticket keys, new whenever the trusted roots change: a session
+  // resumed from before a root was retired would skip checking the peer's
+  // certificate against the bundle that retired it.
+  std::shared_ptr<const TicketKeys> ticket_keys_;
 
   void UpdateIdentity() {
     auto id = IdentityFrom(bundle_, own_secret_);
@@ -472,6 +474,8 @@ class Proxy {
       return;
     LOG_INFO("workload identity {} in use (certificate valid until {}, {} trusted roots)",
              id->spiffe_id, id->not_after_unix, id->roots_pem.size());
+    if (!identity_ || identity_->roots_pem != id->roots_pem)
+      ticket_keys_ = std::make_shared<const TicketKeys>(TicketKeys::Random());
     identity_ = id;
     for (auto& w : workers_) w->SetIdentity(id, ticket_keys_);
   }

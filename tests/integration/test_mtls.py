@@ -468,3 +468,151 @@ def test_agents_get_identities_of_their_own_services_only(server, agent, mesh_pr
     assert code == "UNAUTHENTICATED", (code, detail)
     assert s.metric("weft_server_certificate_requests_refused_total") == before + 2
     assert "refused" in s.log()
+
+
+class Churn:
+    """Load through the mesh while certificates and roots change: HTTP
+    requests on kept-alive connections, and a new TCP connection (so a new
+    mTLS handshake between the sidecars) for every redis PING."""
+
+    def __init__(self, http_port, tcp_port):
+        self.http_port, self.tcp_port = http_port, tcp_port
+        self.http_ok = self.tcp_ok = 0
+        self.failures = []
+        self.stop_flag = False
+        self.threads = [threading.Thread(target=self.http, daemon=True),
+                        threading.Thread(target=self.tcp, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def http(self):
+        conn = None
+        while not self.stop_flag:
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+                conn.request("GET", "/echo")
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    self.failures.append(("http", time.time(), r.status))
+                else:
+                    self.http_ok += 1
+            except Exception as e:  # noqa: BLE001
+                self.failures.append(("http", time.time(), repr(e)))
+                conn = None
+                time.sleep(0.01)
+
+    def tcp(self):
+        import socket
+        while not self.stop_flag:
+            try:
+                with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=10) as s:
+                    s.sendall(b"PING\r\n")
+                    got = s.recv(64)
+                if got != b"+PONG\r\n":
+                    self.failures.append(("tcp", time.time(), got))
+                else:
+                    self.tcp_ok += 1
+            except Exception as e:  # noqa: BLE001
+                self.failures.append(("tcp", time.time(), repr(e)))
+                time.sleep(0.01)
+
+    def stop(self):
+        self.stop_flag = True
+        for t in self.threads:
+            t.join(15)
+
+
+@pytest.fixture
+def churn_mesh(server, mesh_proxy, backends, request):
+    """web -> reviews (HTTP) and web -> cache (TCP, a real redis), every
+    sidecar fed by the server; the server's certificate TTL comes from the
+    test's `cert_ttl` marker argument."""
+    ttl = getattr(request, "param", "1h")
+    s = server(extra=("--cert-ttl", ttl))
+    app, web_app = backends("reviews-app"), backends("web-app")
+    redis = require("redis-server")
+    rport = free_port()
+    rp = subprocess.Popen([redis, "--port", str(rport), "--save", "", "--appendonly", "no"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(rport)
+    apply(s, "kind: Service\nmetadata: {name: cache}\nspec:\n  ports: [{port: 6379, protocol: tcp}]\n")
+    s.register("node-r", "reviews", app.port, "reviews-1")
+    s.register("node-c", "cache", rport, "cache-1")
+    r_in, c_in, up, cup = free_port(), free_port(), free_port(), free_port()
+    register_sidecar(s, "node-r", "reviews", r_in, app.port)
+    register_sidecar(s, "node-c", "cache", c_in, rport)
+    register_sidecar(s, "node-w", "web", free_port(), web_app.port, [("reviews", up), ("cache", cup)])
+    pxs = [mesh_proxy(s.grpc, n) for n in ("reviews", "cache", "web")]
+    for px in pxs:
+        px.wait_ready()
+    wait_port(up)
+    wait_port(cup)
+    yield s, pxs, up, cup, r_in
+    rp.kill()
+    rp.wait()
+
+
+def roots(s):
+    return s.get_json("/v1/connect/ca/roots")[0]
+
+
+def presented_root_ok(port, root_pem_path):
+    """Whether the certificate a sidecar presents verifies against `root_pem_path` alone."""
+    out = subprocess.run([require("openssl"), "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", root_pem_path,
+                          "-verify_return_error"], input=b"", capture_output=True, timeout=20)
+    return b"Verify return code: 0 (ok)" in out.stdout
+
+
+def test_root_rotation_under_load_fails_no_request(churn_mesh, tmp_path):
+    s, pxs, up, cup, r_in = churn_mesh
+    old = roots(s)
+    assert len(old["Roots"]) == 1
+    old_id = old["ActiveRootID"]
+    old_path = str(tmp_path / "old-root.pem")
+    open(old_path, "w").write(old["Roots"][0]["RootCert"])
+    assert presented_root_ok(r_in, old_path)
+    issued0 = s.metric("weft_server_certificates_issued_total")
+    load = Churn(up, cup)
+    time.sleep(1.5)
+    r = s.ctl("ca", "rotate", "--propagate", "2s", "--overlap", "6s")
+    assert r.returncode == 0, r.stderr
+    assert "new root" in r.stdout
+    # Both roots trusted at once; then the new one signs; then the old one goes.
+    both = roots(s)
+    assert len(both["Roots"]) == 2 and both["ActiveRootID"] == old_id, both
+    assert wait_for(lambda: roots(s)["ActiveRootID"] != old_id, 5)
+    new_id = roots(s)["ActiveRootID"]
+    assert wait_for(lambda: [x["ID"] for x in roots(s)["Roots"]] == [new_id], 12)
+    time.sleep(2)  # traffic after the old root is gone
+    load.stop()
+    assert load.failures == [], load.failures[:5]
+    assert load.http_ok > 100 and load.tcp_ok > 50, (load.http_ok, load.tcp_ok)
+    # Every sidecar now presents a certificate from the new root.
+    new_pem = [x["RootCert"] for x in roots(s)["Roots"]][0]
+    path = str(tmp_path / "new-root.pem")
+    open(path, "w").write(new_pem)
+    assert presented_root_ok(r_in, path)
+    assert not presented_root_ok(r_in, old_path)
+    # Each of the three sidecars renewed on the new root, without waiting
+    # for half its (one hour) lifetime.
+    assert s.metric("weft_server_certificates_issued_total") >= issued0 + 3
+    # weft ca roots shows it.
+    out = s.ctl("ca", "roots").stdout
+    assert new_id in out and old_id not in out, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("churn_mesh", ["1m"], indirect=True)
+def test_one_minute_certificates_rotate_under_load_for_five_minutes(churn_mesh):
+    s, pxs, up, cup, r_in = churn_mesh
+    issued0 = s.metric("weft_server_certificates_issued_total")
+    load = Churn(up, cup)
+    time.sleep(300)
+    load.stop()
+    assert load.failures == [], load.failures[:5]
+    # Three sidecars renewing at 24-36 s for 5 minutes: 8 or more each.
+    renewed = s.metric("weft_server_certificates_issued_total") - issued0
+    assert renewed >= 3 * 8, renewed
+    assert load.http_ok > 1000 and load.tcp_ok > 500, (load.http_ok, load.tcp_ok)

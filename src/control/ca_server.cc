@@ -1,0 +1,252 @@
+#include "control/ca_server.h"
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "base/strings.h"
+#include "base/time.h"
+#include "control/compiler.h"
+
+namespace weft::control {
+
+namespace {
+
+using nlohmann::json;
+
+int64_t NowS() { return WallMicros() / 1000000; }
+
+constexpr int64_t kDefaultPropagateS = 30;
+constexpr int64_t kDefaultOverlapS = 3600;
+constexpr int64_t kMaxPropagateS = 24 * 3600;
+constexpr int64_t kMaxOverlapS = 30 * 24 * 3600;
+
+}  // namespace
+
+Result<std::string> EnsureCaState(store::Store* st, const CaOptions& opts) {
+  if (auto id = identity::SpiffeId(opts.trust_domain, "default", "x"); !id.ok())
+    return Status(StatusCode::kInvalidArgument, "--trust-domain: " + id.status().message());
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto cur = st->Get(kCaKey);
+    if (!cur.ok() && cur.status().code() != StatusCode::kNotFound) return cur.status();
+    if (cur.ok() && opts.cert_pem.empty()) {
+      auto s = CaState::Parse(cur->value);
+      if (!s.ok()) return Status(StatusCode::kInternal, "ca/root in the store: " + s.status().message());
+      if (s->trust_domain != opts.trust_domain)
+        LOG_WARN("the stored CA serves trust domain {}, not --trust-domain {}: keeping {}",
+                 s->trust_domain, opts.trust_domain, s->trust_domain);
+      return cur->value;
+    }
+    CaState s;
+    s.trust_domain = opts.trust_domain;
+    CaRoot root;
+    if (!opts.cert_pem.empty()) {
+      // The operator's root: kept as is when it is already the signing one.
+      if (cur.ok()) {
+        auto had = CaState::Parse(cur->value);
+        const CaRoot* signing = had.ok() ? had->Signing(NowS()) : nullptr;
+        if (signing && signing->cert_pem == opts.cert_pem) return cur->value;
+      }
+      auto ca = identity::Authority::Load(opts.cert_pem, opts.key_pem, opts.trust_domain);
+      if (!ca.ok()) return ca.status();
+      root.cert_pem = opts.cert_pem;
+      root.key_pem = opts.key_pem;
+    } else {
+      auto made = identity::NewRoot(opts.trust_domain);
+      if (!made.ok()) return made.status();
+      root.cert_pem = made->cert_pem;
+      root.key_pem = made->key_pem;
+    }
+    s.roots.push_back(std::move(root));
+    const std::string doc = s.ToJson();
+    auto w = st->PutIf(kCaKey, doc, cur.ok() ? cur->mod_revision : 0);
+    if (w.ok()) {
+      LOG_INFO("{} the mesh CA root for trust domain {}",
+               opts.cert_pem.empty() ? "created" : "installed the operator's", opts.trust_domain);
+      return doc;
+    }
+  }
+  return Status(StatusCode::kUnavailable, "could not create or read the CA root");
+}
+
+CaServer::CaServer(asio::io_context& io, Api& api, StreamServer& stream, const CaOptions& opts)
+    : io_(io), api_(api), stream_(stream), opts_(opts), timer_(io) {}
+
+Status CaServer::Start(const std::string& doc) {
+  if (Status s = Load(doc); !s.ok()) return s;
+  api_.OnKey(std::string(kCaKey), [this](const std::string* value) {
+    if (!value) return;
+    if (Status s = Load(*value); !s.ok()) LOG_ERROR("CA state not applied: {}", s.message());
+  });
+  api_.AddRoute("/v1/connect/ca/rotate", [this](http::Request& r) { return Rotate(r); });
+  Tick();
+  return {};
+}
+
+Status CaServer::Load(const std::string& doc) {
+  auto s = CaState::Parse(doc);
+  if (!s.ok()) return s.status();
+  state_ = std::move(s).value();
+  Refresh();
+  return {};
+}
+
+void CaServer::Tick() {
+  Refresh();
+  timer_.expires_after(std::chrono::seconds(1));
+  timer_.async_wait([this](const asio::error_code& ec) {
+    if (!ec) Tick();
+  });
+}
+
+void CaServer::Refresh() {
+  const int64_t now = NowS();
+  const CaRoot* signing = state_.Signing(now);
+  if (signing && signing->id != signer_id_) {
+    auto ca = identity::Authority::Load(signing->cert_pem, signing->key_pem, state_.trust_domain);
+    if (!ca.ok()) {
+      LOG_ERROR("CA root {} cannot sign: {}", signing->id, ca.status().message());
+    } else {
+      if (!signer_id_.empty())
+        LOG_INFO("CA: root {} signs workload certificates from now on", signing->id);
+      signer_ = std::move(ca).value();
+      signer_id_ = signing->id;
+    }
+  }
+  std::string ids = signer_id_;
+  for (const CaRoot* r : state_.Trusted(now)) ids += "," + r->id;
+  if (ids == bundle_ids_) return;
+  bundle_ids_ = ids;
+  weft::v1::Resource b;
+  b.set_type("bundle");
+  b.set_name("roots");
+  b.mutable_bundle()->set_trust_domain(state_.trust_domain);
+  b.mutable_bundle()->set_active_root_id(signer_id_);
+  json roots = json::array();
+  for (const CaRoot* r : state_.Trusted(now)) {
+    b.mutable_bundle()->add_roots_pem(r->cert_pem);
+    roots.push_back({{"ID", r->id},
+                     {"Name", "weft root " + state_.trust_domain},
+                     {"RootCert", r->cert_pem},
+                     {"Active", r->id == signer_id_},
+                     {"ActivateAt", r->activate_at},
+                     {"RetireAt", r->retire_at},
+                     {"TrustDomain", state_.trust_domain}});
+  }
+  b.set_version(ResourceVersion(b));
+  LOG_INFO("CA: trust bundle has {} root(s), {} signs", roots.size(), signer_id_);
+  stream_.SetBundle(std::make_shared<const weft::v1::Resource>(std::move(b)));
+  api_.SetCaRoots(
+      {{"ActiveRootID", signer_id_}, {"TrustDomain", state_.trust_domain}, {"Roots", roots}});
+}
+
+Status CaServer::Sign(const weft::v1::SignRequest& req, weft::v1::SignResponse* resp) {
+  if (!signer_) return Status(StatusCode::kUnavailable, "no CA root can sign");
+  const std::string ns = req.namespace_().empty() ? "default" : req.namespace_();
+  auto id = identity::SpiffeId(state_.trust_domain, ns, req.service());
+  if (!id.ok()) return id.status();
+  // Who may hold this identity: an agent only for services on its node; a
+  // proxy without an agent only for a service that has a sidecar.
+  const CatalogView& cat = api_.catalog();
+  bool allowed = false;
+  if (!req.node().empty()) {
+    if (const Node* node = cat.FindNode(req.node())) {
+      for (const auto& [sid, inst] : node->services) {
+        if (inst.ns != ns) continue;
+        allowed |= inst.service == req.service() ||
+                   (inst.proxy && inst.proxy->destination_service_name == req.service());
+      }
+    }
+    if (!allowed)
+      return Status(StatusCode::kPermissionDenied,
+                    "service " + ns + "/" + req.service() + " is not registered on node " + req.node());
+  } else {
+    for (const auto& p : cat.ProxiesFor(req.service())) allowed |= p.instance->ns == ns;
+    if (!allowed)
+      return Status(StatusCode::kPermissionDenied,
+                    "service " + ns + "/" + req.service() + " has no sidecar registration");
+  }
+  auto cert = signer_->Sign(req.csr_pem(), id.value(), opts_.cert_ttl_s);
+  if (!cert.ok()) return cert.status();
+  auto not_after = identity::NotAfterUnix(cert.value());
+  resp->set_cert_chain_pem(cert.value());
+  resp->set_spiffe_id(id.value());
+  resp->set_not_after_unix(not_after.ok() ? not_after.value() : 0);
+  resp->set_root_id(signer_id_);
+  return {};
+}
+
+asio::awaitable<http::Response> CaServer::Rotate(http::Request& req) {
+  if (req.method != "PUT" && req.method != "POST")
+    co_return http::Response::Text(405, "use PUT /v1/connect/ca/rotate");
+  auto seconds = [&](std::string_view name, int64_t def, int64_t lo, int64_t hi,
+                     int64_t* out) -> std::string {
+    const std::string* v = req.Query(name);
+    if (!v) {
+      *out = def;
+      return "";
+    }
+    auto ms = ParseDurationMs(*v);
+    if (!ms || *ms / 1000 < lo || *ms / 1000 > hi)
+      return std::string(name) + " \"" + *v + "\": use a duration from " + std::to_string(lo) +
+             "s to " + std::to_string(hi) + "s";
+    *out = *ms / 1000;
+    return "";
+  };
+  int64_t propagate = 0, overlap = 0;
+  std::string bad = seconds("propagate", kDefaultPropagateS, 0, kMaxPropagateS, &propagate);
+  if (bad.empty()) bad = seconds("overlap", kDefaultOverlapS, 1, kMaxOverlapS, &overlap);
+  if (!bad.empty()) co_return http::Response::Text(400, bad);
+  // The next root: the operator's (RootCert and Key in the body), or a new one.
+  CaRoot next;
+  if (!req.body.empty()) {
+    json j = json::parse(req.body, nullptr, false);
+    if (!j.is_object() || !j.contains("RootCert") || !j["RootCert"].is_string() ||
+        !j.contains("Key") || !j["Key"].is_string())
+      co_return http::Response::Text(400, "body: expected {\"RootCert\": PEM, \"Key\": PEM}");
+    next.cert_pem = j["RootCert"].get<std::string>();
+    next.key_pem = j["Key"].get<std::string>();
+    auto ca = identity::Authority::Load(next.cert_pem, next.key_pem, state_.trust_domain);
+    if (!ca.ok()) co_return http::Response::Text(400, "RootCert/Key: " + ca.status().message());
+  } else {
+    auto made = identity::NewRoot(state_.trust_domain);
+    if (!made.ok()) co_return http::Response::Text(500, made.status().message());
+    next.cert_pem = made->cert_pem;
+    next.key_pem = made->key_pem;
+  }
+  auto fp = identity::Fingerprint(next.cert_pem);
+  if (!fp.ok()) co_return http::Response::Text(400, fp.status().message());
+  next.id = fp.value();
+  store::Store* st = api_.store();
+  std::string result;
+  const std::function<Result<int64_t>()> work = [&]() -> Result<int64_t> {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      auto cur = st->Get(kCaKey);
+      if (!cur.ok()) return cur.status();
+      auto s = CaState::Parse(cur->value);
+      if (!s.ok()) return s.status();
+      for (const auto& r : s->roots)
+        if (r.id == next.id) return Status(StatusCode::kInvalidArgument, "that root is already in use");
+      CaState rotated = std::move(s).value();
+      const int64_t now = NowS();
+      rotated.Rotate(next, now, propagate, overlap);
+      auto w = st->PutIf(kCaKey, rotated.ToJson(), cur->mod_revision);
+      if (w.ok()) {
+        json out = {{"NextRootID", next.id},
+                    {"ActivateAt", now + propagate},
+                    {"RetireAt", now + propagate + overlap}};
+        result = out.dump();
+        return w;
+      }
+      if (w.status().code() != StatusCode::kFailedPrecondition) return w.status();
+    }
+    return Status(StatusCode::kUnavailable, "the CA state kept changing; try again");
+  };
+  Status s = co_await api_.RunWrite(work);
+  if (!s.ok())
+    co_return http::Response::Text(s.code() == StatusCode::kInvalidArgument ? 400 : 503,
+                                   "ca rotate: " + s.message());
+  LOG_INFO("CA rotation: {}", result);
+  co_return http::Response::Json(200, result);
+}
+
+}  // namespace weft::control

@@ -1,0 +1,46 @@
+// The mesh CA's roots over time, kept as one store document (`ca/root`) so
+// that every server replica sees the same rotation and acts on the same
+// clock: each root is trusted from the moment it is added, signs from its
+// ActivateAt, and leaves the trust bundle at its RetireAt. A rotation is a
+// single write; nothing needs a leader to move it along.
+//
+//   t0                 t0+propagate                      t0+propagate+overlap
+//   new root added  -> new root signs; workloads renew -> old root retired
+//   bundle: old+new    bundle: old+new                    bundle: new
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace weft::control {
+
+struct CaRoot {
+  std::string cert_pem, key_pem;
+  std::string id;  // SHA-256 fingerprint of the certificate
+  int64_t activate_at = 0;  // unix seconds; signs from then on
+  int64_t retire_at = 0;    // unix seconds; 0: not scheduled
+};
+
+struct CaState {
+  std::string trust_domain;
+  std::vector<CaRoot> roots;  // in the order they were added
+
+  // The stored JSON (also the first, single-root shape: TrustDomain,
+  // RootCert, Key).
+  static Result<CaState> Parse(const std::string& json);
+  std::string ToJson() const;
+
+  // The trust bundle at `now`: every root not yet retired.
+  std::vector<const CaRoot*> Trusted(int64_t now) const;
+  // The root that signs at `now`: the latest activated one still trusted.
+  const CaRoot* Signing(int64_t now) const;
+  // Adds `next`, signing from now + propagate_s; every root trusted now
+  // retires at now + propagate_s + overlap_s. Roots already retired are
+  // dropped from the document.
+  void Rotate(CaRoot next, int64_t now, int64_t propagate_s, int64_t overlap_s);
+};
+
+}  // namespace weft::control
