@@ -43,8 +43,10 @@ std::string LastError(const char* what) {
 bool Load(SSL_CTX* ctx, const MeshIdentity& id, std::string* error) {
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_ciphersuites(ctx, kCipherSuites);
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                            SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // One read(2) for a whole record (and what follows it), not one for the
+  // record header and another for its body.
+  SSL_CTX_set_read_ahead(ctx, 1);
   SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
   BIO* b = BIO_new_mem_buf(id.cert_chain_pem.data(), static_cast<int>(id.cert_chain_pem.size()));
   X509* leaf = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
