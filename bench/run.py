@@ -327,6 +327,15 @@ def write_results(a, results):
                          f"{w['idle_private_kb'] / max(o['idle_private_kb'], 1):.2f} |")
         lines.append("")
     lines += ["req/s ratio > 1 and CPU/req ratio < 1 mean weft is ahead.", ""]
+    lines += ["## Other benchmarks", "",
+              "- Mesh TLS and authorization: bench/RESULTS-mtls.md (`bash bench/mtls.sh`):",
+              "  handshakes through one worker against `openssl speed` and `openssl s_server`,",
+              "  bulk through one mTLS hop, open-loop latency of the mesh path against direct",
+              "  and one plaintext hop, authorization with 100 rules.",
+              "- Control plane: bench/RESULTS-control.md (`bash bench/control.sh`), on 16 cores",
+              "  bench/RESULTS-control-16core.md.",
+              "- Agent lookups (DNS, HTTP): bench/RESULTS-agent.md (`bash bench/agent.sh`).",
+              "- Multi-core data plane scaling: bench/RESULTS-scaling.md.", ""]
     notes = os.path.join(os.path.dirname(a.out), "NOTES.md")
     if os.path.exists(notes):
         lines.append(open(notes).read())

@@ -2,13 +2,18 @@
 
 #include <openssl/err.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace weft::io {
+
+int StreamBioRead(BIO* b, char* out, size_t n, size_t* got);
+
 namespace {
 
 constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr size_t kGatherMax = 16 * 1024;  // one TLS record
+constexpr size_t kReadBuffer = 64 * 1024;  // ciphertext per read(2): up to four full records
 
 class TlsErrorCategory : public std::error_category {
  public:
@@ -23,7 +28,49 @@ class TlsErrorCategory : public std::error_category {
   }
 };
 
+// The read side of a stream's TLS: OpenSSL takes ciphertext from the
+// stream's buffer; an empty buffer asks it to retry (WANT_READ), and the
+// stream refills the buffer from the event loop.
+long StreamBioCtrl(BIO*, int cmd, long, void*) {
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+    case BIO_CTRL_PUSH:
+    case BIO_CTRL_POP:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+BIO_METHOD* StreamBioMethod() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* b = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "weft stream read");
+    BIO_meth_set_read_ex(b, StreamBioRead);
+    BIO_meth_set_ctrl(b, StreamBioCtrl);
+    return b;
+  }();
+  return m;
+}
+
 }  // namespace
+
+int StreamBioRead(BIO* b, char* out, size_t n, size_t* got) {
+  auto* s = static_cast<Stream*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  const size_t have = s->rbuf_end_ - s->rbuf_begin_;
+  if (have == 0) {
+    *got = 0;
+    if (s->rbuf_eof_) return 0;  // the peer closed
+    BIO_set_retry_read(b);
+    return 0;
+  }
+  const size_t take = std::min(have, n);
+  std::memcpy(out, s->rbuf_.get() + s->rbuf_begin_, take);
+  s->rbuf_begin_ += take;
+  if (s->rbuf_begin_ == s->rbuf_end_) s->rbuf_begin_ = s->rbuf_end_ = 0;
+  *got = take;
+  return 1;
+}
 
 const std::error_category& TlsCategory() {
   static const TlsErrorCategory cat;
@@ -37,13 +84,35 @@ Stream::~Stream() {
 bool Stream::AttachTls(SSL* ssl) {
   asio::error_code ec;
   sock_.non_blocking(true, ec);
-  if (ec || SSL_set_fd(ssl, sock_.native_handle()) != 1) {
+  BIO* wbio = ec ? nullptr : BIO_new_socket(sock_.native_handle(), BIO_NOCLOSE);
+  BIO* rbio = wbio ? BIO_new(StreamBioMethod()) : nullptr;
+  if (!rbio) {
+    BIO_free(wbio);
     SSL_free(ssl);
     return false;
   }
+  BIO_set_data(rbio, this);
+  BIO_set_init(rbio, 1);
+  SSL_set_bio(ssl, rbio, wbio);  // the SSL owns both now
   if (ssl_) SSL_free(ssl_);
   ssl_ = ssl;
+  if (!rbuf_) rbuf_.reset(new char[kReadBuffer]);
+  rbuf_begin_ = rbuf_end_ = 0;
+  rbuf_eof_ = false;
   return true;
+}
+
+asio::awaitable<asio::error_code> Stream::Fill() {
+  if (rbuf_end_ == kReadBuffer) co_return asio::error_code{};  // OpenSSL has not taken it yet
+  auto [ec, n] = co_await sock_.async_read_some(
+      asio::buffer(rbuf_.get() + rbuf_end_, kReadBuffer - rbuf_end_), kNoThrow);
+  if (ec == asio::error::eof) {
+    rbuf_eof_ = true;
+    co_return asio::error_code{};
+  }
+  if (ec) co_return ec;
+  rbuf_end_ += n;
+  co_return asio::error_code{};
 }
 
 asio::error_code Stream::SslError(int ret) {
@@ -60,9 +129,8 @@ asio::error_code Stream::SslError(int ret) {
 }
 
 asio::awaitable<asio::error_code> Stream::WaitFor(int ssl_error) {
-  auto [ec] = co_await sock_.async_wait(
-      ssl_error == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read,
-      kNoThrow);
+  if (ssl_error == SSL_ERROR_WANT_READ) co_return co_await Fill();
+  auto [ec] = co_await sock_.async_wait(tcp::socket::wait_write, kNoThrow);
   co_return ec;
 }
 
@@ -109,7 +177,11 @@ asio::awaitable<Stream::IoResult> Stream::Write(const void* p, size_t n) {
     const int e = SSL_get_error(ssl_, r);
     if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
       co_return IoResult{SslError(r), done};
-    if (auto ec = co_await WaitFor(e)) co_return IoResult{ec, done};
+    // A write that needs a read first (not in TLS 1.3 in practice): the
+    // reader fills the buffer; wait for the socket instead of racing it.
+    auto [ec] = co_await sock_.async_wait(
+        e == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read, kNoThrow);
+    if (ec) co_return IoResult{ec, done};
     if (!ssl_) co_return IoResult{asio::error::operation_aborted, done};
   }
   co_return IoResult{asio::error_code{}, done};
@@ -135,6 +207,14 @@ asio::awaitable<Stream::IoResult> Stream::Write(const std::vector<asio::const_bu
 
 bool Stream::IdleReadable() {
   if (!ssl_) return false;
+  if (rbuf_end_ < kReadBuffer) {
+    asio::error_code ec;
+    const size_t n =
+        sock_.read_some(asio::buffer(rbuf_.get() + rbuf_end_, kReadBuffer - rbuf_end_), ec);
+    if (ec == asio::error::eof) return false;
+    if (ec && ec != asio::error::would_block) return false;
+    rbuf_end_ += n;
+  }
   char byte;
   size_t got = 0;
   ERR_clear_error();

@@ -1,15 +1,17 @@
 // A connection's byte stream: plain TCP, or TLS (OpenSSL) over the same
-// socket. TLS runs on the socket's descriptor itself, with no memory BIOs and
-// no extra copy: OpenSSL reads and writes the non-blocking fd, and when it
-// needs the socket readable or writable the stream waits for that on the
-// event loop. One reader and one writer may be in progress at once (a
-// tunnel copies both ways), as with a plain socket.
+// socket. OpenSSL writes straight to the non-blocking descriptor; reads go
+// through the event loop's own speculative reads into a buffer OpenSSL then
+// takes its records from (a readiness wait would cost an epoll_ctl per
+// record, and this way one read(2) brings several records). One reader and
+// one writer may be in progress at once (a tunnel copies both ways), as
+// with a plain socket.
 #pragma once
 
 #include <openssl/ssl.h>
 
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <tuple>
@@ -62,10 +64,17 @@ class Stream {
  private:
   asio::error_code SslError(int ret);
   asio::awaitable<asio::error_code> WaitFor(int ssl_error);
+  // TLS: more ciphertext from the socket into rbuf_ (the event loop's read).
+  asio::awaitable<asio::error_code> Fill();
+  friend int StreamBioRead(BIO* b, char* out, size_t n, size_t* got);
 
   tcp::socket sock_;
   SSL* ssl_ = nullptr;
   std::string gather_;  // TLS: small gathered writes go out as one record
+  // TLS: ciphertext read from the socket that OpenSSL has not taken yet.
+  std::unique_ptr<char[]> rbuf_;
+  size_t rbuf_begin_ = 0, rbuf_end_ = 0;
+  bool rbuf_eof_ = false;
 };
 
 }  // namespace weft::io
