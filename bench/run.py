@@ -86,14 +86,17 @@ def rss_kb(pids):
 
 
 def private_kb(pids):
-    """Memory the processes alone hold (USS: private clean + dirty pages);
-    RSS also counts shared library pages that every process using those
-    libraries shares."""
+    """Memory the processes alone have written (Private_Dirty: heap, stacks,
+    data). RSS also counts library pages that every process using those
+    libraries shares; so does USS (Private_Clean + Private_Dirty) whenever the
+    process under test happens to be the only one mapping a library (one weft
+    process maps libgrpc's pages privately until a second one starts), which
+    made USS swing by megabytes with what else was running."""
     total = 0
     for p in pids:
         try:
             for line in open(f"/proc/{p}/smaps_rollup"):
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                if line.startswith("Private_Dirty:"):
                     total += int(line.split()[1])
         except OSError:
             pass
@@ -307,7 +310,8 @@ def write_results(a, results):
               "Backend: nginx `return 200 \"ok\"` (4 workers, cores 8-11); wrk on cores 12-15; "
               "the proxy under test on cores 0..N-1 for N workers."),
              "CPU/req: proxy utime+stime over the run divided by requests. RSS: all proxy processes; "
-             "private: their private pages only (USS), without the shared library pages RSS counts.",
+             "private: the pages they alone have written (Private_Dirty: heap, stacks, data), without the "
+             "library pages RSS counts.",
              "This machine is shared and noisy: read the ratios, not the absolute numbers.", ""]
     for workers, rows in results.items():
         lines += [f"## {workers} worker{'s' if workers > 1 else ''}", "",
