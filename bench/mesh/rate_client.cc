@@ -8,9 +8,9 @@
 //
 // Prints one JSON line: requests, errors, achieved_rps, p50_us, p90_us,
 // p99_us, p999_us, max_us.
+#include <algorithm>
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -42,7 +42,8 @@ size_t ContentLength(std::string_view head) {
     if (line.size() > 15) {
       std::string name(line.substr(0, 15));
       for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (name == "content-length:") return std::strtoul(std::string(line.substr(15)).c_str(), nullptr, 10);
+      if (name == "content-length:")
+        return std::strtoul(std::string(line.substr(15)).c_str(), nullptr, 10);
     }
     pos = eol + 2;
   }
@@ -82,7 +83,8 @@ asio::awaitable<void> Connection(Shared& sh, tcp::endpoint ep, size_t index) {
     for (;;) {
       if (head_end == std::string::npos) {
         head_end = buf.find("\r\n\r\n");
-        if (head_end != std::string::npos) need = head_end + 4 + ContentLength(buf.substr(0, head_end + 2));
+        if (head_end != std::string::npos)
+          need = head_end + 4 + ContentLength(buf.substr(0, head_end + 2));
       }
       if (head_end != std::string::npos && buf.size() >= need) break;
       auto [rec, n] = co_await s.async_read_some(asio::buffer(chunk), kNoThrow);
@@ -98,7 +100,8 @@ asio::awaitable<void> Connection(Shared& sh, tcp::endpoint ep, size_t index) {
       continue;
     }
     if (due >= sh.warm_until)
-      sh.latencies_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - due).count());
+      sh.latencies_ns.push_back(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - due).count());
   }
 }
 
@@ -125,7 +128,8 @@ int main(int argc, char** argv) {
   sh.t0 = Clock::now() + std::chrono::milliseconds(200);  // connections open first
   sh.warm_until = sh.t0 + std::chrono::seconds(1);
   sh.end = sh.t0 + std::chrono::nanoseconds(static_cast<int64_t>((seconds + 1) * 1e9));
-  for (size_t c = 0; c < sh.connections; ++c) asio::co_spawn(io, Connection(sh, ep, c), asio::detached);
+  for (size_t c = 0; c < sh.connections; ++c)
+    asio::co_spawn(io, Connection(sh, ep, c), asio::detached);
   io.run();
   auto& l = sh.latencies_ns;
   std::sort(l.begin(), l.end());
@@ -135,7 +139,8 @@ int main(int argc, char** argv) {
     return static_cast<double>(l[i]) / 1000.0;
   };
   std::printf(
-      "{\"requests\": %zu, \"errors\": %zu, \"achieved_rps\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, "
+      "{\"requests\": %zu, \"errors\": %zu, \"achieved_rps\": %.1f, \"p50_us\": %.1f, \"p90_us\": "
+      "%.1f, "
       "\"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f}\n",
       l.size(), sh.errors, static_cast<double>(l.size()) / seconds, pct(0.50), pct(0.90), pct(0.99),
       pct(0.999), l.empty() ? 0.0 : static_cast<double>(l.back()) / 1000.0);

@@ -35,13 +35,11 @@ std::shared_ptr<const Policies> Build(int rules) {
 void Decide(benchmark::State& state, bool allowed_last, bool tcp) {
   const int rules = static_cast<int>(state.range(0));
   auto p = Build(rules);
-  const std::string peer = allowed_last
-                               ? "spiffe://weft.local/ns/default/sa/caller-" + std::to_string(rules - 1)
-                               : "spiffe://weft.local/ns/default/sa/stranger";
-  std::vector<weft::http1::Header> headers = {{"host", "reviews"},
-                                              {"user-agent", "bench"},
-                                              {"accept", "*/*"},
-                                              {"x-tenant", "acme-corp"}};
+  const std::string peer =
+      allowed_last ? "spiffe://weft.local/ns/default/sa/caller-" + std::to_string(rules - 1)
+                   : "spiffe://weft.local/ns/default/sa/stranger";
+  std::vector<weft::http1::Header> headers = {
+      {"host", "reviews"}, {"user-agent", "bench"}, {"accept", "*/*"}, {"x-tenant", "acme-corp"}};
   Request r;
   r.peer = peer;
   r.method = "GET";

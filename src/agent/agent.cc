@@ -128,8 +128,8 @@ class Agent {
     if (!opts_.join_token.empty()) md.emplace_back("x-weft-join-token", opts_.join_token);
     signer_ = std::make_unique<control::SignClient>(opts_.servers, md);
     certs_ = std::make_unique<identity::CertManager>(
-        [this](const std::string& csr, const std::string& ns, const std::string& service)
-            -> Result<identity::Issued> {
+        [this](const std::string& csr, const std::string& ns,
+               const std::string& service) -> Result<identity::Issued> {
           pb::SignRequest req;
           req.set_csr_pem(csr);
           req.set_namespace_(ns);

@@ -254,7 +254,8 @@ constexpr const char* kCaUsage =
     "[--server URL]";
 constexpr const char* kServerUsage =
     "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
-    "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] [--cert-ttl DUR] "
+    "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] [--cert-ttl "
+    "DUR] "
     "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
     "[--log-level LEVEL]";
 
@@ -533,7 +534,8 @@ int CaMain(const Args& args) {
   }
   CtlFlags f;
   if (int rc = ParseCtlFlags(rest, &f, kCaUsage); rc >= 0) return rc;
-  if (!f.positional.empty()) return BadUsage("ca: unexpected \"" + f.positional[0] + "\"", kCaUsage);
+  if (!f.positional.empty())
+    return BadUsage("ca: unexpected \"" + f.positional[0] + "\"", kCaUsage);
   http::Client c(ServerAddress(f.server));
   if (what == "roots") {
     auto r = c.Do("GET", "/v1/connect/ca/roots");

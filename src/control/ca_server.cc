@@ -30,7 +30,8 @@ Result<std::string> EnsureCaState(store::Store* st, const CaOptions& opts) {
     if (!cur.ok() && cur.status().code() != StatusCode::kNotFound) return cur.status();
     if (cur.ok() && opts.cert_pem.empty()) {
       auto s = CaState::Parse(cur->value);
-      if (!s.ok()) return Status(StatusCode::kInternal, "ca/root in the store: " + s.status().message());
+      if (!s.ok())
+        return Status(StatusCode::kInternal, "ca/root in the store: " + s.status().message());
       if (s->trust_domain != opts.trust_domain)
         LOG_WARN("the stored CA serves trust domain {}, not --trust-domain {}: keeping {}",
                  s->trust_domain, opts.trust_domain, s->trust_domain);
@@ -157,8 +158,8 @@ Status CaServer::Sign(const weft::v1::SignRequest& req, weft::v1::SignResponse* 
       }
     }
     if (!allowed)
-      return Status(StatusCode::kPermissionDenied,
-                    "service " + ns + "/" + req.service() + " is not registered on node " + req.node());
+      return Status(StatusCode::kPermissionDenied, "service " + ns + "/" + req.service() +
+                                                       " is not registered on node " + req.node());
   } else {
     for (const auto& p : cat.ProxiesFor(req.service())) allowed |= p.instance->ns == ns;
     if (!allowed)
@@ -225,7 +226,8 @@ asio::awaitable<http::Response> CaServer::Rotate(http::Request& req) {
       auto s = CaState::Parse(cur->value);
       if (!s.ok()) return s.status();
       for (const auto& r : s->roots)
-        if (r.id == next.id) return Status(StatusCode::kInvalidArgument, "that root is already in use");
+        if (r.id == next.id)
+          return Status(StatusCode::kInvalidArgument, "that root is already in use");
       CaState rotated = std::move(s).value();
       const int64_t now = NowS();
       rotated.Rotate(next, now, propagate, overlap);

@@ -44,9 +44,9 @@ std::string CaState::ToJson() const {
   json out = json::array();
   for (const auto& r : roots) {
     out.push_back({{"RootCert", r.cert_pem},
-                     {"Key", r.key_pem},
-                     {"ActivateAt", r.activate_at},
-                     {"RetireAt", r.retire_at}});
+                   {"Key", r.key_pem},
+                   {"ActivateAt", r.activate_at},
+                   {"RetireAt", r.retire_at}});
   }
   return json{{"TrustDomain", trust_domain}, {"Roots", out}}.dump();
 }

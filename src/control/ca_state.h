@@ -19,7 +19,7 @@ namespace weft::control {
 
 struct CaRoot {
   std::string cert_pem, key_pem;
-  std::string id;  // SHA-256 fingerprint of the certificate
+  std::string id;           // SHA-256 fingerprint of the certificate
   int64_t activate_at = 0;  // unix seconds; signs from then on
   int64_t retire_at = 0;    // unix seconds; 0: not scheduled
 };

@@ -274,8 +274,8 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
                                  pb::SignResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     if (!server_->opts_.sign) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                   "certificates are issued by the servers"));
+      reactor->Finish(
+          grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "certificates are issued by the servers"));
       return reactor;
     }
     if (!server_->TokenOk(ctx)) {
@@ -300,8 +300,8 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
         return;
       }
       server_->counters_.sign_refused++;
-      LOG_WARN("certificate request from {} (node \"{}\") for {}/{} refused: {}", peer,
-               req->node(), req->namespace_(), req->service(), st.message());
+      LOG_WARN("certificate request from {} (node \"{}\") for {}/{} refused: {}", peer, req->node(),
+               req->namespace_(), req->service(), st.message());
       grpc::StatusCode code = grpc::StatusCode::INTERNAL;
       if (st.code() == StatusCode::kPermissionDenied) code = grpc::StatusCode::PERMISSION_DENIED;
       if (st.code() == StatusCode::kInvalidArgument) code = grpc::StatusCode::INVALID_ARGUMENT;

@@ -144,7 +144,8 @@ void CertManager::Run() {
       ++e.failures;
       int64_t backoff = kBackoffMinMs << std::min(e.failures - 1, 5);
       backoff = std::min(backoff, kBackoffMaxMs);
-      backoff = backoff / 2 + static_cast<int64_t>(rng_.Below(static_cast<uint64_t>(backoff / 2 + 1)));
+      backoff =
+          backoff / 2 + static_cast<int64_t>(rng_.Below(static_cast<uint64_t>(backoff / 2 + 1)));
       e.next_ms = NowMs() + backoff;
       LOG_WARN("workload certificate for {}/{}: {} (retrying in {} ms)", ns, service,
                got.status().message(), backoff);

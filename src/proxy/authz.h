@@ -46,8 +46,8 @@ struct HeaderRule {
 
 struct Rule {
   bool deny = false;
-  size_t policy = 0;               // index into Policies::names
-  std::vector<StringMatch> from;   // empty: any caller
+  size_t policy = 0;              // index into Policies::names
+  std::vector<StringMatch> from;  // empty: any caller
   std::vector<std::string> methods;
   std::vector<StringMatch> paths;
   std::vector<HeaderRule> headers;

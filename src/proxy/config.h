@@ -92,7 +92,7 @@ struct ClusterConfig {
   LbPolicy lb = LbPolicy::kRoundRobin;
   int64_t connect_timeout_ms = 1000;
   uint32_t max_idle_per_endpoint = 64;  // per worker
-  std::string peer_id;  // mesh TLS: the SPIFFE ID its endpoints must present
+  std::string peer_id;                  // mesh TLS: the SPIFFE ID its endpoints must present
   std::vector<Endpoint> endpoints;
 };
 

@@ -599,16 +599,17 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
       ar.headers = &req_.headers;
       const authz::Decision d = c.lc->authz->Evaluate(ar);
       if (d.policy >= 0) {
-        AuthzStats& as = c.state->snap->authz_stats[c.listener_index][static_cast<size_t>(d.policy)]
-                             ->at(w_->id());
+        AuthzStats& as =
+            c.state->snap->authz_stats[c.listener_index][static_cast<size_t>(d.policy)]->at(
+                w_->id());
         (d.allow ? as.allow : as.deny).Inc();
       }
       if (!d.allow) {
         const bool can_continue = req_.framing == Framing::kNone && client_keep_alive;
-        err_body_ = fmt::format(
-            "denied by AuthorizationPolicy {}{}",
-            d.policy >= 0 ? c.lc->authz->names()[static_cast<size_t>(d.policy)] : "-",
-            d.by_default ? " (default: deny)" : "");
+        err_body_ =
+            fmt::format("denied by AuthorizationPolicy {}{}",
+                        d.policy >= 0 ? c.lc->authz->names()[static_cast<size_t>(d.policy)] : "-",
+                        d.by_default ? " (default: deny)" : "");
         LOG_INFO("listener {}: {} {} from {}: {}", c.lc->name, method_copy_,
                  RequestPath(req_.target), peer_.empty() ? client_addr_ : peer_, err_body_);
         in_.Consume(head_bytes);
@@ -716,9 +717,9 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
         in_.Consume(head_bytes);
         head_consumed = true;
       }
-      int r = co_await PumpBody(down_, in_, up_->stream, head_out_, req_.framing, req_.content_length,
-                                req_.framing == Framing::kChunked, body_limit, &rq_bytes_,
-                                {&c.ls->bytes_in, &c.ls->bytes_in},
+      int r = co_await PumpBody(down_, in_, up_->stream, head_out_, req_.framing,
+                                req_.content_length, req_.framing == Framing::kChunked, body_limit,
+                                &rq_bytes_, {&c.ls->bytes_in, &c.ls->bytes_in},
                                 {&cr.stats->bytes_in, &cr.stats->bytes_in}, c.lc->idle_timeout_ms);
       if (r == 2 && replayable && (reused || retries_left > 0)) {
         // Nothing reached the upstream (a pooled connection it had just closed,
@@ -876,8 +877,8 @@ asio::awaitable<void> HttpSession::Serve(Ctx& c) {
     BuildResponseHead(resp_, chunk_out, close);
     up_buf_.Consume(resp_.head_bytes);
     int r =
-        co_await PumpBody(up_->stream, up_buf_, down_, head_out_, rf, resp_.content_length, chunk_out,
-                          0, &rs_bytes_, {&cr.stats->bytes_out, &cr.stats->bytes_out},
+        co_await PumpBody(up_->stream, up_buf_, down_, head_out_, rf, resp_.content_length,
+                          chunk_out, 0, &rs_bytes_, {&cr.stats->bytes_out, &cr.stats->bytes_out},
                           {&c.ls->bytes_out, &c.ls->bytes_out}, c.lc->idle_timeout_ms);
     const int64_t us = (MonoNanos() - start_ns_) / 1000;
     c.ls->http.Record(status, us);

@@ -30,6 +30,9 @@ asio::awaitable<bool> AcceptMeshTls(Worker* w, const ListenerConfig& lc, Listene
       co_return true;
     }
   }
+  // A copy, not a reference: a new identity may replace the worker's
+  // contexts while this handshake waits.
+  // NOLINTNEXTLINE(performance-unnecessary-copy-initialization)
   const std::shared_ptr<TlsContexts> tls = w->tls();
   if (!tls) {
     dl->deadline_ms = Deadline::kNever;
@@ -58,9 +61,10 @@ asio::awaitable<bool> AcceptMeshTls(Worker* w, const ListenerConfig& lc, Listene
   *peer = PeerSpiffeId(s.ssl());
   if (peer->empty() || TrustDomainOf(*peer) != tls->identity().trust_domain) {
     ls.Rejected(Reject::kPeerIdentity);
-    LOG_WARN("listener {}: mesh TLS peer refused: its certificate names no identity of trust "
-             "domain {}",
-             lc.name, tls->identity().trust_domain);
+    LOG_WARN(
+        "listener {}: mesh TLS peer refused: its certificate names no identity of trust "
+        "domain {}",
+        lc.name, tls->identity().trust_domain);
     peer->clear();
     co_return false;
   }
@@ -71,12 +75,14 @@ asio::awaitable<bool> ConnectMeshTls(Worker* w, const ClusterConfig& cc, size_t 
                                      std::string_view alpn, UpstreamConn& conn, Deadline* dl,
                                      std::string* err) {
   const SocketAddress& addr = cc.endpoints[ep].address;
-  const std::shared_ptr<TlsContexts>& tls = w->tls();
-  if (!tls) {
+  if (!w->tls()) {
     *err = "no workload certificate yet for mesh TLS to " + addr.text;
     co_return false;
   }
-  conn.tls = tls;
+  // The connection keeps the contexts it was made with (the worker may get
+  // new ones while the handshake waits).
+  conn.tls = w->tls();
+  TlsContexts* tls = conn.tls.get();
   const std::string session_key = addr.text + "|" + cc.peer_id;
   SSL* ssl = tls->NewClient(session_key, alpn);
   if (!ssl || !conn.stream.AttachTls(ssl)) {
@@ -92,8 +98,8 @@ asio::awaitable<bool> ConnectMeshTls(Worker* w, const ClusterConfig& cc, size_t 
     co_return false;
   }
   const std::string peer = PeerSpiffeId(conn.stream.ssl());
-  const bool ok = cc.peer_id.empty() ? TrustDomainOf(peer) == tls->identity().trust_domain
-                                     : peer == cc.peer_id;
+  const bool ok =
+      cc.peer_id.empty() ? TrustDomainOf(peer) == tls->identity().trust_domain : peer == cc.peer_id;
   if (!ok) {
     *err = "mesh TLS peer " + addr.text + " is " + (peer.empty() ? "unidentified" : peer) +
            ", expected " + (cc.peer_id.empty() ? "an identity of this trust domain" : cc.peer_id);

@@ -174,8 +174,8 @@ class Proxy {
       if (!opts.join_token.empty()) md.emplace_back("x-weft-join-token", opts.join_token);
       signer_ = std::make_unique<control::SignClient>(so.servers, md);
       certs_ = std::make_unique<identity::CertManager>(
-          [this](const std::string& csr, const std::string& ns, const std::string& service)
-              -> Result<identity::Issued> {
+          [this](const std::string& csr, const std::string& ns,
+                 const std::string& service) -> Result<identity::Issued> {
             weft::v1::SignRequest req;
             req.set_csr_pem(csr);
             req.set_namespace_(ns);
@@ -469,8 +469,8 @@ class Proxy {
 
   void UpdateIdentity() {
     auto id = IdentityFrom(bundle_, own_secret_);
-    if (!id || (identity_ && identity_->version == id->version &&
-                identity_->roots_pem == id->roots_pem))
+    if (!id ||
+        (identity_ && identity_->version == id->version && identity_->roots_pem == id->roots_pem))
       return;
     LOG_INFO("workload identity {} in use (certificate valid until {}, {} trusted roots)",
              id->spiffe_id, id->not_after_unix, id->roots_pem.size());

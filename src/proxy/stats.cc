@@ -251,9 +251,10 @@ std::string StatsRegistry::RenderPrometheus() {
   }
   for (const auto& [name, pw] : authz_) {
     for (int d = 0; d < 2; ++d) {
-      w.Counter("weft_authz_decisions_total", "Authorization decisions by policy.",
-                fmt::format("policy=\"{}\",decision=\"{}\"", name, d ? "deny" : "allow"),
-                Sum(*pw, [d](const AuthzStats& s) -> const Counter& { return d ? s.deny : s.allow; }));
+      w.Counter(
+          "weft_authz_decisions_total", "Authorization decisions by policy.",
+          fmt::format("policy=\"{}\",decision=\"{}\"", name, d ? "deny" : "allow"),
+          Sum(*pw, [d](const AuthzStats& s) -> const Counter& { return d ? s.deny : s.allow; }));
     }
   }
   return w.Finish();

@@ -1,10 +1,9 @@
 // Opaque TCP proxying: pick an endpoint, connect (one retry on another
 // endpoint), then copy bytes both ways with half-close passed through.
 #include <fmt/format.h>
+#include <openssl/ssl.h>
 
 #include <asio/experimental/awaitable_operators.hpp>
-
-#include <openssl/ssl.h>
 
 #include "base/log.h"
 #include "base/time.h"

@@ -293,18 +293,17 @@ void Worker::DropIdle(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* r
   }
 }
 
-void Worker::WatchIdleTls(std::weak_ptr<ClusterRuntime> weak, UpstreamConn* raw) {
-  raw->stream.socket().async_wait(tcp::socket::wait_read,
-                                  [weak, raw](const asio::error_code& ec) {
-                                    if (ec == asio::error::operation_aborted) return;
-                                    // A session ticket or key update keeps it; a
-                                    // close or stray data drops it.
-                                    if (!ec && weak.lock() && raw->stream.IdleReadable()) {
-                                      WatchIdleTls(weak, raw);
-                                      return;
-                                    }
-                                    DropIdle(weak, raw);
-                                  });
+void Worker::WatchIdleTls(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw) {
+  raw->stream.socket().async_wait(tcp::socket::wait_read, [weak, raw](const asio::error_code& ec) {
+    if (ec == asio::error::operation_aborted) return;
+    // A session ticket or key update keeps it; a
+    // close or stray data drops it.
+    if (!ec && weak.lock() && raw->stream.IdleReadable()) {
+      WatchIdleTls(weak, raw);
+      return;
+    }
+    DropIdle(weak, raw);
+  });
 }
 
 void Worker::SetIdentity(std::shared_ptr<const MeshIdentity> id,

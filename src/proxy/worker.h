@@ -160,7 +160,7 @@ class Worker {
   // Arms the close-watch on pooled upstream connections that have been idle
   // since the last tick.
   void WatchIdle();
-  static void WatchIdleTls(std::weak_ptr<ClusterRuntime> weak, UpstreamConn* raw);
+  static void WatchIdleTls(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw);
   static void DropIdle(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw);
 
   // Constant after construction.

@@ -141,7 +141,8 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
   return cfg;
 }
 
-std::shared_ptr<const MeshIdentity> IdentityFrom(const pb::Bundle& bundle, const pb::Secret& secret) {
+std::shared_ptr<const MeshIdentity> IdentityFrom(const pb::Bundle& bundle,
+                                                 const pb::Secret& secret) {
   if (bundle.roots_pem().empty() || secret.cert_chain_pem().empty() || secret.key_pem().empty())
     return nullptr;
   auto id = std::make_shared<MeshIdentity>();

@@ -59,7 +59,8 @@ TEST(CaState, RefusesBrokenDocuments) {
   EXPECT_FALSE(CaState::Parse("[]").ok());
   EXPECT_FALSE(CaState::Parse(R"({"TrustDomain":"x"})").ok());
   EXPECT_FALSE(CaState::Parse(R"({"TrustDomain":"x","Roots":[]})").ok());
-  EXPECT_FALSE(CaState::Parse(R"({"TrustDomain":"x","Roots":[{"RootCert":"junk","Key":"k"}]})").ok());
+  EXPECT_FALSE(
+      CaState::Parse(R"({"TrustDomain":"x","Roots":[{"RootCert":"junk","Key":"k"}]})").ok());
 }
 
 }  // namespace

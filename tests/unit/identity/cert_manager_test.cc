@@ -31,7 +31,8 @@ TEST(CertManager, RenewsAtFortyToSixtyPercentOfWhatIsLeft) {
 // A real CA behind the sign function; the key never reaches it.
 struct Fixture {
   KeyPair root = NewRoot("weft.local").value();
-  std::unique_ptr<Authority> ca = Authority::Load(root.cert_pem, root.key_pem, "weft.local").value();
+  std::unique_ptr<Authority> ca =
+      Authority::Load(root.cert_pem, root.key_pem, "weft.local").value();
   std::string root_id = Fingerprint(root.cert_pem).value();
   std::mutex mu;
   std::vector<std::pair<std::string, Issued>> got;  // (key, cert)
@@ -53,8 +54,7 @@ struct Fixture {
     };
   }
   CertManager::OnCertFn OnCert() {
-    return [this](const std::string&, const std::string&, const std::string& key,
-                  const Issued& c) {
+    return [this](const std::string&, const std::string&, const std::string& key, const Issued& c) {
       std::lock_guard<std::mutex> l(mu);
       got.emplace_back(key, c);
     };

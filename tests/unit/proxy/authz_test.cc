@@ -153,12 +153,13 @@ TEST(Authz, TcpConnectionsAndHttpOnlyConditions) {
 TEST(Authz, DecisionsDoNotAllocate) {
   std::vector<Policies::Input> in;
   for (int i = 0; i < 20; ++i) {
-    in.push_back(Parse("p" + std::to_string(i), "  service: reviews\n  default: deny\n  rules:\n"
-                                                "    - action: allow\n      from: [spiffe://weft."
-                                                "local/ns/default/sa/svc" +
-                                                    std::to_string(i) +
-                                                    "]\n      to: {paths: [/a/*], headers: {x-a: "
-                                                    "b}}\n"));
+    in.push_back(Parse("p" + std::to_string(i),
+                       "  service: reviews\n  default: deny\n  rules:\n"
+                       "    - action: allow\n      from: [spiffe://weft."
+                       "local/ns/default/sa/svc" +
+                           std::to_string(i) +
+                           "]\n      to: {paths: [/a/*], headers: {x-a: "
+                           "b}}\n"));
   }
   auto p = Policies::Compile(in, "reviews");
   std::vector<http1::Header> h = {{"x-a", "b"}};
