@@ -250,11 +250,7 @@ def main():
             p.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    cpu = "?"
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = common.cpu_model()
     d, p1, m = "direct (nginx)", "one plaintext weft hop", "mesh: sidecar -> mTLS -> sidecar"
     lines = [
         "# Mesh TLS and authorization benchmark", "",

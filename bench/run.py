@@ -290,15 +290,18 @@ def main():
     write_results(a, results)
 
 
-def write_results(a, results):
-    cpu = "?"
+def cpu_model():
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "?"
+
+
+def write_results(a, results):
+    cpu = cpu_model()
     lines = ["# weft benchmark results", "",
              f"Run: `make bench` (bench/run.sh → bench/run.py), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
              f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.",

@@ -1,5 +1,10 @@
 #include "base/strings.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
 namespace weft {
 
 std::optional<uint64_t> ParseDecimal(std::string_view s) {
@@ -174,6 +179,17 @@ std::vector<std::string> SplitCommas(std::string_view s) {
     s.remove_prefix(comma + 1);
   }
   return out;
+}
+
+std::string ReadWholeFile(const std::string& path, std::string* err) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *err = path + ": cannot read: " + std::strerror(errno);
+    return "";
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 }  // namespace weft

@@ -160,21 +160,15 @@ bool ReadSources(const std::vector<std::string>& files,
         return false;
       }
       for (const auto& n : names) {
-        std::ifstream in(n);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        out->emplace_back(n, ss.str());
+        std::string text = ReadWholeFile(n, err);
+        if (!err->empty()) return false;
+        out->emplace_back(n, std::move(text));
       }
       continue;
     }
-    std::ifstream in(f);
-    if (!in) {
-      *err = f + ": cannot read: " + std::strerror(errno);
-      return false;
-    }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    out->emplace_back(f, ss.str());
+    std::string text = ReadWholeFile(f, err);
+    if (!err->empty()) return false;
+    out->emplace_back(f, std::move(text));
   }
   return true;
 }
@@ -498,17 +492,6 @@ int MembersMain(const Args& args) {
                 tags.value("detail", "").c_str());
   }
   return 0;
-}
-
-std::string ReadWholeFile(const std::string& path, std::string* err) {
-  std::ifstream in(path);
-  if (!in) {
-    *err = path + ": cannot read: " + std::strerror(errno);
-    return "";
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 int CaMain(const Args& args) {

@@ -46,17 +46,6 @@ Result<std::string> EnsureJoinToken(store::Store* st) {
   return Status(StatusCode::kUnavailable, "could not create or read the join token");
 }
 
-std::string ReadFile(const std::string& path, std::string* err) {
-  std::ifstream in(path);
-  if (!in) {
-    *err = path + ": " + strerror(errno);
-    return "";
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 int RunServer(const ServerOptions& in) {
@@ -142,8 +131,8 @@ int RunServer(const ServerOptions& in) {
       return 2;
     }
     std::string err;
-    ca_opts.cert_pem = ReadFile(opts.ca_cert_file, &err);
-    if (err.empty()) ca_opts.key_pem = ReadFile(opts.ca_key_file, &err);
+    ca_opts.cert_pem = ReadWholeFile(opts.ca_cert_file, &err);
+    if (err.empty()) ca_opts.key_pem = ReadWholeFile(opts.ca_key_file, &err);
     if (!err.empty()) {
       std::fprintf(stderr, "weft server: CA: %s\n", err.c_str());
       return 2;

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import HERE, free_port, require, wait_for, wait_port
+from conftest import free_port, require, wait_for, wait_port
 
 TD = "weft.local"
 
@@ -399,22 +399,6 @@ def test_tcp_service_mtls_and_authorization(server, mesh_proxy, ca):
     finally:
         rp.kill()
         rp.wait()
-
-
-@pytest.fixture(scope="module")
-def pb(tmp_path_factory):
-    try:
-        import grpc  # noqa: F401
-    except ImportError:
-        pytest.fail("python3-grpcio is required for this test; run scripts/deps.sh")
-    import importlib
-    import sys
-    out = tmp_path_factory.mktemp("pb")
-    proto_root = os.path.join(HERE, "..", "..", "proto")
-    subprocess.run([require("protoc"), f"--proto_path={proto_root}", f"--python_out={out}",
-                    os.path.join(proto_root, "weft", "v1", "config.proto")], check=True)
-    sys.path.insert(0, str(out))
-    return importlib.import_module("weft.v1.config_pb2")
 
 
 def sign(pb, target, token, node, service, ca):

@@ -2,32 +2,11 @@
 and message classes generated from proto/weft/v1/config.proto by protoc:
 full state then differences, ACK and NACK, resume from held versions, and
 refusal of a malformed first request."""
-import importlib
-import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-
-from conftest import HERE, require
-
-PROTO_ROOT = os.path.join(HERE, "..", "..", "proto")
-
-
-@pytest.fixture(scope="module")
-def pb(tmp_path_factory):
-    try:
-        import grpc  # noqa: F401
-    except ImportError:
-        pytest.fail("python3-grpcio is required for this test; run scripts/deps.sh")
-    out = tmp_path_factory.mktemp("pb")
-    subprocess.run([require("protoc"), f"--proto_path={PROTO_ROOT}", f"--python_out={out}",
-                    os.path.join(PROTO_ROOT, "weft", "v1", "config.proto")], check=True)
-    sys.path.insert(0, str(out))
-    return importlib.import_module("weft.v1.config_pb2")
 
 
 class Stream:
