@@ -311,11 +311,7 @@ def main():
     lines += ["", "AllowedByLastRule: the request matches the last of the rules, so every deny rule and every "
               "earlier allow rule is evaluated (source, methods, path prefix, header each). Nothing is allocated "
               "per decision (tests/unit/proxy/authz_test.cc checks).", ""]
-    notes = os.path.join(HERE, "NOTES-mtls.md")
-    if os.path.exists(notes):
-        lines.append(open(notes).read())
-    open(a.out, "w").write("\n".join(lines))
-    print(f"wrote {a.out}")
+    common.write_with_notes(lines, a.out, os.path.join(HERE, "NOTES-mtls.md"))
 
 
 if __name__ == "__main__":

@@ -343,11 +343,15 @@ def write_results(a, results):
               "  bench/RESULTS-control-16core.md.",
               "- Agent lookups (DNS, HTTP): bench/RESULTS-agent.md (`bash bench/agent.sh`).",
               "- Multi-core data plane scaling: bench/RESULTS-scaling.md.", ""]
-    notes = os.path.join(os.path.dirname(a.out), "NOTES.md")
+    write_with_notes(lines, a.out, os.path.join(os.path.dirname(a.out), "NOTES.md"))
+
+
+def write_with_notes(lines, out, notes):
+    """Writes a results file: the generated lines, then the hand-written notes."""
     if os.path.exists(notes):
         lines.append(open(notes).read())
-    open(a.out, "w").write("\n".join(lines))
-    print(f"wrote {a.out}")
+    open(out, "w").write("\n".join(lines))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

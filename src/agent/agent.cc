@@ -128,29 +128,15 @@ class Agent {
     if (!opts_.join_token.empty()) md.emplace_back("x-weft-join-token", opts_.join_token);
     signer_ = std::make_unique<control::SignClient>(opts_.servers, md);
     certs_ = std::make_unique<identity::CertManager>(
-        [this](const std::string& csr, const std::string& ns,
-               const std::string& service) -> Result<identity::Issued> {
-          pb::SignRequest req;
-          req.set_csr_pem(csr);
-          req.set_namespace_(ns);
-          req.set_service(service);
-          req.set_node(opts_.node);
-          auto r = signer_->Sign(req);
-          if (!r.ok()) return r.status();
-          return identity::Issued{r->cert_chain_pem(), r->spiffe_id(), r->root_id(),
-                                  r->not_after_unix()};
+        [this](const std::string& csr, const std::string& ns, const std::string& service) {
+          return signer_->Issue(csr, ns, service, opts_.node);
         },
         [this](const std::string& ns, const std::string& service, const std::string& key_pem,
                const identity::Issued& cert) {
           pb::Resource r;
           r.set_type("secret");
           r.set_name("workload");
-          pb::Secret* sec = r.mutable_secret();
-          sec->set_spiffe_id(cert.spiffe_id);
-          sec->set_cert_chain_pem(cert.cert_chain_pem);
-          sec->set_key_pem(key_pem);
-          sec->set_not_after_unix(cert.not_after_unix);
-          sec->set_root_id(cert.root_id);
+          *r.mutable_secret() = control::ToSecret(key_pem, cert);
           r.set_version(control::ResourceVersion(r));
           auto res = std::make_shared<const pb::Resource>(std::move(r));
           asio::post(io_, [this, ns, service, res] { local_stream_->SetSecret(ns, service, res); });

@@ -176,4 +176,26 @@ Result<pb::SignResponse> SignClient::Sign(const pb::SignRequest& req, int64_t ti
   return last;
 }
 
+Result<identity::Issued> SignClient::Issue(const std::string& csr_pem, const std::string& ns,
+                                           const std::string& service, const std::string& node) {
+  pb::SignRequest req;
+  req.set_csr_pem(csr_pem);
+  req.set_namespace_(ns);
+  req.set_service(service);
+  req.set_node(node);
+  auto r = Sign(req);
+  if (!r.ok()) return r.status();
+  return identity::Issued{r->cert_chain_pem(), r->spiffe_id(), r->root_id(), r->not_after_unix()};
+}
+
+pb::Secret ToSecret(const std::string& key_pem, const identity::Issued& cert) {
+  pb::Secret s;
+  s.set_spiffe_id(cert.spiffe_id);
+  s.set_cert_chain_pem(cert.cert_chain_pem);
+  s.set_key_pem(key_pem);
+  s.set_not_after_unix(cert.not_after_unix);
+  s.set_root_id(cert.root_id);
+  return s;
+}
+
 }  // namespace weft::control

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "identity/cert_manager.h"
 #include "weft/v1/config.pb.h"
 
 namespace grpc {
@@ -87,11 +88,18 @@ class SignClient {
   SignClient(std::vector<std::string> servers,
              std::vector<std::pair<std::string, std::string>> metadata);
   Result<weft::v1::SignResponse> Sign(const weft::v1::SignRequest& req, int64_t timeout_ms = 10000);
+  // What a certificate manager asks for: a certificate for ns/service from
+  // a CSR (`node`: the agent's node, "" for a proxy without one).
+  Result<identity::Issued> Issue(const std::string& csr_pem, const std::string& ns,
+                                 const std::string& service, const std::string& node);
 
  private:
   const std::vector<std::string> servers_;
   const std::vector<std::pair<std::string, std::string>> metadata_;
   size_t next_ = 0;
 };
+
+// A workload's key and certificate as the stream carries them to a proxy.
+weft::v1::Secret ToSecret(const std::string& key_pem, const identity::Issued& cert);
 
 }  // namespace weft::control

@@ -174,26 +174,12 @@ class Proxy {
       if (!opts.join_token.empty()) md.emplace_back("x-weft-join-token", opts.join_token);
       signer_ = std::make_unique<control::SignClient>(so.servers, md);
       certs_ = std::make_unique<identity::CertManager>(
-          [this](const std::string& csr, const std::string& ns,
-                 const std::string& service) -> Result<identity::Issued> {
-            weft::v1::SignRequest req;
-            req.set_csr_pem(csr);
-            req.set_namespace_(ns);
-            req.set_service(service);
-            auto r = signer_->Sign(req);
-            if (!r.ok()) return r.status();
-            return identity::Issued{r->cert_chain_pem(), r->spiffe_id(), r->root_id(),
-                                    r->not_after_unix()};
+          [this](const std::string& csr, const std::string& ns, const std::string& service) {
+            return signer_->Issue(csr, ns, service, "");
           },
           [this](const std::string&, const std::string&, const std::string& key_pem,
                  const identity::Issued& cert) {
-            weft::v1::Secret sec;
-            sec.set_spiffe_id(cert.spiffe_id);
-            sec.set_cert_chain_pem(cert.cert_chain_pem);
-            sec.set_key_pem(key_pem);
-            sec.set_not_after_unix(cert.not_after_unix);
-            sec.set_root_id(cert.root_id);
-            asio::post(io_, [this, sec] {
+            asio::post(io_, [this, sec = control::ToSecret(key_pem, cert)] {
               own_secret_ = sec;
               UpdateIdentity();
             });
