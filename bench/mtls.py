@@ -157,6 +157,16 @@ def main():
         side_a = common.Server([a.weft, "proxy", "--server", f"127.0.0.1:{grpc_port}", "--service", "bench",
                                 "--workers", "1", "--admin", "127.0.0.1:0", "--log-level", "warn"], pin_proxy)
         procs += [side_b, side_a]
+        # A second inbound sidecar with two workers: does CPU per handshake
+        # grow when two threads handshake at once (OpenSSL 3.0's locks)?
+        b2_in = common.free_port()
+        post(api, {"Node": "n-app2", "Address": "127.0.0.1", "Service": {"Service": "app2", "ID": "app2-1", "Port": nport}})
+        post(api, {"Node": "n-app2", "Address": "127.0.0.1", "Service": {
+            "Service": "app2-sidecar", "ID": "app2-sc", "Kind": "connect-proxy", "Port": b2_in,
+            "Proxy": {"DestinationServiceName": "app2", "LocalServicePort": nport}}})
+        side_b2 = common.Server([a.weft, "proxy", "--server", f"127.0.0.1:{grpc_port}", "--service", "app2",
+                                 "--workers", "2", "--admin", "127.0.0.1:0", "--log-level", "warn"])
+        procs.append(side_b2)
         # One plaintext hop: a static weft proxy in front of the same nginx.
         hop = common.free_port()
         open(f"{tmp}/hop.yaml", "w").write(
@@ -211,6 +221,24 @@ def main():
                         "per_cpu_s": n / cpu if cpu else 0.0}
             print(f"s_time -{mode}: {n} connections in {t:.1f}s ({n / t:.0f}/s), sidecar CPU {cpu:.2f}s "
                   f"-> {hs[mode]['per_cpu_s']:.0f} handshakes per CPU-second")
+
+        # Two workers, two clients at once (nothing pinned: all share the cores).
+        common.wait_port(b2_in)
+        time.sleep(1)
+        pb2 = common.pids_of(side_b2.p.pid)
+        before = common.cpu_seconds(pb2)
+        clients = [subprocess.Popen([common.tool("openssl"), "s_time", "-connect", f"127.0.0.1:{b2_in}", "-tls1_3",
+                                     "-new", "-time", "10", "-cert", cpem, "-key", ckey, "-CAfile", ca_pem,
+                                     "-www", "/"], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        n2 = 0
+        for c in clients:
+            o, _ = c.communicate(timeout=60)
+            m2 = re.findall(r"(\d+) connections in ([\d.]+) real seconds", o)
+            n2 += int(m2[-1][0]) if m2 else 0
+        cpu2 = common.cpu_seconds(pb2) - before
+        hs["two-workers"] = {"conns": n2, "secs": 10.0, "rate": n2 / 10.0, "cpu": cpu2,
+                             "per_cpu_s": n2 / cpu2 if cpu2 else 0.0}
+        print(f"2 workers, 2 clients: {n2} connections, {cpu2 * 1e6 / max(n2, 1):.0f} µs CPU per connection")
 
         # The same client against openssl s_server on the same core, for
         # reference: what OpenSSL itself spends per connection here.
@@ -269,6 +297,7 @@ def main():
         "| handshake | conn/s (client-bound) | proxy CPU µs/conn | per proxy CPU-second | vs ecdsa sign/s |",
         "|---|---:|---:|---:|---:|"]
     for mode, label in (("new", "weft sidecar, full"), ("reuse", "weft sidecar, resumed"),
+                        ("two-workers", "weft sidecar, full, 2 workers and 2 clients at once (unpinned)"),
                         ("ref-new", "openssl s_server, full (reference)"),
                         ("ref-reuse", "openssl s_server, resumed (reference)")):
         h = hs[mode]
