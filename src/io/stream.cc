@@ -96,7 +96,7 @@ bool Stream::AttachTls(SSL* ssl) {
   SSL_set_bio(ssl, rbio, wbio);  // the SSL owns both now
   if (ssl_) SSL_free(ssl_);
   ssl_ = ssl;
-  if (!rbuf_) rbuf_.reset(new char[kReadBuffer]);
+  rbuf_.reset();  // allocated when a read needs it
   rbuf_begin_ = rbuf_end_ = 0;
   rbuf_eof_ = false;
   return true;
@@ -104,6 +104,7 @@ bool Stream::AttachTls(SSL* ssl) {
 
 asio::awaitable<asio::error_code> Stream::Fill() {
   if (rbuf_end_ == kReadBuffer) co_return asio::error_code{};  // OpenSSL has not taken it yet
+  if (!rbuf_) rbuf_.reset(new char[kReadBuffer]);
   auto [ec, n] = co_await sock_.async_read_some(
       asio::buffer(rbuf_.get() + rbuf_end_, kReadBuffer - rbuf_end_), kNoThrow);
   if (ec == asio::error::eof) {
@@ -153,7 +154,10 @@ asio::awaitable<Stream::IoResult> Stream::ReadSome(void* p, size_t n) {
     ERR_clear_error();
     errno = 0;
     const int r = SSL_read_ex(ssl_, p, n, &got);
-    if (r == 1) co_return IoResult{asio::error_code{}, got};
+    if (r == 1) {
+      ReleaseIdleBuffer();
+      co_return IoResult{asio::error_code{}, got};
+    }
     const int e = SSL_get_error(ssl_, r);
     if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) co_return IoResult{SslError(r), 0};
     if (auto ec = co_await WaitFor(e)) co_return IoResult{ec, 0};
@@ -207,6 +211,7 @@ asio::awaitable<Stream::IoResult> Stream::Write(const std::vector<asio::const_bu
 
 bool Stream::IdleReadable() {
   if (!ssl_) return false;
+  if (!rbuf_) rbuf_.reset(new char[kReadBuffer]);
   if (rbuf_end_ < kReadBuffer) {
     asio::error_code ec;
     const size_t n =
@@ -222,7 +227,15 @@ bool Stream::IdleReadable() {
   if (r == 1) return false;  // application data on an idle connection: out of step
   const int e = SSL_get_error(ssl_, r);
   ERR_clear_error();
+  ReleaseIdleBuffer();
   return e == SSL_ERROR_WANT_READ;
+}
+
+void Stream::ReleaseIdleBuffer() {
+  // Everything read has been taken: the buffer goes until the next read, so
+  // an idle TLS connection holds no read buffer of ours (nor, with
+  // SSL_MODE_RELEASE_BUFFERS, of OpenSSL's).
+  if (rbuf_ && rbuf_begin_ == rbuf_end_) rbuf_.reset();
 }
 
 void Stream::ShutdownSend() {

@@ -66,6 +66,7 @@ class Stream {
   asio::awaitable<asio::error_code> WaitFor(int ssl_error);
   // TLS: more ciphertext from the socket into rbuf_ (the event loop's read).
   asio::awaitable<asio::error_code> Fill();
+  void ReleaseIdleBuffer();
   friend int StreamBioRead(BIO* b, char* out, size_t n, size_t* got);
 
   tcp::socket sock_;

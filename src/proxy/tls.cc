@@ -43,7 +43,9 @@ std::string LastError(const char* what) {
 bool Load(SSL_CTX* ctx, const MeshIdentity& id, std::string* error) {
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_ciphersuites(ctx, kCipherSuites);
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Buffers are released between records: an idle connection holds none.
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
   // One read(2) for a whole record (and what follows it), not one for the
   // record header and another for its body.
   SSL_CTX_set_read_ahead(ctx, 1);
