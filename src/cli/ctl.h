@@ -15,5 +15,6 @@ int GetMain(const Args& args);
 int DeleteMain(const Args& args);
 int MembersMain(const Args& args);
 int CaMain(const Args& args);
+int DemoMain(const Args& args);
 
 }  // namespace weft::cli

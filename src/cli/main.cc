@@ -37,6 +37,9 @@ constexpr const char* kUsage =
     "  get KIND [NAME] [-o yaml|json] [-n NS|-A]   show config entries\n"
     "  delete KIND NAME [-n NS]   delete a config entry\n"
     "  members                    list the servers (and connected proxies)\n"
+    "  demo-app --name NAME [--listen ADDR] [--latency DUR] [--error-rate F] [--call "
+    "HOST:PORT/PATH]\n"
+    "                             a demo HTTP service (latency, errors, calls to others)\n"
     "  ca roots | ca rotate [--propagate DUR] [--overlap DUR]\n"
     "                             the mesh CA's trust bundle; introduce a new root\n"
     "        apply/get/delete/members talk to --server URL (or WEFT_SERVER;\n"
@@ -135,6 +138,7 @@ int main(int argc, char** argv) {
   if (cmd == "delete") return weft::cli::DeleteMain(args);
   if (cmd == "members") return weft::cli::MembersMain(args);
   if (cmd == "ca") return weft::cli::CaMain(args);
+  if (cmd == "demo-app") return weft::cli::DemoMain(args);
   if (cmd == "version" || cmd == "--version" || cmd == "-v") {
     std::printf("weft %s\n", WEFT_VERSION);
     return 0;
