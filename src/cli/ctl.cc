@@ -2,6 +2,7 @@
 // apply, get, delete, members.
 #include "cli/ctl.h"
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -10,8 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "agent/agent.h"
 #include "base/log.h"
@@ -243,6 +246,8 @@ constexpr const char* kGetUsage =
     "weft get KIND [NAME] [-n NAMESPACE | -A] [-o table|yaml|json] [--server URL]";
 constexpr const char* kDeleteUsage = "weft delete KIND NAME [-n NAMESPACE] [--server URL]";
 constexpr const char* kMembersUsage = "weft members [-o table|json] [--server URL]";
+constexpr const char* kStatUsage =
+    "weft stat [SERVICE] [--window DUR] [-o table|json] [--server URL]";
 constexpr const char* kDemoUsage =
     "weft demo-app --name NAME [--version V] [--listen ADDR] [--latency DUR] [--jitter DUR] "
     "[--error-rate 0..1] [--call HOST:PORT[/PATH]]... [--call-timeout DUR]";
@@ -615,6 +620,177 @@ int DemoMain(const Args& args) {
     }
   }
   return demo::RunDemoApp(o);
+}
+
+// What `weft stat` reads from one proxy's /stats: inbound requests (all, and
+// 5xx), those that came with a verified mesh identity, and the inbound
+// latency histogram.
+struct InboundStats {
+  double total = 0, errors = 0, mtls = 0;
+  std::map<double, double> buckets;  // le (seconds) -> cumulative count
+};
+
+// The value of label `name` in a Prometheus sample line ("" when absent).
+std::string LabelOf(std::string_view line, std::string_view name) {
+  const std::string key = std::string(name) + "=\"";
+  size_t at = line.find(key);
+  if (at == std::string_view::npos) return "";
+  at += key.size();
+  const size_t end = line.find('"', at);
+  return std::string(line.substr(at, end == std::string_view::npos ? 0 : end - at));
+}
+
+InboundStats ParseInbound(const std::string& text) {
+  InboundStats st;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string_view line(text.data() + pos, eol - pos);
+    pos = eol + 1;
+    if (line.empty() || line[0] == '#' || LabelOf(line, "listener") != "inbound") continue;
+    const size_t sp = line.rfind(' ');
+    if (sp == std::string_view::npos) continue;
+    const double v = std::strtod(std::string(line.substr(sp + 1)).c_str(), nullptr);
+    if (line.rfind("weft_listener_downstream_rq_total{", 0) == 0) {
+      st.total += v;
+      if (LabelOf(line, "class") == "5xx") st.errors += v;
+    } else if (line.rfind("weft_listener_downstream_rq_duration_seconds_bucket{", 0) == 0) {
+      const std::string le = LabelOf(line, "le");
+      st.buckets[le == "+Inf" ? 1e300 : std::strtod(le.c_str(), nullptr)] += v;
+    } else if (line.rfind("weft_inbound_rq_total{", 0) == 0) {
+      st.mtls += v;
+    }
+  }
+  return st;
+}
+
+// The upper bound of the bucket holding quantile q of the requests counted
+// between two scrapes, in milliseconds (-1: none).
+double QuantileMs(const InboundStats& a, const InboundStats& b, double q) {
+  const double n = b.total - a.total;
+  if (n <= 0) return -1;
+  for (const auto& [le, cum] : b.buckets) {
+    auto it = a.buckets.find(le);
+    const double d = cum - (it == a.buckets.end() ? 0 : it->second);
+    if (d >= q * n) return le >= 1e300 ? 1e9 : le * 1000;
+  }
+  return -1;
+}
+
+int StatMain(const Args& args) {
+  int64_t window_ms = 1000;
+  Args rest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string v;
+    if (FlagValue(args, &i, "--window", &v)) {
+      auto ms = ParseDurationMs(v);
+      if (!ms || *ms < 100 || *ms > 60000)
+        return BadUsage("--window \"" + v + "\": use a duration from 100ms to 1m", kStatUsage);
+      window_ms = *ms;
+    } else {
+      rest.push_back(args[i]);
+    }
+  }
+  CtlFlags f;
+  if (int rc = ParseCtlFlags(rest, &f, kStatUsage); rc >= 0) return rc;
+  if (f.positional.size() > 1) return BadUsage("stat: at most one SERVICE", kStatUsage);
+  const std::string only = f.positional.empty() ? "" : f.positional[0];
+  http::Client c(ServerAddress(f.server));
+  auto r = c.Do("GET", "/v1/agent/members");
+  if (!r.ok()) return Fail("stat: " + r.status().message());
+  if (r->status != 200) return Fail(ApiError(r.value()));
+  json members = json::parse(r->body, nullptr, false);
+  if (!members.is_array()) return Fail("stat: the server sent a body that is not a JSON list");
+  // service -> admin addresses of its proxies
+  std::map<std::string, std::vector<std::string>> proxies;
+  for (const auto& m : members) {
+    const json tags = m.value("Tags", json::object());
+    if (tags.value("role", "") != "proxy" || tags.value("admin", "").empty()) continue;
+    const std::string svc = tags.value("service", "");
+    if (!only.empty() && svc != only) continue;
+    proxies[svc].push_back(tags.value("admin", ""));
+  }
+  if (proxies.empty())
+    return Fail(only.empty() ? "stat: no proxies connected to " + ServerAddress(f.server)
+                             : "stat: no proxy of service " + only + " is connected to " +
+                                   ServerAddress(f.server));
+  auto scrape = [](const std::string& admin, InboundStats* out) {
+    http::Client pc(admin);
+    auto s = pc.Do("GET", "/stats");
+    if (!s.ok() || s->status != 200) return false;
+    *out = ParseInbound(s->body);
+    return true;
+  };
+  struct Row {
+    InboundStats a, b;
+    size_t proxies = 0, unreachable = 0;
+  };
+  std::map<std::string, Row> rows;
+  std::map<std::string, InboundStats> first;
+  for (const auto& [svc, admins] : proxies) {
+    for (const auto& adm : admins) {
+      InboundStats st;
+      if (scrape(adm, &st)) first[adm] = st;
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(window_ms));
+  for (const auto& [svc, admins] : proxies) {
+    Row& row = rows[svc];
+    for (const auto& adm : admins) {
+      ++row.proxies;
+      InboundStats st;
+      auto it = first.find(adm);
+      if (it == first.end() || !scrape(adm, &st)) {
+        ++row.unreachable;
+        continue;
+      }
+      row.a.total += it->second.total;
+      row.a.errors += it->second.errors;
+      row.a.mtls += it->second.mtls;
+      for (const auto& [le, v] : it->second.buckets) row.a.buckets[le] += v;
+      row.b.total += st.total;
+      row.b.errors += st.errors;
+      row.b.mtls += st.mtls;
+      for (const auto& [le, v] : st.buckets) row.b.buckets[le] += v;
+    }
+  }
+  const double secs = static_cast<double>(window_ms) / 1000.0;
+  json out = json::array();
+  for (const auto& [svc, row] : rows) {
+    const double n = row.b.total - row.a.total;
+    json j = {{"service", svc},
+              {"proxies", row.proxies},
+              {"unreachable", row.unreachable},
+              {"rps", n / secs},
+              {"success", n > 0 ? 1.0 - (row.b.errors - row.a.errors) / n : 1.0},
+              {"p50_ms", QuantileMs(row.a, row.b, 0.5)},
+              {"p99_ms", QuantileMs(row.a, row.b, 0.99)},
+              {"mtls", n > 0 ? (row.b.mtls - row.a.mtls) / n : 0.0}};
+    out.push_back(j);
+  }
+  if (f.output == "json") {
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  auto ms = [](double v) -> std::string {
+    if (v < 0) return "-";
+    if (v >= 1e9) return ">10s";
+    return fmt::format("≤{:g}ms", v);
+  };
+  std::printf("%-24s %-9s %-10s %-9s %-10s %-10s %s\n", "SERVICE", "PROXIES", "RPS", "SUCCESS",
+              "P50", "P99", "MTLS");
+  for (const auto& j : out) {
+    const double n = j["rps"].get<double>();
+    std::printf("%-24s %-9s %-10.1f %-9s %-10s %-10s %s\n", j["service"].get<std::string>().c_str(),
+                (std::to_string(j["proxies"].get<size_t>() - j["unreachable"].get<size_t>()) + "/" +
+                 std::to_string(j["proxies"].get<size_t>()))
+                    .c_str(),
+                n, n > 0 ? fmt::format("{:.2f}%", j["success"].get<double>() * 100).c_str() : "-",
+                ms(j["p50_ms"].get<double>()).c_str(), ms(j["p99_ms"].get<double>()).c_str(),
+                n > 0 ? fmt::format("{:.0f}%", j["mtls"].get<double>() * 100).c_str() : "-");
+  }
+  return 0;
 }
 
 }  // namespace weft::cli

@@ -16,5 +16,6 @@ int DeleteMain(const Args& args);
 int MembersMain(const Args& args);
 int CaMain(const Args& args);
 int DemoMain(const Args& args);
+int StatMain(const Args& args);
 
 }  // namespace weft::cli

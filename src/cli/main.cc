@@ -37,6 +37,7 @@ constexpr const char* kUsage =
     "  get KIND [NAME] [-o yaml|json] [-n NS|-A]   show config entries\n"
     "  delete KIND NAME [-n NS]   delete a config entry\n"
     "  members                    list the servers (and connected proxies)\n"
+    "  stat [SERVICE] [--window DUR]  golden metrics of the mesh's services from their proxies\n"
     "  demo-app --name NAME [--listen ADDR] [--latency DUR] [--error-rate F] [--call "
     "HOST:PORT/PATH]\n"
     "                             a demo HTTP service (latency, errors, calls to others)\n"
@@ -139,6 +140,7 @@ int main(int argc, char** argv) {
   if (cmd == "members") return weft::cli::MembersMain(args);
   if (cmd == "ca") return weft::cli::CaMain(args);
   if (cmd == "demo-app") return weft::cli::DemoMain(args);
+  if (cmd == "stat") return weft::cli::StatMain(args);
   if (cmd == "version" || cmd == "--version" || cmd == "-v") {
     std::printf("weft %s\n", WEFT_VERSION);
     return 0;

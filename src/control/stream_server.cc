@@ -53,6 +53,7 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
              {{"role", client_.role()},
               {"service", client_.service()},
               {"node", client_.node()},
+              {"admin", client_.admin()},
               {"detail", "acked " + (acked_ ? acked_->version : std::string("-")) +
                              (nacked_version_.empty() ? "" : ", nacked " + nacked_version_)}}}};
   }

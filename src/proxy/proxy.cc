@@ -162,6 +162,7 @@ class Proxy {
     so.info.set_proxy_id(opts.proxy_id);
     so.info.set_node(opts.node);
     so.info.set_version(WEFT_VERSION);
+    if (admin_) so.info.set_admin(FormatSockName(admin_->native_handle()));
     char host[128] = {};
     gethostname(host, sizeof(host) - 1);
     so.info.set_id(std::string("proxy/") + opts.service + "/" + host + "-" +

@@ -107,3 +107,48 @@ def test_behind_sidecars_the_callee_sees_the_callers_identity(demo, server, mesh
     assert status == 200, body
     assert body["calls"][0]["answer"]["caller"] == \
         "By=spiffe://weft.local/ns/default/sa/ratings;URI=spiffe://weft.local/ns/default/sa/reviews"
+
+
+def test_weft_stat_shows_golden_metrics_from_the_proxies(demo, server, mesh_proxy):
+    import threading
+    s = server()
+    ratings = demo("ratings", "--error-rate", "0.25")
+    r_in, up = free_port(), free_port()
+    s.register("node-r", "ratings", ratings.port, "ratings-1")
+    s.register("node-r", "ratings-sidecar", r_in, "ratings-sc", Kind="connect-proxy",
+               Proxy={"DestinationServiceName": "ratings", "LocalServicePort": ratings.port})
+    reviews = demo("reviews", "--call", f"127.0.0.1:{up}/ratings/1")
+    s.register("node-w", "reviews", reviews.port, "reviews-1")
+    s.register("node-w", "reviews-sidecar", free_port(), "reviews-sc", Kind="connect-proxy",
+               Proxy={"DestinationServiceName": "reviews", "LocalServicePort": reviews.port,
+                      "Upstreams": [{"DestinationName": "ratings", "LocalBindPort": up}]})
+    for svc in ("ratings", "reviews"):
+        mesh_proxy(s.grpc, svc).wait_ready()
+    wait_port(up)
+    stop = []
+
+    def load():
+        while not stop:
+            try:
+                get(reviews.port)
+            except Exception:  # noqa: BLE001
+                pass
+    th = threading.Thread(target=load, daemon=True)
+    th.start()
+    try:
+        time.sleep(0.5)
+        r = s.ctl("stat", "ratings", "--window", "2s", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        row = json.loads(r.stdout)[0]
+        assert row["service"] == "ratings" and row["proxies"] == 1 and row["unreachable"] == 0
+        assert row["rps"] > 20, row
+        assert 0.6 <= row["success"] <= 0.9, row  # 25% injected errors
+        assert row["mtls"] == 1.0, row  # every request came from reviews' sidecar over mTLS
+        assert 0 < row["p50_ms"] <= row["p99_ms"] < 1000, row
+        table = s.ctl("stat").stdout
+        assert "SERVICE" in table and "ratings" in table and "reviews" in table, table
+    finally:
+        stop.append(1)
+        th.join(10)
+    r = s.ctl("stat", "nosuch")
+    assert r.returncode != 0 and "no proxy of service nosuch" in r.stderr
