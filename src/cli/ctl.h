@@ -17,5 +17,6 @@ int MembersMain(const Args& args);
 int CaMain(const Args& args);
 int DemoMain(const Args& args);
 int StatMain(const Args& args);
+int CheckMain(const Args& args);
 
 }  // namespace weft::cli

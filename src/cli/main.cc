@@ -37,6 +37,7 @@ constexpr const char* kUsage =
     "  get KIND [NAME] [-o yaml|json] [-n NS|-A]   show config entries\n"
     "  delete KIND NAME [-n NS]   delete a config entry\n"
     "  members                    list the servers (and connected proxies)\n"
+    "  check                      diagnose the mesh: server, CA, proxies, configs, certificates\n"
     "  stat [SERVICE] [--window DUR]  golden metrics of the mesh's services from their proxies\n"
     "  demo-app --name NAME [--listen ADDR] [--latency DUR] [--error-rate F] [--call "
     "HOST:PORT/PATH]\n"
@@ -141,6 +142,7 @@ int main(int argc, char** argv) {
   if (cmd == "ca") return weft::cli::CaMain(args);
   if (cmd == "demo-app") return weft::cli::DemoMain(args);
   if (cmd == "stat") return weft::cli::StatMain(args);
+  if (cmd == "check") return weft::cli::CheckMain(args);
   if (cmd == "version" || cmd == "--version" || cmd == "-v") {
     std::printf("weft %s\n", WEFT_VERSION);
     return 0;

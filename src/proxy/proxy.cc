@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <future>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "base/log.h"
@@ -401,6 +402,17 @@ class Proxy {
         } else if (path == "/config_dump") {
           type = "application/json";
           body = ConfigToJson(*snap_->cfg) + "\n";
+        } else if (path == "/certs") {
+          // The workload identity in use (never the key).
+          type = "application/json";
+          nlohmann::json j = {{"mtls_needed", NeedsIdentity()}};
+          if (identity_) {
+            j["spiffe_id"] = identity_->spiffe_id;
+            j["trust_domain"] = identity_->trust_domain;
+            j["not_after_unix"] = identity_->not_after_unix;
+            j["trusted_roots"] = identity_->roots_pem.size();
+          }
+          body = j.dump() + "\n";
         } else if (path == "/reload") {
           if (req.method != "POST") {
             status = 405;
@@ -412,7 +424,7 @@ class Proxy {
           }
         } else {
           status = 404;
-          body = "not found: try /ready, /stats, /config_dump, POST /reload\n";
+          body = "not found: try /ready, /stats, /config_dump, /certs, POST /reload\n";
         }
       }
       const bool close = r == http1::ParseResult::kError || !req.KeepAlive() ||

@@ -152,3 +152,33 @@ def test_weft_stat_shows_golden_metrics_from_the_proxies(demo, server, mesh_prox
         th.join(10)
     r = s.ctl("stat", "nosuch")
     assert r.returncode != 0 and "no proxy of service nosuch" in r.stderr
+
+
+def test_weft_check_finds_what_is_wrong(demo, server, mesh_proxy):
+    s = server()
+    ratings = demo("ratings")
+    r_in = free_port()
+    s.register("node-r", "ratings", ratings.port, "ratings-1")
+    s.register("node-r", "ratings-sidecar", r_in, "ratings-sc", Kind="connect-proxy",
+               Proxy={"DestinationServiceName": "ratings", "LocalServicePort": ratings.port})
+    good = mesh_proxy(s.grpc, "ratings")
+    good.wait_ready()
+    r = s.ctl("check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok   the mesh CA has an active root" in r.stdout
+    assert "has a valid workload certificate (spiffe://weft.local/ns/default/sa/ratings)" in r.stdout
+    assert "1 proxies checked; 0 problem(s)" in r.stdout
+    # A proxy without the join token cannot get its certificate: check says so, with the fix.
+    s.register("node-x", "billing", ratings.port, "billing-1")
+    s.register("node-x", "billing-sidecar", free_port(), "billing-sc", Kind="connect-proxy",
+               Proxy={"DestinationServiceName": "billing", "LocalServicePort": ratings.port})
+    mesh_proxy(s.grpc, "billing", extra=("--join-token", "wrong"))
+    time.sleep(1)
+    r = s.ctl("check")
+    assert r.returncode == 1, r.stdout
+    assert "FAIL proxy" in r.stdout and "(billing): has a valid workload certificate" in r.stdout
+    assert "fix: the proxy has no current certificate: check the join token" in r.stdout
+    # No server: said plainly.
+    s.stop()
+    r = s.ctl("check")
+    assert r.returncode == 1 and "fix: start `weft server`" in r.stdout
