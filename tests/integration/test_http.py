@@ -483,5 +483,10 @@ http {{ access_log off; client_body_temp_path {tmp_path};
             r = curl("-si", w.url(path="/"))
             assert r.stdout.startswith("HTTP/1.1 200") and "nginx says hi" in r.stdout
     finally:
-        p.kill()
-        p.wait()
+        # SIGTERM: nginx's master stops its workers (SIGKILL would orphan them).
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
