@@ -44,7 +44,10 @@ class Prometheus:
         if self.netns:
             r = subprocess.run(["ip", "netns", "exec", self.netns, require("curl"), "-s", url],
                                capture_output=True, text=True, timeout=10)
-            return json.loads(r.stdout) if r.stdout else None
+            try:
+                return json.loads(r.stdout) if r.stdout else None
+            except ValueError:
+                return None  # "Service Unavailable" while Prometheus starts: ask again
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 return json.loads(r.read())
