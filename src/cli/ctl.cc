@@ -768,7 +768,9 @@ int StatMain(const Args& args) {
               {"success", n > 0 ? 1.0 - (row.b.errors - row.a.errors) / n : 1.0},
               {"p50_ms", QuantileMs(row.a, row.b, 0.5)},
               {"p99_ms", QuantileMs(row.a, row.b, 0.99)},
-              {"mtls", n > 0 ? (row.b.mtls - row.a.mtls) / n : 0.0}};
+              // The per-caller and per-listener counters are read a moment
+              // apart in one scrape: the share can overshoot by a request.
+              {"mtls", n > 0 ? std::clamp((row.b.mtls - row.a.mtls) / n, 0.0, 1.0) : 0.0}};
     out.push_back(j);
   }
   if (f.output == "json") {
