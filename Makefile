@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-fast test-slow test-asan quickstart lint format fuzz bench clean
+.PHONY: all deps build test test-fast test-slow test-asan quickstart tour lint format fuzz bench clean
 
 all: build
 
@@ -37,7 +37,14 @@ test-asan: deps
 	ASAN_OPTIONS=alloc_dealloc_mismatch=0:detect_leaks=0 /usr/bin/python3 -m pytest -v -p no:cacheprovider \
 	  -o timeout=300 tests/integration --weft=$(CURDIR)/build-asan/weft
 
+# The main job: a whole mesh on this machine with live golden metrics
+# (`weft up`); Ctrl-C stops it. DURATION=30s runs it for a fixed time.
+DURATION ?=
 quickstart: build
+	$(BUILD)/weft up examples/quickstart.yaml $(if $(DURATION),--duration $(DURATION))
+
+# A guided tour of the pieces one by one: proxy, server, agent, mTLS, policy.
+tour: build
 	@bash scripts/quickstart.sh $(BUILD)/weft
 
 lint: deps $(BUILD)/build.ninja

@@ -407,6 +407,12 @@ class Agent {
     so.info.set_node(opts_.node);
     so.info.set_id("agent/" + opts_.node);
     so.info.set_version(WEFT_VERSION);
+    // Where `weft stat` and `weft check` find this agent's API (and through
+    // it the node's proxies): the bound port on the node's address when the
+    // API listens on all addresses.
+    std::string api = http_->bound();
+    if (api.rfind("0.0.0.0:", 0) == 0) api = opts_.address + api.substr(7);
+    so.info.set_admin(api);
     if (!opts_.join_token.empty()) so.metadata.emplace_back("x-weft-join-token", opts_.join_token);
     last_contact_ms_ = MonoMillis();
     stream_ = std::make_unique<control::StreamClient>(

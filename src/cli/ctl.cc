@@ -20,6 +20,7 @@
 #include "agent/agent.h"
 #include "base/log.h"
 #include "base/strings.h"
+#include "cli/stat.h"
 #include "control/server.h"
 #include "demo/demo_app.h"
 #include "http/client.h"
@@ -390,7 +391,12 @@ int ApplyMain(const Args& args) {
     for (auto& m : r.value()) manifests.push_back(std::move(m));
   }
   if (manifests.empty()) return Fail("apply: no manifests found");
-  http::Client c(ServerAddress(f.server));
+  return ApplyManifests(ServerAddress(f.server), manifests, stdout);
+}
+
+int ApplyManifests(const std::string& server, const std::vector<mesh::Manifest>& manifests,
+                   std::FILE* out) {
+  http::Client c(server);
   int failures = 0;
   for (const auto& m : manifests) {
     std::string target = "/v1/config/" + m.kind + "/" + http::PercentEncode(m.name) +
@@ -406,7 +412,7 @@ int ApplyMain(const Args& args) {
     json j = json::parse(r->body, nullptr, false);
     std::string result =
         j.is_object() && j.contains("Result") ? j["Result"].get<std::string>() : "?";
-    std::printf("%s %s/%s %s\n", m.kind.c_str(), m.ns.c_str(), m.name.c_str(), result.c_str());
+    if (out) std::fprintf(out, "%s %s/%s %s\n", m.kind.c_str(), m.ns.c_str(), m.name.c_str(), result.c_str());
   }
   return failures ? 1 : 0;
 }
@@ -624,62 +630,6 @@ int DemoMain(const Args& args) {
   return demo::RunDemoApp(o);
 }
 
-// What `weft stat` reads from one proxy's /stats: inbound requests (all, and
-// 5xx), those that came with a verified mesh identity, and the inbound
-// latency histogram.
-struct InboundStats {
-  double total = 0, errors = 0, mtls = 0;
-  std::map<double, double> buckets;  // le (seconds) -> cumulative count
-};
-
-// The value of label `name` in a Prometheus sample line ("" when absent).
-std::string LabelOf(std::string_view line, std::string_view name) {
-  const std::string key = std::string(name) + "=\"";
-  size_t at = line.find(key);
-  if (at == std::string_view::npos) return "";
-  at += key.size();
-  const size_t end = line.find('"', at);
-  return std::string(line.substr(at, end == std::string_view::npos ? 0 : end - at));
-}
-
-InboundStats ParseInbound(const std::string& text) {
-  InboundStats st;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    if (eol == std::string::npos) eol = text.size();
-    std::string_view line(text.data() + pos, eol - pos);
-    pos = eol + 1;
-    if (line.empty() || line[0] == '#' || LabelOf(line, "listener") != "inbound") continue;
-    const size_t sp = line.rfind(' ');
-    if (sp == std::string_view::npos) continue;
-    const double v = std::strtod(std::string(line.substr(sp + 1)).c_str(), nullptr);
-    if (line.rfind("weft_listener_downstream_rq_total{", 0) == 0) {
-      st.total += v;
-      if (LabelOf(line, "class") == "5xx") st.errors += v;
-    } else if (line.rfind("weft_listener_downstream_rq_duration_seconds_bucket{", 0) == 0) {
-      const std::string le = LabelOf(line, "le");
-      st.buckets[le == "+Inf" ? 1e300 : std::strtod(le.c_str(), nullptr)] += v;
-    } else if (line.rfind("weft_inbound_rq_total{", 0) == 0) {
-      st.mtls += v;
-    }
-  }
-  return st;
-}
-
-// The upper bound of the bucket holding quantile q of the requests counted
-// between two scrapes, in milliseconds (-1: none).
-double QuantileMs(const InboundStats& a, const InboundStats& b, double q) {
-  const double n = b.total - a.total;
-  if (n <= 0) return -1;
-  for (const auto& [le, cum] : b.buckets) {
-    auto it = a.buckets.find(le);
-    const double d = cum - (it == a.buckets.end() ? 0 : it->second);
-    if (d >= q * n) return le >= 1e300 ? 1e9 : le * 1000;
-  }
-  return -1;
-}
-
 int StatMain(const Args& args) {
   int64_t window_ms = 1000;
   Args rest;
@@ -698,102 +648,28 @@ int StatMain(const Args& args) {
   if (int rc = ParseCtlFlags(rest, &f, kStatUsage); rc >= 0) return rc;
   if (f.positional.size() > 1) return BadUsage("stat: at most one SERVICE", kStatUsage);
   const std::string only = f.positional.empty() ? "" : f.positional[0];
-  http::Client c(ServerAddress(f.server));
-  auto r = c.Do("GET", "/v1/agent/members");
-  if (!r.ok()) return Fail("stat: " + r.status().message());
-  if (r->status != 200) return Fail(ApiError(r.value()));
-  json members = json::parse(r->body, nullptr, false);
-  if (!members.is_array()) return Fail("stat: the server sent a body that is not a JSON list");
-  // service -> admin addresses of its proxies
-  std::map<std::string, std::vector<std::string>> proxies;
-  for (const auto& m : members) {
-    const json tags = m.value("Tags", json::object());
-    if (tags.value("role", "") != "proxy" || tags.value("admin", "").empty()) continue;
-    const std::string svc = tags.value("service", "");
-    if (!only.empty() && svc != only) continue;
-    proxies[svc].push_back(tags.value("admin", ""));
-  }
-  if (proxies.empty())
-    return Fail(only.empty() ? "stat: no proxies connected to " + ServerAddress(f.server)
-                             : "stat: no proxy of service " + only + " is connected to " +
-                                   ServerAddress(f.server));
-  auto scrape = [](const std::string& admin, InboundStats* out) {
-    http::Client pc(admin);
-    auto s = pc.Do("GET", "/stats");
-    if (!s.ok() || s->status != 200) return false;
-    *out = ParseInbound(s->body);
-    return true;
-  };
-  struct Row {
-    InboundStats a, b;
-    size_t proxies = 0, unreachable = 0;
-  };
-  std::map<std::string, Row> rows;
-  std::map<std::string, InboundStats> first;
-  for (const auto& [svc, admins] : proxies) {
-    for (const auto& adm : admins) {
-      InboundStats st;
-      if (scrape(adm, &st)) first[adm] = st;
-    }
-  }
+  StatSampler sampler(ServerAddress(f.server), only);
+  std::string err;
+  if (!sampler.Sample(&err)) return Fail("stat: " + err);
   std::this_thread::sleep_for(std::chrono::milliseconds(window_ms));
-  for (const auto& [svc, admins] : proxies) {
-    Row& row = rows[svc];
-    for (const auto& adm : admins) {
-      ++row.proxies;
-      InboundStats st;
-      auto it = first.find(adm);
-      if (it == first.end() || !scrape(adm, &st)) {
-        ++row.unreachable;
-        continue;
-      }
-      row.a.total += it->second.total;
-      row.a.errors += it->second.errors;
-      row.a.mtls += it->second.mtls;
-      for (const auto& [le, v] : it->second.buckets) row.a.buckets[le] += v;
-      row.b.total += st.total;
-      row.b.errors += st.errors;
-      row.b.mtls += st.mtls;
-      for (const auto& [le, v] : st.buckets) row.b.buckets[le] += v;
-    }
-  }
-  const double secs = static_cast<double>(window_ms) / 1000.0;
-  json out = json::array();
-  for (const auto& [svc, row] : rows) {
-    const double n = row.b.total - row.a.total;
-    json j = {{"service", svc},
-              {"proxies", row.proxies},
-              {"unreachable", row.unreachable},
-              {"rps", n / secs},
-              {"success", n > 0 ? 1.0 - (row.b.errors - row.a.errors) / n : 1.0},
-              {"p50_ms", QuantileMs(row.a, row.b, 0.5)},
-              {"p99_ms", QuantileMs(row.a, row.b, 0.99)},
-              // The per-caller and per-listener counters are read a moment
-              // apart in one scrape: the share can overshoot by a request.
-              {"mtls", n > 0 ? std::clamp((row.b.mtls - row.a.mtls) / n, 0.0, 1.0) : 0.0}};
-    out.push_back(j);
-  }
+  if (!sampler.Sample(&err)) return Fail("stat: " + err);
+  const auto rows = sampler.Rows(static_cast<double>(window_ms) / 1000.0);
   if (f.output == "json") {
+    json out = json::array();
+    for (const auto& r : rows) {
+      out.push_back({{"service", r.service},
+                     {"proxies", r.proxies},
+                     {"unreachable", r.unreachable},
+                     {"rps", r.rps},
+                     {"success", r.success},
+                     {"p50_ms", r.p50_ms},
+                     {"p99_ms", r.p99_ms},
+                     {"mtls", r.mtls}});
+    }
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  auto ms = [](double v) -> std::string {
-    if (v < 0) return "-";
-    if (v >= 1e9) return ">10s";
-    return fmt::format("≤{:g}ms", v);
-  };
-  std::printf("%-24s %-9s %-10s %-9s %-10s %-10s %s\n", "SERVICE", "PROXIES", "RPS", "SUCCESS",
-              "P50", "P99", "MTLS");
-  for (const auto& j : out) {
-    const double n = j["rps"].get<double>();
-    std::printf("%-24s %-9s %-10.1f %-9s %-10s %-10s %s\n", j["service"].get<std::string>().c_str(),
-                (std::to_string(j["proxies"].get<size_t>() - j["unreachable"].get<size_t>()) + "/" +
-                 std::to_string(j["proxies"].get<size_t>()))
-                    .c_str(),
-                n, n > 0 ? fmt::format("{:.2f}%", j["success"].get<double>() * 100).c_str() : "-",
-                ms(j["p50_ms"].get<double>()).c_str(), ms(j["p99_ms"].get<double>()).c_str(),
-                n > 0 ? fmt::format("{:.0f}%", j["mtls"].get<double>() * 100).c_str() : "-");
-  }
+  std::fputs(FormatStatTable(rows).c_str(), stdout);
   return 0;
 }
 
@@ -821,28 +697,32 @@ int CheckMain(const Args& args) {
   const bool have_ca = rj.is_object() && !rj.value("ActiveRootID", "").empty();
   report(have_ca, "the mesh CA has an active root",
          "a server creates one on start; check its log for CA errors");
-  auto members = c.Do("GET", "/v1/agent/members");
-  json mj =
-      members.ok() && members->status == 200 ? json::parse(members->body, nullptr, false) : json();
-  if (!mj.is_array()) {
-    report(false, "member list", "the server's /v1/agent/members did not answer a JSON list");
+  std::vector<MeshMember> members;
+  std::string err;
+  if (!ListMembers(addr, &members, &err)) {
+    report(false, "member list: " + err, "the server's /v1/agent/members did not answer a JSON list");
     return 1;
   }
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
-  size_t proxies = 0;
-  for (const auto& m : mj) {
-    const json tags = m.value("Tags", json::object());
-    const std::string role = tags.value("role", "");
-    if (role != "proxy") continue;
+  size_t proxies = 0, agents = 0;
+  for (const auto& m : members) {
+    if (m.role == "agent") {
+      ++agents;
+      report(m.detail.rfind("unreachable", 0) != 0,
+             "agent " + m.name + (m.admin.empty() ? "" : " at " + m.admin) + " answers",
+             m.detail + ": is the agent running, and is its --http address reachable from here?");
+      continue;
+    }
+    if (m.role != "proxy") continue;
     ++proxies;
-    const std::string name =
-        "proxy " + m.value("Name", "?") + " (" + tags.value("service", "?") + ")";
-    const std::string detail = tags.value("detail", "");
+    const std::string name = "proxy " + m.name + " (" + m.service + ")" +
+                             (m.via.empty() ? "" : " via " + m.via);
+    const std::string& detail = m.detail;
     report(
         detail.find("acked -") == std::string::npos && detail.find("nacked") == std::string::npos,
         name + ": config acknowledged (" + detail + ")",
         "the proxy refused or has not applied its config: see its log for the reason");
-    const std::string admin = tags.value("admin", "");
+    const std::string& admin = m.admin;
     if (admin.empty()) {
       report(false, name + ": admin address known", "start the proxy with --admin ADDR");
       continue;
@@ -867,7 +747,7 @@ int CheckMain(const Args& args) {
              "renewal is overdue: check that the proxy (or its agent) reaches a server");
     }
   }
-  std::printf("%zu proxies checked; %d problem(s)\n", proxies, failed);
+  std::printf("%zu agents and %zu proxies checked; %d problem(s)\n", agents, proxies, failed);
   return failed ? 1 : 0;
 }
 

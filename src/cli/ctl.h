@@ -1,8 +1,14 @@
 // Subcommands of the weft binary other than the proxy.
 #pragma once
 
+#include <cstdio>
+#include <string>
 #include <string_view>
 #include <vector>
+
+namespace weft::mesh {
+struct Manifest;
+}
 
 namespace weft::cli {
 
@@ -18,5 +24,12 @@ int CaMain(const Args& args);
 int DemoMain(const Args& args);
 int StatMain(const Args& args);
 int CheckMain(const Args& args);
+int UpMain(const Args& args);
+
+// PUTs each manifest to the server at HOST:PORT, printing one line per
+// manifest to `out` (nullptr: silent) and errors to stderr. Returns the
+// exit code: 0, or 1 when any was refused or the server unreachable.
+int ApplyManifests(const std::string& server, const std::vector<mesh::Manifest>& manifests,
+                   std::FILE* out);
 
 }  // namespace weft::cli

@@ -42,6 +42,8 @@ constexpr const char* kUsage =
     "  demo-app --name NAME [--listen ADDR] [--latency DUR] [--error-rate F] [--call "
     "HOST:PORT/PATH]\n"
     "                             a demo HTTP service (latency, errors, calls to others)\n"
+    "  up FILE [--duration DUR] [--dir DIR] [--keep]\n"
+    "                             a whole mesh on this machine (try examples/quickstart.yaml)\n"
     "  ca roots | ca rotate [--propagate DUR] [--overlap DUR]\n"
     "                             the mesh CA's trust bundle; introduce a new root\n"
     "        apply/get/delete/members talk to --server URL (or WEFT_SERVER;\n"
@@ -143,6 +145,7 @@ int main(int argc, char** argv) {
   if (cmd == "demo-app") return weft::cli::DemoMain(args);
   if (cmd == "stat") return weft::cli::StatMain(args);
   if (cmd == "check") return weft::cli::CheckMain(args);
+  if (cmd == "up") return weft::cli::UpMain(args);
   if (cmd == "version" || cmd == "--version" || cmd == "-v") {
     std::printf("weft %s\n", WEFT_VERSION);
     return 0;

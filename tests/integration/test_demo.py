@@ -167,7 +167,7 @@ def test_weft_check_finds_what_is_wrong(demo, server, mesh_proxy):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok   the mesh CA has an active root" in r.stdout
     assert "has a valid workload certificate (spiffe://weft.local/ns/default/sa/ratings)" in r.stdout
-    assert "1 proxies checked; 0 problem(s)" in r.stdout
+    assert "0 agents and 1 proxies checked; 0 problem(s)" in r.stdout
     # A proxy without the join token cannot get its certificate: check says so, with the fix.
     s.register("node-x", "billing", ratings.port, "billing-1")
     s.register("node-x", "billing-sidecar", free_port(), "billing-sc", Kind="connect-proxy",
