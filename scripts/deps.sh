@@ -13,7 +13,7 @@ PKGS=(
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl openssl
   nginx-light haproxy redis-server redis-tools prometheus bind9-dnsutils
-  etcd-server etcd-client python3-consul python3-grpcio tcpdump python3-cryptography
+  etcd-server etcd-client python3-consul python3-grpcio tcpdump python3-cryptography iptables
   # benchmarks and tooling
   wrk procps iproute2 valgrind
 )

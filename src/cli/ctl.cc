@@ -261,7 +261,7 @@ constexpr const char* kCaUsage =
 constexpr const char* kServerUsage =
     "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
     "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] [--cert-ttl "
-    "DUR] "
+    "DUR] [--node-timeout DUR] "
     "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
     "[--log-level LEVEL]";
 
@@ -295,6 +295,11 @@ int ServerMain(const Args& args) {
         return BadUsage("--cert-ttl \"" + v + "\": use a duration from 1m to 8784h (a year)",
                         kServerUsage);
       o.cert_ttl_s = *ms / 1000;
+    } else if (FlagValue(args, &i, "--node-timeout", &v)) {
+      auto ms = ParseDurationMs(v);
+      if (!ms || *ms < 1000 || *ms > 3600 * 1000)
+        return BadUsage("--node-timeout \"" + v + "\": use a duration from 1s to 1h", kServerUsage);
+      o.node_timeout_ms = *ms;
     } else if (FlagValue(args, &i, "--http-max-connections", &v)) {
       auto n = ParseDecimal(v);
       if (!n || *n == 0 || *n > 1000000)
@@ -412,7 +417,9 @@ int ApplyManifests(const std::string& server, const std::vector<mesh::Manifest>&
     json j = json::parse(r->body, nullptr, false);
     std::string result =
         j.is_object() && j.contains("Result") ? j["Result"].get<std::string>() : "?";
-    if (out) std::fprintf(out, "%s %s/%s %s\n", m.kind.c_str(), m.ns.c_str(), m.name.c_str(), result.c_str());
+    if (out)
+      std::fprintf(out, "%s %s/%s %s\n", m.kind.c_str(), m.ns.c_str(), m.name.c_str(),
+                   result.c_str());
   }
   return failures ? 1 : 0;
 }
@@ -700,7 +707,8 @@ int CheckMain(const Args& args) {
   std::vector<MeshMember> members;
   std::string err;
   if (!ListMembers(addr, &members, &err)) {
-    report(false, "member list: " + err, "the server's /v1/agent/members did not answer a JSON list");
+    report(false, "member list: " + err,
+           "the server's /v1/agent/members did not answer a JSON list");
     return 1;
   }
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
@@ -715,8 +723,8 @@ int CheckMain(const Args& args) {
     }
     if (m.role != "proxy") continue;
     ++proxies;
-    const std::string name = "proxy " + m.name + " (" + m.service + ")" +
-                             (m.via.empty() ? "" : " via " + m.via);
+    const std::string name =
+        "proxy " + m.name + " (" + m.service + ")" + (m.via.empty() ? "" : " via " + m.via);
     const std::string& detail = m.detail;
     report(
         detail.find("acked -") == std::string::npos && detail.find("nacked") == std::string::npos,

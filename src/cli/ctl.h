@@ -25,6 +25,7 @@ int DemoMain(const Args& args);
 int StatMain(const Args& args);
 int CheckMain(const Args& args);
 int UpMain(const Args& args);
+int RedirectMain(const Args& args);
 
 // PUTs each manifest to the server at HOST:PORT, printing one line per
 // manifest to `out` (nullptr: silent) and errors to stderr. Returns the

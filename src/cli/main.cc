@@ -27,7 +27,7 @@ constexpr const char* kUsage =
     "  proxy --server GRPC_ADDR[,...] --service NAME [--proxy-id ID] [--admin ADDR] [--workers N]\n"
     "        [--join-token T] (or WEFT_JOIN_TOKEN: for its certificate; not needed with --agent)\n"
     "        run a sidecar whose configuration streams from the control plane\n"
-    "  proxy --agent unix:PATH --service NAME [...]\n"
+    "  proxy --agent unix:PATH --service NAME [...] [--socket-mark N]\n"
     "        the same, from the node agent's local socket\n"
     "  server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev]\n"
     "        run the control plane (catalog, config entries, REST API, config stream)\n"
@@ -44,6 +44,9 @@ constexpr const char* kUsage =
     "                             a demo HTTP service (latency, errors, calls to others)\n"
     "  up FILE [--duration DUR] [--dir DIR] [--keep]\n"
     "                             a whole mesh on this machine (try examples/quickstart.yaml)\n"
+    "  redirect [--outbound-port P] [--inbound-port P] [--proxy-mark N] [...] | redirect --undo\n"
+    "                             send this network namespace's TCP through the sidecar "
+    "(iptables)\n"
     "  ca roots | ca rotate [--propagate DUR] [--overlap DUR]\n"
     "                             the mesh CA's trust bundle; introduce a new root\n"
     "        apply/get/delete/members talk to --server URL (or WEFT_SERVER;\n"
@@ -100,6 +103,12 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       opts.join_token = v;
     } else if (value("--admin", &v)) {
       opts.admin = v;
+    } else if (value("--socket-mark", &v)) {
+      char* end = nullptr;
+      const unsigned long m = std::strtoul(v.c_str(), &end, 0);
+      if (v.empty() || *end || m == 0 || m > 0xffffffffUL)
+        return Usage("--socket-mark: use a number from 1 to 4294967295 (0x1-0xffffffff)");
+      opts.socket_mark = static_cast<uint32_t>(m);
     } else if (value("--workers", &v)) {
       opts.workers = std::atoi(v.c_str());
       if (opts.workers < 1 || opts.workers > 256) return Usage("--workers: use 1-256");
@@ -146,6 +155,7 @@ int main(int argc, char** argv) {
   if (cmd == "stat") return weft::cli::StatMain(args);
   if (cmd == "check") return weft::cli::CheckMain(args);
   if (cmd == "up") return weft::cli::UpMain(args);
+  if (cmd == "redirect") return weft::cli::RedirectMain(args);
   if (cmd == "version" || cmd == "--version" || cmd == "-v") {
     std::printf("weft %s\n", WEFT_VERSION);
     return 0;

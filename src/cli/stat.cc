@@ -60,8 +60,8 @@ bool MembersOf(const std::string& api, std::vector<MeshMember>* out, std::string
   }
   json members = r->status == 200 ? json::parse(r->body, nullptr, false) : json();
   if (!members.is_array()) {
-    *err = api + " answered /v1/agent/members with " + std::to_string(r->status) +
-           ", not a JSON list";
+    *err =
+        api + " answered /v1/agent/members with " + std::to_string(r->status) + ", not a JSON list";
     return false;
   }
   for (const auto& m : members) {

@@ -2,6 +2,7 @@
 // demo services each behind its own sidecar, applies the file's manifests,
 // sends traffic and shows the services' golden metrics every second until
 // Ctrl-C (or --duration), then stops every process it started.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -12,7 +13,6 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
-#include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -136,7 +136,8 @@ bool ParseUpFile(const std::string& text, UpSpec* spec, std::string* err) {
         addr(n["dns"], "spec.agent.dns", &spec->agent_dns);
       }
       if (s["portBase"])
-        spec->port_base = static_cast<uint16_t>(yaml::Unsigned(s["portBase"], "spec.portBase", 1024, 64000));
+        spec->port_base =
+            static_cast<uint16_t>(yaml::Unsigned(s["portBase"], "spec.portBase", 1024, 64000));
       if (const auto n = s["traffic"]) {
         yaml::CheckKeys(n, "spec.traffic", {"to", "path", "rate"});
         if (n["to"]) spec->traffic_to = yaml::Scalar(n["to"], "spec.traffic.to");
@@ -162,7 +163,8 @@ bool ParseUpFile(const std::string& text, UpSpec* spec, std::string* err) {
                      "use a DNS label other than loadgen (lower-case letters, digits, '-')");
         if (!names.insert(u.name).second) yaml::Fail(p + ".name", "\"" + u.name + "\" twice");
         if (n["version"]) u.version = yaml::Scalar(n["version"], p + ".version");
-        if (n["port"]) u.port = static_cast<uint16_t>(yaml::Unsigned(n["port"], p + ".port", 1, 65535));
+        if (n["port"])
+          u.port = static_cast<uint16_t>(yaml::Unsigned(n["port"], p + ".port", 1, 65535));
         if (n["latency"]) u.latency_ms = yaml::Duration(n["latency"], p + ".latency");
         if (n["jitter"]) u.jitter_ms = yaml::Duration(n["jitter"], p + ".jitter");
         if (n["errorRate"]) {
@@ -170,7 +172,8 @@ bool ParseUpFile(const std::string& text, UpSpec* spec, std::string* err) {
           char* end = nullptr;
           u.error_rate = std::strtod(v.c_str(), &end);
           if (end == v.c_str() || *end || u.error_rate < 0 || u.error_rate > 1)
-            yaml::Fail(p + ".errorRate " + yaml::Quoted(n["errorRate"]), "use a number from 0 to 1");
+            yaml::Fail(p + ".errorRate " + yaml::Quoted(n["errorRate"]),
+                       "use a number from 0 to 1");
         }
         if (const auto c = n["calls"]) {
           if (!c.IsSequence()) yaml::Fail(p + ".calls", "a list of SERVICE or SERVICE/PATH");
@@ -307,8 +310,9 @@ class Processes {
       int status = 0;
       if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
         c.pid = -1;
-        std::string how = WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
-                                            : "was killed by signal " + std::to_string(WTERMSIG(status));
+        std::string how = WIFEXITED(status)
+                              ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                              : "was killed by signal " + std::to_string(WTERMSIG(status));
         return c.name + " " + how + "; the end of " + c.log + ":\n" + Tail(c.log, 8);
       }
     }
@@ -373,8 +377,8 @@ std::string WaitHttp(Processes& procs, const std::string& addr, const std::strin
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (g_stop.load()) return "interrupted";
-  return "http://" + addr + path + " not ready after " + std::to_string(timeout_ms / 1000) +
-         "s (" + last + ")";
+  return "http://" + addr + path + " not ready after " + std::to_string(timeout_ms / 1000) + "s (" +
+         last + ")";
 }
 
 // An HTTP PUT to the agent's API; "" or the error.
@@ -416,7 +420,8 @@ class Traffic {
       const uint64_t i = next_.fetch_add(1);
       const auto at = start_ + std::chrono::microseconds(static_cast<int64_t>(1e6 * i / rate_));
       while (Clock::now() < at && !stop_.load())
-        std::this_thread::sleep_for(std::min<Clock::duration>(at - Clock::now(), std::chrono::milliseconds(50)));
+        std::this_thread::sleep_for(
+            std::min<Clock::duration>(at - Clock::now(), std::chrono::milliseconds(50)));
       if (stop_.load()) break;
       auto r = c.Do("GET", path_);
       (r.ok() && r->status < 500 ? ok_ : failed_).fetch_add(1);
@@ -494,8 +499,9 @@ int UpMain(const Args& args) {
   std::set<uint16_t> seen;
   for (const auto& [p, what] : ports) {
     if (!seen.insert(p).second) {
-      std::fprintf(stderr, "weft up: port %u (%s) is used twice in %s; change the ports or portBase\n",
-                   p, what.c_str(), file.c_str());
+      std::fprintf(stderr,
+                   "weft up: port %u (%s) is used twice in %s; change the ports or portBase\n", p,
+                   what.c_str(), file.c_str());
       return 1;
     }
     if (!PortFree(p)) {
@@ -525,7 +531,7 @@ int UpMain(const Args& args) {
       return 1;
     }
   }
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = OnSignal;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, nullptr);
@@ -590,14 +596,19 @@ int UpMain(const Args& args) {
     }
     // Apps and their registrations first (health checks), then sidecars.
     for (const auto& u : spec.services) {
-      std::vector<std::string> a = {"demo-app",  "--name",    u.name,
-                                    "--version", u.version, "--listen",
+      std::vector<std::string> a = {"demo-app",
+                                    "--name",
+                                    u.name,
+                                    "--version",
+                                    u.version,
+                                    "--listen",
                                     "127.0.0.1:" + std::to_string(u.port)};
       if (u.latency_ms) a.insert(a.end(), {"--latency", std::to_string(u.latency_ms) + "ms"});
       if (u.jitter_ms) a.insert(a.end(), {"--jitter", std::to_string(u.jitter_ms) + "ms"});
       if (u.error_rate > 0) a.insert(a.end(), {"--error-rate", fmt::format("{}", u.error_rate)});
       for (size_t k = 0; k < u.calls.size(); ++k)
-        a.insert(a.end(), {"--call", "127.0.0.1:" + std::to_string(u.upstream_ports[k]) + u.calls[k].path});
+        a.insert(a.end(),
+                 {"--call", "127.0.0.1:" + std::to_string(u.upstream_ports[k]) + u.calls[k].path});
       if (!procs.Start(u.name, a, &err)) break;
       json reg = {{"Name", u.name},
                   {"ID", u.name + "-1"},
@@ -609,7 +620,8 @@ int UpMain(const Args& args) {
                     {"Interval", "1s"}}}};
       json ups = json::array();
       for (size_t k = 0; k < u.calls.size(); ++k)
-        ups.push_back({{"DestinationName", u.calls[k].service}, {"LocalBindPort", u.upstream_ports[k]}});
+        ups.push_back(
+            {{"DestinationName", u.calls[k].service}, {"LocalBindPort", u.upstream_ports[k]}});
       json sc = {{"Name", u.name + "-sidecar"},
                  {"ID", u.name + "-sidecar"},
                  {"Kind", "connect-proxy"},
@@ -638,9 +650,8 @@ int UpMain(const Args& args) {
                {"Port", spec.loadgen_sidecar},
                {"Proxy",
                 {{"DestinationServiceName", "loadgen"},
-                 {"Upstreams",
-                  json::array({{{"DestinationName", spec.traffic_to},
-                                {"LocalBindPort", spec.loadgen_upstream}}})}}}};
+                 {"Upstreams", json::array({{{"DestinationName", spec.traffic_to},
+                                             {"LocalBindPort", spec.loadgen_upstream}}})}}}};
     if (err = AgentPut(spec.agent_http, "/v1/agent/service/register", lg); !err.empty()) {
       fail("registering the traffic sidecar: " + err);
       break;
@@ -659,9 +670,11 @@ int UpMain(const Args& args) {
       break;
     }
     for (const auto& u : spec.services) {
-      if (err = WaitHttp(procs, "127.0.0.1:" + std::to_string(u.port), "/healthz", 10000); !err.empty())
+      if (err = WaitHttp(procs, "127.0.0.1:" + std::to_string(u.port), "/healthz", 10000);
+          !err.empty())
         break;
-      if (err = WaitHttp(procs, "127.0.0.1:" + std::to_string(u.admin), "/ready", 20000); !err.empty())
+      if (err = WaitHttp(procs, "127.0.0.1:" + std::to_string(u.admin), "/ready", 20000);
+          !err.empty())
         break;
       std::string calls;
       for (const auto& c : u.calls) calls += (calls.empty() ? "  calls " : ", ") + c.service;
@@ -687,7 +700,8 @@ int UpMain(const Args& args) {
     step("traffic", fmt::format("{:g} req/s GET {} to {} from the loadgen sidecar  [{}]", spec.rate,
                                 spec.traffic_path, spec.traffic_to, elapsed()));
     std::printf(
-        "\n  try: weft stat   weft check   weft get routes   weft members   (WEFT_SERVER=http://%s)\n"
+        "\n  try: weft stat   weft check   weft get routes   weft members   "
+        "(WEFT_SERVER=http://%s)\n"
         "       dig @127.0.0.1 -p %u %s.service.weft\n\n",
         spec.server_http.c_str(), PortOf(spec.agent_dns), spec.traffic_to.c_str());
     std::fflush(stdout);

@@ -111,6 +111,23 @@ Status ParseProxy(const json& j, const std::string& path, const CatalogLimits& l
       !s.ok())
     return s;
   if (Status s = ReadPort(j, "LocalServicePort", path, &p->local_service_port); !s.ok()) return s;
+  if (Status s = ReadString(j, "Mode", path, &p->mode, 32); !s.ok()) return s;
+  if (p->mode == "direct") p->mode.clear();
+  if (!p->mode.empty() && p->mode != "transparent")
+    return Invalid(path + "Mode", "\"" + p->mode + "\": use direct or transparent");
+  if (auto tp = j.find("TransparentProxy"); tp != j.end() && !tp->is_null()) {
+    const std::string tpath = path + "TransparentProxy.";
+    if (!tp->is_object()) return Invalid(tpath.substr(0, tpath.size() - 1), "expected an object");
+    if (Status s = ReadPort(*tp, "OutboundListenerPort", tpath, &p->outbound_listener_port);
+        !s.ok())
+      return s;
+    if (p->outbound_listener_port == 0) p->outbound_listener_port = 15001;
+    if (auto m = tp->find("MeshDestinationsOnly"); m != tp->end() && !m->is_null()) {
+      if (!m->is_boolean())
+        return Invalid(tpath + "MeshDestinationsOnly", "expected true or false");
+      p->mesh_destinations_only = m->get<bool>();
+    }
+  }
   auto it = j.find("Upstreams");
   if (it != j.end() && !it->is_null()) {
     if (!it->is_array()) return Invalid(path + "Upstreams", "expected a list");
@@ -226,6 +243,11 @@ json ServiceToJson(const ServiceInstance& s) {
                   {"LocalServiceAddress", s.proxy->local_service_address},
                   {"LocalServicePort", s.proxy->local_service_port},
                   {"Upstreams", ups}};
+    if (!s.proxy->mode.empty()) {
+      j["Proxy"]["Mode"] = s.proxy->mode;
+      j["Proxy"]["TransparentProxy"] = {{"OutboundListenerPort", s.proxy->outbound_listener_port},
+                                        {"MeshDestinationsOnly", s.proxy->mesh_destinations_only}};
+    }
   }
   return j;
 }
@@ -312,6 +334,10 @@ constexpr const char* kFieldNames[] = {"Node",
                                        "DestinationServiceID",
                                        "LocalServiceAddress",
                                        "LocalServicePort",
+                                       "Mode",
+                                       "TransparentProxy",
+                                       "OutboundListenerPort",
+                                       "MeshDestinationsOnly",
                                        "Upstreams",
                                        "DestinationName",
                                        "DestinationNamespace",
@@ -675,6 +701,14 @@ std::vector<CatalogView::InstanceRef> CatalogView::Resolve(
     if (s == n->second.services.end()) continue;
     out.push_back({&n->second, &s->second});
   }
+  return out;
+}
+
+std::vector<std::string> CatalogView::ServiceNames() const {
+  std::vector<std::string> out;
+  out.reserve(by_service_.size());
+  for (const auto& [name, set] : by_service_)
+    if (!set.empty()) out.push_back(name);
   return out;
 }
 

@@ -22,6 +22,9 @@
 namespace weft::control {
 
 inline constexpr std::string_view kNodePrefix = "catalog/nodes/";
+// The node check a server sets critical when the node's agent has been gone
+// for --node-timeout (Consul's name for its agent-liveness check).
+inline constexpr std::string_view kAgentCheckId = "serfHealth";
 
 // Limits on what one registration may carry (Consul's for metadata).
 struct CatalogLimits {
@@ -62,6 +65,12 @@ struct SidecarProxy {
   std::string local_service_address = "127.0.0.1";
   uint32_t local_service_port = 0;
   std::vector<Upstream> upstreams;
+  // "" (direct: apps call the upstream ports) or "transparent" (apps call
+  // services by name or address and `weft redirect` sends their TCP to the
+  // sidecar's outbound capture port).
+  std::string mode;
+  uint32_t outbound_listener_port = 15001;
+  bool mesh_destinations_only = false;  // transparent: refuse destinations outside the mesh
   bool operator==(const SidecarProxy&) const = default;
 };
 
@@ -163,6 +172,8 @@ class CatalogView {
     const Node* node;
     const ServiceInstance* instance;
   };
+  // Names of every service with an instance (sidecars included), sorted.
+  std::vector<std::string> ServiceNames() const;
   // Every instance of `service`, in node/id order.
   std::vector<InstanceRef> Instances(const std::string& service) const;
   // Sidecars (connect-proxy instances) that front `service`.

@@ -66,7 +66,9 @@ void Compiler::Invalidate(const std::set<std::string>& services, const std::set<
       e.dirty = e.dirty || !nodes.empty() || config_changed;
       continue;
     }
-    if (config_changed) {
+    if (config_changed || (e.transparent && !services.empty())) {
+      // A transparent sidecar can reach every service: any change may add,
+      // remove or move one of its virtual listeners.
       e.dirty = e.full = true;
       continue;
     }
@@ -150,7 +152,7 @@ void Compiler::Build(Entry* e) {
       e->snap = PatchEndpoints(*e);
     } else {
       std::set<std::string> deps;
-      e->snap = BuildProxy(e->id, &deps, &e->reg_service);
+      e->snap = BuildProxy(e->id, &deps, &e->reg_service, &e->transparent);
       e->deps = std::move(deps);
     }
   } else {
@@ -223,8 +225,9 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
 }
 
 SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps,
-                                 std::string* reg_service) {
+                                 std::string* reg_service, bool* transparent) {
   std::map<std::string, ResourcePtr> out;
+  *transparent = false;
   deps->insert(id.service);
   // The sidecar's registration: by id when given, else the first that
   // fronts the service.
@@ -338,26 +341,18 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     out[ResourceKey("endpoints", "local_app")] = Finish(std::move(e));
   }
 
-  // Outbound: one listener per upstream, routed by the upstream's Route.
-  for (const auto& u : sp.upstreams) {
-    const std::string& dest = u.destination_name;
-    const std::string& ns = u.destination_namespace;
+  // An outbound listener's traffic to `dest`: a cluster for TCP; for HTTP a
+  // route table named after the listener, from the destination's Route.
+  auto route_outbound = [&](pb::Listener* li, const std::string& dest, const std::string& ns) {
     deps->insert(dest);
     const std::string proto = protocol_of(dest, ns);
     const mesh::TrafficPolicySpec tp = policy_of(dest, ns);
-    const std::string lname = "upstream_" + ClusterName(dest, ns);
-    pb::Resource l;
-    l.set_type("listener");
-    l.set_name(lname);
-    pb::Listener* li = l.mutable_listener();
-    li->set_name(lname);
-    li->set_address(u.local_bind_address + ":" + std::to_string(u.local_bind_port));
+    const std::string& lname = li->name();
     li->set_protocol(proto);
     li->set_direction("outbound");
     if (proto == "tcp") {
       li->set_cluster(add_cluster(dest, ns, tp, false));
-      out[ResourceKey("listener", lname)] = Finish(std::move(l));
-      continue;
+      return;
     }
     li->set_route_table(lname);
     li->set_request_timeout_ms(tp.request_timeout_ms);
@@ -417,7 +412,65 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
       fill_policy(r);
     }
     out[ResourceKey("route", lname)] = Finish(std::move(rt));
+  };
+
+  // Outbound: one listener per upstream, routed by the upstream's Route.
+  for (const auto& u : sp.upstreams) {
+    const std::string lname =
+        "upstream_" + ClusterName(u.destination_name, u.destination_namespace);
+    pb::Resource l;
+    l.set_type("listener");
+    l.set_name(lname);
+    pb::Listener* li = l.mutable_listener();
+    li->set_name(lname);
+    li->set_address(u.local_bind_address + ":" + std::to_string(u.local_bind_port));
+    route_outbound(li, u.destination_name, u.destination_namespace);
     out[ResourceKey("listener", lname)] = Finish(std::move(l));
+  }
+
+  // Transparent mode: one capture listener that `weft redirect` sends the
+  // app's outbound TCP to, and behind it a virtual listener per service of
+  // the namespace, chosen by the original destination (an instance's
+  // address) or, for HTTP, by the Host the app asked for.
+  if (sp.mode == "transparent") {
+    *transparent = true;
+    const std::string cap = "outbound_capture";
+    pb::Resource l;
+    l.set_type("listener");
+    l.set_name(cap);
+    pb::Listener* li = l.mutable_listener();
+    li->set_name(cap);
+    li->set_address("127.0.0.1:" + std::to_string(sp.outbound_listener_port));
+    li->set_protocol("capture");
+    li->set_direction("outbound");
+    li->set_egress(sp.mesh_destinations_only ? "registry_only" : "");
+    out[ResourceKey("listener", cap)] = Finish(std::move(l));
+    for (const std::string& svc : catalog_.ServiceNames()) {
+      pb::Resource v;
+      v.set_type("listener");
+      pb::Listener* vl = v.mutable_listener();
+      std::set<std::string> addrs;
+      for (const auto& ref : catalog_.Instances(svc)) {
+        const ServiceInstance& s = *ref.instance;
+        if (s.kind == "connect-proxy" || s.ns != id.ns || s.port == 0) continue;
+        const std::string& a = s.address.empty() ? ref.node->address : s.address;
+        addrs.insert(a.find(':') != std::string::npos ? "[" + a + "]:" + std::to_string(s.port)
+                                                      : a + ":" + std::to_string(s.port));
+      }
+      if (addrs.empty() && catalog_.ProxiesFor(svc).empty())
+        continue;  // sidecars, other namespaces
+      const std::string vname = "capture_" + ClusterName(svc, id.ns);
+      v.set_name(vname);
+      vl->set_name(vname);
+      vl->set_address("127.0.0.1:" + std::to_string(sp.outbound_listener_port));
+      vl->set_capture_of(cap);
+      for (const auto& a : addrs) vl->add_match_addresses(a);
+      vl->add_match_hosts(svc);
+      vl->add_match_hosts(svc + ".service.weft");
+      if (id.ns != "default") vl->add_match_hosts(svc + "." + id.ns + ".service.weft");
+      route_outbound(vl, svc, id.ns);
+      out[ResourceKey("listener", vname)] = Finish(std::move(v));
+    }
   }
 
   // Authorization policies for the fronted service, and the mesh-wide ones

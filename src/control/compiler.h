@@ -78,12 +78,14 @@ class Compiler {
     SnapshotPtr snap;
     std::set<std::string> deps;  // service names
     std::string reg_service;     // the sidecar registration's own service name
+    bool transparent = false;    // its sidecar intercepts: depends on every service
     bool dirty = true;
     bool full = true;  // rebuild everything; else only endpoints of `dirty_services`
     std::set<std::string> dirty_services;
   };
   void Build(Entry* e);
-  SnapshotPtr BuildProxy(const Identity& id, std::set<std::string>* deps, std::string* reg_service);
+  SnapshotPtr BuildProxy(const Identity& id, std::set<std::string>* deps, std::string* reg_service,
+                         bool* transparent);
   SnapshotPtr PatchEndpoints(const Entry& e);
   SnapshotPtr BuildCatalog();
   ResourcePtr EndpointsFor(const std::string& cluster, const std::string& service,

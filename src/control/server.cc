@@ -101,6 +101,7 @@ int RunServer(const ServerOptions& in) {
   // Agents join with a token: given, or made once and kept in the store (so
   // every replica shares it) and in DATA_DIR/join-token for operators.
   StreamOptions sopts;
+  sopts.node_timeout_ms = opts.node_timeout_ms;
   if (!opts.dev) {
     std::string token = opts.join_token;
     if (token.empty()) {

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "base/log.h"
+#include "base/time.h"
 #include "weft/v1/config.grpc.pb.h"
 
 namespace weft::control {
@@ -34,6 +35,9 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
 
   const std::string& identity_key() const { return identity_key_; }
   const Identity& identity() const { return identity_; }
+  // The node of an agent's stream ("" for anything else); set before the
+  // session subscribes, constant after.
+  const std::string& agent_node() const { return agent_node_; }
 
   // For /v1/agent/members.
   nlohmann::json Describe() {
@@ -94,6 +98,7 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
       }
       if (identity_.role != "proxy") identity_ = Identity{"catalog", "", "default", ""};
       identity_key_ = identity_.Key();
+      if (client_.role() == "agent") agent_node_ = client_.node();
       for (const auto& t : req_.resource_types()) types_.insert(t);
       if (!req_.resource_versions().empty()) {
         held_versions_.insert(req_.resource_versions().begin(), req_.resource_versions().end());
@@ -250,6 +255,7 @@ class StreamServer::Session : public grpc::ServerBidiReactor<pb::StreamRequest, 
   pb::ClientInfo client_;
   Identity identity_;
   std::string identity_key_;
+  std::string agent_node_;
   bool subscribed_ = false;
   bool writing_ = false;
   bool awaiting_ack_ = false;
@@ -403,8 +409,10 @@ StreamServer::StreamServer(asio::io_context& io, Api& api, StreamOptions opts)
       api_(api),
       opts_(std::move(opts)),
       compiler_(api.catalog(), api.config()),
-      debounce_(io) {
+      debounce_(io),
+      liveness_(io) {
   api_.OnChange([this] { OnStateChange(); });
+  if (opts_.node_timeout_ms > 0) LivenessTick();
   api_.AddMemberSource([this](nlohmann::json* out) {
     for (const auto& [key, set] : subscribers_)
       for (const auto& s : set) out->push_back(s->Describe());
@@ -426,9 +434,10 @@ Status StreamServer::Start(const std::string& addr) {
   b.RegisterService(service_.get());
   b.SetMaxReceiveMessageSize(4 << 20);
   b.SetMaxSendMessageSize(static_cast<int>(opts_.max_message_bytes));
-  // Find dead clients: ping every 30 s, give up after 10 s without an answer.
-  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
-  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  // Find dead clients (a node lost, a link cut): ping every 10 s, give up after
+  // 5 s without an answer. Node liveness (--node-timeout) starts from there.
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   // Memory per stream: config responses are small and rare, so a small
@@ -448,6 +457,7 @@ Status StreamServer::Start(const std::string& addr) {
 
 void StreamServer::Stop() {
   debounce_.cancel();
+  liveness_.cancel();
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
     server_.reset();
@@ -487,6 +497,12 @@ void StreamServer::PushChanged() {
 
 void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
   if (opts_.on_subscribe) opts_.on_subscribe(s->identity());
+  if (!s->agent_node().empty()) {
+    AgentLink& a = agents_[s->agent_node()];
+    if (a.marked) LOG_INFO("agent of node {} is back", s->agent_node());
+    ++a.streams;
+    a.marked = false;
+  }
   // Changes still inside the debounce window must not be missing from the
   // newcomer's first snapshot: compile them now.
   Compile();
@@ -495,6 +511,10 @@ void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
 }
 
 void StreamServer::Unsubscribe(const std::shared_ptr<Session>& s) {
+  if (!s->agent_node().empty()) {
+    AgentLink& a = agents_[s->agent_node()];
+    if (a.streams > 0 && --a.streams == 0) a.gone_since_ms = MonoMillis();
+  }
   auto it = subscribers_.find(s->identity_key());
   if (it == subscribers_.end()) return;
   it->second.erase(s);
@@ -502,6 +522,61 @@ void StreamServer::Unsubscribe(const std::shared_ptr<Session>& s) {
     subscribers_.erase(it);
     compiler_.Forget(s->identity_key());
   }
+}
+
+void StreamServer::LivenessTick() {
+  liveness_.expires_after(std::chrono::seconds(1));
+  liveness_.async_wait([this](const asio::error_code& ec) {
+    if (ec) return;
+    CheckLiveness();
+    LivenessTick();
+  });
+}
+
+void StreamServer::CheckLiveness() {
+  const int64_t now = MonoMillis();
+  size_t gone = 0;
+  for (const auto& [node, a] : agents_) gone += a.streams == 0;
+  for (auto& [node, a] : agents_) {
+    if (a.streams > 0 || a.marked || now - a.gone_since_ms < opts_.node_timeout_ms) continue;
+    // Most agents gone at once looks like this server being cut off, not
+    // like that many nodes failing: marking them would move traffic for
+    // nothing (and flap when the link returns).
+    if (gone * 2 > agents_.size()) {
+      if (!partition_warned_) {
+        LOG_WARN(
+            "{} of {} agents lost their stream to this server: the server may be cut off; "
+            "not marking their nodes critical",
+            gone, agents_.size());
+        partition_warned_ = true;
+      }
+      continue;
+    }
+    a.marked = true;
+    store::Store* st = api_.store();
+    const std::string key = std::string(kNodePrefix) + node;
+    auto cur = st->Get(key);
+    if (!cur.ok()) continue;  // deregistered meanwhile
+    auto parsed = NodeFromJson(cur->value);
+    if (!parsed.ok()) continue;
+    Node doc = std::move(parsed).value();
+    Check c;
+    c.id = std::string(kAgentCheckId);
+    c.name = "Agent alive";
+    c.status = "critical";
+    c.output = "the node's agent has had no stream to a server for " +
+               std::to_string((now - a.gone_since_ms) / 1000) + "s";
+    doc.checks[c.id] = c;
+    auto w = st->Put(key, NodeToJson(doc));
+    if (!w.ok()) {
+      a.marked = false;  // try again next tick
+      continue;
+    }
+    counters_.nodes_marked_critical++;
+    LOG_WARN("node {}: agent gone for {} ms: its instances are critical until it returns", node,
+             now - a.gone_since_ms);
+  }
+  if (gone * 2 <= agents_.size()) partition_warned_ = false;
 }
 
 void StreamServer::OnStateChange() {
@@ -556,6 +631,9 @@ std::string StreamServer::Metrics() const {
        static_cast<int64_t>(counters_.sign_refused.load()));
   line("weft_server_node_syncs_total", "counter", "Agents' node documents written.",
        static_cast<int64_t>(counters_.node_syncs.load()));
+  line("weft_server_nodes_marked_critical_total", "counter",
+       "Nodes marked critical because their agent was gone past --node-timeout.",
+       static_cast<int64_t>(counters_.nodes_marked_critical.load()));
   line("weft_server_snapshots_cached", "gauge", "Compiled snapshots held.",
        static_cast<int64_t>(compiler_.cached()));
   return out;

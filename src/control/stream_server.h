@@ -38,6 +38,7 @@ struct StreamCounters {
   std::atomic<uint64_t> unauthenticated{0};
   std::atomic<uint64_t> signed_certs{0};
   std::atomic<uint64_t> sign_refused{0};
+  std::atomic<uint64_t> nodes_marked_critical{0};  // agents gone past node_timeout
 };
 
 struct StreamOptions {
@@ -53,6 +54,10 @@ struct StreamOptions {
   // Called on the io thread when a client subscribes (an agent starts
   // certificates for its local proxies here).
   std::function<void(const Identity&)> on_subscribe;
+  // Servers: a node whose agent has had no stream for this long gets the
+  // critical node check kAgentCheckId (0: never). Not while more than half
+  // of the agents are gone at once (this server is likely the one cut off).
+  int64_t node_timeout_ms = 0;
 };
 
 class StreamServer {
@@ -81,6 +86,17 @@ class StreamServer {
   void OnStateChange();
   void Compile();
   void PushChanged();
+  void LivenessTick();
+  void CheckLiveness();
+
+  struct AgentLink {
+    int streams = 0;            // open streams of this node's agent to this server
+    int64_t gone_since_ms = 0;  // when the last one ended
+    bool marked = false;        // the node check is written critical
+  };
+  std::map<std::string, AgentLink> agents_;  // io thread only
+  asio::steady_timer liveness_;
+  bool partition_warned_ = false;
 
   asio::io_context& io_;
   Api& api_;

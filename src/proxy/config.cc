@@ -395,6 +395,21 @@ std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::
   return ParseConfig(ss.str(), path, error);
 }
 
+std::string AddressKey(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  return "";
+}
+
 bool ResolveConfig(ProxyConfig* cfg, std::string* error) {
   std::map<std::string, size_t> clusters;
   for (size_t i = 0; i < cfg->clusters.size(); ++i) {
@@ -418,7 +433,8 @@ bool ResolveConfig(ProxyConfig* cfg, std::string* error) {
       *error = "duplicate listener " + l.name;
       return false;
     }
-    if (l.protocol == Protocol::kTcp && !find(l.cluster, "listener " + l.name, &l.cluster_index))
+    if (l.protocol == Protocol::kTcp && !l.capture &&
+        !find(l.cluster, "listener " + l.name, &l.cluster_index))
       return false;
     for (auto& r : l.routes) {
       const std::string where = "listener " + l.name + " route " + r.name;
@@ -437,6 +453,22 @@ bool ResolveConfig(ProxyConfig* cfg, std::string* error) {
         r.cluster_index = r.weighted[0].index;
       }
     }
+  }
+  // Virtual listeners into their capture listener's tables (the first
+  // listener to claim an address or host keeps it).
+  for (size_t i = 0; i < cfg->listeners.size(); ++i) {
+    const ListenerConfig& v = cfg->listeners[i];
+    if (v.capture_of.empty()) continue;
+    ListenerConfig* cap = nullptr;
+    for (auto& l : cfg->listeners)
+      if (l.capture && l.name == v.capture_of) cap = &l;
+    if (!cap) {
+      *error = "listener " + v.name + ": no capture listener named \"" + v.capture_of + "\"";
+      return false;
+    }
+    for (const auto& a : v.match_addresses) cap->by_address.emplace(a, i);
+    if (v.protocol == Protocol::kHttp)
+      for (const auto& h : v.match_hosts) cap->by_host.emplace(h, i);
   }
   return true;
 }

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,10 @@ struct SocketAddress {
 // Parses "IPv4:port" or "[IPv6]:port" (also "localhost:port"). On failure
 // returns a message that completes `FIELD "VALUE": ...`.
 std::optional<SocketAddress> ParseSocketAddress(const std::string& s, std::string* why);
+
+// "IP:PORT" / "[IPv6]:PORT" in canonical form (what a capture listener's
+// by_address is keyed by).
+std::string AddressKey(const sockaddr_storage& ss);
 
 enum class Protocol : uint8_t { kHttp, kTcp };
 // Mesh TLS on an inbound listener: off (plain), strict (mTLS only), or
@@ -79,6 +84,20 @@ struct ListenerConfig {
   int64_t header_read_timeout_ms = 10000;  // until the request head is complete -> 408
   int64_t idle_timeout_ms = 60000;         // keep-alive / tcp inactivity
   int64_t request_timeout_ms = 15000;      // until the upstream response head -> 504
+  // Transparent interception. A capture listener takes the connections
+  // iptables redirected to it and hands each to one of its virtual
+  // listeners (capture_of names it; they have no socket) by original
+  // destination or, for HTTP, by Host; anything else passes through to the
+  // original destination (protocol tcp, no cluster) unless registry_only.
+  bool capture = false;
+  std::string capture_of;
+  std::vector<std::string> match_addresses;  // virtual: "IP:PORT"
+  std::vector<std::string> match_hosts;      // virtual, http: lower-case, no port
+  bool registry_only = false;
+  int64_t detect_timeout_ms = 300;  // capture: wait for a client's first bytes, then call it TCP
+  size_t max_detect_bytes = 8192;   // capture: the most of a request head read to find its Host
+  std::map<std::string, size_t> by_address;  // capture: filled by ResolveConfig
+  std::map<std::string, size_t> by_host;
 };
 
 struct Endpoint {

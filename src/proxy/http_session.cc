@@ -422,7 +422,9 @@ asio::awaitable<bool> HttpSession::Connect(const Ctx& c, ClusterRuntime& cr, siz
   timed_out_ = false;
   SetDeadline(cr.cfg.connect_timeout_ms);
   up_ = std::move(conn);  // so that OnDeadline can cancel it
-  auto [ec] = co_await up_->stream.socket().async_connect(ToEndpoint(addr), kNoThrow);
+  const tcp::endpoint to = ToEndpoint(addr);
+  asio::error_code ec = PrepareUpstream(up_->stream.socket(), to);
+  if (!ec) std::tie(ec) = co_await up_->stream.socket().async_connect(to, kNoThrow);
   deadline_ms = kNever;
   if (ec) {
     *err = fmt::format("upstream connect error: {}: {}", addr.text,

@@ -124,8 +124,11 @@ class Proxy {
     std::map<std::string, ListenerSockets> next;
     std::vector<std::map<std::string, std::pair<int, bool>>> per_worker(workers_.size());
     for (const auto& l : cfg->listeners) {
-      std::string key =
-          std::string(l.protocol == Protocol::kHttp ? "http " : "tcp ") + l.address.text;
+      if (!l.capture_of.empty()) continue;  // virtual: reached through its capture listener
+      std::string key = std::string(l.capture                       ? "capture "
+                                    : l.protocol == Protocol::kHttp ? "http "
+                                                                    : "tcp ") +
+                        l.address.text;
       auto old = listeners_.find(l.name);
       ListenerSockets ls;
       bool reused = old != listeners_.end() && old->second.key == key;
@@ -292,7 +295,8 @@ class Proxy {
 
     std::string line = "weft proxy listening";
     if (admin_) line += " admin=" + FormatSockName(admin_->native_handle());
-    for (const auto& l : cfg->listeners) line += " " + l.name + "=" + listeners_[l.name].bound;
+    for (const auto& l : cfg->listeners)
+      if (l.capture_of.empty()) line += " " + l.name + "=" + listeners_[l.name].bound;
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
     LOG_INFO("{} workers, config {}", workers_.size(),
@@ -498,6 +502,7 @@ class Proxy {
 
 int RunProxy(const ProxyOptions& opts) {
   std::string err;
+  SetUpstreamMark(opts.socket_mark);
   if (!opts.server.empty()) {
     if (opts.service.empty()) {
       std::fprintf(stderr,

@@ -18,7 +18,8 @@ struct ProxyOptions {
   std::string node;
   std::string join_token;  // for certificate requests to the servers (not needed behind an agent)
   std::string admin = "127.0.0.1:15000";
-  int workers = 0;  // 0: the number of cores
+  int workers = 0;           // 0: the number of cores
+  uint32_t socket_mark = 0;  // SO_MARK on upstream sockets (see `weft redirect --proxy-mark`)
 };
 
 // Runs until drained. Returns the process exit code: 0 after a clean drain,

@@ -30,6 +30,10 @@ const char* RejectName(Reject r) {
       return "peer_identity";
     case Reject::kDenied:
       return "denied";
+    case Reject::kNotRedirected:
+      return "not_redirected";
+    case Reject::kEgressBlocked:
+      return "egress_blocked";
     case Reject::kCount:
       break;
   }

@@ -62,6 +62,8 @@ enum class Reject : uint8_t {
   kNoIdentity,       // mesh TLS needed before this proxy has its certificate
   kPeerIdentity,     // the peer's certificate names no SPIFFE ID of this trust domain
   kDenied,           // an authorization policy denied it (403, or a TCP close)
+  kNotRedirected,    // capture: reached the capture port directly, not through iptables
+  kEgressBlocked,    // capture: a destination outside the mesh under registry-only egress
   kCount,
 };
 const char* RejectName(Reject r);

@@ -16,8 +16,13 @@ constexpr size_t kTunnelBuffer = 64 * 1024;
 
 class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSession> {
  public:
-  TcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s)
-      : w_(w), listener_(std::move(l)), down_(std::move(s)), up_(w->io()) {
+  TcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
+             std::optional<SocketAddress> direct)
+      : w_(w),
+        listener_(std::move(l)),
+        down_(std::move(s)),
+        up_(w->io()),
+        direct_(std::move(direct)) {
     w_->Track(this);
     w_->ConnectionOpened();
     ++listener_->active;
@@ -69,6 +74,10 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
         co_return;
       }
     }
+    if (direct_) {
+      co_await PassThrough(lc);
+      co_return;
+    }
     cluster_ = st->clusters[lc.cluster_index];
     cs_ = cluster_->stats;
     long exclude = -1;
@@ -83,7 +92,9 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
       const SocketAddress& addr = cluster_->cfg.endpoints[ep].address;
       timed_out_ = false;
       deadline_ms = MonoMillis() + cluster_->cfg.connect_timeout_ms;
-      auto [ec] = co_await up_.stream.socket().async_connect(ToEndpoint(addr), kNoThrow);
+      const tcp::endpoint to = ToEndpoint(addr);
+      asio::error_code ec = PrepareUpstream(up_.stream.socket(), to);
+      if (!ec) std::tie(ec) = co_await up_.stream.socket().async_connect(to, kNoThrow);
       deadline_ms = kNever;
       std::string err;
       if (!ec && cluster_->cfg.endpoints[ep].mtls) {
@@ -125,10 +136,36 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
   }
 
  private:
+  // To the original destination of a captured connection, outside the
+  // mesh: plain TCP, counted on the capture listener only.
+  asio::awaitable<void> PassThrough(const ListenerConfig& lc) {
+    timed_out_ = false;
+    deadline_ms = MonoMillis() + kPassThroughConnectMs;
+    const tcp::endpoint to = ToEndpoint(*direct_);
+    asio::error_code ec = PrepareUpstream(up_.stream.socket(), to);
+    if (!ec) std::tie(ec) = co_await up_.stream.socket().async_connect(to, kNoThrow);
+    deadline_ms = kNever;
+    if (ec) {
+      LOG_INFO("listener {}: pass-through to {}: {}", lc.name, direct_->text,
+               timed_out_ ? "connect timeout" : ec.message());
+      down_.Close();
+      co_return;
+    }
+    asio::error_code ignored;
+    up_.stream.socket().set_option(tcp::no_delay(true), ignored);
+    co_await Tunnel(down_, up_.stream, {}, {}, this, lc.idle_timeout_ms,
+                    {&ls_->bytes_in, &uncounted_}, {&uncounted_, &ls_->bytes_out});
+    down_.Close();
+    up_.stream.Close();
+  }
+
+  static constexpr int64_t kPassThroughConnectMs = 5000;
   Worker* const w_;
   const std::shared_ptr<ListenerRuntime> listener_;
   io::Stream down_;
   UpstreamConn up_;
+  const std::optional<SocketAddress> direct_;
+  Counter uncounted_;
   std::shared_ptr<ClusterRuntime> cluster_;
   ListenerStats* ls_ = nullptr;
   ClusterStats* cs_ = nullptr;
@@ -188,8 +225,9 @@ asio::awaitable<void> Tunnel(io::Stream& a, io::Stream& b, std::string_view a_pe
   dl->deadline_ms = Deadline::kNever;
 }
 
-void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
-  auto session = std::make_shared<TcpSession>(w, std::move(l), std::move(s));
+void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
+                     std::optional<SocketAddress> direct) {
+  auto session = std::make_shared<TcpSession>(w, std::move(l), std::move(s), std::move(direct));
   asio::co_spawn(
       w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); }, asio::detached);
 }

@@ -93,6 +93,20 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
   std::map<std::string, std::shared_ptr<ListenerRuntime>> next;
   for (size_t i = 0; i < cfg.listeners.size(); ++i) {
     const ListenerConfig& lc = cfg.listeners[i];
+    if (!lc.capture_of.empty()) {  // virtual: no socket
+      auto old = listeners_.find(lc.name);
+      std::shared_ptr<ListenerRuntime> rt;
+      if (old != listeners_.end() && !old->second->acceptor.is_open()) {
+        rt = old->second;
+        listeners_.erase(old);
+      } else {
+        rt = std::make_shared<ListenerRuntime>(io_);
+        rt->name = lc.name;
+      }
+      rt->index = i;
+      next[lc.name] = rt;
+      continue;
+    }
     auto f = fds.find(lc.name);
     if (f == fds.end()) continue;
     auto old = listeners_.find(lc.name);
@@ -122,6 +136,8 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
     rt->acceptor.close(ec);
   }
   listeners_ = std::move(next);
+  by_index_.assign(cfg.listeners.size(), nullptr);
+  for (const auto& [name, rt] : listeners_) by_index_[rt->index] = rt;
   // The previous snapshot's clusters may live on in sessions that are mid
   // request or waiting on keep-alive: close their idle upstream connections
   // now and pool nothing more there.
@@ -168,11 +184,30 @@ void Worker::Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock) 
   }
   asio::error_code ignored;
   sock.set_option(tcp::no_delay(true), ignored);
-  if (lc.protocol == Protocol::kHttp) {
+  if (lc.capture) {
+    StartCaptureSession(this, l, std::move(sock));
+  } else if (lc.protocol == Protocol::kHttp) {
     StartHttpSession(this, l, std::move(sock));
   } else {
     StartTcpSession(this, l, std::move(sock));
   }
+}
+
+namespace {
+std::atomic<uint32_t> g_upstream_mark{0};
+}  // namespace
+
+void SetUpstreamMark(uint32_t mark) { g_upstream_mark.store(mark, std::memory_order_relaxed); }
+
+asio::error_code PrepareUpstream(tcp::socket& s, const tcp::endpoint& to) {
+  asio::error_code ec;
+  if (!s.is_open()) s.open(to.protocol(), ec);
+  if (ec) return ec;
+  const uint32_t mark = g_upstream_mark.load(std::memory_order_relaxed);
+  if (mark != 0 && ::setsockopt(s.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    ec.assign(errno, asio::error::get_system_category());
+  }
+  return ec;
 }
 
 void Worker::BeginDrain(int64_t idle_grace_ms) {

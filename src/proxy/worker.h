@@ -143,6 +143,13 @@ class Worker {
   void ConnectionClosed() { active_.fetch_sub(1, std::memory_order_relaxed); }
   // Appends a line to the access log buffer of `sink`; flushed every tick.
   void AccessLog(const std::shared_ptr<AccessLogSink>& sink, const std::string& line);
+  // The runtime of listener `index` of the current snapshot (null: none).
+  std::shared_ptr<ListenerRuntime> ListenerAt(size_t index) const {
+    return index < by_index_.size() ? by_index_[index] : nullptr;
+  }
+  // Starts the session for an accepted (or captured) connection, or refuses
+  // it at the listener's max_connections.
+  void Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock);
   // Returns an upstream connection to its endpoint's idle pool (or closes it).
   void ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c,
                        std::unique_ptr<UpstreamConn> conn);
@@ -151,9 +158,6 @@ class Worker {
   void ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
                    std::map<std::string, std::pair<int, bool>> fds);
   asio::awaitable<void> AcceptLoop(std::shared_ptr<ListenerRuntime> l);
-  // Starts the session for an accepted connection, or refuses it at the
-  // listener's max_connections.
-  void Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock);
   void Tick();
   void ArmTick();
   void FlushAccessLogs();
@@ -174,7 +178,8 @@ class Worker {
   std::shared_ptr<WorkerState> state_;
   std::shared_ptr<TlsContexts> tls_;
   std::map<std::string, std::shared_ptr<ListenerRuntime>> listeners_;
-  Deadline* deadlines_ = nullptr;  // intrusive list head
+  std::vector<std::shared_ptr<ListenerRuntime>> by_index_;  // by listener index
+  Deadline* deadlines_ = nullptr;                           // intrusive list head
   bool draining_ = false;
   Rng rng_;
   std::map<std::shared_ptr<AccessLogSink>, std::string> access_bufs_;
@@ -183,7 +188,16 @@ class Worker {
 
 // Spawns the session for an accepted connection (http_session.cc, tcp_session.cc).
 void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
-void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
+// `direct`: connect there instead of the listener's cluster (a captured
+// connection to a destination outside the mesh, passed through as is).
+void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
+                     std::optional<SocketAddress> direct = std::nullopt);
+// A connection redirected to a capture listener (capture.cc): finds its
+// mesh destination and hands it to that virtual listener's session.
+void StartCaptureSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
+// The Host of an HTTP/1 request head, lower-case, without its port or a
+// trailing dot; "" when absent.
+std::string CaptureHostOf(std::string_view head);
 
 // Mesh TLS on an accepted connection, as its listener's mode asks: off does
 // nothing; strict runs the server handshake and requires a client
@@ -209,5 +223,11 @@ asio::awaitable<void> Tunnel(io::Stream& a, io::Stream& b, std::string_view a_pe
                              std::array<Counter*, 2> a_to_b, std::array<Counter*, 2> b_to_a);
 
 tcp::endpoint ToEndpoint(const SocketAddress& a);
+// Every upstream socket carries this SO_MARK (0: none), so that `weft
+// redirect`'s rules can tell the proxy's own traffic from the app's. Set
+// once at start.
+void SetUpstreamMark(uint32_t mark);
+// Opens `s` for `to` and marks it; the caller then connects it.
+asio::error_code PrepareUpstream(tcp::socket& s, const tcp::endpoint& to);
 
 }  // namespace weft::proxy

@@ -102,7 +102,26 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
       const std::string service = local ? local->cluster().service() : "";
       lc.authz = authz::Policies::Compile(policies, service);
     }
-    if (l.protocol() == "tcp") {
+    lc.capture_of = l.capture_of();
+    for (const auto& a : l.match_addresses()) {
+      auto ma = ParseSocketAddress(a, &why);
+      if (!ma) return fail("listener " + l.name() + ": match address \"" + a + "\": " + why);
+      lc.match_addresses.push_back(AddressKey(ma->storage));
+    }
+    for (const auto& h : l.match_hosts()) {
+      std::string n = h;
+      for (auto& ch : n) ch = AsciiLower(ch);
+      lc.match_hosts.push_back(std::move(n));
+    }
+    if (l.protocol() == "capture") {
+      lc.protocol = Protocol::kTcp;  // what passes through is opaque TCP
+      lc.capture = true;
+      if (l.egress() == "registry_only") {
+        lc.registry_only = true;
+      } else if (!l.egress().empty() && l.egress() != "allow_any") {
+        return fail("listener " + l.name() + ": unknown egress \"" + l.egress() + "\"");
+      }
+    } else if (l.protocol() == "tcp") {
       lc.protocol = Protocol::kTcp;
       lc.cluster = l.cluster();
     } else if (l.protocol() == "http" || l.protocol().empty()) {

@@ -253,4 +253,77 @@ spec: {service: web}
 }
 
 }  // namespace
+TEST_F(CompilerTest, TransparentSidecarCapturesEveryServiceByAddressAndHost) {
+  Put("a", {{"Node", "a"},
+            {"Address", "10.0.0.1"},
+            {"Service", {{"Service", "reviews"}, {"ID", "r1"}, {"Port", 9080}}}});
+  Put("b", {{"Node", "b"},
+            {"Address", "10.0.0.2"},
+            {"Service", {{"Service", "redis"}, {"ID", "db"}, {"Port", 6379}}}});
+  Apply("kind: Service\nmetadata: {name: redis}\nspec:\n  ports: [{port: 6379, protocol: tcp}]\n");
+  Put("web-node", json::parse(R"({"Node":"web-node","Address":"10.0.0.9","Service":{
+      "Service":"web-sidecar","ID":"web-sc","Kind":"connect-proxy","Port":21000,
+      "Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Mode":"transparent",
+               "TransparentProxy":{"OutboundListenerPort":15006,"MeshDestinationsOnly":true}}}})"));
+  SnapshotPtr s = compiler_.Get(web_);
+  const auto* cap = Find(s, "listener/outbound_capture");
+  ASSERT_NE(cap, nullptr);
+  EXPECT_EQ(cap->listener().address(), "127.0.0.1:15006");
+  EXPECT_EQ(cap->listener().protocol(), "capture");
+  EXPECT_EQ(cap->listener().egress(), "registry_only");
+  const auto* rv = Find(s, "listener/capture_reviews");
+  ASSERT_NE(rv, nullptr);
+  EXPECT_EQ(rv->listener().capture_of(), "outbound_capture");
+  EXPECT_EQ(rv->listener().protocol(), "http");
+  ASSERT_EQ(rv->listener().match_addresses_size(), 1);
+  EXPECT_EQ(rv->listener().match_addresses(0), "10.0.0.1:9080");
+  EXPECT_EQ(rv->listener().match_hosts(1), "reviews.service.weft");
+  ASSERT_NE(Find(s, "route/capture_reviews"), nullptr);
+  const auto* db = Find(s, "listener/capture_redis");
+  ASSERT_NE(db, nullptr);
+  EXPECT_EQ(db->listener().protocol(), "tcp");
+  EXPECT_EQ(db->listener().cluster(), "redis");
+  EXPECT_EQ(Find(s, "listener/capture_web-sidecar"), nullptr);  // sidecars are not destinations
+
+  // A new service anywhere in the catalog reaches the transparent sidecar.
+  Put("c", {{"Node", "c"},
+            {"Address", "10.0.0.3"},
+            {"Service", {{"Service", "ratings"}, {"ID", "ra"}, {"Port", 7000}}}});
+  Changed();
+  auto changed = compiler_.TakeChanged();
+  ASSERT_EQ(changed.size(), 1u);
+  const auto* ra = Find(changed[0].second, "listener/capture_ratings");
+  ASSERT_NE(ra, nullptr);
+  EXPECT_EQ(ra->listener().match_addresses(0), "10.0.0.3:7000");
+}
+
+TEST(CatalogProxyMode, ModeAndTransparentProxyAreCheckedAndKept) {
+  Node n;
+  auto reg = [&](const std::string& proxy) {
+    return ApplyRegistration(json::parse(R"({"Node":"n","Address":"10.0.0.1","Service":{
+        "Service":"web-sidecar","Kind":"connect-proxy","Port":21000,"Proxy":)" +
+                                         proxy + "}}"),
+                             CatalogLimits{}, &n);
+  };
+  EXPECT_TRUE(reg(R"({"DestinationServiceName":"web","Mode":"transparent"})").ok());
+  EXPECT_EQ(n.services.begin()->second.proxy->mode, "transparent");
+  EXPECT_EQ(n.services.begin()->second.proxy->outbound_listener_port, 15001u);
+  auto bad = reg(R"({"DestinationServiceName":"web","Mode":"sideways"})");
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("Proxy.Mode"), std::string::npos) << bad.message();
+  bad =
+      reg(R"({"DestinationServiceName":"web","TransparentProxy":{"MeshDestinationsOnly":"yes"}})");
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("MeshDestinationsOnly"), std::string::npos) << bad.message();
+  ASSERT_TRUE(reg(R"({"DestinationServiceName":"web","Mode":"transparent",
+                      "TransparentProxy":{"OutboundListenerPort":15006,"MeshDestinationsOnly":true}})")
+                  .ok());
+  // The stored document keeps it (agents sync it to servers).
+  auto back = NodeFromJson(NodeToJson(n));
+  ASSERT_TRUE(back.ok());
+  const auto& p = *back->services.begin()->second.proxy;
+  EXPECT_EQ(p.outbound_listener_port, 15006u);
+  EXPECT_TRUE(p.mesh_destinations_only);
+}
+
 }  // namespace weft::control

@@ -1,0 +1,192 @@
+// Transparent interception: connections that `weft redirect`'s iptables
+// rules sent to the capture listener. Each one's original destination
+// (SO_ORIGINAL_DST) picks a mesh service; failing that, an HTTP request's
+// Host does; what is neither passes through to where it was going, or is
+// refused when egress is registry-only.
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <string_view>
+
+#include "base/log.h"
+#include "base/strings.h"
+#include "proxy/worker.h"
+
+namespace weft::proxy {
+namespace {
+
+// From <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h>,
+// which clash with the libc headers.
+constexpr int kSoOriginalDst = 80;
+constexpr int kIp6tSoOriginalDst = 80;
+
+bool OriginalDst(int fd, sockaddr_storage* out) {
+  socklen_t len = sizeof *out;
+  if (::getsockopt(fd, SOL_IP, kSoOriginalDst, out, &len) == 0) return true;
+  len = sizeof *out;
+  return ::getsockopt(fd, SOL_IPV6, kIp6tSoOriginalDst, out, &len) == 0;
+}
+
+// Whether bytes start an HTTP/1.x request: 1 yes, 0 too few bytes to tell,
+// -1 no. CONNECT and the HTTP/2 preface count as no: they pass as TCP.
+int HttpStart(std::string_view b) {
+  static constexpr std::array<std::string_view, 7> kMethods = {
+      "GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH "};
+  bool maybe = false;
+  for (std::string_view m : kMethods) {
+    if (b.size() >= m.size()) {
+      if (b.substr(0, m.size()) == m) return 1;
+    } else if (m.substr(0, b.size()) == b) {
+      maybe = true;
+    }
+  }
+  return maybe ? 0 : -1;
+}
+
+}  // namespace
+
+// The Host of a request head: lower-case, without port or trailing dot; ""
+// when there is none.
+std::string CaptureHostOf(std::string_view head) {
+  size_t pos = head.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < head.size()) {
+    const size_t start = pos + 2;
+    const size_t end = head.find("\r\n", start);
+    std::string_view line =
+        head.substr(start, end == std::string_view::npos ? head.size() - start : end - start);
+    if (line.empty()) break;  // end of the head
+    if (line.size() > 5 && AsciiLower(line[0]) == 'h' && AsciiLower(line[1]) == 'o' &&
+        AsciiLower(line[2]) == 's' && AsciiLower(line[3]) == 't' && line[4] == ':') {
+      std::string_view v = line.substr(5);
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      if (!v.empty() && v.front() == '[') {  // [v6]:port: no mesh name looks like this
+        return "";
+      }
+      if (size_t colon = v.find(':'); colon != std::string_view::npos) v = v.substr(0, colon);
+      if (!v.empty() && v.back() == '.') v.remove_suffix(1);
+      std::string host(v);
+      for (auto& c : host) c = AsciiLower(c);
+      return host;
+    }
+    pos = end;
+  }
+  return "";
+}
+
+namespace {
+
+asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
+  using namespace asio::experimental::awaitable_operators;
+  if (l->removed) co_return;
+  const std::shared_ptr<WorkerState> st = w->state();  // the snapshot outlives this coroutine
+  const ListenerConfig& lc = st->snap->cfg->listeners[l->index];
+  ListenerStats& ls = st->snap->listener_stats[l->index]->at(w->id());
+  const int fd = s.native_handle();
+  asio::error_code ignored;
+  sockaddr_storage dst{}, local{};
+  socklen_t local_len = sizeof local;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len);
+  if (!OriginalDst(fd, &dst) || AddressKey(dst) == AddressKey(local)) {
+    // Straight to the capture port: proxying it to "itself" would loop.
+    ls.Rejected(Reject::kNotRedirected);
+    LOG_INFO(
+        "listener {}: connection not redirected by iptables (no original destination); "
+        "closed",
+        lc.name);
+    s.close(ignored);
+    co_return;
+  }
+  const std::string key = AddressKey(dst);
+  auto hand_to = [&](size_t index) {
+    std::shared_ptr<ListenerRuntime> vl = w->ListenerAt(index);
+    if (!vl || vl->removed) {
+      s.close(ignored);
+      return;
+    }
+    w->Serve(vl, std::move(s));
+  };
+  if (auto it = lc.by_address.find(key); it != lc.by_address.end()) {
+    hand_to(it->second);
+    co_return;
+  }
+  // Not a mesh address: an HTTP request may still name a mesh service.
+  // Peek (the session reads the same bytes again) until the head is in,
+  // or the client is quiet for the detection timeout: then it is TCP.
+  bool http = false;
+  std::string host;
+  std::string buf(lc.max_detect_bytes, '\0');
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(lc.detect_timeout_ms);
+  size_t seen = 0;
+  for (;;) {
+    asio::steady_timer t(w->io());
+    t.expires_at(until);
+    auto which =
+        co_await (s.async_wait(tcp::socket::wait_read, kNoThrow) || t.async_wait(kNoThrow));
+    if (which.index() == 1) break;  // quiet: decide on what came
+    const ssize_t got = ::recv(fd, buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (got == 0) {  // closed before a byte: nothing to proxy
+      s.close(ignored);
+      co_return;
+    }
+    if (got < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+      s.close(ignored);
+      co_return;
+    }
+    const std::string_view v(buf.data(), static_cast<size_t>(got));
+    const int h = HttpStart(v);
+    if (h < 0) break;
+    if (h > 0 && (v.find("\r\n\r\n") != std::string_view::npos || v.size() == buf.size())) {
+      http = true;
+      host = CaptureHostOf(v);
+      break;
+    }
+    if (static_cast<size_t>(got) == seen) {
+      // Nothing new since the last peek: wait a little instead of spinning.
+      asio::steady_timer pause(w->io(), std::chrono::milliseconds(2));
+      co_await pause.async_wait(kNoThrow);
+    }
+    seen = static_cast<size_t>(got);
+  }
+  if (http && !host.empty()) {
+    if (auto it = lc.by_host.find(host); it != lc.by_host.end()) {
+      hand_to(it->second);
+      co_return;
+    }
+  }
+  if (lc.registry_only) {
+    ls.Rejected(Reject::kEgressBlocked);
+    const std::string what = http && !host.empty() ? host + " (" + key + ")" : key;
+    LOG_INFO("listener {}: {} is not in the mesh and egress is registry-only: refused", lc.name,
+             what);
+    if (http) {
+      const std::string body =
+          "weft: " + what + " is not a mesh service and egress is registry-only\n";
+      const std::string resp =
+          "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\n"
+          "connection: close\r\ncontent-length: " +
+          std::to_string(body.size()) + "\r\n\r\n" + body;
+      co_await asio::async_write(s, asio::buffer(resp), kNoThrow);
+    }
+    s.shutdown(tcp::socket::shutdown_both, ignored);
+    s.close(ignored);
+    co_return;
+  }
+  SocketAddress to;
+  to.storage = dst;
+  to.len = dst.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  to.text = key;
+  StartTcpSession(w, l, std::move(s), std::move(to));
+}
+
+}  // namespace
+
+void StartCaptureSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
+  asio::co_spawn(w->io(), Capture(w, std::move(l), std::move(s)), asio::detached);
+}
+
+}  // namespace weft::proxy

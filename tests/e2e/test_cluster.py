@@ -1,0 +1,254 @@
+"""A three-node mesh in network namespaces: unmodified clients reach services
+on other nodes by name through intercepting sidecars, with mTLS on the wire,
+policies enforced, and traffic that survives a dead node and a server cut
+off. The cluster is built once for the module (conftest.py); the tests that
+break nodes run last."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+WEB = "spiffe://weft.local/ns/default/sa/web"
+
+# A client that sends sequential requests at a fixed pace from inside a node
+# (through the node's interception, like any app) and prints one JSON line
+# per request: time, status, version (the node that answered) or the error.
+CLIENT = r"""
+import json, sys, time, urllib.request
+url, n, gap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+for i in range(n):
+    t = time.time()
+    try:
+        with urllib.request.urlopen(url, timeout=8) as r:
+            out = {"t": t, "status": r.status, "version": json.loads(r.read()).get("version"),
+                   "s": time.time() - t}
+    except urllib.error.HTTPError as e:
+        out = {"t": t, "status": e.code, "error": e.read().decode(errors="replace")[:200]}
+    except Exception as e:
+        out = {"t": t, "status": 0, "error": repr(e)[:200]}
+    print(json.dumps(out), flush=True)
+    time.sleep(max(0, gap - (time.time() - t)))
+"""
+
+
+def start_client(cluster, node, url, n, gap):
+    path = os.path.join(cluster.tmp, f"client-{time.time_ns()}.py")
+    with open(path, "w") as f:
+        f.write(CLIENT)
+    return subprocess.Popen(["ip", "netns", "exec", cluster.ns[node], "python3", path, url, str(n), str(gap)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def results(p, timeout=120):
+    out, err = p.communicate(timeout=timeout)
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert rows, err
+    return rows
+
+
+def test_curl_by_name_reaches_both_nodes_through_the_mesh(cluster):
+    seen = set()
+    for _ in range(20):
+        status, body = cluster.http(1, "http://reviews.service.weft/reviews/1")
+        assert status == 200, body
+        d = json.loads(body)
+        assert d["service"] == "reviews" and d["path"] == "/reviews/1"
+        # The app learns its caller from the sidecar: web's identity, so the
+        # request went through both sidecars with mTLS.
+        assert WEB in d["caller"], d
+        seen.add(d["version"])
+    assert seen == {"n2", "n3"}
+    # What curl connected to was an instance address on port 80: the
+    # capture found the service by the Host it asked for.
+    r = cluster.exec(1, "curl", "-sS", "-m", "10", "-o", "/dev/null", "-w", "%{remote_ip}:%{remote_port}",
+                     "http://reviews.service.weft/")
+    assert r.stdout in ("198.18.0.2:80", "198.18.0.3:80"), r.stdout
+    # And by address: the instance's own IP:port works as well.
+    status, body = cluster.http(3, "http://198.18.0.2:9080/reviews/2")
+    assert status == 200 and WEB in json.loads(body)["caller"], body
+
+
+def test_redis_cli_by_name_is_load_balanced_across_nodes(cluster):
+    seen = [cluster.exec(1, "redis-cli", "-h", "redis.service.weft", "-p", "6379", "GET", "node").stdout.strip()
+            for _ in range(20)]
+    assert set(seen) == {"n2", "n3"}, seen
+    r = cluster.exec(1, "redis-cli", "-h", "redis.service.weft", "SET", "via", "mesh")
+    assert r.stdout.strip() == "OK"
+
+
+def test_the_bridge_carries_only_tls(cluster):
+    marker = f"weft-marker-{time.time_ns()}"
+    pcap = os.path.join(cluster.tmp, "bridge.pcap")
+    lo_pcap = os.path.join(cluster.tmp, "n2-lo.pcap")
+    # The control plane (8500, 8502) is plaintext gRPC/HTTP between nodes
+    # (a known gap, see docs/security.md): application traffic is the claim.
+    dump = subprocess.Popen(["ip", "netns", "exec", cluster.sw, "tcpdump", "-i", "br0", "-U", "-s", "0", "-w", pcap,
+                             "tcp and not port 8500 and not port 8502"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    lo = subprocess.Popen(["ip", "netns", "exec", cluster.ns[2], "tcpdump", "-i", "lo", "-U", "-s", "0", "-w", lo_pcap,
+                           "tcp port 9080 or tcp port 6379"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    try:
+        for _ in range(6):
+            status, body = cluster.http(1, f"http://reviews.service.weft/{marker}", "-H", f"x-marker: {marker}")
+            assert status == 200, body
+            cluster.exec(1, "redis-cli", "-h", "redis.service.weft", "SET", marker, marker)
+        time.sleep(1)
+    finally:
+        for p in (dump, lo):
+            p.send_signal(signal.SIGINT)
+            p.wait(10)
+    wire = open(pcap, "rb").read()
+    local = open(lo_pcap, "rb").read()
+    assert len(wire) > 2000, "the capture on the bridge saw nothing"
+    assert marker.encode() not in wire
+    assert b"HTTP/1.1" not in wire and b"$3\r\nSET" not in wire
+    assert b"\x17\x03\x03" in wire  # TLS application data records
+    # The control: between the sidecar and the app on node 2 it is plain.
+    assert marker.encode() in local
+
+
+def test_plaintext_that_bypasses_the_client_sidecar_is_refused(cluster):
+    # A socket with the proxy's mark is not intercepted on node 1; node 2's
+    # inbound rule still sends it to the reviews sidecar, which wants mTLS.
+    code = r"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, 36, 1337)  # SO_MARK
+s.settimeout(5)
+s.connect(("198.18.0.2", 9080))
+s.sendall(b"GET /reviews/1 HTTP/1.1\r\nHost: reviews\r\n\r\n")
+try:
+    data = s.recv(4096)
+except OSError as e:
+    data = b""
+print(repr(data))
+"""
+    r = cluster.exec(1, "python3", "-c", code)
+    assert "HTTP/1.1 200" not in r.stdout and "reviews" not in r.stdout, r.stdout
+
+
+def test_a_connection_straight_to_the_capture_port_is_refused(cluster):
+    # Loopback is not intercepted, so this reaches the capture listener with
+    # no original destination: proxying it would loop back to itself.
+    r = cluster.exec(1, "curl", "-sS", "-m", "5", "http://127.0.0.1:15001/", check=False)
+    assert r.returncode != 0 and "HTTP" not in r.stdout
+    stats = cluster.exec(1, "curl", "-fsS", "http://127.0.0.1:15000/stats").stdout
+    assert 'listener="outbound_capture",reason="not_redirected"} 1' in stats, \
+        [line for line in stats.splitlines() if "outbound_capture" in line]
+
+
+def test_authorization_policies_hold_across_nodes(cluster):
+    cluster.apply("kind: AuthorizationPolicy\nmetadata: {name: reviews}\nspec:\n  service: reviews\n"
+                  "  default: deny\n  rules:\n    - action: allow\n      from: [" + WEB + "]\n"
+                  "      to: {methods: [GET], paths: [/reviews/*]}\n")
+    try:
+        cluster.wait("the policy on both nodes", lambda: all(
+            cluster.http(1, "http://reviews.service.weft/admin")[0] == 403 for _ in range(6)))
+        for _ in range(10):
+            status, body = cluster.http(1, "http://reviews.service.weft/reviews/3")
+            assert status == 200, body
+            status, body = cluster.http(1, "http://reviews.service.weft/admin")
+            assert status == 403 and "denied by AuthorizationPolicy default/reviews" in body, body
+            status, body = cluster.http(1, "http://reviews.service.weft/reviews/3", "-X", "POST")
+            assert status == 403, body
+    finally:
+        cluster.ctl("delete", "authorizationpolicy", "reviews")
+    cluster.wait("the policy removed", lambda: all(
+        cluster.http(1, "http://reviews.service.weft/admin")[0] == 200 for _ in range(6)))
+
+
+def test_egress_passes_through_unless_registry_only(cluster):
+    # A server outside the mesh on node 3 (not registered anywhere).
+    outside = cluster.spawn(3, "outside", "python3", "-m", "http.server", "7000", "--bind", "198.18.0.3")
+    cluster.wait("the outside server", lambda: cluster.exec(3, "curl", "-fsS", "-o", "/dev/null",
+                                                             "http://198.18.0.3:7000/", check=False).returncode == 0)
+    status, _ = cluster.http(1, "http://198.18.0.3:7000/")
+    assert status == 200
+    # registry-only: the sidecar refuses destinations outside the mesh.
+    cluster.register(1, "web", 8080, 21000, {"HTTP": "http://127.0.0.1:8080/healthz"}, transparent=True,
+                     egress_only_mesh=True)
+    try:
+        cluster.wait("registry-only", lambda: cluster.http(1, "http://198.18.0.3:7000/")[0] == 502)
+        status, body = cluster.http(1, "http://198.18.0.3:7000/")
+        assert "not a mesh service and egress is registry-only" in body, body
+        r = cluster.exec(1, "curl", "-sS", "-m", "5", "http://127.0.0.1:15000/stats")
+        assert 'reason="egress_blocked"' in r.stdout
+        # Mesh services still answer.
+        assert cluster.http(1, "http://reviews.service.weft/reviews/1")[0] == 200
+        cluster.register(1, "web", 8080, 21000, {"HTTP": "http://127.0.0.1:8080/healthz"}, transparent=True)
+        cluster.wait("egress open again", lambda: cluster.http(1, "http://198.18.0.3:7000/")[0] == 200)
+    finally:
+        cluster.register(1, "web", 8080, 21000, {"HTTP": "http://127.0.0.1:8080/healthz"}, transparent=True)
+        outside.kill()
+
+
+def test_traffic_between_agents_survives_the_server_being_cut_off(cluster):
+    client = start_client(cluster, 2, "http://reviews.service.weft/reviews/1", 300, 0.1)
+    time.sleep(1.5)
+    subprocess.run(["ip", "-n", cluster.sw, "link", "set", "v1", "down"], check=True)
+    cut = time.time()
+    # Long enough for the server to find the agents' streams dead (its
+    # keepalive: 10s + 5s) and for --node-timeout (3s) to pass.
+    time.sleep(20)
+    # While cut off, a change is made at the server.
+    cluster.apply("kind: AuthorizationPolicy\nmetadata: {name: reviews}\nspec:\n  service: reviews\n"
+                  "  rules:\n    - action: deny\n      to: {paths: [/during-cut]}\n")
+    subprocess.run(["ip", "-n", cluster.sw, "link", "set", "v1", "up"], check=True)
+    back = time.time()
+    rows = results(client)
+    during = [r for r in rows if cut <= r["t"] <= back]
+    assert len(during) > 40, rows
+    failed = [r for r in rows if r["status"] != 200]
+    assert failed == [], failed
+    assert {r["version"] for r in during} == {"n2", "n3"}
+    # The server did not take the cut for dead nodes.
+    log = open([p[3] for p in cluster.procs if p[1] == "server"][0]).read()
+    assert "the server may be cut off" in log
+    # Converged: the change made while cut off reaches node 2's sidecar.
+    cluster.wait("the change to reach node 2", lambda: cluster.http(2, "http://reviews.service.weft/during-cut")[0] == 403,
+                 timeout=60)
+    health = json.loads(cluster.exec(1, "curl", "-fsS", "http://198.18.0.1:8500/v1/health/service/reviews?passing").stdout)
+    assert sorted(e["Service"]["ID"] for e in health) == ["reviews-n2", "reviews-n3"]
+    cluster.ctl("delete", "authorizationpolicy", "reviews")
+
+
+# Requests that may fail while node 3 dies: those already on its
+# connections when its processes are killed, before the retry on the other
+# node settles it. Measured: 0-2.
+MAX_FAILED_ON_NODE_LOSS = 5
+
+
+def test_a_killed_node_turns_critical_and_traffic_moves(cluster):
+    client = start_client(cluster, 1, "http://reviews.service.weft/reviews/1", 120, 0.1)
+    time.sleep(2)
+    cluster.kill_node(3)
+    subprocess.run(["ip", "-n", cluster.sw, "link", "set", "v3", "down"], check=True)
+    killed = time.time()
+
+    def n3_critical():
+        h = json.loads(cluster.exec(1, "curl", "-fsS", "http://198.18.0.1:8500/v1/health/service/reviews").stdout)
+        for e in h:
+            if e["Node"]["Node"] == "n3":
+                return any(c["CheckID"] == "serfHealth" and c["Status"] == "critical" for c in e["Checks"])
+        return False
+
+    cluster.wait("node 3 critical", n3_critical, timeout=20)
+    marked = time.time()
+    rows = results(client)
+    failed = [r for r in rows if r["status"] != 200]
+    print(f"node 3 lost: {len(failed)} of {len(rows)} requests failed; critical after "
+          f"{marked - killed:.1f}s; slowest request {max(r.get('s', 0) for r in rows):.2f}s")
+    assert len(failed) <= MAX_FAILED_ON_NODE_LOSS, failed
+    after = [r for r in rows if r["t"] > marked + 2]
+    assert len(after) > 20 and all(r["version"] == "n2" for r in after if r["status"] == 200), after
+    before = [r for r in rows if r["t"] < killed]
+    assert {r["version"] for r in before} == {"n2", "n3"}
+    # DNS stops naming node 3 as well.
+    r = cluster.exec(1, "dig", "+short", "reviews.service.weft")
+    assert r.stdout.split() == ["198.18.0.2"], r.stdout
+    m = cluster.exec(1, "curl", "-fsS", "http://198.18.0.1:8500/metrics").stdout
+    assert "weft_server_nodes_marked_critical_total 1" in m
