@@ -200,7 +200,9 @@ def main():
     lines += ["", f"After the runs: " + ", ".join(
         f"{n} RSS {after[n]['rss_kb'] / 1024:.1f} MB, Private_Dirty {after[n]['dirty_kb'] / 1024:.1f} MB"
         for n in sidecars) + "."]
+    summary = lines[2:]  # the command line and the tables
     common.write_with_notes(lines, a.out, os.path.join(HERE, "NOTES-quickstart.md"))
+    common.write_block(os.path.join(HERE, "RESULTS.md"), "quickstart", "\n".join(summary))
     print("\n".join(lines))
 
 
