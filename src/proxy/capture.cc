@@ -6,12 +6,12 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <array>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <string_view>
 
 #include "base/log.h"
 #include "base/strings.h"
+#include "proxy/sniff.h"
 #include "proxy/worker.h"
 
 namespace weft::proxy {
@@ -28,55 +28,6 @@ bool OriginalDst(int fd, sockaddr_storage* out) {
   len = sizeof *out;
   return ::getsockopt(fd, SOL_IPV6, kIp6tSoOriginalDst, out, &len) == 0;
 }
-
-// Whether bytes start an HTTP/1.x request: 1 yes, 0 too few bytes to tell,
-// -1 no. CONNECT and the HTTP/2 preface count as no: they pass as TCP.
-int HttpStart(std::string_view b) {
-  static constexpr std::array<std::string_view, 7> kMethods = {
-      "GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH "};
-  bool maybe = false;
-  for (std::string_view m : kMethods) {
-    if (b.size() >= m.size()) {
-      if (b.substr(0, m.size()) == m) return 1;
-    } else if (m.substr(0, b.size()) == b) {
-      maybe = true;
-    }
-  }
-  return maybe ? 0 : -1;
-}
-
-}  // namespace
-
-// The Host of a request head: lower-case, without port or trailing dot; ""
-// when there is none.
-std::string CaptureHostOf(std::string_view head) {
-  size_t pos = head.find("\r\n");
-  while (pos != std::string_view::npos && pos + 2 < head.size()) {
-    const size_t start = pos + 2;
-    const size_t end = head.find("\r\n", start);
-    std::string_view line =
-        head.substr(start, end == std::string_view::npos ? head.size() - start : end - start);
-    if (line.empty()) break;  // end of the head
-    if (line.size() > 5 && AsciiLower(line[0]) == 'h' && AsciiLower(line[1]) == 'o' &&
-        AsciiLower(line[2]) == 's' && AsciiLower(line[3]) == 't' && line[4] == ':') {
-      std::string_view v = line.substr(5);
-      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-      if (!v.empty() && v.front() == '[') {  // [v6]:port: no mesh name looks like this
-        return "";
-      }
-      if (size_t colon = v.find(':'); colon != std::string_view::npos) v = v.substr(0, colon);
-      if (!v.empty() && v.back() == '.') v.remove_suffix(1);
-      std::string host(v);
-      for (auto& c : host) c = AsciiLower(c);
-      return host;
-    }
-    pos = end;
-  }
-  return "";
-}
-
-namespace {
 
 asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
   using namespace asio::experimental::awaitable_operators;
@@ -138,11 +89,11 @@ asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp
       co_return;
     }
     const std::string_view v(buf.data(), static_cast<size_t>(got));
-    const int h = HttpStart(v);
+    const int h = HttpRequestStart(v);
     if (h < 0) break;
     if (h > 0 && (v.find("\r\n\r\n") != std::string_view::npos || v.size() == buf.size())) {
       http = true;
-      host = CaptureHostOf(v);
+      host = HostOfRequestHead(v);
       break;
     }
     if (static_cast<size_t>(got) == seen) {

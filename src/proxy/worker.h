@@ -195,9 +195,6 @@ void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket 
 // A connection redirected to a capture listener (capture.cc): finds its
 // mesh destination and hands it to that virtual listener's session.
 void StartCaptureSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
-// The Host of an HTTP/1 request head, lower-case, without its port or a
-// trailing dot; "" when absent.
-std::string CaptureHostOf(std::string_view head);
 
 // Mesh TLS on an accepted connection, as its listener's mode asks: off does
 // nothing; strict runs the server handshake and requires a client
