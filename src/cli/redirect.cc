@@ -45,6 +45,7 @@ int RunIptables(const std::string& bin, const std::vector<std::string>& args, st
   std::vector<std::string> all = {bin, "-w", "5", "-t", "nat"};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
+  argv.reserve(all.size() + 1);
   for (auto& a : all) argv.push_back(a.data());
   argv.push_back(nullptr);
   int pipefd[2];

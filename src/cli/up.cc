@@ -272,6 +272,7 @@ class Processes {
     std::vector<std::string> argv_s = {"weft"};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
+    argv.reserve(argv_s.size() + 1);
     for (auto& a : argv_s) argv.push_back(a.data());
     argv.push_back(nullptr);
     const pid_t parent = ::getpid();

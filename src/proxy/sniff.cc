@@ -38,7 +38,7 @@ std::string HostOfRequestHead(std::string_view head) {
       }
       if (size_t colon = v.find(':'); colon != std::string_view::npos) v = v.substr(0, colon);
       if (!v.empty() && v.back() == '.') v.remove_suffix(1);  // the FQDN form
-      if (!v.empty() && v.back() == '.') return "";          // "name.." is no name
+      if (!v.empty() && v.back() == '.') return "";           // "name.." is no name
       std::string host(v);
       for (auto& c : host) {
         // A name has no spaces or control bytes (a bare LF ends nothing

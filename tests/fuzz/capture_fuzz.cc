@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string host = weft::proxy::HostOfRequestHead(in);
   if (host.size() > in.size()) std::abort();
   for (char c : host) {
-    if (c >= 'A' && c <= 'Z') std::abort();  // lower-cased
+    if (c >= 'A' && c <= 'Z') std::abort();                // lower-cased
     if (c == ':' || c == '\r' || c == '\n') std::abort();  // no port, one line
   }
   if (!host.empty() && (host.back() == '.' || host.front() == ' ' || host.back() == ' '))
