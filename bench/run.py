@@ -342,7 +342,8 @@ def write_results(a, results):
               "- Control plane: bench/RESULTS-control.md (`bash bench/control.sh`), on 16 cores",
               "  bench/RESULTS-control-16core.md.",
               "- Agent lookups (DNS, HTTP): bench/RESULTS-agent.md (`bash bench/agent.sh`).",
-              "- Multi-core data plane scaling: bench/RESULTS-scaling.md.",
+              "- Multi-core data plane scaling: bench/RESULTS-scaling.md; mTLS handshakes",
+              "  against workers on 16 cores: bench/RESULTS-handshakes-16core.md.",
               "- The quickstart's path (frontend -> reviews through two mTLS sidecars):",
               "  bench/RESULTS-quickstart.md (`bash bench/quickstart.sh`); its summary:", ""]
     # The summary that bench/quickstart.sh keeps here survives this rewrite.

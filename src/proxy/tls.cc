@@ -40,7 +40,7 @@ std::string LastError(const char* what) {
 
 // Loads the chain, key and bundle into `ctx`, and requires the peer to show
 // a certificate that chains to the bundle.
-bool Load(SSL_CTX* ctx, const MeshIdentity& id, std::string* error) {
+bool Load(SSL_CTX* ctx, OSSL_LIB_CTX* lib, const MeshIdentity& id, std::string* error) {
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_ciphersuites(ctx, kCipherSuites);
   // Buffers are released between records: an idle connection holds none.
@@ -51,12 +51,15 @@ bool Load(SSL_CTX* ctx, const MeshIdentity& id, std::string* error) {
   SSL_CTX_set_read_ahead(ctx, 1);
   SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
   BIO* b = BIO_new_mem_buf(id.cert_chain_pem.data(), static_cast<int>(id.cert_chain_pem.size()));
-  X509* leaf = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
-  bool ok = leaf && SSL_CTX_use_certificate(ctx, leaf) == 1;
+  X509* leaf = X509_new_ex(lib, nullptr);
+  bool ok = leaf && PEM_read_bio_X509(b, &leaf, nullptr, nullptr) && SSL_CTX_use_certificate(ctx, leaf) == 1;
   X509_free(leaf);
   while (ok) {
-    X509* extra = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
-    if (!extra) break;
+    X509* extra = X509_new_ex(lib, nullptr);
+    if (!extra || !PEM_read_bio_X509(b, &extra, nullptr, nullptr)) {
+      X509_free(extra);
+      break;
+    }
     ok = SSL_CTX_add0_chain_cert(ctx, extra) == 1;
     if (!ok) X509_free(extra);
   }
@@ -67,7 +70,7 @@ bool Load(SSL_CTX* ctx, const MeshIdentity& id, std::string* error) {
     return false;
   }
   b = BIO_new_mem_buf(id.key_pem.data(), static_cast<int>(id.key_pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(b, nullptr, nullptr, nullptr);
+  EVP_PKEY* key = PEM_read_bio_PrivateKey_ex(b, nullptr, nullptr, nullptr, lib, nullptr);
   BIO_free(b);
   ok = key && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
   EVP_PKEY_free(key);
@@ -82,7 +85,12 @@ bool Load(SSL_CTX* ctx, const MeshIdentity& id, std::string* error) {
   size_t roots = 0;
   for (const auto& pem : id.roots_pem) {
     b = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-    while (X509* root = PEM_read_bio_X509(b, nullptr, nullptr, nullptr)) {
+    for (;;) {
+      X509* root = X509_new_ex(lib, nullptr);
+      if (!root || !PEM_read_bio_X509(b, &root, nullptr, nullptr)) {
+        X509_free(root);
+        break;
+      }
       if (X509_STORE_add_cert(store, root) == 1) ++roots;
       X509_free(root);
     }
@@ -97,6 +105,16 @@ bool Load(SSL_CTX* ctx, const MeshIdentity& id, std::string* error) {
   SSL_CTX_set_verify_depth(ctx, 4);
   SSL_CTX_set_timeout(ctx, kSessionTimeoutS);
   return true;
+}
+
+// One OpenSSL library context per thread (each worker's own). OpenSSL 3.0
+// keeps its algorithm, name and decoder caches per library context behind
+// locks; with one shared context, handshakes on 8 workers spent 1.8x the
+// CPU of one worker's (bench/RESULTS-mtls.md). Refcounted: contexts built
+// from it may outlive the thread.
+std::shared_ptr<OSSL_LIB_CTX> ThreadLibCtx() {
+  thread_local std::shared_ptr<OSSL_LIB_CTX> lib(OSSL_LIB_CTX_new(), OSSL_LIB_CTX_free);
+  return lib;
 }
 
 int SelectAlpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
@@ -136,13 +154,19 @@ std::shared_ptr<TlsContexts> TlsContexts::Build(const MeshIdentity& id, const Ti
                                                 std::string* error) {
   std::shared_ptr<TlsContexts> t(new TlsContexts());
   t->id_ = id;
-  t->server_ = SSL_CTX_new(TLS_server_method());
-  t->client_ = SSL_CTX_new(TLS_client_method());
+  t->lib_ = ThreadLibCtx();
+  if (!t->lib_) {
+    *error = LastError("OSSL_LIB_CTX_new");
+    return nullptr;
+  }
+  t->server_ = SSL_CTX_new_ex(t->lib_.get(), nullptr, TLS_server_method());
+  t->client_ = SSL_CTX_new_ex(t->lib_.get(), nullptr, TLS_client_method());
   if (!t->server_ || !t->client_) {
     *error = LastError("SSL_CTX_new");
     return nullptr;
   }
-  if (!Load(t->server_, id, error) || !Load(t->client_, id, error)) return nullptr;
+  if (!Load(t->server_, t->lib_.get(), id, error) || !Load(t->client_, t->lib_.get(), id, error))
+    return nullptr;
   // Server: stateless tickets under keys every worker shares; one ticket per
   // handshake is enough for a client that keeps one session per endpoint.
   SSL_CTX_set_tlsext_ticket_keys(t->server_, const_cast<unsigned char*>(keys.bytes.data()),

@@ -66,6 +66,7 @@ class TlsContexts {
  private:
   TlsContexts() = default;
   MeshIdentity id_;
+  std::shared_ptr<OSSL_LIB_CTX> lib_;  // this thread's; outlives the SSL_CTXs below
   SSL_CTX* server_ = nullptr;
   SSL_CTX* client_ = nullptr;
   // Client sessions by endpoint (this worker only), for resumption.
