@@ -502,6 +502,7 @@ void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
     if (a.marked) LOG_INFO("agent of node {} is back", s->agent_node());
     ++a.streams;
     a.marked = false;
+    a.held = false;
   }
   // Changes still inside the debounce window must not be missing from the
   // newcomer's first snapshot: compile them now.
@@ -533,50 +534,83 @@ void StreamServer::LivenessTick() {
   });
 }
 
-void StreamServer::CheckLiveness() {
-  const int64_t now = MonoMillis();
-  size_t gone = 0;
-  for (const auto& [node, a] : agents_) gone += a.streams == 0;
-  for (auto& [node, a] : agents_) {
-    if (a.streams > 0 || a.marked || now - a.gone_since_ms < opts_.node_timeout_ms) continue;
-    // Most agents gone at once looks like this server being cut off, not
-    // like that many nodes failing: marking them would move traffic for
-    // nothing (and flap when the link returns).
-    if (gone * 2 > agents_.size()) {
-      if (!partition_warned_) {
-        LOG_WARN(
-            "{} of {} agents lost their stream to this server: the server may be cut off; "
-            "not marking their nodes critical",
-            gone, agents_.size());
-        partition_warned_ = true;
-      }
-      continue;
-    }
-    a.marked = true;
-    store::Store* st = api_.store();
-    const std::string key = std::string(kNodePrefix) + node;
-    auto cur = st->Get(key);
-    if (!cur.ok()) continue;  // deregistered meanwhile
-    auto parsed = NodeFromJson(cur->value);
-    if (!parsed.ok()) continue;
-    Node doc = std::move(parsed).value();
+namespace {
+
+// Sets (critical) or removes the agent check in a node's document; false
+// when the node is gone or the write failed.
+bool WriteAgentCheck(store::Store* st, const std::string& node, const std::string* output) {
+  const std::string key = std::string(kNodePrefix) + node;
+  auto cur = st->Get(key);
+  if (!cur.ok()) return false;  // deregistered meanwhile
+  auto parsed = NodeFromJson(cur->value);
+  if (!parsed.ok()) return false;
+  Node doc = std::move(parsed).value();
+  if (output) {
     Check c;
     c.id = std::string(kAgentCheckId);
     c.name = "Agent alive";
     c.status = "critical";
-    c.output = "the node's agent has had no stream to a server for " +
-               std::to_string((now - a.gone_since_ms) / 1000) + "s";
+    c.output = *output;
     doc.checks[c.id] = c;
-    auto w = st->Put(key, NodeToJson(doc));
-    if (!w.ok()) {
-      a.marked = false;  // try again next tick
-      continue;
+  } else if (doc.checks.erase(std::string(kAgentCheckId)) == 0) {
+    return true;  // already without it (the agent re-synced)
+  }
+  return st->Put(key, NodeToJson(doc)).ok();
+}
+
+// Streams lost to one cut are detected up to a keepalive interval plus its
+// timeout apart (10 s + 5 s; see Start), so losses this close together may
+// be one event.
+constexpr int64_t kLossSpreadMs = 20000;
+
+}  // namespace
+
+void StreamServer::CheckLiveness() {
+  const int64_t now = MonoMillis();
+  size_t gone = 0;
+  int64_t newest_loss = 0;
+  for (const auto& [node, a] : agents_) {
+    if (a.streams > 0) continue;
+    ++gone;
+    newest_loss = std::max(newest_loss, a.gone_since_ms);
+  }
+  // Most agents gone looks like this server being cut off, not like that
+  // many nodes failing: marking them would move traffic for nothing and
+  // flap when the link returns. Streams die one keepalive at a time, so
+  // nodes marked just before the pattern showed are part of it: unmark them.
+  if (gone * 2 > agents_.size()) {
+    if (!partition_warned_) {
+      LOG_WARN(
+          "{} of {} agents lost their stream to this server: the server may be cut off; "
+          "not marking their nodes critical",
+          gone, agents_.size());
+      partition_warned_ = true;
     }
+    for (auto& [node, a] : agents_) {
+      if (a.streams > 0 || !a.marked || newest_loss - a.gone_since_ms > kLossSpreadMs) continue;
+      if (!WriteAgentCheck(api_.store(), node, nullptr)) continue;
+      a.marked = false;
+      a.held = true;
+      counters_.node_marks_reverted++;
+      LOG_WARN("node {}: unmarked: its agent went with most others (this server cut off?)", node);
+    }
+    return;
+  }
+  partition_warned_ = false;
+  for (auto& [node, a] : agents_) {
+    if (a.held) {  // the pattern is over: a fresh timeout for those still gone
+      a.held = false;
+      a.gone_since_ms = now;
+    }
+    if (a.streams > 0 || a.marked || now - a.gone_since_ms < opts_.node_timeout_ms) continue;
+    const std::string why = "the node's agent has had no stream to a server for " +
+                            std::to_string((now - a.gone_since_ms) / 1000) + "s";
+    if (!WriteAgentCheck(api_.store(), node, &why)) continue;  // try again next tick
+    a.marked = true;
     counters_.nodes_marked_critical++;
     LOG_WARN("node {}: agent gone for {} ms: its instances are critical until it returns", node,
              now - a.gone_since_ms);
   }
-  if (gone * 2 <= agents_.size()) partition_warned_ = false;
 }
 
 void StreamServer::OnStateChange() {
@@ -634,6 +668,9 @@ std::string StreamServer::Metrics() const {
   line("weft_server_nodes_marked_critical_total", "counter",
        "Nodes marked critical because their agent was gone past --node-timeout.",
        static_cast<int64_t>(counters_.nodes_marked_critical.load()));
+  line("weft_server_node_marks_reverted_total", "counter",
+       "Nodes unmarked because most agents were lost at once (this server cut off).",
+       static_cast<int64_t>(counters_.node_marks_reverted.load()));
   line("weft_server_snapshots_cached", "gauge", "Compiled snapshots held.",
        static_cast<int64_t>(compiler_.cached()));
   return out;

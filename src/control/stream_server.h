@@ -39,6 +39,7 @@ struct StreamCounters {
   std::atomic<uint64_t> signed_certs{0};
   std::atomic<uint64_t> sign_refused{0};
   std::atomic<uint64_t> nodes_marked_critical{0};  // agents gone past node_timeout
+  std::atomic<uint64_t> node_marks_reverted{0};    // unmarked: lost with most agents at once
 };
 
 struct StreamOptions {
@@ -93,6 +94,7 @@ class StreamServer {
     int streams = 0;            // open streams of this node's agent to this server
     int64_t gone_since_ms = 0;  // when the last one ended
     bool marked = false;        // the node check is written critical
+    bool held = false;          // lost with most others: not marked until it returns
   };
   std::map<std::string, AgentLink> agents_;  // io thread only
   asio::steady_timer liveness_;

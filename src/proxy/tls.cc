@@ -52,7 +52,8 @@ bool Load(SSL_CTX* ctx, OSSL_LIB_CTX* lib, const MeshIdentity& id, std::string* 
   SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
   BIO* b = BIO_new_mem_buf(id.cert_chain_pem.data(), static_cast<int>(id.cert_chain_pem.size()));
   X509* leaf = X509_new_ex(lib, nullptr);
-  bool ok = leaf && PEM_read_bio_X509(b, &leaf, nullptr, nullptr) && SSL_CTX_use_certificate(ctx, leaf) == 1;
+  bool ok = leaf && PEM_read_bio_X509(b, &leaf, nullptr, nullptr) &&
+            SSL_CTX_use_certificate(ctx, leaf) == 1;
   X509_free(leaf);
   while (ok) {
     X509* extra = X509_new_ex(lib, nullptr);
