@@ -25,6 +25,9 @@ import sys
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as common  # noqa: E402
+
 HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -42,18 +45,6 @@ def cpu_seconds(pid):
 def spawn(args, cores, log=None):
     return subprocess.Popen(args, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
                             preexec_fn=lambda: os.sched_setaffinity(0, cores))
-
-
-def wait_http(url, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.1)
-    sys.exit(f"handshakes: {url} never answered 200")
 
 
 def put(url, body):
@@ -88,7 +79,7 @@ def main():
         procs.append(spawn([weft, "server", "--dev", "--data-dir", f"{tmp}/server", "--http", f"127.0.0.1:{http}",
                             "--grpc", f"127.0.0.1:{grpc}", "--ca-cert", f"{c}/ca.pem", "--ca-key", f"{c}/ca.key",
                             "--log-level", "warn"], upper))
-        wait_http(f"http://127.0.0.1:{http}/ready")
+        common.wait_http(f"http://127.0.0.1:{http}/ready")
         procs.append(spawn([weft, "demo-app", "--name", "app", "--listen", f"127.0.0.1:{app}"], upper))
         api = f"http://127.0.0.1:{http}/v1/catalog/register"
         put(api, {"Node": "n", "Address": "127.0.0.1", "Service": {"Service": "app", "ID": "app-1", "Port": app}})
@@ -102,7 +93,7 @@ def main():
             side = spawn([weft, "proxy", "--server", f"127.0.0.1:{grpc}", "--service", svc, "--workers", str(n),
                           "--admin", f"127.0.0.1:{admin}", "--log-level", "warn"], set(range(n)))
             procs.append(side)
-            wait_http(f"http://127.0.0.1:{admin}/ready")
+            common.wait_http(f"http://127.0.0.1:{admin}/ready")
             time.sleep(0.5)
             clients_cores = sorted(upper)
             before, t0 = cpu_seconds(side.pid), time.time()

@@ -54,19 +54,6 @@ def put(url, body):
         return r.read()
 
 
-def wait_http(url, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.1)
-    sys.exit(f"bench: {url} never answered 200")
-
-
 def rate_run(client, port, rate, secs, cpus, sidecars):
     """One open-loop run; CPU and peak memory of each sidecar during it."""
     peak = {n: {"rss_kb": 0, "pss_kb": 0, "dirty_kb": 0} for n in sidecars}
@@ -120,10 +107,10 @@ def main():
         http, grpc, agent_http = common.free_port(), common.free_port(), common.free_port()
         start([a.weft, "server", "--dev", "--data-dir", f"{tmp}/server", "--http", f"127.0.0.1:{http}",
                "--grpc", f"127.0.0.1:{grpc}"], pin_load)
-        wait_http(f"http://127.0.0.1:{http}/ready")
+        common.wait_http(f"http://127.0.0.1:{http}/ready")
         start([a.weft, "agent", "--server", f"127.0.0.1:{grpc}", "--node", "bench", "--data-dir", f"{tmp}/agent",
                "--http", f"127.0.0.1:{agent_http}", "--dns", "127.0.0.1:0"], pin_load)
-        wait_http(f"http://127.0.0.1:{agent_http}/v1/agent/self")
+        common.wait_http(f"http://127.0.0.1:{agent_http}/v1/agent/self")
         app, rv_in, fe_in, fe_up = (common.free_port() for _ in range(4))
         start([a.weft, "demo-app", "--name", "reviews", "--listen", f"127.0.0.1:{app}"], pin_load)
         reg = f"http://127.0.0.1:{agent_http}/v1/agent/service/register"
@@ -142,9 +129,9 @@ def main():
                     "--workers", "1"], pin_proxy)
         fe = start([a.weft, "proxy", "--agent", sock, "--service", "frontend", "--admin", f"127.0.0.1:{adm_fe}",
                     "--workers", "1"], pin_proxy)
-        wait_http(f"http://127.0.0.1:{adm_rv}/ready")
-        wait_http(f"http://127.0.0.1:{adm_fe}/ready")
-        wait_http(f"http://127.0.0.1:{fe_up}/reviews/1")
+        common.wait_http(f"http://127.0.0.1:{adm_rv}/ready")
+        common.wait_http(f"http://127.0.0.1:{adm_fe}/ready")
+        common.wait_http(f"http://127.0.0.1:{fe_up}/reviews/1")
         with urllib.request.urlopen(f"http://127.0.0.1:{fe_up}/reviews/1", timeout=5) as r:
             caller = json.loads(r.read()).get("caller", "")
         if "spiffe://" not in caller:

@@ -42,6 +42,21 @@ def wait_port(port, timeout=10):
     raise RuntimeError(f"port {port} never opened")
 
 
+def wait_http(url, timeout=30):
+    """Polls url until it answers 200; exits the benchmark when it never does."""
+    import urllib.request
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.1)
+    sys.exit(f"bench: {url} never answered 200")
+
+
 def tool(name):
     p = shutil.which(name) or (os.path.exists(f"/usr/sbin/{name}") and f"/usr/sbin/{name}")
     if not p:
