@@ -156,15 +156,17 @@ def test_sigterm_under_wrk_load_has_no_failed_requests(weft, backends):
     # those as write errors: its connect is non-blocking). No response was cut
     # and none timed out or got a non-2xx answer. One exception is the
     # kernel's: a connection whose handshake completes in the instant between
-    # the last accept of the backlog and the listener's close is reset, and
-    # wrk, reconnecting in a tight loop, counts it as a read error. At most
-    # one per worker listener can fall in that window.
+    # the last accept of the backlog and the listener's close is reset before
+    # any request on it was read, and wrk, reconnecting in a tight loop,
+    # counts it as a read error. Each of wrk's 8 connections can fall in that
+    # window once at most (its next connect is refused: a write error), and a
+    # CI run saw 3 across the two worker listeners.
     assert "requests in" in out
     assert "Non-2xx" not in out
     for line in out.splitlines():
         if "Socket errors" in line:
             fields = dict(x.strip().split(" ") for x in line.split(":", 1)[1].split(","))
-            assert int(fields["read"]) <= 2 and fields["timeout"] == "0", line
+            assert int(fields["read"]) <= 8 and fields["timeout"] == "0", line
 
 
 def test_drain_timeout_bounds_the_drain(weft, backends):
