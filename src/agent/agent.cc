@@ -126,7 +126,7 @@ class Agent {
     // servers, both handed over this node-local socket, renewed in time.
     std::vector<std::pair<std::string, std::string>> md;
     if (!opts_.join_token.empty()) md.emplace_back("x-weft-join-token", opts_.join_token);
-    signer_ = std::make_unique<control::SignClient>(opts_.servers, md);
+    signer_ = std::make_unique<control::SignClient>(opts_.servers, md, opts_.server_ca_pem);
     certs_ = std::make_unique<identity::CertManager>(
         [this](const std::string& csr, const std::string& ns, const std::string& service) {
           return signer_->Issue(csr, ns, service, opts_.node);
@@ -363,7 +363,7 @@ class Agent {
       }
       for (;;) {
         const std::string& server = opts_.servers[next % opts_.servers.size()];
-        auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+        auto channel = control::DialServer(server, opts_.server_ca_pem);
         auto stub = pb::ConfigStream::NewStub(channel);
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -403,6 +403,7 @@ class Agent {
   void StartStream() {
     control::StreamClientOptions so;
     so.servers = opts_.servers;
+    so.server_ca_pem = opts_.server_ca_pem;
     so.info.set_role("agent");
     so.info.set_node(opts_.node);
     so.info.set_id("agent/" + opts_.node);

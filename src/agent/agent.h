@@ -16,7 +16,8 @@ struct AgentOptions {
   std::string node;
   std::string data_dir;
   std::string zone;
-  std::string join_token;  // from the server's DATA_DIR/join-token (not needed with --dev)
+  std::string join_token;     // from the server's DATA_DIR/join-token (not needed with --dev)
+  std::string server_ca_pem;  // TLS to servers run with --grpc-tls (their DATA_DIR/ca.pem)
   std::string address = "127.0.0.1";  // this node's address in the catalog
   std::string http_addr = "127.0.0.1:8500";
   std::string dns_addr = "127.0.0.1:8600";

@@ -261,7 +261,7 @@ constexpr const char* kCaUsage =
 constexpr const char* kServerUsage =
     "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
     "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] [--cert-ttl "
-    "DUR] [--node-timeout DUR] "
+    "DUR] [--node-timeout DUR] [--grpc-tls] "
     "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
     "[--log-level LEVEL]";
 
@@ -295,6 +295,8 @@ int ServerMain(const Args& args) {
         return BadUsage("--cert-ttl \"" + v + "\": use a duration from 1m to 8784h (a year)",
                         kServerUsage);
       o.cert_ttl_s = *ms / 1000;
+    } else if (args[i] == "--grpc-tls") {
+      o.grpc_tls = true;
     } else if (FlagValue(args, &i, "--node-timeout", &v)) {
       auto ms = ParseDurationMs(v);
       if (!ms || *ms < 1000 || *ms > 3600 * 1000)
@@ -335,7 +337,8 @@ int AgentMain(const Args& args) {
   agent::AgentOptions o;
   static constexpr const char* kAgentUsage =
       "weft agent --server GRPC_ADDR[,...] --node NAME --data-dir DIR [--http ADDR] [--dns ADDR] "
-      "[--zone Z] [--domain D] [--dns-max-tcp N] [--join-token T] [--log-level LEVEL]";
+      "[--zone Z] [--domain D] [--dns-max-tcp N] [--join-token T] [--server-ca FILE] "
+      "[--log-level LEVEL]";
   for (size_t i = 0; i < args.size(); ++i) {
     std::string v, err;
     if (FlagValue(args, &i, "--server", &v)) {
@@ -359,6 +362,13 @@ int AgentMain(const Args& args) {
       o.zone = v;
     } else if (FlagValue(args, &i, "--address", &v)) {
       o.address = v;
+    } else if (FlagValue(args, &i, "--server-ca", &v)) {
+      std::string err;
+      o.server_ca_pem = ReadWholeFile(v, &err);
+      if (!err.empty() || o.server_ca_pem.find("BEGIN CERTIFICATE") == std::string::npos)
+        return BadUsage(
+            "--server-ca \"" + v + "\": " + (err.empty() ? "no PEM certificate in it" : err),
+            kAgentUsage);
     } else if (FlagValue(args, &i, "--join-token", &v)) {
       o.join_token = v;
     } else if (FlagValue(args, &i, "--domain", &v)) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/strings.h"
 #include "cli/ctl.h"
 #include "proxy/proxy.h"
 
@@ -26,6 +27,7 @@ constexpr const char* kUsage =
     "        run the data-plane proxy from a static bootstrap file\n"
     "  proxy --server GRPC_ADDR[,...] --service NAME [--proxy-id ID] [--admin ADDR] [--workers N]\n"
     "        [--join-token T] (or WEFT_JOIN_TOKEN: for its certificate; not needed with --agent)\n"
+    "        [--server-ca FILE] (servers run with --grpc-tls: their DATA_DIR/ca.pem)\n"
     "        run a sidecar whose configuration streams from the control plane\n"
     "  proxy --agent unix:PATH --service NAME [...] [--socket-mark N]\n"
     "        the same, from the node agent's local socket\n"
@@ -99,6 +101,13 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       opts.proxy_id = v;
     } else if (value("--node", &v)) {
       opts.node = v;
+    } else if (value("--server-ca", &v)) {
+      std::string err;
+      opts.server_ca_pem = weft::ReadWholeFile(v, &err);
+      if (!err.empty() || opts.server_ca_pem.find("BEGIN CERTIFICATE") == std::string::npos)
+        return Usage(
+            ("--server-ca \"" + v + "\": " + (err.empty() ? "no PEM certificate in it" : err))
+                .c_str());
     } else if (value("--join-token", &v)) {
       opts.join_token = v;
     } else if (value("--admin", &v)) {

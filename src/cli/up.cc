@@ -561,7 +561,7 @@ int UpMain(const Args& args) {
   do {
     if (!procs.Start("server",
                      {"server", "--dev", "--data-dir", dir + "/server", "--http", spec.server_http,
-                      "--grpc", spec.server_grpc},
+                      "--grpc", spec.server_grpc, "--grpc-tls"},
                      &err)) {
       fail(err);
       break;
@@ -571,10 +571,11 @@ int UpMain(const Args& args) {
       break;
     }
     step("server", "http://" + spec.server_http + " (API)  " + spec.server_grpc +
-                       " (config stream)  embedded store, mesh CA  [" + elapsed() + "]");
+                       " (config stream, TLS)  embedded store, mesh CA  [" + elapsed() + "]");
     if (!procs.Start("agent",
                      {"agent", "--server", spec.server_grpc, "--node", "local", "--data-dir",
-                      dir + "/agent", "--http", spec.agent_http, "--dns", spec.agent_dns},
+                      dir + "/agent", "--http", spec.agent_http, "--dns", spec.agent_dns,
+                      "--server-ca", dir + "/server/ca.pem"},
                      &err)) {
       fail(err);
       break;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -20,7 +21,9 @@
 #include "base/strings.h"
 #include "control/api.h"
 #include "control/ca_server.h"
+#include "control/ca_state.h"
 #include "control/store/open.h"
+#include "control/stream_client.h"
 #include "control/stream_server.h"
 #include "http/server.h"
 #include "identity/ca.h"
@@ -143,6 +146,48 @@ int RunServer(const ServerOptions& in) {
   if (!ca_doc.ok()) {
     std::fprintf(stderr, "weft server: CA: %s\n", ca_doc.status().message().c_str());
     return 1;
+  }
+  if (opts.grpc_tls) {
+    // The config stream over TLS: this server's certificate from the mesh
+    // CA (name server.weft), and the trust bundle in DATA_DIR/ca.pem for
+    // agents and proxies (`--server-ca`).
+    auto state = CaState::Parse(ca_doc.value());
+    const int64_t now = static_cast<int64_t>(std::time(nullptr));
+    const CaRoot* signing = state.ok() ? state->Signing(now) : nullptr;
+    std::string err;
+    if (signing) {
+      auto auth =
+          identity::Authority::Load(signing->cert_pem, signing->key_pem, state->trust_domain);
+      auto key = identity::NewKey();
+      auto id = identity::SpiffeId(state->trust_domain, "weft", "server");
+      auto csr = key.ok() && id.ok() ? identity::NewCsr(key.value(), id.value())
+                                     : Result<std::string>(Status(StatusCode::kInternal, "key"));
+      auto cert = auth.ok() && csr.ok()
+                      ? auth.value()->Sign(csr.value(), id.value(), 365LL * 86400, {kServerTlsName})
+                      : Result<std::string>(Status(StatusCode::kInternal, "CA"));
+      if (cert.ok()) {
+        sopts.tls_cert_pem = cert.value() + signing->cert_pem;
+        sopts.tls_key_pem = key.value();
+      } else {
+        err = cert.status().message();
+      }
+    } else {
+      err = "no signing root";
+    }
+    if (!err.empty()) {
+      std::fprintf(stderr, "weft server: --grpc-tls: %s\n", err.c_str());
+      return 1;
+    }
+    std::string bundle;
+    for (const CaRoot* r : state->Trusted(now)) bundle += r->cert_pem;
+    const std::string path = opts.data_dir + "/ca.pem";
+    std::ofstream f(path, std::ios::trunc);
+    f << bundle;
+    if (!f) {
+      std::fprintf(stderr, "weft server: --grpc-tls: cannot write %s\n", path.c_str());
+      return 1;
+    }
+    LOG_INFO("config stream over TLS (name {}); agents verify it with {}", kServerTlsName, path);
   }
   CaServer* ca_server = nullptr;  // set below; the stream server calls it on the io thread
   sopts.sign = [&ca_server](const weft::v1::SignRequest& req, weft::v1::SignResponse* resp) {

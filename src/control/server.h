@@ -21,6 +21,7 @@ struct ServerOptions {
   std::string ca_cert_file, ca_key_file;  // an operator's root or intermediate; else made once
   int64_t cert_ttl_s = 24 * 3600;         // workload certificates' lifetime
   int64_t node_timeout_ms = 10000;        // agent gone this long: its node turns critical
+  bool grpc_tls = false;                  // the config stream over TLS (see DATA_DIR/ca.pem)
   size_t max_body_bytes = 1024 * 1024;
   size_t max_connections = 4096;
   int64_t header_read_timeout_ms = 10000;  // a request head (and body) must arrive within this

@@ -5,6 +5,9 @@
 // outage changes nothing locally (fail static).
 #pragma once
 
+#include <grpcpp/channel.h>
+#include <grpcpp/support/channel_arguments.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -30,8 +33,18 @@ namespace weft::control {
 // "type/name" -> resource
 using ResourceMap = std::map<std::string, std::shared_ptr<const weft::v1::Resource>>;
 
+// The name in a server's config-stream certificate that clients check
+// (servers run with --grpc-tls; the certificate comes from the mesh CA).
+inline constexpr const char* kServerTlsName = "server.weft";
+
+// A channel to a server's config stream: TLS verified against `ca_pem`
+// (PEM roots) when it is given, plaintext otherwise.
+std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const std::string& ca_pem,
+                                          grpc::ChannelArguments args = {});
+
 struct StreamClientOptions {
   std::vector<std::string> servers;  // HOST:PORT of the servers' gRPC ports, tried in turn
+  std::string server_ca_pem;         // TLS to the servers, verified against these roots
   weft::v1::ClientInfo info;
   int64_t backoff_min_ms = 100;
   int64_t backoff_max_ms = 5000;
@@ -86,7 +99,8 @@ class StreamClient {
 class SignClient {
  public:
   SignClient(std::vector<std::string> servers,
-             std::vector<std::pair<std::string, std::string>> metadata);
+             std::vector<std::pair<std::string, std::string>> metadata,
+             std::string server_ca_pem = "");
   Result<weft::v1::SignResponse> Sign(const weft::v1::SignRequest& req, int64_t timeout_ms = 10000);
   // What a certificate manager asks for: a certificate for ns/service from
   // a CSR (`node`: the agent's node, "" for a proxy without one).
@@ -96,6 +110,7 @@ class SignClient {
  private:
   const std::vector<std::string> servers_;
   const std::vector<std::pair<std::string, std::string>> metadata_;
+  const std::string ca_pem_;
   size_t next_ = 0;
 };
 

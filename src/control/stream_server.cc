@@ -430,7 +430,15 @@ Status StreamServer::Start(const std::string& addr) {
   service_ = std::make_unique<Service>(this);
   grpc::ServerBuilder b;
   int port = 0;
-  b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!opts_.tls_cert_pem.empty() && addr.rfind("unix:", 0) != 0) {
+    // Clients check the server; agents and proxies prove themselves with
+    // the join token inside the TLS session, not with certificates.
+    grpc::SslServerCredentialsOptions o(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    o.pem_key_cert_pairs.push_back({opts_.tls_key_pem, opts_.tls_cert_pem});
+    creds = grpc::SslServerCredentials(o);
+  }
+  b.AddListeningPort(addr, creds, &port);
   b.RegisterService(service_.get());
   b.SetMaxReceiveMessageSize(4 << 20);
   b.SetMaxSendMessageSize(static_cast<int>(opts_.max_message_bytes));

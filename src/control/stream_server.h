@@ -59,6 +59,9 @@ struct StreamOptions {
   // critical node check kAgentCheckId (0: never). Not while more than half
   // of the agents are gone at once (this server is likely the one cut off).
   int64_t node_timeout_ms = 0;
+  // Serve TLS with this certificate (PEM; a server's, from the mesh CA);
+  // empty: plaintext (and always on a unix socket).
+  std::string tls_cert_pem, tls_key_pem;
 };
 
 class StreamServer {

@@ -226,7 +226,13 @@ Result<std::unique_ptr<Authority>> Authority::Load(const std::string& cert_pem,
 }
 
 Result<std::string> Authority::Sign(const std::string& csr_pem, const std::string& spiffe_id,
-                                    int64_t ttl_s) const {
+                                    int64_t ttl_s,
+                                    const std::vector<std::string>& dns_names) const {
+  for (const auto& d : dns_names) {
+    if (d.empty() || d.size() > 253 ||
+        d.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") != std::string::npos)
+      return Status(StatusCode::kInvalidArgument, "DNS name \"" + d + "\": use [a-z0-9.-]");
+  }
   if (spiffe_id.rfind("spiffe://" + trust_domain_ + "/", 0) != 0)
     return Status(StatusCode::kInvalidArgument,
                   "\"" + spiffe_id + "\" is not in trust domain " + trust_domain_);
@@ -249,7 +255,8 @@ Result<std::string> Authority::Sign(const std::string& csr_pem, const std::strin
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(ttl_s));
   X509_set_issuer_name(cert.get(), X509_get_subject_name(impl_->cert.get()));
   X509_set_pubkey(cert.get(), pub.get());
-  const std::string san = "critical,URI:" + spiffe_id;
+  std::string san = "critical,URI:" + spiffe_id;
+  for (const auto& d : dns_names) san += ",DNS:" + d;
   if (!AddExt(cert.get(), impl_->cert.get(), NID_basic_constraints, "critical,CA:FALSE") ||
       !AddExt(cert.get(), impl_->cert.get(), NID_key_usage,
               "critical,digitalSignature,keyAgreement") ||

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 
@@ -49,8 +50,10 @@ class Authority {
   // its own key; its subject and extensions are ignored: the CA decides
   // what the certificate says. InvalidArgument when the CSR is bad or the
   // ID is outside this trust domain.
-  Result<std::string> Sign(const std::string& csr_pem, const std::string& spiffe_id,
-                           int64_t ttl_s) const;
+  // `dns_names` adds DNS SANs (a server's certificate: clients check the
+  // name they dialled).
+  Result<std::string> Sign(const std::string& csr_pem, const std::string& spiffe_id, int64_t ttl_s,
+                           const std::vector<std::string>& dns_names = {}) const;
 
   const std::string& cert_pem() const { return cert_pem_; }
   const std::string& trust_domain() const { return trust_domain_; }

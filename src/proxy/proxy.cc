@@ -160,6 +160,7 @@ class Proxy {
   void Follow(const ProxyOptions& opts, const std::shared_ptr<const ProxyConfig>& base) {
     control::StreamClientOptions so;
     so.servers = SplitCommas(opts.server);
+    if (opts.server.rfind("unix:", 0) != 0) so.server_ca_pem = opts.server_ca_pem;
     so.info.set_role("proxy");
     so.info.set_service(opts.service);
     so.info.set_namespace_(opts.ns);
@@ -177,7 +178,7 @@ class Proxy {
     if (opts.server.rfind("unix:", 0) != 0) {
       std::vector<std::pair<std::string, std::string>> md;
       if (!opts.join_token.empty()) md.emplace_back("x-weft-join-token", opts.join_token);
-      signer_ = std::make_unique<control::SignClient>(so.servers, md);
+      signer_ = std::make_unique<control::SignClient>(so.servers, md, opts.server_ca_pem);
       certs_ = std::make_unique<identity::CertManager>(
           [this](const std::string& csr, const std::string& ns, const std::string& service) {
             return signer_->Issue(csr, ns, service, "");

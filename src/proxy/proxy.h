@@ -17,6 +17,7 @@ struct ProxyOptions {
   std::string proxy_id;  // its connect-proxy registration id (optional)
   std::string node;
   std::string join_token;  // for certificate requests to the servers (not needed behind an agent)
+  std::string server_ca_pem;  // TLS to servers run with --grpc-tls (not used with --agent)
   std::string admin = "127.0.0.1:15000";
   int workers = 0;           // 0: the number of cores
   uint32_t socket_mark = 0;  // SO_MARK on upstream sockets (see `weft redirect --proxy-mark`)

@@ -6,7 +6,8 @@ aside for network tests; no route leaves the machine). Node 1 runs the
 server. Every node runs an agent (DNS on 127.0.0.1:53, which the node's
 resolv.conf names), a `web` demo app whose sidecar intercepts the node's
 outbound TCP (`weft redirect`), and nodes 2 and 3 run `reviews` (a demo app)
-and redis, each behind a sidecar that intercepts its app port.
+and redis, each behind a sidecar that intercepts its app port. The agents'
+config stream to the server is TLS too (`--grpc-tls`, `--server-ca`).
 
 Everything is created by the `cluster` fixture and removed at teardown, also
 when a test fails. Needs root (CI runs as root) and iptables, tcpdump, redis.
@@ -172,13 +173,13 @@ class Cluster:
     def start(self):
         d = self.tmp
         self.spawn(1, "server", self.weft, "server", "--dev", "--data-dir", f"{d}/server",
-                   "--http", self.server_api, "--grpc", "198.18.0.1:8502", "--node-timeout", "3s")
+                   "--http", self.server_api, "--grpc", "198.18.0.1:8502", "--node-timeout", "3s", "--grpc-tls")
         self.wait("the server", lambda: self.exec(1, "curl", "-fsS", f"http://{self.server_api}/ready",
                                                   check=False).returncode == 0)
         for i in self.ns:
             self.spawn(i, "agent", self.weft, "agent", "--server", "198.18.0.1:8502", "--node", f"n{i}",
                        "--address", self.ip(i), "--data-dir", f"{d}/agent{i}", "--http", "127.0.0.1:8501",
-                       "--dns", "127.0.0.1:53")
+                       "--dns", "127.0.0.1:53", "--server-ca", f"{d}/server/ca.pem")
         for i in self.ns:
             self.wait(f"agent n{i}", lambda i=i: self.exec(i, "curl", "-fsS", "http://127.0.0.1:8501/v1/agent/self",
                                                             check=False).returncode == 0)

@@ -84,15 +84,17 @@ def test_the_bridge_carries_only_tls(cluster):
     marker = f"weft-marker-{time.time_ns()}"
     pcap = os.path.join(cluster.tmp, "bridge.pcap")
     lo_pcap = os.path.join(cluster.tmp, "n2-lo.pcap")
-    # The control plane (8500, 8502) is plaintext gRPC/HTTP between nodes
-    # (a known gap, see docs/security.md): application traffic is the claim.
+    # Everything between nodes: the application's traffic and the agents'
+    # config streams to the server.
     dump = subprocess.Popen(["ip", "netns", "exec", cluster.sw, "tcpdump", "-i", "br0", "-U", "-s", "0", "-w", pcap,
-                             "tcp and not port 8500 and not port 8502"],
+                             "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lo = subprocess.Popen(["ip", "netns", "exec", cluster.ns[2], "tcpdump", "-i", "lo", "-U", "-s", "0", "-w", lo_pcap,
                            "tcp port 9080 or tcp port 6379"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.5)
     try:
+        # A catalog change while capturing: it travels to every agent.
+        cluster.agent_put(3, "/v1/agent/service/register", {"Name": f"svc-{marker}", "Port": 1})
         for _ in range(6):
             status, body = cluster.http(1, f"http://reviews.service.weft/{marker}", "-H", f"x-marker: {marker}")
             assert status == 200, body
@@ -107,9 +109,15 @@ def test_the_bridge_carries_only_tls(cluster):
     assert len(wire) > 2000, "the capture on the bridge saw nothing"
     assert marker.encode() not in wire
     assert b"HTTP/1.1" not in wire and b"$3\r\nSET" not in wire
+    # No plaintext HTTP/2 either (the gRPC config stream is TLS).
+    assert b"PRI * HTTP/2.0" not in wire and b"application/grpc" not in wire
     assert b"\x17\x03\x03" in wire  # TLS application data records
     # The control: between the sidecar and the app on node 2 it is plain.
     assert marker.encode() in local
+    # And the catalog change did reach node 1 (over the encrypted stream).
+    r = cluster.exec(1, "curl", "-fsS", f"http://127.0.0.1:8501/v1/catalog/service/svc-{marker}")
+    assert marker in r.stdout
+    cluster.exec(3, "curl", "-fsS", "-X", "PUT", f"http://127.0.0.1:8501/v1/agent/service/deregister/svc-{marker}")
 
 
 def test_plaintext_that_bypasses_the_client_sidecar_is_refused(cluster):

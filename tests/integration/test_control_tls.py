@@ -1,0 +1,55 @@
+"""The config stream over TLS (`weft server --grpc-tls`): agents and
+agentless proxies that verify the server with its CA file join; a plaintext
+client does not; what the server presents is checked with openssl."""
+import json
+import os
+import subprocess
+import time
+
+from conftest import require, wait_for
+
+
+def members(srv):
+    return {m["Name"]: m["Tags"].get("role") for m in srv.get_json("/v1/agent/members")[0]}
+
+
+def test_agents_and_proxies_reach_a_tls_server_only_with_its_ca(server, agent, mesh_proxy, tmp_path):
+    srv = server(extra=("--grpc-tls",))
+    ca = os.path.join(srv.data_dir, "ca.pem")
+    assert "BEGIN CERTIFICATE" in open(ca).read()
+
+    # What the server presents: a mesh-CA certificate for server.weft.
+    out = subprocess.run([require("openssl"), "s_client", "-connect", srv.grpc, "-CAfile", ca,
+                          "-verify_hostname", "server.weft", "-verify_return_error"],
+                         input="", capture_output=True, text=True, timeout=20)
+    assert "Verify return code: 0 (ok)" in out.stdout, out.stdout[-1500:]
+    pem = out.stdout[out.stdout.index("-----BEGIN CERTIFICATE-----"):out.stdout.index("-----END CERTIFICATE-----") + 25]
+    san = subprocess.run([require("openssl"), "x509", "-noout", "-ext", "subjectAltName"], input=pem,
+                         capture_output=True, text=True).stdout
+    assert "DNS:server.weft" in san and "URI:spiffe://weft.local/ns/weft/sa/server" in san, san
+
+    good = agent(srv, "with-ca", extra=("--server-ca", ca))
+    plain = agent(srv, "plaintext")
+    assert wait_for(lambda: "agent/with-ca" in members(srv), timeout=10), members(srv)
+    # The agent's cache fills from the TLS stream.
+    srv.register("n-x", "api", 8080)
+    assert wait_for(lambda: good.get_json("/v1/catalog/service/api")[0], timeout=10)
+    time.sleep(2)
+    assert "agent/plaintext" not in members(srv)
+    assert plain.p.poll() is None  # it keeps retrying, it does not crash
+
+    # A wrong CA file is refused at the flag.
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    r = subprocess.run([good.weft_bin, "agent", "--server", srv.grpc, "--node", "x", "--data-dir",
+                        str(tmp_path / "x"), "--server-ca", str(bad)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "--server-ca" in r.stderr and "no PEM certificate" in r.stderr, r.stderr
+
+    # An agentless sidecar gets its config and its certificate over TLS.
+    srv.register("n-web", "web-sidecar", 0, sid="web-sc", Kind="connect-proxy", Port=21500,
+                 Proxy={"DestinationServiceName": "web", "LocalServicePort": 8080,
+                        "Upstreams": [{"DestinationName": "api", "LocalBindPort": 21501}]})
+    p = mesh_proxy(srv.grpc, "web", extra=("--server-ca", ca))
+    p.wait_ready(timeout=15)
+    status, body = p.admin("/certs")
+    assert status == 200 and json.loads(body)["spiffe_id"] == "spiffe://weft.local/ns/default/sa/web", body
