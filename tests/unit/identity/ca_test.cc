@@ -93,5 +93,26 @@ TEST_F(CaTest, RefusesWhatItShouldNotSign) {
   EXPECT_FALSE(Authority::Load(root_.cert_pem, key.value(), "weft.local").ok());
 }
 
+TEST_F(CaTest, ServerCertificatesCarryTheirDnsNames) {
+  auto id = SpiffeId("weft.local", "weft", "server");
+  ASSERT_TRUE(id.ok());
+  auto key = NewKey();
+  auto csr = NewCsr(key.value(), id.value());
+  ASSERT_TRUE(csr.ok());
+  auto cert = ca_->Sign(csr.value(), id.value(), 3600, {"server.weft"});
+  ASSERT_TRUE(cert.ok()) << cert.status().message();
+  // Still one URI SAN: it verifies as a workload of this trust domain.
+  auto verified = VerifyWorkload(cert.value(), root_.cert_pem);
+  ASSERT_TRUE(verified.ok()) << verified.status().message();
+  const std::string path = testing::TempDir() + "/server.pem";
+  std::ofstream(path) << cert.value();
+  const std::string text = Shell("openssl x509 -noout -ext subjectAltName -in " + path + " 2>&1");
+  EXPECT_NE(text.find("DNS:server.weft"), std::string::npos) << text;
+  for (const char* bad : {"Server.Weft", "a b", "x,DNS:evil.example", ""}) {
+    auto r = ca_->Sign(csr.value(), id.value(), 3600, {bad});
+    EXPECT_FALSE(r.ok()) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace weft::identity
