@@ -220,11 +220,17 @@ class Cluster:
                 self.wait(f"sidecar {admin} on n{i}",
                           lambda i=i, a=admin: self.exec(i, "curl", "-fsS", f"http://127.0.0.1:{a}/ready",
                                                          check=False).returncode == 0)
-        # Every node reaches both reviews through the mesh before tests start.
+        # Every node reaches both reviews and both redis through the mesh
+        # before tests start (a health check passes a second after its app
+        # listens; until then that instance is not an endpoint).
         for i in self.ns:
             self.wait(f"reviews from n{i}",
                       lambda i=i: {json.loads(self.http(i, "http://reviews.service.weft/reviews/1")[1])["version"]
                                    for _ in range(8)} == {"n2", "n3"}, timeout=30)
+            self.wait(f"redis from n{i}",
+                      lambda i=i: {self.exec(i, "redis-cli", "-h", "redis.service.weft", "GET", "node",
+                                             check=False).stdout.strip() for _ in range(8)} == {"n2", "n3"},
+                      timeout=30)
 
 
 @pytest.fixture(scope="module")
