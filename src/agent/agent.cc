@@ -126,7 +126,7 @@ class Agent {
     // servers, both handed over this node-local socket, renewed in time.
     std::vector<std::pair<std::string, std::string>> md;
     if (!opts_.join_token.empty()) md.emplace_back("x-weft-join-token", opts_.join_token);
-    signer_ = std::make_unique<control::SignClient>(opts_.servers, md, opts_.server_ca_pem);
+    signer_ = std::make_unique<control::SignClient>(opts_.servers, md, trust_);
     certs_ = std::make_unique<identity::CertManager>(
         [this](const std::string& csr, const std::string& ns, const std::string& service) {
           return signer_->Issue(csr, ns, service, opts_.node);
@@ -270,8 +270,21 @@ class Agent {
     state_ = state;
     if (auto b = state.find("bundle/roots"); b != state.end()) {
       bundle_ = b->second;
+      TrustBundle(bundle_->bundle());
       if (local_stream_) ApplyBundle(bundle_);
     }
+  }
+
+  // The servers' config-stream certificates come from the same CA: verify
+  // them against the bundle from now on (it arrived over a verified stream),
+  // so a rotated root needs no new --server-ca file.
+  void TrustBundle(const pb::Bundle& b) {
+    if (!trust_ || b.roots_pem().empty()) return;
+    std::string pem;
+    for (const auto& r : b.roots_pem()) pem += r;
+    if (trust_->Set(pem))
+      LOG_INFO("servers' certificates now checked against the streamed bundle ({} roots)",
+               b.roots_pem_size());
   }
 
   // The servers' trust bundle: to local proxies, and to the certificate
@@ -363,7 +376,7 @@ class Agent {
       }
       for (;;) {
         const std::string& server = opts_.servers[next % opts_.servers.size()];
-        auto channel = control::DialServer(server, opts_.server_ca_pem);
+        auto channel = control::DialServer(server, trust_.get());
         auto stub = pb::ConfigStream::NewStub(channel);
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -403,7 +416,7 @@ class Agent {
   void StartStream() {
     control::StreamClientOptions so;
     so.servers = opts_.servers;
-    so.server_ca_pem = opts_.server_ca_pem;
+    so.server_trust = trust_;
     so.info.set_role("agent");
     so.info.set_node(opts_.node);
     so.info.set_id("agent/" + opts_.node);
@@ -578,6 +591,10 @@ class Agent {
   std::unique_ptr<control::StreamClient> stream_;
   std::unique_ptr<control::StreamServer> local_stream_;
   std::unique_ptr<control::SignClient> signer_;
+  // TLS to the servers (--server-ca, then the streamed bundle); null: plaintext.
+  const std::shared_ptr<control::ServerTrust> trust_ =
+      opts_.server_ca_pem.empty() ? nullptr
+                                  : std::make_shared<control::ServerTrust>(opts_.server_ca_pem);
   std::unique_ptr<identity::CertManager> certs_;
   std::shared_ptr<const pb::Resource> bundle_;
   control::ResourceMap state_;    // io thread: what the cache holds

@@ -73,7 +73,7 @@ bool StreamClient::RunOnce(const std::string& server) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   if (opts_.separate_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto channel = DialServer(server, opts_.server_ca_pem, args);
+  auto channel = DialServer(server, opts_.server_trust.get(), args);
   auto stub = pb::ConfigStream::NewStub(channel);
   grpc::ClientContext ctx;
   {
@@ -144,29 +144,26 @@ bool StreamClient::RunOnce(const std::string& server) {
   return got;
 }
 
-std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const std::string& ca_pem,
+std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const ServerTrust* trust,
                                           grpc::ChannelArguments args) {
-  if (ca_pem.empty())
-    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (!trust) return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   grpc::SslCredentialsOptions o;
-  o.pem_root_certs = ca_pem;
+  o.pem_root_certs = trust->pem();
   args.SetSslTargetNameOverride(kServerTlsName);
   return grpc::CreateCustomChannel(target, grpc::SslCredentials(o), args);
 }
 
 SignClient::SignClient(std::vector<std::string> servers,
                        std::vector<std::pair<std::string, std::string>> metadata,
-                       std::string server_ca_pem)
-    : servers_(std::move(servers)),
-      metadata_(std::move(metadata)),
-      ca_pem_(std::move(server_ca_pem)) {}
+                       std::shared_ptr<ServerTrust> trust)
+    : servers_(std::move(servers)), metadata_(std::move(metadata)), trust_(std::move(trust)) {}
 
 Result<pb::SignResponse> SignClient::Sign(const pb::SignRequest& req, int64_t timeout_ms) {
   if (servers_.empty()) return Status(StatusCode::kInvalidArgument, "no server to sign with");
   Status last(StatusCode::kUnavailable, "no server answered");
   for (size_t i = 0; i < servers_.size(); ++i) {
     const std::string& server = servers_[next_ % servers_.size()];
-    auto channel = DialServer(server, ca_pem_);
+    auto channel = DialServer(server, trust_.get());
     auto stub = pb::ConfigStream::NewStub(channel);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));

@@ -37,14 +37,38 @@ using ResourceMap = std::map<std::string, std::shared_ptr<const weft::v1::Resour
 // (servers run with --grpc-tls; the certificate comes from the mesh CA).
 inline constexpr const char* kServerTlsName = "server.weft";
 
-// A channel to a server's config stream: TLS verified against `ca_pem`
-// (PEM roots) when it is given, plaintext otherwise.
-std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const std::string& ca_pem,
+// The roots clients verify servers' config-stream certificates with
+// (servers run with --grpc-tls). It starts as --server-ca; an agent or a
+// proxy then replaces it with the trust bundle the servers stream to it, so
+// a root rotation reaches it without new files. Thread-safe.
+class ServerTrust {
+ public:
+  explicit ServerTrust(std::string pem) : pem_(std::move(pem)) {}
+  std::string pem() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return pem_;
+  }
+  // True when the roots changed.
+  bool Set(std::string pem) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (pem.empty() || pem == pem_) return false;
+    pem_ = std::move(pem);
+    return true;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string pem_;
+};
+
+// A channel to a server's config stream: TLS verified against `trust` when
+// there is one, plaintext otherwise.
+std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const ServerTrust* trust,
                                           grpc::ChannelArguments args = {});
 
 struct StreamClientOptions {
-  std::vector<std::string> servers;  // HOST:PORT of the servers' gRPC ports, tried in turn
-  std::string server_ca_pem;         // TLS to the servers, verified against these roots
+  std::vector<std::string> servers;           // HOST:PORT of the servers' gRPC ports, tried in turn
+  std::shared_ptr<ServerTrust> server_trust;  // TLS to the servers; null: plaintext
   weft::v1::ClientInfo info;
   int64_t backoff_min_ms = 100;
   int64_t backoff_max_ms = 5000;
@@ -100,7 +124,7 @@ class SignClient {
  public:
   SignClient(std::vector<std::string> servers,
              std::vector<std::pair<std::string, std::string>> metadata,
-             std::string server_ca_pem = "");
+             std::shared_ptr<ServerTrust> trust = nullptr);
   Result<weft::v1::SignResponse> Sign(const weft::v1::SignRequest& req, int64_t timeout_ms = 10000);
   // What a certificate manager asks for: a certificate for ns/service from
   // a CSR (`node`: the agent's node, "" for a proxy without one).
@@ -110,7 +134,7 @@ class SignClient {
  private:
   const std::vector<std::string> servers_;
   const std::vector<std::pair<std::string, std::string>> metadata_;
-  const std::string ca_pem_;
+  const std::shared_ptr<ServerTrust> trust_;
   size_t next_ = 0;
 };
 

@@ -160,7 +160,9 @@ class Proxy {
   void Follow(const ProxyOptions& opts, const std::shared_ptr<const ProxyConfig>& base) {
     control::StreamClientOptions so;
     so.servers = SplitCommas(opts.server);
-    if (opts.server.rfind("unix:", 0) != 0) so.server_ca_pem = opts.server_ca_pem;
+    if (opts.server.rfind("unix:", 0) != 0 && !opts.server_ca_pem.empty())
+      so.server_trust = std::make_shared<control::ServerTrust>(opts.server_ca_pem);
+    trust_ = so.server_trust;
     so.info.set_role("proxy");
     so.info.set_service(opts.service);
     so.info.set_namespace_(opts.ns);
@@ -178,7 +180,7 @@ class Proxy {
     if (opts.server.rfind("unix:", 0) != 0) {
       std::vector<std::pair<std::string, std::string>> md;
       if (!opts.join_token.empty()) md.emplace_back("x-weft-join-token", opts.join_token);
-      signer_ = std::make_unique<control::SignClient>(so.servers, md, opts.server_ca_pem);
+      signer_ = std::make_unique<control::SignClient>(so.servers, md, trust_);
       certs_ = std::make_unique<identity::CertManager>(
           [this](const std::string& csr, const std::string& ns, const std::string& service) {
             return signer_->Issue(csr, ns, service, "");
@@ -199,6 +201,13 @@ class Proxy {
           weft::v1::Bundle bundle;
           weft::v1::Secret secret;
           if (auto b = state.find("bundle/roots"); b != state.end()) bundle = b->second->bundle();
+          // The servers' certificates come from this CA too: trust the
+          // streamed bundle from now on (no new --server-ca after a rotation).
+          if (trust_ && bundle.roots_pem_size() > 0) {
+            std::string pem;
+            for (const auto& r : bundle.roots_pem()) pem += r;
+            trust_->Set(std::move(pem));
+          }
           if (auto sc = state.find("secret/workload"); sc != state.end())
             secret = sc->second->secret();
           // A response that only renews the certificate or the bundle leaves
@@ -462,6 +471,7 @@ class Proxy {
   // Mesh identity (main loop): the bundle from the stream, the certificate
   // from the stream (behind an agent) or from certs_ (without one).
   std::unique_ptr<control::SignClient> signer_;
+  std::shared_ptr<control::ServerTrust> trust_;  // TLS to the servers; null: plaintext
   std::unique_ptr<identity::CertManager> certs_;
   weft::v1::Bundle bundle_;
   weft::v1::Secret own_secret_;

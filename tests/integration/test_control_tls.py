@@ -3,6 +3,7 @@ agentless proxies that verify the server with its CA file join; a plaintext
 client does not; what the server presents is checked with openssl."""
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -53,3 +54,29 @@ def test_agents_and_proxies_reach_a_tls_server_only_with_its_ca(server, agent, m
     p.wait_ready(timeout=15)
     status, body = p.admin("/certs")
     assert status == 200 and json.loads(body)["spiffe_id"] == "spiffe://weft.local/ns/default/sa/web", body
+
+
+def test_agents_follow_a_rotated_root_without_a_new_ca_file(server, agent, tmp_path):
+    srv = server(extra=("--grpc-tls",))
+    old_ca = tmp_path / "old-ca.pem"
+    old_ca.write_text(open(os.path.join(srv.data_dir, "ca.pem")).read())
+    follower = agent(srv, "follower", extra=("--server-ca", str(old_ca)))
+    assert wait_for(lambda: "agent/follower" in members(srv), timeout=10), members(srv)
+
+    # A new root: trusted at once (the bundle streams to the agent), signing
+    # after a second.
+    r = srv.ctl("ca", "rotate", "--propagate", "1s", "--overlap", "1h")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: "checked against the streamed bundle (2 roots)" in follower.log(), timeout=10), \
+        follower.log()[-2000:]
+    time.sleep(1.5)
+    # Restarted, the server presents a certificate from the new root.
+    srv.stop(signal.SIGTERM)
+    srv.start()
+    assert open(os.path.join(srv.data_dir, "ca.pem")).read().count("BEGIN CERTIFICATE") == 2
+    # The follower reconnects with what the stream taught it...
+    assert wait_for(lambda: "agent/follower" in members(srv), timeout=30), follower.log()[-2000:]
+    # ...while an agent that only has the old file cannot.
+    agent(srv, "stale", extra=("--server-ca", str(old_ca)))
+    time.sleep(3)
+    assert "agent/stale" not in members(srv)
