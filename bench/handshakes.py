@@ -7,7 +7,8 @@ cores. For each N: handshakes/s, the sidecar's CPU per handshake, and the
 scaling against N times one worker. The control plane (server, dev mode,
 the CA from --certs) is on the upper cores too.
 
-Self-contained so that it runs on a machine with nothing installed: pass
+Runs on a machine with nothing installed (it needs only Python and
+bench/run.py beside it): pass
 --bundle (bench/bundle.sh output holding weft and openssl) and --certs (a CA
 and a client certificate made with bench/mtls.py's make_ca). Prints one JSON
 document with the results, and writes it to --out when given.
@@ -19,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -27,20 +27,6 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as common  # noqa: E402
-
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / HZ
-
 
 def spawn(args, cores, log=None):
     return subprocess.Popen(args, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
@@ -75,7 +61,7 @@ def main():
             if line.startswith("model name"):
                 results["cpu_model"] = line.split(":", 1)[1].strip()
                 break
-        http, grpc, app = free_port(), free_port(), free_port()
+        http, grpc, app = common.free_port(), common.free_port(), common.free_port()
         procs.append(spawn([weft, "server", "--dev", "--data-dir", f"{tmp}/server", "--http", f"127.0.0.1:{http}",
                             "--grpc", f"127.0.0.1:{grpc}", "--ca-cert", f"{c}/ca.pem", "--ca-key", f"{c}/ca.key",
                             "--log-level", "warn"], upper))
@@ -84,7 +70,7 @@ def main():
         api = f"http://127.0.0.1:{http}/v1/catalog/register"
         put(api, {"Node": "n", "Address": "127.0.0.1", "Service": {"Service": "app", "ID": "app-1", "Port": app}})
         for n in [int(x) for x in a.workers.split(",")]:
-            port, admin = free_port(), free_port()
+            port, admin = common.free_port(), common.free_port()
             svc = f"app{n}"
             put(api, {"Node": "n", "Address": "127.0.0.1", "Service": {"Service": svc, "ID": f"{svc}-1", "Port": app}})
             put(api, {"Node": "n", "Address": "127.0.0.1", "Service": {
@@ -96,7 +82,7 @@ def main():
             common.wait_http(f"http://127.0.0.1:{admin}/ready")
             time.sleep(0.5)
             clients_cores = sorted(upper)
-            before, t0 = cpu_seconds(side.pid), time.time()
+            before, t0 = common.cpu_seconds([side.pid]), time.time()
             clients = [spawn([openssl, "s_time", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-new", "-time",
                               str(a.seconds), "-cert", f"{c}/client.pem", "-key", f"{c}/client.key",
                               "-CAfile", f"{c}/ca.pem", "-www", "/"], {clients_cores[i % len(clients_cores)]},
@@ -110,7 +96,7 @@ def main():
                 m = re.findall(r"(\d+) connections in ([\d.]+) real seconds", o)
                 conns += int(m[-1][0]) if m else 0
             wall = time.time() - t0
-            cpu = cpu_seconds(side.pid) - before
+            cpu = common.cpu_seconds([side.pid]) - before
             side.terminate()
             side.wait(10)
             procs.remove(side)

@@ -279,10 +279,7 @@ class Agent {
   // them against the bundle from now on (it arrived over a verified stream),
   // so a rotated root needs no new --server-ca file.
   void TrustBundle(const pb::Bundle& b) {
-    if (!trust_ || b.roots_pem().empty()) return;
-    std::string pem;
-    for (const auto& r : b.roots_pem()) pem += r;
-    if (trust_->Set(pem))
+    if (trust_ && trust_->SetFromBundle(b))
       LOG_INFO("servers' certificates now checked against the streamed bundle ({} roots)",
                b.roots_pem_size());
   }

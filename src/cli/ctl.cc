@@ -22,12 +22,19 @@
 #include "base/strings.h"
 #include "cli/stat.h"
 #include "control/server.h"
+#include "control/stream_client.h"
 #include "demo/demo_app.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "mesh/manifest.h"
 
 namespace weft::cli {
+
+int BadUsage(const std::string& msg, const char* usage) {
+  std::fprintf(stderr, "weft: %s\n\nusage: %s\n", msg.c_str(), usage);
+  return 2;
+}
+
 namespace {
 
 using json = nlohmann::json;
@@ -50,11 +57,6 @@ bool FlagValue(const Args& args, size_t* i, std::string_view flag, std::string* 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "weft: %s\n", msg.c_str());
   return 1;
-}
-
-int BadUsage(const std::string& msg, const char* usage) {
-  std::fprintf(stderr, "weft: %s\n\nusage: %s\n", msg.c_str(), usage);
-  return 2;
 }
 
 bool LogLevelFlag(const Args& args, size_t* i, std::string* err) {
@@ -363,12 +365,8 @@ int AgentMain(const Args& args) {
     } else if (FlagValue(args, &i, "--address", &v)) {
       o.address = v;
     } else if (FlagValue(args, &i, "--server-ca", &v)) {
-      std::string err;
-      o.server_ca_pem = ReadWholeFile(v, &err);
-      if (!err.empty() || o.server_ca_pem.find("BEGIN CERTIFICATE") == std::string::npos)
-        return BadUsage(
-            "--server-ca \"" + v + "\": " + (err.empty() ? "no PEM certificate in it" : err),
-            kAgentUsage);
+      o.server_ca_pem = control::ReadServerCa(v, &err);
+      if (!err.empty()) return BadUsage("--server-ca \"" + v + "\": " + err, kAgentUsage);
     } else if (FlagValue(args, &i, "--join-token", &v)) {
       o.join_token = v;
     } else if (FlagValue(args, &i, "--domain", &v)) {

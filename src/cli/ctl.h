@@ -27,6 +27,9 @@ int CheckMain(const Args& args);
 int UpMain(const Args& args);
 int RedirectMain(const Args& args);
 
+// A usage error: the message and the usage line on stderr; returns exit code 2.
+int BadUsage(const std::string& msg, const char* usage);
+
 // PUTs each manifest to the server at HOST:PORT, printing one line per
 // manifest to `out` (nullptr: silent) and errors to stderr. Returns the
 // exit code: 0, or 1 when any was refused or the server unreachable.

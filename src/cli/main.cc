@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "base/log.h"
-#include "base/strings.h"
 #include "cli/ctl.h"
+#include "control/stream_client.h"
 #include "proxy/proxy.h"
 
 #ifndef WEFT_VERSION
@@ -103,11 +103,8 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       opts.node = v;
     } else if (value("--server-ca", &v)) {
       std::string err;
-      opts.server_ca_pem = weft::ReadWholeFile(v, &err);
-      if (!err.empty() || opts.server_ca_pem.find("BEGIN CERTIFICATE") == std::string::npos)
-        return Usage(
-            ("--server-ca \"" + v + "\": " + (err.empty() ? "no PEM certificate in it" : err))
-                .c_str());
+      opts.server_ca_pem = weft::control::ReadServerCa(v, &err);
+      if (!err.empty()) return Usage(("--server-ca \"" + v + "\": " + err).c_str());
     } else if (value("--join-token", &v)) {
       opts.join_token = v;
     } else if (value("--admin", &v)) {

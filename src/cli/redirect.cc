@@ -28,10 +28,7 @@ constexpr const char* kRedirectUsage =
     "              [--exclude-inbound-ports P,P...] [--dry-run]\n"
     "       weft redirect --undo [--id NAME] [--dry-run]";
 
-int RedirectUsage(const std::string& msg) {
-  std::fprintf(stderr, "weft redirect: %s\n\nusage: %s\n", msg.c_str(), kRedirectUsage);
-  return 2;
-}
+int RedirectUsage(const std::string& msg) { return BadUsage("redirect: " + msg, kRedirectUsage); }
 
 std::string Iptables() {
   for (const char* p : {"/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"})

@@ -45,10 +45,7 @@ constexpr const char* kUpUsage =
     "weft up FILE [--duration DUR] [--dir DIR] [--keep]\n"
     "  FILE: a LocalMesh document (server, agent, services, traffic) and the manifests to apply";
 
-int BadUsageUp(const std::string& msg) {
-  std::fprintf(stderr, "weft up: %s\n\nusage: %s\n", msg.c_str(), kUpUsage);
-  return 2;
-}
+int BadUsageUp(const std::string& msg) { return BadUsage("up: " + msg, kUpUsage); }
 
 // A service name as DNS will carry it: 1-63 of [a-z0-9-], not starting or
 // ending with '-'.
@@ -719,7 +716,6 @@ int UpMain(const Args& args) {
       fail("stats: " + err);
       break;
     }
-    int frame = 0;
     while (!g_stop.load()) {
       const auto next = last + std::chrono::seconds(1);
       while (Clock::now() < next && !g_stop.load())
@@ -749,14 +745,12 @@ int UpMain(const Args& args) {
       out += FormatStatTable(rows) + note;
       std::fputs(out.c_str(), stdout);
       std::fflush(stdout);
-      ++frame;
       if (duration_ms > 0 && up_s * 1000 >= static_cast<double>(duration_ms)) break;
     }
   } while (false);
 
   if (traffic) traffic->Stop();
   const size_t n = procs.StopAll();
-  if (std::string d = procs.Dead(); !d.empty()) (void)d;
   std::printf("\nweft up: stopped %zu processes%s\n", n,
               keep || !made_dir ? (", logs kept in " + dir).c_str() : "");
   if (made_dir && !keep) {

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "base/log.h"
+#include "base/strings.h"
 #include "weft/v1/config.grpc.pb.h"
 
 namespace weft::control {
@@ -142,6 +143,13 @@ bool StreamClient::RunOnce(const std::string& server) {
     }
   }
   return got;
+}
+
+std::string ReadServerCa(const std::string& path, std::string* err) {
+  std::string pem = ReadWholeFile(path, err);
+  if (err->empty() && pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+    *err = "no PEM certificate in it";
+  return err->empty() ? pem : "";
 }
 
 std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const ServerTrust* trust,

@@ -48,6 +48,12 @@ class ServerTrust {
     std::lock_guard<std::mutex> l(mu_);
     return pem_;
   }
+  // The roots of a bundle the servers streamed; true when they changed.
+  bool SetFromBundle(const weft::v1::Bundle& b) {
+    std::string pem;
+    for (const auto& r : b.roots_pem()) pem += r;
+    return Set(std::move(pem));
+  }
   // True when the roots changed.
   bool Set(std::string pem) {
     std::lock_guard<std::mutex> l(mu_);
@@ -60,6 +66,10 @@ class ServerTrust {
   mutable std::mutex mu_;
   std::string pem_;
 };
+
+// The PEM roots of a --server-ca FILE; "" with *err when the file cannot be
+// read or holds no certificate.
+std::string ReadServerCa(const std::string& path, std::string* err);
 
 // A channel to a server's config stream: TLS verified against `trust` when
 // there is one, plaintext otherwise.

@@ -3,6 +3,7 @@
 // (SO_ORIGINAL_DST) picks a mesh service; failing that, an HTTP request's
 // Host does; what is neither passes through to where it was going, or is
 // refused when egress is registry-only.
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -11,6 +12,7 @@
 
 #include "base/log.h"
 #include "base/strings.h"
+#include "http/http1/parser.h"
 #include "proxy/sniff.h"
 #include "proxy/worker.h"
 
@@ -40,7 +42,8 @@ asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp
   sockaddr_storage dst{}, local{};
   socklen_t local_len = sizeof local;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len);
-  if (!OriginalDst(fd, &dst) || AddressKey(dst) == AddressKey(local)) {
+  const std::string key = OriginalDst(fd, &dst) ? AddressKey(dst) : "";
+  if (key.empty() || key == AddressKey(local)) {
     // Straight to the capture port: proxying it to "itself" would loop.
     ls.Rejected(Reject::kNotRedirected);
     LOG_INFO(
@@ -50,7 +53,6 @@ asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp
     s.close(ignored);
     co_return;
   }
-  const std::string key = AddressKey(dst);
   auto hand_to = [&](size_t index) {
     std::shared_ptr<ListenerRuntime> vl = w->ListenerAt(index);
     if (!vl || vl->removed) {
@@ -117,10 +119,10 @@ asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp
     if (http) {
       const std::string body =
           "weft: " + what + " is not a mesh service and egress is registry-only\n";
-      const std::string resp =
-          "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\n"
-          "connection: close\r\ncontent-length: " +
-          std::to_string(body.size()) + "\r\n\r\n" + body;
+      const std::string resp = fmt::format(
+          "HTTP/1.1 502 {}\r\ncontent-type: text/plain\r\nconnection: close\r\n"
+          "content-length: {}\r\n\r\n{}",
+          http1::ReasonPhrase(502), body.size(), body);
       co_await asio::async_write(s, asio::buffer(resp), kNoThrow);
     }
     s.shutdown(tcp::socket::shutdown_both, ignored);

@@ -203,11 +203,7 @@ class Proxy {
           if (auto b = state.find("bundle/roots"); b != state.end()) bundle = b->second->bundle();
           // The servers' certificates come from this CA too: trust the
           // streamed bundle from now on (no new --server-ca after a rotation).
-          if (trust_ && bundle.roots_pem_size() > 0) {
-            std::string pem;
-            for (const auto& r : bundle.roots_pem()) pem += r;
-            trust_->Set(std::move(pem));
-          }
+          if (trust_) trust_->SetFromBundle(bundle);
           if (auto sc = state.find("secret/workload"); sc != state.end())
             secret = sc->second->secret();
           // A response that only renews the certificate or the bundle leaves

@@ -93,39 +93,29 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
   std::map<std::string, std::shared_ptr<ListenerRuntime>> next;
   for (size_t i = 0; i < cfg.listeners.size(); ++i) {
     const ListenerConfig& lc = cfg.listeners[i];
-    if (!lc.capture_of.empty()) {  // virtual: no socket
-      auto old = listeners_.find(lc.name);
-      std::shared_ptr<ListenerRuntime> rt;
-      if (old != listeners_.end() && !old->second->acceptor.is_open()) {
-        rt = old->second;
-        listeners_.erase(old);
-      } else {
-        rt = std::make_shared<ListenerRuntime>(io_);
-        rt->name = lc.name;
-      }
-      rt->index = i;
-      next[lc.name] = rt;
-      continue;
-    }
+    const bool is_virtual = !lc.capture_of.empty();  // reached through a capture listener
     auto f = fds.find(lc.name);
-    if (f == fds.end()) continue;
+    if (!is_virtual && f == fds.end()) continue;
     auto old = listeners_.find(lc.name);
     std::shared_ptr<ListenerRuntime> rt;
-    if (f->second.second && old != listeners_.end()) {
+    if (old != listeners_.end() &&
+        (is_virtual ? !old->second->acceptor.is_open() : f->second.second)) {
       rt = old->second;
       listeners_.erase(old);
     } else {
       rt = std::make_shared<ListenerRuntime>(io_);
       rt->name = lc.name;
-      asio::error_code ec;
-      rt->acceptor.assign(lc.address.storage.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(),
-                          f->second.first, ec);
-      if (ec) {
-        LOG_ERROR("worker {}: listener {}: {}", id_, lc.name, ec.message());
-        ::close(f->second.first);
-        continue;
+      if (!is_virtual) {
+        asio::error_code ec;
+        rt->acceptor.assign(lc.address.storage.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(),
+                            f->second.first, ec);
+        if (ec) {
+          LOG_ERROR("worker {}: listener {}: {}", id_, lc.name, ec.message());
+          ::close(f->second.first);
+          continue;
+        }
+        if (!draining_) asio::co_spawn(io_, AcceptLoop(rt), asio::detached);
       }
-      if (!draining_) asio::co_spawn(io_, AcceptLoop(rt), asio::detached);
     }
     rt->index = i;
     next[lc.name] = rt;

@@ -72,3 +72,14 @@ def test_redirect_refuses_bad_flags(weft_bin, netns):
         r = run("ip", "netns", "exec", netns, weft_bin, "redirect", *args, check=False)
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
     assert "WEFT" not in nat(netns)
+
+
+def test_a_rule_iptables_refuses_rolls_everything_back(weft_bin, netns):
+    before = nat(netns)
+    # Passes weft's own check (digits, dots, a slash), not iptables': the
+    # outbound chain is half built when it fails.
+    r = run("ip", "netns", "exec", netns, weft_bin, "redirect", "--id", "rb", "--inbound-port", "21000",
+            "--exclude-outbound-cidrs", "10.0.0.0/8,300.1.1.1/8", check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "300.1.1.1/8" in r.stderr and "rolled back; nothing was left installed" in r.stderr, r.stderr
+    assert nat(netns) == before

@@ -170,6 +170,13 @@ def test_weft_up_refuses_a_bad_file_and_a_busy_port(weft_bin, tmp_path):
     r = subprocess.run([weft_bin, "up", str(bad)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "spec.services[0]" in r.stderr and "latncy" in r.stderr, r.stderr
 
+    # At most 50 services: one more is refused before anything starts.
+    many = ", ".join(f"{{name: s{i}}}" for i in range(51))
+    bad.write_text(f"kind: LocalMesh\nspec:\n  services: [{many}]\n")
+    r = subprocess.run([weft_bin, "up", str(bad)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "spec.services" in r.stderr and "at most 50" in r.stderr, r.stderr
+    assert "logs in" not in r.stdout
+
     bad.write_text("kind: LocalMesh\nspec:\n  traffic: {to: nosuch}\n  services: [{name: web}]\n")
     r = subprocess.run([weft_bin, "up", str(bad)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "nosuch" in r.stderr and "not one of the services" in r.stderr, r.stderr
