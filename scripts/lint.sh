@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# make lint: clang-format (check only) and clang-tidy over weft's sources.
+# make lint: the include graph, clang-format (check only) and clang-tidy over
+# weft's sources.
 set -uo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 rc=0
+# The module graph (docs/architecture.md): no include against it.
+if ! /usr/bin/python3 scripts/include_graph.py .; then rc=1; fi
 files=$(git ls-files 'src/*.cc' 'src/*.h' 'tests/*.cc' 'bench/*.cc')
 echo "lint: clang-format on $(echo "$files" | wc -w) files"
 if ! clang-format --dry-run -Werror $files; then

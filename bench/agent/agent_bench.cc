@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "agent/dns.h"
+#include "base/net.h"
 #include "http/client.h"
-#include "proxy/config.h"
 
 namespace {
 
@@ -30,7 +30,7 @@ using Clock = std::chrono::steady_clock;
 
 bool Parse(const std::string& hp, sockaddr_storage* ss, socklen_t* len) {
   std::string why;
-  auto a = weft::proxy::ParseSocketAddress(hp, &why);
+  auto a = weft::ParseSocketAddress(hp, &why);
   if (!a) return false;
   *ss = a->storage;
   *len = a->len;

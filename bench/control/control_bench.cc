@@ -32,8 +32,8 @@
 #include <vector>
 
 #include "base/strings.h"
-#include "control/stream_client.h"
 #include "http/client.h"
+#include "xds/stream_client.h"
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -186,19 +186,19 @@ int main(int argc, char** argv) {
   std::atomic<int> marker{0};
   std::vector<std::atomic<int64_t>> seen_at(n);
   std::atomic<int> ready{0};
-  std::vector<std::unique_ptr<weft::control::StreamClient>> subs;
+  std::vector<std::unique_ptr<weft::xds::StreamClient>> subs;
   const auto base = Clock::now();
   for (int i = 0; i < n; ++i) {
     seen_at[i] = 0;
-    weft::control::StreamClientOptions o;
+    weft::xds::StreamClientOptions o;
     o.servers = {a.grpc};
     o.info.set_role("proxy");
     o.info.set_service("app-" + std::to_string(i));
     o.info.set_id("bench-" + std::to_string(i));
     o.separate_connection = true;
     auto first = std::make_shared<bool>(true);
-    subs.push_back(std::make_unique<weft::control::StreamClient>(
-        o, [&, i, first](const weft::control::ResourceMap& state, const weft::v1::StreamResponse&) {
+    subs.push_back(std::make_unique<weft::xds::StreamClient>(
+        o, [&, i, first](const weft::xds::ResourceMap& state, const weft::v1::StreamResponse&) {
           if (*first && !state.empty()) {
             *first = false;
             ready++;

@@ -4,17 +4,17 @@
 #include <benchmark/benchmark.h>
 
 #include "agent/dns_resolver.h"
-#include "control/catalog.h"
+#include "mesh/catalog.h"
 
 namespace {
 
-using weft::control::CatalogView;
+using weft::mesh::CatalogView;
 
 const CatalogView& View() {
   static CatalogView* v = [] {
     auto* view = new CatalogView();
     for (int node = 0; node < 1000; ++node) {
-      weft::control::Node n;
+      weft::mesh::Node n;
       for (int k = 0; k < 10; ++k) {
         const int i = node * 10 + k;
         nlohmann::json b = {{"Node", "node-" + std::to_string(node)},
@@ -24,7 +24,7 @@ const CatalogView& View() {
                              {{"Service", "svc-" + std::to_string(i % 100)},
                               {"ID", "inst-" + std::to_string(i)},
                               {"Port", 20000 + k}}}};
-        (void)weft::control::ApplyRegistration(b, weft::control::CatalogLimits{}, &n);
+        (void)weft::mesh::ApplyRegistration(b, weft::mesh::CatalogLimits{}, &n);
       }
       if (node < 3) {
         nlohmann::json b = {
@@ -32,9 +32,9 @@ const CatalogView& View() {
             {"Address", n.address},
             {"Service",
              {{"Service", "small"}, {"ID", "small-" + std::to_string(node)}, {"Port", 8080}}}};
-        (void)weft::control::ApplyRegistration(b, weft::control::CatalogLimits{}, &n);
+        (void)weft::mesh::ApplyRegistration(b, weft::mesh::CatalogLimits{}, &n);
       }
-      std::string doc = weft::control::NodeToJson(n);
+      std::string doc = weft::mesh::NodeToJson(n);
       view->Apply(n.name, &doc, node + 1, node + 1);
     }
     return view;
@@ -48,7 +48,7 @@ void BM_CacheLookupHealthy(benchmark::State& state) {
   for (auto _ : state) {
     size_t healthy = 0;
     for (const auto& r : v.Instances(name))
-      healthy += weft::control::InstanceHealth(*r.node, *r.instance) != "critical";
+      healthy += weft::mesh::InstanceHealth(*r.node, *r.instance) != "critical";
     benchmark::DoNotOptimize(healthy);
   }
 }

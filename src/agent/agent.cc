@@ -21,15 +21,17 @@
 #include "agent/checks.h"
 #include "agent/dns_resolver.h"
 #include "agent/local.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "base/time.h"
 #include "control/api.h"
 #include "control/store/memory_store.h"
-#include "control/stream_client.h"
 #include "control/stream_server.h"
 #include "http/server.h"
 #include "identity/cert_manager.h"
+#include "io/asio.h"
 #include "weft/v1/config.grpc.pb.h"
+#include "xds/stream_client.h"
 
 namespace weft::agent {
 namespace {
@@ -37,11 +39,10 @@ namespace {
 namespace pb = weft::v1;
 using tcp = asio::ip::tcp;
 using udp = asio::ip::udp;
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 // Where a streamed resource lives in the agent's copy of the store.
 std::string KeyOf(const pb::Resource& r) {
-  if (r.type() == "node") return std::string(control::kNodePrefix) + r.name();
+  if (r.type() == "node") return std::string(mesh::kNodePrefix) + r.name();
   if (r.type() == "config") return std::string(control::kConfigPrefix) + r.name();
   return "";
 }
@@ -126,7 +127,7 @@ class Agent {
     // servers, both handed over this node-local socket, renewed in time.
     std::vector<std::pair<std::string, std::string>> md;
     if (!opts_.join_token.empty()) md.emplace_back("x-weft-join-token", opts_.join_token);
-    signer_ = std::make_unique<control::SignClient>(opts_.servers, md, trust_);
+    signer_ = std::make_unique<xds::SignClient>(opts_.servers, md, trust_);
     certs_ = std::make_unique<identity::CertManager>(
         [this](const std::string& csr, const std::string& ns, const std::string& service) {
           return signer_->Issue(csr, ns, service, opts_.node);
@@ -136,7 +137,7 @@ class Agent {
           pb::Resource r;
           r.set_type("secret");
           r.set_name("workload");
-          *r.mutable_secret() = control::ToSecret(key_pem, cert);
+          *r.mutable_secret() = xds::ToSecret(key_pem, cert);
           r.set_version(control::ResourceVersion(r));
           auto res = std::make_shared<const pb::Resource>(std::move(r));
           asio::post(io_, [this, ns, service, res] { local_stream_->SetSecret(ns, service, res); });
@@ -197,7 +198,7 @@ class Agent {
       LOG_WARN("agent cache {} is unreadable; starting empty", CachePath());
       return false;
     }
-    control::ResourceMap state;
+    xds::ResourceMap state;
     for (auto& r : *saved.mutable_resources()) {
       const std::string key = r.type() + "/" + r.name();
       state[key] = std::make_shared<const pb::Resource>(std::move(r));
@@ -218,21 +219,14 @@ class Agent {
     out.set_full_state(true);
     out.set_version_info(version_);
     for (const auto& [k, r] : state_) *out.add_resources() = *r;
-    const std::string tmp = CachePath() + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-      if (!f || !out.SerializeToOstream(&f)) {
-        LOG_ERROR("writing the agent cache {}: failed", tmp);
-        return;
-      }
+    std::string bytes;
+    if (!out.SerializeToString(&bytes)) {
+      LOG_ERROR("writing the agent cache {}: cannot serialize", CachePath());
+      return;
     }
-    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      ::fsync(fd);
-      ::close(fd);
-    }
-    if (std::rename(tmp.c_str(), CachePath().c_str()) != 0)
-      LOG_ERROR("replacing the agent cache {}: {}", CachePath(), strerror(errno));
+    // 0600: the cache holds the private keys of the node's workloads.
+    if (Status s = WriteFileAtomic(CachePath(), bytes); !s.ok())
+      LOG_ERROR("writing the agent cache: {}", s.message());
   }
 
   // Saves at once when the last save is older than 200 ms, else once the
@@ -255,13 +249,13 @@ class Agent {
   // Makes the cache hold exactly `state` (one revision of the memory store),
   // with this node's own document taken from the local state: the agent is
   // authoritative for it. A server copy that differs is put right.
-  void Install(const control::ResourceMap& state) {
+  void Install(const xds::ResourceMap& state) {
     std::map<std::string, std::string> kvs;
     for (const auto& [k, r] : state) {
       std::string key = KeyOf(*r);
       if (!key.empty()) kvs.emplace(std::move(key), ValueOf(*r));
     }
-    const std::string own = std::string(control::kNodePrefix) + opts_.node;
+    const std::string own = std::string(mesh::kNodePrefix) + opts_.node;
     auto it = kvs.find(own);
     const std::string doc = local_.Document();
     if (stream_ && stream_->connected() && (it == kvs.end() || it->second != doc)) MarkDirty();
@@ -373,7 +367,7 @@ class Agent {
       }
       for (;;) {
         const std::string& server = opts_.servers[next % opts_.servers.size()];
-        auto channel = control::DialServer(server, trust_.get());
+        auto channel = xds::DialServer(server, trust_.get());
         auto stub = pb::ConfigStream::NewStub(channel);
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -411,7 +405,7 @@ class Agent {
   }
 
   void StartStream() {
-    control::StreamClientOptions so;
+    xds::StreamClientOptions so;
     so.servers = opts_.servers;
     so.server_trust = trust_;
     so.info.set_role("agent");
@@ -426,8 +420,8 @@ class Agent {
     so.info.set_admin(api);
     if (!opts_.join_token.empty()) so.metadata.emplace_back("x-weft-join-token", opts_.join_token);
     last_contact_ms_ = MonoMillis();
-    stream_ = std::make_unique<control::StreamClient>(
-        so, [this](const control::ResourceMap& state, const pb::StreamResponse& resp) {
+    stream_ = std::make_unique<xds::StreamClient>(
+        so, [this](const xds::ResourceMap& state, const pb::StreamResponse& resp) {
           last_contact_ms_ = MonoMillis();
           asio::post(io_, [this, state, version = resp.version_info()] {
             Install(state);
@@ -441,7 +435,7 @@ class Agent {
   }
 
   Status StartDns(std::string* bound) {
-    auto ep = http::ParseHostPort(opts_.dns_addr);
+    auto ep = io::ParseEndpoint(opts_.dns_addr);
     if (!ep)
       return {StatusCode::kInvalidArgument, "--dns \"" + opts_.dns_addr + "\": expected HOST:PORT"};
     // UDP and TCP on the same port. With port 0 the kernel picks a UDP port
@@ -462,7 +456,7 @@ class Agent {
       if (!ec) dns_tcp_->bind(tep, ec);
       if (!ec) dns_tcp_->listen(128, ec);
       if (!ec) {
-        *bound = http::FormatEndpoint(tep);
+        *bound = io::FormatEndpoint(tep);
         asio::co_spawn(io_, ServeUdp(), asio::detached);
         asio::co_spawn(io_, AcceptTcp(), asio::detached);
         return {};
@@ -585,17 +579,17 @@ class Agent {
   std::unique_ptr<http::Server> http_;
   std::optional<udp::socket> udp_;
   std::optional<tcp::acceptor> dns_tcp_;
-  std::unique_ptr<control::StreamClient> stream_;
+  std::unique_ptr<xds::StreamClient> stream_;
   std::unique_ptr<control::StreamServer> local_stream_;
-  std::unique_ptr<control::SignClient> signer_;
+  std::unique_ptr<xds::SignClient> signer_;
   // TLS to the servers (--server-ca, then the streamed bundle); null: plaintext.
-  const std::shared_ptr<control::ServerTrust> trust_ =
+  const std::shared_ptr<xds::ServerTrust> trust_ =
       opts_.server_ca_pem.empty() ? nullptr
-                                  : std::make_shared<control::ServerTrust>(opts_.server_ca_pem);
+                                  : std::make_shared<xds::ServerTrust>(opts_.server_ca_pem);
   std::unique_ptr<identity::CertManager> certs_;
   std::shared_ptr<const pb::Resource> bundle_;
-  control::ResourceMap state_;    // io thread: what the cache holds
-  control::ResourceMap initial_;  // from disk, to resume the stream
+  xds::ResourceMap state_;    // io thread: what the cache holds
+  xds::ResourceMap initial_;  // from disk, to resume the stream
   std::string initial_version_, version_;
   std::atomic<int64_t> last_contact_ms_{0};
   DnsOptions dns_opts_;
@@ -624,7 +618,7 @@ int RunAgent(const AgentOptions& opts) {
     std::fprintf(stderr, "weft agent: --server GRPC_ADDR[,...] is required\n");
     return 2;
   }
-  if (opts.node.empty() || !control::ValidName(opts.node)) {
+  if (opts.node.empty() || !mesh::ValidName(opts.node)) {
     std::fprintf(stderr, "weft agent: --node NAME is required (letters, digits, . _ - : @)\n");
     return 2;
   }

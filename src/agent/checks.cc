@@ -8,12 +8,12 @@
 #include "base/log.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "http/server.h"
+#include "io/asio.h"
 
 namespace weft::agent {
 namespace {
 
 using tcp = asio::ip::tcp;
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 using Outcome = std::pair<std::string, std::string>;
 
 bool SameDefinition(const CheckDefinition& a, const CheckDefinition& b) {
@@ -101,7 +101,7 @@ asio::awaitable<Outcome> CheckRunner::Probe(const CheckDefinition& def) {
 }
 
 asio::awaitable<Outcome> CheckRunner::ProbeTcp(const CheckDefinition& def) {
-  auto ep = http::ParseHostPort(def.tcp);
+  auto ep = io::ParseEndpoint(def.tcp);
   if (!ep) co_return Outcome{"critical", "TCP " + def.tcp + ": not an address (HOST:PORT)"};
   tcp::socket s(io_);
   Deadline d(io_, s, def.timeout_ms);
@@ -119,7 +119,7 @@ asio::awaitable<Outcome> CheckRunner::ProbeHttp(const CheckDefinition& def) {
   const std::string hostport(rest.substr(0, slash));
   const std::string path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
   auto ep =
-      http::ParseHostPort(hostport.find(':') == std::string::npos ? hostport + ":80" : hostport);
+      io::ParseEndpoint(hostport.find(':') == std::string::npos ? hostport + ":80" : hostport);
   if (!ep)
     co_return Outcome{"critical",
                       "HTTP " + def.http + ": the host must be an IP address or localhost"};

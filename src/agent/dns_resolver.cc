@@ -40,7 +40,7 @@ void AddressRecords(const std::string& name, const std::string& raw, uint16_t qt
 
 }  // namespace
 
-std::string Resolve(const uint8_t* data, size_t len, bool tcp, const control::CatalogView& catalog,
+std::string Resolve(const uint8_t* data, size_t len, bool tcp, const mesh::CatalogView& catalog,
                     const DnsOptions& opts, Rng& rng, DnsCounters* c, DnsCache* cache) {
   ++c->queries;
   Query q;
@@ -92,7 +92,7 @@ std::string Resolve(const uint8_t* data, size_t len, bool tcp, const control::Ca
     return reply(Rcode::kNoError, std::move(ans), {});
   }
   if (kind == "node" && labels.size() == 2) {
-    const control::Node* n = catalog.FindNode(std::string(labels[0]));
+    const mesh::Node* n = catalog.FindNode(std::string(labels[0]));
     if (!n) return reply(Rcode::kNxDomain, {}, {});
     std::vector<Record> ans;
     std::string raw = RawAddress(n->address);
@@ -130,9 +130,9 @@ std::string Resolve(const uint8_t* data, size_t len, bool tcp, const control::Ca
     // Healthy instances, each as its records already encoded.
     fresh.index = index;
     for (const auto& ref : catalog.Instances(service)) {
-      const control::ServiceInstance& s = *ref.instance;
+      const mesh::ServiceInstance& s = *ref.instance;
       if (s.kind == "connect-proxy") continue;
-      if (control::InstanceHealth(*ref.node, s) == "critical") continue;
+      if (mesh::InstanceHealth(*ref.node, s) == "critical") continue;
       if (!tag.empty()) {
         bool has = false;
         for (const auto& t : s.tags) {

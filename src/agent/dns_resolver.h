@@ -16,7 +16,7 @@
 
 #include "agent/dns.h"
 #include "base/random.h"
-#include "control/catalog.h"
+#include "mesh/catalog.h"
 
 namespace weft::agent {
 
@@ -54,7 +54,7 @@ struct DnsCache {
 // One response (wire format) to one request packet, or "" to stay silent.
 // `max_size`: 512/EDNS size over UDP (the query's own limit applies too),
 // 65535 over TCP.
-std::string Resolve(const uint8_t* data, size_t len, bool tcp, const control::CatalogView& catalog,
+std::string Resolve(const uint8_t* data, size_t len, bool tcp, const mesh::CatalogView& catalog,
                     const DnsOptions& opts, Rng& rng, DnsCounters* counters,
                     DnsCache* cache = nullptr);
 

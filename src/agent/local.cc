@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/strings.h"
 
@@ -76,10 +77,10 @@ Status LocalState::Load() {
   ss << in.rdbuf();
   json j = json::parse(ss.str(), nullptr, false);
   if (!j.is_object()) return {StatusCode::kInvalidArgument, path_ + ": not a JSON object"};
-  auto n = control::NodeFromJson(j.value("node", json::object()).dump());
+  auto n = mesh::NodeFromJson(j.value("node", json::object()).dump());
   if (!n.ok()) return {StatusCode::kInvalidArgument, path_ + ": " + n.status().message()};
   // The flags decide the node's name and address; services and checks come from disk.
-  control::Node loaded = std::move(n).value();
+  mesh::Node loaded = std::move(n).value();
   node_.services = std::move(loaded.services);
   node_.checks = std::move(loaded.checks);
   for (const auto& d : j.value("checks", json::array())) {
@@ -95,26 +96,15 @@ Status LocalState::Save() const {
   json checks = json::array();
   for (const auto& [id, d] : defs_) checks.push_back(DefinitionToJson(d));
   const std::string text =
-      json{{"node", json::parse(control::NodeToJson(node_))}, {"checks", checks}}.dump(1);
-  const std::string tmp = path_ + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!(out << text)) return {StatusCode::kUnavailable, "writing " + tmp + " failed"};
-  }
-  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  if (std::rename(tmp.c_str(), path_.c_str()) != 0)
-    return {StatusCode::kUnavailable, "replacing " + path_ + ": " + strerror(errno)};
+      json{{"node", json::parse(mesh::NodeToJson(node_))}, {"checks", checks}}.dump(1);
+  if (Status s = WriteFileAtomic(path_, text); !s.ok()) return s;
   return {};
 }
 
 Status LocalState::Register(const json& in, std::string* id) {
   if (!in.is_object()) return Invalid("body", "expected a JSON object");
   json body = in;
-  control::CanonicalizeKeys(&body);
+  mesh::CanonicalizeKeys(&body);
   const std::string name = body.value("Name", "");
   if (name.empty()) return Invalid("Name", "required: the service name");
   json svc = {{"Service", name}};
@@ -180,7 +170,7 @@ Status LocalState::Register(const json& in, std::string* id) {
   }
 
   // Validate and apply on a copy: nothing changes unless all of it is good.
-  control::Node next = node_;
+  mesh::Node next = node_;
   // Re-registering replaces the service's checks.
   std::erase_if(next.checks, [&](const auto& kv) { return kv.second.service_id == sid; });
   json reg = {{"Node", node_.name},
@@ -188,8 +178,7 @@ Status LocalState::Register(const json& in, std::string* id) {
               {"Service", svc},
               {"Checks", catalog_checks}};
   if (!node_.zone.empty()) reg["Zone"] = node_.zone;
-  if (Status s = control::ApplyRegistration(reg, control::CatalogLimits{}, &next); !s.ok())
-    return s;
+  if (Status s = mesh::ApplyRegistration(reg, mesh::CatalogLimits{}, &next); !s.ok()) return s;
   node_ = std::move(next);
   std::erase_if(defs_, [&](const auto& kv) { return kv.second.service_id == sid; });
   defs_.insert(new_defs.begin(), new_defs.end());
@@ -222,7 +211,7 @@ bool LocalState::SetCheckStatus(const std::string& check_id, const std::string& 
 json LocalState::AgentServices() const {
   json out = json::object();
   for (const auto& [id, s] : node_.services) {
-    json j = control::InstanceJson(s);
+    json j = mesh::InstanceJson(s);
     j["Datacenter"] = node_.datacenter;
     j["EnableTagOverride"] = false;
     out[id] = std::move(j);
@@ -232,7 +221,7 @@ json LocalState::AgentServices() const {
 
 json LocalState::AgentChecks() const {
   json out = json::object();
-  for (const auto& [id, c] : node_.checks) out[id] = control::CheckToJson(node_, c);
+  for (const auto& [id, c] : node_.checks) out[id] = mesh::CheckToJson(node_, c);
   return out;
 }
 

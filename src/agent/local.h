@@ -10,7 +10,7 @@
 #include <string>
 
 #include "base/status.h"
-#include "control/catalog.h"
+#include "mesh/catalog.h"
 
 namespace weft::agent {
 
@@ -45,17 +45,17 @@ class LocalState {
   bool SetCheckStatus(const std::string& check_id, const std::string& status,
                       const std::string& output);
 
-  const control::Node& node() const { return node_; }
+  const mesh::Node& node() const { return node_; }
   const std::map<std::string, CheckDefinition>& checks() const { return defs_; }
   // The node document as stored by the servers.
-  std::string Document() const { return control::NodeToJson(node_); }
+  std::string Document() const { return mesh::NodeToJson(node_); }
   nlohmann::json AgentServices() const;  // GET /v1/agent/services
   nlohmann::json AgentChecks() const;    // GET /v1/agent/checks
 
  private:
   Status Save() const;
   const std::string path_;
-  control::Node node_;
+  mesh::Node node_;
   std::map<std::string, CheckDefinition> defs_;  // by check id
 };
 

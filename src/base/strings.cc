@@ -181,15 +181,4 @@ std::vector<std::string> SplitCommas(std::string_view s) {
   return out;
 }
 
-std::string ReadWholeFile(const std::string& path, std::string* err) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *err = path + ": cannot read: " + std::strerror(errno);
-    return "";
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace weft

@@ -54,9 +54,6 @@ inline void AppendDecimal(std::string* out, uint64_t v) {
 // seconds. Returns milliseconds, or nullopt when malformed.
 std::optional<int64_t> ParseDurationMs(std::string_view s);
 
-// A whole file's bytes; on failure "" and *err = "PATH: cannot read: REASON".
-std::string ReadWholeFile(const std::string& path, std::string* err);
-
 // Parses an unsigned decimal with no sign, no spaces and no overflow.
 std::optional<uint64_t> ParseDecimal(std::string_view s);
 

@@ -18,15 +18,16 @@
 #include <thread>
 
 #include "agent/agent.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "base/strings.h"
 #include "cli/stat.h"
 #include "control/server.h"
-#include "control/stream_client.h"
 #include "demo/demo_app.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "mesh/manifest.h"
+#include "xds/stream_client.h"
 
 namespace weft::cli {
 
@@ -365,7 +366,7 @@ int AgentMain(const Args& args) {
     } else if (FlagValue(args, &i, "--address", &v)) {
       o.address = v;
     } else if (FlagValue(args, &i, "--server-ca", &v)) {
-      o.server_ca_pem = control::ReadServerCa(v, &err);
+      o.server_ca_pem = xds::ReadServerCa(v, &err);
       if (!err.empty()) return BadUsage("--server-ca \"" + v + "\": " + err, kAgentUsage);
     } else if (FlagValue(args, &i, "--join-token", &v)) {
       o.join_token = v;

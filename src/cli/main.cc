@@ -8,8 +8,9 @@
 
 #include "base/log.h"
 #include "cli/ctl.h"
-#include "control/stream_client.h"
 #include "proxy/proxy.h"
+#include "xds/proxy_source.h"
+#include "xds/stream_client.h"
 
 #ifndef WEFT_VERSION
 #define WEFT_VERSION "0.0.0-dev"
@@ -103,7 +104,7 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       opts.node = v;
     } else if (value("--server-ca", &v)) {
       std::string err;
-      opts.server_ca_pem = weft::control::ReadServerCa(v, &err);
+      opts.server_ca_pem = weft::xds::ReadServerCa(v, &err);
       if (!err.empty()) return Usage(("--server-ca \"" + v + "\": " + err).c_str());
     } else if (value("--join-token", &v)) {
       opts.join_token = v;
@@ -139,7 +140,8 @@ int ProxyMain(const std::vector<std::string_view>& args) {
     return Usage("proxy: --config FILE or --server ADDR --service NAME is required");
   if (!opts.config_path.empty() && !opts.server.empty())
     return Usage("proxy: use either --config FILE or --server ADDR, not both");
-  return weft::proxy::RunProxy(opts);
+  return weft::proxy::RunProxy(opts,
+                               opts.server.empty() ? nullptr : weft::xds::NewProxySource(opts));
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/file.h"
 #include "base/strings.h"
 #include "base/yaml_fields.h"
 #include "cli/ctl.h"
@@ -266,6 +267,11 @@ class Processes {
   // with SIGTERM as its parent-death signal.
   bool Start(const std::string& name, const std::vector<std::string>& args, std::string* err) {
     std::string log = dir_ + "/" + name + ".log";
+    // Exec'd by its real path, not /proc/self/exe: the kernel names a process
+    // after the file it runs, and ps, top and ss should say "weft", not "exe".
+    std::error_code ec;
+    std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    if (ec || ::access(self.c_str(), X_OK) != 0) self = "/proc/self/exe";  // moved or deleted
     std::vector<std::string> argv_s = {"weft"};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -294,7 +300,7 @@ class Processes {
       ::signal(SIGINT, SIG_DFL);
       ::signal(SIGTERM, SIG_DFL);
       ::signal(SIGPIPE, SIG_DFL);
-      ::execv("/proc/self/exe", argv.data());
+      ::execv(self.c_str(), argv.data());
       ::_exit(127);
     }
     children_.push_back({name, pid, log});

@@ -6,6 +6,7 @@
 #include "base/log.h"
 #include "base/random.h"
 #include "base/strings.h"
+#include "io/asio.h"
 
 namespace weft::control {
 namespace {
@@ -13,7 +14,6 @@ namespace {
 using json = nlohmann::json;
 using http::Request;
 using http::Response;
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr int kMaxCasAttempts = 32;
 
 bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
@@ -37,7 +37,9 @@ int HttpStatusFor(const Status& s) {
   }
 }
 
-std::string NodeKey(std::string_view node) { return std::string(kNodePrefix) + std::string(node); }
+std::string NodeKey(std::string_view node) {
+  return std::string(mesh::kNodePrefix) + std::string(node);
+}
 
 }  // namespace
 
@@ -80,8 +82,8 @@ Status Api::Start() {
     batch->reserve(evs.size());
     for (const auto& e : evs) {
       ParsedEvent p{e, std::nullopt};
-      if (e.type == store::Event::Type::kPut && StartsWith(e.kv.key, kNodePrefix)) {
-        auto n = NodeFromJson(e.kv.value);
+      if (e.type == store::Event::Type::kPut && StartsWith(e.kv.key, mesh::kNodePrefix)) {
+        auto n = mesh::NodeFromJson(e.kv.value);
         if (n.ok()) p.node = std::move(n).value();
       }
       batch->push_back(std::move(p));
@@ -98,8 +100,8 @@ Status Api::Start() {
 }
 
 void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev, int64_t create) {
-  if (StartsWith(key, kNodePrefix)) {
-    catalog_.Apply(key.substr(kNodePrefix.size()), value, rev, create);
+  if (StartsWith(key, mesh::kNodePrefix)) {
+    catalog_.Apply(key.substr(mesh::kNodePrefix.size()), value, rev, create);
   } else if (StartsWith(key, kConfigPrefix)) {
     config_.Apply(key, value, rev, create);
     config_changed_ = true;
@@ -136,8 +138,8 @@ void Api::ApplyEvents(std::vector<ParsedEvent>& events) {
       continue;
     }
     if (e.kv.mod_revision <= seen) continue;  // already seen
-    if (StartsWith(e.kv.key, kNodePrefix)) {
-      catalog_.ApplyParsed(e.kv.key.substr(kNodePrefix.size()),
+    if (StartsWith(e.kv.key, mesh::kNodePrefix)) {
+      catalog_.ApplyParsed(e.kv.key.substr(mesh::kNodePrefix.size()),
                            e.type == store::Event::Type::kPut ? std::move(pe.node) : std::nullopt,
                            e.kv.mod_revision, e.kv.create_revision);
     } else {
@@ -302,7 +304,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
     for (const auto& [name, n] : catalog_.nodes()) {
       for (const auto& [id, s] : n.services) {
         if (s.kind == "connect-proxy" || (only && s.service != *only) || s.port == 0) continue;
-        const std::string health = InstanceHealth(n, s);
+        const std::string health = mesh::InstanceHealth(n, s);
         if (health == "critical") continue;
         const std::string& addr = s.address.empty() ? n.address : s.address;
         std::string tags = ",";
@@ -414,11 +416,11 @@ asio::awaitable<Response> Api::Handle(Request& req) {
         const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
         co_await Block(req, ix);
       }
-      const Node* n = catalog_.FindNode(name);
+      const mesh::Node* n = catalog_.FindNode(name);
       if (!n) co_return Reply(nullptr, catalog_.nodes_index());
       json services = json::object();
-      for (const auto& [id, s] : n->services) services[id] = InstanceJson(s);
-      co_return Reply({{"Node", NodeJson(*n)}, {"Services", services}}, n->modify_index);
+      for (const auto& [id, s] : n->services) services[id] = mesh::InstanceJson(s);
+      co_return Reply({{"Node", mesh::NodeJson(*n)}, {"Services", services}}, n->modify_index);
     }
     co_return Error(404, "unknown catalog endpoint " + std::string(path));
   }
@@ -460,7 +462,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       json out = json::array();
       for (const auto& r : catalog_.Instances(name))
         for (const auto& [id, c] : r.node->checks)
-          if (c.service_id == r.instance->id) out.push_back(CheckToJson(*r.node, c));
+          if (c.service_id == r.instance->id) out.push_back(mesh::CheckToJson(*r.node, c));
       co_return Reply(out, catalog_.service_index(name));
     }
     if (StartsWith(rest, "node/")) {
@@ -470,8 +472,8 @@ asio::awaitable<Response> Api::Handle(Request& req) {
         co_await Block(req, ix);
       }
       json out = json::array();
-      if (const Node* n = catalog_.FindNode(name))
-        for (const auto& [id, c] : n->checks) out.push_back(CheckToJson(*n, c));
+      if (const mesh::Node* n = catalog_.FindNode(name))
+        for (const auto& [id, c] : n->checks) out.push_back(mesh::CheckToJson(*n, c));
       co_return Reply(out, catalog_.nodes_index());
     }
     if (StartsWith(rest, "state/")) {
@@ -486,7 +488,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
       json out = json::array();
       for (const auto& [name, n] : catalog_.nodes())
         for (const auto& [id, c] : n.checks)
-          if (state == "any" || c.status == state) out.push_back(CheckToJson(n, c));
+          if (state == "any" || c.status == state) out.push_back(mesh::CheckToJson(n, c));
       co_return Reply(out, catalog_.nodes_index());
     }
     co_return Error(404, "unknown health endpoint " + std::string(path));
@@ -506,9 +508,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
 static std::string ParseCatalogBody(const std::string& text, json* body, std::string* node_name) {
   *body = json::parse(text, nullptr, false);
   if (body->is_discarded() || !body->is_object()) return "the body must be a JSON object";
-  CanonicalizeKeys(body);
+  mesh::CanonicalizeKeys(body);
   if (auto it = body->find("Node"); it != body->end() && it->is_string()) *node_name = *it;
-  if (node_name->empty() || !ValidName(*node_name)) return "Node: required, a valid node name";
+  if (node_name->empty() || !mesh::ValidName(*node_name))
+    return "Node: required, a valid node name";
   return "";
 }
 
@@ -525,43 +528,43 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
     co_return Error(400, "catalog register: " + err);
   const std::string key = NodeKey(node_name);
-  const CatalogLimits limits = opts_.limits;
+  const mesh::CatalogLimits limits = opts_.limits;
   store::Store* st = store_.get();
   uint64_t conflicts = 0;
   // Read-modify-write of the node document with compare-and-swap, so
   // concurrent registrations on one node (from any replica) never lose one.
   // The first attempt starts from this replica's view (no read round trip);
   // if the view was behind, the swap fails and the next attempts read.
-  std::optional<Node> cached;
-  if (const Node* n = catalog_.FindNode(node_name)) cached = *n;
+  std::optional<mesh::Node> cached;
+  if (const mesh::Node* n = catalog_.FindNode(node_name)) cached = *n;
   const bool known_absent = !cached && catalog_.FindNode(node_name) == nullptr;
   const auto work = [st, key, body, limits, &conflicts, &cached,
                      known_absent]() -> Result<int64_t> {
     for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
-      Node node;
+      mesh::Node node;
       int64_t expected = 0;
       if (attempt == 0 && (cached || known_absent)) {
         if (cached) {
           node = *cached;
           expected = cached->modify_index;
         }
-        if (Status s = ApplyRegistration(body, limits, &node); !s.ok()) return s;
-        auto w = st->PutIf(key, NodeToJson(node), expected);
+        if (Status s = mesh::ApplyRegistration(body, limits, &node); !s.ok()) return s;
+        auto w = st->PutIf(key, mesh::NodeToJson(node), expected);
         if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
         ++conflicts;
         continue;
       }
       auto cur = st->Get(key);
       if (cur.ok()) {
-        auto parsed = NodeFromJson(cur->value);
+        auto parsed = mesh::NodeFromJson(cur->value);
         if (!parsed.ok()) return parsed.status();
         node = std::move(parsed).value();
         expected = cur->mod_revision;
       } else if (cur.status().code() != StatusCode::kNotFound) {
         return cur.status();
       }
-      if (Status s = ApplyRegistration(body, limits, &node); !s.ok()) return s;
-      auto w = st->PutIf(key, NodeToJson(node), expected);
+      if (Status s = mesh::ApplyRegistration(body, limits, &node); !s.ok()) return s;
+      auto w = st->PutIf(key, mesh::NodeToJson(node), expected);
       if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
       ++conflicts;
     }
@@ -588,11 +591,11 @@ asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
     for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
       auto cur = st->Get(key);
       if (!cur.ok()) return cur.status();
-      auto parsed = NodeFromJson(cur->value);
+      auto parsed = mesh::NodeFromJson(cur->value);
       if (!parsed.ok()) return parsed.status();
-      Node node = std::move(parsed).value();
+      mesh::Node node = std::move(parsed).value();
       bool remove_node = false;
-      if (Status s = ApplyDeregistration(body, &node, &remove_node); !s.ok()) return s;
+      if (Status s = mesh::ApplyDeregistration(body, &node, &remove_node); !s.ok()) return s;
       // Delete is not conditional in the Store interface; overwrite with a
       // CAS first so a concurrent registration is not lost, then delete.
       if (remove_node) {
@@ -606,7 +609,7 @@ asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
         }
         return st->Delete(key);
       }
-      auto w = st->PutIf(key, NodeToJson(node), cur->mod_revision);
+      auto w = st->PutIf(key, mesh::NodeToJson(node), cur->mod_revision);
       if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
       ++conflicts;
     }
@@ -640,14 +643,15 @@ asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest
       co_return Error(404, "unknown config kind \"" + kind + "\": use one of " + kinds);
     }
   }
-  if (!name.empty() && !ValidName(name)) co_return Error(400, "invalid name \"" + name + "\"");
+  if (!name.empty() && !mesh::ValidName(name))
+    co_return Error(400, "invalid name \"" + name + "\"");
   std::string ns = "default";
   bool all_ns = false;
   if (const std::string* q = req.Query("ns")) {
     if (*q == "*") {
       all_ns = true;
     } else if (!q->empty()) {
-      if (!ValidName(*q)) co_return Error(400, "invalid namespace \"" + *q + "\"");
+      if (!mesh::ValidName(*q)) co_return Error(400, "invalid namespace \"" + *q + "\"");
       ns = *q;
     }
   }

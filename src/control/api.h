@@ -16,10 +16,10 @@
 #include <string>
 #include <unordered_map>
 
-#include "control/catalog.h"
 #include "control/config_view.h"
 #include "control/store/store.h"
 #include "http/server.h"
+#include "mesh/catalog.h"
 
 namespace weft::control {
 
@@ -36,7 +36,7 @@ struct ApiOptions {
   int64_t default_wait_ms = 5 * 60 * 1000;
   size_t max_blocking_queries = 8192;
   size_t write_threads = 64;  // store calls in flight (etcd round trips overlap)
-  CatalogLimits limits;
+  mesh::CatalogLimits limits;
   // Agent mode: reads from a cache fed by the config stream; catalog and
   // config writes are refused (they go to servers).
   bool agent_mode = false;
@@ -73,7 +73,7 @@ class Api {
   bool leader() const { return leader_; }
 
   // State, for the stream server and the compiler (io thread only).
-  const CatalogView& catalog() const { return catalog_; }
+  const mesh::CatalogView& catalog() const { return catalog_; }
   const ConfigView& config() const { return config_; }
   // The store, for writers outside the REST API (agents' node syncs); it is
   // thread-safe.
@@ -111,7 +111,7 @@ class Api {
  private:
   struct ParsedEvent {
     store::Event event;
-    std::optional<Node> node;  // node documents, parsed on the store's thread
+    std::optional<mesh::Node> node;  // node documents, parsed on the store's thread
   };
   void ApplyEvents(std::vector<ParsedEvent>& events);
   void ApplyKv(const std::string& key, const std::string* value, int64_t rev, int64_t create);
@@ -145,7 +145,7 @@ class Api {
   std::unique_ptr<store::Store> store_;
   const ApiOptions opts_;
   asio::thread_pool pool_;
-  CatalogView catalog_;
+  mesh::CatalogView catalog_;
   ConfigView config_;
   int64_t applied_ = 0;
   int64_t watch_id_ = 0;

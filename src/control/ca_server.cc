@@ -147,10 +147,10 @@ Status CaServer::Sign(const weft::v1::SignRequest& req, weft::v1::SignResponse* 
   if (!id.ok()) return id.status();
   // Who may hold this identity: an agent only for services on its node; a
   // proxy without an agent only for a service that has a sidecar.
-  const CatalogView& cat = api_.catalog();
+  const mesh::CatalogView& cat = api_.catalog();
   bool allowed = false;
   if (!req.node().empty()) {
-    if (const Node* node = cat.FindNode(req.node())) {
+    if (const mesh::Node* node = cat.FindNode(req.node())) {
       for (const auto& [sid, inst] : node->services) {
         if (inst.ns != ns) continue;
         allowed |= inst.service == req.service() ||

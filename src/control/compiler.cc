@@ -188,18 +188,18 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
   eps->set_cluster(cluster);
   const auto proxies = catalog_.ProxiesFor(service);
   for (const auto& ref : catalog_.Instances(service)) {
-    const ServiceInstance& s = *ref.instance;
+    const mesh::ServiceInstance& s = *ref.instance;
     if (s.kind == "connect-proxy" || s.ns != ns) continue;
-    std::string health = InstanceHealth(*ref.node, s);
+    std::string health = mesh::InstanceHealth(*ref.node, s);
     if (health == "critical") continue;
     // Traffic to an instance with a sidecar enters through the sidecar.
-    const ServiceInstance* target = &s;
+    const mesh::ServiceInstance* target = &s;
     for (const auto& p : proxies) {
       if (p.node != ref.node) continue;
-      const SidecarProxy& sp = *p.instance->proxy;
+      const mesh::SidecarProxy& sp = *p.instance->proxy;
       if (sp.destination_service_id.empty() ? true : sp.destination_service_id == s.id) {
         target = p.instance;
-        const std::string ph = InstanceHealth(*p.node, *p.instance);
+        const std::string ph = mesh::InstanceHealth(*p.node, *p.instance);
         if (ph == "critical") health = ph;
         break;
       }
@@ -231,8 +231,8 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
   deps->insert(id.service);
   // The sidecar's registration: by id when given, else the first that
   // fronts the service.
-  const ServiceInstance* reg = nullptr;
-  const Node* reg_node = nullptr;
+  const mesh::ServiceInstance* reg = nullptr;
+  const mesh::Node* reg_node = nullptr;
   for (const auto& p : catalog_.ProxiesFor(id.service)) {
     if (p.instance->ns != id.ns) continue;
     if (!id.proxy_id.empty() && p.instance->id != id.proxy_id) continue;
@@ -246,7 +246,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
   if (auto sit = secrets_.find(id.ns + "/" + id.service); sit != secrets_.end())
     out[ResourceKey("secret", "workload")] = sit->second;
   *reg_service = reg->service;
-  const SidecarProxy& sp = *reg->proxy;
+  const mesh::SidecarProxy& sp = *reg->proxy;
 
   auto protocol_of = [&](const std::string& svc, const std::string& ns) -> std::string {
     const ConfigEntry* e = config_.Find("Service", ns, svc);
@@ -451,7 +451,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
       pb::Listener* vl = v.mutable_listener();
       std::set<std::string> addrs;
       for (const auto& ref : catalog_.Instances(svc)) {
-        const ServiceInstance& s = *ref.instance;
+        const mesh::ServiceInstance& s = *ref.instance;
         if (s.kind == "connect-proxy" || s.ns != id.ns || s.port == 0) continue;
         const std::string& a = s.address.empty() ? ref.node->address : s.address;
         addrs.insert(a.find(':') != std::string::npos ? "[" + a + "]:" + std::to_string(s.port)
@@ -496,7 +496,7 @@ SnapshotPtr Compiler::BuildCatalog() {
   }
   for (const auto& name : dirty_nodes_) {
     const std::string key = ResourceKey("node", name);
-    const Node* n = catalog_.FindNode(name);
+    const mesh::Node* n = catalog_.FindNode(name);
     if (!n) {
       catalog_resources_.erase(key);
       continue;
@@ -504,7 +504,7 @@ SnapshotPtr Compiler::BuildCatalog() {
     pb::Resource r;
     r.set_type("node");
     r.set_name(name);
-    r.mutable_node()->set_json(NodeToJson(*n));
+    r.mutable_node()->set_json(mesh::NodeToJson(*n));
     catalog_resources_[key] = Finish(std::move(r));
   }
   dirty_nodes_.clear();

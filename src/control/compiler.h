@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "control/catalog.h"
 #include "control/config_view.h"
+#include "mesh/catalog.h"
 #include "weft/v1/config.pb.h"
 
 namespace weft::control {
@@ -47,7 +47,7 @@ std::string ResourceKey(const std::string& type, const std::string& name);
 
 class Compiler {
  public:
-  Compiler(const CatalogView& catalog, const ConfigView& config)
+  Compiler(const mesh::CatalogView& catalog, const ConfigView& config)
       : catalog_(catalog), config_(config) {}
 
   // Marks what a batch of changes touched: catalog node documents and the
@@ -91,7 +91,7 @@ class Compiler {
   ResourcePtr EndpointsFor(const std::string& cluster, const std::string& service,
                            const std::string& ns);
 
-  const CatalogView& catalog_;
+  const mesh::CatalogView& catalog_;
   const ConfigView& config_;
   std::map<std::string, Entry> entries_;
   // Endpoints resources by cluster name, with the service index they were

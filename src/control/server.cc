@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/random.h"
 #include "base/strings.h"
@@ -23,7 +24,6 @@
 #include "control/ca_server.h"
 #include "control/ca_state.h"
 #include "control/store/open.h"
-#include "control/stream_client.h"
 #include "control/stream_server.h"
 #include "http/server.h"
 #include "identity/ca.h"
@@ -118,11 +118,11 @@ int RunServer(const ServerOptions& in) {
     sopts.join_token = token;
     if (!opts.data_dir.empty()) {
       const std::string path = opts.data_dir + "/join-token";
-      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (fd >= 0) {
-        (void)!::write(fd, token.data(), token.size());
-        ::close(fd);
+      if (Status s = WriteFileAtomic(path, token); s.ok()) {
         LOG_INFO("agents join with the token in {}", path);
+      } else {
+        std::fprintf(stderr, "weft server: join token: %s\n", s.message().c_str());
+        return 1;
       }
     }
   }
@@ -162,9 +162,9 @@ int RunServer(const ServerOptions& in) {
       auto id = identity::SpiffeId(state->trust_domain, "weft", "server");
       auto csr = key.ok() && id.ok() ? identity::NewCsr(key.value(), id.value())
                                      : Result<std::string>(Status(StatusCode::kInternal, "key"));
-      auto cert = auth.ok() && csr.ok()
-                      ? auth.value()->Sign(csr.value(), id.value(), 365LL * 86400, {kServerTlsName})
-                      : Result<std::string>(Status(StatusCode::kInternal, "CA"));
+      auto cert = auth.ok() && csr.ok() ? auth.value()->Sign(csr.value(), id.value(), 365LL * 86400,
+                                                             {identity::kServerTlsName})
+                                        : Result<std::string>(Status(StatusCode::kInternal, "CA"));
       if (cert.ok()) {
         sopts.tls_cert_pem = cert.value() + signing->cert_pem;
         sopts.tls_key_pem = key.value();
@@ -181,13 +181,13 @@ int RunServer(const ServerOptions& in) {
     std::string bundle;
     for (const CaRoot* r : state->Trusted(now)) bundle += r->cert_pem;
     const std::string path = opts.data_dir + "/ca.pem";
-    std::ofstream f(path, std::ios::trunc);
-    f << bundle;
-    if (!f) {
-      std::fprintf(stderr, "weft server: --grpc-tls: cannot write %s\n", path.c_str());
+    // Public (the roots only): readable by every local agent and proxy.
+    if (Status s = WriteFileAtomic(path, bundle, 0644); !s.ok()) {
+      std::fprintf(stderr, "weft server: --grpc-tls: %s\n", s.message().c_str());
       return 1;
     }
-    LOG_INFO("config stream over TLS (name {}); agents verify it with {}", kServerTlsName, path);
+    LOG_INFO("config stream over TLS (name {}); agents verify it with {}", identity::kServerTlsName,
+             path);
   }
   CaServer* ca_server = nullptr;  // set below; the stream server calls it on the io thread
   sopts.sign = [&ca_server](const weft::v1::SignRequest& req, weft::v1::SignResponse* resp) {

@@ -346,19 +346,19 @@ class StreamServer::Service : public pb::ConfigStream::CallbackService {
     };
     if (req->json().size() > 4 * 1024 * 1024)
       return fail(grpc::StatusCode::INVALID_ARGUMENT, "node document over 4 MiB");
-    auto node = NodeFromJson(req->json());
+    auto node = mesh::NodeFromJson(req->json());
     if (!node.ok()) return fail(grpc::StatusCode::INVALID_ARGUMENT, node.status().message());
-    if (node->name != req->node() || !ValidName(req->node()))
+    if (node->name != req->node() || !mesh::ValidName(req->node()))
       return fail(
           grpc::StatusCode::INVALID_ARGUMENT,
           "the document names node \"" + node->name + "\", the request \"" + req->node() + "\"");
-    CatalogLimits lim;
+    mesh::CatalogLimits lim;
     if (node->services.size() > lim.max_services_per_node ||
         node->checks.size() > lim.max_checks_per_node)
       return fail(grpc::StatusCode::INVALID_ARGUMENT, "node over the services or checks limit");
     store::Store* st = server_->api_.store();
-    const std::string key = std::string(kNodePrefix) + req->node();
-    const std::string doc = NodeToJson(node.value());  // canonical form
+    const std::string key = std::string(mesh::kNodePrefix) + req->node();
+    const std::string doc = mesh::NodeToJson(node.value());  // canonical form
     auto cur = st->Get(key);
     if (cur.ok() && cur->value == doc) {
       resp->set_changed(false);
@@ -547,23 +547,23 @@ namespace {
 // Sets (critical) or removes the agent check in a node's document; false
 // when the node is gone or the write failed.
 bool WriteAgentCheck(store::Store* st, const std::string& node, const std::string* output) {
-  const std::string key = std::string(kNodePrefix) + node;
+  const std::string key = std::string(mesh::kNodePrefix) + node;
   auto cur = st->Get(key);
   if (!cur.ok()) return false;  // deregistered meanwhile
-  auto parsed = NodeFromJson(cur->value);
+  auto parsed = mesh::NodeFromJson(cur->value);
   if (!parsed.ok()) return false;
-  Node doc = std::move(parsed).value();
+  mesh::Node doc = std::move(parsed).value();
   if (output) {
-    Check c;
-    c.id = std::string(kAgentCheckId);
+    mesh::Check c;
+    c.id = std::string(mesh::kAgentCheckId);
     c.name = "Agent alive";
     c.status = "critical";
     c.output = *output;
     doc.checks[c.id] = c;
-  } else if (doc.checks.erase(std::string(kAgentCheckId)) == 0) {
+  } else if (doc.checks.erase(std::string(mesh::kAgentCheckId)) == 0) {
     return true;  // already without it (the agent re-synced)
   }
-  return st->Put(key, NodeToJson(doc)).ok();
+  return st->Put(key, mesh::NodeToJson(doc)).ok();
 }
 
 // Streams lost to one cut are detected up to a keepalive interval plus its

@@ -13,13 +13,13 @@
 #include "base/random.h"
 #include "base/time.h"
 #include "http/server.h"
+#include "io/asio.h"
 
 namespace weft::demo {
 namespace {
 
 using asio::ip::tcp;
 using nlohmann::json;
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 struct CallResult {
   int status = 0;  // 0: no answer
@@ -34,7 +34,7 @@ asio::awaitable<CallResult> Call(const std::string& target, const DemoOptions& o
   const size_t slash = target.find('/');
   const std::string hostport = target.substr(0, slash);
   const std::string path = slash == std::string::npos ? "/" : target.substr(slash);
-  auto ep = http::ParseHostPort(hostport);
+  auto ep = io::ParseEndpoint(hostport);
   if (!ep) {
     out.error = "bad call target " + target;
     co_return out;

@@ -12,8 +12,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/net.h"
 #include "http/http1/parser.h"
-#include "proxy/config.h"
 
 namespace weft::http {
 namespace {
@@ -48,7 +48,7 @@ void Client::Shutdown() {
 
 Status Client::Connect() {
   std::string why;
-  auto addr = proxy::ParseSocketAddress(host_port_, &why);
+  auto addr = ParseSocketAddress(host_port_, &why);
   if (!addr) return {StatusCode::kInvalidArgument, "address \"" + host_port_ + "\": " + why};
   int fd = ::socket(addr->storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return NetError(host_port_, strerror(errno));

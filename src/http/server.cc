@@ -4,16 +4,16 @@
 #include <chrono>
 
 #include "base/log.h"
+#include "base/net.h"
 #include "base/strings.h"
 #include "http/http1/parser.h"
+#include "io/asio.h"
 #include "io/buffer.h"
-#include "proxy/config.h"
 
 namespace weft::http {
 namespace {
 
 using tcp = asio::ip::tcp;
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 int HexVal(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -110,22 +110,6 @@ std::string PercentEncode(std::string_view s) {
   return out;
 }
 
-std::optional<tcp::endpoint> ParseHostPort(std::string_view s) {
-  std::string why;
-  auto a = proxy::ParseSocketAddress(std::string(s), &why);
-  if (!a) return std::nullopt;
-  tcp::endpoint ep;
-  std::memcpy(ep.data(), &a->storage, a->len);
-  ep.resize(a->len);
-  return ep;
-}
-
-std::string FormatEndpoint(const tcp::endpoint& ep) {
-  if (ep.address().is_v6())
-    return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
-}
-
 struct Server::Conn {
   explicit Conn(tcp::socket s) : sock(std::move(s)), timer(sock.get_executor()) {}
   tcp::socket sock;
@@ -160,7 +144,7 @@ Server::~Server() {
 }
 
 Status Server::Listen(const std::string& addr) {
-  auto ep = ParseHostPort(addr);
+  auto ep = io::ParseEndpoint(addr);
   if (!ep)
     return {StatusCode::kInvalidArgument,
             opts_.name + " address \"" + addr + "\": expected HOST:PORT"};
@@ -182,7 +166,7 @@ std::string Server::bound() const {
   if (!acceptor_) return "";
   asio::error_code ec;
   auto ep = acceptor_->local_endpoint(ec);
-  return ec ? "" : FormatEndpoint(ep);
+  return ec ? "" : io::FormatEndpoint(ep);
 }
 
 void Server::Close() {
@@ -248,7 +232,7 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
   {
     asio::error_code ec;
     auto ep = c->sock.remote_endpoint(ec);
-    if (!ec) peer = FormatEndpoint(ep);
+    if (!ec) peer = io::FormatEndpoint(ep);
   }
   bool first = true;
   for (;;) {

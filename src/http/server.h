@@ -95,9 +95,6 @@ class Server {
   bool closed_ = false;
 };
 
-// "HOST:PORT" -> endpoint; "localhost" means 127.0.0.1. Nullopt when invalid.
-std::optional<asio::ip::tcp::endpoint> ParseHostPort(std::string_view s);
-std::string FormatEndpoint(const asio::ip::tcp::endpoint& ep);
 // `plus_as_space` for query strings (form encoding), not for paths.
 std::string PercentDecode(std::string_view s, bool plus_as_space = false);
 std::string PercentEncode(std::string_view s);

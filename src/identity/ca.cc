@@ -8,8 +8,6 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "mesh/manifest.h"
-
 namespace weft::identity {
 namespace {
 

@@ -19,6 +19,10 @@
 
 namespace weft::identity {
 
+// The name in a server's config-stream certificate that clients check
+// (servers run with --grpc-tls; the certificate comes from the mesh CA).
+inline constexpr const char* kServerTlsName = "server.weft";
+
 struct KeyPair {
   std::string key_pem;   // PKCS#8 private key
   std::string cert_pem;  // the certificate

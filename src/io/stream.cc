@@ -5,13 +5,14 @@
 #include <algorithm>
 #include <cstring>
 
+#include "io/asio.h"
+
 namespace weft::io {
 
 int StreamBioRead(BIO* b, char* out, size_t n, size_t* got);
 
 namespace {
 
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr size_t kGatherMax = 16 * 1024;   // one TLS record
 constexpr size_t kReadBuffer = 64 * 1024;  // ciphertext per read(2): up to four full records
 

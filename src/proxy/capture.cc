@@ -42,8 +42,8 @@ asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp
   sockaddr_storage dst{}, local{};
   socklen_t local_len = sizeof local;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len);
-  const std::string key = OriginalDst(fd, &dst) ? AddressKey(dst) : "";
-  if (key.empty() || key == AddressKey(local)) {
+  const std::string key = OriginalDst(fd, &dst) ? FormatSockaddr(dst) : "";
+  if (key.empty() || key == FormatSockaddr(local)) {
     // Straight to the capture port: proxying it to "itself" would loop.
     ls.Rejected(Reject::kNotRedirected);
     LOG_INFO(

@@ -291,61 +291,6 @@ std::shared_ptr<ProxyConfig> Parse(const YAML::Node& root) {
 
 }  // namespace
 
-uint16_t SocketAddress::port() const {
-  if (storage.ss_family == AF_INET) {
-    return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
-  }
-  return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
-}
-
-std::optional<SocketAddress> ParseSocketAddress(const std::string& s, std::string* why) {
-  SocketAddress a;
-  a.text = s;
-  std::string host, port;
-  if (!s.empty() && s[0] == '[') {
-    size_t close = s.find(']');
-    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-      *why = "expected [IPv6]:port";
-      return std::nullopt;
-    }
-    host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    size_t colon = s.rfind(':');
-    if (colon == std::string::npos) {
-      *why = "expected host:port";
-      return std::nullopt;
-    }
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-  }
-  auto p = ParseDecimal(port);
-  if (!p) {
-    *why = "port is not a number";
-    return std::nullopt;
-  }
-  if (*p > 65535) {
-    *why = "port out of range";
-    return std::nullopt;
-  }
-  if (host == "localhost") host = "127.0.0.1";
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
-  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(*p));
-    a.len = sizeof(sockaddr_in);
-  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(*p));
-    a.len = sizeof(sockaddr_in6);
-  } else {
-    *why = "host must be an IP address (or localhost)";
-    return std::nullopt;
-  }
-  return a;
-}
-
 const char* MeshTlsModeName(MeshTlsMode m) {
   switch (m) {
     case MeshTlsMode::kStrict:
@@ -393,21 +338,6 @@ std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::
   std::stringstream ss;
   ss << in.rdbuf();
   return ParseConfig(ss.str(), path, error);
-}
-
-std::string AddressKey(const sockaddr_storage& ss) {
-  char host[INET6_ADDRSTRLEN] = {};
-  if (ss.ss_family == AF_INET) {
-    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-    return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
-  }
-  if (ss.ss_family == AF_INET6) {
-    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
-  }
-  return "";
 }
 
 bool ResolveConfig(ProxyConfig* cfg, std::string* error) {

@@ -3,9 +3,6 @@
 //   config error: listeners[1].address "127.0.0.1:99999": port out of range
 #pragma once
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -13,25 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "base/net.h"
 #include "http/http1/parser.h"
 #include "proxy/authz.h"
 
 namespace weft::proxy {
-
-struct SocketAddress {
-  sockaddr_storage storage{};
-  socklen_t len = 0;
-  std::string text;  // as written ("127.0.0.1:8080", "[::1]:80")
-  uint16_t port() const;
-};
-
-// Parses "IPv4:port" or "[IPv6]:port" (also "localhost:port"). On failure
-// returns a message that completes `FIELD "VALUE": ...`.
-std::optional<SocketAddress> ParseSocketAddress(const std::string& s, std::string* why);
-
-// "IP:PORT" / "[IPv6]:PORT" in canonical form (what a capture listener's
-// by_address is keyed by).
-std::string AddressKey(const sockaddr_storage& ss);
 
 enum class Protocol : uint8_t { kHttp, kTcp };
 // Mesh TLS on an inbound listener: off (plain), strict (mTLS only), or

@@ -15,27 +15,14 @@
 #include "base/log.h"
 #include "base/strings.h"
 #include "base/time.h"
-#include "identity/cert_manager.h"
 #include "io/buffer.h"
 #include "proxy/config.h"
+#include "proxy/config_source.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
-#include "proxy/xds.h"
 
 namespace weft::proxy {
 namespace {
-
-std::string FormatSockName(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
-  tcp::endpoint ep;
-  std::memcpy(ep.data(), &ss, len);
-  ep.resize(len);
-  if (ep.address().is_v6())
-    return "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
-}
 
 // Opens one listening socket per worker on `addr` with SO_REUSEPORT. Port 0
 // is resolved by the first bind and reused by the rest.
@@ -68,7 +55,7 @@ bool OpenListener(const SocketAddress& addr, size_t workers, ListenerSockets* ou
   return true;
 }
 
-class Proxy {
+class Proxy final : public ConfigSink {
  public:
   Proxy(std::string path, size_t workers) : path_(std::move(path)), stats_(workers), signals_(io_) {
     for (size_t i = 0; i < workers; ++i) workers_.push_back(std::make_unique<Worker>(i));
@@ -156,110 +143,44 @@ class Proxy {
     return true;
   }
 
-  // Control-plane mode: follow the config stream from now on.
-  void Follow(const ProxyOptions& opts, const std::shared_ptr<const ProxyConfig>& base) {
-    control::StreamClientOptions so;
-    so.servers = SplitCommas(opts.server);
-    if (opts.server.rfind("unix:", 0) != 0 && !opts.server_ca_pem.empty())
-      so.server_trust = std::make_shared<control::ServerTrust>(opts.server_ca_pem);
-    trust_ = so.server_trust;
-    so.info.set_role("proxy");
-    so.info.set_service(opts.service);
-    so.info.set_namespace_(opts.ns);
-    so.info.set_proxy_id(opts.proxy_id);
-    so.info.set_node(opts.node);
-    so.info.set_version(WEFT_VERSION);
-    if (admin_) so.info.set_admin(FormatSockName(admin_->native_handle()));
-    char host[128] = {};
-    gethostname(host, sizeof(host) - 1);
-    so.info.set_id(std::string("proxy/") + opts.service + "/" + host + "-" +
-                   std::to_string(getpid()));
-    // Without an agent, this proxy makes its own key and asks the servers
-    // for its certificate; behind an agent, the certificate comes with the
-    // stream (the agent made the key on this node).
-    if (opts.server.rfind("unix:", 0) != 0) {
-      std::vector<std::pair<std::string, std::string>> md;
-      if (!opts.join_token.empty()) md.emplace_back("x-weft-join-token", opts.join_token);
-      signer_ = std::make_unique<control::SignClient>(so.servers, md, trust_);
-      certs_ = std::make_unique<identity::CertManager>(
-          [this](const std::string& csr, const std::string& ns, const std::string& service) {
-            return signer_->Issue(csr, ns, service, "");
-          },
-          [this](const std::string&, const std::string&, const std::string& key_pem,
-                 const identity::Issued& cert) {
-            asio::post(io_, [this, sec = control::ToSecret(key_pem, cert)] {
-              own_secret_ = sec;
-              UpdateIdentity();
-            });
-          });
-      certs_->Want(opts.ns, opts.service);
-      certs_->Start();
-    }
-    stream_ = std::make_unique<control::StreamClient>(
-        so, [this, base](const control::ResourceMap& state, const weft::v1::StreamResponse& resp) {
-          std::string err;
-          weft::v1::Bundle bundle;
-          weft::v1::Secret secret;
-          if (auto b = state.find("bundle/roots"); b != state.end()) bundle = b->second->bundle();
-          // The servers' certificates come from this CA too: trust the
-          // streamed bundle from now on (no new --server-ca after a rotation).
-          if (trust_) trust_->SetFromBundle(bundle);
-          if (auto sc = state.find("secret/workload"); sc != state.end())
-            secret = sc->second->secret();
-          // A response that only renews the certificate or the bundle leaves
-          // the config (and the connection pools) as they are.
-          bool identity_only = !resp.full_state() && resp.removed_size() == 0;
-          for (const auto& r : resp.resources())
-            identity_only &= r.type() == "secret" || r.type() == "bundle";
-          if (identity_only && resp.resources_size() > 0 && stream_applied_) {
-            asio::post(io_, [this, bundle, secret] {
-              bundle_ = bundle;
-              if (!certs_) own_secret_ = secret;
-              if (certs_ && !bundle.trust_domain().empty())
-                certs_->SetBundle(bundle.trust_domain(), bundle.active_root_id());
-              UpdateIdentity();
-            });
-            return std::string();
-          }
-          auto cfg = ConfigFromResources(*base, state, &err);
-          if (!cfg) {
-            stats_.config_reload_fail().Inc();
-            return "invalid config: " + err;
-          }
-          // Install on the main loop; the stream thread waits for the verdict.
-          auto done = std::make_shared<std::promise<std::string>>();
-          auto verdict = done->get_future();
-          asio::post(io_, [this, cfg, done, bundle, secret, version = resp.version_info()] {
-            std::string e;
-            if (draining_) {
-              done->set_value("draining");
-              return;
-            }
-            bundle_ = bundle;
-            if (!certs_) own_secret_ = secret;
-            if (certs_ && !bundle.trust_domain().empty())
-              certs_->SetBundle(bundle.trust_domain(), bundle.active_root_id());
-            UpdateIdentity();
-            if (Install(cfg, &e)) {
-              stats_.config_reload_ok().Inc();
-              // Ready once there is something to serve: an empty snapshot
-              // means the sidecar is not registered (yet).
-              have_config_ = !cfg->listeners.empty();
-              LOG_INFO("config version {} applied: {} listeners, {} clusters", version,
-                       cfg->listeners.size(), cfg->clusters.size());
-              done->set_value("");
-            } else {
-              stats_.config_reload_fail().Inc();
-              done->set_value(e);
-            }
-          });
-          if (verdict.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
-            return std::string("timed out applying the config");
-          std::string v = verdict.get();
-          stream_applied_ = stream_applied_ || v.empty();
-          return v;
-        });
-    stream_->Start();
+  // ConfigSink: what the config source (the control plane) delivers.
+  std::string Install(std::shared_ptr<const ProxyConfig> cfg, const std::string& version) override {
+    // Install on the main loop; the source's thread waits for the verdict.
+    auto done = std::make_shared<std::promise<std::string>>();
+    auto verdict = done->get_future();
+    asio::post(io_, [this, cfg = std::move(cfg), done, version] {
+      std::string e;
+      if (draining_) {
+        done->set_value("draining");
+        return;
+      }
+      if (Install(cfg, &e)) {
+        stats_.config_reload_ok().Inc();
+        // Ready once there is something to serve: an empty snapshot
+        // means the sidecar is not registered (yet).
+        have_config_ = !cfg->listeners.empty();
+        LOG_INFO("config version {} applied: {} listeners, {} clusters", version,
+                 cfg->listeners.size(), cfg->clusters.size());
+        done->set_value("");
+      } else {
+        stats_.config_reload_fail().Inc();
+        done->set_value(e);
+      }
+    });
+    if (verdict.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+      return "timed out applying the config";
+    return verdict.get();
+  }
+  void Refused(const std::string& reason) override {
+    stats_.config_reload_fail().Inc();
+    LOG_WARN("config from the control plane refused: {}", reason);
+  }
+  void SetIdentity(std::shared_ptr<const MeshIdentity> id) override {
+    asio::post(io_, [this, id = std::move(id)] { UpdateIdentity(id); });
+  }
+  // The admin listener's bound address ("" without one).
+  std::string admin_address() {
+    return admin_ ? FormatSockName(admin_->native_handle()) : std::string();
   }
 
   std::string Reload() {
@@ -462,23 +383,14 @@ class Proxy {
   int64_t drain_deadline_ = 0;
   bool draining_ = false;
   bool have_config_ = true;  // false until the control plane's first config
-  std::unique_ptr<control::StreamClient> stream_;
-  bool stream_applied_ = false;  // stream thread: a config from the stream is installed
-  // Mesh identity (main loop): the bundle from the stream, the certificate
-  // from the stream (behind an agent) or from certs_ (without one).
-  std::unique_ptr<control::SignClient> signer_;
-  std::shared_ptr<control::ServerTrust> trust_;  // TLS to the servers; null: plaintext
-  std::unique_ptr<identity::CertManager> certs_;
-  weft::v1::Bundle bundle_;
-  weft::v1::Secret own_secret_;
+  // Mesh identity (main loop): the latest the config source delivered.
   std::shared_ptr<const MeshIdentity> identity_;
   // Session-ticket keys, new whenever the trusted roots change: a session
   // resumed from before a root was retired would skip checking the peer's
   // certificate against the bundle that retired it.
   std::shared_ptr<const TicketKeys> ticket_keys_;
 
-  void UpdateIdentity() {
-    auto id = IdentityFrom(bundle_, own_secret_);
+  void UpdateIdentity(const std::shared_ptr<const MeshIdentity>& id) {
     if (!id ||
         (identity_ && identity_->version == id->version && identity_->roots_pem == id->roots_pem))
       return;
@@ -507,7 +419,7 @@ class Proxy {
 
 }  // namespace
 
-int RunProxy(const ProxyOptions& opts) {
+int RunProxy(const ProxyOptions& opts, std::unique_ptr<ConfigSource> source) {
   std::string err;
   SetUpstreamMark(opts.socket_mark);
   if (!opts.server.empty()) {
@@ -529,10 +441,17 @@ int RunProxy(const ProxyOptions& opts) {
       }
       base->admin = *a;
     }
+    if (!source) {
+      std::fprintf(stderr, "weft proxy: --server: no config source for the control plane\n");
+      return 2;
+    }
     std::signal(SIGPIPE, SIG_IGN);
     auto* p = new Proxy("", static_cast<size_t>(base->workers));
     p->set_waiting_for_config();
-    int rc = p->Run(base, [&](Proxy* px) { px->Follow(opts, base); });
+    // Like the proxy, the source is never destroyed: the process exits
+    // once drained, with the source's threads still parked.
+    ConfigSource* src = source.release();
+    int rc = p->Run(base, [&](Proxy* px) { src->Start(px, base, px->admin_address()); });
     std::fflush(nullptr);
     std::_Exit(rc);
   }

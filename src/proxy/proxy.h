@@ -2,6 +2,7 @@
 // reloads on SIGHUP / POST /reload, drains on SIGTERM.
 #pragma once
 
+#include <memory>
 #include <string>
 
 namespace weft::proxy {
@@ -23,8 +24,12 @@ struct ProxyOptions {
   uint32_t socket_mark = 0;  // SO_MARK on upstream sockets (see `weft redirect --proxy-mark`)
 };
 
+class ConfigSource;
+
 // Runs until drained. Returns the process exit code: 0 after a clean drain,
-// 2 for a config error, 1 for a runtime failure (e.g. a port in use).
-int RunProxy(const ProxyOptions& opts);
+// 2 for a config error, 1 for a runtime failure (e.g. a port in use). With
+// `opts.server`, configs and identities come from `source` (the config
+// stream, src/xds/); without it, from the bootstrap file.
+int RunProxy(const ProxyOptions& opts, std::unique_ptr<ConfigSource> source = nullptr);
 
 }  // namespace weft::proxy

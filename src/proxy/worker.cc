@@ -16,13 +16,6 @@ AccessLogSink::~AccessLogSink() {
   if (owned && fd >= 0) ::close(fd);
 }
 
-tcp::endpoint ToEndpoint(const SocketAddress& a) {
-  tcp::endpoint ep;
-  std::memcpy(ep.data(), &a.storage, a.len);
-  ep.resize(a.len);
-  return ep;
-}
-
 ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t seed)
     : cfg(c),
       stats(s),

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/random.h"
+#include "io/asio.h"
 #include "io/stream.h"
 #include "proxy/config.h"
 #include "proxy/stats.h"
@@ -23,7 +24,6 @@
 namespace weft::proxy {
 
 using tcp = asio::ip::tcp;
-inline constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 // An access log destination shared by the workers. Workers buffer whole lines
 // and append them with one write(2) each flush (O_APPEND keeps lines whole).
@@ -219,7 +219,7 @@ asio::awaitable<void> Tunnel(io::Stream& a, io::Stream& b, std::string_view a_pe
                              std::string_view b_pending, Deadline* dl, int64_t idle_ms,
                              std::array<Counter*, 2> a_to_b, std::array<Counter*, 2> b_to_a);
 
-tcp::endpoint ToEndpoint(const SocketAddress& a);
+using io::ToEndpoint;
 // Every upstream socket carries this SO_MARK (0: none), so that `weft
 // redirect`'s rules can tell the proxy's own traffic from the app's. Set
 // once at start.

@@ -8,18 +8,18 @@
 
 namespace {
 
-const weft::control::CatalogView& Catalog() {
-  static weft::control::CatalogView* v = [] {
-    auto* view = new weft::control::CatalogView();
+const weft::mesh::CatalogView& Catalog() {
+  static weft::mesh::CatalogView* v = [] {
+    auto* view = new weft::mesh::CatalogView();
     for (int i = 0; i < 20; ++i) {
-      weft::control::Node n;
+      weft::mesh::Node n;
       nlohmann::json b = {
           {"Node", "n" + std::to_string(i)},
           {"Address", i % 3 ? "10.0.0." + std::to_string(i) : "fd00::" + std::to_string(i)},
           {"Service",
            {{"Service", "web"}, {"ID", "w" + std::to_string(i)}, {"Port", 80}, {"Tags", {"a"}}}}};
-      (void)weft::control::ApplyRegistration(b, weft::control::CatalogLimits{}, &n);
-      std::string doc = weft::control::NodeToJson(n);
+      (void)weft::mesh::ApplyRegistration(b, weft::mesh::CatalogLimits{}, &n);
+      std::string doc = weft::mesh::NodeToJson(n);
       view->Apply(n.name, &doc, i + 1, i + 1);
     }
     return view;

@@ -136,6 +136,21 @@ def test_ctrl_c_stops_weft_up_and_the_mesh_answers_stat_check_and_route_changes(
             assert r.returncode == 0, r.stdout + r.stderr
             return {row["service"]: row for row in json.loads(r.stdout)}
 
+        # Every process weft up started is named weft in ps, top and ss, with
+        # its role in its arguments.
+        children = procs_mentioning(work)
+        assert len(children) == 13, children
+        for pid, cmd in children:
+            assert open(f"/proc/{pid}/comm").read().strip() == "weft", (pid, cmd)
+            assert cmd.startswith("weft "), cmd
+        assert any(cmd.startswith("weft proxy ") and "--service reviews-v1" in cmd
+                   for _, cmd in children), children
+        ss = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+        ours = [line for line in ss.splitlines()
+                if any(f"pid={pid}," in line for pid, _ in children)]
+        assert len(ours) >= 13, ss
+        assert all('(("weft",' in line for line in ours), ours
+
         rows = stat()
         assert {"frontend", "catalog", "reviews-v1", "reviews-v2", "ratings"} <= set(rows), rows
         assert rows["frontend"]["rps"] > 20 and rows["frontend"]["mtls"] == 1.0, rows

@@ -30,7 +30,7 @@ class DnsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     for (int i = 0; i < 40; ++i) {
-      control::Node n;
+      mesh::Node n;
       json b = {{"Node", "node-" + std::to_string(i)},
                 {"Address", "10.0.0." + std::to_string(i + 1)},
                 {"Service",
@@ -38,33 +38,33 @@ class DnsTest : public ::testing::Test {
                   {"ID", "web-" + std::to_string(i)},
                   {"Port", 8000 + i},
                   {"Tags", {i % 2 ? "odd" : "even"}}}}};
-      ASSERT_TRUE(control::ApplyRegistration(b, control::CatalogLimits{}, &n).ok());
+      ASSERT_TRUE(mesh::ApplyRegistration(b, mesh::CatalogLimits{}, &n).ok());
       if (i == 0) {
         ASSERT_TRUE(
-            control::ApplyRegistration(
+            mesh::ApplyRegistration(
                 json::parse(
                     R"({"Node":"node-0","Address":"10.0.0.1","Check":{"Name":"c","ServiceID":"web-0","Status":"critical"}})"),
-                control::CatalogLimits{}, &n)
+                mesh::CatalogLimits{}, &n)
                 .ok());
       }
-      std::string doc = control::NodeToJson(n);
+      std::string doc = mesh::NodeToJson(n);
       view_.Apply(n.name, &doc, i + 1, i + 1);
     }
-    control::Node v6;
+    mesh::Node v6;
     ASSERT_TRUE(
-        control::ApplyRegistration(
+        mesh::ApplyRegistration(
             json::parse(
                 R"({"Node":"six","Address":"fd00::1","Service":{"Service":"db","Port":5432}})"),
-            control::CatalogLimits{}, &v6)
+            mesh::CatalogLimits{}, &v6)
             .ok());
-    std::string doc = control::NodeToJson(v6);
+    std::string doc = mesh::NodeToJson(v6);
     view_.Apply("six", &doc, 100, 100);
   }
   std::string Ask(const std::string& q, bool tcp = false) {
     return Resolve(reinterpret_cast<const uint8_t*>(q.data()), q.size(), tcp, view_, opts_, rng_,
                    &counters_);
   }
-  control::CatalogView view_;
+  mesh::CatalogView view_;
   DnsOptions opts_;
   Rng rng_{42};
   DnsCounters counters_;
@@ -177,14 +177,14 @@ TEST_F(DnsTest, CachedAnswersMatchAndFollowChanges) {
   EXPECT_TRUE(Header(small).tc());
   EXPECT_LE(small.size(), 512u);
   // A change to the service moves its index: the next answer is rebuilt.
-  control::Node n;
+  mesh::Node n;
   ASSERT_TRUE(
-      control::ApplyRegistration(
+      mesh::ApplyRegistration(
           json::parse(
               R"({"Node":"new","Address":"10.0.9.9","Service":{"Service":"web","ID":"web-new","Port":1}})"),
-          control::CatalogLimits{}, &n)
+          mesh::CatalogLimits{}, &n)
           .ok());
-  std::string doc = control::NodeToJson(n);
+  std::string doc = mesh::NodeToJson(n);
   view_.Apply("new", &doc, 500, 500);
   EXPECT_EQ(Header(ask(MakeQuery("web.service.weft", dns::kA, 4096))).an, 40);
   EXPECT_NE(

@@ -10,10 +10,10 @@ using json = nlohmann::json;
 class CompilerTest : public ::testing::Test {
  protected:
   void Put(const std::string& node, const json& body) {
-    Node n;
-    if (const Node* cur = catalog_.FindNode(node)) n = *cur;
-    ASSERT_TRUE(ApplyRegistration(body, CatalogLimits{}, &n).ok()) << body.dump();
-    std::string doc = NodeToJson(n);
+    mesh::Node n;
+    if (const mesh::Node* cur = catalog_.FindNode(node)) n = *cur;
+    ASSERT_TRUE(mesh::ApplyRegistration(body, mesh::CatalogLimits{}, &n).ok()) << body.dump();
+    std::string doc = mesh::NodeToJson(n);
     catalog_.Apply(node, &doc, ++rev_, rev_);
   }
   void Register(const std::string& node, const std::string& svc, const std::string& id, int port) {
@@ -43,7 +43,7 @@ class CompilerTest : public ::testing::Test {
     return it == s->resources.end() ? nullptr : it->second.get();
   }
 
-  CatalogView catalog_;
+  mesh::CatalogView catalog_;
   ConfigView config_;
   Compiler compiler_{catalog_, config_};
   int64_t rev_ = 0;
@@ -298,12 +298,12 @@ TEST_F(CompilerTest, TransparentSidecarCapturesEveryServiceByAddressAndHost) {
 }
 
 TEST(CatalogProxyMode, ModeAndTransparentProxyAreCheckedAndKept) {
-  Node n;
+  mesh::Node n;
   auto reg = [&](const std::string& proxy) {
-    return ApplyRegistration(json::parse(R"({"Node":"n","Address":"10.0.0.1","Service":{
+    return mesh::ApplyRegistration(json::parse(R"({"Node":"n","Address":"10.0.0.1","Service":{
         "Service":"web-sidecar","Kind":"connect-proxy","Port":21000,"Proxy":)" +
-                                         proxy + "}}"),
-                             CatalogLimits{}, &n);
+                                               proxy + "}}"),
+                                   mesh::CatalogLimits{}, &n);
   };
   EXPECT_TRUE(reg(R"({"DestinationServiceName":"web","Mode":"transparent"})").ok());
   EXPECT_EQ(n.services.begin()->second.proxy->mode, "transparent");
@@ -319,7 +319,7 @@ TEST(CatalogProxyMode, ModeAndTransparentProxyAreCheckedAndKept) {
                       "TransparentProxy":{"OutboundListenerPort":15006,"MeshDestinationsOnly":true}})")
                   .ok());
   // The stored document keeps it (agents sync it to servers).
-  auto back = NodeFromJson(NodeToJson(n));
+  auto back = mesh::NodeFromJson(mesh::NodeToJson(n));
   ASSERT_TRUE(back.ok());
   const auto& p = *back->services.begin()->second.proxy;
   EXPECT_EQ(p.outbound_listener_port, 15006u);

@@ -1,84 +1,12 @@
-// Transparent interception in the proxy's config: capture tables built from
-// the config stream, and the Host a captured request names.
+// Transparent interception in the proxy: the Host a captured request names
+// and how its protocol is told.
 #include <gtest/gtest.h>
 
 #include "proxy/sniff.h"
 #include "proxy/worker.h"
-#include "proxy/xds.h"
 
 namespace weft::proxy {
 namespace {
-
-namespace pb = weft::v1;
-
-std::shared_ptr<const pb::Resource> Res(pb::Resource r) {
-  return std::make_shared<const pb::Resource>(std::move(r));
-}
-
-control::ResourceMap CaptureState() {
-  control::ResourceMap m;
-  pb::Resource cap;
-  cap.set_type("listener");
-  cap.set_name("outbound_capture");
-  auto* l = cap.mutable_listener();
-  l->set_name("outbound_capture");
-  l->set_address("127.0.0.1:15001");
-  l->set_protocol("capture");
-  l->set_egress("registry_only");
-  m["listener/outbound_capture"] = Res(cap);
-  pb::Resource c;
-  c.set_type("cluster");
-  c.set_name("redis");
-  c.mutable_cluster()->set_name("redis");
-  c.mutable_cluster()->set_service("redis");
-  m["cluster/redis"] = Res(c);
-  pb::Resource v;
-  v.set_type("listener");
-  v.set_name("capture_redis");
-  auto* vl = v.mutable_listener();
-  vl->set_name("capture_redis");
-  vl->set_address("127.0.0.1:15001");
-  vl->set_protocol("tcp");
-  vl->set_cluster("redis");
-  vl->set_capture_of("outbound_capture");
-  vl->add_match_addresses("10.0.0.2:6379");
-  vl->add_match_addresses("[2001:db8:0::1]:6379");
-  vl->add_match_hosts("Redis.Service.Weft");
-  m["listener/capture_redis"] = Res(v);
-  return m;
-}
-
-TEST(Capture, TablesMapOriginalDestinationsToVirtualListeners) {
-  std::string err;
-  auto cfg = ConfigFromResources(ProxyConfig{}, CaptureState(), &err);
-  ASSERT_NE(cfg, nullptr) << err;
-  const ListenerConfig* cap = nullptr;
-  size_t redis = SIZE_MAX;
-  for (size_t i = 0; i < cfg->listeners.size(); ++i) {
-    if (cfg->listeners[i].capture) cap = &cfg->listeners[i];
-    if (cfg->listeners[i].name == "capture_redis") redis = i;
-  }
-  ASSERT_NE(cap, nullptr);
-  EXPECT_TRUE(cap->registry_only);
-  EXPECT_EQ(cap->by_address.at("10.0.0.2:6379"), redis);
-  EXPECT_EQ(cap->by_address.at("[2001:db8::1]:6379"), redis);  // canonical form
-  // Host matching is for HTTP destinations only: redis is TCP.
-  EXPECT_TRUE(cap->by_host.empty());
-}
-
-TEST(Capture, AVirtualListenerNeedsItsCaptureListener) {
-  auto state = CaptureState();
-  state.erase("listener/outbound_capture");
-  std::string err;
-  EXPECT_EQ(ConfigFromResources(ProxyConfig{}, state, &err), nullptr);
-  EXPECT_NE(err.find("no capture listener named \"outbound_capture\""), std::string::npos) << err;
-  state = CaptureState();
-  pb::Resource bad = *state["listener/outbound_capture"];
-  bad.mutable_listener()->set_egress("everywhere");
-  state["listener/outbound_capture"] = Res(bad);
-  EXPECT_EQ(ConfigFromResources(ProxyConfig{}, state, &err), nullptr);
-  EXPECT_NE(err.find("unknown egress"), std::string::npos) << err;
-}
 
 TEST(Capture, HostOfARequestHead) {
   EXPECT_EQ(HostOfRequestHead("GET / HTTP/1.1\r\nHost: reviews.service.weft\r\n\r\n"),

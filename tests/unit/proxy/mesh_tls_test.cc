@@ -4,13 +4,12 @@
 #include <gtest/gtest.h>
 
 #include "identity/ca.h"
+#include "io/asio.h"
 #include "io/stream.h"
 #include "proxy/tls.h"
 
 namespace weft::proxy {
 namespace {
-
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 struct Mesh {
   identity::KeyPair root;

@@ -1,11 +1,11 @@
-#include "control/catalog.h"
+#include "mesh/catalog.h"
 
 #include <strings.h>
 
 #include <algorithm>
 #include <cstring>
 
-namespace weft::control {
+namespace weft::mesh {
 namespace {
 
 using json = nlohmann::json;
@@ -785,4 +785,4 @@ json CatalogView::HealthService(const std::string& name, bool passing_only) cons
   return out;
 }
 
-}  // namespace weft::control
+}  // namespace weft::mesh

@@ -6,22 +6,22 @@
 #include <memory>
 #include <string>
 
-#include "control/stream_client.h"
 #include "proxy/config.h"
 #include "proxy/tls.h"
+#include "xds/stream_client.h"
 
-namespace weft::proxy {
+namespace weft::xds {
 
 // `base` carries what the stream does not (admin address, workers, drain
 // timeout). Returns nullptr with *error set when the resources do not make a
 // valid config (the proxy NACKs it).
-std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
-                                                       const control::ResourceMap& state,
-                                                       std::string* error);
+std::shared_ptr<const proxy::ProxyConfig> ConfigFromResources(const proxy::ProxyConfig& base,
+                                                              const ResourceMap& state,
+                                                              std::string* error);
 
 // The identity material a bundle and a secret make (nullptr when either is
 // incomplete).
-std::shared_ptr<const MeshIdentity> IdentityFrom(const weft::v1::Bundle& bundle,
-                                                 const weft::v1::Secret& secret);
+std::shared_ptr<const proxy::MeshIdentity> IdentityFrom(const weft::v1::Bundle& bundle,
+                                                        const weft::v1::Secret& secret);
 
-}  // namespace weft::proxy
+}  // namespace weft::xds

@@ -1,15 +1,17 @@
-#include "control/stream_client.h"
+#include "xds/stream_client.h"
 
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <random>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/strings.h"
+#include "identity/ca.h"
 #include "weft/v1/config.grpc.pb.h"
 
-namespace weft::control {
+namespace weft::xds {
 
 namespace pb = weft::v1;
 
@@ -157,7 +159,7 @@ std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const Serve
   if (!trust) return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   grpc::SslCredentialsOptions o;
   o.pem_root_certs = trust->pem();
-  args.SetSslTargetNameOverride(kServerTlsName);
+  args.SetSslTargetNameOverride(identity::kServerTlsName);
   return grpc::CreateCustomChannel(target, grpc::SslCredentials(o), args);
 }
 
@@ -216,4 +218,4 @@ pb::Secret ToSecret(const std::string& key_pem, const identity::Issued& cert) {
   return s;
 }
 
-}  // namespace weft::control
+}  // namespace weft::xds

@@ -19,7 +19,7 @@
 
 #include "base/status.h"
 
-namespace weft::control {
+namespace weft::mesh {
 
 inline constexpr std::string_view kNodePrefix = "catalog/nodes/";
 // The node check a server sets critical when the node's agent has been gone
@@ -208,4 +208,4 @@ nlohmann::json CheckToJson(const Node& n, const Check& c);
 nlohmann::json NodeJson(const Node& n);
 nlohmann::json InstanceJson(const ServiceInstance& s);
 
-}  // namespace weft::control
+}  // namespace weft::mesh

@@ -1,9 +1,21 @@
-#include "proxy/xds.h"
+#include "xds/proxy_config.h"
 
 #include "base/strings.h"
 #include "mesh/manifest.h"
 
-namespace weft::proxy {
+namespace weft::xds {
+
+using proxy::ClusterConfig;
+using proxy::Endpoint;
+using proxy::LbPolicy;
+using proxy::ListenerConfig;
+using proxy::MeshIdentity;
+using proxy::MeshTlsMode;
+using proxy::Protocol;
+using proxy::ProxyConfig;
+using proxy::RouteConfig;
+namespace authz = proxy::authz;
+
 namespace {
 
 namespace pb = weft::v1;
@@ -24,7 +36,7 @@ bool ParseLb(const std::string& s, LbPolicy* out) {
 }  // namespace
 
 std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
-                                                       const control::ResourceMap& state,
+                                                       const ResourceMap& state,
                                                        std::string* error) {
   auto cfg = std::make_shared<ProxyConfig>();
   cfg->source_path = "control plane";
@@ -106,7 +118,7 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     for (const auto& a : l.match_addresses()) {
       auto ma = ParseSocketAddress(a, &why);
       if (!ma) return fail("listener " + l.name() + ": match address \"" + a + "\": " + why);
-      lc.match_addresses.push_back(AddressKey(ma->storage));
+      lc.match_addresses.push_back(ma->Canonical());
     }
     for (const auto& h : l.match_hosts()) {
       std::string n = h;
@@ -156,7 +168,7 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     }
     cfg->listeners.push_back(std::move(lc));
   }
-  if (!ResolveConfig(cfg.get(), error)) return nullptr;
+  if (!proxy::ResolveConfig(cfg.get(), error)) return nullptr;
   return cfg;
 }
 
@@ -176,4 +188,4 @@ std::shared_ptr<const MeshIdentity> IdentityFrom(const pb::Bundle& bundle,
   return id;
 }
 
-}  // namespace weft::proxy
+}  // namespace weft::xds

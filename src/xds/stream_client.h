@@ -28,14 +28,10 @@ namespace grpc {
 class ClientContext;
 }
 
-namespace weft::control {
+namespace weft::xds {
 
 // "type/name" -> resource
 using ResourceMap = std::map<std::string, std::shared_ptr<const weft::v1::Resource>>;
-
-// The name in a server's config-stream certificate that clients check
-// (servers run with --grpc-tls; the certificate comes from the mesh CA).
-inline constexpr const char* kServerTlsName = "server.weft";
 
 // The roots clients verify servers' config-stream certificates with
 // (servers run with --grpc-tls). It starts as --server-ca; an agent or a
@@ -151,4 +147,4 @@ class SignClient {
 // A workload's key and certificate as the stream carries them to a proxy.
 weft::v1::Secret ToSecret(const std::string& key_pem, const identity::Issued& cert);
 
-}  // namespace weft::control
+}  // namespace weft::xds

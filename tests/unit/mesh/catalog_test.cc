@@ -1,11 +1,10 @@
-#include "control/catalog.h"
+#include "mesh/catalog.h"
 
 #include <gtest/gtest.h>
 
 #include "base/strings.h"
-#include "control/config_view.h"
 
-namespace weft::control {
+namespace weft::mesh {
 namespace {
 
 using json = nlohmann::json;
@@ -175,40 +174,10 @@ TEST(CatalogView, SidecarChangesCountForTheServiceTheyFront) {
   EXPECT_EQ(v.ProxiesFor("web")[0].instance->id, "p1");
 }
 
-TEST(ConfigView, EntriesAndIndexes) {
-  ConfigView v;
-  auto m =
-      mesh::ParseManifests("kind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n");
-  ASSERT_TRUE(m.ok());
-  std::string json = mesh::ToJson(m.value()[0]);
-  v.Apply(ConfigKey("Service", "default", "web"), &json, 3, 3);
-  ASSERT_NE(v.Find("Service", "default", "web"), nullptr);
-  EXPECT_EQ(v.entry_index("Service", "default", "web"), 3);
-  EXPECT_EQ(v.kind_index("Service"), 3);
-  EXPECT_EQ(v.kind_index("Route"), 0);
-  v.Apply(ConfigKey("Service", "default", "web"), nullptr, 7, 0);
-  EXPECT_EQ(v.Find("Service", "default", "web"), nullptr);
-  EXPECT_EQ(v.entry_index("Service", "default", "web"), 7);  // the kind's index
-  EXPECT_TRUE(v.List("", "").empty());
-}
-
-TEST(Base64, RoundTripsAndRejectsGarbage) {
-  for (const std::string& s :
-       std::vector<std::string>{"", "a", "ab", "abc", "abcd", std::string("\0\xff\x10", 3)}) {
-    auto d = Base64Decode(Base64Encode(s));
-    ASSERT_TRUE(d.has_value());
-    EXPECT_EQ(*d, s);
-  }
-  EXPECT_EQ(Base64Encode("weft"), "d2VmdA==");
-  EXPECT_FALSE(Base64Decode("abc").has_value());
-  EXPECT_FALSE(Base64Decode("ab!d").has_value());
-  EXPECT_FALSE(Base64Decode("a=bc").has_value());
-}
-
 }  // namespace
-}  // namespace weft::control
+}  // namespace weft::mesh
 
-namespace weft::control {
+namespace weft::mesh {
 namespace {
 
 TEST(CatalogView, ResetDropsEverythingAndCountsItAsChanged) {
@@ -233,4 +202,4 @@ TEST(CatalogView, ResetDropsEverythingAndCountsItAsChanged) {
 }
 
 }  // namespace
-}  // namespace weft::control
+}  // namespace weft::mesh

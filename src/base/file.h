@@ -1,0 +1,25 @@
+// Files on disk: the one reader and the one writer of whole files (state,
+// caches, tokens, bundles).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace weft {
+
+// A whole file's bytes; on failure "" and *err = "PATH: cannot read: REASON".
+std::string ReadWholeFile(const std::string& path, std::string* err);
+
+// Replaces `path` with `data` atomically and durably: written to a new
+// temporary file beside it with `mode` (whatever the umask), fsynced,
+// renamed over `path`, and the directory fsynced, so a crash at any point
+// leaves either the old file or the new one, never a torn one. The
+// temporary file is removed on failure. Unavailable names the step that
+// failed.
+Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0600);
+
+}  // namespace weft
