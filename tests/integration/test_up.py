@@ -62,6 +62,23 @@ def procs_mentioning(marker):
     return out
 
 
+def children_of(parent):
+    """(pid, command line) of the processes whose parent is `parent`."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        # The parent pid is the 2nd field after the parenthesised command name.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            out.append((int(pid), cmd.replace("\0", " ")))
+    return out
+
+
 def listening(base):
     """Ports of the weft up range that something listens on."""
     return [p for p in range(base, base + 400) if not port_range_free(p, 1)]
@@ -138,7 +155,7 @@ def test_ctrl_c_stops_weft_up_and_the_mesh_answers_stat_check_and_route_changes(
 
         # Every process weft up started is named weft in ps, top and ss, with
         # its role in its arguments.
-        children = procs_mentioning(work)
+        children = children_of(p.pid)
         assert len(children) == 13, children
         for pid, cmd in children:
             assert open(f"/proc/{pid}/comm").read().strip() == "weft", (pid, cmd)
