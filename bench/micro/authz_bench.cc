@@ -38,7 +38,7 @@ void Decide(benchmark::State& state, bool allowed_last, bool tcp) {
   const std::string peer =
       allowed_last ? "spiffe://weft.local/ns/default/sa/caller-" + std::to_string(rules - 1)
                    : "spiffe://weft.local/ns/default/sa/stranger";
-  std::vector<weft::http1::Header> headers = {
+  std::vector<weft::http::HeaderField> headers = {
       {"host", "reviews"}, {"user-agent", "bench"}, {"accept", "*/*"}, {"x-tenant", "acme-corp"}};
   Request r;
   r.peer = peer;

@@ -23,6 +23,7 @@
 #include "agent/local.h"
 #include "base/file.h"
 #include "base/log.h"
+#include "base/prometheus.h"
 #include "base/time.h"
 #include "control/api.h"
 #include "control/store/memory_store.h"
@@ -101,7 +102,7 @@ class Agent {
       std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
       return 1;
     }
-    api_->AddMetricsSource([this] { return DnsMetrics(); });
+    api_->AddMetricsSource([this](prom::Writer& w) { DnsMetrics(w); });
     http::ServerOptions ho;
     ho.name = "agent http";
     http_ = std::make_unique<http::Server>(
@@ -150,7 +151,7 @@ class Agent {
       std::fprintf(stderr, "weft agent: --socket %s: %s\n", sock.c_str(), s.message().c_str());
       return 1;
     }
-    api_->AddMetricsSource([this] { return local_stream_->Metrics(); });
+    api_->AddMetricsSource([this](prom::Writer& w) { local_stream_->Metrics(w); });
     api_->SetAddresses(http_->bound(), local_stream_->bound());
     if (bundle_) ApplyBundle(bundle_);
     certs_->Start();
@@ -536,12 +537,10 @@ class Agent {
     --dns_tcp_active_;
   }
 
-  std::string DnsMetrics() const {
-    std::string out =
-        "# HELP weft_agent_dns_queries_total DNS queries by outcome.\n"
-        "# TYPE weft_agent_dns_queries_total counter\n";
+  void DnsMetrics(prom::Writer& w) const {
+    const char* help = "DNS queries by outcome.";
     auto line = [&](const char* outcome, uint64_t v) {
-      out += fmt::format("weft_agent_dns_queries_total{{outcome=\"{}\"}} {}\n", outcome, v);
+      w.Counter("weft_agent_dns_queries_total", help, {{"outcome", outcome}}, v);
     };
     line("answered", dns_counters_.answered);
     line("nxdomain", dns_counters_.nxdomain);
@@ -549,25 +548,15 @@ class Agent {
     line("formerr", dns_counters_.formerr);
     line("notimp", dns_counters_.notimp);
     line("dropped", dns_counters_.dropped);
-    out += fmt::format(
-        "# HELP weft_agent_dns_cache_total Service answers served from encoded records (hit) or "
-        "built (miss).\n# TYPE weft_agent_dns_cache_total counter\n"
-        "weft_agent_dns_cache_total{{result=\"hit\"}} "
-        "{}\nweft_agent_dns_cache_total{{result=\"miss\"}} {}\n",
-        dns_cache_.hits, dns_cache_.misses);
-    out += fmt::format(
-        "# HELP weft_agent_dns_truncated_total UDP answers truncated (the client retries over "
-        "TCP).\n# TYPE weft_agent_dns_truncated_total counter\nweft_agent_dns_truncated_total {}\n",
-        dns_counters_.truncated);
-    out += fmt::format(
-        "# HELP weft_agent_dns_tcp_refused_total DNS TCP connections refused over the limit.\n"
-        "# TYPE weft_agent_dns_tcp_refused_total counter\nweft_agent_dns_tcp_refused_total {}\n",
-        dns_tcp_refused_);
-    out += fmt::format(
-        "# HELP weft_agent_connected 1 while the config stream to a server is up.\n"
-        "# TYPE weft_agent_connected gauge\nweft_agent_connected {}\n",
-        stream_ && stream_->connected() ? 1 : 0);
-    return out;
+    const char* cache = "Service answers served from encoded records (hit) or built (miss).";
+    w.Counter("weft_agent_dns_cache_total", cache, {{"result", "hit"}}, dns_cache_.hits);
+    w.Counter("weft_agent_dns_cache_total", cache, {{"result", "miss"}}, dns_cache_.misses);
+    w.Counter("weft_agent_dns_truncated_total",
+              "UDP answers truncated (the client retries over TCP).", {}, dns_counters_.truncated);
+    w.Counter("weft_agent_dns_tcp_refused_total", "DNS TCP connections refused over the limit.", {},
+              dns_tcp_refused_);
+    w.Gauge("weft_agent_connected", "1 while the config stream to a server is up.", {},
+            stream_ && stream_->connected() ? 1 : 0);
   }
 
   const AgentOptions opts_;

@@ -1,5 +1,7 @@
 #include "control/api.h"
 
+#include "base/prometheus.h"
+
 #include <asio/experimental/as_tuple.hpp>
 #include <chrono>
 
@@ -815,13 +817,11 @@ asio::awaitable<void> Api::RunMembership() {
 }
 
 std::string Api::Metrics() const {
-  std::string out;
+  prom::Writer w;
   auto counter = [&](const char* name, const char* help, uint64_t v) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
+    w.Counter(name, help, {}, v);
   };
-  auto gauge = [&](const char* name, const char* help, int64_t v) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help, name, name, v);
-  };
+  auto gauge = [&](const char* name, const char* help, int64_t v) { w.Gauge(name, help, {}, v); };
   counter("weft_server_http_requests_total", "API requests handled.", counters_.requests);
   counter("weft_server_writes_total", "Acknowledged store writes.", counters_.writes);
   counter("weft_server_write_conflicts_total", "Compare-and-swap retries on node documents.",
@@ -842,8 +842,8 @@ std::string Api::Metrics() const {
         static_cast<int64_t>(catalog_.nodes().size()));
   gauge("weft_server_config_entries", "Config entries.",
         static_cast<int64_t>(config_.List("", "").size()));
-  for (const auto& fn : metric_sources_) out += fn();
-  return out;
+  for (const auto& fn : metric_sources_) fn(w);
+  return w.Finish();
 }
 
 }  // namespace weft::control

@@ -21,6 +21,10 @@
 #include "http/server.h"
 #include "mesh/catalog.h"
 
+namespace weft::prom {
+class Writer;
+}
+
 namespace weft::control {
 
 // How fresh an agent's cached answers are.
@@ -100,7 +104,7 @@ class Api {
   }
   const ApiCounters& counters() const { return counters_; }
   // Adds text to /metrics.
-  void AddMetricsSource(std::function<std::string()> fn) {
+  void AddMetricsSource(std::function<void(prom::Writer&)> fn) {
     metric_sources_.push_back(std::move(fn));
   }
   // Adds members (e.g. connected stream clients) to /v1/agent/members.
@@ -154,7 +158,7 @@ class Api {
   std::map<std::string, std::function<void(const std::string*)>> key_hooks_;
   std::map<std::string, RouteFn, std::less<>> routes_;
   std::vector<std::function<void(nlohmann::json*)>> member_sources_;
-  std::vector<std::function<std::string()>> metric_sources_;
+  std::vector<std::function<void(prom::Writer&)>> metric_sources_;
   std::map<std::string, std::string> members_;
   std::unordered_map<std::string, std::pair<int64_t, std::string>>
       body_cache_;  // members/... keys (other replicas)

@@ -363,10 +363,12 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     t->set_name(lname);
     auto fill_policy = [&](pb::Route* r) {
       r->set_timeout_ms(tp.request_timeout_ms);
-      if (tp.retries.attempts > 0) {
-        r->mutable_retry()->set_attempts(tp.retries.attempts);
-        r->mutable_retry()->set_per_try_timeout_ms(tp.retries.per_try_timeout_ms);
-        for (const auto& on : tp.retries.on) r->mutable_retry()->add_on(on);
+      // Everything the policy says, and nothing it does not: an unset
+      // attempt count stays unset (the proxy's default), an explicit 0 is 0.
+      if (tp.retries.attempts >= 0 || !tp.retries.on.empty()) {
+        pb::RetryPolicy* rp = r->mutable_retry();
+        if (tp.retries.attempts >= 0) rp->set_attempts(static_cast<uint32_t>(tp.retries.attempts));
+        for (const auto& on : tp.retries.on) rp->add_on(on);
       }
     };
     bool catch_all = false;

@@ -205,7 +205,7 @@ int RunServer(const ServerOptions& in) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;
   }
-  api.AddMetricsSource([&stream] { return stream.Metrics(); });
+  api.AddMetricsSource([&stream](prom::Writer& w) { stream.Metrics(w); });
   api.SetAddresses(http.bound(), stream.bound());
   asio::co_spawn(io, api.RunMembership(), asio::detached);
   std::printf("weft server listening http=%s grpc=%s store=%s\n", http.bound().c_str(),

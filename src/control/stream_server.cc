@@ -1,5 +1,7 @@
 #include "control/stream_server.h"
 
+#include "base/prometheus.h"
+
 #include <grpcpp/grpcpp.h>
 
 #include <mutex>
@@ -642,10 +644,13 @@ void StreamServer::Compile() {
   PushChanged();
 }
 
-std::string StreamServer::Metrics() const {
-  std::string out;
+void StreamServer::Metrics(prom::Writer& w) const {
   auto line = [&](const char* name, const char* type, const char* help, int64_t v) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
+    if (type[0] == 'c') {
+      w.Counter(name, help, {}, static_cast<uint64_t>(v));
+    } else {
+      w.Gauge(name, help, {}, v);
+    }
   };
   line("weft_server_streams_total", "counter", "Config streams opened.",
        static_cast<int64_t>(counters_.streams_total.load()));
@@ -681,7 +686,6 @@ std::string StreamServer::Metrics() const {
        static_cast<int64_t>(counters_.node_marks_reverted.load()));
   line("weft_server_snapshots_cached", "gauge", "Compiled snapshots held.",
        static_cast<int64_t>(compiler_.cached()));
-  return out;
 }
 
 }  // namespace weft::control

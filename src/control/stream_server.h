@@ -24,6 +24,10 @@ class Server;
 class CallbackServerContext;
 }  // namespace grpc
 
+namespace weft::prom {
+class Writer;
+}
+
 namespace weft::control {
 
 struct StreamCounters {
@@ -74,7 +78,7 @@ class StreamServer {
   std::string bound() const { return bound_; }
   void Stop();
 
-  std::string Metrics() const;
+  void Metrics(prom::Writer& w) const;
   // Identity material for the compiler (io thread).
   void SetBundle(ResourcePtr bundle);
   void SetSecret(const std::string& ns, const std::string& service, ResourcePtr secret);

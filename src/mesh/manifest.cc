@@ -66,6 +66,11 @@ ServiceSpec ParseService(const YAML::Node& s) {
     sp.port = static_cast<uint32_t>(Unsigned(ports[i]["port"], p + ".port", 1, 65535));
     if (ports[i]["protocol"]) {
       sp.protocol = OneOf(ports[i]["protocol"], p + ".protocol", {"http", "tcp", "http2", "grpc"});
+      if (sp.protocol == "http2" || sp.protocol == "grpc") {
+        Fail(p + ".protocol \"" + sp.protocol + "\"",
+             "not supported yet: the proxy speaks HTTP/1.1 and TCP; declare tcp to carry it as "
+             "opaque TCP until HTTP/2 and gRPC arrive");
+      }
     }
     out.ports.push_back(sp);
   }
@@ -85,17 +90,26 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
   if (s["retries"]) {
     const YAML::Node& r = s["retries"];
     CheckKeys(r, "spec.retries", {"attempts", "perTryTimeout", "on"});
-    if (r["attempts"])
+    if (r["attempts"]) {
       out.retries.attempts =
-          static_cast<uint32_t>(Unsigned(r["attempts"], "spec.retries.attempts", 0, 10));
-    if (r["perTryTimeout"])
-      out.retries.per_try_timeout_ms = Duration(r["perTryTimeout"], "spec.retries.perTryTimeout");
+          static_cast<int>(Unsigned(r["attempts"], "spec.retries.attempts", 0, kMaxRetryAttempts));
+    }
+    if (r["perTryTimeout"]) {
+      Duration(r["perTryTimeout"], "spec.retries.perTryTimeout");
+      Fail("spec.retries.perTryTimeout",
+           "not supported yet: each attempt runs under the request timeout (requestTimeout)");
+    }
     if (r["on"]) {
       const YAML::Node& on = Seq(r["on"], "spec.retries.on");
       for (size_t i = 0; i < on.size(); ++i) {
-        out.retries.on.push_back(
-            OneOf(on[i], At("spec.retries.on", i),
-                  {"connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"}));
+        const std::string at = At("spec.retries.on", i);
+        const std::string v =
+            OneOf(on[i], at, {"connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"});
+        if (v != kRetryOnNames[0] && v != kRetryOnNames[1]) {
+          Fail(at + " \"" + v + "\"",
+               "not supported yet: the proxy retries on connect-failure and reset only");
+        }
+        out.retries.on.push_back(v);
       }
     }
   }
@@ -300,9 +314,10 @@ std::string ToJson(const Manifest& m) {
     s = {{"lb", tp->lb},
          {"connectTimeout", Ms(tp->connect_timeout_ms)},
          {"requestTimeout", Ms(tp->request_timeout_ms)}};
-    s["retries"] = {{"attempts", tp->retries.attempts},
-                    {"perTryTimeout", Ms(tp->retries.per_try_timeout_ms)},
-                    {"on", tp->retries.on}};
+    nlohmann::json r = nlohmann::json::object();
+    if (tp->retries.attempts >= 0) r["attempts"] = tp->retries.attempts;
+    if (!tp->retries.on.empty()) r["on"] = tp->retries.on;
+    if (!r.empty()) s["retries"] = r;
   } else if (const auto* rt = std::get_if<RouteSpec>(&m.spec)) {
     s["service"] = rt->service;
     s["rules"] = json::array();

@@ -17,7 +17,7 @@ namespace weft::mesh {
 
 struct ServicePort {
   uint32_t port = 0;
-  std::string protocol = "http";  // http | tcp | http2 | grpc
+  std::string protocol = "http";  // http | tcp (http2 | grpc: refused until the proxy speaks them)
 };
 
 struct ServiceSpec {
@@ -25,10 +25,19 @@ struct ServiceSpec {
   std::string mtls = "strict";  // strict | permissive
 };
 
+// The most retries one request may get, wherever a retry count is written
+// (manifests, the proxy's bootstrap file, the config stream).
+inline constexpr uint32_t kMaxRetryAttempts = 5;
+
+// The retry conditions the proxy honours today. Manifests that name others
+// (5xx, gateway-error, ...) or a per-try timeout are refused with a reason
+// until the proxy implements them.
+inline constexpr const char* kRetryOnNames[] = {"connect-failure", "reset"};
+
 struct RetryPolicy {
-  uint32_t attempts = 0;
-  int64_t per_try_timeout_ms = 0;  // 0: the request timeout
-  std::vector<std::string> on;     // connect-failure | reset | 5xx | gateway-error | retriable-4xx
+  int attempts = -1;               // 0..kMaxRetryAttempts; -1: not set (the proxy's default)
+  int64_t per_try_timeout_ms = 0;  // always 0 today: each attempt runs under the request timeout
+  std::vector<std::string> on;     // kRetryOnNames; empty: all of them
 };
 
 struct TrafficPolicySpec {

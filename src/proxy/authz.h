@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "http/http1/parser.h"
+#include "http/message.h"
 #include "mesh/manifest.h"
 
 namespace weft::proxy::authz {
@@ -65,7 +65,7 @@ struct Request {
   std::string_view peer;  // verified SPIFFE ID; "" for plaintext
   std::string_view method;
   std::string_view path;
-  const std::vector<http1::Header>* headers = nullptr;
+  const http::HeaderList* headers = nullptr;
   bool tcp = false;
 };
 

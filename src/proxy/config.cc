@@ -43,7 +43,7 @@ std::string Name(const YAML::Node& n, const std::string& path) {
 }
 
 RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
-  CheckKeys(n, path, {"name", "match", "cluster", "clusters", "timeout", "retries"});
+  CheckKeys(n, path, {"name", "match", "cluster", "clusters", "timeout", "retries", "retry_on"});
   RouteConfig r;
   if (n["name"]) r.name = Name(n["name"], path + ".name");
   if (n["match"]) {
@@ -100,7 +100,22 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
     r.cluster = Scalar(n["cluster"], path + ".cluster");
   }
   if (n["timeout"]) r.timeout_ms = Duration(n["timeout"], path + ".timeout");
-  if (n["retries"]) r.retries = static_cast<int>(Unsigned(n["retries"], path + ".retries", 0, 5));
+  if (n["retries"]) {
+    r.retries =
+        static_cast<int>(Unsigned(n["retries"], path + ".retries", 0, mesh::kMaxRetryAttempts));
+  }
+  if (n["retry_on"]) {
+    const YAML::Node& on = n["retry_on"];
+    if (!on.IsSequence()) Fail(path + ".retry_on", "expected a list (connect-failure, reset)");
+    r.retry_on = 0;
+    for (size_t i = 0; i < on.size(); ++i) {
+      const std::string at = path + ".retry_on[" + std::to_string(i) + "]";
+      const std::string v = Scalar(on[i], at);
+      auto bit = RetryOnFromName(v);
+      if (!bit) Fail(at + " \"" + v + "\"", "unknown condition (use connect-failure, reset)");
+      r.retry_on |= *bit;
+    }
+  }
   return r;
 }
 
@@ -188,15 +203,11 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
     std::string lb = Scalar(n["lb"], path + ".lb");
-    if (lb == "round_robin")
-      c.lb = LbPolicy::kRoundRobin;
-    else if (lb == "least_request")
-      c.lb = LbPolicy::kLeastRequest;
-    else if (lb == "random")
-      c.lb = LbPolicy::kRandom;
-    else
+    auto p = LbPolicyFromName(lb);
+    if (!p)
       Fail(path + ".lb \"" + lb + "\"",
            "unknown policy (use round_robin, least_request or random)");
+    c.lb = *p;
   }
   if (n["connect_timeout"])
     c.connect_timeout_ms = Duration(n["connect_timeout"], path + ".connect_timeout");
@@ -300,6 +311,26 @@ const char* MeshTlsModeName(MeshTlsMode m) {
     default:
       return "off";
   }
+}
+
+std::optional<LbPolicy> LbPolicyFromName(std::string_view name) {
+  for (LbPolicy p : {LbPolicy::kRoundRobin, LbPolicy::kLeastRequest, LbPolicy::kRandom}) {
+    if (name == LbPolicyName(p)) return p;
+  }
+  return std::nullopt;
+}
+
+std::optional<MeshTlsMode> MeshTlsModeFromName(std::string_view name) {
+  for (MeshTlsMode m : {MeshTlsMode::kOff, MeshTlsMode::kStrict, MeshTlsMode::kPermissive}) {
+    if (name == MeshTlsModeName(m)) return m;
+  }
+  return std::nullopt;
+}
+
+std::optional<uint32_t> RetryOnFromName(std::string_view name) {
+  if (name == mesh::kRetryOnNames[0]) return kRetryOnConnectFailure;
+  if (name == mesh::kRetryOnNames[1]) return kRetryOnReset;
+  return std::nullopt;
 }
 
 const char* LbPolicyName(LbPolicy p) {
@@ -437,6 +468,12 @@ std::string ConfigToJson(const ProxyConfig& c) {
         for (const auto& h : r.headers) jr["match"]["headers"][h.name] = h.value;
         if (r.timeout_ms) jr["timeout_ms"] = r.timeout_ms;
         if (r.retries >= 0) jr["retries"] = r.retries;
+        if (r.retry_on != kRetryOnAll) {
+          nlohmann::json on = nlohmann::json::array();
+          if (r.retry_on & kRetryOnConnectFailure) on.push_back(mesh::kRetryOnNames[0]);
+          if (r.retry_on & kRetryOnReset) on.push_back(mesh::kRetryOnNames[1]);
+          jr["retry_on"] = on;
+        }
         if (!r.weighted.empty()) {
           jr.erase("cluster");
           for (const auto& w : r.weighted)

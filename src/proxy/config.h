@@ -24,6 +24,16 @@ const char* MeshTlsModeName(MeshTlsMode m);
 enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom };
 const char* LbPolicyName(LbPolicy p);
 
+// One table per enum, shared by the bootstrap file and the config stream:
+// the name to value, or nullopt for a name this proxy does not know.
+std::optional<LbPolicy> LbPolicyFromName(std::string_view name);        // round_robin | ...
+std::optional<MeshTlsMode> MeshTlsModeFromName(std::string_view name);  // off | strict | permissive
+// Retry conditions, as a bit mask (RouteConfig::retry_on).
+inline constexpr uint32_t kRetryOnConnectFailure = 1;
+inline constexpr uint32_t kRetryOnReset = 2;
+inline constexpr uint32_t kRetryOnAll = kRetryOnConnectFailure | kRetryOnReset;
+std::optional<uint32_t> RetryOnFromName(std::string_view name);  // connect-failure | reset
+
 struct HeaderMatch {
   std::string name;  // lower-case
   std::string value;
@@ -44,6 +54,7 @@ struct RouteConfig {
   std::vector<WeightedCluster> weighted;  // a traffic split; empty: all to `cluster`
   int64_t timeout_ms = 0;                 // 0: the listener's request timeout
   int retries = -1;                       // -1: one retry when the cluster has 2+ endpoints
+  uint32_t retry_on = kRetryOnAll;        // kRetryOn* bits: the failures that are retried
   size_t cluster_index = 0;               // resolved at load
 };
 

@@ -17,8 +17,9 @@ std::string_view RequestPath(std::string_view target) {
   return q == std::string_view::npos ? target : target.substr(0, q);
 }
 
-const RouteConfig* MatchRoute(const std::vector<RouteConfig>& routes, const http1::Head& req) {
-  const std::string_view path = RequestPath(req.target);
+const RouteConfig* MatchRoute(const std::vector<RouteConfig>& routes,
+                              const http::RequestHeaders& req) {
+  const std::string_view path = RequestPath(req.path);
   for (const RouteConfig& r : routes) {
     if (!r.path.empty()) {
       if (path != r.path) continue;
@@ -28,7 +29,7 @@ const RouteConfig* MatchRoute(const std::vector<RouteConfig>& routes, const http
     bool ok = true;
     for (const HeaderMatch& m : r.headers) {
       bool found = false;
-      for (const http1::Header& h : req.headers) {
+      for (const http::HeaderField& h : req.fields) {
         if (IEquals(h.name, m.name) && h.value == m.value) {
           found = true;
           break;

@@ -4,15 +4,16 @@
 #include <string_view>
 #include <vector>
 
-#include "http/http1/parser.h"
+#include "http/message.h"
 #include "proxy/config.h"
 
 namespace weft::proxy {
 
 // Returns the first route of `routes` that matches the request, or nullptr.
-// The path is the request target up to '?'; header values compare exactly,
+// The path is :path up to '?'; header values compare exactly,
 // names case-insensitively.
-const RouteConfig* MatchRoute(const std::vector<RouteConfig>& routes, const http1::Head& req);
+const RouteConfig* MatchRoute(const std::vector<RouteConfig>& routes,
+                              const http::RequestHeaders& req);
 
 // The path part of a request target (origin-form or absolute-form).
 std::string_view RequestPath(std::string_view target);

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "base/prometheus.h"
+
 namespace weft::proxy {
 
 const char* RejectName(Reject r) {
@@ -95,54 +97,17 @@ uint64_t Sum(const PerWorker<T>& pw, F&& f) {
 // Collects samples by metric family, so that each family is written once,
 // contiguous, under its HELP and TYPE lines (as the text format requires),
 // whatever order the stat blocks are walked in.
-class Writer {
- public:
-  void Add(const std::string& family, const char* type, const char* help, const std::string& sample,
-           const std::string& labels, const std::string& value) {
-    auto [it, fresh] = index_.try_emplace(family, families_.size());
-    if (fresh) families_.push_back({family, type, help, {}});
-    std::string& out = families_[it->second].lines;
-    out += sample;
-    out += '{';
-    out += labels;
-    out += "} ";
-    out += value;
-    out += '\n';
-  }
-  void Counter(const std::string& name, const char* help, const std::string& labels, uint64_t v) {
-    Add(name, "counter", help, name, labels, std::to_string(v));
-  }
-  void Gauge(const std::string& name, const char* help, const std::string& labels, uint64_t v) {
-    Add(name, "gauge", help, name, labels, std::to_string(v));
-  }
-  std::string Finish() const {
-    std::string out;
-    for (const auto& f : families_) {
-      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", f.name, f.help, f.name, f.type);
-      out += f.lines;
-    }
-    return out;
-  }
-
- private:
-  struct Family {
-    std::string name;
-    const char* type;
-    const char* help;
-    std::string lines;
-  };
-  std::vector<Family> families_;
-  std::map<std::string, size_t> index_;
-};
+using prom::Labels;
+using prom::Writer;
 
 template <typename T>
-void RenderHttp(Writer& w, const std::string& prefix, const std::string& labels,
+void RenderHttp(Writer& w, const std::string& prefix, const Labels& labels,
                 const PerWorker<T>& pw, const HttpCounters& (*get)(const T&)) {
   static constexpr const char* kClass[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
   for (size_t c = 0; c < 5; ++c) {
     w.Counter(
         prefix + "_rq_total", "Requests by response status class.",
-        labels + fmt::format(",class=\"{}\"", kClass[c]),
+        labels.With("class", kClass[c]),
         Sum(pw, [&](const T& t) -> const weft::proxy::Counter& { return get(t).rq_class[c]; }));
   }
   const std::string family = prefix + "_rq_duration_seconds";
@@ -155,14 +120,14 @@ void RenderHttp(Writer& w, const std::string& prefix, const std::string& labels,
     std::string le = b < Histogram::kBoundsUs.size()
                          ? fmt::format("{:g}", static_cast<double>(Histogram::kBoundsUs[b]) / 1e6)
                          : "+Inf";
-    w.Add(family, "histogram", help, family + "_bucket", labels + ",le=\"" + le + "\"",
-          std::to_string(cum));
+    w.Sample(family, "histogram", help, family + "_bucket", labels.With("le", le),
+             std::to_string(cum));
   }
   uint64_t sum = 0;
   for (const T& t : pw.slots()) sum += get(t).latency.SumUs();
-  w.Add(family, "histogram", help, family + "_sum", labels,
-        fmt::format("{:.6f}", static_cast<double>(sum) / 1e6));
-  w.Add(family, "histogram", help, family + "_count", labels, std::to_string(cum));
+  w.Sample(family, "histogram", help, family + "_sum", labels,
+           fmt::format("{:.6f}", static_cast<double>(sum) / 1e6));
+  w.Sample(family, "histogram", help, family + "_count", labels, std::to_string(cum));
 }
 
 }  // namespace
@@ -170,13 +135,13 @@ void RenderHttp(Writer& w, const std::string& prefix, const std::string& labels,
 std::string StatsRegistry::RenderPrometheus() {
   std::lock_guard<std::mutex> l(mu_);
   Writer w;
-  w.Counter("weft_config_reloads_total", "Config reloads by result.", "result=\"ok\"",
+  w.Counter("weft_config_reloads_total", "Config reloads by result.", {{"result", "ok"}},
             reload_ok_.Get());
-  w.Counter("weft_config_reloads_total", "Config reloads by result.", "result=\"rejected\"",
+  w.Counter("weft_config_reloads_total", "Config reloads by result.", {{"result", "rejected"}},
             reload_fail_.Get());
 
   for (const auto& [name, pw] : listeners_) {
-    const std::string lb = fmt::format("listener=\"{}\"", name);
+    const Labels lb{{"listener", name}};
     const PerWorker<ListenerStats>& blocks = *pw;
     auto sum = [&](Counter ListenerStats::*m) {
       return Sum(blocks, [m](const ListenerStats& s) -> const Counter& { return s.*m; });
@@ -184,7 +149,7 @@ std::string StatsRegistry::RenderPrometheus() {
     w.Counter("weft_listener_downstream_cx_total", "Downstream connections accepted.", lb,
               sum(&ListenerStats::cx_total));
     w.Gauge("weft_listener_downstream_cx_active", "Downstream connections open.", lb,
-            sum(&ListenerStats::cx_active));
+            static_cast<int64_t>(sum(&ListenerStats::cx_active)));
     w.Counter("weft_listener_downstream_bytes_received_total", "Bytes received from clients.", lb,
               sum(&ListenerStats::bytes_in));
     w.Counter("weft_listener_downstream_bytes_sent_total", "Bytes sent to clients.", lb,
@@ -193,14 +158,14 @@ std::string StatsRegistry::RenderPrometheus() {
       w.Counter(
           "weft_listener_downstream_rq_rejected_total",
           "Requests or connections refused by the proxy, by reason.",
-          lb + fmt::format(",reason=\"{}\"", RejectName(static_cast<Reject>(r))),
+          lb.With("reason", RejectName(static_cast<Reject>(r))),
           Sum(blocks, [r](const ListenerStats& s) -> const Counter& { return s.rejected[r]; }));
     }
     w.Counter("weft_listener_mtls_handshakes_total", "Inbound mesh TLS handshakes, by kind.",
-              lb + ",kind=\"full\"",
+              lb.With("kind", "full"),
               sum(&ListenerStats::tls_handshakes) - sum(&ListenerStats::tls_resumed));
     w.Counter("weft_listener_mtls_handshakes_total", "Inbound mesh TLS handshakes, by kind.",
-              lb + ",kind=\"resumed\"", sum(&ListenerStats::tls_resumed));
+              lb.With("kind", "resumed"), sum(&ListenerStats::tls_resumed));
     w.Counter("weft_listener_plaintext_cx_total",
               "Plaintext connections accepted by a permissive mesh listener.", lb,
               sum(&ListenerStats::plaintext));
@@ -208,12 +173,12 @@ std::string StatsRegistry::RenderPrometheus() {
                               [](const ListenerStats& s) -> const HttpCounters& { return s.http; });
   }
   for (const auto& [key, pw] : routes_) {
-    const std::string lb = fmt::format("listener=\"{}\",route=\"{}\"", key.first, key.second);
+    const Labels lb{{"listener", key.first}, {"route", key.second}};
     RenderHttp<RouteStats>(w, "weft_route", lb, *pw,
                            [](const RouteStats& s) -> const HttpCounters& { return s.http; });
   }
   for (const auto& [name, pw] : clusters_) {
-    const std::string lb = fmt::format("cluster=\"{}\"", name);
+    const Labels lb{{"cluster", name}};
     const PerWorker<ClusterStats>& blocks = *pw;
     auto counter = [&](const char* metric, const char* help, Counter ClusterStats::*m) {
       w.Counter(metric, help, lb,
@@ -222,7 +187,8 @@ std::string StatsRegistry::RenderPrometheus() {
     counter("weft_cluster_upstream_cx_total", "Upstream connections opened.",
             &ClusterStats::cx_total);
     w.Gauge("weft_cluster_upstream_cx_active", "Upstream connections open (in use or pooled).", lb,
-            Sum(blocks, [](const ClusterStats& s) -> const Counter& { return s.cx_active; }));
+            static_cast<int64_t>(
+                Sum(blocks, [](const ClusterStats& s) -> const Counter& { return s.cx_active; })));
     counter("weft_cluster_upstream_cx_connect_fail_total",
             "Upstream connect failures and timeouts.", &ClusterStats::cx_connect_fail);
     counter("weft_cluster_upstream_cx_reused_total", "Requests sent on a pooled connection.",
@@ -249,7 +215,7 @@ std::string StatsRegistry::RenderPrometheus() {
                              [](const ClusterStats& s) -> const HttpCounters& { return s.http; });
   }
   for (const auto& [key, pw] : sources_) {
-    const std::string lb = fmt::format("listener=\"{}\",source=\"{}\"", key.first, key.second);
+    const Labels lb{{"listener", key.first}, {"source", key.second}};
     RenderHttp<SourceStats>(w, "weft_inbound", lb, *pw,
                             [](const SourceStats& s) -> const HttpCounters& { return s.http; });
   }
@@ -257,7 +223,7 @@ std::string StatsRegistry::RenderPrometheus() {
     for (int d = 0; d < 2; ++d) {
       w.Counter(
           "weft_authz_decisions_total", "Authorization decisions by policy.",
-          fmt::format("policy=\"{}\",decision=\"{}\"", name, d ? "deny" : "allow"),
+          Labels{{"policy", name}, {"decision", d ? "deny" : "allow"}},
           Sum(*pw, [d](const AuthzStats& s) -> const Counter& { return d ? s.deny : s.allow; }));
     }
   }

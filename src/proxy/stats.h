@@ -12,21 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "base/counter.h"
+
 namespace weft::proxy {
 
-class Counter {
- public:
-  void Inc(uint64_t n = 1) {
-    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
-  void Dec(uint64_t n = 1) {
-    v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
-  }
-  uint64_t Get() const { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<uint64_t> v_{0};
-};
+using weft::Counter;
 
 // Request latency histogram with fixed bucket bounds (seconds, Prometheus style).
 class Histogram {

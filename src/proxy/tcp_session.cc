@@ -1,12 +1,13 @@
-// Opaque TCP proxying: pick an endpoint, connect (one retry on another
+// Opaque TCP proxying: pick an endpoint, connect through upstream::Connect
+// (the same connect, mesh TLS and stats as HTTP; one retry on another
 // endpoint), then copy bytes both ways with half-close passed through.
 #include <fmt/format.h>
-#include <openssl/ssl.h>
 
 #include <asio/experimental/awaitable_operators.hpp>
 
 #include "base/log.h"
 #include "base/time.h"
+#include "proxy/upstream/connect.h"
 #include "proxy/worker.h"
 
 namespace weft::proxy {
@@ -33,7 +34,7 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     --listener_->active;
     if (ls_) ls_->cx_active.Dec();
     if (cs_ && connected_) cs_->cx_active.Dec();
-    if (cluster_ && connected_) cluster_->active[endpoint_]--;
+    if (cluster_ && connected_) cluster_->active[up_.endpoint]--;
   }
   void OnDeadline() override {
     down_.Cancel();
@@ -85,48 +86,24 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
       cs_->cx_connect_fail.Inc();
       LOG_WARN("listener {}: no healthy upstream for cluster {}", lc.name, cluster_->cfg.name);
     }
+    // One retry on another endpoint when the connect fails.
     for (int attempt = 0; attempt < 2 && !connected_ && !cluster_->cfg.endpoints.empty();
          ++attempt) {
-      size_t ep = cluster_->lb.Pick(cluster_->active, exclude);
-      exclude = static_cast<long>(ep);
-      const SocketAddress& addr = cluster_->cfg.endpoints[ep].address;
+      up_.endpoint = cluster_->lb.Pick(cluster_->active, exclude);
+      exclude = static_cast<long>(up_.endpoint);
       timed_out_ = false;
-      deadline_ms = MonoMillis() + cluster_->cfg.connect_timeout_ms;
-      const tcp::endpoint to = ToEndpoint(addr);
-      asio::error_code ec = PrepareUpstream(up_.stream.socket(), to);
-      if (!ec) std::tie(ec) = co_await up_.stream.socket().async_connect(to, kNoThrow);
-      deadline_ms = kNever;
       std::string err;
-      if (!ec && cluster_->cfg.endpoints[ep].mtls) {
-        asio::error_code ignored;
-        up_.stream.socket().set_option(tcp::no_delay(true), ignored);
-        if (!co_await ConnectMeshTls(w_, cluster_->cfg, ep, kAlpnTcp, up_, this, &err)) {
-          cs_->tls_fail.Inc();
-        } else {
-          cs_->tls_handshakes.Inc();
-          if (SSL_session_reused(up_.stream.ssl())) cs_->tls_resumed.Inc();
-        }
-      }
-      if (ec || !err.empty()) {
-        cs_->cx_connect_fail.Inc();
-        LOG_WARN("listener {}: upstream connect error: {}: {}", lc.name, addr.text,
-                 !err.empty() ? err : (timed_out_ ? "connect timeout" : ec.message()));
-        up_.stream.Close();
-        if (cluster_->cfg.endpoints.size() > 1 && attempt == 0)
+      if (!co_await upstream::Connect(w_, *cluster_, kAlpnTcp, up_, this, &timed_out_, &err)) {
+        LOG_WARN("listener {}: {}", lc.name, err);
+        if (cluster_->cfg.endpoints.size() > 1 && attempt == 0) {
           cs_->rq_retry.Inc();
-        else
-          break;
-        continue;
+          continue;
+        }
+        break;
       }
-      endpoint_ = ep;
       connected_ = true;
-      cluster_->active[ep]++;
-      cs_->cx_total.Inc();
-      cs_->cx_active.Inc();
     }
     if (connected_) {
-      asio::error_code ignored;
-      up_.stream.socket().set_option(tcp::no_delay(true), ignored);
       co_await Tunnel(down_, up_.stream, {}, {}, this, lc.idle_timeout_ms,
                       {&ls_->bytes_in, &cs_->bytes_in}, {&cs_->bytes_out, &ls_->bytes_out});
       if (timed_out_) LOG_DEBUG("listener {}: idle timeout", lc.name);
@@ -169,7 +146,6 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
   std::shared_ptr<ClusterRuntime> cluster_;
   ListenerStats* ls_ = nullptr;
   ClusterStats* cs_ = nullptr;
-  size_t endpoint_ = 0;
   bool connected_ = false;
   bool timed_out_ = false;
 };

@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "base/time.h"
+#include "proxy/upstream/pool.h"
 
 namespace weft::proxy {
 
@@ -14,24 +15,6 @@ constexpr size_t kAccessLogFlushBytes = 64 * 1024;
 
 AccessLogSink::~AccessLogSink() {
   if (owned && fd >= 0) ::close(fd);
-}
-
-ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t seed)
-    : cfg(c),
-      stats(s),
-      lb(
-          c.lb,
-          [&] {
-            std::vector<uint32_t> w;
-            for (const auto& e : c.endpoints) w.push_back(e.weight);
-            return w;
-          }(),
-          seed),
-      active(c.endpoints.size(), 0),
-      idle(c.endpoints.size()) {}
-
-ClusterRuntime::~ClusterRuntime() {
-  for (const auto& p : idle) stats->cx_active.Dec(p.size());
 }
 
 Worker::Worker(size_t id)
@@ -127,10 +110,7 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
   if (state_) {
     for (const auto& old : state_->clusters) {
       old->retired = true;
-      for (auto& pool : old->idle) {
-        old->stats->cx_active.Dec(pool.size());
-        pool.clear();
-      }
+      upstream::CloseIdle(*old);
     }
   }
   state_ = std::move(st);
@@ -241,7 +221,9 @@ void Worker::ArmTick() {
   tick_.async_wait([this](const asio::error_code& ec) {
     if (ec) return;
     Tick();
-    WatchIdle();
+    if (state_) {
+      for (const auto& c : state_->clusters) upstream::WatchIdle(c);
+    }
     FlushAccessLogs();
     ArmTick();
   });
@@ -285,45 +267,6 @@ void Worker::FlushAccessLogs() {
   }
 }
 
-void Worker::ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c,
-                             std::unique_ptr<UpstreamConn> conn) {
-  auto& pool = c->idle[conn->endpoint];
-  if (draining_ || c->retired || pool.size() >= c->cfg.max_idle_per_endpoint) {
-    c->stats->cx_active.Dec();
-    return;  // closes
-  }
-  // No watch yet: a connection reused within a tick costs no syscall at all.
-  // The tick arms the watch on connections that stay idle (WatchIdle).
-  conn->watching = false;
-  pool.push_back(std::move(conn));
-}
-
-void Worker::DropIdle(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw) {
-  auto cr = weak.lock();
-  if (!cr) return;
-  auto& p = cr->idle[raw->endpoint];
-  for (auto it = p.begin(); it != p.end(); ++it) {
-    if (it->get() == raw) {
-      cr->stats->cx_active.Dec();
-      p.erase(it);
-      return;
-    }
-  }
-}
-
-void Worker::WatchIdleTls(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw) {
-  raw->stream.socket().async_wait(tcp::socket::wait_read, [weak, raw](const asio::error_code& ec) {
-    if (ec == asio::error::operation_aborted) return;
-    // A session ticket or key update keeps it; a
-    // close or stray data drops it.
-    if (!ec && weak.lock() && raw->stream.IdleReadable()) {
-      WatchIdleTls(weak, raw);
-      return;
-    }
-    DropIdle(weak, raw);
-  });
-}
-
 void Worker::SetIdentity(std::shared_ptr<const MeshIdentity> id,
                          std::shared_ptr<const TicketKeys> keys) {
   asio::post(io_, [this, id = std::move(id), keys = std::move(keys)] {
@@ -339,34 +282,6 @@ void Worker::SetIdentity(std::shared_ptr<const MeshIdentity> id,
     }
     tls_ = std::move(t);
   });
-}
-
-void Worker::WatchIdle() {
-  if (!state_) return;
-  for (const auto& c : state_->clusters) {
-    std::weak_ptr<ClusterRuntime> weak = c;
-    for (auto& pool : c->idle) {
-      for (auto& conn : pool) {
-        if (conn->watching) continue;
-        conn->watching = true;
-        // If the upstream closes the idle connection (or sends anything),
-        // drop it from the pool so no request is sent down a dead one. A
-        // read, not a wait: Asio re-arms epoll for every wait.
-        UpstreamConn* raw = conn.get();
-        if (raw->stream.tls()) {
-          // TLS: the bytes are OpenSSL's to read. Wait, then let it look.
-          WatchIdleTls(weak, raw);
-          continue;
-        }
-        raw->stream.socket().async_read_some(asio::buffer(&raw->watch_byte, 1),
-                                             [weak, raw](const asio::error_code& ec, size_t) {
-                                               if (ec == asio::error::operation_aborted)
-                                                 return;  // taken from the pool, or closed
-                                               DropIdle(weak, raw);
-                                             });
-      }
-    }
-  }
 }
 
 }  // namespace weft::proxy

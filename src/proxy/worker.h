@@ -19,7 +19,7 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "proxy/tls.h"
-#include "proxy/upstream/load_balancer.h"
+#include "proxy/upstream/cluster.h"
 
 namespace weft::proxy {
 
@@ -50,28 +50,6 @@ struct ListenerSockets {
   std::string key;       // protocol + address: reused across reloads when equal
   std::vector<int> fds;  // one per worker; each worker takes ownership of its own
   std::string bound;     // the address really bound ("127.0.0.1:41234")
-};
-
-struct UpstreamConn {
-  explicit UpstreamConn(asio::io_context& io) : stream(io) {}
-  io::Stream stream;
-  std::shared_ptr<TlsContexts> tls;  // mesh TLS: the contexts its SSL came from
-  size_t endpoint = 0;
-  bool reused = false;
-  bool watching = false;  // an idle-watch read is pending (pooled for over a tick)
-  char watch_byte = 0;    // target of the idle-watch read
-};
-
-// A cluster as one worker sees it under one snapshot.
-struct ClusterRuntime {
-  ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t seed);
-  ~ClusterRuntime();
-  const ClusterConfig& cfg;
-  ClusterStats* stats;
-  upstream::LoadBalancer lb;
-  std::vector<uint32_t> active;                                  // requests in flight per endpoint
-  std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint
-  bool retired = false;  // replaced by a reload: pools nothing more
 };
 
 struct WorkerState {
@@ -150,9 +128,6 @@ class Worker {
   // Starts the session for an accepted (or captured) connection, or refuses
   // it at the listener's max_connections.
   void Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock);
-  // Returns an upstream connection to its endpoint's idle pool (or closes it).
-  void ReleaseUpstream(const std::shared_ptr<ClusterRuntime>& c,
-                       std::unique_ptr<UpstreamConn> conn);
 
  private:
   void ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
@@ -161,11 +136,6 @@ class Worker {
   void Tick();
   void ArmTick();
   void FlushAccessLogs();
-  // Arms the close-watch on pooled upstream connections that have been idle
-  // since the last tick.
-  void WatchIdle();
-  static void WatchIdleTls(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw);
-  static void DropIdle(const std::weak_ptr<ClusterRuntime>& weak, UpstreamConn* raw);
 
   // Constant after construction.
   const size_t id_;
@@ -186,7 +156,7 @@ class Worker {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
 };
 
-// Spawns the session for an accepted connection (http_session.cc, tcp_session.cc).
+// Spawns the session for an accepted connection (conn_manager.cc, tcp_session.cc).
 void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
 // `direct`: connect there instead of the listener's cluster (a captured
 // connection to a destination outside the mesh, passed through as is).

@@ -20,19 +20,6 @@ namespace {
 
 namespace pb = weft::v1;
 
-bool ParseLb(const std::string& s, LbPolicy* out) {
-  if (s.empty() || s == "round_robin") {
-    *out = LbPolicy::kRoundRobin;
-  } else if (s == "least_request") {
-    *out = LbPolicy::kLeastRequest;
-  } else if (s == "random") {
-    *out = LbPolicy::kRandom;
-  } else {
-    return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
@@ -68,8 +55,15 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     const pb::Cluster& c = r->cluster();
     ClusterConfig cc;
     cc.name = c.name();
-    if (!ParseLb(c.lb(), &cc.lb))
-      return fail("cluster " + c.name() + ": unknown lb \"" + c.lb() + "\"");
+    if (!c.lb().empty()) {
+      auto lb = proxy::LbPolicyFromName(c.lb());
+      if (!lb) return fail("cluster " + c.name() + ": unknown lb \"" + c.lb() + "\"");
+      cc.lb = *lb;
+    }
+    if (!c.protocol().empty() && c.protocol() != "http" && c.protocol() != "tcp") {
+      return fail("cluster " + c.name() + ": protocol \"" + c.protocol() +
+                  "\": not supported by this proxy yet (http, tcp)");
+    }
     if (c.connect_timeout_ms() > 0) cc.connect_timeout_ms = c.connect_timeout_ms();
     if (!trust_domain.empty() && !c.service().empty() && c.name() != "local_app") {
       cc.peer_id = "spiffe://" + trust_domain + "/ns/" +
@@ -102,12 +96,10 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     lc.address = *addr;
     if (l.request_timeout_ms() > 0) lc.request_timeout_ms = l.request_timeout_ms();
     if (l.idle_timeout_ms() > 0) lc.idle_timeout_ms = l.idle_timeout_ms();
-    if (l.mtls() == "strict") {
-      lc.mtls = MeshTlsMode::kStrict;
-    } else if (l.mtls() == "permissive") {
-      lc.mtls = MeshTlsMode::kPermissive;
-    } else if (!l.mtls().empty()) {
-      return fail("listener " + l.name() + ": unknown mtls mode \"" + l.mtls() + "\"");
+    if (!l.mtls().empty()) {
+      auto mode = proxy::MeshTlsModeFromName(l.mtls());
+      if (!mode) return fail("listener " + l.name() + ": unknown mtls mode \"" + l.mtls() + "\"");
+      lc.mtls = *mode;
     }
     if (l.direction() == "inbound" && !policies.empty()) {
       const pb::Resource* local = find("cluster", "local_app");
@@ -159,8 +151,29 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
           rc.weighted.clear();
         }
         rc.timeout_ms = pr.timeout_ms();
-        if (pr.has_retry())
-          rc.retries = static_cast<int>(std::min<uint32_t>(pr.retry().attempts(), 5));
+        if (pr.has_retry()) {
+          // Refused, not clamped or dropped: what the proxy cannot honour is
+          // NACKed with the reason (the server refuses it at apply time too).
+          const pb::RetryPolicy& rp = pr.retry();
+          const std::string where = "route " + pr.name() + ": retry.";
+          if (rp.attempts() > mesh::kMaxRetryAttempts) {
+            return fail(where + "attempts " + std::to_string(rp.attempts()) +
+                        " exceeds the limit of " + std::to_string(mesh::kMaxRetryAttempts));
+          }
+          if (rp.per_try_timeout_ms() != 0) {
+            return fail(where + "per_try_timeout_ms: not supported by this proxy yet");
+          }
+          if (rp.has_attempts()) rc.retries = static_cast<int>(rp.attempts());
+          if (rp.on_size() > 0) rc.retry_on = 0;
+          for (const auto& on : rp.on()) {
+            auto bit = proxy::RetryOnFromName(on);
+            if (!bit) {
+              return fail(where + "on \"" + on +
+                          "\": not supported by this proxy yet (connect-failure, reset)");
+            }
+            rc.retry_on |= *bit;
+          }
+        }
         lc.routes.push_back(std::move(rc));
       }
     } else {

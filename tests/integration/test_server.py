@@ -64,6 +64,37 @@ def test_apply_get_delete_roundtrip(server, tmp_path):
     assert r.returncode == 1 and "not found" in r.stderr
 
 
+def test_fields_the_proxy_cannot_honour_are_refused_at_apply(server, tmp_path):
+    # Accepting these and dropping them would tell the user "configured" for
+    # something that never happens: refused, with the reason, nothing written.
+    s = server()
+    cases = {
+        "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {attempts: 2, on: [5xx]}}\n":
+            "spec.retries.on[0] \"5xx\": not supported yet",
+        "kind: TrafficPolicy\nmetadata: {name: b}\nspec: {retries: {perTryTimeout: 500ms}}\n":
+            "spec.retries.perTryTimeout: not supported yet",
+        "kind: TrafficPolicy\nmetadata: {name: c}\nspec: {retries: {attempts: 10}}\n":
+            "spec.retries.attempts",
+        "kind: Service\nmetadata: {name: d}\nspec: {ports: [{port: 50051, protocol: grpc}]}\n":
+            "spec.ports[0].protocol \"grpc\": not supported yet",
+    }
+    for i, (doc, why) in enumerate(cases.items()):
+        f = tmp_path / f"m{i}.yaml"
+        f.write_text(doc)
+        r = s.ctl("apply", "-f", str(f))
+        assert r.returncode == 1 and why in r.stderr, (doc, r.stderr)
+    for kind, name in [("TrafficPolicy", "a"), ("TrafficPolicy", "b"), ("TrafficPolicy", "c"), ("Service", "d")]:
+        status, _, _ = s.request("GET", f"/v1/config/{kind}/{name}")
+        assert status == 404, (kind, name)
+    # What it can honour is accepted and reads back as written.
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("kind: TrafficPolicy\nmetadata: {name: e}\nspec: {retries: {attempts: 0, on: [connect-failure]}}\n")
+    r = s.ctl("apply", "-f", str(ok))
+    assert r.returncode == 0, r.stderr
+    r = s.ctl("get", "trafficpolicy", "e", "-o", "yaml")
+    assert r.returncode == 0 and "attempts: 0" in r.stdout and "connect-failure" in r.stdout, r.stdout + r.stderr
+
+
 def test_bad_manifests_name_the_field(server, tmp_path):
     s = server()
     bad = tmp_path / "bad.yaml"

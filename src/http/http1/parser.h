@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include "http/message.h"
+
 namespace weft::http1 {
 
 struct Limits {
@@ -29,10 +31,7 @@ struct Limits {
   size_t max_headers = 100;
 };
 
-struct Header {
-  std::string_view name;
-  std::string_view value;
-};
+using Header = http::HeaderField;
 
 enum class Framing : uint8_t {
   kNone,           // no body

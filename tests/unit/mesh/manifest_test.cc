@@ -33,9 +33,8 @@ TEST(Manifest, DesignExampleParses) {
   const auto& tp = std::get<TrafficPolicySpec>(ms[1].spec);
   EXPECT_EQ(tp.lb, "least_request");
   EXPECT_EQ(tp.connect_timeout_ms, 1000);
-  EXPECT_EQ(tp.retries.attempts, 2u);
-  EXPECT_EQ(tp.retries.per_try_timeout_ms, 500);
-  EXPECT_EQ(tp.retries.on.size(), 3u);
+  EXPECT_EQ(tp.retries.attempts, 2);
+  EXPECT_EQ(tp.retries.on.size(), 2u);
   const auto& rt = std::get<RouteSpec>(ms[2].spec);
   ASSERT_EQ(rt.rules.size(), 2u);
   EXPECT_EQ(rt.rules[0].match.headers[0].name, "x-canary");
@@ -81,6 +80,30 @@ TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [sometimes]}}\n")
                 .find("spec.retries.on[0] \"sometimes\""),
             std::string::npos);
+}
+
+// What the proxy cannot honour yet is refused at apply time with the reason,
+// never accepted and dropped.
+TEST(Manifest, FieldsTheProxyCannotHonourAreRefused) {
+  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [reset, 5xx]}}\n")
+                .find("spec.retries.on[1] \"5xx\": not supported yet"),
+            std::string::npos);
+  EXPECT_NE(
+      Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {perTryTimeout: 1s}}\n")
+          .find("spec.retries.perTryTimeout: not supported yet"),
+      std::string::npos);
+  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {attempts: 6}}\n")
+                .find("spec.retries.attempts"),
+            std::string::npos)
+      << "the same limit as the proxy's";
+  EXPECT_NE(
+      Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1, protocol: grpc}]}\n")
+          .find("spec.ports[0].protocol \"grpc\": not supported yet"),
+      std::string::npos);
+  EXPECT_NE(
+      Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1, protocol: http2}]}\n")
+          .find("not supported yet"),
+      std::string::npos);
   EXPECT_NE(Error("kind: Route\nmetadata: {name: a}\nspec: {service: s, rules: [{backends: "
                   "[{service: b, weight: 0}]}]}\n")
                 .find("needs at least one backend with a weight above 0"),

@@ -35,7 +35,7 @@ Policies::Input Parse(const std::string& name, const std::string& yaml) {
 }
 
 Decision Http(const Policies& p, std::string_view peer, std::string_view method,
-              std::string_view path, const std::vector<http1::Header>* headers = nullptr) {
+              std::string_view path, const http::HeaderList* headers = nullptr) {
   Request r;
   r.peer = peer;
   r.method = method;
@@ -102,9 +102,9 @@ TEST(Authz, HeaderConditions) {
       to: {headers: {x-role: admin, x-team: "pay*", x-trace: "*"}}
 )")},
                              "reviews");
-  std::vector<http1::Header> ok = {{"X-Role", "admin"}, {"x-team", "payments"}, {"x-trace", "1"}};
-  std::vector<http1::Header> missing = {{"x-role", "admin"}, {"x-team", "payments"}};
-  std::vector<http1::Header> wrong = {{"x-role", "guest"}, {"x-team", "payments"}, {"x-trace", ""}};
+  http::HeaderList ok = {{"X-Role", "admin"}, {"x-team", "payments"}, {"x-trace", "1"}};
+  http::HeaderList missing = {{"x-role", "admin"}, {"x-team", "payments"}};
+  http::HeaderList wrong = {{"x-role", "guest"}, {"x-team", "payments"}, {"x-trace", ""}};
   EXPECT_TRUE(Http(*p, "", "GET", "/", &ok).allow);
   EXPECT_FALSE(Http(*p, "", "GET", "/", &missing).allow);
   EXPECT_FALSE(Http(*p, "", "GET", "/", &wrong).allow);
@@ -162,7 +162,7 @@ TEST(Authz, DecisionsDoNotAllocate) {
                            "b}}\n"));
   }
   auto p = Policies::Compile(in, "reviews");
-  std::vector<http1::Header> h = {{"x-a", "b"}};
+  http::HeaderList h = {{"x-a", "b"}};
   g_allocs = 0;
   g_count = true;
   bool allowed = false;

@@ -2,17 +2,21 @@
 
 #include <gtest/gtest.h>
 
+#include "http/http1/codec.h"
+
 namespace weft::proxy {
 namespace {
 
-http1::Head Request(const std::string& storage) {
+http::RequestHeaders Request(const std::string& storage) {
   http1::Head h;
   http1::Error err;
   size_t scanned = 0;
   http1::Limits l;
   EXPECT_EQ(http1::ParseRequest(storage.data(), storage.size(), l, &scanned, &h, &err),
             http1::ParseResult::kComplete);
-  return h;
+  http::RequestHeaders r;
+  http1::ToRequestHeaders(&h, &r);
+  return r;
 }
 
 std::vector<RouteConfig> Routes() {

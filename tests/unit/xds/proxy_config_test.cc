@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "weft/v1/config.pb.h"
 
 namespace weft::xds {
@@ -81,6 +83,100 @@ TEST(Capture, AVirtualListenerNeedsItsCaptureListener) {
   state["listener/outbound_capture"] = Res(bad);
   EXPECT_EQ(ConfigFromResources(ProxyConfig{}, state, &err), nullptr);
   EXPECT_NE(err.find("unknown egress"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace weft::xds
+
+namespace weft::xds {
+namespace {
+
+// An HTTP listener with one route to one cluster; `edit` changes the route.
+ResourceMap RouteState(const std::function<void(pb::Route*)>& edit) {
+  ResourceMap m;
+  pb::Resource c;
+  c.set_type("cluster");
+  c.set_name("api");
+  c.mutable_cluster()->set_name("api");
+  m["cluster/api"] = Res(c);
+  pb::Resource l;
+  l.set_type("listener");
+  l.set_name("out");
+  auto* li = l.mutable_listener();
+  li->set_name("out");
+  li->set_address("127.0.0.1:15000");
+  li->set_protocol("http");
+  li->set_route_table("out");
+  m["listener/out"] = Res(l);
+  pb::Resource rt;
+  rt.set_type("route");
+  rt.set_name("out");
+  auto* t = rt.mutable_route();
+  t->set_name("out");
+  pb::Route* r = t->add_routes();
+  r->set_name("all");
+  r->set_prefix("/");
+  r->add_clusters()->set_cluster("api");
+  edit(r);
+  m["route/out"] = Res(rt);
+  return m;
+}
+
+std::string Nack(const ResourceMap& state) {
+  std::string err;
+  auto cfg = ConfigFromResources(ProxyConfig{}, state, &err);
+  EXPECT_EQ(cfg, nullptr);
+  return err;
+}
+
+TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
+  std::string err;
+  auto cfg = ConfigFromResources(ProxyConfig{}, RouteState([](pb::Route* r) {
+                                   r->mutable_retry()->set_attempts(3);
+                                   r->mutable_retry()->add_on("connect-failure");
+                                 }),
+                                 &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].retries, 3);
+  EXPECT_EQ(cfg->listeners[0].routes[0].retry_on, proxy::kRetryOnConnectFailure);
+
+  cfg = ConfigFromResources(
+      ProxyConfig{}, RouteState([](pb::Route* r) { r->mutable_retry()->add_on("reset"); }), &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].retries, -1) << "an unset count keeps the default";
+
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_retry()->set_attempts(9);
+            })).find("route all: retry.attempts 9 exceeds the limit of 5"),
+            std::string::npos);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_retry()->set_per_try_timeout_ms(500);
+            })).find("per_try_timeout_ms: not supported by this proxy yet"),
+            std::string::npos);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_retry()->add_on("5xx");
+            })).find("retry.on \"5xx\": not supported by this proxy yet"),
+            std::string::npos);
+}
+
+TEST(Stream, EnumsComeFromTheSameTablesAsTheBootstrap) {
+  auto state = RouteState([](pb::Route*) {});
+  pb::Resource c = *state["cluster/api"];
+  c.mutable_cluster()->set_lb("least_request");
+  state["cluster/api"] = Res(c);
+  pb::Resource l = *state["listener/out"];
+  l.mutable_listener()->set_mtls("off");
+  state["listener/out"] = Res(l);
+  std::string err;
+  auto cfg = ConfigFromResources(ProxyConfig{}, state, &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  EXPECT_EQ(cfg->clusters[0].lb, proxy::LbPolicy::kLeastRequest);
+  EXPECT_EQ(cfg->listeners[0].mtls, proxy::MeshTlsMode::kOff);
+
+  c.mutable_cluster()->set_protocol("grpc");
+  state["cluster/api"] = Res(c);
+  EXPECT_NE(Nack(state).find("cluster api: protocol \"grpc\": not supported by this proxy yet"),
+            std::string::npos);
 }
 
 }  // namespace

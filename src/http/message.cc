@@ -1,0 +1,30 @@
+#include "http/message.h"
+
+#include "base/strings.h"
+
+namespace weft::http {
+
+bool IsConnectionSpecific(std::string_view n) {
+  switch (n.size()) {
+    case 2:
+      return IEquals(n, "te");
+    case 7:
+      return IEquals(n, "upgrade");
+    case 10:
+      return IEquals(n, "connection") || IEquals(n, "keep-alive");
+    case 16:
+      return IEquals(n, "proxy-connection");
+    case 17:
+      return IEquals(n, "transfer-encoding");
+    default:
+      return false;
+  }
+}
+
+bool NamedInConnection(std::string_view connection, std::string_view name) {
+  bool found = false;
+  ForEachListElement(connection, [&](std::string_view t) { found |= IEquals(t, name); });
+  return found;
+}
+
+}  // namespace weft::http

@@ -1,0 +1,579 @@
+#include "proxy/conn_manager.h"
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "base/net.h"
+#include "base/strings.h"
+#include "base/time.h"
+#include "http/http1/codec.h"
+#include "proxy/access_log.h"
+#include "proxy/router.h"
+
+namespace weft::proxy {
+namespace {
+
+using namespace std::string_view_literals;
+using upstream::AttemptFailure;
+
+// The reject reason a local reply is counted under; kCount: not a refusal
+// of the request (the upstream failed).
+Reject RejectFor(int status) {
+  switch (status) {
+    case 400:
+      return Reject::kBadRequest;
+    case 408:
+      return Reject::kHeaderTimeout;
+    case 413:
+      return Reject::kBodyTooLarge;
+    case 414:
+      return Reject::kUriTooLong;
+    case 431:
+      return Reject::kHeadersTooLarge;
+    case 404:
+      return Reject::kNoRoute;
+    case 403:
+      return Reject::kDenied;
+    case 405:
+    case 501:
+    case 505:
+      return Reject::kUnsupported;
+    default:
+      return Reject::kCount;
+  }
+}
+
+// A random (version 4) UUID, formatted without allocation once `out` has
+// its capacity.
+void MakeRequestId(Rng& rng, std::string* out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t a = rng.Next(), b = rng.Next();
+  a = (a & ~0xf000ULL) | 0x4000ULL;              // version 4
+  b = (b & ~(0xc0ULL << 56)) | (0x80ULL << 56);  // RFC 4122 variant
+  out->resize(36);
+  char* p = out->data();
+  int n = 0;
+  for (int i = 0; i < 32; ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) p[n++] = '-';
+    uint64_t word = i < 16 ? a : b;
+    p[n++] = kHex[(word >> (60 - 4 * (i % 16))) & 15];
+  }
+}
+
+const http::ResponseHeaders kContinue = [] {
+  http::ResponseHeaders h;
+  h.status = 100;
+  return h;
+}();
+
+}  // namespace
+
+HttpConnectionManager::HttpConnectionManager(Worker* w, std::shared_ptr<ListenerRuntime> l,
+                                             tcp::socket s,
+                                             std::unique_ptr<upstream::HttpUpstream> upstream)
+    : w_(w), listener_(std::move(l)), down_(std::move(s)), up_(std::move(upstream)) {
+  if (!up_) up_ = std::make_unique<upstream::Http1Upstream>(w_);
+  w_->Track(this);
+  w_->ConnectionOpened();
+  ++listener_->active;
+  asio::error_code ec;
+  tcp::endpoint peer = down_.socket().remote_endpoint(ec);
+  if (!ec) {
+    client_ip_ = peer.address().to_string();
+    client_addr_ = JoinHostPort(client_ip_, peer.port());
+  }
+}
+
+HttpConnectionManager::~HttpConnectionManager() {
+  up_.reset();  // gives its connection back before the counters below
+  w_->Untrack(this);
+  w_->ConnectionClosed();
+  --listener_->active;
+  if (ls_) ls_->cx_active.Dec();
+}
+
+void HttpConnectionManager::OnDeadline() {
+  timed_out_ = true;
+  down_.Cancel();
+  up_->Cancel();
+}
+
+void HttpConnectionManager::SetDeadline(int64_t ms) {
+  deadline_ms = ms > 0 ? MonoMillis() + ms : kNever;
+}
+
+bool HttpConnectionManager::TakeConfig(Ctx* c) {
+  // Copy the snapshot pointer only when it changed (a reload): the request
+  // path then touches no shared reference count.
+  if (c->state != w_->state()) c->state = w_->state();
+  const auto& listeners = c->state->snap->cfg->listeners;
+  size_t index = listener_->index;
+  if (listener_->removed) {
+    // The socket that accepted us is gone (its address changed or it was
+    // removed): keep serving under the listener of the same name, if any.
+    index = listeners.size();
+    for (size_t i = 0; i < listeners.size(); ++i) {
+      if (listeners[i].name == listener_->name && listeners[i].protocol == Protocol::kHttp)
+        index = i;
+    }
+    if (index == listeners.size()) return false;
+  }
+  c->listener_index = index;
+  c->lc = &listeners[index];
+  c->ls = &c->state->snap->listener_stats[index]->at(w_->id());
+  return true;
+}
+
+asio::awaitable<void> HttpConnectionManager::Run() {
+  auto self = shared_from_this();
+  Ctx c;
+  if (!TakeConfig(&c)) co_return;
+  ls_ = c.ls;
+  ls_->cx_total.Inc();
+  ls_->cx_active.Inc();
+  if (!co_await AcceptMeshTls(w_, *c.lc, *c.ls, down_, this, &peer_)) {
+    down_.Close();
+    co_return;
+  }
+  // The first byte of a request starts the header-read clock.
+  http1::ServerConnection codec(down_, limits_, {&ls_->bytes_in, &ls_->bytes_out}, [this] {
+    idle = false;
+    SetDeadline(header_timeout_ms_);
+  });
+  co_await Serve(codec);
+  down_.ShutdownSend();
+  down_.Close();
+}
+
+asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
+  codec_ = &codec;
+  Ctx c;
+  if (!TakeConfig(&c)) co_return;
+  if (!peer_.empty() && c.state->snap->registry)
+    source_stats_ = &c.state->snap->registry->Source(c.lc->name, peer_)->at(w_->id());
+  for (;;) {
+    if (!TakeConfig(&c)) co_return;
+    limits_ = c.lc->limits;
+    header_timeout_ms_ = c.lc->header_read_timeout_ms;
+    idle = true;
+    timed_out_ = false;
+    start_ns_ = 0;
+    upstream_ns_ = 0;
+    rq_bytes_ = rs_bytes_ = 0;
+    upstream_addr_ = {};
+    SetDeadline(first_request_ ? c.lc->header_read_timeout_ms : c.lc->idle_timeout_ms);
+    http::Accepted a = co_await codec.NextStream();
+    deadline_ms = kNever;
+    idle = false;
+    if (a.stream == nullptr) co_return;
+    if (a.error.reason != http::ResetReason::kNone) {
+      // A head that never completed.
+      request_id_.clear();
+      int status = a.error.status;
+      std::string body;
+      if (status == 0) {
+        if (!timed_out_) co_return;  // the client went away mid-head
+        status = 408;
+        body = "request header read timeout";
+      } else if (a.error.reason == http::ResetReason::kOverflow) {
+        body = std::string(a.error.detail);
+      } else {
+        LOG_DEBUG("listener {}: {} from {}: {}", c.lc->name, status, client_addr_, a.error.detail);
+        body = fmt::format("bad request: {}", a.error.detail);
+      }
+      reply_body_ = std::move(body);
+      co_await LocalReply(c, *a.stream, status, true);
+      codec.StreamDone(a.stream, false);
+      co_return;
+    }
+    // The config may have been reloaded while we waited: the request is
+    // served under the config current when its head arrived.
+    if (!TakeConfig(&c)) co_return;
+    const bool ok = co_await ServeStream(c, *a.stream);
+    codec.StreamDone(a.stream, ok);
+    if (!ok || !codec.open() || w_->draining()) co_return;
+    first_request_ = false;
+  }
+}
+
+asio::awaitable<bool> HttpConnectionManager::ServeStream(Ctx& c, http::ServerStream& s) {
+  const http::RequestHeaders& req = s.request();
+  start_ns_ = MonoNanos();
+  upstream_ns_ = 0;
+  rq_bytes_ = rs_bytes_ = 0;
+  upstream_addr_ = {};
+  if (!req.request_id.empty() && req.request_id.size() <= 128) {
+    request_id_.assign(req.request_id);
+  } else {
+    MakeRequestId(w_->rng(), &request_id_);
+  }
+  if (req.method == "CONNECT"sv) {
+    reply_body_ = "CONNECT is not supported by this listener";
+    co_await LocalReply(c, s, 405, true);
+    co_return false;
+  }
+  Exchange x;
+  x.request = &req;
+  x.peer = peer_;
+  x.client_addr = client_addr_;
+  x.lc = c.lc;
+  x.listener_index = c.listener_index;
+  x.state = c.state.get();
+  x.worker = w_->id();
+  x.rng = &w_->rng();
+  x.start_ns = start_ns_;
+  for (const Filter* f : HttpFilterChain()) {
+    if (f->OnRequestHeaders(x) == FilterStatus::kStop) {
+      reply_body_ = std::move(x.reply_body);
+      co_await LocalReply(c, s, x.reply_status, x.reply_close);
+      co_return codec_->open();
+    }
+  }
+  co_return co_await Forward(c, x, s);
+}
+
+void HttpConnectionManager::BuildUpstreamRequest(const Ctx& c, const http::RequestHeaders& req) {
+  up_req_.method = req.method;
+  up_req_.scheme = req.scheme;
+  up_req_.authority = req.authority;
+  up_req_.path = req.path;
+  up_req_.body = req.body;
+  up_req_.content_length = req.content_length;
+  up_req_.version = req.version;
+  up_req_.upgrade = req.upgrade;
+  up_req_.connection = req.connection;
+  up_req_.fields.clear();
+  const bool mesh_port = c.lc->mtls != MeshTlsMode::kOff;
+  for (const http::HeaderField& f : req.fields) {
+    const std::string_view n = f.name;
+    switch (n.size()) {
+      case 6:
+        if (IEquals(n, "expect")) continue;  // answered by the proxy itself
+        break;
+      case 12:
+        if (IEquals(n, "x-request-id")) continue;
+        break;
+      case 15:
+        if (IEquals(n, "x-forwarded-for")) continue;
+        break;
+      case 17:
+        if (IEquals(n, "x-forwarded-proto")) continue;
+        break;
+      case 23:
+        // Only this proxy vouches for a caller's identity on a mesh port.
+        if (mesh_port && IEquals(n, "x-forwarded-client-cert")) continue;
+        break;
+      default:
+        break;
+    }
+    up_req_.fields.push_back(f);
+  }
+  forwarded_for_.clear();
+  if (!req.forwarded_for.empty()) forwarded_for_.append(req.forwarded_for).append(", "sv);
+  forwarded_for_.append(client_ip_);
+  up_req_.fields.push_back({"x-forwarded-for"sv, forwarded_for_});
+  up_req_.fields.push_back({"x-forwarded-proto"sv, "http"sv});
+  up_req_.fields.push_back({"x-request-id"sv, request_id_});
+  if (!peer_.empty()) {
+    // The verified caller, for the application (Envoy's XFCC shape).
+    client_cert_.assign("By="sv);
+    if (const auto& tls = w_->tls()) client_cert_.append(tls->identity().spiffe_id);
+    client_cert_.append(";URI="sv).append(peer_);
+    up_req_.fields.push_back({"x-forwarded-client-cert"sv, client_cert_});
+  }
+}
+
+asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::ServerStream& s) {
+  const http::RequestHeaders& req = s.request();
+  const std::shared_ptr<ClusterRuntime>& cluster = c.state->clusters[x.cluster_index];
+  ClusterRuntime& cr = *cluster;
+  RouteStats& rs = *x.route_stats;
+  const int64_t timeout_ms = x.route->timeout_ms ? x.route->timeout_ms : c.lc->request_timeout_ms;
+  const auto elapsed_us = [this] { return (MonoNanos() - start_ns_) / 1000; };
+  const auto fail = [&](int status) {
+    cr.stats->http.Record(status, 0);
+    rs.http.Record(status, elapsed_us());
+  };
+  BuildUpstreamRequest(c, req);
+
+  // Pick, connect (or reuse), send, and read the response head, under the
+  // retry policy (upstream/retry.h).
+  upstream::RetryState retry(upstream::RetryPolicy::For(*x.route, cr.cfg.endpoints.size()),
+                             upstream::Idempotent(req.method) && !req.has_body());
+  upstream::HttpUpstream::Lease lease;
+  const http::ResponseHeaders* resp = nullptr;
+  std::string err;
+  bool continue_sent = false;
+  while (resp == nullptr && retry.attempts_left()) {
+    retry.Started();
+    const size_t ep = cr.lb.Pick(cr.active, retry.next_exclude());
+    const SocketAddress& addr = cr.cfg.endpoints[ep].address;
+    timed_out_ = false;
+    if (!co_await up_->Acquire(cluster, ep, limits_, this, &timed_out_, &lease, &err)) {
+      if (cr.cfg.endpoints[ep].mtls) {
+        LOG_WARN("listener {}: {}", c.lc->name, err);  // mesh TLS: an identity problem
+      } else {
+        LOG_DEBUG("listener {}: {}", c.lc->name, err);
+      }
+      if (retry.ShouldRetry(AttemptFailure::kConnect, ep, false)) {
+        cr.stats->rq_retry.Inc();
+        continue;
+      }
+      break;
+    }
+    upstream_addr_ = addr.text;
+    up_req_.authority = req.authority.empty() ? std::string_view(addr.text) : req.authority;
+    if (!continue_sent && req.expect_continue && req.has_body()) {
+      // The client waits for a go-ahead before its body; the upstream is ready.
+      continue_sent = true;
+      SetDeadline(c.lc->idle_timeout_ms);
+      if (!co_await s.SendInterim(kContinue)) {
+        up_->Release(false);
+        co_return false;
+      }
+    }
+    http::ClientStream& us = *lease.stream;
+    int r = 0;
+    SetDeadline(c.lc->idle_timeout_ms);
+    if (!co_await us.SendHeaders(up_req_, !req.has_body())) {
+      r = 2;
+    } else if (req.has_body()) {
+      r = co_await PumpRequestBody(c, s, us);
+    }
+    if (r == 2 && retry.ShouldRetry(AttemptFailure::kResetOnSend, ep, lease.reused)) {
+      // Nothing reached the upstream (a pooled connection it had just
+      // closed, or a reset): the request head is intact, send it again.
+      up_->Release(false);
+      cr.stats->rq_retry.Inc();
+      continue;
+    }
+    if (r != 0) {
+      up_->Release(false);
+      if (r == 1) co_return false;  // the client went away mid-body
+      if (r == 2) {
+        cr.stats->rq_reset.Inc();
+        fail(503);
+        reply_body_ = fmt::format("upstream reset while sending the request: {}", addr.text);
+        co_await LocalReply(c, s, 503, true);
+        co_return false;
+      }
+      if (r == 413) {
+        reply_body_ =
+            fmt::format("request body exceeds the limit of {} bytes", c.lc->max_request_body_bytes);
+      } else {
+        reply_body_ = "bad request: malformed chunked body";
+      }
+      co_await LocalReply(c, s, r, true);
+      co_return false;
+    }
+
+    // The response head, relaying interim 1xx responses.
+    timed_out_ = false;
+    SetDeadline(timeout_ms);
+    for (;;) {
+      http::HeadError herr;
+      const http::ResponseHeaders* h = co_await us.ReadHeaders(&herr);
+      if (h != nullptr) {
+        if (h->interim()) {
+          if (!co_await s.SendInterim(*h)) {
+            up_->Release(false);
+            co_return false;
+          }
+          continue;
+        }
+        resp = h;
+        break;
+      }
+      up_->Release(false);
+      if (herr.reason == http::ResetReason::kProtocolError) {
+        LOG_WARN("listener {}: invalid response from {}: {}", c.lc->name, upstream_addr_,
+                 herr.detail);
+        fail(502);
+        reply_body_ =
+            fmt::format("invalid response from upstream {}: {}", upstream_addr_, herr.detail);
+        co_await LocalReply(c, s, 502, true);
+        co_return false;
+      }
+      if (herr.reason == http::ResetReason::kOverflow) {
+        reply_body_ = herr.detail;
+        co_await LocalReply(c, s, 502, true);
+        co_return false;
+      }
+      if (timed_out_) {
+        cr.stats->rq_timeout.Inc();
+        fail(504);
+        reply_body_ =
+            fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_);
+        co_await LocalReply(c, s, 504, true);
+        co_return false;
+      }
+      if (!herr.bytes_received &&
+          retry.ShouldRetry(AttemptFailure::kResetNoBytes, ep, lease.reused)) {
+        cr.stats->rq_retry.Inc();
+        break;  // next attempt
+      }
+      cr.stats->rq_reset.Inc();
+      fail(503);
+      reply_body_ =
+          fmt::format("upstream reset before response: {}: {}", upstream_addr_, herr.detail);
+      co_await LocalReply(c, s, 503, true);
+      co_return false;
+    }
+  }
+  if (resp == nullptr) {
+    fail(503);
+    reply_body_ = err.empty() ? std::string("no upstream available") : err;
+    co_await LocalReply(c, s, 503, true);
+    co_return false;
+  }
+  deadline_ms = kNever;
+  upstream_ns_ = MonoNanos() - start_ns_;
+  const int status = resp->status;
+  http::ClientStream& us = *lease.stream;
+
+  // The response head as it goes down: the upstream's, with the request id.
+  resp_out_.status = resp->status;
+  resp_out_.reason = resp->reason;
+  resp_out_.body = resp->body;
+  resp_out_.content_length = resp->content_length;
+  resp_out_.connection = resp->connection;
+  resp_out_.fields.clear();
+  bool has_request_id = false;
+  for (const http::HeaderField& f : resp->fields) {
+    if (f.name.size() == 12 && IEquals(f.name, "x-request-id")) has_request_id = true;
+    resp_out_.fields.push_back(f);
+  }
+  if (!has_request_id && status >= 200 && status != 101)
+    resp_out_.fields.push_back({"x-request-id"sv, request_id_});
+  const auto chain = HttpFilterChain();
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) (*it)->OnResponseHeaders(x, resp_out_);
+
+  // WebSocket and other upgrades: after 101 the connection is a tunnel.
+  if (status == 101 && !req.upgrade.empty()) {
+    if (co_await s.SendHeaders(resp_out_, true)) {
+      const int64_t us_elapsed = upstream_ns_ / 1000;
+      c.ls->http.Record(101, us_elapsed);
+      rs.http.Record(101, us_elapsed);
+      cr.stats->http.Record(101, us_elapsed);
+      Finish(c, &req, 101, "-");
+      std::string_view down_pending, up_pending;
+      io::Stream* d = s.TakeTunnel(&down_pending);
+      io::Stream* u = us.TakeTunnel(&up_pending);
+      if (d && u) {
+        co_await Tunnel(*d, *u, down_pending, up_pending, this, c.lc->idle_timeout_ms,
+                        {&c.ls->bytes_in, &cr.stats->bytes_in},
+                        {&cr.stats->bytes_out, &c.ls->bytes_out});
+      }
+    }
+    up_->Release(false);
+    co_return false;
+  }
+
+  if (w_->draining()) codec_->Drain();
+  const bool end = resp->body == http::BodyKind::kNone;
+  int r = 0;
+  if (!co_await s.SendHeaders(resp_out_, end)) {
+    r = 2;
+  } else if (!end) {
+    r = co_await PumpResponseBody(c, us, s);
+  }
+  const int64_t elapsed = elapsed_us();
+  c.ls->http.Record(status, elapsed);
+  rs.http.Record(status, elapsed);
+  cr.stats->http.Record(status, elapsed);
+  if (source_stats_) source_stats_->http.Record(status, elapsed);
+  up_->Release(r == 0);
+  Finish(c, &req, status, r == 0 ? "-"sv : (r == 1 ? "UR"sv : "DR"sv));
+  co_return r == 0;
+}
+
+asio::awaitable<int> HttpConnectionManager::PumpRequestBody(const Ctx& c, http::ServerStream& down,
+                                                            http::ClientStream& up) {
+  const uint64_t limit = c.lc->max_request_body_bytes;
+  for (;;) {
+    SetDeadline(c.lc->idle_timeout_ms);
+    const http::BodyEvent ev = co_await down.ReadBody();
+    if (ev.kind == http::BodyEvent::kReset) co_return ev.status ? ev.status : 1;
+    for (std::string_view d : ev.data) rq_bytes_ += d.size();
+    if (limit && rq_bytes_ > limit) co_return 413;
+    SetDeadline(c.lc->idle_timeout_ms);
+    if (!co_await up.SendBody(ev.data, ev.end, ev.trailers)) co_return 2;
+    if (ev.end) co_return 0;
+  }
+}
+
+asio::awaitable<int> HttpConnectionManager::PumpResponseBody(const Ctx& c, http::ClientStream& up,
+                                                             http::ServerStream& down) {
+  for (;;) {
+    SetDeadline(c.lc->idle_timeout_ms);
+    const http::BodyEvent ev = co_await up.ReadBody();
+    if (ev.kind == http::BodyEvent::kReset) co_return 1;
+    for (std::string_view d : ev.data) rs_bytes_ += d.size();
+    SetDeadline(c.lc->idle_timeout_ms);
+    if (!co_await down.SendBody(ev.data, ev.end, ev.trailers)) co_return 2;
+    if (ev.end) {
+      deadline_ms = kNever;
+      co_return 0;
+    }
+  }
+}
+
+asio::awaitable<void> HttpConnectionManager::LocalReply(const Ctx& c, http::ServerStream& s,
+                                                        int status, bool close) {
+  if (close) codec_->Drain();
+  const Reject reject = RejectFor(status);
+  if (reject != Reject::kCount) c.ls->Rejected(reject);
+  reply_body_ += '\n';
+  reply_length_.clear();
+  AppendDecimal(&reply_length_, reply_body_.size());
+  http::ResponseHeaders h;
+  h.status = status;
+  h.body = http::BodyKind::kLength;
+  h.content_length = reply_body_.size();
+  h.fields.reserve(3);
+  h.fields.push_back({"content-type"sv, "text/plain"sv});
+  h.fields.push_back({"content-length"sv, reply_length_});
+  if (!request_id_.empty()) h.fields.push_back({"x-request-id"sv, request_id_});
+  SetDeadline(c.lc->idle_timeout_ms);
+  if (co_await s.SendHeaders(h, false)) {
+    const std::string_view data[1] = {reply_body_};
+    co_await s.SendBody(data, true, nullptr);
+  }
+  deadline_ms = kNever;
+  const int64_t us = start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0;
+  c.ls->http.Record(status, us);
+  if (source_stats_) source_stats_->http.Record(status, us);
+  const http::RequestHeaders& req = s.request();
+  Finish(c, req.method.empty() ? nullptr : &req, status, "LR");
+}
+
+void HttpConnectionManager::Finish(const Ctx& c, const http::RequestHeaders* req, int status,
+                                   std::string_view flags) {
+  const auto& sink = c.state->snap->access_logs[c.listener_index];
+  if (!sink) return;
+  StreamInfo info;
+  info.listener = c.lc->name;
+  info.client = client_addr_;
+  if (req) {
+    info.method = req->method;
+    info.path = RequestPath(req->path);
+  }
+  info.status = status;
+  info.bytes_received = rq_bytes_;
+  info.bytes_sent = rs_bytes_;
+  info.start_ns = start_ns_;
+  info.upstream_ns = upstream_ns_;
+  info.upstream = upstream_addr_;
+  info.peer = peer_;
+  info.request_id = request_id_;
+  info.flags = flags;
+  ObserveAccessLog(w_, sink, info);
+}
+
+void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
+  auto session = std::make_shared<HttpConnectionManager>(w, std::move(l), std::move(s));
+  asio::co_spawn(
+      w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); }, asio::detached);
+}
+
+}  // namespace weft::proxy

@@ -1,0 +1,103 @@
+// The first filters of the HTTP chain: authorization and the router.
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "base/time.h"
+#include "proxy/authz.h"
+#include "proxy/filter.h"
+#include "proxy/router.h"
+#include "proxy/worker.h"
+
+namespace weft::proxy {
+namespace {
+
+// Authorization: the caller's verified identity and the request against the
+// listener's precompiled policies (no allocation when allowed).
+class AuthzFilter final : public Filter {
+ public:
+  std::string_view name() const override { return "authorization"; }
+  FilterStatus OnRequestHeaders(Exchange& x) const override {
+    const authz::Policies* policies = x.lc->authz.get();
+    if (policies == nullptr) return FilterStatus::kContinue;
+    authz::Request ar;
+    ar.peer = x.peer;
+    ar.method = x.request->method;
+    ar.path = RequestPath(x.request->path);
+    ar.headers = &x.request->fields;
+    const authz::Decision d = policies->Evaluate(ar);
+    if (d.policy >= 0) {
+      AuthzStats& as =
+          x.state->snap->authz_stats[x.listener_index][static_cast<size_t>(d.policy)]->at(x.worker);
+      (d.allow ? as.allow : as.deny).Inc();
+    }
+    if (d.allow) return FilterStatus::kContinue;
+    x.Reply(403, fmt::format("denied by AuthorizationPolicy {}{}",
+                             d.policy >= 0 ? policies->names()[static_cast<size_t>(d.policy)] : "-",
+                             d.by_default ? " (default: deny)" : ""));
+    LOG_INFO("listener {}: {} {} from {}: {}", x.lc->name, x.request->method, ar.path,
+             x.peer.empty() ? x.client_addr : x.peer, x.reply_body);
+    return FilterStatus::kStop;
+  }
+};
+
+// The router: the first matching route, its traffic split, and the cluster.
+// Forwarding itself is the connection manager's upstream step.
+class RouterFilter final : public Filter {
+ public:
+  std::string_view name() const override { return "router"; }
+  FilterStatus OnRequestHeaders(Exchange& x) const override {
+    const http::RequestHeaders& req = *x.request;
+    const RouteConfig* route = MatchRoute(x.lc->routes, req);
+    if (route == nullptr) {
+      x.Reply(404, fmt::format("no route for {}", RequestPath(req.path)));
+      return FilterStatus::kStop;
+    }
+    x.route = route;
+    const size_t route_index = static_cast<size_t>(route - x.lc->routes.data());
+    x.route_stats = &x.state->snap->route_stats[x.listener_index][route_index]->at(x.worker);
+    const uint64_t body_limit = x.lc->max_request_body_bytes;
+    if (body_limit && req.body == http::BodyKind::kLength && req.content_length > body_limit) {
+      x.Reply(413,
+              fmt::format("request body of {} bytes exceeds the limit of {} bytes",
+                          req.content_length, body_limit),
+              true);
+      return FilterStatus::kStop;
+    }
+    size_t cluster_index = route->cluster_index;
+    if (route->weighted.size() > 1) {
+      // A traffic split: pick a cluster by weight.
+      uint64_t total = 0;
+      for (const auto& w : route->weighted) total += w.weight;
+      uint64_t v = x.rng->Below(total);
+      for (const auto& w : route->weighted) {
+        if (v < w.weight) {
+          cluster_index = w.index;
+          break;
+        }
+        v -= w.weight;
+      }
+    }
+    x.cluster_index = cluster_index;
+    ClusterRuntime& cr = *x.state->clusters[cluster_index];
+    if (cr.cfg.endpoints.empty()) {
+      // A control-plane cluster whose service has no healthy instance.
+      cr.stats->cx_connect_fail.Inc();
+      cr.stats->http.Record(503, 0);
+      x.route_stats->http.Record(503, (MonoNanos() - x.start_ns) / 1000);
+      x.Reply(503, fmt::format("no healthy upstream for cluster {}", cr.cfg.name));
+      return FilterStatus::kStop;
+    }
+    return FilterStatus::kContinue;
+  }
+};
+
+const AuthzFilter kAuthz;
+const RouterFilter kRouter;
+// Fault injection, rate limiting and mirroring go between the two.
+const Filter* const kChain[] = {&kAuthz, &kRouter};
+
+}  // namespace
+
+std::span<const Filter* const> HttpFilterChain() { return kChain; }
+
+}  // namespace weft::proxy

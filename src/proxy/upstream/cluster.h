@@ -1,0 +1,40 @@
+// A cluster as one worker sees it under one config snapshot: its load
+// balancer, the in-flight count per endpoint, and the pool of idle upstream
+// connections per endpoint. Worker thread only (shared nothing).
+#pragma once
+
+#include <asio.hpp>
+#include <memory>
+#include <vector>
+
+#include "io/stream.h"
+#include "proxy/config.h"
+#include "proxy/stats.h"
+#include "proxy/tls.h"
+#include "proxy/upstream/load_balancer.h"
+
+namespace weft::proxy {
+
+// One connection to an upstream endpoint (TCP, or mesh TLS to a sidecar).
+struct UpstreamConn {
+  explicit UpstreamConn(asio::io_context& io) : stream(io) {}
+  io::Stream stream;
+  std::shared_ptr<TlsContexts> tls;  // mesh TLS: the contexts its SSL came from
+  size_t endpoint = 0;
+  bool reused = false;    // taken from the idle pool (not freshly connected)
+  bool watching = false;  // an idle-watch read is pending (pooled for over a tick)
+  char watch_byte = 0;    // target of the idle-watch read
+};
+
+struct ClusterRuntime {
+  ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t seed);
+  ~ClusterRuntime();
+  const ClusterConfig& cfg;  // lives in the snapshot this runtime was made for
+  ClusterStats* stats;
+  upstream::LoadBalancer lb;
+  std::vector<uint32_t> active;                                  // requests in flight per endpoint
+  std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint (upstream/pool.cc)
+  bool retired = false;  // replaced by a reload: pools nothing more
+};
+
+}  // namespace weft::proxy

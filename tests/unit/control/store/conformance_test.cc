@@ -1,0 +1,264 @@
+// The Store contract (control/store/store.h), once, for every implementation:
+// the embedded SQLite store, the memory store the agent keeps its catalog in,
+// and etcd (a real etcd-server on loopback). A new store passes this suite
+// before the server may run on it.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "control/store/etcd_store.h"
+#include "control/store/memory_store.h"
+#include "control/store/sqlite_store.h"
+#include "http/client.h"
+#include "io/asio.h"
+
+namespace weft::control::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+// One etcd for the whole binary, started on first use on a port the kernel
+// picked for it (etcd is told 127.0.0.1:0 cannot be advertised, so the test
+// reserves a port and hands it over at once).
+class Etcd {
+ public:
+  static Etcd& Get() {
+    static Etcd e;
+    return e;
+  }
+  std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_); }
+  std::string error;
+
+ private:
+  static int ReservePort() {
+    asio::io_context io;
+    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+    return a.local_endpoint().port();
+  }
+  Etcd() {
+    if (access("/usr/bin/etcd", X_OK) != 0) {
+      error = "etcd is required for these tests (Debian's etcd-server): run scripts/deps.sh";
+      return;
+    }
+    dir_ = fs::temp_directory_path() / ("weft-conformance-etcd-" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    client_ = ReservePort();
+    const int peer = ReservePort();
+    const std::string c = "http://127.0.0.1:" + std::to_string(client_);
+    const std::string p = "http://127.0.0.1:" + std::to_string(peer);
+    pid_ = fork();
+    if (pid_ == 0) {
+      freopen("/dev/null", "w", stdout);
+      freopen("/dev/null", "w", stderr);
+      execl("/usr/bin/etcd", "etcd", "--name", "t", "--data-dir", dir_.c_str(),
+            "--listen-client-urls", c.c_str(), "--advertise-client-urls", c.c_str(),
+            "--listen-peer-urls", p.c_str(), "--initial-advertise-peer-urls", p.c_str(),
+            "--initial-cluster", ("t=" + p).c_str(), nullptr);
+      _exit(127);
+    }
+    http::Client probe(endpoint());
+    for (int i = 0; i < 200; ++i) {
+      auto r = probe.Do("GET", "/health");
+      if (r.ok() && r->status == 200) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    error = "etcd did not start";
+  }
+  ~Etcd() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    fs::remove_all(dir_);
+  }
+  fs::path dir_;
+  int client_ = 0;
+  pid_t pid_ = -1;
+};
+
+struct Impl {
+  std::string name;
+  // Opens a fresh, empty store (`tag` keeps instances apart).
+  std::function<std::unique_ptr<Store>(const std::string& tag)> open;
+  bool keeps_history = true;  // watches may start before the current revision
+};
+
+std::vector<Impl> Impls() {
+  return {
+      {"sqlite",
+       [](const std::string& tag) -> std::unique_ptr<Store> {
+         fs::path dir = fs::temp_directory_path() /
+                        ("weft-conformance-" + std::to_string(getpid()) + "-" + tag);
+         fs::remove_all(dir);
+         fs::create_directories(dir);
+         auto s = SqliteStore::Open(SqliteOptions{(dir / "weft.db").string()});
+         EXPECT_TRUE(s.ok()) << s.status().message();
+         return s.ok() ? std::move(s).value() : nullptr;
+       },
+       true},
+      {"memory", [](const std::string&) { return std::make_unique<MemoryStore>(); }, false},
+      {"etcd",
+       [](const std::string& tag) -> std::unique_ptr<Store> {
+         Etcd& e = Etcd::Get();
+         EXPECT_EQ(e.error, "");
+         if (!e.error.empty()) return nullptr;
+         EtcdOptions o;
+         o.endpoints = {e.endpoint()};
+         o.prefix = "/conformance/" + tag + "/";
+         o.range_page = 3;  // exercise paging
+         auto s = EtcdStore::Open(o);
+         EXPECT_TRUE(s.ok()) << s.status().message();
+         return s.ok() ? std::move(s).value() : nullptr;
+       },
+       true},
+  };
+}
+
+class StoreConformance : public ::testing::TestWithParam<Impl> {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    store_ = GetParam().open(info->name() + std::string("-") + std::to_string(++serial_));
+    ASSERT_NE(store_, nullptr);
+  }
+  std::unique_ptr<Store> store_;
+  static inline int serial_ = 0;
+};
+
+// Collects watch events; waits on a count, never on a bare sleep.
+class Events {
+ public:
+  WatchCallback cb() {
+    return [this](const std::vector<Event>& batch) {
+      std::lock_guard<std::mutex> l(mu_);
+      for (const auto& e : batch) events_.push_back(e);
+      cv_.notify_all();
+    };
+  }
+  std::vector<Event> WaitFor(size_t n) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::seconds(10), [&] { return events_.size() >= n; });
+    return events_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Event> events_;
+};
+
+TEST_P(StoreConformance, WritesAdvanceOneRevisionAndReadBack) {
+  const int64_t start = store_->Revision();
+  auto r1 = store_->Put("a", "1");
+  ASSERT_TRUE(r1.ok());
+  EXPECT_GT(*r1, start);
+  auto r2 = store_->Put("a", "2");
+  ASSERT_TRUE(r2.ok());
+  EXPECT_GT(*r2, *r1);
+  EXPECT_EQ(store_->Revision(), *r2);
+  auto kv = store_->Get("a");
+  ASSERT_TRUE(kv.ok());
+  EXPECT_EQ(kv->value, "2");
+  EXPECT_EQ(kv->create_revision, *r1);
+  EXPECT_EQ(kv->mod_revision, *r2);
+  EXPECT_EQ(store_->Get("missing").status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(StoreConformance, CompareAndSwapWritesOnlyOnTheExpectedRevision) {
+  auto r1 = store_->Put("k", "v1");
+  ASSERT_TRUE(r1.ok());
+  EXPECT_TRUE(store_->PutIf("k", "v2", *r1).ok());
+  EXPECT_EQ(store_->PutIf("k", "v3", *r1).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->PutIf("k", "v3", 0).status().code(), StatusCode::kFailedPrecondition)
+      << "0 means: must not exist";
+  EXPECT_TRUE(store_->PutIf("new", "x", 0).ok());
+  EXPECT_EQ(store_->Get("k")->value, "v2") << "a refused write changes nothing";
+}
+
+TEST_P(StoreConformance, DeleteAdvancesTheRevisionAndMissingKeysAreNotFound) {
+  ASSERT_TRUE(store_->Put("d", "1").ok());
+  const int64_t before = store_->Revision();
+  auto del = store_->Delete("d");
+  ASSERT_TRUE(del.ok());
+  EXPECT_GT(*del, before);
+  EXPECT_EQ(store_->Delete("d").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->Get("d").status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(StoreConformance, RangeIsOrderedAndStaysInsideItsPrefix) {
+  for (const char* k : {"svc/b", "svc/a", "svc/c/1", "svcx", "other", "svc/ab"})
+    ASSERT_TRUE(store_->Put(k, k).ok());
+  auto r = store_->Range("svc/");
+  ASSERT_TRUE(r.ok());
+  std::vector<std::string> keys;
+  for (const auto& kv : r->kvs) keys.push_back(kv.key);
+  EXPECT_EQ(keys, (std::vector<std::string>{"svc/a", "svc/ab", "svc/b", "svc/c/1"}));
+  EXPECT_EQ(r->revision, store_->Revision());
+  auto all = store_->Range("");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->kvs.size(), 6u);
+}
+
+TEST_P(StoreConformance, WatchFollowsWritesUnderItsPrefixInRevisionOrder) {
+  Events ev;
+  auto id = store_->Watch("w/", store_->Revision(), ev.cb());
+  ASSERT_TRUE(id.ok()) << id.status().message();
+  auto p1 = store_->Put("w/1", "a");
+  ASSERT_TRUE(store_->Put("elsewhere", "x").ok());
+  auto p2 = store_->Put("w/2", "b");
+  auto d1 = store_->Delete("w/1");
+  ASSERT_TRUE(p1.ok() && p2.ok() && d1.ok());
+  auto got = ev.WaitFor(3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].type, Event::Type::kPut);
+  EXPECT_EQ(got[0].kv.key, "w/1");
+  EXPECT_EQ(got[0].kv.mod_revision, *p1);
+  EXPECT_EQ(got[1].kv.key, "w/2");
+  EXPECT_EQ(got[2].type, Event::Type::kDelete);
+  EXPECT_EQ(got[2].kv.key, "w/1");
+  EXPECT_EQ(got[2].kv.mod_revision, *d1);
+  store_->Unwatch(*id);
+  ASSERT_TRUE(store_->Put("w/3", "c").ok());
+  // A marker watch proves the write was delivered before checking absence.
+  Events marker;
+  auto mid = store_->Watch("w/", *d1, marker.cb());
+  if (mid.ok()) {
+    marker.WaitFor(1);
+    store_->Unwatch(*mid);
+  }
+  EXPECT_EQ(ev.WaitFor(0).size(), 3u) << "nothing after Unwatch";
+}
+
+TEST_P(StoreConformance, AWatchFromThePastReplaysOrSaysItCannot) {
+  auto p1 = store_->Put("h/1", "a");
+  auto p2 = store_->Put("h/2", "b");
+  ASSERT_TRUE(p1.ok() && p2.ok());
+  Events ev;
+  auto id = store_->Watch("h/", *p1 - 1, ev.cb());
+  if (!GetParam().keeps_history) {
+    EXPECT_EQ(id.status().code(), StatusCode::kFailedPrecondition)
+        << "a store without history refuses, so the caller re-reads with Range";
+    return;
+  }
+  ASSERT_TRUE(id.ok()) << id.status().message();
+  auto got = ev.WaitFor(2);
+  ASSERT_GE(got.size(), 2u);
+  EXPECT_EQ(got[0].kv.key, "h/1");
+  EXPECT_EQ(got[1].kv.key, "h/2");
+  EXPECT_EQ(got[1].kv.mod_revision, *p2);
+  store_->Unwatch(*id);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllStores, StoreConformance, ::testing::ValuesIn(Impls()),
+                         [](const ::testing::TestParamInfo<Impl>& i) { return i.param.name; });
+
+}  // namespace
+}  // namespace weft::control::store
