@@ -159,24 +159,24 @@ TEST_P(StoreConformance, WritesAdvanceOneRevisionAndReadBack) {
   const int64_t start = store_->Revision();
   auto r1 = store_->Put("a", "1");
   ASSERT_TRUE(r1.ok());
-  EXPECT_GT(*r1, start);
+  EXPECT_GT(r1.value(), start);
   auto r2 = store_->Put("a", "2");
   ASSERT_TRUE(r2.ok());
-  EXPECT_GT(*r2, *r1);
-  EXPECT_EQ(store_->Revision(), *r2);
+  EXPECT_GT(r2.value(), r1.value());
+  EXPECT_EQ(store_->Revision(), r2.value());
   auto kv = store_->Get("a");
   ASSERT_TRUE(kv.ok());
   EXPECT_EQ(kv->value, "2");
-  EXPECT_EQ(kv->create_revision, *r1);
-  EXPECT_EQ(kv->mod_revision, *r2);
+  EXPECT_EQ(kv->create_revision, r1.value());
+  EXPECT_EQ(kv->mod_revision, r2.value());
   EXPECT_EQ(store_->Get("missing").status().code(), StatusCode::kNotFound);
 }
 
 TEST_P(StoreConformance, CompareAndSwapWritesOnlyOnTheExpectedRevision) {
   auto r1 = store_->Put("k", "v1");
   ASSERT_TRUE(r1.ok());
-  EXPECT_TRUE(store_->PutIf("k", "v2", *r1).ok());
-  EXPECT_EQ(store_->PutIf("k", "v3", *r1).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(store_->PutIf("k", "v2", r1.value()).ok());
+  EXPECT_EQ(store_->PutIf("k", "v3", r1.value()).status().code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(store_->PutIf("k", "v3", 0).status().code(), StatusCode::kFailedPrecondition)
       << "0 means: must not exist";
   EXPECT_TRUE(store_->PutIf("new", "x", 0).ok());
@@ -188,7 +188,7 @@ TEST_P(StoreConformance, DeleteAdvancesTheRevisionAndMissingKeysAreNotFound) {
   const int64_t before = store_->Revision();
   auto del = store_->Delete("d");
   ASSERT_TRUE(del.ok());
-  EXPECT_GT(*del, before);
+  EXPECT_GT(del.value(), before);
   EXPECT_EQ(store_->Delete("d").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(store_->Get("d").status().code(), StatusCode::kNotFound);
 }
@@ -220,19 +220,19 @@ TEST_P(StoreConformance, WatchFollowsWritesUnderItsPrefixInRevisionOrder) {
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].type, Event::Type::kPut);
   EXPECT_EQ(got[0].kv.key, "w/1");
-  EXPECT_EQ(got[0].kv.mod_revision, *p1);
+  EXPECT_EQ(got[0].kv.mod_revision, p1.value());
   EXPECT_EQ(got[1].kv.key, "w/2");
   EXPECT_EQ(got[2].type, Event::Type::kDelete);
   EXPECT_EQ(got[2].kv.key, "w/1");
-  EXPECT_EQ(got[2].kv.mod_revision, *d1);
-  store_->Unwatch(*id);
+  EXPECT_EQ(got[2].kv.mod_revision, d1.value());
+  store_->Unwatch(id.value());
   ASSERT_TRUE(store_->Put("w/3", "c").ok());
   // A marker watch proves the write was delivered before checking absence.
   Events marker;
-  auto mid = store_->Watch("w/", *d1, marker.cb());
+  auto mid = store_->Watch("w/", d1.value(), marker.cb());
   if (mid.ok()) {
     marker.WaitFor(1);
-    store_->Unwatch(*mid);
+    store_->Unwatch(mid.value());
   }
   EXPECT_EQ(ev.WaitFor(0).size(), 3u) << "nothing after Unwatch";
 }
@@ -242,7 +242,7 @@ TEST_P(StoreConformance, AWatchFromThePastReplaysOrSaysItCannot) {
   auto p2 = store_->Put("h/2", "b");
   ASSERT_TRUE(p1.ok() && p2.ok());
   Events ev;
-  auto id = store_->Watch("h/", *p1 - 1, ev.cb());
+  auto id = store_->Watch("h/", p1.value() - 1, ev.cb());
   if (!GetParam().keeps_history) {
     EXPECT_EQ(id.status().code(), StatusCode::kFailedPrecondition)
         << "a store without history refuses, so the caller re-reads with Range";
@@ -253,8 +253,8 @@ TEST_P(StoreConformance, AWatchFromThePastReplaysOrSaysItCannot) {
   ASSERT_GE(got.size(), 2u);
   EXPECT_EQ(got[0].kv.key, "h/1");
   EXPECT_EQ(got[1].kv.key, "h/2");
-  EXPECT_EQ(got[1].kv.mod_revision, *p2);
-  store_->Unwatch(*id);
+  EXPECT_EQ(got[1].kv.mod_revision, p2.value());
+  store_->Unwatch(id.value());
 }
 
 INSTANTIATE_TEST_SUITE_P(AllStores, StoreConformance, ::testing::ValuesIn(Impls()),
