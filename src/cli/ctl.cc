@@ -21,6 +21,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/strings.h"
+#include "cli/flags.h"
 #include "cli/stat.h"
 #include "control/server.h"
 #include "demo/demo_app.h"
@@ -39,21 +40,6 @@ int BadUsage(const std::string& msg, const char* usage) {
 namespace {
 
 using json = nlohmann::json;
-
-// Reads "--flag VALUE" or "--flag=VALUE" at args[*i].
-bool FlagValue(const Args& args, size_t* i, std::string_view flag, std::string* out) {
-  std::string_view a = args[*i];
-  if (a == flag) {
-    if (*i + 1 >= args.size()) return false;
-    *out = std::string(args[++*i]);
-    return true;
-  }
-  if (a.size() > flag.size() && a.substr(0, flag.size()) == flag && a[flag.size()] == '=') {
-    *out = std::string(a.substr(flag.size() + 1));
-    return true;
-  }
-  return false;
-}
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "weft: %s\n", msg.c_str());

@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "cli/ctl.h"
+#include "cli/flags.h"
 #include "proxy/proxy.h"
 #include "xds/proxy_source.h"
 #include "xds/stream_client.h"
@@ -73,18 +74,8 @@ int ProxyMain(const std::vector<std::string_view>& args) {
   weft::proxy::ProxyOptions opts;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string_view a = args[i];
-    auto value = [&](std::string_view flag, std::string* out) -> bool {
-      if (a == flag) {
-        if (i + 1 >= args.size()) return false;
-        *out = std::string(args[++i]);
-        return true;
-      }
-      if (a.substr(0, flag.size() + 1) == std::string(flag) + "=") {
-        *out = std::string(a.substr(flag.size() + 1));
-        return true;
-      }
-      return false;
-    };
+    weft::cli::FlagArg flag(args, &i);
+    auto value = [&](std::string_view name, std::string* out) { return flag.Is(name, out); };
     std::string v;
     if (value("--config", &v) || value("-c", &v)) {
       opts.config_path = v;

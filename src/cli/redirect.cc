@@ -17,6 +17,7 @@
 
 #include "base/strings.h"
 #include "cli/ctl.h"
+#include "cli/flags.h"
 
 namespace weft::cli {
 namespace {
@@ -105,13 +106,10 @@ int RedirectMain(const Args& args) {
   std::vector<std::string> proxy_uids, app_uids, inbound_ports, ex_out_ports, ex_in_ports, ex_cidrs;
   bool undo = false, dry = false;
   for (size_t i = 0; i < args.size(); ++i) {
-    const std::string a(args[i]);
+    FlagArg flag(args, &i);
+    const std::string a(flag.name());
     std::string v;
-    auto value = [&]() {
-      if (i + 1 >= args.size()) return false;
-      v = std::string(args[++i]);
-      return true;
-    };
+    auto value = [&]() { return flag.Value(&v); };
     std::vector<std::string> one;
     if (a == "--undo") {
       undo = true;
@@ -123,11 +121,10 @@ int RedirectMain(const Args& args) {
     } else if (a == "--id") {
       if (!value() || !ValidId(v)) return RedirectUsage("--id: 1-16 of letters, digits, - and _");
       id = v;
-    } else if (a == "--outbound-port" && i + 1 < args.size() && args[i + 1] == "0") {
+    } else if (a == "--outbound-port" && value() && v == "0") {
       outbound_port.clear();  // inbound only (another sidecar here takes the outbound)
-      ++i;
     } else if (a == "--outbound-port" || a == "--inbound-port") {
-      if (!value() || !ParsePorts(v, &one) || one.size() != 1)
+      if ((a == "--inbound-port" && !value()) || !ParsePorts(v, &one) || one.size() != 1)
         return RedirectUsage(a + ": one port, 1-65535 (--outbound-port 0: no outbound capture)");
       (a == "--outbound-port" ? outbound_port : inbound_port) = one[0];
     } else if (a == "--proxy-mark") {

@@ -32,9 +32,11 @@
 #include "base/strings.h"
 #include "base/yaml_fields.h"
 #include "cli/ctl.h"
+#include "cli/flags.h"
 #include "cli/stat.h"
 #include "http/client.h"
 #include "mesh/manifest.h"
+#include "mesh/names.h"
 
 namespace weft::cli {
 namespace {
@@ -47,15 +49,6 @@ constexpr const char* kUpUsage =
     "  FILE: a LocalMesh document (server, agent, services, traffic) and the manifests to apply";
 
 int BadUsageUp(const std::string& msg) { return BadUsage("up: " + msg, kUpUsage); }
-
-// A service name as DNS will carry it: 1-63 of [a-z0-9-], not starting or
-// ending with '-'.
-bool IsDnsLabel(const std::string& s) {
-  if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') return false;
-  for (char c : s)
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
-  return true;
-}
 
 struct UpCall {
   std::string service;
@@ -156,7 +149,7 @@ bool ParseUpFile(const std::string& text, UpSpec* spec, std::string* err) {
         UpService u;
         if (!n["name"]) yaml::Fail(p + ".name", "required");
         u.name = yaml::Scalar(n["name"], p + ".name");
-        if (!IsDnsLabel(u.name) || u.name == "loadgen")
+        if (!mesh::IsDnsLabel(u.name) || u.name == "loadgen")
           yaml::Fail(p + ".name " + yaml::Quoted(n["name"]),
                      "use a DNS label other than loadgen (lower-case letters, digits, '-')");
         if (!names.insert(u.name).second) yaml::Fail(p + ".name", "\"" + u.name + "\" twice");
@@ -181,7 +174,7 @@ bool ParseUpFile(const std::string& text, UpSpec* spec, std::string* err) {
             const size_t slash = v.find('/');
             call.service = v.substr(0, slash);
             if (slash != std::string::npos) call.path = v.substr(slash);
-            if (!IsDnsLabel(call.service))
+            if (!mesh::IsDnsLabel(call.service))
               yaml::Fail(p + ".calls[" + std::to_string(k) + "] " + yaml::Quoted(c[k]),
                          "use SERVICE or SERVICE/PATH");
             u.calls.push_back(call);
@@ -446,12 +439,9 @@ int UpMain(const Args& args) {
   int64_t duration_ms = 0;
   bool keep = false;
   for (size_t i = 0; i < args.size(); ++i) {
-    const std::string a(args[i]);
-    auto value = [&](std::string* out) {
-      if (i + 1 >= args.size()) return false;
-      *out = std::string(args[++i]);
-      return true;
-    };
+    FlagArg flag(args, &i);
+    const std::string a(flag.name());
+    auto value = [&](std::string* out) { return flag.Value(out); };
     std::string v;
     if (a == "--duration") {
       if (!value(&v)) return BadUsageUp("--duration needs a value");

@@ -1,11 +1,10 @@
 #include "control/api.h"
 
-#include "base/prometheus.h"
-
 #include <asio/experimental/as_tuple.hpp>
 #include <chrono>
 
 #include "base/log.h"
+#include "base/prometheus.h"
 #include "base/random.h"
 #include "base/strings.h"
 #include "io/asio.h"

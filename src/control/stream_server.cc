@@ -1,12 +1,11 @@
 #include "control/stream_server.h"
 
-#include "base/prometheus.h"
-
 #include <grpcpp/grpcpp.h>
 
 #include <mutex>
 
 #include "base/log.h"
+#include "base/prometheus.h"
 #include "base/time.h"
 #include "weft/v1/config.grpc.pb.h"
 

@@ -54,12 +54,20 @@ class ServerStream {
   // The next piece of the request body. Nothing more is read from the peer
   // until this is called again.
   virtual asio::awaitable<BodyEvent> ReadBody() = 0;
+  // The same without waiting: true with *ev set when the event needs no
+  // read (bytes already buffered, or the end); false: call ReadBody. The
+  // request path tries this first, a coroutine frame per event saved.
+  virtual bool TryReadBody(BodyEvent* ev) = 0;
   // An interim response: "100 Continue" when the request expects it, or a
   // 1xx relayed from the upstream. False when the peer is gone.
   virtual asio::awaitable<bool> SendInterim(const ResponseHeaders& h) = 0;
   // The response head. With a body to follow, the codec may hold the head
   // back and send it with the first data (one write for small responses).
   virtual asio::awaitable<bool> SendHeaders(const ResponseHeaders& h, bool end_stream) = 0;
+  // The head of a response with a body, held to go out with the first body
+  // bytes, without waiting. False when the codec cannot hold it (then
+  // SendHeaders).
+  virtual bool QueueHeaders(const ResponseHeaders& h) = 0;
   // Body data; `end_stream` with `trailers` (may be null) ends the response.
   virtual asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end_stream,
                                          const HeaderList* trailers) = 0;
@@ -103,12 +111,17 @@ class ClientStream {
   // The request head, and the body when `end_stream` is false (SendBody).
   // With a body to follow the codec may hold the head back for one write.
   virtual asio::awaitable<bool> SendHeaders(const RequestHeaders& h, bool end_stream) = 0;
+  // As ServerStream::QueueHeaders, for a request with a body.
+  virtual bool QueueHeaders(const RequestHeaders& h) = 0;
   virtual asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end_stream,
                                          const HeaderList* trailers) = 0;
   // The next response head (interim 1xx heads included; read again after
-  // one). Null with *err set on failure.
-  virtual asio::awaitable<const ResponseHeaders*> ReadHeaders(HeadError* err) = 0;
+  // one). Null with *err set on failure. The caller may edit it (add a
+  // field) before relaying it; it is the codec's until the next read.
+  virtual asio::awaitable<ResponseHeaders*> ReadHeaders(HeadError* err) = 0;
   virtual asio::awaitable<BodyEvent> ReadBody() = 0;
+  // As ServerStream::TryReadBody.
+  virtual bool TryReadBody(BodyEvent* ev) = 0;
   // After a 101: the raw upstream connection and the bytes read past the
   // response head. Null when the codec cannot tunnel.
   virtual io::Stream* TakeTunnel(std::string_view* pending) = 0;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "mesh/names.h"
+
 namespace weft::mesh {
 namespace {
 
@@ -71,9 +73,7 @@ Status ReadStringMap(const json& obj, const char* key, const std::string& path,
 Status ReadName(const json& obj, const char* key, const std::string& path, std::string* out) {
   if (Status s = ReadString(obj, key, path, out, 256); !s.ok()) return s;
   if (!out->empty() && !ValidName(*out))
-    return Invalid(path + key, "\"" + *out +
-                                   "\" is not a valid name: use letters, digits and . _ - : @ "
-                                   "(no / ? # % or spaces)");
+    return Invalid(path + key, "\"" + *out + "\" is not a valid name: " + kIdentifierRule);
   return {};
 }
 
@@ -391,12 +391,7 @@ void CanonicalizeKeys(json* j) {
   *j = std::move(out);
 }
 
-bool ValidName(std::string_view s) {
-  if (s.empty() || s.size() > 256) return false;
-  for (unsigned char c : s)
-    if (c <= 0x20 || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '%') return false;
-  return true;
-}
+bool ValidName(std::string_view s) { return IsIdentifier(s); }
 
 std::string NodeToJson(const Node& n) {
   json services = json::array();

@@ -136,7 +136,7 @@ Status ApplyDeregistration(const nlohmann::json& body, Node* node, bool* remove_
 // to their canonical spelling (user maps such as Meta are left alone).
 void CanonicalizeKeys(nlohmann::json* j);
 
-// Names and ids: 1-256 printable ASCII characters, none of / ? # % or space.
+// Node names, instance and check ids: the identifier rule of mesh/names.h.
 bool ValidName(std::string_view s);
 
 class CatalogView {

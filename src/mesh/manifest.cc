@@ -6,6 +6,7 @@
 
 #include "base/strings.h"
 #include "base/yaml_fields.h"
+#include "mesh/names.h"
 
 namespace weft::mesh {
 namespace {
@@ -22,12 +23,7 @@ using yaml::Unsigned;
 std::string Label(const YAML::Node& n, const std::string& path) {
   if (!n) Fail(path, "missing");
   std::string s = Scalar(n, path);
-  bool ok = !s.empty() && s.size() <= 63 && s.front() != '-' && s.back() != '-';
-  for (char c : s) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
-  if (!ok) {
-    Fail(path + " \"" + s + "\"",
-         "use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit");
-  }
+  if (!IsDnsLabel(s)) Fail(path + " \"" + s + "\"", kDnsLabelRule);
   return s;
 }
 

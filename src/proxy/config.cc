@@ -11,6 +11,7 @@
 
 #include "base/strings.h"
 #include "base/yaml_fields.h"
+#include "mesh/names.h"
 
 namespace weft::proxy {
 namespace {
@@ -33,12 +34,7 @@ SocketAddress Address(const YAML::Node& n, const std::string& path) {
 std::string Name(const YAML::Node& n, const std::string& path) {
   if (!n) Fail(path, "missing (every entry needs a name)");
   std::string s = Scalar(n, path);
-  if (s.empty() || s.size() > 128) Fail(path, "must be 1..128 characters");
-  for (char c : s) {
-    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
-      Fail(path + " \"" + s + "\"", "use only letters, digits, '-', '_' and '.'");
-    }
-  }
+  if (!mesh::IsIdentifier(s)) Fail(path + " \"" + s + "\"", mesh::kIdentifierRule);
   return s;
 }
 

@@ -189,14 +189,22 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
     // The config may have been reloaded while we waited: the request is
     // served under the config current when its head arrived.
     if (!TakeConfig(&c)) co_return;
-    const bool ok = co_await ServeStream(c, *a.stream);
+    Exchange x;
+    bool ok;
+    if (!Decide(c, *a.stream, &x)) {
+      reply_body_ = std::move(x.reply_body);
+      co_await LocalReply(c, *a.stream, x.reply_status, x.reply_close);
+      ok = codec.open();
+    } else {
+      ok = co_await Forward(c, x, *a.stream);
+    }
     codec.StreamDone(a.stream, ok);
     if (!ok || !codec.open() || w_->draining()) co_return;
     first_request_ = false;
   }
 }
 
-asio::awaitable<bool> HttpConnectionManager::ServeStream(Ctx& c, http::ServerStream& s) {
+bool HttpConnectionManager::Decide(const Ctx& c, http::ServerStream& s, Exchange* x) {
   const http::RequestHeaders& req = s.request();
   start_ns_ = MonoNanos();
   upstream_ns_ = 0;
@@ -208,28 +216,22 @@ asio::awaitable<bool> HttpConnectionManager::ServeStream(Ctx& c, http::ServerStr
     MakeRequestId(w_->rng(), &request_id_);
   }
   if (req.method == "CONNECT"sv) {
-    reply_body_ = "CONNECT is not supported by this listener";
-    co_await LocalReply(c, s, 405, true);
-    co_return false;
+    x->Reply(405, "CONNECT is not supported by this listener", true);
+    return false;
   }
-  Exchange x;
-  x.request = &req;
-  x.peer = peer_;
-  x.client_addr = client_addr_;
-  x.lc = c.lc;
-  x.listener_index = c.listener_index;
-  x.state = c.state.get();
-  x.worker = w_->id();
-  x.rng = &w_->rng();
-  x.start_ns = start_ns_;
+  x->request = &req;
+  x->peer = peer_;
+  x->client_addr = client_addr_;
+  x->lc = c.lc;
+  x->listener_index = c.listener_index;
+  x->state = c.state.get();
+  x->worker = w_->id();
+  x->rng = &w_->rng();
+  x->start_ns = start_ns_;
   for (const Filter* f : HttpFilterChain()) {
-    if (f->OnRequestHeaders(x) == FilterStatus::kStop) {
-      reply_body_ = std::move(x.reply_body);
-      co_await LocalReply(c, s, x.reply_status, x.reply_close);
-      co_return codec_->open();
-    }
+    if (f->OnRequestHeaders(*x) == FilterStatus::kStop) return false;
   }
-  co_return co_await Forward(c, x, s);
+  return true;
 }
 
 void HttpConnectionManager::BuildUpstreamRequest(const Ctx& c, const http::RequestHeaders& req) {
@@ -298,18 +300,25 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
 
   // Pick, connect (or reuse), send, and read the response head, under the
   // retry policy (upstream/retry.h).
-  upstream::RetryState retry(upstream::RetryPolicy::For(*x.route, cr.cfg.endpoints.size()),
-                             upstream::Idempotent(req.method) && !req.has_body());
-  upstream::HttpUpstream::Lease lease;
-  const http::ResponseHeaders* resp = nullptr;
-  std::string err;
+  // Per-exchange state lives in members, not in this frame: the frame stays
+  // small enough for Asio's per-thread recycling (a larger one is a heap
+  // allocation per request).
+  retry_.emplace(upstream::RetryPolicy::For(*x.route, cr.cfg.endpoints.size()),
+                 upstream::Idempotent(req.method) && !req.has_body());
+  upstream::RetryState& retry = *retry_;
+  upstream::HttpUpstream::Lease& lease = lease_;
+  lease = {};
+  http::ResponseHeaders* resp = nullptr;
+  std::string& err = err_;
+  err.clear();
   bool continue_sent = false;
   while (resp == nullptr && retry.attempts_left()) {
     retry.Started();
     const size_t ep = cr.lb.Pick(cr.active, retry.next_exclude());
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
-    if (!co_await up_->Acquire(cluster, ep, limits_, this, &timed_out_, &lease, &err)) {
+    if (!up_->TakePooled(cluster, ep, limits_, &lease) &&
+        !co_await up_->Acquire(cluster, ep, limits_, this, &timed_out_, &lease, &err)) {
       if (cr.cfg.endpoints[ep].mtls) {
         LOG_WARN("listener {}: {}", c.lc->name, err);  // mesh TLS: an identity problem
       } else {
@@ -335,7 +344,8 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
     http::ClientStream& us = *lease.stream;
     int r = 0;
     SetDeadline(c.lc->idle_timeout_ms);
-    if (!co_await us.SendHeaders(up_req_, !req.has_body())) {
+    if (req.has_body() ? !us.QueueHeaders(up_req_) && !co_await us.SendHeaders(up_req_, false)
+                       : !co_await us.SendHeaders(up_req_, true)) {
       r = 2;
     } else if (req.has_body()) {
       r = co_await PumpRequestBody(c, s, us);
@@ -371,8 +381,9 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
     timed_out_ = false;
     SetDeadline(timeout_ms);
     for (;;) {
-      http::HeadError herr;
-      const http::ResponseHeaders* h = co_await us.ReadHeaders(&herr);
+      http::HeadError& herr = herr_;
+      herr = {};
+      http::ResponseHeaders* h = co_await us.ReadHeaders(&herr);
       if (h != nullptr) {
         if (h->interim()) {
           if (!co_await s.SendInterim(*h)) {
@@ -432,25 +443,21 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
   http::ClientStream& us = *lease.stream;
 
   // The response head as it goes down: the upstream's, with the request id.
-  resp_out_.status = resp->status;
-  resp_out_.reason = resp->reason;
-  resp_out_.body = resp->body;
-  resp_out_.content_length = resp->content_length;
-  resp_out_.connection = resp->connection;
-  resp_out_.fields.clear();
   bool has_request_id = false;
   for (const http::HeaderField& f : resp->fields) {
-    if (f.name.size() == 12 && IEquals(f.name, "x-request-id")) has_request_id = true;
-    resp_out_.fields.push_back(f);
+    if (f.name.size() == 12 && IEquals(f.name, "x-request-id")) {
+      has_request_id = true;
+      break;
+    }
   }
   if (!has_request_id && status >= 200 && status != 101)
-    resp_out_.fields.push_back({"x-request-id"sv, request_id_});
+    resp->fields.push_back({"x-request-id"sv, request_id_});
   const auto chain = HttpFilterChain();
-  for (auto it = chain.rbegin(); it != chain.rend(); ++it) (*it)->OnResponseHeaders(x, resp_out_);
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) (*it)->OnResponseHeaders(x, *resp);
 
   // WebSocket and other upgrades: after 101 the connection is a tunnel.
   if (status == 101 && !req.upgrade.empty()) {
-    if (co_await s.SendHeaders(resp_out_, true)) {
+    if (co_await s.SendHeaders(*resp, true)) {
       const int64_t us_elapsed = upstream_ns_ / 1000;
       c.ls->http.Record(101, us_elapsed);
       rs.http.Record(101, us_elapsed);
@@ -472,10 +479,23 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
   if (w_->draining()) codec_->Drain();
   const bool end = resp->body == http::BodyKind::kNone;
   int r = 0;
-  if (!co_await s.SendHeaders(resp_out_, end)) {
+  if (end) {
+    if (!co_await s.SendHeaders(*resp, true)) r = 2;
+  } else if (!s.QueueHeaders(*resp) && !co_await s.SendHeaders(*resp, false)) {
     r = 2;
-  } else if (!end) {
-    r = co_await PumpResponseBody(c, us, s);
+  } else {
+    // Small bodies arrive with the head: sent with it, in one write, without
+    // a frame for the pump.
+    http::BodyEvent& ev = ev_;
+    const bool got = us.TryReadBody(&ev);
+    if (got && ev.kind == http::BodyEvent::kData && ev.end) {
+      for (std::string_view d : ev.data) rs_bytes_ += d.size();
+      SetDeadline(c.lc->idle_timeout_ms);
+      if (!co_await s.SendBody(ev.data, true, ev.trailers)) r = 2;
+      deadline_ms = kNever;
+    } else {
+      r = co_await PumpResponseBody(c, us, s, got ? &ev : nullptr);
+    }
   }
   const int64_t elapsed = elapsed_us();
   c.ls->http.Record(status, elapsed);
@@ -490,9 +510,10 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
 asio::awaitable<int> HttpConnectionManager::PumpRequestBody(const Ctx& c, http::ServerStream& down,
                                                             http::ClientStream& up) {
   const uint64_t limit = c.lc->max_request_body_bytes;
+  http::BodyEvent ev;
   for (;;) {
     SetDeadline(c.lc->idle_timeout_ms);
-    const http::BodyEvent ev = co_await down.ReadBody();
+    if (!down.TryReadBody(&ev)) ev = co_await down.ReadBody();
     if (ev.kind == http::BodyEvent::kReset) co_return ev.status ? ev.status : 1;
     for (std::string_view d : ev.data) rq_bytes_ += d.size();
     if (limit && rq_bytes_ > limit) co_return 413;
@@ -503,10 +524,17 @@ asio::awaitable<int> HttpConnectionManager::PumpRequestBody(const Ctx& c, http::
 }
 
 asio::awaitable<int> HttpConnectionManager::PumpResponseBody(const Ctx& c, http::ClientStream& up,
-                                                             http::ServerStream& down) {
+                                                             http::ServerStream& down,
+                                                             const http::BodyEvent* first) {
+  http::BodyEvent ev;
   for (;;) {
     SetDeadline(c.lc->idle_timeout_ms);
-    const http::BodyEvent ev = co_await up.ReadBody();
+    if (first) {
+      ev = *first;
+      first = nullptr;
+    } else if (!up.TryReadBody(&ev)) {
+      ev = co_await up.ReadBody();
+    }
     if (ev.kind == http::BodyEvent::kReset) co_return 1;
     for (std::string_view d : ev.data) rs_bytes_ += d.size();
     SetDeadline(c.lc->idle_timeout_ms);

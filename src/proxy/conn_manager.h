@@ -12,6 +12,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "http/http1/parser.h"
@@ -52,8 +53,9 @@ class HttpConnectionManager : public Deadline,
     size_t listener_index = 0;
   };
   bool TakeConfig(Ctx* c);
-  // One exchange. True when the connection may carry another.
-  asio::awaitable<bool> ServeStream(Ctx& c, http::ServerStream& s);
+  // The request id, then the filter chain: true to forward, false with
+  // x->reply_* set for a local reply. (Not a coroutine: no frame per request.)
+  bool Decide(const Ctx& c, http::ServerStream& s, Exchange* x);
   // The exchange after the filters: upstream attempts, response relay.
   asio::awaitable<bool> Forward(Ctx& c, Exchange& x, http::ServerStream& s);
   void BuildUpstreamRequest(const Ctx& c, const http::RequestHeaders& req);
@@ -61,9 +63,10 @@ class HttpConnectionManager : public Deadline,
   // upstream failed; 400 malformed; 413 over the body limit.
   asio::awaitable<int> PumpRequestBody(const Ctx& c, http::ServerStream& down,
                                        http::ClientStream& up);
-  // Copies the response body down. 0 done; 1 upstream failed; 2 downstream.
+  // Copies the response body down, starting with `first` when set (an event
+  // already taken). 0 done; 1 upstream failed; 2 downstream.
   asio::awaitable<int> PumpResponseBody(const Ctx& c, http::ClientStream& up,
-                                        http::ServerStream& down);
+                                        http::ServerStream& down, const http::BodyEvent* first);
   // Answers `status` with reply_body_ as text. `close`: the connection ends
   // after. (The body is a member, not an argument: GCC 12 mishandles
   // temporaries in the arguments of a co_await, destroying some twice.)
@@ -88,12 +91,16 @@ class HttpConnectionManager : public Deadline,
 
   // Per exchange, kept across exchanges for their capacity.
   http::RequestHeaders up_req_;
-  http::ResponseHeaders resp_out_;
   std::string request_id_, forwarded_for_, client_cert_, reply_body_, reply_length_;
   int64_t start_ns_ = 0;
   int64_t upstream_ns_ = 0;
   uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
   std::string_view upstream_addr_;
+  std::optional<upstream::RetryState> retry_;
+  upstream::HttpUpstream::Lease lease_;
+  std::string err_;
+  http::HeadError herr_;
+  http::BodyEvent ev_;
 };
 
 }  // namespace weft::proxy

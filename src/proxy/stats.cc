@@ -101,13 +101,12 @@ using prom::Labels;
 using prom::Writer;
 
 template <typename T>
-void RenderHttp(Writer& w, const std::string& prefix, const Labels& labels,
-                const PerWorker<T>& pw, const HttpCounters& (*get)(const T&)) {
+void RenderHttp(Writer& w, const std::string& prefix, const Labels& labels, const PerWorker<T>& pw,
+                const HttpCounters& (*get)(const T&)) {
   static constexpr const char* kClass[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
   for (size_t c = 0; c < 5; ++c) {
     w.Counter(
-        prefix + "_rq_total", "Requests by response status class.",
-        labels.With("class", kClass[c]),
+        prefix + "_rq_total", "Requests by response status class.", labels.With("class", kClass[c]),
         Sum(pw, [&](const T& t) -> const weft::proxy::Counter& { return get(t).rq_class[c]; }));
   }
   const std::string family = prefix + "_rq_duration_seconds";

@@ -41,7 +41,19 @@ http::BodyEvent Failed(http::ResetReason r, int status = 0) {
   return ev;
 }
 
+// The Connection value, when it names fields beyond close, keep-alive and
+// upgrade (those are dropped anyway); "" otherwise, so that the common
+// "Connection: keep-alive" costs one scan per message, not one per field.
+std::string_view ExtraConnectionNames(std::string_view connection) {
+  bool extra = false;
+  ForEachListElement(connection, [&](std::string_view t) {
+    extra |= !(IEquals(t, "close") || IEquals(t, "keep-alive") || IEquals(t, "upgrade"));
+  });
+  return extra ? connection : std::string_view();
+}
+
 // Fields every HTTP/1.1 encoder writes itself or never forwards.
+// `connection`: from ExtraConnectionNames.
 bool SkipOnEncode(const http::HeaderField& f, std::string_view connection) {
   const std::string_view n = f.name;
   if (http::IsConnectionSpecific(n)) return true;
@@ -56,9 +68,10 @@ bool SkipOnEncode(const http::HeaderField& f, std::string_view connection) {
 void EncodeRequestHead(const http::RequestHeaders& h, std::string* out) {
   out->append(h.method).append(" "sv).append(h.path).append(" HTTP/1.1\r\n"sv);
   if (!h.authority.empty()) out->append("host: "sv).append(h.authority).append("\r\n"sv);
+  const std::string_view named = ExtraConnectionNames(h.connection);
   for (const http::HeaderField& f : h.fields) {
     if (f.name.size() == 4 && IEquals(f.name, "host")) continue;  // from :authority
-    if (SkipOnEncode(f, h.connection)) continue;
+    if (SkipOnEncode(f, named)) continue;
     out->append(f.name).append(": "sv).append(f.value).append("\r\n"sv);
   }
   if (h.body == http::BodyKind::kLength) {
@@ -97,6 +110,7 @@ void EncodeResponseHead(const http::ResponseHeaders& h, const ResponseFraming& f
   out->append(h.reason.empty() ? std::string_view(ReasonPhrase(h.status)) : h.reason)
       .append("\r\n"sv);
   const bool switching = h.status == 101;
+  const std::string_view named = ExtraConnectionNames(h.connection);
   for (const http::HeaderField& f : h.fields) {
     const std::string_view n = f.name;
     if (switching && n.size() == 7 && IEquals(n, "upgrade")) {
@@ -109,7 +123,7 @@ void EncodeResponseHead(const http::ResponseHeaders& h, const ResponseFraming& f
       out->append(n).append(": "sv).append(f.value).append("\r\n"sv);
       continue;
     }
-    if (SkipOnEncode(f, h.connection)) continue;
+    if (SkipOnEncode(f, named)) continue;
     out->append(n).append(": "sv).append(f.value).append("\r\n"sv);
   }
   if (switching) {
@@ -222,52 +236,59 @@ void BodyReader::Release() {
   body_buf_.Shrink(16 * 1024);
 }
 
-asio::awaitable<http::BodyEvent> BodyReader::Read(io::Stream& s, Counter* ctr) {
+bool BodyReader::TryRead(http::BodyEvent* ev) {
   ConsumeHanded();
-  http::BodyEvent ev;
-  ev.kind = http::BodyEvent::kData;
-  if (failed_) co_return Failed(http::ResetReason::kProtocolError, 400);
-  if (done_) {
-    ev.end = true;
-    ev.trailers = framing_ == Framing::kChunked ? &chunked_.trailers() : &no_trailers_;
-    co_return ev;
+  *ev = http::BodyEvent();
+  if (failed_) {
+    *ev = Failed(http::ResetReason::kProtocolError, 400);
+    return true;
   }
-  for (;;) {
-    const bool from_head = head_buf_ && head_at_ < head_buf_->size();
-    const char* p = from_head ? head_buf_->data() + head_at_ : body_buf_.data();
-    const size_t avail = from_head ? head_buf_->size() - head_at_ : body_buf_.size();
-    if (avail > 0) {
-      handed_from_head_ = from_head;
-      spans_.clear();
-      if (framing_ == Framing::kChunked) {
-        Error err;
-        long n = chunked_.Feed(p, avail, &spans_, &err);
-        if (n < 0) {
-          failed_ = true;
-          co_return Failed(http::ResetReason::kProtocolError, err.status == 431 ? 400 : err.status);
-        }
-        handed_ = static_cast<size_t>(n);
-        done_ = chunked_.Done();
-        if (done_) ev.trailers = &chunked_.trailers();
-      } else {
-        size_t take = avail;
-        if (framing_ == Framing::kContentLength && take > remaining_) take = remaining_;
-        spans_.emplace_back(p, take);
-        handed_ = take;
-        if (framing_ == Framing::kContentLength) {
-          remaining_ -= take;
-          done_ = remaining_ == 0;
-        }
-        if (done_) ev.trailers = &no_trailers_;
-      }
-      ev.data = spans_;
-      ev.end = done_;
-      // At the end, account for the bytes now: the views stay valid (no
-      // buffer moves before the next read) and the caller may look at
-      // head_end() and leftover() without another call.
-      if (done_) ConsumeHanded();
-      co_return ev;
+  if (done_) {
+    ev->end = true;
+    ev->trailers = framing_ == Framing::kChunked ? &chunked_.trailers() : &no_trailers_;
+    return true;
+  }
+  const bool from_head = head_buf_ && head_at_ < head_buf_->size();
+  const char* p = from_head ? head_buf_->data() + head_at_ : body_buf_.data();
+  const size_t avail = from_head ? head_buf_->size() - head_at_ : body_buf_.size();
+  if (avail == 0) return false;
+  handed_from_head_ = from_head;
+  spans_.clear();
+  if (framing_ == Framing::kChunked) {
+    Error err;
+    long n = chunked_.Feed(p, avail, &spans_, &err);
+    if (n < 0) {
+      failed_ = true;
+      *ev = Failed(http::ResetReason::kProtocolError, err.status == 431 ? 400 : err.status);
+      return true;
     }
+    handed_ = static_cast<size_t>(n);
+    done_ = chunked_.Done();
+    if (done_) ev->trailers = &chunked_.trailers();
+  } else {
+    size_t take = avail;
+    if (framing_ == Framing::kContentLength && take > remaining_) take = remaining_;
+    spans_.emplace_back(p, take);
+    handed_ = take;
+    if (framing_ == Framing::kContentLength) {
+      remaining_ -= take;
+      done_ = remaining_ == 0;
+    }
+    if (done_) ev->trailers = &no_trailers_;
+  }
+  ev->data = spans_;
+  ev->end = done_;
+  // At the end, account for the bytes now: the views stay valid (no buffer
+  // moves before the next read) and the caller may look at head_end() and
+  // leftover() without another call.
+  if (done_) ConsumeHanded();
+  return true;
+}
+
+asio::awaitable<http::BodyEvent> BodyReader::Read(io::Stream& s, Counter* ctr) {
+  http::BodyEvent ev;
+  for (;;) {
+    if (TryRead(&ev)) co_return ev;
     // Need more body bytes: they go to the body buffer, never the head's.
     if (!body_buf_.Reserve(1, kBodyBuffer)) {
       failed_ = true;
@@ -279,6 +300,7 @@ asio::awaitable<http::BodyEvent> BodyReader::Read(io::Stream& s, Counter* ctr) {
     if (ec) {
       if (ec == asio::error::eof && framing_ == Framing::kUntilClose) {
         done_ = true;
+        ev = http::BodyEvent();
         ev.end = true;
         ev.trailers = &no_trailers_;
         co_return ev;
@@ -380,6 +402,29 @@ asio::awaitable<http::BodyEvent> ServerConnection::ReadBody() {
   return body_.Read(s_, ctr_.bytes_in);
 }
 
+bool ServerConnection::TryReadBody(http::BodyEvent* ev) {
+  body_started_ = true;
+  return body_.TryRead(ev);
+}
+
+bool ServerConnection::QueueHeaders(const http::ResponseHeaders& h) {
+  if (h.status == 101) return false;  // the tunnel starts after it: no body follows
+  PrepareHead(h);
+  return true;
+}
+
+void ServerConnection::PrepareHead(const http::ResponseHeaders& h) {
+  // The connection stays only when the client wants it and the request was
+  // read to its end (an unread body would be taken for the next request).
+  const bool want_close = close_after_ || !req_.keep_alive || !body_.done();
+  const ResponseFraming fr = FrameResponse(h, req_.version, want_close);
+  if (fr.close) close_after_ = true;
+  chunked_out_ = fr.chunked;
+  head_out_.clear();
+  EncodeResponseHead(h, fr, &head_out_);
+  head_pending_ = true;
+}
+
 asio::awaitable<bool> ServerConnection::SendInterim(const http::ResponseHeaders& h) {
   if (req_.version == http::Version::kHttp10) co_return true;  // 1.0 clients get no 1xx
   if (h.status == 100) {
@@ -401,15 +446,7 @@ asio::awaitable<bool> ServerConnection::SendInterim(const http::ResponseHeaders&
 
 asio::awaitable<bool> ServerConnection::SendHeaders(const http::ResponseHeaders& h,
                                                     bool end_stream) {
-  // The connection stays only when the client wants it and the request was
-  // read to its end (an unread body would be taken for the next request).
-  const bool want_close = close_after_ || !req_.keep_alive || !body_.done();
-  const ResponseFraming fr = FrameResponse(h, req_.version, want_close);
-  if (fr.close) close_after_ = true;
-  chunked_out_ = fr.chunked;
-  head_out_.clear();
-  EncodeResponseHead(h, fr, &head_out_);
-  head_pending_ = true;
+  PrepareHead(h);
   if (!end_stream && h.status != 101) co_return true;  // goes out with the first data
   co_return co_await Flush(true);
 }
@@ -467,11 +504,7 @@ void ClientConnection::Bind(io::Stream* s, Counters ctr, const Limits& limits) {
 
 asio::awaitable<bool> ClientConnection::SendHeaders(const http::RequestHeaders& h,
                                                     bool end_stream) {
-  method_ = h.method;
-  chunked_out_ = h.body == http::BodyKind::kStream;
-  head_out_.clear();
-  EncodeRequestHead(h, &head_out_);
-  head_pending_ = true;
+  QueueHeaders(h);
   if (!end_stream) co_return true;  // goes out with the first body bytes
   gather_.clear();
   gather_.emplace_back(head_out_.data(), head_out_.size());
@@ -497,7 +530,7 @@ asio::awaitable<bool> ClientConnection::SendBody(std::span<const std::string_vie
   co_return !ec;
 }
 
-asio::awaitable<const http::ResponseHeaders*> ClientConnection::ReadHeaders(http::HeadError* err) {
+asio::awaitable<http::ResponseHeaders*> ClientConnection::ReadHeaders(http::HeadError* err) {
   // After an interim head, the next one starts past it.
   if (consumed_head_) {
     in_.Consume(consumed_head_);
@@ -542,6 +575,21 @@ asio::awaitable<const http::ResponseHeaders*> ClientConnection::ReadHeaders(http
     in_.Commit(n);
     if (ctr_.bytes_in) ctr_.bytes_in->Inc(n);
   }
+}
+
+bool ClientConnection::TryReadBody(http::BodyEvent* ev) {
+  if (!body_.TryRead(ev)) return false;
+  if (ev->kind == http::BodyEvent::kReset) failed_ = true;
+  return true;
+}
+
+bool ClientConnection::QueueHeaders(const http::RequestHeaders& h) {
+  method_ = h.method;
+  chunked_out_ = h.body == http::BodyKind::kStream;
+  head_out_.clear();
+  EncodeRequestHead(h, &head_out_);
+  head_pending_ = true;
+  return true;
 }
 
 asio::awaitable<http::BodyEvent> ClientConnection::ReadBody() {

@@ -72,6 +72,8 @@ class BodyReader {
   void Start(Framing framing, uint64_t length, io::Buffer* head_buf, size_t at);
   // The next event (see http::ServerStream::ReadBody). `ctr` counts bytes read.
   asio::awaitable<http::BodyEvent> Read(io::Stream& s, Counter* ctr);
+  // The next event when it needs no read (see http::ServerStream::TryReadBody).
+  bool TryRead(http::BodyEvent* ev);
   bool done() const { return done_; }
   // How far into head_buf the body went (the next message starts there).
   size_t head_end() const { return head_at_; }
@@ -120,7 +122,9 @@ class ServerConnection final : public http::ServerCodec, public http::ServerStre
   // http::ServerStream
   const http::RequestHeaders& request() const override { return req_; }
   asio::awaitable<http::BodyEvent> ReadBody() override;
+  bool TryReadBody(http::BodyEvent* ev) override;
   asio::awaitable<bool> SendInterim(const http::ResponseHeaders& h) override;
+  bool QueueHeaders(const http::ResponseHeaders& h) override;
   asio::awaitable<bool> SendHeaders(const http::ResponseHeaders& h, bool end_stream) override;
   asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end_stream,
                                  const http::HeaderList* trailers) override;
@@ -132,6 +136,7 @@ class ServerConnection final : public http::ServerCodec, public http::ServerStre
 
  private:
   asio::awaitable<bool> Flush(bool end_stream);
+  void PrepareHead(const http::ResponseHeaders& h);
 
   io::Stream& s_;
   const Counters ctr_;
@@ -168,10 +173,12 @@ class ClientConnection final : public http::ClientStream {
   void Bind(io::Stream* s, Counters ctr, const Limits& limits);
 
   asio::awaitable<bool> SendHeaders(const http::RequestHeaders& h, bool end_stream) override;
+  bool QueueHeaders(const http::RequestHeaders& h) override;
   asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end_stream,
                                  const http::HeaderList* trailers) override;
-  asio::awaitable<const http::ResponseHeaders*> ReadHeaders(http::HeadError* err) override;
+  asio::awaitable<http::ResponseHeaders*> ReadHeaders(http::HeadError* err) override;
   asio::awaitable<http::BodyEvent> ReadBody() override;
+  bool TryReadBody(http::BodyEvent* ev) override;
   io::Stream* TakeTunnel(std::string_view* pending) override;
   bool reusable() const override;
   // Drops the buffers' extra memory between exchanges.

@@ -145,6 +145,18 @@ asio::awaitable<bool> Http1Upstream::Acquire(const std::shared_ptr<ClusterRuntim
   });
 }
 
+bool Http1Upstream::TakePooled(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
+                               const http1::Limits& limits, Lease* out) {
+  Release(false);
+  conn_ = TakeIdle(*cr, ep);
+  if (!conn_) return false;
+  cluster_ = cr;
+  limits_ = limits;
+  out->endpoint = ep;
+  Bound(out);
+  return true;
+}
+
 void Http1Upstream::Bound(Lease* out) {
   codec_.Bind(&conn_->stream, {&cluster_->stats->bytes_in, &cluster_->stats->bytes_out}, limits_);
   out->stream = &codec_;

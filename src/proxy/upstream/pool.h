@@ -47,6 +47,10 @@ class HttpUpstream {
     size_t endpoint = 0;
     bool reused = false;  // an idle connection: a failure before any response byte is retried
   };
+  // A pooled connection to endpoint `ep` of `cr`, without waiting; false
+  // when none is idle (then Acquire).
+  virtual bool TakePooled(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
+                          const http1::Limits& limits, Lease* out) = 0;
   // A connection to endpoint `ep` of `cr`: from the pool, or connected now
   // (`dl` armed with the connect timeout; its OnDeadline calls Cancel()).
   virtual asio::awaitable<bool> Acquire(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
@@ -68,6 +72,8 @@ class Http1Upstream final : public HttpUpstream {
   asio::awaitable<bool> Acquire(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
                                 const http1::Limits& limits, Deadline* dl, const bool* timed_out,
                                 Lease* out, std::string* err) override;
+  bool TakePooled(const std::shared_ptr<ClusterRuntime>& cr, size_t ep, const http1::Limits& limits,
+                  Lease* out) override;
   void Release(bool reusable) override;
   void Cancel() override {
     if (conn_) conn_->stream.Cancel();

@@ -17,10 +17,11 @@ TEST(Prometheus, FamiliesAreGroupedWithOneHelpAndTypeEach) {
   w.Gauge("y", "Level.", {}, -2);
   w.Counter("x_total", "Things.", {{"k", "2"}}, 4);
   w.Sample("h_seconds", "histogram", "Time.", "h_seconds_count", {}, "7");
-  EXPECT_EQ(w.Finish(),
-            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{k=\"1\"} 3\nx_total{k=\"2\"} 4\n"
-            "# HELP y Level.\n# TYPE y gauge\ny -2\n"
-            "# HELP h_seconds Time.\n# TYPE h_seconds histogram\nh_seconds_count 7\n");
+  EXPECT_EQ(
+      w.Finish(),
+      "# HELP x_total Things.\n# TYPE x_total counter\nx_total{k=\"1\"} 3\nx_total{k=\"2\"} 4\n"
+      "# HELP y Level.\n# TYPE y gauge\ny -2\n"
+      "# HELP h_seconds Time.\n# TYPE h_seconds histogram\nh_seconds_count 7\n");
 }
 
 }  // namespace

@@ -71,25 +71,26 @@ class FakeServer final : public http::ServerCodec, public http::ServerStream {
 
   const http::RequestHeaders& request() const override { return head_; }
   asio::awaitable<http::BodyEvent> ReadBody() override {
-    body_read_ = true;
     http::BodyEvent ev;
-    if (piece_ < cur_->body.size()) {
-      span_[0] = cur_->body[piece_++];
-      ev.data = std::span<const std::string_view>(span_, 1);
-    }
-    ev.end = piece_ >= cur_->body.size();
-    if (ev.end) ev.trailers = &no_trailers_;
+    NextPiece(&ev);
     co_return ev;
+  }
+  // Every other piece is "buffered": both paths of the manager get used.
+  bool TryReadBody(http::BodyEvent* ev) override {
+    if (piece_ % 2 == 1) return false;
+    NextPiece(ev);
+    return true;
+  }
+  bool QueueHeaders(const http::ResponseHeaders& h) override {
+    Record(h, false);
+    return true;
   }
   asio::awaitable<bool> SendInterim(const http::ResponseHeaders& h) override {
     interims.push_back({h.status, body_read_});
     co_return true;
   }
   asio::awaitable<bool> SendHeaders(const http::ResponseHeaders& h, bool end) override {
-    SentResponse& r = responses.back();
-    r.status = h.status;
-    for (const auto& f : h.fields) r.fields[std::string(f.name)] = std::string(f.value);
-    r.ended = end;
+    Record(h, end);
     co_return true;
   }
   asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end,
@@ -105,6 +106,22 @@ class FakeServer final : public http::ServerCodec, public http::ServerStream {
   std::vector<std::pair<int, bool>> interims;  // status, whether the body was read before
 
  private:
+  void NextPiece(http::BodyEvent* ev) {
+    body_read_ = true;
+    *ev = http::BodyEvent();
+    if (piece_ < cur_->body.size()) {
+      span_[0] = cur_->body[piece_++];
+      ev->data = std::span<const std::string_view>(span_, 1);
+    }
+    ev->end = piece_ >= cur_->body.size();
+    if (ev->end) ev->trailers = &no_trailers_;
+  }
+  void Record(const http::ResponseHeaders& h, bool end) {
+    SentResponse& r = responses.back();
+    r.status = h.status;
+    for (const auto& f : h.fields) r.fields[std::string(f.name)] = std::string(f.value);
+    r.ended = end;
+  }
   std::vector<FakeRequest> script_;
   size_t next_ = 0;
   FakeRequest* cur_ = nullptr;
@@ -154,6 +171,10 @@ class FakeUpstream final : public upstream::HttpUpstream, public http::ClientStr
     out->reused = false;
     return upstream::Ready(true);
   }
+  bool TakePooled(const std::shared_ptr<ClusterRuntime>&, size_t, const http1::Limits&,
+                  Lease*) override {
+    return false;
+  }
   void Release(bool reusable) override {
     if (held_) released_->push_back(reusable);
     held_ = false;
@@ -161,20 +182,27 @@ class FakeUpstream final : public upstream::HttpUpstream, public http::ClientStr
   void Cancel() override {}
   bool held() const override { return held_; }
 
+  bool QueueHeaders(const http::RequestHeaders& h) override {
+    Seen(h);
+    return true;
+  }
   asio::awaitable<bool> SendHeaders(const http::RequestHeaders& h, bool) override {
+    Seen(h);
+    co_return true;
+  }
+  void Seen(const http::RequestHeaders& h) {
     SeenRequest& s = seen_->back();
     s.method = h.method;
     s.path = h.path;
     s.authority = h.authority;
     for (const auto& f : h.fields) s.fields[std::string(f.name)] = std::string(f.value);
-    co_return true;
   }
   asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool,
                                  const http::HeaderList*) override {
     for (auto d : data) seen_->back().body.append(d);
     co_return true;
   }
-  asio::awaitable<const http::ResponseHeaders*> ReadHeaders(http::HeadError* err) override {
+  asio::awaitable<http::ResponseHeaders*> ReadHeaders(http::HeadError* err) override {
     if (attempt_.reset_before_response) {
       *err = {http::ResetReason::kRemote, 503, "connection closed", false};
       co_return nullptr;
@@ -187,11 +215,20 @@ class FakeUpstream final : public upstream::HttpUpstream, public http::ClientStr
   }
   asio::awaitable<http::BodyEvent> ReadBody() override {
     http::BodyEvent ev;
-    span_[0] = attempt_.body;
-    ev.data = std::span<const std::string_view>(span_, 1);
-    ev.end = true;
-    ev.trailers = &no_trailers_;
+    Body(&ev);
     co_return ev;
+  }
+  bool TryReadBody(http::BodyEvent* ev) override {
+    if (attempt_.body.size() % 2) return false;  // odd sizes take the waiting path
+    Body(ev);
+    return true;
+  }
+  void Body(http::BodyEvent* ev) {
+    *ev = http::BodyEvent();
+    span_[0] = attempt_.body;
+    ev->data = std::span<const std::string_view>(span_, 1);
+    ev->end = true;
+    ev->trailers = &no_trailers_;
   }
   io::Stream* TakeTunnel(std::string_view*) override { return nullptr; }
   bool reusable() const override { return true; }
@@ -329,10 +366,11 @@ TEST_F(ConnManagerTest, AFailedConnectIsRetriedOnTheOtherEndpoint) {
   Load(kTwoEndpoints);
   FakeRequest rq;
   rq.path = "/api";
-  auto server = Serve({rq}, {Attempt{.connect_fails = true}, Attempt{}});
+  auto server = Serve({rq}, {Attempt{.connect_fails = true}, Attempt{.body = "odd"}});
   ASSERT_EQ(seen_.size(), 2u);
   EXPECT_NE(seen_[0].endpoint, seen_[1].endpoint);
   EXPECT_EQ(server->responses[0].status, 200);
+  EXPECT_EQ(server->responses[0].body, "odd") << "the waiting read path";
   EXPECT_EQ(Cluster("api").rq_retry.Get(), 1u);
 }
 
