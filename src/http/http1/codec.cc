@@ -313,6 +313,22 @@ asio::awaitable<http::BodyEvent> BodyReader::Read(io::Stream& s, Counter* ctr) {
   }
 }
 
+// ---- MessageWriter ----
+
+asio::awaitable<bool> MessageWriter::Send(io::Stream& s, Counter* ctr,
+                                          std::span<const std::string_view> data, bool end,
+                                          const http::HeaderList* trailers) {
+  gather_.clear();
+  meta_.clear();
+  if (pending_) gather_.emplace_back(head_.data(), head_.size());
+  EncodeBody(data, chunked_, end, trailers, &gather_, &meta_);
+  if (gather_.empty()) co_return true;
+  pending_ = false;
+  auto [ec, n] = co_await s.Write(gather_);
+  if (ctr) ctr->Inc(n);
+  co_return !ec;
+}
+
 // ---- ServerConnection ----
 
 ServerConnection::ServerConnection(io::Stream& s, const Limits& limits, Counters ctr,
@@ -337,7 +353,7 @@ asio::awaitable<http::Accepted> ServerConnection::NextStream() {
         body_.Start(head_.framing, head_.content_length, &in_, head_.head_bytes);
         in_stream_ = true;
         body_started_ = false;
-        head_pending_ = false;
+        out_.Clear();
         a.stream = this;
         co_return a;
       }
@@ -419,10 +435,7 @@ void ServerConnection::PrepareHead(const http::ResponseHeaders& h) {
   const bool want_close = close_after_ || !req_.keep_alive || !body_.done();
   const ResponseFraming fr = FrameResponse(h, req_.version, want_close);
   if (fr.close) close_after_ = true;
-  chunked_out_ = fr.chunked;
-  head_out_.clear();
-  EncodeResponseHead(h, fr, &head_out_);
-  head_pending_ = true;
+  EncodeResponseHead(h, fr, out_.StartHead(fr.chunked));
 }
 
 asio::awaitable<bool> ServerConnection::SendInterim(const http::ResponseHeaders& h) {
@@ -437,43 +450,25 @@ asio::awaitable<bool> ServerConnection::SendInterim(const http::ResponseHeaders&
     if (ctr_.bytes_out) ctr_.bytes_out->Inc(n);
     co_return !ec;
   }
-  head_out_.clear();
-  EncodeResponseHead(h, ResponseFraming{}, &head_out_);
-  auto [ec, n] = co_await s_.Write(head_out_.data(), head_out_.size());
-  if (ctr_.bytes_out) ctr_.bytes_out->Inc(n);
-  co_return !ec;
+  EncodeResponseHead(h, ResponseFraming{}, out_.StartHead(false));
+  co_return co_await out_.Send(s_, ctr_.bytes_out, {}, false, nullptr);
 }
 
 asio::awaitable<bool> ServerConnection::SendHeaders(const http::ResponseHeaders& h,
                                                     bool end_stream) {
   PrepareHead(h);
   if (!end_stream && h.status != 101) co_return true;  // goes out with the first data
-  co_return co_await Flush(true);
-}
-
-asio::awaitable<bool> ServerConnection::Flush(bool) {
-  gather_.clear();
-  gather_.emplace_back(head_out_.data(), head_out_.size());
-  head_pending_ = false;
-  auto [ec, n] = co_await s_.Write(gather_);
-  if (ctr_.bytes_out) ctr_.bytes_out->Inc(n);
-  if (ec) close_after_ = true;
-  co_return !ec;
+  const bool ok = co_await out_.Send(s_, ctr_.bytes_out, {}, false, nullptr);
+  if (!ok) close_after_ = true;
+  co_return ok;
 }
 
 asio::awaitable<bool> ServerConnection::SendBody(std::span<const std::string_view> data,
                                                  bool end_stream,
                                                  const http::HeaderList* trailers) {
-  gather_.clear();
-  meta_.clear();
-  if (head_pending_) gather_.emplace_back(head_out_.data(), head_out_.size());
-  EncodeBody(data, chunked_out_, end_stream, trailers, &gather_, &meta_);
-  if (gather_.empty()) co_return true;
-  head_pending_ = false;
-  auto [ec, n] = co_await s_.Write(gather_);
-  if (ctr_.bytes_out) ctr_.bytes_out->Inc(n);
-  if (ec) close_after_ = true;
-  co_return !ec;
+  const bool ok = co_await out_.Send(s_, ctr_.bytes_out, data, end_stream, trailers);
+  if (!ok) close_after_ = true;
+  co_return ok;
 }
 
 void ServerConnection::Reset(http::ResetReason) {
@@ -495,7 +490,7 @@ void ClientConnection::Bind(io::Stream* s, Counters ctr, const Limits& limits) {
   ctr_ = ctr;
   limits_ = limits;
   failed_ = false;
-  head_pending_ = false;
+  out_.Clear();
   in_.Clear();
   consumed_head_ = 0;
   scanned_ = 0;
@@ -506,28 +501,17 @@ asio::awaitable<bool> ClientConnection::SendHeaders(const http::RequestHeaders& 
                                                     bool end_stream) {
   QueueHeaders(h);
   if (!end_stream) co_return true;  // goes out with the first body bytes
-  gather_.clear();
-  gather_.emplace_back(head_out_.data(), head_out_.size());
-  head_pending_ = false;
-  auto [ec, n] = co_await s_->Write(gather_);
-  if (ctr_.bytes_out) ctr_.bytes_out->Inc(n);
-  if (ec) failed_ = true;
-  co_return !ec;
+  const bool ok = co_await out_.Send(*s_, ctr_.bytes_out, {}, false, nullptr);
+  if (!ok) failed_ = true;
+  co_return ok;
 }
 
 asio::awaitable<bool> ClientConnection::SendBody(std::span<const std::string_view> data,
                                                  bool end_stream,
                                                  const http::HeaderList* trailers) {
-  gather_.clear();
-  meta_.clear();
-  if (head_pending_) gather_.emplace_back(head_out_.data(), head_out_.size());
-  EncodeBody(data, chunked_out_, end_stream, trailers, &gather_, &meta_);
-  if (gather_.empty()) co_return true;
-  head_pending_ = false;
-  auto [ec, n] = co_await s_->Write(gather_);
-  if (ctr_.bytes_out) ctr_.bytes_out->Inc(n);
-  if (ec) failed_ = true;
-  co_return !ec;
+  const bool ok = co_await out_.Send(*s_, ctr_.bytes_out, data, end_stream, trailers);
+  if (!ok) failed_ = true;
+  co_return ok;
 }
 
 asio::awaitable<http::ResponseHeaders*> ClientConnection::ReadHeaders(http::HeadError* err) {
@@ -585,10 +569,7 @@ bool ClientConnection::TryReadBody(http::BodyEvent* ev) {
 
 bool ClientConnection::QueueHeaders(const http::RequestHeaders& h) {
   method_ = h.method;
-  chunked_out_ = h.body == http::BodyKind::kStream;
-  head_out_.clear();
-  EncodeRequestHead(h, &head_out_);
-  head_pending_ = true;
+  EncodeRequestHead(h, out_.StartHead(h.body == http::BodyKind::kStream));
   return true;
 }
 
@@ -607,7 +588,7 @@ io::Stream* ClientConnection::TakeTunnel(std::string_view* pending) {
 
 bool ClientConnection::reusable() const {
   // Clean: the response was read to its end and nothing followed it.
-  return !failed_ && !head_pending_ && resp_.reusable && body_.done() &&
+  return !failed_ && !out_.head_pending() && resp_.reusable && body_.done() &&
          body_.head_end() == in_.size() && body_.leftover().empty();
 }
 

@@ -98,6 +98,35 @@ class BodyReader {
   http::HeaderList no_trailers_;
 };
 
+// ---- The sending half of one message ----
+
+// A head held back for the first body bytes, then body data (chunk-framed
+// when asked), in as few writes as it can: a small response is one write.
+class MessageWriter {
+ public:
+  // Starts a new head: encode it into the string returned; `chunked` frames
+  // the body that follows.
+  std::string* StartHead(bool chunked) {
+    head_.clear();
+    chunked_ = chunked;
+    pending_ = true;
+    return &head_;
+  }
+  bool head_pending() const { return pending_; }
+  void Clear() { pending_ = false; }
+  // Writes the held head, if any, with `data` (and the last chunk with
+  // `trailers` when `end` and chunked). False when the write failed.
+  asio::awaitable<bool> Send(io::Stream& s, Counter* ctr, std::span<const std::string_view> data,
+                             bool end, const http::HeaderList* trailers);
+
+ private:
+  std::string head_;
+  std::string meta_;
+  std::vector<asio::const_buffer> gather_;
+  bool pending_ = false;
+  bool chunked_ = false;
+};
+
 // ---- Downstream ----
 
 class ServerConnection final : public http::ServerCodec, public http::ServerStream {
@@ -135,7 +164,6 @@ class ServerConnection final : public http::ServerCodec, public http::ServerStre
   bool body_started() const { return body_started_; }
 
  private:
-  asio::awaitable<bool> Flush(bool end_stream);
   void PrepareHead(const http::ResponseHeaders& h);
 
   io::Stream& s_;
@@ -150,11 +178,7 @@ class ServerConnection final : public http::ServerCodec, public http::ServerStre
   bool in_stream_ = false;     // a stream is handed out and not done
   bool close_after_ = false;   // the connection ends after the current exchange
   bool body_started_ = false;  // the request body was read from (no 100 Continue any more)
-  bool chunked_out_ = false;
-  bool head_pending_ = false;  // the response head waits for the first body bytes
-  std::string head_out_;
-  std::string meta_;
-  std::vector<asio::const_buffer> gather_;
+  MessageWriter out_;
 };
 
 // ---- Upstream ----
@@ -189,12 +213,8 @@ class ClientConnection final : public http::ClientStream {
   Counters ctr_;
   Limits limits_;
   std::string_view method_;
-  bool chunked_out_ = false;
-  bool head_pending_ = false;
   bool failed_ = false;
-  std::string head_out_;
-  std::string meta_;
-  std::vector<asio::const_buffer> gather_;
+  MessageWriter out_;
   io::Buffer in_{4096};
   Head head_;
   http::ResponseHeaders resp_;

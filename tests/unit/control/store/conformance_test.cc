@@ -3,9 +3,6 @@
 // and etcd (a real etcd-server on loopback). A new store passes this suite
 // before the server may run on it.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -17,72 +14,18 @@
 #include "control/store/etcd_store.h"
 #include "control/store/memory_store.h"
 #include "control/store/sqlite_store.h"
-#include "http/client.h"
-#include "io/asio.h"
+#include "etcd_server.h"
 
 namespace weft::control::store {
 namespace {
 
 namespace fs = std::filesystem;
 
-// One etcd for the whole binary, started on first use on a port the kernel
-// picked for it (etcd is told 127.0.0.1:0 cannot be advertised, so the test
-// reserves a port and hands it over at once).
-class Etcd {
- public:
-  static Etcd& Get() {
-    static Etcd e;
-    return e;
-  }
-  std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_); }
-  std::string error;
-
- private:
-  static int ReservePort() {
-    asio::io_context io;
-    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
-    return a.local_endpoint().port();
-  }
-  Etcd() {
-    if (access("/usr/bin/etcd", X_OK) != 0) {
-      error = "etcd is required for these tests (Debian's etcd-server): run scripts/deps.sh";
-      return;
-    }
-    dir_ = fs::temp_directory_path() / ("weft-conformance-etcd-" + std::to_string(getpid()));
-    fs::remove_all(dir_);
-    client_ = ReservePort();
-    const int peer = ReservePort();
-    const std::string c = "http://127.0.0.1:" + std::to_string(client_);
-    const std::string p = "http://127.0.0.1:" + std::to_string(peer);
-    pid_ = fork();
-    if (pid_ == 0) {
-      freopen("/dev/null", "w", stdout);
-      freopen("/dev/null", "w", stderr);
-      execl("/usr/bin/etcd", "etcd", "--name", "t", "--data-dir", dir_.c_str(),
-            "--listen-client-urls", c.c_str(), "--advertise-client-urls", c.c_str(),
-            "--listen-peer-urls", p.c_str(), "--initial-advertise-peer-urls", p.c_str(),
-            "--initial-cluster", ("t=" + p).c_str(), nullptr);
-      _exit(127);
-    }
-    http::Client probe(endpoint());
-    for (int i = 0; i < 200; ++i) {
-      auto r = probe.Do("GET", "/health");
-      if (r.ok() && r->status == 200) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    error = "etcd did not start";
-  }
-  ~Etcd() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    fs::remove_all(dir_);
-  }
-  fs::path dir_;
-  int client_ = 0;
-  pid_t pid_ = -1;
-};
+// One etcd for the whole binary, started on first use.
+EtcdServer& Etcd() {
+  static EtcdServer e("conformance");
+  return e;
+}
 
 struct Impl {
   std::string name;
@@ -107,9 +50,9 @@ std::vector<Impl> Impls() {
       {"memory", [](const std::string&) { return std::make_unique<MemoryStore>(); }, false},
       {"etcd",
        [](const std::string& tag) -> std::unique_ptr<Store> {
-         Etcd& e = Etcd::Get();
-         EXPECT_EQ(e.error, "");
-         if (!e.error.empty()) return nullptr;
+         EtcdServer& e = Etcd();
+         EXPECT_EQ(e.error(), "");
+         if (!e.error().empty()) return nullptr;
          EtcdOptions o;
          o.endpoints = {e.endpoint()};
          o.prefix = "/conformance/" + tag + "/";

@@ -15,59 +15,21 @@
 #include <mutex>
 #include <thread>
 
-#include "http/client.h"
+#include "etcd_server.h"
 
 namespace weft::control::store {
 namespace {
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 class EtcdStoreTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (access("/usr/bin/etcd", X_OK) != 0) {
-      FAIL() << "etcd is required for these tests (Debian's etcd-server): run scripts/deps.sh";
-    }
-    dir_ = std::filesystem::temp_directory_path() / ("weft-etcd-" + std::to_string(getpid()));
-    std::filesystem::remove_all(dir_);
-    client_ = FreePort();
-    const int peer = FreePort();
-    const std::string c = "http://127.0.0.1:" + std::to_string(client_);
-    const std::string p = "http://127.0.0.1:" + std::to_string(peer);
-    pid_ = fork();
-    if (pid_ == 0) {
-      freopen("/dev/null", "w", stdout);
-      freopen("/dev/null", "w", stderr);
-      execl("/usr/bin/etcd", "etcd", "--name", "t", "--data-dir", dir_.c_str(),
-            "--listen-client-urls", c.c_str(), "--advertise-client-urls", c.c_str(),
-            "--listen-peer-urls", p.c_str(), "--initial-advertise-peer-urls", p.c_str(),
-            "--initial-cluster", ("t=" + p).c_str(), nullptr);
-      _exit(127);
-    }
-    http::Client probe("127.0.0.1:" + std::to_string(client_));
-    for (int i = 0; i < 200; ++i) {
-      auto r = probe.Do("GET", "/health");
-      if (r.ok() && r->status == 200) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    FAIL() << "etcd did not start";
+    server_ = new EtcdServer("store-test");
+    if (!server_->error().empty()) FAIL() << server_->error();
+    client_ = server_->port();
   }
   static void TearDownTestSuite() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    std::filesystem::remove_all(dir_);
+    delete server_;
+    server_ = nullptr;
   }
   std::unique_ptr<EtcdStore> Open(const std::string& prefix) {
     EtcdOptions o;
@@ -78,9 +40,8 @@ class EtcdStoreTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << s.status().message();
     return s.ok() ? std::move(s).value() : nullptr;
   }
-  static inline std::filesystem::path dir_;
+  static inline EtcdServer* server_ = nullptr;
   static inline int client_ = 0;
-  static inline pid_t pid_ = -1;
 };
 
 TEST_F(EtcdStoreTest, PutGetCasDeleteRange) {
@@ -180,7 +141,7 @@ TEST_F(EtcdStoreTest, CampaignHasOneHolder) {
 
 TEST_F(EtcdStoreTest, UnreachableClusterSaysSo) {
   EtcdOptions o;
-  o.endpoints = {"127.0.0.1:" + std::to_string(FreePort())};
+  o.endpoints = {"127.0.0.1:" + std::to_string(EtcdServer::ReservePort())};
   auto s = EtcdStore::Open(o);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("no member answers"), std::string::npos);
