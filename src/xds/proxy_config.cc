@@ -7,10 +7,8 @@ namespace weft::xds {
 
 using proxy::ClusterConfig;
 using proxy::Endpoint;
-using proxy::LbPolicy;
 using proxy::ListenerConfig;
 using proxy::MeshIdentity;
-using proxy::MeshTlsMode;
 using proxy::Protocol;
 using proxy::ProxyConfig;
 using proxy::RouteConfig;
