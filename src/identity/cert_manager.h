@@ -63,6 +63,9 @@ class CertManager {
 
   const SignFn sign_;
   const OnCertFn on_cert_;
+  // mu_ guards entries_, trust_domain_, active_root_, stop_, issued_,
+  // failures_ and rng_; cv_ wakes the renewal thread (Run) when they change.
+  // sign_ and on_cert_ are called on that thread without mu_ held.
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, Entry> entries_;  // "ns/service"

@@ -131,7 +131,7 @@ class StatsRegistry {
 
  private:
   const size_t workers_;
-  std::mutex mu_;
+  std::mutex mu_;  // guards the maps below (blocks are created on load, summed on scrape)
   std::map<std::string, std::unique_ptr<PerWorker<ListenerStats>>> listeners_;  // guarded by mu_
   std::map<std::pair<std::string, std::string>, std::unique_ptr<PerWorker<RouteStats>>> routes_;
   std::map<std::string, std::unique_ptr<PerWorker<ClusterStats>>> clusters_;

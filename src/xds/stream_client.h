@@ -59,7 +59,7 @@ class ServerTrust {
   }
 
  private:
-  mutable std::mutex mu_;
+  mutable std::mutex mu_;  // guards pem_
   std::string pem_;
 };
 

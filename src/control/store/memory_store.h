@@ -30,6 +30,8 @@ class MemoryStore final : public Store {
  private:
   void Notify(const std::vector<Event>& events);
 
+  // Guards everything below. Watch callbacks run under it, on the writer's
+  // thread (recursive: a callback may read the store).
   std::recursive_mutex mu_;
   std::map<std::string, KeyValue, std::less<>> kvs_;
   int64_t revision_ = 0;
