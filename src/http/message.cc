@@ -1,5 +1,7 @@
 #include "http/message.h"
 
+#include <vector>
+
 #include "base/strings.h"
 
 namespace weft::http {
@@ -25,6 +27,23 @@ bool NamedInConnection(std::string_view connection, std::string_view name) {
   bool found = false;
   ForEachListElement(connection, [&](std::string_view t) { found |= IEquals(t, name); });
   return found;
+}
+
+std::string_view ExtraConnectionNames(std::string_view connection) {
+  bool extra = false;
+  ForEachListElement(connection, [&](std::string_view t) {
+    extra |= !(IEquals(t, "close") || IEquals(t, "keep-alive") || IEquals(t, "upgrade"));
+  });
+  return extra ? connection : std::string_view();
+}
+
+bool DropConnectionNamed(std::string_view connection, HeaderList* fields) {
+  const std::string_view named = ExtraConnectionNames(connection);
+  if (named.empty()) return false;
+  std::erase_if(*fields, [&](const HeaderField& f) {
+    return !IsConnectionSpecific(f.name) && NamedInConnection(named, f.name);
+  });
+  return true;
 }
 
 }  // namespace weft::http

@@ -243,11 +243,15 @@ void HttpConnectionManager::BuildUpstreamRequest(const Ctx& c, const http::Reque
   up_req_.content_length = req.content_length;
   up_req_.version = req.version;
   up_req_.upgrade = req.upgrade;
-  up_req_.connection = req.connection;
+  // Fields the client's Connection names are dropped here, not by the
+  // encoder: a client must not be able to strip the fields the proxy adds.
+  up_req_.connection = {};
+  const std::string_view named = http::ExtraConnectionNames(req.connection);
   up_req_.fields.clear();
   const bool mesh_port = c.lc->mtls != MeshTlsMode::kOff;
   for (const http::HeaderField& f : req.fields) {
     const std::string_view n = f.name;
+    if (!named.empty() && http::NamedInConnection(named, n)) continue;
     switch (n.size()) {
       case 6:
         if (IEquals(n, "expect")) continue;  // answered by the proxy itself
@@ -344,8 +348,15 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
     http::ClientStream& us = *lease.stream;
     int r = 0;
     SetDeadline(c.lc->idle_timeout_ms);
-    if (req.has_body() ? !us.QueueHeaders(up_req_) && !co_await us.SendHeaders(up_req_, false)
-                       : !co_await us.SendHeaders(up_req_, true)) {
+    bool sent;
+    if (!req.has_body()) {
+      sent = co_await us.SendHeaders(up_req_, true);
+    } else if (us.QueueHeaders(up_req_)) {
+      sent = true;
+    } else {
+      sent = co_await us.SendHeaders(up_req_, false);
+    }
+    if (!sent) {
       r = 2;
     } else if (req.has_body()) {
       r = co_await PumpRequestBody(c, s, us);
@@ -443,6 +454,8 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
   http::ClientStream& us = *lease.stream;
 
   // The response head as it goes down: the upstream's, with the request id.
+  // (Fields its Connection names go first, so that it cannot drop ours.)
+  if (http::DropConnectionNamed(resp->connection, &resp->fields)) resp->connection = {};
   bool has_request_id = false;
   for (const http::HeaderField& f : resp->fields) {
     if (f.name.size() == 12 && IEquals(f.name, "x-request-id")) {
@@ -479,11 +492,19 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
   if (w_->draining()) codec_->Drain();
   const bool end = resp->body == http::BodyKind::kNone;
   int r = 0;
+  SetDeadline(c.lc->idle_timeout_ms);
+  bool sent;
   if (end) {
-    if (!co_await s.SendHeaders(*resp, true)) r = 2;
-  } else if (!s.QueueHeaders(*resp) && !co_await s.SendHeaders(*resp, false)) {
-    r = 2;
+    sent = co_await s.SendHeaders(*resp, true);
+  } else if (s.QueueHeaders(*resp)) {
+    sent = true;
   } else {
+    sent = co_await s.SendHeaders(*resp, false);
+  }
+  deadline_ms = kNever;
+  if (!sent) {
+    r = 2;
+  } else if (!end) {
     // Small bodies arrive with the head: sent with it, in one write, without
     // a frame for the pump.
     http::BodyEvent& ev = ev_;
@@ -494,7 +515,13 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
       if (!co_await s.SendBody(ev.data, true, ev.trailers)) r = 2;
       deadline_ms = kNever;
     } else {
-      r = co_await PumpResponseBody(c, us, s, got ? &ev : nullptr);
+      if (!got) {
+        // Nothing of the body yet (a stream, a long poll): the head goes
+        // out now, not with the first event.
+        SetDeadline(c.lc->idle_timeout_ms);
+        if (!co_await s.SendBody({}, false, nullptr)) r = 2;
+      }
+      if (r == 0) r = co_await PumpResponseBody(c, us, s, got ? &ev : nullptr);
     }
   }
   const int64_t elapsed = elapsed_us();
@@ -563,7 +590,9 @@ asio::awaitable<void> HttpConnectionManager::LocalReply(const Ctx& c, http::Serv
   h.fields.push_back({"content-length"sv, reply_length_});
   if (!request_id_.empty()) h.fields.push_back({"x-request-id"sv, request_id_});
   SetDeadline(c.lc->idle_timeout_ms);
-  if (co_await s.SendHeaders(h, false)) {
+  if (s.request().method == "HEAD"sv) {
+    co_await s.SendHeaders(h, true);  // the length of the body a GET would get, no body
+  } else if (co_await s.SendHeaders(h, false)) {
     const std::string_view data[1] = {reply_body_};
     co_await s.SendBody(data, true, nullptr);
   }

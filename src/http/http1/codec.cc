@@ -41,19 +41,8 @@ http::BodyEvent Failed(http::ResetReason r, int status = 0) {
   return ev;
 }
 
-// The Connection value, when it names fields beyond close, keep-alive and
-// upgrade (those are dropped anyway); "" otherwise, so that the common
-// "Connection: keep-alive" costs one scan per message, not one per field.
-std::string_view ExtraConnectionNames(std::string_view connection) {
-  bool extra = false;
-  ForEachListElement(connection, [&](std::string_view t) {
-    extra |= !(IEquals(t, "close") || IEquals(t, "keep-alive") || IEquals(t, "upgrade"));
-  });
-  return extra ? connection : std::string_view();
-}
-
 // Fields every HTTP/1.1 encoder writes itself or never forwards.
-// `connection`: from ExtraConnectionNames.
+// `connection`: from http::ExtraConnectionNames.
 bool SkipOnEncode(const http::HeaderField& f, std::string_view connection) {
   const std::string_view n = f.name;
   if (http::IsConnectionSpecific(n)) return true;
@@ -68,7 +57,7 @@ bool SkipOnEncode(const http::HeaderField& f, std::string_view connection) {
 void EncodeRequestHead(const http::RequestHeaders& h, std::string* out) {
   out->append(h.method).append(" "sv).append(h.path).append(" HTTP/1.1\r\n"sv);
   if (!h.authority.empty()) out->append("host: "sv).append(h.authority).append("\r\n"sv);
-  const std::string_view named = ExtraConnectionNames(h.connection);
+  const std::string_view named = http::ExtraConnectionNames(h.connection);
   for (const http::HeaderField& f : h.fields) {
     if (f.name.size() == 4 && IEquals(f.name, "host")) continue;  // from :authority
     if (SkipOnEncode(f, named)) continue;
@@ -110,7 +99,7 @@ void EncodeResponseHead(const http::ResponseHeaders& h, const ResponseFraming& f
   out->append(h.reason.empty() ? std::string_view(ReasonPhrase(h.status)) : h.reason)
       .append("\r\n"sv);
   const bool switching = h.status == 101;
-  const std::string_view named = ExtraConnectionNames(h.connection);
+  const std::string_view named = http::ExtraConnectionNames(h.connection);
   for (const http::HeaderField& f : h.fields) {
     const std::string_view n = f.name;
     if (switching && n.size() == 7 && IEquals(n, "upgrade")) {
@@ -478,8 +467,11 @@ void ServerConnection::Reset(http::ResetReason) {
 
 io::Stream* ServerConnection::TakeTunnel(std::string_view* pending) {
   close_after_ = true;
+  // What came after the request: past its body in the head buffer, or, when
+  // the body outgrew that, in what the body reader read past its end.
   const size_t at = body_.head_end();
-  *pending = std::string_view(in_.data() + at, in_.size() - at);
+  *pending = !body_.leftover().empty() ? body_.leftover()
+                                       : std::string_view(in_.data() + at, in_.size() - at);
   return &s_;
 }
 
@@ -521,7 +513,7 @@ asio::awaitable<http::ResponseHeaders*> ClientConnection::ReadHeaders(http::Head
     consumed_head_ = 0;
     scanned_ = 0;
   }
-  bool got_bytes = !in_.empty();
+  if (!in_.empty()) got_bytes_ = true;
   for (;;) {
     if (!in_.empty()) {
       Error perr;
@@ -552,10 +544,10 @@ asio::awaitable<http::ResponseHeaders*> ClientConnection::ReadHeaders(http::Head
       *err = {http::ResetReason::kRemote, 503,
               ec == asio::error::eof ? std::string_view("connection closed")
                                      : std::string_view("connection reset"),
-              got_bytes};
+              got_bytes_};
       co_return nullptr;
     }
-    got_bytes = true;
+    got_bytes_ = true;
     in_.Commit(n);
     if (ctr_.bytes_in) ctr_.bytes_in->Inc(n);
   }
@@ -569,6 +561,7 @@ bool ClientConnection::TryReadBody(http::BodyEvent* ev) {
 
 bool ClientConnection::QueueHeaders(const http::RequestHeaders& h) {
   method_ = h.method;
+  got_bytes_ = false;
   EncodeRequestHead(h, out_.StartHead(h.body == http::BodyKind::kStream));
   return true;
 }

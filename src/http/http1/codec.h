@@ -214,6 +214,7 @@ class ClientConnection final : public http::ClientStream {
   Limits limits_;
   std::string_view method_;
   bool failed_ = false;
+  bool got_bytes_ = false;  // any response byte of this exchange, interim heads included
   MessageWriter out_;
   io::Buffer in_{4096};
   Head head_;

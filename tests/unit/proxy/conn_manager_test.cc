@@ -32,6 +32,7 @@ struct SentResponse {
   std::map<std::string, std::string> fields;
   std::string body;
   bool ended = false;
+  int empty_sends = 0;  // SendBody with no data: the head pushed out on its own
 };
 
 class FakeServer final : public http::ServerCodec, public http::ServerStream {
@@ -50,6 +51,7 @@ class FakeServer final : public http::ServerCodec, public http::ServerStream {
     for (const auto& [n, v] : cur_->fields) {
       head_.fields.push_back({n, v});
       if (n == "expect") head_.expect_continue = true;
+      if (n == "connection") head_.connection = v;
     }
     size_t len = 0;
     for (const auto& b : cur_->body) len += b.size();
@@ -95,6 +97,7 @@ class FakeServer final : public http::ServerCodec, public http::ServerStream {
   }
   asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end,
                                  const http::HeaderList*) override {
+    if (data.empty() && !end) ++responses.back().empty_sends;
     for (auto d : data) responses.back().body.append(d);
     responses.back().ended = end;
     co_return true;
@@ -347,6 +350,40 @@ TEST_F(ConnManagerTest, ForwardsWithTheMeshHeadersAndAnswersWithTheRequestId) {
   EXPECT_EQ(Cluster("api").http.rq_class[1].Get(), 1u);
 }
 
+TEST_F(ConnManagerTest, AClientCannotStripTheFieldsTheProxyAdds) {
+  Load(kTwoEndpoints);
+  FakeRequest rq;
+  rq.path = "/api";
+  rq.fields = {{"connection", "keep-alive, x-forwarded-for, x-request-id, x-extra"},
+               {"x-forwarded-for", "203.0.113.9"},
+               {"x-extra", "hop"},
+               {"accept", "*/*"}};
+  auto server = Serve({rq});
+  ASSERT_EQ(seen_.size(), 1u);
+  const auto& f = seen_[0].fields;
+  ASSERT_EQ(f.count("x-forwarded-for"), 1u) << "the proxy's own, not dropped by name";
+  EXPECT_EQ(f.at("x-forwarded-for").find("203.0.113.9"), std::string::npos)
+      << "the named one was the client's to drop";
+  EXPECT_EQ(f.count("x-request-id"), 1u);
+  EXPECT_EQ(f.count("x-extra"), 0u) << "named in Connection: hop-by-hop";
+  EXPECT_EQ(f.count("accept"), 1u);
+}
+
+TEST_F(ConnManagerTest, ALocalReplyToHeadHasNoBody) {
+  Load(kTwoEndpoints);
+  FakeRequest head, get;
+  head.method = "HEAD";
+  head.path = "/nope";
+  get.path = "/api";
+  auto server = Serve({head, get});
+  ASSERT_EQ(server->responses.size(), 2u);
+  EXPECT_EQ(server->responses[0].status, 404);
+  EXPECT_EQ(server->responses[0].body, "") << "a body would be read as the next response";
+  EXPECT_TRUE(server->responses[0].ended);
+  EXPECT_EQ(server->responses[0].fields.at("content-length"), "19");
+  EXPECT_EQ(server->responses[1].status, 200);
+}
+
 TEST_F(ConnManagerTest, NoRouteIsALocalReplyAndTheConnectionStays) {
   Load(kTwoEndpoints);
   FakeRequest miss, hit;
@@ -371,6 +408,8 @@ TEST_F(ConnManagerTest, AFailedConnectIsRetriedOnTheOtherEndpoint) {
   EXPECT_NE(seen_[0].endpoint, seen_[1].endpoint);
   EXPECT_EQ(server->responses[0].status, 200);
   EXPECT_EQ(server->responses[0].body, "odd") << "the waiting read path";
+  EXPECT_EQ(server->responses[0].empty_sends, 1)
+      << "with no body byte at hand the head goes out before the wait";
   EXPECT_EQ(Cluster("api").rq_retry.Get(), 1u);
 }
 
