@@ -30,6 +30,10 @@ bool NamedInConnection(std::string_view connection, std::string_view name) {
 }
 
 std::string_view ExtraConnectionNames(std::string_view connection) {
+  // The common values, without tokenizing.
+  if (connection.empty() || IEquals(connection, "keep-alive") || IEquals(connection, "close")) {
+    return {};
+  }
   bool extra = false;
   ForEachListElement(connection, [&](std::string_view t) {
     extra |= !(IEquals(t, "close") || IEquals(t, "keep-alive") || IEquals(t, "upgrade"));

@@ -455,7 +455,8 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
 
   // The response head as it goes down: the upstream's, with the request id.
   // (Fields its Connection names go first, so that it cannot drop ours.)
-  if (http::DropConnectionNamed(resp->connection, &resp->fields)) resp->connection = {};
+  http::DropConnectionNamed(resp->connection, &resp->fields);
+  resp->connection = {};  // nothing left for the encoder to drop by name
   bool has_request_id = false;
   for (const http::HeaderField& f : resp->fields) {
     if (f.name.size() == 12 && IEquals(f.name, "x-request-id")) {

@@ -115,9 +115,10 @@ class MessageWriter {
   bool head_pending() const { return pending_; }
   void Clear() { pending_ = false; }
   // Writes the held head, if any, with `data` (and the last chunk with
-  // `trailers` when `end` and chunked). False when the write failed.
+  // `trailers` when `end` and chunked). False, and *failed set when given,
+  // when the write failed. `data` and `trailers` must live until it completes.
   asio::awaitable<bool> Send(io::Stream& s, Counter* ctr, std::span<const std::string_view> data,
-                             bool end, const http::HeaderList* trailers);
+                             bool end, const http::HeaderList* trailers, bool* failed);
 
  private:
   std::string head_;
