@@ -36,11 +36,8 @@ class HttpConnectionManager : public Deadline,
   // HTTP/1.1 codec until the connection ends.
   asio::awaitable<void> Run();
   // Serves the streams of `codec` until it closes (the unit tests drive it
-  // with a codec of their own). `peer`: the caller's verified SPIFFE ID.
+  // with a codec of their own).
   asio::awaitable<void> Serve(http::ServerCodec& codec);
-  void set_peer(std::string peer) { peer_ = std::move(peer); }
-  // The limits the codec parses with; updated per request from the listener.
-  const http1::Limits& limits() const { return limits_; }
 
   void OnDeadline() override;
 

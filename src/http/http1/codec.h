@@ -161,9 +161,6 @@ class ServerConnection final : public http::ServerCodec, public http::ServerStre
   void Reset(http::ResetReason r) override;
   io::Stream* TakeTunnel(std::string_view* pending) override;
 
-  // Whether a 100 Continue was owed and not yet sent (test hook, too).
-  bool body_started() const { return body_started_; }
-
  private:
   void PrepareHead(const http::ResponseHeaders& h);
 

@@ -60,8 +60,6 @@ class HttpUpstream {
   virtual void Release(bool reusable) = 0;
   // Cancels the current connection's I/O (a deadline fired).
   virtual void Cancel() = 0;
-  // Whether a connection is held.
-  virtual bool held() const = 0;
 };
 
 // The HTTP/1.1 implementation over the cluster pools and upstream::Connect.
@@ -78,7 +76,6 @@ class Http1Upstream final : public HttpUpstream {
   void Cancel() override {
     if (conn_) conn_->stream.Cancel();
   }
-  bool held() const override { return conn_ != nullptr; }
 
  private:
   void Bound(Lease* out);

@@ -140,3 +140,28 @@ listeners:
 
 }  // namespace
 }  // namespace weft::proxy
+
+namespace weft::proxy {
+namespace {
+
+std::string RouteWith(const std::string& extra) {
+  return "listeners:\n  - name: l\n    address: 127.0.0.1:1\n    routes:\n"
+         "      - match: {prefix: /}\n        cluster: c\n" +
+         extra + "clusters:\n  - name: c\n    endpoints: [127.0.0.1:2]\n";
+}
+
+TEST(Config, RetriesShareTheManifestLimitAndRetryOnIsHonoured) {
+  std::string err;
+  auto cfg = ParseConfig(RouteWith("        retries: 5\n        retry_on: [reset]\n"), "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].retries, 5);
+  EXPECT_EQ(cfg->listeners[0].routes[0].retry_on, kRetryOnReset);
+  EXPECT_NE(Error(RouteWith("        retries: 6\n")).find("routes[0].retries"), std::string::npos)
+      << "one past mesh::kMaxRetryAttempts";
+  EXPECT_NE(Error(RouteWith("        retry_on: [5xx]\n"))
+                .find("retry_on[0] \"5xx\": unknown condition (use connect-failure, reset)"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace weft::proxy

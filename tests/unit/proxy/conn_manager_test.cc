@@ -183,7 +183,6 @@ class FakeUpstream final : public upstream::HttpUpstream, public http::ClientStr
     held_ = false;
   }
   void Cancel() override {}
-  bool held() const override { return held_; }
 
   bool QueueHeaders(const http::RequestHeaders& h) override {
     Seen(h);
