@@ -13,6 +13,7 @@ enum class Level { kTrace = 0, kDebug, kInfo, kWarn, kError, kOff };
 
 // Parses "trace|debug|info|warn|error|off". Returns false on anything else.
 [[nodiscard]] bool ParseLevel(std::string_view s, Level* out);
+// SetLevel and GetLevel are thread-safe (one relaxed atomic).
 void SetLevel(Level l);
 Level GetLevel();
 inline std::atomic<int> g_level{static_cast<int>(Level::kInfo)};

@@ -21,6 +21,7 @@ struct SocketAddress {
 
   uint16_t port() const;
   bool is_v6() const { return storage.ss_family == AF_INET6; }
+  // Points into `storage`: valid while this SocketAddress lives.
   const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&storage); }
   // Canonical "IP:PORT" / "[IPv6]:PORT" (not the text as written).
   std::string Canonical() const;

@@ -31,6 +31,8 @@ class Labels {
   std::string text_;
 };
 
+// One exposition; not thread-safe. `type` and `help` are kept as pointers,
+// not copied, until Finish(): pass string literals.
 class Writer {
  public:
   void Counter(std::string_view name, const char* help, const Labels& l, uint64_t v);

@@ -41,6 +41,8 @@ class [[nodiscard]] Result {
   Result(Status s) : v_(std::move(s)) {}     // NOLINT: implicit by design
 
   bool ok() const { return std::holds_alternative<T>(v_); }
+  // value() and -> refer into this Result (valid while it lives); on a non-ok
+  // Result they throw std::bad_variant_access.
   const T& value() const& { return std::get<T>(v_); }
   T& value() & { return std::get<T>(v_); }
   T&& value() && { return std::get<T>(std::move(v_)); }

@@ -20,6 +20,7 @@ inline bool IEquals(std::string_view a, std::string_view b) {
   return true;
 }
 
+// A view into `s`'s bytes: valid as long as they are.
 inline std::string_view TrimOws(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -27,7 +28,8 @@ inline std::string_view TrimOws(std::string_view s) {
 }
 
 // Calls fn(token) for each comma-separated element of a header list value,
-// with surrounding whitespace trimmed and empty elements skipped.
+// with surrounding whitespace trimmed and empty elements skipped. fn runs on
+// the caller's thread before this returns; each token is a view into `v`.
 template <typename Fn>
 void ForEachListElement(std::string_view v, Fn&& fn) {
   while (!v.empty()) {

@@ -23,7 +23,8 @@ struct DemoOptions {
   size_t max_call_body = 64 * 1024;  // a call's answer beyond this counts as failed
 };
 
-// Runs until SIGTERM/SIGINT. Returns the process exit code.
+// Runs until SIGTERM/SIGINT, serving on the calling thread (one io_context).
+// Ignores SIGPIPE for the whole process. Returns the process exit code.
 int RunDemoApp(const DemoOptions& opts);
 
 }  // namespace weft::demo

@@ -28,6 +28,7 @@ struct ClientOptions {
   size_t max_body_bytes = 64 << 20;  // larger answers fail
 };
 
+// Not thread-safe, except Shutdown(): one thread makes the calls.
 class Client {
  public:
   // `host_port` is "HOST:PORT" ("localhost" allowed).
@@ -44,7 +45,9 @@ class Client {
 
   // Sends a request and calls on_data with each piece of the response body
   // as it arrives until the body ends, on_data returns false, or an error.
-  // The response head (status, headers) is in *head.
+  // The response head (status, headers) is in *head. on_data runs on the
+  // calling thread, never after Stream returns; each piece is valid only
+  // during its call (a view into the client's read buffer).
   Status Stream(std::string_view method, std::string_view target, std::string_view body,
                 ClientResponse* head, const std::function<bool(std::string_view)>& on_data);
 

@@ -87,8 +87,9 @@ bool IsConnectionSpecific(std::string_view name);
 // Whether the Connection field value `connection` lists `name`.
 bool NamedInConnection(std::string_view connection, std::string_view name);
 // The Connection value when it names fields beyond close, keep-alive and
-// upgrade (those are connection-specific anyway); "" otherwise. A message
-// with "" drops no field by name: one scan per message, not one per field.
+// upgrade (those are connection-specific anyway), as a view of `connection`
+// itself; "" otherwise. A message with "" drops no field by name: one scan
+// per message, not one per field.
 std::string_view ExtraConnectionNames(std::string_view connection);
 // Removes from `fields` those named by `connection` (HTTP/1.1), so that a
 // proxy adding its own fields afterwards cannot have them dropped by the

@@ -32,7 +32,8 @@ struct Request {
   std::string peer;  // "ADDR:PORT"
 
   // The first value of query parameter `key`, or nullptr. A bare "?passing"
-  // has the empty value.
+  // has the empty value. Query and Header point into this Request: valid
+  // while it lives unmodified.
   const std::string* Query(std::string_view key) const;
   bool HasQuery(std::string_view key) const { return Query(key) != nullptr; }
   // The first value of header `name` (lower-case), or "".
@@ -49,6 +50,9 @@ struct Response {
   static Response Json(int status, std::string body);
 };
 
+// Called on the io_context's thread, once per request; the Request lives
+// until the returned awaitable completes. A handler in progress at Close()
+// runs to completion (its response is dropped).
 using Handler = std::function<asio::awaitable<Response>(Request&)>;
 
 struct ServerOptions {
@@ -65,6 +69,9 @@ struct ServerCounters {
   uint64_t bad_requests = 0;          // parse errors, too large, timeouts
 };
 
+// Not thread-safe: every call on the thread running `io`. Its coroutines
+// resume after Close() and read the Server's members: destroy it only once
+// `io` has stopped running.
 class Server {
  public:
   Server(asio::io_context& io, Handler handler, ServerOptions opts = {});

@@ -73,9 +73,11 @@ class Authority {
 // "aa:bb:..." SHA-256 of the certificate's DER: a stable id for roots.
 Result<std::string> Fingerprint(const std::string& cert_pem);
 
-// The one URI SAN of a certificate ("" when it has none or several).
+// The one URI SAN of a certificate ("" when it has none or several). Borrows
+// `cert`.
 std::string UriSan(X509* cert);
-// The trust domain of "spiffe://TD/..." ("" when it is not a SPIFFE ID).
+// The trust domain of "spiffe://TD/..." ("" when it is not a SPIFFE ID): a
+// view into `spiffe_id`, valid as long as its bytes are.
 std::string_view TrustDomainOf(std::string_view spiffe_id);
 
 // The end of a certificate's validity, in seconds since the epoch.

@@ -27,8 +27,11 @@ struct Issued {
   int64_t not_after_unix = 0;
 };
 
+// Want, SetBundle, issued and failures are thread-safe.
 class CertManager {
  public:
+  // Both run on the renewal thread, never after Stop() returns; on_cert's
+  // arguments are valid only during the call.
   using SignFn = std::function<Result<Issued>(const std::string& csr_pem, const std::string& ns,
                                               const std::string& service)>;
   using OnCertFn = std::function<void(const std::string& ns, const std::string& service,
@@ -43,6 +46,8 @@ class CertManager {
   // the first call; certificates from another root are renewed soon after.
   void SetBundle(const std::string& trust_domain, const std::string& active_root_id);
 
+  // Start once, then Stop (also run by the destructor) from the owner's
+  // thread, never from sign or on_cert: it joins the renewal thread.
   void Start();
   void Stop();
 
@@ -63,7 +68,7 @@ class CertManager {
 
   const SignFn sign_;
   const OnCertFn on_cert_;
-  // mu_ guards entries_, trust_domain_, active_root_, stop_, issued_,
+  // Guards entries_, trust_domain_, active_root_, stop_, issued_,
   // failures_ and rng_; cv_ wakes the renewal thread (Run) when they change.
   // sign_ and on_cert_ are called on that thread without mu_ held.
   mutable std::mutex mu_;

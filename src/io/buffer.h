@@ -12,6 +12,8 @@ class Buffer {
  public:
   explicit Buffer(size_t initial = 4096) : cap_(initial) {}
 
+  // Pointers into the bytes stay valid until Reserve() (which may move or
+  // reallocate them), Shrink() or the Buffer's destruction.
   char* data() { return buf_.get() + start_; }
   const char* data() const { return buf_.get() + start_; }
   size_t size() const { return end_ - start_; }

@@ -24,6 +24,8 @@ using tcp = asio::ip::tcp;
 // Errors from OpenSSL as error codes (message: OpenSSL's reason).
 const std::error_category& TlsCategory();
 
+// Not thread-safe: every call on the thread running the socket's io_context.
+// Pinned in memory: OpenSSL's read BIO points back at it.
 class Stream {
  public:
   using IoResult = std::tuple<asio::error_code, size_t>;
@@ -35,6 +37,8 @@ class Stream {
   Stream& operator=(const Stream&) = delete;
 
   tcp::socket& socket() { return sock_; }
+  // Owned by the stream: valid until Close(), the next AttachTls or the
+  // stream's destruction; nullptr for plain TCP.
   SSL* ssl() const { return ssl_; }
   bool tls() const { return ssl_ != nullptr; }
 
@@ -44,6 +48,8 @@ class Stream {
   // Runs the TLS handshake to completion.
   asio::awaitable<asio::error_code> Handshake();
 
+  // `p` (and, for the gathered Write, `bufs` itself and the bytes it points
+  // to) must stay valid until the awaitable completes.
   asio::awaitable<IoResult> ReadSome(void* p, size_t n);
   // Writes everything (or fails).
   asio::awaitable<IoResult> Write(const void* p, size_t n);
@@ -53,11 +59,14 @@ class Stream {
   // socket, for an idle connection that turned readable. Returns true when
   // the connection is still usable (only TLS housekeeping arrived, such as
   // a session ticket), false when it closed or sent application data.
+  // Plain TCP: always false.
   bool IdleReadable();
 
   // Ends our sending side (TLS: close_notify first). Both directions.
   void ShutdownSend();
   void ShutdownBoth();
+  // Cancel and Close make the reads and writes in progress complete with an
+  // error; Close also frees the SSL.
   void Cancel();
   void Close();
 

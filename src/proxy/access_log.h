@@ -39,7 +39,8 @@ struct StreamInfo {
 void FormatAccessLog(const StreamInfo& info, int64_t now_ns, int64_t wall_us, std::string* line);
 
 // Writes the line for `info` to `sink` through the worker's buffer (null
-// sink: the listener logs nothing).
+// sink: the listener logs nothing). On `w`'s thread only: the buffer is
+// unguarded, flushed by the worker's tick.
 void ObserveAccessLog(Worker* w, const std::shared_ptr<AccessLogSink>& sink,
                       const StreamInfo& info);
 

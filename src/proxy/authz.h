@@ -60,7 +60,8 @@ struct Decision {
   bool by_default = false;  // no rule matched: the policy's default decided
 };
 
-// The request facts a decision looks at. method/path empty for TCP.
+// The request facts a decision looks at. method/path empty for TCP. The views
+// and `headers` need only outlive the Evaluate call.
 struct Request {
   std::string_view peer;  // verified SPIFFE ID; "" for plaintext
   std::string_view method;
@@ -69,6 +70,8 @@ struct Request {
   bool tcp = false;
 };
 
+// Immutable once compiled: shared by every worker, Evaluate runs on any
+// thread without locks.
 class Policies {
  public:
   // One applicable policy as stored ("ns/name") with its spec.

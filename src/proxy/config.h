@@ -20,6 +20,7 @@ enum class Protocol : uint8_t { kHttp, kTcp };
 // Mesh TLS on an inbound listener: off (plain), strict (mTLS only), or
 // permissive (mTLS, and plaintext for clients not yet in the mesh).
 enum class MeshTlsMode : uint8_t { kOff, kStrict, kPermissive };
+// MeshTlsModeName and LbPolicyName return string literals.
 const char* MeshTlsModeName(MeshTlsMode m);
 enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom };
 const char* LbPolicyName(LbPolicy p);
@@ -119,7 +120,8 @@ struct ProxyConfig {
 };
 
 // Loads and validates. On failure returns nullptr and sets *error to one line
-// starting with "config error: ".
+// starting with "config error: ". The config is immutable from then on: the
+// workers read it from their own threads without locks.
 std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::string* error);
 std::shared_ptr<const ProxyConfig> ParseConfig(const std::string& yaml, const std::string& source,
                                                std::string* error);

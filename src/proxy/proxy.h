@@ -29,7 +29,10 @@ class ConfigSource;
 // Runs until drained. Returns the process exit code: 0 after a clean drain,
 // 2 for a config error, 1 for a runtime failure (e.g. a port in use). With
 // `opts.server`, configs and identities come from `source` (the config
-// stream, src/xds/); without it, from the bootstrap file.
+// stream, src/xds/); without it, from the bootstrap file. The main loop runs
+// on the calling thread. Once the proxy is built it never returns: it ends
+// the process with std::_Exit(code) and never destroys `source`; only
+// errors found before that, and validate_only, return.
 int RunProxy(const ProxyOptions& opts, std::unique_ptr<ConfigSource> source = nullptr);
 
 }  // namespace weft::proxy

@@ -103,6 +103,7 @@ template <typename T>
 class PerWorker {
  public:
   explicit PerWorker(size_t workers) : slots_(workers) {}
+  // Slot `w` is written on worker w's thread only; any thread reads it.
   T& at(size_t w) { return slots_[w]; }
   const std::vector<T>& slots() const { return slots_; }
 
@@ -110,6 +111,8 @@ class PerWorker {
   std::vector<T> slots_;
 };
 
+// Thread-safe. Blocks are never freed: the pointers returned stay valid for
+// the registry's life.
 class StatsRegistry {
  public:
   explicit StatsRegistry(size_t workers) : workers_(workers) {}
@@ -123,6 +126,7 @@ class StatsRegistry {
   PerWorker<AuthzStats>* Authz(const std::string& policy);
   static constexpr size_t kMaxSources = 1000;
 
+  // Each has one writer thread (Counter): the proxy's main loop.
   Counter& config_reload_ok() { return reload_ok_; }
   Counter& config_reload_fail() { return reload_fail_; }
 

@@ -40,7 +40,8 @@ struct TicketKeys {
 inline constexpr std::string_view kAlpnHttp1 = "http/1.1";
 inline constexpr std::string_view kAlpnTcp = "weft-tcp";
 
-// One worker's server and client contexts for one identity.
+// One worker's server and client contexts for one identity: that worker's
+// thread only.
 class TlsContexts {
  public:
   // nullptr with *error set when the material does not load.
@@ -49,6 +50,11 @@ class TlsContexts {
   ~TlsContexts();
   TlsContexts(const TlsContexts&) = delete;
   TlsContexts& operator=(const TlsContexts&) = delete;
+
+  // NewServer and NewClient return an SSL the caller owns (nullptr on
+  // failure). A client SSL stores new sessions into this object whenever a
+  // ticket arrives, also after the handshake: keep the contexts alive as
+  // long as the SSL (UpstreamConn::tls does).
 
   // A server-side SSL for an inbound mesh connection whose listener speaks
   // `alpn` (the name is selected when the client offers it).
@@ -76,9 +82,11 @@ class TlsContexts {
 
 // The SPIFFE ID in the peer's verified certificate; "" when there is none.
 std::string PeerSpiffeId(SSL* ssl);
-// The trust domain of a SPIFFE ID ("" when it is not one).
+// The trust domain of a SPIFFE ID ("" when it is not one): a view into
+// `spiffe_id`.
 std::string_view TrustDomainOf(std::string_view spiffe_id);
-// The ALPN name the handshake settled on ("" when none).
+// The ALPN name the handshake settled on ("" when none): a view into the
+// SSL's memory, valid while `ssl` lives.
 std::string_view NegotiatedAlpn(SSL* ssl);
 
 }  // namespace weft::proxy

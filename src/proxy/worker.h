@@ -91,6 +91,9 @@ class Deadline {
 class Worker {
  public:
   explicit Worker(size_t id);
+  // Sessions still open live in io_, which goes last: their destructors call
+  // Untrack and ConnectionClosed on a Worker already torn down. The proxy
+  // never destroys its workers.
   ~Worker();
 
   size_t id() const { return id_; }
@@ -105,16 +108,22 @@ class Worker {
   // Thread-safe: stop accepting; end busy connections after their current
   // request and idle ones after `idle_grace_ms` unless they send one more.
   void BeginDrain(int64_t idle_grace_ms);
+  // From the owner's thread: Start once, then Stop, which joins the worker
+  // thread (so never call it from there). What is posted after Stop never
+  // runs: no Apply, SetIdentity or BeginDrain takes effect.
   void Start();
   void Stop();
   int64_t active_connections() const { return active_.load(std::memory_order_relaxed); }
 
   // Worker thread only.
+  // state() and tls() are replaced by Apply and SetIdentity on the loop:
+  // copy the shared_ptr to keep one across a co_await.
   const std::shared_ptr<WorkerState>& state() const { return state_; }
   // Mesh TLS contexts for the current identity; null until one arrives.
   const std::shared_ptr<TlsContexts>& tls() const { return tls_; }
   bool draining() const { return draining_; }
   Rng& rng() { return rng_; }
+  // The worker keeps `d` in its list until Untrack: call it before `d` dies.
   void Track(Deadline* d);
   void Untrack(Deadline* d);
   void ConnectionOpened() { active_.fetch_add(1, std::memory_order_relaxed); }
@@ -165,6 +174,9 @@ void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket 
 // A connection redirected to a capture listener (capture.cc): finds its
 // mesh destination and hands it to that virtual listener's session.
 void StartCaptureSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
+
+// The coroutines below run on `w`'s thread; every reference, pointer and view
+// they take must outlive the awaitable.
 
 // Mesh TLS on an accepted connection, as its listener's mode asks: off does
 // nothing; strict runs the server handshake and requires a client

@@ -12,7 +12,10 @@
 
 namespace weft::xds {
 
-// A source for `weft proxy --server ...` as `opts` describe it.
+// A source for `weft proxy --server ...` as `opts` describe it. It calls the
+// sink from the stream's thread (Install, Refused, SetIdentity) and, without
+// an agent, from the certificate manager's (SetIdentity); Stop() joins both,
+// so never call it from inside a sink method.
 std::unique_ptr<proxy::ConfigSource> NewProxySource(const proxy::ProxyOptions& opts);
 
 }  // namespace weft::xds

@@ -68,11 +68,12 @@ class ServerTrust {
 std::string ReadServerCa(const std::string& path, std::string* err);
 
 // A channel to a server's config stream: TLS verified against `trust` when
-// there is one, plaintext otherwise.
+// there is one, plaintext otherwise. `trust` is read during the call only.
 std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const ServerTrust* trust,
                                           grpc::ChannelArguments args = {});
 
 struct StreamClientOptions {
+  // At least one: an empty list divides by zero on the client's thread.
   std::vector<std::string> servers;           // HOST:PORT of the servers' gRPC ports, tried in turn
   std::shared_ptr<ServerTrust> server_trust;  // TLS to the servers; null: plaintext
   weft::v1::ClientInfo info;
@@ -83,11 +84,15 @@ struct StreamClientOptions {
   std::vector<std::pair<std::string, std::string>> metadata;  // sent with the stream
 };
 
+// SetInitialState, then Start once, from the owner's thread. Stop and the
+// accessors are thread-safe; Stop joins the client thread, so never call it
+// from inside apply.
 class StreamClient {
  public:
   // Applies a candidate state (everything the client would hold after the
   // response). Returns "" to ACK, or the reason to NACK (the state is then
-  // not kept). Called on the client's thread.
+  // not kept). Called on the client's thread, never after Stop() returns;
+  // `state` and `resp` are valid only during the call.
   using ApplyFn =
       std::function<std::string(const ResourceMap& state, const weft::v1::StreamResponse& resp)>;
 
@@ -117,6 +122,8 @@ class StreamClient {
   std::atomic<bool> stop_{false};
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> responses_{0}, nacks_{0}, reconnects_{0};
+  // Guards ctx_ and acked_version_; cv_ (with mu_) cuts the reconnect
+  // backoff short on Stop.
   mutable std::mutex mu_;
   std::condition_variable cv_;
   grpc::ClientContext* ctx_ = nullptr;  // guarded by mu_: the stream in progress
@@ -125,7 +132,8 @@ class StreamClient {
 };
 
 // Sign calls (workload certificates from CSRs), blocking, to the servers in
-// turn until one answers. For a certificate manager's thread.
+// turn until one answers. For a certificate manager's thread: not
+// thread-safe (it rotates through the servers unguarded).
 class SignClient {
  public:
   SignClient(std::vector<std::string> servers,

@@ -45,6 +45,7 @@ enum class ParseResult : uint8_t { kComplete, kIncomplete, kError };
 // A parse error: the status code to answer and a short human reason.
 struct Error {
   int status = 0;
+  // A string literal: valid for the program's life.
   std::string_view reason;
 };
 
@@ -93,25 +94,29 @@ ParseResult ParseRequest(const char* data, size_t len, const Limits& limits, siz
 ParseResult ParseResponse(const char* data, size_t len, const Limits& limits, size_t* scanned,
                           std::string_view request_method, Head* out, Error* err);
 
-// The reason phrase for a status code ("Unknown" for codes weft never sends).
+// The reason phrase for a status code ("Unknown" for codes weft never sends),
+// a string literal.
 const char* ReasonPhrase(int status);
 
 // True for tchar (RFC 9110 5.6.2).
 bool IsTokenChar(unsigned char c);
 
 // Incremental chunked-body decoder. Feed it bytes as they arrive; it hands out
-// the payload spans and collects the trailer section.
+// the payload spans and collects the trailer section. Keeps a reference to
+// `limits`, which must outlive it.
 class ChunkedDecoder {
  public:
   explicit ChunkedDecoder(const Limits& limits) : limits_(limits) {}
 
-  // Consumes as much of data[0, len) as it can. Appends payload spans to *out.
+  // Consumes as much of data[0, len) as it can. Appends payload spans to *out
+  // (views into `data`, valid as long as those bytes are).
   // Returns the number of bytes consumed, or -1 on a framing error (*err set).
   // Once Done(), further input is not consumed.
   long Feed(const char* data, size_t len, std::vector<std::string_view>* out, Error* err);
 
   bool Done() const { return state_ == State::kDone; }
-  // Trailer fields, valid once Done(). Views into this decoder's own storage.
+  // Trailer fields, valid once Done(). Views into this decoder's own storage,
+  // valid until Reset() or its destruction.
   const std::vector<Header>& trailers() const { return trailers_; }
   void Reset();
 
