@@ -149,7 +149,21 @@ asio::awaitable<asio::error_code> Stream::Handshake() {
 }
 
 asio::awaitable<Stream::IoResult> Stream::ReadSome(void* p, size_t n) {
-  if (!ssl_) co_return co_await sock_.async_read_some(asio::buffer(p, n), kNoThrow);
+  if (!ssl_) return sock_.async_read_some(asio::buffer(p, n), kNoThrow);
+  return TlsReadSome(p, n);
+}
+
+asio::awaitable<Stream::IoResult> Stream::Write(const void* p, size_t n) {
+  if (!ssl_) return asio::async_write(sock_, asio::buffer(p, n), kNoThrow);
+  return TlsWrite(p, n);
+}
+
+asio::awaitable<Stream::IoResult> Stream::Write(std::span<const asio::const_buffer> bufs) {
+  if (!ssl_) return asio::async_write(sock_, bufs, kNoThrow);
+  return TlsWrite(bufs);
+}
+
+asio::awaitable<Stream::IoResult> Stream::TlsReadSome(void* p, size_t n) {
   for (;;) {
     size_t got = 0;
     ERR_clear_error();
@@ -166,8 +180,7 @@ asio::awaitable<Stream::IoResult> Stream::ReadSome(void* p, size_t n) {
   }
 }
 
-asio::awaitable<Stream::IoResult> Stream::Write(const void* p, size_t n) {
-  if (!ssl_) co_return co_await asio::async_write(sock_, asio::buffer(p, n), kNoThrow);
+asio::awaitable<Stream::IoResult> Stream::TlsWrite(const void* p, size_t n) {
   const char* c = static_cast<const char*>(p);
   size_t done = 0;
   while (done < n) {
@@ -192,18 +205,17 @@ asio::awaitable<Stream::IoResult> Stream::Write(const void* p, size_t n) {
   co_return IoResult{asio::error_code{}, done};
 }
 
-asio::awaitable<Stream::IoResult> Stream::Write(const std::vector<asio::const_buffer>& bufs) {
-  if (!ssl_) co_return co_await asio::async_write(sock_, bufs, kNoThrow);
+asio::awaitable<Stream::IoResult> Stream::TlsWrite(std::span<const asio::const_buffer> bufs) {
   size_t total = 0;
   for (const auto& b : bufs) total += b.size();
   if (total <= kGatherMax) {
     gather_.clear();
     for (const auto& b : bufs) gather_.append(static_cast<const char*>(b.data()), b.size());
-    co_return co_await Write(gather_.data(), gather_.size());
+    co_return co_await TlsWrite(gather_.data(), gather_.size());
   }
   size_t done = 0;
   for (const auto& b : bufs) {
-    auto [ec, n] = co_await Write(b.data(), b.size());
+    auto [ec, n] = co_await TlsWrite(b.data(), b.size());
     done += n;
     if (ec) co_return IoResult{ec, done};
   }

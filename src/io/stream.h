@@ -12,6 +12,7 @@
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <memory>
+#include <span>
 #include <string>
 #include <system_error>
 #include <tuple>
@@ -50,10 +51,13 @@ class Stream {
 
   // `p` (and, for the gathered Write, `bufs` itself and the bytes it points
   // to) must stay valid until the awaitable completes.
+  // Plain TCP hands out Asio's own operation (no coroutine frame of ours
+  // per read or write); TLS runs its record loop in a coroutine.
   asio::awaitable<IoResult> ReadSome(void* p, size_t n);
   // Writes everything (or fails).
   asio::awaitable<IoResult> Write(const void* p, size_t n);
-  asio::awaitable<IoResult> Write(const std::vector<asio::const_buffer>& bufs);
+  // A span, not a container: Asio copies the sequence into the operation.
+  asio::awaitable<IoResult> Write(std::span<const asio::const_buffer> bufs);
 
   // TLS: one non-blocking read of what is buffered or already on the
   // socket, for an idle connection that turned readable. Returns true when
@@ -72,6 +76,9 @@ class Stream {
 
  private:
   asio::error_code SslError(int ret);
+  asio::awaitable<IoResult> TlsReadSome(void* p, size_t n);
+  asio::awaitable<IoResult> TlsWrite(const void* p, size_t n);
+  asio::awaitable<IoResult> TlsWrite(std::span<const asio::const_buffer> bufs);
   asio::awaitable<asio::error_code> WaitFor(int ssl_error);
   // TLS: more ciphertext from the socket into rbuf_ (the event loop's read).
   asio::awaitable<asio::error_code> Fill();

@@ -156,7 +156,7 @@ def test_mesh_call_is_mutual_tls_with_spiffe_identities(mesh):
     assert metric(wpx, "weft_cluster_upstream_mtls_handshakes_total", cluster="reviews") >= 1
     assert metric(rpx, "weft_listener_mtls_handshakes_total", listener="inbound") >= 1
     # Per-caller metrics on the receiving side, by verified identity.
-    assert metric(rpx, "weft_inbound_rq_total", source=spiffe("web")) >= 1
+    assert wait_for(lambda: metric(rpx, "weft_inbound_rq_total", source=spiffe("web")) >= 1, 5)
     assert s.metric("weft_server_certificates_issued_total") >= 2
 
 
@@ -246,7 +246,8 @@ def test_permissive_accepts_plaintext_and_mtls(mesh):
     # Mesh callers still come with mTLS: counted under their verified identity.
     before = metric(rpx, "weft_inbound_rq_total", source=spiffe("web"))
     assert get(up)[0] == 200
-    assert metric(rpx, "weft_inbound_rq_total", source=spiffe("web")) == before + 1
+    # Counted when the exchange ends, just after the last byte went out.
+    assert wait_for(lambda: metric(rpx, "weft_inbound_rq_total", source=spiffe("web")) == before + 1, 5)
     # Back to strict: plaintext refused again.
     s.ctl("apply", "-f", "-", input=SERVICE.format(mode="strict"))
     assert wait_for(lambda: not plain_ok(), 5)
