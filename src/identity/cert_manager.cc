@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 
 #include "base/log.h"
 #include "base/time.h"
@@ -17,13 +16,12 @@ constexpr int64_t kBackoffMinMs = 500;
 constexpr int64_t kBackoffMaxMs = 15000;
 constexpr int64_t kRotateSpreadMs = 3000;  // a new signing root: renew within this
 
-int64_t NowMs() { return WallMicros() / 1000; }
-
 }  // namespace
 
-CertManager::CertManager(SignFn sign, OnCertFn on_cert)
+CertManager::CertManager(SignFn sign, OnCertFn on_cert, const Clock& clock)
     : sign_(std::move(sign)),
       on_cert_(std::move(on_cert)),
+      clock_(clock),
       rng_(static_cast<uint64_t>(MonoNanos()) ^ (static_cast<uint64_t>(getpid()) << 32)) {}
 
 CertManager::~CertManager() { Stop(); }
@@ -53,7 +51,7 @@ void CertManager::SetBundle(const std::string& trust_domain, const std::string& 
     return;
   }
   active_root_ = active_root_id;
-  const int64_t now = NowMs();
+  const int64_t now = clock_.WallMillis();
   for (auto& [k, e] : entries_) {
     if (!e.cert.cert_chain_pem.empty() && e.cert.root_id != active_root_id) {
       e.next_ms = std::min(e.next_ms, now + static_cast<int64_t>(rng_.Below(kRotateSpreadMs)));
@@ -85,9 +83,15 @@ uint64_t CertManager::failures() const {
   return failures_;
 }
 
+uint64_t CertManager::passes() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return passes_;
+}
+
 void CertManager::Run() {
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {
+    ++passes_;
     if (trust_domain_.empty()) {
       cv_.wait(l);
       continue;
@@ -100,9 +104,8 @@ void CertManager::Run() {
       cv_.wait(l);
       continue;
     }
-    const int64_t now = NowMs();
-    if (due->next_ms > now) {
-      cv_.wait_for(l, std::chrono::milliseconds(due->next_ms - now));
+    if (due->next_ms > clock_.WallMillis()) {
+      clock_.WaitUntilWall(l, cv_, due->next_ms);
       continue;
     }
     const std::string ns = due->ns, service = due->service, td = trust_domain_;
@@ -127,13 +130,13 @@ void CertManager::Run() {
     if (got.ok()) {
       e.cert = got.value();
       e.failures = 0;
-      e.next_ms = RenewAt(NowMs(), e.cert.not_after_unix * 1000, rng_);
+      e.next_ms = RenewAt(clock_.WallMillis(), e.cert.not_after_unix * 1000, rng_);
       // Issued by a root that is already being replaced: go again soon.
       if (!active_root_.empty() && e.cert.root_id != active_root_)
-        e.next_ms = std::min(e.next_ms, NowMs() + kRotateSpreadMs);
+        e.next_ms = std::min(e.next_ms, clock_.WallMillis() + kRotateSpreadMs);
       ++issued_;
       const Issued cert = e.cert;
-      const int64_t renew_in_s = (e.next_ms - NowMs()) / 1000;
+      const int64_t renew_in_s = (e.next_ms - clock_.WallMillis()) / 1000;
       l.unlock();
       LOG_INFO("workload certificate for {} issued, valid until {} (renewing in {} s)",
                cert.spiffe_id, cert.not_after_unix, renew_in_s);
@@ -146,7 +149,7 @@ void CertManager::Run() {
       backoff = std::min(backoff, kBackoffMaxMs);
       backoff =
           backoff / 2 + static_cast<int64_t>(rng_.Below(static_cast<uint64_t>(backoff / 2 + 1)));
-      e.next_ms = NowMs() + backoff;
+      e.next_ms = clock_.WallMillis() + backoff;
       LOG_WARN("workload certificate for {}/{}: {} (retrying in {} ms)", ns, service,
                got.status().message(), backoff);
     }

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/random.h"
 #include "base/status.h"
 
@@ -37,7 +38,8 @@ class CertManager {
   using OnCertFn = std::function<void(const std::string& ns, const std::string& service,
                                       const std::string& key_pem, const Issued& cert)>;
 
-  CertManager(SignFn sign, OnCertFn on_cert);
+  // `clock` (renewal times, backoff) must outlive the manager.
+  CertManager(SignFn sign, OnCertFn on_cert, const Clock& clock = Clock::Real());
   ~CertManager();
 
   // Starts managing a workload identity (idempotent).
@@ -53,6 +55,10 @@ class CertManager {
 
   uint64_t issued() const;
   uint64_t failures() const;
+  // How many times the renewal thread has looked at its work (woken, found
+  // nothing due or done one renewal): a test that moved the clock waits for
+  // this to grow before it checks that nothing happened.
+  uint64_t passes() const;
 
   // Renewal point: `now` plus 40-60% of what is left of the lifetime.
   static int64_t RenewAt(int64_t now_unix_ms, int64_t not_after_unix_ms, Rng& rng);
@@ -61,22 +67,23 @@ class CertManager {
   struct Entry {
     std::string ns, service;
     Issued cert;
-    int64_t next_ms = 0;  // wall clock, ms
+    int64_t next_ms = 0;  // clock_'s wall time, ms
     int failures = 0;
   };
   void Run();
 
   const SignFn sign_;
   const OnCertFn on_cert_;
+  const Clock& clock_;
   // Guards entries_, trust_domain_, active_root_, stop_, issued_,
-  // failures_ and rng_; cv_ wakes the renewal thread (Run) when they change.
+  // failures_, passes_ and rng_; cv_ wakes the renewal thread (Run) when they change.
   // sign_ and on_cert_ are called on that thread without mu_ held.
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, Entry> entries_;  // "ns/service"
   std::string trust_domain_, active_root_;
   bool stop_ = false;
-  uint64_t issued_ = 0, failures_ = 0;
+  uint64_t issued_ = 0, failures_ = 0, passes_ = 0;
   Rng rng_;
   std::thread thread_;
 };

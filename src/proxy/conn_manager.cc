@@ -98,9 +98,7 @@ void HttpConnectionManager::OnDeadline() {
   up_->Cancel();
 }
 
-void HttpConnectionManager::SetDeadline(int64_t ms) {
-  deadline_ms = ms > 0 ? MonoMillis() + ms : kNever;
-}
+void HttpConnectionManager::SetDeadline(int64_t ms) { deadline_ms = ms > 0 ? Now() + ms : kNever; }
 
 bool HttpConnectionManager::TakeConfig(Ctx* c) {
   // Copy the snapshot pointer only when it changed (a reload): the request

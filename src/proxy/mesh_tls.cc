@@ -13,7 +13,7 @@ asio::awaitable<bool> AcceptMeshTls(Worker* w, const ListenerConfig& lc, Listene
                                     io::Stream& s, Deadline* dl, std::string* peer) {
   peer->clear();
   if (lc.mtls == MeshTlsMode::kOff) co_return true;
-  dl->deadline_ms = MonoMillis() + lc.header_read_timeout_ms;
+  dl->deadline_ms = dl->Now() + lc.header_read_timeout_ms;
   if (lc.mtls == MeshTlsMode::kPermissive) {
     // A TLS connection opens with a handshake record (content type 22);
     // anything else is a plaintext client, let through in permissive mode.
@@ -89,7 +89,7 @@ asio::awaitable<bool> ConnectMeshTls(Worker* w, const ClusterConfig& cc, size_t 
     *err = "mesh TLS setup failed for " + addr.text;
     co_return false;
   }
-  dl->deadline_ms = MonoMillis() + cc.connect_timeout_ms;
+  dl->deadline_ms = dl->Now() + cc.connect_timeout_ms;
   const asio::error_code ec = co_await conn.stream.Handshake();
   dl->deadline_ms = Deadline::kNever;
   if (ec) {

@@ -117,7 +117,7 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
   // mesh: plain TCP, counted on the capture listener only.
   asio::awaitable<void> PassThrough(const ListenerConfig& lc) {
     timed_out_ = false;
-    deadline_ms = MonoMillis() + kPassThroughConnectMs;
+    deadline_ms = Now() + kPassThroughConnectMs;
     const tcp::endpoint to = ToEndpoint(*direct_);
     asio::error_code ec = PrepareUpstream(up_.stream.socket(), to);
     if (!ec) std::tie(ec) = co_await up_.stream.socket().async_connect(to, kNoThrow);
@@ -179,7 +179,7 @@ asio::awaitable<void> CopyOneWay(io::Stream& from, io::Stream& to, std::string_v
       }
       co_return;
     }
-    dl->deadline_ms = MonoMillis() + idle_ms;
+    dl->deadline_ms = dl->Now() + idle_ms;
     auto [wec, wn] = co_await to.Write(buf.get(), n);
     if (wec) {
       abort_both();
@@ -195,7 +195,7 @@ asio::awaitable<void> Tunnel(io::Stream& a, io::Stream& b, std::string_view a_pe
                              std::string_view b_pending, Deadline* dl, int64_t idle_ms,
                              std::array<Counter*, 2> a_to_b, std::array<Counter*, 2> b_to_a) {
   using namespace asio::experimental::awaitable_operators;
-  dl->deadline_ms = MonoMillis() + idle_ms;
+  dl->deadline_ms = dl->Now() + idle_ms;
   co_await (CopyOneWay(a, b, a_pending, dl, idle_ms, a_to_b) &&
             CopyOneWay(b, a, b_pending, dl, idle_ms, b_to_a));
   dl->deadline_ms = Deadline::kNever;

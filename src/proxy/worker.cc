@@ -17,8 +17,9 @@ AccessLogSink::~AccessLogSink() {
   if (owned && fd >= 0) ::close(fd);
 }
 
-Worker::Worker(size_t id)
+Worker::Worker(size_t id, const Clock& clock)
     : id_(id),
+      clock_(&clock),
       io_(ASIO_CONCURRENCY_HINT_UNSAFE_IO),
       tick_(io_),
       rng_(0x5eed1234ULL * (id + 1) ^ static_cast<uint64_t>(MonoNanos())) {}
@@ -192,15 +193,16 @@ void Worker::BeginDrain(int64_t idle_grace_ms) {
     // "connection: close"). Idle keep-alive connections get a short grace to
     // send one last request: closing them at once would race with a client
     // that is sending right now, and fail its request.
-    const int64_t until = MonoMillis() + idle_grace_ms;
+    const int64_t until = clock_->MonoMillis() + idle_grace_ms;
     for (Deadline* d = deadlines_; d != nullptr; d = d->next_) {
       if (d->idle && d->deadline_ms > until) d->deadline_ms = until;
     }
-    Tick();
+    CheckDeadlines();
   });
 }
 
 void Worker::Track(Deadline* d) {
+  d->clock_ = clock_;
   d->prev_ = nullptr;
   d->next_ = deadlines_;
   if (deadlines_) deadlines_->prev_ = d;
@@ -220,7 +222,7 @@ void Worker::ArmTick() {
   tick_.expires_after(std::chrono::milliseconds(kTickMs));
   tick_.async_wait([this](const asio::error_code& ec) {
     if (ec) return;
-    Tick();
+    CheckDeadlines();
     if (state_) {
       for (const auto& c : state_->clusters) upstream::WatchIdle(c);
     }
@@ -229,8 +231,8 @@ void Worker::ArmTick() {
   });
 }
 
-void Worker::Tick() {
-  const int64_t now = MonoMillis();
+void Worker::CheckDeadlines() {
+  const int64_t now = clock_->MonoMillis();
   for (Deadline* d = deadlines_; d != nullptr; d = d->next_) {
     if (d->deadline_ms <= now) {
       d->deadline_ms = Deadline::kNever;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/random.h"
 #include "io/asio.h"
 #include "io/stream.h"
@@ -75,22 +76,27 @@ struct ListenerRuntime {
 class Deadline {
  public:
   static constexpr int64_t kNever = INT64_MAX;
-  int64_t deadline_ms = kNever;
-  bool idle = false;  // waiting for a next request: cancelled at drain
+  int64_t deadline_ms = kNever;  // on the worker's clock (Now())
+  bool idle = false;             // waiting for a next request: cancelled at drain
   virtual void OnDeadline() = 0;
+  // The monotonic time deadlines are measured against: the tracking
+  // worker's clock (the real one until Track).
+  int64_t Now() const { return clock_->MonoMillis(); }
 
  protected:
   ~Deadline() = default;
 
  private:
   friend class Worker;
+  const Clock* clock_ = &Clock::Real();
   Deadline* prev_ = nullptr;
   Deadline* next_ = nullptr;
 };
 
 class Worker {
  public:
-  explicit Worker(size_t id);
+  // `clock` (deadlines) must outlive the worker.
+  explicit Worker(size_t id, const Clock& clock = Clock::Real());
   // Sessions still open live in io_, which goes last: their destructors call
   // Untrack and ConnectionClosed on a Worker already torn down. The proxy
   // never destroys its workers.
@@ -137,17 +143,21 @@ class Worker {
   // Starts the session for an accepted (or captured) connection, or refuses
   // it at the listener's max_connections.
   void Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock);
+  // The watchdog: OnDeadline for every tracked deadline that has passed on
+  // the worker's clock. Runs every tick; a test that moves a ManualClock
+  // calls it itself. Worker thread only.
+  void CheckDeadlines();
 
  private:
   void ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
                    std::map<std::string, std::pair<int, bool>> fds);
   asio::awaitable<void> AcceptLoop(std::shared_ptr<ListenerRuntime> l);
-  void Tick();
   void ArmTick();
   void FlushAccessLogs();
 
   // Constant after construction.
   const size_t id_;
+  const Clock* const clock_;
   asio::io_context io_;
   std::thread thread_;
   std::atomic<int64_t> active_{0};

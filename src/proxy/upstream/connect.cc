@@ -13,7 +13,7 @@ asio::awaitable<bool> Connect(Worker* w, ClusterRuntime& cr, std::string_view al
                               std::string* err) {
   const size_t ep = conn.endpoint;
   const SocketAddress& addr = cr.cfg.endpoints[ep].address;
-  dl->deadline_ms = MonoMillis() + cr.cfg.connect_timeout_ms;
+  dl->deadline_ms = dl->Now() + cr.cfg.connect_timeout_ms;
   const tcp::endpoint to = ToEndpoint(addr);
   asio::error_code ec = PrepareUpstream(conn.stream.socket(), to);
   if (!ec) std::tie(ec) = co_await conn.stream.socket().async_connect(to, kNoThrow);

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -73,17 +74,34 @@ bool WaitFor(const std::function<bool()>& pred, int ms = 10000) {
   return pred();
 }
 
-TEST(CertManager, IssuesAfterTheBundleRetriesFailuresAndRenewsOnANewRoot) {
+// Time is a ManualClock: backoffs and renewal points pass when the test
+// moves it, and "nothing happened" is checked after the renewal thread has
+// looked at the new time (passes() grew), not after a sleep.
+TEST(CertManager, RetriesWithBackoffRenewsAtHalfLifeAndSoonOnANewRoot) {
+  ManualClock clock;
   Fixture f;
+  f.ttl_s = 3600;
   f.fail_next = 2;
-  CertManager m(f.Sign(), f.OnCert());
+  CertManager m(f.Sign(), f.OnCert(), clock);
   m.Want("default", "web");
   m.Start();
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto looked_again = [&] {
+    const uint64_t p = m.passes();
+    return WaitFor([&] { return m.passes() >= p + 2; });
+  };
+  ASSERT_TRUE(WaitFor([&] { return m.passes() >= 1; }));
   EXPECT_EQ(f.count(), 0u) << "nothing before the trust domain is known";
+
+  // The first try fails at once; the retry waits out its backoff (0.5 s,
+  // then 1 s, jittered down to half) on the clock.
   m.SetBundle("weft.local", f.root_id);
+  ASSERT_TRUE(WaitFor([&] { return m.failures() == 1; }));
+  ASSERT_TRUE(looked_again());
+  EXPECT_EQ(m.failures(), 1u) << "no retry before the backoff";
+  clock.Advance(500);
+  ASSERT_TRUE(WaitFor([&] { return m.failures() == 2; }));
+  clock.Advance(1000);
   ASSERT_TRUE(WaitFor([&] { return f.count() == 1; }));
-  EXPECT_EQ(m.failures(), 2u);
   {
     std::lock_guard<std::mutex> l(f.mu);
     const auto& [key, cert] = f.got[0];
@@ -91,12 +109,21 @@ TEST(CertManager, IssuesAfterTheBundleRetriesFailuresAndRenewsOnANewRoot) {
               "spiffe://weft.local/ns/default/sa/web");
     EXPECT_NE(key.find("PRIVATE KEY"), std::string::npos);
   }
-  // A new signing root: the certificate from the old one is renewed within
-  // seconds, not at half-life (30 s away).
+
+  // Renewal at 40-60% of what was left of the hour: not at 39%, by 61%.
+  clock.Advance(1404 * 1000);
+  ASSERT_TRUE(looked_again());
+  EXPECT_EQ(f.count(), 1u) << "renewed before 40% of the lifetime";
+  clock.Advance(792 * 1000);
+  ASSERT_TRUE(WaitFor([&] { return f.count() == 2; }));
+
+  // A new signing root: renewed within 3 s of clock time, not at half-life.
   m.SetBundle("weft.local", "another-root");
-  ASSERT_TRUE(WaitFor([&] { return f.count() >= 2; }, 6000));
+  clock.Advance(3000);
+  ASSERT_TRUE(WaitFor([&] { return f.count() >= 3; }));
   std::lock_guard<std::mutex> l(f.mu);
   EXPECT_NE(f.got[0].first, f.got[1].first) << "each certificate gets a fresh key";
+  EXPECT_NE(f.got[1].first, f.got[2].first);
   m.Stop();
 }
 

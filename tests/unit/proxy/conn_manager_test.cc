@@ -140,6 +140,7 @@ class FakeServer final : public http::ServerCodec, public http::ServerStream {
 struct Attempt {
   bool connect_fails = false;
   bool reset_before_response = false;
+  bool hang = false;  // no response until the manager cancels (its deadline)
   int status = 200;
   std::string body = "ok";
 };
@@ -182,7 +183,9 @@ class FakeUpstream final : public upstream::HttpUpstream, public http::ClientStr
     if (held_) released_->push_back(reusable);
     held_ = false;
   }
-  void Cancel() override {}
+  void Cancel() override {
+    if (hang_) hang_->cancel();
+  }
 
   bool QueueHeaders(const http::RequestHeaders& h) override {
     Seen(h);
@@ -205,6 +208,15 @@ class FakeUpstream final : public upstream::HttpUpstream, public http::ClientStr
     co_return true;
   }
   asio::awaitable<http::ResponseHeaders*> ReadHeaders(http::HeadError* err) override {
+    if (attempt_.hang) {
+      auto ex = co_await asio::this_coro::executor;
+      asio::steady_timer t(ex, asio::steady_timer::time_point::max());
+      hang_ = &t;
+      co_await t.async_wait(kNoThrow);
+      hang_ = nullptr;
+      *err = {http::ResetReason::kRemote, 503, "connection reset", false};
+      co_return nullptr;
+    }
     if (attempt_.reset_before_response) {
       *err = {http::ResetReason::kRemote, 503, "connection closed", false};
       co_return nullptr;
@@ -240,6 +252,7 @@ class FakeUpstream final : public upstream::HttpUpstream, public http::ClientStr
   std::vector<SeenRequest>* seen_;
   std::vector<bool>* released_;
   Attempt attempt_;
+  asio::steady_timer* hang_ = nullptr;
   bool held_ = false;
   http::ResponseHeaders resp_;
   std::string_view span_[1];
@@ -305,7 +318,8 @@ class ConnManagerTest : public ::testing::Test {
   }
 
   StatsRegistry stats_{1};
-  Worker w_{0};
+  ManualClock clock_;  // the worker's: deadlines pass when the test moves it
+  Worker w_{0, clock_};
   std::shared_ptr<const ProxyConfig> cfg_;
   std::shared_ptr<ListenerRuntime> listener_;
   std::deque<Attempt> attempts_;
@@ -495,6 +509,57 @@ clusters:
   EXPECT_EQ(server->responses[0].status, 503);
   EXPECT_EQ(server->responses[0].body, "no healthy upstream for cluster empty\n");
   EXPECT_TRUE(seen_.empty());
+}
+
+// Timeouts run on the worker's clock: the test moves it, no real waiting.
+TEST_F(ConnManagerTest, AnUpstreamSlowerThanTheRouteTimeoutIs504) {
+  Load(R"(
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+    protocol: http
+    routes:
+      - match: {prefix: /}
+        cluster: api
+        timeout: 2s
+clusters:
+  - name: api
+    endpoints: [127.0.0.1:1001]
+)");
+  Attempt slow;
+  slow.hang = true;
+  attempts_ = {slow};
+  FakeServer server({FakeRequest{}});
+  auto cm = std::make_shared<HttpConnectionManager>(
+      &w_, listener_, tcp::socket(w_.io()),
+      std::make_unique<FakeUpstream>(&attempts_, &seen_, &released_));
+  bool done = false;
+  asio::co_spawn(
+      w_.io(),
+      [cm, &server, &done]() -> asio::awaitable<void> {
+        co_await cm->Serve(server);
+        done = true;
+      },
+      asio::detached);
+  const auto run = [&] {
+    w_.CheckDeadlines();
+    w_.io().poll();
+    w_.io().restart();
+  };
+  run();
+  ASSERT_EQ(seen_.size(), 1u) << "the request reached the upstream";
+  clock_.Advance(1999);
+  run();
+  EXPECT_FALSE(done) << "still within the route's timeout";
+  EXPECT_TRUE(server.responses[0].status == 0);
+  clock_.Advance(1);
+  run();
+  EXPECT_TRUE(done);
+  EXPECT_EQ(server.responses[0].status, 504);
+  EXPECT_EQ(server.responses[0].body, "upstream request timeout after 2000 ms: 127.0.0.1:1001\n");
+  EXPECT_EQ(Cluster("api").rq_timeout.Get(), 1u);
+  ASSERT_EQ(released_.size(), 1u);
+  EXPECT_FALSE(released_[0]) << "a timed-out connection is not pooled";
 }
 
 }  // namespace
