@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/strings.h"
 #include "cli/ctl.h"
 #include "cli/flags.h"
 #include "proxy/proxy.h"
@@ -131,6 +132,8 @@ int ProxyMain(const std::vector<std::string_view>& args) {
     return Usage("proxy: --config FILE or --server ADDR --service NAME is required");
   if (!opts.config_path.empty() && !opts.server.empty())
     return Usage("proxy: use either --config FILE or --server ADDR, not both");
+  if (opts.config_path.empty() && weft::SplitCommas(opts.server).empty())
+    return Usage("proxy: --server needs at least one address (ADDR[,ADDR...])");
   return weft::proxy::RunProxy(opts,
                                opts.server.empty() ? nullptr : weft::xds::NewProxySource(opts));
 }

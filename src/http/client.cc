@@ -36,13 +36,18 @@ Client::Client(std::string host_port, ClientOptions opts)
 Client::~Client() { Close(); }
 
 void Client::Close() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
+  {
+    std::lock_guard<std::mutex> l(fd_mu_);
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
   buf_.clear();
   pos_ = 0;
 }
 
 void Client::Shutdown() {
+  std::lock_guard<std::mutex> l(fd_mu_);
+  shut_down_ = true;
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }
 
@@ -83,6 +88,11 @@ Status Client::Connect() {
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  std::lock_guard<std::mutex> l(fd_mu_);
+  if (shut_down_) {
+    ::close(fd);
+    return NetError(host_port_, "client shut down");
+  }
   fd_ = fd;
   return {};
 }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,7 +52,9 @@ class Client {
   Status Stream(std::string_view method, std::string_view target, std::string_view body,
                 ClientResponse* head, const std::function<bool(std::string_view)>& on_data);
 
-  // Closes the connection (from any thread: unblocks a Stream in progress).
+  // Closes the connection for good, from any thread: a Stream or Do in
+  // progress fails, and so does every later one (also when it comes before
+  // the connection is made).
   void Shutdown();
   const std::string& host_port() const { return host_port_; }
 
@@ -66,7 +69,11 @@ class Client {
 
   const std::string host_port_;
   const ClientOptions opts_;
+  // Guards fd_'s changes and shut_down_: Shutdown reads fd_ from another
+  // thread. The client's own thread reads fd_ without it.
+  std::mutex fd_mu_;
   int fd_ = -1;
+  bool shut_down_ = false;
   std::string buf_;
   size_t pos_ = 0;  // consumed prefix of buf_
 };

@@ -172,7 +172,9 @@ class Proxy final : public ConfigSink {
     return verdict.get();
   }
   void Refused(const std::string& reason) override {
-    stats_.config_reload_fail().Inc();
+    // Called on the config stream's thread; the counter has one writer, the
+    // main loop.
+    asio::post(io_, [this] { stats_.config_reload_fail().Inc(); });
     LOG_WARN("config from the control plane refused: {}", reason);
   }
   void SetIdentity(std::shared_ptr<const MeshIdentity> id) override {

@@ -51,6 +51,10 @@ void StreamClient::Run() {
   std::mt19937_64 rng(std::random_device{}());
   int64_t backoff = opts_.backoff_min_ms;
   size_t next = 0;
+  if (opts_.servers.empty()) {
+    LOG_ERROR("config stream: no server address to connect to");
+    return;
+  }
   while (!stop_) {
     const std::string& server = opts_.servers[next % opts_.servers.size()];
     bool got = RunOnce(server);

@@ -30,6 +30,9 @@ clusters: [{name: c, endpoints: [127.0.0.1:1]}]
     assert r.returncode == 0 and r.stdout.startswith("weft ")
     r = subprocess.run([weft_bin, "bogus"], capture_output=True, text=True)
     assert r.returncode == 2 and 'unknown command "bogus"' in r.stderr
+    r = subprocess.run([weft_bin, "proxy", "--server", ",", "--service", "web"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2 and "--server needs at least one address" in r.stderr
 
 
 def routes_config(a, b, first):
