@@ -354,6 +354,8 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
         LOG_WARN("{}: {} {} from {}: {}", opts_.name, req.method, req.target, peer, err);
         resp = Response::Text(err_status, err);
         close = true;
+      } else if (closed_) {
+        co_return;  // closed while this request was read: no handler starts after Close()
       } else {
         ++counters_.requests;
         c->ClearDeadline();

@@ -79,7 +79,9 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
     const YAML::Node& cs = n["clusters"];
     if (!cs.IsSequence() || cs.size() == 0)
       Fail(path + ".clusters", "expected a list of {name, weight}");
-    if (cs.size() > 64) Fail(path + ".clusters", "at most 64 clusters in a split");
+    if (cs.size() > kMaxSplitClusters)
+      Fail(path + ".clusters",
+           "at most " + std::to_string(kMaxSplitClusters) + " clusters in a split");
     for (size_t i = 0; i < cs.size(); ++i) {
       std::string cp = path + ".clusters[" + std::to_string(i) + "]";
       CheckKeys(cs[i], cp, {"name", "weight"});
@@ -87,7 +89,8 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
       WeightedCluster w;
       w.cluster = Scalar(cs[i]["name"], cp + ".name");
       if (cs[i]["weight"])
-        w.weight = static_cast<uint32_t>(Unsigned(cs[i]["weight"], cp + ".weight", 0, 10000));
+        w.weight =
+            static_cast<uint32_t>(Unsigned(cs[i]["weight"], cp + ".weight", 0, kMaxSplitWeight));
       r.weighted.push_back(std::move(w));
     }
     r.cluster = r.weighted[0].cluster;
@@ -252,45 +255,15 @@ std::shared_ptr<ProxyConfig> Parse(const YAML::Node& root) {
     for (size_t i = 0; i < root["clusters"].size(); ++i) {
       std::string p = "clusters[" + std::to_string(i) + "]";
       ClusterConfig c = ParseCluster(root["clusters"][i], p);
-      for (const auto& o : cfg->clusters) {
-        if (o.name == c.name) Fail(p + ".name \"" + c.name + "\"", "duplicate cluster name");
-      }
       cfg->clusters.push_back(std::move(c));
     }
   }
-  auto find_cluster = [&](const std::string& name, const std::string& path) -> size_t {
-    for (size_t i = 0; i < cfg->clusters.size(); ++i) {
-      if (cfg->clusters[i].name == name) return i;
-    }
-    Fail(path + " \"" + name + "\"", "no cluster with that name (define it under clusters:)");
-  };
   if (!root["listeners"] || !root["listeners"].IsSequence() || root["listeners"].size() == 0) {
     Fail("listeners", "at least one listener is needed");
   }
   for (size_t i = 0; i < root["listeners"].size(); ++i) {
     std::string p = "listeners[" + std::to_string(i) + "]";
     ListenerConfig l = ParseListener(root["listeners"][i], p);
-    for (const auto& o : cfg->listeners) {
-      if (o.name == l.name) Fail(p + ".name \"" + l.name + "\"", "duplicate listener name");
-      if (o.address.text == l.address.text && l.address.port() != 0) {
-        Fail(p + ".address \"" + l.address.text + "\"", "already used by listener " + o.name);
-      }
-    }
-    if (l.protocol == Protocol::kTcp) {
-      l.cluster_index = find_cluster(l.cluster, p + ".cluster");
-    }
-    for (size_t r = 0; r < l.routes.size(); ++r) {
-      std::string rp = p + ".routes[" + std::to_string(r) + "]";
-      l.routes[r].cluster_index = find_cluster(l.routes[r].cluster, rp + ".cluster");
-      uint64_t total = 0;
-      for (size_t k = 0; k < l.routes[r].weighted.size(); ++k) {
-        auto& w = l.routes[r].weighted[k];
-        w.index = find_cluster(w.cluster, rp + ".clusters[" + std::to_string(k) + "].name");
-        total += w.weight;
-      }
-      if (!l.routes[r].weighted.empty() && total == 0)
-        Fail(rp + ".clusters", "the weights add up to 0 (give at least one a weight)");
-    }
     cfg->listeners.push_back(std::move(l));
   }
   return cfg;
@@ -347,6 +320,12 @@ std::shared_ptr<const ProxyConfig> ParseConfig(const std::string& yaml, const st
     YAML::Node root = YAML::Load(yaml);
     auto cfg = Parse(root);
     cfg->source_path = source;
+    // The checks across fields, shared with the control plane's stream.
+    std::string why;
+    if (!ResolveConfig(cfg.get(), &why)) {
+      *error = "config error: " + why;
+      return nullptr;
+    }
     return cfg;
   } catch (const yaml::FieldError& e) {
     *error = e.Line("config error: ");
@@ -368,44 +347,70 @@ std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::
 }
 
 bool ResolveConfig(ProxyConfig* cfg, std::string* error) {
+  // One message shape for both sources: the field's path in the config as
+  // the admin endpoint's /config lists it, the value, and why.
+  const auto fail = [&](const std::string& path, const std::string& value, std::string_view why) {
+    *error = path + (value.empty() ? "" : " \"" + value + "\"") + ": " + std::string(why);
+    return false;
+  };
   std::map<std::string, size_t> clusters;
   for (size_t i = 0; i < cfg->clusters.size(); ++i) {
-    if (!clusters.emplace(cfg->clusters[i].name, i).second) {
-      *error = "duplicate cluster " + cfg->clusters[i].name;
-      return false;
-    }
+    const ClusterConfig& c = cfg->clusters[i];
+    const std::string p = "clusters[" + std::to_string(i) + "].name";
+    if (!mesh::IsIdentifier(c.name)) return fail(p, c.name, mesh::kIdentifierRule);
+    if (!clusters.emplace(c.name, i).second) return fail(p, c.name, "duplicate cluster name");
   }
-  auto find = [&](const std::string& name, const std::string& where, size_t* out) {
+  const auto find = [&](const std::string& name, const std::string& path, size_t* out) {
     auto it = clusters.find(name);
-    if (it == clusters.end()) {
-      *error = where + ": no cluster named \"" + name + "\"";
-      return false;
-    }
+    if (it == clusters.end()) return fail(path, name, "no cluster with that name");
     *out = it->second;
     return true;
   };
   std::set<std::string> names;
-  for (auto& l : cfg->listeners) {
-    if (!names.insert(l.name).second) {
-      *error = "duplicate listener " + l.name;
-      return false;
+  for (size_t i = 0; i < cfg->listeners.size(); ++i) {
+    ListenerConfig& l = cfg->listeners[i];
+    const std::string p = "listeners[" + std::to_string(i) + "]";
+    if (!mesh::IsIdentifier(l.name)) return fail(p + ".name", l.name, mesh::kIdentifierRule);
+    if (!names.insert(l.name).second) return fail(p + ".name", l.name, "duplicate listener name");
+    // Virtual listeners (capture_of) are tables, not sockets.
+    if (l.capture_of.empty() && l.address.port() != 0) {
+      for (size_t k = 0; k < i; ++k) {
+        const ListenerConfig& o = cfg->listeners[k];
+        if (o.capture_of.empty() && o.address == l.address)
+          return fail(p + ".address", l.address.text, "already used by listener " + o.name);
+      }
     }
     if (l.protocol == Protocol::kTcp && !l.capture &&
-        !find(l.cluster, "listener " + l.name, &l.cluster_index))
+        !find(l.cluster, p + ".cluster", &l.cluster_index))
       return false;
-    for (auto& r : l.routes) {
-      const std::string where = "listener " + l.name + " route " + r.name;
-      if (r.weighted.empty() && !find(r.cluster, where, &r.cluster_index)) return false;
+    for (size_t j = 0; j < l.routes.size(); ++j) {
+      RouteConfig& r = l.routes[j];
+      const std::string rp = p + ".routes[" + std::to_string(j) + "]";
+      if (!r.name.empty() && !mesh::IsIdentifier(r.name))
+        return fail(rp + ".name", r.name, mesh::kIdentifierRule);
+      if (r.retries > static_cast<int>(mesh::kMaxRetryAttempts)) {
+        return fail(rp + ".retries", std::to_string(r.retries),
+                    "exceeds the limit of " + std::to_string(mesh::kMaxRetryAttempts));
+      }
+      if (r.weighted.size() > kMaxSplitClusters) {
+        return fail(rp + ".clusters", "",
+                    "at most " + std::to_string(kMaxSplitClusters) + " clusters in a split");
+      }
+      if (r.weighted.empty() && !find(r.cluster, rp + ".cluster", &r.cluster_index)) return false;
       uint64_t total = 0;
-      for (auto& w : r.weighted) {
-        if (!find(w.cluster, where, &w.index)) return false;
+      for (size_t k = 0; k < r.weighted.size(); ++k) {
+        WeightedCluster& w = r.weighted[k];
+        const std::string wp = rp + ".clusters[" + std::to_string(k) + "]";
+        if (!find(w.cluster, wp + ".name", &w.index)) return false;
+        if (w.weight > kMaxSplitWeight) {
+          return fail(wp + ".weight", std::to_string(w.weight),
+                      "exceeds " + std::to_string(kMaxSplitWeight));
+        }
         total += w.weight;
       }
       if (!r.weighted.empty()) {
-        if (total == 0) {
-          *error = where + ": the split's weights add up to 0";
-          return false;
-        }
+        if (total == 0)
+          return fail(rp + ".clusters", "", "the weights add up to 0 (give at least one a weight)");
         r.cluster = r.weighted[0].cluster;
         r.cluster_index = r.weighted[0].index;
       }
@@ -420,8 +425,8 @@ bool ResolveConfig(ProxyConfig* cfg, std::string* error) {
     for (auto& l : cfg->listeners)
       if (l.capture && l.name == v.capture_of) cap = &l;
     if (!cap) {
-      *error = "listener " + v.name + ": no capture listener named \"" + v.capture_of + "\"";
-      return false;
+      return fail("listeners[" + std::to_string(i) + "].capture_of", v.capture_of,
+                  "no capture listener with that name");
     }
     for (const auto& a : v.match_addresses) cap->by_address.emplace(a, i);
     if (v.protocol == Protocol::kHttp)

@@ -126,9 +126,15 @@ std::shared_ptr<const ProxyConfig> LoadConfigFile(const std::string& path, std::
 std::shared_ptr<const ProxyConfig> ParseConfig(const std::string& yaml, const std::string& source,
                                                std::string* error);
 
-// Checks names and resolves cluster references of a config built in code
-// (the control plane's stream) the way the YAML loader does. On failure
-// returns false with a one-line reason.
+// The checks across fields that every config passes, from the bootstrap
+// file (after its fields are parsed) or from the control plane's stream:
+// the name rule, duplicates, listener addresses, cluster references, split
+// weights, retry limits. Resolves the cluster references and the capture
+// tables. On failure returns false with one line: the field's path in the
+// config as the admin /config lists it ("listeners[1].routes[0].cluster
+// \"x\": no cluster with that name").
+inline constexpr size_t kMaxSplitClusters = 64;
+inline constexpr uint32_t kMaxSplitWeight = 10000;
 bool ResolveConfig(ProxyConfig* cfg, std::string* error);
 
 // JSON rendering for /config_dump.

@@ -154,14 +154,12 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
           // NACKed with the reason (the server refuses it at apply time too).
           const pb::RetryPolicy& rp = pr.retry();
           const std::string where = "route " + pr.name() + ": retry.";
-          if (rp.attempts() > mesh::kMaxRetryAttempts) {
-            return fail(where + "attempts " + std::to_string(rp.attempts()) +
-                        " exceeds the limit of " + std::to_string(mesh::kMaxRetryAttempts));
-          }
           if (rp.per_try_timeout_ms() != 0) {
             return fail(where + "per_try_timeout_ms: not supported by this proxy yet");
           }
-          if (rp.has_attempts()) rc.retries = static_cast<int>(rp.attempts());
+          // Bounded by ResolveConfig, as the bootstrap's retries are.
+          if (rp.has_attempts())
+            rc.retries = static_cast<int>(std::min<uint32_t>(rp.attempts(), INT32_MAX));
           if (rp.on_size() > 0) rc.retry_on = 0;
           for (const auto& on : rp.on()) {
             auto bit = proxy::RetryOnFromName(on);

@@ -68,8 +68,13 @@ TEST(Config, ErrorsNameTheFieldAndTheFix) {
   EXPECT_EQ(Error(std::string(
                       "listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: nope}]}]\n") +
                   kClusters),
-            "config error: listeners[0].routes[0].cluster \"nope\": no cluster with that name "
-            "(define it under clusters:)");
+            "config error: listeners[0].routes[0].cluster \"nope\": no cluster with that name");
+  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: '[::1]:1', routes: [{cluster: c}]},"
+                              "{name: b, address: '[0:0::1]:1', routes: [{cluster: "
+                              "c}]}]\n") +
+                  kClusters),
+            "config error: listeners[1].address \"[0:0::1]:1\": already used by "
+            "listener a");
   EXPECT_EQ(Error(std::string(
                       "listeners: [{name: a, address: 127.0.0.1:1, protocol: udp, cluster: c}]\n") +
                   kClusters),
@@ -96,7 +101,7 @@ TEST(Config, ErrorsNameTheFieldAndTheFix) {
           .find("host must be an IP address"),
       std::string::npos);
   EXPECT_NE(Error("listeners: [\n").find("config error: test.yaml: line"), std::string::npos);
-  EXPECT_NE(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]},"
+  EXPECT_NE(Error(std::string("listeners: [{name: a, address: '[::1]:1', routes: [{cluster: c}]},"
                               "{name: a, address: 127.0.0.1:2, routes: [{cluster: c}]}]\n") +
                   kClusters)
                 .find("duplicate listener name"),

@@ -76,7 +76,9 @@ TEST(Capture, AVirtualListenerNeedsItsCaptureListener) {
   state.erase("listener/outbound_capture");
   std::string err;
   EXPECT_EQ(ConfigFromResources(ProxyConfig{}, state, &err), nullptr);
-  EXPECT_NE(err.find("no capture listener named \"outbound_capture\""), std::string::npos) << err;
+  EXPECT_NE(err.find(".capture_of \"outbound_capture\": no capture listener with that name"),
+            std::string::npos)
+      << err;
   state = CaptureState();
   pb::Resource bad = *state["listener/outbound_capture"];
   bad.mutable_listener()->set_egress("everywhere");
@@ -147,7 +149,12 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
 
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
               r->mutable_retry()->set_attempts(9);
-            })).find("route all: retry.attempts 9 exceeds the limit of 5"),
+            })).find("listeners[0].routes[0].retries \"9\": exceeds the limit of 5"),
+            std::string::npos);
+  // A count past what an int holds is refused too, not wrapped to "unset".
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_retry()->set_attempts(4000000000u);
+            })).find("exceeds the limit of 5"),
             std::string::npos);
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
               r->mutable_retry()->set_per_try_timeout_ms(500);
@@ -156,6 +163,31 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
               r->mutable_retry()->add_on("5xx");
             })).find("retry.on \"5xx\": not supported by this proxy yet"),
+            std::string::npos);
+}
+
+// The checks across fields are the bootstrap's (ResolveConfig), with the
+// same field paths: the name rule, duplicates, split bounds.
+TEST(Stream, GoesThroughTheBootstrapsValidator) {
+  auto bad_name = RouteState([](pb::Route*) {});
+  pb::Resource c = *bad_name["cluster/api"];
+  c.mutable_cluster()->set_name("api cluster");
+  bad_name["cluster/api"] = Res(c);
+  EXPECT_NE(Nack(bad_name).find("clusters[0].name \"api cluster\": "), std::string::npos)
+      << Nack(bad_name);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->clear_clusters();
+              for (int i = 0; i < 2; ++i) {
+                auto* w = r->add_clusters();
+                w->set_cluster("api");
+                w->set_weight(0);
+              }
+            })).find("listeners[0].routes[0].clusters: the weights add up to 0"),
+            std::string::npos);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->clear_clusters();
+              for (int i = 0; i < 65; ++i) r->add_clusters()->set_cluster("api");
+            })).find("at most 64 clusters in a split"),
             std::string::npos);
 }
 
