@@ -109,8 +109,10 @@ int ProxyMain(const std::vector<std::string_view>& args) {
         return Usage("--socket-mark: use a number from 1 to 4294967295 (0x1-0xffffffff)");
       opts.socket_mark = static_cast<uint32_t>(m);
     } else if (value("--workers", &v)) {
-      opts.workers = std::atoi(v.c_str());
-      if (opts.workers < 1 || opts.workers > 256) return Usage("--workers: use 1-256");
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 1 || n > 256) return Usage("--workers: use 1-256");
+      opts.workers = static_cast<int>(n);
     } else if (value("--log-level", &v)) {
       weft::log::Level l;
       if (!weft::log::ParseLevel(v, &l)) {

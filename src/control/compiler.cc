@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "base/net.h"
 
 namespace weft::control {
 namespace {
@@ -207,9 +208,7 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
     if (health == "critical" || target->port == 0) continue;
     const std::string& addr = target->address.empty() ? ref.node->address : target->address;
     pb::Endpoint* ep = eps->add_endpoints();
-    ep->set_address(addr.find(':') != std::string::npos
-                        ? "[" + addr + "]:" + std::to_string(target->port)
-                        : addr + ":" + std::to_string(target->port));
+    ep->set_address(JoinHostPort(addr, target->port));
     ep->set_weight(health == "warning" ? s.weight_warning : s.weight_passing);
     ep->set_zone(s.zone.empty() ? ref.node->zone : s.zone);
     ep->set_health(health);
@@ -297,8 +296,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     l.set_name("inbound");
     pb::Listener* li = l.mutable_listener();
     li->set_name("inbound");
-    li->set_address((bind.find(':') != std::string::npos ? "[" + bind + "]" : bind) + ":" +
-                    std::to_string(reg->port));
+    li->set_address(JoinHostPort(bind, reg->port));
     li->set_protocol(proto);
     li->set_direction("inbound");
     li->set_mtls(mtls_of(id.service, id.ns));
@@ -456,8 +454,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
         const mesh::ServiceInstance& s = *ref.instance;
         if (s.kind == "connect-proxy" || s.ns != id.ns || s.port == 0) continue;
         const std::string& a = s.address.empty() ? ref.node->address : s.address;
-        addrs.insert(a.find(':') != std::string::npos ? "[" + a + "]:" + std::to_string(s.port)
-                                                      : a + ":" + std::to_string(s.port));
+        addrs.insert(JoinHostPort(a, s.port));
       }
       if (addrs.empty() && catalog_.ProxiesFor(svc).empty())
         continue;  // sidecars, other namespaces
