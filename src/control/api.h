@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "control/config_view.h"
@@ -136,14 +137,28 @@ class Api {
   http::Response Error(int status, const std::string& msg);
   http::Response AgentRefusesWrite(const http::Request& req);
 
+  // The handlers, routed by Handle(). `rest`: the path after "/v1/catalog/",
+  // "/v1/health/" or "/v1/config/".
+  // api_status.cc
+  http::Response StatusRequest(std::string_view path);  // /ready, /v1/status/*
+  http::Response MetricsRequest();
+  http::Response AgentSelf();
+  http::Response AgentMembers();
+  http::Response CaRoots();
+  std::string Metrics() const;
+  // api_health.cc
+  asio::awaitable<http::Response> HealthRequest(http::Request& req, std::string_view rest);
+  http::Response PrometheusSd(const http::Request& req);
+  // api_catalog.cc
+  asio::awaitable<http::Response> CatalogRequest(http::Request& req, std::string_view rest);
   asio::awaitable<http::Response> CatalogRegister(http::Request& req);
   asio::awaitable<http::Response> CatalogDeregister(http::Request& req);
+  // api_config.cc
   asio::awaitable<http::Response> ConfigRequest(http::Request& req, std::string_view rest);
   asio::awaitable<http::Response> ConfigPut(http::Request& req, const std::string& kind,
                                             const std::string& name, const std::string& ns);
   asio::awaitable<http::Response> ConfigDelete(http::Request& req, const std::string& kind,
                                                const std::string& name, const std::string& ns);
-  std::string Metrics() const;
 
   asio::io_context& io_;
   std::unique_ptr<store::Store> store_;
