@@ -45,18 +45,12 @@ int Agent::Run() {
   const bool loaded = LoadCache();
   if (!loaded) Install({});  // at least this node's own services
 
+  // The catalog API over the cache, in the agent's role (agent_api.cc); the
+  // agent's own endpoints come first (Handle).
   control::ApiOptions ao;
   ao.name = opts_.node;
-  ao.agent_mode = true;
   ao.write_threads = 1;
-  ao.freshness = [this] {
-    control::Freshness f;
-    f.known_leader = stream_ && stream_->connected();
-    f.last_contact_ms = f.known_leader ? 0 : MonoMillis() - last_contact_ms_.load();
-    f.stale = !f.known_leader;
-    return f;
-  };
-  api_ = std::make_unique<control::Api>(io_, std::move(store), ao);
+  api_ = std::make_unique<control::Api>(io_, std::move(store), ao, MakeApiRole());
   if (Status s = api_->Start(); !s.ok()) {
     std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
     return 1;

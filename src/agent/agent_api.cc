@@ -1,13 +1,43 @@
 // The agent's local HTTP API: its own endpoints (/v1/agent/services,
 // /v1/agent/checks, service registration), then the catalog API served from
-// the cache.
+// the cache in the agent's role.
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <string_view>
 
 #include "agent/agent_internal.h"
 #include "base/log.h"
+#include "base/time.h"
 
 namespace weft::agent {
+
+class Agent::Role final : public control::ApiRole {
+ public:
+  explicit Role(const Agent& agent) : agent_(agent) {}
+
+  bool IsServer() const override { return false; }
+  std::string_view Label() const override { return "agent"; }
+  std::string RefuseWrite(const http::Request& req) const override {
+    return req.method + " " + req.path +
+           ": this is an agent serving a read-only copy of the catalog; register local services "
+           "with PUT /v1/agent/service/register, and send catalog and config writes to a server";
+  }
+  control::Freshness CurrentFreshness() const override {
+    control::Freshness f;
+    f.known_leader = agent_.stream_ && agent_.stream_->connected();
+    f.last_contact_ms = f.known_leader ? 0 : MonoMillis() - agent_.last_contact_ms_.load();
+    f.stale = !f.known_leader;
+    return f;
+  }
+
+ private:
+  const Agent& agent_;  // outlives the Api that owns this role
+};
+
+std::unique_ptr<control::ApiRole> Agent::MakeApiRole() const {
+  return std::make_unique<Role>(*this);
+}
 
 asio::awaitable<http::Response> Agent::Handle(http::Request& r) {
   using nlohmann::json;

@@ -70,6 +70,10 @@ class Agent {
   // agent_api.cc
   // Local API: the agent endpoints, then everything else from the cache.
   asio::awaitable<http::Response> Handle(http::Request& r);
+  // The catalog API's role on an agent: not a server, catalog and config
+  // writes refused (they go to servers), reads as fresh as the config stream.
+  class Role;
+  std::unique_ptr<control::ApiRole> MakeApiRole() const;
 
   // agent_sync.cc
   // The local state moved: show it in the local cache now, and push it.

@@ -22,8 +22,13 @@ using internal::StartsWith;
 
 }  // namespace
 
-Api::Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions opts)
-    : io_(io), store_(std::move(store)), opts_(std::move(opts)), pool_(opts_.write_threads) {}
+Api::Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions opts,
+         std::unique_ptr<ApiRole> role)
+    : io_(io),
+      store_(std::move(store)),
+      opts_(std::move(opts)),
+      role_(role ? std::move(role) : std::make_unique<ApiRole>()),
+      pool_(opts_.write_threads) {}
 
 Api::~Api() {
   try {
@@ -194,16 +199,12 @@ Response Api::Reply(const json& body, int64_t index) { return ReplyBody(body.dum
 Response Api::ReplyBody(std::string body, int64_t index) {
   Response r = Response::Json(200, std::move(body));
   r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<int64_t>(1, index)));
-  if (opts_.freshness) {
-    // An agent answers from its cache: say how fresh it is.
-    const Freshness f = opts_.freshness();
-    r.headers.emplace_back("X-Consul-KnownLeader", f.known_leader ? "true" : "false");
-    r.headers.emplace_back("X-Consul-LastContact", std::to_string(f.last_contact_ms));
-    if (f.stale) r.headers.emplace_back("X-Weft-Stale", "true");
-  } else {
-    r.headers.emplace_back("X-Consul-KnownLeader", "true");
-    r.headers.emplace_back("X-Consul-LastContact", "0");
-  }
+  // An agent answers from its cache: it says how fresh that is (a server is
+  // always fresh).
+  const Freshness f = role_->CurrentFreshness();
+  r.headers.emplace_back("X-Consul-KnownLeader", f.known_leader ? "true" : "false");
+  r.headers.emplace_back("X-Consul-LastContact", std::to_string(f.last_contact_ms));
+  if (f.stale) r.headers.emplace_back("X-Weft-Stale", "true");
   return r;
 }
 

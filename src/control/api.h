@@ -35,6 +35,25 @@ struct Freshness {
   bool stale = false;  // out of touch for longer than the agent tolerates
 };
 
+// Who answers the API: what the process says about itself, which writes it
+// takes and how fresh its reads are. The defaults are a server's; the agent
+// supplies its own (agent/agent_api.cc). Called on the io thread, from
+// Handle(); owned by the Api.
+class ApiRole {
+ public:
+  virtual ~ApiRole() = default;
+  // Config.Server in /v1/agent/self.
+  virtual bool IsServer() const { return true; }
+  // This process's "role" tag in /v1/agent/members.
+  virtual std::string_view Label() const { return "server"; }
+  // A catalog or config write that passed the request's own checks: "" lets
+  // it reach the store; any other text is the 405 answer.
+  virtual std::string RefuseWrite(const http::Request& req) const { return ""; }
+  // The X-Consul-KnownLeader, X-Consul-LastContact and X-Weft-Stale headers
+  // of every read.
+  virtual Freshness CurrentFreshness() const { return {}; }
+};
+
 struct ApiOptions {
   std::string name;
   int64_t max_wait_ms = 10 * 60 * 1000;
@@ -42,10 +61,6 @@ struct ApiOptions {
   size_t max_blocking_queries = 8192;
   size_t write_threads = 64;  // store calls in flight (etcd round trips overlap)
   mesh::CatalogLimits limits;
-  // Agent mode: reads from a cache fed by the config stream; catalog and
-  // config writes are refused (they go to servers).
-  bool agent_mode = false;
-  std::function<Freshness()> freshness;  // set: adds freshness headers
 };
 
 struct ApiCounters {
@@ -60,7 +75,9 @@ struct ApiCounters {
 
 class Api {
  public:
-  Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions opts);
+  // `role` null: a server's (ApiRole's defaults).
+  Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions opts,
+      std::unique_ptr<ApiRole> role = nullptr);
   ~Api();
 
   // Loads the store's state and starts following its changes.
@@ -135,7 +152,6 @@ class Api {
                              const std::function<std::string()>& render);
   static constexpr size_t kBodyCacheEntries = 4096;
   http::Response Error(int status, const std::string& msg);
-  http::Response AgentRefusesWrite(const http::Request& req);
 
   // The handlers, routed by Handle(). `rest`: the path after "/v1/catalog/",
   // "/v1/health/" or "/v1/config/".
@@ -163,6 +179,7 @@ class Api {
   asio::io_context& io_;
   std::unique_ptr<store::Store> store_;
   const ApiOptions opts_;
+  const std::unique_ptr<const ApiRole> role_;
   asio::thread_pool pool_;
   mesh::CatalogView catalog_;
   ConfigView config_;

@@ -22,12 +22,12 @@ asio::awaitable<Response> Api::CatalogRequest(Request& req, std::string_view res
   const bool put = req.method == "PUT" || req.method == "POST";
   if (rest == "register") {
     if (!put) co_return Error(405, "use PUT /v1/catalog/register");
-    if (opts_.agent_mode) co_return AgentRefusesWrite(req);
+    if (std::string why = role_->RefuseWrite(req); !why.empty()) co_return Error(405, why);
     co_return co_await CatalogRegister(req);
   }
   if (rest == "deregister") {
     if (!put) co_return Error(405, "use PUT /v1/catalog/deregister");
-    if (opts_.agent_mode) co_return AgentRefusesWrite(req);
+    if (std::string why = role_->RefuseWrite(req); !why.empty()) co_return Error(405, why);
     co_return co_await CatalogDeregister(req);
   }
   if (!get) co_return Error(405, "use GET");
@@ -93,13 +93,6 @@ static std::string ParseCatalogBody(const std::string& text, json* body, std::st
   if (node_name->empty() || !mesh::ValidName(*node_name))
     return "Node: required, a valid node name";
   return "";
-}
-
-Response Api::AgentRefusesWrite(const Request& req) {
-  return Error(405, req.method + " " + req.path +
-                        ": this is an agent serving a read-only copy of the catalog; register "
-                        "local services with PUT /v1/agent/service/register, and send catalog and "
-                        "config writes to a server");
 }
 
 asio::awaitable<Response> Api::CatalogRegister(Request& req) {

@@ -42,12 +42,12 @@ asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest
   }
   if (req.method == "PUT" || req.method == "POST") {
     if (kind.empty() || name.empty()) co_return Error(405, "use PUT /v1/config/KIND/NAME");
-    if (opts_.agent_mode) co_return AgentRefusesWrite(req);
+    if (std::string why = role_->RefuseWrite(req); !why.empty()) co_return Error(405, why);
     co_return co_await ConfigPut(req, kind, name, ns);
   }
   if (req.method == "DELETE") {
     if (kind.empty() || name.empty()) co_return Error(405, "use DELETE /v1/config/KIND/NAME");
-    if (opts_.agent_mode) co_return AgentRefusesWrite(req);
+    if (std::string why = role_->RefuseWrite(req); !why.empty()) co_return Error(405, why);
     co_return co_await ConfigDelete(req, kind, name, ns);
   }
   if (req.method != "GET" && req.method != "HEAD") co_return Error(405, "use GET, PUT or DELETE");

@@ -32,7 +32,7 @@ Response Api::AgentSelf() {
   return Reply({{"Config",
                  {{"Datacenter", "dc1"},
                   {"NodeName", opts_.name},
-                  {"Server", !opts_.agent_mode},
+                  {"Server", role_->IsServer()},
                   {"Version", WEFT_VERSION}}},
                 {"Member", {{"Name", opts_.name}, {"Addr", http_addr_}, {"Status", 1}}}},
                applied_);
@@ -51,7 +51,7 @@ Response Api::AgentMembers() {
                  {"Port", port},
                  {"Status", 1},
                  {"Tags",
-                  {{"role", opts_.agent_mode ? "agent" : "server"},
+                  {{"role", std::string(role_->Label())},
                    {"grpc", grpc_addr_},
                    {"detail", std::string("self") + (leader_ ? ", leader" : "")}}}});
   for (const auto& [key, value] : members_) {
