@@ -34,6 +34,14 @@ class Writer;
 
 namespace weft::agent {
 
+// The agent. Run() runs io_ on the main thread, the io thread, which owns
+// nearly everything. Other threads feed it by posting to io_: the config
+// stream client's (a new state for the cache), the certificate manager's
+// (local proxies' certificates; its `sign` calls signer_ there) and gRPC's
+// (the local socket's streams). The node sync thread (SyncLoop) takes
+// documents through sync_mu_. The Agent is never destroyed (the process
+// ends with _Exit), so no callback that captures it outlives it, and no
+// thread is joined.
 class Agent {
  public:
   explicit Agent(AgentOptions o);
@@ -95,28 +103,33 @@ class Agent {
   asio::awaitable<void> ServeTcp(tcp::socket s);
   void DnsMetrics(prom::Writer& w) const;
 
+  // Constant after construction.
   const AgentOptions opts_;
   asio::io_context io_{1};
-  LocalState local_;  // io thread
+
+  // Io thread only, unless marked; the pointers are set in Run() before io_
+  // runs.
+  LocalState local_;
   CheckRunner checks_;
   control::store::MemoryStore* cache_ = nullptr;  // owned by api_
   std::unique_ptr<control::Api> api_;
   std::unique_ptr<http::Server> http_;
   std::optional<udp::socket> udp_;
   std::optional<tcp::acceptor> dns_tcp_;
-  std::unique_ptr<xds::StreamClient> stream_;
+  std::unique_ptr<xds::StreamClient> stream_;  // connected(): any thread
   std::unique_ptr<control::StreamServer> local_stream_;
-  std::unique_ptr<xds::SignClient> signer_;
-  // TLS to the servers (--server-ca, then the streamed bundle); null: plaintext.
+  std::unique_ptr<xds::SignClient> signer_;  // used on the certificate manager's thread
+  // TLS to the servers (--server-ca, then the streamed bundle); null:
+  // plaintext. Shared with the stream and sync threads (thread-safe).
   const std::shared_ptr<xds::ServerTrust> trust_ =
       opts_.server_ca_pem.empty() ? nullptr
                                   : std::make_shared<xds::ServerTrust>(opts_.server_ca_pem);
   std::unique_ptr<identity::CertManager> certs_;
   std::shared_ptr<const weft::v1::Resource> bundle_;
-  xds::ResourceMap state_;    // io thread: what the cache holds
+  xds::ResourceMap state_;    // what the cache holds
   xds::ResourceMap initial_;  // from disk, to resume the stream
   std::string initial_version_, version_;
-  std::atomic<int64_t> last_contact_ms_{0};
+  std::atomic<int64_t> last_contact_ms_{0};  // written by the stream client's thread
   DnsOptions dns_opts_;
   DnsCounters dns_counters_;
   DnsCache dns_cache_;
@@ -127,13 +140,16 @@ class Agent {
   bool save_pending_ = false;
   int64_t last_save_ms_ = 0;
   asio::steady_timer sync_timer_;
-  std::thread sync_thread_;
-  std::mutex sync_mu_;
+
+  // The node sync: io thread -> sync thread.
+  std::thread sync_thread_;  // runs SyncLoop
+  std::mutex sync_mu_;       // guards sync_doc_ and sync_dirty_
   std::condition_variable sync_cv_;
-  std::string sync_doc_;     // guarded by sync_mu_
-  bool sync_dirty_ = false;  // guarded by sync_mu_
-  std::atomic<uint64_t> syncs_{0}, sync_failures_{0};
-  asio::signal_set signals_;
+  std::string sync_doc_;                               // guarded by sync_mu_
+  bool sync_dirty_ = false;                            // guarded by sync_mu_
+  std::atomic<uint64_t> syncs_{0}, sync_failures_{0};  // written by the sync thread
+
+  asio::signal_set signals_;  // io thread
 };
 
 }  // namespace weft::agent

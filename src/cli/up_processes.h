@@ -13,9 +13,9 @@
 namespace weft::cli {
 
 // From now on SIGINT and SIGTERM request a stop (StopRequested), and SIGPIPE
-// is ignored.
+// is ignored. The handler only sets a flag.
 void CatchStopSignals();
-// A stop was requested: every wait of `weft up` ends early.
+// A stop was requested: every wait of `weft up` ends early. Any thread.
 bool StopRequested();
 
 // True when nothing listens on 127.0.0.1:port (a bind succeeds).
@@ -27,6 +27,8 @@ struct Child {
   std::string log;
 };
 
+// The processes `weft up` started. One thread (the main one); the destructor
+// stops whatever still runs.
 class Processes {
  public:
   explicit Processes(std::string dir) : dir_(std::move(dir)) {}

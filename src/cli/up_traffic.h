@@ -15,7 +15,9 @@
 namespace weft::cli {
 
 // Sends GETs at a fixed rate from a few threads (each with its own kept-alive
-// connection); counts what came back.
+// connection); counts what came back. Start and Stop (which joins the
+// threads; the destructor calls it) from one thread; ok() and failed() from
+// any.
 class Traffic {
  public:
   Traffic(std::string addr, std::string path, double rate)

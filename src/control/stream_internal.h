@@ -18,24 +18,31 @@
 
 namespace weft::control {
 
-// One client's stream (stream_session.cc).
+// One client's stream (stream_session.cc). gRPC runs the On* reactions on
+// its threads, a read's and a write's possibly at once; OnDone comes last
+// (StreamServer::Stop() cancels streams still open). The session keeps
+// itself alive until OnDone, then lives while the io thread's subscription
+// or a posted Subscribe/Unsubscribe holds it; the StreamServer must outlive
+// it.
 class StreamServer::Session
     : public grpc::ServerBidiReactor<weft::v1::StreamRequest, weft::v1::StreamResponse>,
       public std::enable_shared_from_this<Session> {
  public:
   Session(StreamServer* server, std::string peer, bool token_ok);
 
+  // Starts reading; once, on the gRPC thread that made the session.
   void Begin();
   // A new snapshot for this session's identity (any thread).
   void Offer(const SnapshotPtr& snap);
 
+  // Set before the session subscribes, constant after: read them on the io
+  // thread once it has (Subscribe and later).
   const std::string& identity_key() const { return identity_key_; }
   const Identity& identity() const { return identity_; }
-  // The node of an agent's stream ("" for anything else); set before the
-  // session subscribes, constant after.
+  // The node of an agent's stream ("" for anything else).
   const std::string& agent_node() const { return agent_node_; }
 
-  // For /v1/agent/members.
+  // For /v1/agent/members (any thread).
   nlohmann::json Describe();
 
   void OnReadDone(bool ok) override;
@@ -56,13 +63,21 @@ class StreamServer::Session
   void DiffVersions(const std::map<std::string, std::string>& from,
                     const std::map<std::string, ResourcePtr>& to);
 
+  // Constant after construction.
   StreamServer* const server_;
   const std::string peer_;
-  const bool token_ok_;            // the client presented the join token (or none is required)
-  std::shared_ptr<Session> self_;  // keeps the session alive until OnDone
+  const bool token_ok_;  // the client presented the join token (or none is required)
+  // Keeps the session alive until OnDone: set in Begin(), taken in OnDone()
+  // under mu_.
+  std::shared_ptr<Session> self_;
 
+  // Guards everything below. req_ and resp_ are gRPC's between
+  // StartRead/StartWrite and the matching OnReadDone/OnWriteDone. client_,
+  // identity_, identity_key_ and agent_node_ are written once under mu_
+  // before the session subscribes and read without it after (accessors
+  // above); OnDone, the last reaction, reads subscribed_ without it.
   std::mutex mu_;
-  weft::v1::StreamRequest req_;  // read buffer (gRPC thread)
+  weft::v1::StreamRequest req_;  // read buffer
   weft::v1::StreamResponse resp_;
   weft::v1::ClientInfo client_;
   Identity identity_;
@@ -83,7 +98,8 @@ class StreamServer::Session
   std::string nacked_version_;
 };
 
-// The ConfigStream gRPC service (stream_service.cc).
+// The ConfigStream gRPC service (stream_service.cc). gRPC calls its methods
+// on its threads; it lives as long as the StreamServer (service_).
 class StreamServer::Service : public weft::v1::ConfigStream::CallbackService {
  public:
   explicit Service(StreamServer* s) : server_(s) {}
