@@ -3,6 +3,8 @@
 // and gRPC (grpc.health.v1 Check answers SERVING). Each runs every
 // interval with a timeout; SuccessBeforePassing / FailuresBeforeCritical
 // debounce flapping. Results are reported on the io thread.
+//
+// Io thread only (Sync and the destructor included).
 #pragma once
 
 #include <asio.hpp>
@@ -17,6 +19,10 @@ namespace weft::agent {
 
 class CheckRunner {
  public:
+  // Called on the io thread after a probe when the check has a status to
+  // report (it may repeat the last one); never after Sync() dropped or
+  // changed that check, nor after the runner is destroyed. The strings are
+  // valid during the call only.
   using Report = std::function<void(const std::string& check_id, const std::string& status,
                                     const std::string& output)>;
   CheckRunner(asio::io_context& io, Report report);

@@ -79,6 +79,7 @@ struct Record {
 // retries over TCP).
 class ResponseBuilder {
  public:
+  // Keeps a reference to `q`: it must outlive the builder.
   ResponseBuilder(const Query& q, Rcode rcode, bool authoritative = true);
   void AddAnswer(Record r) { answers_.push_back(std::move(r)); }
   void AddAdditional(Record r) { additional_.push_back(std::move(r)); }

@@ -53,7 +53,9 @@ struct DnsCache {
 
 // One response (wire format) to one request packet, or "" to stay silent.
 // `max_size`: 512/EDNS size over UDP (the query's own limit applies too),
-// 65535 over TCP.
+// 65535 over TCP. Call it on the thread that owns `catalog`, `rng`,
+// `counters` and `cache` (the agent's io thread); nothing is kept past the
+// call.
 std::string Resolve(const uint8_t* data, size_t len, bool tcp, const mesh::CatalogView& catalog,
                     const DnsOptions& opts, Rng& rng, DnsCounters* counters,
                     DnsCache* cache = nullptr);

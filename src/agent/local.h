@@ -29,6 +29,7 @@ struct CheckDefinition {
   uint32_t failures_before_critical = 0;
 };
 
+// Not thread-safe: the agent's io thread only.
 class LocalState {
  public:
   LocalState(std::string node, std::string address, std::string zone, std::string path);
@@ -45,6 +46,7 @@ class LocalState {
   bool SetCheckStatus(const std::string& check_id, const std::string& status,
                       const std::string& output);
 
+  // Valid until the next Load, Register, Deregister or SetCheckStatus.
   const mesh::Node& node() const { return node_; }
   const std::map<std::string, CheckDefinition>& checks() const { return defs_; }
   // The node document as stored by the servers.

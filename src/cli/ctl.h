@@ -12,6 +12,7 @@ struct Manifest;
 
 namespace weft::cli {
 
+// Views into argv: valid for the whole process.
 using Args = std::vector<std::string_view>;
 
 int ServerMain(const Args& args);

@@ -10,11 +10,13 @@ namespace weft::cli {
 
 using Args = std::vector<std::string_view>;
 
-// The argument at args[*i] as a flag.
+// The argument at args[*i] as a flag. Keeps `args` and `i`: both must
+// outlive it.
 class FlagArg {
  public:
   FlagArg(const Args& args, size_t* i);
   // "--dir" for both "--dir X" and "--dir=X"; the whole argument otherwise.
+  // A view into `args`.
   std::string_view name() const { return name_; }
   // Its value: what follows '=', else the next argument (*i then moves
   // past it). False when there is none.

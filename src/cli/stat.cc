@@ -3,10 +3,16 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string_view>
+#include <thread>
 
+#include "base/strings.h"
+#include "cli/ctl.h"
+#include "cli/ctl_internal.h"
 #include "http/client.h"
 
 namespace weft::cli {
@@ -215,6 +221,56 @@ std::string FormatStatTable(const std::vector<ServiceStat>& rows) {
                      any ? fmt::format("{:.0f}%", r.mtls * 100) : "-");
   }
   return t;
+}
+
+namespace {
+
+constexpr const char* kStatUsage =
+    "weft stat [SERVICE] [--window DUR] [-o table|json] [--server URL]";
+
+}  // namespace
+
+int StatMain(const Args& args) {
+  int64_t window_ms = 1000;
+  Args rest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string v;
+    if (FlagValue(args, &i, "--window", &v)) {
+      auto ms = ParseDurationMs(v);
+      if (!ms || *ms < 100 || *ms > 60000)
+        return BadUsage("--window \"" + v + "\": use a duration from 100ms to 1m", kStatUsage);
+      window_ms = *ms;
+    } else {
+      rest.push_back(args[i]);
+    }
+  }
+  CtlFlags f;
+  if (int rc = ParseCtlFlags(rest, &f, kStatUsage); rc >= 0) return rc;
+  if (f.positional.size() > 1) return BadUsage("stat: at most one SERVICE", kStatUsage);
+  const std::string only = f.positional.empty() ? "" : f.positional[0];
+  StatSampler sampler(ServerAddress(f.server), only);
+  std::string err;
+  if (!sampler.Sample(&err)) return Fail("stat: " + err);
+  std::this_thread::sleep_for(std::chrono::milliseconds(window_ms));
+  if (!sampler.Sample(&err)) return Fail("stat: " + err);
+  const auto rows = sampler.Rows(static_cast<double>(window_ms) / 1000.0);
+  if (f.output == "json") {
+    json out = json::array();
+    for (const auto& r : rows) {
+      out.push_back({{"service", r.service},
+                     {"proxies", r.proxies},
+                     {"unreachable", r.unreachable},
+                     {"rps", r.rps},
+                     {"success", r.success},
+                     {"p50_ms", r.p50_ms},
+                     {"p99_ms", r.p99_ms},
+                     {"mtls", r.mtls}});
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::fputs(FormatStatTable(rows).c_str(), stdout);
+  return 0;
 }
 
 }  // namespace weft::cli

@@ -39,7 +39,8 @@ struct InboundStats {
 InboundStats ParseInbound(const std::string& text);
 
 // Scrapes every proxy the server knows of (members with role "proxy" and an
-// admin address). Each Sample() is compared with the one before it.
+// admin address). Each Sample() is compared with the one before it. One
+// thread at a time; Sample() blocks on HTTP.
 class StatSampler {
  public:
   // `server`: HOST:PORT of a server's (or agent's) HTTP API; `only`: one

@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "control/config_view.h"
@@ -34,6 +35,26 @@ struct Freshness {
   bool stale = false;  // out of touch for longer than the agent tolerates
 };
 
+// Who answers the API: what the process says about itself, which writes it
+// takes and how fresh its reads are. The defaults are a server's; the agent
+// supplies its own (agent/agent_api.cc). Owned by the Api; its methods are
+// called on the io thread, from Handle(), for as long as requests arrive
+// (Stop() does not end them).
+class ApiRole {
+ public:
+  virtual ~ApiRole() = default;
+  // Config.Server in /v1/agent/self.
+  virtual bool IsServer() const { return true; }
+  // This process's "role" tag in /v1/agent/members.
+  virtual std::string_view Label() const { return "server"; }
+  // A catalog or config write that passed the request's own checks: "" lets
+  // it reach the store; any other text is the 405 answer.
+  virtual std::string RefuseWrite(const http::Request& req) const { return ""; }
+  // The X-Consul-KnownLeader, X-Consul-LastContact and X-Weft-Stale headers
+  // of every read.
+  virtual Freshness CurrentFreshness() const { return {}; }
+};
+
 struct ApiOptions {
   std::string name;
   int64_t max_wait_ms = 10 * 60 * 1000;
@@ -41,10 +62,6 @@ struct ApiOptions {
   size_t max_blocking_queries = 8192;
   size_t write_threads = 64;  // store calls in flight (etcd round trips overlap)
   mesh::CatalogLimits limits;
-  // Agent mode: reads from a cache fed by the config stream; catalog and
-  // config writes are refused (they go to servers).
-  bool agent_mode = false;
-  std::function<Freshness()> freshness;  // set: adds freshness headers
 };
 
 struct ApiCounters {
@@ -59,42 +76,58 @@ struct ApiCounters {
 
 class Api {
  public:
-  Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions opts);
+  // `role` null: a server's (ApiRole's defaults).
+  Api(asio::io_context& io, std::unique_ptr<store::Store> store, ApiOptions opts,
+      std::unique_ptr<ApiRole> role = nullptr);
   ~Api();
+
+  // Call everything below on the io thread (before the io_context runs: on
+  // the thread that will run it), except store(), which is thread-safe.
 
   // Loads the store's state and starts following its changes.
   Status Start();
+  // Stops following the store and ends blocking queries, write waits and
+  // RunMembership at their next wake-up; idempotent. Handle() still answers.
   void Stop();
   void SetAddresses(std::string http, std::string grpc);
   // The trust bundle served at /v1/connect/ca/roots (Consul's shape).
   void SetCaRoots(nlohmann::json roots) { ca_roots_ = std::move(roots); }
 
+  // `req` must stay valid until the returned awaitable completes.
   asio::awaitable<http::Response> Handle(http::Request& req);
 
   // Replicas sharing a store: announces this one under members/ (bound to
-  // the store session) and keeps campaigning for the singleton duties.
+  // the store session) and keeps campaigning for the singleton duties, until
+  // Stop().
   asio::awaitable<void> RunMembership();
   bool leader() const { return leader_; }
 
-  // State, for the stream server and the compiler (io thread only).
+  // State, for the stream server and the compiler: valid as long as the Api;
+  // what they hold (and pointers taken from them) changes when a batch of
+  // store events is applied.
   const mesh::CatalogView& catalog() const { return catalog_; }
   const ConfigView& config() const { return config_; }
-  // The store, for writers outside the REST API (agents' node syncs); it is
-  // thread-safe.
+  // The store, for writers outside the REST API (agents' node syncs); owned
+  // by the Api, thread-safe.
   store::Store* store() const { return store_.get(); }
   int64_t applied_revision() const { return applied_; }
-  // Called on the io thread after each batch of store events is applied.
+  // `fn` runs on the io thread after each batch of store events is applied;
+  // never after Stop().
   void OnChange(std::function<void()> fn) { listeners_.push_back(std::move(fn)); }
-  // Called on the io thread when store key `key` is written (value) or
-  // deleted (nullptr), on every replica.
+  // `fn` runs on the io thread when store key `key` is written (value) or
+  // deleted (nullptr), on every replica, and from Start() for a stored key
+  // when registered before it; never after Stop(). The value pointer is
+  // valid during the call only.
   void OnKey(const std::string& key, std::function<void(const std::string*)> fn) {
     key_hooks_[key] = std::move(fn);
   }
   // An extra endpoint (exact path), for parts of the server outside the API.
+  // `fn` runs on the io thread for each request to `path`, also after Stop().
   using RouteFn = std::function<asio::awaitable<http::Response>(http::Request&)>;
   void AddRoute(const std::string& path, RouteFn fn) { routes_[path] = std::move(fn); }
-  // Runs blocking work (a store write) off the io thread; then waits until
-  // this replica's view has applied `*revision` when the work sets it.
+  // Runs `fn` (blocking work: a store write) once on a write-pool thread, then
+  // waits on the io thread until this replica's view has applied the revision
+  // it returns (5 s at most, less after Stop()).
   asio::awaitable<Status> RunWrite(const std::function<Result<int64_t>()>& fn);
   // What changed since the last call: service names, node names, config.
   void TakeChanges(std::set<std::string>* services, std::set<std::string>* nodes, bool* config) {
@@ -103,11 +136,13 @@ class Api {
     *config = std::exchange(config_changed_, false);
   }
   const ApiCounters& counters() const { return counters_; }
-  // Adds text to /metrics.
+  // Adds text to /metrics: `fn` runs on the io thread for each /metrics or
+  // /stats request, also after Stop().
   void AddMetricsSource(std::function<void(prom::Writer&)> fn) {
     metric_sources_.push_back(std::move(fn));
   }
-  // Adds members (e.g. connected stream clients) to /v1/agent/members.
+  // Adds members (e.g. connected stream clients) to /v1/agent/members: `fn`
+  // runs on the io thread for each such request, also after Stop().
   void AddMemberSource(std::function<void(nlohmann::json*)> fn) {
     member_sources_.push_back(std::move(fn));
   }
@@ -123,6 +158,8 @@ class Api {
   // Waits until index_fn() differs from `seen` (or the request's wait ends).
   asio::awaitable<void> Block(const http::Request& req, const std::function<int64_t()>& index_fn);
   asio::awaitable<void> WaitApplied(int64_t revision);
+  // Runs f() on pool_ and resumes on the io thread with its result; `f` is
+  // used by reference until then.
   template <typename F>
   asio::awaitable<std::invoke_result_t<F>> OffLoop(const F& f);
 
@@ -134,21 +171,38 @@ class Api {
                              const std::function<std::string()>& render);
   static constexpr size_t kBodyCacheEntries = 4096;
   http::Response Error(int status, const std::string& msg);
-  http::Response AgentRefusesWrite(const http::Request& req);
 
+  // The handlers, routed by Handle(). `rest`: the path after "/v1/catalog/",
+  // "/v1/health/" or "/v1/config/".
+  // api_status.cc
+  http::Response StatusRequest(std::string_view path);  // /ready, /v1/status/*
+  http::Response MetricsRequest();
+  http::Response AgentSelf();
+  http::Response AgentMembers();
+  http::Response CaRoots();
+  std::string Metrics() const;
+  // api_health.cc
+  asio::awaitable<http::Response> HealthRequest(http::Request& req, std::string_view rest);
+  http::Response PrometheusSd(const http::Request& req);
+  // api_catalog.cc
+  asio::awaitable<http::Response> CatalogRequest(http::Request& req, std::string_view rest);
   asio::awaitable<http::Response> CatalogRegister(http::Request& req);
   asio::awaitable<http::Response> CatalogDeregister(http::Request& req);
+  // api_config.cc
   asio::awaitable<http::Response> ConfigRequest(http::Request& req, std::string_view rest);
   asio::awaitable<http::Response> ConfigPut(http::Request& req, const std::string& kind,
                                             const std::string& name, const std::string& ns);
   asio::awaitable<http::Response> ConfigDelete(http::Request& req, const std::string& kind,
                                                const std::string& name, const std::string& ns);
-  std::string Metrics() const;
 
+  // Constant after construction.
   asio::io_context& io_;
   std::unique_ptr<store::Store> store_;
   const ApiOptions opts_;
-  asio::thread_pool pool_;
+  const std::unique_ptr<const ApiRole> role_;
+  asio::thread_pool pool_;  // runs the store calls of writes (OffLoop)
+
+  // Io thread only.
   mesh::CatalogView catalog_;
   ConfigView config_;
   int64_t applied_ = 0;
@@ -159,18 +213,18 @@ class Api {
   std::map<std::string, RouteFn, std::less<>> routes_;
   std::vector<std::function<void(nlohmann::json*)>> member_sources_;
   std::vector<std::function<void(prom::Writer&)>> metric_sources_;
-  std::map<std::string, std::string> members_;
-  std::unordered_map<std::string, std::pair<int64_t, std::string>>
-      body_cache_;  // members/... keys (other replicas)
+  std::map<std::string, std::string> members_;  // members/... keys (other replicas)
+  std::unordered_map<std::string, std::pair<int64_t, std::string>> body_cache_;  // ReplyCached
   std::string http_addr_, grpc_addr_;
   ApiCounters counters_;
   bool stopped_ = false;
   bool config_changed_ = false;
   bool leader_ = false;
-  std::string leader_name_;
-  nlohmann::json ca_roots_;  // holder of leader/singleton, from the store
-  asio::steady_timer* member_timer_ = nullptr;
-  // Shared with store callbacks that may outlive a stopped Api.
+  std::string leader_name_;  // holder of leader/singleton, from the store
+  nlohmann::json ca_roots_;
+  asio::steady_timer* member_timer_ = nullptr;  // RunMembership's wait, for Stop()
+  // False after Stop(). Shared with store callbacks that may outlive a
+  // stopped Api; the bool itself is read and written on the io thread only.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -29,6 +29,10 @@ struct CaOptions {
 // root). Returns the document.
 Result<std::string> EnsureCaState(store::Store* st, const CaOptions& opts);
 
+// Io thread only. Keeps references to `api` and `stream`, which must outlive
+// it; it registers an OnKey hook and the /v1/connect/ca/rotate route with the
+// Api, and its 1 s timer runs while the io_context does (there is no Stop()):
+// destroy it after the io_context stopped running.
 class CaServer {
  public:
   CaServer(asio::io_context& io, Api& api, StreamServer& stream, const CaOptions& opts);

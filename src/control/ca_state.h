@@ -33,9 +33,11 @@ struct CaState {
   static Result<CaState> Parse(const std::string& json);
   std::string ToJson() const;
 
-  // The trust bundle at `now`: every root not yet retired.
+  // The trust bundle at `now`: every root not yet retired. Pointers from
+  // Trusted and Signing are into `roots`: valid until it changes.
   std::vector<const CaRoot*> Trusted(int64_t now) const;
-  // The root that signs at `now`: the latest activated one still trusted.
+  // The root that signs at `now`: the latest activated one still trusted;
+  // null when none is.
   const CaRoot* Signing(int64_t now) const;
   // Adds `next`, signing from now + propagate_s; every root trusted now
   // retires at now + propagate_s + overlap_s. Roots already retired are

@@ -45,8 +45,12 @@ struct Identity {
 std::string ResourceVersion(const weft::v1::Resource& r);
 std::string ResourceKey(const std::string& type, const std::string& name);
 
+// Not thread-safe: one thread (the stream server's io thread), the one that
+// updates the views it reads. Snapshots and resources it hands out are
+// immutable and may be shared with any thread.
 class Compiler {
  public:
+  // Keeps references to both views: they must outlive the Compiler.
   Compiler(const mesh::CatalogView& catalog, const ConfigView& config)
       : catalog_(catalog), config_(config) {}
 

@@ -25,12 +25,15 @@ struct ConfigEntry {
   int64_t modify_index = 0;
 };
 
+// Not thread-safe: one thread applies and reads (the Api's io thread).
 class ConfigView {
  public:
   // `key` is the store key; json == nullptr for a delete.
   void Apply(const std::string& key, const std::string* json, int64_t revision,
              int64_t create_revision);
 
+  // The entry, or null. Pointers from Find and List are valid until that
+  // entry is next applied, or Clear().
   const ConfigEntry* Find(std::string_view kind, std::string_view ns, std::string_view name) const;
   // Entries of one kind ("" for all) in key order.
   std::vector<const ConfigEntry*> List(std::string_view kind, std::string_view ns) const;

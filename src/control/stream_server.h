@@ -30,6 +30,7 @@ class Writer;
 
 namespace weft::control {
 
+// Atomics: written on gRPC and io threads, read anywhere.
 struct StreamCounters {
   std::atomic<uint64_t> streams_total{0};
   std::atomic<int64_t> streams_active{0};
@@ -52,12 +53,15 @@ struct StreamOptions {
   int64_t debounce_ms = 5;       // changes within this window are pushed together
   bool accept_node_sync = true;  // false on agents (they forward nothing)
   std::string join_token;        // required from agents; "" = not required (dev)
-  // Issues workload certificates (Sign RPC), on the io thread; unset: the
-  // RPC is refused (an agent's local socket: certificates come with the
-  // stream there).
+  // Issues workload certificates (Sign RPC), on the io thread, once per
+  // accepted request; it can run after Stop() for a request accepted before,
+  // while the io_context runs. Unset: the RPC is refused (an agent's local
+  // socket: certificates come with the stream there).
   std::function<Status(const weft::v1::SignRequest&, weft::v1::SignResponse*)> sign;
   // Called on the io thread when a client subscribes (an agent starts
-  // certificates for its local proxies here).
+  // certificates for its local proxies here); it can run after Stop() for a
+  // stream opened before, while the io_context runs. The Identity is valid
+  // during the call only.
   std::function<void(const Identity&)> on_subscribe;
   // Servers: a node whose agent has had no stream for this long gets the
   // critical node check kAgentCheckId (0: never). Not while more than half
@@ -68,6 +72,10 @@ struct StreamOptions {
   std::string tls_cert_pem, tls_key_pem;
 };
 
+// `api` must outlive the StreamServer, which registers an OnChange listener
+// and a member source with it: neither may run once the StreamServer is gone
+// (destroy it after the io_context stopped running). Public methods are for
+// the io thread, except TokenOk (any thread).
 class StreamServer {
  public:
   StreamServer(asio::io_context& io, Api& api, StreamOptions opts = {});
@@ -76,16 +84,19 @@ class StreamServer {
   // Binds `addr` ("HOST:PORT", port 0 allowed) and starts serving.
   Status Start(const std::string& addr);
   std::string bound() const { return bound_; }
+  // Stops the debounce and liveness timers and shuts gRPC down (open
+  // streams get 500 ms). Streams' posted Subscribe/Unsubscribe and Sign
+  // work can still run on the io thread afterwards.
   void Stop();
 
   void Metrics(prom::Writer& w) const;
-  // Identity material for the compiler (io thread).
+  // Identity material for the compiler.
   void SetBundle(ResourcePtr bundle);
   void SetSecret(const std::string& ns, const std::string& service, ResourcePtr secret);
 
   class Session;
   class Service;
-  // Called on the io thread.
+  // Posted to the io thread by a Session.
   void Subscribe(const std::shared_ptr<Session>& s);
   bool TokenOk(const grpc::CallbackServerContext* ctx) const;
   void Unsubscribe(const std::shared_ptr<Session>& s);
@@ -103,21 +114,25 @@ class StreamServer {
     bool marked = false;        // the node check is written critical
     bool held = false;          // lost with most others: not marked until it returns
   };
-  std::map<std::string, AgentLink> agents_;  // io thread only
+  // Io thread only (node_liveness.cc).
+  std::map<std::string, AgentLink> agents_;
   asio::steady_timer liveness_;
   bool partition_warned_ = false;
 
+  // Constant after construction.
   asio::io_context& io_;
   Api& api_;
   const StreamOptions opts_;
-  Compiler compiler_;
+
+  Compiler compiler_;  // io thread only
+  // Set by Start(); Stop() resets server_.
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string bound_;
   // identity key -> sessions (io thread only)
   std::map<std::string, std::set<std::shared_ptr<Session>>> subscribers_;
-  StreamCounters counters_;
-  asio::steady_timer debounce_;
+  StreamCounters counters_;      // any thread
+  asio::steady_timer debounce_;  // io thread only, with compile_pending_
   bool compile_pending_ = false;
   friend class Session;
   friend class Service;

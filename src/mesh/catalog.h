@@ -139,6 +139,8 @@ void CanonicalizeKeys(nlohmann::json* j);
 // Node names, instance and check ids: the identifier rule of mesh/names.h.
 bool ValidName(std::string_view s);
 
+// Not thread-safe: one thread applies and reads (a server's or agent's Api
+// io thread; the DNS server and the compiler read on it too).
 class CatalogView {
  public:
   // A node document was written (or, with json == nullptr, deleted) at
@@ -153,8 +155,10 @@ class CatalogView {
   // as changed.
   void Clear(int64_t revision);
 
+  // References and pointers into the view (nodes(), FindNode, InstanceRef)
+  // are valid until the next Apply, ApplyParsed or Clear.
   const std::map<std::string, Node>& nodes() const { return nodes_; }
-  const Node* FindNode(const std::string& name) const;
+  const Node* FindNode(const std::string& name) const;  // null when absent
 
   // Index of the last change to the set of services or their tags.
   int64_t services_index() const { return services_index_; }

@@ -96,7 +96,7 @@ struct Manifest {
   Spec spec;
 };
 
-// The kinds weft knows, in the spelling manifests use.
+// The kinds weft knows, in the spelling manifests use (a static list).
 const std::vector<std::string>& Kinds();
 
 // Parses one or more YAML documents ("---" separated). On any error returns

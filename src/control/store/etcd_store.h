@@ -6,6 +6,12 @@
 //
 // Every call fails over across the endpoints given; a write is reported
 // done only after etcd acknowledged it (committed by a quorum).
+//
+// Each watch runs on a thread of its own, which calls its callback; Unwatch
+// stops and joins that thread, so no callback runs once it has returned, and
+// it must not be called from that watch's own callback. The lease keepalive
+// thread (started by the first PutEphemeral or Campaign) and every watch
+// thread end in the destructor.
 #pragma once
 
 #include <atomic>
@@ -71,9 +77,9 @@ class EtcdStore final : public Store {
   std::map<int64_t, std::shared_ptr<Watcher>> watchers_;  // guarded by watch_mu_
 
   std::mutex lease_mu_;
-  int64_t lease_ = 0;  // guarded by lease_mu_
-  std::thread keepalive_;
-  std::atomic<bool> stop_{false};
+  int64_t lease_ = 0;              // guarded by lease_mu_
+  std::thread keepalive_;          // started under lease_mu_; joined by the destructor
+  std::atomic<bool> stop_{false};  // the destructor ends the keepalive thread
 };
 
 }  // namespace weft::control::store

@@ -2,6 +2,10 @@
 // so the same API code serves reads (and blocking queries) on the server and
 // on the agent. Revisions are its own, counted from 1; nothing is durable
 // here (the agent persists its cache separately). Thread-safe.
+//
+// Watch callbacks run on the writing thread, under mu_, before the write
+// returns; Watch replays nothing (it only starts at the current revision).
+// A callback must not Unwatch.
 #pragma once
 
 #include <map>
@@ -31,7 +35,8 @@ class MemoryStore final : public Store {
   void Notify(const std::vector<Event>& events);
 
   // Guards everything below. Watch callbacks run under it, on the writer's
-  // thread (recursive: a callback may read the store).
+  // thread (recursive: a callback may read the store). Unwatch takes it, so
+  // no callback runs once Unwatch has returned.
   std::recursive_mutex mu_;
   std::map<std::string, KeyValue, std::less<>> kvs_;
   int64_t revision_ = 0;

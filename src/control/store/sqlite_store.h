@@ -1,6 +1,12 @@
 // The embedded store: one SQLite database in WAL mode under the server's
 // data dir. Every write is one transaction committed with synchronous=FULL
 // before it is acknowledged; the event history kept for watches is bounded.
+//
+// Watch callbacks run under mu_: the replay inside Watch() on the caller's
+// thread, then each write's events on the writing thread before the write
+// returns. Unwatch takes mu_, so no callback runs once it has returned; a
+// callback may Unwatch (any watch), and the others due for the same event
+// are still called once.
 #pragma once
 
 #include <sqlite3.h>

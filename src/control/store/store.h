@@ -53,11 +53,14 @@ struct RangeResult {
   int64_t revision = 0;       // the store's revision when read
 };
 
-// Called with the events of one committed write, in revision order. Runs on
-// the writer's thread after the write is durable; it must not call back into
-// the store's write methods.
+// Called with the events of one committed write, in revision order, after the
+// write is durable; it must not call back into the store's write methods. On
+// which thread, and what Unwatch guarantees, depends on the implementation
+// (see each header). The events are valid during the call only.
 using WatchCallback = std::function<void(const std::vector<Event>&)>;
 
+// Every implementation is thread-safe. Views passed in are read during the
+// call only.
 class Store {
  public:
   virtual ~Store() = default;
@@ -82,6 +85,8 @@ class Store {
   // commits. Returns an id for Unwatch.
   virtual Result<int64_t> Watch(std::string_view prefix, int64_t after_revision,
                                 WatchCallback cb) = 0;
+  // Once it returns, that watch's callback is not called again (from another
+  // thread; see each implementation for a call from inside a callback).
   virtual void Unwatch(int64_t id) = 0;
 
   // True when several server replicas may share this store (etcd).

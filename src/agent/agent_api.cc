@@ -1,0 +1,81 @@
+// The agent's local HTTP API: its own endpoints (/v1/agent/services,
+// /v1/agent/checks, service registration), then the catalog API served from
+// the cache in the agent's role.
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "agent/agent_internal.h"
+#include "base/log.h"
+#include "base/time.h"
+
+namespace weft::agent {
+
+class Agent::Role final : public control::ApiRole {
+ public:
+  explicit Role(const Agent& agent) : agent_(agent) {}
+
+  bool IsServer() const override { return false; }
+  std::string_view Label() const override { return "agent"; }
+  std::string RefuseWrite(const http::Request& req) const override {
+    return req.method + " " + req.path +
+           ": this is an agent serving a read-only copy of the catalog; register local services "
+           "with PUT /v1/agent/service/register, and send catalog and config writes to a server";
+  }
+  control::Freshness CurrentFreshness() const override {
+    control::Freshness f;
+    f.known_leader = agent_.stream_ && agent_.stream_->connected();
+    f.last_contact_ms = f.known_leader ? 0 : MonoMillis() - agent_.last_contact_ms_.load();
+    f.stale = !f.known_leader;
+    return f;
+  }
+
+ private:
+  const Agent& agent_;  // outlives the Api that owns this role
+};
+
+std::unique_ptr<control::ApiRole> Agent::MakeApiRole() const {
+  return std::make_unique<Role>(*this);
+}
+
+asio::awaitable<http::Response> Agent::Handle(http::Request& r) {
+  using nlohmann::json;
+  const std::string_view path = r.path;
+  if (path == "/v1/agent/services")
+    co_return http::Response::Json(200, local_.AgentServices().dump());
+  if (path == "/v1/agent/checks") co_return http::Response::Json(200, local_.AgentChecks().dump());
+  if (path == "/v1/agent/service/register") {
+    if (r.method != "PUT" && r.method != "POST")
+      co_return http::Response::Text(405, "use PUT /v1/agent/service/register");
+    json body = json::parse(r.body, nullptr, false);
+    std::string id;
+    Status s = body.is_discarded() ? Status(StatusCode::kInvalidArgument, "the body must be JSON")
+                                   : local_.Register(body, &id);
+    if (!s.ok()) {
+      LOG_WARN("agent: service registration refused: {}", s.message());
+      co_return http::Response::Text(s.code() == StatusCode::kInvalidArgument ? 400 : 500,
+                                     "service registration: " + s.message());
+    }
+    LOG_INFO("agent: service {} registered", id);
+    LocalChanged();
+    co_return http::Response::Text(200, "");
+  }
+  constexpr std::string_view kDereg = "/v1/agent/service/deregister/";
+  if (path.substr(0, kDereg.size()) == kDereg) {
+    // PUT as Consul documents it; GET as older Consul versions (and their
+    // clients, python-consul among them) still send it.
+    if (r.method != "PUT" && r.method != "POST" && r.method != "GET")
+      co_return http::Response::Text(405, "use PUT /v1/agent/service/deregister/ID");
+    const std::string id(path.substr(kDereg.size()));
+    Status s = local_.Deregister(id);
+    if (!s.ok())
+      co_return http::Response::Text(s.code() == StatusCode::kNotFound ? 404 : 500, s.message());
+    LOG_INFO("agent: service {} deregistered", id);
+    LocalChanged();
+    co_return http::Response::Text(200, "");
+  }
+  co_return co_await api_->Handle(r);
+}
+
+}  // namespace weft::agent

@@ -1,0 +1,98 @@
+// `weft check`: diagnoses a running mesh from one server (or agent).
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "cli/ctl.h"
+#include "cli/ctl_internal.h"
+#include "cli/stat.h"
+
+namespace weft::cli {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kCheckUsage = "weft check [--server URL]";
+
+}  // namespace
+
+// Diagnoses a running mesh from one server (or agent): each check prints ok
+// or what is wrong and the fix; exit 1 when anything failed.
+int CheckMain(const Args& args) {
+  CtlFlags f;
+  if (int rc = ParseCtlFlags(args, &f, kCheckUsage); rc >= 0) return rc;
+  if (!f.positional.empty())
+    return BadUsage("check: unexpected \"" + f.positional[0] + "\"", kCheckUsage);
+  const std::string addr = ServerAddress(f.server);
+  int failed = 0;
+  auto report = [&](bool ok, const std::string& what, const std::string& fix) {
+    std::printf("%s %s%s\n", ok ? "ok  " : "FAIL", what.c_str(),
+                ok ? "" : ("\n     fix: " + fix).c_str());
+    if (!ok) ++failed;
+  };
+  http::Client c(addr);
+  auto ready = c.Do("GET", "/ready");
+  report(ready.ok() && ready->status == 200, "server " + addr + " answers",
+         "start `weft server` (or point --server / WEFT_SERVER at one)");
+  if (!ready.ok() || ready->status != 200) return 1;
+  auto roots = c.Do("GET", "/v1/connect/ca/roots");
+  json rj = roots.ok() && roots->status == 200 ? json::parse(roots->body, nullptr, false) : json();
+  const bool have_ca = rj.is_object() && !rj.value("ActiveRootID", "").empty();
+  report(have_ca, "the mesh CA has an active root",
+         "a server creates one on start; check its log for CA errors");
+  std::vector<MeshMember> members;
+  std::string err;
+  if (!ListMembers(addr, &members, &err)) {
+    report(false, "member list: " + err,
+           "the server's /v1/agent/members did not answer a JSON list");
+    return 1;
+  }
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  size_t proxies = 0, agents = 0;
+  for (const auto& m : members) {
+    if (m.role == "agent") {
+      ++agents;
+      report(m.detail.rfind("unreachable", 0) != 0,
+             "agent " + m.name + (m.admin.empty() ? "" : " at " + m.admin) + " answers",
+             m.detail + ": is the agent running, and is its --http address reachable from here?");
+      continue;
+    }
+    if (m.role != "proxy") continue;
+    ++proxies;
+    const std::string name =
+        "proxy " + m.name + " (" + m.service + ")" + (m.via.empty() ? "" : " via " + m.via);
+    const std::string& detail = m.detail;
+    report(
+        detail.find("acked -") == std::string::npos && detail.find("nacked") == std::string::npos,
+        name + ": config acknowledged (" + detail + ")",
+        "the proxy refused or has not applied its config: see its log for the reason");
+    const std::string& admin = m.admin;
+    if (admin.empty()) {
+      report(false, name + ": admin address known", "start the proxy with --admin ADDR");
+      continue;
+    }
+    http::Client pc(admin);
+    auto pr = pc.Do("GET", "/ready");
+    report(pr.ok() && pr->status == 200, name + ": ready at " + admin,
+           pr.ok() ? "its /ready says: " + pr->body
+                   : "the admin port does not answer: is it running?");
+    auto cr = pc.Do("GET", "/certs");
+    json cj = cr.ok() && cr->status == 200 ? json::parse(cr->body, nullptr, false) : json();
+    if (!cj.is_object() || !cj.value("mtls_needed", false)) continue;
+    const int64_t not_after = cj.value("not_after_unix", int64_t{0});
+    report(not_after > now,
+           name + ": has a valid workload certificate (" + cj.value("spiffe_id", "none") + ")",
+           "the proxy has no current certificate: check the join token (--join-token) and the "
+           "server's log for refused certificate requests");
+    if (not_after > now) {
+      report(not_after - now > 300,
+             name + ": certificate valid for " + std::to_string((not_after - now) / 60) +
+                 " more minutes",
+             "renewal is overdue: check that the proxy (or its agent) reaches a server");
+    }
+  }
+  std::printf("%zu agents and %zu proxies checked; %d problem(s)\n", agents, proxies, failed);
+  return failed ? 1 : 0;
+}
+
+}  // namespace weft::cli

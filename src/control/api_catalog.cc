@@ -1,0 +1,204 @@
+// /v1/catalog: Consul's catalog reads (blocking) and the writes that
+// register and deregister nodes, instances and checks, each a
+// compare-and-swap of one node document.
+#include <optional>
+#include <utility>
+
+#include "control/api.h"
+#include "control/api_internal.h"
+
+namespace weft::control {
+
+using json = nlohmann::json;
+using http::Request;
+using http::Response;
+using internal::HttpStatusFor;
+using internal::kMaxCasAttempts;
+using internal::NodeKey;
+using internal::StartsWith;
+
+asio::awaitable<Response> Api::CatalogRequest(Request& req, std::string_view rest) {
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const bool put = req.method == "PUT" || req.method == "POST";
+  if (rest == "register") {
+    if (!put) co_return Error(405, "use PUT /v1/catalog/register");
+    if (std::string why = role_->RefuseWrite(req); !why.empty()) co_return Error(405, why);
+    co_return co_await CatalogRegister(req);
+  }
+  if (rest == "deregister") {
+    if (!put) co_return Error(405, "use PUT /v1/catalog/deregister");
+    if (std::string why = role_->RefuseWrite(req); !why.empty()) co_return Error(405, why);
+    co_return co_await CatalogDeregister(req);
+  }
+  if (!get) co_return Error(405, "use GET");
+  if (rest == "services") {
+    if (req.HasQuery("index")) {  // a blocking query
+      const std::function<int64_t()> ix = [this] { return catalog_.services_index(); };
+      co_await Block(req, ix);
+    }
+    co_return Reply(catalog_.CatalogServices(), catalog_.services_index());
+  }
+  if (rest == "nodes") {
+    if (req.HasQuery("index")) {  // a blocking query
+      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+      co_await Block(req, ix);
+    }
+    co_return Reply(catalog_.CatalogNodes(), catalog_.nodes_index());
+  }
+  if (StartsWith(rest, "service/")) {
+    std::string name(rest.substr(8));
+    if (req.HasQuery("index")) {  // a blocking query
+      const std::function<int64_t()> ix = [this, &name] { return catalog_.service_index(name); };
+      co_await Block(req, ix);
+    }
+    const std::string* tag = req.Query("tag");
+    const int64_t index = catalog_.service_index(name);
+    co_return ReplyCached("c|" + name + (tag ? "|" + *tag : ""), index, [&] {
+      json out = catalog_.CatalogService(name);
+      if (tag) {
+        json f = json::array();
+        for (auto& e : out)
+          for (const auto& t : e["ServiceTags"])
+            if (t == *tag) {
+              f.push_back(e);
+              break;
+            }
+        out = std::move(f);
+      }
+      return out.dump();
+    });
+  }
+  if (StartsWith(rest, "node/")) {
+    std::string name(rest.substr(5));
+    if (req.HasQuery("index")) {  // a blocking query
+      const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
+      co_await Block(req, ix);
+    }
+    const mesh::Node* n = catalog_.FindNode(name);
+    if (!n) co_return Reply(nullptr, catalog_.nodes_index());
+    json services = json::object();
+    for (const auto& [id, s] : n->services) services[id] = mesh::InstanceJson(s);
+    co_return Reply({{"Node", mesh::NodeJson(*n)}, {"Services", services}}, n->modify_index);
+  }
+  co_return Error(404, "unknown catalog endpoint " + req.path);
+}
+
+// A catalog write's body: a JSON object (field names as Consul spells them,
+// in any case) naming a valid node. Returns "" or what is wrong.
+static std::string ParseCatalogBody(const std::string& text, json* body, std::string* node_name) {
+  *body = json::parse(text, nullptr, false);
+  if (body->is_discarded() || !body->is_object()) return "the body must be a JSON object";
+  mesh::CanonicalizeKeys(body);
+  if (auto it = body->find("Node"); it != body->end() && it->is_string()) *node_name = *it;
+  if (node_name->empty() || !mesh::ValidName(*node_name))
+    return "Node: required, a valid node name";
+  return "";
+}
+
+asio::awaitable<Response> Api::CatalogRegister(Request& req) {
+  json body;
+  std::string node_name;
+  if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
+    co_return Error(400, "catalog register: " + err);
+  const std::string key = NodeKey(node_name);
+  const mesh::CatalogLimits limits = opts_.limits;
+  store::Store* st = store_.get();
+  uint64_t conflicts = 0;
+  // Read-modify-write of the node document with compare-and-swap, so
+  // concurrent registrations on one node (from any replica) never lose one.
+  // The first attempt starts from this replica's view (no read round trip);
+  // if the view was behind, the swap fails and the next attempts read.
+  std::optional<mesh::Node> cached;
+  if (const mesh::Node* n = catalog_.FindNode(node_name)) cached = *n;
+  const bool known_absent = !cached && catalog_.FindNode(node_name) == nullptr;
+  const auto work = [st, key, body, limits, &conflicts, &cached,
+                     known_absent]() -> Result<int64_t> {
+    for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
+      mesh::Node node;
+      int64_t expected = 0;
+      if (attempt == 0 && (cached || known_absent)) {
+        if (cached) {
+          node = *cached;
+          expected = cached->modify_index;
+        }
+        if (Status s = mesh::ApplyRegistration(body, limits, &node); !s.ok()) return s;
+        auto w = st->PutIf(key, mesh::NodeToJson(node), expected);
+        if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
+        ++conflicts;
+        continue;
+      }
+      auto cur = st->Get(key);
+      if (cur.ok()) {
+        auto parsed = mesh::NodeFromJson(cur->value);
+        if (!parsed.ok()) return parsed.status();
+        node = std::move(parsed).value();
+        expected = cur->mod_revision;
+      } else if (cur.status().code() != StatusCode::kNotFound) {
+        return cur.status();
+      }
+      if (Status s = mesh::ApplyRegistration(body, limits, &node); !s.ok()) return s;
+      auto w = st->PutIf(key, mesh::NodeToJson(node), expected);
+      if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
+      ++conflicts;
+    }
+    return Status(StatusCode::kUnavailable, "catalog register: too many concurrent writes to node");
+  };
+  Result<int64_t> r = co_await OffLoop(work);
+  counters_.write_conflicts += conflicts;
+  if (!r.ok())
+    co_return Error(HttpStatusFor(r.status()), "catalog register: " + r.status().message());
+  ++counters_.writes;
+  co_await WaitApplied(r.value());
+  co_return Reply(true, r.value());
+}
+
+asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
+  json body;
+  std::string node_name;
+  if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
+    co_return Error(400, "catalog deregister: " + err);
+  const std::string key = NodeKey(node_name);
+  store::Store* st = store_.get();
+  uint64_t conflicts = 0;
+  const auto work = [st, key, body, &conflicts]() -> Result<int64_t> {
+    for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
+      auto cur = st->Get(key);
+      if (!cur.ok()) return cur.status();
+      auto parsed = mesh::NodeFromJson(cur->value);
+      if (!parsed.ok()) return parsed.status();
+      mesh::Node node = std::move(parsed).value();
+      bool remove_node = false;
+      if (Status s = mesh::ApplyDeregistration(body, &node, &remove_node); !s.ok()) return s;
+      // Delete is not conditional in the Store interface; overwrite with a
+      // CAS first so a concurrent registration is not lost, then delete.
+      if (remove_node) {
+        auto w = st->PutIf(key, cur->value, cur->mod_revision);
+        if (!w.ok()) {
+          if (w.status().code() == StatusCode::kFailedPrecondition) {
+            ++conflicts;
+            continue;
+          }
+          return w;
+        }
+        return st->Delete(key);
+      }
+      auto w = st->PutIf(key, mesh::NodeToJson(node), cur->mod_revision);
+      if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
+      ++conflicts;
+    }
+    return Status(StatusCode::kUnavailable,
+                  "catalog deregister: too many concurrent writes to node");
+  };
+  Result<int64_t> r = co_await OffLoop(work);
+  counters_.write_conflicts += conflicts;
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kNotFound)
+      co_return Error(404, "catalog deregister: " + r.status().message());
+    co_return Error(HttpStatusFor(r.status()), "catalog deregister: " + r.status().message());
+  }
+  ++counters_.writes;
+  co_await WaitApplied(r.value());
+  co_return Reply(true, r.value());
+}
+
+}  // namespace weft::control
