@@ -20,47 +20,55 @@ bool SocketAddress::operator==(const SocketAddress& o) const {
   return len == o.len && std::memcmp(&storage, &o.storage, len) == 0;
 }
 
-std::optional<SocketAddress> ParseSocketAddress(std::string_view s, std::string* why) {
-  SocketAddress a;
-  a.text = std::string(s);
-  std::string host;
-  std::string_view port;
+bool SplitHostPort(std::string_view s, std::string* host, uint16_t* port, std::string* why) {
+  std::string_view h, p;
   if (!s.empty() && s[0] == '[') {
     size_t close = s.find(']');
     if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') {
       *why = "expected [IPv6]:port";
-      return std::nullopt;
+      return false;
     }
-    host = std::string(s.substr(1, close - 1));
-    port = s.substr(close + 2);
+    h = s.substr(1, close - 1);
+    p = s.substr(close + 2);
   } else {
     size_t colon = s.rfind(':');
     if (colon == std::string_view::npos) {
       *why = "expected host:port";
-      return std::nullopt;
+      return false;
     }
-    host = std::string(s.substr(0, colon));
-    port = s.substr(colon + 1);
+    h = s.substr(0, colon);
+    p = s.substr(colon + 1);
   }
-  auto p = ParseDecimal(port);
-  if (!p) {
+  auto n = ParseDecimal(p);
+  if (!n) {
     *why = "port is not a number";
-    return std::nullopt;
+    return false;
   }
-  if (*p > 65535) {
+  if (*n > 65535) {
     *why = "port out of range";
-    return std::nullopt;
+    return false;
   }
+  host->assign(h);
+  *port = static_cast<uint16_t>(*n);
+  return true;
+}
+
+std::optional<SocketAddress> ParseSocketAddress(std::string_view s, std::string* why) {
+  SocketAddress a;
+  a.text = std::string(s);
+  std::string host;
+  uint16_t port = 0;
+  if (!SplitHostPort(s, &host, &port, why)) return std::nullopt;
   if (host == "localhost") host = "127.0.0.1";
   auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
   auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
   if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(*p));
+    v4->sin_port = htons(port);
     a.len = sizeof(sockaddr_in);
   } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
     v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(*p));
+    v6->sin6_port = htons(port);
     a.len = sizeof(sockaddr_in6);
   } else {
     *why = "host must be an IP address (or localhost)";

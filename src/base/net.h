@@ -41,5 +41,9 @@ std::string FormatSockaddr(const sockaddr_storage& ss);
 std::string FormatSockName(int fd);
 // "HOST:PORT", bracketing an IPv6 host.
 std::string JoinHostPort(std::string_view host, uint16_t port);
+// The other way: "HOST:PORT" or "[IPv6]:PORT" into the host (no brackets;
+// any text, names included) and a port of 0-65535. False with *why (as
+// ParseSocketAddress words it) when it is not of that shape.
+bool SplitHostPort(std::string_view s, std::string* host, uint16_t* port, std::string* why);
 
 }  // namespace weft

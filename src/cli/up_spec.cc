@@ -6,14 +6,16 @@
 #include <cstdlib>
 #include <set>
 
+#include "base/net.h"
 #include "base/yaml_fields.h"
 #include "mesh/names.h"
 
 namespace weft::cli {
 
 uint16_t PortOf(const std::string& host_port) {
-  const size_t c = host_port.rfind(':');
-  return c == std::string::npos ? 0 : static_cast<uint16_t>(std::atoi(host_port.c_str() + c + 1));
+  std::string host, why;
+  uint16_t port = 0;
+  return SplitHostPort(host_port, &host, &port, &why) ? port : 0;
 }
 
 bool ParseUpFile(const std::string& text, UpSpec* spec, std::string* err) {

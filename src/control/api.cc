@@ -248,7 +248,10 @@ asio::awaitable<Response> Api::Handle(Request& req) {
   if (StartsWith(path, "/v1/config")) {
     std::string_view rest = path.substr(10);
     if (!rest.empty() && rest[0] != '/') co_return Error(404, "not found: " + std::string(path));
-    co_return co_await ConfigRequest(req, rest.empty() ? rest : rest.substr(1));
+    // Worked out before the co_await: GCC 12 miscompiles a conditional
+    // expression in its operand (the request never completed).
+    const std::string_view sub = rest.empty() ? rest : rest.substr(1);
+    co_return co_await ConfigRequest(req, sub);
   }
   co_return Error(404, "not found: " + std::string(path) +
                            " (see docs/api.md: /v1/catalog, /v1/health, /v1/config)");

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <string>
 
+#include "base/net.h"
 #include "control/api.h"
 #include "control/api_internal.h"
 
@@ -106,9 +107,7 @@ Response Api::PrometheusSd(const Request& req) {
                      {"__meta_weft_tags", tags},
                      {"__meta_weft_zone", s.zone.empty() ? n.zone : s.zone}};
       for (const auto& [k, v] : s.meta) labels["__meta_weft_service_metadata_" + label_name(k)] = v;
-      const std::string target = addr.find(':') != std::string::npos
-                                     ? "[" + addr + "]:" + std::to_string(s.port)
-                                     : addr + ":" + std::to_string(s.port);
+      const std::string target = JoinHostPort(addr, s.port);
       out.push_back({{"targets", json::array({target})}, {"labels", labels}});
     }
   }

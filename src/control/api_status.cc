@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/net.h"
 #include "base/prometheus.h"
 #include "control/api.h"
 #include "control/api_internal.h"
@@ -40,12 +41,9 @@ Response Api::AgentSelf() {
 
 Response Api::AgentMembers() {
   json out = json::array();
-  auto host_port = [](const std::string& a) {
-    size_t c = a.rfind(':');
-    return std::make_pair(a.substr(0, c),
-                          c == std::string::npos ? 0 : std::atoi(a.c_str() + c + 1));
-  };
-  auto [addr, port] = host_port(http_addr_);
+  std::string addr, why;
+  uint16_t port = 0;
+  SplitHostPort(http_addr_, &addr, &port, &why);  // the bound address: always of that shape
   out.push_back({{"Name", opts_.name},
                  {"Addr", addr},
                  {"Port", port},
@@ -57,7 +55,10 @@ Response Api::AgentMembers() {
   for (const auto& [key, value] : members_) {
     json m = json::parse(value, nullptr, false);
     if (!m.is_object() || m.value("Name", "") == opts_.name) continue;
-    auto [a, p] = host_port(m.value("Http", ""));
+    // Another server's record in the store: not trusted to be well formed.
+    std::string a;
+    uint16_t p = 0;
+    if (!SplitHostPort(m.value("Http", ""), &a, &p, &why)) a = m.value("Http", "");
     out.push_back({{"Name", m.value("Name", "")},
                    {"Addr", a},
                    {"Port", p},

@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "base/log.h"
+#include "base/net.h"
 #include "base/prometheus.h"
 #include "base/time.h"
 #include "control/stream_internal.h"
@@ -64,8 +65,11 @@ Status StreamServer::Start(const std::string& addr) {
   if (addr.rfind("unix:", 0) == 0) {
     bound_ = addr;  // a local socket (the agent serving its node's proxies)
   } else {
-    size_t colon = addr.rfind(':');
-    bound_ = addr.substr(0, colon) + ":" + std::to_string(port);
+    std::string host, why;
+    uint16_t asked = 0;
+    bound_ = SplitHostPort(addr, &host, &asked, &why)
+                 ? JoinHostPort(host, static_cast<uint16_t>(port))
+                 : addr;
   }
   return {};
 }

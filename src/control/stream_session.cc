@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/net.h"
 #include "control/stream_internal.h"
 
 namespace weft::control {
@@ -31,12 +32,10 @@ void StreamServer::Session::Offer(const SnapshotPtr& snap) {
 nlohmann::json StreamServer::Session::Describe() {
   std::lock_guard<std::mutex> l(mu_);
   // gRPC names peers "ipv4:1.2.3.4:5678" / "ipv6:[::1]:5678".
-  std::string addr = peer_.substr(peer_.find(':') + 1);
-  int port = 0;
-  if (size_t colon = addr.rfind(':'); colon != std::string::npos) {
-    port = std::atoi(addr.c_str() + colon + 1);
-    addr.resize(colon);
-  }
+  std::string addr, why;
+  uint16_t port = 0;
+  if (!SplitHostPort(std::string_view(peer_).substr(peer_.find(':') + 1), &addr, &port, &why))
+    addr = peer_;  // not an IP peer (a unix socket): shown as gRPC names it
   return {{"Name", client_.id().empty() ? peer_ : client_.id()},
           {"Addr", addr},
           {"Port", port},

@@ -386,8 +386,6 @@ bool ResolveConfig(ProxyConfig* cfg, std::string* error) {
     for (size_t j = 0; j < l.routes.size(); ++j) {
       RouteConfig& r = l.routes[j];
       const std::string rp = p + ".routes[" + std::to_string(j) + "]";
-      if (!r.name.empty() && !mesh::IsIdentifier(r.name))
-        return fail(rp + ".name", r.name, mesh::kIdentifierRule);
       if (r.retries > static_cast<int>(mesh::kMaxRetryAttempts)) {
         return fail(rp + ".retries", std::to_string(r.retries),
                     "exceeds the limit of " + std::to_string(mesh::kMaxRetryAttempts));

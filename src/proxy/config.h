@@ -128,10 +128,11 @@ std::shared_ptr<const ProxyConfig> ParseConfig(const std::string& yaml, const st
 
 // The checks across fields that every config passes, from the bootstrap
 // file (after its fields are parsed) or from the control plane's stream:
-// the name rule, duplicates, listener addresses, cluster references, split
-// weights, retry limits. Resolves the cluster references and the capture
-// tables. On failure returns false with one line: the field's path in the
-// config as the admin /config lists it ("listeners[1].routes[0].cluster
+// the name rule for listeners and clusters (route names are the bootstrap
+// parser's: the stream names them LISTENER/N), duplicates, listener addresses, cluster references,
+// split weights, retry limits. Resolves the cluster references and the capture tables. On failure
+// returns false with one line: the field's path in the config as the admin /config lists it
+// ("listeners[1].routes[0].cluster
 // \"x\": no cluster with that name").
 inline constexpr size_t kMaxSplitClusters = 64;
 inline constexpr uint32_t kMaxSplitWeight = 10000;

@@ -30,6 +30,10 @@ def test_apply_get_delete_roundtrip(server, tmp_path):
     assert r.returncode == 0 and all(l.endswith(" unchanged") for l in r.stdout.splitlines()), r.stdout
     _, index_after = s.get_json("/v1/config/Route/reviews")
     assert index_after == index_before
+    # Every entry, with and without the trailing slash, in one namespace or all.
+    for path in ("/v1/config", "/v1/config/", "/v1/config?ns=*"):
+        status, _, body = s.request("GET", path, timeout=5)
+        assert status == 200 and len(json.loads(body)) == 4, (path, status, body)
 
     # get -o yaml output applies back unchanged; -o json carries the spec.
     y = s.ctl("get", "route", "reviews", "-o", "yaml")

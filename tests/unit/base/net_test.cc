@@ -38,6 +38,24 @@ TEST(SocketAddress, RefusalsSayWhy) {
   EXPECT_EQ(why, "host must be an IP address (or localhost)");
 }
 
+TEST(SocketAddress, SplitHostPortIsTheInverseOfJoin) {
+  std::string host, why;
+  uint16_t port = 0;
+  ASSERT_TRUE(SplitHostPort("[::1]:8502", &host, &port, &why));
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 8502);
+  EXPECT_EQ(JoinHostPort(host, port), "[::1]:8502");
+  ASSERT_TRUE(SplitHostPort("reviews.service.weft:80", &host, &port, &why));
+  EXPECT_EQ(host, "reviews.service.weft");
+  EXPECT_EQ(port, 80);
+  EXPECT_FALSE(SplitHostPort("h:70000", &host, &port, &why));
+  EXPECT_EQ(why, "port out of range");
+  EXPECT_FALSE(SplitHostPort("h:8o", &host, &port, &why));
+  EXPECT_EQ(why, "port is not a number");
+  EXPECT_FALSE(SplitHostPort("[::1]8080", &host, &port, &why));
+  EXPECT_FALSE(SplitHostPort("nohostport", &host, &port, &why));
+}
+
 TEST(SocketAddress, JoinHostPortBracketsV6) {
   EXPECT_EQ(JoinHostPort("10.0.0.1", 80), "10.0.0.1:80");
   EXPECT_EQ(JoinHostPort("::1", 80), "[::1]:80");
