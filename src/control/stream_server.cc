@@ -13,12 +13,12 @@
 namespace weft::control {
 
 StreamServer::StreamServer(asio::io_context& io, Api& api, StreamOptions opts)
-    : io_(io),
+    : liveness_(io),
+      io_(io),
       api_(api),
       opts_(std::move(opts)),
       compiler_(api.catalog(), api.config()),
-      debounce_(io),
-      liveness_(io) {
+      debounce_(io) {
   api_.OnChange([this] { OnStateChange(); });
   if (opts_.node_timeout_ms > 0) LivenessTick();
   api_.AddMemberSource([this](nlohmann::json* out) {
