@@ -189,6 +189,15 @@ TEST(Stream, GoesThroughTheBootstrapsValidator) {
               for (int i = 0; i < 65; ++i) r->add_clusters()->set_cluster("api");
             })).find("at most 64 clusters in a split"),
             std::string::npos);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->clear_clusters();
+              for (int i = 0; i < 2; ++i) {
+                auto* w = r->add_clusters();
+                w->set_cluster("api");
+                w->set_weight(10001);
+              }
+            })).find("listeners[0].routes[0].clusters[0].weight \"10001\": exceeds 10000"),
+            std::string::npos);
 }
 
 TEST(Stream, EnumsComeFromTheSameTablesAsTheBootstrap) {
