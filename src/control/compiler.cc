@@ -247,12 +247,25 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
   *reg_service = reg->service;
   const mesh::SidecarProxy& sp = *reg->proxy;
 
-  auto protocol_of = [&](const std::string& svc, const std::string& ns) -> std::string {
+  // The service's first port's protocol as its Service declares it: http,
+  // http2, grpc or tcp (http when no Service is declared).
+  auto port_protocol_of = [&](const std::string& svc, const std::string& ns) -> std::string {
     const ConfigEntry* e = config_.Find("Service", ns, svc);
     if (!e) return "http";
     const auto& spec = std::get<mesh::ServiceSpec>(e->manifest.spec);
     if (spec.ports.empty()) return "http";
-    return spec.ports[0].protocol == "tcp" ? "tcp" : "http";
+    return spec.ports[0].protocol;
+  };
+  // A listener is "http" for every HTTP version (it accepts HTTP/1.1 and
+  // HTTP/2 both) or "tcp".
+  auto listener_protocol_of = [&](const std::string& svc, const std::string& ns) -> std::string {
+    return port_protocol_of(svc, ns) == "tcp" ? "tcp" : "http";
+  };
+  // A cluster says what its endpoints speak: "http" (HTTP/1.1), "http2"
+  // (http2 and grpc services) or "tcp".
+  auto cluster_protocol_of = [&](const std::string& svc, const std::string& ns) -> std::string {
+    const std::string p = port_protocol_of(svc, ns);
+    return p == "http2" || p == "grpc" ? "http2" : p;
   };
   auto mtls_of = [&](const std::string& svc, const std::string& ns) -> std::string {
     const ConfigEntry* e = config_.Find("Service", ns, svc);
@@ -281,7 +294,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c->set_namespace_(ns);
     c->set_lb(tp.lb);
     c->set_connect_timeout_ms(tp.connect_timeout_ms);
-    c->set_protocol(protocol_of(svc, ns));
+    c->set_protocol(cluster_protocol_of(svc, ns));
     out[ResourceKey("cluster", name)] = Finish(std::move(r));
     out[ResourceKey("endpoints", name)] = EndpointsFor(name, svc, ns);
     return name;
@@ -289,7 +302,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
 
   // Inbound: the sidecar's port in front of the local app.
   if (sp.local_service_port != 0) {
-    const std::string proto = protocol_of(id.service, id.ns);
+    const std::string proto = listener_protocol_of(id.service, id.ns);
     const std::string bind = reg->address.empty() ? reg_node->address : reg->address;
     pb::Resource l;
     l.set_type("listener");
@@ -326,7 +339,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c.mutable_cluster()->set_namespace_(id.ns);
     c.mutable_cluster()->set_lb("round_robin");
     c.mutable_cluster()->set_connect_timeout_ms(1000);
-    c.mutable_cluster()->set_protocol(proto);
+    c.mutable_cluster()->set_protocol(cluster_protocol_of(id.service, id.ns));
     out[ResourceKey("cluster", "local_app")] = Finish(std::move(c));
     pb::Resource e;
     e.set_type("endpoints");
@@ -343,7 +356,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
   // route table named after the listener, from the destination's Route.
   auto route_outbound = [&](pb::Listener* li, const std::string& dest, const std::string& ns) {
     deps->insert(dest);
-    const std::string proto = protocol_of(dest, ns);
+    const std::string proto = listener_protocol_of(dest, ns);
     const mesh::TrafficPolicySpec tp = policy_of(dest, ns);
     const std::string& lname = li->name();
     li->set_protocol(proto);

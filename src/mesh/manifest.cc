@@ -61,12 +61,7 @@ ServiceSpec ParseService(const YAML::Node& s) {
     if (!ports[i]["port"]) Fail(p + ".port", "missing");
     sp.port = static_cast<uint32_t>(Unsigned(ports[i]["port"], p + ".port", 1, 65535));
     if (ports[i]["protocol"]) {
-      sp.protocol = OneOf(ports[i]["protocol"], p + ".protocol", {"http", "tcp", "http2", "grpc"});
-      if (sp.protocol == "http2" || sp.protocol == "grpc") {
-        Fail(p + ".protocol \"" + sp.protocol + "\"",
-             "not supported yet: the proxy speaks HTTP/1.1 and TCP; declare tcp to carry it as "
-             "opaque TCP until HTTP/2 and gRPC arrive");
-      }
+      sp.protocol = OneOf(ports[i]["protocol"], p + ".protocol", {"http", "http2", "grpc", "tcp"});
     }
     out.ports.push_back(sp);
   }

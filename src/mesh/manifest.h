@@ -17,7 +17,7 @@ namespace weft::mesh {
 
 struct ServicePort {
   uint32_t port = 0;
-  std::string protocol = "http";  // http | tcp (http2 | grpc: refused until the proxy speaks them)
+  std::string protocol = "http";  // http | http2 | grpc | tcp
 };
 
 struct ServiceSpec {

@@ -197,7 +197,8 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
 }
 
 ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
-  CheckKeys(n, path, {"name", "lb", "connect_timeout", "endpoints", "max_idle_per_endpoint"});
+  CheckKeys(n, path,
+            {"name", "lb", "protocol", "connect_timeout", "endpoints", "max_idle_per_endpoint"});
   ClusterConfig c;
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
@@ -207,6 +208,12 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
       Fail(path + ".lb \"" + lb + "\"",
            "unknown policy (use round_robin, least_request or random)");
     c.lb = *p;
+  }
+  if (n["protocol"]) {
+    std::string proto = Scalar(n["protocol"], path + ".protocol");
+    auto p = UpstreamProtocolFromName(proto);
+    if (!p) Fail(path + ".protocol \"" + proto + "\"", "unknown protocol (use http1 or http2)");
+    c.protocol = *p;
   }
   if (n["connect_timeout"])
     c.connect_timeout_ms = Duration(n["connect_timeout"], path + ".connect_timeout");
@@ -296,6 +303,13 @@ std::optional<MeshTlsMode> MeshTlsModeFromName(std::string_view name) {
   return std::nullopt;
 }
 
+std::optional<UpstreamProtocol> UpstreamProtocolFromName(std::string_view name) {
+  for (UpstreamProtocol p : {UpstreamProtocol::kHttp1, UpstreamProtocol::kHttp2}) {
+    if (name == UpstreamProtocolName(p)) return p;
+  }
+  return std::nullopt;
+}
+
 std::optional<uint32_t> RetryOnFromName(std::string_view name) {
   if (name == mesh::kRetryOnNames[0]) return kRetryOnConnectFailure;
   if (name == mesh::kRetryOnNames[1]) return kRetryOnReset;
@@ -310,6 +324,16 @@ const char* LbPolicyName(LbPolicy p) {
       return "least_request";
     case LbPolicy::kRandom:
       return "random";
+  }
+  return "?";
+}
+
+const char* UpstreamProtocolName(UpstreamProtocol p) {
+  switch (p) {
+    case UpstreamProtocol::kHttp1:
+      return "http1";
+    case UpstreamProtocol::kHttp2:
+      return "http2";
   }
   return "?";
 }
@@ -487,6 +511,7 @@ std::string ConfigToJson(const ProxyConfig& c) {
   for (const auto& cl : c.clusters) {
     json jc{{"name", cl.name},
             {"lb", LbPolicyName(cl.lb)},
+            {"protocol", UpstreamProtocolName(cl.protocol)},
             {"connect_timeout_ms", cl.connect_timeout_ms},
             {"max_idle_per_endpoint", cl.max_idle_per_endpoint}};
     if (!cl.peer_id.empty()) jc["peer_id"] = cl.peer_id;

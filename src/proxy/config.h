@@ -20,15 +20,19 @@ enum class Protocol : uint8_t { kHttp, kTcp };
 // Mesh TLS on an inbound listener: off (plain), strict (mTLS only), or
 // permissive (mTLS, and plaintext for clients not yet in the mesh).
 enum class MeshTlsMode : uint8_t { kOff, kStrict, kPermissive };
-// MeshTlsModeName and LbPolicyName return string literals.
+// MeshTlsModeName, LbPolicyName and UpstreamProtocolName return string literals.
 const char* MeshTlsModeName(MeshTlsMode m);
 enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom };
 const char* LbPolicyName(LbPolicy p);
+// The HTTP version a cluster speaks to its endpoints.
+enum class UpstreamProtocol : uint8_t { kHttp1, kHttp2 };
+const char* UpstreamProtocolName(UpstreamProtocol p);  // http1 | http2
 
 // One table per enum, shared by the bootstrap file and the config stream:
 // the name to value, or nullopt for a name this proxy does not know.
 std::optional<LbPolicy> LbPolicyFromName(std::string_view name);        // round_robin | ...
 std::optional<MeshTlsMode> MeshTlsModeFromName(std::string_view name);  // off | strict | permissive
+std::optional<UpstreamProtocol> UpstreamProtocolFromName(std::string_view name);  // http1 | http2
 // Retry conditions, as a bit mask (RouteConfig::retry_on).
 inline constexpr uint32_t kRetryOnConnectFailure = 1;
 inline constexpr uint32_t kRetryOnReset = 2;
@@ -104,6 +108,9 @@ struct Endpoint {
 struct ClusterConfig {
   std::string name;
   LbPolicy lb = LbPolicy::kRoundRobin;
+  // The HTTP version spoken to the endpoints: HTTP/1.1, or HTTP/2 with prior
+  // knowledge (plaintext) / ALPN h2 (mesh TLS).
+  UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   int64_t connect_timeout_ms = 1000;
   uint32_t max_idle_per_endpoint = 64;  // per worker
   std::string peer_id;                  // mesh TLS: the SPIFFE ID its endpoints must present

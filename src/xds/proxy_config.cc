@@ -58,9 +58,13 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
       if (!lb) return fail("cluster " + c.name() + ": unknown lb \"" + c.lb() + "\"");
       cc.lb = *lb;
     }
-    if (!c.protocol().empty() && c.protocol() != "http" && c.protocol() != "tcp") {
-      return fail("cluster " + c.name() + ": protocol \"" + c.protocol() +
-                  "\": not supported by this proxy yet (http, tcp)");
+    // "" and "http": HTTP/1.1; "http2" and "grpc": HTTP/2; "tcp": a tcp
+    // listener's cluster, where the HTTP version does not apply.
+    if (c.protocol() == "http2" || c.protocol() == "grpc") {
+      cc.protocol = proxy::UpstreamProtocol::kHttp2;
+    } else if (!c.protocol().empty() && c.protocol() != "http" && c.protocol() != "tcp") {
+      return fail("cluster " + c.name() + ": unknown protocol \"" + c.protocol() +
+                  "\" (use http, http2, grpc or tcp)");
     }
     if (c.connect_timeout_ms() > 0) cc.connect_timeout_ms = c.connect_timeout_ms();
     if (!trust_domain.empty() && !c.service().empty() && c.name() != "local_app") {

@@ -79,15 +79,13 @@ def test_fields_the_proxy_cannot_honour_are_refused_at_apply(server, tmp_path):
             "spec.retries.perTryTimeout: not supported yet",
         "kind: TrafficPolicy\nmetadata: {name: c}\nspec: {retries: {attempts: 10}}\n":
             "spec.retries.attempts",
-        "kind: Service\nmetadata: {name: d}\nspec: {ports: [{port: 50051, protocol: grpc}]}\n":
-            "spec.ports[0].protocol \"grpc\": not supported yet",
     }
     for i, (doc, why) in enumerate(cases.items()):
         f = tmp_path / f"m{i}.yaml"
         f.write_text(doc)
         r = s.ctl("apply", "-f", str(f))
         assert r.returncode == 1 and why in r.stderr, (doc, r.stderr)
-    for kind, name in [("TrafficPolicy", "a"), ("TrafficPolicy", "b"), ("TrafficPolicy", "c"), ("Service", "d")]:
+    for kind, name in [("TrafficPolicy", "a"), ("TrafficPolicy", "b"), ("TrafficPolicy", "c")]:
         status, _, _ = s.request("GET", f"/v1/config/{kind}/{name}")
         assert status == 404, (kind, name)
     # What it can honour is accepted and reads back as written.
@@ -97,6 +95,17 @@ def test_fields_the_proxy_cannot_honour_are_refused_at_apply(server, tmp_path):
     assert r.returncode == 0, r.stderr
     r = s.ctl("get", "trafficpolicy", "e", "-o", "yaml")
     assert r.returncode == 0 and "attempts: 0" in r.stdout and "connect-failure" in r.stdout, r.stdout + r.stderr
+    # HTTP/2 and gRPC ports are declared as such.
+    ports = tmp_path / "ports.yaml"
+    ports.write_text("kind: Service\nmetadata: {name: d}\nspec: {ports: [{port: 50051, protocol: grpc}]}\n"
+                     "---\n"
+                     "kind: Service\nmetadata: {name: f}\nspec: {ports: [{port: 8443, protocol: http2}]}\n")
+    r = s.ctl("apply", "-f", str(ports))
+    assert r.returncode == 0, r.stderr
+    r = s.ctl("get", "service", "d", "-o", "yaml")
+    assert r.returncode == 0 and "protocol: grpc" in r.stdout, r.stdout + r.stderr
+    r = s.ctl("get", "service", "f", "-o", "yaml")
+    assert r.returncode == 0 and "protocol: http2" in r.stdout, r.stdout + r.stderr
 
 
 def test_bad_manifests_name_the_field(server, tmp_path):

@@ -225,6 +225,43 @@ TEST_F(CompilerTest, InboundIsStrictByDefaultAndEndpointsBehindSidecarsSpeakMtls
   EXPECT_EQ(Find(compiler_.Get(web_), "listener/inbound")->listener().mtls(), "permissive");
 }
 
+// Listeners speak "http" for every HTTP version; clusters say which one
+// their endpoints speak: http2 for http2 and grpc services.
+TEST_F(CompilerTest, ClusterProtocolFollowsTheServicePort) {
+  Register("a", "reviews", "r1", 7001);
+  Sidecar();
+  SnapshotPtr s = compiler_.Get(web_);
+  EXPECT_EQ(Find(s, "listener/inbound")->listener().protocol(), "http");
+  EXPECT_EQ(Find(s, "cluster/local_app")->cluster().protocol(), "http") << "no Service: http";
+  EXPECT_EQ(Find(s, "cluster/reviews")->cluster().protocol(), "http");
+
+  Apply(
+      "kind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 8080, protocol: grpc}]}\n"
+      "---\n"
+      "kind: Service\nmetadata: {name: reviews}\nspec: {ports: [{port: 7001, protocol: http2}]}\n");
+  Changed(true);
+  compiler_.TakeChanged();
+  s = compiler_.Get(web_);
+  const auto& inbound = Find(s, "listener/inbound")->listener();
+  EXPECT_EQ(inbound.protocol(), "http");
+  EXPECT_EQ(inbound.route_table(), "inbound");
+  EXPECT_EQ(Find(s, "cluster/local_app")->cluster().protocol(), "http2");
+  EXPECT_EQ(Find(s, "listener/upstream_reviews")->listener().protocol(), "http");
+  EXPECT_EQ(Find(s, "cluster/reviews")->cluster().protocol(), "http2");
+
+  Apply(
+      "kind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 8080, protocol: tcp}]}\n"
+      "---\n"
+      "kind: Service\nmetadata: {name: reviews}\nspec: {ports: [{port: 7001, protocol: http}]}\n");
+  Changed(true);
+  compiler_.TakeChanged();
+  s = compiler_.Get(web_);
+  EXPECT_EQ(Find(s, "listener/inbound")->listener().protocol(), "tcp");
+  EXPECT_EQ(Find(s, "cluster/local_app")->cluster().protocol(), "tcp");
+  EXPECT_EQ(Find(s, "listener/upstream_reviews")->listener().protocol(), "http");
+  EXPECT_EQ(Find(s, "cluster/reviews")->cluster().protocol(), "http");
+}
+
 TEST_F(CompilerTest, PoliciesForTheServiceAndMeshWideOnes) {
   Sidecar();
   Apply(R"(kind: AuthorizationPolicy

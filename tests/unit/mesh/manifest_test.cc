@@ -96,14 +96,6 @@ TEST(Manifest, FieldsTheProxyCannotHonourAreRefused) {
                 .find("spec.retries.attempts"),
             std::string::npos)
       << "the same limit as the proxy's";
-  EXPECT_NE(
-      Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1, protocol: grpc}]}\n")
-          .find("spec.ports[0].protocol \"grpc\": not supported yet"),
-      std::string::npos);
-  EXPECT_NE(
-      Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1, protocol: http2}]}\n")
-          .find("not supported yet"),
-      std::string::npos);
   EXPECT_NE(Error("kind: Route\nmetadata: {name: a}\nspec: {service: s, rules: [{backends: "
                   "[{service: b, weight: 0}]}]}\n")
                 .find("needs at least one backend with a weight above 0"),
@@ -116,6 +108,30 @@ TEST(Manifest, FieldsTheProxyCannotHonourAreRefused) {
                 .find("spec.portz: unknown field"),
             std::string::npos);
   EXPECT_NE(Error("kind: [\n").find("manifest error: line"), std::string::npos);
+}
+
+TEST(Manifest, ServicePortProtocols) {
+  auto r = ParseManifests(
+      "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 50051, protocol: grpc}, "
+      "{port: 8443, protocol: http2}, {port: 80, protocol: http}, {port: 5432, protocol: tcp}, "
+      "{port: 81}]}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& svc = std::get<ServiceSpec>(r.value()[0].spec);
+  ASSERT_EQ(svc.ports.size(), 5u);
+  EXPECT_EQ(svc.ports[0].protocol, "grpc");
+  EXPECT_EQ(svc.ports[1].protocol, "http2");
+  EXPECT_EQ(svc.ports[2].protocol, "http");
+  EXPECT_EQ(svc.ports[3].protocol, "tcp");
+  EXPECT_EQ(svc.ports[4].protocol, "http") << "the default";
+  // And back through the JSON the server stores.
+  auto back = FromJson(ToJson(r.value()[0]));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(std::get<ServiceSpec>(back.value().spec).ports[0].protocol, "grpc");
+
+  EXPECT_EQ(
+      Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1, protocol: http3}]}\n"),
+      "manifest error: document 1 (Service default/a): spec.ports[0].protocol \"http3\": unknown "
+      "value (use http, http2, grpc, tcp)");
 }
 
 TEST(Manifest, ListsAreBounded) {

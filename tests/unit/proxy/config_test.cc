@@ -118,6 +118,32 @@ TEST(Config, ErrorsNameTheFieldAndTheFix) {
             std::string::npos);
 }
 
+// clusters[].protocol: the HTTP version spoken to the endpoints.
+TEST(Config, ClusterProtocol) {
+  std::string err;
+  auto cfg = ParseConfig(
+      "listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: h2}]}]\n"
+      "clusters: [{name: h2, protocol: http2, endpoints: [127.0.0.1:1]},\n"
+      "           {name: h1, protocol: http1, endpoints: [127.0.0.1:2]},\n"
+      "           {name: plain, endpoints: [127.0.0.1:3]}]\n",
+      "t", &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  EXPECT_EQ(cfg->clusters[0].protocol, UpstreamProtocol::kHttp2);
+  EXPECT_EQ(cfg->clusters[1].protocol, UpstreamProtocol::kHttp1);
+  EXPECT_EQ(cfg->clusters[2].protocol, UpstreamProtocol::kHttp1) << "the default";
+  // The admin /config dump shows it.
+  const std::string json = ConfigToJson(*cfg);
+  EXPECT_NE(json.find("\"protocol\": \"http2\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"protocol\": \"http1\""), std::string::npos) << json;
+
+  EXPECT_EQ(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
+                  "clusters: [{name: c, protocol: http3, endpoints: [127.0.0.1:1]}]\n"),
+            "config error: clusters[0].protocol \"http3\": unknown protocol (use http1 or http2)");
+  EXPECT_EQ(UpstreamProtocolFromName("h2"), std::nullopt);
+  EXPECT_EQ(UpstreamProtocolFromName("http2"), UpstreamProtocol::kHttp2);
+  EXPECT_STREQ(UpstreamProtocolName(UpstreamProtocol::kHttp1), "http1");
+}
+
 TEST(Config, LimitsAndTimeouts) {
   std::string err;
   auto cfg = ParseConfig(std::string(R"(

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <utility>
+#include <vector>
 
 #include "weft/v1/config.pb.h"
 
@@ -213,11 +215,30 @@ TEST(Stream, EnumsComeFromTheSameTablesAsTheBootstrap) {
   ASSERT_NE(cfg, nullptr) << err;
   EXPECT_EQ(cfg->clusters[0].lb, proxy::LbPolicy::kLeastRequest);
   EXPECT_EQ(cfg->listeners[0].mtls, proxy::MeshTlsMode::kOff);
+}
 
-  c.mutable_cluster()->set_protocol("grpc");
+// The cluster's protocol: "" and "http" are HTTP/1.1, "http2" and "grpc"
+// HTTP/2; "tcp" (a tcp listener's cluster) keeps the default.
+TEST(Stream, ClusterProtocolPicksTheUpstreamHttpVersion) {
+  auto state = RouteState([](pb::Route*) {});
+  pb::Resource c = *state["cluster/api"];
+  for (const auto& [name, want] : std::vector<std::pair<std::string, proxy::UpstreamProtocol>>{
+           {"", proxy::UpstreamProtocol::kHttp1},
+           {"http", proxy::UpstreamProtocol::kHttp1},
+           {"tcp", proxy::UpstreamProtocol::kHttp1},
+           {"http2", proxy::UpstreamProtocol::kHttp2},
+           {"grpc", proxy::UpstreamProtocol::kHttp2}}) {
+    c.mutable_cluster()->set_protocol(name);
+    state["cluster/api"] = Res(c);
+    std::string err;
+    auto cfg = ConfigFromResources(ProxyConfig{}, state, &err);
+    ASSERT_NE(cfg, nullptr) << name << ": " << err;
+    EXPECT_EQ(cfg->clusters[0].protocol, want) << name;
+  }
+
+  c.mutable_cluster()->set_protocol("spdy");
   state["cluster/api"] = Res(c);
-  EXPECT_NE(Nack(state).find("cluster api: protocol \"grpc\": not supported by this proxy yet"),
-            std::string::npos);
+  EXPECT_EQ(Nack(state), "cluster api: unknown protocol \"spdy\" (use http, http2, grpc or tcp)");
 }
 
 }  // namespace
