@@ -9,11 +9,12 @@ PKGS=(
   libclang-rt-14-dev
   # libraries
   libasio-dev libssl-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libfmt-dev
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libnghttp2-dev
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl openssl
   nginx-light haproxy redis-server redis-tools prometheus bind9-dnsutils
   etcd-server etcd-client python3-consul python3-grpcio tcpdump python3-cryptography iptables
+  nghttp2-client python3-h2
   # benchmarks and tooling
   wrk procps iproute2 valgrind
 )
@@ -25,7 +26,18 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
+# Node.js and npm (the grpc-js test peer): the machine's own when present
+# (its npm may come with nodejs from another repository), else Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
+node_peer() {
+  bash "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/node_grpc/install.sh" >/dev/null
+}
+
 if [ "${#missing[@]}" -eq 0 ]; then
+  node_peer
   echo "deps: all ${#PKGS[@]} packages present"
   exit 0
 fi
@@ -42,4 +54,5 @@ for svc in nginx haproxy redis-server prometheus etcd; do
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
   if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
 done
+node_peer
 echo "deps: done"

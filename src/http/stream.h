@@ -74,6 +74,10 @@ class ServerStream {
   // Abandons the exchange: the peer sees a reset (HTTP/1.1: the connection
   // closes after what was sent).
   virtual void Reset(ResetReason r) = 0;
+  // A deadline fired: the read or send this stream waits on, if any,
+  // completes now with a failure (a reset event, or false). Later calls
+  // work as usual, so the caller can still answer (a 504, say).
+  virtual void CancelWaits() {}
   // After a 101 response to an upgrade: the raw connection and the bytes
   // already read past the request head. Null when the codec cannot tunnel.
   virtual io::Stream* TakeTunnel(std::string_view* pending) = 0;
@@ -103,6 +107,10 @@ class ServerCodec {
   virtual void Drain() = 0;
   // Whether another stream may follow the current ones.
   virtual bool open() const = 0;
+  // Whether streams run side by side (HTTP/2): NextStream may be called
+  // again before the stream it returned is done, and a stream's own
+  // failure or local reply does not end the connection.
+  virtual bool multiplexed() const { return false; }
 };
 
 // The upstream side of one exchange.

@@ -12,6 +12,7 @@
 
 #include "base/net.h"
 #include "http/http1/parser.h"
+#include "http/http2/settings.h"
 #include "proxy/authz.h"
 
 namespace weft::proxy {
@@ -78,6 +79,7 @@ struct ListenerConfig {
   MeshTlsMode mtls = MeshTlsMode::kOff;
   std::shared_ptr<const authz::Policies> authz;  // inbound: null when no policy applies
   http1::Limits limits;
+  http2::Settings http2;                   // HTTP/2 clients (preface or ALPN h2)
   uint64_t max_connections = 10000;        // per worker
   uint64_t max_request_body_bytes = 0;     // 0: unlimited (streamed)
   int64_t header_read_timeout_ms = 10000;  // until the request head is complete -> 408

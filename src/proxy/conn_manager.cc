@@ -7,8 +7,11 @@
 #include "base/strings.h"
 #include "base/time.h"
 #include "http/http1/codec.h"
+#include "http/http2/codec.h"
+#include "io/asio.h"
 #include "proxy/access_log.h"
 #include "proxy/router.h"
+#include "proxy/tls.h"
 
 namespace weft::proxy {
 namespace {
@@ -71,8 +74,7 @@ const http::ResponseHeaders kContinue = [] {
 HttpConnectionManager::HttpConnectionManager(Worker* w, std::shared_ptr<ListenerRuntime> l,
                                              tcp::socket s,
                                              std::unique_ptr<upstream::HttpUpstream> upstream)
-    : w_(w), listener_(std::move(l)), down_(std::move(s)), up_(std::move(upstream)) {
-  if (!up_) up_ = std::make_unique<upstream::Http1Upstream>(w_);
+    : w_(w), listener_(std::move(l)), down_(std::move(s)), serial_(this, std::move(upstream)) {
   w_->Track(this);
   w_->ConnectionOpened();
   ++listener_->active;
@@ -85,7 +87,6 @@ HttpConnectionManager::HttpConnectionManager(Worker* w, std::shared_ptr<Listener
 }
 
 HttpConnectionManager::~HttpConnectionManager() {
-  up_.reset();  // gives its connection back before the counters below
   w_->Untrack(this);
   w_->ConnectionClosed();
   --listener_->active;
@@ -95,10 +96,31 @@ HttpConnectionManager::~HttpConnectionManager() {
 void HttpConnectionManager::OnDeadline() {
   timed_out_ = true;
   down_.Cancel();
-  up_->Cancel();
 }
 
 void HttpConnectionManager::SetDeadline(int64_t ms) { deadline_ms = ms > 0 ? Now() + ms : kNever; }
+
+HttpConnectionManager::ActiveStream::ActiveStream(HttpConnectionManager* cm,
+                                                  std::unique_ptr<upstream::HttpUpstream> up)
+    : cm_(cm), w_(cm->w_), up_(std::move(up)) {
+  if (!up_) up_ = std::make_unique<upstream::PoolUpstream>(w_);
+  w_->Track(this);
+}
+
+HttpConnectionManager::ActiveStream::~ActiveStream() {
+  up_.reset();  // gives its connection back before the connection's counters go
+  w_->Untrack(this);
+}
+
+void HttpConnectionManager::ActiveStream::OnDeadline() {
+  timed_out_ = true;
+  if (s_) s_->CancelWaits();
+  up_->Cancel();
+}
+
+void HttpConnectionManager::ActiveStream::SetDeadline(int64_t ms) {
+  deadline_ms = ms > 0 ? Now() + ms : kNever;
+}
 
 bool HttpConnectionManager::TakeConfig(Ctx* c) {
   // Copy the snapshot pointer only when it changed (a reload): the request
@@ -122,6 +144,24 @@ bool HttpConnectionManager::TakeConfig(Ctx* c) {
   return true;
 }
 
+asio::awaitable<bool> HttpConnectionManager::SniffPreface() {
+  // An HTTP/1.1 request never starts with "PRI": the first bytes that differ
+  // from the preface settle it. Peeked, so HTTP/1.1's codec reads them again.
+  char buf[http2::kPreface.size()];
+  for (;;) {
+    auto [ec, n] = co_await down_.socket().async_receive(asio::buffer(buf, sizeof buf),
+                                                         tcp::socket::message_peek, kNoThrow);
+    if (ec || n == 0) co_return false;  // the HTTP/1.1 codec sees the close
+    const std::string_view got(buf, n);
+    if (got != http2::kPreface.substr(0, n)) co_return false;
+    if (n == http2::kPreface.size()) co_return true;
+    // A prefix of the preface: wait for the rest (rare: one segment brings it).
+    asio::steady_timer t(down_.socket().get_executor(), std::chrono::milliseconds(1));
+    co_await t.async_wait(kNoThrow);
+    if (timed_out_) co_return false;
+  }
+}
+
 asio::awaitable<void> HttpConnectionManager::Run() {
   auto self = shared_from_this();
   Ctx c;
@@ -133,12 +173,30 @@ asio::awaitable<void> HttpConnectionManager::Run() {
     down_.Close();
     co_return;
   }
-  // The first byte of a request starts the header-read clock.
-  http1::ServerConnection codec(down_, limits_, {&ls_->bytes_in, &ls_->bytes_out}, [this] {
-    idle = false;
-    SetDeadline(header_timeout_ms_);
-  });
-  co_await Serve(codec);
+  bool h2 = false;
+  if (down_.tls()) {
+    h2 = NegotiatedAlpn(down_.ssl()) == http2::kAlpn;
+  } else {
+    SetDeadline(c.lc->header_read_timeout_ms);
+    h2 = co_await SniffPreface();
+  }
+  if (h2) {
+    ls_->cx_http2.Inc();
+    auto codec = std::make_shared<http2::ServerConnection>(
+        down_, c.lc->http2, http2::Counters{&ls_->bytes_in, &ls_->bytes_out});
+    if (codec->Init()) {
+      codec->Start();
+      co_await Serve(*codec);
+      codec->Abort("connection done");
+    }
+  } else {
+    // The first byte of a request starts the header-read clock.
+    http1::ServerConnection codec(down_, limits_, {&ls_->bytes_in, &ls_->bytes_out}, [this] {
+      idle = false;
+      SetDeadline(header_timeout_ms_);
+    });
+    co_await Serve(codec);
+  }
   down_.ShutdownSend();
   down_.Close();
 }
@@ -149,16 +207,18 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
   if (!TakeConfig(&c)) co_return;
   if (!peer_.empty() && c.state->snap->registry)
     source_stats_ = &c.state->snap->registry->Source(c.lc->name, peer_)->at(w_->id());
+  if (codec.multiplexed()) {
+    co_await ServeMultiplexed(codec);
+    co_return;
+  }
+  ActiveStream& x_ = serial_;
   for (;;) {
     if (!TakeConfig(&c)) co_return;
     limits_ = c.lc->limits;
     header_timeout_ms_ = c.lc->header_read_timeout_ms;
     idle = true;
     timed_out_ = false;
-    start_ns_ = 0;
-    upstream_ns_ = 0;
-    rq_bytes_ = rs_bytes_ = 0;
-    upstream_addr_ = {};
+    x_.Clear();
     SetDeadline(first_request_ ? c.lc->header_read_timeout_ms : c.lc->idle_timeout_ms);
     http::Accepted a = co_await codec.NextStream();
     deadline_ms = kNever;
@@ -166,7 +226,6 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
     if (a.stream == nullptr) co_return;
     if (a.error.reason != http::ResetReason::kNone) {
       // A head that never completed.
-      request_id_.clear();
       int status = a.error.status;
       std::string body;
       if (status == 0) {
@@ -179,8 +238,8 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
         LOG_DEBUG("listener {}: {} from {}: {}", c.lc->name, status, client_addr_, a.error.detail);
         body = fmt::format("bad request: {}", a.error.detail);
       }
-      reply_body_ = std::move(body);
-      co_await LocalReply(c, *a.stream, status, true);
+      x_.reply_body_ = std::move(body);
+      co_await x_.LocalReply(c, *a.stream, status, true);
       codec.StreamDone(a.stream, false);
       co_return;
     }
@@ -189,12 +248,12 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
     if (!TakeConfig(&c)) co_return;
     Exchange x;
     bool ok;
-    if (!Decide(c, *a.stream, &x)) {
-      reply_body_ = std::move(x.reply_body);
-      co_await LocalReply(c, *a.stream, x.reply_status, x.reply_close);
+    if (!x_.Decide(c, *a.stream, &x)) {
+      x_.reply_body_ = std::move(x.reply_body);
+      co_await x_.LocalReply(c, *a.stream, x.reply_status, x.reply_close);
       ok = codec.open();
     } else {
-      ok = co_await Forward(c, x, *a.stream);
+      ok = co_await x_.Forward(c, x, *a.stream);
     }
     codec.StreamDone(a.stream, ok);
     if (!ok || !codec.open() || w_->draining()) co_return;
@@ -202,7 +261,64 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
   }
 }
 
-bool HttpConnectionManager::Decide(const Ctx& c, http::ServerStream& s, Exchange* x) {
+asio::awaitable<void> HttpConnectionManager::ServeMultiplexed(http::ServerCodec& codec) {
+  auto self = shared_from_this();
+  streams_done_ = std::make_unique<asio::steady_timer>(w_->io());
+  streams_done_->expires_at(asio::steady_timer::time_point::max());
+  Ctx c;
+  for (;;) {
+    if (!TakeConfig(&c)) break;
+    limits_ = c.lc->limits;
+    idle_timeout_ms_ = c.lc->idle_timeout_ms;
+    if (active_streams_ == 0) {
+      idle = true;
+      SetDeadline(c.lc->idle_timeout_ms);
+    }
+    http::Accepted a = co_await codec.NextStream();
+    if (a.stream == nullptr) break;
+    idle = false;
+    deadline_ms = kNever;
+    ++active_streams_;
+    auto x = std::make_shared<ActiveStream>(this, nullptr);
+    asio::co_spawn(w_->io(), RunStream(self, std::move(x), a.stream), asio::detached);
+    if (w_->draining()) codec.Drain();
+  }
+  deadline_ms = kNever;
+  // The streams in flight finish (a GOAWAY lets them; a dead connection
+  // has reset them all).
+  while (active_streams_ > 0) co_await streams_done_->async_wait(kNoThrow);
+}
+
+asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConnectionManager> self,
+                                                       std::shared_ptr<ActiveStream> x,
+                                                       http::ServerStream* s) {
+  Ctx c;
+  bool ok = false;
+  if (TakeConfig(&c)) ok = co_await x->Handle(c, *s);
+  codec_->StreamDone(s, ok);
+  x.reset();
+  if (--active_streams_ == 0) {
+    streams_done_->cancel();
+    if (!w_->draining()) {
+      idle = true;
+      SetDeadline(idle_timeout_ms_);
+    } else {
+      codec_->Drain();
+    }
+  }
+}
+
+asio::awaitable<bool> HttpConnectionManager::ActiveStream::Handle(Ctx& c, http::ServerStream& s) {
+  Exchange x;
+  if (!Decide(c, s, &x)) {
+    reply_body_ = std::move(x.reply_body);
+    co_await LocalReply(c, s, x.reply_status, x.reply_close);
+    co_return true;
+  }
+  co_return co_await Forward(c, x, s);
+}
+
+bool HttpConnectionManager::ActiveStream::Decide(const Ctx& c, http::ServerStream& s, Exchange* x) {
   const http::RequestHeaders& req = s.request();
   start_ns_ = MonoNanos();
   upstream_ns_ = 0;
@@ -218,8 +334,8 @@ bool HttpConnectionManager::Decide(const Ctx& c, http::ServerStream& s, Exchange
     return false;
   }
   x->request = &req;
-  x->peer = peer_;
-  x->client_addr = client_addr_;
+  x->peer = cm_->peer_;
+  x->client_addr = cm_->client_addr_;
   x->lc = c.lc;
   x->listener_index = c.listener_index;
   x->state = c.state.get();
@@ -232,7 +348,8 @@ bool HttpConnectionManager::Decide(const Ctx& c, http::ServerStream& s, Exchange
   return true;
 }
 
-void HttpConnectionManager::BuildUpstreamRequest(const Ctx& c, const http::RequestHeaders& req) {
+void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
+                                                               const http::RequestHeaders& req) {
   up_req_.method = req.method;
   up_req_.scheme = req.scheme;
   up_req_.authority = req.authority;
@@ -274,21 +391,23 @@ void HttpConnectionManager::BuildUpstreamRequest(const Ctx& c, const http::Reque
   }
   forwarded_for_.clear();
   if (!req.forwarded_for.empty()) forwarded_for_.append(req.forwarded_for).append(", "sv);
-  forwarded_for_.append(client_ip_);
+  forwarded_for_.append(cm_->client_ip_);
   up_req_.fields.push_back({"x-forwarded-for"sv, forwarded_for_});
   up_req_.fields.push_back({"x-forwarded-proto"sv, "http"sv});
   up_req_.fields.push_back({"x-request-id"sv, request_id_});
-  if (!peer_.empty()) {
+  if (!cm_->peer_.empty()) {
     // The verified caller, for the application (Envoy's XFCC shape).
     client_cert_.assign("By="sv);
     if (const auto& tls = w_->tls()) client_cert_.append(tls->identity().spiffe_id);
-    client_cert_.append(";URI="sv).append(peer_);
+    client_cert_.append(";URI="sv).append(cm_->peer_);
     up_req_.fields.push_back({"x-forwarded-client-cert"sv, client_cert_});
   }
 }
 
-asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::ServerStream& s) {
+asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Exchange& x,
+                                                                   http::ServerStream& s) {
   const http::RequestHeaders& req = s.request();
+  s_ = &s;
   const std::shared_ptr<ClusterRuntime>& cluster = c.state->clusters[x.cluster_index];
   ClusterRuntime& cr = *cluster;
   RouteStats& rs = *x.route_stats;
@@ -319,8 +438,8 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
     const size_t ep = cr.lb.Pick(cr.active, retry.next_exclude());
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
-    if (!up_->TakePooled(cluster, ep, limits_, &lease) &&
-        !co_await up_->Acquire(cluster, ep, limits_, this, &timed_out_, &lease, &err)) {
+    if (!up_->TakePooled(cluster, ep, cm_->limits_, &lease) &&
+        !co_await up_->Acquire(cluster, ep, cm_->limits_, this, &timed_out_, &lease, &err)) {
       if (cr.cfg.endpoints[ep].mtls) {
         LOG_WARN("listener {}: {}", c.lc->name, err);  // mesh TLS: an identity problem
       } else {
@@ -339,6 +458,7 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
       continue_sent = true;
       SetDeadline(c.lc->idle_timeout_ms);
       if (!co_await s.SendInterim(kContinue)) {
+        if (pump_running_) co_await StopPump(s);
         up_->Release(false);
         co_return false;
       }
@@ -356,17 +476,28 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
     }
     if (!sent) {
       r = 2;
+    } else if (req.body == http::BodyKind::kStream && cm_->codec_->multiplexed()) {
+      // A stream: its body goes up beside the response (see DuplexPump).
+      if (!pump_done_) {
+        pump_done_ = std::make_unique<asio::steady_timer>(w_->io());
+        pump_done_->expires_at(asio::steady_timer::time_point::max());
+      }
+      pump_running_ = true;
+      pump_result_ = 0;
+      asio::co_spawn(w_->io(), DuplexPump(c, s, us), asio::detached);
     } else if (req.has_body()) {
-      r = co_await PumpRequestBody(c, s, us);
+      r = co_await PumpRequestBody(c, s, us, true);
     }
     if (r == 2 && retry.ShouldRetry(AttemptFailure::kResetOnSend, ep, lease.reused)) {
       // Nothing reached the upstream (a pooled connection it had just
       // closed, or a reset): the request head is intact, send it again.
+      if (pump_running_) co_await StopPump(s);
       up_->Release(false);
       cr.stats->rq_retry.Inc();
       continue;
     }
     if (r != 0) {
+      if (pump_running_) co_await StopPump(s);
       up_->Release(false);
       if (r == 1) co_return false;  // the client went away mid-body
       if (r == 2) {
@@ -396,6 +527,7 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
       if (h != nullptr) {
         if (h->interim()) {
           if (!co_await s.SendInterim(*h)) {
+            if (pump_running_) co_await StopPump(s);
             up_->Release(false);
             co_return false;
           }
@@ -404,7 +536,17 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
         resp = h;
         break;
       }
+      if (pump_running_) co_await StopPump(s);
       up_->Release(false);
+      if (pump_result_ == 413 || pump_result_ == 400) {
+        // The request body broke a rule while it streamed.
+        reply_body_ = pump_result_ == 413
+                          ? fmt::format("request body exceeds the limit of {} bytes",
+                                        c.lc->max_request_body_bytes)
+                          : std::string("bad request: malformed body");
+        co_await LocalReply(c, s, pump_result_, true);
+        co_return false;
+      }
       if (herr.reason == http::ResetReason::kProtocolError) {
         LOG_WARN("listener {}: invalid response from {}: {}", c.lc->name, upstream_addr_,
                  herr.detail);
@@ -484,11 +626,12 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
                         {&cr.stats->bytes_out, &c.ls->bytes_out});
       }
     }
+    if (pump_running_) co_await StopPump(s);
     up_->Release(false);
     co_return false;
   }
 
-  if (w_->draining()) codec_->Drain();
+  if (w_->draining()) cm_->codec_->Drain();
   const bool end = resp->body == http::BodyKind::kNone;
   int r = 0;
   SetDeadline(c.lc->idle_timeout_ms);
@@ -527,31 +670,52 @@ asio::awaitable<bool> HttpConnectionManager::Forward(Ctx& c, Exchange& x, http::
   c.ls->http.Record(status, elapsed);
   rs.http.Record(status, elapsed);
   cr.stats->http.Record(status, elapsed);
-  if (source_stats_) source_stats_->http.Record(status, elapsed);
+  if (cm_->source_stats_) cm_->source_stats_->http.Record(status, elapsed);
+  if (pump_running_) co_await StopPump(s);
   up_->Release(r == 0);
   Finish(c, &req, status, r == 0 ? "-"sv : (r == 1 ? "UR"sv : "DR"sv));
   co_return r == 0;
 }
 
-asio::awaitable<int> HttpConnectionManager::PumpRequestBody(const Ctx& c, http::ServerStream& down,
-                                                            http::ClientStream& up) {
+asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpRequestBody(const Ctx& c,
+                                                                          http::ServerStream& down,
+                                                                          http::ClientStream& up,
+                                                                          bool timed) {
   const uint64_t limit = c.lc->max_request_body_bytes;
   http::BodyEvent ev;
   for (;;) {
-    SetDeadline(c.lc->idle_timeout_ms);
+    if (timed) SetDeadline(c.lc->idle_timeout_ms);
     if (!down.TryReadBody(&ev)) ev = co_await down.ReadBody();
     if (ev.kind == http::BodyEvent::kReset) co_return ev.status ? ev.status : 1;
     for (std::string_view d : ev.data) rq_bytes_ += d.size();
     if (limit && rq_bytes_ > limit) co_return 413;
-    SetDeadline(c.lc->idle_timeout_ms);
+    if (timed) SetDeadline(c.lc->idle_timeout_ms);
     if (!co_await up.SendBody(ev.data, ev.end, ev.trailers)) co_return 2;
     if (ev.end) co_return 0;
   }
 }
 
-asio::awaitable<int> HttpConnectionManager::PumpResponseBody(const Ctx& c, http::ClientStream& up,
-                                                             http::ServerStream& down,
-                                                             const http::BodyEvent* first) {
+asio::awaitable<void> HttpConnectionManager::ActiveStream::DuplexPump(const Ctx& c,
+                                                                      http::ServerStream& down,
+                                                                      http::ClientStream& up) {
+  const int r = co_await PumpRequestBody(c, down, up, false);
+  pump_result_ = r;
+  pump_running_ = false;
+  // The upstream must not wait for a body that will not come.
+  if (r != 0 && !pump_stopping_) up_->Cancel();
+  pump_done_->cancel();
+}
+
+asio::awaitable<void> HttpConnectionManager::ActiveStream::StopPump(http::ServerStream& down) {
+  pump_stopping_ = true;
+  down.CancelWaits();
+  up_->Cancel();
+  while (pump_running_) co_await pump_done_->async_wait(kNoThrow);
+  pump_stopping_ = false;
+}
+
+asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpResponseBody(
+    const Ctx& c, http::ClientStream& up, http::ServerStream& down, const http::BodyEvent* first) {
   http::BodyEvent ev;
   for (;;) {
     SetDeadline(c.lc->idle_timeout_ms);
@@ -572,9 +736,11 @@ asio::awaitable<int> HttpConnectionManager::PumpResponseBody(const Ctx& c, http:
   }
 }
 
-asio::awaitable<void> HttpConnectionManager::LocalReply(const Ctx& c, http::ServerStream& s,
-                                                        int status, bool close) {
-  if (close) codec_->Drain();
+asio::awaitable<void> HttpConnectionManager::ActiveStream::LocalReply(const Ctx& c,
+                                                                      http::ServerStream& s,
+                                                                      int status, bool close) {
+  // A multiplexed connection's other streams go on: only this one ends.
+  if (close && !cm_->codec_->multiplexed()) cm_->codec_->Drain();
   const Reject reject = RejectFor(status);
   if (reject != Reject::kCount) c.ls->Rejected(reject);
   reply_body_ += '\n';
@@ -598,18 +764,18 @@ asio::awaitable<void> HttpConnectionManager::LocalReply(const Ctx& c, http::Serv
   deadline_ms = kNever;
   const int64_t us = start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0;
   c.ls->http.Record(status, us);
-  if (source_stats_) source_stats_->http.Record(status, us);
+  if (cm_->source_stats_) cm_->source_stats_->http.Record(status, us);
   const http::RequestHeaders& req = s.request();
   Finish(c, req.method.empty() ? nullptr : &req, status, "LR");
 }
 
-void HttpConnectionManager::Finish(const Ctx& c, const http::RequestHeaders* req, int status,
-                                   std::string_view flags) {
+void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::RequestHeaders* req,
+                                                 int status, std::string_view flags) {
   const auto& sink = c.state->snap->access_logs[c.listener_index];
   if (!sink) return;
   StreamInfo info;
   info.listener = c.lc->name;
-  info.client = client_addr_;
+  info.client = cm_->client_addr_;
   if (req) {
     info.method = req->method;
     info.path = RequestPath(req->path);
@@ -620,7 +786,7 @@ void HttpConnectionManager::Finish(const Ctx& c, const http::RequestHeaders* req
   info.start_ns = start_ns_;
   info.upstream_ns = upstream_ns_;
   info.upstream = upstream_addr_;
-  info.peer = peer_;
+  info.peer = cm_->peer_;
   info.request_id = request_id_;
   info.flags = flags;
   ObserveAccessLog(w_, sink, info);

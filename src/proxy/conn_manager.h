@@ -1,11 +1,11 @@
 // The HTTP connection manager: one per downstream connection. It owns the
-// connection's codec (HTTP/1.1 today), takes each stream the codec hands
-// out, runs the filter chain on it (filter.h), forwards it upstream through
-// an HttpUpstream (upstream/pool.h) under the route's retry policy
-// (upstream/retry.h), relays the response, answers locally when a filter or
-// the upstream says so, and reports every finished exchange to the stats
-// and the access log (access_log.h). It owns the connection's timeouts
-// (header read, idle, upstream request) and its drain.
+// connection's codec (HTTP/1.1, or HTTP/2 by ALPN or preface), takes each
+// stream the codec hands out (one at a time, or side by side for HTTP/2), runs the filter chain on
+// it (filter.h), forwards it upstream through an HttpUpstream (upstream/pool.h) under the route's
+// retry policy (upstream/retry.h), relays the response, answers locally when a filter or the
+// upstream says so, and reports every finished exchange to the stats and the access log
+// (access_log.h). It owns the connection's timeouts (header read, idle, upstream request) and its
+// drain.
 //
 // Threading: everything runs on the worker thread that accepted the
 // connection; OnDeadline() is called there by the worker's watchdog.
@@ -27,21 +27,24 @@ namespace weft::proxy {
 class HttpConnectionManager : public Deadline,
                               public std::enable_shared_from_this<HttpConnectionManager> {
  public:
-  // `upstream` defaults to the HTTP/1.1 pools of the worker.
+  // `upstream` defaults to the worker's pools (HTTP/1.1 and HTTP/2); it
+  // serves the exchanges of a serial codec (the unit tests pass their own).
   HttpConnectionManager(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
                         std::unique_ptr<upstream::HttpUpstream> upstream = nullptr);
   ~HttpConnectionManager();
 
   // The connection's whole life: mesh TLS as the listener asks, then the
-  // HTTP/1.1 codec until the connection ends.
+  // codec the connection speaks (HTTP/2 by ALPN or by its preface, else
+  // HTTP/1.1) until the connection ends.
   asio::awaitable<void> Run();
   // Serves the streams of `codec` until it closes (the unit tests drive it
   // with a codec of their own).
   asio::awaitable<void> Serve(http::ServerCodec& codec);
 
+  // The connection's own deadline: the header read and keep-alive idle
+  // timeouts between exchanges (an exchange has its own).
   void OnDeadline() override;
 
- private:
   // The per-request view of the current config, taken when a request starts.
   struct Ctx {
     std::shared_ptr<WorkerState> state;
@@ -49,33 +52,98 @@ class HttpConnectionManager : public Deadline,
     ListenerStats* ls = nullptr;
     size_t listener_index = 0;
   };
+
+ private:
+  // One exchange: filters, upstream attempts, relay, local replies, stats.
+  // A serial codec (HTTP/1.1) reuses one for every exchange of the
+  // connection; a multiplexed one (HTTP/2) gets one per stream.
+  class ActiveStream final : public Deadline {
+   public:
+    ActiveStream(HttpConnectionManager* cm, std::unique_ptr<upstream::HttpUpstream> up);
+    ~ActiveStream();
+    // The exchange on `s` from its head to its end: true when it ended
+    // cleanly (the connection may carry another).
+    asio::awaitable<bool> Handle(Ctx& c, http::ServerStream& s);
+    // The request id, then the filter chain: true to forward, false with
+    // x->reply_* set for a local reply. (Not a coroutine: no frame per request.)
+    bool Decide(const Ctx& c, http::ServerStream& s, Exchange* x);
+    // The exchange after the filters: upstream attempts, response relay.
+    asio::awaitable<bool> Forward(Ctx& c, Exchange& x, http::ServerStream& s);
+    // Answers `status` with reply_body_ as text. `close`: the connection ends
+    // after (a serial codec). (The body is a member, not an argument: GCC 12
+    // mishandles temporaries in the arguments of a co_await, destroying some
+    // twice.)
+    asio::awaitable<void> LocalReply(const Ctx& c, http::ServerStream& s, int status, bool close);
+    void OnDeadline() override;
+
+    // Forgets the last exchange (a serial codec, before its next).
+    void Clear() {
+      start_ns_ = upstream_ns_ = 0;
+      rq_bytes_ = rs_bytes_ = 0;
+      upstream_addr_ = {};
+      request_id_.clear();
+    }
+    void BuildUpstreamRequest(const Ctx& c, const http::RequestHeaders& req);
+    // Copies the request body upstream. 0 done; 1 downstream failed; 2
+    // upstream failed; 400 malformed; 413 over the body limit. `timed`:
+    // the pump owns the exchange's deadline (not when it runs beside the
+    // response relay).
+    asio::awaitable<int> PumpRequestBody(const Ctx& c, http::ServerStream& down,
+                                         http::ClientStream& up, bool timed);
+    // The request body pumped beside the response (HTTP/2 streaming: the
+    // upstream may answer before the request ends, and bidirectional
+    // streams need both directions at once).
+    asio::awaitable<void> DuplexPump(const Ctx& c, http::ServerStream& down,
+                                     http::ClientStream& up);
+    // Stops a duplex pump still running and waits for it (before the
+    // upstream stream it uses is released).
+    asio::awaitable<void> StopPump(http::ServerStream& down);
+    // Copies the response body down, starting with `first` when set (an event
+    // already taken). 0 done; 1 upstream failed; 2 downstream.
+    asio::awaitable<int> PumpResponseBody(const Ctx& c, http::ClientStream& up,
+                                          http::ServerStream& down, const http::BodyEvent* first);
+    // Stats and the access log for a finished exchange.
+    void Finish(const Ctx& c, const http::RequestHeaders* req, int status, std::string_view flags);
+    void SetDeadline(int64_t ms);
+
+    std::string reply_body_;
+    bool timed_out_ = false;
+    int64_t start_ns_ = 0;
+    HttpConnectionManager* const cm_;
+    Worker* const w_;
+    std::unique_ptr<upstream::HttpUpstream> up_;
+    http::ServerStream* s_ = nullptr;  // the exchange in progress
+
+    // Per exchange, kept across exchanges for their capacity.
+    http::RequestHeaders up_req_;
+    std::string request_id_, forwarded_for_, client_cert_, reply_length_;
+    int64_t upstream_ns_ = 0;
+    uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
+    std::string_view upstream_addr_;
+    std::optional<upstream::RetryState> retry_;
+    upstream::HttpUpstream::Lease lease_;
+    std::string err_;
+    http::HeadError herr_;
+    http::BodyEvent ev_;
+    // A duplex request pump: running, its result, its end signalled.
+    bool pump_running_ = false;
+    bool pump_stopping_ = false;
+    int pump_result_ = 0;
+    std::unique_ptr<asio::steady_timer> pump_done_;
+  };
+
   bool TakeConfig(Ctx* c);
-  // The request id, then the filter chain: true to forward, false with
-  // x->reply_* set for a local reply. (Not a coroutine: no frame per request.)
-  bool Decide(const Ctx& c, http::ServerStream& s, Exchange* x);
-  // The exchange after the filters: upstream attempts, response relay.
-  asio::awaitable<bool> Forward(Ctx& c, Exchange& x, http::ServerStream& s);
-  void BuildUpstreamRequest(const Ctx& c, const http::RequestHeaders& req);
-  // Copies the request body upstream. 0 done; 1 downstream failed; 2
-  // upstream failed; 400 malformed; 413 over the body limit.
-  asio::awaitable<int> PumpRequestBody(const Ctx& c, http::ServerStream& down,
-                                       http::ClientStream& up);
-  // Copies the response body down, starting with `first` when set (an event
-  // already taken). 0 done; 1 upstream failed; 2 downstream.
-  asio::awaitable<int> PumpResponseBody(const Ctx& c, http::ClientStream& up,
-                                        http::ServerStream& down, const http::BodyEvent* first);
-  // Answers `status` with reply_body_ as text. `close`: the connection ends
-  // after. (The body is a member, not an argument: GCC 12 mishandles
-  // temporaries in the arguments of a co_await, destroying some twice.)
-  asio::awaitable<void> LocalReply(const Ctx& c, http::ServerStream& s, int status, bool close);
-  // Stats and the access log for a finished exchange.
-  void Finish(const Ctx& c, const http::RequestHeaders* req, int status, std::string_view flags);
   void SetDeadline(int64_t ms);
+  // HTTP/2: each stream its own ActiveStream, side by side.
+  asio::awaitable<void> ServeMultiplexed(http::ServerCodec& codec);
+  asio::awaitable<void> RunStream(std::shared_ptr<HttpConnectionManager> self,
+                                  std::shared_ptr<ActiveStream> x, http::ServerStream* s);
+  // Plaintext: whether the client opens with the HTTP/2 preface.
+  asio::awaitable<bool> SniffPreface();
 
   Worker* const w_;
   const std::shared_ptr<ListenerRuntime> listener_;
   io::Stream down_;
-  std::unique_ptr<upstream::HttpUpstream> up_;
   http::ServerCodec* codec_ = nullptr;
   http1::Limits limits_;
   std::string client_ip_, client_addr_;
@@ -85,19 +153,11 @@ class HttpConnectionManager : public Deadline,
   bool timed_out_ = false;
   bool first_request_ = true;
   int64_t header_timeout_ms_ = 0;
-
-  // Per exchange, kept across exchanges for their capacity.
-  http::RequestHeaders up_req_;
-  std::string request_id_, forwarded_for_, client_cert_, reply_body_, reply_length_;
-  int64_t start_ns_ = 0;
-  int64_t upstream_ns_ = 0;
-  uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
-  std::string_view upstream_addr_;
-  std::optional<upstream::RetryState> retry_;
-  upstream::HttpUpstream::Lease lease_;
-  std::string err_;
-  http::HeadError herr_;
-  http::BodyEvent ev_;
+  int64_t idle_timeout_ms_ = 0;
+  ActiveStream serial_;  // the exchange of a serial codec
+  // Multiplexed: streams in flight, and the signal that the last ended.
+  size_t active_streams_ = 0;
+  std::unique_ptr<asio::steady_timer> streams_done_;
 };
 
 }  // namespace weft::proxy

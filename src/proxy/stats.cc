@@ -165,6 +165,9 @@ std::string StatsRegistry::RenderPrometheus() {
               sum(&ListenerStats::tls_handshakes) - sum(&ListenerStats::tls_resumed));
     w.Counter("weft_listener_mtls_handshakes_total", "Inbound mesh TLS handshakes, by kind.",
               lb.With("kind", "resumed"), sum(&ListenerStats::tls_resumed));
+    w.Counter("weft_listener_downstream_cx_http2_total",
+              "Downstream connections that spoke HTTP/2 (ALPN h2 or the preface).", lb,
+              sum(&ListenerStats::cx_http2));
     w.Counter("weft_listener_plaintext_cx_total",
               "Plaintext connections accepted by a permissive mesh listener.", lb,
               sum(&ListenerStats::plaintext));
@@ -188,6 +191,8 @@ std::string StatsRegistry::RenderPrometheus() {
     w.Gauge("weft_cluster_upstream_cx_active", "Upstream connections open (in use or pooled).", lb,
             static_cast<int64_t>(
                 Sum(blocks, [](const ClusterStats& s) -> const Counter& { return s.cx_active; })));
+    counter("weft_cluster_upstream_cx_http2_total", "Upstream connections opened for HTTP/2.",
+            &ClusterStats::cx_http2);
     counter("weft_cluster_upstream_cx_connect_fail_total",
             "Upstream connect failures and timeouts.", &ClusterStats::cx_connect_fail);
     counter("weft_cluster_upstream_cx_reused_total", "Requests sent on a pooled connection.",

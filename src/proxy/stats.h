@@ -71,6 +71,7 @@ struct HttpCounters {
 struct alignas(64) ListenerStats {
   Counter cx_total, cx_active, bytes_in, bytes_out;
   Counter tls_handshakes, tls_resumed, plaintext;  // inbound mesh TLS; plaintext: permissive
+  Counter cx_http2;                                // connections that spoke HTTP/2
   std::array<Counter, static_cast<size_t>(Reject::kCount)> rejected;
   HttpCounters http;
   void Rejected(Reject r) { rejected[static_cast<size_t>(r)].Inc(); }
@@ -84,6 +85,7 @@ struct alignas(64) ClusterStats {
   Counter cx_total, cx_active, cx_connect_fail, cx_reused, rq_retry, rq_timeout, rq_reset;
   Counter bytes_in, bytes_out;                    // to / from upstream
   Counter tls_handshakes, tls_resumed, tls_fail;  // mesh TLS towards sidecars
+  Counter cx_http2;                               // upstream connections speaking HTTP/2
   HttpCounters http;
 };
 

@@ -120,17 +120,20 @@ std::shared_ptr<OSSL_LIB_CTX> ThreadLibCtx() {
 
 int SelectAlpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                unsigned int inlen, void*) {
+  // The listener's names in its order of preference, empty-terminated.
   const auto* want = static_cast<const std::string_view*>(SSL_get_ex_data(ssl, AlpnIndex()));
   if (!want) return SSL_TLSEXT_ERR_NOACK;
-  for (unsigned int i = 0; i < inlen;) {
-    const unsigned int n = in[i];
-    if (i + 1 + n > inlen) break;
-    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), n) == *want) {
-      *out = in + i + 1;
-      *outlen = static_cast<unsigned char>(n);
-      return SSL_TLSEXT_ERR_OK;
+  for (; !want->empty(); ++want) {
+    for (unsigned int i = 0; i < inlen;) {
+      const unsigned int n = in[i];
+      if (i + 1 + n > inlen) break;
+      if (std::string_view(reinterpret_cast<const char*>(in + i + 1), n) == *want) {
+        *out = in + i + 1;
+        *outlen = static_cast<unsigned char>(n);
+        return SSL_TLSEXT_ERR_OK;
+      }
+      i += 1 + n;
     }
-    i += 1 + n;
   }
   return SSL_TLSEXT_ERR_NOACK;
 }
@@ -198,9 +201,9 @@ SSL* TlsContexts::NewServer(std::string_view alpn) {
   if (!ssl) return nullptr;
   SSL_set_accept_state(ssl);
   // The listener's protocol names live as long as the program (constants).
-  static const std::string_view kHttp = kAlpnHttp1, kTcp = kAlpnTcp;
-  SSL_set_ex_data(ssl, AlpnIndex(),
-                  const_cast<std::string_view*>(alpn == kAlpnTcp ? &kTcp : &kHttp));
+  static const std::string_view kHttp[] = {kAlpnHttp2, kAlpnHttp1, {}};
+  static const std::string_view kTcp[] = {kAlpnTcp, {}};
+  SSL_set_ex_data(ssl, AlpnIndex(), const_cast<std::string_view*>(alpn == kAlpnTcp ? kTcp : kHttp));
   return ssl;
 }
 

@@ -38,6 +38,7 @@ struct TicketKeys {
 
 // The ALPN names mesh connections carry.
 inline constexpr std::string_view kAlpnHttp1 = "http/1.1";
+inline constexpr std::string_view kAlpnHttp2 = "h2";
 inline constexpr std::string_view kAlpnTcp = "weft-tcp";
 
 // One worker's server and client contexts for one identity: that worker's
@@ -57,7 +58,8 @@ class TlsContexts {
   // long as the SSL (UpstreamConn::tls does).
 
   // A server-side SSL for an inbound mesh connection whose listener speaks
-  // `alpn` (the name is selected when the client offers it).
+  // `alpn` (the name is selected when the client offers it). An HTTP
+  // listener (kAlpnHttp1) also speaks HTTP/2 and prefers it when offered.
   SSL* NewServer(std::string_view alpn);
   // A client-side SSL towards `endpoint_key`, offering `alpn`, resuming
   // the last session with that endpoint when there is one.

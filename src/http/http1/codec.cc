@@ -466,6 +466,10 @@ void ServerConnection::Reset(http::ResetReason) {
   s_.ShutdownBoth();
 }
 
+// The connection carries this exchange only: its socket's pending I/O is
+// the stream's.
+void ServerConnection::CancelWaits() { s_.Cancel(); }
+
 io::Stream* ServerConnection::TakeTunnel(std::string_view* pending) {
   close_after_ = true;
   // What came after the request: past its body in the head buffer, or, when

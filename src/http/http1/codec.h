@@ -159,6 +159,7 @@ class ServerConnection final : public http::ServerCodec, public http::ServerStre
   asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end_stream,
                                  const http::HeaderList* trailers) override;
   void Reset(http::ResetReason r) override;
+  void CancelWaits() override;
   io::Stream* TakeTunnel(std::string_view* pending) override;
 
  private:

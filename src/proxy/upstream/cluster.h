@@ -1,6 +1,7 @@
 // A cluster as one worker sees it under one config snapshot: its load
 // balancer, the in-flight count per endpoint, and the pool of idle upstream
-// connections per endpoint. Worker thread only (shared nothing).
+// connections per endpoint (HTTP/1.1), or of shared ones (HTTP/2). Worker thread only (shared
+// nothing).
 #pragma once
 
 #include <asio.hpp>
@@ -12,6 +13,10 @@
 #include "proxy/stats.h"
 #include "proxy/tls.h"
 #include "proxy/upstream/load_balancer.h"
+
+namespace weft::http2 {
+class ClientConnection;
+}
 
 namespace weft::proxy {
 
@@ -26,6 +31,13 @@ struct UpstreamConn {
   char watch_byte = 0;    // target of the idle-watch read
 };
 
+// HTTP/2 connections to one endpoint, shared by the exchanges on them.
+struct Http2Pool {
+  std::vector<std::shared_ptr<http2::ClientConnection>> conns;
+  bool connecting = false;  // a connection is being opened: others wait for it
+  std::unique_ptr<asio::steady_timer> connected;  // wakes those waiting (lazily made)
+};
+
 struct ClusterRuntime {
   ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t seed);
   ~ClusterRuntime();
@@ -34,7 +46,8 @@ struct ClusterRuntime {
   upstream::LoadBalancer lb;
   std::vector<uint32_t> active;                                  // requests in flight per endpoint
   std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint (upstream/pool.cc)
-  bool retired = false;  // replaced by a reload: pools nothing more
+  std::vector<Http2Pool> h2;  // per endpoint, for an HTTP/2 cluster (upstream/pool.cc)
+  bool retired = false;       // replaced by a reload: pools nothing more
 };
 
 }  // namespace weft::proxy

@@ -4,6 +4,8 @@
 #include <openssl/ssl.h>
 
 #include "base/time.h"
+#include "http/http2/codec.h"
+#include "proxy/upstream/pool.h"
 #include "proxy/worker.h"
 
 namespace weft::proxy::upstream {
@@ -52,6 +54,71 @@ asio::awaitable<bool> ConnectThen(Worker* w, ClusterRuntime& cr, std::string_vie
   const bool ok = co_await Connect(w, cr, alpn, conn, dl, timed_out, err);
   then(ok);
   co_return ok;
+}
+
+asio::awaitable<bool> AcquireHttp2(Worker* w, std::shared_ptr<ClusterRuntime> cr, size_t ep,
+                                   Deadline* dl, const bool* timed_out,
+                                   std::shared_ptr<http2::ClientConnection>* out,
+                                   UpstreamConn** connecting, Http2Pool** waiting, std::string* err,
+                                   std::function<void(bool)> then) {
+  Http2Pool& pool = cr->h2[ep];
+  const SocketAddress& addr = cr->cfg.endpoints[ep].address;
+  for (;;) {
+    *out = FindHttp2(*cr, ep);
+    if (*out) break;
+    if (pool.connecting) {
+      // One connect per endpoint at a time: the others wait for it.
+      if (!pool.connected) {
+        pool.connected = std::make_unique<asio::steady_timer>(w->io());
+        pool.connected->expires_at(asio::steady_timer::time_point::max());
+      }
+      *waiting = &pool;
+      dl->deadline_ms = dl->Now() + cr->cfg.connect_timeout_ms;
+      co_await pool.connected->async_wait(kNoThrow);
+      dl->deadline_ms = Deadline::kNever;
+      *waiting = nullptr;
+      if (*timed_out) {
+        *err = fmt::format("upstream connect error: {}: connect timeout", addr.text);
+        then(false);
+        co_return false;
+      }
+      continue;
+    }
+    pool.connecting = true;
+    auto conn = std::make_shared<UpstreamConn>(w->io());
+    conn->endpoint = ep;
+    *connecting = conn.get();
+    const bool ok = co_await Connect(w, *cr, kAlpnHttp2, *conn, dl, timed_out, err);
+    *connecting = nullptr;
+    pool.connecting = false;
+    if (pool.connected) pool.connected->cancel();
+    if (!ok) {
+      then(false);
+      co_return false;
+    }
+    cr->active[ep]--;  // Connect counted a request: streams count themselves
+    if (conn->stream.tls() && NegotiatedAlpn(conn->stream.ssl()) != kAlpnHttp2) {
+      *err = fmt::format("upstream {} does not speak HTTP/2 (ALPN)", addr.text);
+      cr->stats->cx_active.Dec();
+      then(false);
+      co_return false;
+    }
+    ClusterStats* stats = cr->stats;
+    auto h2 = std::make_shared<http2::ClientConnection>(
+        conn->stream, http2::Settings{}, http2::Counters{&stats->bytes_out, &stats->bytes_in});
+    if (!h2->Init()) {
+      *err = "HTTP/2 session setup failed";
+      stats->cx_active.Dec();
+      then(false);
+      co_return false;
+    }
+    h2->Own(conn, [stats] { stats->cx_active.Dec(); });
+    h2->Start();
+    stats->cx_http2.Inc();
+    pool.conns.push_back(h2);
+  }
+  then(true);
+  co_return true;
 }
 
 }  // namespace weft::proxy::upstream

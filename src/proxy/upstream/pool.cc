@@ -17,9 +17,15 @@ ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t
           }(),
           seed),
       active(c.endpoints.size(), 0),
-      idle(c.endpoints.size()) {}
+      idle(c.endpoints.size()) {
+  if (c.protocol == UpstreamProtocol::kHttp2) h2.resize(c.endpoints.size());
+}
 
-ClusterRuntime::~ClusterRuntime() { upstream::CloseIdle(*this); }
+ClusterRuntime::~ClusterRuntime() {
+  upstream::CloseIdle(*this);
+  // HTTP/2 connections: those idle close now; those carrying streams were
+  // told to go away (CloseIdle) and close with their last stream.
+}
 
 namespace upstream {
 namespace {
@@ -115,19 +121,46 @@ void CloseIdle(ClusterRuntime& cr) {
     cr.stats->cx_active.Dec(pool.size());
     pool.clear();
   }
+  for (Http2Pool& p : cr.h2) {
+    for (auto& c : p.conns) {
+      if (c->active() == 0) c->Abort("cluster retired");
+    }
+    p.conns.clear();
+  }
+}
+
+std::shared_ptr<http2::ClientConnection> FindHttp2(ClusterRuntime& cr, size_t ep) {
+  if (ep >= cr.h2.size()) return nullptr;
+  auto& conns = cr.h2[ep].conns;
+  std::erase_if(conns, [](const auto& c) { return c->dead(); });
+  for (const auto& c : conns)
+    if (c->can_open()) return c;
+  return nullptr;
 }
 
 // Not a coroutine itself, and no coroutine is defined in this file: GCC 12
 // miscompiled the frames of coroutines defined here (the ramp and the actor
 // disagreed on the frame layout by one word; see the note of issue 12). The
 // awaitables come from connect.cc.
-asio::awaitable<bool> Http1Upstream::Acquire(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
-                                             const http1::Limits& limits, Deadline* dl,
-                                             const bool* timed_out, Lease* out, std::string* err) {
+asio::awaitable<bool> PoolUpstream::Acquire(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
+                                            const http1::Limits& limits, Deadline* dl,
+                                            const bool* timed_out, Lease* out, std::string* err) {
   Release(false);
   cluster_ = cr;
   limits_ = limits;
   out->endpoint = ep;
+  if (cr->cfg.protocol == UpstreamProtocol::kHttp2) {
+    h2_endpoint_ = ep;
+    return AcquireHttp2(w_, cr, ep, dl, timed_out, &h2_, &connecting_, &waiting_, err,
+                        [this, out](bool ok) {
+                          connecting_ = nullptr;
+                          waiting_ = nullptr;
+                          if (!ok || !OpenStream(out)) {
+                            h2_.reset();
+                            cluster_.reset();
+                          }
+                        });
+  }
   conn_ = TakeIdle(*cr, ep);
   if (conn_) {
     Bound(out);
@@ -145,9 +178,20 @@ asio::awaitable<bool> Http1Upstream::Acquire(const std::shared_ptr<ClusterRuntim
   });
 }
 
-bool Http1Upstream::TakePooled(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
-                               const http1::Limits& limits, Lease* out) {
+bool PoolUpstream::TakePooled(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
+                              const http1::Limits& limits, Lease* out) {
   Release(false);
+  if (cr->cfg.protocol == UpstreamProtocol::kHttp2) {
+    h2_ = FindHttp2(*cr, ep);
+    if (!h2_) return false;
+    cluster_ = cr;
+    h2_endpoint_ = ep;
+    out->endpoint = ep;
+    if (OpenStream(out)) return true;
+    h2_.reset();
+    cluster_.reset();
+    return false;
+  }
   conn_ = TakeIdle(*cr, ep);
   if (!conn_) return false;
   cluster_ = cr;
@@ -157,13 +201,43 @@ bool Http1Upstream::TakePooled(const std::shared_ptr<ClusterRuntime>& cr, size_t
   return true;
 }
 
-void Http1Upstream::Bound(Lease* out) {
+bool PoolUpstream::OpenStream(Lease* out) {
+  h2_stream_ = h2_ ? h2_->Open() : nullptr;
+  if (!h2_stream_) return false;
+  cluster_->active[h2_endpoint_]++;
+  cluster_->stats->cx_reused.Inc();
+  out->stream = h2_stream_;
+  // A stream the peer refuses or never processes (GOAWAY) reports no
+  // bytes received: as safe to retry as a fresh connection's failure.
+  out->reused = false;
+  return true;
+}
+
+void PoolUpstream::Bound(Lease* out) {
   codec_.Bind(&conn_->stream, {&cluster_->stats->bytes_in, &cluster_->stats->bytes_out}, limits_);
   out->stream = &codec_;
   out->reused = conn_->reused;
 }
 
-void Http1Upstream::Release(bool reusable) {
+void PoolUpstream::Cancel() {
+  if (conn_) conn_->stream.Cancel();
+  if (h2_ && h2_stream_) h2_->Cancel(h2_stream_);
+  if (connecting_) connecting_->stream.Cancel();
+  if (waiting_ && waiting_->connected) waiting_->connected->cancel();
+}
+
+void PoolUpstream::Release(bool reusable) {
+  if (h2_) {
+    if (h2_stream_) {
+      h2_->Done(h2_stream_);
+      h2_stream_ = nullptr;
+      cluster_->active[h2_endpoint_]--;
+    }
+    if (cluster_->retired && h2_->active() == 0) h2_->Abort("cluster retired");
+    h2_.reset();
+    cluster_.reset();
+    return;
+  }
   if (!conn_) return;
   if (reusable && codec_.reusable()) {
     ReturnIdle(cluster_, std::move(conn_), w_->draining());

@@ -1,6 +1,7 @@
 // Connection pools: idle upstream connections per cluster and endpoint,
 // reused for the next exchange (HTTP/1.1: one exchange per connection at a
-// time). A connection is pooled only after a clean exchange. Idle ones are
+// time), and shared HTTP/2 connections (any number of exchanges at once, up
+// to the peer's stream limit). A connection is pooled only after a clean exchange. Idle ones are
 // watched from the next tick on, so one the upstream closes is dropped
 // before a request is sent down it. Worker thread only.
 //
@@ -10,10 +11,12 @@
 #pragma once
 
 #include <asio.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "http/http1/codec.h"
+#include "http/http2/codec.h"
 #include "http/stream.h"
 #include "proxy/upstream/cluster.h"
 
@@ -62,29 +65,52 @@ class HttpUpstream {
   virtual void Cancel() = 0;
 };
 
-// The HTTP/1.1 implementation over the cluster pools and upstream::Connect.
-class Http1Upstream final : public HttpUpstream {
+// The worker's pools behind HttpUpstream: an HTTP/1.1 cluster checks a
+// connection out of its idle pool (or connects one) for the exchange; an
+// HTTP/2 cluster opens a stream on a shared connection to the endpoint (or
+// opens one, or waits for the one being opened).
+class PoolUpstream final : public HttpUpstream {
  public:
-  explicit Http1Upstream(Worker* w) : w_(w) {}
-  ~Http1Upstream() override { Release(false); }
+  explicit PoolUpstream(Worker* w) : w_(w) {}
+  ~PoolUpstream() override { Release(false); }
   asio::awaitable<bool> Acquire(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
                                 const http1::Limits& limits, Deadline* dl, const bool* timed_out,
                                 Lease* out, std::string* err) override;
   bool TakePooled(const std::shared_ptr<ClusterRuntime>& cr, size_t ep, const http1::Limits& limits,
                   Lease* out) override;
   void Release(bool reusable) override;
-  void Cancel() override {
-    if (conn_) conn_->stream.Cancel();
-  }
+  void Cancel() override;
 
  private:
   void Bound(Lease* out);
+  // HTTP/2: a stream on `h2_`; false when it has no room.
+  bool OpenStream(Lease* out);
   Worker* const w_;
   http1::Limits limits_;
   std::shared_ptr<ClusterRuntime> cluster_;
   std::unique_ptr<UpstreamConn> conn_;
   http1::ClientConnection codec_;
+  // HTTP/2.
+  std::shared_ptr<http2::ClientConnection> h2_;
+  http::ClientStream* h2_stream_ = nullptr;
+  size_t h2_endpoint_ = 0;
+  UpstreamConn* connecting_ = nullptr;  // a connection being opened for us (Cancel)
+  Http2Pool* waiting_ = nullptr;        // waiting for another's connect (Cancel)
 };
+
+// An HTTP/2 connection to endpoint `ep` of `cr` with room for a stream:
+// an open one, else a new one; when one is being opened already, waits for
+// it rather than opening another. `dl` is armed with the connect timeout
+// (its OnDeadline calls PoolUpstream::Cancel, which cancels *connecting or
+// wakes the wait on *waiting). Counts what Connect counts, and cx_http2.
+asio::awaitable<bool> AcquireHttp2(Worker* w, std::shared_ptr<ClusterRuntime> cr, size_t ep,
+                                   Deadline* dl, const bool* timed_out,
+                                   std::shared_ptr<http2::ClientConnection>* out,
+                                   UpstreamConn** connecting, Http2Pool** waiting, std::string* err,
+                                   std::function<void(bool)> then);
+// An open HTTP/2 connection to `ep` with room for a stream, or null
+// (dead ones are dropped on the way).
+std::shared_ptr<http2::ClientConnection> FindHttp2(ClusterRuntime& cr, size_t ep);
 
 }  // namespace upstream
 }  // namespace weft::proxy

@@ -1,0 +1,973 @@
+#include "http/http2/codec.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+
+#include "base/strings.h"
+#include "io/asio.h"
+#include "io/stream.h"
+
+namespace weft::http2 {
+
+using namespace std::string_view_literals;
+
+namespace {
+
+constexpr size_t kReadSize = 16 * 1024;
+constexpr size_t kWriteBatch = 64 * 1024;  // frames gathered into one write
+
+// Offsets of one field in a stream's head storage (views are made once the
+// block is complete: the storage may move while it grows).
+struct FieldRef {
+  uint32_t name_at, name_len, value_at, value_len;
+};
+
+std::string_view Sv(const uint8_t* p, size_t n) {
+  return std::string_view(reinterpret_cast<const char*>(p), n);
+}
+
+nghttp2_nv Nv(std::string_view name, std::string_view value) {
+  nghttp2_nv nv;
+  nv.name = reinterpret_cast<uint8_t*>(const_cast<char*>(name.data()));
+  nv.namelen = name.size();
+  nv.value = reinterpret_cast<uint8_t*>(const_cast<char*>(value.data()));
+  nv.valuelen = value.size();
+  nv.flags = NGHTTP2_NV_FLAG_NONE;  // the session copies both at submit
+  return nv;
+}
+
+bool IsLower(std::string_view s) {
+  for (char c : s)
+    if (c >= 'A' && c <= 'Z') return false;
+  return true;
+}
+
+}  // namespace
+
+// ---- One stream, both roles ----
+
+class StreamBase {
+ public:
+  explicit StreamBase(Connection* c)
+      : c_(c),
+        recv_signal_(c->io_.socket().get_executor()),
+        send_signal_(c->io_.socket().get_executor()) {
+    recv_signal_.expires_at(asio::steady_timer::time_point::max());
+    send_signal_.expires_at(asio::steady_timer::time_point::max());
+  }
+  virtual ~StreamBase() = default;
+
+  // -- Head blocks, as the session's callbacks deliver them --
+  void BeginBlock() {
+    auto& arena = head_final_ ? tarena_ : harena_;
+    arena.clear();
+    refs_.clear();
+    block_bytes_ = 0;
+  }
+  // False when the block is over the size limit.
+  bool AddField(std::string_view name, std::string_view value, uint32_t limit) {
+    block_bytes_ += name.size() + value.size() + 32;  // RFC 9113 6.5.2
+    if (block_bytes_ > limit) return false;
+    auto& arena = head_final_ ? tarena_ : harena_;
+    FieldRef r;
+    r.name_at = static_cast<uint32_t>(arena.size());
+    r.name_len = static_cast<uint32_t>(name.size());
+    arena.append(name);
+    r.value_at = static_cast<uint32_t>(arena.size());
+    r.value_len = static_cast<uint32_t>(value.size());
+    arena.append(value);
+    refs_.push_back(r);
+    return true;
+  }
+  // The fields of the block just completed, pseudo-headers handed to `pseudo`.
+  template <typename F>
+  void EndBlock(http::HeaderList* fields, F&& pseudo) {
+    const std::string& arena = head_final_ ? tarena_ : harena_;
+    fields->clear();
+    fields->reserve(refs_.size() + 1);
+    size_t cookies = 0;
+    for (const FieldRef& r : refs_) {
+      const std::string_view n(arena.data() + r.name_at, r.name_len);
+      const std::string_view v(arena.data() + r.value_at, r.value_len);
+      if (!n.empty() && n[0] == ':') {
+        pseudo(n, v);
+      } else if (n == "cookie"sv) {
+        ++cookies;
+        fields->push_back({n, v});
+      } else {
+        fields->push_back({n, v});
+      }
+    }
+    if (cookies > 1) JoinCookies(fields);
+  }
+  // RFC 9113 8.2.3: crumbs are joined with "; " before they reach anyone
+  // who might speak HTTP/1.1.
+  void JoinCookies(http::HeaderList* fields) {
+    cookie_.clear();
+    for (const auto& f : *fields) {
+      if (f.name != "cookie"sv) continue;
+      if (!cookie_.empty()) cookie_.append("; "sv);
+      cookie_.append(f.value);
+    }
+    std::erase_if(*fields, [](const http::HeaderField& f) { return f.name == "cookie"sv; });
+    fields->push_back({"cookie"sv, cookie_});
+  }
+
+  // -- Receiving body --
+  void OnData(std::string_view d) { recv_.append(d); }
+  void GiveBack() {
+    if (handed_n_ && id_ > 0) c_->Consume(id_, handed_n_);
+    handed_n_ = 0;
+  }
+  bool TryRead(http::BodyEvent* ev) {
+    GiveBack();
+    if (reset_) {
+      *ev = {};
+      ev->kind = http::BodyEvent::kReset;
+      ev->reason = reason_;
+      return true;
+    }
+    if (recv_.empty() && !recv_end_) return false;
+    if (body_done_) {
+      *ev = {};
+      ev->kind = http::BodyEvent::kReset;
+      ev->reason = http::ResetReason::kLocal;
+      return true;
+    }
+    handed_.clear();
+    handed_.swap(recv_);
+    handed_n_ = handed_.size();
+    span_[0] = handed_;
+    *ev = {};
+    ev->data = std::span<const std::string_view>(span_, handed_.empty() ? 0 : 1);
+    ev->end = recv_end_;
+    if (recv_end_) {
+      body_done_ = true;
+      ev->trailers = &trailers_;
+    }
+    return true;
+  }
+  asio::awaitable<http::BodyEvent> Read() {
+    http::BodyEvent ev;
+    for (;;) {
+      if (TryRead(&ev)) co_return ev;
+      recv_waiting_ = true;
+      co_await recv_signal_.async_wait(kNoThrow);
+      recv_waiting_ = false;
+      if (recv_cancel_) {
+        recv_cancel_ = false;
+        ev = {};
+        ev.kind = http::BodyEvent::kReset;
+        ev.reason = http::ResetReason::kTimeout;
+        co_return ev;
+      }
+    }
+  }
+  // See http::ServerStream::CancelWaits.
+  void CancelWaits() {
+    if (recv_waiting_) {
+      recv_cancel_ = true;
+      recv_signal_.cancel();
+    }
+    if (send_waiting_) {
+      send_cancel_ = true;
+      send_signal_.cancel();
+    }
+  }
+
+  // -- Sending body --
+  // Queues `data` (and the end, with trailers) for the session's data
+  // source; waits while more than the send buffer is queued.
+  asio::awaitable<bool> Send(std::span<const std::string_view> data, bool end,
+                             const http::HeaderList* trailers) {
+    if (reset_ || out_end_ || closed_) co_return false;
+    for (std::string_view d : data) out_.append(d);
+    if (end) {
+      out_end_ = true;
+      if (trailers && !trailers->empty()) {
+        out_trailers_.clear();
+        for (const auto& f : *trailers) {
+          if (http::IsConnectionSpecific(f.name)) continue;
+          std::string name(f.name);
+          for (char& ch : name) ch = AsciiLower(ch);
+          out_trailers_.emplace_back(std::move(name), std::string(f.value));
+        }
+      }
+    }
+    Resume();
+    while (!reset_ && !closed_ && out_.size() - out_off_ > c_->settings_.send_buffer) {
+      send_waiting_ = true;
+      co_await send_signal_.async_wait(kNoThrow);
+      send_waiting_ = false;
+      if (send_cancel_) {
+        send_cancel_ = false;
+        co_return false;
+      }
+    }
+    co_return !reset_;
+  }
+  // The data source has more to take: tell the session.
+  void Resume() {
+    if (deferred_ && id_ > 0) {
+      deferred_ = false;
+      nghttp2_session_resume_data(c_->session_, id_);
+    }
+    c_->Kick();
+  }
+  // The session's data source callback.
+  ssize_t Produce(uint8_t* buf, size_t length, uint32_t* flags) {
+    const size_t avail = out_.size() - out_off_;
+    const size_t n = std::min(avail, length);
+    if (n) {
+      std::memcpy(buf, out_.data() + out_off_, n);
+      out_off_ += n;
+      if (out_off_ == out_.size()) {
+        out_.clear();
+        out_off_ = 0;
+      } else if (out_off_ >= 32 * 1024) {
+        out_.erase(0, out_off_);
+        out_off_ = 0;
+      }
+      if (out_.size() - out_off_ <= c_->settings_.send_buffer) send_signal_.cancel();
+    }
+    if (out_end_ && out_.size() == out_off_) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      sent_end_ = true;
+      send_signal_.cancel();
+      if (!out_trailers_.empty()) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        std::vector<nghttp2_nv> nva;
+        nva.reserve(out_trailers_.size());
+        for (const auto& [k, v] : out_trailers_) nva.push_back(Nv(k, v));
+        nghttp2_submit_trailer(c_->session_, id_, nva.data(), nva.size());
+      }
+      return static_cast<ssize_t>(n);
+    }
+    if (n == 0) {
+      deferred_ = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    return static_cast<ssize_t>(n);
+  }
+  nghttp2_data_provider Provider() {
+    nghttp2_data_provider p;
+    p.source.ptr = this;
+    p.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
+                         nghttp2_data_source* src, void*) -> ssize_t {
+      return static_cast<StreamBase*>(src->ptr)->Produce(buf, length, flags);
+    };
+    return p;
+  }
+
+  // -- Ending --
+  // The protocol is done with the stream (RST_STREAM either way, or both
+  // ends closed).
+  void OnClose(uint32_t code) {
+    closed_ = true;
+    // A reader that has not seen the end sees a reset; a sender sees closed_.
+    if (code != NGHTTP2_NO_ERROR || !recv_end_) {
+      MarkReset(code);
+    } else {
+      Wake();
+    }
+  }
+  void MarkReset(uint32_t code) {
+    if (reset_) return;
+    reset_ = true;
+    error_code_ = code;
+    switch (code) {
+      case NGHTTP2_PROTOCOL_ERROR:
+      case NGHTTP2_COMPRESSION_ERROR:
+      case NGHTTP2_FLOW_CONTROL_ERROR:
+      case NGHTTP2_FRAME_SIZE_ERROR:
+        reason_ = http::ResetReason::kProtocolError;
+        break;
+      default:
+        reason_ = http::ResetReason::kRemote;
+        break;
+    }
+    Wake();
+  }
+  void Wake() {
+    recv_signal_.cancel();
+    send_signal_.cancel();
+  }
+  // This side abandons the stream.
+  void ResetLocal(http::ResetReason r) {
+    uint32_t code = NGHTTP2_CANCEL;
+    switch (r) {
+      case http::ResetReason::kNone:
+        code = NGHTTP2_NO_ERROR;
+        break;
+      case http::ResetReason::kProtocolError:
+        code = NGHTTP2_PROTOCOL_ERROR;
+        break;
+      case http::ResetReason::kOverflow:
+        code = NGHTTP2_ENHANCE_YOUR_CALM;
+        break;
+      default:
+        break;
+    }
+    if (!closed_ && id_ > 0 && !c_->dead_) {
+      nghttp2_submit_rst_stream(c_->session_, NGHTTP2_FLAG_NONE, id_, code);
+      c_->Kick();
+    }
+    if (!reset_) {
+      reset_ = true;
+      reason_ = r == http::ResetReason::kNone ? http::ResetReason::kLocal : r;
+    }
+    Wake();
+  }
+  // Nobody will read the rest: it goes back to the peer's window at once.
+  void Abandon() {
+    GiveBack();
+    if (!recv_.empty() && id_ > 0) c_->Consume(id_, recv_.size());
+    recv_.clear();
+    handed_.clear();
+  }
+
+  Connection* const c_;
+  int32_t id_ = -1;
+  asio::steady_timer recv_signal_, send_signal_;
+  // Head storage: the current (or final) head, and the trailers.
+  std::string harena_, tarena_, cookie_;
+  std::vector<FieldRef> refs_;
+  size_t block_bytes_ = 0;
+  bool head_final_ = false;  // the final head is complete: a next block is trailers
+  bool head_ready_ = false;  // a head waits to be taken (client side)
+  http::HeaderList trailers_;
+  // Body received.
+  std::string recv_, handed_;
+  size_t handed_n_ = 0;
+  std::string_view span_[1];
+  bool recv_end_ = false;
+  bool body_done_ = false;  // the end was handed out
+  // Body to send.
+  std::string out_;
+  size_t out_off_ = 0;
+  bool out_end_ = false;
+  bool sent_end_ = false;
+  bool deferred_ = false;
+  std::vector<std::pair<std::string, std::string>> out_trailers_;
+  // State.
+  bool reset_ = false;
+  http::ResetReason reason_ = http::ResetReason::kNone;
+  uint32_t error_code_ = 0;
+  bool closed_ = false;    // the session is done with it
+  bool released_ = false;  // the user is done with it
+  bool queued_ = false;    // server: its head was complete and queued for NextStream
+  bool recv_waiting_ = false, send_waiting_ = false;  // a reader / sender is suspended
+  bool recv_cancel_ = false, send_cancel_ = false;    // ... and is to fail (CancelWaits)
+};
+
+namespace {
+
+// Encodes head fields for HTTP/2: lower-case names, no connection-specific
+// fields, content-length only for a known length, TE only as "trailers".
+void EncodeFields(const http::HeaderList& fields, http::BodyKind body, bool request,
+                  std::string* scratch, std::vector<nghttp2_nv>* nva) {
+  // Names that need lower-casing are copied into `scratch`, reserved up
+  // front so that views into it stay put.
+  size_t need = 0;
+  for (const auto& f : fields)
+    if (!IsLower(f.name)) need += f.name.size();
+  scratch->clear();
+  scratch->reserve(need);
+  for (const auto& f : fields) {
+    std::string_view n = f.name;
+    if (n.empty()) continue;
+    if (n.size() == 2 && IEquals(n, "te")) {
+      if (IEquals(TrimOws(f.value), "trailers")) nva->push_back(Nv("te"sv, "trailers"sv));
+      continue;
+    }
+    if (http::IsConnectionSpecific(n)) continue;
+    if (n.size() == 4 && IEquals(n, "host")) continue;  // :authority carries it
+    if (n.size() == 14 && IEquals(n, "content-length") && body == http::BodyKind::kStream) continue;
+    if (request && n.size() == 14 && IEquals(n, "http2-settings")) continue;
+    if (!IsLower(n)) {
+      const size_t at = scratch->size();
+      for (char c : n) scratch->push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
+      n = std::string_view(scratch->data() + at, n.size());
+    }
+    nva->push_back(Nv(n, f.value));
+  }
+}
+
+}  // namespace
+
+// ---- The session's callbacks ----
+
+struct Callbacks {
+  static Connection* C(void* ud) { return static_cast<Connection*>(ud); }
+  static StreamBase* S(nghttp2_session* s, int32_t id) {
+    return static_cast<StreamBase*>(nghttp2_session_get_stream_user_data(s, id));
+  }
+
+  static int OnBeginHeaders(nghttp2_session* s, const nghttp2_frame* f, void* ud);
+  static int OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, size_t nlen,
+                      const uint8_t* value, size_t vlen, uint8_t flags, void* ud);
+  static int OnFrameRecv(nghttp2_session* s, const nghttp2_frame* f, void* ud);
+  static int OnDataChunk(nghttp2_session* s, uint8_t flags, int32_t id, const uint8_t* data,
+                         size_t len, void* ud);
+  static int OnStreamClose(nghttp2_session* s, int32_t id, uint32_t code, void* ud);
+};
+
+// Server side: request heads and bodies; client side: response heads.
+class ServerStreamImpl;
+class ClientStreamImpl;
+
+class ServerStreamImpl final : public StreamBase, public http::ServerStream {
+ public:
+  explicit ServerStreamImpl(ServerConnection* c) : StreamBase(c) {}
+
+  void FinishHead(bool end_stream) {
+    std::string_view host;
+    EndBlock(&req_.fields, [&](std::string_view n, std::string_view v) {
+      if (n == ":method"sv) {
+        req_.method = v;
+      } else if (n == ":scheme"sv) {
+        req_.scheme = v;
+      } else if (n == ":authority"sv) {
+        req_.authority = v;
+      } else if (n == ":path"sv) {
+        req_.path = v;
+      }
+    });
+    req_.version = http::Version::kHttp2;
+    req_.keep_alive = true;
+    req_.body = end_stream ? http::BodyKind::kNone : http::BodyKind::kStream;
+    for (const auto& f : req_.fields) {
+      const std::string_view n = f.name;
+      if (n == "content-length"sv && !end_stream) {
+        uint64_t len = 0;
+        const auto [p, ec] = std::from_chars(f.value.data(), f.value.data() + f.value.size(), len);
+        if (ec == std::errc() && p == f.value.data() + f.value.size()) {
+          req_.body = http::BodyKind::kLength;
+          req_.content_length = len;
+        }
+      } else if (n == "host"sv) {
+        host = f.value;
+      } else if (n == "x-request-id"sv) {
+        req_.request_id = f.value;
+      } else if (n == "x-forwarded-for"sv) {
+        req_.forwarded_for = f.value;
+      }
+    }
+    if (req_.authority.empty()) req_.authority = host;
+    head_final_ = true;
+    if (end_stream) recv_end_ = true;
+  }
+
+  // http::ServerStream
+  const http::RequestHeaders& request() const override { return req_; }
+  asio::awaitable<http::BodyEvent> ReadBody() override { return Read(); }
+  bool TryReadBody(http::BodyEvent* ev) override { return TryRead(ev); }
+  asio::awaitable<bool> SendInterim(const http::ResponseHeaders& h) override {
+    co_return SubmitHead(h, /*end=*/false, /*interim=*/true);
+  }
+  asio::awaitable<bool> SendHeaders(const http::ResponseHeaders& h, bool end_stream) override {
+    co_return SubmitHead(h, end_stream, false);
+  }
+  bool QueueHeaders(const http::ResponseHeaders& h) override { return SubmitHead(h, false, false); }
+  asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end_stream,
+                                 const http::HeaderList* trailers) override {
+    return Send(data, end_stream, trailers);
+  }
+  void Reset(http::ResetReason r) override { ResetLocal(r); }
+  void CancelWaits() override { StreamBase::CancelWaits(); }
+  io::Stream* TakeTunnel(std::string_view*) override { return nullptr; }
+
+  bool SubmitHead(const http::ResponseHeaders& h, bool end, bool interim) {
+    if (reset_ || c_->dead_) return false;
+    char status[4];
+    const int st = std::clamp(h.status, 100, 999);
+    status[0] = static_cast<char>('0' + st / 100);
+    status[1] = static_cast<char>('0' + st / 10 % 10);
+    status[2] = static_cast<char>('0' + st % 10);
+    std::vector<nghttp2_nv>& nva = c_nva_;
+    nva.clear();
+    nva.push_back(Nv(":status"sv, std::string_view(status, 3)));
+    EncodeFields(h.fields, h.body, false, &c_->scratch_, &nva);
+    int rv;
+    if (interim) {
+      rv = nghttp2_submit_headers(c_->session_, NGHTTP2_FLAG_NONE, id_, nullptr, nva.data(),
+                                  nva.size(), nullptr);
+    } else if (end) {
+      out_end_ = true;
+      sent_end_ = true;
+      rv = nghttp2_submit_response(c_->session_, id_, nva.data(), nva.size(), nullptr);
+    } else {
+      const nghttp2_data_provider p = Provider();
+      rv = nghttp2_submit_response(c_->session_, id_, nva.data(), nva.size(), &p);
+    }
+    c_->Kick();
+    return rv == 0;
+  }
+
+  http::RequestHeaders req_;
+  std::vector<nghttp2_nv> c_nva_;
+};
+
+class ClientStreamImpl final : public StreamBase, public http::ClientStream {
+ public:
+  explicit ClientStreamImpl(ClientConnection* c) : StreamBase(c) {}
+
+  void FinishHead(bool end_stream) {
+    int status = 0;
+    EndBlock(&resp_.fields, [&](std::string_view n, std::string_view v) {
+      if (n == ":status"sv) std::from_chars(v.data(), v.data() + v.size(), status);
+    });
+    resp_.status = status;
+    resp_.reason = {};
+    resp_.reusable = true;
+    resp_.content_length = 0;
+    resp_.body = end_stream ? http::BodyKind::kNone : http::BodyKind::kStream;
+    if (!end_stream && status != 204 && status != 304 && method_ != "HEAD"sv) {
+      for (const auto& f : resp_.fields) {
+        if (f.name != "content-length"sv) continue;
+        uint64_t len = 0;
+        const auto [p, ec] = std::from_chars(f.value.data(), f.value.data() + f.value.size(), len);
+        if (ec == std::errc() && p == f.value.data() + f.value.size()) {
+          resp_.body = http::BodyKind::kLength;
+          resp_.content_length = len;
+        }
+      }
+    }
+    if (!resp_.interim()) head_final_ = true;
+    if (end_stream) recv_end_ = true;
+    head_ready_ = true;
+    got_head_ = true;
+    recv_signal_.cancel();
+  }
+
+  bool Submit(const http::RequestHeaders& h, bool end) {
+    if (reset_ || c_->dead_ || id_ > 0) return false;
+    method_.assign(h.method);
+    std::vector<nghttp2_nv>& nva = nva_;
+    nva.clear();
+    nva.push_back(Nv(":method"sv, h.method));
+    nva.push_back(Nv(":scheme"sv, h.scheme.empty() ? "http"sv : h.scheme));
+    nva.push_back(Nv(":authority"sv, h.authority));
+    nva.push_back(Nv(":path"sv, h.path.empty() ? "/"sv : h.path));
+    if (h.body == http::BodyKind::kLength && !HasField(h.fields, "content-length")) {
+      length_.clear();
+      AppendDecimal(&length_, h.content_length);
+      nva.push_back(Nv("content-length"sv, length_));
+    }
+    EncodeFields(h.fields, h.body, true, &c_->scratch_, &nva);
+    int32_t id;
+    if (end) {
+      out_end_ = true;
+      sent_end_ = true;
+      id = nghttp2_submit_request(c_->session_, nullptr, nva.data(), nva.size(), nullptr, this);
+    } else {
+      const nghttp2_data_provider p = Provider();
+      id = nghttp2_submit_request(c_->session_, nullptr, nva.data(), nva.size(), &p, this);
+    }
+    if (id < 0) return false;
+    id_ = id;
+    c_->Kick();
+    return true;
+  }
+  static bool HasField(const http::HeaderList& fields, std::string_view name) {
+    for (const auto& f : fields)
+      if (IEquals(f.name, name)) return true;
+    return false;
+  }
+
+  // http::ClientStream
+  asio::awaitable<bool> SendHeaders(const http::RequestHeaders& h, bool end_stream) override {
+    co_return Submit(h, end_stream);
+  }
+  bool QueueHeaders(const http::RequestHeaders& h) override { return Submit(h, false); }
+  asio::awaitable<bool> SendBody(std::span<const std::string_view> data, bool end_stream,
+                                 const http::HeaderList* trailers) override {
+    return Send(data, end_stream, trailers);
+  }
+  asio::awaitable<http::ResponseHeaders*> ReadHeaders(http::HeadError* err) override {
+    while (!head_ready_ && !reset_) {
+      co_await recv_signal_.async_wait(kNoThrow);
+    }
+    if (head_ready_) {
+      head_ready_ = false;
+      co_return &resp_;
+    }
+    err->reason = reason_;
+    err->status = 502;
+    // A stream the peer refused, or one past its GOAWAY, was not processed:
+    // safe to try again elsewhere.
+    err->bytes_received = got_head_ && error_code_ != NGHTTP2_REFUSED_STREAM;
+    err->detail = error_code_ == NGHTTP2_REFUSED_STREAM          ? "HTTP/2 stream refused"
+                  : reason_ == http::ResetReason::kProtocolError ? "HTTP/2 protocol error"
+                                                                 : "HTTP/2 stream reset";
+    co_return nullptr;
+  }
+  asio::awaitable<http::BodyEvent> ReadBody() override { return Read(); }
+  bool TryReadBody(http::BodyEvent* ev) override { return TryRead(ev); }
+  io::Stream* TakeTunnel(std::string_view*) override { return nullptr; }
+  bool reusable() const override { return !c_->dead_; }
+
+  http::ResponseHeaders resp_;
+  std::string method_, length_;
+  std::vector<nghttp2_nv> nva_;
+  bool got_head_ = false;
+};
+
+int Callbacks::OnBeginHeaders(nghttp2_session* s, const nghttp2_frame* f, void* ud) {
+  Connection* c = C(ud);
+  if (f->hd.type != NGHTTP2_HEADERS) return 0;
+  if (c->server_ && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    auto* st = new ServerStreamImpl(static_cast<ServerConnection*>(c));
+    st->id_ = f->hd.stream_id;
+    c->streams_.insert(st);
+    nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
+    st->BeginBlock();
+    return 0;
+  }
+  if (StreamBase* st = S(s, f->hd.stream_id)) st->BeginBlock();
+  return 0;
+}
+
+int Callbacks::OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
+                        size_t nlen, const uint8_t* value, size_t vlen, uint8_t, void* ud) {
+  Connection* c = C(ud);
+  StreamBase* st = S(s, f->hd.stream_id);
+  if (!st) return 0;
+  if (!st->AddField(Sv(name, nlen), Sv(value, vlen), c->settings_.max_header_list_bytes)) {
+    // Over the limit: this stream is reset (the connection goes on).
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+int Callbacks::OnFrameRecv(nghttp2_session* s, const nghttp2_frame* f, void* ud) {
+  Connection* c = C(ud);
+  switch (f->hd.type) {
+    case NGHTTP2_HEADERS: {
+      StreamBase* st = S(s, f->hd.stream_id);
+      if (!st) return 0;
+      const bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+      if (st->head_final_) {
+        // Trailers.
+        st->EndBlock(&st->trailers_, [](std::string_view, std::string_view) {});
+        st->recv_end_ = true;
+        st->recv_signal_.cancel();
+        return 0;
+      }
+      if (c->server_) {
+        auto* ss = static_cast<ServerStreamImpl*>(st);
+        ss->FinishHead(end);
+        static_cast<ServerConnection*>(c)->Ready(st);
+      } else {
+        static_cast<ClientStreamImpl*>(st)->FinishHead(end);
+      }
+      return 0;
+    }
+    case NGHTTP2_DATA:
+      if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        if (StreamBase* st = S(s, f->hd.stream_id)) {
+          st->recv_end_ = true;
+          st->recv_signal_.cancel();
+        }
+      }
+      return 0;
+    case NGHTTP2_GOAWAY:
+      c->goaway_received_ = true;
+      return 0;
+    default:
+      return 0;
+  }
+}
+
+int Callbacks::OnDataChunk(nghttp2_session* s, uint8_t, int32_t id, const uint8_t* data, size_t len,
+                           void* ud) {
+  Connection* c = C(ud);
+  StreamBase* st = S(s, id);
+  if (!st || st->released_ || st->reset_) {
+    // Nobody reads it: give the window back at once.
+    c->Consume(id, len);
+    return 0;
+  }
+  st->OnData(Sv(data, len));
+  st->recv_signal_.cancel();
+  return 0;
+}
+
+int Callbacks::OnStreamClose(nghttp2_session* s, int32_t id, uint32_t code, void* ud) {
+  Connection* c = C(ud);
+  if (c->destroying_) return 0;
+  StreamBase* st = S(s, id);
+  if (!st) return 0;
+  nghttp2_session_set_stream_user_data(s, id, nullptr);
+  st->OnClose(code);
+  // Freed once its user is done; a server stream reset before its head was
+  // complete never had one.
+  if (st->released_ || (c->server_ && !st->queued_)) c->Remove(st);
+  return 0;
+}
+
+// ---- Connection ----
+
+Connection::Connection(io::Stream& s, const Settings& settings, Counters ctr, bool server)
+    : io_(s),
+      settings_(settings),
+      ctr_(ctr),
+      server_(server),
+      write_signal_(s.socket().get_executor()) {
+  write_signal_.expires_at(asio::steady_timer::time_point::max());
+}
+
+Connection::~Connection() {
+  destroying_ = true;
+  if (session_) nghttp2_session_del(session_);
+  for (StreamBase* st : streams_) delete st;
+}
+
+bool Connection::InitSession() {
+  nghttp2_session_callbacks* cb = nullptr;
+  if (nghttp2_session_callbacks_new(&cb) != 0) return false;
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, Callbacks::OnBeginHeaders);
+  nghttp2_session_callbacks_set_on_header_callback(cb, Callbacks::OnHeader);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, Callbacks::OnFrameRecv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, Callbacks::OnDataChunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, Callbacks::OnStreamClose);
+  nghttp2_option* opt = nullptr;
+  if (nghttp2_option_new(&opt) != 0) {
+    nghttp2_session_callbacks_del(cb);
+    return false;
+  }
+  // The window goes back as the reader takes bytes, not as they arrive.
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+  nghttp2_option_set_max_settings(opt, 32);
+  nghttp2_option_set_max_outbound_ack(opt, 1000);
+  nghttp2_option_set_stream_reset_rate_limit(opt, settings_.reset_burst, settings_.reset_rate);
+  nghttp2_option_set_max_continuations(opt, 8);
+  // RFC 9113 dropped priorities; a client's PRIORITY frames are parsed
+  // and otherwise ignored.
+  int rv = server_ ? nghttp2_session_server_new2(&session_, cb, this, opt)
+                   : nghttp2_session_client_new2(&session_, cb, this, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  if (rv != 0) {
+    session_ = nullptr;
+    return false;
+  }
+  nghttp2_settings_entry iv[6];
+  size_t n = 0;
+  iv[n++] = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings_.max_concurrent_streams};
+  iv[n++] = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings_.initial_window};
+  iv[n++] = {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, settings_.max_frame_size};
+  iv[n++] = {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, settings_.max_header_list_bytes};
+  iv[n++] = {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, settings_.header_table_size};
+  if (!server_) iv[n++] = {NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
+  if (nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, n) != 0) return false;
+  if (settings_.connection_window > 65535) {
+    nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
+                                          static_cast<int32_t>(settings_.connection_window));
+  }
+  return true;
+}
+
+void Connection::Start() {
+  auto self = shared_from_this();
+  reading_ = writing_ = true;
+  auto ex = io_.socket().get_executor();
+  asio::co_spawn(ex, ReadLoop(self), asio::detached);
+  asio::co_spawn(ex, WriteLoop(self), asio::detached);
+}
+
+void Connection::Kick() { write_signal_.cancel(); }
+
+void Connection::Consume(int32_t id, size_t n) {
+  if (!session_ || dead_ || n == 0) return;
+  if (nghttp2_session_consume(session_, id, n) != 0)
+    nghttp2_session_consume_connection(session_, n);
+  Kick();
+}
+
+void Connection::Remove(StreamBase* st) {
+  streams_.erase(st);
+  delete st;
+}
+
+void Connection::Fail(std::string why) {
+  if (dead_) return;
+  dead_ = true;
+  if (error_.empty()) error_ = std::move(why);
+  for (StreamBase* st : streams_) {
+    if (!st->closed_) {
+      st->closed_ = true;
+      st->MarkReset(NGHTTP2_CANCEL);
+    }
+  }
+  // Streams the user already let go of are freed now.
+  std::vector<StreamBase*> done;
+  for (StreamBase* st : streams_)
+    if (st->released_ || (server_ && !st->queued_)) done.push_back(st);
+  for (StreamBase* st : done) Remove(st);
+  Kick();
+  OnDead();
+  if (on_dead_) {
+    auto f = std::move(on_dead_);
+    on_dead_ = nullptr;
+    f();
+  }
+}
+
+void Connection::Abort(std::string why) {
+  Fail(std::move(why));
+  io_.Cancel();
+}
+
+asio::awaitable<void> Connection::ReadLoop(std::shared_ptr<Connection> self) {
+  if (!rbuf_) rbuf_ = std::make_unique<char[]>(kReadSize);
+  while (!dead_) {
+    auto [ec, n] = co_await io_.ReadSome(rbuf_.get(), kReadSize);
+    if (ec || n == 0) {
+      Fail(ec ? ec.message() : std::string("closed by peer"));
+      break;
+    }
+    if (ctr_.bytes_in) ctr_.bytes_in->Inc(n);
+    const ssize_t rv =
+        nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(rbuf_.get()), n);
+    if (rv < 0) {
+      // A connection error: the session queued GOAWAY where it could.
+      if (error_.empty()) error_ = nghttp2_strerror(static_cast<int>(rv));
+      Kick();
+      break;
+    }
+    Kick();
+    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) break;
+  }
+  reading_ = false;
+  Kick();
+}
+
+asio::awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
+  for (;;) {
+    wbuf_.clear();
+    bool fatal = false;
+    while (wbuf_.size() < kWriteBatch) {
+      const uint8_t* p = nullptr;
+      const ssize_t n = nghttp2_session_mem_send(session_, &p);
+      if (n < 0) {
+        fatal = true;
+        if (error_.empty()) error_ = nghttp2_strerror(static_cast<int>(n));
+        break;
+      }
+      if (n == 0) break;
+      wbuf_.append(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+    }
+    if (!wbuf_.empty()) {
+      auto [ec, n] = co_await io_.Write(wbuf_.data(), wbuf_.size());
+      if (ec) {
+        Fail(ec.message());
+        break;
+      }
+      if (ctr_.bytes_out) ctr_.bytes_out->Inc(n);
+      continue;
+    }
+    if (fatal) break;
+    // Nothing to send: done when the reader is done or the session wants
+    // nothing more (GOAWAY exchanged, streams finished).
+    if (!reading_ || dead_) break;
+    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) break;
+    co_await write_signal_.async_wait(kNoThrow);
+  }
+  writing_ = false;
+  Fail(error_.empty() ? std::string("connection finished") : error_);
+  if (reading_) io_.Cancel();  // the reader waits on the socket: end it
+}
+
+// ---- Server ----
+
+ServerConnection::ServerConnection(io::Stream& s, const Settings& settings, Counters ctr)
+    : Connection(s, settings, ctr, true), accept_signal_(s.socket().get_executor()) {
+  accept_signal_.expires_at(asio::steady_timer::time_point::max());
+}
+
+void ServerConnection::Ready(StreamBase* st) {
+  st->queued_ = true;
+  ready_.push_back(st);
+  accept_signal_.cancel();
+}
+
+void ServerConnection::OnDead() { accept_signal_.cancel(); }
+
+asio::awaitable<http::Accepted> ServerConnection::NextStream() {
+  http::Accepted a;
+  for (;;) {
+    while (!ready_.empty()) {
+      StreamBase* st = ready_.front();
+      ready_.pop_front();
+      if (st->reset_) {
+        // Reset by the peer before anyone took it.
+        st->released_ = true;
+        if (st->closed_) Remove(st);
+        continue;
+      }
+      a.stream = static_cast<ServerStreamImpl*>(st);
+      co_return a;
+    }
+    if (dead_ || goaway_sent_) co_return a;
+    co_await accept_signal_.async_wait(kNoThrow);
+  }
+}
+
+void ServerConnection::StreamDone(http::ServerStream* s, bool) {
+  auto* st = static_cast<ServerStreamImpl*>(s);
+  // A response queued whole goes out and closes the stream by itself (the
+  // rest of a request body nobody read is given back to the window as it
+  // comes); one cut short is reset.
+  if (!st->closed_ && !st->reset_ && !st->out_end_) st->ResetLocal(http::ResetReason::kLocal);
+  st->Abandon();
+  st->released_ = true;
+  if (st->closed_ || dead_) Remove(st);
+}
+
+void ServerConnection::Drain() {
+  if (goaway_sent_ || dead_) return;
+  goaway_sent_ = true;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  Kick();
+  accept_signal_.cancel();
+}
+
+// ---- Client ----
+
+bool ClientConnection::can_open() const {
+  if (dead_ || goaway_received_ || !session_) return false;
+  if (!nghttp2_session_check_request_allowed(session_)) return false;
+  const uint32_t peer_max =
+      nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+  return streams_.size() < std::min<uint32_t>(peer_max, settings_.max_concurrent_streams);
+}
+
+http::ClientStream* ClientConnection::Open() {
+  if (!can_open()) return nullptr;
+  auto* st = new ClientStreamImpl(this);
+  streams_.insert(st);
+  return st;
+}
+
+void ClientConnection::Cancel(http::ClientStream* s) {
+  static_cast<ClientStreamImpl*>(s)->ResetLocal(http::ResetReason::kTimeout);
+}
+
+void ClientConnection::Done(http::ClientStream* s) {
+  auto* st = static_cast<ClientStreamImpl*>(s);
+  if (!st->closed_ && st->id_ > 0 && !(st->recv_end_ && st->out_end_)) {
+    st->ResetLocal(http::ResetReason::kLocal);
+  }
+  st->Abandon();
+  st->released_ = true;
+  if (st->closed_ || st->id_ <= 0 || dead_) Remove(st);
+}
+
+}  // namespace weft::http2

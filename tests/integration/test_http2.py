@@ -1,0 +1,223 @@
+"""HTTP/2 and gRPC through weft proxy: curl, nghttp and h2load as HTTP/2
+clients, python3-grpcio and grpc-js as gRPC clients and servers, nginx as an
+HTTP/2 upstream, and the project's HTTP/1.1 test backend behind HTTP/2
+clients."""
+import hashlib
+import json
+import os
+import subprocess
+import threading
+
+import grpc
+import pytest
+
+import grpc_peer as g
+from conftest import curl, free_port, require, simple_config, wait_port
+
+
+def grpc_config(clusters, workers=1, extra=""):
+    """A bootstrap with one HTTP listener in front of HTTP/2 clusters
+    ({name: [addr]}), the first one routed."""
+    text = simple_config(clusters, workers=workers, extra_listener=extra)
+    for name in clusters:
+        text = text.replace(f"  - name: {name}\n", f"  - name: {name}\n    protocol: http2\n", 1)
+    return text
+
+
+@pytest.fixture
+def grpc_servers():
+    made = []
+
+    def make(n=1, impl="python", prefix="s"):
+        out = []
+        for i in range(n):
+            p = g.start_server(0, name=f"{prefix}{i}", impl=impl)
+            made.append(p)
+            out.append(p)
+        return out
+
+    yield make
+    for p in made:
+        g.stop_server(p)
+
+
+# ---- HTTP/2 clients to an HTTP/1.1 upstream ----
+
+
+def test_h2c_prior_knowledge_and_http1_share_a_port(weft, backends):
+    b = backends()
+    w = weft(simple_config({"c": [b.addr]}))
+    r = curl("--http2-prior-knowledge", "-i", w.url(path="/echo?x=1"), "-H", "x-kept: yes",
+             "-H", "cookie: a=1", "-H", "cookie: b=2")
+    assert r.returncode == 0, r.stderr
+    head, body = r.stdout.split("\n\n", 1)
+    assert head.startswith("HTTP/2 200"), head
+    e = json.loads(body)
+    hdrs = {k.lower(): v for k, v in e["headers"]}
+    assert e["method"] == "GET" and e["target"] == "/echo?x=1"
+    assert hdrs["host"] == f"127.0.0.1:{w.ports['public']}"  # :authority becomes Host
+    assert hdrs["x-kept"] == "yes"
+    assert hdrs["cookie"] == "a=1; b=2"  # crumbs joined for HTTP/1.1 (RFC 9113 8.2.3)
+    assert "x-request-id" in hdrs
+    # The same port still speaks HTTP/1.1.
+    r = curl("-i", w.url(path="/echo"))
+    assert r.stdout.startswith("HTTP/1.1 200"), r.stdout
+    assert w.stat("weft_listener_downstream_cx_http2_total", listener="public") == 1
+
+
+def test_h2_request_and_response_bodies_both_ways(weft, backends, tmp_path):
+    b = backends()
+    w = weft(simple_config({"c": [b.addr]}))
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    f = tmp_path / "body"
+    f.write_bytes(data)
+    # Upload without a length (DATA frames) -> chunked to the HTTP/1.1 upstream.
+    r = curl("--http2-prior-knowledge", "--data-binary", f"@{f}", "-H", "content-type: x/y",
+             "-H", "transfer-encoding:", w.url(path="/sink"))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["length"] == len(data) and got["sha256"] == hashlib.sha256(data).hexdigest()
+    # Download: content-length and chunked upstream responses.
+    for path, n in (("/bytes/2000000", 2000000), ("/chunked/1500000", 1500000)):
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", w.url(path=path)],
+                           capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout) == n
+
+
+def test_h2_many_streams_on_one_connection(weft, backends):
+    require("h2load")
+    b = backends()
+    w = weft(simple_config({"c": [b.addr]}))
+    r = subprocess.run(["h2load", "-n", "400", "-c", "2", "-m", "20", w.url(path="/echo")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "400 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout
+    assert w.stat("weft_listener_downstream_cx_http2_total", listener="public") == 2
+
+
+def test_nghttp_client_to_nginx_over_h2(weft, tmp_path):
+    require("nginx")
+    require("nghttp")
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""worker_processes 1;
+daemon off;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/nginx.err;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  server {{
+    listen 127.0.0.1:{port} http2;
+    location / {{ add_header x-proto $server_protocol; return 200 "nginx saw $request_uri\\n"; }}
+  }}
+}}
+""")
+    ng = subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        w = weft(grpc_config({"ng": [f"127.0.0.1:{port}"]}))
+        r = subprocess.run(["nghttp", "-v", w.url(path="/a/b?c=d")], capture_output=True,
+                           text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        assert "nginx saw /a/b?c=d" in r.stdout
+        assert "x-proto: HTTP/2.0" in r.stdout  # nginx was reached over HTTP/2
+        # An HTTP/1.1 client to the same HTTP/2 upstream.
+        r = curl("-i", w.url(path="/h1"))
+        assert r.stdout.startswith("HTTP/1.1 200") and "nginx saw /h1" in r.stdout
+        assert w.stat("weft_cluster_upstream_cx_http2_total", cluster="ng") == 1
+    finally:
+        ng.kill()
+        ng.wait()
+
+
+# ---- gRPC ----
+
+
+def test_grpc_unary_status_and_trailers_pass_through(weft, grpc_servers):
+    (s,) = grpc_servers(1)
+    w = weft(grpc_config({"g": [s.target]}))
+    t = f"127.0.0.1:{w.ports['public']}"
+    ch = g.make_channel(t)
+    r = g.unary(t, b"hi", channel=ch)
+    assert r["code"] == "OK" and r["response"] == b"s0:hi", r
+    r = g.unary(t, b"x", metadata=[("x-status", "7"), ("x-message", "nope"),
+                                   ("x-trailer", "k=v")], channel=ch)
+    assert r["code"] == "PERMISSION_DENIED" and r["details"] == "nope", r
+    assert r["trailing"].get("k") == "v"
+    r = g.unary(t, b"x", metadata=[("x-trailers-only", "1"), ("x-status", "5")], channel=ch)
+    assert r["code"] == "NOT_FOUND", r
+    raw = g.raw_call(t, metadata=[("x-trailers-only", "1"), ("x-status", "5")])
+    # One HEADERS frame with END_STREAM, as the server sent it.
+    assert len(raw["frames"]) == 1, raw
+    kind, fields, ended = raw["frames"][0]
+    assert kind == "headers" and ended and fields["grpc-status"] == "5", raw
+
+
+def test_grpc_streaming_kinds(weft, grpc_servers):
+    (s,) = grpc_servers(1)
+    w = weft(grpc_config({"g": [s.target]}))
+    t = f"127.0.0.1:{w.ports['public']}"
+    ch = g.make_channel(t)
+    r = g.server_stream(t, 50, size=20000, channel=ch)
+    assert r["code"] == "OK" and len(r["responses"]) == 50, r["code"]
+    assert all(len(m) == 20000 for m in r["responses"])
+    msgs = [os.urandom(1000) for _ in range(200)]
+    r = g.client_stream(t, msgs, channel=ch)
+    assert r["code"] == "OK" and r["response"] == b"s0:count=200,bytes=200000", r
+    r = g.bidi(t, [b"a", b"b", b"c"], channel=ch)  # ping-pong: needs both directions at once
+    assert r["code"] == "OK" and r["responses"] == [b"s0:a", b"s0:b", b"s0:c"], r
+
+
+def test_grpc_balanced_per_request_over_one_connection(weft, grpc_servers):
+    servers = grpc_servers(3)
+    w = weft(grpc_config({"g": [s.target for s in servers]}))
+    t = f"127.0.0.1:{w.ports['public']}"
+    ch = g.make_channel(t)
+    seen = {}
+    for i in range(60):
+        r = g.unary(t, b"q", channel=ch)
+        assert r["code"] == "OK", r
+        name = r["response"].split(b":")[0]
+        seen[name] = seen.get(name, 0) + 1
+    assert seen == {b"s0": 20, b"s1": 20, b"s2": 20}, seen  # round robin, per call
+    assert w.stat("weft_listener_downstream_cx_http2_total", listener="public") == 1
+    assert w.stat("weft_cluster_upstream_cx_http2_total", cluster="g") == 3
+
+
+def test_grpc_concurrent_calls_share_upstream_connections(weft, grpc_servers):
+    (s,) = grpc_servers(1)
+    w = weft(grpc_config({"g": [s.target]}))
+    t = f"127.0.0.1:{w.ports['public']}"
+    errors = []
+
+    def client():
+        ch = g.make_channel(t)
+        for _ in range(20):
+            r = g.unary(t, b"c", metadata=[("x-sleep-ms", "5")], channel=ch)
+            if r["code"] != "OK":
+                errors.append(r)
+        ch.close()
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[:3]
+    assert w.stat("weft_listener_downstream_cx_http2_total", listener="public") == 16
+    # 16 client connections, one worker, one endpoint: one upstream connection.
+    assert w.stat("weft_cluster_upstream_cx_http2_total", cluster="g") == 1
+
+
+def test_grpc_js_client_and_server(weft, grpc_servers):
+    (s,) = grpc_servers(1, impl="node", prefix="n")
+    w = weft(grpc_config({"g": [s.target]}))
+    t = f"127.0.0.1:{w.ports['public']}"
+    r = g.unary(t, b"py")
+    assert r["code"] == "OK" and r["response"] == b"n0:py", r
+    out = g.node_client(t, "unary", data=["js"], repeat=3)
+    assert [o["code"] for o in out] == ["OK"] * 3, out
+    out = g.node_client(t, "bidi", data=["x", "y"])
+    assert out[0]["code"] == "OK", out
