@@ -127,6 +127,10 @@ InboundStats ParseInbound(const std::string& text) {
     } else if (line.rfind("weft_listener_downstream_rq_duration_seconds_bucket{", 0) == 0) {
       const std::string le = LabelOf(line, "le");
       st.buckets[le == "+Inf" ? 1e300 : std::strtod(le.c_str(), nullptr)] += v;
+    } else if (line.rfind("weft_listener_downstream_grpc_total{", 0) == 0) {
+      // A gRPC call is a failure when its grpc-status is not OK (the HTTP
+      // status of it is 200).
+      if (LabelOf(line, "grpc_status") != "OK") st.errors += v;
     } else if (line.rfind("weft_inbound_rq_total{", 0) == 0) {
       st.mtls += v;
     }

@@ -267,6 +267,11 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     const std::string p = port_protocol_of(svc, ns);
     return p == "http2" || p == "grpc" ? "http2" : p;
   };
+  auto mesh_protocol_of = [&](const std::string& svc, const std::string& ns) -> std::string {
+    const ConfigEntry* e = config_.Find("Service", ns, svc);
+    if (!e) return "http2";
+    return std::get<mesh::ServiceSpec>(e->manifest.spec).mesh_protocol;
+  };
   auto mtls_of = [&](const std::string& svc, const std::string& ns) -> std::string {
     const ConfigEntry* e = config_.Find("Service", ns, svc);
     if (!e) return "strict";
@@ -295,6 +300,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c->set_lb(tp.lb);
     c->set_connect_timeout_ms(tp.connect_timeout_ms);
     c->set_protocol(cluster_protocol_of(svc, ns));
+    c->set_mesh_protocol(mesh_protocol_of(svc, ns));
     out[ResourceKey("cluster", name)] = Finish(std::move(r));
     out[ResourceKey("endpoints", name)] = EndpointsFor(name, svc, ns);
     return name;

@@ -50,7 +50,7 @@ std::vector<std::string> StringList(const YAML::Node& n, const std::string& path
 std::string At(const std::string& path, size_t i) { return path + "[" + std::to_string(i) + "]"; }
 
 ServiceSpec ParseService(const YAML::Node& s) {
-  CheckKeys(s, "spec", {"ports", "mtls"});
+  CheckKeys(s, "spec", {"ports", "mtls", "meshProtocol"});
   ServiceSpec out;
   if (!s["ports"]) Fail("spec.ports", "missing (e.g. ports: [{port: 9080, protocol: http}])");
   const YAML::Node& ports = Seq(s["ports"], "spec.ports");
@@ -67,6 +67,9 @@ ServiceSpec ParseService(const YAML::Node& s) {
   }
   if (out.ports.empty()) Fail("spec.ports", "a service needs at least one port");
   if (s["mtls"]) out.mtls = OneOf(s["mtls"], "spec.mtls", {"strict", "permissive"});
+  if (s["meshProtocol"]) {
+    out.mesh_protocol = OneOf(s["meshProtocol"], "spec.meshProtocol", {"http2", "http1"});
+  }
   return out;
 }
 
@@ -301,6 +304,7 @@ std::string ToJson(const Manifest& m) {
     for (const auto& p : sv->ports)
       s["ports"].push_back({{"port", p.port}, {"protocol", p.protocol}});
     s["mtls"] = sv->mtls;
+    s["meshProtocol"] = sv->mesh_protocol;
   } else if (const auto* tp = std::get_if<TrafficPolicySpec>(&m.spec)) {
     s = {{"lb", tp->lb},
          {"connectTimeout", Ms(tp->connect_timeout_ms)},

@@ -23,6 +23,10 @@ struct ServicePort {
 struct ServiceSpec {
   std::vector<ServicePort> ports;
   std::string mtls = "strict";  // strict | permissive
+  // How HTTP travels between sidecars: multiplexed on HTTP/2 over the mesh
+  // TLS connection (whatever the app speaks), or one HTTP/1.1 exchange per
+  // connection at a time ("http1": for an app that needs it).
+  std::string mesh_protocol = "http2";  // http2 | http1
 };
 
 // The most retries one request may get, wherever a retry count is written

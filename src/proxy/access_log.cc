@@ -38,7 +38,11 @@ void FormatAccessLog(const StreamInfo& in, int64_t now_ns, int64_t wall_us, std:
   AppendJsonEscaped(line, in.request_id);
   line->append("\",\"flags\":\"");
   line->append(in.flags);
-  line->append("\"}\n");
+  if (in.grpc_status >= 0) {
+    fmt::format_to(std::back_inserter(*line), "\",\"grpc_status\":{}}}\n", in.grpc_status);
+  } else {
+    line->append("\"}\n");
+  }
 }
 
 void ObserveAccessLog(Worker* w, const std::shared_ptr<AccessLogSink>& sink,

@@ -32,6 +32,7 @@ struct StreamInfo {
   std::string_view peer;        // verified SPIFFE ID of the caller
   std::string_view request_id;
   std::string_view flags;
+  int grpc_status = -1;  // a gRPC call's grpc-status; -1: not gRPC, or none arrived
 };
 
 // One line of JSON, newline-terminated, for `info` finished at `now_ns`

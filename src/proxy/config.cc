@@ -515,6 +515,7 @@ std::string ConfigToJson(const ProxyConfig& c) {
             {"connect_timeout_ms", cl.connect_timeout_ms},
             {"max_idle_per_endpoint", cl.max_idle_per_endpoint}};
     if (!cl.peer_id.empty()) jc["peer_id"] = cl.peer_id;
+    if (!cl.mesh_http2) jc["mesh_protocol"] = "http1";
     jc["endpoints"] = json::array();
     for (const auto& e : cl.endpoints) {
       json je{{"address", e.address.text}, {"weight", e.weight}};

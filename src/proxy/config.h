@@ -113,6 +113,10 @@ struct ClusterConfig {
   // The HTTP version spoken to the endpoints: HTTP/1.1, or HTTP/2 with prior
   // knowledge (plaintext) / ALPN h2 (mesh TLS).
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
+  // Endpoints that run a sidecar (Endpoint::mtls) speak HTTP/2 over mesh
+  // TLS whatever `protocol` says, unless this is false (the config
+  // stream's mesh_protocol: http1).
+  bool mesh_http2 = true;
   int64_t connect_timeout_ms = 1000;
   uint32_t max_idle_per_endpoint = 64;  // per worker
   std::string peer_id;                  // mesh TLS: the SPIFFE ID its endpoints must present

@@ -6,6 +6,7 @@
 #include "base/net.h"
 #include "base/strings.h"
 #include "base/time.h"
+#include "http/grpc.h"
 #include "http/http1/codec.h"
 #include "http/http2/codec.h"
 #include "io/asio.h"
@@ -329,6 +330,15 @@ bool HttpConnectionManager::ActiveStream::Decide(const Ctx& c, http::ServerStrea
   } else {
     MakeRequestId(w_->rng(), &request_id_);
   }
+  // gRPC runs on HTTP/2 only: HTTP/1.1 requests skip the field scan.
+  grpc_ = req.version == http::Version::kHttp2 && http::grpc::IsGrpc(req);
+  grpc_status_ = -1;
+  grpc_timeout_ms_ = -1;
+  if (grpc_) {
+    for (const http::HeaderField& f : req.fields) {
+      if (f.name == "grpc-timeout"sv) grpc_timeout_ms_ = http::grpc::ParseTimeout(f.value);
+    }
+  }
   if (req.method == "CONNECT"sv) {
     x->Reply(405, "CONNECT is not supported by this listener", true);
     return false;
@@ -373,6 +383,7 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
         break;
       case 12:
         if (IEquals(n, "x-request-id")) continue;
+        if (grpc_timeout_ms_ >= 0 && n == "grpc-timeout"sv) continue;  // re-added, reduced
         break;
       case 15:
         if (IEquals(n, "x-forwarded-for")) continue;
@@ -395,6 +406,10 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
   up_req_.fields.push_back({"x-forwarded-for"sv, forwarded_for_});
   up_req_.fields.push_back({"x-forwarded-proto"sv, "http"sv});
   up_req_.fields.push_back({"x-request-id"sv, request_id_});
+  if (grpc_timeout_ms_ >= 0) {
+    grpc_timeout_field_ = up_req_.fields.size();
+    up_req_.fields.push_back({"grpc-timeout"sv, {}});  // set per attempt (Forward)
+  }
   if (!cm_->peer_.empty()) {
     // The verified caller, for the application (Envoy's XFCC shape).
     client_cert_.assign("By="sv);
@@ -412,10 +427,21 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   ClusterRuntime& cr = *cluster;
   RouteStats& rs = *x.route_stats;
   const int64_t timeout_ms = x.route->timeout_ms ? x.route->timeout_ms : c.lc->request_timeout_ms;
+  // A gRPC caller's deadline, when it is the sooner one, bounds the wait
+  // for the response head (and travels upstream reduced by the time spent).
+  const bool grpc_deadline = grpc_timeout_ms_ >= 0 && grpc_timeout_ms_ < timeout_ms;
   const auto elapsed_us = [this] { return (MonoNanos() - start_ns_) / 1000; };
+  // A failure the proxy answers itself (a gRPC caller gets 200 and the
+  // matching grpc-status: that is what the counters see).
   const auto fail = [&](int status) {
-    cr.stats->http.Record(status, 0);
-    rs.http.Record(status, elapsed_us());
+    const int sent = grpc_ ? 200 : status;
+    cr.stats->http.Record(sent, 0);
+    rs.http.Record(sent, elapsed_us());
+    if (grpc_) {
+      const int code = http::grpc::CodeForHttpStatus(status);
+      cr.stats->http.RecordGrpc(code);
+      rs.http.RecordGrpc(code);
+    }
   };
   BuildUpstreamRequest(c, req);
 
@@ -465,6 +491,19 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     }
     http::ClientStream& us = *lease.stream;
     int r = 0;
+    if (grpc_timeout_ms_ >= 0) {
+      const int64_t left = grpc_timeout_ms_ - elapsed_us() / 1000;
+      if (left <= 0) {
+        up_->Release(false);
+        fail(504);
+        reply_body_ = fmt::format("gRPC deadline of {} ms exceeded before the call was sent",
+                                  grpc_timeout_ms_);
+        co_await LocalReply(c, s, 504, false);
+        co_return false;
+      }
+      http::grpc::FormatTimeout(left, &grpc_timeout_);
+      up_req_.fields[grpc_timeout_field_].value = grpc_timeout_;
+    }
     SetDeadline(c.lc->idle_timeout_ms);
     bool sent;
     if (!req.has_body()) {
@@ -519,7 +558,11 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
 
     // The response head, relaying interim 1xx responses.
     timed_out_ = false;
-    SetDeadline(timeout_ms);
+    if (grpc_deadline) {
+      SetDeadline(std::max<int64_t>(grpc_timeout_ms_ - elapsed_us() / 1000, 1));
+    } else {
+      SetDeadline(timeout_ms);
+    }
     for (;;) {
       http::HeadError& herr = herr_;
       herr = {};
@@ -564,8 +607,13 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       if (timed_out_) {
         cr.stats->rq_timeout.Inc();
         fail(504);
-        reply_body_ =
-            fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_);
+        if (grpc_deadline) {
+          reply_body_ = fmt::format("gRPC deadline of {} ms exceeded waiting for {}",
+                                    grpc_timeout_ms_, upstream_addr_);
+        } else {
+          reply_body_ =
+              fmt::format("upstream request timeout after {} ms: {}", timeout_ms, upstream_addr_);
+        }
         co_await LocalReply(c, s, 504, true);
         co_return false;
       }
@@ -636,6 +684,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   int r = 0;
   SetDeadline(c.lc->idle_timeout_ms);
   bool sent;
+  if (grpc_ && end) grpc_status_ = http::grpc::StatusOf(resp->fields);  // trailers-only
   if (end) {
     sent = co_await s.SendHeaders(*resp, true);
   } else if (s.QueueHeaders(*resp)) {
@@ -653,6 +702,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     const bool got = us.TryReadBody(&ev);
     if (got && ev.kind == http::BodyEvent::kData && ev.end) {
       for (std::string_view d : ev.data) rs_bytes_ += d.size();
+      if (grpc_ && ev.trailers) grpc_status_ = http::grpc::StatusOf(*ev.trailers);
       SetDeadline(c.lc->idle_timeout_ms);
       if (!co_await s.SendBody(ev.data, true, ev.trailers)) r = 2;
       deadline_ms = kNever;
@@ -671,6 +721,15 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   rs.http.Record(status, elapsed);
   cr.stats->http.Record(status, elapsed);
   if (cm_->source_stats_) cm_->source_stats_->http.Record(status, elapsed);
+  if (grpc_) {
+    // No grpc-status: the call broke (the upstream's reset reaches the
+    // client as UNAVAILABLE; a client that left cancelled it).
+    if (grpc_status_ < 0 && r != 0) grpc_status_ = r == 1 ? 14 : 1;
+    c.ls->http.RecordGrpc(grpc_status_);
+    rs.http.RecordGrpc(grpc_status_);
+    cr.stats->http.RecordGrpc(grpc_status_);
+    if (cm_->source_stats_) cm_->source_stats_->http.RecordGrpc(grpc_status_);
+  }
   if (pump_running_) co_await StopPump(s);
   up_->Release(r == 0);
   Finish(c, &req, status, r == 0 ? "-"sv : (r == 1 ? "UR"sv : "DR"sv));
@@ -727,6 +786,7 @@ asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpResponseBody(
     }
     if (ev.kind == http::BodyEvent::kReset) co_return 1;
     for (std::string_view d : ev.data) rs_bytes_ += d.size();
+    if (grpc_ && ev.end && ev.trailers) grpc_status_ = http::grpc::StatusOf(*ev.trailers);
     SetDeadline(c.lc->idle_timeout_ms);
     if (!co_await down.SendBody(ev.data, ev.end, ev.trailers)) co_return 2;
     if (ev.end) {
@@ -743,6 +803,10 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::LocalReply(const Ctx&
   if (close && !cm_->codec_->multiplexed()) cm_->codec_->Drain();
   const Reject reject = RejectFor(status);
   if (reject != Reject::kCount) c.ls->Rejected(reject);
+  if (grpc_) {
+    co_await GrpcReply(c, s, status);
+    co_return;
+  }
   reply_body_ += '\n';
   reply_length_.clear();
   AppendDecimal(&reply_length_, reply_body_.size());
@@ -769,6 +833,37 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::LocalReply(const Ctx&
   Finish(c, req.method.empty() ? nullptr : &req, status, "LR");
 }
 
+asio::awaitable<void> HttpConnectionManager::ActiveStream::GrpcReply(const Ctx& c,
+                                                                     http::ServerStream& s,
+                                                                     int status) {
+  // Trailers-only: one HEADERS frame with the outcome, which every gRPC
+  // client reads as the call's status (a bare 503 it would not).
+  grpc_status_ = http::grpc::CodeForHttpStatus(status);
+  reply_length_.clear();
+  AppendDecimal(&reply_length_, static_cast<uint64_t>(grpc_status_));
+  grpc_message_.clear();
+  http::grpc::EncodeMessage(reply_body_, &grpc_message_);
+  http::ResponseHeaders h;
+  h.status = 200;
+  h.body = http::BodyKind::kNone;
+  h.fields.reserve(4);
+  h.fields.push_back({"content-type"sv, "application/grpc"sv});
+  h.fields.push_back({"grpc-status"sv, reply_length_});
+  h.fields.push_back({"grpc-message"sv, grpc_message_});
+  if (!request_id_.empty()) h.fields.push_back({"x-request-id"sv, request_id_});
+  SetDeadline(c.lc->idle_timeout_ms);
+  co_await s.SendHeaders(h, true);
+  deadline_ms = kNever;
+  const int64_t us = start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0;
+  c.ls->http.Record(200, us);
+  c.ls->http.RecordGrpc(grpc_status_);
+  if (cm_->source_stats_) {
+    cm_->source_stats_->http.Record(200, us);
+    cm_->source_stats_->http.RecordGrpc(grpc_status_);
+  }
+  Finish(c, &s.request(), 200, "LR");
+}
+
 void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::RequestHeaders* req,
                                                  int status, std::string_view flags) {
   const auto& sink = c.state->snap->access_logs[c.listener_index];
@@ -789,6 +884,7 @@ void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::Reque
   info.peer = cm_->peer_;
   info.request_id = request_id_;
   info.flags = flags;
+  info.grpc_status = grpc_ ? grpc_status_ : -1;
   ObserveAccessLog(w_, sink, info);
 }
 

@@ -74,6 +74,9 @@ class HttpConnectionManager : public Deadline,
     // mishandles temporaries in the arguments of a co_await, destroying some
     // twice.)
     asio::awaitable<void> LocalReply(const Ctx& c, http::ServerStream& s, int status, bool close);
+    // LocalReply to a gRPC caller: trailers-only, grpc-status for `status`
+    // and reply_body_ as grpc-message.
+    asio::awaitable<void> GrpcReply(const Ctx& c, http::ServerStream& s, int status);
     void OnDeadline() override;
 
     // Forgets the last exchange (a serial codec, before its next).
@@ -126,6 +129,13 @@ class HttpConnectionManager : public Deadline,
     http::HeadError herr_;
     http::BodyEvent ev_;
     // A duplex request pump: running, its result, its end signalled.
+    // gRPC: the call (HTTP/2 with a gRPC content-type), its deadline, the
+    // field carrying what is left of it upstream, and its outcome.
+    bool grpc_ = false;
+    int64_t grpc_timeout_ms_ = -1;
+    size_t grpc_timeout_field_ = 0;
+    int grpc_status_ = -1;
+    std::string grpc_timeout_, grpc_message_;
     bool pump_running_ = false;
     bool pump_stopping_ = false;
     int pump_result_ = 0;

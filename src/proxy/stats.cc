@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "base/prometheus.h"
+#include "http/grpc.h"
 
 namespace weft::proxy {
 
@@ -108,6 +109,16 @@ void RenderHttp(Writer& w, const std::string& prefix, const Labels& labels, cons
     w.Counter(
         prefix + "_rq_total", "Requests by response status class.", labels.With("class", kClass[c]),
         Sum(pw, [&](const T& t) -> const weft::proxy::Counter& { return get(t).rq_class[c]; }));
+  }
+  // gRPC outcomes: only the codes seen (a series appears with its first call).
+  for (size_t g = 0; g < HttpCounters::kGrpcSlots; ++g) {
+    const uint64_t n =
+        Sum(pw, [&](const T& t) -> const weft::proxy::Counter& { return get(t).grpc[g]; });
+    if (n == 0) continue;
+    const char* name =
+        g + 1 < HttpCounters::kGrpcSlots ? http::grpc::CodeName(static_cast<int>(g)) : "OTHER";
+    w.Counter(prefix + "_grpc_total", "gRPC calls by grpc-status.",
+              labels.With("grpc_status", name), n);
   }
   const std::string family = prefix + "_rq_duration_seconds";
   const char* help = "Request duration, from the request head to the end of the response.";

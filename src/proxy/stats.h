@@ -61,10 +61,18 @@ const char* RejectName(Reject r);
 struct HttpCounters {
   std::array<Counter, 5> rq_class;  // 1xx..5xx
   Histogram latency;
+  // gRPC calls by grpc-status: 0..16, then any other value.
+  static constexpr size_t kGrpcSlots = 18;
+  std::array<Counter, kGrpcSlots> grpc;
   void Record(int status, int64_t us) {
     int c = status / 100 - 1;
     if (c >= 0 && c < 5) rq_class[static_cast<size_t>(c)].Inc();
     latency.Observe(us);
+  }
+  void RecordGrpc(int code) {
+    grpc[code >= 0 && code < static_cast<int>(kGrpcSlots) - 1 ? static_cast<size_t>(code)
+                                                              : kGrpcSlots - 1]
+        .Inc();
   }
 };
 

@@ -66,6 +66,12 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
       return fail("cluster " + c.name() + ": unknown protocol \"" + c.protocol() +
                   "\" (use http, http2, grpc or tcp)");
     }
+    if (c.mesh_protocol() == "http1") {
+      cc.mesh_http2 = false;
+    } else if (!c.mesh_protocol().empty() && c.mesh_protocol() != "http2") {
+      return fail("cluster " + c.name() + ": unknown mesh_protocol \"" + c.mesh_protocol() +
+                  "\" (use http2 or http1)");
+    }
     if (c.connect_timeout_ms() > 0) cc.connect_timeout_ms = c.connect_timeout_ms();
     if (!trust_domain.empty() && !c.service().empty() && c.name() != "local_app") {
       cc.peer_id = "spiffe://" + trust_domain + "/ns/" +

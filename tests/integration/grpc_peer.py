@@ -22,6 +22,8 @@ Request metadata that steers the server (every method):
 
   x-sleep-ms: N        wait N ms before answering (gives up early when the
                        call is cancelled or its deadline passes)
+  x-head-delay-ms: N   wait N ms before anything, the response head included
+                       (a slow upstream as a proxy's request timeout sees it)
   x-status: CODE       end the call with that status code (an int) and the
                        message of `x-message` (default "requested"). Unary
                        and ClientStream send no response message; the streams
@@ -119,6 +121,7 @@ class _Controls:
             md[k] = v
         self.md = md
         self.sleep_ms = int(md.get("x-sleep-ms", "0") or 0)
+        self.head_delay_ms = int(md.get("x-head-delay-ms", "0") or 0)
         self.interval_ms = int(md.get("x-interval-ms", "0") or 0)
         self.status = int(md["x-status"]) if md.get("x-status") else None
         self.message = md.get("x-message", "requested")
@@ -144,6 +147,8 @@ class EchoServicer:
         c = _Controls(context)
         if c.trailer:
             context.set_trailing_metadata((c.trailer,))
+        if c.head_delay_ms:
+            self._sleep(context, c.head_delay_ms)
         if c.trailers_only:
             # No initial metadata has gone out: grpcio sends the status (and
             # the trailers) as the only HEADERS frame of the response.

@@ -221,3 +221,63 @@ def test_grpc_js_client_and_server(weft, grpc_servers):
     assert [o["code"] for o in out] == ["OK"] * 3, out
     out = g.node_client(t, "bidi", data=["x", "y"])
     assert out[0]["code"] == "OK", out
+
+
+def test_grpc_errors_from_the_proxy_are_grpc_statuses(weft, grpc_servers):
+    (s,) = grpc_servers(1)
+    dead = f"127.0.0.1:{free_port()}"
+    text = grpc_config({"g": [s.target], "down": [dead]}, extra="") .replace(
+        "      - match: {prefix: /}\n        cluster: g\n",
+        "      - match: {prefix: /weft.test.Echo/ServerStream}\n        cluster: down\n"
+        "      - match: {prefix: /weft.test.Echo/Unary}\n        cluster: g\n        timeout: 300ms\n"
+        "      - match: {prefix: /}\n        cluster: g\n")
+    w = weft(text)
+    t = f"127.0.0.1:{w.ports['public']}"
+    ch = g.make_channel(t)
+    # No upstream to connect to: UNAVAILABLE with what happened, not "http1.x server".
+    r = g.server_stream(t, 1, channel=ch)
+    assert r["code"] == "UNAVAILABLE", r
+    assert "upstream connect error" in r["details"] and dead in r["details"], r
+    # The route's timeout, sooner than the caller's deadline: DEADLINE_EXCEEDED.
+    r = g.unary(t, b"slow", metadata=[("x-head-delay-ms", "1500")], timeout=10, channel=ch)
+    assert r["code"] == "DEADLINE_EXCEEDED", r
+    assert "upstream request timeout after 300 ms" in r["details"], r
+    # No route: UNIMPLEMENTED.
+    w2 = weft(grpc_config({"g": [s.target]}).replace("{prefix: /}", "{prefix: /other}"))
+    r = g.unary(f"127.0.0.1:{w2.ports['public']}", b"x")
+    assert r["code"] == "UNIMPLEMENTED" and "no route" in r["details"], r
+    assert w.stat("weft_route_grpc_total", listener="public", route="public.0",
+                  grpc_status="UNAVAILABLE") == 1
+    assert w.stat("weft_cluster_upstream_grpc_total", cluster="g",
+                  grpc_status="DEADLINE_EXCEEDED") == 1
+
+
+def test_grpc_timeout_is_passed_on_reduced(weft, grpc_servers):
+    (s,) = grpc_servers(1)
+    w = weft(grpc_config({"g": [s.target]}))
+    t = f"127.0.0.1:{w.ports['public']}"
+    r = g.unary(t, b"x", timeout=5)
+    assert r["code"] == "OK", r
+    seen = int(r["initial"]["x-seen-timeout"])
+    assert 4000 < seen <= 5000, seen  # the caller's deadline, less the time spent so far
+    # The caller's deadline, sooner than the route's: the proxy gives up at it.
+    r = g.unary(t, b"x", metadata=[("x-head-delay-ms", "3000")], timeout=0.4)
+    assert r["code"] == "DEADLINE_EXCEEDED", r
+    assert w.stat("weft_listener_downstream_grpc_total", listener="public", grpc_status="OK") == 1
+
+
+def test_grpc_status_counted_and_logged(weft, grpc_servers, tmp_path):
+    (s,) = grpc_servers(1)
+    log = tmp_path / "access.log"
+    w = weft(grpc_config({"g": [s.target]}, extra=f"    access_log: {log}\n"))
+    t = f"127.0.0.1:{w.ports['public']}"
+    ch = g.make_channel(t)
+    for code in ("0", "5", "5", "13"):
+        g.unary(t, b"x", metadata=[("x-status", code)] if code != "0" else [], channel=ch)
+    for status, n in (("OK", 1), ("NOT_FOUND", 2), ("INTERNAL", 1)):
+        assert w.stat("weft_route_grpc_total", listener="public", route="public.0",
+                      grpc_status=status) == n, status
+    w.stop(__import__("signal").SIGTERM)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted(x["grpc_status"] for x in lines) == [0, 5, 5, 13], lines
+    assert all(x["status"] == 200 for x in lines)

@@ -46,8 +46,9 @@ struct ClusterRuntime {
   upstream::LoadBalancer lb;
   std::vector<uint32_t> active;                                  // requests in flight per endpoint
   std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint (upstream/pool.cc)
-  std::vector<Http2Pool> h2;  // per endpoint, for an HTTP/2 cluster (upstream/pool.cc)
-  bool retired = false;       // replaced by a reload: pools nothing more
+  std::vector<Http2Pool> h2;       // per endpoint: the HTTP/2 connections of those that speak it
+  std::vector<uint8_t> speaks_h2;  // per endpoint: HTTP/2 (the cluster's protocol, or mesh TLS)
+  bool retired = false;            // replaced by a reload: pools nothing more
 };
 
 }  // namespace weft::proxy

@@ -17,8 +17,14 @@ ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t
           }(),
           seed),
       active(c.endpoints.size(), 0),
-      idle(c.endpoints.size()) {
-  if (c.protocol == UpstreamProtocol::kHttp2) h2.resize(c.endpoints.size());
+      idle(c.endpoints.size()),
+      speaks_h2(c.endpoints.size(), 0) {
+  bool any = false;
+  for (size_t i = 0; i < c.endpoints.size(); ++i) {
+    speaks_h2[i] = c.protocol == UpstreamProtocol::kHttp2 || (c.endpoints[i].mtls && c.mesh_http2);
+    any = any || speaks_h2[i];
+  }
+  if (any) h2.resize(c.endpoints.size());
 }
 
 ClusterRuntime::~ClusterRuntime() {
@@ -149,7 +155,7 @@ asio::awaitable<bool> PoolUpstream::Acquire(const std::shared_ptr<ClusterRuntime
   cluster_ = cr;
   limits_ = limits;
   out->endpoint = ep;
-  if (cr->cfg.protocol == UpstreamProtocol::kHttp2) {
+  if (cr->speaks_h2[ep]) {
     h2_endpoint_ = ep;
     return AcquireHttp2(w_, cr, ep, dl, timed_out, &h2_, &connecting_, &waiting_, err,
                         [this, out](bool ok) {
@@ -181,7 +187,7 @@ asio::awaitable<bool> PoolUpstream::Acquire(const std::shared_ptr<ClusterRuntime
 bool PoolUpstream::TakePooled(const std::shared_ptr<ClusterRuntime>& cr, size_t ep,
                               const http1::Limits& limits, Lease* out) {
   Release(false);
-  if (cr->cfg.protocol == UpstreamProtocol::kHttp2) {
+  if (cr->speaks_h2[ep]) {
     h2_ = FindHttp2(*cr, ep);
     if (!h2_) return false;
     cluster_ = cr;
