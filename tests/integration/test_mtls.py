@@ -160,8 +160,23 @@ def test_mesh_call_is_mutual_tls_with_spiffe_identities(mesh):
     assert s.metric("weft_server_certificates_issued_total") >= 2
 
 
+def wait_mesh_protocol(px, cluster, want):
+    def ok():
+        for c in px.config().get("clusters", []):
+            if c["name"] == cluster:
+                return c.get("mesh_protocol", "http2") == want
+        return False
+    assert wait_for(ok, 10), px.config()
+
+
 def test_session_resumption_between_proxies(mesh):
     s, wpx, rpx, up, r_in = mesh
+    # One HTTP/1.1 exchange per connection between the sidecars (HTTP/2 would
+    # carry them all on a connection or two).
+    apply(s, json.dumps({"kind": "Service", "metadata": {"name": "reviews"},
+                         "spec": {"ports": [{"port": 9080, "protocol": "http"}],
+                                  "meshProtocol": "http1"}}))
+    wait_mesh_protocol(wpx, "reviews", "http1")
     # Concurrent slow requests make the web sidecar open more connections to
     # reviews: a few first (full handshakes, each worker keeps the session
     # ticket), then more than its pool holds, which resume.
@@ -311,6 +326,61 @@ def test_capture_shows_no_plaintext_between_proxies(mesh, tmp_path):
 def apply(s, text):
     r = s.ctl("apply", "-f", "-", input=text)
     assert r.returncode == 0, r.stderr
+
+
+def established(dst_port):
+    """TCP connections in ESTABLISHED state to 127.0.0.1:dst_port, from the kernel."""
+    r = subprocess.run(["ss", "-Htn", "state", "established", "dst", f"127.0.0.1:{dst_port}"],
+                       capture_output=True, text=True, check=True)
+    return len([x for x in r.stdout.splitlines() if x.strip()])
+
+
+def test_http_between_sidecars_is_multiplexed_on_http2(mesh):
+    s, wpx, rpx, up, r_in = mesh
+    # 64 HTTP/1.1 client connections at once, each with a slow request: the
+    # app sees 64 HTTP/1.1 requests, the sidecars carry them as HTTP/2
+    # streams on at most one connection per worker of the web sidecar.
+    peak = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak.append(established(r_in))
+            time.sleep(0.05)
+
+    results = []
+    ts = [threading.Thread(target=lambda: results.append(get(up, "/sleep/500")[0])) for _ in range(64)]
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stop.set()
+    sampler.join()
+    assert results == [200] * 64, wpx.log()[-3000:]
+    assert 1 <= max(peak) <= 2, peak  # 2 workers in the web sidecar
+    assert metric(wpx, "weft_cluster_upstream_cx_http2_total", cluster="reviews") <= 2
+    assert metric(rpx, "weft_listener_downstream_cx_http2_total", listener="inbound") >= 1
+    # Turned off for the service: one HTTP/1.1 connection per request in flight.
+    apply(s, json.dumps({"kind": "Service", "metadata": {"name": "reviews"},
+                         "spec": {"ports": [{"port": 9080, "protocol": "http"}],
+                                  "meshProtocol": "http1"}}))
+    wait_mesh_protocol(wpx, "reviews", "http1")
+    stop.clear()
+    peak.clear()
+    results.clear()
+    ts = [threading.Thread(target=lambda: results.append(get(up, "/sleep/500")[0])) for _ in range(16)]
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stop.set()
+    sampler.join()
+    assert results == [200] * 16
+    assert max(peak) >= 12, peak
 
 
 def policy(rules, default=None, name="reviews", service="reviews"):
@@ -601,3 +671,49 @@ def test_one_minute_certificates_rotate_under_load_for_five_minutes(churn_mesh):
     renewed = s.metric("weft_server_certificates_issued_total") - issued0
     assert renewed >= 3 * 8, renewed
     assert load.http_ok > 1000 and load.tcp_ok > 500, (load.http_ok, load.tcp_ok)
+
+
+def test_grpc_through_two_sidecars_balanced_per_call(server, mesh_proxy, backends, ca):
+    import grpc_peer as g
+    s = server(extra=("--ca-cert", ca.cert_path, "--ca-key", ca.key_path, "--cert-ttl", "1h"))
+    apply(s, json.dumps({"kind": "Service", "metadata": {"name": "greeter"},
+                         "spec": {"ports": [{"port": 9090, "protocol": "grpc"}]}}))
+    apps = [g.start_server(0, name=f"g{i}") for i in range(3)]
+    try:
+        pxs = []
+        for i, app in enumerate(apps):
+            node = f"node-g{i}"
+            s.register(node, "greeter", app.port, f"greeter-{i}")
+            register_sidecar(s, node, "greeter", free_port(), app.port, sid=f"greeter-sidecar-{i}")
+            pxs.append(mesh_proxy(s.grpc, "greeter", extra=("--proxy-id", f"greeter-sidecar-{i}")))
+        client_app = backends("client-app")
+        up = free_port()
+        register_sidecar(s, "node-c", "client", free_port(), client_app.port, [("greeter", up)])
+        cpx = mesh_proxy(s.grpc, "client")
+        for px in pxs + [cpx]:
+            px.wait_ready()
+        wait_port(up)
+        assert wait_for(lambda: len(cpx.endpoints("greeter")) == 3, 10), cpx.config()
+        t = f"127.0.0.1:{up}"
+        ch = g.make_channel(t)  # one client connection
+        seen = {}
+        for _ in range(30):
+            r = g.unary(t, b"hi", channel=ch, timeout=10)
+            assert r["code"] == "OK", r
+            name = r["response"].split(b":")[0]
+            seen[name] = seen.get(name, 0) + 1
+        assert seen == {b"g0": 10, b"g1": 10, b"g2": 10}, seen
+        # The app behind each sidecar learns the caller's verified identity.
+        r = g.unary(t, b"x", metadata=[("x-echo", "x-forwarded-client-cert")], channel=ch)
+        assert f"URI={spiffe('client')}" in r["initial"]["x-seen-xfcc"], r
+        # Streaming and status pass through both sidecars.
+        r = g.bidi(t, [b"a", b"b"], channel=ch)
+        assert r["code"] == "OK" and len(r["responses"]) == 2, r
+        r = g.unary(t, b"x", metadata=[("x-status", "9"), ("x-message", "nope")], channel=ch)
+        assert r["code"] == "FAILED_PRECONDITION" and r["details"] == "nope", r
+        # The sidecar in front of each app speaks HTTP/2 to it (a grpc port).
+        assert sum(metric(px, "weft_cluster_upstream_cx_http2_total", cluster="local_app")
+                   for px in pxs) == 3
+    finally:
+        for app in apps:
+            g.stop_server(app)
