@@ -281,3 +281,32 @@ def test_grpc_status_counted_and_logged(weft, grpc_servers, tmp_path):
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert sorted(x["grpc_status"] for x in lines) == [0, 5, 5, 13], lines
     assert all(x["status"] == 200 for x in lines)
+
+
+def test_http1_client_to_grpc_upstream_keeps_trailers(weft, grpc_servers):
+    # An HTTP/1.1 client speaking gRPC framing, chunked: weft turns it into
+    # HTTP/2 upstream and the response's trailers into chunked trailers.
+    import socket
+    (s,) = grpc_servers(1)
+    w = weft(grpc_config({"g": [s.target]}))
+    msg = g.frame(b"h1")
+    body = f"{len(msg):x}\r\n".encode() + msg + b"\r\n0\r\n\r\n"
+    req = (b"POST /weft.test.Echo/Unary HTTP/1.1\r\nhost: svc\r\n"
+           b"content-type: application/grpc\r\nte: trailers\r\nx-trailer: k=v\r\n"
+           b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n") + body
+    c = socket.create_connection(("127.0.0.1", w.ports["public"]), timeout=10)
+    c.sendall(req)
+    out = b""
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        out += d
+    c.close()
+    head, rest = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200"), out
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    # The body is the gRPC message, then the last chunk with the trailers.
+    assert g.frame(b"s0:h1") in rest, rest
+    tail = rest.split(b"\r\n0\r\n", 1)[1].lower()
+    assert b"grpc-status: 0" in tail and b"k: v" in tail, rest

@@ -714,6 +714,16 @@ def test_grpc_through_two_sidecars_balanced_per_call(server, mesh_proxy, backend
         # The sidecar in front of each app speaks HTTP/2 to it (a grpc port).
         assert sum(metric(px, "weft_cluster_upstream_cx_http2_total", cluster="local_app")
                    for px in pxs) == 3
+        # Authorization by method path, as for HTTP/1.1: a denial is a
+        # PERMISSION_DENIED status that names the policy.
+        apply(s, policy([{"action": "deny", "from": [spiffe("client")],
+                          "to": {"paths": ["/weft.test.Echo/ClientStream"]}}],
+                        name="greeter", service="greeter"))
+        assert wait_for(lambda: g.client_stream(t, [b"x"], channel=ch)["code"] == "PERMISSION_DENIED",
+                        10)
+        r = g.client_stream(t, [b"x"], channel=ch)
+        assert "AuthorizationPolicy default/greeter" in r["details"], r
+        assert g.unary(t, b"still", channel=ch)["code"] == "OK"
     finally:
         for app in apps:
             g.stop_server(app)
