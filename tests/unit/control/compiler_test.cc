@@ -260,6 +260,16 @@ TEST_F(CompilerTest, ClusterProtocolFollowsTheServicePort) {
   EXPECT_EQ(Find(s, "cluster/local_app")->cluster().protocol(), "tcp");
   EXPECT_EQ(Find(s, "listener/upstream_reviews")->listener().protocol(), "http");
   EXPECT_EQ(Find(s, "cluster/reviews")->cluster().protocol(), "http");
+  EXPECT_EQ(Find(s, "cluster/reviews")->cluster().mesh_protocol(), "http2")
+      << "HTTP between sidecars rides HTTP/2 unless the Service says otherwise";
+
+  Apply(
+      "kind: Service\nmetadata: {name: reviews}\n"
+      "spec: {ports: [{port: 7001, protocol: http}], meshProtocol: http1}\n");
+  Changed(true);
+  compiler_.TakeChanged();
+  s = compiler_.Get(web_);
+  EXPECT_EQ(Find(s, "cluster/reviews")->cluster().mesh_protocol(), "http1");
 }
 
 TEST_F(CompilerTest, PoliciesForTheServiceAndMeshWideOnes) {

@@ -110,6 +110,21 @@ TEST(Manifest, FieldsTheProxyCannotHonourAreRefused) {
   EXPECT_NE(Error("kind: [\n").find("manifest error: line"), std::string::npos);
 }
 
+TEST(Manifest, ServiceMeshProtocol) {
+  auto r = ParseManifests(
+      "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}], meshProtocol: http1}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<ServiceSpec>(r.value()[0].spec).mesh_protocol, "http1");
+  EXPECT_NE(ToJson(r.value()[0]).find("\"meshProtocol\":\"http1\""), std::string::npos);
+  r = ParseManifests("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::get<ServiceSpec>(r.value()[0].spec).mesh_protocol, "http2") << "the default";
+  EXPECT_NE(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}], "
+                  "meshProtocol: spdy}\n")
+                .find("spec.meshProtocol"),
+            std::string::npos);
+}
+
 TEST(Manifest, ServicePortProtocols) {
   auto r = ParseManifests(
       "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 50051, protocol: grpc}, "

@@ -241,5 +241,22 @@ TEST(Stream, ClusterProtocolPicksTheUpstreamHttpVersion) {
   EXPECT_EQ(Nack(state), "cluster api: unknown protocol \"spdy\" (use http, http2, grpc or tcp)");
 }
 
+TEST(Stream, MeshProtocolTurnsHttp2BetweenSidecarsOff) {
+  auto state = RouteState([](pb::Route*) {});
+  pb::Resource c = *state["cluster/api"];
+  for (const auto& [name, want] :
+       std::vector<std::pair<std::string, bool>>{{"", true}, {"http2", true}, {"http1", false}}) {
+    c.mutable_cluster()->set_mesh_protocol(name);
+    state["cluster/api"] = Res(c);
+    std::string err;
+    auto cfg = ConfigFromResources(ProxyConfig{}, state, &err);
+    ASSERT_NE(cfg, nullptr) << name << ": " << err;
+    EXPECT_EQ(cfg->clusters[0].mesh_http2, want) << name;
+  }
+  c.mutable_cluster()->set_mesh_protocol("h3");
+  state["cluster/api"] = Res(c);
+  EXPECT_EQ(Nack(state), "cluster api: unknown mesh_protocol \"h3\" (use http2 or http1)");
+}
+
 }  // namespace
 }  // namespace weft::xds
