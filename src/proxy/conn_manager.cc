@@ -95,6 +95,14 @@ HttpConnectionManager::~HttpConnectionManager() {
 }
 
 void HttpConnectionManager::OnDeadline() {
+  if (codec_ && codec_->multiplexed() && !goaway_sent_) {
+    // HTTP/2 idle or draining: GOAWAY first; the streams in flight finish,
+    // and the connection ends with the last (or at the next deadline).
+    goaway_sent_ = true;
+    codec_->Drain();
+    SetDeadline(idle_timeout_ms_);
+    return;
+  }
   timed_out_ = true;
   down_.Cancel();
 }
@@ -188,6 +196,13 @@ asio::awaitable<void> HttpConnectionManager::Run() {
     if (codec->Init()) {
       codec->Start();
       co_await Serve(*codec);
+      // What is queued (a GOAWAY, the last responses) goes out before the
+      // close; a peer that does not take it is cut at the next deadline.
+      codec->Drain();
+      goaway_sent_ = true;
+      if (deadline_ms == kNever) SetDeadline(c.lc->idle_timeout_ms);
+      co_await codec->Done();
+      deadline_ms = kNever;
       codec->Abort("connection done");
     }
   } else {
@@ -271,14 +286,13 @@ asio::awaitable<void> HttpConnectionManager::ServeMultiplexed(http::ServerCodec&
     if (!TakeConfig(&c)) break;
     limits_ = c.lc->limits;
     idle_timeout_ms_ = c.lc->idle_timeout_ms;
-    if (active_streams_ == 0) {
-      idle = true;
-      SetDeadline(c.lc->idle_timeout_ms);
-    }
+    // Always "idle" to the worker's drain: it may end a multiplexed
+    // connection (with GOAWAY) whatever its streams are doing.
+    idle = true;
+    if (active_streams_ == 0) SetDeadline(c.lc->idle_timeout_ms);
     http::Accepted a = co_await codec.NextStream();
     if (a.stream == nullptr) break;
-    idle = false;
-    deadline_ms = kNever;
+    if (!goaway_sent_) deadline_ms = kNever;
     ++active_streams_;
     auto x = std::make_shared<ActiveStream>(this, nullptr);
     asio::co_spawn(w_->io(), RunStream(self, std::move(x), a.stream), asio::detached);
@@ -300,11 +314,10 @@ asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConne
   x.reset();
   if (--active_streams_ == 0) {
     streams_done_->cancel();
-    if (!w_->draining()) {
-      idle = true;
-      SetDeadline(idle_timeout_ms_);
-    } else {
+    if (w_->draining()) {
       codec_->Drain();
+    } else if (!goaway_sent_) {
+      SetDeadline(idle_timeout_ms_);
     }
   }
 }

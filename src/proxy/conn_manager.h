@@ -161,6 +161,7 @@ class HttpConnectionManager : public Deadline,
   ListenerStats* ls_ = nullptr;  // for cx_active of the listener that accepted us
   SourceStats* source_stats_ = nullptr;
   bool timed_out_ = false;
+  bool goaway_sent_ = false;  // multiplexed: its deadline sent GOAWAY (the next one closes)
   bool first_request_ = true;
   int64_t header_timeout_ms_ = 0;
   int64_t idle_timeout_ms_ = 0;

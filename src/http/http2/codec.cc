@@ -716,8 +716,14 @@ Connection::Connection(io::Stream& s, const Settings& settings, Counters ctr, bo
       settings_(settings),
       ctr_(ctr),
       server_(server),
-      write_signal_(s.socket().get_executor()) {
+      write_signal_(s.socket().get_executor()),
+      done_signal_(s.socket().get_executor()) {
   write_signal_.expires_at(asio::steady_timer::time_point::max());
+  done_signal_.expires_at(asio::steady_timer::time_point::max());
+}
+
+asio::awaitable<void> Connection::Done() {
+  while (reading_ || writing_) co_await done_signal_.async_wait(kNoThrow);
 }
 
 Connection::~Connection() {
@@ -845,6 +851,7 @@ asio::awaitable<void> Connection::ReadLoop(std::shared_ptr<Connection> self) {
   }
   reading_ = false;
   Kick();
+  done_signal_.cancel();
 }
 
 asio::awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
@@ -881,6 +888,7 @@ asio::awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
   writing_ = false;
   Fail(error_.empty() ? std::string("connection finished") : error_);
   if (reading_) io_.Cancel();  // the reader waits on the socket: end it
+  done_signal_.cancel();
 }
 
 // ---- Server ----

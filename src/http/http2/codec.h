@@ -76,6 +76,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const std::string& error() const { return error_; }
   // Cancels the socket: the loops end, every stream sees a reset.
   void Abort(std::string why);
+  // Waits until both loops have ended (what was queued, a GOAWAY say, is
+  // written first). A peer that stalls it is the owner's to cut (Abort, or
+  // cancelling the socket from a deadline).
+  asio::awaitable<void> Done();
   // Keeps `owner` (what holds the socket) alive as long as the connection,
   // and runs `on_dead` once when it ends.
   void Own(std::shared_ptr<void> owner, std::function<void()> on_dead) {
@@ -102,6 +106,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const bool server_;
   nghttp2_session* session_ = nullptr;
   asio::steady_timer write_signal_;
+  asio::steady_timer done_signal_;  // both loops ended (Done)
   std::unique_ptr<char[]> rbuf_;
   std::string wbuf_;
   std::string scratch_;  // lower-cased names for the frames we encode
