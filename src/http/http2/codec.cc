@@ -952,9 +952,10 @@ void ServerConnection::Drain() {
 bool ClientConnection::can_open() const {
   if (dead_ || goaway_received_ || !session_) return false;
   if (!nghttp2_session_check_request_allowed(session_)) return false;
+  // The peer's limit (ours is what the peer may open towards us).
   const uint32_t peer_max =
       nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-  return streams_.size() < std::min<uint32_t>(peer_max, settings_.max_concurrent_streams);
+  return streams_.size() < peer_max;
 }
 
 http::ClientStream* ClientConnection::Open() {

@@ -10,7 +10,7 @@ namespace weft::http2 {
 // peer learns them from SETTINGS, and one that breaks them is reset (a
 // stream) or sent GOAWAY (the connection).
 struct Settings {
-  uint32_t max_concurrent_streams = 100;       // streams the peer may open at once
+  uint32_t max_concurrent_streams = 1024;      // streams the peer may open at once
   uint32_t initial_window = 256 * 1024;        // per stream: body bytes in flight to us
   uint32_t connection_window = 1024 * 1024;    // per connection: all streams together
   uint32_t max_frame_size = 16384;             // largest frame payload we accept
