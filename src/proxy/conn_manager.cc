@@ -310,6 +310,7 @@ asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConne
   Ctx c;
   bool ok = false;
   if (TakeConfig(&c)) ok = co_await x->Handle(c, *s);
+  if (x->pump_running_) co_await x->WaitPump();  // it reads from `s`
   codec_->StreamDone(s, ok);
   x.reset();
   if (--active_streams_ == 0) {
@@ -497,8 +498,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       continue_sent = true;
       SetDeadline(c.lc->idle_timeout_ms);
       if (!co_await s.SendInterim(kContinue)) {
-        if (pump_running_) co_await StopPump(s);
-        up_->Release(false);
+        ReleaseUpstream(s, false);
         co_return false;
       }
     }
@@ -543,14 +543,12 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     if (r == 2 && retry.ShouldRetry(AttemptFailure::kResetOnSend, ep, lease.reused)) {
       // Nothing reached the upstream (a pooled connection it had just
       // closed, or a reset): the request head is intact, send it again.
-      if (pump_running_) co_await StopPump(s);
-      up_->Release(false);
+      ReleaseUpstream(s, false);
       cr.stats->rq_retry.Inc();
       continue;
     }
     if (r != 0) {
-      if (pump_running_) co_await StopPump(s);
-      up_->Release(false);
+      ReleaseUpstream(s, false);
       if (r == 1) co_return false;  // the client went away mid-body
       if (r == 2) {
         cr.stats->rq_reset.Inc();
@@ -583,8 +581,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       if (h != nullptr) {
         if (h->interim()) {
           if (!co_await s.SendInterim(*h)) {
-            if (pump_running_) co_await StopPump(s);
-            up_->Release(false);
+            ReleaseUpstream(s, false);
             co_return false;
           }
           continue;
@@ -592,8 +589,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
         resp = h;
         break;
       }
-      if (pump_running_) co_await StopPump(s);
-      up_->Release(false);
+      ReleaseUpstream(s, false);
       if (pump_result_ == 413 || pump_result_ == 400) {
         // The request body broke a rule while it streamed.
         reply_body_ = pump_result_ == 413
@@ -687,8 +683,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
                         {&cr.stats->bytes_out, &c.ls->bytes_out});
       }
     }
-    if (pump_running_) co_await StopPump(s);
-    up_->Release(false);
+    ReleaseUpstream(s, false);
     co_return false;
   }
 
@@ -743,8 +738,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     cr.stats->http.RecordGrpc(grpc_status_);
     if (cm_->source_stats_) cm_->source_stats_->http.RecordGrpc(grpc_status_);
   }
-  if (pump_running_) co_await StopPump(s);
-  up_->Release(r == 0);
+  ReleaseUpstream(s, r == 0);
   Finish(c, &req, status, r == 0 ? "-"sv : (r == 1 ? "UR"sv : "DR"sv));
   co_return r == 0;
 }
@@ -773,17 +767,31 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::DuplexPump(const Ctx&
   const int r = co_await PumpRequestBody(c, down, up, false);
   pump_result_ = r;
   pump_running_ = false;
-  // The upstream must not wait for a body that will not come.
-  if (r != 0 && !pump_stopping_) up_->Cancel();
+  if (release_after_pump_ >= 0) {
+    // The exchange ended while the pump ran: its upstream goes back now.
+    up_->Release(release_after_pump_ == 1);
+    release_after_pump_ = -1;
+  } else if (r != 0) {
+    up_->Cancel();  // the upstream must not wait for a body that will not come
+  }
   pump_done_->cancel();
 }
 
-asio::awaitable<void> HttpConnectionManager::ActiveStream::StopPump(http::ServerStream& down) {
-  pump_stopping_ = true;
+void HttpConnectionManager::ActiveStream::ReleaseUpstream(http::ServerStream& down, bool reusable) {
+  if (!pump_running_) {
+    up_->Release(reusable);
+    return;
+  }
+  // A duplex pump still uses the upstream stream: stop it, and let it
+  // release the stream when it returns (not a co_await here: each would
+  // grow Forward's frame past Asio's recycled size).
+  release_after_pump_ = reusable ? 1 : 0;
   down.CancelWaits();
   up_->Cancel();
+}
+
+asio::awaitable<void> HttpConnectionManager::ActiveStream::WaitPump() {
   while (pump_running_) co_await pump_done_->async_wait(kNoThrow);
-  pump_stopping_ = false;
 }
 
 asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpResponseBody(

@@ -98,9 +98,11 @@ class HttpConnectionManager : public Deadline,
     // streams need both directions at once).
     asio::awaitable<void> DuplexPump(const Ctx& c, http::ServerStream& down,
                                      http::ClientStream& up);
-    // Stops a duplex pump still running and waits for it (before the
-    // upstream stream it uses is released).
-    asio::awaitable<void> StopPump(http::ServerStream& down);
+    // Ends the upstream exchange (PoolUpstream::Release); with a duplex
+    // pump still running, stops it and leaves the release to it.
+    void ReleaseUpstream(http::ServerStream& down, bool reusable);
+    // Waits for a duplex pump to return (before `down` is let go of).
+    asio::awaitable<void> WaitPump();
     // Copies the response body down, starting with `first` when set (an event
     // already taken). 0 done; 1 upstream failed; 2 downstream.
     asio::awaitable<int> PumpResponseBody(const Ctx& c, http::ClientStream& up,
@@ -137,7 +139,7 @@ class HttpConnectionManager : public Deadline,
     int grpc_status_ = -1;
     std::string grpc_timeout_, grpc_message_;
     bool pump_running_ = false;
-    bool pump_stopping_ = false;
+    int release_after_pump_ = -1;  // ReleaseUpstream's verdict, for the pump to apply
     int pump_result_ = 0;
     std::unique_ptr<asio::steady_timer> pump_done_;
   };
