@@ -1,8 +1,9 @@
 // Transparent interception: connections that `weft redirect`'s iptables
 // rules sent to the capture listener. Each one's original destination
-// (SO_ORIGINAL_DST) picks a mesh service; failing that, an HTTP request's
-// Host does; what is neither passes through to where it was going, or is
-// refused when egress is registry-only.
+// (SO_ORIGINAL_DST) picks a mesh service; failing that, an HTTP/1.x
+// request's Host or an HTTP/2 (prior knowledge) request's :authority does;
+// what is neither passes through to where it was going, or is refused when
+// egress is registry-only.
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -65,11 +66,15 @@ asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp
     hand_to(it->second);
     co_return;
   }
-  // Not a mesh address: an HTTP request may still name a mesh service.
-  // Peek (the session reads the same bytes again) until the head is in,
-  // or the client is quiet for the detection timeout: then it is TCP.
-  bool http = false;
-  std::string host;
+  // Not a mesh address: an HTTP request may still name a mesh service, by
+  // Host (HTTP/1.x) or by :authority (HTTP/2 with prior knowledge). Peek
+  // (the session reads the same bytes again) until the head, or the first
+  // HEADERS block up to its authority, is in, or the client is quiet for
+  // the detection timeout: then it is TCP. (An HTTP/2 client that waits
+  // for the server's SETTINGS before its first request, as gRPC's C core
+  // does, says no authority in time: it is matched by address or passes.)
+  bool http = false;  // an HTTP/1.x head: answered with a 502 under registry-only
+  std::string host;   // the name a head or an HTTP/2 start gave
   std::string buf(lc.max_detect_bytes, '\0');
   const auto until =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(lc.detect_timeout_ms);
@@ -91,13 +96,17 @@ asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp
       co_return;
     }
     const std::string_view v(buf.data(), static_cast<size_t>(got));
+    const bool full = v.size() == buf.size();
     const int h = HttpRequestStart(v);
-    if (h < 0) break;
-    if (h > 0 && (v.find("\r\n\r\n") != std::string_view::npos || v.size() == buf.size())) {
+    // "P" may start either; HttpRequestStart refuses the preface itself.
+    const int h2 = h > 0 ? -1 : AuthorityOfHttp2Start(v, &host);
+    if (h2 > 0 || (h < 0 && h2 < 0)) break;
+    if (h > 0 && (v.find("\r\n\r\n") != std::string_view::npos || full)) {
       http = true;
       host = HostOfRequestHead(v);
       break;
     }
+    if (full) break;  // an HTTP/2 start with no authority in max_detect_bytes
     if (static_cast<size_t>(got) == seen) {
       // Nothing new since the last peek: wait a little instead of spinning.
       asio::steady_timer pause(w->io(), std::chrono::milliseconds(2));
@@ -105,15 +114,16 @@ asio::awaitable<void> Capture(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp
     }
     seen = static_cast<size_t>(got);
   }
-  if (http && !host.empty()) {
+  if (!host.empty()) {
     if (auto it = lc.by_host.find(host); it != lc.by_host.end()) {
+      // The virtual listener's session tells HTTP/2 by its preface again.
       hand_to(it->second);
       co_return;
     }
   }
   if (lc.registry_only) {
     ls.Rejected(Reject::kEgressBlocked);
-    const std::string what = http && !host.empty() ? host + " (" + key + ")" : key;
+    const std::string what = !host.empty() ? host + " (" + key + ")" : key;
     LOG_INFO("listener {}: {} is not in the mesh and egress is registry-only: refused", lc.name,
              what);
     if (http) {

@@ -96,7 +96,7 @@ struct ListenerConfig {
   std::vector<std::string> match_hosts;      // virtual, http: lower-case, no port
   bool registry_only = false;
   int64_t detect_timeout_ms = 300;  // capture: wait for a client's first bytes, then call it TCP
-  size_t max_detect_bytes = 8192;   // capture: the most of a request head read to find its Host
+  size_t max_detect_bytes = 8192;   // capture: the most of the first bytes read to find a host
   std::map<std::string, size_t> by_address;  // capture: filled by ResolveConfig
   std::map<std::string, size_t> by_host;
 };

@@ -161,7 +161,7 @@ def test_capture_limits_detection_time_and_head_size(cluster):
         "    c, _ = s.accept(); c.sendall(b'220 hello from outside\\r\\n'); c.close()\n"))
     try:
         code = (
-            "import socket, time\n"
+            "import socket\n"
             "t = time.time(); s = socket.create_connection(('198.18.0.3', 7001), timeout=5)\n"
             "print(s.recv(100).decode().strip(), round(time.time() - t, 3))\n")
         r = None
@@ -198,6 +198,82 @@ def test_capture_limits_detection_time_and_head_size(cluster):
     assert "HTTP/1.1 200" not in big, big
 
 
+# The first bytes of an HTTP/2 connection with prior knowledge: the preface,
+# an empty SETTINGS and a GET whose :authority is a plain literal. Prints
+# whether what came back starts with exactly those bytes (echo), whether it
+# starts with an HTTP/2 server's SETTINGS (h2), and the start of it.
+H2_START = r"""
+import socket, sys
+host, port, authority = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+def frame(t, f, s, p):
+    return len(p).to_bytes(3, "big") + bytes([t, f]) + s.to_bytes(4, "big") + p
+block = b"\x82\x86\x84\x01" + bytes([len(authority)]) + authority
+start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 5, 1, block)
+s = socket.create_connection((host, port), timeout=5)
+s.sendall(start)
+out = b""
+try:
+    while len(out) < len(start):
+        d = s.recv(65536)
+        if not d: break
+        out += d
+except OSError:
+    pass
+print(f"echo={out[:len(start)] == start} h2={len(out) >= 9 and out[3] == 4 and out != start} {out[:40]!r}")
+"""
+
+
+def test_http2_by_name_is_routed_by_authority(cluster):
+    # HTTP/2 with prior knowledge (h2c, as gRPC speaks it in the clear) to a
+    # name on port 80, where no instance listens: the capture reads the
+    # :authority of the first HEADERS as it reads an HTTP/1.1 Host, and the
+    # service's virtual listener speaks HTTP/2 with the client.
+    seen = set()
+    for _ in range(10):
+        r = cluster.exec(1, "curl", "-sS", "-m", "10", "--http2-prior-knowledge", "-o", "-", "-w",
+                         "\n%{http_version} %{http_code} %{remote_ip}:%{remote_port}",
+                         "http://reviews.service.weft/reviews/7", check=False)
+        body, _, meta = r.stdout.rpartition("\n")
+        assert meta.split()[:2] == ["2", "200"], (r.stdout, r.stderr)
+        assert meta.split()[2] in ("198.18.0.2:80", "198.18.0.3:80"), meta
+        d = json.loads(body)
+        assert d["service"] == "reviews" and d["path"] == "/reviews/7" and WEB in d["caller"], d
+        seen.add(d["version"])
+    assert seen == {"n2", "n3"}
+    stats = cluster.exec(1, "curl", "-fsS", "http://127.0.0.1:15000/stats").stdout
+    m = re.search(r'weft_listener_downstream_cx_http2_total\{listener="capture_reviews"\} (\d+)', stats)
+    assert m and int(m.group(1)) >= 10, [line for line in stats.splitlines() if "cx_http2" in line]
+
+    # An authority outside the mesh passes through untouched: a server on
+    # node 3 that echoes what it got returns the client's own preface.
+    sink = cluster.spawn(3, "h2-sink", "python3", "-c", (
+        "import socket\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('198.18.0.3', 7002)); s.listen()\n"
+        "while True:\n"
+        "    c, _ = s.accept(); c.settimeout(0.5); got = b''\n"
+        "    try:\n"
+        "        while True:\n"
+        "            d = c.recv(65536)\n"
+        "            if not d: break\n"
+        "            got += d\n"
+        "    except OSError: pass\n"
+        "    c.sendall(got); c.close()\n"))
+    try:
+        r = None
+        for _ in range(25):  # until the sink listens
+            r = cluster.exec(1, "python3", "-c", H2_START, "198.18.0.3", "7002", "outside.example", check=False)
+            if r.stdout.startswith("echo=True"):
+                break
+            time.sleep(0.2)
+        assert r.stdout.startswith("echo=True h2=False"), (r.stdout, r.stderr)
+        # A mesh name there goes to the mesh instead (the sink never sees it).
+        r = cluster.exec(1, "python3", "-c", H2_START, "198.18.0.3", "7002", "reviews.service.weft", check=False)
+        assert r.stdout.startswith("echo=False h2=True"), (r.stdout, r.stderr)
+    finally:
+        sink.kill()
+
+
 def test_authorization_policies_hold_across_nodes(cluster):
     cluster.apply("kind: AuthorizationPolicy\nmetadata: {name: reviews}\nspec:\n  service: reviews\n"
                   "  default: deny\n  rules:\n    - action: allow\n      from: [" + WEB + "]\n"
@@ -225,6 +301,11 @@ def test_egress_passes_through_unless_registry_only(cluster):
                                                              "http://198.18.0.3:7000/", check=False).returncode == 0)
     status, _ = cluster.http(1, "http://198.18.0.3:7000/")
     assert status == 200
+    # HTTP/2 to it passes through too: the HTTP/1.x server answers the
+    # preface with an error page of its own.
+    r = cluster.exec(1, "python3", "-c", H2_START, "198.18.0.3", "7000", "outside.example", check=False)
+    assert r.stdout.startswith("echo=False h2=False b'") and ("<!DOCTYPE" in r.stdout or "HTTP/1" in r.stdout), \
+        r.stdout
     # registry-only: the sidecar refuses destinations outside the mesh.
     cluster.register(1, "web", 8080, 21000, {"HTTP": "http://127.0.0.1:8080/healthz"}, transparent=True,
                      egress_only_mesh=True)
@@ -234,8 +315,12 @@ def test_egress_passes_through_unless_registry_only(cluster):
         assert "not a mesh service and egress is registry-only" in body, body
         r = cluster.exec(1, "curl", "-sS", "-m", "5", "http://127.0.0.1:15000/stats")
         assert 'reason="egress_blocked"' in r.stdout
-        # Mesh services still answer.
+        # HTTP/2 outside the mesh is closed (there is no HTTP/1.1 to answer in).
+        r = cluster.exec(1, "python3", "-c", H2_START, "198.18.0.3", "7000", "outside.example", check=False)
+        assert r.stdout.strip() == "echo=False h2=False b''", r.stdout
+        # Mesh services still answer, HTTP/2 as well.
         assert cluster.http(1, "http://reviews.service.weft/reviews/1")[0] == 200
+        assert cluster.http(1, "http://reviews.service.weft/reviews/1", "--http2-prior-knowledge")[0] == 200
         cluster.register(1, "web", 8080, 21000, {"HTTP": "http://127.0.0.1:8080/healthz"}, transparent=True)
         cluster.wait("egress open again", lambda: cluster.http(1, "http://198.18.0.3:7000/")[0] == 200)
     finally:
