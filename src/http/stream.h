@@ -45,6 +45,9 @@ struct HeadError {
   int status = 0;               // the status to answer (server side), 502 (client side)
   std::string_view detail;      // a short human reason (static storage)
   bool bytes_received = false;  // something arrived before it failed
+  // The peer says it did not act on the request (HTTP/2 REFUSED_STREAM, or
+  // a stream past its GOAWAY): safe to send again, as after a failed connect.
+  bool unprocessed = false;
 };
 
 // The downstream side of one exchange.

@@ -626,8 +626,10 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
         co_await LocalReply(c, s, 504, true);
         co_return false;
       }
+      // A stream the upstream refused (or dropped at its GOAWAY) counts as a
+      // request on a closed pooled connection: it never reached anyone.
       if (!herr.bytes_received &&
-          retry.ShouldRetry(AttemptFailure::kResetNoBytes, ep, lease.reused)) {
+          retry.ShouldRetry(AttemptFailure::kResetNoBytes, ep, lease.reused || herr.unprocessed)) {
         cr.stats->rq_retry.Inc();
         break;  // next attempt
       }

@@ -359,3 +359,51 @@ def test_h2_drain_sends_goaway_and_finishes_streams_in_flight(weft, backends):
     assert status == "200" and ended
     assert goaway is not None and goaway.error_code == 0 and goaway.last_stream_id == 1, goaway
     assert w.p.wait(15) == 0
+
+
+H2_GOAWAY_SERVER = r"""
+import socket, sys, threading
+import h2.config, h2.connection, h2.events
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0)); srv.listen(16)
+print(srv.getsockname()[1], flush=True)
+count = [0]
+def serve(c, n):
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection(); c.sendall(conn.data_to_send())
+    while True:
+        data = c.recv(65536)
+        if not data:
+            return
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.RequestReceived):
+                if n == 0:
+                    # The first connection goes away before acting on anything.
+                    conn.close_connection(last_stream_id=0)
+                else:
+                    conn.send_headers(ev.stream_id, [(":status", "200"), ("x-conn", str(n))])
+                    conn.send_data(ev.stream_id, b"processed", end_stream=True)
+        c.sendall(conn.data_to_send())
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c, count[0]), daemon=True).start()
+    count[0] += 1
+"""
+
+
+def test_h2_upstream_goaway_unprocessed_request_is_retried(weft):
+    import sys
+    srv = subprocess.Popen([sys.executable, "-c", H2_GOAWAY_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(srv.stdout.readline())
+        w = weft(grpc_config({"h2": [f"127.0.0.1:{port}"]}))
+        # (A request whose body was already streamed up cannot be sent again:
+        # bodies are not buffered for retries yet.)
+        r = curl("-i", w.url(path="/x"))
+        assert r.stdout.startswith("HTTP/1.1 200"), r.stdout + r.stderr
+        assert "processed" in r.stdout and "x-conn: 1" in r.stdout, r.stdout
+        assert w.stat("weft_cluster_upstream_rq_retry_total", cluster="h2") == 1
+        assert w.stat("weft_cluster_upstream_cx_http2_total", cluster="h2") == 2
+    finally:
+        srv.kill()
+        srv.wait()

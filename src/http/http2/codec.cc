@@ -600,6 +600,7 @@ class ClientStreamImpl final : public StreamBase, public http::ClientStream {
     // A stream the peer refused, or one past its GOAWAY, was not processed:
     // safe to try again elsewhere.
     err->bytes_received = got_head_ && error_code_ != NGHTTP2_REFUSED_STREAM;
+    err->unprocessed = !got_head_ && error_code_ == NGHTTP2_REFUSED_STREAM;
     err->detail = error_code_ == NGHTTP2_REFUSED_STREAM          ? "HTTP/2 stream refused"
                   : reason_ == http::ResetReason::kProtocolError ? "HTTP/2 protocol error"
                                                                  : "HTTP/2 stream reset";
