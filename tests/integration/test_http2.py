@@ -407,3 +407,42 @@ def test_h2_upstream_goaway_unprocessed_request_is_retried(weft):
     finally:
         srv.kill()
         srv.wait()
+
+
+def haproxy_returning(tmp_path, port, h2):
+    """HAProxy answering every request itself (`http-request return`), on
+    HTTP/2 with prior knowledge (`proto h2`) or HTTP/1.1."""
+    require("haproxy")
+    cfg = tmp_path / f"haproxy-{port}.cfg"
+    cfg.write_text(f"""global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 10s
+  timeout server 10s
+frontend f
+  bind 127.0.0.1:{port}{' proto h2' if h2 else ''}
+  http-request return status 200 content-type text/plain lf-string "haproxy saw h%[fc_http_major] %[path]\\n"
+""")
+    p = subprocess.Popen(["haproxy", "-f", str(cfg)], stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return p
+
+
+@pytest.mark.parametrize("h2", [True, False], ids=["h2-upstream", "h1-upstream"])
+def test_haproxy_upstream_behind_http2_clients(weft, tmp_path, h2):
+    port = free_port()
+    hp = haproxy_returning(tmp_path, port, h2)
+    try:
+        cfg = grpc_config({"hp": [f"127.0.0.1:{port}"]}) if h2 else \
+            simple_config({"hp": [f"127.0.0.1:{port}"]})
+        w = weft(cfg)
+        r = curl("--http2-prior-knowledge", "-i", w.url(path="/p?q=1"))
+        assert r.stdout.startswith("HTTP/2 200"), r.stdout + r.stderr
+        assert f"haproxy saw h{2 if h2 else 1} /p" in r.stdout, r.stdout
+        r = curl("-i", w.url(path="/h1"))  # and an HTTP/1.1 client to the same
+        assert r.stdout.startswith("HTTP/1.1 200") and "/h1" in r.stdout, r.stdout
+    finally:
+        hp.kill()
+        hp.wait()

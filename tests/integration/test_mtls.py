@@ -241,6 +241,13 @@ def test_strict_port_refuses_bad_clients_and_accepts_a_good_one(mesh, ca):
     cert, key = ca.leaf("good", spiffe("web"))
     out, err = s_client(r_in, cert, key)
     assert out.startswith("HTTP/1.1 200"), (out, err)
+    # The same over HTTP/2: ALPN offers h2 (the server's certificate names a
+    # SPIFFE ID, not a host: -k, the test checks the client side only).
+    r = subprocess.run([require("curl"), "-sS", "-k", "--http2", "-m", "5", "--cert", cert, "--key", key,
+                        "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                        f"https://127.0.0.1:{r_in}/echo"], capture_output=True, text=True)
+    assert r.stdout == "2 200", (r.stdout, r.stderr)
+    assert metric(rpx, "weft_listener_downstream_cx_http2_total", listener="inbound") >= 1
 
 
 SERVICE = "kind: Service\nmetadata: {{name: reviews}}\nspec:\n  ports: [{{port: 80, protocol: http}}]\n  mtls: {mode}\n"
