@@ -342,31 +342,46 @@ def established(dst_port):
     return len([x for x in r.stdout.splitlines() if x.strip()])
 
 
+def peak_connections(ports, load):
+    """Runs load() while sampling the connections established to `ports`
+    every 50 ms; returns the most seen at once."""
+    peak, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak.append(sum(established(p) for p in ports))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        load()
+    finally:
+        stop.set()
+        sampler.join()
+    return max(peak)
+
+
+def concurrent_gets(port, path, n):
+    """n HTTP/1.1 requests at once, each on its own connection; the statuses."""
+    results = []
+    ts = [threading.Thread(target=lambda: results.append(get(port, path)[0])) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return results
+
+
 def test_http_between_sidecars_is_multiplexed_on_http2(mesh):
     s, wpx, rpx, up, r_in = mesh
     # 256 HTTP/1.1 client connections at once, each with a slow request: the
     # app sees 256 HTTP/1.1 requests, the sidecars carry them as HTTP/2
     # streams on at most one connection per worker of the web sidecar.
-    peak = []
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak.append(established(r_in))
-            time.sleep(0.05)
-
     results = []
-    ts = [threading.Thread(target=lambda: results.append(get(up, "/sleep/1000")[0])) for _ in range(256)]
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    stop.set()
-    sampler.join()
+    peak = peak_connections([r_in], lambda: results.extend(concurrent_gets(up, "/sleep/1000", 256)))
     assert results == [200] * 256, wpx.log()[-3000:]
-    assert 1 <= max(peak) <= 2, peak  # 2 workers in the web sidecar
+    assert 1 <= peak <= 2, peak  # 2 workers in the web sidecar
     assert metric(wpx, "weft_cluster_upstream_cx_http2_total", cluster="reviews") <= 2
     assert metric(rpx, "weft_listener_downstream_cx_http2_total", listener="inbound") >= 1
     # Turned off for the service: one HTTP/1.1 connection per request in flight.
@@ -374,20 +389,10 @@ def test_http_between_sidecars_is_multiplexed_on_http2(mesh):
                          "spec": {"ports": [{"port": 9080, "protocol": "http"}],
                                   "meshProtocol": "http1"}}))
     wait_mesh_protocol(wpx, "reviews", "http1")
-    stop.clear()
-    peak.clear()
-    results.clear()
-    ts = [threading.Thread(target=lambda: results.append(get(up, "/sleep/500")[0])) for _ in range(16)]
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    stop.set()
-    sampler.join()
+    results = []
+    peak = peak_connections([r_in], lambda: results.extend(concurrent_gets(up, "/sleep/500", 16)))
     assert results == [200] * 16
-    assert max(peak) >= 12, peak
+    assert peak >= 12, peak
 
 
 def policy(rules, default=None, name="reviews", service="reviews"):
@@ -726,23 +731,15 @@ def test_grpc_through_two_sidecars_balanced_per_call(server, mesh_proxy, backend
         body = os.path.join(os.path.dirname(cpx.log_path), "grpc-frame.bin")
         with open(body, "wb") as f:
             f.write(g.frame(b"load"))
-        peak, stop = [], threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                peak.append(sum(established(p) for p in inbound))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        r = subprocess.run(["h2load", "-n", "1024", "-c", "256", "-m", "1", "-d", body,
-                            "-H", "content-type: application/grpc", "-H", "te: trailers",
-                            "-H", "x-sleep-ms: 200", f"http://{t}/weft.test.Echo/Unary"],
-                           capture_output=True, text=True, timeout=120)
-        stop.set()
-        sampler.join()
+        runs = []
+        peak = peak_connections(inbound, lambda: runs.append(subprocess.run(
+            ["h2load", "-n", "1024", "-c", "256", "-m", "1", "-d", body,
+             "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "-H", "x-sleep-ms: 200", f"http://{t}/weft.test.Echo/Unary"],
+            capture_output=True, text=True, timeout=120)))
+        r = runs[0]
         assert "1024 succeeded, 0 failed" in r.stdout, r.stdout + r.stderr
-        assert 1 <= max(peak) <= 6, peak  # 2 workers x 3 endpoints
+        assert 1 <= peak <= 6, peak  # 2 workers x 3 endpoints
         # The sidecar in front of each app speaks HTTP/2 to it (a grpc port).
         # (More than one each when the app's own stream limit is reached:
         # grpcio advertises 100.)
