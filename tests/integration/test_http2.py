@@ -446,3 +446,23 @@ def test_haproxy_upstream_behind_http2_clients(weft, tmp_path, h2):
     finally:
         hp.kill()
         hp.wait()
+
+
+def test_grpc_cancellation_reaches_the_proxy_and_the_connection_goes_on(weft, grpc_servers):
+    (s,) = grpc_servers(1)
+    w = weft(grpc_config({"g": [s.target]}))
+    t = f"127.0.0.1:{w.ports['public']}"
+    ch = g.make_channel(t)
+    # The caller cancels mid-stream: the proxy sees the reset, counts the
+    # call as cancelled, and resets the upstream stream.
+    call = ch.unary_stream("/weft.test.Echo/ServerStream")(b"100",
+                                                            metadata=[("x-interval-ms", "50")])
+    got = [next(call), next(call)]
+    call.cancel()
+    assert len(got) == 2
+    from conftest import wait_for
+    assert wait_for(lambda: w.stat("weft_cluster_upstream_grpc_total", cluster="g",
+                                   grpc_status="CANCELLED") == 1, 5)
+    # Both connections carry on.
+    assert g.unary(t, b"after", channel=ch)["response"] == b"s0:after"
+    assert w.stat("weft_cluster_upstream_cx_http2_total", cluster="g") == 1
