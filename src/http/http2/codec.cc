@@ -806,6 +806,9 @@ void Connection::Fail(std::string why) {
   if (error_.empty()) error_ = std::move(why);
   for (StreamBase* st : streams_) {
     if (!st->closed_) {
+      // The session keeps the stream (it is not driven any more): nothing
+      // of it may lead back here once the stream is freed.
+      if (session_ && st->id_ > 0) nghttp2_session_set_stream_user_data(session_, st->id_, nullptr);
       st->closed_ = true;
       st->MarkReset(NGHTTP2_CANCEL);
     }
@@ -856,6 +859,8 @@ asio::awaitable<void> Connection::ReadLoop(std::shared_ptr<Connection> self) {
 
 asio::awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
   for (;;) {
+    // Dead: its streams may be gone; the session is not driven any more.
+    if (dead_) break;
     wbuf_.clear();
     bool fatal = false;
     while (wbuf_.size() < kWriteBatch) {
