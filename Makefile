@@ -57,7 +57,7 @@ format:
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DWEFT_FUZZ=ON -DWEFT_BENCH=OFF
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_http1_request fuzz_http1_response fuzz_chunked fuzz_config fuzz_manifest fuzz_catalog fuzz_dns fuzz_csr fuzz_capture
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_http1_request fuzz_http1_response fuzz_chunked fuzz_config fuzz_manifest fuzz_catalog fuzz_dns fuzz_csr fuzz_capture fuzz_http2
 	@bash scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
 bench: build

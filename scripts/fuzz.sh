@@ -6,7 +6,7 @@ BUILD=${1:-build-fuzz}
 SECS=${2:-60}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGETS=${*:3}
-for t in ${TARGETS:-http1_request http1_response chunked config manifest catalog dns csr}; do
+for t in ${TARGETS:-http1_request http1_response chunked config manifest catalog dns csr http2}; do
   work=$(mktemp -d)
   cp -r "$ROOT/tests/fuzz/corpus/$t/." "$work/"
   echo "fuzz: $t for ${SECS}s"

@@ -36,4 +36,39 @@ void Write(Level l, std::string_view msg) {
   (void)rc;
 }
 
+bool Limiter::Allow(int64_t now_s, uint64_t* suppressed) {
+  // The second and the lines let through in it, in one word: a new second
+  // and its first line are one compare-and-swap, so the budget is exact.
+  const uint64_t second = static_cast<uint64_t>(now_s) << kCountBits;
+  uint64_t s = state_.load(std::memory_order_relaxed);
+  for (;;) {
+    uint64_t next;
+    if ((s & ~kCountMask) != second) {
+      next = second | 1;
+    } else if ((s & kCountMask) < per_second_) {
+      next = s + 1;
+    } else {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (state_.compare_exchange_weak(s, next, std::memory_order_relaxed)) break;
+  }
+  *suppressed = dropped_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
+bool Limiter::Allow(uint64_t* suppressed) {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return Allow(static_cast<int64_t>(ts.tv_sec), suppressed);
+}
+
+void WriteLimited(Level l, std::string_view msg, uint64_t suppressed) {
+  if (suppressed == 0) {
+    Write(l, msg);
+    return;
+  }
+  Write(l, fmt::format("{} ({} similar lines suppressed)", msg, suppressed));
+}
+
 }  // namespace weft::log

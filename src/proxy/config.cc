@@ -121,7 +121,7 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
 ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "address", "protocol", "routes", "cluster", "access_log", "limits", "timeouts",
-             "max_connections"});
+             "max_connections", "http2"});
   ListenerConfig l;
   l.name = Name(n["name"], path + ".name");
   if (!n["address"]) Fail(path + ".address", "missing (e.g. 127.0.0.1:8080)");
@@ -192,6 +192,23 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
   }
   if (n["max_connections"]) {
     l.max_connections = Unsigned(n["max_connections"], path + ".max_connections", 1, 10000000);
+  }
+  if (n["http2"]) {
+    // The limits HTTP/2 clients are held to (http2::Settings).
+    const YAML::Node& h = n["http2"];
+    const std::string hp = path + ".http2";
+    CheckKeys(h, hp,
+              {"max_concurrent_streams", "max_header_list_bytes", "reset_burst", "reset_rate",
+               "max_reset_streams", "max_empty_data_per_second"});
+    const auto field = [&](const char* key, uint32_t* out, uint64_t min, uint64_t max) {
+      if (h[key]) *out = static_cast<uint32_t>(Unsigned(h[key], hp + "." + key, min, max));
+    };
+    field("max_concurrent_streams", &l.http2.max_concurrent_streams, 1, 100000);
+    field("max_header_list_bytes", &l.http2.max_header_list_bytes, 1024, 16 << 20);
+    field("reset_burst", &l.http2.reset_burst, 1, 1000000);
+    field("reset_rate", &l.http2.reset_rate, 1, 1000000);
+    field("max_reset_streams", &l.http2.max_reset_streams, 1, UINT32_MAX);
+    field("max_empty_data_per_second", &l.http2.max_empty_data_per_second, 1, 1000000);
   }
   return l;
 }
@@ -478,6 +495,12 @@ std::string ConfigToJson(const ProxyConfig& c) {
                     {"max_header_bytes", l.limits.max_header_bytes},
                     {"max_headers", l.limits.max_headers},
                     {"max_request_body", l.max_request_body_bytes}};
+    jl["http2"] = {{"max_concurrent_streams", l.http2.max_concurrent_streams},
+                   {"max_header_list_bytes", l.http2.max_header_list_bytes},
+                   {"reset_burst", l.http2.reset_burst},
+                   {"reset_rate", l.http2.reset_rate},
+                   {"max_reset_streams", l.http2.max_reset_streams},
+                   {"max_empty_data_per_second", l.http2.max_empty_data_per_second}};
     if (!l.access_log.path.empty()) jl["access_log"] = l.access_log.path;
     if (l.mtls != MeshTlsMode::kOff) jl["mtls"] = MeshTlsModeName(l.mtls);
     if (l.protocol == Protocol::kTcp) {

@@ -179,6 +179,18 @@ std::string StatsRegistry::RenderPrometheus() {
     w.Counter("weft_listener_downstream_cx_http2_total",
               "Downstream connections that spoke HTTP/2 (ALPN h2 or the preface).", lb,
               sum(&ListenerStats::cx_http2));
+    for (size_t v = 0; v < http2::kViolationCount; ++v) {
+      w.Counter("weft_listener_http2_violations_total",
+                "What HTTP/2 clients did against the protocol or its limits, by kind.",
+                lb.With("kind", http2::ViolationName(static_cast<http2::Violation>(v))),
+                Sum(blocks, [v](const ListenerStats& s) -> const Counter& {
+                  return s.http2_violations[v];
+                }));
+    }
+    w.Counter("weft_listener_http2_goaways_sent_total",
+              "GOAWAYs with an error code sent to HTTP/2 clients (connections closed for what "
+              "they did).",
+              lb, sum(&ListenerStats::http2_goaways));
     w.Counter("weft_listener_plaintext_cx_total",
               "Plaintext connections accepted by a permissive mesh listener.", lb,
               sum(&ListenerStats::plaintext));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/counter.h"
+#include "http/http2/violation.h"
 
 namespace weft::proxy {
 
@@ -80,6 +81,10 @@ struct alignas(64) ListenerStats {
   Counter cx_total, cx_active, bytes_in, bytes_out;
   Counter tls_handshakes, tls_resumed, plaintext;  // inbound mesh TLS; plaintext: permissive
   Counter cx_http2;                                // connections that spoke HTTP/2
+  // What HTTP/2 clients did wrong (http2::Counters), and the GOAWAYs with an
+  // error code they were sent for it.
+  std::array<Counter, http2::kViolationCount> http2_violations;
+  Counter http2_goaways;
   std::array<Counter, static_cast<size_t>(Reject::kCount)> rejected;
   HttpCounters http;
   void Rejected(Reject r) { rejected[static_cast<size_t>(r)].Inc(); }

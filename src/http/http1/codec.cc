@@ -35,6 +35,13 @@ http::BodyKind KindOf(Framing f) {
 
 asio::awaitable<bool> Ready(bool v) { co_return v; }
 
+// Whether an Upgrade value offers h2c (alone or in a list).
+bool NamesH2c(std::string_view upgrade) {
+  bool found = false;
+  ForEachListElement(upgrade, [&](std::string_view t) { found |= IEquals(t, "h2c"); });
+  return found;
+}
+
 http::BodyEvent Failed(http::ResetReason r, int status = 0) {
   http::BodyEvent ev;
   ev.kind = http::BodyEvent::kReset;
@@ -179,6 +186,16 @@ void ToRequestHeaders(Head* head, http::RequestHeaders* out) {
   out->request_id = head->x_request_id;
   out->forwarded_for = head->x_forwarded_for;
   out->upgrade = head->conn_upgrade ? head->upgrade : std::string_view();
+  if (!head->upgrade.empty() && NamesH2c(head->upgrade)) {
+    // HTTP/2 by upgrade (h2c, deprecated by RFC 9113 3.1) is not offered:
+    // a 101 from the upstream would hand the client's HTTP/2 to it, past
+    // this proxy's routing and limits. The request is served as plain
+    // HTTP/1.1, without the upgrade's fields.
+    out->upgrade = {};
+    std::erase_if(out->fields, [](const http::HeaderField& f) {
+      return IEquals(f.name, "upgrade") || IEquals(f.name, "http2-settings");
+    });
+  }
   out->connection = head->connection;
   out->expect_continue = head->expect_continue;
   out->keep_alive = head->KeepAlive();

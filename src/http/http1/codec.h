@@ -58,7 +58,8 @@ void EncodeBody(std::span<const std::string_view> data, bool chunked, bool end,
                 std::string* meta);
 
 // Fills `out` (request) from a parsed head. Swaps the field vector out of
-// `head` (no copy).
+// `head` (no copy). An upgrade to h2c is refused: `out` asks for no
+// upgrade and has no Upgrade or HTTP2-Settings field.
 void ToRequestHeaders(Head* head, http::RequestHeaders* out);
 void ToResponseHeaders(Head* head, http::ResponseHeaders* out);
 

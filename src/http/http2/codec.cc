@@ -6,7 +6,9 @@
 #include <charconv>
 #include <chrono>
 
+#include "base/log.h"
 #include "base/strings.h"
+#include "base/time.h"
 #include "io/asio.h"
 #include "io/stream.h"
 
@@ -18,6 +20,9 @@ namespace {
 
 constexpr size_t kReadSize = 16 * 1024;
 constexpr size_t kWriteBatch = 64 * 1024;  // frames gathered into one write
+// CONTINUATION frames after a HEADERS: 8 of 16 KiB carry any header list
+// we accept; more is a flood (nghttp2 returns TOO_MANY_CONTINUATIONS).
+constexpr size_t kMaxContinuations = 8;
 
 // Offsets of one field in a stream's head storage (views are made once the
 // block is complete: the storage may move while it grows).
@@ -45,6 +50,16 @@ bool IsLower(std::string_view s) {
   return true;
 }
 
+// What a peer sent, fit for a log line: printable ASCII, at most 200 bytes.
+std::string Printable(std::string_view s) {
+  constexpr size_t kMax = 200;
+  std::string out;
+  out.reserve(std::min(s.size(), kMax) + 3);
+  for (char c : s.substr(0, kMax)) out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  if (s.size() > kMax) out.append("...");
+  return out;
+}
+
 }  // namespace
 
 // ---- One stream, both roles ----
@@ -66,6 +81,7 @@ class StreamBase {
     arena.clear();
     refs_.clear();
     block_bytes_ = 0;
+    overflow_ = false;
   }
   // False when the block is over the size limit.
   bool AddField(std::string_view name, std::string_view value, uint32_t limit) {
@@ -312,6 +328,7 @@ class StreamBase {
         break;
     }
     if (!closed_ && id_ > 0 && !c_->dead_) {
+      c_->NoteLocalReset(id_);
       nghttp2_submit_rst_stream(c_->session_, NGHTTP2_FLAG_NONE, id_, code);
       c_->Kick();
     }
@@ -336,6 +353,7 @@ class StreamBase {
   std::string harena_, tarena_, cookie_;
   std::vector<FieldRef> refs_;
   size_t block_bytes_ = 0;
+  bool overflow_ = false;    // the block being received is over the size limit
   bool head_final_ = false;  // the final head is complete: a next block is trailers
   bool head_ready_ = false;  // a head waits to be taken (client side)
   http::HeaderList trailers_;
@@ -413,6 +431,16 @@ struct Callbacks {
   static int OnDataChunk(nghttp2_session* s, uint8_t flags, int32_t id, const uint8_t* data,
                          size_t len, void* ud);
   static int OnStreamClose(nghttp2_session* s, int32_t id, uint32_t code, void* ud);
+  static int OnBeginFrame(nghttp2_session* s, const nghttp2_frame_hd* hd, void* ud);
+  static int OnFrameSend(nghttp2_session* s, const nghttp2_frame* f, void* ud);
+  static int OnFrameNotSend(nghttp2_session* s, const nghttp2_frame* f, int error, void* ud);
+  static int OnInvalidFrameRecv(nghttp2_session* s, const nghttp2_frame* f, int error, void* ud);
+  static int OnError(nghttp2_session* s, int error, const char* msg, size_t len, void* ud);
+  // The session sent (or dropped) a RST_STREAM: false when it was ours.
+  static bool TakeLocalReset(Connection* c, int32_t id);
+  // A request head over max_header_list_bytes: 431, and the rest of the
+  // request is dropped.
+  static void RefuseHead(Connection* c, StreamBase* st, bool end_stream);
 };
 
 // Server side: request heads and bodies; client side: response heads.
@@ -624,6 +652,7 @@ int Callbacks::OnBeginHeaders(nghttp2_session* s, const nghttp2_frame* f, void* 
     auto* st = new ServerStreamImpl(static_cast<ServerConnection*>(c));
     st->id_ = f->hd.stream_id;
     c->streams_.insert(st);
+    ++c->open_streams_;
     nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
     st->BeginBlock();
     return 0;
@@ -636,21 +665,52 @@ int Callbacks::OnHeader(nghttp2_session* s, const nghttp2_frame* f, const uint8_
                         size_t nlen, const uint8_t* value, size_t vlen, uint8_t, void* ud) {
   Connection* c = C(ud);
   StreamBase* st = S(s, f->hd.stream_id);
-  if (!st) return 0;
+  if (!st || st->overflow_) return 0;
   if (!st->AddField(Sv(name, nlen), Sv(value, vlen), c->settings_.max_header_list_bytes)) {
-    // Over the limit: this stream is reset (the connection goes on).
-    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    // Over the limit: the rest of the block is decoded (HPACK needs it) and
+    // dropped; the block's end answers for it (OnFrameRecv).
+    st->overflow_ = true;
   }
   return 0;
 }
 
+void Callbacks::RefuseHead(Connection* c, StreamBase* st, bool end_stream) {
+  // The stream was never handed out: nobody reads what else comes on it
+  // (reset_), and it is freed when the session closes it (not queued_).
+  st->reset_ = true;
+  st->reason_ = http::ResetReason::kOverflow;
+  const nghttp2_nv nva[] = {Nv(":status"sv, "431"sv), Nv("content-length"sv, "0"sv)};
+  nghttp2_submit_response(c->session_, st->id_, nva, 2, nullptr);
+  if (!end_stream) {
+    // RFC 9113 8.1: the response is complete; the client may stop sending.
+    c->NoteLocalReset(st->id_);
+    nghttp2_submit_rst_stream(c->session_, NGHTTP2_FLAG_NONE, st->id_, NGHTTP2_NO_ERROR);
+  }
+  c->Kick();
+}
+
 int Callbacks::OnFrameRecv(nghttp2_session* s, const nghttp2_frame* f, void* ud) {
   Connection* c = C(ud);
+  c->last_error_.clear();  // a notice about a frame that was accepted after all
   switch (f->hd.type) {
     case NGHTTP2_HEADERS: {
       StreamBase* st = S(s, f->hd.stream_id);
       if (!st) return 0;
       const bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+      if (st->overflow_) {
+        const std::string detail =
+            fmt::format("{} on stream {} over {} bytes", st->head_final_ ? "trailers" : "head",
+                        f->hd.stream_id, c->settings_.max_header_list_bytes);
+        c->Violate(Violation::kHeaderOverflow, detail);
+        if (c->server_ && !st->head_final_) {
+          RefuseHead(c, st, end);
+        } else {
+          // Trailers, or a response head: the stream is in use; reset it.
+          st->ResetLocal(http::ResetReason::kOverflow);
+        }
+        c->ChargeReset();
+        return 0;
+      }
       if (st->head_final_) {
         // Trailers.
         st->EndBlock(&st->trailers_, [](std::string_view, std::string_view) {});
@@ -673,7 +733,17 @@ int Callbacks::OnFrameRecv(nghttp2_session* s, const nghttp2_frame* f, void* ud)
           st->recv_end_ = true;
           st->recv_signal_.cancel();
         }
+      } else if (f->hd.length <= f->data.padlen) {
+        // Nothing in it (padding aside), and not the end either.
+        const uint32_t limit = c->settings_.max_empty_data_per_second;
+        if (!c->empty_data_.Take(limit, limit, MonoNanos())) {
+          const std::string detail = fmt::format("more than {} empty DATA frames a second", limit);
+          c->Terminate(Violation::kEmptyFrames, NGHTTP2_ENHANCE_YOUR_CALM, detail);
+        }
       }
+      return 0;
+    case NGHTTP2_RST_STREAM:
+      c->ChargeReset();
       return 0;
     case NGHTTP2_GOAWAY:
       c->goaway_received_ = true;
@@ -703,6 +773,7 @@ int Callbacks::OnStreamClose(nghttp2_session* s, int32_t id, uint32_t code, void
   StreamBase* st = S(s, id);
   if (!st) return 0;
   nghttp2_session_set_stream_user_data(s, id, nullptr);
+  if (c->server_ && c->open_streams_ > 0) --c->open_streams_;
   st->OnClose(code);
   // Freed once its user is done; a server stream reset before its head was
   // complete never had one.
@@ -710,15 +781,119 @@ int Callbacks::OnStreamClose(nghttp2_session* s, int32_t id, uint32_t code, void
   return 0;
 }
 
+int Callbacks::OnBeginFrame(nghttp2_session*, const nghttp2_frame_hd*, void* ud) {
+  // A limit was reached in the last frame: nothing after it is processed
+  // (the session stops here, between frames; ReadLoop terminates).
+  return C(ud)->pending_.has_value() ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
+bool Callbacks::TakeLocalReset(Connection* c, int32_t id) {
+  auto it = std::find(c->local_rst_.begin(), c->local_rst_.end(), id);
+  if (it == c->local_rst_.end()) return false;
+  c->local_rst_.erase(it);
+  return true;
+}
+
+int Callbacks::OnFrameSend(nghttp2_session*, const nghttp2_frame* f, void* ud) {
+  Connection* c = C(ud);
+  if (f->hd.type == NGHTTP2_RST_STREAM) {
+    // One the session sent on its own is for the peer's error (a stream
+    // error of RFC 9113 5.4.2, or a stream over the concurrency limit).
+    if (TakeLocalReset(c, f->hd.stream_id)) return 0;
+    const uint32_t code = f->rst_stream.error_code;
+    if (code == NGHTTP2_NO_ERROR) return 0;
+    std::string detail =
+        fmt::format("RST_STREAM {} on stream {}", nghttp2_http2_strerror(code), f->hd.stream_id);
+    for (auto it = c->errors_.begin(); it != c->errors_.end(); ++it) {
+      if (it->first != f->hd.stream_id) continue;
+      detail.append(": ").append(it->second);
+      c->errors_.erase(it);
+      break;
+    }
+    c->Violate(code == NGHTTP2_REFUSED_STREAM ? Violation::kRefusedStream
+                                              : Violation::kStreamProtocolError,
+               detail);
+    c->ChargeReset();
+    return 0;
+  }
+  if (f->hd.type != NGHTTP2_GOAWAY || f->goaway.error_code == NGHTTP2_NO_ERROR) return 0;
+  if (c->ctr_.goaways) c->ctr_.goaways->Inc();
+  if (c->terminating_) return 0;  // ours: counted when queued
+  // A connection error the session found by itself.
+  c->terminating_ = true;
+  c->goaway_sent_ = true;
+  const uint32_t code = f->goaway.error_code;
+  Violation v = Violation::kProtocolError;
+  switch (code) {
+    case NGHTTP2_FLOW_CONTROL_ERROR:
+      v = Violation::kFlowControl;
+      break;
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+      v = Violation::kFlood;  // too many settings in one frame
+      break;
+    case NGHTTP2_INTERNAL_ERROR:
+      // The session's own stream reset limit (ours, on the same counts
+      // and more, normally acts first).
+      if (c->server_) v = Violation::kRapidReset;
+      break;
+    default:
+      // A request HEADERS past the concurrency limit the peer acknowledged.
+      if (c->server_ && c->last_invalid_type_ == NGHTTP2_HEADERS &&
+          c->last_invalid_error_ == NGHTTP2_ERR_PROTO &&
+          c->open_streams_ >= c->settings_.max_concurrent_streams) {
+        v = Violation::kRefusedStream;
+      }
+      break;
+  }
+  std::string detail = fmt::format("GOAWAY {}", nghttp2_http2_strerror(code));
+  if (f->goaway.opaque_data_len > 0) {
+    detail.append(": ").append(Printable(Sv(f->goaway.opaque_data, f->goaway.opaque_data_len)));
+  } else if (!c->errors_.empty()) {
+    detail.append(": ").append(c->errors_.back().second);
+  }
+  c->Violate(v, detail);
+  c->OnTerminate();
+  c->StartLinger();
+  return 0;
+}
+
+int Callbacks::OnFrameNotSend(nghttp2_session*, const nghttp2_frame* f, int, void* ud) {
+  if (f->hd.type == NGHTTP2_RST_STREAM) TakeLocalReset(C(ud), f->hd.stream_id);
+  return 0;
+}
+
+int Callbacks::OnInvalidFrameRecv(nghttp2_session*, const nghttp2_frame* f, int error, void* ud) {
+  Connection* c = C(ud);
+  c->last_invalid_type_ = f->hd.type;
+  c->last_invalid_error_ = error;
+  // The message the session gave just before (if any) explains this frame:
+  // kept for the RST_STREAM or GOAWAY that answers it (a few at most).
+  if (!c->last_error_.empty()) {
+    if (c->errors_.size() == 8) c->errors_.erase(c->errors_.begin());
+    c->errors_.emplace_back(f->hd.stream_id, std::move(c->last_error_));
+  }
+  c->last_error_.clear();
+  return 0;
+}
+
+int Callbacks::OnError(nghttp2_session*, int, const char* msg, size_t len, void* ud) {
+  // It may quote the peer's bytes.
+  C(ud)->last_error_ = Printable(std::string_view(msg, len));
+  return 0;
+}
+
 // ---- Connection ----
 
-Connection::Connection(io::Stream& s, const Settings& settings, Counters ctr, bool server)
+Connection::Connection(io::Stream& s, const Settings& settings, Counters ctr, bool server,
+                       std::string peer)
     : io_(s),
       settings_(settings),
       ctr_(ctr),
       server_(server),
       write_signal_(s.socket().get_executor()),
-      done_signal_(s.socket().get_executor()) {
+      done_signal_(s.socket().get_executor()),
+      peer_(std::move(peer)),
+      linger_(s.socket().get_executor()) {
   write_signal_.expires_at(asio::steady_timer::time_point::max());
   done_signal_.expires_at(asio::steady_timer::time_point::max());
 }
@@ -741,6 +916,11 @@ bool Connection::InitSession() {
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, Callbacks::OnFrameRecv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, Callbacks::OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, Callbacks::OnStreamClose);
+  nghttp2_session_callbacks_set_on_begin_frame_callback(cb, Callbacks::OnBeginFrame);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, Callbacks::OnFrameSend);
+  nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, Callbacks::OnFrameNotSend);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, Callbacks::OnInvalidFrameRecv);
+  nghttp2_session_callbacks_set_error_callback2(cb, Callbacks::OnError);
   nghttp2_option* opt = nullptr;
   if (nghttp2_option_new(&opt) != 0) {
     nghttp2_session_callbacks_del(cb);
@@ -751,8 +931,13 @@ bool Connection::InitSession() {
   nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
   nghttp2_option_set_max_settings(opt, 32);
   nghttp2_option_set_max_outbound_ack(opt, 1000);
-  nghttp2_option_set_stream_reset_rate_limit(opt, settings_.reset_burst, settings_.reset_rate);
-  nghttp2_option_set_max_continuations(opt, 8);
+  // The session's own reset limit (GOAWAY INTERNAL_ERROR, and no close)
+  // only backs up ours (ChargeReset), which counts the same resets and more
+  // and closes the connection with ENHANCE_YOUR_CALM: twice as loose, so
+  // that ours acts first.
+  nghttp2_option_set_stream_reset_rate_limit(opt, uint64_t{settings_.reset_burst} * 2,
+                                             uint64_t{settings_.reset_rate} * 2);
+  nghttp2_option_set_max_continuations(opt, kMaxContinuations);
   // RFC 9113 dropped priorities; a client's PRIORITY frames are parsed
   // and otherwise ignored.
   int rv = server_ ? nghttp2_session_server_new2(&session_, cb, this, opt)
@@ -801,12 +986,105 @@ void Connection::Remove(StreamBase* st) {
   delete st;
 }
 
+const std::string& Connection::peer() {
+  if (peer_.empty()) {
+    asio::error_code ec;
+    const auto ep = io_.socket().remote_endpoint(ec);
+    if (ec) {
+      peer_ = "?";
+    } else if (ep.address().is_v6()) {
+      peer_ = fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+    } else {
+      peer_ = fmt::format("{}:{}", ep.address().to_string(), ep.port());
+    }
+  }
+  return peer_;
+}
+
+bool Connection::Bucket::Take(uint32_t burst, uint32_t rate, int64_t now_ns) {
+  if (tokens < 0) {
+    tokens = burst;
+  } else {
+    tokens = std::min<double>(burst, tokens + static_cast<double>(now_ns - last_ns) * rate / 1e9);
+  }
+  last_ns = now_ns;
+  if (tokens < 1) return false;
+  tokens -= 1;
+  return true;
+}
+
+void Connection::Violate(Violation v, std::string_view detail) {
+  const size_t i = static_cast<size_t>(v);
+  if (ctr_.violations) ctr_.violations[i].Inc();
+  // One budget per kind: a flood of one kind does not hide the others.
+  static log::Limiter limiters[kViolationCount];
+  if (log::GetLevel() > log::Level::kWarn) return;
+  uint64_t suppressed = 0;
+  if (!limiters[i].Allow(&suppressed)) return;
+  log::WriteLimited(log::Level::kWarn,
+                    fmt::format("http2: {} {}: {}: {}", server_ ? "client" : "upstream", peer(),
+                                ViolationName(v), detail),
+                    suppressed);
+}
+
+void Connection::Terminate(Violation v, uint32_t code, std::string_view detail) {
+  if (terminating_ || dead_ || !session_) return;
+  if (in_recv_) {
+    // Not from inside nghttp2_session_mem_recv: a frame's processing may
+    // go on past the callback and undo what terminating does to the
+    // session's reader (after a DATA frame, an assertion in nghttp2 then
+    // aborts the process). The session stops at the next frame
+    // (OnBeginFrame) and ReadLoop terminates once the call returns.
+    if (!pending_.has_value()) pending_ = PendingTerminate{v, code, std::string(detail)};
+    return;
+  }
+  terminating_ = true;
+  goaway_sent_ = true;
+  if (error_.empty()) error_ = fmt::format("{}: {}", ViolationName(v), detail);
+  Violate(v, detail);
+  // Streams up to the last one processed may finish; reading stops and the
+  // connection closes once the GOAWAY is sent.
+  nghttp2_session_terminate_session(session_, code);
+  Kick();
+  OnTerminate();
+  StartLinger();
+}
+
+void Connection::ChargeReset() {
+  if (!server_ || terminating_ || pending_.has_value()) return;
+  ++resets_total_;
+  if (resets_total_ > settings_.max_reset_streams) {
+    const std::string detail =
+        fmt::format("more than {} streams reset on one connection", settings_.max_reset_streams);
+    Terminate(Violation::kRapidReset, NGHTTP2_ENHANCE_YOUR_CALM, detail);
+  } else if (!resets_.Take(settings_.reset_burst, settings_.reset_rate, MonoNanos())) {
+    const std::string detail =
+        fmt::format("streams reset faster than {} a second after a burst of {} ({} so far)",
+                    settings_.reset_rate, settings_.reset_burst, resets_total_);
+    Terminate(Violation::kRapidReset, NGHTTP2_ENHANCE_YOUR_CALM, detail);
+  }
+}
+
+void Connection::StartLinger() {
+  linger_.expires_after(std::chrono::milliseconds(kLingerMs));
+  linger_.async_wait([weak = weak_from_this()](asio::error_code) {
+    auto self = weak.lock();
+    // Dead: the owner has ended it (and may have closed the socket).
+    if (!self || self->dead_) return;
+    self->Abort("GOAWAY not taken by the peer in time");
+  });
+}
+
 void Connection::Fail(std::string why) {
   if (dead_) return;
   dead_ = true;
+  linger_.cancel();
   if (error_.empty()) error_ = std::move(why);
   for (StreamBase* st : streams_) {
     if (!st->closed_) {
+      // The session keeps the stream (it is not driven any more): nothing
+      // of it may lead back here once the stream is freed.
+      if (session_ && st->id_ > 0) nghttp2_session_set_stream_user_data(session_, st->id_, nullptr);
       st->closed_ = true;
       st->MarkReset(NGHTTP2_CANCEL);
     }
@@ -835,20 +1113,55 @@ asio::awaitable<void> Connection::ReadLoop(std::shared_ptr<Connection> self) {
   while (!dead_) {
     auto [ec, n] = co_await io_.ReadSome(rbuf_.get(), kReadSize);
     if (ec || n == 0) {
+      // After an error GOAWAY the writer ends the connection once it is out.
+      if (!ec && terminating_) break;
       Fail(ec ? ec.message() : std::string("closed by peer"));
       break;
     }
     if (ctr_.bytes_in) ctr_.bytes_in->Inc(n);
+    // An error GOAWAY is queued or sent: what still comes is read (closing
+    // on unread bytes would reset the connection, GOAWAY and all) and dropped.
+    if (terminating_) continue;
+    in_recv_ = true;
     const ssize_t rv =
         nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(rbuf_.get()), n);
+    in_recv_ = false;
+    if (pending_.has_value()) {
+      // A limit a callback found (rv: OnBeginFrame stopped the session).
+      const PendingTerminate p = std::move(*pending_);
+      pending_.reset();
+      Terminate(p.violation, p.code, p.detail);
+    }
     if (rv < 0) {
-      // A connection error: the session queued GOAWAY where it could.
+      // A fatal error: the session stops reading. Those a peer causes on
+      // purpose are answered with GOAWAY here (the session sends none).
       if (error_.empty()) error_ = nghttp2_strerror(static_cast<int>(rv));
+      switch (rv) {
+        case NGHTTP2_ERR_FLOODED:
+          Terminate(Violation::kFlood, NGHTTP2_ENHANCE_YOUR_CALM,
+                    "frames to answer (SETTINGS, PING) piling up unread");
+          break;
+        case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+          Terminate(
+              Violation::kContinuationFlood, NGHTTP2_ENHANCE_YOUR_CALM,
+              fmt::format("a header block in more than {} CONTINUATION frames", kMaxContinuations));
+          break;
+        case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
+          Terminate(Violation::kProtocolError, NGHTTP2_PROTOCOL_ERROR,
+                    "no HTTP/2 connection preface");
+          break;
+        default:
+          break;
+      }
       Kick();
+      if (terminating_) continue;
       break;
     }
     Kick();
-    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) break;
+    if (!terminating_ && !nghttp2_session_want_read(session_) &&
+        !nghttp2_session_want_write(session_)) {
+      break;
+    }
   }
   reading_ = false;
   Kick();
@@ -856,7 +1169,10 @@ asio::awaitable<void> Connection::ReadLoop(std::shared_ptr<Connection> self) {
 }
 
 asio::awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
+  bool shut = false;
   for (;;) {
+    // Dead: its streams may be gone; the session is not driven any more.
+    if (dead_) break;
     wbuf_.clear();
     bool fatal = false;
     while (wbuf_.size() < kWriteBatch) {
@@ -879,10 +1195,23 @@ asio::awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
       if (ctr_.bytes_out) ctr_.bytes_out->Inc(n);
       continue;
     }
-    if (fatal) break;
+    if (fatal || dead_) break;
+    if (terminating_) {
+      // The error GOAWAY is out (it goes before anything held back by flow
+      // control): a lingering close. Our FIN follows it, and the reader
+      // drains what the peer still sends until it closes too (or the linger
+      // ends), so that no reset overtakes the GOAWAY.
+      if (!shut) {
+        shut = true;
+        io_.ShutdownSend();
+      }
+      if (!reading_) break;
+      co_await write_signal_.async_wait(kNoThrow);
+      continue;
+    }
     // Nothing to send: done when the reader is done or the session wants
     // nothing more (GOAWAY exchanged, streams finished).
-    if (!reading_ || dead_) break;
+    if (!reading_) break;
     if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) break;
     co_await write_signal_.async_wait(kNoThrow);
   }
@@ -894,8 +1223,10 @@ asio::awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
 
 // ---- Server ----
 
-ServerConnection::ServerConnection(io::Stream& s, const Settings& settings, Counters ctr)
-    : Connection(s, settings, ctr, true), accept_signal_(s.socket().get_executor()) {
+ServerConnection::ServerConnection(io::Stream& s, const Settings& settings, Counters ctr,
+                                   std::string peer)
+    : Connection(s, settings, ctr, true, std::move(peer)),
+      accept_signal_(s.socket().get_executor()) {
   accept_signal_.expires_at(asio::steady_timer::time_point::max());
 }
 
@@ -906,11 +1237,14 @@ void ServerConnection::Ready(StreamBase* st) {
 }
 
 void ServerConnection::OnDead() { accept_signal_.cancel(); }
+void ServerConnection::OnTerminate() { accept_signal_.cancel(); }
 
 asio::awaitable<http::Accepted> ServerConnection::NextStream() {
   http::Accepted a;
   for (;;) {
-    while (!ready_.empty()) {
+    // Past an error GOAWAY no stream is started: the connection closes
+    // once the GOAWAY is out (Done).
+    while (!ready_.empty() && !terminating_) {
       StreamBase* st = ready_.front();
       ready_.pop_front();
       if (st->reset_) {
@@ -951,7 +1285,7 @@ void ServerConnection::Drain() {
 // ---- Client ----
 
 bool ClientConnection::can_open() const {
-  if (dead_ || goaway_received_ || !session_) return false;
+  if (dead_ || goaway_received_ || goaway_sent_ || !session_) return false;
   if (!nghttp2_session_check_request_allowed(session_)) return false;
   // The peer's limit (ours is what the peer may open towards us).
   const uint32_t peer_max =

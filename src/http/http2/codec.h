@@ -20,6 +20,21 @@
 // (ServerCodec::StreamDone / ClientConnection::Done). Views a stream hands
 // out stay valid until the next call on that stream.
 //
+// Hostile peers: what nghttp2 checks (frame sizes, stream states, windows,
+// HPACK, the HTTP messaging rules, SETTINGS / PING floods, CONTINUATION
+// runs) and what the codec adds (a header list's decoded size, streams
+// reset by or because of the peer, empty DATA frames) end in a RST_STREAM
+// (or a 431) for a stream error and in GOAWAY then close for a connection
+// error. Each is counted by Violation (Counters::violations) and logged,
+// rate-limited, with the peer's address. A connection that sent an error
+// GOAWAY is closed within kLingerMs even if the peer never reads it.
+//
+// Memory: a stream holds at most its window of received body, its head
+// (max_header_list_bytes) and Settings::send_buffer (plus one SendBody's
+// data) of body to send; a connection adds its read buffer and one write
+// batch. A peer that stops reading (TCP or flow-control window) stops the
+// sender on our side, not the buffering.
+//
 // Threading: one worker's event loop; nothing here is thread-safe.
 #pragma once
 
@@ -27,6 +42,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -34,6 +50,7 @@
 
 #include "base/counter.h"
 #include "http/http2/settings.h"
+#include "http/http2/violation.h"
 #include "http/message.h"
 #include "http/stream.h"
 
@@ -51,10 +68,17 @@ inline constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 // The ALPN protocol name.
 inline constexpr std::string_view kAlpn = "h2";
 
+// Each may be null (not counted). Written on the connection's thread only.
 struct Counters {
   Counter* bytes_in = nullptr;
   Counter* bytes_out = nullptr;
+  Counter* violations = nullptr;  // kViolationCount counters, indexed by Violation
+  Counter* goaways = nullptr;     // GOAWAYs sent with an error code (the peer's fault)
 };
+
+// How long a connection that sent an error GOAWAY waits for it to be taken
+// before it is cut.
+inline constexpr int kLingerMs = 2000;
 
 class StreamBase;
 
@@ -74,6 +98,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t active() const { return streams_.size(); }
   // Why the connection ended, for a log line ("" while it lives).
   const std::string& error() const { return error_; }
+  // The peer's address as given, or the socket's remote endpoint.
+  const std::string& peer();
   // Cancels the socket: the loops end, every stream sees a reset.
   void Abort(std::string why);
   // Waits until both loops have ended (what was queued, a GOAWAY say, is
@@ -88,10 +114,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
  protected:
-  Connection(io::Stream& s, const Settings& settings, Counters ctr, bool server);
+  Connection(io::Stream& s, const Settings& settings, Counters ctr, bool server, std::string peer);
   bool InitSession();
   virtual void OnDead() {}
-  void Fail(std::string why);  // the connection is over: streams reset
+  virtual void OnTerminate() {}  // an error GOAWAY is queued: no new streams
+  void Fail(std::string why);    // the connection is over: streams reset
 
   friend struct Callbacks;
 
@@ -100,6 +127,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Kick();                         // wake the writer: the session may have frames to send
   void Consume(int32_t id, size_t n);  // the reader took n bytes: window back
   void Remove(StreamBase* st);         // frees a stream both sides are done with
+  // Counts `v` and logs it (rate-limited per kind, all connections together).
+  void Violate(Violation v, std::string_view detail);
+  // A connection error found by the codec: counts `v`, queues GOAWAY with
+  // `code`; the connection closes once it is sent (or after kLingerMs).
+  void Terminate(Violation v, uint32_t code, std::string_view detail);
+  // A stream ended because of the peer (its RST_STREAM, or ours for its
+  // error): past Settings::reset_* or max_reset_streams, Terminate.
+  void ChargeReset();
+  // RST_STREAM queued by the codec itself (not for a peer's error).
+  void NoteLocalReset(int32_t id) { local_rst_.push_back(id); }
+  // A token bucket: `burst` at first, `rate` more a second.
+  struct Bucket {
+    double tokens = -1;  // < 0: not started (full)
+    int64_t last_ns = 0;
+    bool Take(uint32_t burst, uint32_t rate, int64_t now_ns);
+  };
   io::Stream& io_;
   const Settings settings_;
   const Counters ctr_;
@@ -116,20 +159,41 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool goaway_sent_ = false;
   bool goaway_received_ = false;
   bool destroying_ = false;
+  bool terminating_ = false;  // an error GOAWAY is queued (by us or by the session)
   std::string error_;
+  std::string peer_;
+  // Peer misbehaviour accounting.
+  struct PendingTerminate {
+    Violation violation;
+    uint32_t code;
+    std::string detail;
+  };
+  bool in_recv_ = false;                     // inside nghttp2_session_mem_recv
+  std::optional<PendingTerminate> pending_;  // a Terminate asked for in there
+  Bucket resets_, empty_data_;
+  uint64_t resets_total_ = 0;
+  uint32_t open_streams_ = 0;         // server: streams the session has open for the peer
+  std::vector<int32_t> local_rst_;    // streams with a RST_STREAM of ours not yet sent
+  uint8_t last_invalid_type_ = 0xff;  // the last frame the session found invalid ...
+  int last_invalid_error_ = 0;        // ... and why (nghttp2_error)
+  std::string last_error_;            // the session's last error message (sanitised) ...
+  std::vector<std::pair<int32_t, std::string>> errors_;  // ... by the stream it was about
+  asio::steady_timer linger_;
   std::shared_ptr<void> owner_;
   std::function<void()> on_dead_;
 
  private:
   asio::awaitable<void> ReadLoop(std::shared_ptr<Connection> self);
   asio::awaitable<void> WriteLoop(std::shared_ptr<Connection> self);
+  void StartLinger();
 };
 
 // ---- Downstream ----
 
 class ServerConnection final : public Connection, public http::ServerCodec {
  public:
-  ServerConnection(io::Stream& s, const Settings& settings, Counters ctr);
+  // `peer` names the client in log lines (its address when empty).
+  ServerConnection(io::Stream& s, const Settings& settings, Counters ctr, std::string peer = {});
   // False when the session cannot be set up (out of memory).
   bool Init() { return InitSession(); }
 
@@ -146,6 +210,7 @@ class ServerConnection final : public Connection, public http::ServerCodec {
 
  private:
   void OnDead() override;
+  void OnTerminate() override;
   std::deque<StreamBase*> ready_;
   asio::steady_timer accept_signal_;
 };
@@ -154,11 +219,12 @@ class ServerConnection final : public Connection, public http::ServerCodec {
 
 class ClientConnection final : public Connection {
  public:
-  ClientConnection(io::Stream& s, const Settings& settings, Counters ctr)
-      : Connection(s, settings, ctr, false) {}
+  ClientConnection(io::Stream& s, const Settings& settings, Counters ctr, std::string peer = {})
+      : Connection(s, settings, ctr, false, std::move(peer)) {}
   bool Init() { return InitSession(); }
   // A new stream, or null when the connection cannot take one now (dead,
-  // told to go away, or at the peer's concurrent-stream limit).
+  // told to go away, closing for the peer's error, or at the peer's
+  // concurrent-stream limit).
   http::ClientStream* Open();
   // The user is done with `s`; an unfinished exchange is reset.
   void Done(http::ClientStream* s);

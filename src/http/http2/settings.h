@@ -22,6 +22,13 @@ struct Settings {
   // the connection gets GOAWAY (ENHANCE_YOUR_CALM): rapid reset.
   uint32_t reset_burst = 1000;
   uint32_t reset_rate = 33;
+  // ... and over the connection's life, whatever the rate (a slow rapid
+  // reset): past it, GOAWAY (ENHANCE_YOUR_CALM) too.
+  uint32_t max_reset_streams = 10000;
+  // DATA frames that carry nothing and do not end their stream, per
+  // connection and second (a burst of as many, then as many a second):
+  // past it, GOAWAY (ENHANCE_YOUR_CALM). They cost work and move nothing.
+  uint32_t max_empty_data_per_second = 100;
 };
 
 }  // namespace weft::http2

@@ -169,6 +169,48 @@ listeners:
   EXPECT_EQ(l.routes[0].prefix, "/");
 }
 
+// listeners[].http2: the limits HTTP/2 clients are held to.
+TEST(Config, Http2Limits) {
+  std::string err;
+  auto cfg = ParseConfig(std::string(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    http2: {max_concurrent_streams: 10, max_header_list_bytes: 8192, reset_burst: 50,
+            reset_rate: 5, max_reset_streams: 200, max_empty_data_per_second: 20}
+    routes: [{cluster: c}]
+  - name: b
+    address: 127.0.0.1:1
+    routes: [{cluster: c}]
+)") + kClusters,
+                         "t", &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  const http2::Settings& h = cfg->listeners[0].http2;
+  EXPECT_EQ(h.max_concurrent_streams, 10u);
+  EXPECT_EQ(h.max_header_list_bytes, 8192u);
+  EXPECT_EQ(h.reset_burst, 50u);
+  EXPECT_EQ(h.reset_rate, 5u);
+  EXPECT_EQ(h.max_reset_streams, 200u);
+  EXPECT_EQ(h.max_empty_data_per_second, 20u);
+  // Absent: the defaults.
+  const http2::Settings d;
+  EXPECT_EQ(cfg->listeners[1].http2.max_concurrent_streams, d.max_concurrent_streams);
+  EXPECT_EQ(cfg->listeners[1].http2.max_reset_streams, d.max_reset_streams);
+  const std::string json = ConfigToJson(*cfg);
+  EXPECT_NE(json.find("\"max_reset_streams\": 200"), std::string::npos) << json;
+
+  EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, http2: {reset_rate: 0}, "
+                              "routes: [{cluster: c}]}]\n") +
+                  kClusters),
+            "config error: listeners[0].http2.reset_rate \"0\": out of range (1..1000000)");
+  EXPECT_NE(
+      Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, http2: {max_streams: 5}, "
+                        "routes: [{cluster: c}]}]\n") +
+            kClusters)
+          .find("listeners[0].http2.max_streams: unknown field"),
+      std::string::npos);
+}
+
 }  // namespace
 }  // namespace weft::proxy
 

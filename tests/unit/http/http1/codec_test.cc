@@ -60,6 +60,42 @@ TEST(Http1Encode, RequestHeadStreamsUnknownLengthsChunkedAndKeepsUpgrades) {
             "connection: upgrade\r\nupgrade: websocket\r\n\r\n");
 }
 
+// RFC 9113 3.1: HTTP/2 by upgrade is deprecated, and a 101 passed through
+// would hand the client's HTTP/2 to the upstream. The request stays plain
+// HTTP/1.1: no upgrade, no Upgrade or HTTP2-Settings field to forward.
+TEST(Http1Decode, AnUpgradeToH2cIsNotOneAndLosesItsFields) {
+  const std::string raw =
+      "GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+      "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nX-Kept: 1\r\n\r\n";
+  Limits limits;
+  size_t scanned = 0;
+  Head head;
+  Error err;
+  ASSERT_EQ(ParseRequest(raw.data(), raw.size(), limits, &scanned, &head, &err),
+            ParseResult::kComplete);
+  http::RequestHeaders req;
+  ToRequestHeaders(&head, &req);
+  EXPECT_TRUE(req.upgrade.empty());
+  std::vector<std::string> names;
+  for (const auto& f : req.fields) names.emplace_back(f.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"Host", "Connection", "X-Kept"}));
+  std::string out;
+  EncodeRequestHead(req, &out);
+  EXPECT_EQ(out.find("pgrade"), std::string::npos) << out;
+  EXPECT_EQ(out.find("ettings"), std::string::npos) << out;
+
+  // Other upgrades are still asked for.
+  const std::string ws =
+      "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+  scanned = 0;
+  Head head2;
+  ASSERT_EQ(ParseRequest(ws.data(), ws.size(), limits, &scanned, &head2, &err),
+            ParseResult::kComplete);
+  http::RequestHeaders req2;
+  ToRequestHeaders(&head2, &req2);
+  EXPECT_EQ(req2.upgrade, "websocket");
+}
+
 TEST(Http1Encode, ResponseFramingFollowsTheClientVersion) {
   http::ResponseHeaders h;
   h.status = 200;
