@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-fast test-slow test-asan quickstart tour lint format fuzz bench clean
+.PHONY: all deps build test test-fast test-slow test-asan quickstart tour lint format fuzz bench bench-h2 clean
 
 all: build
 
@@ -62,6 +62,11 @@ fuzz: deps
 
 bench: build
 	@bash bench/run.sh $(BUILD)/weft
+
+# HTTP/2 and gRPC against HAProxy and nginx, the mesh path for gRPC, memory
+# per stream and per connection: bench/RESULTS-h2.md.
+bench-h2: deps $(BUILD)/build.ninja
+	@BUILD=$(BUILD) JOBS=$(JOBS) bash bench/h2.sh $(BUILD)/weft
 
 clean:
 	rm -rf $(BUILD) build-fuzz build-asan

@@ -357,6 +357,8 @@ def write_results(a, results):
               "- Control plane: bench/RESULTS-control.md (`bash bench/control.sh`), on 16 cores",
               "  bench/RESULTS-control-16core.md.",
               "- Agent lookups (DNS, HTTP): bench/RESULTS-agent.md (`bash bench/agent.sh`).",
+              "- HTTP/2 and gRPC against HAProxy and nginx, the mesh path for gRPC, memory per",
+              "  HTTP/2 stream and connection: bench/RESULTS-h2.md (`make bench-h2`).",
               "- Multi-core data plane scaling: bench/RESULTS-scaling.md; mTLS handshakes",
               "  against workers on 16 cores: bench/RESULTS-handshakes-16core.md.",
               "- The quickstart's path (frontend -> reviews through two mTLS sidecars):",
