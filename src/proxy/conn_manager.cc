@@ -192,7 +192,10 @@ asio::awaitable<void> HttpConnectionManager::Run() {
   if (h2) {
     ls_->cx_http2.Inc();
     auto codec = std::make_shared<http2::ServerConnection>(
-        down_, c.lc->http2, http2::Counters{&ls_->bytes_in, &ls_->bytes_out});
+        down_, c.lc->http2,
+        http2::Counters{&ls_->bytes_in, &ls_->bytes_out, ls_->http2_violations.data(),
+                        &ls_->http2_goaways},
+        client_addr_);
     if (codec->Init()) {
       codec->Start();
       co_await Serve(*codec);
