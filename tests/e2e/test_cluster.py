@@ -161,7 +161,7 @@ def test_capture_limits_detection_time_and_head_size(cluster):
         "    c, _ = s.accept(); c.sendall(b'220 hello from outside\\r\\n'); c.close()\n"))
     try:
         code = (
-            "import socket\n"
+            "import socket, time\n"
             "t = time.time(); s = socket.create_connection(('198.18.0.3', 7001), timeout=5)\n"
             "print(s.recv(100).decode().strip(), round(time.time() - t, 3))\n")
         r = None
