@@ -754,9 +754,18 @@ asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpRequestBody(const 
                                                                           bool timed) {
   const uint64_t limit = c.lc->max_request_body_bytes;
   http::BodyEvent ev;
+  bool head_out = false;
   for (;;) {
     if (timed) SetDeadline(c.lc->idle_timeout_ms);
-    if (!down.TryReadBody(&ev)) ev = co_await down.ReadBody();
+    if (!down.TryReadBody(&ev)) {
+      // No body bytes yet: a head held back for them (QueueHeaders) goes
+      // out now, so that the upstream sees the request while the client
+      // waits (an HTTP/2 stream that opens before its first DATA).
+      if (!head_out && !co_await up.SendBody({}, false, nullptr)) co_return 2;
+      head_out = true;
+      ev = co_await down.ReadBody();
+    }
+    head_out = true;
     if (ev.kind == http::BodyEvent::kReset) co_return ev.status ? ev.status : 1;
     for (std::string_view d : ev.data) rq_bytes_ += d.size();
     if (limit && rq_bytes_ > limit) co_return 413;

@@ -466,3 +466,24 @@ def test_grpc_cancellation_reaches_the_proxy_and_the_connection_goes_on(weft, gr
     # Both connections carry on.
     assert g.unary(t, b"after", channel=ch)["response"] == b"s0:after"
     assert w.stat("weft_cluster_upstream_cx_http2_total", cluster="g") == 1
+
+
+def test_h2_request_reaches_http1_upstream_before_its_first_data(weft, backends):
+    # The stream opens (HEADERS without END_STREAM) and its body waits: the
+    # upstream must see the request now, not when the first DATA comes.
+    import socket
+    import time
+
+    import h2.config
+    import h2.connection
+    from conftest import wait_for
+    b = backends()
+    w = weft(simple_config({"c": [b.addr]}))
+    sock = socket.create_connection(("127.0.0.1", w.ports["public"]), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/sink"),
+                          (":authority", "svc")], end_stream=False)
+    sock.sendall(conn.data_to_send())
+    assert wait_for(lambda: "POST /sink" in b.stats().get("requests_seen", []), 3), b.stats()
+    sock.close()
