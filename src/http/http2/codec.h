@@ -232,8 +232,6 @@ class ClientConnection final : public Connection {
   void Cancel(http::ClientStream* s);
   // Whether Open() would succeed.
   bool can_open() const;
-  // The peer sent GOAWAY: no new streams (those open finish).
-  bool going_away() const { return goaway_received_; }
 };
 
 }  // namespace weft::http2
