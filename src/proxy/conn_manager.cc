@@ -127,6 +127,22 @@ void HttpConnectionManager::ActiveStream::OnDeadline() {
   up_->Cancel();
 }
 
+void HttpConnectionManager::ActiveStream::Recycle() {
+  Clear();
+  deadline_ms = kNever;
+  timed_out_ = false;
+  s_ = nullptr;
+  reply_body_.clear();
+  retry_.reset();
+  grpc_ = false;
+  grpc_status_ = -1;
+  grpc_timeout_ms_ = -1;
+  grpc_timeout_field_ = 0;
+  pump_running_ = false;
+  release_after_pump_ = -1;
+  pump_result_ = 0;
+}
+
 void HttpConnectionManager::ActiveStream::SetDeadline(int64_t ms) {
   deadline_ms = ms > 0 ? Now() + ms : kNever;
 }
@@ -297,7 +313,13 @@ asio::awaitable<void> HttpConnectionManager::ServeMultiplexed(http::ServerCodec&
     if (a.stream == nullptr) break;
     if (!goaway_sent_) deadline_ms = kNever;
     ++active_streams_;
-    auto x = std::make_shared<ActiveStream>(this, nullptr);
+    std::shared_ptr<ActiveStream> x;
+    if (spare_streams_.empty()) {
+      x = std::make_shared<ActiveStream>(this, nullptr);
+    } else {
+      x = std::move(spare_streams_.back());
+      spare_streams_.pop_back();
+    }
     asio::co_spawn(w_->io(), RunStream(self, std::move(x), a.stream), asio::detached);
     if (w_->draining()) codec.Drain();
   }
@@ -315,7 +337,12 @@ asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConne
   if (TakeConfig(&c)) ok = co_await x->Handle(c, *s);
   if (x->pump_running_) co_await x->WaitPump();  // it reads from `s`
   codec_->StreamDone(s, ok);
-  x.reset();
+  if (x.use_count() == 1 && spare_streams_.size() < kSpareStreams) {
+    x->Recycle();
+    spare_streams_.push_back(std::move(x));
+  } else {
+    x.reset();
+  }
   if (--active_streams_ == 0) {
     streams_done_->cancel();
     if (w_->draining()) {

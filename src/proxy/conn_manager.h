@@ -79,6 +79,9 @@ class HttpConnectionManager : public Deadline,
     asio::awaitable<void> GrpcReply(const Ctx& c, http::ServerStream& s, int status);
     void OnDeadline() override;
 
+    // Ready for another stream of a multiplexed connection (kept for reuse
+    // with its buffers, as serial_ is for a serial codec).
+    void Recycle();
     // Forgets the last exchange (a serial codec, before its next).
     void Clear() {
       start_ns_ = upstream_ns_ = 0;
@@ -171,6 +174,10 @@ class HttpConnectionManager : public Deadline,
   // Multiplexed: streams in flight, and the signal that the last ended.
   size_t active_streams_ = 0;
   std::unique_ptr<asio::steady_timer> streams_done_;
+  // Multiplexed: ActiveStreams done with, kept for the next streams (at
+  // most kSpareStreams).
+  static constexpr size_t kSpareStreams = 16;
+  std::vector<std::shared_ptr<ActiveStream>> spare_streams_;
 };
 
 }  // namespace weft::proxy

@@ -60,7 +60,21 @@ std::string Printable(std::string_view s) {
   return out;
 }
 
+// What a recycled stream keeps of a buffer's capacity: small heads and
+// bodies are reused, a large one goes back to the heap.
+constexpr size_t kKeepBytes = 4096;
+
+template <typename T>
+void Trim(T* buf) {
+  buf->clear();
+  if (buf->capacity() * sizeof(typename T::value_type) > kKeepBytes) T().swap(*buf);
+}
+
 }  // namespace
+
+struct Connection::NvArray {
+  std::vector<nghttp2_nv> v;
+};
 
 // ---- One stream, both roles ----
 
@@ -74,6 +88,34 @@ class StreamBase {
     send_signal_.expires_at(asio::steady_timer::time_point::max());
   }
   virtual ~StreamBase() = default;
+
+  // Back to a new stream's state, keeping small buffers (a connection
+  // reuses its streams: Connection::Remove, Connection::Spare).
+  virtual void Recycle() {
+    id_ = -1;
+    Trim(&harena_);
+    Trim(&tarena_);
+    Trim(&cookie_);
+    Trim(&refs_);
+    block_bytes_ = 0;
+    overflow_ = head_final_ = head_ready_ = false;
+    Trim(&trailers_);
+    Trim(&recv_);
+    Trim(&handed_);
+    handed_n_ = 0;
+    span_[0] = {};
+    recv_end_ = body_done_ = false;
+    Trim(&out_);
+    out_off_ = 0;
+    out_end_ = sent_end_ = deferred_ = false;
+    out_trailers_.clear();
+    reset_ = false;
+    reason_ = http::ResetReason::kNone;
+    error_code_ = 0;
+    closed_ = released_ = queued_ = false;
+    recv_waiting_ = send_waiting_ = recv_cancel_ = send_cancel_ = false;
+    prev_ = next_ = nullptr;
+  }
 
   // -- Head blocks, as the session's callbacks deliver them --
   void BeginBlock() {
@@ -255,8 +297,8 @@ class StreamBase {
       send_signal_.cancel();
       if (!out_trailers_.empty()) {
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        std::vector<nghttp2_nv> nva;
-        nva.reserve(out_trailers_.size());
+        std::vector<nghttp2_nv>& nva = c_->nva_->v;
+        nva.clear();
         for (const auto& [k, v] : out_trailers_) nva.push_back(Nv(k, v));
         nghttp2_submit_trailer(c_->session_, id_, nva.data(), nva.size());
       }
@@ -347,6 +389,7 @@ class StreamBase {
   }
 
   Connection* const c_;
+  StreamBase *prev_ = nullptr, *next_ = nullptr;  // the connection's list of streams
   int32_t id_ = -1;
   asio::steady_timer recv_signal_, send_signal_;
   // Head storage: the current (or final) head, and the trailers.
@@ -383,6 +426,23 @@ class StreamBase {
 
 namespace {
 
+// Fields whose value differs in every message (an id). Indexing them in
+// HPACK's dynamic table (RFC 7541 2.3.2) would buy nothing and evict what
+// repeats, and every one of them in the table lengthens the encoder's search
+// for the next: they are sent as literals that are never indexed.
+bool UniquePerMessage(std::string_view lower_name) {
+  switch (lower_name.size()) {
+    case 11:
+      return lower_name == "traceparent"sv || lower_name == "x-b3-spanid"sv;
+    case 12:
+      return lower_name == "x-request-id"sv || lower_name == "x-b3-traceid"sv;
+    case 17:
+      return lower_name == "x-b3-parentspanid"sv;
+    default:
+      return false;
+  }
+}
+
 // Encodes head fields for HTTP/2: lower-case names, no connection-specific
 // fields, content-length only for a known length, TE only as "trailers".
 void EncodeFields(const http::HeaderList& fields, http::BodyKind body, bool request,
@@ -410,7 +470,9 @@ void EncodeFields(const http::HeaderList& fields, http::BodyKind body, bool requ
       for (char c : n) scratch->push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
       n = std::string_view(scratch->data() + at, n.size());
     }
-    nva->push_back(Nv(n, f.value));
+    nghttp2_nv nv = Nv(n, f.value);
+    if (UniquePerMessage(n)) nv.flags = NGHTTP2_NV_FLAG_NO_INDEX;
+    nva->push_back(nv);
   }
 }
 
@@ -515,7 +577,7 @@ class ServerStreamImpl final : public StreamBase, public http::ServerStream {
     status[0] = static_cast<char>('0' + st / 100);
     status[1] = static_cast<char>('0' + st / 10 % 10);
     status[2] = static_cast<char>('0' + st % 10);
-    std::vector<nghttp2_nv>& nva = c_nva_;
+    std::vector<nghttp2_nv>& nva = c_->nva_->v;
     nva.clear();
     nva.push_back(Nv(":status"sv, std::string_view(status, 3)));
     EncodeFields(h.fields, h.body, false, &c_->scratch_, &nva);
@@ -535,8 +597,15 @@ class ServerStreamImpl final : public StreamBase, public http::ServerStream {
     return rv == 0;
   }
 
+  void Recycle() override {
+    StreamBase::Recycle();
+    http::HeaderList fields = std::move(req_.fields);
+    Trim(&fields);
+    req_ = {};
+    req_.fields = std::move(fields);
+  }
+
   http::RequestHeaders req_;
-  std::vector<nghttp2_nv> c_nva_;
 };
 
 class ClientStreamImpl final : public StreamBase, public http::ClientStream {
@@ -574,7 +643,7 @@ class ClientStreamImpl final : public StreamBase, public http::ClientStream {
   bool Submit(const http::RequestHeaders& h, bool end) {
     if (reset_ || c_->dead_ || id_ > 0) return false;
     method_.assign(h.method);
-    std::vector<nghttp2_nv>& nva = nva_;
+    std::vector<nghttp2_nv>& nva = c_->nva_->v;
     nva.clear();
     nva.push_back(Nv(":method"sv, h.method));
     nva.push_back(Nv(":scheme"sv, h.scheme.empty() ? "http"sv : h.scheme));
@@ -639,9 +708,19 @@ class ClientStreamImpl final : public StreamBase, public http::ClientStream {
   io::Stream* TakeTunnel(std::string_view*) override { return nullptr; }
   bool reusable() const override { return !c_->dead_; }
 
+  void Recycle() override {
+    StreamBase::Recycle();
+    http::HeaderList fields = std::move(resp_.fields);
+    Trim(&fields);
+    resp_ = {};
+    resp_.fields = std::move(fields);
+    method_.clear();
+    length_.clear();
+    got_head_ = false;
+  }
+
   http::ResponseHeaders resp_;
   std::string method_, length_;
-  std::vector<nghttp2_nv> nva_;
   bool got_head_ = false;
 };
 
@@ -649,9 +728,11 @@ int Callbacks::OnBeginHeaders(nghttp2_session* s, const nghttp2_frame* f, void* 
   Connection* c = C(ud);
   if (f->hd.type != NGHTTP2_HEADERS) return 0;
   if (c->server_ && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-    auto* st = new ServerStreamImpl(static_cast<ServerConnection*>(c));
+    StreamBase* spare = c->Spare();
+    auto* st = spare ? static_cast<ServerStreamImpl*>(spare)
+                     : new ServerStreamImpl(static_cast<ServerConnection*>(c));
     st->id_ = f->hd.stream_id;
-    c->streams_.insert(st);
+    c->Link(st);
     ++c->open_streams_;
     nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
     st->BeginBlock();
@@ -896,6 +977,7 @@ Connection::Connection(io::Stream& s, const Settings& settings, Counters ctr, bo
       linger_(s.socket().get_executor()) {
   write_signal_.expires_at(asio::steady_timer::time_point::max());
   done_signal_.expires_at(asio::steady_timer::time_point::max());
+  nva_ = std::make_unique<NvArray>();
 }
 
 asio::awaitable<void> Connection::Done() {
@@ -905,7 +987,12 @@ asio::awaitable<void> Connection::Done() {
 Connection::~Connection() {
   destroying_ = true;
   if (session_) nghttp2_session_del(session_);
-  for (StreamBase* st : streams_) delete st;
+  for (StreamBase* st = streams_; st;) {
+    StreamBase* next = st->next_;
+    delete st;
+    st = next;
+  }
+  for (StreamBase* st : spare_) delete st;
 }
 
 bool Connection::InitSession() {
@@ -938,6 +1025,8 @@ bool Connection::InitSession() {
   nghttp2_option_set_stream_reset_rate_limit(opt, uint64_t{settings_.reset_burst} * 2,
                                              uint64_t{settings_.reset_rate} * 2);
   nghttp2_option_set_max_continuations(opt, kMaxContinuations);
+  // Closed streams are not kept for a priority tree (there is none, below).
+  nghttp2_option_set_no_closed_streams(opt, 1);
   // RFC 9113 dropped priorities; a client's PRIORITY frames are parsed
   // and otherwise ignored.
   int rv = server_ ? nghttp2_session_server_new2(&session_, cb, this, opt)
@@ -948,7 +1037,7 @@ bool Connection::InitSession() {
     session_ = nullptr;
     return false;
   }
-  nghttp2_settings_entry iv[6];
+  nghttp2_settings_entry iv[7];
   size_t n = 0;
   iv[n++] = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings_.max_concurrent_streams};
   iv[n++] = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings_.initial_window};
@@ -956,6 +1045,8 @@ bool Connection::InitSession() {
   iv[n++] = {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, settings_.max_header_list_bytes};
   iv[n++] = {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, settings_.header_table_size};
   if (!server_) iv[n++] = {NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
+  // RFC 9218 2.1: no RFC 7540 priority tree; streams are served in turn.
+  iv[n++] = {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1};
   if (nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, n) != 0) return false;
   if (settings_.connection_window > 65535) {
     nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
@@ -981,9 +1072,35 @@ void Connection::Consume(int32_t id, size_t n) {
   Kick();
 }
 
+void Connection::Link(StreamBase* st) {
+  st->prev_ = nullptr;
+  st->next_ = streams_;
+  if (streams_) streams_->prev_ = st;
+  streams_ = st;
+  ++n_streams_;
+}
+
 void Connection::Remove(StreamBase* st) {
-  streams_.erase(st);
-  delete st;
+  if (st->prev_) {
+    st->prev_->next_ = st->next_;
+  } else {
+    streams_ = st->next_;
+  }
+  if (st->next_) st->next_->prev_ = st->prev_;
+  --n_streams_;
+  if (dead_ || spare_.size() >= kSpareStreams) {
+    delete st;
+    return;
+  }
+  st->Recycle();
+  spare_.push_back(st);
+}
+
+StreamBase* Connection::Spare() {
+  if (spare_.empty()) return nullptr;
+  StreamBase* st = spare_.back();
+  spare_.pop_back();
+  return st;
 }
 
 const std::string& Connection::peer() {
@@ -1080,7 +1197,7 @@ void Connection::Fail(std::string why) {
   dead_ = true;
   linger_.cancel();
   if (error_.empty()) error_ = std::move(why);
-  for (StreamBase* st : streams_) {
+  for (StreamBase* st = streams_; st; st = st->next_) {
     if (!st->closed_) {
       // The session keeps the stream (it is not driven any more): nothing
       // of it may lead back here once the stream is freed.
@@ -1091,7 +1208,7 @@ void Connection::Fail(std::string why) {
   }
   // Streams the user already let go of are freed now.
   std::vector<StreamBase*> done;
-  for (StreamBase* st : streams_)
+  for (StreamBase* st = streams_; st; st = st->next_)
     if (st->released_ || (server_ && !st->queued_)) done.push_back(st);
   for (StreamBase* st : done) Remove(st);
   Kick();
@@ -1244,9 +1361,12 @@ asio::awaitable<http::Accepted> ServerConnection::NextStream() {
   for (;;) {
     // Past an error GOAWAY no stream is started: the connection closes
     // once the GOAWAY is out (Done).
-    while (!ready_.empty() && !terminating_) {
-      StreamBase* st = ready_.front();
-      ready_.pop_front();
+    while (ready_at_ < ready_.size() && !terminating_) {
+      StreamBase* st = ready_[ready_at_++];
+      if (ready_at_ == ready_.size()) {
+        ready_.clear();
+        ready_at_ = 0;
+      }
       if (st->reset_) {
         // Reset by the peer before anyone took it.
         st->released_ = true;
@@ -1290,13 +1410,14 @@ bool ClientConnection::can_open() const {
   // The peer's limit (ours is what the peer may open towards us).
   const uint32_t peer_max =
       nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-  return streams_.size() < peer_max;
+  return n_streams_ < peer_max;
 }
 
 http::ClientStream* ClientConnection::Open() {
   if (!can_open()) return nullptr;
-  auto* st = new ClientStreamImpl(this);
-  streams_.insert(st);
+  StreamBase* spare = Spare();
+  auto* st = spare ? static_cast<ClientStreamImpl*>(spare) : new ClientStreamImpl(this);
+  Link(st);
   return st;
 }
 

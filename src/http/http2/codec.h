@@ -39,13 +39,11 @@
 #pragma once
 
 #include <asio.hpp>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <vector>
 
 #include "base/counter.h"
@@ -76,6 +74,10 @@ struct Counters {
   Counter* goaways = nullptr;     // GOAWAYs sent with an error code (the peer's fault)
 };
 
+// Streams a connection keeps for reuse once done with (each with at most a
+// few small buffers).
+inline constexpr size_t kSpareStreams = 16;
+
 // How long a connection that sent an error GOAWAY waits for it to be taken
 // before it is cut.
 inline constexpr int kLingerMs = 2000;
@@ -95,7 +97,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The connection can carry no more streams and its loops are ending.
   bool dead() const { return dead_; }
   // Streams open (handed out and not yet done).
-  size_t active() const { return streams_.size(); }
+  size_t active() const { return n_streams_; }
   // Why the connection ended, for a log line ("" while it lives).
   const std::string& error() const { return error_; }
   // The peer's address as given, or the socket's remote endpoint.
@@ -126,7 +128,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The state below is the codec's own: its stream classes (codec.cc) use it.
   void Kick();                         // wake the writer: the session may have frames to send
   void Consume(int32_t id, size_t n);  // the reader took n bytes: window back
-  void Remove(StreamBase* st);         // frees a stream both sides are done with
+  void Link(StreamBase* st);           // a new stream joins streams_
+  void Remove(StreamBase* st);         // frees (or keeps for reuse) a stream both sides are done with
+  StreamBase* Spare();                 // a stream to reuse, or null
   // Counts `v` and logs it (rate-limited per kind, all connections together).
   void Violate(Violation v, std::string_view detail);
   // A connection error found by the codec: counts `v`, queues GOAWAY with
@@ -153,7 +157,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<char[]> rbuf_;
   std::string wbuf_;
   std::string scratch_;  // lower-cased names for the frames we encode
-  std::unordered_set<StreamBase*> streams_;
+  struct NvArray;
+  std::unique_ptr<NvArray> nva_;  // the fields of a head being submitted
+  StreamBase* streams_ = nullptr;  // open streams (handed out and not yet done), linked
+  size_t n_streams_ = 0;
+  // Streams done with, kept to be reused (up to kSpareStreams) so that a
+  // busy connection does not build every stream's buffers anew.
+  std::vector<StreamBase*> spare_;
   bool dead_ = false;
   bool reading_ = false, writing_ = false;
   bool goaway_sent_ = false;
@@ -211,7 +221,8 @@ class ServerConnection final : public Connection, public http::ServerCodec {
  private:
   void OnDead() override;
   void OnTerminate() override;
-  std::deque<StreamBase*> ready_;
+  std::vector<StreamBase*> ready_;  // heads complete, from ready_at_ on
+  size_t ready_at_ = 0;
   asio::steady_timer accept_signal_;
 };
 
