@@ -129,7 +129,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Kick();                         // wake the writer: the session may have frames to send
   void Consume(int32_t id, size_t n);  // the reader took n bytes: window back
   void Link(StreamBase* st);           // a new stream joins streams_
-  void Remove(StreamBase* st);         // frees (or keeps for reuse) a stream both sides are done with
+  void Remove(StreamBase* st);         // frees (or keeps) a stream both sides are done with
   StreamBase* Spare();                 // a stream to reuse, or null
   // Counts `v` and logs it (rate-limited per kind, all connections together).
   void Violate(Violation v, std::string_view detail);
@@ -158,7 +158,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string wbuf_;
   std::string scratch_;  // lower-cased names for the frames we encode
   struct NvArray;
-  std::unique_ptr<NvArray> nva_;  // the fields of a head being submitted
+  std::unique_ptr<NvArray> nva_;   // the fields of a head being submitted
   StreamBase* streams_ = nullptr;  // open streams (handed out and not yet done), linked
   size_t n_streams_ = 0;
   // Streams done with, kept to be reused (up to kSpareStreams) so that a
