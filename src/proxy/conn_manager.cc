@@ -334,7 +334,18 @@ asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConne
                                                        http::ServerStream* s) {
   Ctx c;
   bool ok = false;
-  if (TakeConfig(&c)) ok = co_await x->Handle(c, *s);
+  if (TakeConfig(&c)) {
+    // The exchange, as Serve runs it (here rather than in a coroutine of
+    // its own: one frame less per stream).
+    Exchange ex;
+    if (!x->Decide(c, *s, &ex)) {
+      x->reply_body_ = std::move(ex.reply_body);
+      co_await x->LocalReply(c, *s, ex.reply_status, ex.reply_close);
+      ok = true;
+    } else {
+      ok = co_await x->Forward(c, ex, *s);
+    }
+  }
   if (x->pump_running_) co_await x->WaitPump();  // it reads from `s`
   codec_->StreamDone(s, ok);
   if (x.use_count() == 1 && spare_streams_.size() < kSpareStreams) {
@@ -351,16 +362,6 @@ asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConne
       SetDeadline(idle_timeout_ms_);
     }
   }
-}
-
-asio::awaitable<bool> HttpConnectionManager::ActiveStream::Handle(Ctx& c, http::ServerStream& s) {
-  Exchange x;
-  if (!Decide(c, s, &x)) {
-    reply_body_ = std::move(x.reply_body);
-    co_await LocalReply(c, s, x.reply_status, x.reply_close);
-    co_return true;
-  }
-  co_return co_await Forward(c, x, s);
 }
 
 bool HttpConnectionManager::ActiveStream::Decide(const Ctx& c, http::ServerStream& s, Exchange* x) {

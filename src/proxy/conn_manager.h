@@ -61,9 +61,6 @@ class HttpConnectionManager : public Deadline,
    public:
     ActiveStream(HttpConnectionManager* cm, std::unique_ptr<upstream::HttpUpstream> up);
     ~ActiveStream();
-    // The exchange on `s` from its head to its end: true when it ended
-    // cleanly (the connection may carry another).
-    asio::awaitable<bool> Handle(Ctx& c, http::ServerStream& s);
     // The request id, then the filter chain: true to forward, false with
     // x->reply_* set for a local reply. (Not a coroutine: no frame per request.)
     bool Decide(const Ctx& c, http::ServerStream& s, Exchange* x);

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 
 #include "base/log.h"
 #include "base/strings.h"
@@ -69,6 +71,101 @@ void Trim(T* buf) {
   buf->clear();
   if (buf->capacity() * sizeof(typename T::value_type) > kKeepBytes) T().swap(*buf);
 }
+
+// The session's allocator: a per-thread cache of small blocks. A session
+// allocates and frees about a dozen blocks per request (stream and frame
+// items, HPACK entries, copies of the fields submitted), more of each size
+// at once than the heap's own per-thread cache keeps. Each block carries a
+// 16-byte header with its size class; blocks over the largest class go to
+// the heap directly. A thread keeps at most kPoolKeep blocks of each class
+// (~1 MiB in all), so what a burst leaves behind is bounded.
+namespace pool {
+
+constexpr size_t kHeader = 16;          // keeps the heap's alignment
+constexpr size_t kClasses = 8;          // 64, 128, ... 8192 bytes with the header
+constexpr size_t kPoolKeep = 64;        // blocks kept per class and thread
+constexpr unsigned char kLarge = 0xff;  // not of a class: straight to the heap
+constexpr size_t ClassBytes(size_t k) { return size_t{64} << k; }
+
+struct Cache {
+  void* blocks[kClasses][kPoolKeep];
+  uint32_t count[kClasses] = {};
+  ~Cache();
+};
+thread_local bool gone = false;  // this thread's cache is destroyed (thread exit)
+thread_local Cache cache;
+
+Cache::~Cache() {
+  gone = true;
+  for (size_t k = 0; k < kClasses; ++k)
+    for (uint32_t i = 0; i < count[k]; ++i) std::free(blocks[k][i]);
+}
+
+int ClassOf(size_t n) {
+  for (size_t k = 0; k < kClasses; ++k)
+    if (n + kHeader <= ClassBytes(k)) return static_cast<int>(k);
+  return -1;
+}
+
+void* Malloc(size_t n, void*) {
+  const int k = ClassOf(n);
+  unsigned char* p = nullptr;
+  if (k < 0) {
+    if (n > SIZE_MAX - kHeader) return nullptr;
+    p = static_cast<unsigned char*>(std::malloc(n + kHeader));
+    if (!p) return nullptr;
+    p[0] = kLarge;
+    std::memcpy(p + 8, &n, sizeof n);
+    return p + kHeader;
+  }
+  if (!gone && cache.count[k] > 0) {
+    p = static_cast<unsigned char*>(cache.blocks[k][--cache.count[k]]);
+  } else {
+    p = static_cast<unsigned char*>(std::malloc(ClassBytes(k)));
+    if (!p) return nullptr;
+  }
+  p[0] = static_cast<unsigned char>(k);
+  return p + kHeader;
+}
+
+void Free(void* ptr, void*) {
+  if (!ptr) return;
+  unsigned char* p = static_cast<unsigned char*>(ptr) - kHeader;
+  const unsigned char k = p[0];
+  if (k == kLarge || gone || cache.count[k] == kPoolKeep) {
+    std::free(p);
+    return;
+  }
+  cache.blocks[k][cache.count[k]++] = p;
+}
+
+void* Calloc(size_t nmemb, size_t size, void* ud) {
+  if (size && nmemb > SIZE_MAX / size) return nullptr;
+  void* p = Malloc(nmemb * size, ud);
+  if (p) std::memset(p, 0, nmemb * size);
+  return p;
+}
+
+void* Realloc(void* ptr, size_t n, void* ud) {
+  if (!ptr) return Malloc(n, ud);
+  unsigned char* p = static_cast<unsigned char*>(ptr) - kHeader;
+  size_t have;
+  if (p[0] == kLarge) {
+    std::memcpy(&have, p + 8, sizeof have);
+  } else {
+    have = ClassBytes(p[0]) - kHeader;
+    if (n <= have) return ptr;
+  }
+  void* q = Malloc(n, ud);
+  if (!q) return nullptr;
+  std::memcpy(q, ptr, std::min(have, n));
+  Free(ptr, ud);
+  return q;
+}
+
+nghttp2_mem mem = {nullptr, Malloc, Free, Calloc, Realloc};
+
+}  // namespace pool
 
 }  // namespace
 
@@ -1029,8 +1126,8 @@ bool Connection::InitSession() {
   nghttp2_option_set_no_closed_streams(opt, 1);
   // RFC 9113 dropped priorities; a client's PRIORITY frames are parsed
   // and otherwise ignored.
-  int rv = server_ ? nghttp2_session_server_new2(&session_, cb, this, opt)
-                   : nghttp2_session_client_new2(&session_, cb, this, opt);
+  int rv = server_ ? nghttp2_session_server_new3(&session_, cb, this, opt, &pool::mem)
+                   : nghttp2_session_client_new3(&session_, cb, this, opt, &pool::mem);
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cb);
   if (rv != 0) {
