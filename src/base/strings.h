@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,25 @@ inline bool IEquals(std::string_view a, std::string_view b) {
     if (AsciiLower(a[i]) != AsciiLower(b[i])) return false;
   }
   return true;
+}
+
+// Whether `s` has an upper-case ASCII letter: eight bytes at a time (the
+// HTTP/2 encoder checks every field name it sends).
+inline bool HasUpper(std::string_view s) {
+  constexpr uint64_t kOnes = 0x0101010101010101;
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    const uint64_t low7 = w & (kOnes * 0x7f);
+    // The top bit of a byte in low7 + 0x3f is set for >= 'A', in
+    // low7 + 0x25 for > 'Z' (no carry crosses a byte); bytes >= 0x80 are
+    // not letters.
+    if ((low7 + kOnes * 0x3f) & ~(low7 + kOnes * 0x25) & ~w & (kOnes * 0x80)) return true;
+  }
+  for (; i < s.size(); ++i)
+    if (s[i] >= 'A' && s[i] <= 'Z') return true;
+  return false;
 }
 
 // A view into `s`'s bytes: valid as long as they are.

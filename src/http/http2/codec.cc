@@ -46,12 +46,6 @@ nghttp2_nv Nv(std::string_view name, std::string_view value) {
   return nv;
 }
 
-bool IsLower(std::string_view s) {
-  for (char c : s)
-    if (c >= 'A' && c <= 'Z') return false;
-  return true;
-}
-
 // What a peer sent, fit for a log line: printable ASCII, at most 200 bytes.
 std::string Printable(std::string_view s) {
   constexpr size_t kMax = 200;
@@ -546,11 +540,10 @@ void EncodeFields(const http::HeaderList& fields, http::BodyKind body, bool requ
                   std::string* scratch, std::vector<nghttp2_nv>* nva) {
   // Names that need lower-casing are copied into `scratch`, reserved up
   // front so that views into it stay put.
-  size_t need = 0;
-  for (const auto& f : fields)
-    if (!IsLower(f.name)) need += f.name.size();
+  size_t names = 0;
+  for (const auto& f : fields) names += f.name.size();
   scratch->clear();
-  scratch->reserve(need);
+  scratch->reserve(names);
   for (const auto& f : fields) {
     std::string_view n = f.name;
     if (n.empty()) continue;
@@ -562,7 +555,7 @@ void EncodeFields(const http::HeaderList& fields, http::BodyKind body, bool requ
     if (n.size() == 4 && IEquals(n, "host")) continue;  // :authority carries it
     if (n.size() == 14 && IEquals(n, "content-length") && body == http::BodyKind::kStream) continue;
     if (request && n.size() == 14 && IEquals(n, "http2-settings")) continue;
-    if (!IsLower(n)) {
+    if (HasUpper(n)) {
       const size_t at = scratch->size();
       for (char c : n) scratch->push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
       n = std::string_view(scratch->data() + at, n.size());

@@ -21,5 +21,24 @@ TEST(Base64, RoundTripsAndRejectsGarbage) {
   EXPECT_FALSE(Base64Decode("a=bc").has_value());
 }
 
+TEST(Strings, HasUpperFindsEveryUpperCaseLetterAndNothingElse) {
+  // Every byte value, alone and at each position of words of 8 and past them.
+  for (int b = 0; b < 256; ++b) {
+    const char c = static_cast<char>(b);
+    const bool upper = b >= 'A' && b <= 'Z';
+    for (size_t len : {1u, 7u, 8u, 9u, 16u, 21u}) {
+      for (size_t at = 0; at < len; ++at) {
+        std::string s(len, 'a');
+        s[at] = c;
+        EXPECT_EQ(HasUpper(s), upper) << "byte " << b << " at " << at << " of " << len;
+      }
+    }
+  }
+  EXPECT_FALSE(HasUpper(""));
+  EXPECT_FALSE(HasUpper("x-forwarded-for"));
+  EXPECT_TRUE(HasUpper("x-forwarded-For"));
+  EXPECT_FALSE(HasUpper("@[`{\x80\xc1\xda\xff"));  // around 'A'..'Z', and high bytes
+}
+
 }  // namespace
 }  // namespace weft
