@@ -235,6 +235,11 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   if (n["connect_timeout"])
     c.connect_timeout_ms = Duration(n["connect_timeout"], path + ".connect_timeout");
   if (n["max_idle_per_endpoint"]) {
+    if (c.protocol == UpstreamProtocol::kHttp2) {
+      Fail(path + ".max_idle_per_endpoint",
+           "applies to HTTP/1.1 upstreams; an http2 cluster carries its requests as streams on one "
+           "connection per endpoint and worker");
+    }
     c.max_idle_per_endpoint = static_cast<uint32_t>(
         Unsigned(n["max_idle_per_endpoint"], path + ".max_idle_per_endpoint", 0, 100000));
   }

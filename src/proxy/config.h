@@ -118,8 +118,10 @@ struct ClusterConfig {
   // stream's mesh_protocol: http1).
   bool mesh_http2 = true;
   int64_t connect_timeout_ms = 1000;
-  uint32_t max_idle_per_endpoint = 64;  // per worker
-  std::string peer_id;                  // mesh TLS: the SPIFFE ID its endpoints must present
+  // HTTP/1.1 connections kept idle per endpoint and worker (as many as
+  // HTTP/2 clients may have streams in flight on one connection by default).
+  uint32_t max_idle_per_endpoint = 1024;
+  std::string peer_id;  // mesh TLS: the SPIFFE ID its endpoints must present
   std::vector<Endpoint> endpoints;
 };
 

@@ -139,6 +139,15 @@ TEST(Config, ClusterProtocol) {
   EXPECT_EQ(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
                   "clusters: [{name: c, protocol: http3, endpoints: [127.0.0.1:1]}]\n"),
             "config error: clusters[0].protocol \"http3\": unknown protocol (use http1 or http2)");
+  // The HTTP/1.1 idle pool does not exist for an http2 cluster: refused,
+  // not ignored. The default follows HTTP/2 clients' streams in flight.
+  EXPECT_EQ(
+      Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
+            "clusters: [{name: c, max_idle_per_endpoint: 8, protocol: http2, "
+            "endpoints: [127.0.0.1:1]}]\n"),
+      "config error: clusters[0].max_idle_per_endpoint: applies to HTTP/1.1 upstreams; an "
+      "http2 cluster carries its requests as streams on one connection per endpoint and worker");
+  EXPECT_EQ(cfg->clusters[1].max_idle_per_endpoint, 1024u);
   EXPECT_EQ(UpstreamProtocolFromName("h2"), std::nullopt);
   EXPECT_EQ(UpstreamProtocolFromName("http2"), UpstreamProtocol::kHttp2);
   EXPECT_STREQ(UpstreamProtocolName(UpstreamProtocol::kHttp1), "http1");
