@@ -109,13 +109,13 @@ def start(args, cpus=None, stdout=subprocess.DEVNULL):
 
 # ---- the proxies ----
 
-def weft_config(tmp, name, port, backend, protocol="http1", timeouts="", max_idle=1024):
-    """max_idle: the cluster's max_idle_per_endpoint, HTTP/1.1 connections
-    kept per worker (default 64). The bench sets 1024, as nginx's `keepalive
-    1024` (HAProxy keeps any number): with 160 streams in flight on an
-    HTTP/1.1 upstream a pool of 64 closes and reopens connections all along."""
+def weft_config(tmp, name, port, backend, protocol="http1", timeouts="", max_idle=0, h2_streams=0):
+    """max_idle: the cluster's max_idle_per_endpoint (HTTP/1.1 upstreams;
+    0: its default, 1024 per worker, as nginx's `keepalive 1024`)."""
     conf = os.path.join(tmp, f"weft-{name}.yaml")
     idle = f"    max_idle_per_endpoint: {max_idle}\n" if max_idle else ""
+    if h2_streams:  # the listener's SETTINGS_MAX_CONCURRENT_STREAMS (default 1024)
+        timeouts += f"    http2: {{max_concurrent_streams: {h2_streams}}}\n"
     open(conf, "w").write(f"""workers: 1
 listeners:
   - name: bench
@@ -129,17 +129,18 @@ clusters:
     return conf
 
 
-def weft(a, tmp, name, port, backend, protocol="http1", cpus=None, timeouts="", max_idle=1024):
-    conf = weft_config(tmp, name, port, backend, protocol, timeouts, max_idle)
+def weft(a, tmp, name, port, backend, protocol="http1", cpus=None, timeouts="", max_idle=0, h2_streams=0):
+    conf = weft_config(tmp, name, port, backend, protocol, timeouts, max_idle, h2_streams)
     return start([a.weft, "proxy", "--config", conf, "--log-level", "warn"], cpus)
 
 
-def haproxy(tmp, name, port, backend, fe_h2, be_h2, cpus=None, maxconn=4096, timeout="30s"):
+def haproxy(tmp, name, port, backend, fe_h2, be_h2, cpus=None, maxconn=4096, timeout="30s", h2_streams=0):
     conf = os.path.join(tmp, f"haproxy-{name}.cfg")
+    tune = f"  tune.h2.max-concurrent-streams {h2_streams}\n" if h2_streams else ""
     open(conf, "w").write(f"""global
   nbthread 1
   maxconn {maxconn}
-defaults
+{tune}defaults
   mode http
   timeout connect 1s
   timeout client {timeout}
@@ -156,7 +157,7 @@ backend b
     return start([common.tool("haproxy"), "-f", conf, "-db"], cpus)
 
 
-def nginx_proxy(tmp, name, port, backend, mode, cpus=None, conns=4096, extra=""):
+def nginx_proxy(tmp, name, port, backend, mode, cpus=None, conns=4096, extra="", h2_streams=0):
     """mode: "http1" (proxy_pass, HTTP/1.1 keep-alive upstream) or "grpc"
     (grpc_pass: nginx's only way to speak HTTP/2 to an upstream)."""
     conf = os.path.join(tmp, f"nginx-{name}.conf")
@@ -165,12 +166,13 @@ def nginx_proxy(tmp, name, port, backend, mode, cpus=None, conns=4096, extra="")
     else:
         loc = ('proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; '
                "proxy_set_header X-Forwarded-For $remote_addr;")
+    streams = f" http2_max_concurrent_streams {h2_streams};" if h2_streams else ""
     open(conf, "w").write(f"""daemon off; worker_processes 1; pid {tmp}/nginx-{name}.pid;
 worker_rlimit_nofile {conns * 2 + 100};
 error_log {tmp}/nginx-{name}.err; events {{ worker_connections {conns}; }}
 http {{ access_log off; keepalive_requests 1000000; {common.NGINX_PATHS.format(t=tmp)}
   upstream be {{ server 127.0.0.1:{backend}; keepalive 1024; keepalive_requests 1000000; }}
-  server {{ listen 127.0.0.1:{port} http2 reuseport backlog=4096;
+  server {{ listen 127.0.0.1:{port} http2 reuseport backlog=4096;{streams}
     location / {{ {loc} {extra} }} }} }}
 """)
     return start([common.tool("nginx"), "-e", f"{tmp}/nginx-{name}.err", "-c", conf, "-p", tmp], cpus)
@@ -402,8 +404,6 @@ def bench_h2(a, tmp):
             ("weft", lambda p: weft(a, tmp, "h2h1", p, h1, "http1", a.proxy_cpus)),
             ("haproxy", lambda p: haproxy(tmp, "h2h1", p, h1, True, False, a.proxy_cpus)),
             ("nginx", lambda p: nginx_proxy(tmp, "h2h1", p, h1, "http1", a.proxy_cpus)),
-            ("weft, default pool (64 idle)", lambda p: weft(a, tmp, "h2h1d", p, h1, "http1", a.proxy_cpus,
-                                                            max_idle=0)),
         ])
         print("HTTP/2 end to end", flush=True)
         to_h2 = run_table(a, [
@@ -784,17 +784,23 @@ def bench_memory(a, tmp):
     nginx_extra = ("proxy_request_buffering off; client_body_timeout 600s; proxy_read_timeout 600s; "
                    "proxy_send_timeout 600s;")
     # (proxy, upstream kind, make(port, upstream port), body sent after HEADERS)
+    # Each proxy is told to allow a.streams_total streams on one connection
+    # (weft's listener `http2: {max_concurrent_streams}`, HAProxy's
+    # tune.h2.max-concurrent-streams, nginx's http2_max_concurrent_streams).
+    n = a.streams_total
+    maxconn = min(n + 500, 9500)  # HAProxy sizes its fd limit from it (hard limit here: 20,000)
     cases = [
-        ("weft", "HTTP/2 (holds)", lambda p, b: weft(a, tmp, f"mem{p}", p, b, "http2", a.proxy_cpus, timeouts=long),
-         b""),
+        ("weft", "HTTP/2 (holds)", lambda p, b: weft(a, tmp, f"mem{p}", p, b, "http2", a.proxy_cpus, timeouts=long,
+                                                     h2_streams=n), b""),
         ("haproxy", "HTTP/2 (holds)", lambda p, b: haproxy(tmp, f"mem{p}", p, b, True, True, a.proxy_cpus,
-                                                           maxconn=9500, timeout="600s"), b""),
+                                                           maxconn=maxconn, timeout="600s", h2_streams=n), b""),
         ("weft", "HTTP/1.1 (holds)", lambda p, b: weft(a, tmp, f"mem{p}", p, b, "http1", a.proxy_cpus,
-                                                       timeouts=long), b"x"),
+                                                       timeouts=long, h2_streams=n), b"x"),
         ("haproxy", "HTTP/1.1 (holds)", lambda p, b: haproxy(tmp, f"mem{p}", p, b, True, False, a.proxy_cpus,
-                                                             maxconn=9500, timeout="600s"), b"x"),
+                                                             maxconn=maxconn, timeout="600s", h2_streams=n), b"x"),
         ("nginx", "HTTP/1.1 (holds)", lambda p, b: nginx_proxy(tmp, f"mem{p}", p, b, "http1", a.proxy_cpus,
-                                                               conns=12000, extra=nginx_extra), b"x"),
+                                                               conns=2 * n + 2000, extra=nginx_extra,
+                                                               h2_streams=n), b"x"),
     ]
     streams, idle, headers_only = [], {}, {}
     try:
@@ -946,10 +952,8 @@ def write_results(a, grpc_runs, to_h1, to_h2, mesh, mem):
         lines += ["## 2a. HTTP/2 clients to an HTTP/1.1 upstream", "",
                   "h2load GET / (h2c, prior knowledge) through each proxy to nginx `return 200 \"ok\"` over "
                   "HTTP/1.1 keep-alive (as bench/run.py). direct: h2load to the same nginx's HTTP/2 port. weft's "
-                  "cluster keeps up to 1024 idle upstream connections (`max_idle_per_endpoint: 1024`, as nginx's "
-                  "`keepalive 1024`; HAProxy keeps any number); the last row is weft with its default of 64, "
-                  "fewer than the 160 requests in flight, so it closes and reopens upstream connections all "
-                  "along.", ""]
+                  "cluster keeps up to 1024 idle upstream connections (its default `max_idle_per_endpoint`, as "
+                  "nginx's `keepalive 1024`; HAProxy keeps any number).", ""]
         lines += table(to_h1) + [""] + ratio_lines(to_h1, ("haproxy", "nginx")) + [""]
         lines += ["## 2b. HTTP/2 end to end", "",
                   "h2load GET / (h2c) through each proxy to nginx `listen ... http2` `return 200 \"ok\"` (prior "

@@ -54,6 +54,11 @@ class Buffer {
   size_t writable() const { return cap_ - end_; }
   void Commit(size_t n) { end_ += n; }
 
+  // Gives all memory back when idle (allocated again, as large, when next
+  // needed).
+  void Free() {
+    if (empty()) buf_.reset();
+  }
   // Gives memory back when idle and larger than `keep` bytes.
   void Shrink(size_t keep) {
     if (empty() && cap_ > keep) {

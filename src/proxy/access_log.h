@@ -4,7 +4,8 @@
 //
 // Flags: "-" a complete exchange, "LR" a local reply (the proxy answered
 // itself), "UR" the upstream broke off mid-response, "DR" the downstream
-// went away mid-response.
+// went away mid-response, "UT" a gRPC caller's deadline passed
+// mid-response (the call ended with DEADLINE_EXCEEDED trailers).
 #pragma once
 
 #include <cstdint>

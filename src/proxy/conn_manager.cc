@@ -129,6 +129,7 @@ void HttpConnectionManager::ActiveStream::OnDeadline() {
 
 void HttpConnectionManager::ActiveStream::Recycle() {
   Clear();
+  up_->Free();  // a spare may wait long: its upstream buffers go back now
   deadline_ms = kNever;
   timed_out_ = false;
   s_ = nullptr;
@@ -137,10 +138,35 @@ void HttpConnectionManager::ActiveStream::Recycle() {
   grpc_ = false;
   grpc_status_ = -1;
   grpc_timeout_ms_ = -1;
+  grpc_deadline_at_ = kNever;
   grpc_timeout_field_ = 0;
   pump_running_ = false;
   release_after_pump_ = -1;
   pump_result_ = 0;
+}
+
+void HttpConnectionManager::ActiveStream::SetBodyDeadline(const Ctx& c) {
+  SetDeadline(c.lc->idle_timeout_ms);
+  if (grpc_deadline_at_ < deadline_ms) deadline_ms = grpc_deadline_at_;
+}
+
+asio::awaitable<bool> HttpConnectionManager::ActiveStream::GrpcDeadlineTrailers(
+    const Ctx& c, http::ServerStream& s) {
+  grpc_status_ = 4;  // DEADLINE_EXCEEDED
+  reply_length_.assign("4");
+  grpc_message_.clear();
+  http::grpc::EncodeMessage(
+      fmt::format("gRPC deadline of {} ms exceeded during the response from {}", grpc_timeout_ms_,
+                  upstream_addr_),
+      &grpc_message_);
+  grpc_trailers_.clear();
+  grpc_trailers_.push_back({"grpc-status"sv, reply_length_});
+  grpc_trailers_.push_back({"grpc-message"sv, grpc_message_});
+  timed_out_ = false;
+  SetDeadline(c.lc->idle_timeout_ms);
+  const bool ok = co_await s.SendBody({}, true, &grpc_trailers_);
+  deadline_ms = kNever;
+  co_return ok && !timed_out_;
 }
 
 void HttpConnectionManager::ActiveStream::SetDeadline(int64_t ms) {
@@ -476,6 +502,8 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   // for the response head (and travels upstream reduced by the time spent).
   const bool grpc_deadline = grpc_timeout_ms_ >= 0 && grpc_timeout_ms_ < timeout_ms;
   const auto elapsed_us = [this] { return (MonoNanos() - start_ns_) / 1000; };
+  grpc_deadline_at_ =
+      grpc_deadline ? Now() + std::max<int64_t>(grpc_timeout_ms_ - elapsed_us() / 1000, 1) : kNever;
   // A failure the proxy answers itself (a gRPC caller gets 200 and the
   // matching grpc-status: that is what the counters see).
   const auto fail = [&](int status) {
@@ -744,14 +772,14 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     if (got && ev.kind == http::BodyEvent::kData && ev.end) {
       for (std::string_view d : ev.data) rs_bytes_ += d.size();
       if (grpc_ && ev.trailers) grpc_status_ = http::grpc::StatusOf(*ev.trailers);
-      SetDeadline(c.lc->idle_timeout_ms);
+      SetBodyDeadline(c);
       if (!co_await s.SendBody(ev.data, true, ev.trailers)) r = 2;
       deadline_ms = kNever;
     } else {
       if (!got) {
         // Nothing of the body yet (a stream, a long poll): the head goes
         // out now, not with the first event.
-        SetDeadline(c.lc->idle_timeout_ms);
+        SetBodyDeadline(c);
         if (!co_await s.SendBody({}, false, nullptr)) r = 2;
       }
       if (r == 0) r = co_await PumpResponseBody(c, us, s, got ? &ev : nullptr);
@@ -771,8 +799,9 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     cr.stats->http.RecordGrpc(grpc_status_);
     if (cm_->source_stats_) cm_->source_stats_->http.RecordGrpc(grpc_status_);
   }
+  if (r == 3) cr.stats->rq_timeout.Inc();  // the gRPC deadline, mid-response
   ReleaseUpstream(s, r == 0);
-  Finish(c, &req, status, r == 0 ? "-"sv : (r == 1 ? "UR"sv : "DR"sv));
+  Finish(c, &req, status, r == 0 ? "-"sv : (r == 1 ? "UR"sv : (r == 3 ? "UT"sv : "DR"sv)));
   co_return r == 0;
 }
 
@@ -840,17 +869,24 @@ asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpResponseBody(
     const Ctx& c, http::ClientStream& up, http::ServerStream& down, const http::BodyEvent* first) {
   http::BodyEvent ev;
   for (;;) {
-    SetDeadline(c.lc->idle_timeout_ms);
+    SetBodyDeadline(c);
     if (first) {
       ev = *first;
       first = nullptr;
     } else if (!up.TryReadBody(&ev)) {
       ev = co_await up.ReadBody();
     }
-    if (ev.kind == http::BodyEvent::kReset) co_return 1;
+    if (ev.kind == http::BodyEvent::kReset) {
+      if (timed_out_ && grpc_ && Now() >= grpc_deadline_at_) {
+        const bool queued = co_await GrpcDeadlineTrailers(c, down);
+        if (queued) co_return 3;
+        co_return 2;
+      }
+      co_return 1;
+    }
     for (std::string_view d : ev.data) rs_bytes_ += d.size();
     if (grpc_ && ev.end && ev.trailers) grpc_status_ = http::grpc::StatusOf(*ev.trailers);
-    SetDeadline(c.lc->idle_timeout_ms);
+    SetBodyDeadline(c);
     if (!co_await down.SendBody(ev.data, ev.end, ev.trailers)) co_return 2;
     if (ev.end) {
       deadline_ms = kNever;

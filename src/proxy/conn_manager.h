@@ -104,12 +104,20 @@ class HttpConnectionManager : public Deadline,
     // Waits for a duplex pump to return (before `down` is let go of).
     asio::awaitable<void> WaitPump();
     // Copies the response body down, starting with `first` when set (an event
-    // already taken). 0 done; 1 upstream failed; 2 downstream.
+    // already taken). 0 done; 1 upstream failed; 2 downstream; 3 a gRPC
+    // deadline passed (DEADLINE_EXCEEDED trailers queued).
     asio::awaitable<int> PumpResponseBody(const Ctx& c, http::ClientStream& up,
                                           http::ServerStream& down, const http::BodyEvent* first);
     // Stats and the access log for a finished exchange.
     void Finish(const Ctx& c, const http::RequestHeaders* req, int status, std::string_view flags);
     void SetDeadline(int64_t ms);
+    // The deadline while a response body flows: the idle timeout, or a
+    // gRPC caller's deadline when that comes first.
+    void SetBodyDeadline(const Ctx& c);
+    // A gRPC call's deadline passed after its response head went down: the
+    // call ends with DEADLINE_EXCEEDED trailers. False when they could not
+    // be queued.
+    asio::awaitable<bool> GrpcDeadlineTrailers(const Ctx& c, http::ServerStream& s);
 
     std::string reply_body_;
     bool timed_out_ = false;
@@ -137,7 +145,9 @@ class HttpConnectionManager : public Deadline,
     int64_t grpc_timeout_ms_ = -1;
     size_t grpc_timeout_field_ = 0;
     int grpc_status_ = -1;
+    int64_t grpc_deadline_at_ = kNever;  // the caller's deadline on the worker's clock, when sooner
     std::string grpc_timeout_, grpc_message_;
+    http::HeaderList grpc_trailers_;
     bool pump_running_ = false;
     int release_after_pump_ = -1;  // ReleaseUpstream's verdict, for the pump to apply
     int pump_result_ = 0;

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 
 import grpc
 import pytest
@@ -264,6 +265,72 @@ def test_grpc_timeout_is_passed_on_reduced(weft, grpc_servers):
     r = g.unary(t, b"x", metadata=[("x-head-delay-ms", "3000")], timeout=0.4)
     assert r["code"] == "DEADLINE_EXCEEDED", r
     assert w.stat("weft_listener_downstream_grpc_total", listener="public", grpc_status="OK") == 1
+
+
+def endless_grpc_stream_server():
+    """An HTTP/2 upstream that answers any call with a gRPC message every
+    200 ms and never ends it, whatever its grpc-timeout says (grpcio servers
+    enforce the deadline themselves, which would hide the proxy's). Returns
+    (port, cancelled): `cancelled` is set when the proxy resets the stream."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    cancelled = threading.Event()
+
+    def serve():
+        sock, _ = lsock.accept()
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(0.2)
+        sid = None
+        while not cancelled.is_set():
+            try:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        sid = ev.stream_id
+                        conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+                    elif isinstance(ev, h2.events.StreamReset):
+                        cancelled.set()
+            except socket.timeout:
+                if sid is not None:
+                    conn.send_data(sid, g.frame(b"tick"))
+            sock.sendall(conn.data_to_send())
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lsock.getsockname()[1], cancelled
+
+
+def test_grpc_deadline_bounds_the_whole_response(weft):
+    # A server stream that outlasts the caller's deadline: the proxy ends the
+    # call at the deadline with DEADLINE_EXCEEDED trailers after the messages
+    # already relayed (a raw client: no deadline of its own to hide it), and
+    # resets the upstream stream.
+    port, cancelled = endless_grpc_stream_server()
+    w = weft(grpc_config({"g": [f"127.0.0.1:{port}"]}))
+    t = f"127.0.0.1:{w.ports['public']}"
+    start = time.monotonic()
+    r = g.raw_call(t, "ServerStream", messages=(b"20",), metadata=[("grpc-timeout", "900m")], timeout=10)
+    took = time.monotonic() - start
+    kinds = [f[0] for f in r["frames"]]
+    assert kinds[0] == "headers" and kinds[-1] == "trailers", r["frames"]
+    trailers = r["frames"][-1][1]
+    assert trailers["grpc-status"] == "4", trailers
+    assert "deadline of 900 ms exceeded during the response" in trailers["grpc-message"], trailers
+    assert 2 <= len(r["messages"]) <= 6, r["messages"]  # one every 200 ms until 900 ms
+    assert 0.8 < took < 2.5, took
+    assert cancelled.wait(5), "the upstream stream was not reset"
+    assert w.stat("weft_cluster_upstream_grpc_total", cluster="g", grpc_status="DEADLINE_EXCEEDED") == 1
+    assert w.stat("weft_cluster_upstream_rq_timeout_total", cluster="g") == 1
 
 
 def test_grpc_status_counted_and_logged(weft, grpc_servers, tmp_path):

@@ -609,4 +609,9 @@ void ClientConnection::Idle() {
   body_.Release();
 }
 
+void ClientConnection::Free() {
+  Idle();
+  in_.Free();
+}
+
 }  // namespace weft::http1

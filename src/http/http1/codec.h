@@ -207,6 +207,8 @@ class ClientConnection final : public http::ClientStream {
   bool reusable() const override;
   // Drops the buffers' extra memory between exchanges.
   void Idle();
+  // Drops all of the buffers' memory (an exchange that will not come soon).
+  void Free();
 
  private:
   io::Stream* s_ = nullptr;

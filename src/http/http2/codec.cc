@@ -70,16 +70,19 @@ void Trim(T* buf) {
 // allocates and frees about a dozen blocks per request (stream and frame
 // items, HPACK entries, copies of the fields submitted), more of each size
 // at once than the heap's own per-thread cache keeps. Each block carries a
-// 16-byte header with its size class; blocks over the largest class go to
-// the heap directly. A thread keeps at most kPoolKeep blocks of each class
-// (~1 MiB in all), so what a burst leaves behind is bounded.
+// 16-byte header with its size class. Classes are 32 bytes apart, so that a
+// block wastes little (the session's own long-lived state is mostly in
+// blocks of the heap's exact size, over the largest class). A thread keeps
+// at most kPoolKeep blocks of each class (~1 MiB in all), so what a burst
+// leaves behind is bounded.
 namespace pool {
 
 constexpr size_t kHeader = 16;          // keeps the heap's alignment
-constexpr size_t kClasses = 8;          // 64, 128, ... 8192 bytes with the header
+constexpr size_t kStep = 32;            // class k: blocks of (k + 1) * 32 bytes, header included
+constexpr size_t kClasses = 32;         // up to 1 KiB
 constexpr size_t kPoolKeep = 64;        // blocks kept per class and thread
 constexpr unsigned char kLarge = 0xff;  // not of a class: straight to the heap
-constexpr size_t ClassBytes(size_t k) { return size_t{64} << k; }
+constexpr size_t ClassBytes(size_t k) { return (k + 1) * kStep; }
 
 struct Cache {
   void* blocks[kClasses][kPoolKeep];
@@ -96,9 +99,8 @@ Cache::~Cache() {
 }
 
 int ClassOf(size_t n) {
-  for (size_t k = 0; k < kClasses; ++k)
-    if (n + kHeader <= ClassBytes(k)) return static_cast<int>(k);
-  return -1;
+  if (n > ClassBytes(kClasses - 1) - kHeader) return -1;
+  return static_cast<int>((n + kHeader - 1) / kStep);
 }
 
 void* Malloc(size_t n, void*) {

@@ -232,6 +232,10 @@ void PoolUpstream::Cancel() {
   if (waiting_ && waiting_->connected) waiting_->connected->cancel();
 }
 
+void PoolUpstream::Free() {
+  if (!conn_) codec_.Free();
+}
+
 void PoolUpstream::Release(bool reusable) {
   if (h2_) {
     if (h2_stream_) {

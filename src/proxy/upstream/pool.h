@@ -63,6 +63,9 @@ class HttpUpstream {
   virtual void Release(bool reusable) = 0;
   // Cancels the current connection's I/O (a deadline fired).
   virtual void Cancel() = 0;
+  // Between exchanges: gives back what it holds for the next one (kept
+  // for reuse, it may wait long).
+  virtual void Free() {}
 };
 
 // The worker's pools behind HttpUpstream: an HTTP/1.1 cluster checks a
@@ -80,6 +83,7 @@ class PoolUpstream final : public HttpUpstream {
                   Lease* out) override;
   void Release(bool reusable) override;
   void Cancel() override;
+  void Free() override;
 
  private:
   void Bound(Lease* out);
