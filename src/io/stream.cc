@@ -222,6 +222,20 @@ asio::awaitable<Stream::IoResult> Stream::TlsWrite(std::span<const asio::const_b
   co_return IoResult{asio::error_code{}, done};
 }
 
+Stream::IoResult Stream::TryReadSome(void* p, size_t n) {
+  for (;;) {
+    const ssize_t r = ::recv(sock_.native_handle(), p, n, MSG_DONTWAIT);
+    if (r >= 0) return IoResult{asio::error_code{}, static_cast<size_t>(r)};
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return IoResult{asio::error::would_block, 0};
+    return IoResult{asio::error_code(errno, asio::error::get_system_category()), 0};
+  }
+}
+
+asio::awaitable<std::tuple<asio::error_code>> Stream::WaitReadable() {
+  return sock_.async_wait(tcp::socket::wait_read, kNoThrow);
+}
+
 bool Stream::IdleReadable() {
   if (!ssl_) return false;
   if (!rbuf_) rbuf_.reset(new char[kReadBuffer]);

@@ -59,6 +59,13 @@ class Stream {
   // A span, not a container: Asio copies the sequence into the operation.
   asio::awaitable<IoResult> Write(std::span<const asio::const_buffer> bufs);
 
+  // Plain TCP: reads what is on the socket now, without waiting
+  // (asio::error::would_block when nothing is), and waits for the socket to
+  // turn readable. Together they let a caller read into a buffer it shares
+  // with other connections: nothing is written into it while it waits.
+  IoResult TryReadSome(void* p, size_t n);
+  asio::awaitable<std::tuple<asio::error_code>> WaitReadable();
+
   // TLS: one non-blocking read of what is buffered or already on the
   // socket, for an idle connection that turned readable. Returns true when
   // the connection is still usable (only TLS housekeeping arrived, such as

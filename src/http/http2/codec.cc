@@ -163,6 +163,13 @@ nghttp2_mem mem = {nullptr, Malloc, Free, Calloc, Realloc};
 
 }  // namespace pool
 
+// The read buffer of the thread's connections (see ReadLoop).
+char* ThreadReadBuffer() {
+  thread_local std::unique_ptr<char[]> buf;
+  if (!buf) buf = std::make_unique<char[]>(kReadSize);
+  return buf.get();
+}
+
 }  // namespace
 
 struct Connection::NvArray {
@@ -1318,9 +1325,26 @@ void Connection::Abort(std::string why) {
 }
 
 asio::awaitable<void> Connection::ReadLoop(std::shared_ptr<Connection> self) {
-  if (!rbuf_) rbuf_ = std::make_unique<char[]>(kReadSize);
   while (!dead_) {
-    auto [ec, n] = co_await io_.ReadSome(rbuf_.get(), kReadSize);
+    // The thread's read buffer: the session takes all of a read before the
+    // loop waits again, so an idle connection holds no read buffer.
+    char* const rbuf = ThreadReadBuffer();
+    asio::error_code ec;
+    size_t n = 0;
+    if (io_.tls()) {
+      // OpenSSL fills `rbuf` when a record is whole, just before this
+      // resumes (its waits are for ciphertext, into the stream's own buffer).
+      const io::Stream::IoResult r = co_await io_.ReadSome(rbuf, kReadSize);
+      ec = std::get<0>(r);
+      n = std::get<1>(r);
+    } else {
+      std::tie(ec, n) = io_.TryReadSome(rbuf, kReadSize);
+      if (ec == asio::error::would_block) {
+        const auto [wec] = co_await io_.WaitReadable();
+        if (!wec) continue;
+        ec = wec;
+      }
+    }
     if (ec || n == 0) {
       // After an error GOAWAY the writer ends the connection once it is out.
       if (!ec && terminating_) break;
@@ -1333,7 +1357,7 @@ asio::awaitable<void> Connection::ReadLoop(std::shared_ptr<Connection> self) {
     if (terminating_) continue;
     in_recv_ = true;
     const ssize_t rv =
-        nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(rbuf_.get()), n);
+        nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(rbuf), n);
     in_recv_ = false;
     if (pending_.has_value()) {
       // A limit a callback found (rv: OnBeginFrame stopped the session).

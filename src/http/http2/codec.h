@@ -154,7 +154,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   nghttp2_session* session_ = nullptr;
   asio::steady_timer write_signal_;
   asio::steady_timer done_signal_;  // both loops ended (Done)
-  std::unique_ptr<char[]> rbuf_;
   std::string wbuf_;
   std::string scratch_;  // lower-cased names for the frames we encode
   struct NvArray;
