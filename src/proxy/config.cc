@@ -199,7 +199,7 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
     const std::string hp = path + ".http2";
     CheckKeys(h, hp,
               {"max_concurrent_streams", "max_header_list_bytes", "reset_burst", "reset_rate",
-               "max_reset_streams", "max_empty_data_per_second"});
+               "max_reset_streams", "max_empty_data_per_second", "connection_send_buffer"});
     const auto field = [&](const char* key, uint32_t* out, uint64_t min, uint64_t max) {
       if (h[key]) *out = static_cast<uint32_t>(Unsigned(h[key], hp + "." + key, min, max));
     };
@@ -209,6 +209,7 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
     field("reset_rate", &l.http2.reset_rate, 1, 1000000);
     field("max_reset_streams", &l.http2.max_reset_streams, 1, UINT32_MAX);
     field("max_empty_data_per_second", &l.http2.max_empty_data_per_second, 1, 1000000);
+    field("connection_send_buffer", &l.http2.connection_send_buffer, 16 * 1024, 1u << 30);
   }
   return l;
 }
@@ -505,7 +506,8 @@ std::string ConfigToJson(const ProxyConfig& c) {
                    {"reset_burst", l.http2.reset_burst},
                    {"reset_rate", l.http2.reset_rate},
                    {"max_reset_streams", l.http2.max_reset_streams},
-                   {"max_empty_data_per_second", l.http2.max_empty_data_per_second}};
+                   {"max_empty_data_per_second", l.http2.max_empty_data_per_second},
+                   {"connection_send_buffer", l.http2.connection_send_buffer}};
     if (!l.access_log.path.empty()) jl["access_log"] = l.access_log.path;
     if (l.mtls != MeshTlsMode::kOff) jl["mtls"] = MeshTlsModeName(l.mtls);
     if (l.protocol == Protocol::kTcp) {

@@ -414,6 +414,35 @@ def test_a_reader_that_never_opens_its_window_holds_bounded_memory(proxy):
     h.close()
 
 
+def test_a_client_reading_none_of_many_streams_holds_the_connection_cap(weft, backends):
+    # 100 streams of large responses and a client that reads none of them
+    # (no WINDOW_UPDATE). Each stream may queue 64 KiB for the client; all of
+    # them together at most connection_send_buffer (256 KiB here) plus one
+    # read. What each stream's HTTP/1.1 upstream exchange has read and not
+    # yet handed on (one read, at most 64 KiB) comes on top: 100 x 64 KiB +
+    # 256 KiB + the client's 64 KiB window is the most weft may have taken
+    # from the upstreams (without the cap it takes ~11 MB).
+    b = backends()
+    conf = simple_config({"c": [b.addr]}, workers=1,
+                         extra_listener="    http2: {connection_send_buffer: 262144}\n")
+    w = weft(conf)
+    h = H2(w.ports["public"])
+    h.send(b"".join(h.request(1 + 2 * i, "/bytes/50000000") for i in range(100)))
+    assert h.answer(1) == 200
+    time.sleep(3.0)
+    got = w.stat("weft_cluster_upstream_bytes_received_total", cluster="c")
+    assert got <= 100 * 65536 + 262144 + 65536 + 65536, got
+    time.sleep(1.0)
+    assert w.stat("weft_cluster_upstream_bytes_received_total", cluster="c") - got < 64 * 1024
+    assert not h.closed
+    # Another client is served meanwhile.
+    h2 = H2(w.ports["public"])
+    h2.send(h2.request(1, "/other"))
+    assert h2.answer(1) == 200
+    h2.close()
+    h.close()
+
+
 def test_upgrade_to_h2c_is_served_as_http1(proxy):
     w = proxy
     s = socket.create_connection(("127.0.0.1", w.ports["public"]), timeout=5)

@@ -342,7 +342,23 @@ class StreamBase {
   asio::awaitable<bool> Send(std::span<const std::string_view> data, bool end,
                              const http::HeaderList* trailers) {
     if (reset_ || out_end_ || closed_) co_return false;
+    size_t add = 0;
+    for (std::string_view d : data) add += d.size();
+    // The connection's cap: while its streams together hold it, wait before
+    // queueing more.
+    while (add && !reset_ && !closed_ && c_->queued_ >= c_->settings_.connection_send_buffer) {
+      c_->send_blocked_ = true;
+      send_waiting_ = true;
+      co_await send_signal_.async_wait(kNoThrow);
+      send_waiting_ = false;
+      if (send_cancel_) {
+        send_cancel_ = false;
+        co_return false;
+      }
+    }
+    if (reset_ || closed_) co_return false;
     for (std::string_view d : data) out_.append(d);
+    c_->queued_ += add;
     if (end) {
       out_end_ = true;
       if (trailers && !trailers->empty()) {
@@ -382,6 +398,7 @@ class StreamBase {
     if (n) {
       std::memcpy(buf, out_.data() + out_off_, n);
       out_off_ += n;
+      c_->Dequeued(n);
       if (out_off_ == out_.size()) {
         out_.clear();
         out_off_ = 0;
@@ -1179,7 +1196,17 @@ void Connection::Link(StreamBase* st) {
   ++n_streams_;
 }
 
+void Connection::Dequeued(size_t n) {
+  queued_ -= n;
+  if (!send_blocked_ || queued_ >= settings_.connection_send_buffer) return;
+  // Under the cap again: the streams waiting on it may queue.
+  send_blocked_ = false;
+  for (StreamBase* st = streams_; st; st = st->next_)
+    if (st->send_waiting_) st->send_signal_.cancel();
+}
+
 void Connection::Remove(StreamBase* st) {
+  if (st->out_.size() > st->out_off_) Dequeued(st->out_.size() - st->out_off_);
   if (st->prev_) {
     st->prev_->next_ = st->next_;
   } else {

@@ -13,7 +13,8 @@
 // (automatic WINDOW_UPDATE is off). So a slow reader on one side stops the
 // peer's sender, and a stream never holds more than its window of received
 // body. On the sending side a stream holds at most Settings::send_buffer of
-// body bytes not yet framed; SendBody waits above that.
+// body bytes not yet framed, and the streams of a connection together at
+// most Settings::connection_send_buffer; SendBody waits above either.
 //
 // Lifetimes: a connection is shared (its coroutines hold it); a stream lives
 // until both the protocol is done with it (closed) and its user is
@@ -31,9 +32,11 @@
 //
 // Memory: a stream holds at most its window of received body, its head
 // (max_header_list_bytes) and Settings::send_buffer (plus one SendBody's
-// data) of body to send; a connection adds its read buffer and one write
-// batch. A peer that stops reading (TCP or flow-control window) stops the
-// sender on our side, not the buffering.
+// data) of body to send, all streams together at most
+// connection_send_buffer (plus one SendBody's data) to send; a connection
+// adds one write batch and up to kSpareStreams streams kept for reuse (its
+// reads go into a buffer of the thread's). A peer that stops reading (TCP
+// or flow-control window) stops the sender on our side, not the buffering.
 //
 // Threading: one worker's event loop; nothing here is thread-safe.
 #pragma once
@@ -131,6 +134,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Link(StreamBase* st);           // a new stream joins streams_
   void Remove(StreamBase* st);         // frees (or keeps) a stream both sides are done with
   StreamBase* Spare();                 // a stream to reuse, or null
+  void Dequeued(size_t n);             // n body bytes queued by a stream left the queue
   // Counts `v` and logs it (rate-limited per kind, all connections together).
   void Violate(Violation v, std::string_view detail);
   // A connection error found by the codec: counts `v`, queues GOAWAY with
@@ -160,6 +164,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<NvArray> nva_;   // the fields of a head being submitted
   StreamBase* streams_ = nullptr;  // open streams (handed out and not yet done), linked
   size_t n_streams_ = 0;
+  size_t queued_ = 0;          // body bytes queued by all streams (connection_send_buffer)
+  bool send_blocked_ = false;  // a SendBody waits for queued_ to drop
   // Streams done with, kept to be reused (up to kSpareStreams) so that a
   // busy connection does not build every stream's buffers anew.
   std::vector<StreamBase*> spare_;

@@ -17,6 +17,10 @@ struct Settings {
   uint32_t max_header_list_bytes = 64 * 1024;  // decoded head (RFC 9113 6.5.2 size)
   uint32_t header_table_size = 4096;           // HPACK dynamic table we keep for the peer
   uint32_t send_buffer = 64 * 1024;  // per stream: body bytes queued before SendBody waits
+  // Per connection: body bytes queued by all its streams together. Past it
+  // a SendBody waits before queueing more (a peer that opens many streams
+  // and reads none holds this much, not send_buffer times its streams).
+  uint32_t connection_send_buffer = 1024 * 1024;
   // Streams the peer resets (or that end in a protocol error) before their
   // response, per connection: a burst, then so many per second. Past it
   // the connection gets GOAWAY (ENHANCE_YOUR_CALM): rapid reset.

@@ -186,7 +186,8 @@ listeners:
   - name: a
     address: 127.0.0.1:0
     http2: {max_concurrent_streams: 10, max_header_list_bytes: 8192, reset_burst: 50,
-            reset_rate: 5, max_reset_streams: 200, max_empty_data_per_second: 20}
+            reset_rate: 5, max_reset_streams: 200, max_empty_data_per_second: 20,
+            connection_send_buffer: 65536}
     routes: [{cluster: c}]
   - name: b
     address: 127.0.0.1:1
@@ -201,10 +202,12 @@ listeners:
   EXPECT_EQ(h.reset_rate, 5u);
   EXPECT_EQ(h.max_reset_streams, 200u);
   EXPECT_EQ(h.max_empty_data_per_second, 20u);
+  EXPECT_EQ(h.connection_send_buffer, 65536u);
   // Absent: the defaults.
   const http2::Settings d;
   EXPECT_EQ(cfg->listeners[1].http2.max_concurrent_streams, d.max_concurrent_streams);
   EXPECT_EQ(cfg->listeners[1].http2.max_reset_streams, d.max_reset_streams);
+  EXPECT_EQ(cfg->listeners[1].http2.connection_send_buffer, 1024u * 1024);
   const std::string json = ConfigToJson(*cfg);
   EXPECT_NE(json.find("\"max_reset_streams\": 200"), std::string::npos) << json;
 
