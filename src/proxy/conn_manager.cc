@@ -238,6 +238,7 @@ asio::awaitable<void> HttpConnectionManager::Run() {
         http2::Counters{&ls_->bytes_in, &ls_->bytes_out, ls_->http2_violations.data(),
                         &ls_->http2_goaways},
         client_addr_);
+    if (empty_settings_sent_) codec->EmptySettingsSent();
     if (codec->Init()) {
       codec->Start();
       co_await Serve(*codec);
@@ -987,8 +988,10 @@ void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::Reque
   ObserveAccessLog(w_, sink, info);
 }
 
-void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s) {
+void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
+                      bool empty_settings_sent) {
   auto session = std::make_shared<HttpConnectionManager>(w, std::move(l), std::move(s));
+  if (empty_settings_sent) session->EmptySettingsSent();
   asio::co_spawn(
       w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); }, asio::detached);
 }

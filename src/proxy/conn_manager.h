@@ -37,6 +37,10 @@ class HttpConnectionManager : public Deadline,
   // codec the connection speaks (HTTP/2 by ALPN or by its preface, else
   // HTTP/1.1) until the connection ends.
   asio::awaitable<void> Run();
+  // Before Run: the capture listener sent the client an empty HTTP/2
+  // SETTINGS frame (http2::kEmptySettings); the HTTP/2 codec takes it as
+  // its own.
+  void EmptySettingsSent() { empty_settings_sent_ = true; }
   // Serves the streams of `codec` until it closes (the unit tests drive it
   // with a codec of their own).
   asio::awaitable<void> Serve(http::ServerCodec& codec);
@@ -175,6 +179,7 @@ class HttpConnectionManager : public Deadline,
   bool timed_out_ = false;
   bool goaway_sent_ = false;  // multiplexed: its deadline sent GOAWAY (the next one closes)
   bool first_request_ = true;
+  bool empty_settings_sent_ = false;  // EmptySettingsSent
   int64_t header_timeout_ms_ = 0;
   int64_t idle_timeout_ms_ = 0;
   ActiveStream serial_;  // the exchange of a serial codec

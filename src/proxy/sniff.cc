@@ -98,10 +98,11 @@ int Inflate(nghttp2_hd_inflater* inf, std::string_view piece, bool last, size_t*
   }
 }
 
-int AuthorityOfFrames(std::string_view b, std::string* host) {
+int AuthorityOfFrames(std::string_view b, std::string* host, bool settings_sent) {
   const auto* p = reinterpret_cast<const unsigned char*>(b.data());
   size_t pos = http2::kPreface.size();
   bool first = true;
+  bool acked = false;         // the client's ACK of our SETTINGS came
   uint32_t block_stream = 0;  // while a header block is open: its stream
   Inflater inf;
   size_t list_bytes = 0;
@@ -118,12 +119,17 @@ int AuthorityOfFrames(std::string_view b, std::string* host) {
     const bool whole = have == len;
     // The preface ends with SETTINGS (RFC 9113 3.4); a header block takes
     // nothing but its CONTINUATIONs (6.10).
-    if (first && type != kSettings) return -1;
+    if (first && (type != kSettings || (flags & kFlagAck))) return -1;
     if (block_stream != 0 && (type != kContinuation || stream != block_stream)) return -1;
     first = false;
     switch (type) {
-      case kSettings:  // no ACK: we sent none
-        if (stream != 0 || (flags & kFlagAck) || len % 6 != 0) return -1;
+      case kSettings:
+        if (stream != 0 || len % 6 != 0) return -1;
+        if (flags & kFlagAck) {
+          // Only of the one SETTINGS frame we sent, and empty (RFC 9113 6.5).
+          if (!settings_sent || acked || len != 0) return -1;
+          acked = true;
+        }
         break;
       case kWindowUpdate:  // on the connection: no stream is open yet
         if (stream != 0 || len != 4) return -1;
@@ -217,14 +223,36 @@ std::string HostOfRequestHead(std::string_view head) {
   return "";
 }
 
-int AuthorityOfHttp2Start(std::string_view bytes, std::string* host) {
+int AuthorityOfHttp2Start(std::string_view bytes, std::string* host, bool settings_sent) {
   host->clear();
   const std::string_view preface = http2::kPreface;
   if (bytes.size() < preface.size()) return preface.substr(0, bytes.size()) == bytes ? 0 : -1;
   if (bytes.substr(0, preface.size()) != preface) return -1;
-  const int r = AuthorityOfFrames(bytes, host);
+  const int r = AuthorityOfFrames(bytes, host, settings_sent);
   if (r != 1) host->clear();
   return r;
+}
+
+int SettingsAckOfHttp2Start(std::string_view b, size_t* at) {
+  const std::string_view preface = http2::kPreface;
+  if (b.size() < preface.size()) return preface.substr(0, b.size()) == b ? 0 : -1;
+  if (b.substr(0, preface.size()) != preface) return -1;
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  for (size_t pos = preface.size();;) {
+    if (b.size() - pos < kFrameHeaderBytes) return 0;
+    const uint32_t len = Be24(p + pos);
+    // An empty SETTINGS raises no limit: the client's frames stay within
+    // the initial SETTINGS_MAX_FRAME_SIZE.
+    if (len > kMaxFrameBytes) return -1;
+    if (p[pos + 3] == kSettings && (p[pos + 4] & kFlagAck)) {
+      const uint32_t stream = ((uint32_t{p[pos + 5]} & 0x7f) << 24) | Be24(p + pos + 6);
+      if (len != 0 || stream != 0) return -1;
+      *at = pos;
+      return 1;
+    }
+    if (b.size() - pos - kFrameHeaderBytes < len) return 0;
+    pos += kFrameHeaderBytes + len;
+  }
 }
 
 }  // namespace weft::proxy

@@ -33,6 +33,18 @@ std::string HostOfRequestHead(std::string_view head);
 //      without a usable authority (an IPv6 literal, no name).
 // *host is "" unless 1. A field is taken as soon as it is decoded, so a
 // block longer than what was read still gives its early authority.
-int AuthorityOfHttp2Start(std::string_view bytes, std::string* host);
+// `settings_sent`: the client was sent a SETTINGS frame (capture.cc), so
+// one SETTINGS ACK (empty) may come among its frames, after its own SETTINGS.
+int AuthorityOfHttp2Start(std::string_view bytes, std::string* host, bool settings_sent = false);
+
+// Where, in the first bytes of an HTTP/2 connection with prior knowledge
+// that was sent one SETTINGS frame, the client's ACK of it starts:
+//   1: *at is the offset of the first SETTINGS frame with the ACK flag
+//      (its 9 bytes are the whole frame);
+//   0: none among the whole frames so far, and more bytes may bring it;
+//  -1: not such a start: not the preface, a frame past 16 KiB, or an ACK
+//      with a payload or on a stream.
+// *at is unchanged unless 1.
+int SettingsAckOfHttp2Start(std::string_view bytes, size_t* at);
 
 }  // namespace weft::proxy

@@ -191,6 +191,18 @@ std::string StatsRegistry::RenderPrometheus() {
               "GOAWAYs with an error code sent to HTTP/2 clients (connections closed for what "
               "they did).",
               lb, sum(&ListenerStats::http2_goaways));
+    w.Counter("weft_listener_capture_http2_settings_total",
+              "Empty SETTINGS frames a capture listener sent to HTTP/2 clients that waited for "
+              "the server's before their first request, by result.",
+              lb.With("result", "sent"), sum(&ListenerStats::capture_h2_settings));
+    w.Counter("weft_listener_capture_http2_settings_total",
+              "Empty SETTINGS frames a capture listener sent to HTTP/2 clients that waited for "
+              "the server's before their first request, by result.",
+              lb.With("result", "failed"), sum(&ListenerStats::capture_h2_settings_failed));
+    w.Counter("weft_listener_capture_http2_ack_forwarded_total",
+              "Captured HTTP/2 connections passed through outside the mesh with the client's ACK "
+              "of the capture's SETTINGS in them (not seen in time to take out).",
+              lb, sum(&ListenerStats::capture_h2_ack_forwarded));
     w.Counter("weft_listener_plaintext_cx_total",
               "Plaintext connections accepted by a permissive mesh listener.", lb,
               sum(&ListenerStats::plaintext));

@@ -86,6 +86,10 @@ struct alignas(64) ListenerStats {
   std::array<Counter, http2::kViolationCount> http2_violations;
   Counter http2_goaways;
   std::array<Counter, static_cast<size_t>(Reject::kCount)> rejected;
+  // Capture: empty SETTINGS sent to HTTP/2 clients that waited for the
+  // server's (or that failed to go out whole), and connections passed
+  // through with the client's ACK of one not taken out (capture.cc).
+  Counter capture_h2_settings, capture_h2_settings_failed, capture_h2_ack_forwarded;
   HttpCounters http;
   void Rejected(Reject r) { rejected[static_cast<size_t>(r)].Inc(); }
 };

@@ -18,12 +18,13 @@ constexpr size_t kTunnelBuffer = 64 * 1024;
 class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSession> {
  public:
   TcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
-             std::optional<SocketAddress> direct)
+             std::optional<SocketAddress> direct, std::string pending)
       : w_(w),
         listener_(std::move(l)),
         down_(std::move(s)),
         up_(w->io()),
-        direct_(std::move(direct)) {
+        direct_(std::move(direct)),
+        pending_(std::move(pending)) {
     w_->Track(this);
     w_->ConnectionOpened();
     ++listener_->active;
@@ -130,7 +131,7 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     }
     asio::error_code ignored;
     up_.stream.socket().set_option(tcp::no_delay(true), ignored);
-    co_await Tunnel(down_, up_.stream, {}, {}, this, lc.idle_timeout_ms,
+    co_await Tunnel(down_, up_.stream, pending_, {}, this, lc.idle_timeout_ms,
                     {&ls_->bytes_in, &uncounted_}, {&uncounted_, &ls_->bytes_out});
     down_.Close();
     up_.stream.Close();
@@ -142,6 +143,7 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
   io::Stream down_;
   UpstreamConn up_;
   const std::optional<SocketAddress> direct_;
+  const std::string pending_;  // pass-through: the client's bytes the capture took
   Counter uncounted_;
   std::shared_ptr<ClusterRuntime> cluster_;
   ListenerStats* ls_ = nullptr;
@@ -202,8 +204,9 @@ asio::awaitable<void> Tunnel(io::Stream& a, io::Stream& b, std::string_view a_pe
 }
 
 void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
-                     std::optional<SocketAddress> direct) {
-  auto session = std::make_shared<TcpSession>(w, std::move(l), std::move(s), std::move(direct));
+                     std::optional<SocketAddress> direct, std::string pending) {
+  auto session = std::make_shared<TcpSession>(w, std::move(l), std::move(s), std::move(direct),
+                                              std::move(pending));
   asio::co_spawn(
       w->io(), [session]() -> asio::awaitable<void> { co_await session->Run(); }, asio::detached);
 }

@@ -133,7 +133,8 @@ asio::awaitable<void> Worker::AcceptLoop(std::shared_ptr<ListenerRuntime> l) {
   }
 }
 
-void Worker::Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock) {
+void Worker::Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock,
+                   bool empty_settings_sent) {
   if (l->removed) return;  // accepted just as a reload removed the listener: closes
   const std::shared_ptr<const Snapshot>& snap = state_->snap;
   const ListenerConfig& lc = snap->cfg->listeners[l->index];
@@ -151,7 +152,7 @@ void Worker::Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock) 
   if (lc.capture) {
     StartCaptureSession(this, l, std::move(sock));
   } else if (lc.protocol == Protocol::kHttp) {
-    StartHttpSession(this, l, std::move(sock));
+    StartHttpSession(this, l, std::move(sock), empty_settings_sent);
   } else {
     StartTcpSession(this, l, std::move(sock));
   }

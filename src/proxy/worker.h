@@ -141,8 +141,11 @@ class Worker {
     return index < by_index_.size() ? by_index_[index] : nullptr;
   }
   // Starts the session for an accepted (or captured) connection, or refuses
-  // it at the listener's max_connections.
-  void Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock);
+  // it at the listener's max_connections. `empty_settings_sent`: the
+  // capture listener sent the client http2::kEmptySettings (an HTTP
+  // listener's HTTP/2 codec takes it as its own; see StartHttpSession).
+  void Serve(const std::shared_ptr<ListenerRuntime>& l, tcp::socket sock,
+             bool empty_settings_sent = false);
   // The watchdog: OnDeadline for every tracked deadline that has passed on
   // the worker's clock. Runs every tick; a test that moves a ManualClock
   // calls it itself. Worker thread only.
@@ -176,11 +179,15 @@ class Worker {
 };
 
 // Spawns the session for an accepted connection (conn_manager.cc, tcp_session.cc).
-void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);
+// `empty_settings_sent`: see HttpConnectionManager::EmptySettingsSent.
+void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
+                      bool empty_settings_sent = false);
 // `direct`: connect there instead of the listener's cluster (a captured
 // connection to a destination outside the mesh, passed through as is).
+// `pending`: bytes the capture took off the connection, written to `direct`
+// before anything more the client sends.
 void StartTcpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,
-                     std::optional<SocketAddress> direct = std::nullopt);
+                     std::optional<SocketAddress> direct = std::nullopt, std::string pending = {});
 // A connection redirected to a capture listener (capture.cc): finds its
 // mesh destination and hands it to that virtual listener's session.
 void StartCaptureSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s);

@@ -3,14 +3,18 @@ on other nodes by name through intercepting sidecars, with mTLS on the wire,
 policies enforced, and traffic that survives a dead node and a server cut
 off. The cluster is built once for the module (conftest.py); the tests that
 break nodes run last."""
+import importlib.util
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
+
+from conftest import MARK
 
 WEB = "spiffe://weft.local/ns/default/sa/web"
 
@@ -272,6 +276,122 @@ def test_http2_by_name_is_routed_by_authority(cluster):
         assert r.stdout.startswith("echo=False h2=True"), (r.stdout, r.stderr)
     finally:
         sink.kill()
+
+
+# The integration suite's gRPC peer (python3-grpcio): a server, and a client
+# whose C core waits for the server's SETTINGS before its first request.
+INTEGRATION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration")
+GRPC_PEER = os.path.join(INTEGRATION, "grpc_peer.py")
+
+# One Unary call framed by hand (python3-h2): the preface, SETTINGS and the
+# request in one write, as curl sends them, so it is routed by :authority
+# however the capture treats clients that wait. Prints the grpc-status.
+RAW_GRPC_CALL = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import grpc_peer
+try:
+    out = grpc_peer.raw_call(sys.argv[2], "Unary", [b"probe"], timeout=3)
+    print([v.get("grpc-status") for k, v, _ in out["frames"] if k == "trailers"])
+except Exception as e:
+    print(repr(e))
+"""
+
+# An HTTP/2 server outside the mesh (registered nowhere): a weft proxy
+# whose listener's codec is nghttp2's, which takes a SETTINGS ACK it is not
+# owed for a protocol error (a GOAWAY, counted), in front of a gRPC server.
+OUTSIDE_PROXY = """\
+admin: {address: 127.0.0.1:15040}
+workers: 1
+listeners:
+  - name: outside
+    address: 198.18.0.3:7003
+    protocol: http
+    routes: [{match: {prefix: /}, cluster: echo}]
+clusters:
+  - name: echo
+    protocol: http2
+    endpoints: [127.0.0.1:50052]
+"""
+
+
+def grpc_unary(cluster, node, target):
+    """One Unary call by python3-grpcio from inside a node (through its
+    interception): grpc_peer's result dict."""
+    r = cluster.exec(node, "env", "GRPC_DNS_RESOLVER=native", sys.executable, GRPC_PEER, "client", "--target",
+                     target, "--method", "unary", "--data", "hi", "--timeout", "5", check=False)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
+    assert lines, (r.stdout, r.stderr)
+    return json.loads(lines[-1])
+
+
+def sidecar_stat(cluster, node, series):
+    """The value of one series on a node's web sidecar (0 when absent)."""
+    stats = cluster.exec(node, "curl", "-fsS", "http://127.0.0.1:15000/stats").stdout
+    m = re.search("^" + re.escape(series) + r" (\d+)$", stats, re.M)
+    return int(m.group(1)) if m else 0
+
+
+SETTINGS_SENT = 'weft_listener_capture_http2_settings_total{listener="outbound_capture",result="sent"}'
+ACK_FORWARDED = 'weft_listener_capture_http2_ack_forwarded_total{listener="outbound_capture"}'
+
+
+def test_grpc_by_name_is_routed_by_authority(cluster):
+    # gRPC's C core (python3-grpcio) sends the preface and its SETTINGS, then
+    # waits for the server's SETTINGS before its first request: the capture
+    # sends it an empty SETTINGS frame, reads the :authority of the request
+    # that follows, and the service's virtual listener takes the connection.
+    # Port 80 of the name's address has no listener: only the name routes.
+    if importlib.util.find_spec("grpc") is None:
+        pytest.fail(f"python3-grpcio is required for this test ({sys.executable}); run scripts/deps.sh")
+    cluster.apply("kind: Service\nmetadata: {name: echo}\nspec:\n  ports: [{port: 50051, protocol: grpc}]\n")
+    app = cluster.spawn(2, "echo", sys.executable, GRPC_PEER, "server", "--port", "50051", "--name", "n2")
+    cluster.register(2, "echo", 50051, 21003, {"TCP": "127.0.0.1:50051"})
+    sidecar = cluster.spawn(2, "echo-sidecar", cluster.weft, "proxy", "--agent", f"unix:{cluster.tmp}/agent2/weft.sock",
+                            "--service", "echo", "--proxy-id", "echo-sidecar-n2", "--admin", "127.0.0.1:15030",
+                            "--workers", "1", "--socket-mark", MARK)
+    outside_app = cluster.spawn(3, "echo-outside", sys.executable, GRPC_PEER, "server", "--port", "50052", "--name",
+                                "outside")
+    config = os.path.join(cluster.tmp, "outside-proxy.yaml")
+    with open(config, "w") as f:
+        f.write(OUTSIDE_PROXY)
+    outside = cluster.spawn(3, "outside-proxy", cluster.weft, "proxy", "--config", config)
+    try:
+        cluster.wait("echo by name for a client that does not wait",
+                     lambda: cluster.exec(1, sys.executable, "-c", RAW_GRPC_CALL, INTEGRATION, "echo.service.weft:80",
+                                          check=False).stdout.strip() == "['0']", timeout=60)
+        sent = sidecar_stat(cluster, 1, SETTINGS_SENT)
+        by_name = sidecar_stat(cluster, 1, 'weft_listener_downstream_cx_http2_total{listener="capture_echo"}')
+        for _ in range(3):
+            res = grpc_unary(cluster, 1, "echo.service.weft:80")
+            assert res["code"] == "OK", res
+            assert res["response"] == "n2:hi", res
+            assert res["initial"].get("x-seen-authority") == "echo.service.weft:80", res
+        assert sidecar_stat(cluster, 1, SETTINGS_SENT) >= sent + 3
+        assert sidecar_stat(cluster, 1, 'weft_listener_downstream_cx_http2_total{listener="capture_echo"}') \
+            >= by_name + 3
+
+        # A gRPC server outside the mesh: the authority names no service and
+        # the connection passes through, with the client's ACK of the
+        # capture's SETTINGS taken out: the server sees no ACK it is not owed.
+        cluster.wait("the outside server", lambda: cluster.exec(3, "curl", "-fsS", "http://127.0.0.1:15040/ready",
+                                                               check=False).returncode == 0)
+        for _ in range(3):
+            res = grpc_unary(cluster, 1, "198.18.0.3:7003")
+            assert res["code"] == "OK" and res["response"] == "outside:hi", res
+        assert sidecar_stat(cluster, 1, SETTINGS_SENT) >= sent + 6
+        assert sidecar_stat(cluster, 1, ACK_FORWARDED) == 0
+        stats = cluster.exec(3, "curl", "-fsS", "http://127.0.0.1:15040/stats").stdout
+        assert 'weft_listener_downstream_cx_http2_total{listener="outside"} 3' in stats, stats
+        assert 'weft_listener_http2_goaways_sent_total{listener="outside"} 0' in stats, \
+            [line for line in stats.splitlines() if 'listener="outside"' in line and "http2" in line]
+    finally:
+        for pid in ("echo-sidecar-n2", "echo-n2"):
+            cluster.exec(2, "curl", "-fsS", "-X", "PUT", f"http://127.0.0.1:8501/v1/agent/service/deregister/{pid}",
+                         check=False)
+        for p in (outside, outside_app, sidecar, app):
+            p.kill()
+        cluster.ctl("delete", "service", "echo", check=False)
 
 
 def test_authorization_policies_hold_across_nodes(cluster):

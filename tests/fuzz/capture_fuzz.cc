@@ -26,15 +26,28 @@ void CheckHost(const std::string& host, size_t in_size) {
 
 // AuthorityOfHttp2Start's contract: a tri-state, a host exactly when 1, and
 // a prefix of the bytes tells "more" or the same answer, never another one.
-void CheckAuthority(std::string_view in) {
+void CheckAuthority(std::string_view in, bool settings_sent) {
   std::string host;
-  const int r = weft::proxy::AuthorityOfHttp2Start(in, &host);
+  const int r = weft::proxy::AuthorityOfHttp2Start(in, &host, settings_sent);
   if (r < -1 || r > 1) std::abort();
   if ((r == 1) != !host.empty()) std::abort();
   CheckHost(host, in.size());
   std::string part;
-  const int p = weft::proxy::AuthorityOfHttp2Start(in.substr(0, in.size() / 2), &part);
+  const int p =
+      weft::proxy::AuthorityOfHttp2Start(in.substr(0, in.size() / 2), &part, settings_sent);
   if (p != 0 && (p != r || part != host)) std::abort();
+}
+
+// SettingsAckOfHttp2Start's: a tri-state, a whole ACK frame within the
+// bytes when 1, and the same answer (or "more") for a prefix.
+void CheckAck(std::string_view in) {
+  size_t at = 0;
+  const int r = weft::proxy::SettingsAckOfHttp2Start(in, &at);
+  if (r < -1 || r > 1) std::abort();
+  if (r == 1 && (at < kPreface.size() || at + 9 > in.size() || in[at + 3] != 4)) std::abort();
+  size_t part = 0;
+  const int p = weft::proxy::SettingsAckOfHttp2Start(in.substr(0, in.size() / 2), &part);
+  if (p != 0 && (p != r || part != at)) std::abort();
 }
 
 }  // namespace
@@ -48,9 +61,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CheckHost(host, in.size());
   if (!host.empty() && (host.front() == ' ' || host.back() == ' ')) std::abort();
 
-  CheckAuthority(in);
+  CheckAuthority(in, false);
   std::string h2(kPreface);
   h2.append(in);
-  CheckAuthority(h2);
+  CheckAuthority(h2, false);
+  CheckAuthority(h2, true);
+  CheckAck(h2);
   return 0;
 }

@@ -1162,7 +1162,13 @@ bool Connection::InitSession() {
   iv[n++] = {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, settings_.header_table_size};
   if (!server_) iv[n++] = {NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
   // RFC 9218 2.1: no RFC 7540 priority tree; streams are served in turn.
-  iv[n++] = {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1};
+  // Only in the first SETTINGS, so not after an empty one already sent
+  // (nghttp2 refuses it there): such a connection keeps the tree.
+  if (!empty_settings_sent_) iv[n++] = {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1};
+  // The empty SETTINGS already sent goes first, so that the client's ACK of
+  // it is expected and changes nothing; the writer drops its bytes.
+  if (empty_settings_sent_ && nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0) != 0)
+    return false;
   if (nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, n) != 0) return false;
   if (settings_.connection_window > 65535) {
     nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
@@ -1445,6 +1451,20 @@ asio::awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
       }
       if (n == 0) break;
       wbuf_.append(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+    }
+    if (empty_settings_sent_ && !wbuf_.empty()) {
+      // The session's first frame is the empty SETTINGS the client has had
+      // already (ServerConnection::EmptySettingsSent): not sent twice.
+      empty_settings_sent_ = false;
+      if (!std::string_view(wbuf_).starts_with(kEmptySettings)) {
+        LOG_ERROR_LIMITED(
+            "http2: client {}: the session's first frame is not the empty SETTINGS "
+            "already sent; connection closed",
+            peer());
+        Fail("first frame is not the SETTINGS already sent");
+        break;
+      }
+      wbuf_.erase(0, kEmptySettings.size());
     }
     if (!wbuf_.empty()) {
       auto [ec, n] = co_await io_.Write(wbuf_.data(), wbuf_.size());

@@ -68,6 +68,12 @@ namespace weft::http2 {
 inline constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 // The ALPN protocol name.
 inline constexpr std::string_view kAlpn = "h2";
+// An empty SETTINGS frame (RFC 9113 6.5): a server connection preface that
+// changes no setting. The capture listener sends it to an HTTP/2 client
+// that waits for the server's preface before its first request; the
+// connection's ServerConnection then takes it as its own
+// (ServerConnection::EmptySettingsSent).
+inline constexpr std::string_view kEmptySettings{"\0\0\0\x04\0\0\0\0\0", 9};
 
 // Each may be null (not counted). Written on the connection's thread only.
 struct Counters {
@@ -175,6 +181,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool goaway_received_ = false;
   bool destroying_ = false;
   bool terminating_ = false;  // an error GOAWAY is queued (by us or by the session)
+  // Server: EmptySettingsSent was called, and the writer has not yet
+  // dropped that frame from the session's output.
+  bool empty_settings_sent_ = false;
   std::string error_;
   std::string peer_;
   // Peer misbehaviour accounting.
@@ -211,6 +220,15 @@ class ServerConnection final : public Connection, public http::ServerCodec {
   ServerConnection(io::Stream& s, const Settings& settings, Counters ctr, std::string peer = {});
   // False when the session cannot be set up (out of memory).
   bool Init() { return InitSession(); }
+  // Before Init: kEmptySettings already went to the client on this
+  // connection (the capture listener sent it). The session counts it as its
+  // first SETTINGS, in flight until the client's ACK, before the SETTINGS
+  // with our limits (enforced once acknowledged, as always; but not
+  // SETTINGS_NO_RFC7540_PRIORITIES, which only a first SETTINGS may carry),
+  // and it is not written again. Should the session's first frame not be
+  // exactly it, the connection fails (logged) rather than the client seeing
+  // frames out of order.
+  void EmptySettingsSent() { empty_settings_sent_ = true; }
 
   // http::ServerCodec
   asio::awaitable<http::Accepted> NextStream() override;

@@ -82,6 +82,31 @@ constexpr std::string_view kNghttp(
     "\xc0\x57\x6c\x4b\x83",
     173);
 
+// python3-grpcio 1.51.1 (gRPC C core 29.0.0), a Unary call to
+// greeter.service.weft:50051: the preface, SETTINGS and WINDOW_UPDATE, then
+// nothing until the server's SETTINGS. After an empty one: its ACK, and the
+// HEADERS (END_HEADERS) whose fields are literals with incremental indexing.
+constexpr std::string_view kGrpcStart(
+    "\x50\x52\x49\x20\x2a\x20\x48\x54\x54\x50\x2f\x32\x2e\x30\x0d\x0a\x0d\x0a\x53\x4d\x0d\x0a\x0d"
+    "\x0a\x00\x00\x24\x04\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x03\x00\x00\x00\x00\x00"
+    "\x04\x00\x3f\xff\xff\x00\x05\x00\x3f\xff\xff\x00\x06\x00\x00\x20\x00\xfe\x03\x00\x00\x00\x01"
+    "\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x3f\x00\x00",
+    82);
+constexpr std::string_view kGrpcAfterSettings(
+    "\x00\x00\x00\x04\x01\x00\x00\x00\x00\x00\x00\xf1\x01\x04\x00\x00\x00\x01\x40\x05\x3a\x70\x61"
+    "\x74\x68\x15\x2f\x77\x65\x66\x74\x2e\x74\x65\x73\x74\x2e\x45\x63\x68\x6f\x2f\x55\x6e\x61\x72"
+    "\x79\x40\x0a\x3a\x61\x75\x74\x68\x6f\x72\x69\x74\x79\x1a\x67\x72\x65\x65\x74\x65\x72\x2e\x73"
+    "\x65\x72\x76\x69\x63\x65\x2e\x77\x65\x66\x74\x3a\x35\x30\x30\x35\x31\x83\x86\x40\x0c\x63\x6f"
+    "\x6e\x74\x65\x6e\x74\x2d\x74\x79\x70\x65\x10\x61\x70\x70\x6c\x69\x63\x61\x74\x69\x6f\x6e\x2f"
+    "\x67\x72\x70\x63\x40\x02\x74\x65\x08\x74\x72\x61\x69\x6c\x65\x72\x73\x40\x14\x67\x72\x70\x63"
+    "\x2d\x61\x63\x63\x65\x70\x74\x2d\x65\x6e\x63\x6f\x64\x69\x6e\x67\x17\x69\x64\x65\x6e\x74\x69"
+    "\x74\x79\x2c\x20\x64\x65\x66\x6c\x61\x74\x65\x2c\x20\x67\x7a\x69\x70\x40\x0c\x67\x72\x70\x63"
+    "\x2d\x74\x69\x6d\x65\x6f\x75\x74\x05\x31\x35\x30\x30\x6d\x40\x0a\x75\x73\x65\x72\x2d\x61\x67"
+    "\x65\x6e\x74\x30\x67\x72\x70\x63\x2d\x70\x79\x74\x68\x6f\x6e\x2f\x31\x2e\x35\x31\x2e\x31\x20"
+    "\x67\x72\x70\x63\x2d\x63\x2f\x32\x39\x2e\x30\x2e\x30\x20\x28\x6c\x69\x6e\x75\x78\x3b\x20\x63"
+    "\x68\x74\x74\x70\x32\x29",
+    259);
+
 enum : uint8_t {
   kData = 0x0,
   kHeaders = 0x1,
@@ -405,6 +430,74 @@ TEST(Capture, Http2HeaderListIsBounded) {
   EXPECT_EQ(AuthorityOf(with_refs(10)), "reviews");
   EXPECT_EQ(AuthorityOf(with_refs(20)), "<none>");
   EXPECT_LT(with_refs(20).size(), 4200u);
+}
+
+// A client that waits for the server's SETTINGS (gRPC's C core) names no
+// authority on its own; once sent an empty SETTINGS it acknowledges it and
+// sends its request, which is read past the ACK only when one was sent.
+TEST(Capture, Http2AuthorityAfterTheAckOfOurSettings) {
+  const std::string grpc = std::string(kGrpcStart) + std::string(kGrpcAfterSettings);
+  std::string host;
+  EXPECT_EQ(AuthorityOfHttp2Start(kGrpcStart, &host, false), 0);
+  EXPECT_EQ(AuthorityOfHttp2Start(kGrpcStart, &host, true), 0);
+  EXPECT_EQ(AuthorityOfHttp2Start(grpc, &host, true), 1);
+  EXPECT_EQ(host, "greeter.service.weft");
+  EXPECT_EQ(AuthorityOfHttp2Start(grpc, &host, false), -1) << "an ACK of SETTINGS never sent";
+  EXPECT_EQ(host, "");
+  // "More" until the :authority (the block's second field) is in, then it.
+  const size_t authority_end = grpc.find("50051") + 5;
+  for (size_t n = kGrpcStart.size(); n < grpc.size(); ++n) {
+    EXPECT_EQ(AuthorityOfHttp2Start(std::string_view(grpc).substr(0, n), &host, true),
+              n < authority_end ? 0 : 1)
+        << n;
+  }
+  // One ACK, empty, after the client's own SETTINGS: anything else is no
+  // client that was sent one SETTINGS frame.
+  const std::string pre(http2::kPreface);
+  const std::string settings = Frame(kSettings, 0, 0, "");
+  const std::string ack = Frame(kSettings, 1, 0, "");
+  const std::string hdrs = Frame(kHeaders, kEndHeaders, 1, kRequestLine + "\x01" + Str("reviews"));
+  EXPECT_EQ(AuthorityOfHttp2Start(pre + settings + ack + hdrs, &host, true), 1);
+  EXPECT_EQ(AuthorityOfHttp2Start(pre + settings + hdrs, &host, true), 1) << "the ACK after";
+  EXPECT_EQ(AuthorityOfHttp2Start(pre + settings + ack + ack + hdrs, &host, true), -1);
+  EXPECT_EQ(AuthorityOfHttp2Start(pre + ack + settings + hdrs, &host, true), -1);
+  EXPECT_EQ(AuthorityOfHttp2Start(
+                pre + settings + Frame(kSettings, 1, 0, "\0\3\0\0\0\x64"sv) + hdrs, &host, true),
+            -1);
+  EXPECT_EQ(AuthorityOfHttp2Start(pre + settings + Frame(kSettings, 1, 1, "") + hdrs, &host, true),
+            -1);
+}
+
+TEST(Capture, Http2SettingsAckIsFoundWhereItStarts) {
+  size_t at = 12345;
+  const std::string grpc = std::string(kGrpcStart) + std::string(kGrpcAfterSettings);
+  EXPECT_EQ(SettingsAckOfHttp2Start(grpc, &at), 1);
+  EXPECT_EQ(at, kGrpcStart.size());
+  // Every prefix that does not hold the whole ACK wants more.
+  for (size_t n = 0; n < kGrpcStart.size() + 9; ++n) {
+    at = 12345;
+    EXPECT_EQ(SettingsAckOfHttp2Start(grpc.substr(0, n), &at), 0) << n;
+    EXPECT_EQ(at, 12345u);
+  }
+  // After the request (a client that did not wait), and after a frame not
+  // all read yet.
+  const std::string pre(http2::kPreface);
+  const std::string settings = Frame(kSettings, 0, 0, "");
+  const std::string ack = Frame(kSettings, 1, 0, "");
+  const std::string hdrs = Frame(kHeaders, kEndHeaders, 1, kRequestLine + "\x01" + Str("reviews"));
+  EXPECT_EQ(SettingsAckOfHttp2Start(pre + settings + hdrs + ack, &at), 1);
+  EXPECT_EQ(at, pre.size() + settings.size() + hdrs.size());
+  const std::string big = Frame(0xfa, 0, 0, std::string(16384, 'x'));
+  EXPECT_EQ(SettingsAckOfHttp2Start(pre + settings + big.substr(0, 100), &at), 0);
+  EXPECT_EQ(SettingsAckOfHttp2Start(pre + settings + big + ack, &at), 1);
+  EXPECT_EQ(at, pre.size() + settings.size() + big.size());
+  // Not such a start.
+  EXPECT_EQ(SettingsAckOfHttp2Start("GET / HTTP/1.1\r\n", &at), -1);
+  EXPECT_EQ(
+      SettingsAckOfHttp2Start(pre + settings + Frame(kSettings, 1, 0, "\0\3\0\0\0\x64"sv), &at),
+      -1);
+  EXPECT_EQ(SettingsAckOfHttp2Start(pre + settings + Frame(kSettings, 1, 3, ""), &at), -1);
+  EXPECT_EQ(SettingsAckOfHttp2Start(pre + settings + Frame(0xfa, 0, 0, "", 16385), &at), -1);
 }
 
 TEST(Capture, Http2AuthorityClearsWhatItWasGiven) {
