@@ -1013,14 +1013,15 @@ def write_results(a, grpc_runs, to_h1, to_h2, mesh, mem):
                   "that takes the request and never answers, so each stream stays open on both sides. Upstream "
                   "HTTP/2: weft `protocol: http2`, HAProxy `proto h2` (nginx has no HTTP/2 upstream but "
                   "`grpc_pass`; left out). Upstream HTTP/1.1: the client also sends one body byte (DATA without "
-                  "END_STREAM), because weft holds an HTTP/1.1 request head back until the first body bytes (the "
-                  "last column: of 10 HEADERS-only requests, how many reached the HTTP/1.1 upstream within 3 s); "
-                  "nginx with `proxy_request_buffering off`, so that it too forwards the request before its body "
-                  "ends. Each proxy advertises how many streams one connection may open "
-                  "(SETTINGS_MAX_CONCURRENT_STREAMS): weft 100, with no config field for it yet, so 10,000 "
-                  "streams on one connection are not possible. The table has one connection with as many streams "
-                  f"as the proxy allows, and {a.streams_total:,} streams over connections of that many each (the "
-                  "connections opened first and measured apart, so the per-stream bytes are the streams alone).",
+                  "END_STREAM), as a streaming upload would (the last column: of 10 HEADERS-only requests, how "
+                  "many reached the HTTP/1.1 upstream within 3 s); nginx with `proxy_request_buffering off`, so "
+                  "that it too forwards the request before its body ends. Each proxy is told to allow "
+                  f"{a.streams_total:,} streams on one connection (SETTINGS_MAX_CONCURRENT_STREAMS: weft's listener "
+                  "`http2: {max_concurrent_streams}`, HAProxy's `tune.h2.max-concurrent-streams`, nginx's "
+                  "`http2_max_concurrent_streams`). The table has one connection with as many streams as the "
+                  f"proxy allows, and {a.streams_total:,} streams over connections of that many each (the "
+                  "connections opened first and measured apart, so the per-stream bytes are the streams alone; "
+                  "with 10,000 allowed that is one connection again, after the first one's streams were closed).",
                   "",
                   "| proxy | upstream | streams/conn allowed | streams on 1 conn | RSS B/stream (1 conn) | streams "
                   "over N conns (reached upstream) | RSS B/stream | private B/stream | RSS before → after MB | "

@@ -19,7 +19,7 @@
 #include "base/log.h"
 #include "base/strings.h"
 #include "http/http1/parser.h"
-#include "http/http2/codec.h"
+#include "http/http2/wire.h"
 #include "proxy/sniff.h"
 #include "proxy/worker.h"
 

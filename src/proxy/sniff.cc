@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "base/strings.h"
-#include "http/http2/codec.h"
+#include "http/http2/wire.h"
 
 namespace weft::proxy {
 namespace {
