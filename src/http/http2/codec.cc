@@ -170,6 +170,15 @@ char* ThreadReadBuffer() {
   return buf.get();
 }
 
+// A head back to its defaults, its field list keeping a small capacity.
+template <typename Head>
+void ResetKeepingFields(Head* h) {
+  http::HeaderList fields = std::move(h->fields);
+  Trim(&fields);
+  *h = {};
+  h->fields = std::move(fields);
+}
+
 }  // namespace
 
 struct Connection::NvArray {
@@ -338,16 +347,28 @@ class StreamBase {
 
   // -- Sending body --
   // Queues `data` (and the end, with trailers) for the session's data
-  // source; waits while more than the send buffer is queued.
+  // source: first waits while the connection's streams hold
+  // connection_send_buffer, then while this one holds over send_buffer.
   asio::awaitable<bool> Send(std::span<const std::string_view> data, bool end,
                              const http::HeaderList* trailers) {
     if (reset_ || out_end_ || closed_) co_return false;
     size_t add = 0;
     for (std::string_view d : data) add += d.size();
-    // The connection's cap: while its streams together hold it, wait before
-    // queueing more.
-    while (add && !reset_ && !closed_ && c_->queued_ >= c_->settings_.connection_send_buffer) {
-      c_->send_blocked_ = true;
+    bool queued = false;
+    for (;;) {
+      if (reset_ || closed_) co_return queued && !reset_;
+      if (!queued) {
+        // The connection's cap: while its streams together hold it, wait
+        // before queueing more.
+        if (add == 0 || c_->queued_ < c_->settings_.connection_send_buffer) {
+          Queue(data, add, end, trailers);
+          queued = true;
+          continue;
+        }
+        c_->send_blocked_ = true;
+      } else if (out_.size() - out_off_ <= c_->settings_.send_buffer) {
+        co_return true;
+      }
       send_waiting_ = true;
       co_await send_signal_.async_wait(kNoThrow);
       send_waiting_ = false;
@@ -356,7 +377,9 @@ class StreamBase {
         co_return false;
       }
     }
-    if (reset_ || closed_) co_return false;
+  }
+  void Queue(std::span<const std::string_view> data, size_t add, bool end,
+             const http::HeaderList* trailers) {
     for (std::string_view d : data) out_.append(d);
     c_->queued_ += add;
     if (end) {
@@ -372,16 +395,6 @@ class StreamBase {
       }
     }
     Resume();
-    while (!reset_ && !closed_ && out_.size() - out_off_ > c_->settings_.send_buffer) {
-      send_waiting_ = true;
-      co_await send_signal_.async_wait(kNoThrow);
-      send_waiting_ = false;
-      if (send_cancel_) {
-        send_cancel_ = false;
-        co_return false;
-      }
-    }
-    co_return !reset_;
   }
   // The data source has more to take: tell the session.
   void Resume() {
@@ -715,10 +728,7 @@ class ServerStreamImpl final : public StreamBase, public http::ServerStream {
 
   void Recycle() override {
     StreamBase::Recycle();
-    http::HeaderList fields = std::move(req_.fields);
-    Trim(&fields);
-    req_ = {};
-    req_.fields = std::move(fields);
+    ResetKeepingFields(&req_);
   }
 
   http::RequestHeaders req_;
@@ -826,10 +836,7 @@ class ClientStreamImpl final : public StreamBase, public http::ClientStream {
 
   void Recycle() override {
     StreamBase::Recycle();
-    http::HeaderList fields = std::move(resp_.fields);
-    Trim(&fields);
-    resp_ = {};
-    resp_.fields = std::move(fields);
+    ResetKeepingFields(&resp_);
     method_.clear();
     length_.clear();
     got_head_ = false;

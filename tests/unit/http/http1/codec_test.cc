@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../loopback.h"
 #include "io/asio.h"
 #include "io/stream.h"
 
@@ -145,15 +146,8 @@ TEST(Http1Encode, ChunkedBodyCarriesSizesTheLastChunkAndTrailers) {
 }
 
 // A connected pair of plain streams on loopback, and a loop to drive them.
-class Pair : public ::testing::Test {
+class Pair : public testing::LoopbackPair {
  protected:
-  void SetUp() override {
-    asio::ip::tcp::acceptor acc(io_, {asio::ip::make_address("127.0.0.1"), 0});
-    asio::ip::tcp::socket c(io_);
-    c.connect(acc.local_endpoint());
-    server_ = std::make_unique<io::Stream>(acc.accept());
-    client_ = std::make_unique<io::Stream>(std::move(c));
-  }
   // Runs `fn` as a coroutine to completion.
   void Run(std::function<asio::awaitable<void>()> fn) {
     bool done = false;
@@ -169,22 +163,7 @@ class Pair : public ::testing::Test {
     ASSERT_TRUE(done) << "the exchange did not finish";
   }
   void Send(io::Stream& s, std::string bytes) { asio::write(s.socket(), asio::buffer(bytes)); }
-  std::string ReadAvailable(io::Stream& s) {
-    std::string out;
-    char buf[4096];
-    asio::error_code ec;
-    s.socket().non_blocking(true);
-    for (;;) {
-      size_t n = s.socket().read_some(asio::buffer(buf), ec);
-      if (ec) break;
-      out.append(buf, n);
-    }
-    s.socket().non_blocking(false);
-    return out;
-  }
 
-  asio::io_context io_;
-  std::unique_ptr<io::Stream> server_, client_;
   Limits limits_;
 };
 

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../loopback.h"
 #include "base/counter.h"
 #include "io/asio.h"
 #include "io/stream.h"
@@ -67,16 +68,8 @@ const std::string kAckFrame = Frame(kSettings, kAck, 0, "");
 const std::string kGet =
     Frame(kHeaders, kEndStream | kEndHeaders, 1, "\x82\x86\x84\x01\x06x.test"sv);
 
-class Http2Server : public ::testing::Test {
+class Http2Server : public testing::LoopbackPair {
  protected:
-  void SetUp() override {
-    asio::ip::tcp::acceptor acc(io_, {asio::ip::make_address("127.0.0.1"), 0});
-    asio::ip::tcp::socket c(io_);
-    c.connect(acc.local_endpoint());
-    server_ = std::make_unique<io::Stream>(acc.accept());
-    client_ = std::make_unique<io::Stream>(std::move(c));
-  }
-
   // A server connection (told EmptySettingsSent when `empty_settings_sent`)
   // is sent `before`; it answers the request that brings with a 204, and
   // is then sent `after` and given a moment to read it. Returns what the
@@ -111,16 +104,7 @@ class Http2Server : public ::testing::Test {
     io_.run_for(std::chrono::seconds(5));
     io_.restart();
     EXPECT_TRUE(done) << "the exchange did not finish";
-    std::string out;
-    char buf[4096];
-    asio::error_code ec;
-    client_->socket().non_blocking(true);
-    for (;;) {
-      const size_t n = client_->socket().read_some(asio::buffer(buf), ec);
-      if (ec) break;
-      out.append(buf, n);
-    }
-    return out;
+    return ReadAvailable(*client_);
   }
 
   uint64_t Violations() const {
@@ -129,8 +113,6 @@ class Http2Server : public ::testing::Test {
     return n;
   }
 
-  asio::io_context io_;
-  std::unique_ptr<io::Stream> server_, client_;
   Counter in_, out_, goaways_;
   Counter violations_[kViolationCount];
   std::string authority_;
