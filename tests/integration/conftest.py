@@ -47,16 +47,31 @@ def require(tool):
 _handed_out = set()
 
 
+def _ephemeral_low():
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A port nothing listens on now, never the same one twice in a run (the
-    kernel may hand a just-closed port out again before the test binds it)."""
+    """A port nothing listens on now, never the same one twice in a run, and
+    below the kernel's ephemeral range: a port the kernel hands out itself
+    (bind to 0) may be taken again, by an outgoing connection's source port,
+    before the process under test binds it ("Address already in use")."""
+    import random
+    hi = _ephemeral_low() - 1
     while True:
+        port = random.randint(max(1024, hi - 12000), hi)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def wait_for(pred, timeout=5.0, step=0.02):
