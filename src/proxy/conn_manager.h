@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "base/sanitizers.h"
 #include "http/http1/parser.h"
 #include "http/stream.h"
 #include "proxy/filter.h"
@@ -187,8 +188,8 @@ class HttpConnectionManager : public Deadline,
   size_t active_streams_ = 0;
   std::unique_ptr<asio::steady_timer> streams_done_;
   // Multiplexed: ActiveStreams done with, kept for the next streams (at
-  // most kSpareStreams).
-  static constexpr size_t kSpareStreams = 16;
+  // most kSpareStreams; none under AddressSanitizer).
+  static constexpr size_t kSpareStreams = kAsan ? 0 : 16;
   std::vector<std::shared_ptr<ActiveStream>> spare_streams_;
 };
 

@@ -77,15 +77,15 @@ void Trim(T* buf) {
 // leaves behind is bounded.
 namespace pool {
 
-constexpr size_t kHeader = 16;          // keeps the heap's alignment
-constexpr size_t kStep = 32;            // class k: blocks of (k + 1) * 32 bytes, header included
-constexpr size_t kClasses = 32;         // up to 1 KiB
-constexpr size_t kPoolKeep = 64;        // blocks kept per class and thread
-constexpr unsigned char kLarge = 0xff;  // not of a class: straight to the heap
+constexpr size_t kHeader = 16;   // keeps the heap's alignment
+constexpr size_t kStep = 32;     // class k: blocks of (k + 1) * 32 bytes, header included
+constexpr size_t kClasses = 32;  // up to 1 KiB
+constexpr size_t kPoolKeep = kAsan ? 0 : 64;  // blocks kept per class and thread
+constexpr unsigned char kLarge = 0xff;        // not of a class: straight to the heap
 constexpr size_t ClassBytes(size_t k) { return (k + 1) * kStep; }
 
 struct Cache {
-  void* blocks[kClasses][kPoolKeep];
+  void* blocks[kClasses][kPoolKeep ? kPoolKeep : 1];
   uint32_t count[kClasses] = {};
   ~Cache();
 };
@@ -104,7 +104,8 @@ int ClassOf(size_t n) {
 }
 
 void* Malloc(size_t n, void*) {
-  const int k = ClassOf(n);
+  // Under AddressSanitizer every block is the heap's, of its exact size.
+  const int k = kAsan ? -1 : ClassOf(n);
   unsigned char* p = nullptr;
   if (k < 0) {
     if (n > SIZE_MAX - kHeader) return nullptr;

@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "base/counter.h"
+#include "base/sanitizers.h"
 #include "http/http2/settings.h"
 #include "http/http2/violation.h"
 #include "http/http2/wire.h"
@@ -73,8 +74,8 @@ struct Counters {
 };
 
 // Streams a connection keeps for reuse once done with (each with at most a
-// few small buffers).
-inline constexpr size_t kSpareStreams = 16;
+// few small buffers); none under AddressSanitizer (base/sanitizers.h).
+inline constexpr size_t kSpareStreams = kAsan ? 0 : 16;
 
 // How long a connection that sent an error GOAWAY waits for it to be taken
 // before it is cut.
