@@ -129,8 +129,13 @@ http {{
         assert r.stdout.startswith("HTTP/1.1 200") and "nginx saw /h1" in r.stdout
         assert w.stat("weft_cluster_upstream_cx_http2_total", cluster="ng") == 1
     finally:
-        ng.kill()
-        ng.wait()
+        # SIGTERM: nginx's master stops its workers (SIGKILL would orphan them).
+        ng.terminate()
+        try:
+            ng.wait(10)
+        except subprocess.TimeoutExpired:
+            ng.kill()
+            ng.wait()
 
 
 # ---- gRPC ----
