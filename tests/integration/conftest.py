@@ -47,6 +47,17 @@ def require(tool):
 _handed_out = set()
 
 
+def stop_nginx(p):
+    """Stops an nginx started in the foreground: SIGTERM, so that its master
+    stops its workers (SIGKILL would leave them running, orphaned)."""
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def free_port():
     """A port nothing listens on now, never the same one twice in a run, and
     out of the kernel's ephemeral range (32768 and up here): a port the kernel

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from conftest import curl, raw, read_to_eof, require, simple_config, free_port, wait_port
+from conftest import curl, free_port, raw, read_to_eof, require, simple_config, stop_nginx, wait_port
 
 
 def get_json(url, *args):
@@ -483,10 +483,4 @@ http {{ access_log off; client_body_temp_path {tmp_path};
             r = curl("-si", w.url(path="/"))
             assert r.stdout.startswith("HTTP/1.1 200") and "nginx says hi" in r.stdout
     finally:
-        # SIGTERM: nginx's master stops its workers (SIGKILL would orphan them).
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_nginx(p)

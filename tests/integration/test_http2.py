@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 import grpc_peer as g
-from conftest import curl, free_port, require, simple_config, wait_port
+from conftest import curl, free_port, require, simple_config, stop_nginx, wait_port
 
 
 def grpc_config(clusters, workers=1, extra=""):
@@ -129,13 +129,7 @@ http {{
         assert r.stdout.startswith("HTTP/1.1 200") and "nginx saw /h1" in r.stdout
         assert w.stat("weft_cluster_upstream_cx_http2_total", cluster="ng") == 1
     finally:
-        # SIGTERM: nginx's master stops its workers (SIGKILL would orphan them).
-        ng.terminate()
-        try:
-            ng.wait(10)
-        except subprocess.TimeoutExpired:
-            ng.kill()
-            ng.wait()
+        stop_nginx(ng)
 
 
 # ---- gRPC ----
