@@ -469,7 +469,9 @@ backend b
 
 def put(url, body):
     import urllib.request
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT")
+    # JSON, said so: urllib's default type (a form) is refused with 415.
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
+                                 headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.read()
 

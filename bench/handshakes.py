@@ -34,7 +34,9 @@ def spawn(args, cores, log=None):
 
 
 def put(url, body):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT")
+    # JSON, said so: urllib's default type (a form) is refused with 415.
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
+                                 headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req, timeout=10).read()
 
 

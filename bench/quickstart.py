@@ -49,7 +49,9 @@ def memory(pid):
 
 
 def put(url, body):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT")
+    # JSON, said so: urllib's default type (a form) is refused with 415.
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
+                                 headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.read()
 

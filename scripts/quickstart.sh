@@ -78,7 +78,7 @@ cat "$TMP/server.out"
 export WEFT_SERVER=http://127.0.0.1:8500
 
 say "register two instances of reviews (Consul's API) and a sidecar for web that calls reviews on :9080"
-reg() { curl -fsS -X PUT http://127.0.0.1:8500/v1/catalog/register -d "$1" >/dev/null; }
+reg() { curl -fsS -X PUT http://127.0.0.1:8500/v1/catalog/register -H 'Content-Type: application/json' -d "$1" >/dev/null; }
 reg '{"Node":"node-1","Address":"127.0.0.1","Service":{"Service":"reviews","ID":"reviews-1","Port":9001}}'
 reg '{"Node":"node-2","Address":"127.0.0.1","Service":{"Service":"reviews-v2","ID":"reviews-v2-1","Port":9002}}'
 reg '{"Node":"node-web","Address":"127.0.0.1","Service":{"Service":"web-sidecar","ID":"web-sc","Kind":"connect-proxy","Port":15100,"Proxy":{"DestinationServiceName":"web","LocalServicePort":9001,"Upstreams":[{"DestinationName":"reviews","LocalBindPort":9080}]}}}'
@@ -120,7 +120,7 @@ say "the node agent: weft agent (the catalog cached on the node: Consul's API on
 PIDS+=($!)
 for _ in $(seq 100); do grep -q listening "$TMP/agent.out" 2>/dev/null && break; sleep 0.05; done
 cat "$TMP/agent.out"
-curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register \
+curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register -H 'Content-Type: application/json' \
   -d '{"Name":"ratings","Port":9002,"Check":{"HTTP":"http://127.0.0.1:9002/status/200","Interval":"1s"}}'
 sleep 1.5
 echo "dig @127.0.0.1 -p 8600 reviews.service.weft  -> $(dig +short @127.0.0.1 -p 8600 reviews.service.weft | tr '\n' ' ')"
@@ -128,7 +128,7 @@ echo "dig @127.0.0.1 -p 8600 SRV ratings.service.weft -> $(dig +short @127.0.0.1
 curl -fsS http://127.0.0.1:8501/v1/agent/checks | python3 -c 'import json,sys; [print("check", k, "->", v["Status"], "|", v["Output"]) for k, v in json.load(sys.stdin).items()]'
 
 say "zero trust: a ratings sidecar behind the agent (its key made on the node, its certificate from the server's CA)"
-curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register \
+curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register -H 'Content-Type: application/json' \
   -d '{"Name":"ratings-sidecar","ID":"ratings-sc","Kind":"connect-proxy","Port":15200,"Proxy":{"DestinationServiceName":"ratings","LocalServicePort":9002}}'
 "$WEFT" proxy --agent "unix:$TMP/agent/weft.sock" --service ratings --admin 127.0.0.1:15002 --workers 1 \
   >/dev/null 2>"$TMP/ratings-sidecar.log" &

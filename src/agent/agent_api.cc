@@ -3,6 +3,7 @@
 // the cache in the agent's role.
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -42,6 +43,9 @@ std::unique_ptr<control::ApiRole> Agent::MakeApiRole() const {
 asio::awaitable<http::Response> Agent::Handle(http::Request& r) {
   using nlohmann::json;
   const std::string_view path = r.path;
+  // The API's own checks (Host, form content types, no token in the URL)
+  // for the agent's endpoints too.
+  if (std::optional<http::Response> refused = api_->Refuse(r)) co_return std::move(*refused);
   if (path == "/v1/agent/services")
     co_return http::Response::Json(200, local_.AgentServices().dump());
   if (path == "/v1/agent/checks") co_return http::Response::Json(200, local_.AgentChecks().dump());
@@ -63,9 +67,9 @@ asio::awaitable<http::Response> Agent::Handle(http::Request& r) {
   }
   constexpr std::string_view kDereg = "/v1/agent/service/deregister/";
   if (path.substr(0, kDereg.size()) == kDereg) {
-    // PUT as Consul documents it; GET as older Consul versions (and their
-    // clients, python-consul among them) still send it.
-    if (r.method != "PUT" && r.method != "POST" && r.method != "GET")
+    // PUT as Consul documents it. Not GET, as old clients sent it: a page in
+    // a browser could deregister a service with an image tag.
+    if (r.method != "PUT" && r.method != "POST")
       co_return http::Response::Text(405, "use PUT /v1/agent/service/deregister/ID");
     const std::string id(path.substr(kDereg.size()));
     Status s = local_.Deregister(id);

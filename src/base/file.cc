@@ -1,10 +1,13 @@
 #include "base/file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -66,6 +69,41 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mo
   const int rc = ::fsync(dfd);
   ::close(dfd);
   if (rc != 0) return Fail("syncing the directory of", path);
+  return {};
+}
+
+Status SecureDataDir(const std::string& dir, const std::vector<std::string>& public_files,
+                     std::vector<std::string>* fixed) {
+  auto octal = [](mode_t m) {
+    char b[8];
+    std::snprintf(b, sizeof(b), "%04o", static_cast<unsigned>(m & 07777));
+    return std::string(b);
+  };
+  // Each missing level is made 0700 (mkdir -p under a 077 umask).
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    const std::string part = dir.substr(0, pos);
+    if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) return Fail("creating", part);
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return Fail("reading the mode of", dir);
+  if (!S_ISDIR(st.st_mode)) return {StatusCode::kInvalidArgument, dir + ": not a directory"};
+  if ((st.st_mode & 077) != 0) {
+    if (::chmod(dir.c_str(), 0700) != 0) return Fail("setting the mode of", dir);
+    fixed->push_back(dir + " was " + octal(st.st_mode));
+  }
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return Fail("listing", dir);
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    if (std::find(public_files.begin(), public_files.end(), name) != public_files.end()) continue;
+    const std::string path = dir + "/" + name;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) == 0)
+      continue;
+    if (::chmod(path.c_str(), 0600) == 0) fixed->push_back(path + " was " + octal(st.st_mode));
+  }
+  ::closedir(d);
   return {};
 }
 

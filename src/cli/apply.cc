@@ -82,7 +82,7 @@ int ApplyMain(const Args& args) {
 
 int ApplyManifests(const std::string& server, const std::vector<mesh::Manifest>& manifests,
                    std::FILE* out) {
-  http::Client c(server);
+  http::Client c(server, ApiClientOptions());
   int failures = 0;
   for (const auto& m : manifests) {
     std::string target = "/v1/config/" + m.kind + "/" + http::PercentEncode(m.name) +

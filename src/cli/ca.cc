@@ -44,7 +44,7 @@ int CaMain(const Args& args) {
   if (int rc = ParseCtlFlags(rest, &f, kCaUsage); rc >= 0) return rc;
   if (!f.positional.empty())
     return BadUsage("ca: unexpected \"" + f.positional[0] + "\"", kCaUsage);
-  http::Client c(ServerAddress(f.server));
+  http::Client c(ServerAddress(f.server), ApiClientOptions());
   if (what == "roots") {
     auto r = c.Do("GET", "/v1/connect/ca/roots");
     if (!r.ok()) return Fail("ca roots: " + r.status().message());

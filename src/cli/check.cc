@@ -30,7 +30,7 @@ int CheckMain(const Args& args) {
                 ok ? "" : ("\n     fix: " + fix).c_str());
     if (!ok) ++failed;
   };
-  http::Client c(addr);
+  http::Client c(addr, ApiClientOptions());
   auto ready = c.Do("GET", "/ready");
   report(ready.ok() && ready->status == 200, "server " + addr + " answers",
          "start `weft server` (or point --server / WEFT_SERVER at one)");

@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "base/file.h"
 #include "base/log.h"
+#include "base/strings.h"
 #include "cli/ctl_internal.h"
 #include "mesh/manifest.h"
 
@@ -45,11 +47,28 @@ std::string ServerAddress(const std::string& flag) {
   return s;
 }
 
+namespace {
+std::string g_api_token;  // set once, by ParseCtlFlags
+}  // namespace
+
+const std::string& ApiToken() { return g_api_token; }
+
+http::ClientOptions ApiClientOptions() {
+  http::ClientOptions o;
+  if (!g_api_token.empty()) o.headers.emplace_back("x-consul-token", g_api_token);
+  return o;
+}
+
 int ParseCtlFlags(const Args& args, CtlFlags* f, const char* usage) {
+  std::string token, token_file;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string v, err;
     if (FlagValue(args, &i, "--server", &v)) {
       f->server = v;
+    } else if (FlagValue(args, &i, "--token", &v)) {
+      token = v;
+    } else if (FlagValue(args, &i, "--token-file", &v)) {
+      token_file = v;
     } else if (FlagValue(args, &i, "-f", &v) || FlagValue(args, &i, "--filename", &v)) {
       f->files.push_back(v);
     } else if (FlagValue(args, &i, "-n", &v) || FlagValue(args, &i, "--namespace", &v)) {
@@ -71,6 +90,16 @@ int ParseCtlFlags(const Args& args, CtlFlags* f, const char* usage) {
       f->positional.emplace_back(args[i]);
     }
   }
+  if (!token.empty() && !token_file.empty())
+    return BadUsage("--token and --token-file: give one", usage);
+  if (!token_file.empty()) {
+    std::string err;
+    token = std::string(TrimOws(ReadWholeFile(token_file, &err)));
+    if (!err.empty()) return BadUsage("--token-file: " + err, usage);
+  } else if (token.empty()) {
+    if (const char* env = std::getenv("WEFT_TOKEN")) token = env;
+  }
+  g_api_token = token;
   return -1;
 }
 

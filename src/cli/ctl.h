@@ -22,6 +22,7 @@ int GetMain(const Args& args);
 int DeleteMain(const Args& args);
 int MembersMain(const Args& args);
 int CaMain(const Args& args);
+int AclMain(const Args& args);
 int DemoMain(const Args& args);
 int StatMain(const Args& args);
 int CheckMain(const Args& args);

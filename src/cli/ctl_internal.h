@@ -22,7 +22,15 @@ bool LogLevelFlag(const Args& args, size_t* i, std::string* err);
 // HOST:PORT), default 127.0.0.1:8500.
 std::string ServerAddress(const std::string& flag);
 
-// Common flags of the API commands: --server, --log-level.
+// The API token of this command (--token, --token-file or WEFT_TOKEN), set
+// by ParseCtlFlags; "" for none (the anonymous token).
+const std::string& ApiToken();
+// Client options for calls to a server's or agent's API: they carry the
+// token as X-Consul-Token.
+http::ClientOptions ApiClientOptions();
+
+// Common flags of the API commands: --server, --token, --token-file,
+// --log-level.
 struct CtlFlags {
   std::string server;
   std::string ns = "default";

@@ -20,7 +20,7 @@ int DeleteMain(const Args& args) {
   if (kind.empty())
     return BadUsage("delete: unknown kind \"" + f.positional[0] + "\": use one of " + KindList(),
                     kDeleteUsage);
-  http::Client c(ServerAddress(f.server));
+  http::Client c(ServerAddress(f.server), ApiClientOptions());
   auto r = c.Do("DELETE", "/v1/config/" + kind + "/" + http::PercentEncode(f.positional[1]) +
                               "?ns=" + http::PercentEncode(f.ns));
   if (!r.ok()) return Fail("delete: " + r.status().message());

@@ -89,7 +89,7 @@ int GetMain(const Args& args) {
   const bool one = f.positional.size() == 2;
   if (one) target += "/" + http::PercentEncode(f.positional[1]);
   target += "?ns=" + (f.all_namespaces && !one ? std::string("*") : http::PercentEncode(f.ns));
-  http::Client c(ServerAddress(f.server));
+  http::Client c(ServerAddress(f.server), ApiClientOptions());
   auto r = c.Do("GET", target);
   if (!r.ok()) return Fail("get: " + r.status().message());
   if (r->status != 200) return Fail(ApiError(r.value()));

@@ -54,8 +54,10 @@ constexpr const char* kUsage =
     "(iptables)\n"
     "  ca roots | ca rotate [--propagate DUR] [--overlap DUR]\n"
     "                             the mesh CA's trust bundle; introduce a new root\n"
-    "        apply/get/delete/members talk to --server URL (or WEFT_SERVER;\n"
-    "        default http://127.0.0.1:8500)\n"
+    "  acl policy|token create|update|list|read|delete ...   ACL policies and tokens\n"
+    "        apply/get/delete/members/ca/acl/stat/check talk to --server URL (or WEFT_SERVER;\n"
+    "        default http://127.0.0.1:8500) with --token T, --token-file FILE or WEFT_TOKEN\n"
+    "        (a server without --dev creates DATA_DIR/bootstrap-token on first start)\n"
     "  version            print the version\n"
     "  help               print this help\n"
     "\n"
@@ -155,6 +157,7 @@ int main(int argc, char** argv) {
   if (cmd == "delete") return weft::cli::DeleteMain(args);
   if (cmd == "members") return weft::cli::MembersMain(args);
   if (cmd == "ca") return weft::cli::CaMain(args);
+  if (cmd == "acl") return weft::cli::AclMain(args);
   if (cmd == "demo-app") return weft::cli::DemoMain(args);
   if (cmd == "stat") return weft::cli::StatMain(args);
   if (cmd == "check") return weft::cli::CheckMain(args);

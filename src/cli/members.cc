@@ -17,7 +17,7 @@ constexpr const char* kMembersUsage = "weft members [-o table|json] [--server UR
 int MembersMain(const Args& args) {
   CtlFlags f;
   if (int rc = ParseCtlFlags(args, &f, kMembersUsage); rc >= 0) return rc;
-  http::Client c(ServerAddress(f.server));
+  http::Client c(ServerAddress(f.server), ApiClientOptions());
   auto r = c.Do("GET", "/v1/agent/members");
   if (!r.ok()) return Fail("members: " + r.status().message());
   if (r->status != 200) return Fail(ApiError(r.value()));

@@ -16,6 +16,7 @@ constexpr const char* kServerUsage =
     "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] [--cert-ttl "
     "DUR] [--node-timeout DUR] [--grpc-tls] "
     "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
+    "[--http-allow-host NAME] [--acl-bootstrap-token-file FILE] "
     "[--log-level LEVEL]";
 
 }  // namespace
@@ -71,6 +72,10 @@ int ServerMain(const Args& args) {
         return BadUsage("--http-header-timeout \"" + v + "\": use a duration such as 10s",
                         kServerUsage);
       o.header_read_timeout_ms = *ms;
+    } else if (FlagValue(args, &i, "--http-allow-host", &v)) {
+      o.allowed_hosts.push_back(v);
+    } else if (FlagValue(args, &i, "--acl-bootstrap-token-file", &v)) {
+      o.acl_bootstrap_token_file = v;
     } else if (args[i] == "--dev") {
       o.dev = true;
     } else if (LogLevelFlag(args, &i, &err)) {

@@ -55,7 +55,7 @@ void Add(InboundStats* into, const InboundStats& s) {
 namespace {
 
 bool MembersOf(const std::string& api, std::vector<MeshMember>* out, std::string* err) {
-  http::ClientOptions o;
+  http::ClientOptions o = ApiClientOptions();
   o.connect_timeout_ms = 1000;
   o.io_timeout_ms = 2000;
   http::Client c(api, o);

@@ -91,6 +91,8 @@ void Api::ApplyKv(const std::string& key, const std::string* value, int64_t rev,
     config_changed_ = true;
   } else if (auto h = key_hooks_.find(key); h != key_hooks_.end()) {
     h->second(value);
+  } else if (StartsWith(key, acl::kPrefix)) {
+    acl_.Apply(key, value, rev, create);
   } else if (key == "leader/singleton") {
     leader_name_ = value ? *value : "";
   } else if (StartsWith(key, "members/")) {
@@ -114,6 +116,7 @@ void Api::ApplyEvents(std::vector<ParsedEvent>& events) {
       LOG_WARN("store reset at revision {}: rebuilding the view", e.kv.mod_revision);
       catalog_.Clear(e.kv.mod_revision);
       config_.Clear(e.kv.mod_revision);
+      acl_.Clear();
       config_changed_ = true;
       members_.clear();
       leader_name_.clear();
@@ -234,6 +237,23 @@ Response Api::Error(int status, const std::string& msg) {
 asio::awaitable<Response> Api::Handle(Request& req) {
   ++counters_.requests;
   std::string_view path = req.path;
+  if (std::optional<Response> refused = Refuse(req)) co_return std::move(*refused);
+  // The caller's rights, for the route and for the handlers' checks against
+  // the body; forgotten when the request ends.
+  struct Forget {
+    Api* api;
+    const Request* req;
+    ~Forget() { api->callers_.erase(req); }
+  } forget{this, &req};
+  if (opts_.acl) {
+    const acl::Token* token = nullptr;
+    if (std::string_view secret = TokenOf(req); !secret.empty()) {
+      token = acl_.TokenBySecret(secret);
+      if (!token) co_return Denied(req, "ACL not found");
+    }
+    callers_.insert_or_assign(&req, acl_.AuthzFor(token));
+    if (std::string why = RouteDenied(req); !why.empty()) co_return Denied(req, why);
+  }
 
   if (auto rt = routes_.find(path); rt != routes_.end()) co_return co_await rt->second(req);
   if (path == "/ready" || path == "/v1/status/leader" || path == "/v1/status/peers")
@@ -245,6 +265,7 @@ asio::awaitable<Response> Api::Handle(Request& req) {
   if (path == "/v1/weft/prometheus-sd") co_return PrometheusSd(req);
   if (StartsWith(path, "/v1/catalog/")) co_return co_await CatalogRequest(req, path.substr(12));
   if (StartsWith(path, "/v1/health/")) co_return co_await HealthRequest(req, path.substr(11));
+  if (StartsWith(path, "/v1/acl/")) co_return co_await AclRequest(req, path.substr(8));
   if (StartsWith(path, "/v1/config")) {
     std::string_view rest = path.substr(10);
     if (!rest.empty() && rest[0] != '/') co_return Error(404, "not found: " + std::string(path));

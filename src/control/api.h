@@ -16,7 +16,9 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
+#include "control/acl.h"
 #include "control/config_view.h"
 #include "control/store/store.h"
 #include "http/server.h"
@@ -62,6 +64,11 @@ struct ApiOptions {
   size_t max_blocking_queries = 8192;
   size_t write_threads = 64;  // store calls in flight (etcd round trips overlap)
   mesh::CatalogLimits limits;
+  // Every request is checked against its token's policies (acl.h). Off:
+  // everything is open (--dev).
+  bool acl = false;
+  // Host names requests may carry besides IP literals and localhost.
+  std::vector<std::string> allowed_hosts;
 };
 
 struct ApiCounters {
@@ -71,8 +78,16 @@ struct ApiCounters {
   uint64_t rejected = 0;         // 4xx answers
   uint64_t store_errors = 0;     // 5xx answers
   uint64_t blocking_started = 0;
-  uint64_t blocking_refused = 0;  // over max_blocking_queries: answered at once
+  uint64_t blocking_refused = 0;      // over max_blocking_queries: answered at once
+  uint64_t acl_denied = 0;            // 403: unknown token or missing permission
+  uint64_t refused_host = 0;          // 403: a Host this server does not answer to
+  uint64_t refused_content_type = 0;  // 415: a write with a form's content type
 };
+
+// Makes the built-in policies and a management token once per store (the
+// first replica wins). Returns the token's secret (`secret`, or a new one)
+// when this call made it, "" when the store was bootstrapped before.
+Result<std::string> BootstrapAcl(store::Store* st, std::string secret);
 
 class Api {
  public:
@@ -95,6 +110,13 @@ class Api {
 
   // `req` must stay valid until the returned awaitable completes.
   asio::awaitable<http::Response> Handle(http::Request& req);
+  // The checks every request passes before any handler, with or without
+  // ACLs: a Host this server answers to (DNS rebinding), no form content
+  // types on writes (cross-site forms), no token in the URL. For routes
+  // served in front of Handle (the agent's own).
+  std::optional<http::Response> Refuse(const http::Request& req);
+  // The token a request carries (X-Consul-Token, or Authorization: Bearer).
+  static std::string_view TokenOf(const http::Request& req);
 
   // Replicas sharing a store: announces this one under members/ (bound to
   // the store session) and keeps campaigning for the singleton duties, until
@@ -136,6 +158,7 @@ class Api {
     *config = std::exchange(config_changed_, false);
   }
   const ApiCounters& counters() const { return counters_; }
+  const acl::AclState& acl_state() const { return acl_; }
   // Adds text to /metrics: `fn` runs on the io thread for each /metrics or
   // /stats request, also after Stop().
   void AddMetricsSource(std::function<void(prom::Writer&)> fn) {
@@ -194,6 +217,21 @@ class Api {
                                             const std::string& name, const std::string& ns);
   asio::awaitable<http::Response> ConfigDelete(http::Request& req, const std::string& kind,
                                                const std::string& name, const std::string& ns);
+  // api_acl.cc
+  asio::awaitable<http::Response> AclRequest(http::Request& req, std::string_view rest);
+  asio::awaitable<http::Response> AclPolicyPut(http::Request& req, std::string id);
+  asio::awaitable<http::Response> AclTokenCreate(http::Request& req);
+  // "" when the request's caller may do `need` on `name` (always, with ACLs
+  // off), else the 403 text.
+  std::string Deny(const http::Request& req, acl::Resource r, std::string_view name,
+                   acl::Access need) const;
+  // The permission a route needs that its path alone decides ("" when
+  // allowed, or when its handler checks against the body).
+  std::string RouteDenied(const http::Request& req) const;
+  http::Response Denied(const http::Request& req, const std::string& why);
+  // A config entry's name in ACL rules: KIND/NAMESPACE/NAME.
+  static std::string ConfigRuleName(std::string_view kind, std::string_view ns,
+                                    std::string_view name);
 
   // Constant after construction.
   asio::io_context& io_;
@@ -205,6 +243,9 @@ class Api {
   // Io thread only.
   mesh::CatalogView catalog_;
   ConfigView config_;
+  acl::AclState acl_;
+  // The rights of each request being handled (ACLs on), by request.
+  std::unordered_map<const http::Request*, acl::Authz> callers_;
   int64_t applied_ = 0;
   int64_t watch_id_ = 0;
   std::set<asio::steady_timer*> waiters_;

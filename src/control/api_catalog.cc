@@ -100,6 +100,15 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   std::string node_name;
   if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
     co_return Error(400, "catalog register: " + err);
+  if (std::string why = Deny(req, acl::Resource::kNode, node_name, acl::Access::kWrite);
+      !why.empty())
+    co_return Denied(req, why);
+  if (auto svc = body.find("Service"); svc != body.end() && svc->is_object()) {
+    const std::string name = svc->value("Service", "");
+    if (std::string why = Deny(req, acl::Resource::kService, name, acl::Access::kWrite);
+        !why.empty())
+      co_return Denied(req, why);
+  }
   const std::string key = NodeKey(node_name);
   const mesh::CatalogLimits limits = opts_.limits;
   store::Store* st = store_.get();
@@ -157,6 +166,19 @@ asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
   std::string node_name;
   if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
     co_return Error(400, "catalog deregister: " + err);
+  if (std::string why = Deny(req, acl::Resource::kNode, node_name, acl::Access::kWrite);
+      !why.empty())
+    co_return Denied(req, why);
+  if (auto sid = body.find("ServiceID"); sid != body.end() && sid->is_string()) {
+    // The service the ID names on this node, as this replica sees it.
+    std::string name = *sid;
+    if (const mesh::Node* n = catalog_.FindNode(node_name)) {
+      if (auto it = n->services.find(*sid); it != n->services.end()) name = it->second.service;
+    }
+    if (std::string why = Deny(req, acl::Resource::kService, name, acl::Access::kWrite);
+        !why.empty())
+      co_return Denied(req, why);
+  }
   const std::string key = NodeKey(node_name);
   store::Store* st = store_.get();
   uint64_t conflicts = 0;

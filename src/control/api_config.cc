@@ -101,6 +101,10 @@ asio::awaitable<Response> Api::ConfigPut(Request& req, const std::string& kind,
     co_return Error(
         400, "metadata.namespace: the body says \"" + m.ns + "\" but ?ns= says \"" + ns + "\"");
   }
+  if (std::string why =
+          Deny(req, acl::Resource::kConfig, ConfigRuleName(kind, m.ns, name), acl::Access::kWrite);
+      !why.empty())
+    co_return Denied(req, why);
   const std::string key = ConfigKey(kind, m.ns, name);
   const std::string value = mesh::ToJson(m);
   int64_t expected = -1;
@@ -147,6 +151,10 @@ asio::awaitable<Response> Api::ConfigPut(Request& req, const std::string& kind,
 
 asio::awaitable<Response> Api::ConfigDelete(Request& req, const std::string& kind,
                                             const std::string& name, const std::string& ns) {
+  if (std::string why =
+          Deny(req, acl::Resource::kConfig, ConfigRuleName(kind, ns, name), acl::Access::kWrite);
+      !why.empty())
+    co_return Denied(req, why);
   const std::string key = ConfigKey(kind, ns, name);
   store::Store* st = store_.get();
   const auto work = [st, key]() { return st->Delete(key); };

@@ -128,6 +128,15 @@ std::string Api::Metrics() const {
   counter("weft_server_blocking_refused_total",
           "Blocking queries answered at once because max_blocking_queries were waiting.",
           counters_.blocking_refused);
+  counter("weft_server_acl_denied_total",
+          "Requests refused with 403 for an unknown token or a missing permission.",
+          counters_.acl_denied);
+  counter("weft_server_refused_host_total",
+          "Requests refused because their Host is not a name this server answers to.",
+          counters_.refused_host);
+  counter("weft_server_refused_content_type_total",
+          "Writes refused for a content type a browser form can send.",
+          counters_.refused_content_type);
   gauge("weft_server_blocking_queries_waiting", "Blocking queries waiting now.",
         static_cast<int64_t>(waiters_.size()));
   gauge("weft_server_leader", "1 when this replica holds the singleton duties.", leader_ ? 1 : 0);

@@ -74,6 +74,36 @@ int RunServer(const ServerOptions& in) {
     }
     opts.data_dir = tmp_dir = tmpl;
   }
+  // Everything this process creates is its owner's alone (the database
+  // holds the CA's key); the one public file, ca.pem, sets its own mode.
+  ::umask(077);
+  if (!opts.data_dir.empty()) {
+    std::vector<std::string> fixed;
+    if (Status s = SecureDataDir(opts.data_dir, {"ca.pem"}, &fixed); !s.ok()) {
+      std::fprintf(stderr, "weft server: --data-dir: %s\n", s.message().c_str());
+      return 1;
+    }
+    for (const auto& f : fixed)
+      LOG_WARN(
+          "{}: readable by others; now for its owner only (0700 for the directory, 0600 for files)",
+          f);
+  }
+  const bool acl_on = !opts.dev;
+  std::string preset_secret;
+  if (acl_on && !opts.acl_bootstrap_token_file.empty()) {
+    std::string err;
+    preset_secret = std::string(TrimOws(ReadWholeFile(opts.acl_bootstrap_token_file, &err)));
+    if (!err.empty() || preset_secret.size() < 16) {
+      std::fprintf(stderr, "weft server: --acl-bootstrap-token-file: %s\n",
+                   err.empty() ? "the secret must be at least 16 characters" : err.c_str());
+      return 2;
+    }
+  } else if (acl_on && opts.data_dir.empty()) {
+    std::fprintf(stderr,
+                 "weft server: ACLs need a place for the bootstrap token: --data-dir DIR (it goes "
+                 "to DIR/bootstrap-token) or --acl-bootstrap-token-file FILE\n");
+    return 2;
+  }
   auto st = store::OpenStore(opts.store, opts.data_dir);
   if (!st.ok()) {
     std::fprintf(stderr, "weft server: %s\n", st.status().message().c_str());
@@ -85,7 +115,35 @@ int RunServer(const ServerOptions& in) {
   api_opts.name = opts.name;
   api_opts.max_wait_ms = opts.max_wait_ms;
   api_opts.max_blocking_queries = opts.max_blocking_queries;
+  api_opts.acl = acl_on;
+  api_opts.allowed_hosts = opts.allowed_hosts;
+  {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) == 0 && host[0])
+      api_opts.allowed_hosts.emplace_back(host);
+  }
   Api api(io, std::move(st).value(), api_opts);
+  if (acl_on) {
+    auto made = BootstrapAcl(api.store(), preset_secret);
+    if (!made.ok()) {
+      std::fprintf(stderr, "weft server: ACL bootstrap: %s\n", made.status().message().c_str());
+      return 1;
+    }
+    if (!made->empty() && preset_secret.empty()) {
+      const std::string path = opts.data_dir + "/bootstrap-token";
+      if (Status s = WriteFileAtomic(path, made.value(), 0600); !s.ok()) {
+        std::fprintf(stderr, "weft server: bootstrap token: %s\n", s.message().c_str());
+        return 1;
+      }
+      LOG_WARN("ACLs on: the bootstrap management token is in {} (mode 0600); keep it safe", path);
+    } else if (!made->empty()) {
+      LOG_WARN("ACLs on: bootstrapped with the token from {}", opts.acl_bootstrap_token_file);
+    } else {
+      LOG_INFO(
+          "ACLs on (bootstrapped before; the management token went to the bootstrap-token "
+          "file then)");
+    }
+  }
   if (Status s = api.Start(); !s.ok()) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;
@@ -212,6 +270,9 @@ int RunServer(const ServerOptions& in) {
               stream.bound().c_str(),
               opts.store.empty() ? ("sqlite:" + opts.data_dir).c_str() : opts.store.c_str());
   std::fflush(stdout);
+  if (!acl_on)
+    LOG_WARN("ACLs are off (--dev): anyone who can reach {} may read and change everything",
+             http.bound());
   LOG_INFO("server {} up: http {}, store {}", opts.name, http.bound(),
            opts.store.empty() ? opts.data_dir : opts.store);
 

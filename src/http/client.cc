@@ -103,6 +103,7 @@ Status Client::Send(std::string_view method, std::string_view target, std::strin
   req.reserve(256 + body.size());
   req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nhost: ");
   req.append(host_port_).append("\r\n");
+  for (const auto& [k, v] : opts_.headers) req.append(k).append(": ").append(v).append("\r\n");
   for (const auto& [k, v] : headers) req.append(k).append(": ").append(v).append("\r\n");
   if (!body.empty() || method == "PUT" || method == "POST")
     req.append("content-length: ").append(std::to_string(body.size())).append("\r\n");

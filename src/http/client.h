@@ -27,6 +27,8 @@ struct ClientOptions {
   int64_t connect_timeout_ms = 3000;
   int64_t io_timeout_ms = 30000;     // each read/write; 0 waits forever
   size_t max_body_bytes = 64 << 20;  // larger answers fail
+  // Sent with every request (an API token, say), before the call's own.
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 // Not thread-safe, except Shutdown(): one thread makes the calls.

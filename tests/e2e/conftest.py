@@ -142,8 +142,8 @@ class Cluster:
         return int(code or 0), body
 
     def agent_put(self, node, path, body):
-        r = self.exec(node, "curl", "-fsS", "-X", "PUT", f"http://127.0.0.1:8501{path}", "-d", json.dumps(body),
-                      check=False)
+        r = self.exec(node, "curl", "-fsS", "-X", "PUT", f"http://127.0.0.1:8501{path}",
+                      "-H", "Content-Type: application/json", "-d", json.dumps(body), check=False)
         assert r.returncode == 0, f"PUT {path} on n{node}: {r.stderr} {r.stdout}"
 
     def ctl(self, *args, check=True):

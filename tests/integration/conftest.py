@@ -311,7 +311,11 @@ class Server(Managed):
     def start(self):
         args = [self.weft_bin, "server", "--name", self.name,
                 "--http", f"127.0.0.1:{self.http_port}", "--grpc", f"127.0.0.1:{self.grpc_port}"]
-        args += ["--store", self.store] if self.store else ["--data-dir", self.data_dir]
+        # With --store the data dir holds only local files (bootstrap-token, join-token).
+        if self.store:
+            args += ["--store", self.store]
+            os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        args += ["--data-dir", self.data_dir]
         self.log_path = os.path.join(os.path.dirname(self.data_dir.rstrip("/")) or ".", f"server-{self.name}.log")
         self.stderr = open(self.log_path, "a")
         self.p = subprocess.Popen([*args, *self.extra], stdout=subprocess.PIPE, stderr=self.stderr, text=True)
@@ -327,14 +331,37 @@ class Server(Managed):
         self.grpc_port = int(self.grpc.rsplit(":", 1)[1])
         self.url = f"http://{self.http}"
         token_file = os.path.join(self.data_dir, "join-token")
-        self.join_token = open(token_file).read() if not self.store and os.path.exists(token_file) else ""
+        self.join_token = open(token_file).read() if os.path.exists(token_file) else ""
         if self.join_token:
             JOIN_TOKENS[self.grpc] = self.join_token
+        _ = self.token  # noted for the replicas started after this one on its store
 
-    def request(self, method, path, body=None, timeout=40):
+    @property
+    def token(self):
+        """The ACL token the tests' API calls and CLI commands carry: the
+        bootstrap (management) token from DATA_DIR/bootstrap-token, or one a
+        replica on the same store made (only the replica that bootstrapped
+        the ACLs has the secret); "" when ACLs are off (--dev)."""
+        path = os.path.join(self.data_dir, "bootstrap-token")
+        token = open(path).read().strip() if os.path.exists(path) else ""
+        key = tuple(sorted(self.store.split("://", 1)[1].split(","))) if self.store else None
+        if token and key:
+            STORE_TOKENS.setdefault(key, token)
+        return token or STORE_TOKENS.get(key, "")
+
+    def request(self, method, path, body=None, timeout=40, token=None, headers=None):
+        """One API call: (status, headers, body text). It carries `token`
+        (default: self.token; "" for none, the anonymous token) as
+        X-Consul-Token, and a body as application/json unless `headers` says
+        otherwise (urllib's default, a form type, is refused with 415)."""
         data = body if body is None or isinstance(body, bytes) else (
             body.encode() if isinstance(body, str) else json.dumps(body).encode())
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        token = self.token if token is None else token
+        if token:
+            hdrs["X-Consul-Token"] = token
+        hdrs.update(headers or {})
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, dict(r.headers), r.read().decode()
@@ -363,9 +390,15 @@ class Server(Managed):
                 return float(line.split()[1])
         return 0.0
 
-    def ctl(self, *args, input=None):
+    def ctl(self, *args, input=None, token=None):
+        """A weft CLI command against this server, with `token` (default:
+        self.token; "" for none) in WEFT_TOKEN."""
+        env = {k: v for k, v in os.environ.items() if k != "WEFT_TOKEN"}
+        token = self.token if token is None else token
+        if token:
+            env["WEFT_TOKEN"] = token
         return subprocess.run([self.weft_bin, *args, "--server", self.url], capture_output=True,
-                              text=True, input=input, timeout=30)
+                              text=True, input=input, timeout=30, env=env)
 
 
 
@@ -386,6 +419,8 @@ def server(weft_bin, tmp_path):
 # gRPC address -> join token of the servers tests started, so a sidecar
 # pointed at a server can ask it for its certificate.
 JOIN_TOKENS = {}
+# A store's endpoints (sorted) -> the bootstrap token of a server on it.
+STORE_TOKENS = {}
 
 
 class MeshProxy(Managed):
@@ -473,6 +508,7 @@ class Agent(Managed):
         self.dns_port = int(fields["dns"].rsplit(":", 1)[1])
         self.url = f"http://{self.http}"
 
+    token = ""  # ACLs are the server's: the agent's API takes none
     request = Server.request
     get_json = Server.get_json
     metric = Server.metric

@@ -81,6 +81,10 @@ scrape_configs:
     http_sd_configs:
       - url: http://{a.http}/v1/weft/prometheus-sd
         refresh_interval: 1s
+    # The server's /metrics needs a token with operator:read (the agent's
+    # takes none and ignores it).
+    authorization:
+      credentials_file: {os.path.join(s.data_dir, "bootstrap-token")}
     relabel_configs:
       - source_labels: [__meta_weft_service]
         target_label: service
@@ -151,10 +155,13 @@ def test_system_resolver_and_prometheus_dns_sd_through_the_agent(netns, weft_bin
         return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=20)
 
     reg = {"Name": "weft", "Port": sport, "Address": "127.0.0.1"}
-    r = nsrun(require("curl"), "-s", "-X", "PUT", "-d", json.dumps(reg), f"http://{ag['http']}/v1/agent/service/register")
+    json_type = ("-H", "Content-Type: application/json")  # curl -d's default is a form type
+    r = nsrun(require("curl"), "-s", "-X", "PUT", *json_type, "-d", json.dumps(reg),
+              f"http://{ag['http']}/v1/agent/service/register")
     assert r.returncode == 0
     reg2 = {"Name": "web", "Port": 80, "Address": "10.1.2.3"}
-    nsrun(require("curl"), "-s", "-X", "PUT", "-d", json.dumps(reg2), f"http://{ag['http']}/v1/agent/service/register")
+    nsrun(require("curl"), "-s", "-X", "PUT", *json_type, "-d", json.dumps(reg2),
+          f"http://{ag['http']}/v1/agent/service/register")
     # glibc's resolver (getent, and Python's socket module) asks the agent.
     out = wait_for(lambda: nsrun("getent", "hosts", "web.service.weft").stdout, timeout=10)
     assert out.split()[0] == "10.1.2.3", out

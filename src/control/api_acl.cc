@@ -1,0 +1,375 @@
+// The REST API's gate (what every request passes before its handler: the
+// Host and Content-Type rules, the token, the route's permission) and the
+// /v1/acl endpoints (policies and tokens, Consul's shapes).
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <functional>
+#include <tuple>
+#include <utility>
+
+#include "base/log.h"
+#include "base/strings.h"
+#include "control/api.h"
+#include "control/api_internal.h"
+
+namespace weft::control {
+
+using json = nlohmann::json;
+using acl::Access;
+using acl::Resource;
+using http::Request;
+using http::Response;
+using internal::HttpStatusFor;
+using internal::StartsWith;
+
+namespace {
+
+// The host part of a Host header ("h", "h:port", "[v6]:port").
+std::string_view HostName(std::string_view host) {
+  if (!host.empty() && host[0] == '[') {
+    const size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(1, close - 1);
+  }
+  const size_t colon = host.rfind(':');
+  return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
+
+bool IsIpLiteral(std::string_view h) {
+  const std::string s(h);
+  unsigned char buf[16];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+std::string_view MediaType(std::string_view ct) { return TrimOws(ct.substr(0, ct.find(';'))); }
+
+bool IsWrite(const std::string& method) {
+  return method != "GET" && method != "HEAD" && method != "OPTIONS";
+}
+
+}  // namespace
+
+std::string_view Api::TokenOf(const Request& req) {
+  std::string_view t = req.Header("x-consul-token");
+  if (t.empty()) {
+    std::string_view auth = req.Header("authorization");
+    if (auth.size() > 7 && IEquals(auth.substr(0, 7), "bearer ")) t = auth.substr(7);
+  }
+  return TrimOws(t);
+}
+
+std::optional<Response> Api::Refuse(const Request& req) {
+  // DNS rebinding: a page on a name the attacker controls, resolved to this
+  // address, reaches the API with its own name as Host.
+  if (std::string_view host = req.Header("host"); !host.empty()) {
+    const std::string_view name = HostName(host);
+    bool ok = IsIpLiteral(name) || IEquals(name, "localhost");
+    for (const auto& allowed : opts_.allowed_hosts) ok = ok || IEquals(name, allowed);
+    if (!ok) {
+      ++counters_.refused_host;
+      LOG_WARN_LIMITED(
+          "api: {} {} from {} refused: Host \"{}\" is not a name this server answers to",
+          req.method, req.path, req.peer, name);
+      return Error(403, "Host \"" + std::string(name) +
+                            "\" is not a name this server answers to (an IP address, localhost, or "
+                            "a name given with --http-allow-host)");
+    }
+  }
+  // Cross-site forms can send only these types without asking first.
+  if (IsWrite(req.method)) {
+    std::string ct(MediaType(req.Header("content-type")));
+    for (char& c : ct) c = AsciiLower(c);
+    if (ct == "application/x-www-form-urlencoded" || ct == "multipart/form-data" ||
+        ct == "text/plain") {
+      ++counters_.refused_content_type;
+      LOG_WARN_LIMITED("api: {} {} from {} refused: Content-Type {}", req.method, req.path,
+                       req.peer, ct);
+      return Error(415, "Content-Type " + ct +
+                            " is refused on writes (a browser form can send it): send "
+                            "application/json (curl: -H 'Content-Type: application/json')");
+    }
+  }
+  if (req.HasQuery("token"))
+    return Error(400,
+                 "?token= is refused: tokens end up in logs and browser history; send it as "
+                 "X-Consul-Token or Authorization: Bearer");
+  return std::nullopt;
+}
+
+Response Api::Denied(const Request& req, const std::string& why) {
+  ++counters_.acl_denied;
+  LOG_WARN_LIMITED("api: {} {} from {}: {}", req.method, req.path, req.peer, why);
+  Response r = Response::Text(403, why);
+  ++counters_.rejected;
+  return r;
+}
+
+std::string Api::Deny(const Request& req, Resource r, std::string_view name, Access need) const {
+  if (!opts_.acl) return "";
+  auto it = callers_.find(&req);
+  if (it == callers_.end()) return "Permission denied: no token resolved for this request";
+  return it->second.Denied(r, name, need);
+}
+
+std::string Api::RouteDenied(const Request& req) const {
+  const std::string_view path = req.path;
+  const bool get = !IsWrite(req.method);
+  auto need = [&](Resource r, std::string_view name, Access a) { return Deny(req, r, name, a); };
+  if (path == "/ready" || StartsWith(path, "/v1/status/") || path == "/v1/connect/ca/roots")
+    return "";
+  if (path == "/metrics" || path == "/stats" || StartsWith(path, "/v1/agent/"))
+    return need(Resource::kOperator, "", Access::kRead);
+  if (path == "/v1/connect/ca/rotate") return need(Resource::kOperator, "", Access::kWrite);
+  if (path == "/v1/weft/prometheus-sd") return need(Resource::kService, "", Access::kRead);
+  if (StartsWith(path, "/v1/catalog/")) {
+    const std::string_view rest = path.substr(12);
+    if (!get) return "";  // register/deregister: checked against the body
+    if (rest == "services") return need(Resource::kService, "", Access::kRead);
+    if (rest == "nodes") return need(Resource::kNode, "", Access::kRead);
+    if (StartsWith(rest, "service/"))
+      return need(Resource::kService, rest.substr(8), Access::kRead);
+    if (StartsWith(rest, "node/")) return need(Resource::kNode, rest.substr(5), Access::kRead);
+    return "";
+  }
+  if (StartsWith(path, "/v1/health/")) {
+    const std::string_view rest = path.substr(11);
+    if (StartsWith(rest, "service/"))
+      return need(Resource::kService, rest.substr(8), Access::kRead);
+    if (StartsWith(rest, "checks/")) return need(Resource::kService, rest.substr(7), Access::kRead);
+    if (StartsWith(rest, "node/")) return need(Resource::kNode, rest.substr(5), Access::kRead);
+    std::string why = need(Resource::kService, "", Access::kRead);
+    return why.empty() ? need(Resource::kNode, "", Access::kRead) : why;
+  }
+  if (StartsWith(path, "/v1/config")) {
+    if (!get) return "";  // the namespace may come from the body: checked there
+    std::string_view rest = path.substr(10);
+    if (!rest.empty() && rest[0] == '/') rest.remove_prefix(1);
+    const size_t slash = rest.find('/');
+    const std::string kind(rest.substr(0, slash));
+    if (kind.empty()) return need(Resource::kConfig, "", Access::kRead);
+    const std::string* ns = req.Query("ns");
+    if (slash == std::string_view::npos || (ns && *ns == "*"))
+      return need(Resource::kConfig, kind + "/", Access::kRead);
+    const std::string name(rest.substr(slash + 1));
+    return need(Resource::kConfig, ConfigRuleName(kind, ns && !ns->empty() ? *ns : "default", name),
+                Access::kRead);
+  }
+  return "";  // /v1/acl checks in its handlers; anything else is a 404
+}
+
+std::string Api::ConfigRuleName(std::string_view kind, std::string_view ns, std::string_view name) {
+  return std::string(kind) + "/" + std::string(ns) + "/" + std::string(name);
+}
+
+// ---- /v1/acl ----
+
+asio::awaitable<Response> Api::AclRequest(Request& req, std::string_view rest) {
+  if (!opts_.acl)
+    co_return Error(404, "ACLs are off on this server (--dev): there are no tokens or policies");
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const bool put = req.method == "PUT" || req.method == "POST";
+  const bool del = req.method == "DELETE";
+  if (rest == "token/self" && get) {
+    const acl::Token* t = acl_.TokenBySecret(TokenOf(req));
+    if (!t) co_return Error(404, "no token in this request (X-Consul-Token)");
+    co_return Reply(t->ToJson(acl_.policies()), t->modify_index);
+  }
+  if (std::string why = Deny(req, Resource::kAcl, "", get ? Access::kRead : Access::kWrite);
+      !why.empty())
+    co_return Denied(req, why);
+  if (rest == "policies" && get) {
+    json out = json::array();
+    for (const auto& [id, p] : acl_.policies()) out.push_back(p.ToJson());
+    co_return Reply(out, acl_.index());
+  }
+  if (rest == "tokens" && get) {
+    json out = json::array();
+    for (const auto& [id, t] : acl_.tokens()) out.push_back(t.ToJson(acl_.policies()));
+    co_return Reply(out, acl_.index());
+  }
+  if (rest == "policy" && put) co_return co_await AclPolicyPut(req, "");
+  if (StartsWith(rest, "policy/name/") && get) {
+    const acl::Policy* p = acl_.PolicyByName(rest.substr(12));
+    if (!p) co_return Error(404, "no policy named \"" + std::string(rest.substr(12)) + "\"");
+    co_return Reply(p->ToJson(), p->modify_index);
+  }
+  if (StartsWith(rest, "policy/")) {
+    const std::string id(rest.substr(7));
+    if (put) co_return co_await AclPolicyPut(req, id);
+    const acl::Policy* p = acl_.PolicyById(id);
+    if (!p) co_return Error(404, "no policy " + id);
+    if (get) co_return Reply(p->ToJson(), p->modify_index);
+    if (del) {
+      if (id == acl::kManagementPolicyId || id == acl::kAnonymousPolicyId)
+        co_return Error(400, "policy " + p->name + " is built in and cannot be deleted");
+      for (const auto& [acc, t] : acl_.tokens())
+        for (const auto& pid : t.policy_ids)
+          if (pid == id)
+            co_return Error(
+                409, "policy " + p->name + " is used by token " + acc + ": delete the token first");
+      const std::string key = std::string(acl::kPolicyPrefix) + id;
+      store::Store* st = store_.get();
+      const std::function<Result<int64_t>()> write = [st, key] { return st->Delete(key); };
+      Status s = co_await RunWrite(write);
+      if (!s.ok()) co_return Error(HttpStatusFor(s), "policy delete: " + s.message());
+      LOG_INFO("acl: policy {} ({}) deleted by a request from {}", id, p ? p->name : "", req.peer);
+      co_return Reply(true, acl_.index());
+    }
+    co_return Error(405, "use GET, PUT or DELETE /v1/acl/policy/ID");
+  }
+  if (rest == "token" && put) co_return co_await AclTokenCreate(req);
+  if (StartsWith(rest, "token/")) {
+    const std::string accessor(rest.substr(6));
+    const acl::Token* t = acl_.TokenByAccessor(accessor);
+    if (!t) co_return Error(404, "no token " + accessor);
+    if (get) co_return Reply(t->ToJson(acl_.policies()), t->modify_index);
+    if (del) {
+      const std::string key = std::string(acl::kTokenPrefix) + accessor;
+      store::Store* st = store_.get();
+      const std::function<Result<int64_t>()> write = [st, key] { return st->Delete(key); };
+      Status s = co_await RunWrite(write);
+      if (!s.ok()) co_return Error(HttpStatusFor(s), "token delete: " + s.message());
+      LOG_INFO("acl: token {} deleted by a request from {}", accessor, req.peer);
+      co_return Reply(true, acl_.index());
+    }
+    co_return Error(405,
+                    "use GET or DELETE /v1/acl/token/ACCESSOR (tokens are not updated: create a "
+                    "new one)");
+  }
+  co_return Error(404, "not found: " + std::string(req.path) +
+                           " (see docs/api.md: /v1/acl/policy, /v1/acl/token)");
+}
+
+asio::awaitable<Response> Api::AclPolicyPut(Request& req, std::string id) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    co_return Error(400, "policy: the body must be a JSON object {Name, Description, Rules}");
+  for (const auto& [k, v] : body.items()) {
+    if (k != "Name" && k != "Description" && k != "Rules" && k != "ID")
+      co_return Error(400, "policy: unknown field \"" + k + "\" (use Name, Description, Rules)");
+    if (!v.is_string()) co_return Error(400, "policy: " + k + " must be a string");
+  }
+  acl::Policy p;
+  const acl::Policy* old = id.empty() ? nullptr : acl_.PolicyById(id);
+  if (!id.empty() && !old) co_return Error(404, "no policy " + id);
+  p.id = id.empty() ? acl::NewUuid() : id;
+  p.name = body.value("Name", old ? old->name : "");
+  p.description = body.value("Description", old ? old->description : "");
+  p.rules_text = body.value("Rules", old ? old->rules_text : "");
+  if (!mesh::ValidName(p.name))
+    co_return Error(400, "policy: Name \"" + p.name +
+                             "\" must be a name (lower-case letters, digits, '-', at most 63)");
+  if (old && id == acl::kManagementPolicyId)
+    co_return Error(400, "policy global-management is built in and cannot be changed");
+  if (old && id == acl::kAnonymousPolicyId && p.name != old->name)
+    co_return Error(400, "policy anonymous is built in: its rules may change, not its name");
+  if (const acl::Policy* same = acl_.PolicyByName(p.name); same && same->id != p.id)
+    co_return Error(409, "policy: a policy named \"" + p.name + "\" exists (" + same->id + ")");
+  if (!old && acl_.policies().size() >= acl::kMaxPolicies)
+    co_return Error(400, "policy: at most " + std::to_string(acl::kMaxPolicies) + " policies");
+  auto rules = acl::ParseRules(p.rules_text);
+  if (!rules.ok()) co_return Error(400, "policy " + p.name + ": " + rules.status().message());
+  const std::string key = std::string(acl::kPolicyPrefix) + p.id;
+  const std::string doc = acl::PolicyDoc(p);
+  const int64_t expected = old ? old->modify_index : 0;
+  store::Store* st = store_.get();
+  const std::function<Result<int64_t>()> write = [st, key, doc, expected] {
+    return st->PutIf(key, doc, expected);
+  };
+  Status s = co_await RunWrite(write);
+  if (!s.ok()) co_return Error(HttpStatusFor(s), "policy " + p.name + ": " + s.message());
+  LOG_INFO("acl: policy {} ({}) {} by a request from {}", p.name, p.id, old ? "updated" : "created",
+           req.peer);
+  const acl::Policy* now = acl_.PolicyById(p.id);
+  if (!now) co_return Error(503, "policy " + p.name + " written but not yet seen");
+  co_return Reply(now->ToJson(), now->modify_index);
+}
+
+asio::awaitable<Response> Api::AclTokenCreate(Request& req) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    co_return Error(400, "token: the body must be a JSON object {Description, Policies}");
+  acl::Token t;
+  for (const auto& [k, v] : body.items()) {
+    if (k == "Description" && v.is_string()) {
+      t.description = v.get<std::string>();
+    } else if (k == "Policies" && v.is_array()) {
+      if (v.size() > acl::kMaxPoliciesPerToken)
+        co_return Error(
+            400, "token: at most " + std::to_string(acl::kMaxPoliciesPerToken) + " policies");
+      for (const auto& link : v) {
+        const acl::Policy* p = nullptr;
+        if (link.is_object() && link.contains("ID") && link["ID"].is_string()) {
+          p = acl_.PolicyById(link["ID"].get<std::string>());
+        } else if (link.is_object() && link.contains("Name") && link["Name"].is_string()) {
+          p = acl_.PolicyByName(link["Name"].get<std::string>());
+        } else {
+          co_return Error(400, "token: each of Policies is {\"ID\": ...} or {\"Name\": ...}");
+        }
+        if (!p) co_return Error(400, "token: no such policy: " + link.dump());
+        t.policy_ids.push_back(p->id);
+      }
+    } else {
+      co_return Error(400, "token: unknown or mistyped field \"" + k +
+                               "\" (use Description: string, Policies: [{ID|Name}])");
+    }
+  }
+  if (t.description.size() > 1024) co_return Error(400, "token: Description over 1024 bytes");
+  if (acl_.tokens().size() >= acl::kMaxTokens)
+    co_return Error(400, "token: at most " + std::to_string(acl::kMaxTokens) + " tokens");
+  t.accessor = acl::NewUuid();
+  const std::string secret = acl::NewUuid();
+  t.secret_hash = acl::HashSecret(secret);
+  t.create_time = static_cast<int64_t>(std::time(nullptr));
+  const std::string key = std::string(acl::kTokenPrefix) + t.accessor;
+  const std::string doc = acl::TokenDoc(t);
+  store::Store* st = store_.get();
+  const std::function<Result<int64_t>()> write = [st, key, doc] { return st->PutIf(key, doc, 0); };
+  Status s = co_await RunWrite(write);
+  if (!s.ok()) co_return Error(HttpStatusFor(s), "token: " + s.message());
+  LOG_INFO("acl: token {} created by a request from {}", t.accessor, req.peer);
+  const acl::Token* now = acl_.TokenByAccessor(t.accessor);
+  json out = (now ? *now : t).ToJson(acl_.policies());
+  out["SecretID"] = secret;  // shown once: the store has only its hash
+  co_return Reply(out, now ? now->modify_index : acl_.index());
+}
+
+Result<std::string> BootstrapAcl(store::Store* st, std::string secret) {
+  auto done = st->Get(acl::kBootstrapKey);
+  if (done.ok()) return std::string();
+  if (done.status().code() != StatusCode::kNotFound) return done.status();
+  // The built-in policies (fixed IDs: every replica writes the same ones).
+  for (const auto& [id, name, rules] :
+       {std::tuple{acl::kManagementPolicyId, acl::kManagementPolicy, acl::ManagementRules()},
+        std::tuple{acl::kAnonymousPolicyId, acl::kAnonymousPolicy, acl::DefaultAnonymousRules()}}) {
+    acl::Policy p;
+    p.id = id;
+    p.name = name;
+    p.rules_text = rules;
+    p.description = name == acl::kManagementPolicy ? "Everything (built in)"
+                                                   : "What callers without a token may do";
+    auto w = st->PutIf(std::string(acl::kPolicyPrefix) + p.id, acl::PolicyDoc(p), 0);
+    if (!w.ok() && w.status().code() != StatusCode::kFailedPrecondition) return w.status();
+  }
+  if (secret.empty()) secret = acl::NewUuid();
+  acl::Token t;
+  t.accessor = acl::NewUuid();
+  t.secret_hash = acl::HashSecret(secret);
+  t.description = "Bootstrap management token";
+  t.policy_ids = {std::string(acl::kManagementPolicyId)};
+  t.create_time = static_cast<int64_t>(std::time(nullptr));
+  const std::string key = std::string(acl::kTokenPrefix) + t.accessor;
+  auto w = st->PutIf(key, acl::TokenDoc(t), 0);
+  if (!w.ok()) return w.status();
+  // The marker last: a replica that loses the race takes its token back.
+  auto m = st->PutIf(acl::kBootstrapKey, t.accessor, 0);
+  if (!m.ok()) {
+    (void)st->Delete(key);
+    if (m.status().code() == StatusCode::kFailedPrecondition) return std::string();
+    return m.status();
+  }
+  return secret;
+}
+
+}  // namespace weft::control
