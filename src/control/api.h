@@ -67,7 +67,8 @@ struct ApiOptions {
   // Every request is checked against its token's policies (acl.h). Off:
   // everything is open (--dev).
   bool acl = false;
-  // Host names requests may carry besides IP literals and localhost.
+  // Host names requests may carry besides IP literals and localhost; ".x"
+  // allows every name under x.
   std::vector<std::string> allowed_hosts;
 };
 

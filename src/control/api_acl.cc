@@ -64,8 +64,21 @@ std::optional<Response> Api::Refuse(const Request& req) {
   // address, reaches the API with its own name as Host.
   if (std::string_view host = req.Header("host"); !host.empty()) {
     const std::string_view name = HostName(host);
-    bool ok = IsIpLiteral(name) || IEquals(name, "localhost");
-    for (const auto& allowed : opts_.allowed_hosts) ok = ok || IEquals(name, allowed);
+    // Besides: this machine's name, and the mesh's own DNS names (the agents
+    // answer for .weft; no one can register one on the internet).
+    static const std::string self = [] {
+      char h[256] = {};
+      return gethostname(h, sizeof(h) - 1) == 0 ? std::string(h) : std::string();
+    }();
+    bool ok = IsIpLiteral(name) || IEquals(name, "localhost") ||
+              (!self.empty() && IEquals(name, self)) ||
+              (name.size() > 5 && IEquals(name.substr(name.size() - 5), ".weft"));
+    for (const auto& allowed : opts_.allowed_hosts) {
+      // ".example.com": any name under example.com.
+      const bool suffix = !allowed.empty() && allowed[0] == '.' && name.size() > allowed.size();
+      ok = ok || IEquals(name, allowed) ||
+           (suffix && IEquals(name.substr(name.size() - allowed.size()), allowed));
+    }
     if (!ok) {
       ++counters_.refused_host;
       LOG_WARN_LIMITED(

@@ -117,11 +117,6 @@ int RunServer(const ServerOptions& in) {
   api_opts.max_blocking_queries = opts.max_blocking_queries;
   api_opts.acl = acl_on;
   api_opts.allowed_hosts = opts.allowed_hosts;
-  {
-    char host[256] = {};
-    if (gethostname(host, sizeof(host) - 1) == 0 && host[0])
-      api_opts.allowed_hosts.emplace_back(host);
-  }
   Api api(io, std::move(st).value(), api_opts);
   if (acl_on) {
     auto made = BootstrapAcl(api.store(), preset_secret);
