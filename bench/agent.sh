@@ -32,7 +32,7 @@ GRPC=$(echo "$LINE" | grep -o 'grpc=[0-9.:]*' | cut -d= -f2)
 echo "== registering 10,000 instances" >&2
 "$BUILD/bench/weft_control_bench" --http "$HTTP" --grpc "$GRPC" --instances 10000 --skip-stream > "$WORK/populate.json"
 for i in 1 2 3; do
-  curl -fsS -X PUT "http://$HTTP/v1/catalog/register" \
+  curl -fsS -X PUT -H 'Content-Type: application/json' "http://$HTTP/v1/catalog/register" \
     -d "{\"Node\":\"small-$i\",\"Address\":\"10.9.0.$i\",\"Service\":{\"Service\":\"small\",\"Port\":8080}}" >/dev/null
 done
 

@@ -43,7 +43,8 @@ start_server() {  # $1: name, rest: store flags
 
 echo "== embedded store (SQLite, WAL, synchronous=FULL)" >&2
 start_server sqlite --data-dir "$WORK/sqlite"
-$(pin "${PIN_BENCH:-}") "$BENCH" --http "$HTTP" --grpc "$GRPC" --server-pid "$SERVER_PID" --instances "$INSTANCES" \
+# ACLs are on (no --dev): the bench writes with the bootstrap management token.
+$(pin "${PIN_BENCH:-}") "$BENCH" --http "$HTTP" --grpc "$GRPC" --token "$(cat "$WORK/sqlite/bootstrap-token")" --server-pid "$SERVER_PID" --instances "$INSTANCES" \
   --subscribers "$SUBSCRIBERS" --burst "$BURST" --writers "$WRITERS" > "$WORK/sqlite.json"
 cat "$WORK/sqlite.json"
 kill -9 "$SERVER_PID"
@@ -59,8 +60,8 @@ for _ in $(seq 100); do
   python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$EC/health', timeout=1)" 2>/dev/null && break
   sleep 0.1
 done
-start_server etcd --store "etcd://127.0.0.1:$EC"
-$(pin "${PIN_BENCH:-}") "$BENCH" --http "$HTTP" --grpc "$GRPC" --server-pid "$SERVER_PID" --instances "$INSTANCES" \
+start_server etcd --store "etcd://127.0.0.1:$EC" --data-dir "$WORK/etcd-local"
+$(pin "${PIN_BENCH:-}") "$BENCH" --http "$HTTP" --grpc "$GRPC" --token "$(cat "$WORK/etcd-local/bootstrap-token")" --server-pid "$SERVER_PID" --instances "$INSTANCES" \
   --subscribers "$SUBSCRIBERS" --burst "$BURST" --writers "$WRITERS" --raw-etcd "127.0.0.1:$EC" \
   > "$WORK/etcd.json"
 cat "$WORK/etcd.json"

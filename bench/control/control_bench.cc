@@ -1,7 +1,7 @@
 // Control-plane benchmark: write throughput through the REST API, and
 // propagation of catalog changes to many config-stream subscribers.
 //
-//   weft_control_bench --http H:P --grpc H:P [--server-pid PID]
+//   weft_control_bench --http H:P --grpc H:P [--token T] [--server-pid PID]
 //       [--instances 10000] [--subscribers 1000] [--burst 1000] [--writers 16]
 //       [--raw-etcd H:P] [--skip-stream]
 //
@@ -57,6 +57,14 @@ long RssKb(int pid) {
   return 0;
 }
 
+// The server's ACL token (--token), sent with every API call.
+std::string g_token;
+weft::http::ClientOptions ClientOpts() {
+  weft::http::ClientOptions o;
+  if (!g_token.empty()) o.headers.emplace_back("x-consul-token", g_token);
+  return o;
+}
+
 // Runs `n` jobs over `writers` threads, each with its own keep-alive client.
 template <typename Fn>
 double Parallel(const std::string& addr, int n, int writers, Fn job) {
@@ -66,7 +74,7 @@ double Parallel(const std::string& addr, int n, int writers, Fn job) {
   std::vector<std::thread> ts;
   for (int w = 0; w < writers; ++w) {
     ts.emplace_back([&] {
-      weft::http::Client c(addr);
+      weft::http::Client c(addr, ClientOpts());
       for (int i; (i = next.fetch_add(1)) < n;) {
         if (!job(c, i)) failed++;
       }
@@ -131,6 +139,8 @@ int main(int argc, char** argv) {
       a.burst = std::stoi(next());
     else if (k == "--writers")
       a.writers = std::stoi(next());
+    else if (k == "--token")
+      g_token = next();
     else if (k == "--skip-stream")
       a.skip_stream = true;
     else {
@@ -243,7 +253,7 @@ int main(int argc, char** argv) {
   // Single changes.
   std::vector<double> lat;
   int missed = 0;
-  weft::http::Client c(a.http);
+  weft::http::Client c(a.http, ClientOpts());
   for (int round = 0; round < 5; ++round) {
     for (auto& s : seen_at) s = 0;
     const int m = 40000 + round;

@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "base/file.h"
 #include "base/log.h"
@@ -15,6 +17,53 @@ namespace weft::agent {
 namespace {
 
 using json = nlohmann::json;
+
+// An HTTP method: a token (RFC 9110 5.6.2), so it cannot end the request
+// line early (CR/LF, spaces) when the check sends it.
+bool IsMethod(std::string_view m) {
+  if (m.empty() || m.size() > 32) return false;
+  for (unsigned char c : m) {
+    if (std::isalnum(c) == 0 &&
+        std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) == std::string_view::npos)
+      return false;
+  }
+  return true;
+}
+
+// HOST:PORT with a name or IP host ([v6]:port) and nothing else: no scheme,
+// no unix: socket, no spaces or control bytes. `allow_path` lets a path
+// ("/service" of a gRPC check, an HTTP check's path) follow; an HTTP
+// check's URL may leave the port out.
+bool IsHostPort(std::string_view s, bool allow_path, bool need_port = true) {
+  if (allow_path) s = s.substr(0, s.find('/'));
+  size_t colon = s.rfind(':');
+  std::string with_port;
+  if (!need_port && (colon == std::string_view::npos || s.back() == ']')) {
+    with_port = std::string(s) + ":80";
+    s = with_port;
+    colon = s.rfind(':');
+  }
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == s.size()) return false;
+  std::string_view host = s.substr(0, colon), port = s.substr(colon + 1);
+  if (host.front() == '[') {
+    if (host.back() != ']') return false;
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty() || host.size() > 253 || port.size() > 5) return false;
+  for (unsigned char c : port)
+    if (std::isdigit(c) == 0) return false;
+  if (std::stoi(std::string(port)) > 65535) return false;
+  for (unsigned char c : host)
+    if (std::isalnum(c) == 0 && c != '.' && c != '-' && c != ':' && c != '_') return false;
+  return host != "unix";
+}
+
+// An http:// URL the check may send as is: printable ASCII, no spaces.
+bool IsCleanUrl(std::string_view u) {
+  for (unsigned char c : u)
+    if (c <= 0x20 || c >= 0x7f) return false;
+  return true;
+}
 
 Status Invalid(const std::string& field, const std::string& what) {
   return {StatusCode::kInvalidArgument, field + ": " + what};
@@ -147,6 +196,15 @@ Status LocalState::Register(const json& in, std::string* id) {
       return Invalid(path + "HTTP", "a check needs exactly one of HTTP, TCP, GRPC or TTL");
     if (!d.http.empty() && d.http.rfind("http://", 0) != 0)
       return Invalid(path + "HTTP", "\"" + d.http + "\": use an http:// URL");
+    if (!d.http.empty() && (!IsCleanUrl(d.http) || !IsHostPort(d.http.substr(7), true, false)))
+      return Invalid(path + "HTTP",
+                     "expected http://HOST:PORT/PATH with no spaces or control characters");
+    if (!IsMethod(d.method))
+      return Invalid(path + "Method", "expected an HTTP method (a token such as GET or HEAD)");
+    if (!d.tcp.empty() && !IsHostPort(d.tcp, false))
+      return Invalid(path + "TCP", "\"" + d.tcp + "\": expected HOST:PORT");
+    if (!d.grpc.empty() && !IsHostPort(d.grpc, true))
+      return Invalid(path + "GRPC", "\"" + d.grpc + "\": expected HOST:PORT or HOST:PORT/SERVICE");
     if (Status s = Duration(c, "Interval", path, &d.interval_ms); !s.ok()) return s;
     if (Status s = Duration(c, "Timeout", path, &d.timeout_ms); !s.ok()) return s;
     if (d.ttl.empty() && c.find("Interval") == c.end())

@@ -211,6 +211,25 @@ def test_local_registration_reaches_every_agent_and_the_server(server, agent, ba
                                  {"Name": "x", "Check": {"HTTP": "http://127.0.0.1:1/"}})
     assert status == 400 and "Interval" in text
     assert a1.request("PUT", "/v1/agent/service/deregister/nope")[0] == 404
+    # What a check sends or dials is validated: no request injection through
+    # Method or the URL, no unix: sockets or schemes as targets.
+    for check, field in [({"HTTP": "http://127.0.0.1:1/", "Method": "GET / HTTP/1.1\r\nX: y\r\n"}, "Method"),
+                         ({"HTTP": "http://127.0.0.1:1/a b", "Method": "GET"}, "HTTP"),
+                         ({"HTTP": "http://127.0.0.1:1/\r\nX: y"}, "HTTP"),
+                         ({"TCP": "unix:/run/docker.sock"}, "TCP"),
+                         ({"TCP": "127.0.0.1"}, "TCP"),
+                         ({"GRPC": "unix:/var/run/x.sock"}, "GRPC"),
+                         ({"GRPC": "127.0.0.1:99999"}, "GRPC")]:
+        status, _, text = a1.request("PUT", "/v1/agent/service/register",
+                                     {"Name": "bad", "Port": 1, "Check": {**check, "Interval": "10s"}})
+        assert status == 400 and field in text, (check, status, text)
+    assert "bad" not in a1.get_json("/v1/agent/services")[0]
+    ok = {"Name": "good", "ID": "good-1", "Port": 1,
+          "Checks": [{"HTTP": "http://localhost/health", "Method": "HEAD", "Interval": "10s"},
+                     {"GRPC": "127.0.0.1:50051/grpc.health.v1.Health", "Interval": "10s"},
+                     {"TCP": "[::1]:6379", "Interval": "10s"}]}
+    assert a1.request("PUT", "/v1/agent/service/register", ok)[0] == 200
+    assert a1.request("PUT", "/v1/agent/service/deregister/good-1")[0] == 200
 
 
 def test_failing_health_check_leaves_dns_and_the_proxy(server, agent, backends, mesh_proxy):
