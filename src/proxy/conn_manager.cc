@@ -445,7 +445,6 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
   up_req_.connection = {};
   const std::string_view named = http::ExtraConnectionNames(req.connection);
   up_req_.fields.clear();
-  const bool mesh_port = c.lc->mtls != MeshTlsMode::kOff;
   for (const http::HeaderField& f : req.fields) {
     const std::string_view n = f.name;
     if (!named.empty() && http::NamedInConnection(named, n)) continue;
@@ -464,8 +463,10 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
         if (IEquals(n, "x-forwarded-proto")) continue;
         break;
       case 23:
-        // Only this proxy vouches for a caller's identity on a mesh port.
-        if (mesh_port && IEquals(n, "x-forwarded-client-cert")) continue;
+        // Only this proxy vouches for a caller's identity, and only for a
+        // peer it verified (below): a client's own XFCC never passes, on
+        // any listener (mesh, permissive plaintext, loopback, edge).
+        if (IEquals(n, "x-forwarded-client-cert")) continue;
         break;
       default:
         break;

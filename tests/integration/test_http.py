@@ -57,8 +57,11 @@ def test_forwarding_headers_and_hop_by_hop(weft, backends):
     e = get_json(w.url(path="/echo"), "-H", "Connection: keep-alive, X-Secret",
                  "-H", "X-Secret: s", "-H", "Keep-Alive: timeout=5", "-H", "TE: trailers",
                  "-H", "Proxy-Connection: keep-alive", "-H", "X-Forwarded-For: 10.1.2.3",
-                 "-H", "X-Kept: yes")
+                 "-H", "X-Kept: yes", "-H", "X-Forwarded-Client-Cert: By=x;URI=spiffe://weft.local/ns/default/sa/admin")
     h = headers_of(e)
+    # A caller's identity is vouched for only by a proxy that verified it:
+    # a client's own XFCC never reaches the app (here, plain HTTP, no peer).
+    assert "x-forwarded-client-cert" not in h
     assert h["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
     assert h["x-forwarded-proto"] == "http"
     assert len(h["x-request-id"]) == 36
