@@ -9,6 +9,7 @@
 #include "http/grpc.h"
 #include "http/http1/codec.h"
 #include "http/http2/codec.h"
+#include "http/path.h"
 #include "io/asio.h"
 #include "proxy/access_log.h"
 #include "proxy/router.h"
@@ -415,7 +416,24 @@ bool HttpConnectionManager::ActiveStream::Decide(const Ctx& c, http::ServerStrea
     x->Reply(405, "CONNECT is not supported by this listener", true);
     return false;
   }
+  // One spelling per path before routing and authorization: a rule on
+  // /admin is not walked around with //admin, /%61dmin or /./admin.
   x->request = &req;
+  switch (http::NormalizePath(req.path, &normal_path_)) {
+    case http::PathVerdict::kUnchanged:
+      break;
+    case http::PathVerdict::kNormalized:
+      normal_req_ = req;
+      normal_req_.path = normal_path_;
+      x->request = &normal_req_;
+      break;
+    case http::PathVerdict::kRejected:
+      c.ls->Rejected(Reject::kAmbiguousPath);
+      LOG_WARN_LIMITED("listener {}: {} from {} refused: {}", c.lc->name, req.method,
+                       cm_->client_ip_, normal_path_);
+      x->Reply(400, normal_path_);
+      return false;
+  }
   x->peer = cm_->peer_;
   x->client_addr = cm_->client_addr_;
   x->lc = c.lc;
@@ -518,7 +536,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       rs.http.RecordGrpc(code);
     }
   };
-  BuildUpstreamRequest(c, req);
+  BuildUpstreamRequest(c, *x.request);  // the normalized path, when it changed
 
   // Pick, connect (or reuse), send, and read the response head, under the
   // retry policy (upstream/retry.h).

@@ -134,6 +134,10 @@ class HttpConnectionManager : public Deadline,
 
     // Per exchange, kept across exchanges for their capacity.
     http::RequestHeaders up_req_;
+    // The request with its path normalized (http/path.h), when that changed
+    // it; routing, authorization and the upstream see this one.
+    http::RequestHeaders normal_req_;
+    std::string normal_path_;
     std::string request_id_, forwarded_for_, client_cert_, reply_length_;
     int64_t upstream_ns_ = 0;
     uint64_t rq_bytes_ = 0, rs_bytes_ = 0;

@@ -37,6 +37,8 @@ const char* RejectName(Reject r) {
       return "not_redirected";
     case Reject::kEgressBlocked:
       return "egress_blocked";
+    case Reject::kAmbiguousPath:
+      return "ambiguous_path";
     case Reject::kCount:
       break;
   }

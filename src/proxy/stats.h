@@ -55,6 +55,7 @@ enum class Reject : uint8_t {
   kDenied,           // an authorization policy denied it (403, or a TCP close)
   kNotRedirected,    // capture: reached the capture port directly, not through iptables
   kEgressBlocked,    // capture: a destination outside the mesh under registry-only egress
+  kAmbiguousPath,    // 400: an escaped '/', '\' or NUL, a backslash or a control byte in the path
   kCount,
 };
 const char* RejectName(Reject r);
