@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "base/log.h"
+#include "base/strings.h"
 
 namespace weft::control::acl {
 
@@ -109,6 +110,9 @@ Result<Rules> ParseRules(std::string_view text) {
                                                     " bytes, over the limit of " +
                                                     std::to_string(kMaxRulesBytes));
   Rules out;
+  size_t bad_at = 0;
+  if (text.find('\0') != std::string_view::npos || !IsValidUtf8(text, &bad_at))
+    return Status(StatusCode::kInvalidArgument, "rules: not UTF-8 text");
   if (text.find_first_not_of(" \t\r\n") == std::string_view::npos) return out;
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object())
@@ -203,7 +207,7 @@ json Token::ToJson(const std::map<std::string, Policy, std::less<>>& policies) c
 std::string PolicyDoc(const Policy& p) {
   return json{
       {"ID", p.id}, {"Name", p.name}, {"Description", p.description}, {"Rules", p.rules_text}}
-      .dump();
+      .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string TokenDoc(const Token& t) {
@@ -212,7 +216,7 @@ std::string TokenDoc(const Token& t) {
               {"Description", t.description},
               {"PolicyIDs", t.policy_ids},
               {"CreateTime", t.create_time}}
-      .dump();
+      .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 Result<Policy> ParsePolicyDoc(std::string_view doc) {
