@@ -83,6 +83,12 @@ std::optional<uint64_t> ParseDecimal(std::string_view s);
 // U+10FFFF). Otherwise *bad_at is the offset of the first bad byte.
 bool IsValidUtf8(std::string_view s, size_t* bad_at);
 
+// How deeply `{` and `[` nest in a JSON (or YAML flow) text, outside
+// double-quoted strings: parsers and the code that walks their trees recurse
+// once per level, so outside input is checked against kMaxJsonDepth first.
+size_t JsonNestingDepth(std::string_view s);
+inline constexpr size_t kMaxJsonDepth = 64;
+
 // The non-empty elements of a comma-separated list ("a,b,,c" -> a b c).
 std::vector<std::string> SplitCommas(std::string_view s);
 

@@ -114,6 +114,8 @@ Result<Rules> ParseRules(std::string_view text) {
   if (text.find('\0') != std::string_view::npos || !IsValidUtf8(text, &bad_at))
     return Status(StatusCode::kInvalidArgument, "rules: not UTF-8 text");
   if (text.find_first_not_of(" \t\r\n") == std::string_view::npos) return out;
+  if (JsonNestingDepth(text) > kMaxJsonDepth)
+    return Status(StatusCode::kInvalidArgument, "rules: nested too deeply");
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     return Status(StatusCode::kInvalidArgument,
@@ -219,14 +221,27 @@ std::string TokenDoc(const Token& t) {
       .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+namespace {
+// A field of a stored document, or "" / 0 when it is missing or of another
+// type (json::value would throw).
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+int64_t Int(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+}  // namespace
+
 Result<Policy> ParsePolicyDoc(std::string_view doc) {
   json j = json::parse(doc, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status(StatusCode::kInvalidArgument, "not JSON");
   Policy p;
-  p.id = j.value("ID", "");
-  p.name = j.value("Name", "");
-  p.description = j.value("Description", "");
-  p.rules_text = j.value("Rules", "");
+  p.id = Str(j, "ID");
+  p.name = Str(j, "Name");
+  p.description = Str(j, "Description");
+  p.rules_text = Str(j, "Rules");
   auto r = ParseRules(p.rules_text);
   if (!r.ok()) return r.status();
   p.rules = std::make_shared<const Rules>(std::move(r).value());
@@ -237,10 +252,10 @@ Result<Token> ParseTokenDoc(std::string_view doc) {
   json j = json::parse(doc, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status(StatusCode::kInvalidArgument, "not JSON");
   Token t;
-  t.accessor = j.value("AccessorID", "");
-  t.secret_hash = j.value("SecretHash", "");
-  t.description = j.value("Description", "");
-  t.create_time = j.value("CreateTime", int64_t{0});
+  t.accessor = Str(j, "AccessorID");
+  t.secret_hash = Str(j, "SecretHash");
+  t.description = Str(j, "Description");
+  t.create_time = Int(j, "CreateTime");
   if (auto it = j.find("PolicyIDs"); it != j.end() && it->is_array()) {
     for (const auto& id : *it)
       if (id.is_string()) t.policy_ids.push_back(id.get<std::string>());

@@ -103,6 +103,9 @@ std::optional<Response> Api::Refuse(const Request& req) {
                             "application/json (curl: -H 'Content-Type: application/json')");
     }
   }
+  if (!req.body.empty() && JsonNestingDepth(req.body) > kMaxJsonDepth)
+    return Error(400, "the body nests deeper than " + std::to_string(kMaxJsonDepth) +
+                          " levels of objects and lists");
   if (req.HasQuery("token"))
     return Error(400,
                  "?token= is refused: tokens end up in logs and browser history; send it as "

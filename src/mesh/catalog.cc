@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "base/strings.h"
 #include "mesh/catalog_internal.h"
 
 namespace weft::mesh {
@@ -88,6 +89,9 @@ std::string NodeToJson(const Node& n) {
 }
 
 Result<Node> NodeFromJson(const std::string& text) {
+  if (JsonNestingDepth(text) > kMaxJsonDepth)
+    return Status(StatusCode::kInvalidArgument,
+                  "node document: nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     return Status(StatusCode::kInvalidArgument, "node document: not a JSON object");

@@ -256,6 +256,9 @@ const std::vector<std::string>& Kinds() {
 }
 
 Result<std::vector<Manifest>> ParseManifests(const std::string& text) {
+  if (JsonNestingDepth(text) > kMaxJsonDepth)
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("manifest error: nested deeper than {} levels", kMaxJsonDepth));
   size_t bad = 0;
   if (!IsValidUtf8(text, &bad)) {
     return Status(

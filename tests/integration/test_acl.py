@@ -437,3 +437,32 @@ def test_store_without_data_dir_needs_a_bootstrap_token_file(weft_bin, tmp_path)
             stop_raw(p)
     finally:
         etcd.stop()
+
+
+def test_deeply_nested_json_is_refused_by_every_json_endpoint(server, agent):
+    """400,000 levels of lists inside an otherwise valid body: each JSON
+    endpoint answers 400 and the server and agent stay up."""
+    s = server()
+    a = agent(s, "deep-node")
+    deep = "[" * 400000 + "]" * 400000
+    bodies = {
+        "/v1/catalog/register": '{"Node":"n1","Address":"127.0.0.1","Service":{"Service":"x","Meta":%s}}',
+        "/v1/catalog/deregister": '{"Node":"n1","ServiceID":%s}',
+        "/v1/config/Route/x": '{"kind":"Route","metadata":{"name":"x"},"spec":%s}',
+        "/v1/acl/policy": '{"Name":"p","Rules":"x","Description":%s}',
+        "/v1/acl/token": '{"Policies":%s}',
+        "/v1/connect/ca/rotate": '{"RootCert":%s}',
+    }
+    for path, shape in bodies.items():
+        status, _, text = s.request("PUT", path, (shape % deep).encode())
+        assert status == 400 and "deeper than 64" in text, (path, status, text[:200])
+    status, _, text = a.request("PUT", "/v1/agent/service/register",
+                                ('{"Name":"x","Port":1,"Meta":%s}' % deep).encode())
+    assert status == 400 and "deeper than 64" in text, (status, text[:200])
+    # A policy's Rules are JSON inside a JSON string: checked on their own.
+    status, _, text = s.request("PUT", "/v1/acl/policy",
+                                {"Name": "deep", "Rules": '{"service": ' + "[" * 1000 + "]" * 1000 + "}"})
+    assert status == 400 and "nested" in text, text
+    assert s.request("GET", "/v1/catalog/services")[0] == 200
+    assert a.request("GET", "/v1/agent/services")[0] == 200
+    assert s.metric("weft_server_rejected_total") >= 7

@@ -42,3 +42,19 @@ TEST(Strings, HasUpperFindsEveryUpperCaseLetterAndNothingElse) {
 
 }  // namespace
 }  // namespace weft
+
+namespace weft {
+namespace {
+
+TEST(Strings, JsonNestingDepthCountsOutsideStrings) {
+  EXPECT_EQ(JsonNestingDepth(""), 0u);
+  EXPECT_EQ(JsonNestingDepth("1"), 0u);
+  EXPECT_EQ(JsonNestingDepth(R"({"a": [1, {"b": []}]})"), 4u);
+  EXPECT_EQ(JsonNestingDepth(R"({"a": "[[[[{{{"})"), 1u);
+  EXPECT_EQ(JsonNestingDepth(R"({"a": "\"[[[["})"), 1u);  // an escaped quote stays in the string
+  EXPECT_EQ(JsonNestingDepth(std::string(400000, '[') + std::string(400000, ']')), 400000u);
+  EXPECT_EQ(JsonNestingDepth("]]]][["), 2u);  // stray closers do not go below zero
+}
+
+}  // namespace
+}  // namespace weft
