@@ -191,18 +191,13 @@ asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
       mesh::Node node = std::move(parsed).value();
       bool remove_node = false;
       if (Status s = mesh::ApplyDeregistration(body, &node, &remove_node); !s.ok()) return s;
-      // Delete is not conditional in the Store interface; overwrite with a
-      // CAS first so a concurrent registration is not lost, then delete.
+      // Deleted only as it was read: a registration that came in between
+      // makes this attempt start over, and survives.
       if (remove_node) {
-        auto w = st->PutIf(key, cur->value, cur->mod_revision);
-        if (!w.ok()) {
-          if (w.status().code() == StatusCode::kFailedPrecondition) {
-            ++conflicts;
-            continue;
-          }
-          return w;
-        }
-        return st->Delete(key);
+        auto w = st->DeleteIf(key, cur->mod_revision);
+        if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;
+        ++conflicts;
+        continue;
       }
       auto w = st->PutIf(key, mesh::NodeToJson(node), cur->mod_revision);
       if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) return w;

@@ -24,24 +24,32 @@ namespace {
 
 // Sets (critical) or removes the agent check in a node's document; false
 // when the node is gone or the write failed.
+// Compare-and-swap on the node document, so that a registration or an
+// agent's sync that lands between the read and the write is not undone.
 bool WriteAgentCheck(store::Store* st, const std::string& node, const std::string* output) {
   const std::string key = std::string(mesh::kNodePrefix) + node;
-  auto cur = st->Get(key);
-  if (!cur.ok()) return false;  // deregistered meanwhile
-  auto parsed = mesh::NodeFromJson(cur->value);
-  if (!parsed.ok()) return false;
-  mesh::Node doc = std::move(parsed).value();
-  if (output) {
-    mesh::Check c;
-    c.id = std::string(mesh::kAgentCheckId);
-    c.name = "Agent alive";
-    c.status = "critical";
-    c.output = *output;
-    doc.checks[c.id] = c;
-  } else if (doc.checks.erase(std::string(mesh::kAgentCheckId)) == 0) {
-    return true;  // already without it (the agent re-synced)
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto cur = st->Get(key);
+    if (!cur.ok()) return false;  // deregistered meanwhile
+    auto parsed = mesh::NodeFromJson(cur->value);
+    if (!parsed.ok()) return false;
+    mesh::Node doc = std::move(parsed).value();
+    if (output) {
+      mesh::Check c;
+      c.id = std::string(mesh::kAgentCheckId);
+      c.name = "Agent alive";
+      c.status = "critical";
+      c.output = *output;
+      doc.checks[c.id] = c;
+    } else if (doc.checks.erase(std::string(mesh::kAgentCheckId)) == 0) {
+      return true;  // already without it (the agent re-synced)
+    }
+    auto w = st->PutIf(key, mesh::NodeToJson(doc), cur->mod_revision);
+    if (w.ok()) return true;
+    if (w.status().code() != StatusCode::kFailedPrecondition) return false;
   }
-  return st->Put(key, mesh::NodeToJson(doc)).ok();
+  LOG_WARN("node {}: its document kept changing; the agent check is left as it is", node);
+  return false;
 }
 
 // Streams lost to one cut are detected up to a keepalive interval plus its

@@ -90,14 +90,25 @@ grpc::ServerUnaryReactor* StreamServer::Service::SyncNode(grpc::CallbackServerCo
   store::Store* st = server_->api_.store();
   const std::string key = std::string(mesh::kNodePrefix) + req->node();
   const std::string doc = mesh::NodeToJson(node.value());  // canonical form
-  auto cur = st->Get(key);
-  if (cur.ok() && cur->value == doc) {
-    resp->set_changed(false);
-    resp->set_index(cur->mod_revision);
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+  // The agent's copy replaces the node's document, as of the revision it
+  // read: a liveness mark or another write in between makes it read again
+  // rather than overwrite something it never saw.
+  Result<int64_t> w = Status(StatusCode::kUnavailable, "node document kept changing; retry");
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto cur = st->Get(key);
+    if (!cur.ok() && cur.status().code() != StatusCode::kNotFound) {
+      w = cur.status();
+      break;
+    }
+    if (cur.ok() && cur->value == doc) {
+      resp->set_changed(false);
+      resp->set_index(cur->mod_revision);
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
+    w = st->PutIf(key, doc, cur.ok() ? cur->mod_revision : 0);
+    if (w.ok() || w.status().code() != StatusCode::kFailedPrecondition) break;
   }
-  auto w = st->Put(key, doc);
   if (!w.ok()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, w.status().message()));
     return reactor;

@@ -192,6 +192,27 @@ Result<int64_t> EtcdStore::Delete(std::string_view key) {
   return AsInt(r.value()["header"], "revision");
 }
 
+Result<int64_t> EtcdStore::DeleteIf(std::string_view key, int64_t expected) {
+  const std::string k = B64(opts_.prefix + std::string(key));
+  json cmp = {{"key", k},
+              {"target", "MOD"},
+              {"result", "EQUAL"},
+              {"mod_revision", std::to_string(expected)}};
+  auto r =
+      Call("/v3/kv/txn", {{"compare", json::array({cmp})},
+                          {"success", json::array({{{"request_delete_range", {{"key", k}}}}})}});
+  if (!r.ok()) return r.status();
+  if (!r.value().value("succeeded", false)) {
+    // Gone, or changed: tell them apart for the caller.
+    auto cur = Get(key);
+    if (!cur.ok()) return cur.status();
+    return Status(StatusCode::kFailedPrecondition, "key " + std::string(key) +
+                                                       " changed (expected revision " +
+                                                       std::to_string(expected) + ")");
+  }
+  return AsInt(r.value()["header"], "revision");
+}
+
 Result<KeyValue> EtcdStore::Get(std::string_view key) {
   auto r = Call("/v3/kv/range", {{"key", B64(opts_.prefix + std::string(key))}});
   if (!r.ok()) return r.status();

@@ -46,6 +46,16 @@ Result<int64_t> MemoryStore::Delete(std::string_view key) {
   return rev;
 }
 
+Result<int64_t> MemoryStore::DeleteIf(std::string_view key, int64_t expected) {
+  std::lock_guard<std::recursive_mutex> l(mu_);
+  auto it = kvs_.find(key);
+  if (it == kvs_.end())
+    return Status(StatusCode::kNotFound, "key " + std::string(key) + " not found");
+  if (it->second.mod_revision != expected)
+    return Status(StatusCode::kFailedPrecondition, "key " + std::string(key) + " changed");
+  return Delete(key);
+}
+
 Result<KeyValue> MemoryStore::Get(std::string_view key) {
   std::lock_guard<std::recursive_mutex> l(mu_);
   auto it = kvs_.find(key);

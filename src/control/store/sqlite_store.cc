@@ -108,6 +108,12 @@ Result<int64_t> SqliteStore::PutIf(std::string_view key, std::string_view value,
 
 Result<int64_t> SqliteStore::Delete(std::string_view key) { return Write(key, nullptr, -1); }
 
+Result<int64_t> SqliteStore::DeleteIf(std::string_view key, int64_t expected) {
+  if (expected <= 0)
+    return Status(StatusCode::kInvalidArgument, "store: DeleteIf needs a revision");
+  return Write(key, nullptr, expected);
+}
+
 Result<int64_t> SqliteStore::Write(std::string_view key, const std::string_view* value,
                                    int64_t expected) {
   if (key.empty()) return Status(StatusCode::kInvalidArgument, "store: empty key");
@@ -127,12 +133,12 @@ Result<int64_t> SqliteStore::Write(std::string_view key, const std::string_view*
       mod_rev = q.ColInt(1);
     }
   }
+  if (value == nullptr && mod_rev == 0) {
+    return fail(Status(StatusCode::kNotFound, fmt::format("store: no key {}", key)));
+  }
   if (expected >= 0 && expected != mod_rev) {
     return fail(Status(StatusCode::kFailedPrecondition,
                        fmt::format("store: {} is at revision {}, not {}", key, mod_rev, expected)));
-  }
-  if (value == nullptr && mod_rev == 0) {
-    return fail(Status(StatusCode::kNotFound, fmt::format("store: no key {}", key)));
   }
   const int64_t rev = revision_ + 1;
   if (value != nullptr) {

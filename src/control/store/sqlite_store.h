@@ -33,6 +33,7 @@ class SqliteStore final : public Store {
   Result<int64_t> Put(std::string_view key, std::string_view value) override;
   Result<int64_t> PutIf(std::string_view key, std::string_view value, int64_t expected) override;
   Result<int64_t> Delete(std::string_view key) override;
+  Result<int64_t> DeleteIf(std::string_view key, int64_t expected) override;
   Result<KeyValue> Get(std::string_view key) override;
   Result<RangeResult> Range(std::string_view prefix) override;
   int64_t Revision() override;

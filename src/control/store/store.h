@@ -73,6 +73,9 @@ class Store {
   virtual Result<int64_t> PutIf(std::string_view key, std::string_view value, int64_t expected) = 0;
   // NotFound when the key does not exist.
   virtual Result<int64_t> Delete(std::string_view key) = 0;
+  // Deletes only if the key's mod_revision is `expected`: NotFound when the
+  // key does not exist, FailedPrecondition when it changed (nothing done).
+  virtual Result<int64_t> DeleteIf(std::string_view key, int64_t expected) = 0;
 
   virtual Result<KeyValue> Get(std::string_view key) = 0;
   // Every key starting with `prefix` ("" for all).

@@ -136,6 +136,20 @@ TEST_P(StoreConformance, DeleteAdvancesTheRevisionAndMissingKeysAreNotFound) {
   EXPECT_EQ(store_->Get("d").status().code(), StatusCode::kNotFound);
 }
 
+TEST_P(StoreConformance, DeleteIfDeletesOnlyTheExpectedRevision) {
+  auto r1 = store_->Put("c", "1");
+  ASSERT_TRUE(r1.ok());
+  auto r2 = store_->Put("c", "2");
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(store_->DeleteIf("c", r1.value()).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Get("c")->value, "2") << "a refused delete changes nothing";
+  auto del = store_->DeleteIf("c", r2.value());
+  ASSERT_TRUE(del.ok()) << del.status().message();
+  EXPECT_GT(del.value(), r2.value());
+  EXPECT_EQ(store_->Get("c").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteIf("c", r2.value()).status().code(), StatusCode::kNotFound);
+}
+
 TEST_P(StoreConformance, RangeIsOrderedAndStaysInsideItsPrefix) {
   for (const char* k : {"svc/b", "svc/a", "svc/c/1", "svcx", "other", "svc/ab"})
     ASSERT_TRUE(store_->Put(k, k).ok());
