@@ -4,8 +4,6 @@ included)."""
 import threading
 
 
-
-
 def test_acknowledged_registrations_survive_a_racing_deregistration(server):
     s = server()
     lost = []
