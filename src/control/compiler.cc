@@ -207,6 +207,16 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
     }
     if (health == "critical" || target->port == 0) continue;
     const std::string& addr = target->address.empty() ? ref.node->address : target->address;
+    if (!mesh::ValidHost(addr)) {
+      // Stored before registrations were checked: one bad instance must
+      // not make every caller refuse the whole update.
+      ++skipped_endpoints_;
+      LOG_WARN_LIMITED(
+          "instance {} of {} left out of its endpoints: address \"{}\" is not an IP "
+          "address or a DNS name",
+          s.id, service, addr);
+      continue;
+    }
     pb::Endpoint* ep = eps->add_endpoints();
     ep->set_address(JoinHostPort(addr, target->port));
     ep->set_weight(health == "warning" ? s.weight_warning : s.weight_passing);

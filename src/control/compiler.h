@@ -75,6 +75,8 @@ class Compiler {
   std::vector<std::pair<std::string, SnapshotPtr>> TakeChanged();
 
   size_t cached() const { return entries_.size(); }
+  // Instances left out of endpoints for an address no proxy could use.
+  uint64_t skipped_endpoints() const { return skipped_endpoints_; }
 
  private:
   struct Entry {
@@ -98,6 +100,7 @@ class Compiler {
   const mesh::CatalogView& catalog_;
   const ConfigView& config_;
   std::map<std::string, Entry> entries_;
+  uint64_t skipped_endpoints_ = 0;
   // Endpoints resources by cluster name, with the service index they were
   // built at: many proxies calling one service share one resource, built
   // once per change of that service.

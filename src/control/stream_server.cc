@@ -183,6 +183,9 @@ void StreamServer::Metrics(prom::Writer& w) const {
        static_cast<int64_t>(counters_.acks.load()));
   line("weft_server_stream_nacks_total", "counter", "Responses refused by clients.",
        static_cast<int64_t>(counters_.nacks.load()));
+  line("weft_server_endpoints_skipped_total", "counter",
+       "Instances left out of endpoints: their address is not an IP address or a DNS name.",
+       static_cast<int64_t>(compiler_.skipped_endpoints()));
   line("weft_server_stream_resumed_total", "counter",
        "Streams that resumed from the versions the client held.",
        static_cast<int64_t>(counters_.resumed.load()));

@@ -138,6 +138,11 @@ void CanonicalizeKeys(nlohmann::json* j);
 
 // Node names, instance and check ids: the identifier rule of mesh/names.h.
 bool ValidName(std::string_view s);
+// An address a proxy can dial or bind: an IPv4 or IPv6 literal (bare), or a
+// DNS name (labels of letters, digits, '-' and '_', at most 253 bytes).
+bool ValidHost(std::string_view s);
+// An IPv4 or IPv6 literal.
+bool ValidIp(std::string_view s);
 
 // Not thread-safe: one thread applies and reads (a server's or agent's Api
 // io thread; the DNS server and the compiler read on it too).

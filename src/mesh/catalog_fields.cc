@@ -1,6 +1,8 @@
 // Validation of catalog documents and registrations: typed field readers
 // that name the field they refuse, and the parsers of a check, a sidecar
 // proxy block and a service instance.
+#include <arpa/inet.h>
+
 #include <cstdint>
 #include <set>
 #include <string>
@@ -96,6 +98,9 @@ Status ParseProxy(const json& j, const std::string& path, const CatalogLimits& l
   if (Status s = ReadString(j, "LocalServiceAddress", path, &p->local_service_address, 256);
       !s.ok())
     return s;
+  if (!p->local_service_address.empty() && !ValidHost(p->local_service_address))
+    return Invalid(path + "LocalServiceAddress",
+                   "\"" + p->local_service_address + "\": expected an IP address or a DNS name");
   if (Status s = ReadPort(j, "LocalServicePort", path, &p->local_service_port); !s.ok()) return s;
   if (Status s = ReadString(j, "Mode", path, &p->mode, 32); !s.ok()) return s;
   if (p->mode == "direct") p->mode.clear();
@@ -135,6 +140,9 @@ Status ParseProxy(const json& j, const std::string& path, const CatalogLimits& l
       if (Status s = ReadString(u, "LocalBindAddress", up, &x.local_bind_address, 256); !s.ok())
         return s;
       if (x.local_bind_address.empty()) x.local_bind_address = "127.0.0.1";
+      if (!ValidIp(x.local_bind_address))
+        return Invalid(up + "LocalBindAddress",
+                       "\"" + x.local_bind_address + "\": expected an IP address to listen on");
       if (Status s = ReadPort(u, "LocalBindPort", up, &x.local_bind_port); !s.ok()) return s;
       if (x.local_bind_port == 0)
         return Invalid(up + "LocalBindPort", "required: the local port the app calls");
@@ -178,6 +186,9 @@ Status ParseService(const json& j, const CatalogLimits& lim, ServiceInstance* s)
   if (!s->kind.empty() && s->kind != "connect-proxy")
     return Invalid("Service.Kind", "\"" + s->kind + "\": use \"\" (a workload) or connect-proxy");
   if (Status st = ReadString(j, "Address", path, &s->address, 256); !st.ok()) return st;
+  if (!s->address.empty() && !ValidHost(s->address))
+    return Invalid("Service.Address",
+                   "\"" + s->address + "\": expected an IP address or a DNS name");
   if (Status st = ReadPort(j, "Port", path, &s->port); !st.ok()) return st;
   auto tags = j.find("Tags");
   if (tags != j.end() && !tags->is_null()) {
@@ -227,5 +238,30 @@ Status ParseService(const json& j, const CatalogLimits& lim, ServiceInstance* s)
 }  // namespace internal
 
 bool ValidName(std::string_view s) { return IsIdentifier(s); }
+
+bool ValidIp(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  const std::string a(s);
+  unsigned char buf[16];
+  return inet_pton(AF_INET, a.c_str(), buf) == 1 || inet_pton(AF_INET6, a.c_str(), buf) == 1;
+}
+
+bool ValidHost(std::string_view s) {
+  if (ValidIp(s)) return true;
+  if (s.empty() || s.size() > 253) return false;
+  size_t label = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '.') {
+      if (label == 0 || s[i - 1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || (c == '-' && label > 0);
+    if (!ok || ++label > 63) return false;
+  }
+  return label > 0 && s.back() != '-';
+}
 
 }  // namespace weft::mesh

@@ -128,6 +128,8 @@ Status ApplyRegistration(const json& body, const CatalogLimits& lim, Node* node)
     std::string addr = node->address;
     if (Status s = ReadString(body, "Address", "", &addr, 256); !s.ok()) return s;
     if (addr.empty()) return Invalid("Address", "required: the node's address");
+    if (!ValidHost(addr))
+      return Invalid("Address", "\"" + addr + "\": expected an IP address or a DNS name");
     node->address = addr;
     if (Status s = ReadString(body, "ID", "", &node->id, 64); !s.ok()) return s;
     if (Status s = ReadString(body, "Datacenter", "", &node->datacenter, 64); !s.ok()) return s;

@@ -137,6 +137,45 @@ TEST_F(CompilerTest, UnhealthyInstancesAndSidecarsShapeEndpoints) {
   EXPECT_EQ(eps.endpoints(0).address(), "127.0.0.1:15002");
 }
 
+TEST_F(CompilerTest, AnInstanceWithAnUnusableAddressIsLeftOutNotTheWholeUpdate) {
+  Register("a", "reviews", "r1", 7001);
+  Sidecar();
+  // A document stored before registrations were checked (the API now
+  // refuses this address: see the registration test below).
+  mesh::Node bad;
+  bad.name = "b";
+  bad.address = "10.0.0.1\r\nx";
+  mesh::ServiceInstance inst;
+  inst.id = "r2";
+  inst.service = "reviews";
+  inst.port = 7002;
+  bad.services["r2"] = inst;
+  std::string doc = mesh::NodeToJson(bad);
+  catalog_.Apply("b", &doc, ++rev_, rev_);
+  SnapshotPtr s = compiler_.Get(web_);
+  const auto& eps = Find(s, "endpoints/reviews")->endpoints();
+  ASSERT_EQ(eps.endpoints_size(), 1);
+  EXPECT_EQ(eps.endpoints(0).address(), "127.0.0.1:7001");
+  EXPECT_EQ(compiler_.skipped_endpoints(), 1u);
+  mesh::Node n;
+  for (const char* addr : {"10.0.0.1\r\nx", "a b", "-x.example", "x..y", "unix:/run/x.sock", ""}) {
+    Status st =
+        mesh::ApplyRegistration({{"Node", "c"}, {"Address", addr}}, mesh::CatalogLimits{}, &n);
+    EXPECT_FALSE(st.ok()) << addr;
+  }
+  for (const char* addr : {"10.0.0.1", "::1", "fd00::2", "db-1.example.com", "host_1"}) {
+    mesh::Node ok;
+    EXPECT_TRUE(
+        mesh::ApplyRegistration({{"Node", "c"}, {"Address", addr}}, mesh::CatalogLimits{}, &ok)
+            .ok())
+        << addr;
+  }
+  Status st = mesh::ApplyRegistration(
+      {{"Node", "c"}, {"Address", "10.0.0.1"}, {"Service", {{"Service", "x"}, {"Address", "x y"}}}},
+      mesh::CatalogLimits{}, &n);
+  EXPECT_FALSE(st.ok());
+}
+
 TEST_F(CompilerTest, UnregisteredProxyGetsAnEmptySnapshot) {
   SnapshotPtr s = compiler_.Get(web_);
   EXPECT_TRUE(s->resources.empty());
