@@ -47,15 +47,20 @@ def require(tool):
 _handed_out = set()
 
 
-def stop_nginx(p):
-    """Stops an nginx started in the foreground: SIGTERM, so that its master
-    stops its workers (SIGKILL would leave them running, orphaned)."""
+def terminate(p, grace=10):
+    """SIGTERM, then SIGKILL after `grace` seconds; waits for the exit."""
     p.terminate()
     try:
-        p.wait(10)
+        p.wait(grace)
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+
+
+def stop_nginx(p):
+    """Stops an nginx started in the foreground: SIGTERM, so that its master
+    stops its workers (SIGKILL would leave them running, orphaned)."""
+    terminate(p)
 
 
 def free_port():

@@ -15,6 +15,8 @@ import subprocess
 import urllib.error
 import urllib.request
 
+from conftest import terminate
+
 
 ROUTE = ("kind: Route\nmetadata: {{name: {name}}}\n"
          "spec: {{service: {name}, rules: [{{backends: [{{service: {name}, weight: 100}}]}}]}}\n")
@@ -102,12 +104,7 @@ def start_raw(weft_bin, args, log_path):
 
 def stop_raw(p):
     if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        terminate(p)
     return p.stdout.read()
 
 
