@@ -16,7 +16,7 @@ constexpr const char* kServerUsage =
     "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] [--cert-ttl "
     "DUR] [--node-timeout DUR] [--grpc-tls] "
     "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
-    "[--http-allow-host NAME] [--acl-bootstrap-token-file FILE] "
+    "[--http-allow-host NAME] [--acl-bootstrap-token-file FILE] [--max-streams N] "
     "[--log-level LEVEL]";
 
 }  // namespace
@@ -72,6 +72,11 @@ int ServerMain(const Args& args) {
         return BadUsage("--http-header-timeout \"" + v + "\": use a duration such as 10s",
                         kServerUsage);
       o.header_read_timeout_ms = *ms;
+    } else if (FlagValue(args, &i, "--max-streams", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n < 2 || *n > 1000000)
+        return BadUsage("--max-streams \"" + v + "\": use 2-1000000", kServerUsage);
+      o.max_streams = *n;
     } else if (FlagValue(args, &i, "--http-allow-host", &v)) {
       o.allowed_hosts.push_back(v);
     } else if (FlagValue(args, &i, "--acl-bootstrap-token-file", &v)) {

@@ -158,6 +158,7 @@ int RunServer(const ServerOptions& in) {
   // every replica shares it) and in DATA_DIR/join-token for operators.
   StreamOptions sopts;
   sopts.node_timeout_ms = opts.node_timeout_ms;
+  sopts.max_streams = opts.max_streams;
   if (!opts.dev) {
     std::string token = opts.join_token;
     if (token.empty()) {

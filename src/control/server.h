@@ -28,6 +28,7 @@ struct ServerOptions {
   int64_t header_read_timeout_ms = 10000;  // a request head (and body) must arrive within this
   int64_t max_wait_ms = 10 * 60 * 1000;    // longest blocking query
   size_t max_blocking_queries = 8192;      // beyond: answered at once
+  size_t max_streams = 10000;              // config streams; the last tenth need the join token
   // Host names API requests may carry besides IP literals, localhost, names
   // under .weft and this machine's hostname (DNS rebinding protection);
   // ".example.com" allows every name under example.com.

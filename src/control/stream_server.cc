@@ -183,6 +183,9 @@ void StreamServer::Metrics(prom::Writer& w) const {
        static_cast<int64_t>(counters_.acks.load()));
   line("weft_server_stream_nacks_total", "counter", "Responses refused by clients.",
        static_cast<int64_t>(counters_.nacks.load()));
+  line("weft_server_streams_tokenless_refused_total", "counter",
+       "Streams without the join token refused: the last tenth of max_streams is for agents.",
+       static_cast<int64_t>(counters_.tokenless_refused.load()));
   line("weft_server_endpoints_skipped_total", "counter",
        "Instances left out of endpoints: their address is not an IP address or a DNS name.",
        static_cast<int64_t>(compiler_.skipped_endpoints()));

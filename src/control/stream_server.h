@@ -41,6 +41,7 @@ struct StreamCounters {
   std::atomic<uint64_t> bad_requests{0};  // protocol errors: stream ended with an error
   std::atomic<uint64_t> node_syncs{0};    // agents' node documents written
   std::atomic<uint64_t> unauthenticated{0};
+  std::atomic<uint64_t> tokenless_refused{0};  // streams without the token, over their share
   std::atomic<uint64_t> signed_certs{0};
   std::atomic<uint64_t> sign_refused{0};
   std::atomic<uint64_t> nodes_marked_critical{0};  // agents gone past node_timeout
@@ -49,6 +50,10 @@ struct StreamCounters {
 
 struct StreamOptions {
   size_t max_streams = 10000;  // beyond: refused with RESOURCE_EXHAUSTED
+  // Of max_streams, the last tenth (at least one) only for streams with the
+  // join token: tokenless clients cannot take every slot from the agents.
+  // The first message of a stream (the client's hello) is at most this big.
+  size_t max_first_message_bytes = 64 * 1024;
   size_t max_message_bytes = 64 << 20;
   int64_t debounce_ms = 5;       // changes within this window are pushed together
   bool accept_node_sync = true;  // false on agents (they forward nothing)

@@ -122,21 +122,32 @@ grpc::ServerUnaryReactor* StreamServer::Service::SyncNode(grpc::CallbackServerCo
 
 grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* StreamServer::Service::Stream(
     grpc::CallbackServerContext* ctx) {
-  if (static_cast<size_t>(server_->counters_.streams_active.load()) >= server_->opts_.max_streams) {
-    LOG_WARN("stream from {} refused: {} streams open (max_streams)", ctx->peer(),
-             server_->counters_.streams_active.load());
-    // A reactor that finishes at once with the error.
-    class Refuse : public grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse> {
-     public:
-      Refuse() {
-        Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            "too many config streams on this server (max_streams)"));
-      }
-      void OnDone() override { delete this; }
-    };
-    return new Refuse();
+  // A reactor that finishes at once with the error.
+  class Refuse : public grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse> {
+   public:
+    explicit Refuse(const std::string& why) {
+      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why));
+    }
+    void OnDone() override { delete this; }
+  };
+  const size_t active = static_cast<size_t>(server_->counters_.streams_active.load());
+  const size_t max = server_->opts_.max_streams;
+  if (active >= max) {
+    LOG_WARN_LIMITED("stream from {} refused: {} streams open (max_streams)", ctx->peer(), active);
+    return new Refuse("too many config streams on this server (max_streams)");
   }
-  auto s = std::make_shared<Session>(server_, ctx->peer(), server_->TokenOk(ctx));
+  const bool token_ok = server_->TokenOk(ctx);
+  if (!token_ok && active >= max - std::max<size_t>(1, max / 10)) {
+    server_->counters_.tokenless_refused++;
+    LOG_WARN_LIMITED(
+        "stream from {} without the join token refused: the last tenth of max_streams "
+        "({}) is kept for agents",
+        ctx->peer(), max);
+    return new Refuse(
+        "config streams without the join token are at their limit: the last tenth of "
+        "max_streams is kept for agents");
+  }
+  auto s = std::make_shared<Session>(server_, ctx->peer(), token_ok);
   s->Begin();
   return s.get();
 }

@@ -58,6 +58,16 @@ void StreamServer::Session::OnReadDone(bool ok) {
   }
   std::unique_lock<std::mutex> l(mu_);
   if (!subscribed_) {
+    if (req_.ByteSizeLong() > server_->opts_.max_first_message_bytes) {
+      server_->counters_.bad_requests++;
+      LOG_WARN_LIMITED("stream from {} refused: a first message of {} bytes", peer_,
+                       req_.ByteSizeLong());
+      FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "the first request is over " +
+                                    std::to_string(server_->opts_.max_first_message_bytes) +
+                                    " bytes"));
+      return;
+    }
     if (!req_.has_client() || req_.client().role().empty()) {
       server_->counters_.bad_requests++;
       FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

@@ -173,3 +173,40 @@ def test_malformed_first_request_is_refused(pb, server):
     st = Stream(pb, s.grpc, req, s.join_token)
     assert st.next() is None and st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert s.metric("weft_server_stream_protocol_errors_total") == 2
+    # A first message is a hello: over 64 KiB is refused.
+    req = first_request(pb)
+    req.client.id = "x" * (70 * 1024)
+    st = Stream(pb, s.grpc, req, s.join_token)
+    assert st.next() is None and st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over 65536 bytes" in st.error.details()
+
+
+def test_tokenless_streams_leave_slots_for_agents(pb, server):
+    """Proxies may stream without the join token, but not into the last tenth
+    of max_streams: an agent (with the token) still gets in."""
+    import grpc
+    s = server(extra=("--max-streams", "10"))
+
+    def proxy_hello(i):
+        req = pb.StreamRequest(resource_types=["listener", "cluster"])
+        req.client.role = "proxy"
+        req.client.service = f"svc{i}"
+        req.client.id = f"p{i}"
+        return req
+
+    held = []
+    for i in range(9):
+        st = Stream(pb, s.grpc, proxy_hello(i))
+        assert st.next() is not None, (i, st.error)
+        held.append(st)
+    st = Stream(pb, s.grpc, proxy_hello(9))
+    assert st.next() is None and st.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "kept for agents" in st.error.details()
+    assert s.metric("weft_server_streams_tokenless_refused_total") == 1
+    agent = Stream(pb, s.grpc, first_request(pb), s.join_token)
+    assert agent.next() is not None, agent.error
+    # Now every slot is taken: anyone is refused, with the token too.
+    st = Stream(pb, s.grpc, first_request(pb), s.join_token)
+    assert st.next() is None and st.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for x in held + [agent]:
+        x.close()
