@@ -83,6 +83,7 @@ struct ApiCounters {
   uint64_t acl_denied = 0;            // 403: unknown token or missing permission
   uint64_t refused_host = 0;          // 403: a Host this server does not answer to
   uint64_t refused_content_type = 0;  // 415: a write with a form's content type
+  uint64_t refused_origin = 0;        // 403: a write a browser sent from another site
 };
 
 // Makes the built-in policies and a management token once per store (the

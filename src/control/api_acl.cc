@@ -89,6 +89,25 @@ std::optional<Response> Api::Refuse(const Request& req) {
                             "a name given with --http-allow-host)");
     }
   }
+  // A browser names the page a request comes from (Origin, Sec-Fetch-Site)
+  // on every cross-site write, forms and no-cors fetches alike; the CLI and
+  // API clients send neither.
+  if (IsWrite(req.method)) {
+    const std::string_view origin = req.Header("origin");
+    const std::string_view site = req.Header("sec-fetch-site");
+    std::string_view origin_host = origin;
+    if (const size_t scheme = origin.find("://"); scheme != std::string_view::npos)
+      origin_host = origin.substr(scheme + 3);
+    const bool foreign = (!origin.empty() && !IEquals(origin_host, req.Header("host"))) ||
+                         IEquals(site, "cross-site") || IEquals(site, "same-site");
+    if (foreign) {
+      ++counters_.refused_origin;
+      LOG_WARN_LIMITED("api: {} {} from {} refused: a cross-site request (Origin \"{}\")",
+                       req.method, req.path, req.peer, origin);
+      return Error(403, "cross-site request refused: Origin \"" + std::string(origin) +
+                            "\" is not this server");
+    }
+  }
   // Cross-site forms can send only these types without asking first.
   if (IsWrite(req.method)) {
     std::string ct(MediaType(req.Header("content-type")));
@@ -171,6 +190,9 @@ std::string Api::RouteDenied(const Request& req) const {
     return need(Resource::kConfig, ConfigRuleName(kind, ns && !ns->empty() ? *ns : "default", name),
                 Access::kRead);
   }
+  // Routes added by other parts of the server that are not named above:
+  // closed unless the token may operate the cluster.
+  if (routes_.count(path)) return need(Resource::kOperator, "", Access::kWrite);
   return "";  // /v1/acl checks in its handlers; anything else is a 404
 }
 
@@ -225,11 +247,12 @@ asio::awaitable<Response> Api::AclRequest(Request& req, std::string_view rest) {
             co_return Error(
                 409, "policy " + p->name + " is used by token " + acc + ": delete the token first");
       const std::string key = std::string(acl::kPolicyPrefix) + id;
+      const std::string name = p->name;  // p goes with the entry once the delete applies
       store::Store* st = store_.get();
       const std::function<Result<int64_t>()> write = [st, key] { return st->Delete(key); };
       Status s = co_await RunWrite(write);
       if (!s.ok()) co_return Error(HttpStatusFor(s), "policy delete: " + s.message());
-      LOG_INFO("acl: policy {} ({}) deleted by a request from {}", id, p ? p->name : "", req.peer);
+      LOG_INFO("acl: policy {} ({}) deleted by a request from {}", id, name, req.peer);
       co_return Reply(true, acl_.index());
     }
     co_return Error(405, "use GET, PUT or DELETE /v1/acl/policy/ID");

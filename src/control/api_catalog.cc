@@ -2,6 +2,7 @@
 // register and deregister nodes, instances and checks, each a
 // compare-and-swap of one node document.
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "control/api.h"
@@ -95,6 +96,50 @@ static std::string ParseCatalogBody(const std::string& text, json* body, std::st
   return "";
 }
 
+// Every service a catalog write touches, by name, for the ACL check: the
+// service registered, the one whose instance ID it reuses, the one a
+// sidecar fronts, and those whose checks it sets or removes (as stored on
+// `node` when the body only names an ID).
+static std::set<std::string> ServicesTouched(const json& body, const mesh::Node* node) {
+  std::set<std::string> out;
+  auto str = [](const json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  auto stored_service = [&](const std::string& id) {
+    if (node) {
+      if (auto it = node->services.find(id); it != node->services.end()) return it->second.service;
+    }
+    return id;  // not there: the ID is all there is to check
+  };
+  std::string body_id, body_name;
+  if (auto svc = body.find("Service"); svc != body.end() && svc->is_object()) {
+    body_name = str(*svc, "Service");
+    body_id = str(*svc, "ID");
+    if (body_id.empty()) body_id = body_name;
+    out.insert(body_name);
+    if (node && node->services.count(body_id)) out.insert(stored_service(body_id));
+    if (auto proxy = svc->find("Proxy"); proxy != svc->end() && proxy->is_object())
+      out.insert(str(*proxy, "DestinationServiceName"));
+  }
+  auto check_service = [&](const json& c) {
+    if (!c.is_object()) return;
+    const std::string sid = str(c, "ServiceID");
+    if (!sid.empty()) out.insert(sid == body_id ? body_name : stored_service(sid));
+  };
+  if (auto c = body.find("Check"); c != body.end()) check_service(*c);
+  if (auto cs = body.find("Checks"); cs != body.end() && cs->is_array())
+    for (const auto& c : *cs) check_service(c);
+  if (const std::string sid = str(body, "ServiceID"); !sid.empty()) out.insert(stored_service(sid));
+  if (const std::string cid = str(body, "CheckID"); !cid.empty() && node) {
+    if (auto it = node->checks.find(cid);
+        it != node->checks.end() && !it->second.service_id.empty())
+      out.insert(stored_service(it->second.service_id));
+  }
+  out.erase("");
+  return out;
+}
+
 asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   json body;
   std::string node_name;
@@ -103,8 +148,7 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   if (std::string why = Deny(req, acl::Resource::kNode, node_name, acl::Access::kWrite);
       !why.empty())
     co_return Denied(req, why);
-  if (auto svc = body.find("Service"); svc != body.end() && svc->is_object()) {
-    const std::string name = svc->value("Service", "");
+  for (const std::string& name : ServicesTouched(body, catalog_.FindNode(node_name))) {
     if (std::string why = Deny(req, acl::Resource::kService, name, acl::Access::kWrite);
         !why.empty())
       co_return Denied(req, why);
@@ -169,12 +213,8 @@ asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
   if (std::string why = Deny(req, acl::Resource::kNode, node_name, acl::Access::kWrite);
       !why.empty())
     co_return Denied(req, why);
-  if (auto sid = body.find("ServiceID"); sid != body.end() && sid->is_string()) {
-    // The service the ID names on this node, as this replica sees it.
-    std::string name = *sid;
-    if (const mesh::Node* n = catalog_.FindNode(node_name)) {
-      if (auto it = n->services.find(*sid); it != n->services.end()) name = it->second.service;
-    }
+  // The services the IDs name on this node, as this replica sees them.
+  for (const std::string& name : ServicesTouched(body, catalog_.FindNode(node_name))) {
     if (std::string why = Deny(req, acl::Resource::kService, name, acl::Access::kWrite);
         !why.empty())
       co_return Denied(req, why);

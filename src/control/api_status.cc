@@ -134,6 +134,9 @@ std::string Api::Metrics() const {
   counter("weft_server_refused_host_total",
           "Requests refused because their Host is not a name this server answers to.",
           counters_.refused_host);
+  counter("weft_server_refused_origin_total",
+          "Writes refused because a browser sent them from another site (Origin).",
+          counters_.refused_origin);
   counter("weft_server_refused_content_type_total",
           "Writes refused for a content type a browser form can send.",
           counters_.refused_content_type);

@@ -36,6 +36,12 @@ bool IsNormal(std::string_view path) {
 }  // namespace
 
 PathVerdict NormalizePath(std::string_view target, std::string* out) {
+  // A fragment is the client's own business and never part of a request
+  // target (RFC 9112 3.2); servers disagree on what follows a raw '#'.
+  if (target.find('#') != std::string_view::npos) {
+    *out = "the request target holds a '#' (a fragment), which servers read differently";
+    return PathVerdict::kRejected;
+  }
   if (!target.empty() && target[0] != '/') {
     // absolute-form (scheme://authority/path?query): its origin form,
     // normalized, is what routing, authorization and the upstream see.

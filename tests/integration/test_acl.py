@@ -292,6 +292,62 @@ def test_service_node_and_config_rules(server):
     assert s.request("GET", "/v1/config/Route/web")[0] == 404
 
 
+def test_a_write_is_checked_against_every_service_it_touches(server):
+    """Write on one service does not reach another through a sidecar's
+    destination, a reused instance ID, or checks naming its instances."""
+    s = server()
+    s.register("n1", "db", 5432, sid="db-1")
+    policy(s, "web-only", {"service": {"web": {"policy": "write"}}, "node_prefix": {"": {"policy": "write"}}})
+    web, _ = new_token(s, "web-only")
+    attempts = [
+        # A sidecar registered as "web" that fronts db.
+        ("/v1/catalog/register", {"Node": "n1", "Address": "127.0.0.1", "Service": {
+            "Service": "web", "ID": "web-sc", "Kind": "connect-proxy", "Port": 1,
+            "Proxy": {"DestinationServiceName": "db", "LocalServicePort": 5432}}}),
+        # db's instance ID, taken over by a "web" registration.
+        ("/v1/catalog/register", {"Node": "n1", "Address": "127.0.0.1",
+                                  "Service": {"Service": "web", "ID": "db-1", "Port": 2}}),
+        # A check on db's instance.
+        ("/v1/catalog/register", {"Node": "n1", "Address": "127.0.0.1",
+                                  "Check": {"CheckID": "c", "Name": "c", "ServiceID": "db-1", "Status": "critical"}}),
+        ("/v1/catalog/deregister", {"Node": "n1", "ServiceID": "db-1"}),
+    ]
+    for path, body in attempts:
+        status, _, text = s.request("PUT", path, body, token=web)
+        assert status == 403 and '"db"' in text, (body, status, text)
+    status, _, body = s.request("GET", "/v1/health/service/db")
+    assert status == 200 and [c["Status"] for e in json.loads(body) for c in e["Checks"]] == [], body
+    assert s.request("PUT", "/v1/catalog/register", reg("n1", "web"), token=web)[0] == 200
+
+
+def test_cross_site_writes_are_refused_by_origin(server, weft_bin, tmp_path):
+    """A browser names the page a request comes from: a write from another
+    site is refused even where no token is needed (--dev), and even with no
+    Content-Type (a no-cors fetch or a beacon)."""
+    p, url = start_raw(weft_bin, ["--dev", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+                       str(tmp_path / "dev.log"))
+    try:
+        host = url.split("://", 1)[1]
+        body = json.dumps({"Node": "x", "Address": "127.0.0.1"}).encode()
+        for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                        {"Sec-Fetch-Site": "cross-site"}):
+            req = urllib.request.Request(url + "/v1/catalog/register", data=body, method="POST", headers=headers)
+            req.remove_header("Content-type")
+            try:
+                urllib.request.urlopen(req, timeout=10)
+                raise AssertionError(f"accepted: {headers}")
+            except urllib.error.HTTPError as e:
+                assert e.code == 403 and b"cross-site" in e.read(), headers
+        # The same origin (a page the server itself serves) may write.
+        req = urllib.request.Request(url + "/v1/catalog/register", data=body, method="PUT",
+                                     headers={"Origin": f"http://{host}", "Content-Type": "application/json"})
+        assert urllib.request.urlopen(req, timeout=10).status == 200
+        with urllib.request.urlopen(url + "/v1/catalog/nodes", timeout=10) as r:
+            assert [n["Node"] for n in json.loads(r.read())] == ["x"]
+    finally:
+        stop_raw(p)
+
+
 def test_secrets_are_shown_once_and_stored_only_as_hashes(server):
     s = server()
     policy(s, "readers", {"service_prefix": {"": {"policy": "read"}}})

@@ -62,6 +62,11 @@ def test_forwarding_headers_and_hop_by_hop(weft, backends):
     # A caller's identity is vouched for only by a proxy that verified it:
     # a client's own XFCC never reaches the app (here, plain HTTP, no peer).
     assert "x-forwarded-client-cert" not in h
+    # The app sees the normalized path; a fragment in the target is refused
+    # (servers disagree on what follows a raw '#').
+    assert get_json(w.url(path="/x/..//echo/./"), "--path-as-is")["target"] == "/echo/"
+    out = raw(w.ports["public"], b"GET /echo#/../admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400") and b"fragment" in out, out[:300]
     assert h["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
     assert h["x-forwarded-proto"] == "http"
     assert len(h["x-request-id"]) == 36
