@@ -213,6 +213,10 @@ class Api {
   asio::awaitable<http::Response> CatalogRequest(http::Request& req, std::string_view rest);
   asio::awaitable<http::Response> CatalogRegister(http::Request& req);
   asio::awaitable<http::Response> CatalogDeregister(http::Request& req);
+  // "" when the caller may write node `node` and every service `body` (a
+  // catalog register or deregister) touches, else the 403 text.
+  std::string CatalogWriteDenied(const http::Request& req, const nlohmann::json& body,
+                                 const std::string& node) const;
   // api_config.cc
   asio::awaitable<http::Response> ConfigRequest(http::Request& req, std::string_view rest);
   asio::awaitable<http::Response> ConfigPut(http::Request& req, const std::string& kind,

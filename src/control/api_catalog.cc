@@ -140,19 +140,26 @@ static std::set<std::string> ServicesTouched(const json& body, const mesh::Node*
   return out;
 }
 
+std::string Api::CatalogWriteDenied(const Request& req, const json& body,
+                                    const std::string& node) const {
+  if (std::string why = Deny(req, acl::Resource::kNode, node, acl::Access::kWrite); !why.empty())
+    return why;
+  // The services the IDs name on this node, as this replica sees them.
+  for (const std::string& name : ServicesTouched(body, catalog_.FindNode(node))) {
+    if (std::string why = Deny(req, acl::Resource::kService, name, acl::Access::kWrite);
+        !why.empty())
+      return why;
+  }
+  return "";
+}
+
 asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   json body;
   std::string node_name;
   if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
     co_return Error(400, "catalog register: " + err);
-  if (std::string why = Deny(req, acl::Resource::kNode, node_name, acl::Access::kWrite);
-      !why.empty())
+  if (std::string why = CatalogWriteDenied(req, body, node_name); !why.empty())
     co_return Denied(req, why);
-  for (const std::string& name : ServicesTouched(body, catalog_.FindNode(node_name))) {
-    if (std::string why = Deny(req, acl::Resource::kService, name, acl::Access::kWrite);
-        !why.empty())
-      co_return Denied(req, why);
-  }
   const std::string key = NodeKey(node_name);
   const mesh::CatalogLimits limits = opts_.limits;
   store::Store* st = store_.get();
@@ -210,15 +217,8 @@ asio::awaitable<Response> Api::CatalogDeregister(Request& req) {
   std::string node_name;
   if (std::string err = ParseCatalogBody(req.body, &body, &node_name); !err.empty())
     co_return Error(400, "catalog deregister: " + err);
-  if (std::string why = Deny(req, acl::Resource::kNode, node_name, acl::Access::kWrite);
-      !why.empty())
+  if (std::string why = CatalogWriteDenied(req, body, node_name); !why.empty())
     co_return Denied(req, why);
-  // The services the IDs name on this node, as this replica sees them.
-  for (const std::string& name : ServicesTouched(body, catalog_.FindNode(node_name))) {
-    if (std::string why = Deny(req, acl::Resource::kService, name, acl::Access::kWrite);
-        !why.empty())
-      co_return Denied(req, why);
-  }
   const std::string key = NodeKey(node_name);
   store::Store* st = store_.get();
   uint64_t conflicts = 0;
