@@ -53,9 +53,7 @@ bool IsHostPort(std::string_view s, bool allow_path, bool need_port = true) {
   for (unsigned char c : port)
     if (std::isdigit(c) == 0) return false;
   if (std::stoi(std::string(port)) > 65535) return false;
-  for (unsigned char c : host)
-    if (std::isalnum(c) == 0 && c != '.' && c != '-' && c != ':' && c != '_') return false;
-  return host != "unix";
+  return mesh::ValidHost(host);
 }
 
 // An http:// URL the check may send as is: printable ASCII, no spaces.

@@ -1,7 +1,6 @@
 // The REST API's gate (what every request passes before its handler: the
 // Host and Content-Type rules, the token, the route's permission) and the
 // /v1/acl endpoints (policies and tokens, Consul's shapes).
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <ctime>
@@ -36,12 +35,6 @@ std::string_view HostName(std::string_view host) {
   return colon == std::string_view::npos ? host : host.substr(0, colon);
 }
 
-bool IsIpLiteral(std::string_view h) {
-  const std::string s(h);
-  unsigned char buf[16];
-  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
-}
-
 std::string_view MediaType(std::string_view ct) { return TrimOws(ct.substr(0, ct.find(';'))); }
 
 bool IsWrite(const std::string& method) {
@@ -70,7 +63,7 @@ std::optional<Response> Api::Refuse(const Request& req) {
       char h[256] = {};
       return gethostname(h, sizeof(h) - 1) == 0 ? std::string(h) : std::string();
     }();
-    bool ok = IsIpLiteral(name) || IEquals(name, "localhost") ||
+    bool ok = mesh::ValidIp(name) || IEquals(name, "localhost") ||
               (!self.empty() && IEquals(name, self)) ||
               (name.size() > 5 && IEquals(name.substr(name.size() - 5), ".weft"));
     for (const auto& allowed : opts_.allowed_hosts) {
@@ -285,6 +278,9 @@ asio::awaitable<Response> Api::AclPolicyPut(Request& req, std::string id) {
   if (body.is_discarded() || !body.is_object())
     co_return Error(400, "policy: the body must be a JSON object {Name, Description, Rules}");
   for (const auto& [k, v] : body.items()) {
+    if (k == "ID" && v.is_string() && v.get<std::string>() != id)
+      co_return Error(400, "policy: ID \"" + v.get<std::string>() +
+                               "\" is not the one in the path (IDs are made by the server)");
     if (k != "Name" && k != "Description" && k != "Rules" && k != "ID")
       co_return Error(400, "policy: unknown field \"" + k + "\" (use Name, Description, Rules)");
     if (!v.is_string()) co_return Error(400, "policy: " + k + " must be a string");

@@ -423,6 +423,20 @@ def test_bad_rules_are_refused(server):
     r = s.ctl("acl", "policy", "create", "--name", "bad-cli", "--rules", '{"keys": {"": {"policy": "read"}}}')
     assert r.returncode != 0 and "keys" in r.stderr, r.stdout + r.stderr
     assert "bad-cli" not in s.ctl("acl", "policy", "list").stdout
+    # Limits, each exceeded by one.
+    many = {"service": {f"s{i}": {"policy": "read"} for i in range(1001)}}
+    status, _, body = s.request("PUT", "/v1/acl/policy", {"Name": "many", "Rules": json.dumps(many)})
+    assert status == 400 and "more than 1000 rules" in body, body
+    status, _, body = s.request("PUT", "/v1/acl/policy", {"Name": "big", "Rules": " " * (64 * 1024 + 1)})
+    assert status == 400 and "over the limit" in body, body
+    status, _, body = s.request("PUT", "/v1/acl/token", {"Policies": [{"Name": "anonymous"}] * 65})
+    assert status == 400 and "at most 64 policies" in body, body
+    status, _, body = s.request("PUT", "/v1/acl/token",
+                                {"Description": "x" * 1025, "Policies": [{"Name": "anonymous"}]})
+    assert status == 400 and "Description over 1024" in body, body
+    # An ID in the body that the path does not name is refused, not ignored.
+    status, _, body = s.request("PUT", "/v1/acl/policy", {"Name": "with-id", "ID": "mine", "Rules": ""})
+    assert status == 400 and "IDs are made by the server" in body, body
 
 
 def test_restart_keeps_the_bootstrap_token_and_fixes_loose_modes(server):
