@@ -1,12 +1,17 @@
 // `weft agent`: startup (the cache, the local API, DNS, the local config
 // socket, the links to the servers) and shutdown.
+#include <grp.h>
 #include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "agent/agent_internal.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "base/prometheus.h"
 
@@ -29,17 +34,24 @@ Agent::Agent(AgentOptions o)
       signals_(io_) {}
 
 int Agent::Run() {
-  std::error_code fec;
-  std::filesystem::create_directories(opts_.data_dir, fec);
-  if (fec) {
-    std::fprintf(stderr, "weft agent: --data-dir %s: %s\n", opts_.data_dir.c_str(),
-                 fec.message().c_str());
+  // The data dir holds the node's key and the local services' state: its
+  // owner's only (0700, files 0600), fixed with a warning when looser.
+  ::umask(077);
+  std::vector<std::string> fixed;
+  if (Status s = SecureDataDir(opts_.data_dir, {}, &fixed); !s.ok()) {
+    std::fprintf(stderr, "weft agent: --data-dir: %s\n", s.message().c_str());
     return 1;
   }
+  for (const auto& f : fixed)
+    LOG_WARN(
+        "{}: readable by others; now for its owner only (0700 for the directory, 0600 for "
+        "files)",
+        f);
   if (Status s = local_.Load(); !s.ok()) {
     std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
     return 1;
   }
+  adopt_pending_ = !local_.loaded_file();
   auto store = std::make_unique<control::store::MemoryStore>();
   cache_ = store.get();
   const bool loaded = LoadCache();
@@ -79,9 +91,10 @@ int Agent::Run() {
   so.accept_node_sync = false;
   // Local proxies' identities: a key made here, a certificate from the
   // servers, both handed over this node-local socket, renewed in time.
-  std::vector<std::pair<std::string, std::string>> md;
-  if (!opts_.join_token.empty()) md.emplace_back("x-weft-join-token", opts_.join_token);
-  signer_ = std::make_unique<xds::SignClient>(opts_.servers, md, trust_);
+  // Workload certificates are asked for with this node's certificate: the
+  // servers issue identities of services registered on this node only.
+  signer_ = std::make_unique<xds::SignClient>(
+      opts_.servers, std::vector<std::pair<std::string, std::string>>{}, trust_);
   certs_ = std::make_unique<identity::CertManager>(
       [this](const std::string& csr, const std::string& ns, const std::string& service) {
         return signer_->Issue(csr, ns, service, opts_.node);
@@ -104,13 +117,20 @@ int Agent::Run() {
     std::fprintf(stderr, "weft agent: --socket %s: %s\n", sock.c_str(), s.message().c_str());
     return 1;
   }
+  if (Status s = SecureSocket(sock); !s.ok()) {
+    std::fprintf(stderr, "weft agent: --socket %s: %s\n", sock.c_str(), s.message().c_str());
+    return 1;
+  }
   api_->AddMetricsSource([this](prom::Writer& w) { local_stream_->Metrics(w); });
   api_->SetAddresses(http_->bound(), local_stream_->bound());
   if (bundle_) ApplyBundle(bundle_);
   certs_->Start();
-  StartStream();
-  sync_thread_ = std::thread([this] { SyncLoop(); });
-  MarkDirty();  // tell the servers what this node runs
+  // Over TLS the servers want this node's certificate on every call: the
+  // links start once there is one (kept from an earlier run, or once the
+  // identity thread has joined with the join token). Plaintext, or TLS
+  // with no join token (a --dev server asks for neither): at once.
+  if (!trust_ || LoadNodeIdentity() || opts_.join_token.empty()) StartLinks();
+  if (trust_) identity_thread_ = std::thread([this] { IdentityLoop(); });
   AntiEntropyTick();
   checks_.Sync(local_.checks());
 
@@ -138,6 +158,25 @@ int Agent::Run() {
   io_.run();
   std::fflush(nullptr);
   std::_Exit(0);  // the stream thread may be inside a blocking read
+}
+
+Status Agent::SecureSocket(const std::string& path) const {
+  gid_t gid = static_cast<gid_t>(-1);
+  if (!opts_.socket_group.empty()) {
+    const std::string dir = std::filesystem::path(path).parent_path().lexically_normal();
+    if (dir == std::filesystem::path(opts_.data_dir).lexically_normal().string())
+      return Status(StatusCode::kInvalidArgument,
+                    "--socket-group needs the socket outside the data dir (which is 0700): "
+                    "give --socket PATH too, e.g. /run/weft/agent.sock");
+    struct group* g = ::getgrnam(opts_.socket_group.c_str());
+    if (!g) return Status(StatusCode::kInvalidArgument, "no group \"" + opts_.socket_group + "\"");
+    gid = g->gr_gid;
+  }
+  if (gid != static_cast<gid_t>(-1) && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0)
+    return Status(StatusCode::kUnavailable, std::string("chown: ") + strerror(errno));
+  if (::chmod(path.c_str(), 0660) != 0)
+    return Status(StatusCode::kUnavailable, std::string("chmod: ") + strerror(errno));
+  return {};
 }
 
 int RunAgent(const AgentOptions& opts) {

@@ -16,12 +16,17 @@ struct AgentOptions {
   std::string node;
   std::string data_dir;
   std::string zone;
-  std::string join_token;     // from the server's DATA_DIR/join-token (not needed with --dev)
-  std::string server_ca_pem;  // TLS to servers run with --grpc-tls (their DATA_DIR/ca.pem)
+  // To join once (the server's DATA_DIR/join-token, or `weft acl join-token
+  // create`); a node certificate kept in the data dir does the rest.
+  std::string join_token;
+  std::string server_ca_pem;          // TLS to servers run with --grpc-tls (their DATA_DIR/ca.pem)
   std::string address = "127.0.0.1";  // this node's address in the catalog
   std::string http_addr = "127.0.0.1:8500";
   std::string dns_addr = "127.0.0.1:8600";
   std::string socket_path;  // local proxies' config stream; default DATA_DIR/weft.sock
+  // The socket is 0660, owned by this group ("": the agent's own); a group
+  // needs a socket outside the data dir (which is its owner's only).
+  std::string socket_group;
   std::string domain = "weft";
   uint32_t dns_ttl_s = 5;
   int64_t stale_after_ms = 10000;  // out of touch this long: answers are marked stale

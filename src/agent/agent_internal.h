@@ -83,11 +83,32 @@ class Agent {
   class Role;
   std::unique_ptr<control::ApiRole> MakeApiRole() const;
 
+  // The local socket: 0660, in --socket-group when given.
+  Status SecureSocket(const std::string& path) const;
+
+  // agent_identity.cc
+  std::string NodeKeyPath() const { return opts_.data_dir + "/node-key.pem"; }
+  std::string NodeCertPath() const { return opts_.data_dir + "/node-cert.pem"; }
+  // The node certificate kept from an earlier run, when it is still good
+  // (io thread, before the identity thread starts).
+  bool LoadNodeIdentity();
+  // A node certificate: joining with the join token, or renewing with the
+  // one held (identity thread).
+  Status RequestNodeIdentity(bool join);
+  // Joins, then renews before expiry (a thread of its own).
+  void IdentityLoop();
+  // The links to the servers (config stream, node sync), once this node can
+  // prove who it is (io thread; once).
+  void StartLinks();
+
   // agent_sync.cc
   // The local state moved: show it in the local cache now, and push it.
   void LocalChanged();
   // Hands the current node document to the sync thread.
   void MarkDirty();
+  // A new or wiped data dir: takes the servers' copy of this node from the
+  // first state they stream, before pushing anything (io thread).
+  void AdoptFrom(const xds::ResourceMap& state);
   // Anti-entropy: push the whole node every 30 s whatever happened.
   void AntiEntropyTick();
   // Pushes node documents to a server (round robin over --server), retrying
@@ -142,8 +163,13 @@ class Agent {
   asio::steady_timer sync_timer_;
 
   // The node sync: io thread -> sync thread.
-  std::thread sync_thread_;  // runs SyncLoop
-  std::mutex sync_mu_;       // guards sync_doc_ and sync_dirty_
+  std::thread sync_thread_;     // runs SyncLoop
+  bool links_started_ = false;  // io thread
+  bool adopt_pending_ = false;  // io thread: set in Run() on a data dir with no local state
+  // The node certificate's life (identity thread; before it starts, Run()).
+  std::thread identity_thread_;
+  int64_t node_cert_not_after_ = 0, node_cert_issued_ = 0;
+  std::mutex sync_mu_;  // guards sync_doc_ and sync_dirty_
   std::condition_variable sync_cv_;
   std::string sync_doc_;                               // guarded by sync_mu_
   bool sync_dirty_ = false;                            // guarded by sync_mu_

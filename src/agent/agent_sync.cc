@@ -20,6 +20,7 @@ void Agent::LocalChanged() {
 }
 
 void Agent::MarkDirty() {
+  if (adopt_pending_) return;  // the servers' copy first (AdoptFrom)
   {
     std::lock_guard<std::mutex> l(sync_mu_);
     sync_doc_ = local_.Document();
@@ -53,7 +54,6 @@ void Agent::SyncLoop() {
       auto stub = pb::ConfigStream::NewStub(channel);
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-      if (!opts_.join_token.empty()) ctx.AddMetadata("x-weft-join-token", opts_.join_token);
       pb::SyncNodeRequest req;
       req.set_node(opts_.node);
       req.set_json(doc);
@@ -67,8 +67,7 @@ void Agent::SyncLoop() {
       }
       ++sync_failures_;
       if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
-        LOG_ERROR("node sync refused by {}: {} (pass the server's join token with --join-token)",
-                  server, s.error_message());
+        LOG_ERROR("node sync refused by {}: {}", server, s.error_message());
       }
       if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
         LOG_ERROR("node sync refused by {}: {}", server, s.error_message());
@@ -86,6 +85,25 @@ void Agent::SyncLoop() {
   }
 }
 
+void Agent::AdoptFrom(const xds::ResourceMap& state) {
+  adopt_pending_ = false;
+  auto it = state.find("node/" + opts_.node);
+  if (it != state.end()) {
+    auto n = local_.Adopt(it->second->node().json());
+    if (!n.ok()) {
+      LOG_WARN("agent: the servers' copy of node {} not adopted: {}", opts_.node,
+               n.status().message());
+    } else {
+      LOG_WARN(
+          "agent: started with an empty data dir; adopted {} service(s) of node {} from the "
+          "servers instead of removing them",
+          n.value(), opts_.node);
+      checks_.Sync(local_.checks());
+    }
+  }
+  MarkDirty();
+}
+
 void Agent::StartStream() {
   xds::StreamClientOptions so;
   so.servers = opts_.servers;
@@ -100,12 +118,12 @@ void Agent::StartStream() {
   std::string api = http_->bound();
   if (api.rfind("0.0.0.0:", 0) == 0) api = opts_.address + api.substr(7);
   so.info.set_admin(api);
-  if (!opts_.join_token.empty()) so.metadata.emplace_back("x-weft-join-token", opts_.join_token);
   last_contact_ms_ = MonoMillis();
   stream_ = std::make_unique<xds::StreamClient>(
       so, [this](const xds::ResourceMap& state, const pb::StreamResponse& resp) {
         last_contact_ms_ = MonoMillis();
         asio::post(io_, [this, state, version = resp.version_info()] {
+          if (adopt_pending_) AdoptFrom(state);
           Install(state);
           version_ = version;
           SaveCacheSoon();

@@ -120,6 +120,7 @@ LocalState::LocalState(std::string node, std::string address, std::string zone, 
 Status LocalState::Load() {
   std::ifstream in(path_);
   if (!in) return {};
+  loaded_file_ = true;
   std::stringstream ss;
   ss << in.rdbuf();
   json j = json::parse(ss.str(), nullptr, false);
@@ -137,6 +138,17 @@ Status LocalState::Load() {
   LOG_INFO("restored {} local services and {} checks from {}", node_.services.size(),
            node_.checks.size(), path_);
   return {};
+}
+
+Result<size_t> LocalState::Adopt(const std::string& doc) {
+  auto n = mesh::NodeFromJson(doc);
+  if (!n.ok()) return n.status();
+  size_t adopted = 0;
+  for (auto& [id, svc] : n->services)
+    if (node_.services.emplace(id, svc).second) ++adopted;
+  for (auto& [id, c] : n->checks) node_.checks.emplace(id, c);
+  if (Status s = Save(); !s.ok()) return s;
+  return adopted;
 }
 
 Status LocalState::Save() const {

@@ -36,6 +36,15 @@ class LocalState {
 
   // Loads DIR/local.json when present.
   Status Load();
+  // Whether Load found a file (false: a new or wiped data dir).
+  bool loaded_file() const { return loaded_file_; }
+  // Takes the services and checks of the servers' copy of this node
+  // (`doc`, a node document) that this agent does not have: an agent
+  // started on an empty data dir adopts what its node ran instead of
+  // wiping it. Adopted checks keep their last status and are not run here
+  // until registered again (the document has no check definitions).
+  // Returns how many services were adopted.
+  Result<size_t> Adopt(const std::string& doc);
 
   // PUT /v1/agent/service/register (Consul's AgentServiceRegistration).
   // InvalidArgument names the field. Sets *id to the service id.
@@ -57,6 +66,7 @@ class LocalState {
  private:
   Status Save() const;
   const std::string path_;
+  bool loaded_file_ = false;
   mesh::Node node_;
   std::map<std::string, CheckDefinition> defs_;  // by check id
 };

@@ -1,6 +1,7 @@
 // `weft acl policy ...` and `weft acl token ...`: the server's ACL policies
 // and tokens (/v1/acl).
 #include <cstdio>
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
@@ -19,12 +20,32 @@ constexpr const char* kAclUsage =
     "       weft acl policy list | read NAME | delete NAME\n"
     "       weft acl token create [--description TEXT] --policy NAME [--policy NAME ...]\n"
     "       weft acl token list | read ACCESSOR | delete ACCESSOR\n"
+    "       weft acl join-token create [--ttl DUR (default 24h; 0: never)] [--description TEXT]\n"
+    "       weft acl join-token list | revoke ID\n"
     "  common: [--server URL] [--token T | --token-file FILE] [-o json]  (or WEFT_TOKEN)";
 
 void PrintPolicy(const json& p) {
   std::printf("ID:          %s\nName:        %s\nDescription: %s\nRules:       %s\n",
               p.value("ID", "").c_str(), p.value("Name", "").c_str(),
               p.value("Description", "").c_str(), p.value("Rules", "").c_str());
+}
+
+std::string When(int64_t unix_s) {
+  if (unix_s == 0) return "never";
+  char buf[64];
+  const time_t t = static_cast<time_t>(unix_s);
+  struct tm tm {};
+  gmtime_r(&t, &tm);
+  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void PrintJoinToken(const json& t) {
+  std::printf("ID:          %s\n", t.value("ID", "").c_str());
+  if (t.contains("SecretID")) std::printf("SecretID:    %s\n", t.value("SecretID", "").c_str());
+  std::printf("Description: %s\nCreated:     %s\nExpires:     %s\n",
+              t.value("Description", "").c_str(), When(t.value("CreateTime", int64_t{0})).c_str(),
+              When(t.value("ExpirationTime", int64_t{0})).c_str());
 }
 
 void PrintToken(const json& t) {
@@ -40,10 +61,10 @@ void PrintToken(const json& t) {
 }  // namespace
 
 int AclMain(const Args& args) {
-  if (args.size() < 2 || (args[0] != "policy" && args[0] != "token"))
-    return BadUsage("acl: expected policy or token, then a verb", kAclUsage);
+  if (args.size() < 2 || (args[0] != "policy" && args[0] != "token" && args[0] != "join-token"))
+    return BadUsage("acl: expected policy, token or join-token, then a verb", kAclUsage);
   const std::string what(args[0]), verb(args[1]);
-  std::string name, description, rules;
+  std::string name, description, rules, ttl;
   bool have_description = false;
   std::vector<std::string> policies;
   Args rest;
@@ -61,6 +82,8 @@ int AclMain(const Args& args) {
         if (!err.empty()) return BadUsage("--rules: " + err, kAclUsage);
       }
       rules = v;
+    } else if (what == "join-token" && FlagValue(args, &i, "--ttl", &v)) {
+      ttl = v;
     } else if (what == "token" && FlagValue(args, &i, "--policy", &v)) {
       policies.push_back(v);
     } else {
@@ -69,7 +92,7 @@ int AclMain(const Args& args) {
   }
   CtlFlags f;
   if (int rc = ParseCtlFlags(rest, &f, kAclUsage); rc >= 0) return rc;
-  const bool want_arg = verb == "read" || verb == "delete" || verb == "update";
+  const bool want_arg = verb == "read" || verb == "delete" || verb == "update" || verb == "revoke";
   if (want_arg != (f.positional.size() == 1) || f.positional.size() > 1)
     return BadUsage("acl " + what + " " + verb + ": " +
                         (want_arg ? "expected one NAME or ACCESSOR" : "unexpected arguments"),
@@ -139,6 +162,31 @@ int AclMain(const Args& args) {
       return 0;
     }
     return BadUsage("acl policy: unknown verb \"" + verb + "\"", kAclUsage);
+  }
+  if (what == "join-token") {
+    if (verb == "create") {
+      json b = {{"Description", description}};
+      if (!ttl.empty()) b["TTL"] = ttl;
+      if (int rc = call("PUT", "/v1/acl/join-token", b.dump(), &out)) return rc;
+      show(out, PrintJoinToken);
+      if (f.output != "json")
+        std::fprintf(stderr,
+                     "weft: the SecretID is shown only now; the server keeps only its hash. An "
+                     "agent joins with it once (--join-token-file FILE)\n");
+      return 0;
+    }
+    if (verb == "list") {
+      if (int rc = call("GET", "/v1/acl/join-tokens", "", &out)) return rc;
+      return show(out, PrintJoinToken);
+    }
+    if (verb == "revoke") {
+      if (int rc = call("DELETE", "/v1/acl/join-token/" + http::PercentEncode(arg), "", &out))
+        return rc;
+      std::printf("join token %s revoked (agents that joined with it keep their certificates)\n",
+                  arg.c_str());
+      return 0;
+    }
+    return BadUsage("acl join-token: unknown verb \"" + verb + "\"", kAclUsage);
   }
   if (verb == "create") {
     if (policies.empty())

@@ -16,7 +16,8 @@ int AgentMain(const Args& args) {
   agent::AgentOptions o;
   static constexpr const char* kAgentUsage =
       "weft agent --server GRPC_ADDR[,...] --node NAME --data-dir DIR [--http ADDR] [--dns ADDR] "
-      "[--zone Z] [--domain D] [--dns-max-tcp N] [--join-token T] [--server-ca FILE] "
+      "[--zone Z] [--domain D] [--dns-max-tcp N] [--join-token-file FILE] [--server-ca FILE] "
+      "[--socket PATH] [--socket-group GROUP] "
       "[--log-level LEVEL]";
   for (size_t i = 0; i < args.size(); ++i) {
     std::string v, err;
@@ -46,6 +47,12 @@ int AgentMain(const Args& args) {
       if (!err.empty()) return BadUsage("--server-ca \"" + v + "\": " + err, kAgentUsage);
     } else if (FlagValue(args, &i, "--join-token", &v)) {
       o.join_token = v;
+      WarnSecretInArgv("--join-token", "--join-token-file FILE or WEFT_JOIN_TOKEN");
+    } else if (FlagValue(args, &i, "--join-token-file", &v)) {
+      o.join_token = ReadSecretFile(v, &err);
+      if (!err.empty()) return BadUsage("--join-token-file \"" + v + "\": " + err, kAgentUsage);
+    } else if (FlagValue(args, &i, "--socket-group", &v)) {
+      o.socket_group = v;
     } else if (FlagValue(args, &i, "--domain", &v)) {
       o.domain = v;
     } else if (LogLevelFlag(args, &i, &err)) {

@@ -1,5 +1,6 @@
 // `weft check`: diagnoses a running mesh from one server (or agent).
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <nlohmann/json.hpp>
 
@@ -40,6 +41,26 @@ int CheckMain(const Args& args) {
   const bool have_ca = rj.is_object() && !rj.value("ActiveRootID", "").empty();
   report(have_ca, "the mesh CA has an active root",
          "a server creates one on start; check its log for CA errors");
+  // Agents and proxies the server turned away for their credentials do not
+  // show up as members: say so while it is recent (the log names them).
+  if (auto m = c.Do("GET", "/metrics"); m.ok() && m->status == 200) {
+    auto value = [&](std::string_view name) -> int64_t {
+      const std::string& b = m->body;
+      size_t at = b.find("\n" + std::string(name) + " ");
+      if (at == std::string::npos) return 0;
+      return std::strtoll(b.c_str() + at + name.size() + 2, nullptr, 10);
+    };
+    const int64_t last = value("weft_server_last_unauthenticated_unix");
+    const int64_t ago = static_cast<int64_t>(std::time(nullptr)) - last;
+    report(last == 0 || ago > 600,
+           "no agent or proxy refused for its credentials in the last 10 minutes" +
+               (last == 0 ? std::string()
+                          : " (" + std::to_string(value("weft_server_unauthenticated_total")) +
+                                " refused so far, the last " + std::to_string(ago) + "s ago)"),
+           "a proxy's ACL token (--token-file; service:write on its service) or an agent's join "
+           "token is wrong or missing: the server's log names the peer and the reason "
+           "(\"refused\")");
+  }
   std::vector<MeshMember> members;
   std::string err;
   if (!ListMembers(addr, &members, &err)) {
@@ -82,7 +103,8 @@ int CheckMain(const Args& args) {
     const int64_t not_after = cj.value("not_after_unix", int64_t{0});
     report(not_after > now,
            name + ": has a valid workload certificate (" + cj.value("spiffe_id", "none") + ")",
-           "the proxy has no current certificate: check the join token (--join-token) and the "
+           "the proxy has no current certificate: check the proxy's ACL token (--token-file; "
+           "service:write on its service) and the "
            "server's log for refused certificate requests");
     if (not_after > now) {
       report(not_after - now > 300,

@@ -53,6 +53,19 @@ std::string g_api_token;  // set once, by ParseCtlFlags
 
 const std::string& ApiToken() { return g_api_token; }
 
+std::string ReadSecretFile(const std::string& path, std::string* err) {
+  std::string secret(TrimOws(ReadWholeFile(path, err)));
+  if (err->empty() && secret.empty()) *err = "the file is empty";
+  return secret;
+}
+
+void WarnSecretInArgv(const char* flag, const char* instead) {
+  std::fprintf(stderr,
+               "weft: warning: %s puts a secret on the command line, where every local user can "
+               "read it (ps, /proc); use %s\n",
+               flag, instead);
+}
+
 http::ClientOptions ApiClientOptions() {
   http::ClientOptions o;
   if (!g_api_token.empty()) o.headers.emplace_back("x-consul-token", g_api_token);
@@ -94,7 +107,7 @@ int ParseCtlFlags(const Args& args, CtlFlags* f, const char* usage) {
     return BadUsage("--token and --token-file: give one", usage);
   if (!token_file.empty()) {
     std::string err;
-    token = std::string(TrimOws(ReadWholeFile(token_file, &err)));
+    token = ReadSecretFile(token_file, &err);
     if (!err.empty()) return BadUsage("--token-file: " + err, usage);
   } else if (token.empty()) {
     if (const char* env = std::getenv("WEFT_TOKEN")) token = env;

@@ -25,6 +25,11 @@ std::string ServerAddress(const std::string& flag);
 // The API token of this command (--token, --token-file or WEFT_TOKEN), set
 // by ParseCtlFlags; "" for none (the anonymous token).
 const std::string& ApiToken();
+// A secret from a file (a token), surrounding white space trimmed; "" with
+// *err when unreadable or empty.
+std::string ReadSecretFile(const std::string& path, std::string* err);
+// Warns (stderr) that a secret was given as a flag's value.
+void WarnSecretInArgv(const char* flag, const char* instead);
 // Client options for calls to a server's or agent's API: they carry the
 // token as X-Consul-Token.
 http::ClientOptions ApiClientOptions();

@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "base/strings.h"
 #include "cli/ctl.h"
+#include "cli/ctl_internal.h"
 #include "cli/flags.h"
 #include "proxy/proxy.h"
 #include "xds/proxy_source.h"
@@ -29,8 +30,8 @@ constexpr const char* kUsage =
     "  proxy --config FILE [--validate] [--log-level LEVEL]\n"
     "        run the data-plane proxy from a static bootstrap file\n"
     "  proxy --server GRPC_ADDR[,...] --service NAME [--proxy-id ID] [--admin ADDR] [--workers N]\n"
-    "        [--join-token T] (or WEFT_JOIN_TOKEN: for its certificate; not needed with --agent)\n"
-    "        [--server-ca FILE] (servers run with --grpc-tls: their DATA_DIR/ca.pem)\n"
+    "        [--token-file FILE] (or WEFT_TOKEN: an ACL token with service:write on NAME;\n"
+    "        not needed with --agent) [--server-ca FILE] (the servers' DATA_DIR/ca.pem)\n"
     "        run a sidecar whose configuration streams from the control plane\n"
     "  proxy --agent unix:PATH --service NAME [...] [--socket-mark N]\n"
     "        the same, from the node agent's local socket\n"
@@ -100,8 +101,17 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       std::string err;
       opts.server_ca_pem = weft::xds::ReadServerCa(v, &err);
       if (!err.empty()) return Usage(("--server-ca \"" + v + "\": " + err).c_str());
+    } else if (value("--token", &v)) {
+      opts.token = v;
+      weft::cli::WarnSecretInArgv("--token", "--token-file FILE or WEFT_TOKEN");
+    } else if (value("--token-file", &v)) {
+      std::string err;
+      opts.token = weft::cli::ReadSecretFile(v, &err);
+      if (!err.empty()) return Usage(("--token-file \"" + v + "\": " + err).c_str());
     } else if (value("--join-token", &v)) {
-      opts.join_token = v;
+      return Usage(
+          "proxy: --join-token is for agents; a proxy without an agent presents an ACL token "
+          "with service:write on its service (--token-file FILE or WEFT_TOKEN)");
     } else if (value("--admin", &v)) {
       opts.admin = v;
     } else if (value("--socket-mark", &v)) {
@@ -129,8 +139,8 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       return Usage(("proxy: unknown or incomplete flag \"" + std::string(a) + "\"").c_str());
     }
   }
-  if (opts.join_token.empty()) {
-    if (const char* t = std::getenv("WEFT_JOIN_TOKEN")) opts.join_token = t;
+  if (opts.token.empty()) {
+    if (const char* t = std::getenv("WEFT_TOKEN")) opts.token = t;
   }
   if (opts.config_path.empty() && opts.server.empty())
     return Usage("proxy: --config FILE or --server ADDR --service NAME is required");

@@ -2,6 +2,8 @@
 #include "control/server.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "base/strings.h"
@@ -13,8 +15,9 @@ namespace {
 
 constexpr const char* kServerUsage =
     "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
-    "[--name NAME] [--join-token T] [--trust-domain TD] [--ca-cert FILE --ca-key FILE] [--cert-ttl "
-    "DUR] [--node-timeout DUR] [--grpc-tls] "
+    "[--name NAME] [--join-token-file FILE] [--join-token-ttl DUR] [--trust-domain TD] [--ca-cert "
+    "FILE --ca-key FILE] [--cert-ttl "
+    "DUR] [--node-timeout DUR] [--grpc-tls (with --dev; always on without)] "
     "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
     "[--http-allow-host NAME] [--acl-bootstrap-token-file FILE] [--max-streams N] "
     "[--log-level LEVEL]";
@@ -37,6 +40,16 @@ int ServerMain(const Args& args) {
       o.name = v;
     } else if (FlagValue(args, &i, "--join-token", &v)) {
       o.join_token = v;
+      WarnSecretInArgv("--join-token", "--join-token-file FILE or WEFT_JOIN_TOKEN");
+    } else if (FlagValue(args, &i, "--join-token-file", &v)) {
+      o.join_token = ReadSecretFile(v, &err);
+      if (!err.empty()) return BadUsage("--join-token-file \"" + v + "\": " + err, kServerUsage);
+    } else if (FlagValue(args, &i, "--join-token-ttl", &v)) {
+      auto ms = v == "0" ? std::optional<int64_t>(0) : ParseDurationMs(v);
+      if (!ms || (*ms != 0 && *ms < 1000) || *ms > 365LL * 86400 * 1000)
+        return BadUsage("--join-token-ttl \"" + v + "\": use 0 (never) or 1s to 8760h",
+                        kServerUsage);
+      o.join_token_ttl_s = *ms / 1000;
     } else if (FlagValue(args, &i, "--trust-domain", &v)) {
       o.trust_domain = v;
     } else if (FlagValue(args, &i, "--ca-cert", &v)) {
@@ -93,6 +106,8 @@ int ServerMain(const Args& args) {
                       kServerUsage);
     }
   }
+  if (o.join_token.empty())
+    if (const char* t = std::getenv("WEFT_JOIN_TOKEN")) o.join_token = t;
   return control::RunServer(o);
 }
 

@@ -227,6 +227,8 @@ class Api {
   asio::awaitable<http::Response> AclRequest(http::Request& req, std::string_view rest);
   asio::awaitable<http::Response> AclPolicyPut(http::Request& req, std::string id);
   asio::awaitable<http::Response> AclTokenCreate(http::Request& req);
+  // /v1/acl/join-tokens, /v1/acl/join-token[/ID] (join_token.h).
+  asio::awaitable<http::Response> AclJoinToken(http::Request& req, std::string_view rest);
   // "" when the request's caller may do `need` on `name` (always, with ACLs
   // off), else the 403 text.
   std::string Deny(const http::Request& req, acl::Resource r, std::string_view name,

@@ -5,6 +5,7 @@
 
 #include <ctime>
 #include <functional>
+#include <optional>
 #include <tuple>
 #include <utility>
 
@@ -12,6 +13,7 @@
 #include "base/strings.h"
 #include "control/api.h"
 #include "control/api_internal.h"
+#include "control/join_token.h"
 
 namespace weft::control {
 
@@ -250,6 +252,8 @@ asio::awaitable<Response> Api::AclRequest(Request& req, std::string_view rest) {
     }
     co_return Error(405, "use GET, PUT or DELETE /v1/acl/policy/ID");
   }
+  if (rest == "join-tokens" || StartsWith(rest, "join-token"))
+    co_return co_await AclJoinToken(req, rest);
   if (rest == "token" && put) co_return co_await AclTokenCreate(req);
   if (StartsWith(rest, "token/")) {
     const std::string accessor(rest.substr(6));
@@ -368,6 +372,75 @@ asio::awaitable<Response> Api::AclTokenCreate(Request& req) {
   json out = (now ? *now : t).ToJson(acl_.policies());
   out["SecretID"] = secret;  // shown once: the store has only its hash
   co_return Reply(out, now ? now->modify_index : acl_.index());
+}
+
+asio::awaitable<Response> Api::AclJoinToken(Request& req, std::string_view rest) {
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  store::Store* st = store_.get();
+  if (rest == "join-tokens" && get) {
+    json out = json::array();
+    const std::function<Result<int64_t>()> read = [st, &out]() -> Result<int64_t> {
+      auto all = join::List(st);
+      if (!all.ok()) return all.status();
+      for (const auto& t : all.value()) out.push_back(t.ToJson());
+      return int64_t{0};
+    };
+    Status s = co_await RunWrite(read);
+    if (!s.ok()) co_return Error(HttpStatusFor(s), "join tokens: " + s.message());
+    co_return Reply(out, acl_.index());
+  }
+  if (rest == "join-token" && (req.method == "PUT" || req.method == "POST")) {
+    json body = req.body.empty() ? json::object() : json::parse(req.body, nullptr, false);
+    if (!body.is_object())
+      co_return Error(400, "join token: the body must be a JSON object {TTL, Description}");
+    int64_t ttl_s = join::kDefaultTtlS;
+    std::string description;
+    for (const auto& [k, v] : body.items()) {
+      if (k == "TTL" && v.is_string()) {
+        const std::string t = v.get<std::string>();
+        auto ms = t == "0" ? std::optional<int64_t>(0) : ParseDurationMs(t);
+        if (!ms || (*ms != 0 && *ms < 1000) || *ms / 1000 > join::kMaxTtlS)
+          co_return Error(400, "join token: TTL \"" + t + "\": use 0 (never) or 1s to 8760h");
+        ttl_s = *ms / 1000;
+      } else if (k == "Description" && v.is_string()) {
+        description = v.get<std::string>();
+      } else {
+        co_return Error(400, "join token: unknown or mistyped field \"" + k +
+                                 "\" (use TTL: duration string, Description: string)");
+      }
+    }
+    join::Token made;
+    std::string secret;
+    const std::function<Result<int64_t>()> write = [&]() -> Result<int64_t> {
+      auto t = join::Create(st, ttl_s, description, "", &made);
+      if (!t.ok()) return t.status();
+      secret = t.value();
+      return int64_t{0};
+    };
+    Status s = co_await RunWrite(write);
+    if (!s.ok()) co_return Error(HttpStatusFor(s), "join token: " + s.message());
+    LOG_INFO("acl: join token {} created by a request from {} (expires {})", made.id, req.peer,
+             made.expiration_time);
+    json out = made.ToJson();
+    out["SecretID"] = secret;  // shown once: the store has only its hash
+    co_return Reply(out, acl_.index());
+  }
+  if (StartsWith(rest, "join-token/") && req.method == "DELETE") {
+    const std::string id(rest.substr(11));
+    join::Token gone;
+    const std::function<Result<int64_t>()> write = [&]() -> Result<int64_t> {
+      Status r = join::Revoke(st, id, &gone);
+      if (!r.ok()) return r;
+      return int64_t{0};
+    };
+    Status s = co_await RunWrite(write);
+    if (!s.ok()) co_return Error(HttpStatusFor(s), "join token: " + s.message());
+    LOG_INFO("acl: join token {} revoked by a request from {}", gone.id, req.peer);
+    co_return Reply(true, acl_.index());
+  }
+  co_return Error(405,
+                  "use GET /v1/acl/join-tokens, PUT /v1/acl/join-token, DELETE "
+                  "/v1/acl/join-token/ID");
 }
 
 Result<std::string> BootstrapAcl(store::Store* st, std::string secret) {

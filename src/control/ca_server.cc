@@ -6,6 +6,8 @@
 #include "base/strings.h"
 #include "base/time.h"
 #include "control/compiler.h"
+#include "control/join_token.h"
+#include "mesh/catalog.h"
 
 namespace weft::control {
 
@@ -140,26 +142,52 @@ void CaServer::Refresh() {
       {{"ActiveRootID", signer_id_}, {"TrustDomain", state_.trust_domain}, {"Roots", roots}});
 }
 
-Status CaServer::Sign(const weft::v1::SignRequest& req, weft::v1::SignResponse* resp) {
+Status CaServer::Sign(const Caller& caller, const weft::v1::SignRequest& req,
+                      weft::v1::SignResponse* resp) {
   if (!signer_) return Status(StatusCode::kUnavailable, "no CA root can sign");
+  if (req.node_identity()) return SignNode(caller, req, resp);
   const std::string ns = req.namespace_().empty() ? "default" : req.namespace_();
+  if (ns == "weft")
+    return Status(StatusCode::kInvalidArgument,
+                  "namespace weft is reserved for the mesh's own identities");
   auto id = identity::SpiffeId(state_.trust_domain, ns, req.service());
   if (!id.ok()) return id.status();
-  // Who may hold this identity: an agent only for services on its node; a
-  // proxy without an agent only for a service that has a sidecar.
+  // Who may hold this identity: an agent (its node certificate) only for
+  // services on its node; a proxy without an agent only for its own
+  // service, when that has a sidecar registration and its token has
+  // service:write on it.
+  std::string node = req.node();
+  if (!caller.node.empty()) {
+    if (!node.empty() && node != caller.node)
+      return Status(StatusCode::kPermissionDenied, "this certificate is node \"" + caller.node +
+                                                       "\"'s: it may not act for node \"" + node +
+                                                       "\"");
+    node = caller.node;
+  } else if (!caller.open) {
+    if (!node.empty())
+      return Status(StatusCode::kPermissionDenied,
+                    "naming a node needs that node's certificate (agents join with a join token)");
+    const acl::AclState& acls = api_.acl_state();
+    const acl::Token* t = acls.TokenBySecret(caller.acl_token);
+    if (!t) return Status(StatusCode::kPermissionDenied, "ACL not found");
+    if (std::string why =
+            acls.AuthzFor(t).Denied(acl::Resource::kService, req.service(), acl::Access::kWrite);
+        !why.empty())
+      return Status(StatusCode::kPermissionDenied, why);
+  }
   const mesh::CatalogView& cat = api_.catalog();
   bool allowed = false;
-  if (!req.node().empty()) {
-    if (const mesh::Node* node = cat.FindNode(req.node())) {
-      for (const auto& [sid, inst] : node->services) {
+  if (!node.empty()) {
+    if (const mesh::Node* n = cat.FindNode(node)) {
+      for (const auto& [sid, inst] : n->services) {
         if (inst.ns != ns) continue;
         allowed |= inst.service == req.service() ||
                    (inst.proxy && inst.proxy->destination_service_name == req.service());
       }
     }
     if (!allowed)
-      return Status(StatusCode::kPermissionDenied, "service " + ns + "/" + req.service() +
-                                                       " is not registered on node " + req.node());
+      return Status(StatusCode::kPermissionDenied,
+                    "service " + ns + "/" + req.service() + " is not registered on node " + node);
   } else {
     for (const auto& p : cat.ProxiesFor(req.service())) allowed |= p.instance->ns == ns;
     if (!allowed)
@@ -168,11 +196,56 @@ Status CaServer::Sign(const weft::v1::SignRequest& req, weft::v1::SignResponse* 
   }
   auto cert = signer_->Sign(req.csr_pem(), id.value(), opts_.cert_ttl_s);
   if (!cert.ok()) return cert.status();
-  auto not_after = identity::NotAfterUnix(cert.value());
-  resp->set_cert_chain_pem(cert.value());
-  resp->set_spiffe_id(id.value());
+  return Issued(caller, node, id.value(), cert.value(), resp);
+}
+
+Status CaServer::SignNode(const Caller& caller, const weft::v1::SignRequest& req,
+                          weft::v1::SignResponse* resp) {
+  const std::string& node = req.node();
+  if (!mesh::ValidName(node))
+    return Status(StatusCode::kInvalidArgument, "node \"" + node + "\": not a node name");
+  auto id = identity::NodeSpiffeId(state_.trust_domain, node);
+  if (!id.ok()) return id.status();
+  if (!caller.open) {
+    if (!caller.node.empty() && caller.node != node) {
+      return Status(StatusCode::kPermissionDenied, "this certificate is node \"" + caller.node +
+                                                       "\"'s, not node \"" + node + "\"'s");
+    }
+    if (caller.node.empty() && !caller.join_token_ok)
+      return Status(StatusCode::kPermissionDenied, "joining needs a join token");
+    // A join (not a renewal) for a node whose agent is connected: a second
+    // agent claiming it. Refused; the first keeps the node.
+    if (caller.node.empty() && stream_.AgentConnected(node))
+      return Status(StatusCode::kFailedPrecondition,
+                    "node \"" + node +
+                        "\" is held by an agent connected now: stop it, or pick another --node");
+  }
+  auto cert = signer_->Sign(req.csr_pem(), id.value(), join::kNodeCertTtlS);
+  if (!cert.ok()) return cert.status();
+  if (Status s = Issued(caller, node, id.value(), cert.value(), resp); !s.ok()) return s;
+  // Which certificate the node holds now, for operators (weft acl
+  // join-token list shows the tokens; this shows who used one).
+  join::NodeCert rec;
+  rec.serial = identity::SerialHex(cert.value());
+  rec.peer = caller.peer;
+  rec.not_after = resp->not_after_unix();
+  rec.issued_at = NowS();
+  if (auto w = api_.store()->Put(std::string(join::kNodeCertPrefix) + node, join::NodeCertDoc(rec));
+      !w.ok())
+    LOG_WARN("node certificate of {}: record not written: {}", node, w.status().message());
+  return {};
+}
+
+Status CaServer::Issued(const Caller& caller, const std::string& node, const std::string& id,
+                        const std::string& cert, weft::v1::SignResponse* resp) {
+  auto not_after = identity::NotAfterUnix(cert);
+  resp->set_cert_chain_pem(cert);
+  resp->set_spiffe_id(id);
   resp->set_not_after_unix(not_after.ok() ? not_after.value() : 0);
   resp->set_root_id(signer_id_);
+  LOG_INFO("certificate issued: {} node \"{}\" peer {} serial {} until {}{}", id, node, caller.peer,
+           identity::SerialHex(cert), resp->not_after_unix(),
+           caller.join_token_ok ? " (joined with a join token)" : "");
   return {};
 }
 

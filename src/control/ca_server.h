@@ -41,11 +41,16 @@ class CaServer {
   // re-checks the clock every second (activation and retirement times).
   Status Start(const std::string& doc);
   // The Sign RPC (io thread): who may hold which identity, then a
-  // certificate from the signing root.
-  Status Sign(const weft::v1::SignRequest& req, weft::v1::SignResponse* resp);
+  // certificate from the signing root. Every certificate issued is logged
+  // with its identity, node, peer and serial.
+  Status Sign(const Caller& caller, const weft::v1::SignRequest& req, weft::v1::SignResponse* resp);
 
  private:
   Status Load(const std::string& doc);
+  Status SignNode(const Caller& caller, const weft::v1::SignRequest& req,
+                  weft::v1::SignResponse* resp);
+  Status Issued(const Caller& caller, const std::string& node, const std::string& id,
+                const std::string& cert, weft::v1::SignResponse* resp);
   void Refresh();
   void Tick();
   asio::awaitable<http::Response> Rotate(http::Request& req);

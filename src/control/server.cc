@@ -23,6 +23,7 @@
 #include "control/api.h"
 #include "control/ca_server.h"
 #include "control/ca_state.h"
+#include "control/join_token.h"
 #include "control/store/open.h"
 #include "control/stream_server.h"
 #include "http/server.h"
@@ -31,24 +32,8 @@
 namespace weft::control {
 
 namespace {
-
-// The cluster's join token: read from the store, or created there once.
-Result<std::string> EnsureJoinToken(store::Store* st) {
-  constexpr std::string_view kKey = "cluster/join-token";
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    auto cur = st->Get(kKey);
-    if (cur.ok()) return cur->value;
-    if (cur.status().code() != StatusCode::kNotFound) return cur.status();
-    std::random_device rd;
-    std::string token;
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (int i = 0; i < 32; ++i) token.push_back(kHex[rd() & 15]);
-    auto w = st->PutIf(kKey, token, 0);
-    if (w.ok()) return token;  // else another replica won: read theirs
-  }
-  return Status(StatusCode::kUnavailable, "could not create or read the join token");
-}
-
+// Written once, when the first join token is made.
+constexpr std::string_view kJoinBootstrapKey = "acl/join-bootstrap";
 }  // namespace
 
 int RunServer(const ServerOptions& in) {
@@ -154,30 +139,59 @@ int RunServer(const ServerOptions& in) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;
   }
-  // Agents join with a token: given, or made once and kept in the store (so
-  // every replica shares it) and in DATA_DIR/join-token for operators.
   StreamOptions sopts;
   sopts.node_timeout_ms = opts.node_timeout_ms;
   sopts.max_streams = opts.max_streams;
+  sopts.authenticate = !opts.dev;
   if (!opts.dev) {
-    std::string token = opts.join_token;
-    if (token.empty()) {
-      auto t = EnsureJoinToken(api.store());
+    // Agents join with a join token once, then prove their node with its
+    // certificate. The store keeps hashes of join tokens only; the first
+    // one is made on first start and written to DATA_DIR/join-token.
+    auto moved = join::MigrateLegacy(api.store(), opts.join_token_ttl_s);
+    if (!moved.ok()) {
+      std::fprintf(stderr, "weft server: join token: %s\n", moved.status().message().c_str());
+      return 1;
+    }
+    if (!moved->empty())
+      LOG_WARN(
+          "the join token stored in plaintext by an earlier version is now a hashed record, "
+          "valid {}s from now",
+          opts.join_token_ttl_s);
+    std::string made;
+    if (!opts.join_token.empty()) {
+      if (opts.join_token.size() < 16) {
+        std::fprintf(stderr, "weft server: the join token must be at least 16 characters\n");
+        return 2;
+      }
+      auto t = join::Create(api.store(), opts.join_token_ttl_s, "the operator's, given at start",
+                            opts.join_token);
+      (void)api.store()->PutIf(kJoinBootstrapKey, "1", 0);
       if (!t.ok()) {
         std::fprintf(stderr, "weft server: join token: %s\n", t.status().message().c_str());
         return 1;
       }
-      token = t.value();
+    } else if (api.store()->PutIf(kJoinBootstrapKey, "1", 0).ok()) {
+      auto t = join::Create(api.store(), opts.join_token_ttl_s, "made on first start");
+      if (!t.ok()) {
+        std::fprintf(stderr, "weft server: join token: %s\n", t.status().message().c_str());
+        return 1;
+      }
+      made = t.value();
     }
-    sopts.join_token = token;
-    if (!opts.data_dir.empty()) {
+    if (!made.empty() && !opts.data_dir.empty()) {
       const std::string path = opts.data_dir + "/join-token";
-      if (Status s = WriteFileAtomic(path, token); s.ok()) {
-        LOG_INFO("agents join with the token in {}", path);
-      } else {
+      if (Status s = WriteFileAtomic(path, made, 0600); !s.ok()) {
         std::fprintf(stderr, "weft server: join token: %s\n", s.message().c_str());
         return 1;
       }
+      LOG_INFO(
+          "agents join with the token in {} (mode 0600; it expires in {}s; more with `weft "
+          "acl join-token create`)",
+          path, opts.join_token_ttl_s);
+    } else if (!made.empty()) {
+      LOG_WARN(
+          "a join token was made but there is no --data-dir to write it to: make one with "
+          "`weft acl join-token create`");
     }
   }
   CaOptions ca_opts;
@@ -201,10 +215,10 @@ int RunServer(const ServerOptions& in) {
     std::fprintf(stderr, "weft server: CA: %s\n", ca_doc.status().message().c_str());
     return 1;
   }
-  if (opts.grpc_tls) {
-    // The config stream over TLS: this server's certificate from the mesh
-    // CA (name server.weft), and the trust bundle in DATA_DIR/ca.pem for
-    // agents and proxies (`--server-ca`).
+  if (opts.grpc_tls || !opts.dev) {
+    // The config stream over TLS (always with a real store): this server's
+    // certificate from the mesh CA (name server.weft), and the trust
+    // bundle in DATA_DIR/ca.pem for agents and proxies (`--server-ca`).
     auto state = CaState::Parse(ca_doc.value());
     const int64_t now = static_cast<int64_t>(std::time(nullptr));
     const CaRoot* signing = state.ok() ? state->Signing(now) : nullptr;
@@ -234,18 +248,26 @@ int RunServer(const ServerOptions& in) {
     }
     std::string bundle;
     for (const CaRoot* r : state->Trusted(now)) bundle += r->cert_pem;
-    const std::string path = opts.data_dir + "/ca.pem";
-    // Public (the roots only): readable by every local agent and proxy.
-    if (Status s = WriteFileAtomic(path, bundle, 0644); !s.ok()) {
-      std::fprintf(stderr, "weft server: --grpc-tls: %s\n", s.message().c_str());
-      return 1;
+    if (!opts.data_dir.empty()) {
+      const std::string path = opts.data_dir + "/ca.pem";
+      // Public (the roots only): readable by every local agent and proxy.
+      if (Status s = WriteFileAtomic(path, bundle, 0644); !s.ok()) {
+        std::fprintf(stderr, "weft server: --grpc-tls: %s\n", s.message().c_str());
+        return 1;
+      }
+      LOG_INFO("config stream over TLS (name {}); agents verify it with {}",
+               identity::kServerTlsName, path);
+    } else {
+      LOG_INFO(
+          "config stream over TLS (name {}); agents verify it with the roots of `weft ca "
+          "roots` (no --data-dir for ca.pem)",
+          identity::kServerTlsName);
     }
-    LOG_INFO("config stream over TLS (name {}); agents verify it with {}", identity::kServerTlsName,
-             path);
   }
   CaServer* ca_server = nullptr;  // set below; the stream server calls it on the io thread
-  sopts.sign = [&ca_server](const weft::v1::SignRequest& req, weft::v1::SignResponse* resp) {
-    return ca_server ? ca_server->Sign(req, resp)
+  sopts.sign = [&ca_server](const Caller& caller, const weft::v1::SignRequest& req,
+                            weft::v1::SignResponse* resp) {
+    return ca_server ? ca_server->Sign(caller, req, resp)
                      : Status(StatusCode::kUnavailable, "the CA is starting");
   };
   StreamServer stream(io, api, sopts);

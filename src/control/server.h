@@ -15,20 +15,24 @@ struct ServerOptions {
   std::string store;     // "" (embedded) or etcd://H:P,H:P
   std::string http_addr = "127.0.0.1:8500";
   std::string grpc_addr = "127.0.0.1:8502";
-  std::string name;        // member name (default: hostname-pid)
-  bool dev = false;        // throwaway data dir when none is given; no join token
-  std::string join_token;  // "" = read or create it in the store
+  std::string name;  // member name (default: hostname-pid)
+  bool dev = false;  // throwaway data dir when none is given; no ACLs, join tokens or TLS
+  // An operator's join token (at least 16 characters), recorded with
+  // join_token_ttl_s on first sight; "": one is made on first start and
+  // written to DATA_DIR/join-token.
+  std::string join_token;
+  int64_t join_token_ttl_s = 24 * 3600;  // 0: never expires
   std::string trust_domain = "weft.local";
   std::string ca_cert_file, ca_key_file;  // an operator's root or intermediate; else made once
   int64_t cert_ttl_s = 24 * 3600;         // workload certificates' lifetime
   int64_t node_timeout_ms = 10000;        // agent gone this long: its node turns critical
-  bool grpc_tls = false;                  // the config stream over TLS (see DATA_DIR/ca.pem)
+  bool grpc_tls = false;  // the config stream over TLS with --dev (always on without it)
   size_t max_body_bytes = 1024 * 1024;
   size_t max_connections = 4096;
   int64_t header_read_timeout_ms = 10000;  // a request head (and body) must arrive within this
   int64_t max_wait_ms = 10 * 60 * 1000;    // longest blocking query
   size_t max_blocking_queries = 8192;      // beyond: answered at once
-  size_t max_streams = 10000;              // config streams; the last tenth need the join token
+  size_t max_streams = 10000;              // config streams; the last tenth need a node certificate
   // Host names API requests may carry besides IP literals, localhost, names
   // under .weft and this machine's hostname (DNS rebinding protection);
   // ".example.com" allows every name under example.com.

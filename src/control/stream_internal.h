@@ -28,7 +28,7 @@ class StreamServer::Session
     : public grpc::ServerBidiReactor<weft::v1::StreamRequest, weft::v1::StreamResponse>,
       public std::enable_shared_from_this<Session> {
  public:
-  Session(StreamServer* server, std::string peer, bool token_ok);
+  Session(StreamServer* server, Caller caller);
 
   // Starts reading; once, on the gRPC thread that made the session.
   void Begin();
@@ -41,6 +41,10 @@ class StreamServer::Session
   const Identity& identity() const { return identity_; }
   // The node of an agent's stream ("" for anything else).
   const std::string& agent_node() const { return agent_node_; }
+  const Caller& caller() const { return caller_; }
+  // Ends the stream with an error before it subscribed (io thread: the
+  // subscription's own checks).
+  void Refuse(const grpc::Status& s);
 
   // For /v1/agent/members (any thread).
   nlohmann::json Describe();
@@ -65,8 +69,8 @@ class StreamServer::Session
 
   // Constant after construction.
   StreamServer* const server_;
-  const std::string peer_;
-  const bool token_ok_;  // the client presented the join token (or none is required)
+  const Caller caller_;  // what the stream's call proved
+  const std::string& peer_ = caller_.peer;
   // Keeps the session alive until OnDone: set in Begin(), taken in OnDone()
   // under mu_.
   std::shared_ptr<Session> self_;

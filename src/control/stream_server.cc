@@ -9,6 +9,7 @@
 #include "base/prometheus.h"
 #include "base/time.h"
 #include "control/stream_internal.h"
+#include "identity/ca.h"
 
 namespace weft::control {
 
@@ -40,9 +41,13 @@ Status StreamServer::Start(const std::string& addr) {
   int port = 0;
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!opts_.tls_cert_pem.empty() && addr.rfind("unix:", 0) != 0) {
-    // Clients check the server; agents and proxies prove themselves with
-    // the join token inside the TLS session, not with certificates.
-    grpc::SslServerCredentialsOptions o(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    // Clients check the server. Agents present their node certificate;
+    // it is verified per call against the trust bundle of the moment
+    // (CallerOf), so a rotated root is accepted without a restart. Proxies
+    // and joining agents present none and prove themselves with a token.
+    grpc::SslServerCredentialsOptions o(opts_.authenticate
+                                            ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY
+                                            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
     o.pem_key_cert_pairs.push_back({opts_.tls_key_pem, opts_.tls_cert_pem});
     creds = grpc::SslServerCredentials(o);
   }
@@ -83,19 +88,47 @@ void StreamServer::Stop() {
   }
 }
 
-bool StreamServer::TokenOk(const grpc::CallbackServerContext* ctx) const {
-  if (opts_.join_token.empty()) return true;
+Caller StreamServer::CallerOf(const grpc::CallbackServerContext* ctx) const {
+  Caller c;
+  c.peer = ctx->peer();
+  c.open = !opts_.authenticate;
   const auto& md = ctx->client_metadata();
-  auto it = md.find("x-weft-join-token");
-  if (it == md.end() || it->second.size() != opts_.join_token.size()) return false;
-  // Constant time: how much of a guess was right must not show.
-  unsigned char diff = 0;
-  for (size_t i = 0; i < opts_.join_token.size(); ++i)
-    diff |= static_cast<unsigned char>(it->second.data()[i] ^ opts_.join_token[i]);
-  return diff == 0;
+  if (auto it = md.find("x-consul-token"); it != md.end()) {
+    c.acl_token.assign(it->second.data(), it->second.size());
+  } else if (auto a = md.find("authorization"); a != md.end()) {
+    std::string_view v(a->second.data(), a->second.size());
+    if (v.substr(0, 7) == "Bearer ") c.acl_token = std::string(v.substr(7));
+  }
+  if (!opts_.authenticate) return c;
+  auto auth = ctx->auth_context();
+  if (!auth) return c;
+  auto pems = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  if (pems.empty()) return c;
+  std::string roots, td;
+  {
+    std::lock_guard<std::mutex> l(roots_mu_);
+    roots = roots_pem_;
+    td = trust_domain_;
+  }
+  const std::string pem(pems.front().data(), pems.front().size());
+  auto id = identity::VerifyWorkload(pem, roots);
+  if (!id.ok()) {
+    LOG_WARN_LIMITED("config stream: client certificate from {} refused: {}", c.peer,
+                     id.status().message());
+    return c;
+  }
+  c.node = identity::NodeOf(id.value(), td);
+  return c;
 }
 
 void StreamServer::SetBundle(ResourcePtr bundle) {
+  if (bundle && bundle->has_bundle()) {
+    std::string pem;
+    for (const auto& r : bundle->bundle().roots_pem()) pem += r;
+    std::lock_guard<std::mutex> l(roots_mu_);
+    roots_pem_ = std::move(pem);
+    trust_domain_ = bundle->bundle().trust_domain();
+  }
   compiler_.SetBundle(std::move(bundle));
   PushChanged();
 }
@@ -115,6 +148,25 @@ void StreamServer::PushChanged() {
 }
 
 void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
+  if (!s->caller().open && s->identity().role == "proxy" && s->caller().node.empty()) {
+    // A proxy without an agent acts as its service: its token must be
+    // allowed to (Consul's service token).
+    std::string why = "an ACL token (x-consul-token) with service:write on \"" +
+                      s->identity().service + "\" is needed";
+    if (const acl::Token* t = api_.acl_state().TokenBySecret(s->caller().acl_token)) {
+      why = api_.acl_state().AuthzFor(t).Denied(acl::Resource::kService, s->identity().service,
+                                                acl::Access::kWrite);
+    } else if (!s->caller().acl_token.empty()) {
+      why = "ACL not found";
+    }
+    if (!why.empty()) {
+      NoteUnauthenticated();
+      LOG_WARN_LIMITED("stream from {} for proxy of {} refused: {}", s->caller().peer,
+                       s->identity().service, why);
+      s->Refuse(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why));
+      return;
+    }
+  }
   if (opts_.on_subscribe) opts_.on_subscribe(s->identity());
   if (!s->agent_node().empty()) {
     AgentLink& a = agents_[s->agent_node()];
@@ -184,7 +236,7 @@ void StreamServer::Metrics(prom::Writer& w) const {
   line("weft_server_stream_nacks_total", "counter", "Responses refused by clients.",
        static_cast<int64_t>(counters_.nacks.load()));
   line("weft_server_streams_tokenless_refused_total", "counter",
-       "Streams without the join token refused: the last tenth of max_streams is for agents.",
+       "Streams without a node certificate refused: the last tenth of max_streams is for agents.",
        static_cast<int64_t>(counters_.tokenless_refused.load()));
   line("weft_server_endpoints_skipped_total", "counter",
        "Instances left out of endpoints: their address is not an IP address or a DNS name.",
@@ -196,8 +248,14 @@ void StreamServer::Metrics(prom::Writer& w) const {
        "Streams ended because the client broke the protocol.",
        static_cast<int64_t>(counters_.bad_requests.load()));
   line("weft_server_unauthenticated_total", "counter",
-       "Agent streams and node syncs refused for a missing or wrong join token.",
+       "Calls refused for missing or bad credentials (node certificate, join token, ACL token).",
        static_cast<int64_t>(counters_.unauthenticated.load()));
+  line("weft_server_last_unauthenticated_unix", "gauge",
+       "When the last call refused for its credentials came (unix seconds; 0: never).",
+       counters_.last_unauthenticated_s.load());
+  line("weft_server_foreign_node_refused_total", "counter",
+       "Calls refused for naming a node other than the one of the caller's certificate.",
+       static_cast<int64_t>(counters_.foreign_node.load()));
   line("weft_server_certificates_issued_total", "counter", "Workload certificates signed.",
        static_cast<int64_t>(counters_.signed_certs.load()));
   line("weft_server_certificate_requests_refused_total", "counter",

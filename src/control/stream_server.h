@@ -12,10 +12,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 
 #include "base/status.h"
+#include "base/time.h"
 #include "control/api.h"
 #include "control/compiler.h"
 
@@ -37,15 +39,26 @@ struct StreamCounters {
   std::atomic<uint64_t> responses{0};
   std::atomic<uint64_t> acks{0};
   std::atomic<uint64_t> nacks{0};
-  std::atomic<uint64_t> resumed{0};       // streams that resumed from versions they held
-  std::atomic<uint64_t> bad_requests{0};  // protocol errors: stream ended with an error
-  std::atomic<uint64_t> node_syncs{0};    // agents' node documents written
-  std::atomic<uint64_t> unauthenticated{0};
-  std::atomic<uint64_t> tokenless_refused{0};  // streams without the token, over their share
+  std::atomic<uint64_t> resumed{0};                // streams that resumed from versions they held
+  std::atomic<uint64_t> bad_requests{0};           // protocol errors: stream ended with an error
+  std::atomic<uint64_t> node_syncs{0};             // agents' node documents written
+  std::atomic<uint64_t> unauthenticated{0};        // no or bad credentials
+  std::atomic<int64_t> last_unauthenticated_s{0};  // when the last such call came (unix s)
+  std::atomic<uint64_t> foreign_node{0};           // a node certificate used for another node
+  std::atomic<uint64_t> tokenless_refused{0};      // streams without the token, over their share
   std::atomic<uint64_t> signed_certs{0};
   std::atomic<uint64_t> sign_refused{0};
   std::atomic<uint64_t> nodes_marked_critical{0};  // agents gone past node_timeout
   std::atomic<uint64_t> node_marks_reverted{0};    // unmarked: lost with most agents at once
+};
+
+// Who made a call, as far as the server could check (Sign, SyncNode, Stream).
+struct Caller {
+  std::string peer;            // gRPC's name for the peer address
+  std::string node;            // the node of a verified node certificate ("" none)
+  std::string acl_token;       // x-consul-token or authorization: Bearer ("" none)
+  bool join_token_ok = false;  // a valid, unexpired join token came with the call
+  bool open = false;           // nothing is checked (--dev, an agent's socket)
 };
 
 struct StreamOptions {
@@ -57,12 +70,17 @@ struct StreamOptions {
   size_t max_message_bytes = 64 << 20;
   int64_t debounce_ms = 5;       // changes within this window are pushed together
   bool accept_node_sync = true;  // false on agents (they forward nothing)
-  std::string join_token;        // required from agents; "" = not required (dev)
-  // Issues workload certificates (Sign RPC), on the io thread, once per
-  // accepted request; it can run after Stop() for a request accepted before,
-  // while the io_context runs. Unset: the RPC is refused (an agent's local
+  // A server with a real store: agents prove their node with its
+  // certificate (mutual TLS; tls_cert_pem must be set), a node certificate
+  // is first obtained with a join token, and proxies without an agent
+  // present an ACL token with service:write on their service. Off (--dev,
+  // and an agent's local socket): callers are taken at their word.
+  bool authenticate = false;
+  // Issues certificates (Sign RPC), on the io thread, once per accepted
+  // request; it can run after Stop() for a request accepted before, while
+  // the io_context runs. Unset: the RPC is refused (an agent's local
   // socket: certificates come with the stream there).
-  std::function<Status(const weft::v1::SignRequest&, weft::v1::SignResponse*)> sign;
+  std::function<Status(const Caller&, const weft::v1::SignRequest&, weft::v1::SignResponse*)> sign;
   // Called on the io thread when a client subscribes (an agent starts
   // certificates for its local proxies here); it can run after Stop() for a
   // stream opened before, while the io_context runs. The Identity is valid
@@ -95,6 +113,11 @@ class StreamServer {
   void Stop();
 
   void Metrics(prom::Writer& w) const;
+  // Whether an agent of `node` has a config stream open to this server now.
+  bool AgentConnected(const std::string& node) const {
+    auto it = agents_.find(node);
+    return it != agents_.end() && it->second.streams > 0;
+  }
   // Identity material for the compiler.
   void SetBundle(ResourcePtr bundle);
   void SetSecret(const std::string& ns, const std::string& service, ResourcePtr secret);
@@ -103,7 +126,14 @@ class StreamServer {
   class Service;
   // Posted to the io thread by a Session.
   void Subscribe(const std::shared_ptr<Session>& s);
-  bool TokenOk(const grpc::CallbackServerContext* ctx) const;
+  // What a call proves (any thread): the node of a client certificate that
+  // verifies against the current trust bundle, and the ACL token sent.
+  Caller CallerOf(const grpc::CallbackServerContext* ctx) const;
+  // Counts a call refused for its credentials (any thread).
+  void NoteUnauthenticated() {
+    counters_.unauthenticated++;
+    counters_.last_unauthenticated_s = WallMicros() / 1000000;
+  }
   void Unsubscribe(const std::shared_ptr<Session>& s);
 
  private:
@@ -136,7 +166,11 @@ class StreamServer {
   std::string bound_;
   // identity key -> sessions (io thread only)
   std::map<std::string, std::set<std::shared_ptr<Session>>> subscribers_;
-  StreamCounters counters_;      // any thread
+  StreamCounters counters_;  // any thread
+  // The trust bundle's roots and trust domain, for client certificates
+  // (guarded by roots_mu_; written on the io thread, read on gRPC's).
+  mutable std::mutex roots_mu_;
+  std::string roots_pem_, trust_domain_;
   asio::steady_timer debounce_;  // io thread only, with compile_pending_
   bool compile_pending_ = false;
   friend class Session;

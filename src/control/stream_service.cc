@@ -4,6 +4,8 @@
 #include <string>
 
 #include "base/log.h"
+#include "base/time.h"
+#include "control/join_token.h"
 #include "control/stream_internal.h"
 #include "mesh/catalog.h"
 
@@ -20,34 +22,62 @@ grpc::ServerUnaryReactor* StreamServer::Service::Sign(grpc::CallbackServerContex
         grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "certificates are issued by the servers"));
     return reactor;
   }
-  if (!server_->TokenOk(ctx)) {
-    server_->counters_.unauthenticated++;
-    server_->counters_.sign_refused++;
-    LOG_WARN("certificate request from {} for {}/{} refused: missing or wrong join token",
-             ctx->peer(), req->namespace_(), req->service());
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                 "certificate requests need this cluster's join token"));
-    return reactor;
-  }
   if (req->csr_pem().size() > 64 * 1024) {
     server_->counters_.sign_refused++;
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "CSR over 64 KiB"));
     return reactor;
   }
-  asio::post(server_->io_, [this, reactor, req, resp, peer = ctx->peer()] {
-    Status st = server_->opts_.sign(*req, resp);
+  Caller caller = server_->CallerOf(ctx);
+  if (!caller.open && req->node_identity() && caller.node.empty()) {
+    // Joining: the join token, checked against the store here (a short
+    // read; the store is thread-safe).
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("x-weft-join-token");
+    const std::string_view secret = it == md.end()
+                                        ? std::string_view()
+                                        : std::string_view(it->second.data(), it->second.size());
+    Status st = join::Check(server_->api_.store(), secret, WallMicros() / 1000000);
+    if (!st.ok()) {
+      server_->NoteUnauthenticated();
+      server_->counters_.sign_refused++;
+      LOG_WARN_LIMITED("node certificate for \"{}\" requested by {} refused: {}", req->node(),
+                       caller.peer, st.message());
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                   "joining needs a valid join token: " + st.message()));
+      return reactor;
+    }
+    caller.join_token_ok = true;
+  }
+  if (!caller.open && caller.node.empty() && !caller.join_token_ok && caller.acl_token.empty()) {
+    server_->NoteUnauthenticated();
+    server_->counters_.sign_refused++;
+    LOG_WARN_LIMITED("certificate request from {} for {}/{} refused: no credentials", caller.peer,
+                     req->namespace_(), req->service());
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                     "certificate requests need a node certificate (agents) or an ACL token with "
+                     "service:write on the service (proxies without an agent)"));
+    return reactor;
+  }
+  asio::post(server_->io_, [this, reactor, req, resp, caller = std::move(caller)] {
+    Status st = server_->opts_.sign(caller, *req, resp);
     if (st.ok()) {
       server_->counters_.signed_certs++;
       reactor->Finish(grpc::Status::OK);
       return;
     }
     server_->counters_.sign_refused++;
-    LOG_WARN("certificate request from {} (node \"{}\") for {}/{} refused: {}", peer, req->node(),
-             req->namespace_(), req->service(), st.message());
+    LOG_WARN_LIMITED(
+        "certificate request from {} (node \"{}\", certificate of node \"{}\") for "
+        "{} refused: {}",
+        caller.peer, req->node(), caller.node,
+        req->node_identity() ? "a node identity" : req->namespace_() + "/" + req->service(),
+        st.message());
     grpc::StatusCode code = grpc::StatusCode::INTERNAL;
     if (st.code() == StatusCode::kPermissionDenied) code = grpc::StatusCode::PERMISSION_DENIED;
     if (st.code() == StatusCode::kInvalidArgument) code = grpc::StatusCode::INVALID_ARGUMENT;
     if (st.code() == StatusCode::kUnavailable) code = grpc::StatusCode::UNAVAILABLE;
+    if (st.code() == StatusCode::kFailedPrecondition) code = grpc::StatusCode::FAILED_PRECONDITION;
     reactor->Finish(grpc::Status(code, st.message()));
   });
   return reactor;
@@ -62,12 +92,25 @@ grpc::ServerUnaryReactor* StreamServer::Service::SyncNode(grpc::CallbackServerCo
                                  "node documents go to a server, not to an agent"));
     return reactor;
   }
-  if (!server_->TokenOk(ctx)) {
-    server_->counters_.unauthenticated++;
-    LOG_WARN("node sync from {} for {} refused: missing or wrong join token", ctx->peer(),
-             req->node());
+  const Caller caller = server_->CallerOf(ctx);
+  if (!caller.open && caller.node.empty()) {
+    server_->NoteUnauthenticated();
+    LOG_WARN_LIMITED("node sync from {} for \"{}\" refused: no node certificate", caller.peer,
+                     req->node());
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                 "agents need this cluster's join token (--join-token)"));
+                                 "node documents need the node's certificate (an agent gets it "
+                                 "by joining with a join token)"));
+    return reactor;
+  }
+  if (!caller.open && caller.node != req->node()) {
+    server_->counters_.foreign_node++;
+    LOG_WARN_LIMITED(
+        "node sync from {} refused: its certificate is node \"{}\"'s, the document "
+        "names \"{}\"",
+        caller.peer, caller.node, req->node());
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::PERMISSION_DENIED,
+        "this certificate is node \"" + caller.node + "\"'s: it may write that node only"));
     return reactor;
   }
   auto fail = [&](grpc::StatusCode code, const std::string& msg) {
@@ -125,29 +168,36 @@ grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* StreamServer::Se
   // A reactor that finishes at once with the error.
   class Refuse : public grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse> {
    public:
-    explicit Refuse(const std::string& why) {
-      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why));
-    }
+    Refuse(grpc::StatusCode code, const std::string& why) { Finish(grpc::Status(code, why)); }
     void OnDone() override { delete this; }
   };
   const size_t active = static_cast<size_t>(server_->counters_.streams_active.load());
   const size_t max = server_->opts_.max_streams;
   if (active >= max) {
     LOG_WARN_LIMITED("stream from {} refused: {} streams open (max_streams)", ctx->peer(), active);
-    return new Refuse("too many config streams on this server (max_streams)");
+    return new Refuse(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      "too many config streams on this server (max_streams)");
   }
-  const bool token_ok = server_->TokenOk(ctx);
-  if (!token_ok && active >= max - std::max<size_t>(1, max / 10)) {
+  Caller caller = server_->CallerOf(ctx);
+  if (!caller.open && caller.node.empty() && caller.acl_token.empty()) {
+    // Refused before anything is allocated for it.
+    server_->NoteUnauthenticated();
+    LOG_WARN_LIMITED("stream from {} refused: no node certificate and no ACL token", ctx->peer());
+    return new Refuse(grpc::StatusCode::UNAUTHENTICATED,
+                      "config streams need a node certificate (agents) or an ACL token "
+                      "(x-consul-token; proxies without an agent)");
+  }
+  if (!caller.open && caller.node.empty() && active >= max - std::max<size_t>(1, max / 10)) {
     server_->counters_.tokenless_refused++;
     LOG_WARN_LIMITED(
-        "stream from {} without the join token refused: the last tenth of max_streams "
+        "stream from {} without a node certificate refused: the last tenth of max_streams "
         "({}) is kept for agents",
         ctx->peer(), max);
-    return new Refuse(
-        "config streams without the join token are at their limit: the last tenth of "
-        "max_streams is kept for agents");
+    return new Refuse(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      "config streams without a node certificate are at their limit: the last "
+                      "tenth of max_streams is kept for agents");
   }
-  auto s = std::make_shared<Session>(server_, ctx->peer(), token_ok);
+  auto s = std::make_shared<Session>(server_, std::move(caller));
   s->Begin();
   return s.get();
 }

@@ -12,8 +12,13 @@ namespace weft::control {
 
 namespace pb = weft::v1;
 
-StreamServer::Session::Session(StreamServer* server, std::string peer, bool token_ok)
-    : server_(server), peer_(std::move(peer)), token_ok_(token_ok) {}
+StreamServer::Session::Session(StreamServer* server, Caller caller)
+    : server_(server), caller_(std::move(caller)) {}
+
+void StreamServer::Session::Refuse(const grpc::Status& s) {
+  std::lock_guard<std::mutex> l(mu_);
+  FinishLocked(s);
+}
 
 void StreamServer::Session::Begin() {
   self_ = shared_from_this();
@@ -79,12 +84,21 @@ void StreamServer::Session::OnReadDone(bool ok) {
     identity_.service = client_.service();
     identity_.ns = client_.namespace_().empty() ? "default" : client_.namespace_();
     identity_.proxy_id = client_.proxy_id();
-    if (identity_.role != "proxy" && !token_ok_) {
-      server_->counters_.unauthenticated++;
-      LOG_WARN("stream from {} ({} {}) refused: missing or wrong join token", peer_, client_.role(),
-               client_.node());
+    if (identity_.role != "proxy" && !caller_.open && caller_.node.empty()) {
+      server_->NoteUnauthenticated();
+      LOG_WARN_LIMITED("stream from {} ({} {}) refused: no node certificate", peer_, client_.role(),
+                       client_.node());
       FinishLocked(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                "agents need this cluster's join token (--join-token)"));
+                                "agents present their node certificate (they get it by joining "
+                                "with a join token)"));
+      return;
+    }
+    if (identity_.role == "agent" && !caller_.open && client_.node() != caller_.node) {
+      server_->counters_.foreign_node++;
+      LOG_WARN_LIMITED("stream from {} refused: node \"{}\"'s certificate, naming node \"{}\"",
+                       peer_, caller_.node, client_.node());
+      FinishLocked(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                "this certificate is node \"" + caller_.node + "\"'s"));
       return;
     }
     if (identity_.role == "proxy" && identity_.service.empty()) {

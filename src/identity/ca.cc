@@ -1,12 +1,15 @@
 #include "identity/ca.h"
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+
+#include <cctype>
 
 namespace weft::identity {
 namespace {
@@ -269,10 +272,17 @@ Result<std::string> Authority::Sign(const std::string& csr_pem, const std::strin
 
 Result<std::string> VerifyWorkload(const std::string& cert_pem, const std::string& root_pem) {
   Cert cert = ReadCert(cert_pem);
-  Cert root = ReadCert(root_pem);
-  if (!cert || !root) return Status(StatusCode::kInvalidArgument, OpenSslError("certificate PEM"));
+  if (!cert) return Status(StatusCode::kInvalidArgument, OpenSslError("certificate PEM"));
   std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
-  X509_STORE_add_cert(store.get(), root.get());
+  // Every certificate of the bundle is a root (during a rotation, two).
+  Bio b = MemIn(root_pem);
+  int roots = 0;
+  while (Cert root{PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr)}) {
+    X509_STORE_add_cert(store.get(), root.get());
+    ++roots;
+  }
+  ERR_clear_error();  // the end of the bundle reads as an error
+  if (roots == 0) return Status(StatusCode::kInvalidArgument, "no root certificate to verify with");
   std::unique_ptr<X509_STORE_CTX, StoreCtxFree> ctx(X509_STORE_CTX_new());
   X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr);
   if (X509_verify_cert(ctx.get()) != 1)
@@ -283,6 +293,36 @@ Result<std::string> VerifyWorkload(const std::string& cert_pem, const std::strin
   if (id.rfind("spiffe://", 0) != 0)
     return Status(StatusCode::kInvalidArgument, "no single spiffe:// URI SAN");
   return id;
+}
+
+Result<std::string> NodeSpiffeId(const std::string& trust_domain, const std::string& node) {
+  auto id = SpiffeId(trust_domain, "weft", node);
+  if (!id.ok())
+    return Status(
+        StatusCode::kInvalidArgument,
+        "node \"" + node + "\" cannot be named in a certificate: use letters, digits, - . _");
+  return "spiffe://" + trust_domain + "/ns/weft/node/" + node;
+}
+
+std::string NodeOf(std::string_view spiffe_id, std::string_view trust_domain) {
+  const std::string prefix = "spiffe://" + std::string(trust_domain) + "/ns/weft/node/";
+  if (spiffe_id.substr(0, prefix.size()) != prefix) return "";
+  std::string_view node = spiffe_id.substr(prefix.size());
+  if (node.empty() || node.find('/') != std::string_view::npos) return "";
+  return std::string(node);
+}
+
+std::string SerialHex(const std::string& cert_pem) {
+  Cert cert = ReadCert(cert_pem);
+  if (!cert) return "";
+  std::unique_ptr<BIGNUM, decltype(&BN_free)> bn(
+      ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr), &BN_free);
+  if (!bn) return "";
+  char* hex = BN_bn2hex(bn.get());
+  std::string out = hex ? hex : "";
+  OPENSSL_free(hex);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
 }
 
 Result<std::string> Fingerprint(const std::string& cert_pem) {

@@ -83,7 +83,17 @@ std::string_view TrustDomainOf(std::string_view spiffe_id);
 // The end of a certificate's validity, in seconds since the epoch.
 Result<int64_t> NotAfterUnix(const std::string& cert_pem);
 
-// Checks that `cert_pem` chains to `root_pem` and returns its SPIFFE ID.
+// Checks that `cert_pem` chains to one of the roots in `root_pem` (one or
+// more PEM certificates) and is valid now; returns its SPIFFE ID.
 Result<std::string> VerifyWorkload(const std::string& cert_pem, const std::string& root_pem);
+
+// A node's identity: "spiffe://TD/ns/weft/node/NAME" (an agent's
+// certificate, which authenticates its calls to the servers). Node names
+// with characters a SPIFFE path may not hold are refused.
+Result<std::string> NodeSpiffeId(const std::string& trust_domain, const std::string& node);
+// The node a node identity in `trust_domain` names ("" for anything else).
+std::string NodeOf(std::string_view spiffe_id, std::string_view trust_domain);
+// A certificate's serial number, lower-case hex ("" when unreadable).
+std::string SerialHex(const std::string& cert_pem);
 
 }  // namespace weft::identity

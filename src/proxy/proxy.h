@@ -17,7 +17,10 @@ struct ProxyOptions {
   std::string ns = "default";
   std::string proxy_id;  // its connect-proxy registration id (optional)
   std::string node;
-  std::string join_token;  // for certificate requests to the servers (not needed behind an agent)
+  // Without an agent: an ACL token with service:write on `service`, sent
+  // with the config stream and certificate requests (not needed behind an
+  // agent, whose socket is the node's own).
+  std::string token;
   std::string server_ca_pem;  // TLS to servers run with --grpc-tls (not used with --agent)
   std::string admin = "127.0.0.1:15000";
   int workers = 0;           // 0: the number of cores

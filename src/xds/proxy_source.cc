@@ -30,6 +30,8 @@ class ProxySource final : public proxy::ConfigSource {
     if (!behind_agent && !opts_.server_ca_pem.empty())
       so.server_trust = std::make_shared<ServerTrust>(opts_.server_ca_pem);
     trust_ = so.server_trust;
+    if (!behind_agent && !opts_.token.empty())
+      so.metadata.emplace_back("x-consul-token", opts_.token);
     so.info.set_role("proxy");
     so.info.set_service(opts_.service);
     so.info.set_namespace_(opts_.ns);
@@ -46,7 +48,7 @@ class ProxySource final : public proxy::ConfigSource {
     // stream (the agent made the key on this node).
     if (!behind_agent) {
       std::vector<std::pair<std::string, std::string>> md;
-      if (!opts_.join_token.empty()) md.emplace_back("x-weft-join-token", opts_.join_token);
+      if (!opts_.token.empty()) md.emplace_back("x-consul-token", opts_.token);
       signer_ = std::make_unique<SignClient>(so.servers, md, trust_);
       certs_ = std::make_unique<identity::CertManager>(
           [this](const std::string& csr, const std::string& ns, const std::string& service) {

@@ -162,7 +162,7 @@ std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const Serve
                                           grpc::ChannelArguments args) {
   if (!trust) return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   grpc::SslCredentialsOptions o;
-  o.pem_root_certs = trust->pem();
+  trust->Get(&o.pem_root_certs, &o.pem_private_key, &o.pem_cert_chain);
   args.SetSslTargetNameOverride(identity::kServerTlsName);
   return grpc::CreateCustomChannel(target, grpc::SslCredentials(o), args);
 }

@@ -57,10 +57,29 @@ class ServerTrust {
     pem_ = std::move(pem);
     return true;
   }
+  // The client certificate presented to servers (an agent's node
+  // certificate): used by every channel dialled from now on.
+  void SetIdentity(std::string key_pem, std::string cert_pem) {
+    std::lock_guard<std::mutex> l(mu_);
+    key_pem_ = std::move(key_pem);
+    cert_pem_ = std::move(cert_pem);
+  }
+  bool has_identity() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return !cert_pem_.empty();
+  }
+  // Roots, and the client key and certificate ("" when none).
+  void Get(std::string* roots, std::string* key_pem, std::string* cert_pem) const {
+    std::lock_guard<std::mutex> l(mu_);
+    *roots = pem_;
+    *key_pem = key_pem_;
+    *cert_pem = cert_pem_;
+  }
 
  private:
-  mutable std::mutex mu_;  // guards pem_
+  mutable std::mutex mu_;  // guards everything below
   std::string pem_;
+  std::string key_pem_, cert_pem_;
 };
 
 // The PEM roots of a --server-ca FILE; "" with *err when the file cannot be
@@ -68,7 +87,8 @@ class ServerTrust {
 std::string ReadServerCa(const std::string& path, std::string* err);
 
 // A channel to a server's config stream: TLS verified against `trust` when
-// there is one, plaintext otherwise. `trust` is read during the call only.
+// there is one (presenting its client certificate, when it has one),
+// plaintext otherwise. `trust` is read during the call only.
 std::shared_ptr<grpc::Channel> DialServer(const std::string& target, const ServerTrust* trust,
                                           grpc::ChannelArguments args = {});
 

@@ -335,11 +335,22 @@ class Server(Managed):
         self.http_port = int(self.http.rsplit(":", 1)[1])
         self.grpc_port = int(self.grpc.rsplit(":", 1)[1])
         self.url = f"http://{self.http}"
+        # Only the first server on a store makes (and writes) the join token;
+        # replicas started after it on the same store share it.
         token_file = os.path.join(self.data_dir, "join-token")
-        self.join_token = open(token_file).read() if os.path.exists(token_file) else ""
-        if self.join_token:
-            JOIN_TOKENS[self.grpc] = self.join_token
+        key = self._store_key()
+        self.join_token = open(token_file).read().strip() if os.path.exists(token_file) else ""
+        if self.join_token and key:
+            STORE_JOIN_TOKENS.setdefault(key, self.join_token)
+        self.join_token = self.join_token or STORE_JOIN_TOKENS.get(key, "")
+        ca = os.path.join(self.data_dir, "ca.pem")
+        # Without --dev the config stream is TLS: clients verify it with ca.pem.
+        self.ca_file = ca if os.path.exists(ca) else ""
         _ = self.token  # noted for the replicas started after this one on its store
+        SERVERS[self.grpc] = self
+
+    def _store_key(self):
+        return tuple(sorted(self.store.split("://", 1)[1].split(","))) if self.store else None
 
     @property
     def token(self):
@@ -349,7 +360,7 @@ class Server(Managed):
         the ACLs has the secret); "" when ACLs are off (--dev)."""
         path = os.path.join(self.data_dir, "bootstrap-token")
         token = open(path).read().strip() if os.path.exists(path) else ""
-        key = tuple(sorted(self.store.split("://", 1)[1].split(","))) if self.store else None
+        key = self._store_key()
         if token and key:
             STORE_TOKENS.setdefault(key, token)
         return token or STORE_TOKENS.get(key, "")
@@ -421,25 +432,41 @@ def server(weft_bin, tmp_path):
         s.stop()
 
 
-# gRPC address -> join token of the servers tests started, so a sidecar
-# pointed at a server can ask it for its certificate.
-JOIN_TOKENS = {}
+# gRPC address -> the Server tests started there, so a sidecar or an agent
+# pointed at it gets its CA file and the tokens it needs.
+SERVERS = {}
 # A store's endpoints (sorted) -> the bootstrap token of a server on it.
 STORE_TOKENS = {}
+# A store's endpoints (sorted) -> the join token the first server on it made.
+STORE_JOIN_TOKENS = {}
+
+
+def server_of(grpc):
+    """The Server behind a comma-separated list of gRPC addresses (the
+    first one tests started), or None."""
+    return next((SERVERS[g] for g in grpc.split(",") if g in SERVERS), None)
 
 
 class MeshProxy(Managed):
     """A `weft proxy --server ... --service NAME` sidecar."""
 
-    def __init__(self, weft_bin, grpc, service, tmpdir, extra=()):
+    def __init__(self, weft_bin, grpc, service, tmpdir, extra=(), env_extra=None):
         self.log_path = os.path.join(tmpdir, f"proxy-{service}-{time.time_ns()}.log")
         self.stderr = open(self.log_path, "w")
-        env = dict(os.environ)
-        token = next((JOIN_TOKENS[g] for g in grpc.split(",") if g in JOIN_TOKENS), "")
-        if token:
-            env["WEFT_JOIN_TOKEN"] = token
+        env = {k: v for k, v in os.environ.items() if k != "WEFT_TOKEN"}
+        srv = server_of(grpc)
+        # Without an agent a sidecar presents an ACL token with service:write
+        # on its service (the tests' management token, unless `extra` or
+        # WEFT_TOKEN in `env_extra` says otherwise) and verifies the TLS
+        # server with its CA file.
+        if srv and srv.token:
+            env["WEFT_TOKEN"] = srv.token
+        env.update(env_extra or {})
+        args = list(extra)
+        if srv and srv.ca_file and "--server-ca" not in args:
+            args += ["--server-ca", srv.ca_file]
         self.p = subprocess.Popen([weft_bin, "proxy", "--server", grpc, "--service", service,
-                                   "--admin", "127.0.0.1:0", "--workers", "2", *extra],
+                                   "--admin", "127.0.0.1:0", "--workers", "2", *args],
                                   stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         line = self.p.stdout.readline()
         if not line.startswith("weft proxy listening"):
@@ -477,8 +504,8 @@ class MeshProxy(Managed):
 def mesh_proxy(weft_bin, tmp_path):
     made = []
 
-    def make(grpc, service, extra=()):
-        m = MeshProxy(weft_bin, grpc, service, str(tmp_path), extra)
+    def make(grpc, service, extra=(), env=None):
+        m = MeshProxy(weft_bin, grpc, service, str(tmp_path), extra, env)
         made.append(m)
         return m
 
@@ -532,12 +559,21 @@ class Agent(Managed):
 def agent(weft_bin, tmp_path):
     made = []
 
-    def make(srv, node, extra=(), token=None):
-        """An agent of `srv` (a Server); it joins with the server's token
-        unless `token` says otherwise ("" for none)."""
+    def make(srv, node, extra=(), token=None, ca=None, data_dir=None):
+        """An agent of `srv` (a Server); it joins with the server's join
+        token (from a file) unless `token` says otherwise ("" for none), and
+        verifies the server with its CA file unless `extra` names one or
+        `ca` is "" (plaintext)."""
         token = srv.join_token if token is None else token
-        args = (*extra, "--join-token", token) if token else tuple(extra)
-        a = Agent(weft_bin, srv.grpc, node, str(tmp_path / f"agent-{node}"), str(tmp_path), args)
+        args = tuple(extra)
+        if token:
+            path = tmp_path / f"join-token-{node}-{time.time_ns()}"
+            path.write_text(token)
+            args += ("--join-token-file", str(path))
+        ca = srv.ca_file if ca is None else ca
+        if ca and "--server-ca" not in args:
+            args += ("--server-ca", ca)
+        a = Agent(weft_bin, srv.grpc, node, data_dir or str(tmp_path / f"agent-{node}"), str(tmp_path), args)
         made.append(a)
         return a
 
@@ -562,3 +598,68 @@ def pb(tmp_path_factory):
                     os.path.join(proto_root, "weft", "v1", "config.proto")], check=True)
     sys.path.insert(0, str(out))
     return importlib.import_module("weft.v1.config_pb2")
+
+
+def grpc_channel(target, identity=None):
+    """A gRPC channel to a server's config stream. `target` is a Server or
+    an address; a Server run without --dev speaks TLS, verified with its CA
+    file, and the channel presents `identity` ((key PEM, cert PEM): a node
+    certificate) when given."""
+    import grpc
+    srv = target if isinstance(target, Server) else SERVERS.get(target)
+    addr = target.grpc if isinstance(target, Server) else target
+    if not srv or not srv.ca_file:
+        return grpc.insecure_channel(addr)
+    key, cert = identity or (None, None)
+    creds = grpc.ssl_channel_credentials(open(srv.ca_file, "rb").read(),
+                                         key.encode() if key else None, cert.encode() if cert else None)
+    return grpc.secure_channel(addr, creds, options=(("grpc.ssl_target_name_override", "server.weft"),))
+
+
+def new_csr(tmpdir=None):
+    """A fresh ECDSA P-256 key and a CSR for it (openssl): (key PEM, CSR PEM)."""
+    d = tempfile.mkdtemp(dir=tmpdir)
+    key, csr = os.path.join(d, "k.pem"), os.path.join(d, "c.pem")
+    subprocess.run([require("openssl"), "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=test"], check=True, capture_output=True)
+    return open(key).read(), open(csr).read()
+
+
+def sign_rpc(pb, target, req, metadata=(), identity=None, timeout=10):
+    """One Sign call: (grpc status code, SignResponse or the error's details)."""
+    import grpc
+    ch = grpc_channel(target, identity)
+    call = ch.unary_unary("/weft.v1.ConfigStream/Sign", request_serializer=lambda m: m.SerializeToString(),
+                          response_deserializer=pb.SignResponse.FromString)
+    try:
+        return grpc.StatusCode.OK, call(req, metadata=tuple(metadata) or None, timeout=timeout)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    finally:
+        ch.close()
+
+
+def node_identity(pb, srv, node, join_token=None):
+    """A node certificate for `node` from `srv`, joined with its join token
+    (or `join_token`): (key PEM, cert PEM). Cached per server and node."""
+    import grpc
+    cache = srv.__dict__.setdefault("_node_ids", {})
+    if join_token is None and node in cache:
+        return cache[node]
+    key, csr = new_csr()
+    req = pb.SignRequest(csr_pem=csr, node=node, node_identity=True)
+    code, resp = sign_rpc(pb, srv, req, (("x-weft-join-token", join_token or srv.join_token),))
+    assert code == grpc.StatusCode.OK, (code, resp)
+    cache[node] = (key, resp.cert_chain_pem)
+    return cache[node]
+
+
+def make_root(tmpdir, name="root"):
+    """An operator's CA root for `weft server --ca-cert/--ca-key` (openssl):
+    (cert path, key path)."""
+    cert, key = os.path.join(str(tmpdir), name + ".pem"), os.path.join(str(tmpdir), name + ".key")
+    subprocess.run([require("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=weft test root",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"], check=True, capture_output=True)
+    return cert, key

@@ -116,13 +116,11 @@ def test_bootstrap_token_and_data_dir_modes(server):
     assert mode(path) == 0o600
     assert mode(s.data_dir) == 0o700
     assert mode(database(s.data_dir)) == 0o600
-    loose = {p: oct(mode(p)) for p in files_under(s.data_dir) if mode(p) != 0o600}
+    # The CA's public roots are the one file others may read.
+    assert mode(os.path.join(s.data_dir, "ca.pem")) == 0o644
+    loose = {p: oct(mode(p)) for p in files_under(s.data_dir) if mode(p) != 0o600 and not p.endswith("ca.pem")}
     assert not loose, loose
-    # The CA's public roots (--grpc-tls) are the one file others may read.
-    t = server("tls", extra=("--grpc-tls",))
-    assert mode(os.path.join(t.data_dir, "ca.pem")) == 0o644
-    loose = {p: oct(mode(p)) for p in files_under(t.data_dir) if mode(p) != 0o600 and not p.endswith("ca.pem")}
-    assert not loose, loose
+    assert mode(os.path.join(s.data_dir, "join-token")) == 0o600
 
 
 def test_anonymous_reads_the_catalog_only_and_the_bootstrap_token_does_everything(server):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import require, wait_for
+from conftest import make_root, require, wait_for
 
 
 
@@ -310,15 +310,15 @@ def test_tcp_and_grpc_health_checks(server, agent, tmp_path):
 
 def test_anti_entropy_after_the_server_loses_its_data(server, agent, tmp_path):
     import shutil
-    s = server()
+    cert, key = make_root(tmp_path)
+    s = server(extra=("--ca-cert", cert, "--ca-key", key))
     a = agent(s, "node-1")
     register_local(a, {"Name": "keep", "ID": "keep-1", "Port": 1234})
     assert wait_for(lambda: len(s.get_json("/v1/catalog/service/keep")[0]) == 1)
-    # The server loses everything (its join token comes from the operator's
-    # configuration now, as it would in production).
+    # The server loses everything but the operator's CA root (as it would
+    # in production): the agent's node certificate still proves its node.
     s.stop(signal.SIGKILL)
     shutil.rmtree(s.data_dir)
-    s.extra = ("--join-token", s.join_token)
     s.start()
     assert wait_for(lambda: len(s.get_json("/v1/catalog/service/keep")[0]) == 1, timeout=15), a.log()
     # Entries for this node that the agent does not know are removed.
@@ -333,8 +333,8 @@ def test_anti_entropy_after_the_server_loses_its_data(server, agent, tmp_path):
 
 def test_agents_need_the_join_token(server, agent):
     s = server()
-    assert len(s.join_token) == 32
-    a = agent(s, "intruder", token="0" * 32)
+    assert len(s.join_token) == 36
+    a = agent(s, "intruder", token="0" * 36)
     assert wait_for(lambda: s.metric("weft_server_unauthenticated_total") >= 1, timeout=5)
     assert a.request("GET", "/v1/catalog/services")[1]["X-Consul-KnownLeader"] == "false"
     status, _, _ = a.request("PUT", "/v1/agent/service/register", {"Name": "sneaky", "Port": 1})

@@ -1,6 +1,7 @@
-"""The config stream over TLS (`weft server --grpc-tls`): agents and
-agentless proxies that verify the server with its CA file join; a plaintext
-client does not; what the server presents is checked with openssl."""
+"""The config stream over TLS (always, on a server without --dev): agents
+and agentless proxies that verify the server with its CA file join; a
+plaintext client does not; what the server presents is checked with
+openssl."""
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ def members(srv):
 
 
 def test_agents_and_proxies_reach_a_tls_server_only_with_its_ca(server, agent, mesh_proxy, tmp_path):
-    srv = server(extra=("--grpc-tls",))
+    srv = server()
     ca = os.path.join(srv.data_dir, "ca.pem")
     assert "BEGIN CERTIFICATE" in open(ca).read()
 
@@ -30,7 +31,7 @@ def test_agents_and_proxies_reach_a_tls_server_only_with_its_ca(server, agent, m
     assert "DNS:server.weft" in san and "URI:spiffe://weft.local/ns/weft/sa/server" in san, san
 
     good = agent(srv, "with-ca", extra=("--server-ca", ca))
-    plain = agent(srv, "plaintext")
+    plain = agent(srv, "plaintext", ca="")
     assert wait_for(lambda: "agent/with-ca" in members(srv), timeout=10), members(srv)
     # The agent's cache fills from the TLS stream.
     srv.register("n-x", "api", 8080)
@@ -57,7 +58,7 @@ def test_agents_and_proxies_reach_a_tls_server_only_with_its_ca(server, agent, m
 
 
 def test_agents_follow_a_rotated_root_without_a_new_ca_file(server, agent, tmp_path):
-    srv = server(extra=("--grpc-tls",))
+    srv = server()
     old_ca = tmp_path / "old-ca.pem"
     old_ca.write_text(open(os.path.join(srv.data_dir, "ca.pem")).read())
     follower = agent(srv, "follower", extra=("--server-ca", str(old_ca)))

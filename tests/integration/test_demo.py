@@ -168,16 +168,18 @@ def test_weft_check_finds_what_is_wrong(demo, server, mesh_proxy):
     assert "ok   the mesh CA has an active root" in r.stdout
     assert "has a valid workload certificate (spiffe://weft.local/ns/default/sa/ratings)" in r.stdout
     assert "0 agents and 1 proxies checked; 0 problem(s)" in r.stdout
-    # A proxy without the join token cannot get its certificate: check says so, with the fix.
+    # A proxy with a wrong ACL token cannot get its certificate: check says so, with the fix.
     s.register("node-x", "billing", ratings.port, "billing-1")
     s.register("node-x", "billing-sidecar", free_port(), "billing-sc", Kind="connect-proxy",
                Proxy={"DestinationServiceName": "billing", "LocalServicePort": ratings.port})
-    mesh_proxy(s.grpc, "billing", extra=("--join-token", "wrong"))
+    mesh_proxy(s.grpc, "billing", env={"WEFT_TOKEN": "wrong"})
     time.sleep(1)
     r = s.ctl("check")
     assert r.returncode == 1, r.stdout
-    assert "FAIL proxy" in r.stdout and "(billing): has a valid workload certificate" in r.stdout
-    assert "fix: the proxy has no current certificate: check the join token" in r.stdout
+    # The server turned it away (it is no member): check says that it did, and where to look.
+    assert "FAIL no agent or proxy refused for its credentials in the last 10 minutes" in r.stdout, r.stdout
+    assert "fix: a proxy's ACL token (--token-file; service:write on its service)" in r.stdout
+    assert "for proxy of billing refused: ACL not found" in s.log(), s.log()[-2000:]
     # No server: said plainly.
     s.stop()
     r = s.ctl("check")

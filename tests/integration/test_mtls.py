@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import free_port, require, wait_for, wait_port
+from conftest import free_port, require, sign_rpc, wait_for, wait_port
 
 TD = "weft.local"
 
@@ -494,23 +494,14 @@ def test_tcp_service_mtls_and_authorization(server, mesh_proxy, ca):
         rp.wait()
 
 
-def sign(pb, target, token, node, service, ca):
-    """A Sign call as an agent would make it; returns (grpc code name, response)."""
-    import grpc
+def sign(pb, srv, node, service, ca, identity=None, metadata=()):
+    """A Sign call as an agent makes it (presenting `identity`, a node
+    certificate); returns (grpc code name, response or details)."""
     cp, kp = ca.leaf("csr-" + service, spiffe(service))
     csr = subprocess.run([require("openssl"), "req", "-new", "-key", kp, "-subj", "/CN=x"],
                          capture_output=True, timeout=10).stdout.decode()
-    ch = grpc.insecure_channel(target)
-    call = ch.unary_unary("/weft.v1.ConfigStream/Sign", request_serializer=lambda m: m.SerializeToString(),
-                          response_deserializer=pb.SignResponse.FromString)
-    req = pb.SignRequest(csr_pem=csr, service=service, node=node)
-    md = (("x-weft-join-token", token),) if token else None
-    try:
-        return "OK", call(req, metadata=md, timeout=10)
-    except grpc.RpcError as e:
-        return e.code().name, e.details()
-    finally:
-        ch.close()
+    code, resp = sign_rpc(pb, srv, pb.SignRequest(csr_pem=csr, service=service, node=node), metadata, identity)
+    return code.name, resp
 
 
 def test_agents_get_identities_of_their_own_services_only(server, agent, mesh_proxy, backends, pb, ca):
@@ -532,19 +523,34 @@ def test_agents_get_identities_of_their_own_services_only(server, agent, mesh_pr
     out = subprocess.run([require("openssl"), "s_client", "-connect", f"127.0.0.1:{a_in}", "-showcerts"],
                          input=b"", capture_output=True, timeout=20).stdout.decode(errors="replace")
     assert "BEGIN CERTIFICATE" in out
-    assert wait_for(lambda: s.metric("weft_server_certificates_issued_total") >= 1, 5)
-    # The agent's node holds billing: granted. Another node's service, or a
-    # node that does not hold it: refused and counted.
+    assert wait_for(lambda: s.metric("weft_server_certificates_issued_total") >= 2, 5)  # node + billing
+    # The agent's own node certificate (0600 in its data dir) is what its
+    # calls present: with it, billing is granted; another node's service,
+    # or acting for another node, is refused and counted.
+    key_path, cert_path = os.path.join(a.data_dir, "node-key.pem"), os.path.join(a.data_dir, "node-cert.pem")
+    assert oct(os.stat(key_path).st_mode & 0o777) == "0o600"
+    node1 = (open(key_path).read(), open(cert_path).read())
     s.register("node-2", "payments", 9999, "payments-1")
-    code, resp = sign(pb, s.grpc, s.join_token, "node-1", "billing", ca)
+    code, resp = sign(pb, s, "node-1", "billing", ca, node1)
     assert code == "OK" and resp.spiffe_id == spiffe("billing"), (code, resp)
+    code, resp = sign(pb, s, "", "billing", ca, node1)  # the node comes from the certificate
+    assert code == "OK", (code, resp)
     before = s.metric("weft_server_certificate_requests_refused_total")
-    code, detail = sign(pb, s.grpc, s.join_token, "node-1", "payments", ca)
+    code, detail = sign(pb, s, "node-1", "payments", ca, node1)
     assert code == "PERMISSION_DENIED" and "not registered on node node-1" in detail, (code, detail)
-    code, detail = sign(pb, s.grpc, "wrong-token", "node-2", "payments", ca)
+    code, detail = sign(pb, s, "node-2", "payments", ca, node1)
+    assert code == "PERMISSION_DENIED" and "may not act for node" in detail, (code, detail)
+    # The join token is not an identity any more: without a certificate a
+    # node cannot be named, and without any credential nothing is signed.
+    code, detail = sign(pb, s, "node-2", "payments", ca, metadata=(("x-weft-join-token", s.join_token),))
     assert code == "UNAUTHENTICATED", (code, detail)
-    assert s.metric("weft_server_certificate_requests_refused_total") == before + 2
+    code, detail = sign(pb, s, "", "payments", ca)
+    assert code == "UNAUTHENTICATED", (code, detail)
+    assert s.metric("weft_server_certificate_requests_refused_total") == before + 4
     assert "refused" in s.log()
+    # Every certificate issued is logged with identity, node, peer and serial.
+    assert "certificate issued: spiffe://weft.local/ns/default/sa/billing node \"node-1\" peer ipv4:127.0.0.1:" in s.log()
+    assert "serial " in s.log()
 
 
 class Churn:

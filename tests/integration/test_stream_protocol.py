@@ -8,21 +8,23 @@ import time
 
 import pytest
 
+from conftest import grpc_channel, node_identity
+
 
 class Stream:
     """One bidirectional stream: requests go through a queue, responses come back in order."""
 
-    def __init__(self, pb, target, first, token=""):
-        import grpc
+    def __init__(self, pb, target, first, identity=None, acl_token=""):
+        """`identity`: a node certificate to present ((key, cert)); `acl_token`: sent as x-consul-token."""
         self.pb = pb
-        self.channel = grpc.insecure_channel(target)
+        self.channel = grpc_channel(target, identity)
         self.requests = queue.Queue()
         self.requests.put(first)
         call = self.channel.stream_stream(
             "/weft.v1.ConfigStream/Stream",
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=pb.StreamResponse.FromString)
-        md = (("x-weft-join-token", token),) if token else None
+        md = (("x-consul-token", acl_token),) if acl_token else None
         self.responses = call(iter(self.requests.get, None), metadata=md)
         self.inbox = queue.Queue()
         self.error = None
@@ -75,7 +77,7 @@ def names(r):
 def test_full_state_then_differences_ack_and_nack(pb, server):
     s = server()
     s.register("n1", "a", 1, "a-1")
-    st = Stream(pb, s.grpc, first_request(pb), s.join_token)
+    st = Stream(pb, s, first_request(pb), node_identity(pb, s, "pytest-node"))
     r1 = st.next()
     assert r1.full_state and names(r1) == ["node/n1"] and r1.version_info and r1.nonce
     assert r1.resources[0].version
@@ -113,14 +115,14 @@ def test_resume_sends_only_what_changed(pb, server):
     s = server()
     s.register("n1", "a", 1, "a-1")
     s.register("n2", "b", 2, "b-1")
-    st = Stream(pb, s.grpc, first_request(pb), s.join_token)
+    st = Stream(pb, s, first_request(pb), node_identity(pb, s, "pytest-node"))
     r = st.next()
     held = {f"{x.type}/{x.name}": x.version for x in r.resources}
     st.ack(r)
     st.close()
 
     # Unchanged: an empty difference.
-    st = Stream(pb, s.grpc, first_request(pb, held), s.join_token)
+    st = Stream(pb, s, first_request(pb, held), node_identity(pb, s, "pytest-node"))
     r = st.next()
     assert not r.full_state and len(r.resources) == 0 and len(r.removed) == 0
     st.ack(r)
@@ -129,7 +131,7 @@ def test_resume_sends_only_what_changed(pb, server):
 
     # Changed while away: just the change.
     s.register("n2", "b", 22, "b-1")
-    st = Stream(pb, s.grpc, first_request(pb, held), s.join_token)
+    st = Stream(pb, s, first_request(pb, held), node_identity(pb, s, "pytest-node"))
     r = st.next()
     assert not r.full_state and names(r) == ["node/n2"]
     st.close()
@@ -142,7 +144,7 @@ def test_only_subscribed_types_are_sent(pb, server):
     req = first_request(pb)
     del req.resource_types[:]
     req.resource_types.append("config")
-    st = Stream(pb, s.grpc, req, s.join_token)
+    st = Stream(pb, s, req, node_identity(pb, s, "pytest-node"))
     r = st.next()
     assert names(r) == ["config/Service/default/a"]
     st.ack(r)
@@ -151,12 +153,15 @@ def test_only_subscribed_types_are_sent(pb, server):
     st.close()
 
 
-def test_catalog_clients_need_the_join_token(pb, server):
+def test_catalog_clients_need_a_node_certificate(pb, server):
+    """Streams with no credentials are refused before anything is set up
+    for them; an ACL token is for proxies, not for catalog clients."""
     import grpc
     s = server()
-    st = Stream(pb, s.grpc, first_request(pb))
+    st = Stream(pb, s, first_request(pb))
     assert st.next() is None and st.error.code() == grpc.StatusCode.UNAUTHENTICATED
-    st = Stream(pb, s.grpc, first_request(pb), "f" * 32)
+    assert "node certificate" in st.error.details()
+    st = Stream(pb, s, first_request(pb), acl_token=s.token)
     assert st.next() is None and st.error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert s.metric("weft_server_unauthenticated_total") == 2
 
@@ -164,26 +169,27 @@ def test_catalog_clients_need_the_join_token(pb, server):
 def test_malformed_first_request_is_refused(pb, server):
     import grpc
     s = server()
-    st = Stream(pb, s.grpc, pb.StreamRequest(), s.join_token)  # no client
+    st = Stream(pb, s, pb.StreamRequest(), node_identity(pb, s, "pytest-node"))  # no client
     assert st.next() is None
     assert st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "client" in st.error.details()
     req = pb.StreamRequest()
     req.client.role = "proxy"  # a proxy must name its service
-    st = Stream(pb, s.grpc, req, s.join_token)
+    st = Stream(pb, s, req, node_identity(pb, s, "pytest-node"))
     assert st.next() is None and st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert s.metric("weft_server_stream_protocol_errors_total") == 2
     # A first message is a hello: over 64 KiB is refused.
     req = first_request(pb)
     req.client.id = "x" * (70 * 1024)
-    st = Stream(pb, s.grpc, req, s.join_token)
+    st = Stream(pb, s, req, node_identity(pb, s, "pytest-node"))
     assert st.next() is None and st.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "over 65536 bytes" in st.error.details()
 
 
 def test_tokenless_streams_leave_slots_for_agents(pb, server):
-    """Proxies may stream without the join token, but not into the last tenth
-    of max_streams: an agent (with the token) still gets in."""
+    """Proxies (with an ACL token, no node certificate) may stream, but not
+    into the last tenth of max_streams: an agent (with its node certificate)
+    still gets in."""
     import grpc
     s = server(extra=("--max-streams", "10"))
 
@@ -196,17 +202,17 @@ def test_tokenless_streams_leave_slots_for_agents(pb, server):
 
     held = []
     for i in range(9):
-        st = Stream(pb, s.grpc, proxy_hello(i))
+        st = Stream(pb, s, proxy_hello(i), acl_token=s.token)
         assert st.next() is not None, (i, st.error)
         held.append(st)
-    st = Stream(pb, s.grpc, proxy_hello(9))
+    st = Stream(pb, s, proxy_hello(9), acl_token=s.token)
     assert st.next() is None and st.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "kept for agents" in st.error.details()
     assert s.metric("weft_server_streams_tokenless_refused_total") == 1
-    agent = Stream(pb, s.grpc, first_request(pb), s.join_token)
+    agent = Stream(pb, s, first_request(pb), node_identity(pb, s, "pytest-node"))
     assert agent.next() is not None, agent.error
     # Now every slot is taken: anyone is refused, with the token too.
-    st = Stream(pb, s.grpc, first_request(pb), s.join_token)
+    st = Stream(pb, s, first_request(pb), node_identity(pb, s, "pytest-node"))
     assert st.next() is None and st.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     for x in held + [agent]:
         x.close()
