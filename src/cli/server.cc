@@ -56,6 +56,8 @@ int ServerMain(const Args& args) {
       o.ca_cert_file = v;
     } else if (FlagValue(args, &i, "--ca-key", &v)) {
       o.ca_key_file = v;
+    } else if (FlagValue(args, &i, "--ca-kek-file", &v)) {
+      o.ca_kek_file = v;
     } else if (FlagValue(args, &i, "--cert-ttl", &v)) {
       auto ms = ParseDurationMs(v);
       if (!ms || *ms < 60000 || *ms > 366LL * 86400 * 1000)

@@ -30,8 +30,30 @@ Result<std::string> EnsureCaState(store::Store* st, const CaOptions& opts) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     auto cur = st->Get(kCaKey);
     if (!cur.ok() && cur.status().code() != StatusCode::kNotFound) return cur.status();
+    if (cur.ok()) {
+      auto had = CaState::Parse(cur->value, opts.kek);
+      if (!had.ok())
+        return Status(StatusCode::kInternal, "ca/root in the store: " + had.status().message());
+      if (had->plaintext_keys && !opts.kek.empty()) {
+        // Written by an earlier version with the keys in the clear: encrypt
+        // them, and remove the clear copies from the store's history.
+        const std::string doc = had->ToJson(opts.kek);
+        auto w = st->PutIf(kCaKey, doc, cur->mod_revision);
+        if (!w.ok()) continue;  // changed meanwhile: read again
+        auto scrubbed = st->ScrubHistory(kCaKey);
+        LOG_WARN(
+            "the CA's keys were stored in the clear: now encrypted with the key-encryption "
+            "key{}",
+            scrubbed.ok() && scrubbed.value()
+                ? "; the clear copies are gone from the store's history"
+                : " (the store keeps its own history: compact it to drop the clear copies)");
+        if (opts.cert_pem.empty()) return doc;
+        cur = st->Get(kCaKey);
+        if (!cur.ok()) return cur.status();
+      }
+    }
     if (cur.ok() && opts.cert_pem.empty()) {
-      auto s = CaState::Parse(cur->value);
+      auto s = CaState::Parse(cur->value, opts.kek);
       if (!s.ok())
         return Status(StatusCode::kInternal, "ca/root in the store: " + s.status().message());
       if (s->trust_domain != opts.trust_domain)
@@ -45,10 +67,12 @@ Result<std::string> EnsureCaState(store::Store* st, const CaOptions& opts) {
     if (!opts.cert_pem.empty()) {
       // The operator's root: kept as is when it is already the signing one.
       if (cur.ok()) {
-        auto had = CaState::Parse(cur->value);
+        auto had = CaState::Parse(cur->value, opts.kek);
         const CaRoot* signing = had.ok() ? had->Signing(NowS()) : nullptr;
         if (signing && signing->cert_pem == opts.cert_pem) return cur->value;
       }
+      if (Status v = identity::ValidateRoot(opts.cert_pem); !v.ok())
+        return Status(StatusCode::kInvalidArgument, "--ca-cert: " + v.message());
       auto ca = identity::Authority::Load(opts.cert_pem, opts.key_pem, opts.trust_domain);
       if (!ca.ok()) return ca.status();
       root.cert_pem = opts.cert_pem;
@@ -60,7 +84,7 @@ Result<std::string> EnsureCaState(store::Store* st, const CaOptions& opts) {
       root.key_pem = made->key_pem;
     }
     s.roots.push_back(std::move(root));
-    const std::string doc = s.ToJson();
+    const std::string doc = s.ToJson(opts.kek);
     auto w = st->PutIf(kCaKey, doc, cur.ok() ? cur->mod_revision : 0);
     if (w.ok()) {
       LOG_INFO("{} the mesh CA root for trust domain {}",
@@ -86,7 +110,7 @@ Status CaServer::Start(const std::string& doc) {
 }
 
 Status CaServer::Load(const std::string& doc) {
-  auto s = CaState::Parse(doc);
+  auto s = CaState::Parse(doc, opts_.kek);
   if (!s.ok()) return s.status();
   state_ = std::move(s).value();
   Refresh();
@@ -103,6 +127,13 @@ void CaServer::Tick() {
 
 void CaServer::Refresh() {
   const int64_t now = NowS();
+  if (!dropping_)
+    for (const auto& r : state_.roots)
+      if (r.retire_at != 0 && r.retire_at <= now) {
+        dropping_ = true;
+        asio::co_spawn(io_, DropRetired(), asio::detached);
+        break;
+      }
   const CaRoot* signing = state_.Signing(now);
   if (signing && signing->id != signer_id_) {
     auto ca = identity::Authority::Load(signing->cert_pem, signing->key_pem, state_.trust_domain);
@@ -249,6 +280,43 @@ Status CaServer::Issued(const Caller& caller, const std::string& node, const std
   return {};
 }
 
+asio::awaitable<void> CaServer::DropRetired() {
+  store::Store* st = api_.store();
+  const std::string kek = opts_.kek;
+  int dropped = 0;
+  bool scrubbed = false;
+  const std::function<Result<int64_t>()> work = [&]() -> Result<int64_t> {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      auto cur = st->Get(kCaKey);
+      if (!cur.ok()) return cur.status();
+      auto parsed = CaState::Parse(cur->value, kek);
+      if (!parsed.ok()) return parsed.status();
+      CaState s = std::move(parsed).value();
+      const size_t before = s.roots.size();
+      if (!s.DropRetired(NowS()) || s.roots.empty()) return int64_t{0};
+      auto w = st->PutIf(kCaKey, s.ToJson(kek), cur->mod_revision);
+      if (w.ok()) {
+        dropped = static_cast<int>(before - s.roots.size());
+        auto sc = st->ScrubHistory(kCaKey);
+        scrubbed = sc.ok() && sc.value();
+        return w;
+      }
+      if (w.status().code() != StatusCode::kFailedPrecondition) return w.status();
+    }
+    return Status(StatusCode::kUnavailable, "the CA state kept changing");
+  };
+  Status s = co_await api_.RunWrite(work);
+  if (!s.ok()) LOG_WARN("CA: retired roots not removed yet: {}", s.message());
+  if (dropped > 0)
+    LOG_INFO("CA: {} retired root(s) and their keys removed from the store{}", dropped,
+             scrubbed ? " and its history" : " (the store keeps its history until it compacts)");
+  // The write comes back through the watch (Load); until then, and after a
+  // failure, wait a while before trying again.
+  asio::steady_timer t(io_, std::chrono::seconds(s.ok() ? 2 : 30));
+  co_await t.async_wait(asio::use_awaitable);
+  dropping_ = false;
+}
+
 asio::awaitable<http::Response> CaServer::Rotate(http::Request& req) {
   if (req.method != "PUT" && req.method != "POST")
     co_return http::Response::Text(405, "use PUT /v1/connect/ca/rotate");
@@ -279,6 +347,8 @@ asio::awaitable<http::Response> CaServer::Rotate(http::Request& req) {
       co_return http::Response::Text(400, "body: expected {\"RootCert\": PEM, \"Key\": PEM}");
     next.cert_pem = j["RootCert"].get<std::string>();
     next.key_pem = j["Key"].get<std::string>();
+    if (Status v = identity::ValidateRoot(next.cert_pem); !v.ok())
+      co_return http::Response::Text(400, "RootCert: " + v.message());
     auto ca = identity::Authority::Load(next.cert_pem, next.key_pem, state_.trust_domain);
     if (!ca.ok()) co_return http::Response::Text(400, "RootCert/Key: " + ca.status().message());
   } else {
@@ -296,7 +366,7 @@ asio::awaitable<http::Response> CaServer::Rotate(http::Request& req) {
     for (int attempt = 0; attempt < 5; ++attempt) {
       auto cur = st->Get(kCaKey);
       if (!cur.ok()) return cur.status();
-      auto s = CaState::Parse(cur->value);
+      auto s = CaState::Parse(cur->value, opts_.kek);
       if (!s.ok()) return s.status();
       for (const auto& r : s->roots)
         if (r.id == next.id)
@@ -304,7 +374,7 @@ asio::awaitable<http::Response> CaServer::Rotate(http::Request& req) {
       CaState rotated = std::move(s).value();
       const int64_t now = NowS();
       rotated.Rotate(next, now, propagate, overlap);
-      auto w = st->PutIf(kCaKey, rotated.ToJson(), cur->mod_revision);
+      auto w = st->PutIf(kCaKey, rotated.ToJson(opts_.kek), cur->mod_revision);
       if (w.ok()) {
         json out = {{"NextRootID", next.id},
                     {"ActivateAt", now + propagate},

@@ -23,6 +23,9 @@ struct CaOptions {
   std::string trust_domain = "weft.local";
   std::string cert_pem, key_pem;  // an operator's root or intermediate ("": made once)
   int64_t cert_ttl_s = 24 * 3600;
+  // Encrypts the roots' keys in the store (ca_state.h); "" keeps them in
+  // the clear (tests of the state document only: servers always have one).
+  std::string kek;
 };
 
 // The stored CA state, created on first start (or from the operator's
@@ -47,6 +50,10 @@ class CaServer {
 
  private:
   Status Load(const std::string& doc);
+  // Removes roots past their retirement from the stored state and their
+  // keys from the store's history (any replica; compare-and-swap).
+  asio::awaitable<void> DropRetired();
+  bool dropping_ = false;
   Status SignNode(const Caller& caller, const weft::v1::SignRequest& req,
                   weft::v1::SignResponse* resp);
   Status Issued(const Caller& caller, const std::string& node, const std::string& id,

@@ -1,5 +1,9 @@
 #include "control/ca_state.h"
 
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "identity/ca.h"
@@ -8,24 +12,131 @@ namespace weft::control {
 
 using nlohmann::json;
 
-Result<CaState> CaState::Parse(const std::string& text) {
+namespace {
+
+constexpr std::string_view kEncPrefix = "aes256gcm:";
+
+struct CtxFree {
+  void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
+};
+using Ctx = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
+
+void KeyOf(std::string_view kek, unsigned char out[32]) {
+  unsigned int n = 0;
+  EVP_Digest(kek.data(), kek.size(), out, &n, EVP_sha256(), nullptr);
+}
+
+std::string ToHex(const unsigned char* p, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kHex[p[i] >> 4]);
+    out.push_back(kHex[p[i] & 15]);
+  }
+  return out;
+}
+
+bool FromHex(std::string_view hex, std::string* out) {
+  if (hex.size() % 2) return false;
+  auto nib = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  out->clear();
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nib(hex[i]), lo = nib(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return true;
+}
+
+std::string Seal(std::string_view plain, std::string_view kek, std::string_view aad) {
+  unsigned char key[32], nonce[12], tag[16];
+  KeyOf(kek, key);
+  if (RAND_bytes(nonce, sizeof(nonce)) != 1) std::abort();  // never reuse a nonce
+  Ctx c(EVP_CIPHER_CTX_new());
+  std::string ct(plain.size(), '\0');
+  int n = 0, m = 0;
+  if (!c || EVP_EncryptInit_ex(c.get(), EVP_aes_256_gcm(), nullptr, key, nonce) != 1 ||
+      EVP_EncryptUpdate(c.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(aad.data()),
+                        static_cast<int>(aad.size())) != 1 ||
+      EVP_EncryptUpdate(c.get(), reinterpret_cast<unsigned char*>(ct.data()), &n,
+                        reinterpret_cast<const unsigned char*>(plain.data()),
+                        static_cast<int>(plain.size())) != 1 ||
+      EVP_EncryptFinal_ex(c.get(), reinterpret_cast<unsigned char*>(ct.data()) + n, &m) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c.get(), EVP_CTRL_GCM_GET_TAG, sizeof(tag), tag) != 1)
+    std::abort();  // the cipher is built in: failing here is a broken library
+  return std::string(kEncPrefix) + ToHex(nonce, sizeof(nonce)) +
+         ToHex(reinterpret_cast<const unsigned char*>(ct.data()), ct.size()) +
+         ToHex(tag, sizeof(tag));
+}
+
+Result<std::string> Open(std::string_view sealed, std::string_view kek, std::string_view aad) {
+  std::string raw;
+  if (sealed.substr(0, kEncPrefix.size()) != kEncPrefix ||
+      !FromHex(sealed.substr(kEncPrefix.size()), &raw) || raw.size() < 12 + 16)
+    return Status(StatusCode::kInvalidArgument, "CA state: an encrypted key is malformed");
+  if (kek.empty())
+    return Status(StatusCode::kInvalidArgument,
+                  "CA state: the keys are encrypted and no key-encryption key was given "
+                  "(--ca-kek-file)");
+  unsigned char key[32];
+  KeyOf(kek, key);
+  const auto* nonce = reinterpret_cast<const unsigned char*>(raw.data());
+  const auto* ct = nonce + 12;
+  const size_t ct_len = raw.size() - 12 - 16;
+  std::string tag = raw.substr(raw.size() - 16);
+  std::string plain(ct_len, '\0');
+  Ctx c(EVP_CIPHER_CTX_new());
+  int n = 0, m = 0;
+  if (!c || EVP_DecryptInit_ex(c.get(), EVP_aes_256_gcm(), nullptr, key, nonce) != 1 ||
+      EVP_DecryptUpdate(c.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(aad.data()),
+                        static_cast<int>(aad.size())) != 1 ||
+      EVP_DecryptUpdate(c.get(), reinterpret_cast<unsigned char*>(plain.data()), &n, ct,
+                        static_cast<int>(ct_len)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c.get(), EVP_CTRL_GCM_SET_TAG, 16, tag.data()) != 1 ||
+      EVP_DecryptFinal_ex(c.get(), reinterpret_cast<unsigned char*>(plain.data()) + n, &m) != 1)
+    return Status(StatusCode::kInvalidArgument,
+                  "CA state: a root's key does not decrypt: wrong key-encryption key "
+                  "(--ca-kek-file) or a tampered document");
+  return plain;
+}
+
+}  // namespace
+
+Result<CaState> CaState::Parse(const std::string& text, std::string_view kek) {
   json j = json::parse(text, nullptr, false);
   if (!j.is_object() || !j.contains("TrustDomain") || !j["TrustDomain"].is_string())
     return Status(StatusCode::kInvalidArgument, "CA state: expected an object with TrustDomain");
   CaState s;
   s.trust_domain = j["TrustDomain"].get<std::string>();
   auto add = [&](const json& r) -> Status {
-    if (!r.is_object() || !r.contains("RootCert") || !r["RootCert"].is_string() ||
-        !r.contains("Key") || !r["Key"].is_string())
-      return Status(StatusCode::kInvalidArgument, "CA state: a root needs RootCert and Key");
+    const bool enc = r.is_object() && r.contains("KeyEnc") && r["KeyEnc"].is_string();
+    const bool clear = r.is_object() && r.contains("Key") && r["Key"].is_string();
+    if (!r.is_object() || !r.contains("RootCert") || !r["RootCert"].is_string() || enc == clear)
+      return Status(StatusCode::kInvalidArgument,
+                    "CA state: a root needs RootCert and one of KeyEnc or Key");
+    auto when = [&](const char* k) -> int64_t {
+      return r.contains(k) && r[k].is_number_integer() ? r[k].get<int64_t>() : 0;
+    };
     CaRoot root;
     root.cert_pem = r["RootCert"].get<std::string>();
-    root.key_pem = r["Key"].get<std::string>();
-    root.activate_at = r.value("ActivateAt", int64_t{0});
-    root.retire_at = r.value("RetireAt", int64_t{0});
+    root.activate_at = when("ActivateAt");
+    root.retire_at = when("RetireAt");
     auto id = identity::Fingerprint(root.cert_pem);
     if (!id.ok()) return id.status();
     root.id = id.value();
+    if (enc) {
+      auto key = Open(r["KeyEnc"].get<std::string>(), kek, root.id);
+      if (!key.ok()) return key.status();
+      root.key_pem = std::move(key).value();
+    } else {
+      root.key_pem = r["Key"].get<std::string>();
+      s.plaintext_keys = true;
+    }
     s.roots.push_back(std::move(root));
     return {};
   };
@@ -40,15 +151,30 @@ Result<CaState> CaState::Parse(const std::string& text) {
   return s;
 }
 
-std::string CaState::ToJson() const {
+std::string CaState::ToJson(std::string_view kek) const {
   json out = json::array();
   for (const auto& r : roots) {
-    out.push_back({{"RootCert", r.cert_pem},
-                   {"Key", r.key_pem},
-                   {"ActivateAt", r.activate_at},
-                   {"RetireAt", r.retire_at}});
+    json one = {{"RootCert", r.cert_pem}, {"ActivateAt", r.activate_at}, {"RetireAt", r.retire_at}};
+    if (kek.empty()) {
+      one["Key"] = r.key_pem;
+    } else {
+      std::string id = r.id;
+      if (id.empty()) {
+        auto fp = identity::Fingerprint(r.cert_pem);
+        if (fp.ok()) id = fp.value();
+      }
+      one["KeyEnc"] = Seal(r.key_pem, kek, id);
+    }
+    out.push_back(std::move(one));
   }
-  return json{{"TrustDomain", trust_domain}, {"Roots", out}}.dump();
+  return json{{"TrustDomain", trust_domain}, {"Roots", out}}.dump(-1, ' ', false,
+                                                                  json::error_handler_t::replace);
+}
+
+bool CaState::DropRetired(int64_t now) {
+  const size_t before = roots.size();
+  std::erase_if(roots, [&](const CaRoot& r) { return r.retire_at != 0 && r.retire_at <= now; });
+  return roots.size() != before;
 }
 
 std::vector<const CaRoot*> CaState::Trusted(int64_t now) const {

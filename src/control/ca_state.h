@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -24,14 +25,27 @@ struct CaRoot {
   int64_t retire_at = 0;    // unix seconds; 0: not scheduled
 };
 
+// Roots' private keys are stored encrypted with a key-encryption key (KEK):
+// AES-256-GCM under SHA-256 of the KEK's bytes, bound to the root's
+// certificate (its fingerprint is the associated data), as
+//   "KeyEnc": "aes256gcm:" HEX(12-byte nonce | ciphertext | 16-byte tag).
+// Documents of earlier versions held "Key" in the clear: they still parse
+// (plaintext_keys is set) so a server can rewrite them encrypted.
+inline constexpr size_t kMinKekBytes = 32;
+
 struct CaState {
   std::string trust_domain;
-  std::vector<CaRoot> roots;  // in the order they were added
+  std::vector<CaRoot> roots;    // in the order they were added
+  bool plaintext_keys = false;  // parsed from a document with keys in the clear
 
   // The stored JSON (also the first, single-root shape: TrustDomain,
-  // RootCert, Key).
-  static Result<CaState> Parse(const std::string& json);
-  std::string ToJson() const;
+  // RootCert, Key). Encrypted keys need `kek`; a wrong one is an error.
+  static Result<CaState> Parse(const std::string& json, std::string_view kek = {});
+  // Keys encrypted with `kek` (empty: in the clear; tests only).
+  std::string ToJson(std::string_view kek = {}) const;
+  // Drops roots retired by `now` (their keys leave the document); true
+  // when any was dropped.
+  bool DropRetired(int64_t now);
 
   // The trust bundle at `now`: every root not yet retired. Pointers from
   // Trusted and Signing are into `roots`: valid until it changes.

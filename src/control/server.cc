@@ -210,6 +210,54 @@ int RunServer(const ServerOptions& in) {
       return 2;
     }
   }
+  // The CA's keys are encrypted in the store with a key-encryption key:
+  // the operator's (--ca-kek-file: every server sharing a store needs the
+  // same one), or one made beside the database on first start.
+  {
+    std::string err;
+    std::string path = opts.ca_kek_file;
+    if (path.empty() && (api.store()->shared() || opts.data_dir.empty())) {
+      std::fprintf(stderr,
+                   "weft server: --ca-kek-file FILE is required with --store: every server "
+                   "sharing the store must decrypt the CA's keys with the same key-encryption "
+                   "key (at least %zu bytes; e.g. `openssl rand -hex 32 > FILE`, mode 0600)\n",
+                   kMinKekBytes);
+      return 2;
+    }
+    if (path.empty()) {
+      path = opts.data_dir + "/ca-kek";
+      if (::access(path.c_str(), F_OK) != 0) {
+        unsigned char raw[32];
+        std::random_device rd;
+        for (auto& b : raw) b = static_cast<unsigned char>(rd());
+        static constexpr char kHex[] = "0123456789abcdef";
+        std::string hex;
+        for (unsigned char b : raw) {
+          hex.push_back(kHex[b >> 4]);
+          hex.push_back(kHex[b & 15]);
+        }
+        if (Status w = WriteFileAtomic(path, hex, 0600); !w.ok()) {
+          std::fprintf(stderr, "weft server: CA key-encryption key: %s\n", w.message().c_str());
+          return 1;
+        }
+        LOG_INFO(
+            "made the CA's key-encryption key {} (mode 0600; back it up with the database, "
+            "or give --ca-kek-file)",
+            path);
+      }
+    }
+    ca_opts.kek = std::string(TrimOws(ReadWholeFile(path, &err)));
+    if (!err.empty() || ca_opts.kek.size() < kMinKekBytes) {
+      std::fprintf(stderr, "weft server: CA key-encryption key %s: %s\n", path.c_str(),
+                   err.empty() ? ("at least " + std::to_string(kMinKekBytes) + " bytes").c_str()
+                               : err.c_str());
+      return 2;
+    }
+    struct stat kst {};
+    if (::stat(path.c_str(), &kst) == 0 && (kst.st_mode & 077) != 0)
+      LOG_WARN("{}: the CA's key-encryption key is readable by others (mode {:o}): chmod 0600",
+               path, kst.st_mode & 0777);
+  }
   auto ca_doc = EnsureCaState(api.store(), ca_opts);
   if (!ca_doc.ok()) {
     std::fprintf(stderr, "weft server: CA: %s\n", ca_doc.status().message().c_str());
@@ -219,7 +267,7 @@ int RunServer(const ServerOptions& in) {
     // The config stream over TLS (always with a real store): this server's
     // certificate from the mesh CA (name server.weft), and the trust
     // bundle in DATA_DIR/ca.pem for agents and proxies (`--server-ca`).
-    auto state = CaState::Parse(ca_doc.value());
+    auto state = CaState::Parse(ca_doc.value(), ca_opts.kek);
     const int64_t now = static_cast<int64_t>(std::time(nullptr));
     const CaRoot* signing = state.ok() ? state->Signing(now) : nullptr;
     std::string err;

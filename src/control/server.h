@@ -24,9 +24,12 @@ struct ServerOptions {
   int64_t join_token_ttl_s = 24 * 3600;  // 0: never expires
   std::string trust_domain = "weft.local";
   std::string ca_cert_file, ca_key_file;  // an operator's root or intermediate; else made once
-  int64_t cert_ttl_s = 24 * 3600;         // workload certificates' lifetime
-  int64_t node_timeout_ms = 10000;        // agent gone this long: its node turns critical
-  bool grpc_tls = false;  // the config stream over TLS with --dev (always on without it)
+  // Encrypts the CA's keys in the store; "": DATA_DIR/ca-kek, made once
+  // (required with a shared store).
+  std::string ca_kek_file;
+  int64_t cert_ttl_s = 24 * 3600;   // workload certificates' lifetime
+  int64_t node_timeout_ms = 10000;  // agent gone this long: its node turns critical
+  bool grpc_tls = false;            // the config stream over TLS with --dev (always on without it)
   size_t max_body_bytes = 1024 * 1024;
   size_t max_connections = 4096;
   int64_t header_read_timeout_ms = 10000;  // a request head (and body) must arrive within this

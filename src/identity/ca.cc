@@ -10,6 +10,7 @@
 #include <openssl/x509v3.h>
 
 #include <cctype>
+#include <ctime>
 
 namespace weft::identity {
 namespace {
@@ -310,6 +311,31 @@ std::string NodeOf(std::string_view spiffe_id, std::string_view trust_domain) {
   std::string_view node = spiffe_id.substr(prefix.size());
   if (node.empty() || node.find('/') != std::string_view::npos) return "";
   return std::string(node);
+}
+
+Status ValidateRoot(const std::string& cert_pem) {
+  Cert cert = ReadCert(cert_pem);
+  if (!cert) return Status(StatusCode::kInvalidArgument, OpenSslError("the root is not PEM"));
+  if (X509_check_ca(cert.get()) == 0 || !(X509_get_extension_flags(cert.get()) & EXFLAG_CA))
+    return Status(StatusCode::kInvalidArgument,
+                  "the root is not a CA certificate (basicConstraints CA:TRUE)");
+  if ((X509_get_extension_flags(cert.get()) & EXFLAG_KUSAGE) &&
+      !(X509_get_key_usage(cert.get()) & KU_KEY_CERT_SIGN))
+    return Status(StatusCode::kInvalidArgument, "the root's keyUsage does not allow keyCertSign");
+  if (X509_cmp_current_time(X509_get0_notBefore(cert.get())) > 0)
+    return Status(StatusCode::kInvalidArgument, "the root is not valid yet (notBefore)");
+  time_t day = time(nullptr) + 86400;
+  if (X509_cmp_time(X509_get0_notAfter(cert.get()), &day) < 0)
+    return Status(StatusCode::kInvalidArgument,
+                  "the root expires within a day (or has expired): notAfter");
+  EVP_PKEY* pub = X509_get0_pubkey(cert.get());
+  if (!pub) return Status(StatusCode::kInvalidArgument, "the root has no readable public key");
+  const int type = EVP_PKEY_get_base_id(pub), bits = EVP_PKEY_get_bits(pub);
+  if (!((type == EVP_PKEY_EC && bits >= 256) || (type == EVP_PKEY_RSA && bits >= 2048)))
+    return Status(StatusCode::kInvalidArgument,
+                  "the root's key must be ECDSA (256 bits or more) or RSA (2048 or more), not " +
+                      std::to_string(bits) + "-bit " + OBJ_nid2sn(type));
+  return {};
 }
 
 std::string SerialHex(const std::string& cert_pem) {

@@ -93,6 +93,12 @@ Result<std::string> VerifyWorkload(const std::string& cert_pem, const std::strin
 Result<std::string> NodeSpiffeId(const std::string& trust_domain, const std::string& node);
 // The node a node identity in `trust_domain` names ("" for anything else).
 std::string NodeOf(std::string_view spiffe_id, std::string_view trust_domain);
+// Checks an operator's root (or intermediate) before it signs anything: a
+// CA certificate (basicConstraints CA:TRUE), allowed to sign certificates
+// when it has a keyUsage, valid now and for at least another day, with an
+// ECDSA key of 256 bits or more or an RSA key of 2048 or more.
+// InvalidArgument says which.
+Status ValidateRoot(const std::string& cert_pem);
 // A certificate's serial number, lower-case hex ("" when unreadable).
 std::string SerialHex(const std::string& cert_pem);
 

@@ -320,6 +320,14 @@ class Server(Managed):
         if self.store:
             args += ["--store", self.store]
             os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+            if "--ca-kek-file" not in self.extra:
+                # Servers sharing a store share the CA's key-encryption key.
+                kek = STORE_KEKS.setdefault(self._store_key(), os.path.join(
+                    tempfile.mkdtemp(prefix="weft-kek-"), "ca-kek"))
+                if not os.path.exists(kek):
+                    with open(os.open(kek, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+                        f.write(os.urandom(32).hex())
+                args += ["--ca-kek-file", kek]
         args += ["--data-dir", self.data_dir]
         self.log_path = os.path.join(os.path.dirname(self.data_dir.rstrip("/")) or ".", f"server-{self.name}.log")
         self.stderr = open(self.log_path, "a")
@@ -439,6 +447,8 @@ SERVERS = {}
 STORE_TOKENS = {}
 # A store's endpoints (sorted) -> the join token the first server on it made.
 STORE_JOIN_TOKENS = {}
+# A store's endpoints (sorted) -> the CA key-encryption key file its servers share.
+STORE_KEKS = {}
 
 
 def server_of(grpc):

@@ -492,8 +492,15 @@ def test_store_without_data_dir_needs_a_bootstrap_token_file(weft_bin, tmp_path)
         secret_file = tmp_path / "secret"
         secret_file.write_text("4f1c9a7e-0d2b-4c61-9e55-2b7f3e8a1d90")
         os.chmod(secret_file, 0o600)
+        # A shared store needs the CA's key-encryption key from a file every server has.
+        r = subprocess.run([weft_bin, "server", "--store", etcd.url([0]), "--acl-bootstrap-token-file",
+                            str(secret_file), *args], capture_output=True, text=True, timeout=15)
+        assert r.returncode == 2 and "--ca-kek-file FILE is required with --store" in r.stderr, r.stderr
+        kek = tmp_path / "kek"
+        kek.write_text("ab" * 32)
+        os.chmod(kek, 0o600)
         p, url = start_raw(weft_bin, ["--store", etcd.url([0]), "--acl-bootstrap-token-file", str(secret_file),
-                                      *args], tmp_path / "store.log")
+                                      "--ca-kek-file", str(kek), *args], tmp_path / "store.log")
         try:
             assert call(url, "GET", "/v1/config")[0] == 403
             status, body = call(url, "GET", "/v1/config", headers={"X-Consul-Token": secret_file.read_text()})

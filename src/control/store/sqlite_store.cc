@@ -70,6 +70,9 @@ Status SqliteStore::Init() {
   for (const char* sql : {
            "PRAGMA journal_mode=WAL",
            "PRAGMA synchronous=FULL",
+           // Deleted content (a retired CA key) is overwritten, not left
+           // in free pages.
+           "PRAGMA secure_delete=ON",
            "CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL,"
            " create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL) WITHOUT ROWID",
            "CREATE TABLE IF NOT EXISTS events (rev INTEGER PRIMARY KEY, type INTEGER NOT NULL,"
@@ -91,6 +94,22 @@ Status SqliteStore::Init() {
 int64_t SqliteStore::Revision() {
   std::lock_guard<std::recursive_mutex> l(mu_);
   return revision_;
+}
+
+Result<bool> SqliteStore::ScrubHistory(std::string_view key) {
+  std::lock_guard<std::recursive_mutex> l(mu_);
+  {
+    Stmt d(db_,
+           "DELETE FROM events WHERE key = ? AND rev < (SELECT COALESCE(MAX(mod_rev), 1 << 62) "
+           "FROM kv WHERE key = ?)");
+    d.Blob(1, key);
+    d.Blob(2, key);
+    if (d.Step() != SQLITE_DONE) return Status(StatusCode::kUnavailable, sqlite3_errmsg(db_));
+  }
+  // secure_delete zeroed the freed pages; the WAL still holds the old ones
+  // until a checkpoint copies the database and truncates it.
+  if (Status s = Exec("PRAGMA wal_checkpoint(TRUNCATE)"); !s.ok()) return s;
+  return true;
 }
 
 int64_t SqliteStore::CompactedRevision() {

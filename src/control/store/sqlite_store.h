@@ -39,6 +39,7 @@ class SqliteStore final : public Store {
   int64_t Revision() override;
   Result<int64_t> Watch(std::string_view prefix, int64_t after_revision, WatchCallback cb) override;
   void Unwatch(int64_t id) override;
+  Result<bool> ScrubHistory(std::string_view key) override;
 
   // The oldest revision whose events are still held (watch replay floor).
   int64_t CompactedRevision();

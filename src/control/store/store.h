@@ -92,6 +92,13 @@ class Store {
   // thread; see each implementation for a call from inside a callback).
   virtual void Unwatch(int64_t id) = 0;
 
+  // Removes the earlier values of `key` from the store's history, keeping
+  // its current value: for secrets that were replaced (a retired CA key).
+  // Returns false when this store cannot (etcd keeps its history until its
+  // own compaction); the embedded store deletes them and overwrites the
+  // freed pages.
+  virtual Result<bool> ScrubHistory(std::string_view /*key*/) { return false; }
+
   // True when several server replicas may share this store (etcd).
   virtual bool shared() const { return false; }
   // Writes a key that lives as long as this process's session with the
