@@ -41,6 +41,17 @@ inline bool HasUpper(std::string_view s) {
 }
 
 // A view into `s`'s bytes: valid as long as they are.
+// Without leading and trailing white space of any kind (a secret read from
+// a file: `echo secret > file` leaves a newline).
+inline std::string_view TrimSpace(std::string_view s) {
+  auto space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+  };
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
 inline std::string_view TrimOws(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);

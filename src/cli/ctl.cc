@@ -35,6 +35,10 @@ bool LogLevelFlag(const Args& args, size_t* i, std::string* err) {
   return true;
 }
 
+namespace {
+bool g_https = false;  // the last ServerAddress was https://
+}  // namespace
+
 std::string ServerAddress(const std::string& flag) {
   std::string s = flag;
   if (s.empty()) {
@@ -43,18 +47,23 @@ std::string ServerAddress(const std::string& flag) {
   }
   if (s.empty()) s = "127.0.0.1:8500";
   if (s.rfind("http://", 0) == 0) s = s.substr(7);
+  if (s.rfind("https://", 0) == 0) {
+    s = s.substr(8);
+    g_https = true;
+  }
   while (!s.empty() && s.back() == '/') s.pop_back();
   return s;
 }
 
 namespace {
 std::string g_api_token;  // set once, by ParseCtlFlags
+std::string g_ca_pem;     // --ca-file / WEFT_CA_FILE, set once by ParseCtlFlags
 }  // namespace
 
 const std::string& ApiToken() { return g_api_token; }
 
 std::string ReadSecretFile(const std::string& path, std::string* err) {
-  std::string secret(TrimOws(ReadWholeFile(path, err)));
+  std::string secret(TrimSpace(ReadWholeFile(path, err)));
   if (err->empty() && secret.empty()) *err = "the file is empty";
   return secret;
 }
@@ -69,15 +78,24 @@ void WarnSecretInArgv(const char* flag, const char* instead) {
 http::ClientOptions ApiClientOptions() {
   http::ClientOptions o;
   if (!g_api_token.empty()) o.headers.emplace_back("x-consul-token", g_api_token);
+  if (g_https) {
+    o.tls = true;
+    // The mesh CA's bundle: servers present a certificate for server.weft
+    // from it, whatever address they are reached at.
+    o.tls_ca_pem = g_ca_pem;
+    if (!g_ca_pem.empty()) o.tls_server_name = "server.weft";
+  }
   return o;
 }
 
 int ParseCtlFlags(const Args& args, CtlFlags* f, const char* usage) {
-  std::string token, token_file;
+  std::string token, token_file, ca_file;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string v, err;
     if (FlagValue(args, &i, "--server", &v)) {
       f->server = v;
+    } else if (FlagValue(args, &i, "--ca-file", &v)) {
+      ca_file = v;
     } else if (FlagValue(args, &i, "--token", &v)) {
       token = v;
     } else if (FlagValue(args, &i, "--token-file", &v)) {
@@ -102,6 +120,23 @@ int ParseCtlFlags(const Args& args, CtlFlags* f, const char* usage) {
     } else {
       f->positional.emplace_back(args[i]);
     }
+  }
+  {
+    // The scheme decides TLS for every client made from ApiClientOptions()
+    // (which may be evaluated before ServerAddress() in one expression).
+    std::string url = f->server;
+    if (url.empty())
+      if (const char* env = std::getenv("WEFT_SERVER")) url = env;
+    g_https = url.rfind("https://", 0) == 0;
+  }
+  if (ca_file.empty())
+    if (const char* env = std::getenv("WEFT_CA_FILE")) ca_file = env;
+  if (!ca_file.empty()) {
+    std::string err;
+    g_ca_pem = ReadWholeFile(ca_file, &err);
+    if (!err.empty()) return BadUsage("--ca-file: " + err, usage);
+    if (g_ca_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+      return BadUsage("--ca-file " + ca_file + ": no PEM certificate in it", usage);
   }
   if (!token.empty() && !token_file.empty())
     return BadUsage("--token and --token-file: give one", usage);

@@ -14,11 +14,15 @@ namespace weft::cli {
 namespace {
 
 constexpr const char* kServerUsage =
-    "weft server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev] "
+    "weft server --data-dir DIR [--http ADDR] [--https ADDR] [--grpc ADDR] [--store "
+    "etcd[s]://H:P,...] "
+    "[--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE] [--etcd-user U --etcd-password-file F] "
+    "[--dev] "
     "[--name NAME] [--join-token-file FILE] [--join-token-ttl DUR] [--trust-domain TD] [--ca-cert "
     "FILE --ca-key FILE] [--cert-ttl "
     "DUR] [--node-timeout DUR] [--grpc-tls (with --dev; always on without)] "
     "[--http-max-connections N] [--http-header-timeout DUR] [--max-blocking-queries N] "
+    "[--max-blocking-queries-per-client N] [--max-nodes N] [--max-streams-per-peer N] "
     "[--http-allow-host NAME] [--acl-bootstrap-token-file FILE] [--max-streams N] "
     "[--log-level LEVEL]";
 
@@ -32,10 +36,22 @@ int ServerMain(const Args& args) {
       o.data_dir = v;
     } else if (FlagValue(args, &i, "--http", &v)) {
       o.http_addr = v;
+    } else if (FlagValue(args, &i, "--https", &v)) {
+      o.https_addr = v;
     } else if (FlagValue(args, &i, "--grpc", &v)) {
       o.grpc_addr = v;
     } else if (FlagValue(args, &i, "--store", &v)) {
       o.store = v;
+    } else if (FlagValue(args, &i, "--etcd-ca", &v)) {
+      o.etcd_ca_file = v;
+    } else if (FlagValue(args, &i, "--etcd-cert", &v)) {
+      o.etcd_cert_file = v;
+    } else if (FlagValue(args, &i, "--etcd-key", &v)) {
+      o.etcd_key_file = v;
+    } else if (FlagValue(args, &i, "--etcd-user", &v)) {
+      o.etcd_user = v;
+    } else if (FlagValue(args, &i, "--etcd-password-file", &v)) {
+      o.etcd_password_file = v;
     } else if (FlagValue(args, &i, "--name", &v)) {
       o.name = v;
     } else if (FlagValue(args, &i, "--join-token", &v)) {
@@ -76,6 +92,22 @@ int ServerMain(const Args& args) {
       if (!n || *n == 0 || *n > 1000000)
         return BadUsage("--http-max-connections \"" + v + "\": use 1-1000000", kServerUsage);
       o.max_connections = *n;
+    } else if (FlagValue(args, &i, "--max-nodes", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n == 0 || *n > 10000000)
+        return BadUsage("--max-nodes \"" + v + "\": use 1-10000000", kServerUsage);
+      o.max_nodes = *n;
+    } else if (FlagValue(args, &i, "--max-streams-per-peer", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n == 0 || *n > 1000000)
+        return BadUsage("--max-streams-per-peer \"" + v + "\": use 1-1000000", kServerUsage);
+      o.max_streams_per_peer = *n;
+    } else if (FlagValue(args, &i, "--max-blocking-queries-per-client", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n == 0 || *n > 1000000)
+        return BadUsage("--max-blocking-queries-per-client \"" + v + "\": use 1-1000000",
+                        kServerUsage);
+      o.max_blocking_queries_per_client = *n;
     } else if (FlagValue(args, &i, "--max-blocking-queries", &v)) {
       auto n = ParseDecimal(v);
       if (!n || *n == 0 || *n > 1000000)

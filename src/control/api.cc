@@ -183,10 +183,33 @@ asio::awaitable<void> Api::Block(const Request& req, const std::function<int64_t
   if (current() != static_cast<int64_t>(*seen)) co_return;
   if (waiters_.size() >= opts_.max_blocking_queries) {
     ++counters_.blocking_refused;
-    LOG_WARN("blocking query {} answered at once: {} already waiting (max_blocking_queries)",
-             req.target, waiters_.size());
+    LOG_WARN_LIMITED(
+        "blocking query {} answered at once: {} already waiting (max_blocking_queries)", req.target,
+        waiters_.size());
     co_return;
   }
+  // One client address may hold only its share: a single host cannot take
+  // every slot from the others.
+  std::string client = req.peer.substr(0, req.peer.rfind(':'));
+  size_t& mine = waiting_per_client_[client];
+  if (mine >= opts_.max_blocking_queries_per_client) {
+    ++counters_.blocking_refused;
+    LOG_WARN_LIMITED(
+        "blocking query {} from {} answered at once: it has {} waiting "
+        "(max_blocking_queries_per_client)",
+        req.target, client, mine);
+    if (mine == 0) waiting_per_client_.erase(client);
+    co_return;
+  }
+  ++mine;
+  struct Release {
+    std::unordered_map<std::string, size_t>* m;
+    std::string key;
+    ~Release() {
+      auto it = m->find(key);
+      if (it != m->end() && --it->second == 0) m->erase(it);
+    }
+  } release{&waiting_per_client_, client};
   ++counters_.blocking_started;
   const int64_t deadline = NowMs() + wait;
   while (!stopped_ && current() == static_cast<int64_t>(*seen) && NowMs() < deadline) {

@@ -62,6 +62,7 @@ struct ApiOptions {
   int64_t max_wait_ms = 10 * 60 * 1000;
   int64_t default_wait_ms = 5 * 60 * 1000;
   size_t max_blocking_queries = 8192;
+  size_t max_blocking_queries_per_client = 1024;  // per client address, of the above
   size_t write_threads = 64;  // store calls in flight (etcd round trips overlap)
   mesh::CatalogLimits limits;
   // Every request is checked against its token's policies (acl.h). Off:
@@ -129,6 +130,7 @@ class Api {
   // State, for the stream server and the compiler: valid as long as the Api;
   // what they hold (and pointers taken from them) changes when a batch of
   // store events is applied.
+  const mesh::CatalogLimits& limits() const { return opts_.limits; }
   const mesh::CatalogView& catalog() const { return catalog_; }
   const ConfigView& config() const { return config_; }
   // The store, for writers outside the REST API (agents' node syncs); owned
@@ -257,6 +259,8 @@ class Api {
   int64_t applied_ = 0;
   int64_t watch_id_ = 0;
   std::set<asio::steady_timer*> waiters_;
+  // Blocking queries waiting, per client address (entries leave at zero).
+  std::unordered_map<std::string, size_t> waiting_per_client_;
   std::vector<std::function<void()>> listeners_;
   std::map<std::string, std::function<void(const std::string*)>> key_hooks_;
   std::map<std::string, RouteFn, std::less<>> routes_;

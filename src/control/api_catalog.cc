@@ -171,6 +171,9 @@ asio::awaitable<Response> Api::CatalogRegister(Request& req) {
   std::optional<mesh::Node> cached;
   if (const mesh::Node* n = catalog_.FindNode(node_name)) cached = *n;
   const bool known_absent = !cached && catalog_.FindNode(node_name) == nullptr;
+  if (known_absent && catalog_.nodes().size() >= limits.max_nodes)
+    co_return Error(400, "catalog register: at most " + std::to_string(limits.max_nodes) +
+                             " nodes (node \"" + node_name + "\" would be one more)");
   const auto work = [st, key, body, limits, &conflicts, &cached,
                      known_absent]() -> Result<int64_t> {
     for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {

@@ -246,6 +246,11 @@ Status CaServer::SignNode(const Caller& caller, const weft::v1::SignRequest& req
       return Status(StatusCode::kPermissionDenied, "joining needs a join token");
     // A join (not a renewal) for a node whose agent is connected: a second
     // agent claiming it. Refused; the first keeps the node.
+    const mesh::CatalogView& cat = api_.catalog();
+    if (caller.node.empty() && !cat.FindNode(node) && cat.nodes().size() >= api_.limits().max_nodes)
+      return Status(StatusCode::kFailedPrecondition, "the catalog holds its maximum of " +
+                                                         std::to_string(api_.limits().max_nodes) +
+                                                         " nodes (--max-nodes)");
     if (caller.node.empty() && stream_.AgentConnected(node))
       return Status(StatusCode::kFailedPrecondition,
                     "node \"" + node +

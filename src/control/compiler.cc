@@ -180,8 +180,16 @@ SnapshotPtr Compiler::PatchEndpoints(const Entry& e) {
 ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string& service,
                                    const std::string& ns) {
   const int64_t index = catalog_.service_index(service);
+  // A Service that says `mtls: strict` is reached through sidecars only:
+  // its instances without one are left out rather than dialled in
+  // plaintext. (With no Service manifest, sidecar-less instances stay
+  // reachable: plain backends called from the mesh.)
+  const ConfigEntry* spec = config_.Find("Service", ns, service);
+  const bool strict = spec && std::get<mesh::ServiceSpec>(spec->manifest.spec).mtls == "strict";
   CachedEndpoints& cached = endpoints_cache_[cluster];
-  if (cached.resource && cached.index == index && cached.service == service) return cached.resource;
+  if (cached.resource && cached.index == index && cached.service == service &&
+      cached.strict == strict)
+    return cached.resource;
   pb::Resource r;
   r.set_type("endpoints");
   r.set_name(cluster);
@@ -206,6 +214,14 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
       }
     }
     if (health == "critical" || target->port == 0) continue;
+    if (strict && target == &s) {
+      ++sidecarless_skipped_;
+      LOG_WARN_LIMITED(
+          "instance {} of {} left out of its endpoints: the Service is mtls: strict and the "
+          "instance has no sidecar on node {} (it would be dialled in plaintext)",
+          s.id, service, ref.node->name);
+      continue;
+    }
     const std::string& addr = target->address.empty() ? ref.node->address : target->address;
     if (!mesh::ValidHost(addr)) {
       // Stored before registrations were checked: one bad instance must
@@ -229,6 +245,7 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
   }
   cached.index = index;
   cached.service = service;
+  cached.strict = strict;
   cached.resource = Finish(std::move(r));
   return cached.resource;
 }

@@ -77,6 +77,8 @@ class Compiler {
   size_t cached() const { return entries_.size(); }
   // Instances left out of endpoints for an address no proxy could use.
   uint64_t skipped_endpoints() const { return skipped_endpoints_; }
+  // Instances of mtls: strict Services left out for having no sidecar.
+  uint64_t sidecarless_skipped() const { return sidecarless_skipped_; }
 
  private:
   struct Entry {
@@ -101,12 +103,14 @@ class Compiler {
   const ConfigView& config_;
   std::map<std::string, Entry> entries_;
   uint64_t skipped_endpoints_ = 0;
+  uint64_t sidecarless_skipped_ = 0;
   // Endpoints resources by cluster name, with the service index they were
   // built at: many proxies calling one service share one resource, built
   // once per change of that service.
   struct CachedEndpoints {
     int64_t index = -1;
     std::string service;
+    bool strict = false;  // the Service was mtls: strict when compiled
     ResourcePtr resource;
   };
   std::map<std::string, CachedEndpoints> endpoints_cache_;

@@ -1,6 +1,7 @@
 #include "control/server.h"
 
 #include <fcntl.h>
+#include <openssl/ssl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -77,7 +78,7 @@ int RunServer(const ServerOptions& in) {
   std::string preset_secret;
   if (acl_on && !opts.acl_bootstrap_token_file.empty()) {
     std::string err;
-    preset_secret = std::string(TrimOws(ReadWholeFile(opts.acl_bootstrap_token_file, &err)));
+    preset_secret = std::string(TrimSpace(ReadWholeFile(opts.acl_bootstrap_token_file, &err)));
     if (!err.empty() || preset_secret.size() < 16) {
       std::fprintf(stderr, "weft server: --acl-bootstrap-token-file: %s\n",
                    err.empty() ? "the secret must be at least 16 characters" : err.c_str());
@@ -89,7 +90,9 @@ int RunServer(const ServerOptions& in) {
                  "to DIR/bootstrap-token) or --acl-bootstrap-token-file FILE\n");
     return 2;
   }
-  auto st = store::OpenStore(opts.store, opts.data_dir);
+  store::EtcdAccess etcd{opts.etcd_ca_file, opts.etcd_cert_file, opts.etcd_key_file, opts.etcd_user,
+                         opts.etcd_password_file};
+  auto st = store::OpenStore(opts.store, opts.data_dir, etcd);
   if (!st.ok()) {
     std::fprintf(stderr, "weft server: %s\n", st.status().message().c_str());
     return 1;
@@ -100,6 +103,8 @@ int RunServer(const ServerOptions& in) {
   api_opts.name = opts.name;
   api_opts.max_wait_ms = opts.max_wait_ms;
   api_opts.max_blocking_queries = opts.max_blocking_queries;
+  api_opts.max_blocking_queries_per_client = opts.max_blocking_queries_per_client;
+  api_opts.limits.max_nodes = opts.max_nodes;
   api_opts.acl = acl_on;
   api_opts.allowed_hosts = opts.allowed_hosts;
   Api api(io, std::move(st).value(), api_opts);
@@ -142,6 +147,7 @@ int RunServer(const ServerOptions& in) {
   StreamOptions sopts;
   sopts.node_timeout_ms = opts.node_timeout_ms;
   sopts.max_streams = opts.max_streams;
+  sopts.max_streams_per_peer = opts.max_streams_per_peer;
   sopts.authenticate = !opts.dev;
   if (!opts.dev) {
     // Agents join with a join token once, then prove their node with its
@@ -246,7 +252,7 @@ int RunServer(const ServerOptions& in) {
             path);
       }
     }
-    ca_opts.kek = std::string(TrimOws(ReadWholeFile(path, &err)));
+    ca_opts.kek = std::string(TrimSpace(ReadWholeFile(path, &err)));
     if (!err.empty() || ca_opts.kek.size() < kMinKekBytes) {
       std::fprintf(stderr, "weft server: CA key-encryption key %s: %s\n", path.c_str(),
                    err.empty() ? ("at least " + std::to_string(kMinKekBytes) + " bytes").c_str()
@@ -263,10 +269,13 @@ int RunServer(const ServerOptions& in) {
     std::fprintf(stderr, "weft server: CA: %s\n", ca_doc.status().message().c_str());
     return 1;
   }
-  if (opts.grpc_tls || !opts.dev) {
-    // The config stream over TLS (always with a real store): this server's
-    // certificate from the mesh CA (name server.weft), and the trust
-    // bundle in DATA_DIR/ca.pem for agents and proxies (`--server-ca`).
+  const bool grpc_tls = opts.grpc_tls || !opts.dev;
+  std::string server_cert, server_key;  // from the mesh CA, for server.weft
+  if (grpc_tls || !opts.https_addr.empty()) {
+    // The config stream over TLS (always with a real store), and the REST
+    // API over HTTPS (--https): this server's certificate from the mesh CA
+    // (name server.weft), and the trust bundle in DATA_DIR/ca.pem for
+    // agents, proxies (`--server-ca`) and the CLI (`--ca-file`).
     auto state = CaState::Parse(ca_doc.value(), ca_opts.kek);
     const int64_t now = static_cast<int64_t>(std::time(nullptr));
     const CaRoot* signing = state.ok() ? state->Signing(now) : nullptr;
@@ -282,8 +291,12 @@ int RunServer(const ServerOptions& in) {
                                                              {identity::kServerTlsName})
                                         : Result<std::string>(Status(StatusCode::kInternal, "CA"));
       if (cert.ok()) {
-        sopts.tls_cert_pem = cert.value() + signing->cert_pem;
-        sopts.tls_key_pem = key.value();
+        server_cert = cert.value() + signing->cert_pem;
+        server_key = key.value();
+        if (grpc_tls) {
+          sopts.tls_cert_pem = server_cert;
+          sopts.tls_key_pem = server_key;
+        }
       } else {
         err = cert.status().message();
       }
@@ -330,10 +343,35 @@ int RunServer(const ServerOptions& in) {
     return 1;
   }
   api.AddMetricsSource([&stream](prom::Writer& w) { stream.Metrics(w); });
+  // The REST API over HTTPS as well (--https): the same handler and limits.
+  std::unique_ptr<http::Server> https;
+  struct CtxFree {
+    void operator()(ssl_ctx_st* c) const { SSL_CTX_free(c); }
+  };
+  std::unique_ptr<ssl_ctx_st, CtxFree> https_ctx;
+  if (!opts.https_addr.empty()) {
+    std::string err;
+    https_ctx.reset(http::NewServerTlsContext(server_cert, server_key, &err));
+    if (!https_ctx) {
+      std::fprintf(stderr, "weft server: --https: %s\n", err.c_str());
+      return 1;
+    }
+    http::ServerOptions ho = hopts;
+    ho.name = "https api";
+    ho.tls_ctx = https_ctx.get();
+    https = std::make_unique<http::Server>(
+        io, [&api](http::Request& r) { return api.Handle(r); }, ho);
+    if (Status s = https->Listen(opts.https_addr); !s.ok()) {
+      std::fprintf(stderr, "weft server: --https: %s\n", s.message().c_str());
+      return 1;
+    }
+    LOG_INFO("REST API over HTTPS on {} (certificate for {}; clients verify it with ca.pem)",
+             https->bound(), identity::kServerTlsName);
+  }
   api.SetAddresses(http.bound(), stream.bound());
   asio::co_spawn(io, api.RunMembership(), asio::detached);
-  std::printf("weft server listening http=%s grpc=%s store=%s\n", http.bound().c_str(),
-              stream.bound().c_str(),
+  std::printf("weft server listening http=%s grpc=%s%s store=%s\n", http.bound().c_str(),
+              stream.bound().c_str(), https ? (" https=" + https->bound()).c_str() : "",
               opts.store.empty() ? ("sqlite:" + opts.data_dir).c_str() : opts.store.c_str());
   std::fflush(stdout);
   if (!acl_on)
@@ -347,6 +385,7 @@ int RunServer(const ServerOptions& in) {
     if (ec) return;
     LOG_INFO("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http.Close();
+    if (https) https->Close();
     stream.Stop();
     api.Stop();
     io.stop();

@@ -12,8 +12,11 @@ namespace weft::control {
 
 struct ServerOptions {
   std::string data_dir;  // embedded store's directory
-  std::string store;     // "" (embedded) or etcd://H:P,H:P
+  std::string store;     // "" (embedded), etcd://H:P,H:P or etcds://H:P,... (TLS)
+  // etcd's TLS files and auth (store/open.h).
+  std::string etcd_ca_file, etcd_cert_file, etcd_key_file, etcd_user, etcd_password_file;
   std::string http_addr = "127.0.0.1:8500";
+  std::string https_addr;  // the REST API over HTTPS too (certificate from the mesh CA)
   std::string grpc_addr = "127.0.0.1:8502";
   std::string name;  // member name (default: hostname-pid)
   bool dev = false;  // throwaway data dir when none is given; no ACLs, join tokens or TLS
@@ -35,7 +38,10 @@ struct ServerOptions {
   int64_t header_read_timeout_ms = 10000;  // a request head (and body) must arrive within this
   int64_t max_wait_ms = 10 * 60 * 1000;    // longest blocking query
   size_t max_blocking_queries = 8192;      // beyond: answered at once
-  size_t max_streams = 10000;              // config streams; the last tenth need a node certificate
+  size_t max_blocking_queries_per_client = 1024;  // per client address
+  size_t max_nodes = 50000;                       // new nodes beyond are refused
+  size_t max_streams_per_peer = 1000;             // config streams from one address
+  size_t max_streams = 10000;  // config streams; the last tenth need a node certificate
   // Host names API requests may carry besides IP literals, localhost, names
   // under .weft and this machine's hostname (DNS rebinding protection);
   // ".example.com" allows every name under example.com.

@@ -28,7 +28,8 @@ class StreamServer::Session
     : public grpc::ServerBidiReactor<weft::v1::StreamRequest, weft::v1::StreamResponse>,
       public std::enable_shared_from_this<Session> {
  public:
-  Session(StreamServer* server, Caller caller);
+  // Holds one of `peer_ip`'s stream slots (TakePeer), given back in OnDone.
+  Session(StreamServer* server, Caller caller, std::string peer_ip);
 
   // Starts reading; once, on the gRPC thread that made the session.
   void Begin();
@@ -70,6 +71,7 @@ class StreamServer::Session
   // Constant after construction.
   StreamServer* const server_;
   const Caller caller_;  // what the stream's call proved
+  const std::string peer_ip_;
   const std::string& peer_ = caller_.peer;
   // Keeps the session alive until OnDone: set in Begin(), taken in OnDone()
   // under mu_.

@@ -121,6 +121,23 @@ Caller StreamServer::CallerOf(const grpc::CallbackServerContext* ctx) const {
   return c;
 }
 
+bool StreamServer::TakePeer(const std::string& peer_ip) {
+  std::lock_guard<std::mutex> l(peers_mu_);
+  size_t& n = streams_per_peer_[peer_ip];
+  if (n >= opts_.max_streams_per_peer) {
+    if (n == 0) streams_per_peer_.erase(peer_ip);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void StreamServer::ReleasePeer(const std::string& peer_ip) {
+  std::lock_guard<std::mutex> l(peers_mu_);
+  auto it = streams_per_peer_.find(peer_ip);
+  if (it != streams_per_peer_.end() && --it->second == 0) streams_per_peer_.erase(it);
+}
+
 void StreamServer::SetBundle(ResourcePtr bundle) {
   if (bundle && bundle->has_bundle()) {
     std::string pem;
@@ -238,9 +255,15 @@ void StreamServer::Metrics(prom::Writer& w) const {
   line("weft_server_streams_tokenless_refused_total", "counter",
        "Streams without a node certificate refused: the last tenth of max_streams is for agents.",
        static_cast<int64_t>(counters_.tokenless_refused.load()));
+  line("weft_server_streams_per_peer_refused_total", "counter",
+       "Streams refused: their address had max_streams_per_peer open.",
+       static_cast<int64_t>(counters_.per_peer_refused.load()));
   line("weft_server_endpoints_skipped_total", "counter",
        "Instances left out of endpoints: their address is not an IP address or a DNS name.",
        static_cast<int64_t>(compiler_.skipped_endpoints()));
+  line("weft_server_sidecarless_endpoints_skipped_total", "counter",
+       "Instances of mtls: strict Services left out of endpoints: they have no sidecar.",
+       static_cast<int64_t>(compiler_.sidecarless_skipped()));
   line("weft_server_stream_resumed_total", "counter",
        "Streams that resumed from the versions the client held.",
        static_cast<int64_t>(counters_.resumed.load()));

@@ -46,6 +46,7 @@ struct StreamCounters {
   std::atomic<int64_t> last_unauthenticated_s{0};  // when the last such call came (unix s)
   std::atomic<uint64_t> foreign_node{0};           // a node certificate used for another node
   std::atomic<uint64_t> tokenless_refused{0};      // streams without the token, over their share
+  std::atomic<uint64_t> per_peer_refused{0};       // over max_streams_per_peer
   std::atomic<uint64_t> signed_certs{0};
   std::atomic<uint64_t> sign_refused{0};
   std::atomic<uint64_t> nodes_marked_critical{0};  // agents gone past node_timeout
@@ -62,7 +63,8 @@ struct Caller {
 };
 
 struct StreamOptions {
-  size_t max_streams = 10000;  // beyond: refused with RESOURCE_EXHAUSTED
+  size_t max_streams = 10000;          // beyond: refused with RESOURCE_EXHAUSTED
+  size_t max_streams_per_peer = 1000;  // from one IP address; beyond: RESOURCE_EXHAUSTED
   // Of max_streams, the last tenth (at least one) only for streams with the
   // join token: tokenless clients cannot take every slot from the agents.
   // The first message of a stream (the client's hello) is at most this big.
@@ -129,6 +131,10 @@ class StreamServer {
   // What a call proves (any thread): the node of a client certificate that
   // verifies against the current trust bundle, and the ACL token sent.
   Caller CallerOf(const grpc::CallbackServerContext* ctx) const;
+  // Takes a stream slot for `peer_ip` (false: at max_streams_per_peer);
+  // ReleasePeer gives it back (any thread).
+  bool TakePeer(const std::string& peer_ip);
+  void ReleasePeer(const std::string& peer_ip);
   // Counts a call refused for its credentials (any thread).
   void NoteUnauthenticated() {
     counters_.unauthenticated++;
@@ -167,6 +173,9 @@ class StreamServer {
   // identity key -> sessions (io thread only)
   std::map<std::string, std::set<std::shared_ptr<Session>>> subscribers_;
   StreamCounters counters_;  // any thread
+  // Open streams per peer IP address (entries leave at zero).
+  std::mutex peers_mu_;
+  std::map<std::string, size_t> streams_per_peer_;  // guarded by peers_mu_
   // The trust bundle's roots and trust domain, for client certificates
   // (guarded by roots_mu_; written on the io thread, read on gRPC's).
   mutable std::mutex roots_mu_;

@@ -197,7 +197,16 @@ grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* StreamServer::Se
                       "config streams without a node certificate are at their limit: the last "
                       "tenth of max_streams is kept for agents");
   }
-  auto s = std::make_shared<Session>(server_, std::move(caller));
+  // gRPC names peers "ipv4:1.2.3.4:5678", "ipv6:[::1]:5678", "unix:...".
+  std::string peer_ip = caller.peer.substr(0, caller.peer.rfind(':'));
+  if (!server_->TakePeer(peer_ip)) {
+    server_->counters_.per_peer_refused++;
+    LOG_WARN_LIMITED("stream from {} refused: {} streams from that address (max_streams_per_peer)",
+                     caller.peer, server_->opts_.max_streams_per_peer);
+    return new Refuse(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      "too many config streams from this address (max_streams_per_peer)");
+  }
+  auto s = std::make_shared<Session>(server_, std::move(caller), std::move(peer_ip));
   s->Begin();
   return s.get();
 }

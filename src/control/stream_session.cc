@@ -12,8 +12,8 @@ namespace weft::control {
 
 namespace pb = weft::v1;
 
-StreamServer::Session::Session(StreamServer* server, Caller caller)
-    : server_(server), caller_(std::move(caller)) {}
+StreamServer::Session::Session(StreamServer* server, Caller caller, std::string peer_ip)
+    : server_(server), caller_(std::move(caller)), peer_ip_(std::move(peer_ip)) {}
 
 void StreamServer::Session::Refuse(const grpc::Status& s) {
   std::lock_guard<std::mutex> l(mu_);
@@ -164,6 +164,7 @@ void StreamServer::Session::OnCancel() {
 
 void StreamServer::Session::OnDone() {
   server_->counters_.streams_active--;
+  server_->ReleasePeer(peer_ip_);
   std::shared_ptr<Session> self;
   {
     std::lock_guard<std::mutex> l(mu_);

@@ -5,6 +5,10 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -33,9 +37,16 @@ std::string ClientResponse::Header(std::string_view name) const {
 Client::Client(std::string host_port, ClientOptions opts)
     : host_port_(std::move(host_port)), opts_(opts) {}
 
-Client::~Client() { Close(); }
+Client::~Client() {
+  Close();
+  if (tls_ctx_) SSL_CTX_free(tls_ctx_);
+}
 
 void Client::Close() {
+  if (ssl_) {
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+  }
   {
     std::lock_guard<std::mutex> l(fd_mu_);
     if (fd_ >= 0) ::close(fd_);
@@ -88,12 +99,102 @@ Status Client::Connect() {
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  std::lock_guard<std::mutex> l(fd_mu_);
-  if (shut_down_) {
-    ::close(fd);
-    return NetError(host_port_, "client shut down");
+  {
+    std::lock_guard<std::mutex> l(fd_mu_);
+    if (shut_down_) {
+      ::close(fd);
+      return NetError(host_port_, "client shut down");
+    }
+    fd_ = fd;
   }
-  fd_ = fd;
+  if (opts_.tls) return StartTls();
+  return {};
+}
+
+namespace {
+
+std::string TlsError(const char* what) {
+  unsigned long e = ERR_get_error();
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof(buf));
+  ERR_clear_error();
+  return std::string(what) + ": " + (e ? buf : "failed");
+}
+
+// Adds every certificate of `pem` to `store`; false when there is none.
+bool AddRoots(X509_STORE* store, const std::string& pem) {
+  BIO* b = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  int n = 0;
+  while (X509* c = PEM_read_bio_X509(b, nullptr, nullptr, nullptr)) {
+    X509_STORE_add_cert(store, c);
+    X509_free(c);
+    ++n;
+  }
+  BIO_free(b);
+  ERR_clear_error();
+  return n > 0;
+}
+
+}  // namespace
+
+Status Client::StartTls() {
+  if (!tls_ctx_) {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) return NetError(host_port_, TlsError("TLS"));
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    bool ok = opts_.tls_ca_pem.empty() ? SSL_CTX_set_default_verify_paths(ctx) == 1
+                                       : AddRoots(SSL_CTX_get_cert_store(ctx), opts_.tls_ca_pem);
+    if (ok && !opts_.tls_cert_pem.empty()) {
+      BIO* cb =
+          BIO_new_mem_buf(opts_.tls_cert_pem.data(), static_cast<int>(opts_.tls_cert_pem.size()));
+      X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+      BIO_free(cb);
+      BIO* kb =
+          BIO_new_mem_buf(opts_.tls_key_pem.data(), static_cast<int>(opts_.tls_key_pem.size()));
+      EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+      BIO_free(kb);
+      ok = cert && key && SSL_CTX_use_certificate(ctx, cert) == 1 &&
+           SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+      X509_free(cert);
+      EVP_PKEY_free(key);
+    }
+    if (!ok) {
+      std::string why = TlsError("TLS client setup (CA, certificate or key)");
+      SSL_CTX_free(ctx);
+      return {StatusCode::kInvalidArgument, host_port_ + ": " + why};
+    }
+    tls_ctx_ = ctx;
+  }
+  ssl_ = SSL_new(tls_ctx_);
+  if (!ssl_) return NetError(host_port_, TlsError("TLS"));
+  SSL_set_fd(ssl_, fd_);
+  std::string host = opts_.tls_server_name;
+  if (host.empty()) {
+    std::string why;
+    uint16_t port = 0;
+    if (!SplitHostPort(host_port_, &host, &port, &why)) host = host_port_;
+  }
+  in6_addr a6{};
+  in_addr a4{};
+  const bool ip =
+      inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+  if (ip) {
+    X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+  } else {
+    SSL_set_tlsext_host_name(ssl_, host.c_str());
+    X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
+  }
+  if (SSL_connect(ssl_) != 1) {
+    const long v = SSL_get_verify_result(ssl_);
+    std::string why = v != X509_V_OK ? std::string("TLS: the server's certificate: ") +
+                                           X509_verify_cert_error_string(v)
+                                     : TlsError("TLS handshake");
+    ERR_clear_error();
+    Close();
+    return NetError(host_port_, why);
+  }
   return {};
 }
 
@@ -110,7 +211,12 @@ Status Client::Send(std::string_view method, std::string_view target, std::strin
   req.append("\r\n").append(body);
   size_t off = 0;
   while (off < req.size()) {
-    ssize_t n = ::send(fd_, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    ssize_t n = ssl_ ? SSL_write(ssl_, req.data() + off, static_cast<int>(req.size() - off))
+                     : ::send(fd_, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    if (ssl_ && n <= 0) {
+      ERR_clear_error();
+      return NetError(host_port_, "TLS write failed");
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       return NetError(host_port_, errno == EAGAIN ? "write timeout" : strerror(errno));
@@ -127,6 +233,21 @@ Status Client::ReadMore() {
   }
   char tmp[16384];
   for (;;) {
+    if (ssl_) {
+      errno = 0;
+      const int r = SSL_read(ssl_, tmp, sizeof(tmp));
+      if (r > 0) {
+        buf_.append(tmp, static_cast<size_t>(r));
+        return {};
+      }
+      const int err = SSL_get_error(ssl_, r);
+      if (err == SSL_ERROR_ZERO_RETURN) return {StatusCode::kNotFound, "closed"};
+      if (err == SSL_ERROR_SYSCALL && errno == 0) return {StatusCode::kNotFound, "closed"};
+      if (err == SSL_ERROR_SYSCALL && errno == EINTR) continue;
+      if (err == SSL_ERROR_SYSCALL && errno == EAGAIN) return NetError(host_port_, "read timeout");
+      // The peer's alert says why (a client certificate it wanted, say).
+      return NetError(host_port_, TlsError("TLS read"));
+    }
     ssize_t n = ::recv(fd_, tmp, sizeof(tmp), 0);
     if (n > 0) {
       buf_.append(tmp, static_cast<size_t>(n));

@@ -14,6 +14,9 @@
 
 #include "base/status.h"
 
+struct ssl_st;
+struct ssl_ctx_st;
+
 namespace weft::http {
 
 struct ClientResponse {
@@ -29,6 +32,11 @@ struct ClientOptions {
   size_t max_body_bytes = 64 << 20;  // larger answers fail
   // Sent with every request (an API token, say), before the call's own.
   std::vector<std::pair<std::string, std::string>> headers;
+  // HTTPS: the server's certificate must chain to tls_ca_pem (PEM roots;
+  // empty: the system's) and name tls_server_name (empty: the host of
+  // host_port). A client certificate is presented when tls_cert_pem is set.
+  bool tls = false;
+  std::string tls_ca_pem, tls_cert_pem, tls_key_pem, tls_server_name;
 };
 
 // Not thread-safe, except Shutdown(): one thread makes the calls.
@@ -67,6 +75,7 @@ class Client {
   Status ReadResponse(ClientResponse* out, const std::function<bool(std::string_view)>* on_data,
                       bool* reusable);
   Status ReadMore();
+  Status StartTls();
   void Close();
 
   const std::string host_port_;
@@ -76,6 +85,8 @@ class Client {
   std::mutex fd_mu_;
   int fd_ = -1;
   bool shut_down_ = false;
+  ssl_ctx_st* tls_ctx_ = nullptr;  // made on the first HTTPS connection
+  ssl_st* ssl_ = nullptr;          // the connection's TLS session
   std::string buf_;
   size_t pos_ = 0;  // consumed prefix of buf_
 };

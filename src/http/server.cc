@@ -1,5 +1,9 @@
 #include "http/server.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
 #include <asio/experimental/as_tuple.hpp>
 #include <chrono>
 
@@ -9,6 +13,7 @@
 #include "http/http1/parser.h"
 #include "io/asio.h"
 #include "io/buffer.h"
+#include "io/stream.h"
 
 namespace weft::http {
 namespace {
@@ -22,7 +27,7 @@ int HexVal(char c) {
   return -1;
 }
 
-void ParseQuery(std::string_view q, Request* r) {
+void ParseQueryInto(std::string_view q, Request* r) {
   while (!q.empty()) {
     size_t amp = q.find('&');
     std::string_view kv = q.substr(0, amp);
@@ -110,9 +115,48 @@ std::string PercentEncode(std::string_view s) {
   return out;
 }
 
+ssl_ctx_st* NewServerTlsContext(const std::string& cert_chain_pem, const std::string& key_pem,
+                                std::string* err) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) {
+    *err = "SSL_CTX_new failed";
+    return nullptr;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  BIO* cb = BIO_new_mem_buf(cert_chain_pem.data(), static_cast<int>(cert_chain_pem.size()));
+  bool ok = false;
+  if (X509* leaf = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr)) {
+    ok = SSL_CTX_use_certificate(ctx, leaf) == 1;
+    X509_free(leaf);
+    while (X509* extra = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr))
+      if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) X509_free(extra);
+  }
+  BIO_free(cb);
+  BIO* kb = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+  BIO_free(kb);
+  ok = ok && key && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+  EVP_PKEY_free(key);
+  ERR_clear_error();
+  if (!ok) {
+    *err = "the certificate or key does not load, or they do not match";
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  return ctx;
+}
+
+void ParseTarget(std::string_view target, Request* r) {
+  const size_t qm = target.find('?');
+  r->path = PercentDecode(target.substr(0, qm));
+  r->query.clear();
+  if (qm != std::string_view::npos) ParseQueryInto(target.substr(qm + 1), r);
+}
+
 struct Server::Conn {
-  explicit Conn(tcp::socket s) : sock(std::move(s)), timer(sock.get_executor()) {}
-  tcp::socket sock;
+  explicit Conn(tcp::socket s) : stream(std::move(s)), timer(stream.socket().get_executor()) {}
+  io::Stream stream;  // plain TCP, or TLS (https)
+  tcp::socket& sock = stream.socket();
   asio::steady_timer timer;
   // The connection is closed when the clock passes this; max() while a
   // handler runs (a blocking query may legitimately take minutes).
@@ -127,8 +171,7 @@ struct Server::Conn {
   }
   void ClearDeadline() { deadline = std::chrono::steady_clock::time_point::max(); }
   void Close() {
-    asio::error_code ec;
-    sock.close(ec);
+    stream.Close();
     timer.cancel();
   }
 };
@@ -213,9 +256,8 @@ asio::awaitable<void> Server::Accept() {
             if (!c->sock.is_open()) co_return;
             if (std::chrono::steady_clock::now() >= c->deadline) {
               c->timed_out = true;
-              asio::error_code ignored;
-              c->sock.shutdown(tcp::socket::shutdown_both, ignored);
-              c->sock.close(ignored);
+              c->stream.ShutdownBoth();
+              c->stream.Close();
               co_return;
             }
           }
@@ -234,6 +276,22 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
     auto ep = c->sock.remote_endpoint(ec);
     if (!ec) peer = io::FormatEndpoint(ep);
   }
+  if (opts_.tls_ctx) {
+    // HTTPS: the handshake must finish within the head's time limit.
+    c->SetDeadline(opts_.header_read_timeout_ms);
+    SSL* ssl = SSL_new(opts_.tls_ctx);
+    if (ssl) SSL_set_accept_state(ssl);
+    if (!ssl || !c->stream.AttachTls(ssl)) {
+      c->Close();
+      co_return;
+    }
+    if (asio::error_code ec = co_await c->stream.Handshake()) {
+      ++counters_.tls_handshake_failures;
+      LOG_WARN_LIMITED("{}: TLS handshake with {} failed: {}", opts_.name, peer, ec.message());
+      c->Close();
+      co_return;
+    }
+  }
   bool first = true;
   for (;;) {
     c->SetDeadline(first ? opts_.header_read_timeout_ms : opts_.idle_timeout_ms);
@@ -246,8 +304,7 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
                             : http1::ParseRequest(buf.data(), buf.size(), limits, &scanned, &head,
                                                   &perr)) == http1::ParseResult::kIncomplete) {
       if (!buf.Reserve(1024, limits.max_header_bytes + 1024)) break;
-      auto [ec, n] =
-          co_await c->sock.async_read_some(asio::buffer(buf.write_ptr(), buf.writable()), kNoThrow);
+      auto [ec, n] = co_await c->stream.ReadSome(buf.write_ptr(), buf.writable());
       if (ec) {
         if (c->timed_out && got_byte) ++counters_.bad_requests;
         c->Close();
@@ -273,10 +330,7 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
       req.method = std::string(head.method);
       req.target = std::string(head.target);
       req.peer = peer;
-      std::string_view t = head.target;
-      size_t qm = t.find('?');
-      req.path = PercentDecode(t.substr(0, qm));
-      if (qm != std::string_view::npos) ParseQuery(t.substr(qm + 1), &req);
+      ParseTarget(head.target, &req);
       for (const auto& h : head.headers) {
         std::string n(h.name);
         for (auto& ch : n) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -295,15 +349,14 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
         } else {
           if (head.expect_continue && buf.size() < head.content_length) {
             static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
-            auto [ec, n] = co_await asio::async_write(c->sock, asio::buffer(k100), kNoThrow);
+            auto [ec, n] = co_await c->stream.Write(k100.data(), k100.size());
             if (ec) co_return;
           }
           while (buf.size() < head.content_length) {
             if (!buf.Reserve(std::min<size_t>(head.content_length - buf.size(), 65536),
                              head.content_length + 65536))
               break;
-            auto [ec, n] = co_await c->sock.async_read_some(
-                asio::buffer(buf.write_ptr(), buf.writable()), kNoThrow);
+            auto [ec, n] = co_await c->stream.ReadSome(buf.write_ptr(), buf.writable());
             if (ec) {
               c->Close();
               co_return;
@@ -340,8 +393,7 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
             err = "chunk framing too large";
             break;
           }
-          auto [ec, n] = co_await c->sock.async_read_some(
-              asio::buffer(buf.write_ptr(), buf.writable()), kNoThrow);
+          auto [ec, n] = co_await c->stream.ReadSome(buf.write_ptr(), buf.writable());
           if (ec) {
             c->Close();
             co_return;
@@ -369,17 +421,16 @@ asio::awaitable<void> Server::Serve(std::shared_ptr<Conn> c) {
     std::array<asio::const_buffer, 2> out{
         asio::buffer(h), asio::buffer(resp.body.data(), head_only ? 0 : resp.body.size())};
     c->SetDeadline(opts_.idle_timeout_ms);
-    auto [ec, n] = co_await asio::async_write(c->sock, out, kNoThrow);
+    auto [ec, n] = co_await c->stream.Write(std::span<const asio::const_buffer>(out));
     if (!ec && close && resp.status >= 400) {
       // Lingering close: the client may still be sending a body we refused;
       // closing now would reset the connection before it reads the answer.
-      asio::error_code ignored;
-      c->sock.shutdown(tcp::socket::shutdown_send, ignored);
+      c->stream.ShutdownSend();
       c->SetDeadline(1000);
       size_t drained = 0;
       char sink[16384];
       while (drained < 8 * 1024 * 1024) {
-        auto [rec, rn] = co_await c->sock.async_read_some(asio::buffer(sink), kNoThrow);
+        auto [rec, rn] = co_await c->stream.ReadSome(sink, sizeof(sink));
         if (rec) break;
         drained += rn;
       }

@@ -20,6 +20,8 @@
 
 #include "base/status.h"
 
+struct ssl_ctx_st;
+
 namespace weft::http {
 
 struct Request {
@@ -61,12 +63,16 @@ struct ServerOptions {
   size_t max_connections = 1024;           // beyond: accepted and closed at once
   int64_t header_read_timeout_ms = 10000;  // head and body -> 408
   int64_t idle_timeout_ms = 60000;         // between keep-alive requests
+  // HTTPS when set (a server context with its certificate and key); the
+  // caller keeps it alive as long as the Server.
+  ssl_ctx_st* tls_ctx = nullptr;
 };
 
 struct ServerCounters {
   uint64_t requests = 0;
   uint64_t rejected_connections = 0;  // over max_connections
   uint64_t bad_requests = 0;          // parse errors, too large, timeouts
+  uint64_t tls_handshake_failures = 0;
 };
 
 // Not thread-safe: every call on the thread running `io`. Its coroutines
@@ -101,6 +107,16 @@ class Server {
   ServerCounters counters_;
   bool closed_ = false;
 };
+
+// A server TLS context (TLS 1.2 or later) from a PEM certificate chain (leaf
+// first) and its key, for ServerOptions::tls_ctx; free it with
+// SSL_CTX_free. Null with *err when they do not load or do not match.
+ssl_ctx_st* NewServerTlsContext(const std::string& cert_chain_pem, const std::string& key_pem,
+                                std::string* err);
+
+// A request target into r->path (percent-decoded, without the query) and
+// r->query (each name and value decoded, '+' as a space), in order.
+void ParseTarget(std::string_view target, Request* r);
 
 // `plus_as_space` for query strings (form encoding), not for paths.
 std::string PercentDecode(std::string_view s, bool plus_as_space = false);

@@ -28,6 +28,7 @@ inline constexpr std::string_view kAgentCheckId = "serfHealth";
 
 // Limits on what one registration may carry (Consul's for metadata).
 struct CatalogLimits {
+  size_t max_nodes = 50000;  // new nodes beyond are refused (registration, join)
   size_t max_services_per_node = 1000;
   size_t max_checks_per_node = 2000;
   size_t max_tags = 64;

@@ -339,6 +339,7 @@ class Server(Managed):
         fields = dict(part.split("=", 1) for part in line.split()[3:])
         self.http = fields["http"]
         self.grpc = fields["grpc"]
+        self.https = fields.get("https", "")  # with --https ADDR
         # Keep the same ports across restarts.
         self.http_port = int(self.http.rsplit(":", 1)[1])
         self.grpc_port = int(self.grpc.rsplit(":", 1)[1])

@@ -81,3 +81,42 @@ def test_agents_follow_a_rotated_root_without_a_new_ca_file(server, agent, tmp_p
     agent(srv, "stale", extra=("--server-ca", str(old_ca)))
     time.sleep(3)
     assert "agent/stale" not in members(srv)
+
+
+def test_rest_api_over_https_verified_with_the_mesh_bundle(server, tmp_path):
+    s = server(extra=("--https", "127.0.0.1:0"))
+    assert s.https, "the server did not print its https address"
+    port = s.https.rsplit(":", 1)[1]
+    env = {**os.environ, "WEFT_TOKEN": s.token}
+    env.pop("WEFT_CA_FILE", None)
+    s.register("n1", "web", 80, "web-1")
+
+    def weft(*args, extra_env=None):
+        return subprocess.run([s.weft_bin, *args], capture_output=True, text=True, timeout=30,
+                              env={**env, **(extra_env or {})})
+
+    # The CLI checks the server's certificate against the mesh bundle.
+    r = weft("members", "--server", f"https://{s.https}", "--ca-file", s.ca_file)
+    assert r.returncode == 0, r.stderr
+    r = weft("get", "routes", "--server", f"https://{s.https}", extra_env={"WEFT_CA_FILE": s.ca_file})
+    assert r.returncode == 0, r.stderr
+    # Without the bundle (the system's roots) it refuses to talk.
+    r = weft("members", "--server", f"https://{s.https}")
+    assert r.returncode != 0 and "certificate" in r.stderr, r.stderr
+    # Another CA's file: refused too.
+    other = tmp_path / "other.pem"
+    subprocess.run([require("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(tmp_path / "other.key"), "-out", str(other), "-days", "2", "-subj",
+                    "/CN=other"], check=True, capture_output=True)
+    r = weft("members", "--server", f"https://{s.https}", "--ca-file", str(other))
+    assert r.returncode != 0 and "certificate" in r.stderr, r.stderr
+    # curl: the name the mesh CA certifies is server.weft.
+    out = subprocess.run([require("curl"), "-sS", "--cacert", s.ca_file, "--resolve", f"server.weft:{port}:127.0.0.1",
+                          f"https://server.weft:{port}/v1/catalog/services"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0 and '"web"' in out.stdout, out.stderr
+    # Plain HTTP to the HTTPS port gets nowhere; the plain port still answers.
+    out = subprocess.run([require("curl"), "-sS", "-m", "5", f"http://{s.https}/v1/catalog/services"],
+                         capture_output=True, text=True, timeout=20)
+    assert '"web"' not in out.stdout
+    assert s.get_json("/v1/catalog/services")[0].get("web") is not None

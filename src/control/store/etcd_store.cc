@@ -52,12 +52,19 @@ struct EtcdStore::Watcher {
   std::thread thread;
 };
 
-Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url) {
-  constexpr std::string_view kScheme = "etcd://";
-  if (url.rfind(kScheme, 0) != 0)
+Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url, EtcdOptions o) {
+  std::string_view kScheme = "etcd://";
+  if (url.rfind("etcds://", 0) == 0) {
+    kScheme = "etcds://";
+    o.tls = true;
+  } else if (url.rfind(kScheme, 0) != 0) {
+    return Status(
+        StatusCode::kInvalidArgument,
+        "--store \"" + url + "\": expected etcd://HOST:PORT[,HOST:PORT...] or etcds://... (TLS)");
+  }
+  if (!o.tls && (!o.ca_pem.empty() || !o.cert_pem.empty()))
     return Status(StatusCode::kInvalidArgument,
-                  "--store \"" + url + "\": expected etcd://HOST:PORT[,HOST:PORT...]");
-  EtcdOptions o;
+                  "--etcd-ca/--etcd-cert are for TLS: use etcds://HOST:PORT");
   for (std::string ep : SplitCommas(std::string_view(url).substr(kScheme.size()))) {
     while (!ep.empty() && ep.back() == '/') ep.pop_back();
     if (!ep.empty()) o.endpoints.push_back(ep);
@@ -69,6 +76,10 @@ Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url) {
 
 Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(EtcdOptions opts) {
   std::unique_ptr<EtcdStore> s(new EtcdStore(std::move(opts)));
+  if (!s->opts_.user.empty()) {
+    if (Status a = s->Authenticate(); !a.ok())
+      return Status(StatusCode::kUnavailable, "etcd: authentication: " + a.message());
+  }
   auto st = s->Call("/v3/maintenance/status", json::object());
   if (!st.ok())
     return Status(StatusCode::kUnavailable, "etcd: no member answers: " + st.status().message());
@@ -96,7 +107,49 @@ EtcdStore::~EtcdStore() {
   if (keepalive_.joinable()) keepalive_.join();
 }
 
+http::ClientOptions EtcdStore::ClientOpts(int64_t io_timeout_ms) {
+  http::ClientOptions co;
+  co.connect_timeout_ms = 1000;
+  co.io_timeout_ms = io_timeout_ms;
+  co.tls = opts_.tls;
+  co.tls_ca_pem = opts_.ca_pem;
+  co.tls_cert_pem = opts_.cert_pem;
+  co.tls_key_pem = opts_.key_pem;
+  std::lock_guard<std::mutex> l(pool_mu_);
+  if (!auth_token_.empty()) co.headers.emplace_back("authorization", auth_token_);
+  return co;
+}
+
+Status EtcdStore::Authenticate() {
+  {
+    std::lock_guard<std::mutex> l(pool_mu_);
+    auth_token_.clear();
+    idle_.clear();
+  }
+  auto r =
+      CallOnce("/v3/auth/authenticate", json{{"name", opts_.user}, {"password", opts_.password}});
+  if (!r.ok()) return r.status();
+  const json& got = r.value();
+  if (!got.contains("token") || !got["token"].is_string())
+    return Status(StatusCode::kUnavailable, "etcd gave no auth token");
+  std::lock_guard<std::mutex> l(pool_mu_);
+  auth_token_ = got["token"].get<std::string>();
+  idle_.clear();
+  return {};
+}
+
 Result<json> EtcdStore::Call(const std::string& path, const json& body) {
+  auto r = CallOnce(path, body);
+  if (!r.ok() && !opts_.user.empty() &&
+      (r.status().message().find("invalid auth token") != std::string::npos ||
+       r.status().message().find("user name is empty") != std::string::npos)) {
+    if (Status a = Authenticate(); !a.ok()) return a;
+    r = CallOnce(path, body);
+  }
+  return r;
+}
+
+Result<json> EtcdStore::CallOnce(const std::string& path, const json& body) {
   const std::string payload = body.dump();
   Status last;
   // Every endpoint once, starting with the one that worked last.
@@ -115,15 +168,11 @@ Result<json> EtcdStore::Call(const std::string& path, const json& body) {
         }
       }
     }
-    if (!c) {
-      http::ClientOptions co;
-      co.connect_timeout_ms = 1000;
-      co.io_timeout_ms = opts_.request_timeout_ms;
-      c = std::make_unique<http::Client>(ep, co);
-    }
+    if (!c) c = std::make_unique<http::Client>(ep, ClientOpts(opts_.request_timeout_ms));
     auto r = c->Do("POST", path, payload, {{"content-type", "application/json"}});
     if (!r.ok()) {
       last = r.status();
+      if (r.status().code() == StatusCode::kInvalidArgument) return r.status();  // TLS setup
       LOG_WARN("etcd {}: {}: trying the next member", ep, r.status().message());
       continue;
     }
@@ -294,10 +343,8 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
   size_t ep = next_endpoint_.load();
   int failures = 0;
   while (!w->stop) {
-    http::ClientOptions co;
-    co.connect_timeout_ms = 1000;
-    co.io_timeout_ms = 0;  // a watch may be quiet for a long time
-    http::Client c(opts_.endpoints[ep % opts_.endpoints.size()], co);
+    // A watch may be quiet for a long time: no read timeout.
+    http::Client c(opts_.endpoints[ep % opts_.endpoints.size()], ClientOpts(0));
     {
       std::lock_guard<std::mutex> l(w->mu);
       if (w->stop) break;
@@ -311,6 +358,7 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
     std::string pending;
     bool compacted = false;
     bool got = false;
+    bool auth_failed = false;
     http::ClientResponse head;
     Status s = c.Stream("POST", "/v3/watch", req.dump(), &head, [&](std::string_view data) {
       pending.append(data);
@@ -319,6 +367,12 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
         json msg = json::parse(pending.substr(0, nl), nullptr, false);
         pending.erase(0, nl + 1);
         if (msg.is_discarded()) continue;
+        if (msg.contains("error") && msg["error"].is_object()) {
+          const std::string em = msg["error"].value("message", "");
+          auth_failed = em.find("auth token") != std::string::npos;
+          LOG_WARN("etcd watch on {}: {}", w->prefix, em);
+          return false;
+        }
         const json& res = msg.contains("result") ? msg["result"] : msg;
         got = true;
         if (AsInt(res, "compact_revision") > 0 || res.value("canceled", false)) {
@@ -356,6 +410,10 @@ void EtcdStore::RunWatch(std::shared_ptr<Watcher> w) {
       w->active = nullptr;
     }
     if (w->stop) break;
+    if (auth_failed && !opts_.user.empty()) {
+      if (Status a = Authenticate(); !a.ok())
+        LOG_WARN("etcd watch on {}: authentication: {}", w->prefix, a.message());
+    }
     if (compacted) {
       // The events we missed are gone: hand over the whole current state as
       // one reset batch, then follow from there.

@@ -34,12 +34,19 @@ struct EtcdOptions {
   int64_t request_timeout_ms = 5000;
   int64_t lease_ttl_s = 10;  // ephemeral keys vanish this long after a crash
   size_t range_page = 500;   // keys per range request
+  // etcds://: TLS, the members' certificates checked against ca_pem, this
+  // server's client certificate presented when cert_pem is set.
+  bool tls = false;
+  std::string ca_pem, cert_pem, key_pem;
+  // etcd's own auth: a token from /v3/auth/authenticate on every call.
+  std::string user, password;
 };
 
 class EtcdStore final : public Store {
  public:
-  // Parses "etcd://h:p,h:p" and checks that a member answers.
-  static Result<std::unique_ptr<EtcdStore>> Open(const std::string& url);
+  // Parses "etcd://h:p,h:p" or "etcds://h:p,..." into `base` (TLS and auth
+  // settings) and checks that a member answers.
+  static Result<std::unique_ptr<EtcdStore>> Open(const std::string& url, EtcdOptions base);
   static Result<std::unique_ptr<EtcdStore>> Open(EtcdOptions opts);
   ~EtcdStore() override;
 
@@ -58,8 +65,15 @@ class EtcdStore final : public Store {
 
  private:
   explicit EtcdStore(EtcdOptions opts) : opts_(std::move(opts)) {}
-  // One gateway call, failing over across endpoints on network errors.
+  // One gateway call, failing over across endpoints on network errors;
+  // with etcd auth, a new token once when etcd says the old one is bad.
   Result<nlohmann::json> Call(const std::string& path, const nlohmann::json& body);
+  Result<nlohmann::json> CallOnce(const std::string& path, const nlohmann::json& body);
+  // A new auth token (etcd auth on), dropping pooled connections that carry
+  // the old one.
+  Status Authenticate();
+  // A client's options: timeouts, TLS, and the auth token of the moment.
+  http::ClientOptions ClientOpts(int64_t io_timeout_ms);
   Result<int64_t> PutWithLease(std::string_view key, std::string_view value, int64_t lease,
                                int64_t expected);
   Result<int64_t> EnsureLease();
@@ -71,6 +85,7 @@ class EtcdStore final : public Store {
   const EtcdOptions opts_;
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<http::Client>> idle_;  // guarded by pool_mu_
+  std::string auth_token_;                           // guarded by pool_mu_
   std::atomic<size_t> next_endpoint_{0};
 
   std::mutex watch_mu_;

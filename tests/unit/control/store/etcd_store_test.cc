@@ -145,7 +145,7 @@ TEST_F(EtcdStoreTest, UnreachableClusterSaysSo) {
   auto s = EtcdStore::Open(o);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("no member answers"), std::string::npos);
-  EXPECT_FALSE(EtcdStore::Open("http://x:1").ok());
+  EXPECT_FALSE(EtcdStore::Open("http://x:1", EtcdOptions{}).ok());
 }
 
 }  // namespace

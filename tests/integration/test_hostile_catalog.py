@@ -1,0 +1,42 @@
+"""Catalog poisoning (part of the hostile suite): an instance of a strict
+Service registered without a sidecar is not dialled in plaintext; it is left
+out of the endpoints and counted. (Bad addresses and CR/LF in check
+definitions: test_acl.py and test_agent.py.)"""
+from conftest import free_port, wait_for
+
+
+def test_a_strict_services_sidecarless_instance_is_left_out(server, mesh_proxy):
+    s = server()
+    # db has one instance behind a sidecar and one registered bare.
+    s.register("n-db1", "db", 5432, "db-1")
+    s.register("n-db1", "db-sidecar", free_port(), "db-sc", Kind="connect-proxy",
+               Proxy={"DestinationServiceName": "db", "LocalServicePort": 5432})
+    s.register("n-db2", "db", 5432, "db-2", address="127.0.0.2")
+    up = free_port()
+    s.register("n-app", "app-sidecar", free_port(), "app-sc", Kind="connect-proxy",
+               Proxy={"DestinationServiceName": "app", "LocalServicePort": 8080,
+                      "Upstreams": [{"DestinationName": "db", "LocalBindPort": up}]})
+    px = mesh_proxy(s.grpc, "app")
+    px.wait_ready(15)
+
+    def db_endpoints():
+        for c in px.config().get("clusters", []):
+            if "db" in c["name"]:
+                return sorted(e["address"] if isinstance(e, dict) else e for e in c["endpoints"])
+        return None
+
+    # No Service manifest: the bare instance is a plain backend, still reached.
+    assert wait_for(lambda: db_endpoints() is not None and len(db_endpoints()) == 2, timeout=10), px.config()
+    # db says it is strict: the bare instance is left out, counted and logged.
+    r = s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: db}\nspec:\n"
+                                        "  ports: [{port: 5432, protocol: tcp}]\n  mtls: strict\n")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: db_endpoints() is not None and len(db_endpoints()) == 1, timeout=10), db_endpoints()
+    assert "127.0.0.2:5432" not in db_endpoints()
+    assert s.metric("weft_server_sidecarless_endpoints_skipped_total") >= 1
+    assert "instance db-2 of db left out of its endpoints: the Service is mtls: strict" in s.log()
+    # permissive: reachable again.
+    r = s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: db}\nspec:\n"
+                                        "  ports: [{port: 5432, protocol: tcp}]\n  mtls: permissive\n")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: len(db_endpoints() or []) == 2, timeout=10), db_endpoints()
