@@ -180,15 +180,17 @@ SnapshotPtr Compiler::PatchEndpoints(const Entry& e) {
 ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string& service,
                                    const std::string& ns) {
   const int64_t index = catalog_.service_index(service);
-  // A Service that says `mtls: strict` is reached through sidecars only:
-  // its instances without one are left out rather than dialled in
-  // plaintext. (With no Service manifest, sidecar-less instances stay
-  // reachable: plain backends called from the mesh.)
+  // A strict Service (its manifest's mtls, strict by default) that runs
+  // behind sidecars is reached through sidecars only: an instance registered
+  // without one is left out rather than dialled in plaintext. A service with
+  // no sidecar anywhere is a plain backend called from the mesh, and
+  // `mtls: permissive` admits both while sidecars are being added.
   const ConfigEntry* spec = config_.Find("Service", ns, service);
-  const bool strict = spec && std::get<mesh::ServiceSpec>(spec->manifest.spec).mtls == "strict";
+  const bool strict_mode =
+      !spec || std::get<mesh::ServiceSpec>(spec->manifest.spec).mtls == "strict";
   CachedEndpoints& cached = endpoints_cache_[cluster];
   if (cached.resource && cached.index == index && cached.service == service &&
-      cached.strict == strict)
+      cached.strict == strict_mode)
     return cached.resource;
   pb::Resource r;
   r.set_type("endpoints");
@@ -196,6 +198,9 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
   pb::Endpoints* eps = r.mutable_endpoints();
   eps->set_cluster(cluster);
   const auto proxies = catalog_.ProxiesFor(service);
+  bool meshed = false;
+  for (const auto& p : proxies) meshed |= p.instance->ns == ns;
+  const bool strict = strict_mode && meshed;
   for (const auto& ref : catalog_.Instances(service)) {
     const mesh::ServiceInstance& s = *ref.instance;
     if (s.kind == "connect-proxy" || s.ns != ns) continue;
@@ -217,8 +222,8 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
     if (strict && target == &s) {
       ++sidecarless_skipped_;
       LOG_WARN_LIMITED(
-          "instance {} of {} left out of its endpoints: the Service is mtls: strict and the "
-          "instance has no sidecar on node {} (it would be dialled in plaintext)",
+          "instance {} of {} left out of its endpoints: the Service is mtls: strict, runs behind "
+          "sidecars, and this instance has none on node {} (it would be dialled in plaintext)",
           s.id, service, ref.node->name);
       continue;
     }
@@ -245,7 +250,7 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
   }
   cached.index = index;
   cached.service = service;
-  cached.strict = strict;
+  cached.strict = strict_mode;
   cached.resource = Finish(std::move(r));
   return cached.resource;
 }

@@ -1,6 +1,8 @@
-"""Catalog poisoning (part of the hostile suite): an instance of a strict
-Service registered without a sidecar is not dialled in plaintext; it is left
-out of the endpoints and counted. (Bad addresses and CR/LF in check
+"""Catalog poisoning (part of the hostile suite): an instance registered
+without a sidecar, for a strict Service that runs behind sidecars, is not
+dialled in plaintext; it is left out of the endpoints and counted. (A
+service with no sidecar at all is a plain backend: test_stream.py's
+test_tcp_upstream reaches one.) (Bad addresses and CR/LF in check
 definitions: test_acl.py and test_agent.py.)"""
 from conftest import free_port, wait_for
 
@@ -25,18 +27,19 @@ def test_a_strict_services_sidecarless_instance_is_left_out(server, mesh_proxy):
                 return sorted(e["address"] if isinstance(e, dict) else e for e in c["endpoints"])
         return None
 
-    # No Service manifest: the bare instance is a plain backend, still reached.
-    assert wait_for(lambda: db_endpoints() is not None and len(db_endpoints()) == 2, timeout=10), px.config()
-    # db says it is strict: the bare instance is left out, counted and logged.
-    r = s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: db}\nspec:\n"
-                                        "  ports: [{port: 5432, protocol: tcp}]\n  mtls: strict\n")
-    assert r.returncode == 0, r.stderr
-    assert wait_for(lambda: db_endpoints() is not None and len(db_endpoints()) == 1, timeout=10), db_endpoints()
+    # db runs behind sidecars and is strict (the default): the bare
+    # instance is left out, counted and logged, not dialled in plaintext.
+    assert wait_for(lambda: db_endpoints() is not None and len(db_endpoints()) == 1, timeout=10), px.config()
     assert "127.0.0.2:5432" not in db_endpoints()
     assert s.metric("weft_server_sidecarless_endpoints_skipped_total") >= 1
     assert "instance db-2 of db left out of its endpoints: the Service is mtls: strict" in s.log()
-    # permissive: reachable again.
+    # permissive (adding sidecars one by one): both are reached.
     r = s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: db}\nspec:\n"
                                         "  ports: [{port: 5432, protocol: tcp}]\n  mtls: permissive\n")
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: len(db_endpoints() or []) == 2, timeout=10), db_endpoints()
+    # strict again, written out: left out again.
+    r = s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: db}\nspec:\n"
+                                        "  ports: [{port: 5432, protocol: tcp}]\n  mtls: strict\n")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: len(db_endpoints() or []) == 1, timeout=10), db_endpoints()
