@@ -41,6 +41,19 @@ inline bool HasUpper(std::string_view s) {
 }
 
 // A view into `s`'s bytes: valid as long as they are.
+// Lower-case hex of `n` bytes.
+inline std::string HexEncode(const void* data, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::string out;
+  out.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kHex[p[i] >> 4]);
+    out.push_back(kHex[p[i] & 15]);
+  }
+  return out;
+}
+
 // Without leading and trailing white space of any kind (a secret read from
 // a file: `echo secret > file` leaves a newline).
 inline std::string_view TrimSpace(std::string_view s) {

@@ -14,17 +14,6 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string Hex(const unsigned char* p, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(kHex[p[i] >> 4]);
-    out.push_back(kHex[p[i] & 15]);
-  }
-  return out;
-}
-
 Result<Access> ParseAccess(const json& v, bool* deny, const std::string& where) {
   *deny = false;
   if (!v.is_string())
@@ -267,7 +256,7 @@ std::string HashSecret(std::string_view secret) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   EVP_Digest(secret.data(), secret.size(), md, &n, EVP_sha256(), nullptr);
-  return Hex(md, n);
+  return HexEncode(md, n);
 }
 
 std::string NewUuid() {
@@ -278,7 +267,7 @@ std::string NewUuid() {
   }
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-  const std::string h = Hex(b, sizeof(b));
+  const std::string h = HexEncode(b, sizeof(b));
   return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
          "-" + h.substr(20);
 }

@@ -6,6 +6,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "base/strings.h"
 #include "identity/ca.h"
 
 namespace weft::control {
@@ -24,17 +25,6 @@ using Ctx = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
 void KeyOf(std::string_view kek, unsigned char out[32]) {
   unsigned int n = 0;
   EVP_Digest(kek.data(), kek.size(), out, &n, EVP_sha256(), nullptr);
-}
-
-std::string ToHex(const unsigned char* p, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(kHex[p[i] >> 4]);
-    out.push_back(kHex[p[i] & 15]);
-  }
-  return out;
 }
 
 bool FromHex(std::string_view hex, std::string* out) {
@@ -69,9 +59,9 @@ std::string Seal(std::string_view plain, std::string_view kek, std::string_view 
       EVP_EncryptFinal_ex(c.get(), reinterpret_cast<unsigned char*>(ct.data()) + n, &m) != 1 ||
       EVP_CIPHER_CTX_ctrl(c.get(), EVP_CTRL_GCM_GET_TAG, sizeof(tag), tag) != 1)
     std::abort();  // the cipher is built in: failing here is a broken library
-  return std::string(kEncPrefix) + ToHex(nonce, sizeof(nonce)) +
-         ToHex(reinterpret_cast<const unsigned char*>(ct.data()), ct.size()) +
-         ToHex(tag, sizeof(tag));
+  return std::string(kEncPrefix) + HexEncode(nonce, sizeof(nonce)) +
+         HexEncode(reinterpret_cast<const unsigned char*>(ct.data()), ct.size()) +
+         HexEncode(tag, sizeof(tag));
 }
 
 Result<std::string> Open(std::string_view sealed, std::string_view kek, std::string_view aad) {

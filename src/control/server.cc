@@ -236,13 +236,7 @@ int RunServer(const ServerOptions& in) {
         unsigned char raw[32];
         std::random_device rd;
         for (auto& b : raw) b = static_cast<unsigned char>(rd());
-        static constexpr char kHex[] = "0123456789abcdef";
-        std::string hex;
-        for (unsigned char b : raw) {
-          hex.push_back(kHex[b >> 4]);
-          hex.push_back(kHex[b & 15]);
-        }
-        if (Status w = WriteFileAtomic(path, hex, 0600); !w.ok()) {
+        if (Status w = WriteFileAtomic(path, HexEncode(raw, sizeof(raw)), 0600); !w.ok()) {
           std::fprintf(stderr, "weft server: CA key-encryption key: %s\n", w.message().c_str());
           return 1;
         }

@@ -255,6 +255,20 @@ TEST_F(CompilerTest, InboundIsStrictByDefaultAndEndpointsBehindSidecarsSpeakMtls
   Sidecar();
   SnapshotPtr s = compiler_.Get(web_);
   EXPECT_EQ(Find(s, "listener/inbound")->listener().mtls(), "strict");
+  // reviews runs behind a sidecar and is strict by default: r2, registered
+  // without one, is left out rather than dialled in plaintext.
+  const auto& strict_eps = Find(s, "endpoints/reviews")->endpoints().endpoints();
+  ASSERT_EQ(strict_eps.size(), 1);
+  EXPECT_EQ(strict_eps[0].address(), "127.0.0.1:17001");
+  EXPECT_TRUE(strict_eps[0].mtls());
+  EXPECT_EQ(compiler_.sidecarless_skipped(), 1u);
+  // permissive: r2 is reached directly, r1 through its sidecar.
+  Apply(
+      "kind: Service\nmetadata: {name: reviews}\nspec:\n  ports: [{port: 7001}]\n  mtls: "
+      "permissive\n");
+  Changed(true);
+  compiler_.TakeChanged();
+  s = compiler_.Get(web_);
   const auto& eps = Find(s, "endpoints/reviews")->endpoints().endpoints();
   ASSERT_EQ(eps.size(), 2);
   for (const auto& e : eps) EXPECT_EQ(e.mtls(), e.address() == "127.0.0.1:17001") << e.address();
