@@ -27,11 +27,13 @@ json ServiceToJson(const ServiceInstance& s) {
   if (!s.zone.empty()) j["Locality"] = {{"Zone", s.zone}};
   if (s.proxy) {
     json ups = json::array();
-    for (const auto& u : s.proxy->upstreams)
+    for (const auto& u : s.proxy->upstreams) {
       ups.push_back({{"DestinationName", u.destination_name},
                      {"DestinationNamespace", u.destination_namespace},
                      {"LocalBindAddress", u.local_bind_address},
                      {"LocalBindPort", u.local_bind_port}});
+      if (u.local_bind_public) ups.back()["LocalBindPublic"] = true;
+    }
     j["Proxy"] = {{"DestinationServiceName", s.proxy->destination_service_name},
                   {"DestinationServiceID", s.proxy->destination_service_id},
                   {"LocalServiceAddress", s.proxy->local_service_address},

@@ -55,6 +55,9 @@ struct Upstream {
   std::string destination_namespace = "default";
   std::string local_bind_address = "127.0.0.1";
   uint32_t local_bind_port = 0;
+  // An address outside loopback opens the upstream to the network under the
+  // sidecar's identity: registrations need this set to ask for one.
+  bool local_bind_public = false;
   bool operator==(const Upstream&) const = default;
 };
 
@@ -144,6 +147,8 @@ bool ValidName(std::string_view s);
 bool ValidHost(std::string_view s);
 // An IPv4 or IPv6 literal.
 bool ValidIp(std::string_view s);
+// 127.0.0.0/8, ::1 or ::ffff:127.x.y.z.
+bool IsLoopbackIp(std::string_view s);
 
 // Not thread-safe: one thread applies and reads (a server's or agent's Api
 // io thread; the DNS server and the compiler read on it too).

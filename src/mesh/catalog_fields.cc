@@ -3,6 +3,7 @@
 // proxy block and a service instance.
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -143,6 +144,10 @@ Status ParseProxy(const json& j, const std::string& path, const CatalogLimits& l
       if (!ValidIp(x.local_bind_address))
         return Invalid(up + "LocalBindAddress",
                        "\"" + x.local_bind_address + "\": expected an IP address to listen on");
+      if (auto pub = u.find("LocalBindPublic"); pub != u.end() && !pub->is_null()) {
+        if (!pub->is_boolean()) return Invalid(up + "LocalBindPublic", "expected true or false");
+        x.local_bind_public = pub->get<bool>();
+      }
       if (Status s = ReadPort(u, "LocalBindPort", up, &x.local_bind_port); !s.ok()) return s;
       if (x.local_bind_port == 0)
         return Invalid(up + "LocalBindPort", "required: the local port the app calls");
@@ -244,6 +249,18 @@ bool ValidIp(std::string_view s) {
   const std::string a(s);
   unsigned char buf[16];
   return inet_pton(AF_INET, a.c_str(), buf) == 1 || inet_pton(AF_INET6, a.c_str(), buf) == 1;
+}
+
+bool IsLoopbackIp(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  const std::string a(s);
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, a.c_str(), buf) == 1) return buf[0] == 127;
+  if (inet_pton(AF_INET6, a.c_str(), buf) != 1) return false;
+  static constexpr unsigned char kLoop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::equal(buf, buf + 16, kLoop6) ||
+         (std::equal(buf, buf + 12, kMapped) && buf[12] == 127);
 }
 
 bool ValidHost(std::string_view s) {

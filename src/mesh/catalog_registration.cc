@@ -65,6 +65,7 @@ constexpr const char* kFieldNames[] = {"Node",
                                        "DestinationName",
                                        "DestinationNamespace",
                                        "LocalBindAddress",
+                                       "LocalBindPublic",
                                        "LocalBindPort",
                                        "EnableTagOverride",
                                        "Interval",
@@ -144,6 +145,17 @@ Status ApplyRegistration(const json& body, const CatalogLimits& lim, Node* node)
   if (auto it = body.find("Service"); it != body.end() && !it->is_null()) {
     ServiceInstance s;
     if (Status st = ParseService(*it, lim, &s); !st.ok()) return st;
+    if (s.proxy) {
+      for (size_t i = 0; i < s.proxy->upstreams.size(); ++i) {
+        const Upstream& u = s.proxy->upstreams[i];
+        if (u.local_bind_public || IsLoopbackIp(u.local_bind_address)) continue;
+        return Invalid("Service.Proxy.Upstreams[" + std::to_string(i) + "].LocalBindAddress",
+                       "\"" + u.local_bind_address +
+                           "\" is not a loopback address: the upstream would be open to the "
+                           "network under this sidecar's identity; add \"LocalBindPublic\": true "
+                           "to mean that");
+      }
+    }
     if (!node->services.count(s.id) && node->services.size() >= lim.max_services_per_node)
       return Invalid("Service", "node " + name + " already has " +
                                     std::to_string(lim.max_services_per_node) +

@@ -43,3 +43,24 @@ def test_a_strict_services_sidecarless_instance_is_left_out(server, mesh_proxy):
                                         "  ports: [{port: 5432, protocol: tcp}]\n  mtls: strict\n")
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: len(db_endpoints() or []) == 1, timeout=10), db_endpoints()
+
+
+def test_an_upstream_bound_outside_loopback_needs_an_explicit_opt_in(server):
+    s = server()
+    reg = {"Node": "n1", "Address": "127.0.0.1",
+           "Service": {"Service": "web-sidecar", "ID": "web-sc", "Kind": "connect-proxy", "Port": free_port(),
+                       "Proxy": {"DestinationServiceName": "web", "LocalServicePort": 8080,
+                                 "Upstreams": [{"DestinationName": "db", "LocalBindPort": free_port(),
+                                                "LocalBindAddress": "0.0.0.0"}]}}}
+    status, _, body = s.request("PUT", "/v1/catalog/register", reg)
+    assert status == 400 and "is not a loopback address" in body and "LocalBindPublic" in body, body
+    reg["Service"]["Proxy"]["Upstreams"][0]["LocalBindPublic"] = True
+    status, _, body = s.request("PUT", "/v1/catalog/register", reg)
+    assert status == 200, body
+    ups = s.get_json("/v1/catalog/service/web-sidecar")[0][0]["ServiceProxy"]["Upstreams"]
+    assert ups[0]["LocalBindAddress"] == "0.0.0.0" and ups[0]["LocalBindPublic"] is True, ups
+    # Loopback needs nothing (127.0.0.0/8 and ::1 alike).
+    reg["Service"]["Proxy"]["Upstreams"][0] = {"DestinationName": "db", "LocalBindPort": free_port(),
+                                               "LocalBindAddress": "127.0.0.5"}
+    status, _, body = s.request("PUT", "/v1/catalog/register", reg)
+    assert status == 200, body
