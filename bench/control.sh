@@ -32,7 +32,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 start_server() {  # $1: name, rest: store flags
   local name=$1; shift
-  $(pin "${PIN_WEFT:-}") "$WEFT" server --name "$name" --http 127.0.0.1:0 --grpc 127.0.0.1:0 --log-level warn "$@" \
+  # The bench's subscribers all come from 127.0.0.1: lift the per-address stream limit.
+  $(pin "${PIN_WEFT:-}") "$WEFT" server --name "$name" --http 127.0.0.1:0 --grpc 127.0.0.1:0 --log-level warn \
+    --max-streams-per-peer 100000 "$@" \
     > "$WORK/$name.out" 2> "$WORK/$name.err" &
   PIDS+=($!)
   SERVER_PID=$!
@@ -44,7 +46,8 @@ start_server() {  # $1: name, rest: store flags
 echo "== embedded store (SQLite, WAL, synchronous=FULL)" >&2
 start_server sqlite --data-dir "$WORK/sqlite"
 # ACLs are on (no --dev): the bench writes with the bootstrap management token.
-$(pin "${PIN_BENCH:-}") "$BENCH" --http "$HTTP" --grpc "$GRPC" --token "$(cat "$WORK/sqlite/bootstrap-token")" --server-pid "$SERVER_PID" --instances "$INSTANCES" \
+$(pin "${PIN_BENCH:-}") "$BENCH" --http "$HTTP" --grpc "$GRPC" --token "$(cat "$WORK/sqlite/bootstrap-token")" \
+  --server-ca "$WORK/sqlite/ca.pem" --server-pid "$SERVER_PID" --instances "$INSTANCES" \
   --subscribers "$SUBSCRIBERS" --burst "$BURST" --writers "$WRITERS" > "$WORK/sqlite.json"
 cat "$WORK/sqlite.json"
 kill -9 "$SERVER_PID"
@@ -60,8 +63,11 @@ for _ in $(seq 100); do
   python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$EC/health', timeout=1)" 2>/dev/null && break
   sleep 0.1
 done
-start_server etcd --store "etcd://127.0.0.1:$EC" --data-dir "$WORK/etcd-local"
-$(pin "${PIN_BENCH:-}") "$BENCH" --http "$HTTP" --grpc "$GRPC" --token "$(cat "$WORK/etcd-local/bootstrap-token")" --server-pid "$SERVER_PID" --instances "$INSTANCES" \
+# A shared store needs the CA's key-encryption key from a file.
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/ca-kek")
+start_server etcd --store "etcd://127.0.0.1:$EC" --data-dir "$WORK/etcd-local" --ca-kek-file "$WORK/ca-kek"
+$(pin "${PIN_BENCH:-}") "$BENCH" --http "$HTTP" --grpc "$GRPC" --token "$(cat "$WORK/etcd-local/bootstrap-token")" \
+  --server-ca "$WORK/etcd-local/ca.pem" --server-pid "$SERVER_PID" --instances "$INSTANCES" \
   --subscribers "$SUBSCRIBERS" --burst "$BURST" --writers "$WRITERS" --raw-etcd "127.0.0.1:$EC" \
   > "$WORK/etcd.json"
 cat "$WORK/etcd.json"

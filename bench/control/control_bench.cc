@@ -1,7 +1,7 @@
 // Control-plane benchmark: write throughput through the REST API, and
 // propagation of catalog changes to many config-stream subscribers.
 //
-//   weft_control_bench --http H:P --grpc H:P [--token T] [--server-pid PID]
+//   weft_control_bench --http H:P --grpc H:P [--token T] [--server-ca FILE] [--server-pid PID]
 //       [--instances 10000] [--subscribers 1000] [--burst 1000] [--writers 16]
 //       [--raw-etcd H:P] [--skip-stream]
 //
@@ -41,7 +41,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Args {
-  std::string http, grpc, raw_etcd;
+  std::string http, grpc, raw_etcd, server_ca;
   int server_pid = 0;
   int instances = 10000, subscribers = 1000, burst = 1000, writers = 16;
   bool skip_stream = false;
@@ -141,6 +141,8 @@ int main(int argc, char** argv) {
       a.writers = std::stoi(next());
     else if (k == "--token")
       g_token = next();
+    else if (k == "--server-ca")
+      a.server_ca = next();
     else if (k == "--skip-stream")
       a.skip_stream = true;
     else {
@@ -197,6 +199,15 @@ int main(int argc, char** argv) {
   std::vector<std::atomic<int64_t>> seen_at(n);
   std::atomic<int> ready{0};
   std::vector<std::unique_ptr<weft::xds::StreamClient>> subs;
+  std::shared_ptr<weft::xds::ServerTrust> trust;
+  if (!a.server_ca.empty()) {
+    std::string err;
+    trust = std::make_shared<weft::xds::ServerTrust>(weft::xds::ReadServerCa(a.server_ca, &err));
+    if (!err.empty()) {
+      std::fprintf(stderr, "--server-ca: %s\n", err.c_str());
+      return 2;
+    }
+  }
   const auto base = Clock::now();
   for (int i = 0; i < n; ++i) {
     seen_at[i] = 0;
@@ -204,6 +215,10 @@ int main(int argc, char** argv) {
     o.servers = {a.grpc};
     o.info.set_role("proxy");
     o.info.set_service("app-" + std::to_string(i));
+    // A server without --dev: TLS verified with its CA file, and the token
+    // (service:write on the proxy's service) on the stream.
+    if (!a.server_ca.empty()) o.server_trust = trust;
+    if (!g_token.empty()) o.metadata.emplace_back("x-consul-token", g_token);
     o.info.set_id("bench-" + std::to_string(i));
     o.separate_connection = true;
     auto first = std::make_shared<bool>(true);
