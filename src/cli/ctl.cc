@@ -35,10 +35,6 @@ bool LogLevelFlag(const Args& args, size_t* i, std::string* err) {
   return true;
 }
 
-namespace {
-bool g_https = false;  // the last ServerAddress was https://
-}  // namespace
-
 std::string ServerAddress(const std::string& flag) {
   std::string s = flag;
   if (s.empty()) {
@@ -47,10 +43,7 @@ std::string ServerAddress(const std::string& flag) {
   }
   if (s.empty()) s = "127.0.0.1:8500";
   if (s.rfind("http://", 0) == 0) s = s.substr(7);
-  if (s.rfind("https://", 0) == 0) {
-    s = s.substr(8);
-    g_https = true;
-  }
+  if (s.rfind("https://", 0) == 0) s = s.substr(8);  // TLS: decided in ParseCtlFlags
   while (!s.empty() && s.back() == '/') s.pop_back();
   return s;
 }
@@ -58,6 +51,7 @@ std::string ServerAddress(const std::string& flag) {
 namespace {
 std::string g_api_token;  // set once, by ParseCtlFlags
 std::string g_ca_pem;     // --ca-file / WEFT_CA_FILE, set once by ParseCtlFlags
+bool g_https = false;     // --server / WEFT_SERVER is https://, set by ParseCtlFlags
 }  // namespace
 
 const std::string& ApiToken() { return g_api_token; }

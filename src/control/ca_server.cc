@@ -258,18 +258,7 @@ Status CaServer::SignNode(const Caller& caller, const weft::v1::SignRequest& req
   }
   auto cert = signer_->Sign(req.csr_pem(), id.value(), join::kNodeCertTtlS);
   if (!cert.ok()) return cert.status();
-  if (Status s = Issued(caller, node, id.value(), cert.value(), resp); !s.ok()) return s;
-  // Which certificate the node holds now, for operators (weft acl
-  // join-token list shows the tokens; this shows who used one).
-  join::NodeCert rec;
-  rec.serial = identity::SerialHex(cert.value());
-  rec.peer = caller.peer;
-  rec.not_after = resp->not_after_unix();
-  rec.issued_at = NowS();
-  if (auto w = api_.store()->Put(std::string(join::kNodeCertPrefix) + node, join::NodeCertDoc(rec));
-      !w.ok())
-    LOG_WARN("node certificate of {}: record not written: {}", node, w.status().message());
-  return {};
+  return Issued(caller, node, id.value(), cert.value(), resp);
 }
 
 Status CaServer::Issued(const Caller& caller, const std::string& node, const std::string& id,

@@ -137,23 +137,4 @@ Result<std::string> MigrateLegacy(store::Store* st, int64_t ttl_s) {
   return made;
 }
 
-std::string NodeCertDoc(const NodeCert& c) {
-  return json{
-      {"Serial", c.serial}, {"Peer", c.peer}, {"NotAfter", c.not_after}, {"IssuedAt", c.issued_at}}
-      .dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-Result<NodeCert> ParseNodeCert(std::string_view doc) {
-  json j = json::parse(doc, nullptr, false);
-  if (!j.is_object() || !j.contains("NotAfter") || !j["NotAfter"].is_number_integer())
-    return Status(StatusCode::kInvalidArgument, "node certificate record is not readable");
-  NodeCert c;
-  c.not_after = j["NotAfter"].get<int64_t>();
-  if (j.contains("Serial") && j["Serial"].is_string()) c.serial = j["Serial"].get<std::string>();
-  if (j.contains("Peer") && j["Peer"].is_string()) c.peer = j["Peer"].get<std::string>();
-  if (j.contains("IssuedAt") && j["IssuedAt"].is_number_integer())
-    c.issued_at = j["IssuedAt"].get<int64_t>();
-  return c;
-}
-
 }  // namespace weft::control::join

@@ -1,10 +1,8 @@
-// Join tokens and node certificates' records. An agent joins a cluster once
-// with a join token and gets a node certificate; from then on the
-// certificate, not the token, authenticates it. Join tokens expire (24 h by
-// default), can be listed and revoked, and the store keeps a SHA-256 of
-// each secret only, under acl/join-token/HASH. Which agent holds a node is
-// recorded under acl/node-cert/NODE (the serial and end of its newest
-// certificate), so a second agent cannot join as a node another one holds.
+// Join tokens. An agent joins a cluster once with a join token and gets a
+// node certificate; from then on the certificate, not the token,
+// authenticates it. Join tokens expire (24 h by default), can be listed and
+// revoked, and the store keeps a SHA-256 of each secret only, under
+// acl/join-token/HASH.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +17,6 @@
 namespace weft::control::join {
 
 inline constexpr std::string_view kTokenPrefix = "acl/join-token/";
-inline constexpr std::string_view kNodeCertPrefix = "acl/node-cert/";
 // Where the plaintext token of earlier versions lived; moved to a hashed
 // record at start.
 inline constexpr std::string_view kLegacyKey = "cluster/join-token";
@@ -53,13 +50,5 @@ Status Revoke(store::Store* st, std::string_view id, Token* revoked = nullptr);
 // `ttl_s` from now) and removes the plaintext. Returns the secret when it
 // moved one ("" when there was none).
 Result<std::string> MigrateLegacy(store::Store* st, int64_t ttl_s);
-
-// The node certificate last issued for a node.
-struct NodeCert {
-  std::string serial, peer;
-  int64_t not_after = 0, issued_at = 0;
-};
-std::string NodeCertDoc(const NodeCert& c);
-Result<NodeCert> ParseNodeCert(std::string_view doc);
 
 }  // namespace weft::control::join
