@@ -48,10 +48,12 @@ def memory(pid):
     return {"rss_kb": common.rss_kb([pid]), "pss_kb": smaps(pid, "Pss"), "dirty_kb": smaps(pid, "Private_Dirty")}
 
 
-def put(url, body):
+def put(url, body, token=""):
     # JSON, said so: urllib's default type (a form) is refused with 415.
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["X-Consul-Token"] = token  # the agent's token, for writes to it
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT", headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.read()
 
@@ -112,19 +114,20 @@ def main():
         common.wait_http(f"http://127.0.0.1:{http}/ready")
         start([a.weft, "agent", "--server", f"127.0.0.1:{grpc}", "--node", "bench", "--data-dir", f"{tmp}/agent",
                "--http", f"127.0.0.1:{agent_http}", "--dns", "127.0.0.1:0"], pin_load)
-        common.wait_http(f"http://127.0.0.1:{agent_http}/v1/agent/self")
+        common.wait_http(f"http://127.0.0.1:{agent_http}/ready")
         app, rv_in, fe_in, fe_up = (common.free_port() for _ in range(4))
         start([a.weft, "demo-app", "--name", "reviews", "--listen", f"127.0.0.1:{app}"], pin_load)
         reg = f"http://127.0.0.1:{agent_http}/v1/agent/service/register"
-        put(reg, {"Name": "reviews", "ID": "reviews-1", "Port": app, "Address": "127.0.0.1"})
+        agent_token = open(f"{tmp}/agent/agent-token").read().strip()
+        put(reg, {"Name": "reviews", "ID": "reviews-1", "Port": app, "Address": "127.0.0.1"}, agent_token)
         put(reg, {"Name": "reviews-sidecar", "ID": "reviews-sidecar", "Kind": "connect-proxy", "Port": rv_in,
                   "Address": "127.0.0.1",
                   "Proxy": {"DestinationServiceName": "reviews", "DestinationServiceID": "reviews-1",
-                            "LocalServicePort": app}})
+                            "LocalServicePort": app}}, agent_token)
         put(reg, {"Name": "frontend-sidecar", "ID": "frontend-sidecar", "Kind": "connect-proxy", "Port": fe_in,
                   "Address": "127.0.0.1",
                   "Proxy": {"DestinationServiceName": "frontend",
-                            "Upstreams": [{"DestinationName": "reviews", "LocalBindPort": fe_up}]}})
+                            "Upstreams": [{"DestinationName": "reviews", "LocalBindPort": fe_up}]}}, agent_token)
         adm_rv, adm_fe = common.free_port(), common.free_port()
         sock = f"unix:{tmp}/agent/weft.sock"
         rv = start([a.weft, "proxy", "--agent", sock, "--service", "reviews", "--admin", f"127.0.0.1:{adm_rv}",

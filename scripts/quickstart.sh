@@ -120,7 +120,9 @@ say "the node agent: weft agent (the catalog cached on the node: Consul's API on
 PIDS+=($!)
 for _ in $(seq 100); do grep -q listening "$TMP/agent.out" 2>/dev/null && break; sleep 0.05; done
 cat "$TMP/agent.out"
-curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register -H 'Content-Type: application/json' \
+# Writes to the agent carry its agent token (made on first start, 0600).
+AGENT_TOKEN="X-Consul-Token: $(cat "$TMP/agent/agent-token")"
+curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register -H 'Content-Type: application/json' -H "$AGENT_TOKEN" \
   -d '{"Name":"ratings","Port":9002,"Check":{"HTTP":"http://127.0.0.1:9002/status/200","Interval":"1s"}}'
 sleep 1.5
 echo "dig @127.0.0.1 -p 8600 reviews.service.weft  -> $(dig +short @127.0.0.1 -p 8600 reviews.service.weft | tr '\n' ' ')"
@@ -128,7 +130,7 @@ echo "dig @127.0.0.1 -p 8600 SRV ratings.service.weft -> $(dig +short @127.0.0.1
 curl -fsS http://127.0.0.1:8501/v1/agent/checks | python3 -c 'import json,sys; [print("check", k, "->", v["Status"], "|", v["Output"]) for k, v in json.load(sys.stdin).items()]'
 
 say "zero trust: a ratings sidecar behind the agent (its key made on the node, its certificate from the server's CA)"
-curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register -H 'Content-Type: application/json' \
+curl -fsS -X PUT http://127.0.0.1:8501/v1/agent/service/register -H 'Content-Type: application/json' -H "$AGENT_TOKEN" \
   -d '{"Name":"ratings-sidecar","ID":"ratings-sc","Kind":"connect-proxy","Port":15200,"Proxy":{"DestinationServiceName":"ratings","LocalServicePort":9002}}'
 "$WEFT" proxy --agent "unix:$TMP/agent/weft.sock" --service ratings --admin 127.0.0.1:15002 --workers 1 \
   >/dev/null 2>"$TMP/ratings-sidecar.log" &

@@ -14,6 +14,8 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/prometheus.h"
+#include "base/strings.h"
+#include "control/acl.h"
 
 namespace weft::agent {
 
@@ -49,6 +51,10 @@ int Agent::Run() {
         f);
   if (Status s = local_.Load(); !s.ok()) {
     std::fprintf(stderr, "weft agent: %s\n", s.message().c_str());
+    return 1;
+  }
+  if (Status s = LoadAgentToken(); !s.ok()) {
+    std::fprintf(stderr, "weft agent: agent token: %s\n", s.message().c_str());
     return 1;
   }
   adopt_pending_ = !local_.loaded_file();
@@ -109,6 +115,9 @@ int Agent::Run() {
         auto res = std::make_shared<const pb::Resource>(std::move(r));
         asio::post(io_, [this, ns, service, res] { local_stream_->SetSecret(ns, service, res); });
       });
+  so.authorize = [this](const control::Caller& c, const control::Identity& id) {
+    return AuthorizeLocal(c, id);
+  };
   so.on_subscribe = [this](const control::Identity& id) {
     if (id.role == "proxy" && !id.service.empty()) certs_->Want(id.ns, id.service);
   };
@@ -158,6 +167,39 @@ int Agent::Run() {
   io_.run();
   std::fflush(nullptr);
   std::_Exit(0);  // the stream thread may be inside a blocking read
+}
+
+Status Agent::LoadAgentToken() {
+  if (!opts_.agent_token.empty()) {
+    agent_token_ = opts_.agent_token;
+    return {};
+  }
+  const std::string path = opts_.data_dir + "/agent-token";
+  std::string err;
+  if (std::filesystem::exists(path)) {
+    agent_token_ = TrimSpace(ReadWholeFile(path, &err));
+    if (!err.empty()) return {StatusCode::kUnavailable, err};
+    if (agent_token_.empty()) return {StatusCode::kInvalidArgument, path + " is empty"};
+    return {};
+  }
+  agent_token_ = control::acl::NewUuid();
+  if (Status s = WriteFileAtomic(path, agent_token_, 0600); !s.ok()) return s;
+  LOG_WARN("the local API's agent token is in {} (mode 0600): writes to this agent need it", path);
+  return {};
+}
+
+std::string Agent::AuthorizeLocal(const control::Caller& c, const control::Identity& id) const {
+  if (c.uid == 0 || c.uid == static_cast<int64_t>(::geteuid())) return "";
+  if (c.uid < 0) return "the peer's credentials could not be read";
+  if (id.role != "proxy")
+    return "uid " + std::to_string(c.uid) + " may open streams as a proxy only";
+  if (c.acl_token.empty())
+    return "uid " + std::to_string(c.uid) + " is not this agent's: present the Token of \"" +
+           id.service + "\"'s registration (weft proxy --token-file)";
+  if (!local_.ProxyTokenAllows(id.service, c.acl_token))
+    return "the token presented is not the Token of a registration of \"" + id.service +
+           "\" on this node";
+  return "";
 }
 
 Status Agent::SecureSocket(const std::string& path) const {

@@ -19,6 +19,10 @@ struct AgentOptions {
   // To join once (the server's DATA_DIR/join-token, or `weft acl join-token
   // create`); a node certificate kept in the data dir does the rest.
   std::string join_token;
+  // The local API's own token (Consul's agent token): writes, config reads
+  // and the agent's metrics need it. "": DATA_DIR/agent-token, made (0600)
+  // on first start.
+  std::string agent_token;
   std::string server_ca_pem;          // TLS to servers run with --grpc-tls (their DATA_DIR/ca.pem)
   std::string address = "127.0.0.1";  // this node's address in the catalog
   std::string http_addr = "127.0.0.1:8500";

@@ -1,6 +1,8 @@
 // The agent's local HTTP API: its own endpoints (/v1/agent/services,
 // /v1/agent/checks, service registration), then the catalog API served from
 // the cache in the agent's role.
+#include <openssl/crypto.h>
+
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -40,12 +42,44 @@ std::unique_ptr<control::ApiRole> Agent::MakeApiRole() const {
   return std::make_unique<Role>(*this);
 }
 
+std::string Agent::LocalDenied(const http::Request& r) const {
+  const std::string_view token = control::Api::TokenOf(r);
+  // Compared in constant time: the secret is not guessable byte by byte.
+  if (token.size() == agent_token_.size() &&
+      CRYPTO_memcmp(token.data(), agent_token_.data(), token.size()) == 0)
+    return "";
+  // Any other token counts as none: the agent cannot resolve the servers'
+  // tokens, and a scraper sending one token to servers and agents alike
+  // still reads what anyone may.
+  const std::string_view p = r.path;
+  auto starts = [&](std::string_view pre) { return p.substr(0, pre.size()) == pre; };
+  const bool read = r.method == "GET" || r.method == "HEAD";
+  // Anyone: what the anonymous catalog read shows anyway (the node's
+  // services, catalog and health, the CA roots), the agent's metrics
+  // (counts, with no more names than those) and its members (the local
+  // proxies, for `weft stat` and `weft check` run with a server's token).
+  if (read && (p == "/ready" || p == "/v1/agent/services" || p == "/v1/agent/checks" ||
+               p == "/v1/agent/members" || p == "/v1/connect/ca/roots" ||
+               p == "/v1/weft/prometheus-sd" || p == "/metrics" ||
+               starts("/v1/status/") || starts("/v1/catalog/") || starts("/v1/health/")))
+    return "";
+  return "Permission denied: " +
+         std::string(token.empty() ? "the anonymous token" : "a token that is not this agent's") +
+         " lacks agent:" + (read ? "read" : "write") +
+         " (present this agent's token, from DATA_DIR/agent-token or --agent-token-file, as "
+         "X-Consul-Token)";
+}
+
 asio::awaitable<http::Response> Agent::Handle(http::Request& r) {
   using nlohmann::json;
   const std::string_view path = r.path;
   // The API's own checks (Host, form content types, no token in the URL)
   // for the agent's endpoints too.
   if (std::optional<http::Response> refused = api_->Refuse(r)) co_return std::move(*refused);
+  if (std::string why = LocalDenied(r); !why.empty()) {
+    LOG_WARN_LIMITED("agent api: {} {} from {} refused: {}", r.method, r.path, r.peer, why);
+    co_return http::Response::Text(403, why);
+  }
   if (path == "/v1/agent/services")
     co_return http::Response::Json(200, local_.AgentServices().dump());
   if (path == "/v1/agent/checks") co_return http::Response::Json(200, local_.AgentChecks().dump());

@@ -83,8 +83,21 @@ class Agent {
   class Role;
   std::unique_ptr<control::ApiRole> MakeApiRole() const;
 
+  // The agent token's check (Consul's agent token): "" lets the request
+  // through; else the 403's text. Without the token: reads of the catalog,
+  // health, the node's services and checks, the CA roots and status only.
+  std::string LocalDenied(const http::Request& r) const;
+  // The agent token: --agent-token-file or WEFT_AGENT_TOKEN, else
+  // DATA_DIR/agent-token (made once, 0600).
+  Status LoadAgentToken();
+
   // The local socket: 0660, in --socket-group when given.
   Status SecureSocket(const std::string& path) const;
+  // Who may open a stream on the local socket as which proxy: root and this
+  // agent's user (they can read the node's key anyway); any other peer
+  // (a member of --socket-group) only as a proxy of a service registered
+  // here with a Token, presenting that token. "" allows; else the reason.
+  std::string AuthorizeLocal(const control::Caller& c, const control::Identity& id) const;
 
   // agent_identity.cc
   std::string NodeKeyPath() const { return opts_.data_dir + "/node-key.pem"; }
@@ -126,6 +139,7 @@ class Agent {
 
   // Constant after construction.
   const AgentOptions opts_;
+  std::string agent_token_;  // set in Run() before anything serves
   asio::io_context io_{1};
 
   // Io thread only, unless marked; the pointers are set in Run() before io_

@@ -12,6 +12,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/strings.h"
+#include "control/acl.h"
 
 namespace weft::agent {
 namespace {
@@ -125,6 +126,16 @@ Status LocalState::Load() {
   ss << in.rdbuf();
   json j = json::parse(ss.str(), nullptr, false);
   if (!j.is_object()) return {StatusCode::kInvalidArgument, path_ + ": not a JSON object"};
+  // A damaged or hand-edited file: a field of the wrong type is refused
+  // with a reason, like any other, not thrown out of the agent's start.
+  try {
+    return LoadFrom(j);
+  } catch (const json::exception& e) {
+    return {StatusCode::kInvalidArgument, path_ + ": " + e.what()};
+  }
+}
+
+Status LocalState::LoadFrom(const json& j) {
   auto n = mesh::NodeFromJson(j.value("node", json::object()).dump());
   if (!n.ok()) return {StatusCode::kInvalidArgument, path_ + ": " + n.status().message()};
   // The flags decide the node's name and address; services and checks come from disk.
@@ -134,6 +145,16 @@ Status LocalState::Load() {
   for (const auto& d : j.value("checks", json::array())) {
     CheckDefinition def = DefinitionFromJson(d);
     if (!def.id.empty()) defs_[def.id] = def;
+  }
+  if (auto t = j.find("proxy_tokens"); t != j.end() && t->is_object()) {
+    for (const auto& [sid, v] : t->items()) {
+      // Entries that do not parse are dropped: the proxy re-registers.
+      if (!v.is_object() || !node_.services.count(sid)) continue;
+      auto svc = v.find("service"), hash = v.find("sha256");
+      if (svc == v.end() || hash == v.end() || !svc->is_string() || !hash->is_string()) continue;
+      ProxyToken pt{svc->get<std::string>(), hash->get<std::string>()};
+      if (!pt.service.empty() && pt.sha256.size() == 64) proxy_tokens_[sid] = std::move(pt);
+    }
   }
   LOG_INFO("restored {} local services and {} checks from {}", node_.services.size(),
            node_.checks.size(), path_);
@@ -154,8 +175,13 @@ Result<size_t> LocalState::Adopt(const std::string& doc) {
 Status LocalState::Save() const {
   json checks = json::array();
   for (const auto& [id, d] : defs_) checks.push_back(DefinitionToJson(d));
-  const std::string text =
-      json{{"node", json::parse(mesh::NodeToJson(node_))}, {"checks", checks}}.dump(1);
+  json tokens = json::object();
+  for (const auto& [sid, t] : proxy_tokens_)
+    tokens[sid] = {{"service", t.service}, {"sha256", t.sha256}};
+  const std::string text = json{
+      {"node", json::parse(mesh::NodeToJson(node_))},
+      {"checks", checks},
+      {"proxy_tokens", tokens}}.dump(1);
   if (Status s = WriteFileAtomic(path_, text); !s.ok()) return s;
   return {};
 }
@@ -176,6 +202,15 @@ Status LocalState::Register(const json& in, std::string* id) {
   if (!svc.contains("Locality") && !node_.zone.empty()) svc["Locality"] = {{"Zone", node_.zone}};
   if (!svc["ID"].is_string()) return Invalid("ID", "expected a string");
   const std::string sid = svc["ID"].get<std::string>();
+  // Token (Consul's service token): what this service's proxy presents on
+  // the agent's socket when it does not run as root or as the agent's user.
+  std::string token;
+  if (auto it = body.find("Token"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return Invalid("Token", "expected a string");
+    token = it->get<std::string>();
+    if (token.size() < 16 || token.size() > 512)
+      return Invalid("Token", "use 16 to 512 characters (a random secret, e.g. a UUID)");
+  }
 
   // Checks defined with the service (Check, or Checks).
   std::vector<std::pair<json, std::string>> defs;
@@ -250,13 +285,31 @@ Status LocalState::Register(const json& in, std::string* id) {
   node_ = std::move(next);
   std::erase_if(defs_, [&](const auto& kv) { return kv.second.service_id == sid; });
   defs_.insert(new_defs.begin(), new_defs.end());
+  proxy_tokens_.erase(sid);
+  if (!token.empty()) {
+    const mesh::ServiceInstance& added = node_.services.at(sid);
+    // A sidecar's token is for the service it fronts: that is the name its
+    // proxy subscribes as.
+    const bool sidecar = added.kind == "connect-proxy" && added.proxy &&
+                         !added.proxy->destination_service_name.empty();
+    const std::string fronted = sidecar ? added.proxy->destination_service_name : added.service;
+    proxy_tokens_[sid] = {fronted, control::acl::HashSecret(token)};
+  }
   *id = sid;
   return Save();
+}
+
+bool LocalState::ProxyTokenAllows(const std::string& service, std::string_view token) const {
+  const std::string h = control::acl::HashSecret(token);
+  for (const auto& [sid, t] : proxy_tokens_)
+    if (t.service == service && t.sha256 == h) return true;
+  return false;
 }
 
 Status LocalState::Deregister(const std::string& id) {
   if (!node_.services.erase(id))
     return {StatusCode::kNotFound, "service " + id + " is not registered on this agent"};
+  proxy_tokens_.erase(id);
   std::erase_if(node_.checks, [&](const auto& kv) { return kv.second.service_id == id; });
   std::erase_if(defs_, [&](const auto& kv) { return kv.second.service_id == id; });
   return Save();

@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "base/status.h"
 #include "mesh/catalog.h"
@@ -55,6 +56,11 @@ class LocalState {
   bool SetCheckStatus(const std::string& check_id, const std::string& status,
                       const std::string& output);
 
+  // Whether `token` is the Token of a registration on this node of a
+  // service `service` (or of a sidecar fronting it): a proxy that presents
+  // it may act as that service's proxy on the agent's socket.
+  bool ProxyTokenAllows(const std::string& service, std::string_view token) const;
+
   // Valid until the next Load, Register, Deregister or SetCheckStatus.
   const mesh::Node& node() const { return node_; }
   const std::map<std::string, CheckDefinition>& checks() const { return defs_; }
@@ -65,10 +71,18 @@ class LocalState {
 
  private:
   Status Save() const;
+  Status LoadFrom(const nlohmann::json& j);  // Load's body; json errors throw
   const std::string path_;
   bool loaded_file_ = false;
   mesh::Node node_;
   std::map<std::string, CheckDefinition> defs_;  // by check id
+  // Registration id -> the service its Token lets a proxy act as, and the
+  // token's SHA-256 (hex): only the hash is kept, on disk too. Not part of
+  // the node document: servers never see it.
+  struct ProxyToken {
+    std::string service, sha256;
+  };
+  std::map<std::string, ProxyToken> proxy_tokens_;
 };
 
 }  // namespace weft::agent

@@ -17,7 +17,7 @@ int AgentMain(const Args& args) {
   static constexpr const char* kAgentUsage =
       "weft agent --server GRPC_ADDR[,...] --node NAME --data-dir DIR [--http ADDR] [--dns ADDR] "
       "[--zone Z] [--domain D] [--dns-max-tcp N] [--join-token-file FILE] [--server-ca FILE] "
-      "[--socket PATH] [--socket-group GROUP] "
+      "[--socket PATH] [--socket-group GROUP] [--agent-token-file FILE] "
       "[--log-level LEVEL]";
   for (size_t i = 0; i < args.size(); ++i) {
     std::string v, err;
@@ -51,6 +51,9 @@ int AgentMain(const Args& args) {
     } else if (FlagValue(args, &i, "--join-token-file", &v)) {
       o.join_token = ReadSecretFile(v, &err);
       if (!err.empty()) return BadUsage("--join-token-file \"" + v + "\": " + err, kAgentUsage);
+    } else if (FlagValue(args, &i, "--agent-token-file", &v)) {
+      o.agent_token = ReadSecretFile(v, &err);
+      if (!err.empty()) return BadUsage("--agent-token-file \"" + v + "\": " + err, kAgentUsage);
     } else if (FlagValue(args, &i, "--socket-group", &v)) {
       o.socket_group = v;
     } else if (FlagValue(args, &i, "--domain", &v)) {
@@ -67,6 +70,9 @@ int AgentMain(const Args& args) {
   }
   if (o.join_token.empty()) {
     if (const char* t = std::getenv("WEFT_JOIN_TOKEN")) o.join_token = t;
+  }
+  if (o.agent_token.empty()) {
+    if (const char* t = std::getenv("WEFT_AGENT_TOKEN")) o.agent_token = TrimSpace(t);
   }
   return agent::RunAgent(o);
 }

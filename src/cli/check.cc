@@ -60,6 +60,31 @@ int CheckMain(const Args& args) {
            "a proxy's ACL token (--token-file; service:write on its service) or an agent's join "
            "token is wrong or missing: the server's log names the peer and the reason "
            "(\"refused\")");
+    // Instances of strict Services that have no sidecar get no traffic
+    // (they would be dialled in plaintext): name each.
+    size_t sidecarless = 0;
+    for (size_t at = m->body.find("\nweft_server_sidecarless_instance{"); at != std::string::npos;
+         at = m->body.find("\nweft_server_sidecarless_instance{", at + 1)) {
+      const std::string_view line =
+          std::string_view(m->body).substr(at + 1, m->body.find('\n', at + 1) - at - 1);
+      auto label = [&](std::string_view name) {
+        const std::string key = std::string(name) + "=\"";
+        size_t b = line.find(key);
+        if (b == std::string_view::npos) return std::string();
+        b += key.size();
+        return std::string(line.substr(b, line.find('"', b) - b));
+      };
+      ++sidecarless;
+      report(false,
+             "instance " + label("instance") + " of " + label("service") + " (namespace " +
+                 label("namespace") + ", node " + label("node") +
+                 ") gets no traffic: its Service is mtls: strict and it has no sidecar",
+             "register a sidecar for it (Kind connect-proxy, Proxy.DestinationServiceID " +
+                 label("instance") +
+                 "), or set mtls: permissive on the Service while sidecars are added");
+    }
+    if (sidecarless == 0)
+      report(true, "every instance of a strict Service runs behind a sidecar", "");
   }
   std::vector<MeshMember> members;
   std::string err;

@@ -42,9 +42,12 @@ constexpr const char* kUpUsage =
 int BadUsageUp(const std::string& msg) { return BadUsage("up: " + msg, kUpUsage); }
 
 // An HTTP PUT to the agent's API; "" or the error.
-std::string AgentPut(const std::string& agent, const std::string& target, const json& body) {
+// A write to the agent's local API, with its agent token.
+std::string AgentPut(const std::string& agent, const std::string& token, const std::string& target,
+                     const json& body) {
   http::Client c(agent);
-  auto r = c.Do("PUT", target, body.dump(), {{"content-type", "application/json"}});
+  auto r = c.Do("PUT", target, body.dump(),
+                {{"content-type", "application/json"}, {"x-consul-token", token}});
   if (!r.ok()) return r.status().message();
   if (r->status != 200) return "status " + std::to_string(r->status) + ": " + r->body;
   return "";
@@ -186,7 +189,13 @@ int UpMain(const Args& args) {
       fail(err);
       break;
     }
-    if (err = WaitHttp(procs, spec.agent_http, "/v1/agent/self", 20000); !err.empty()) {
+    if (err = WaitHttp(procs, spec.agent_http, "/ready", 20000); !err.empty()) {
+      fail("agent: " + err);
+      break;
+    }
+    // The agent made its token on first start (0600, in its data dir).
+    const std::string agent_token(TrimSpace(ReadWholeFile(dir + "/agent/agent-token", &err)));
+    if (!err.empty()) {
       fail("agent: " + err);
       break;
     }
@@ -240,8 +249,9 @@ int UpMain(const Args& args) {
                    {"DestinationServiceID", u.name + "-1"},
                    {"LocalServicePort", u.port},
                    {"Upstreams", ups}}}};
-      if (err = AgentPut(spec.agent_http, "/v1/agent/service/register", reg); err.empty())
-        err = AgentPut(spec.agent_http, "/v1/agent/service/register", sc);
+      if (err = AgentPut(spec.agent_http, agent_token, "/v1/agent/service/register", reg);
+          err.empty())
+        err = AgentPut(spec.agent_http, agent_token, "/v1/agent/service/register", sc);
       if (!err.empty()) {
         err = "registering " + u.name + " with the agent: " + err;
         break;
@@ -260,7 +270,8 @@ int UpMain(const Args& args) {
                 {{"DestinationServiceName", "loadgen"},
                  {"Upstreams", json::array({{{"DestinationName", spec.traffic_to},
                                              {"LocalBindPort", spec.loadgen_upstream}}})}}}};
-    if (err = AgentPut(spec.agent_http, "/v1/agent/service/register", lg); !err.empty()) {
+    if (err = AgentPut(spec.agent_http, agent_token, "/v1/agent/service/register", lg);
+        !err.empty()) {
       fail("registering the traffic sidecar: " + err);
       break;
     }

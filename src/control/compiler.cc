@@ -201,6 +201,7 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
   bool meshed = false;
   for (const auto& p : proxies) meshed |= p.instance->ns == ns;
   const bool strict = strict_mode && meshed;
+  std::vector<Skipped> sidecarless;
   for (const auto& ref : catalog_.Instances(service)) {
     const mesh::ServiceInstance& s = *ref.instance;
     if (s.kind == "connect-proxy" || s.ns != ns) continue;
@@ -221,6 +222,7 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
     if (health == "critical" || target->port == 0) continue;
     if (strict && target == &s) {
       ++sidecarless_skipped_;
+      sidecarless.push_back({ns, service, s.id, ref.node->name});
       LOG_WARN_LIMITED(
           "instance {} of {} left out of its endpoints: the Service is mtls: strict, runs behind "
           "sidecars, and this instance has none on node {} (it would be dialled in plaintext)",
@@ -252,7 +254,18 @@ ResourcePtr Compiler::EndpointsFor(const std::string& cluster, const std::string
   cached.service = service;
   cached.strict = strict_mode;
   cached.resource = Finish(std::move(r));
+  if (sidecarless.empty()) {
+    sidecarless_.erase(ns + "/" + service);
+  } else {
+    sidecarless_[ns + "/" + service] = std::move(sidecarless);
+  }
   return cached.resource;
+}
+
+std::vector<Compiler::Skipped> Compiler::SidecarlessNow() const {
+  std::vector<Skipped> out;
+  for (const auto& [key, list] : sidecarless_) out.insert(out.end(), list.begin(), list.end());
+  return out;
 }
 
 SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps,

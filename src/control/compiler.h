@@ -79,6 +79,12 @@ class Compiler {
   uint64_t skipped_endpoints() const { return skipped_endpoints_; }
   // Instances of mtls: strict Services left out for having no sidecar.
   uint64_t sidecarless_skipped() const { return sidecarless_skipped_; }
+  // The instances left out so now, as of each service's last compile:
+  // service -> (instance id, node) pairs. Bounded by the catalog.
+  struct Skipped {
+    std::string ns, service, instance, node;
+  };
+  std::vector<Skipped> SidecarlessNow() const;
 
  private:
   struct Entry {
@@ -104,6 +110,9 @@ class Compiler {
   std::map<std::string, Entry> entries_;
   uint64_t skipped_endpoints_ = 0;
   uint64_t sidecarless_skipped_ = 0;
+  // "ns/service" -> its instances left out for having no sidecar (entries
+  // leave when none are).
+  std::map<std::string, std::vector<Skipped>> sidecarless_;
   // Endpoints resources by cluster name, with the service index they were
   // built at: many proxies calling one service share one resource, built
   // once per change of that service.

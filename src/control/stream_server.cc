@@ -2,7 +2,12 @@
 // and the compile-and-push of snapshots when the catalog or config changes.
 #include "control/stream_server.h"
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
+#include <sys/socket.h>
+
+#include <charconv>
 
 #include "base/log.h"
 #include "base/net.h"
@@ -19,6 +24,7 @@ StreamServer::StreamServer(asio::io_context& io, Api& api, StreamOptions opts)
       api_(api),
       opts_(std::move(opts)),
       compiler_(api.catalog(), api.config()),
+      local_retry_(io),
       debounce_(io) {
   api_.OnChange([this] { OnStateChange(); });
   if (opts_.node_timeout_ms > 0) LivenessTick();
@@ -51,7 +57,21 @@ Status StreamServer::Start(const std::string& addr) {
     o.pem_key_cert_pairs.push_back({opts_.tls_key_pem, opts_.tls_cert_pem});
     creds = grpc::SslServerCredentials(o);
   }
-  b.AddListeningPort(addr, creds, &port);
+  const bool local = addr.rfind("unix:", 0) == 0;
+  if (local) {
+    // Accepted here (AcceptLocal), so each connection's peer credentials
+    // can be read from its descriptor.
+    using proto = asio::local::stream_protocol;
+    auto acc = std::make_unique<proto::acceptor>(io_);
+    asio::error_code ec;
+    acc->open(proto(), ec);
+    if (!ec) acc->bind(proto::endpoint(addr.substr(5)), ec);
+    if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return {StatusCode::kUnavailable, addr + ": " + ec.message()};
+    local_acceptor_ = std::move(acc);
+  } else {
+    b.AddListeningPort(addr, creds, &port);
+  }
   b.RegisterService(service_.get());
   b.SetMaxReceiveMessageSize(4 << 20);
   b.SetMaxSendMessageSize(static_cast<int>(opts_.max_message_bytes));
@@ -66,9 +86,11 @@ Status StreamServer::Start(const std::string& addr) {
   b.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   b.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16384);
   server_ = b.BuildAndStart();
-  if (!server_ || port == 0) return {StatusCode::kUnavailable, "grpc " + addr + ": cannot listen"};
-  if (addr.rfind("unix:", 0) == 0) {
+  if (!server_ || (port == 0 && !local))
+    return {StatusCode::kUnavailable, "grpc " + addr + ": cannot listen"};
+  if (local) {
     bound_ = addr;  // a local socket (the agent serving its node's proxies)
+    AcceptLocal();
   } else {
     std::string host, why;
     uint16_t asked = 0;
@@ -79,9 +101,39 @@ Status StreamServer::Start(const std::string& addr) {
   return {};
 }
 
+void StreamServer::AcceptLocal() {
+  local_acceptor_->async_accept(
+      [this](const asio::error_code& ec, asio::local::stream_protocol::socket sock) {
+        if (ec == asio::error::operation_aborted || !local_acceptor_) return;
+        if (ec) {
+          // Out of descriptors, most likely: try again shortly rather than spin.
+          LOG_WARN_LIMITED("{}: accept: {}", bound_, ec.message());
+          local_retry_.expires_after(std::chrono::milliseconds(100));
+          local_retry_.async_wait([this](const asio::error_code& e) {
+            if (!e && local_acceptor_) AcceptLocal();
+          });
+          return;
+        }
+        if (server_) {
+          // gRPC owns the descriptor from here; it names the peer "fd:N".
+          const int fd = sock.release();
+          ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+          ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+          grpc::AddInsecureChannelFromFd(server_.get(), fd);
+        }
+        AcceptLocal();
+      });
+}
+
 void StreamServer::Stop() {
   debounce_.cancel();
   liveness_.cancel();
+  local_retry_.cancel();
+  if (local_acceptor_) {
+    asio::error_code ignored;
+    local_acceptor_->close(ignored);
+    local_acceptor_.reset();
+  }
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
     server_.reset();
@@ -92,6 +144,19 @@ Caller StreamServer::CallerOf(const grpc::CallbackServerContext* ctx) const {
   Caller c;
   c.peer = ctx->peer();
   c.open = !opts_.authenticate;
+  if (std::string_view p = c.peer; p.substr(0, 3) == "fd:") {
+    // A unix socket's connection (AcceptLocal). The descriptor stays open
+    // while the call runs, so it still is this peer's.
+    int fd = -1;
+    std::from_chars(p.data() + 3, p.data() + p.size(), fd);
+    struct ucred cr {};
+    socklen_t len = sizeof cr;
+    if (fd >= 0 && ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0) {
+      c.uid = cr.uid;
+      c.gid = cr.gid;
+      c.pid = cr.pid;
+    }
+  }
   const auto& md = ctx->client_metadata();
   if (auto it = md.find("x-consul-token"); it != md.end()) {
     c.acl_token.assign(it->second.data(), it->second.size());
@@ -184,6 +249,16 @@ void StreamServer::Subscribe(const std::shared_ptr<Session>& s) {
       return;
     }
   }
+  if (opts_.authorize) {
+    if (std::string why = opts_.authorize(s->caller(), s->identity()); !why.empty()) {
+      counters_.local_refused++;
+      LOG_WARN_LIMITED("stream from {} (uid {}, pid {}) for {} of {} refused: {}", s->caller().peer,
+                       s->caller().uid, s->caller().pid, s->identity().role, s->identity().service,
+                       why);
+      s->Refuse(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why));
+      return;
+    }
+  }
   if (opts_.on_subscribe) opts_.on_subscribe(s->identity());
   if (!s->agent_node().empty()) {
     AgentLink& a = agents_[s->agent_node()];
@@ -264,12 +339,25 @@ void StreamServer::Metrics(prom::Writer& w) const {
   line("weft_server_sidecarless_endpoints_skipped_total", "counter",
        "Instances of mtls: strict Services left out of endpoints: they have no sidecar.",
        static_cast<int64_t>(compiler_.sidecarless_skipped()));
+  for (const auto& k : compiler_.SidecarlessNow())
+    w.Gauge("weft_server_sidecarless_instance",
+            "An instance of an mtls: strict Service left out of its endpoints now: it has no "
+            "sidecar (weft check names it).",
+            prom::Labels{{"namespace", k.ns},
+                         {"service", k.service},
+                         {"instance", k.instance},
+                         {"node", k.node}},
+            1);
   line("weft_server_stream_resumed_total", "counter",
        "Streams that resumed from the versions the client held.",
        static_cast<int64_t>(counters_.resumed.load()));
   line("weft_server_stream_protocol_errors_total", "counter",
        "Streams ended because the client broke the protocol.",
        static_cast<int64_t>(counters_.bad_requests.load()));
+  if (opts_.authorize)
+    line("weft_agent_socket_refused_total", "counter",
+         "Streams on the agent's socket refused: the peer may not act as that proxy.",
+         static_cast<int64_t>(counters_.local_refused.load()));
   line("weft_server_unauthenticated_total", "counter",
        "Calls refused for missing or bad credentials (node certificate, join token, ACL token).",
        static_cast<int64_t>(counters_.unauthenticated.load()));

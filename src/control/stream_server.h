@@ -47,6 +47,7 @@ struct StreamCounters {
   std::atomic<uint64_t> foreign_node{0};           // a node certificate used for another node
   std::atomic<uint64_t> tokenless_refused{0};      // streams without the token, over their share
   std::atomic<uint64_t> per_peer_refused{0};       // over max_streams_per_peer
+  std::atomic<uint64_t> local_refused{0};          // agent socket: not that proxy's peer
   std::atomic<uint64_t> signed_certs{0};
   std::atomic<uint64_t> sign_refused{0};
   std::atomic<uint64_t> nodes_marked_critical{0};  // agents gone past node_timeout
@@ -60,6 +61,9 @@ struct Caller {
   std::string acl_token;       // x-consul-token or authorization: Bearer ("" none)
   bool join_token_ok = false;  // a valid, unexpired join token came with the call
   bool open = false;           // nothing is checked (--dev, an agent's socket)
+  // On a unix socket: the peer process's credentials (SO_PEERCRED, taken
+  // when the stream starts); -1 elsewhere.
+  int64_t uid = -1, gid = -1, pid = -1;
 };
 
 struct StreamOptions {
@@ -88,6 +92,10 @@ struct StreamOptions {
   // stream opened before, while the io_context runs. The Identity is valid
   // during the call only.
   std::function<void(const Identity&)> on_subscribe;
+  // Called on the io thread before a stream subscribes: "" lets it in, any
+  // other text refuses it with PERMISSION_DENIED and that reason (an
+  // agent's socket: who may act as which local proxy).
+  std::function<std::string(const Caller&, const Identity&)> authorize;
   // Servers: a node whose agent has had no stream for this long gets the
   // critical node check kAgentCheckId (0: never). Not while more than half
   // of the agents are gone at once (this server is likely the one cut off).
@@ -106,7 +114,9 @@ class StreamServer {
   StreamServer(asio::io_context& io, Api& api, StreamOptions opts = {});
   ~StreamServer();
 
-  // Binds `addr` ("HOST:PORT", port 0 allowed) and starts serving.
+  // Binds `addr` ("HOST:PORT", port 0 allowed, or "unix:PATH") and starts
+  // serving. A unix socket's connections are accepted here and handed to
+  // gRPC, so that each stream knows its peer's credentials (Caller::uid).
   Status Start(const std::string& addr);
   std::string bound() const { return bound_; }
   // Stops the debounce and liveness timers and shuts gRPC down (open
@@ -170,6 +180,11 @@ class StreamServer {
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string bound_;
+  // A unix socket's listener (io thread); errors such as EMFILE retry after
+  // local_retry_.
+  void AcceptLocal();
+  std::unique_ptr<asio::local::stream_protocol::acceptor> local_acceptor_;
+  asio::steady_timer local_retry_;
   // identity key -> sessions (io thread only)
   std::map<std::string, std::set<std::shared_ptr<Session>>> subscribers_;
   StreamCounters counters_;  // any thread

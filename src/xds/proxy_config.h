@@ -8,7 +8,7 @@
 
 #include "proxy/config.h"
 #include "proxy/tls.h"
-#include "xds/stream_client.h"
+#include "xds/resources.h"
 
 namespace weft::xds {
 

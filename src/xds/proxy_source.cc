@@ -30,8 +30,10 @@ class ProxySource final : public proxy::ConfigSource {
     if (!behind_agent && !opts_.server_ca_pem.empty())
       so.server_trust = std::make_shared<ServerTrust>(opts_.server_ca_pem);
     trust_ = so.server_trust;
-    if (!behind_agent && !opts_.token.empty())
-      so.metadata.emplace_back("x-consul-token", opts_.token);
+    // The servers' service token, or behind an agent the Token of this
+    // sidecar's registration (needed when not running as root or as the
+    // agent's user).
+    if (!opts_.token.empty()) so.metadata.emplace_back("x-consul-token", opts_.token);
     so.info.set_role("proxy");
     so.info.set_service(opts_.service);
     so.info.set_namespace_(opts_.ns);

@@ -144,6 +144,10 @@ bool StreamClient::RunOnce(const std::string& server) {
     if (got) {
       LOG_WARN("config stream to {} ended: {}; reconnecting", server,
                s.ok() ? "closed by the server" : s.error_message());
+    } else if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+               s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+      // Retrying will not help until someone changes a credential: say so.
+      LOG_WARN_LIMITED("config stream to {} refused: {}", server, s.error_message());
     } else {
       LOG_DEBUG("config stream to {}: {}", server, s.error_message());
     }

@@ -23,15 +23,13 @@
 #include "base/status.h"
 #include "identity/cert_manager.h"
 #include "weft/v1/config.pb.h"
+#include "xds/resources.h"
 
 namespace grpc {
 class ClientContext;
 }
 
 namespace weft::xds {
-
-// "type/name" -> resource
-using ResourceMap = std::map<std::string, std::shared_ptr<const weft::v1::Resource>>;
 
 // The roots clients verify servers' config-stream certificates with
 // (servers run with --grpc-tls). It starts as --server-ca; an agent or a

@@ -141,9 +141,16 @@ class Cluster:
         body, _, code = r.stdout.rpartition("\n")
         return int(code or 0), body
 
-    def agent_put(self, node, path, body):
+    def agent_token(self, node):
+        """The agent token of node `node`'s agent (its data dir's agent-token)."""
+        with open(f"{self.tmp}/agent{node}/agent-token") as f:
+            return f.read().strip()
+
+    def agent_put(self, node, path, body=None):
+        """A write to node `node`'s agent, with its agent token."""
+        data = ("-H", "Content-Type: application/json", "-d", json.dumps(body)) if body is not None else ()
         r = self.exec(node, "curl", "-fsS", "-X", "PUT", f"http://127.0.0.1:8501{path}",
-                      "-H", "Content-Type: application/json", "-d", json.dumps(body), check=False)
+                      "-H", f"X-Consul-Token: {self.agent_token(node)}", *data, check=False)
         assert r.returncode == 0, f"PUT {path} on n{node}: {r.stderr} {r.stdout}"
 
     def ctl(self, *args, check=True):
@@ -181,7 +188,7 @@ class Cluster:
                        "--address", self.ip(i), "--data-dir", f"{d}/agent{i}", "--http", "127.0.0.1:8501",
                        "--dns", "127.0.0.1:53", "--server-ca", f"{d}/server/ca.pem")
         for i in self.ns:
-            self.wait(f"agent n{i}", lambda i=i: self.exec(i, "curl", "-fsS", "http://127.0.0.1:8501/v1/agent/self",
+            self.wait(f"agent n{i}", lambda i=i: self.exec(i, "curl", "-fsS", "http://127.0.0.1:8501/ready",
                                                             check=False).returncode == 0)
         self.apply("kind: Service\nmetadata: {name: redis}\nspec:\n  ports: [{port: 6379, protocol: tcp}]\n---\n"
                    "kind: Service\nmetadata: {name: reviews}\nspec:\n  ports: [{port: 9080, protocol: http}]\n")

@@ -121,7 +121,7 @@ def test_the_bridge_carries_only_tls(cluster):
     # And the catalog change did reach node 1 (over the encrypted stream).
     r = cluster.exec(1, "curl", "-fsS", f"http://127.0.0.1:8501/v1/catalog/service/svc-{marker}")
     assert marker in r.stdout
-    cluster.exec(3, "curl", "-fsS", "-X", "PUT", f"http://127.0.0.1:8501/v1/agent/service/deregister/svc-{marker}")
+    cluster.agent_put(3, f"/v1/agent/service/deregister/svc-{marker}")
 
 
 def test_plaintext_that_bypasses_the_client_sidecar_is_refused(cluster):
@@ -388,7 +388,7 @@ def test_grpc_by_name_is_routed_by_authority(cluster):
     finally:
         for pid in ("echo-sidecar-n2", "echo-n2"):
             cluster.exec(2, "curl", "-fsS", "-X", "PUT", f"http://127.0.0.1:8501/v1/agent/service/deregister/{pid}",
-                         check=False)
+                         "-H", f"X-Consul-Token: {cluster.agent_token(2)}", check=False)
         for p in (outside, outside_app, sidecar, app):
             p.kill()
         cluster.ctl("delete", "service", "echo", check=False)

@@ -461,7 +461,7 @@ def server_of(grpc):
 class MeshProxy(Managed):
     """A `weft proxy --server ... --service NAME` sidecar."""
 
-    def __init__(self, weft_bin, grpc, service, tmpdir, extra=(), env_extra=None):
+    def __init__(self, weft_bin, grpc, service, tmpdir, extra=(), env_extra=None, popen_kw=None):
         self.log_path = os.path.join(tmpdir, f"proxy-{service}-{time.time_ns()}.log")
         self.stderr = open(self.log_path, "w")
         env = {k: v for k, v in os.environ.items() if k != "WEFT_TOKEN"}
@@ -478,7 +478,8 @@ class MeshProxy(Managed):
             args += ["--server-ca", srv.ca_file]
         self.p = subprocess.Popen([weft_bin, "proxy", "--server", grpc, "--service", service,
                                    "--admin", "127.0.0.1:0", "--workers", "2", *args],
-                                  stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+                                  stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env,
+                                  **(popen_kw or {}))
         line = self.p.stdout.readline()
         if not line.startswith("weft proxy listening"):
             self.p.kill()
@@ -515,8 +516,10 @@ class MeshProxy(Managed):
 def mesh_proxy(weft_bin, tmp_path):
     made = []
 
-    def make(grpc, service, extra=(), env=None):
-        m = MeshProxy(weft_bin, grpc, service, str(tmp_path), extra, env)
+    def make(grpc, service, extra=(), env=None, popen_kw=None):
+        """`popen_kw`: more for subprocess.Popen (user=, group= to run the
+        sidecar as another uid)."""
+        m = MeshProxy(weft_bin, grpc, service, str(tmp_path), extra, env, popen_kw)
         made.append(m)
         return m
 
@@ -551,7 +554,15 @@ class Agent(Managed):
         self.dns_port = int(fields["dns"].rsplit(":", 1)[1])
         self.url = f"http://{self.http}"
 
-    token = ""  # ACLs are the server's: the agent's API takes none
+    @property
+    def token(self):
+        """The agent token its local API wants for writes (DATA_DIR/agent-token,
+        or the file given with --agent-token-file)."""
+        path = os.path.join(self.data_dir, "agent-token")
+        if "--agent-token-file" in self.extra:
+            path = self.extra[list(self.extra).index("--agent-token-file") + 1]
+        return open(path).read().strip() if os.path.exists(path) else ""
+
     request = Server.request
     get_json = Server.get_json
     metric = Server.metric

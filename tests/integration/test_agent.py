@@ -180,10 +180,12 @@ def test_local_registration_reaches_every_agent_and_the_server(server, agent, ba
     assert wait_for(lambda: [i["ServiceID"] for i in s.get_json("/v1/catalog/service/api")[0]] == ["api-1"])
     assert wait_for(lambda: lines(a2.dig("api.service.weft")) == ["127.0.0.1"])
     assert lines(a2.dig("blue.api.service.weft")) == ["127.0.0.1"]
-    # python-consul registers through the agent API too.
+    # python-consul registers through the agent API too, with the agent's
+    # token in a header (its token= goes in the query string, which is refused).
     import consul
     host, port = a2.http.rsplit(":", 1)
     c = consul.Consul(host=host, port=int(port))
+    c.http.session.headers["X-Consul-Token"] = a2.token
     assert c.agent.service.register("cart", service_id="cart-1", port=7000, tags=["x"])
     assert "cart-1" in c.agent.services()
     assert wait_for(lambda: lines(a1.dig("cart.service.weft")) == ["127.0.0.2"])

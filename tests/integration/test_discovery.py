@@ -82,7 +82,7 @@ scrape_configs:
       - url: http://{a.http}/v1/weft/prometheus-sd
         refresh_interval: 1s
     # The server's /metrics needs a token with operator:read (the agent's
-    # takes none and ignores it).
+    # is open to anyone, and takes a token that is not its own as none).
     authorization:
       credentials_file: {os.path.join(s.data_dir, "bootstrap-token")}
     relabel_configs:
@@ -155,7 +155,8 @@ def test_system_resolver_and_prometheus_dns_sd_through_the_agent(netns, weft_bin
         return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=20)
 
     reg = {"Name": "weft", "Port": sport, "Address": "127.0.0.1"}
-    json_type = ("-H", "Content-Type: application/json")  # curl -d's default is a form type
+    json_type = ("-H", "Content-Type: application/json",  # curl -d's default is a form type
+                 "-H", "X-Consul-Token: " + open(tmp_path / "agent" / "agent-token").read().strip())
     r = nsrun(require("curl"), "-s", "-X", "PUT", *json_type, "-d", json.dumps(reg),
               f"http://{ag['http']}/v1/agent/service/register")
     assert r.returncode == 0

@@ -33,11 +33,19 @@ def test_a_strict_services_sidecarless_instance_is_left_out(server, mesh_proxy):
     assert "127.0.0.2:5432" not in db_endpoints()
     assert s.metric("weft_server_sidecarless_endpoints_skipped_total") >= 1
     assert "instance db-2 of db left out of its endpoints: the Service is mtls: strict" in s.log()
+    # weft check names it, with the fix.
+    r = s.ctl("check")
+    assert r.returncode == 1, r.stdout
+    assert ("FAIL instance db-2 of db (namespace default, node n-db2) gets no traffic: its Service is "
+            "mtls: strict and it has no sidecar") in r.stdout, r.stdout
+    assert "Proxy.DestinationServiceID db-2" in r.stdout
     # permissive (adding sidecars one by one): both are reached.
     r = s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: db}\nspec:\n"
                                         "  ports: [{port: 5432, protocol: tcp}]\n  mtls: permissive\n")
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: len(db_endpoints() or []) == 2, timeout=10), db_endpoints()
+    r = s.ctl("check")
+    assert "db-2" not in r.stdout and "every instance of a strict Service runs behind a sidecar" in r.stdout, r.stdout
     # strict again, written out: left out again.
     r = s.ctl("apply", "-f", "-", input="kind: Service\nmetadata: {name: db}\nspec:\n"
                                         "  ports: [{port: 5432, protocol: tcp}]\n  mtls: strict\n")
