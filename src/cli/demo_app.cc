@@ -14,7 +14,8 @@ namespace {
 
 constexpr const char* kDemoUsage =
     "weft demo-app --name NAME [--version V] [--listen ADDR] [--latency DUR] [--jitter DUR] "
-    "[--error-rate 0..1] [--call HOST:PORT[/PATH]]... [--call-timeout DUR]";
+    "[--error-rate 0..1] [--error-status 5xx] [--call HOST:PORT[/PATH]]... [--call-timeout DUR] "
+    "[--admin ADDR]";
 
 }  // namespace
 
@@ -47,6 +48,13 @@ int DemoMain(const Args& args) {
       if (v.empty() || *end != '\0' || r < 0 || r > 1)
         return BadUsage("--error-rate \"" + v + "\": use a number from 0 to 1", kDemoUsage);
       o.error_rate = r;
+    } else if (FlagValue(args, &i, "--error-status", &v)) {
+      const int st = std::atoi(v.c_str());
+      if (st < 500 || st > 599 || v.size() != 3)
+        return BadUsage("--error-status \"" + v + "\": use 500 to 599", kDemoUsage);
+      o.error_status = st;
+    } else if (FlagValue(args, &i, "--admin", &v)) {
+      o.admin = v;
     } else if (FlagValue(args, &i, "--call", &v)) {
       o.calls.push_back(v);
     } else if (LogLevelFlag(args, &i, &err)) {

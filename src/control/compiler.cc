@@ -343,6 +343,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c->set_service(svc);
     c->set_namespace_(ns);
     c->set_lb(tp.lb);
+    if (tp.lb == "ewma") c->set_lb_decay_ms(tp.lb_decay_ms);
     c->set_connect_timeout_ms(tp.connect_timeout_ms);
     c->set_protocol(cluster_protocol_of(svc, ns));
     c->set_mesh_protocol(mesh_protocol_of(svc, ns));

@@ -11,6 +11,7 @@
 
 #include "base/log.h"
 #include "base/random.h"
+#include "base/strings.h"
 #include "base/time.h"
 #include "http/server.h"
 #include "io/asio.h"
@@ -120,7 +121,7 @@ class App {
     int status = 200;
     if (opts_.error_rate > 0 &&
         static_cast<double>(rng_.Below(1000000)) < opts_.error_rate * 1000000.0) {
-      status = 500;
+      status = opts_.error_status;
       body["error"] = "injected error (--error-rate)";
     }
     json calls = json::array();
@@ -142,8 +143,49 @@ class App {
     co_return resp;
   }
 
+  // The admin listener: GET /behaviour shows, PUT /behaviour (JSON: any of
+  // latency, jitter as durations, errorRate 0..1, errorStatus 500..599)
+  // changes what the app does from the next request on.
+  asio::awaitable<http::Response> Admin(http::Request& r) {
+    if (r.path != "/behaviour") co_return http::Response::Text(404, "use /behaviour\n");
+    if (r.method == "PUT" || r.method == "POST") {
+      json in = json::parse(r.body, nullptr, false);
+      if (!in.is_object()) co_return http::Response::Text(400, "expected a JSON object\n");
+      DemoOptions next = opts_;
+      for (const auto& [key, v] : in.items()) {
+        if (key == "latency" || key == "jitter") {
+          auto ms = v.is_string() ? ParseDurationMs(v.get<std::string>()) : std::nullopt;
+          if (!ms || *ms < 0 || *ms > 600000)
+            co_return http::Response::Text(400, key + ": a duration such as \"200ms\"\n");
+          (key == "latency" ? next.latency_ms : next.jitter_ms) = *ms;
+        } else if (key == "errorRate") {
+          if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1)
+            co_return http::Response::Text(400, "errorRate: a number from 0 to 1\n");
+          next.error_rate = v.get<double>();
+        } else if (key == "errorStatus") {
+          if (!v.is_number_integer() || v.get<int>() < 500 || v.get<int>() > 599)
+            co_return http::Response::Text(400, "errorStatus: 500 to 599\n");
+          next.error_status = v.get<int>();
+        } else {
+          co_return http::Response::Text(400, "unknown field " + key + "\n");
+        }
+      }
+      opts_ = std::move(next);
+      LOG_INFO("behaviour now: latency {} ms, jitter {} ms, error rate {}, error status {}",
+               opts_.latency_ms, opts_.jitter_ms, opts_.error_rate, opts_.error_status);
+    } else if (r.method != "GET") {
+      co_return http::Response::Text(405, "GET or PUT /behaviour\n");
+    }
+    co_return http::Response::Json(200, json{{"latency", std::to_string(opts_.latency_ms) + "ms"},
+                                             {"jitter", std::to_string(opts_.jitter_ms) + "ms"},
+                                             {"errorRate", opts_.error_rate},
+                                             {"errorStatus", opts_.error_status}}
+                                                .dump() +
+                                            "\n");
+  }
+
  private:
-  const DemoOptions opts_;
+  DemoOptions opts_;  // io thread; /behaviour changes it
   Rng rng_;
 };
 
@@ -161,13 +203,26 @@ int RunDemoApp(const DemoOptions& opts) {
     std::fprintf(stderr, "weft demo-app: %s\n", s.message().c_str());
     return 1;
   }
-  std::printf("weft demo-app listening http=%s name=%s version=%s\n", server.bound().c_str(),
-              opts.name.c_str(), opts.version.c_str());
+  std::unique_ptr<http::Server> admin;
+  if (!opts.admin.empty()) {
+    http::ServerOptions ao;
+    ao.name = "demo-app admin";
+    admin = std::make_unique<http::Server>(
+        io, [&app](http::Request& r) { return app.Admin(r); }, ao);
+    if (Status s = admin->Listen(opts.admin); !s.ok()) {
+      std::fprintf(stderr, "weft demo-app: --admin: %s\n", s.message().c_str());
+      return 1;
+    }
+  }
+  std::printf("weft demo-app listening http=%s name=%s version=%s%s%s\n", server.bound().c_str(),
+              opts.name.c_str(), opts.version.c_str(), admin ? " admin=" : "",
+              admin ? admin->bound().c_str() : "");
   std::fflush(stdout);
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const asio::error_code& ec, int) {
     if (ec) return;
     server.Close();
+    if (admin) admin->Close();
     io.stop();
   });
   io.run();

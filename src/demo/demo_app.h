@@ -15,9 +15,15 @@ struct DemoOptions {
   std::string name = "demo";
   std::string version = "v1";
   std::string listen = "127.0.0.1:8080";
-  int64_t latency_ms = 0;          // before answering
-  int64_t jitter_ms = 0;           // plus uniform [0, jitter)
-  double error_rate = 0;           // share of requests answered 500
+  int64_t latency_ms = 0;  // before answering
+  int64_t jitter_ms = 0;   // plus uniform [0, jitter)
+  double error_rate = 0;   // share of requests answered with error_status
+  int error_status = 500;  // 500..599
+  // A second listener (off when empty) where GET/PUT /behaviour reads and
+  // changes latency, jitter, error rate and status while the app runs (a
+  // test turns an instance slow or failing mid-run). Apart from the
+  // served port, so callers through the mesh cannot reach it.
+  std::string admin;
   std::vector<std::string> calls;  // HOST:PORT[/PATH], called on every request, in order
   int64_t call_timeout_ms = 2000;
   size_t max_call_body = 64 * 1024;  // a call's answer beyond this counts as failed

@@ -74,9 +74,24 @@ ServiceSpec ParseService(const YAML::Node& s) {
 }
 
 TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
-  CheckKeys(s, "spec", {"lb", "connectTimeout", "requestTimeout", "retries"});
+  CheckKeys(s, "spec", {"lb", "loadBalancer", "connectTimeout", "requestTimeout", "retries"});
   TrafficPolicySpec out;
-  if (s["lb"]) out.lb = OneOf(s["lb"], "spec.lb", {"round_robin", "least_request", "random"});
+  static const std::vector<std::string> kPolicies = {"ewma", "round_robin", "least_request",
+                                                     "random"};
+  if (s["lb"] && s["loadBalancer"])
+    Fail("spec.lb", "give loadBalancer.policy or lb (its shorthand), not both");
+  if (s["lb"]) out.lb = OneOf(s["lb"], "spec.lb", kPolicies);
+  if (s["loadBalancer"]) {
+    const YAML::Node& lb = s["loadBalancer"];
+    CheckKeys(lb, "spec.loadBalancer", {"policy", "decay"});
+    if (lb["policy"]) out.lb = OneOf(lb["policy"], "spec.loadBalancer.policy", kPolicies);
+    if (lb["decay"]) {
+      if (out.lb != "ewma") Fail("spec.loadBalancer.decay", "only for policy: ewma");
+      out.lb_decay_ms = Duration(lb["decay"], "spec.loadBalancer.decay");
+      if (out.lb_decay_ms < 100 || out.lb_decay_ms > 600000)
+        Fail("spec.loadBalancer.decay", "use 100ms to 10m");
+    }
+  }
   if (s["connectTimeout"])
     out.connect_timeout_ms = Duration(s["connectTimeout"], "spec.connectTimeout");
   if (s["requestTimeout"])
@@ -309,7 +324,9 @@ std::string ToJson(const Manifest& m) {
     s["mtls"] = sv->mtls;
     s["meshProtocol"] = sv->mesh_protocol;
   } else if (const auto* tp = std::get_if<TrafficPolicySpec>(&m.spec)) {
-    s = {{"lb", tp->lb},
+    json lb = {{"policy", tp->lb}};
+    if (tp->lb == "ewma") lb["decay"] = Ms(tp->lb_decay_ms);
+    s = {{"loadBalancer", lb},
          {"connectTimeout", Ms(tp->connect_timeout_ms)},
          {"requestTimeout", Ms(tp->request_timeout_ms)}};
     nlohmann::json r = nlohmann::json::object();

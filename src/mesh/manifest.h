@@ -45,7 +45,10 @@ struct RetryPolicy {
 };
 
 struct TrafficPolicySpec {
-  std::string lb = "round_robin";  // round_robin | least_request | random
+  // loadBalancer.policy (or the shorthand lb): ewma | round_robin |
+  // least_request | random.
+  std::string lb = "ewma";
+  int64_t lb_decay_ms = 10000;  // loadBalancer.decay: ewma's time constant
   int64_t connect_timeout_ms = 1000;
   int64_t request_timeout_ms = 15000;
   RetryPolicy retries;

@@ -216,7 +216,8 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
 
 ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
-            {"name", "lb", "protocol", "connect_timeout", "endpoints", "max_idle_per_endpoint"});
+            {"name", "lb", "ewma_decay", "protocol", "connect_timeout", "endpoints",
+             "max_idle_per_endpoint"});
   ClusterConfig c;
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
@@ -224,8 +225,14 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
     auto p = LbPolicyFromName(lb);
     if (!p)
       Fail(path + ".lb \"" + lb + "\"",
-           "unknown policy (use round_robin, least_request or random)");
+           "unknown policy (use ewma, round_robin, least_request or random)");
     c.lb = *p;
+  }
+  if (n["ewma_decay"]) {
+    if (c.lb != LbPolicy::kEwma) Fail(path + ".ewma_decay", "only for lb: ewma");
+    c.ewma_decay_ms = Duration(n["ewma_decay"], path + ".ewma_decay");
+    if (c.ewma_decay_ms < 100 || c.ewma_decay_ms > 600000)
+      Fail(path + ".ewma_decay", "use 100ms to 10m");
   }
   if (n["protocol"]) {
     std::string proto = Scalar(n["protocol"], path + ".protocol");
@@ -313,7 +320,8 @@ const char* MeshTlsModeName(MeshTlsMode m) {
 }
 
 std::optional<LbPolicy> LbPolicyFromName(std::string_view name) {
-  for (LbPolicy p : {LbPolicy::kRoundRobin, LbPolicy::kLeastRequest, LbPolicy::kRandom}) {
+  for (LbPolicy p :
+       {LbPolicy::kEwma, LbPolicy::kRoundRobin, LbPolicy::kLeastRequest, LbPolicy::kRandom}) {
     if (name == LbPolicyName(p)) return p;
   }
   return std::nullopt;
@@ -347,6 +355,8 @@ const char* LbPolicyName(LbPolicy p) {
       return "least_request";
     case LbPolicy::kRandom:
       return "random";
+    case LbPolicy::kEwma:
+      return "ewma";
   }
   return "?";
 }
@@ -546,6 +556,7 @@ std::string ConfigToJson(const ProxyConfig& c) {
             {"max_idle_per_endpoint", cl.max_idle_per_endpoint}};
     if (!cl.peer_id.empty()) jc["peer_id"] = cl.peer_id;
     if (!cl.mesh_http2) jc["mesh_protocol"] = "http1";
+    if (cl.lb == LbPolicy::kEwma) jc["ewma_decay_ms"] = cl.ewma_decay_ms;
     jc["endpoints"] = json::array();
     for (const auto& e : cl.endpoints) {
       json je{{"address", e.address.text}, {"weight", e.weight}};

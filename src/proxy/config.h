@@ -23,7 +23,7 @@ enum class Protocol : uint8_t { kHttp, kTcp };
 enum class MeshTlsMode : uint8_t { kOff, kStrict, kPermissive };
 // MeshTlsModeName, LbPolicyName and UpstreamProtocolName return string literals.
 const char* MeshTlsModeName(MeshTlsMode m);
-enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom };
+enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom, kEwma };
 const char* LbPolicyName(LbPolicy p);
 // The HTTP version a cluster speaks to its endpoints.
 enum class UpstreamProtocol : uint8_t { kHttp1, kHttp2 };
@@ -31,7 +31,7 @@ const char* UpstreamProtocolName(UpstreamProtocol p);  // http1 | http2
 
 // One table per enum, shared by the bootstrap file and the config stream:
 // the name to value, or nullopt for a name this proxy does not know.
-std::optional<LbPolicy> LbPolicyFromName(std::string_view name);        // round_robin | ...
+std::optional<LbPolicy> LbPolicyFromName(std::string_view name);        // ewma | round_robin | ...
 std::optional<MeshTlsMode> MeshTlsModeFromName(std::string_view name);  // off | strict | permissive
 std::optional<UpstreamProtocol> UpstreamProtocolFromName(std::string_view name);  // http1 | http2
 // Retry conditions, as a bit mask (RouteConfig::retry_on).
@@ -109,7 +109,8 @@ struct Endpoint {
 
 struct ClusterConfig {
   std::string name;
-  LbPolicy lb = LbPolicy::kRoundRobin;
+  LbPolicy lb = LbPolicy::kEwma;
+  int64_t ewma_decay_ms = 10000;  // ewma: how fast a latency estimate forgets
   // The HTTP version spoken to the endpoints: HTTP/1.1, or HTTP/2 with prior
   // knowledge (plaintext) / ALPN h2 (mesh TLS).
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;

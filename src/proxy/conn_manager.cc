@@ -557,8 +557,10 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     const size_t ep = cr.lb.Pick(cr.active, retry.next_exclude());
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
+    attempt_ns_ = MonoNanos();
     if (!up_->TakePooled(cluster, ep, cm_->limits_, &lease) &&
         !co_await up_->Acquire(cluster, ep, cm_->limits_, this, &timed_out_, &lease, &err)) {
+      cr.lb.ObserveFailure(ep, MonoNanos());
       if (cr.cfg.endpoints[ep].mtls) {
         LOG_WARN("listener {}: {}", c.lc->name, err);  // mesh TLS: an identity problem
       } else {
@@ -619,6 +621,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     } else if (req.has_body()) {
       r = co_await PumpRequestBody(c, s, us, true);
     }
+    if (r == 2 && !lease.reused) cr.lb.ObserveFailure(ep, MonoNanos());
     if (r == 2 && retry.ShouldRetry(AttemptFailure::kResetOnSend, ep, lease.reused)) {
       // Nothing reached the upstream (a pooled connection it had just
       // closed, or a reset): the request head is intact, send it again.
@@ -666,9 +669,20 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
           continue;
         }
         resp = h;
+        // The balancer's view of this endpoint: how long it took to
+        // answer, and a failure counts as slow (a fast 503 must not draw
+        // traffic).
+        if (h->status >= 500) {
+          cr.lb.ObserveFailure(ep, MonoNanos());
+        } else {
+          cr.lb.Observe(ep, MonoNanos() - attempt_ns_, MonoNanos());
+        }
         break;
       }
       ReleaseUpstream(s, false);
+      // Timed out, reset or broken: slow, as far as the balancer goes (a
+      // pooled connection the upstream had closed says nothing about it).
+      if (!lease.reused || herr.bytes_received || timed_out_) cr.lb.ObserveFailure(ep, MonoNanos());
       if (pump_result_ == 413 || pump_result_ == 400) {
         // The request body broke a rule while it streamed.
         reply_body_ = pump_result_ == 413

@@ -140,6 +140,7 @@ class HttpConnectionManager : public Deadline,
     std::string normal_path_;
     std::string request_id_, forwarded_for_, client_cert_, reply_length_;
     int64_t upstream_ns_ = 0;
+    int64_t attempt_ns_ = 0;  // when the current attempt started (the balancer's latency)
     uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
     std::string_view upstream_addr_;
     std::optional<upstream::RetryState> retry_;

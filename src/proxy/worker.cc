@@ -61,9 +61,23 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
   st->snap = std::move(snap);
   const Snapshot& sn = *st->snap;
   const ProxyConfig& cfg = *sn.cfg;
+  // What the balancers learnt about endpoints that stay (ewma latency
+  // estimates) carries over, by cluster name and endpoint address.
+  std::map<std::string_view, const ClusterRuntime*> before;
+  if (state_)
+    for (const auto& c : state_->clusters) before[c->cfg.name] = c.get();
   for (size_t i = 0; i < cfg.clusters.size(); ++i) {
     st->clusters.push_back(std::make_shared<ClusterRuntime>(
         cfg.clusters[i], &sn.cluster_stats[i]->at(id_), rng_.Next()));
+    auto old = before.find(cfg.clusters[i].name);
+    if (old == before.end() || old->second->lb.policy() != cfg.clusters[i].lb) continue;
+    const auto& was = old->second->cfg.endpoints;
+    const auto& now = cfg.clusters[i].endpoints;
+    std::map<std::string_view, size_t> by_addr;
+    for (size_t k = 0; k < was.size(); ++k) by_addr.emplace(was[k].address.text, k);
+    for (size_t k = 0; k < now.size(); ++k)
+      if (auto it = by_addr.find(now[k].address.text); it != by_addr.end())
+        st->clusters.back()->lb.Inherit(k, old->second->lb, it->second);
   }
   // Listeners: keep the ones whose sockets are reused, open new ones, close
   // the ones that went away. Connections already accepted are not touched.

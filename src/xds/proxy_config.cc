@@ -58,6 +58,12 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
       if (!lb) return fail("cluster " + c.name() + ": unknown lb \"" + c.lb() + "\"");
       cc.lb = *lb;
     }
+    if (c.lb_decay_ms() != 0) {
+      if (cc.lb != proxy::LbPolicy::kEwma || c.lb_decay_ms() < 100 || c.lb_decay_ms() > 600000)
+        return fail("cluster " + c.name() + ": lb_decay_ms " + std::to_string(c.lb_decay_ms()) +
+                    ": only for ewma, 100 to 600000");
+      cc.ewma_decay_ms = c.lb_decay_ms();
+    }
     // "" and "http": HTTP/1.1; "http2" and "grpc": HTTP/2; "tcp": a tcp
     // listener's cluster, where the HTTP version does not apply.
     if (c.protocol() == "http2" || c.protocol() == "grpc") {

@@ -242,8 +242,9 @@ def weft(weft_bin, tmp_path):
         w.stop()
 
 
-def simple_config(clusters, listeners=None, admin=True, extra_listener="", workers=2):
-    """Builds a bootstrap: clusters is {name: [addr or (addr, weight)]}."""
+def simple_config(clusters, listeners=None, admin=True, extra_listener="", workers=2, lb=None):
+    """Builds a bootstrap: clusters is {name: [addr or (addr, weight)]};
+    `lb` sets every cluster's policy (default: the proxy's, ewma)."""
     out = []
     if admin:
         out.append("admin: {address: 127.0.0.1:0}")
@@ -266,7 +267,8 @@ def simple_config(clusters, listeners=None, admin=True, extra_listener="", worke
                 items.append(f"{{address: {e[0]}, weight: {e[1]}}}")
             else:
                 items.append(e)
-        out.append(f"  - name: {name}\n    connect_timeout: 500ms\n    endpoints: [{', '.join(items)}]")
+        policy = f"\n    lb: {lb}" if lb else ""
+        out.append(f"  - name: {name}{policy}\n    connect_timeout: 500ms\n    endpoints: [{', '.join(items)}]")
     return "\n".join(out) + "\n"
 
 

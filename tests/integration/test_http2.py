@@ -16,10 +16,10 @@ import grpc_peer as g
 from conftest import curl, free_port, require, simple_config, stop_nginx, wait_port
 
 
-def grpc_config(clusters, workers=1, extra=""):
+def grpc_config(clusters, workers=1, extra="", lb=None):
     """A bootstrap with one HTTP listener in front of HTTP/2 clusters
     ({name: [addr]}), the first one routed."""
-    text = simple_config(clusters, workers=workers, extra_listener=extra)
+    text = simple_config(clusters, workers=workers, extra_listener=extra, lb=lb)
     for name in clusters:
         text = text.replace(f"  - name: {name}\n", f"  - name: {name}\n    protocol: http2\n", 1)
     return text
@@ -172,7 +172,7 @@ def test_grpc_streaming_kinds(weft, grpc_servers):
 
 def test_grpc_balanced_per_request_over_one_connection(weft, grpc_servers):
     servers = grpc_servers(3)
-    w = weft(grpc_config({"g": [s.target for s in servers]}))
+    w = weft(grpc_config({"g": [s.target for s in servers]}, lb="round_robin"))
     t = f"127.0.0.1:{w.ports['public']}"
     ch = g.make_channel(t)
     seen = {}

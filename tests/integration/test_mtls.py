@@ -706,6 +706,9 @@ def test_grpc_through_two_sidecars_balanced_per_call(server, mesh_proxy, backend
     s = server(extra=("--ca-cert", ca.cert_path, "--ca-key", ca.key_path, "--cert-ttl", "1h"))
     apply(s, json.dumps({"kind": "Service", "metadata": {"name": "greeter"},
                          "spec": {"ports": [{"port": 9090, "protocol": "grpc"}]}}))
+    # Round robin, so that each call's backend is known in advance.
+    apply(s, json.dumps({"kind": "TrafficPolicy", "metadata": {"name": "greeter"},
+                         "spec": {"loadBalancer": {"policy": "round_robin"}}}))
     apps = [g.start_server(0, name=f"g{i}") for i in range(3)]
     try:
         pxs, inbound = [], []

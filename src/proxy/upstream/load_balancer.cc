@@ -1,11 +1,20 @@
 #include "proxy/upstream/load_balancer.h"
 
 #include <algorithm>
+#include <cmath>
+
+#include "base/time.h"
 
 namespace weft::proxy::upstream {
 
-LoadBalancer::LoadBalancer(LbPolicy policy, std::vector<uint32_t> weights, uint64_t seed)
-    : policy_(policy), weights_(std::move(weights)), current_(weights_.size(), 0), rng_(seed) {
+LoadBalancer::LoadBalancer(LbPolicy policy, std::vector<uint32_t> weights, uint64_t seed,
+                           int64_t decay_ms)
+    : policy_(policy),
+      weights_(std::move(weights)),
+      current_(weights_.size(), 0),
+      rng_(seed),
+      decay_ns_(static_cast<double>(std::max<int64_t>(decay_ms, 1)) * 1e6) {
+  if (policy_ == LbPolicy::kEwma) ewma_.resize(weights_.size());
   uint64_t sum = 0;
   for (uint32_t w : weights_) {
     sum += w;
@@ -41,6 +50,58 @@ size_t LoadBalancer::PickRoundRobin() {
   return best;
 }
 
+double LoadBalancer::Estimate(size_t ep, int64_t now_ns) const {
+  if (ep >= ewma_.size() || ewma_[ep].at == 0) return 0;
+  const Ewma& e = ewma_[ep];
+  const double idle = static_cast<double>(std::max<int64_t>(now_ns - e.at, 0));
+  return e.ns * std::exp(-idle / decay_ns_);
+}
+
+void LoadBalancer::Observe(size_t ep, int64_t rtt_ns, int64_t now_ns) {
+  if (ep >= ewma_.size()) return;
+  Ewma& e = ewma_[ep];
+  const double rtt = static_cast<double>(std::max<int64_t>(rtt_ns, 1));
+  if (e.at == 0) {
+    e.ns = rtt;
+  } else {
+    // The same weight moves the estimate toward a new answer and, between
+    // answers, toward zero: what counts is how long ago the last one was.
+    const double w =
+        std::exp(-static_cast<double>(std::max<int64_t>(now_ns - e.at, 0)) / decay_ns_);
+    const double decayed = e.ns * w;
+    e.ns = rtt > decayed ? rtt : decayed + (1 - w) * rtt;
+  }
+  e.at = now_ns;
+}
+
+void LoadBalancer::Inherit(size_t ep, const LoadBalancer& old, size_t from) {
+  if (ep < ewma_.size() && from < old.ewma_.size()) ewma_[ep] = old.ewma_[from];
+}
+
+size_t LoadBalancer::PickTwo(const std::vector<uint32_t>& active) {
+  const size_t n = weights_.size();
+  size_t a = PickWeightedRandom();
+  size_t b = PickWeightedRandom();
+  if (a == b) b = (a + 1 + rng_.Below(n - 1)) % n;
+  if (policy_ == LbPolicy::kEwma) {
+    // Cost: estimate x (in flight + 1) / weight. An endpoint with nothing
+    // observed yet borrows the other's estimate: requests in flight decide.
+    // A tie goes to the unknown one: its first answer is worth having.
+    const int64_t now = MonoNanos();
+    double ea = Estimate(a, now), eb = Estimate(b, now);
+    const bool unknown_b = eb == 0;
+    if (ea == 0) ea = eb > 0 ? eb : 1;
+    if (eb == 0) eb = ea;
+    const double ca = ea * (active[a] + 1) / weights_[a];
+    const double cb = eb * (active[b] + 1) / weights_[b];
+    if (ca != cb) return ca < cb ? a : b;
+    return unknown_b ? b : a;
+  }
+  const uint64_t la = static_cast<uint64_t>(active[a]) * weights_[b];
+  const uint64_t lb = static_cast<uint64_t>(active[b]) * weights_[a];
+  return (la < lb || (la == lb && weights_[a] >= weights_[b])) ? a : b;
+}
+
 size_t LoadBalancer::Pick(const std::vector<uint32_t>& active, long exclude) {
   const size_t n = weights_.size();
   if (n == 1) return 0;
@@ -53,17 +114,13 @@ size_t LoadBalancer::Pick(const std::vector<uint32_t>& active, long exclude) {
       case LbPolicy::kRandom:
         pick = PickWeightedRandom();
         break;
-      case LbPolicy::kLeastRequest: {
-        // Power of two choices: of two weighted-random candidates take the one
-        // with fewer requests in flight per unit of weight.
-        size_t a = PickWeightedRandom();
-        size_t b = PickWeightedRandom();
-        if (a == b) b = (a + 1 + rng_.Below(n - 1)) % n;
-        uint64_t la = static_cast<uint64_t>(active[a]) * weights_[b];
-        uint64_t lb = static_cast<uint64_t>(active[b]) * weights_[a];
-        pick = (la < lb || (la == lb && weights_[a] >= weights_[b])) ? a : b;
+      case LbPolicy::kLeastRequest:
+      case LbPolicy::kEwma:
+        // Power of two choices: of two weighted-random candidates take the
+        // cheaper (fewer requests in flight per unit of weight; for ewma,
+        // times the latency estimate).
+        pick = PickTwo(active);
         break;
-      }
     }
     if (static_cast<long>(pick) != exclude) return pick;
   }

@@ -11,21 +11,51 @@
 
 namespace weft::proxy::upstream {
 
+// ewma (the default): peak-EWMA with power of two choices. Each endpoint
+// has a latency estimate that jumps at once to any slower observation and
+// otherwise follows faster ones, and drifts toward zero while the endpoint
+// gets no traffic, with time constant `decay_ms` (so a slow endpoint that
+// stopped being chosen is tried again, and kept if it recovered). Of two
+// weighted-random candidates the one with the lower estimate x (requests in
+// flight + 1) / weight wins. Failures (5xx, resets, connect failures) count
+// as a slow answer (kFailurePenaltyNs), so an endpoint that fails fast does
+// not draw traffic.
 class LoadBalancer {
  public:
+  static constexpr int64_t kFailurePenaltyNs = 1'000'000'000;  // 1 s
+  static constexpr int64_t kDefaultDecayMs = 10'000;
+
   // weights: one per endpoint, each >= 1.
-  LoadBalancer(LbPolicy policy, std::vector<uint32_t> weights, uint64_t seed);
+  LoadBalancer(LbPolicy policy, std::vector<uint32_t> weights, uint64_t seed,
+               int64_t decay_ms = kDefaultDecayMs);
 
   // Picks an endpoint index. `active` holds the in-flight request count per
-  // endpoint (used by least_request). `exclude` (or -1) is an endpoint to
-  // avoid, for a retry; it is still returned when it is the only endpoint.
+  // endpoint (used by least_request and ewma). `exclude` (or -1) is an
+  // endpoint to avoid, for a retry; it is still returned when it is the
+  // only endpoint.
   size_t Pick(const std::vector<uint32_t>& active, long exclude = -1);
 
+  // ewma: an answer from `ep` after `rtt_ns`, or a failure. `now_ns` is
+  // MonoNanos(). No-ops for the other policies.
+  void Observe(size_t ep, int64_t rtt_ns, int64_t now_ns);
+  void ObserveFailure(size_t ep, int64_t now_ns) { Observe(ep, kFailurePenaltyNs, now_ns); }
+  // The estimate of `ep` now, in ns (0: nothing observed).
+  double Estimate(size_t ep, int64_t now_ns) const;
+  // Takes endpoint `from`'s estimate of `old` (a config reload keeps what
+  // was learnt about an endpoint that stays).
+  void Inherit(size_t ep, const LoadBalancer& old, size_t from);
+
   size_t size() const { return weights_.size(); }
+  LbPolicy policy() const { return policy_; }
 
  private:
   size_t PickWeightedRandom();
   size_t PickRoundRobin();
+  size_t PickTwo(const std::vector<uint32_t>& active);
+  struct Ewma {
+    double ns = 0;   // the estimate when last updated
+    int64_t at = 0;  // MonoNanos() of that update (0: never)
+  };
 
   // Constant after construction.
   const LbPolicy policy_;
@@ -36,6 +66,8 @@ class LoadBalancer {
   std::vector<int64_t> current_;  // smooth weighted round robin
   size_t rr_next_ = 0;            // plain round robin (all weights equal)
   Rng rng_;
+  const double decay_ns_;
+  std::vector<Ewma> ewma_;  // ewma only: per endpoint
 };
 
 }  // namespace weft::proxy::upstream

@@ -15,7 +15,7 @@ ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t
             for (const auto& e : c.endpoints) w.push_back(e.weight);
             return w;
           }(),
-          seed),
+          seed, c.ewma_decay_ms),
       active(c.endpoints.size(), 0),
       idle(c.endpoints.size()),
       speaks_h2(c.endpoints.size(), 0) {

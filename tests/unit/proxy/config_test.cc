@@ -81,7 +81,7 @@ TEST(Config, ErrorsNameTheFieldAndTheFix) {
             "config error: listeners[0].protocol \"udp\": unknown protocol (use http or tcp)");
   EXPECT_EQ(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
                   "clusters: [{name: c, lb: fastest, endpoints: [127.0.0.1:1]}]\n"),
-            "config error: clusters[0].lb \"fastest\": unknown policy (use round_robin, "
+            "config error: clusters[0].lb \"fastest\": unknown policy (use ewma, round_robin, "
             "least_request or random)");
   EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c, "
                               "timeout: soon}]}]\n") +

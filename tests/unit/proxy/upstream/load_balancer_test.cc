@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "base/time.h"
+
 namespace weft::proxy::upstream {
 namespace {
 
@@ -55,7 +57,8 @@ TEST(LoadBalancer, LeastRequestHonoursWeights) {
 }
 
 TEST(LoadBalancer, ExcludeSkipsAnEndpointForRetries) {
-  for (auto p : {LbPolicy::kRoundRobin, LbPolicy::kRandom, LbPolicy::kLeastRequest}) {
+  for (auto p :
+       {LbPolicy::kRoundRobin, LbPolicy::kRandom, LbPolicy::kLeastRequest, LbPolicy::kEwma}) {
     LoadBalancer lb(p, {1, 1}, 5);
     std::vector<uint32_t> active(2, 0);
     for (int i = 0; i < 100; ++i) EXPECT_EQ(lb.Pick(active, 0), 1u) << LbPolicyName(p);
@@ -63,6 +66,85 @@ TEST(LoadBalancer, ExcludeSkipsAnEndpointForRetries) {
   LoadBalancer single(LbPolicy::kRoundRobin, {1}, 5);
   std::vector<uint32_t> active(1, 0);
   EXPECT_EQ(single.Pick(active, 0), 0u);
+}
+
+constexpr int64_t kMs = 1'000'000;
+
+TEST(LoadBalancer, EwmaStopsChoosingASlowEndpoint) {
+  LoadBalancer lb(LbPolicy::kEwma, {1, 1, 1}, 11);
+  int64_t now = MonoNanos() - 100 * kMs;
+  std::vector<uint32_t> active(3, 0);
+  // Endpoints 0 and 1 answer in 2 ms, endpoint 2 in 200 ms.
+  for (int i = 0; i < 30; ++i) {
+    now += kMs;
+    lb.Observe(0, 2 * kMs, now);
+    lb.Observe(1, 2 * kMs, now);
+    lb.Observe(2, 200 * kMs, now);
+  }
+  // Two choices: the slow one loses every comparison it is in.
+  std::vector<int> c(3, 0);
+  for (int i = 0; i < 3000; ++i) c[lb.Pick(active)]++;
+  EXPECT_EQ(c[2], 0);
+  EXPECT_NEAR(c[0], 1500, 150);
+}
+
+TEST(LoadBalancer, EwmaWeighsRequestsInFlight) {
+  LoadBalancer lb(LbPolicy::kEwma, {1, 1}, 12);
+  const int64_t now = MonoNanos();
+  lb.Observe(0, 2 * kMs, now);
+  lb.Observe(1, 3 * kMs, now);
+  // 0 is faster but has 5 in flight: 2 x 6 > 3 x 1.
+  std::vector<uint32_t> active = {5, 0};
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(lb.Pick(active), 1u);
+}
+
+TEST(LoadBalancer, EwmaJumpsToASlowAnswerAndForgetsItOverTheDecay) {
+  LoadBalancer lb(LbPolicy::kEwma, {1}, 13, /*decay_ms=*/1000);
+  int64_t now = 1'000'000'000;
+  lb.Observe(0, 2 * kMs, now);
+  lb.Observe(0, 200 * kMs, now += kMs);  // peak: at once
+  EXPECT_NEAR(lb.Estimate(0, now), 200.0 * kMs, 1.0 * kMs);
+  lb.Observe(0, 2 * kMs, now += kMs);  // a fast answer 1 ms later barely moves it
+  EXPECT_GT(lb.Estimate(0, now), 190.0 * kMs);
+  // Idle for five time constants: e^-5 of it is left.
+  EXPECT_LT(lb.Estimate(0, now + 5000 * kMs), 2.0 * kMs);
+  // Answers every 100 ms at 2 ms bring it down within a few decays.
+  for (int i = 0; i < 50; ++i) lb.Observe(0, 2 * kMs, now += 100 * kMs);
+  EXPECT_LT(lb.Estimate(0, now), 4.0 * kMs);
+}
+
+TEST(LoadBalancer, EwmaCountsFailuresAsSlowAndEndpointsWithoutAnswersGetTried) {
+  LoadBalancer lb(LbPolicy::kEwma, {1, 1, 1}, 14);
+  const int64_t now = MonoNanos();
+  lb.Observe(0, 5 * kMs, now);
+  lb.ObserveFailure(1, now);  // a fast 503 is not fast
+  // Endpoint 2 has no answer yet: it borrows the other candidate's estimate,
+  // so it is chosen as often as the good one and the failing one is not.
+  std::vector<uint32_t> active(3, 0);
+  std::vector<int> c(3, 0);
+  for (int i = 0; i < 3000; ++i) c[lb.Pick(active)]++;
+  EXPECT_EQ(c[1], 0);
+  EXPECT_GT(c[2], 500);
+  EXPECT_GT(c[0], 500);
+}
+
+TEST(LoadBalancer, EwmaHonoursWeights) {
+  LoadBalancer lb(LbPolicy::kEwma, {1, 4}, 15);
+  const int64_t now = MonoNanos();
+  lb.Observe(0, 2 * kMs, now);
+  lb.Observe(1, 4 * kMs, now);  // twice as slow, four times the weight
+  auto c = Counts(lb, 1000);
+  EXPECT_GT(c[1], c[0]);
+}
+
+TEST(LoadBalancer, EwmaEstimatesCarryOverToANewBalancer) {
+  LoadBalancer old(LbPolicy::kEwma, {1, 1}, 16);
+  const int64_t now = MonoNanos();
+  old.Observe(1, 300 * kMs, now);
+  LoadBalancer next(LbPolicy::kEwma, {1, 1, 1}, 17);
+  next.Inherit(2, old, 1);  // the endpoint moved from index 1 to 2
+  EXPECT_NEAR(next.Estimate(2, now), 300.0 * kMs, 1.0 * kMs);
+  EXPECT_EQ(next.Estimate(1, now), 0);
 }
 
 }  // namespace

@@ -1,0 +1,182 @@
+"""Traffic that survives bad instances: the latency-aware balancer (peak-EWMA
+with two choices, the default) against a slow instance, shown by what a
+client sees, with `weft demo-app` instances turned slow at run time."""
+import http.client
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import free_port, wait_for
+
+
+class Demo:
+    """A `weft demo-app` with its behaviour admin port."""
+
+    def __init__(self, weft_bin, version):
+        self.p = subprocess.Popen([weft_bin, "demo-app", "--name", "reviews", "--version", version,
+                                   "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.p.stdout.readline()
+        assert line.startswith("weft demo-app listening"), line
+        fields = dict(f.split("=", 1) for f in line.split()[3:])
+        self.port = int(fields["http"].rsplit(":", 1)[1])
+        self.admin = fields["admin"]
+        self.version = version
+
+    def behave(self, **kw):
+        req = urllib.request.Request(f"http://{self.admin}/behaviour", data=json.dumps(kw).encode(),
+                                     method="PUT", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        self.p.kill()
+        self.p.wait()
+
+
+@pytest.fixture
+def demos(weft_bin):
+    made = []
+
+    def make(version):
+        d = Demo(weft_bin, version)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+class Load:
+    """Closed-loop load on keep-alive connections from `workers` threads;
+    records (time, backend version, latency s, status) per request."""
+
+    def __init__(self, port, workers=4):
+        self.port, self.samples, self.stop_flag = port, [], False
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self.stop_flag:
+            t0 = time.monotonic()
+            try:
+                conn.request("GET", "/")
+                r = conn.getresponse()
+                r.read()
+                who, status = r.getheader("x-backend", "?"), r.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                who, status = "?", 0
+            t1 = time.monotonic()
+            with self.lock:
+                self.samples.append((t1, who, t1 - t0, status))
+
+    def window(self, since, until=None):
+        with self.lock:
+            return [s for s in self.samples if s[0] >= since and (until is None or s[0] < until)]
+
+    def finish(self):
+        self.stop_flag = True
+        for t in self.threads:
+            t.join(15)
+
+
+def share(samples, version):
+    return sum(1 for s in samples if s[1] == f"reviews-{version}") / max(len(samples), 1)
+
+
+def p99(samples):
+    lat = sorted(s[2] for s in samples)
+    return lat[int(len(lat) * 0.99)] if lat else 0
+
+
+def mesh_with_three_reviews(server, mesh_proxy, demos, lb):
+    s = server()
+    apps = [demos(v) for v in ("a", "b", "c")]
+    for d in apps:
+        s.register("node-" + d.version, "reviews", d.port, f"reviews-{d.version}")
+    r = s.ctl("apply", "-f", "-", input="kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n"
+                                        f"  loadBalancer: {lb}\n")
+    assert r.returncode == 0, r.stderr
+    up = free_port()
+    s.register("node-f", "frontend-sidecar", free_port(), "frontend-sc", Kind="connect-proxy",
+               Proxy={"DestinationServiceName": "frontend", "LocalServicePort": 1,
+                      "Upstreams": [{"DestinationName": "reviews", "LocalBindPort": up}]})
+    px = mesh_proxy(s.grpc, "frontend")
+    px.wait_ready(15)
+    assert wait_for(lambda: len(px.endpoints("reviews") or []) == 3, timeout=10), px.config()
+    return s, apps, up, px
+
+
+def test_the_default_balancer_stops_choosing_a_slow_instance_and_takes_it_back(server, mesh_proxy, demos):
+    s, apps, up, px = mesh_with_three_reviews(server, mesh_proxy, demos, "{policy: ewma, decay: 1s}")
+    cluster = next(c for c in px.config()["clusters"] if "reviews" in c["name"])
+    assert cluster["lb"] == "ewma" and cluster["ewma_decay_ms"] == 1000, cluster
+    load = Load(up)
+    try:
+        time.sleep(1.5)
+        healthy = load.window(time.monotonic() - 1.0)
+        # Every instance gets traffic (not evenly: a hiccup on a busy
+        # machine makes an instance look slower for a while).
+        assert all(share(healthy, v) > 0.02 for v in "abc"), [share(healthy, v) for v in "abc"]
+        healthy_p99 = p99(healthy)
+        apps[2].behave(latency="200ms")
+        turned = time.monotonic()
+        time.sleep(4)
+        # Within a second the slow instance gets (almost) nothing: it is
+        # tried again now and then as its estimate decays, and kept out.
+        after = load.window(turned + 1.0)
+        assert len(after) > 200, len(after)
+        assert share(after, "c") < 0.02, (share(after, "c"), len(after))
+        assert p99(after) < max(0.05, 3 * healthy_p99), (p99(after), healthy_p99)
+        assert all(s[3] == 200 for s in after)
+        # Recovered: back in the rotation within a few decays.
+        apps[2].behave(latency="0ms")
+        back = time.monotonic()
+        assert wait_for(lambda: share(load.window(time.monotonic() - 1.0), "c") > 0.05, timeout=15), \
+            share(load.window(back), "c")
+    finally:
+        load.finish()
+
+
+def test_round_robin_keeps_sending_a_third_to_the_slow_instance(server, mesh_proxy, demos):
+    # The contrast: what a plain balancer does with the same instance.
+    s, apps, up, px = mesh_with_three_reviews(server, mesh_proxy, demos, "{policy: round_robin}")
+    apps[2].behave(latency="200ms")
+    load = Load(up)
+    try:
+        time.sleep(3)
+        after = load.window(time.monotonic() - 2.0)
+        assert 0.25 < share(after, "c") < 0.4, share(after, "c")
+        assert p99(after) >= 0.2
+    finally:
+        load.finish()
+
+
+def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
+    d = demos("a")
+    assert d.behave(latency="5ms", errorRate=0.5, errorStatus=503) == \
+        {"latency": "5ms", "jitter": "0ms", "errorRate": 0.5, "errorStatus": 503}
+    for bad in ({"latency": "soon"}, {"errorRate": 2}, {"errorStatus": 404}, {"color": "red"}):
+        req = urllib.request.Request(f"http://{d.admin}/behaviour", data=json.dumps(bad).encode(), method="PUT")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 400
+    # Half the answers are 503 now.
+    statuses = []
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/", timeout=5) as r:
+                statuses.append(r.status)
+        except urllib.error.HTTPError as e:
+            statuses.append(e.code)
+    assert set(statuses) == {200, 503} and 60 < statuses.count(503) < 140, statuses.count(503)
