@@ -344,6 +344,8 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c->set_namespace_(ns);
     c->set_lb(tp.lb);
     if (tp.lb == "ewma") c->set_lb_decay_ms(tp.lb_decay_ms);
+    c->set_retry_budget_percent(tp.retries.budget_percent);
+    c->set_retry_budget_min_per_s(tp.retries.budget_min_per_s);
     c->set_connect_timeout_ms(tp.connect_timeout_ms);
     c->set_protocol(cluster_protocol_of(svc, ns));
     c->set_mesh_protocol(mesh_protocol_of(svc, ns));
@@ -432,6 +434,8 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
         pb::RetryPolicy* rp = r->mutable_retry();
         if (tp.retries.attempts >= 0) rp->set_attempts(static_cast<uint32_t>(tp.retries.attempts));
         for (const auto& on : tp.retries.on) rp->add_on(on);
+        for (uint32_t code : tp.retries.retriable_status_codes)
+          rp->add_retriable_status_codes(code);
       }
     };
     bool catch_all = false;

@@ -101,6 +101,7 @@ class App {
 
   asio::awaitable<http::Response> Handle(http::Request& r) {
     if (r.path == "/healthz") co_return http::Response::Text(200, "ok");
+    ++requests_;
     const int64_t wait =
         opts_.latency_ms +
         (opts_.jitter_ms > 0
@@ -145,7 +146,8 @@ class App {
 
   // The admin listener: GET /behaviour shows, PUT /behaviour (JSON: any of
   // latency, jitter as durations, errorRate 0..1, errorStatus 500..599)
-  // changes what the app does from the next request on.
+  // changes what the app does from the next request on. Both answer with
+  // the behaviour and the requests served so far.
   asio::awaitable<http::Response> Admin(http::Request& r) {
     if (r.path != "/behaviour") co_return http::Response::Text(404, "use /behaviour\n");
     if (r.method == "PUT" || r.method == "POST") {
@@ -179,13 +181,15 @@ class App {
     co_return http::Response::Json(200, json{{"latency", std::to_string(opts_.latency_ms) + "ms"},
                                              {"jitter", std::to_string(opts_.jitter_ms) + "ms"},
                                              {"errorRate", opts_.error_rate},
-                                             {"errorStatus", opts_.error_status}}
+                                             {"errorStatus", opts_.error_status},
+                                             {"requests", requests_}}
                                                 .dump() +
                                             "\n");
   }
 
  private:
-  DemoOptions opts_;  // io thread; /behaviour changes it
+  DemoOptions opts_;       // io thread; /behaviour changes it
+  uint64_t requests_ = 0;  // answered (not /healthz): what a benchmark counts at the backend
   Rng rng_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "base/strings.h"
@@ -98,7 +99,8 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
     out.request_timeout_ms = Duration(s["requestTimeout"], "spec.requestTimeout");
   if (s["retries"]) {
     const YAML::Node& r = s["retries"];
-    CheckKeys(r, "spec.retries", {"attempts", "perTryTimeout", "on"});
+    CheckKeys(r, "spec.retries",
+              {"attempts", "perTryTimeout", "on", "retriableStatusCodes", "budget"});
     if (r["attempts"]) {
       out.retries.attempts =
           static_cast<int>(Unsigned(r["attempts"], "spec.retries.attempts", 0, kMaxRetryAttempts));
@@ -112,14 +114,38 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
       const YAML::Node& on = Seq(r["on"], "spec.retries.on");
       for (size_t i = 0; i < on.size(); ++i) {
         const std::string at = At("spec.retries.on", i);
-        const std::string v =
-            OneOf(on[i], at, {"connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"});
-        if (v != kRetryOnNames[0] && v != kRetryOnNames[1]) {
+        const std::string v = OneOf(on[i], at,
+                                    {"connect-failure", "reset", "5xx", "gateway-error",
+                                     "retriable-status-codes", "refused-stream", "cancelled",
+                                     "deadline-exceeded", "unavailable", "resource-exhausted"});
+        if (std::find(std::begin(kRetryOnNames), std::end(kRetryOnNames), v) ==
+            std::end(kRetryOnNames)) {
           Fail(at + " \"" + v + "\"",
-               "not supported yet: the proxy retries on connect-failure and reset only");
+               "not supported yet: the proxy retries on connect-failure, reset, 5xx, "
+               "gateway-error and retriable-status-codes");
         }
         out.retries.on.push_back(v);
       }
+    }
+    if (r["retriableStatusCodes"]) {
+      const YAML::Node& codes = Seq(r["retriableStatusCodes"], "spec.retries.retriableStatusCodes");
+      for (size_t i = 0; i < codes.size(); ++i)
+        out.retries.retriable_status_codes.push_back(static_cast<uint32_t>(
+            Unsigned(codes[i], At("spec.retries.retriableStatusCodes", i), 400, 599)));
+      if (std::find(out.retries.on.begin(), out.retries.on.end(), "retriable-status-codes") ==
+          out.retries.on.end())
+        Fail("spec.retries.retriableStatusCodes",
+             "only with retriable-status-codes in spec.retries.on");
+    }
+    if (r["budget"]) {
+      const YAML::Node& b = r["budget"];
+      CheckKeys(b, "spec.retries.budget", {"percent", "minPerSecond"});
+      if (b["percent"])
+        out.retries.budget_percent =
+            static_cast<uint32_t>(Unsigned(b["percent"], "spec.retries.budget.percent", 0, 100));
+      if (b["minPerSecond"])
+        out.retries.budget_min_per_s = static_cast<uint32_t>(
+            Unsigned(b["minPerSecond"], "spec.retries.budget.minPerSecond", 0, 10000));
     }
   }
   return out;
@@ -332,7 +358,11 @@ std::string ToJson(const Manifest& m) {
     nlohmann::json r = nlohmann::json::object();
     if (tp->retries.attempts >= 0) r["attempts"] = tp->retries.attempts;
     if (!tp->retries.on.empty()) r["on"] = tp->retries.on;
-    if (!r.empty()) s["retries"] = r;
+    if (!tp->retries.retriable_status_codes.empty())
+      r["retriableStatusCodes"] = tp->retries.retriable_status_codes;
+    r["budget"] = {{"percent", tp->retries.budget_percent},
+                   {"minPerSecond", tp->retries.budget_min_per_s}};
+    s["retries"] = r;
   } else if (const auto* rt = std::get_if<RouteSpec>(&m.spec)) {
     s["service"] = rt->service;
     s["rules"] = json::array();

@@ -33,15 +33,22 @@ struct ServiceSpec {
 // (manifests, the proxy's bootstrap file, the config stream).
 inline constexpr uint32_t kMaxRetryAttempts = 5;
 
-// The retry conditions the proxy honours today. Manifests that name others
-// (5xx, gateway-error, ...) or a per-try timeout are refused with a reason
-// until the proxy implements them.
-inline constexpr const char* kRetryOnNames[] = {"connect-failure", "reset"};
+// The retry conditions the proxy honours. On a response: 5xx (any),
+// gateway-error (502, 503, 504), retriable-status-codes (the policy's list,
+// default 503); on a failure: connect-failure, reset. gRPC status
+// conditions are refused with a reason until the proxy implements them.
+inline constexpr const char* kRetryOnNames[] = {"connect-failure", "reset", "5xx", "gateway-error",
+                                                "retriable-status-codes"};
 
 struct RetryPolicy {
   int attempts = -1;               // 0..kMaxRetryAttempts; -1: not set (the proxy's default)
   int64_t per_try_timeout_ms = 0;  // always 0 today: each attempt runs under the request timeout
-  std::vector<std::string> on;     // kRetryOnNames; empty: all of them
+  std::vector<std::string> on;     // kRetryOnNames; empty: the proxy's default
+  std::vector<uint32_t> retriable_status_codes;  // empty: 503
+  // The retry budget (per caller's worker and service): retries at most
+  // this share of requests, plus min_per_s each second, over 10 s.
+  uint32_t budget_percent = 20;
+  uint32_t budget_min_per_s = 10;
 };
 
 struct TrafficPolicySpec {

@@ -28,9 +28,10 @@ void FormatAccessLog(const StreamInfo& in, int64_t now_ns, int64_t wall_us, std:
   AppendJsonEscaped(line, in.path);
   fmt::format_to(std::back_inserter(*line),
                  "\",\"status\":{},\"bytes_received\":{},\"bytes_sent\":{},\"duration_ms\":{:.3f},"
-                 "\"upstream_ms\":{:.3f},\"upstream\":\"",
+                 "\"upstream_ms\":{:.3f},\"attempts\":{},\"upstream\":\"",
                  in.status, in.bytes_received, in.bytes_sent,
-                 in.start_ns ? (now_ns - in.start_ns) / 1e6 : 0.0, in.upstream_ns / 1e6);
+                 in.start_ns ? (now_ns - in.start_ns) / 1e6 : 0.0, in.upstream_ns / 1e6,
+                 in.attempts);
   AppendJsonEscaped(line, in.upstream);
   line->append("\",\"peer\":\"");
   AppendJsonEscaped(line, in.peer);

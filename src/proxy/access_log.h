@@ -34,6 +34,7 @@ struct StreamInfo {
   std::string_view request_id;
   std::string_view flags;
   int grpc_status = -1;  // a gRPC call's grpc-status; -1: not gRPC, or none arrived
+  int attempts = 0;      // upstream attempts (retries + 1); 0: none made
 };
 
 // One line of JSON, newline-terminated, for `info` finished at `now_ns`

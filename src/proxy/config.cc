@@ -39,7 +39,9 @@ std::string Name(const YAML::Node& n, const std::string& path) {
 }
 
 RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
-  CheckKeys(n, path, {"name", "match", "cluster", "clusters", "timeout", "retries", "retry_on"});
+  CheckKeys(n, path,
+            {"name", "match", "cluster", "clusters", "timeout", "retries", "retry_on",
+             "retriable_status_codes"});
   RouteConfig r;
   if (n["name"]) r.name = Name(n["name"], path + ".name");
   if (n["match"]) {
@@ -105,15 +107,31 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
   }
   if (n["retry_on"]) {
     const YAML::Node& on = n["retry_on"];
-    if (!on.IsSequence()) Fail(path + ".retry_on", "expected a list (connect-failure, reset)");
+    if (!on.IsSequence())
+      Fail(path + ".retry_on", "expected a list (connect-failure, reset, 5xx, ...)");
     r.retry_on = 0;
     for (size_t i = 0; i < on.size(); ++i) {
       const std::string at = path + ".retry_on[" + std::to_string(i) + "]";
       const std::string v = Scalar(on[i], at);
       auto bit = RetryOnFromName(v);
-      if (!bit) Fail(at + " \"" + v + "\"", "unknown condition (use connect-failure, reset)");
+      if (!bit)
+        Fail(at + " \"" + v + "\"",
+             "unknown condition (use connect-failure, reset, 5xx, gateway-error or "
+             "retriable-status-codes)");
       r.retry_on |= *bit;
     }
+  }
+  if (n["retriable_status_codes"]) {
+    const YAML::Node& codes = n["retriable_status_codes"];
+    const std::string at = path + ".retriable_status_codes";
+    if (!codes.IsSequence() || codes.size() == 0 || codes.size() > 16)
+      Fail(at, "expected a list of 1 to 16 status codes (400-599)");
+    if (!(r.retry_on & kRetryOnRetriableStatusCodes))
+      Fail(at, "only with retriable-status-codes in retry_on");
+    r.retriable_status_codes.clear();
+    for (size_t i = 0; i < codes.size(); ++i)
+      r.retriable_status_codes.push_back(
+          static_cast<uint16_t>(Unsigned(codes[i], at + "[" + std::to_string(i) + "]", 400, 599)));
   }
   return r;
 }
@@ -217,7 +235,7 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
 ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "lb", "ewma_decay", "protocol", "connect_timeout", "endpoints",
-             "max_idle_per_endpoint"});
+             "max_idle_per_endpoint", "retry_budget"});
   ClusterConfig c;
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
@@ -242,6 +260,16 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   }
   if (n["connect_timeout"])
     c.connect_timeout_ms = Duration(n["connect_timeout"], path + ".connect_timeout");
+  if (n["retry_budget"]) {
+    const YAML::Node& b = n["retry_budget"];
+    CheckKeys(b, path + ".retry_budget", {"percent", "min_per_second"});
+    if (b["percent"])
+      c.retry_budget_percent =
+          static_cast<uint32_t>(Unsigned(b["percent"], path + ".retry_budget.percent", 0, 100));
+    if (b["min_per_second"])
+      c.retry_budget_min_per_s = static_cast<uint32_t>(
+          Unsigned(b["min_per_second"], path + ".retry_budget.min_per_second", 0, 10000));
+  }
   if (n["max_idle_per_endpoint"]) {
     if (c.protocol == UpstreamProtocol::kHttp2) {
       Fail(path + ".max_idle_per_endpoint",
@@ -341,9 +369,16 @@ std::optional<UpstreamProtocol> UpstreamProtocolFromName(std::string_view name) 
   return std::nullopt;
 }
 
+namespace {
+// mesh::kRetryOnNames, in order.
+constexpr uint32_t kRetryOnBits[] = {kRetryOnConnectFailure, kRetryOnReset, kRetryOn5xx,
+                                     kRetryOnGatewayError, kRetryOnRetriableStatusCodes};
+static_assert(std::size(kRetryOnBits) == std::size(mesh::kRetryOnNames));
+}  // namespace
+
 std::optional<uint32_t> RetryOnFromName(std::string_view name) {
-  if (name == mesh::kRetryOnNames[0]) return kRetryOnConnectFailure;
-  if (name == mesh::kRetryOnNames[1]) return kRetryOnReset;
+  for (size_t i = 0; i < std::size(kRetryOnBits); ++i)
+    if (name == mesh::kRetryOnNames[i]) return kRetryOnBits[i];
   return std::nullopt;
 }
 
@@ -531,10 +566,12 @@ std::string ConfigToJson(const ProxyConfig& c) {
         for (const auto& h : r.headers) jr["match"]["headers"][h.name] = h.value;
         if (r.timeout_ms) jr["timeout_ms"] = r.timeout_ms;
         if (r.retries >= 0) jr["retries"] = r.retries;
+        if (r.retry_on & kRetryOnRetriableStatusCodes)
+          jr["retriable_status_codes"] = r.retriable_status_codes;
         if (r.retry_on != kRetryOnAll) {
           nlohmann::json on = nlohmann::json::array();
-          if (r.retry_on & kRetryOnConnectFailure) on.push_back(mesh::kRetryOnNames[0]);
-          if (r.retry_on & kRetryOnReset) on.push_back(mesh::kRetryOnNames[1]);
+          for (size_t b = 0; b < std::size(kRetryOnBits); ++b)
+            if (r.retry_on & kRetryOnBits[b]) on.push_back(mesh::kRetryOnNames[b]);
           jr["retry_on"] = on;
         }
         if (!r.weighted.empty()) {
@@ -557,6 +594,8 @@ std::string ConfigToJson(const ProxyConfig& c) {
     if (!cl.peer_id.empty()) jc["peer_id"] = cl.peer_id;
     if (!cl.mesh_http2) jc["mesh_protocol"] = "http1";
     if (cl.lb == LbPolicy::kEwma) jc["ewma_decay_ms"] = cl.ewma_decay_ms;
+    jc["retry_budget"] = {{"percent", cl.retry_budget_percent},
+                          {"min_per_second", cl.retry_budget_min_per_s}};
     jc["endpoints"] = json::array();
     for (const auto& e : cl.endpoints) {
       json je{{"address", e.address.text}, {"weight", e.weight}};

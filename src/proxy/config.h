@@ -37,8 +37,15 @@ std::optional<UpstreamProtocol> UpstreamProtocolFromName(std::string_view name);
 // Retry conditions, as a bit mask (RouteConfig::retry_on).
 inline constexpr uint32_t kRetryOnConnectFailure = 1;
 inline constexpr uint32_t kRetryOnReset = 2;
-inline constexpr uint32_t kRetryOnAll = kRetryOnConnectFailure | kRetryOnReset;
-std::optional<uint32_t> RetryOnFromName(std::string_view name);  // connect-failure | reset
+inline constexpr uint32_t kRetryOn5xx = 4;                    // any 5xx answer
+inline constexpr uint32_t kRetryOnGatewayError = 8;           // 502, 503, 504
+inline constexpr uint32_t kRetryOnRetriableStatusCodes = 16;  // RouteConfig's list
+// The default: failures that cannot have reached the app, and a 503 (the
+// app or its sidecar said it cannot serve now), for requests that can be
+// sent again as they are.
+inline constexpr uint32_t kRetryOnAll =
+    kRetryOnConnectFailure | kRetryOnReset | kRetryOnRetriableStatusCodes;
+std::optional<uint32_t> RetryOnFromName(std::string_view name);  // mesh::kRetryOnNames
 
 struct HeaderMatch {
   std::string name;  // lower-case
@@ -61,7 +68,8 @@ struct RouteConfig {
   int64_t timeout_ms = 0;                 // 0: the listener's request timeout
   int retries = -1;                       // -1: one retry when the cluster has 2+ endpoints
   uint32_t retry_on = kRetryOnAll;        // kRetryOn* bits: the failures that are retried
-  size_t cluster_index = 0;               // resolved at load
+  std::vector<uint16_t> retriable_status_codes{503};  // for kRetryOnRetriableStatusCodes
+  size_t cluster_index = 0;                           // resolved at load
 };
 
 struct AccessLogConfig {
@@ -111,6 +119,10 @@ struct ClusterConfig {
   std::string name;
   LbPolicy lb = LbPolicy::kEwma;
   int64_t ewma_decay_ms = 10000;  // ewma: how fast a latency estimate forgets
+  // Retries per worker at most this share of the cluster's requests, plus
+  // this many per second, over 10 s (upstream/retry.h RetryBudget).
+  uint32_t retry_budget_percent = 20;
+  uint32_t retry_budget_min_per_s = 10;
   // The HTTP version spoken to the endpoints: HTTP/1.1, or HTTP/2 with prior
   // knowledge (plaintext) / ALPN h2 (mesh TLS).
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;

@@ -474,6 +474,9 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
         if (IEquals(n, "x-request-id")) continue;
         if (grpc_timeout_ms_ >= 0 && n == "grpc-timeout"sv) continue;  // re-added, reduced
         break;
+      case 14:
+        if (IEquals(n, "x-weft-attempt")) continue;  // this proxy's count, not a client's
+        break;
       case 15:
         if (IEquals(n, "x-forwarded-for")) continue;
         break;
@@ -497,6 +500,9 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
   up_req_.fields.push_back({"x-forwarded-for"sv, forwarded_for_});
   up_req_.fields.push_back({"x-forwarded-proto"sv, "http"sv});
   up_req_.fields.push_back({"x-request-id"sv, request_id_});
+  // Which attempt this is (1 for the first), set per attempt (Forward).
+  attempt_field_ = up_req_.fields.size();
+  up_req_.fields.push_back({"x-weft-attempt"sv, {}});
   if (grpc_timeout_ms_ >= 0) {
     grpc_timeout_field_ = up_req_.fields.size();
     up_req_.fields.push_back({"grpc-timeout"sv, {}});  // set per attempt (Forward)
@@ -544,7 +550,8 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   // small enough for Asio's per-thread recycling (a larger one is a heap
   // allocation per request).
   retry_.emplace(upstream::RetryPolicy::For(*x.route, cr.cfg.endpoints.size()),
-                 upstream::Idempotent(req.method) && !req.has_body());
+                 upstream::Idempotent(req.method) && !req.has_body(), &cr.budget);
+  cr.budget.Deposit(MonoNanos() / 1000000000);
   upstream::RetryState& retry = *retry_;
   upstream::HttpUpstream::Lease& lease = lease_;
   lease = {};
@@ -553,7 +560,21 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   err.clear();
   bool continue_sent = false;
   while (resp == nullptr && retry.attempts_left()) {
+    if (retry.attempts() > 0) {
+      // A retry: after an exponential, jittered pause, so that retries do
+      // not arrive in lockstep at an upstream that is struggling.
+      const int64_t pause = retry.BackoffMs(static_cast<double>(w_->rng().Below(1u << 20)) /
+                                            static_cast<double>(1u << 20));
+      if (pause > 0) {
+        if (!backoff_) backoff_ = std::make_unique<asio::steady_timer>(w_->io());
+        backoff_->expires_after(std::chrono::milliseconds(pause));
+        co_await backoff_->async_wait(kNoThrow);
+      }
+    }
     retry.Started();
+    attempts_ = retry.attempts();
+    attempt_text_[0] = static_cast<char>('0' + std::min(retry.attempts(), 9));
+    up_req_.fields[attempt_field_].value = std::string_view(attempt_text_, 1);
     const size_t ep = cr.lb.Pick(cr.active, retry.next_exclude());
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
@@ -570,6 +591,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
         cr.stats->rq_retry.Inc();
         continue;
       }
+      if (retry.budget_exhausted()) cr.stats->rq_retry_budget_exhausted.Inc();
       break;
     }
     upstream_addr_ = addr.text;
@@ -629,6 +651,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       cr.stats->rq_retry.Inc();
       continue;
     }
+    if (r == 2 && retry.budget_exhausted()) cr.stats->rq_retry_budget_exhausted.Inc();
     if (r != 0) {
       ReleaseUpstream(s, false);
       if (r == 1) co_return false;  // the client went away mid-body
@@ -676,6 +699,17 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
           cr.lb.ObserveFailure(ep, MonoNanos());
         } else {
           cr.lb.Observe(ep, MonoNanos() - attempt_ns_, MonoNanos());
+        }
+        if (h->status >= 400 && retry.Retriable(h->status)) {
+          if (retry.ShouldRetryStatus(h->status, ep)) {
+            // Tried again elsewhere: this answer is dropped with its
+            // connection (its body is not read).
+            ReleaseUpstream(s, false);
+            cr.stats->rq_retry.Inc();
+            resp = nullptr;
+            break;
+          }
+          if (retry.budget_exhausted()) cr.stats->rq_retry_budget_exhausted.Inc();
         }
         break;
       }
@@ -726,6 +760,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
         cr.stats->rq_retry.Inc();
         break;  // next attempt
       }
+      if (retry.budget_exhausted()) cr.stats->rq_retry_budget_exhausted.Inc();
       cr.stats->rq_reset.Inc();
       fail(503);
       reply_body_ =
@@ -1018,6 +1053,7 @@ void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::Reque
   info.request_id = request_id_;
   info.flags = flags;
   info.grpc_status = grpc_ ? grpc_status_ : -1;
+  info.attempts = attempts_;
   ObserveAccessLog(w_, sink, info);
 }
 

@@ -87,6 +87,7 @@ class HttpConnectionManager : public Deadline,
     // Forgets the last exchange (a serial codec, before its next).
     void Clear() {
       start_ns_ = upstream_ns_ = 0;
+      attempts_ = 0;
       rq_bytes_ = rs_bytes_ = 0;
       upstream_addr_ = {};
       request_id_.clear();
@@ -141,6 +142,7 @@ class HttpConnectionManager : public Deadline,
     std::string request_id_, forwarded_for_, client_cert_, reply_length_;
     int64_t upstream_ns_ = 0;
     int64_t attempt_ns_ = 0;  // when the current attempt started (the balancer's latency)
+    int attempts_ = 0;        // upstream attempts made for this request (the access log's)
     uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
     std::string_view upstream_addr_;
     std::optional<upstream::RetryState> retry_;
@@ -154,6 +156,9 @@ class HttpConnectionManager : public Deadline,
     bool grpc_ = false;
     int64_t grpc_timeout_ms_ = -1;
     size_t grpc_timeout_field_ = 0;
+    size_t attempt_field_ = 0;  // x-weft-attempt in up_req_.fields
+    char attempt_text_[4] = {'1', 0, 0, 0};
+    std::unique_ptr<asio::steady_timer> backoff_;  // between retries (made on the first)
     int grpc_status_ = -1;
     int64_t grpc_deadline_at_ = kNever;  // the caller's deadline on the worker's clock, when sooner
     std::string grpc_timeout_, grpc_message_;

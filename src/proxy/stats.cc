@@ -236,6 +236,9 @@ std::string StatsRegistry::RenderPrometheus() {
             &ClusterStats::cx_reused);
     counter("weft_cluster_upstream_rq_retry_total", "Requests tried again on another endpoint.",
             &ClusterStats::rq_retry);
+    counter("weft_cluster_upstream_rq_retry_budget_exhausted_total",
+            "Retries not made: the cluster's retry budget (a share of its requests) was spent.",
+            &ClusterStats::rq_retry_budget_exhausted);
     counter("weft_cluster_upstream_rq_timeout_total",
             "Requests that hit the request timeout (504).", &ClusterStats::rq_timeout);
     counter("weft_cluster_upstream_rq_reset_total", "Upstream resets before a response.",

@@ -62,7 +62,8 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
   const Snapshot& sn = *st->snap;
   const ProxyConfig& cfg = *sn.cfg;
   // What the balancers learnt about endpoints that stay (ewma latency
-  // estimates) carries over, by cluster name and endpoint address.
+  // estimates) carries over, by cluster name and endpoint address, and so
+  // does each cluster's retry budget window.
   std::map<std::string_view, const ClusterRuntime*> before;
   if (state_)
     for (const auto& c : state_->clusters) before[c->cfg.name] = c.get();
@@ -70,7 +71,9 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
     st->clusters.push_back(std::make_shared<ClusterRuntime>(
         cfg.clusters[i], &sn.cluster_stats[i]->at(id_), rng_.Next()));
     auto old = before.find(cfg.clusters[i].name);
-    if (old == before.end() || old->second->lb.policy() != cfg.clusters[i].lb) continue;
+    if (old == before.end()) continue;
+    st->clusters.back()->budget.Inherit(old->second->budget);
+    if (old->second->lb.policy() != cfg.clusters[i].lb) continue;
     const auto& was = old->second->cfg.endpoints;
     const auto& now = cfg.clusters[i].endpoints;
     std::map<std::string_view, size_t> by_addr;

@@ -64,6 +64,16 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
                     ": only for ewma, 100 to 600000");
       cc.ewma_decay_ms = c.lb_decay_ms();
     }
+    if (c.has_retry_budget_percent()) {
+      if (c.retry_budget_percent() > 100)
+        return fail("cluster " + c.name() + ": retry_budget_percent over 100");
+      cc.retry_budget_percent = c.retry_budget_percent();
+    }
+    if (c.has_retry_budget_min_per_s()) {
+      if (c.retry_budget_min_per_s() > 10000)
+        return fail("cluster " + c.name() + ": retry_budget_min_per_s over 10000");
+      cc.retry_budget_min_per_s = c.retry_budget_min_per_s();
+    }
     // "" and "http": HTTP/1.1; "http2" and "grpc": HTTP/2; "tcp": a tcp
     // listener's cluster, where the HTTP version does not apply.
     if (c.protocol() == "http2" || c.protocol() == "grpc") {
@@ -181,9 +191,21 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
             auto bit = proxy::RetryOnFromName(on);
             if (!bit) {
               return fail(where + "on \"" + on +
-                          "\": not supported by this proxy yet (connect-failure, reset)");
+                          "\": not supported by this proxy yet (connect-failure, reset, 5xx, "
+                          "gateway-error, retriable-status-codes)");
             }
             rc.retry_on |= *bit;
+          }
+          if (rp.retriable_status_codes_size() > 0) {
+            if (rp.retriable_status_codes_size() > 16)
+              return fail(where + "retriable_status_codes: at most 16");
+            rc.retriable_status_codes.clear();
+            for (uint32_t code : rp.retriable_status_codes()) {
+              if (code < 400 || code > 599)
+                return fail(where + "retriable_status_codes: " + std::to_string(code) +
+                            " is not 400-599");
+              rc.retriable_status_codes.push_back(static_cast<uint16_t>(code));
+            }
           }
         }
         lc.routes.push_back(std::move(rc));

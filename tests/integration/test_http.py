@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from conftest import curl, free_port, raw, read_to_eof, require, simple_config, stop_nginx, wait_port
+from conftest import curl, free_port, raw, read_to_eof, require, simple_config, stop_nginx, wait_for, wait_port
 
 
 def get_json(url, *args):
@@ -283,6 +283,71 @@ def test_reset_before_response_retried_for_idempotent(weft, backends):
     posts = [curl("-s", "-X", "POST", "-w", " %{http_code}", w.url(path="/p")).stdout for _ in range(4)]
     assert any(p.endswith(" 503") and "upstream reset before response" in p for p in posts)
     rude.close()
+
+
+def always_503():
+    """A server that answers every request with 503 (keep-alive); returns its port."""
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+
+    def serve(c):
+        with c:
+            buf = b""
+            while True:
+                try:
+                    data = c.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    c.sendall(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy")
+
+    def accept():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv
+
+
+def test_503_is_retried_elsewhere_and_the_attempt_reaches_the_upstream(weft, backends, tmp_path):
+    busy = always_503()
+    b, b2 = backends("live"), backends("live2")
+    # Round robin: some requests land on the busy endpoint first.
+    log = str(tmp_path / "access.log")
+    w = weft(simple_config({"c": [f"127.0.0.1:{busy.getsockname()[1]}", b.addr, b2.addr]}, workers=1,
+                           lb="round_robin", extra_listener=f"    access_log: {log}\n"))
+    attempts = []
+    for i in range(10):
+        # A client's own x-weft-attempt never reaches the upstream.
+        r = curl("-s", "-w", "\n%{http_code}", "-H", "x-weft-attempt: 7", w.url(path=f"/echo/{i}"))
+        body, code = r.stdout.rsplit("\n", 1)
+        assert code == "200", r.stdout
+        hdrs = {k.lower(): v for k, v in json.loads(body)["headers"]}
+        attempts.append(hdrs["x-weft-attempt"])
+    assert sorted(set(attempts)) == ["1", "2"], attempts  # the 503 was retried: the second attempt
+    assert w.stat("weft_cluster_upstream_rq_retry_total", cluster="c") == attempts.count("2")
+    # The access log records the attempts each request took.
+    def logged():
+        if not os.path.exists(log):
+            return []
+        return [json.loads(line)["attempts"] for line in open(log) if '"/echo/' in line]
+    assert wait_for(lambda: len(logged()) == 10, timeout=5), logged()
+    assert sorted(logged()) == sorted(int(a) for a in attempts), logged()
+    # Not a POST (it cannot be sent again as it is): the 503 reaches the client.
+    posts = [curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", "x", w.url(path="/p")).stdout
+             for _ in range(4)]
+    assert "503" in posts and "200" in posts, posts
+    busy.close()
 
 
 def test_dead_pooled_connection_is_replaced_for_idempotent_requests(weft, backends):

@@ -99,13 +99,34 @@ def p99(samples):
     return lat[int(len(lat) * 0.99)] if lat else 0
 
 
-def mesh_with_three_reviews(server, mesh_proxy, demos, lb):
+def sidecar_stat(px, name):
+    """Sum of a sidecar's /stats counter over the reviews cluster."""
+    total = 0.0
+    for line in px.admin("/stats")[1].splitlines():
+        if line.startswith(name + "{") and "reviews" in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def get_many(port, n):
+    """n sequential GETs on one keep-alive connection: their statuses."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    out = []
+    for _ in range(n):
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        r.read()
+        out.append(r.status)
+    return out
+
+
+def mesh_with_three_reviews(server, mesh_proxy, demos, lb, policy=""):
     s = server()
     apps = [demos(v) for v in ("a", "b", "c")]
     for d in apps:
         s.register("node-" + d.version, "reviews", d.port, f"reviews-{d.version}")
     r = s.ctl("apply", "-f", "-", input="kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n"
-                                        f"  loadBalancer: {lb}\n")
+                                        f"  loadBalancer: {lb}\n{policy}")
     assert r.returncode == 0, r.stderr
     up = free_port()
     s.register("node-f", "frontend-sidecar", free_port(), "frontend-sc", Kind="connect-proxy",
@@ -162,10 +183,48 @@ def test_round_robin_keeps_sending_a_third_to_the_slow_instance(server, mesh_pro
         load.finish()
 
 
+def test_default_retries_turn_a_failing_instance_into_success(server, mesh_proxy, demos):
+    # Round robin, so that the failing instance keeps its third of the
+    # traffic and what saves the requests is the retry (503 is retried by
+    # default, on another endpoint).
+    s, apps, up, px = mesh_with_three_reviews(server, mesh_proxy, demos, "{policy: round_robin}")
+    apps[2].behave(errorRate=0.1, errorStatus=503)
+    statuses = get_many(up, 600)
+    assert statuses.count(200) == 600, {c: statuses.count(c) for c in set(statuses)}
+    retried = sidecar_stat(px, "weft_cluster_upstream_rq_retry_total")
+    assert 5 <= retried <= 40, retried  # about 10% of a third of 600
+    # With retries off, the same instance's 503s reach the client.
+    r = s.ctl("apply", "-f", "-", input="kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n"
+                                        "  loadBalancer: {policy: round_robin}\n  retries: {attempts: 0}\n")
+    assert r.returncode == 0, r.stderr
+    time.sleep(1)
+    statuses = get_many(up, 600)
+    assert 5 <= statuses.count(503) <= 40, statuses.count(503)
+
+
+@pytest.mark.parametrize("percent,most", [(20, 1.25), (100, 2.1)])
+def test_the_retry_budget_bounds_the_load_on_a_failing_cluster(server, mesh_proxy, demos, percent, most):
+    # Every instance fails; the route allows 5 retries on any 5xx. What
+    # reaches the backends per client request is bounded by the budget, not
+    # by the attempts (measured at the backends).
+    s, apps, up, px = mesh_with_three_reviews(
+        server, mesh_proxy, demos, "{policy: round_robin}",
+        f"  retries: {{attempts: 5, on: [5xx], budget: {{percent: {percent}, minPerSecond: 0}}}}\n")
+    for d in apps:
+        d.behave(errorRate=1.0, errorStatus=503)
+    before = sum(d.behave()["requests"] for d in apps)
+    statuses = get_many(up, 500)
+    reached = sum(d.behave()["requests"] for d in apps) - before
+    assert statuses.count(503) == 500
+    assert reached <= most * 500, (reached, percent)
+    assert reached >= 500 * (1 + percent / 100) * 0.8, (reached, percent)  # the budget is used
+    assert sidecar_stat(px, "weft_cluster_upstream_rq_retry_budget_exhausted_total") > 0
+
+
 def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
     d = demos("a")
     assert d.behave(latency="5ms", errorRate=0.5, errorStatus=503) == \
-        {"latency": "5ms", "jitter": "0ms", "errorRate": 0.5, "errorStatus": 503}
+        {"latency": "5ms", "jitter": "0ms", "errorRate": 0.5, "errorStatus": 503, "requests": 0}
     for bad in ({"latency": "soon"}, {"errorRate": 2}, {"errorStatus": 404}, {"color": "red"}):
         req = urllib.request.Request(f"http://{d.admin}/behaviour", data=json.dumps(bad).encode(), method="PUT")
         with pytest.raises(urllib.error.HTTPError) as e:
@@ -180,3 +239,4 @@ def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
         except urllib.error.HTTPError as e:
             statuses.append(e.code)
     assert set(statuses) == {200, 503} and 60 < statuses.count(503) < 140, statuses.count(503)
+    assert d.behave()["requests"] == 200  # counted at the backend

@@ -74,8 +74,8 @@ def test_fields_the_proxy_cannot_honour_are_refused_at_apply(server, tmp_path):
     # something that never happens: refused, with the reason, nothing written.
     s = server()
     cases = {
-        "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {attempts: 2, on: [5xx]}}\n":
-            "spec.retries.on[0] \"5xx\": not supported yet",
+        "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {attempts: 2, on: [unavailable]}}\n":
+            "spec.retries.on[0] \"unavailable\": not supported yet",
         "kind: TrafficPolicy\nmetadata: {name: b}\nspec: {retries: {perTryTimeout: 500ms}}\n":
             "spec.retries.perTryTimeout: not supported yet",
         "kind: TrafficPolicy\nmetadata: {name: c}\nspec: {retries: {attempts: 10}}\n":

@@ -13,6 +13,7 @@
 #include "proxy/stats.h"
 #include "proxy/tls.h"
 #include "proxy/upstream/load_balancer.h"
+#include "proxy/upstream/retry.h"
 
 namespace weft::http2 {
 class ClientConnection;
@@ -44,7 +45,8 @@ struct ClusterRuntime {
   const ClusterConfig& cfg;  // lives in the snapshot this runtime was made for
   ClusterStats* stats;
   upstream::LoadBalancer lb;
-  std::vector<uint32_t> active;                                  // requests in flight per endpoint
+  upstream::RetryBudget budget;  // this worker's retries to this cluster
+  std::vector<uint32_t> active;  // requests in flight per endpoint
   std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint (upstream/pool.cc)
   std::vector<Http2Pool> h2;       // per endpoint: the HTTP/2 connections of those that speak it
   std::vector<uint8_t> speaks_h2;  // per endpoint: HTTP/2 (the cluster's protocol, or mesh TLS)

@@ -16,6 +16,7 @@ ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t
             return w;
           }(),
           seed, c.ewma_decay_ms),
+      budget(c.retry_budget_percent, c.retry_budget_min_per_s),
       active(c.endpoints.size(), 0),
       idle(c.endpoints.size()),
       speaks_h2(c.endpoints.size(), 0) {

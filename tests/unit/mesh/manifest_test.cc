@@ -31,7 +31,8 @@ TEST(Manifest, DesignExampleParses) {
   EXPECT_EQ(svc.ports[0].port, 9080u);
   EXPECT_EQ(svc.mtls, "strict");
   const auto& tp = std::get<TrafficPolicySpec>(ms[1].spec);
-  EXPECT_EQ(tp.lb, "least_request");
+  EXPECT_EQ(tp.lb, "ewma");
+  EXPECT_EQ(tp.lb_decay_ms, 10000);
   EXPECT_EQ(tp.connect_timeout_ms, 1000);
   EXPECT_EQ(tp.retries.attempts, 2);
   EXPECT_EQ(tp.retries.on.size(), 2u);
@@ -85,8 +86,22 @@ TEST(Manifest, ErrorsNameDocumentAndField) {
 // What the proxy cannot honour yet is refused at apply time with the reason,
 // never accepted and dropped.
 TEST(Manifest, FieldsTheProxyCannotHonourAreRefused) {
-  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [reset, 5xx]}}\n")
-                .find("spec.retries.on[1] \"5xx\": not supported yet"),
+  EXPECT_NE(
+      Error(
+          "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [reset, unavailable]}}\n")
+          .find("spec.retries.on[1] \"unavailable\": not supported yet"),
+      std::string::npos);
+  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [5xx], "
+                  "retriableStatusCodes: [503]}}\n")
+                .find("only with retriable-status-codes"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {lb: random, loadBalancer: "
+                  "{policy: ewma}}\n")
+                .find("not both"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {loadBalancer: {policy: "
+                  "random, decay: 1s}}\n")
+                .find("spec.loadBalancer.decay: only for policy: ewma"),
             std::string::npos);
   EXPECT_NE(
       Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {perTryTimeout: 1s}}\n")

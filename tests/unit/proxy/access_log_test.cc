@@ -22,6 +22,7 @@ TEST(AccessLog, OneEscapedJsonLinePerExchange) {
   in.peer = "spiffe://weft.local/ns/default/sa/web";
   in.request_id = "id-1";
   in.flags = "UR";
+  in.attempts = 3;
   std::string line;
   FormatAccessLog(in, 1'004'000'000, 1'700'000'000'123'456, &line);
   ASSERT_EQ(line.back(), '\n');
@@ -32,6 +33,7 @@ TEST(AccessLog, OneEscapedJsonLinePerExchange) {
   EXPECT_EQ(j["client"], "[::1]:5000");
   EXPECT_DOUBLE_EQ(j["duration_ms"].get<double>(), 4.0);
   EXPECT_DOUBLE_EQ(j["upstream_ms"].get<double>(), 2.5);
+  EXPECT_EQ(j["attempts"], 3);
   EXPECT_EQ(j["flags"], "UR");
   EXPECT_EQ(j["peer"], "spiffe://weft.local/ns/default/sa/web");
 }

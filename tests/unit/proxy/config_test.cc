@@ -243,8 +243,23 @@ TEST(Config, RetriesShareTheManifestLimitAndRetryOnIsHonoured) {
   EXPECT_EQ(cfg->listeners[0].routes[0].retry_on, kRetryOnReset);
   EXPECT_NE(Error(RouteWith("        retries: 6\n")).find("routes[0].retries"), std::string::npos)
       << "one past mesh::kMaxRetryAttempts";
-  EXPECT_NE(Error(RouteWith("        retry_on: [5xx]\n"))
-                .find("retry_on[0] \"5xx\": unknown condition (use connect-failure, reset)"),
+  EXPECT_NE(Error(RouteWith("        retry_on: [unavailable]\n"))
+                .find("retry_on[0] \"unavailable\": unknown condition (use connect-failure, "
+                      "reset, 5xx, gateway-error or retriable-status-codes)"),
+            std::string::npos);
+  // Conditions on the answer, and the status codes of retriable-status-codes.
+  cfg = ParseConfig(RouteWith("        retry_on: [5xx, retriable-status-codes]\n"
+                              "        retriable_status_codes: [429, 503]\n"),
+                    "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].retry_on, kRetryOn5xx | kRetryOnRetriableStatusCodes);
+  EXPECT_EQ(cfg->listeners[0].routes[0].retriable_status_codes, (std::vector<uint16_t>{429, 503}));
+  EXPECT_NE(Error(RouteWith("        retry_on: [5xx]\n        retriable_status_codes: [503]\n"))
+                .find("only with retriable-status-codes in retry_on"),
+            std::string::npos);
+  EXPECT_NE(Error(RouteWith("        retry_on: [retriable-status-codes]\n"
+                            "        retriable_status_codes: [200]\n"))
+                .find("retriable_status_codes[0]"),
             std::string::npos);
 }
 

@@ -163,8 +163,13 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
             })).find("per_try_timeout_ms: not supported by this proxy yet"),
             std::string::npos);
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
-              r->mutable_retry()->add_on("5xx");
-            })).find("retry.on \"5xx\": not supported by this proxy yet"),
+              r->mutable_retry()->add_on("unavailable");
+            })).find("retry.on \"unavailable\": not supported by this proxy yet"),
+            std::string::npos);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_retry()->add_on("retriable-status-codes");
+              r->mutable_retry()->add_retriable_status_codes(200);
+            })).find("retriable_status_codes: 200 is not 400-599"),
             std::string::npos);
 }
 

@@ -64,5 +64,66 @@ TEST(Idempotent, Rfc9110Methods) {
   for (auto m : {"POST", "PATCH", "CONNECT", "get"}) EXPECT_FALSE(Idempotent(m));
 }
 
+TEST(RetryState, AnswersTheRouteNamesAreRetriedOnAnotherEndpoint) {
+  const std::vector<uint16_t> codes = {503};
+  // The default: 503 (retriable-status-codes), not other 5xx.
+  RetryState r(RetryPolicy{2, kRetryOnAll, &codes}, true);
+  EXPECT_FALSE(r.ShouldRetryStatus(500, 0));
+  EXPECT_TRUE(r.ShouldRetryStatus(503, 2));
+  EXPECT_EQ(r.next_exclude(), 2);
+  EXPECT_TRUE(r.ShouldRetryStatus(503, 1));
+  EXPECT_FALSE(r.ShouldRetryStatus(503, 0)) << "two retries spent";
+  // 5xx and gateway-error.
+  RetryState any(RetryPolicy{5, kRetryOn5xx, &codes}, true);
+  EXPECT_TRUE(any.ShouldRetryStatus(500, 0));
+  EXPECT_FALSE(any.ShouldRetryStatus(429, 0));
+  RetryState gw(RetryPolicy{5, kRetryOnGatewayError, &codes}, true);
+  EXPECT_FALSE(gw.ShouldRetryStatus(500, 0));
+  EXPECT_TRUE(gw.ShouldRetryStatus(504, 0));
+  // A request that cannot be sent again as it is (a body, POST) never is.
+  RetryState post(RetryPolicy{5, kRetryOn5xx, &codes}, false);
+  EXPECT_FALSE(post.ShouldRetryStatus(503, 0));
+}
+
+TEST(RetryBudget, RetriesStayAShareOfRequestsPlusAFloor) {
+  RetryBudget b(20, 0);
+  const int64_t now = 1000;
+  for (int i = 0; i < 100; ++i) b.Deposit(now);
+  int granted = 0;
+  while (b.Withdraw(now)) ++granted;
+  EXPECT_EQ(granted, 20);
+  // The floor: 10 per second over the 10 s window, with no requests at all.
+  RetryBudget floor(20, 10);
+  granted = 0;
+  while (floor.Withdraw(now)) ++granted;
+  EXPECT_EQ(granted, 100);
+  // Requests and retries older than the window no longer count.
+  EXPECT_TRUE(floor.Withdraw(now + RetryBudget::kWindowS));
+}
+
+TEST(RetryBudget, AnExhaustedBudgetStopsRetriesAndSaysSo) {
+  RetryBudget b(0, 0);
+  const std::vector<uint16_t> codes = {503};
+  RetryState r(RetryPolicy{3, kRetryOnAll, &codes}, true, &b);
+  EXPECT_FALSE(r.ShouldRetryStatus(503, 0));
+  EXPECT_TRUE(r.budget_exhausted());
+  EXPECT_FALSE(r.ShouldRetry(AttemptFailure::kConnect, 0, false));
+  EXPECT_TRUE(r.budget_exhausted());
+  // A stale pooled connection costs nothing, budget or not.
+  EXPECT_TRUE(r.ShouldRetry(AttemptFailure::kResetOnSend, 0, true));
+  EXPECT_FALSE(r.budget_exhausted());
+}
+
+TEST(RetryState, BackoffGrowsExponentiallyWithJitterAndACap) {
+  RetryState r(RetryPolicy{5, kRetryOnAll}, true);
+  r.Started();
+  EXPECT_EQ(r.BackoffMs(0.999), 24);  // up to 25 ms after the first attempt
+  EXPECT_EQ(r.BackoffMs(0), 0);
+  r.Started();
+  EXPECT_EQ(r.BackoffMs(0.5), 25);  // up to 50 ms after the second
+  for (int i = 0; i < 5; ++i) r.Started();
+  EXPECT_LE(r.BackoffMs(0.999), 250);
+}
+
 }  // namespace
 }  // namespace weft::proxy::upstream
