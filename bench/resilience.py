@@ -184,8 +184,10 @@ def main():
     }
     results = {}
     tmp = tempfile.mkdtemp(prefix="weft-bench-res-")
-    for scen, change in scenarios.items():
-        for name in ("weft", "haproxy", "nginx"):
+    names = ["weft", "haproxy", "nginx"]
+    for k, (scen, change) in enumerate(scenarios.items()):
+        # Each scenario starts with another proxy: no one always runs first.
+        for name in names[k % 3:] + names[:k % 3]:
             demos = [Demo(a.weft, f"r{i}") for i in range(3)]
             port = common.free_port()
             backends = [d.port for d in demos]
@@ -225,7 +227,8 @@ def write(a, results):
              "http_504`, `proxy_next_upstream_tries 3`.", "",
              "| scenario | proxy | success | p50 ms | p99 ms | requests at the backends per client request |",
              "|---|---|---|---|---|---|"]
-    for (scen, name), r in results.items():
+    for (scen, name), r in sorted(results.items(), key=lambda kv: (list(dict.fromkeys(
+            s for s, _ in results)).index(kv[0][0]), ["weft", "haproxy", "nginx"].index(kv[0][1]))):
         lines.append(f"| {scen} | {name} | {r['success'] * 100:.2f}% | {r['p50']:.1f} | {r['p99']:.1f} | "
                      f"{r['amplification']:.2f} |")
     if ("slow", "weft") in results and ("healthy", "weft") in results:

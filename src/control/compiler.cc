@@ -430,10 +430,11 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
       r->set_timeout_ms(tp.request_timeout_ms);
       // Everything the policy says, and nothing it does not: an unset
       // attempt count stays unset (the proxy's default), an explicit 0 is 0.
-      if (tp.retries.attempts >= 0 || !tp.retries.on.empty()) {
+      if (tp.retries.attempts >= 0 || !tp.retries.on.empty() || tp.retries.per_try_timeout_ms > 0) {
         pb::RetryPolicy* rp = r->mutable_retry();
         if (tp.retries.attempts >= 0) rp->set_attempts(static_cast<uint32_t>(tp.retries.attempts));
         for (const auto& on : tp.retries.on) rp->add_on(on);
+        rp->set_per_try_timeout_ms(tp.retries.per_try_timeout_ms);
         for (uint32_t code : tp.retries.retriable_status_codes)
           rp->add_retriable_status_codes(code);
       }

@@ -106,9 +106,9 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
           static_cast<int>(Unsigned(r["attempts"], "spec.retries.attempts", 0, kMaxRetryAttempts));
     }
     if (r["perTryTimeout"]) {
-      Duration(r["perTryTimeout"], "spec.retries.perTryTimeout");
-      Fail("spec.retries.perTryTimeout",
-           "not supported yet: each attempt runs under the request timeout (requestTimeout)");
+      out.retries.per_try_timeout_ms = Duration(r["perTryTimeout"], "spec.retries.perTryTimeout");
+      if (out.retries.per_try_timeout_ms <= 0 || out.retries.per_try_timeout_ms > 3600000)
+        Fail("spec.retries.perTryTimeout", "use more than 0 and at most 1h");
     }
     if (r["on"]) {
       const YAML::Node& on = Seq(r["on"], "spec.retries.on");
@@ -358,6 +358,7 @@ std::string ToJson(const Manifest& m) {
     nlohmann::json r = nlohmann::json::object();
     if (tp->retries.attempts >= 0) r["attempts"] = tp->retries.attempts;
     if (!tp->retries.on.empty()) r["on"] = tp->retries.on;
+    if (tp->retries.per_try_timeout_ms > 0) r["perTryTimeout"] = Ms(tp->retries.per_try_timeout_ms);
     if (!tp->retries.retriable_status_codes.empty())
       r["retriableStatusCodes"] = tp->retries.retriable_status_codes;
     r["budget"] = {{"percent", tp->retries.budget_percent},

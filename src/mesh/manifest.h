@@ -42,7 +42,7 @@ inline constexpr const char* kRetryOnNames[] = {"connect-failure", "reset", "5xx
 
 struct RetryPolicy {
   int attempts = -1;               // 0..kMaxRetryAttempts; -1: not set (the proxy's default)
-  int64_t per_try_timeout_ms = 0;  // always 0 today: each attempt runs under the request timeout
+  int64_t per_try_timeout_ms = 0;  // each attempt's wait for an answer; 0: the request timeout
   std::vector<std::string> on;     // kRetryOnNames; empty: the proxy's default
   std::vector<uint32_t> retriable_status_codes;  // empty: 503
   // The retry budget (per caller's worker and service): retries at most

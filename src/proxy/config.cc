@@ -40,8 +40,8 @@ std::string Name(const YAML::Node& n, const std::string& path) {
 
 RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
-            {"name", "match", "cluster", "clusters", "timeout", "retries", "retry_on",
-             "retriable_status_codes"});
+            {"name", "match", "cluster", "clusters", "timeout", "per_try_timeout", "retries",
+             "retry_on", "retriable_status_codes"});
   RouteConfig r;
   if (n["name"]) r.name = Name(n["name"], path + ".name");
   if (n["match"]) {
@@ -101,6 +101,10 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
     r.cluster = Scalar(n["cluster"], path + ".cluster");
   }
   if (n["timeout"]) r.timeout_ms = Duration(n["timeout"], path + ".timeout");
+  if (n["per_try_timeout"]) {
+    r.per_try_timeout_ms = Duration(n["per_try_timeout"], path + ".per_try_timeout");
+    if (r.per_try_timeout_ms <= 0) Fail(path + ".per_try_timeout", "must be more than 0");
+  }
   if (n["retries"]) {
     r.retries =
         static_cast<int>(Unsigned(n["retries"], path + ".retries", 0, mesh::kMaxRetryAttempts));
@@ -566,6 +570,7 @@ std::string ConfigToJson(const ProxyConfig& c) {
         for (const auto& h : r.headers) jr["match"]["headers"][h.name] = h.value;
         if (r.timeout_ms) jr["timeout_ms"] = r.timeout_ms;
         if (r.retries >= 0) jr["retries"] = r.retries;
+        if (r.per_try_timeout_ms > 0) jr["per_try_timeout_ms"] = r.per_try_timeout_ms;
         if (r.retry_on & kRetryOnRetriableStatusCodes)
           jr["retriable_status_codes"] = r.retriable_status_codes;
         if (r.retry_on != kRetryOnAll) {

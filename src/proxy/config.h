@@ -66,6 +66,7 @@ struct RouteConfig {
   std::string cluster;                    // the first of `weighted` when that is set
   std::vector<WeightedCluster> weighted;  // a traffic split; empty: all to `cluster`
   int64_t timeout_ms = 0;                 // 0: the listener's request timeout
+  int64_t per_try_timeout_ms = 0;         // each attempt's wait for a head; 0: the timeout
   int retries = -1;                       // -1: one retry when the cluster has 2+ endpoints
   uint32_t retry_on = kRetryOnAll;        // kRetryOn* bits: the failures that are retried
   std::vector<uint16_t> retriable_status_codes{503};  // for kRetryOnRetriableStatusCodes

@@ -676,6 +676,8 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     timed_out_ = false;
     if (grpc_deadline) {
       SetDeadline(std::max<int64_t>(grpc_timeout_ms_ - elapsed_us() / 1000, 1));
+    } else if (x.route->per_try_timeout_ms > 0 && x.route->per_try_timeout_ms < timeout_ms) {
+      SetDeadline(x.route->per_try_timeout_ms);  // this attempt's share of the wait
     } else {
       SetDeadline(timeout_ms);
     }
@@ -739,6 +741,17 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
         reply_body_ = herr.detail;
         co_await LocalReply(c, s, 502, true);
         co_return false;
+      }
+      if (timed_out_ && !grpc_deadline && x.route->per_try_timeout_ms > 0 &&
+          x.route->per_try_timeout_ms < timeout_ms) {
+        // The attempt's own timeout: an answer it never gave counts as a
+        // 504 from it, retried when the policy retries 504.
+        cr.stats->rq_per_try_timeout.Inc();
+        if (retry.ShouldRetryStatus(504, ep)) {
+          cr.stats->rq_retry.Inc();
+          break;  // next attempt
+        }
+        if (retry.budget_exhausted()) cr.stats->rq_retry_budget_exhausted.Inc();
       }
       if (timed_out_) {
         cr.stats->rq_timeout.Inc();

@@ -239,6 +239,9 @@ std::string StatsRegistry::RenderPrometheus() {
     counter("weft_cluster_upstream_rq_retry_budget_exhausted_total",
             "Retries not made: the cluster's retry budget (a share of its requests) was spent.",
             &ClusterStats::rq_retry_budget_exhausted);
+    counter("weft_cluster_upstream_rq_per_try_timeout_total",
+            "Attempts that ran past their route's per-try timeout (retried, or answered 504).",
+            &ClusterStats::rq_per_try_timeout);
     counter("weft_cluster_upstream_rq_timeout_total",
             "Requests that hit the request timeout (504).", &ClusterStats::rq_timeout);
     counter("weft_cluster_upstream_rq_reset_total", "Upstream resets before a response.",

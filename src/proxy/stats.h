@@ -102,6 +102,7 @@ struct alignas(64) RouteStats {
 struct alignas(64) ClusterStats {
   Counter cx_total, cx_active, cx_connect_fail, cx_reused, rq_retry, rq_timeout, rq_reset;
   Counter rq_retry_budget_exhausted;              // retries the budget refused
+  Counter rq_per_try_timeout;                     // attempts past the route's per-try timeout
   Counter bytes_in, bytes_out;                    // to / from upstream
   Counter tls_handshakes, tls_resumed, tls_fail;  // mesh TLS towards sidecars
   Counter cx_http2;                               // upstream connections speaking HTTP/2

@@ -180,9 +180,10 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
           // NACKed with the reason (the server refuses it at apply time too).
           const pb::RetryPolicy& rp = pr.retry();
           const std::string where = "route " + pr.name() + ": retry.";
-          if (rp.per_try_timeout_ms() != 0) {
-            return fail(where + "per_try_timeout_ms: not supported by this proxy yet");
-          }
+          if (rp.per_try_timeout_ms() < 0 || rp.per_try_timeout_ms() > 3600000)
+            return fail(where + "per_try_timeout_ms: " + std::to_string(rp.per_try_timeout_ms()) +
+                        " is not 0 to 3600000");
+          rc.per_try_timeout_ms = rp.per_try_timeout_ms();
           // Bounded by ResolveConfig, as the bootstrap's retries are.
           if (rp.has_attempts())
             rc.retries = static_cast<int>(std::min<uint32_t>(rp.attempts(), INT32_MAX));

@@ -202,6 +202,26 @@ def test_default_retries_turn_a_failing_instance_into_success(server, mesh_proxy
     assert 5 <= statuses.count(503) <= 40, statuses.count(503)
 
 
+def test_a_per_try_timeout_moves_a_stuck_request_to_another_instance(server, mesh_proxy, demos):
+    s, apps, up, px = mesh_with_three_reviews(
+        server, mesh_proxy, demos, "{policy: round_robin}",
+        "  retries: {attempts: 2, perTryTimeout: 100ms, on: [gateway-error]}\n")
+    apps[2].behave(latency="1s")
+    conn = http.client.HTTPConnection("127.0.0.1", up, timeout=10)
+    slowest = 0
+    for _ in range(30):
+        t0 = time.monotonic()
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        slowest = max(slowest, time.monotonic() - t0)
+    # Each request that met the stuck instance waited 100 ms for it, then
+    # went elsewhere: never the full second.
+    assert slowest < 0.6, slowest
+    assert sidecar_stat(px, "weft_cluster_upstream_rq_per_try_timeout_total") >= 5
+
+
 @pytest.mark.parametrize("percent,most", [(20, 1.25), (100, 2.1)])
 def test_the_retry_budget_bounds_the_load_on_a_failing_cluster(server, mesh_proxy, demos, percent, most):
     # Every instance fails; the route allows 5 retries on any 5xx. What

@@ -104,8 +104,8 @@ TEST(Manifest, FieldsTheProxyCannotHonourAreRefused) {
                 .find("spec.loadBalancer.decay: only for policy: ewma"),
             std::string::npos);
   EXPECT_NE(
-      Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {perTryTimeout: 1s}}\n")
-          .find("spec.retries.perTryTimeout: not supported yet"),
+      Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {perTryTimeout: 0s}}\n")
+          .find("spec.retries.perTryTimeout: use more than 0"),
       std::string::npos);
   EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {attempts: 6}}\n")
                 .find("spec.retries.attempts"),

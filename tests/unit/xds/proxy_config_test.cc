@@ -159,8 +159,8 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
             })).find("exceeds the limit of 5"),
             std::string::npos);
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
-              r->mutable_retry()->set_per_try_timeout_ms(500);
-            })).find("per_try_timeout_ms: not supported by this proxy yet"),
+              r->mutable_retry()->set_per_try_timeout_ms(-1);
+            })).find("per_try_timeout_ms: -1 is not 0 to 3600000"),
             std::string::npos);
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
               r->mutable_retry()->add_on("unavailable");
