@@ -55,19 +55,26 @@ class Demo:
         self.p.wait()
 
 
-def weft_proxy(weft_bin, tmp, port, backends):
+def weft_proxy(weft_bin, tmp, port, backends, plain_retries=False):
+    """weft with its defaults; `plain_retries`: 3 retries on any 5xx with
+    the budget opened all the way (what a retry policy without a budget does)."""
     conf = os.path.join(tmp, "weft.yaml")
     eps = ", ".join(f"127.0.0.1:{b}" for b in backends)
+    route = "{match: {prefix: /}, cluster: be}"
+    budget = ""
+    if plain_retries:
+        route = "{match: {prefix: /}, cluster: be, retries: 3, retry_on: [5xx]}"
+        budget = "    retry_budget: {percent: 100, min_per_second: 10000}\n"
     with open(conf, "w") as f:
         f.write(f"""workers: 1
 listeners:
   - name: bench
     address: 127.0.0.1:{port}
-    routes: [{{match: {{prefix: /}}, cluster: be}}]
+    routes: [{route}]
 clusters:
   - name: be
     endpoints: [{eps}]
-""")
+{budget}""")
     return common.Server([weft_bin, "proxy", "--config", conf, "--log-level", "error"])
 
 
@@ -187,11 +194,15 @@ def main():
     names = ["weft", "haproxy", "nginx"]
     for k, (scen, change) in enumerate(scenarios.items()):
         # Each scenario starts with another proxy: no one always runs first.
-        for name in names[k % 3:] + names[:k % 3]:
+        order = names[k % 3:] + names[:k % 3]
+        if scen == "cluster down":
+            order.append("weft, 3 retries, no budget")
+        for name in order:
             demos = [Demo(a.weft, f"r{i}") for i in range(3)]
             port = common.free_port()
             backends = [d.port for d in demos]
             proxy = {"weft": lambda: weft_proxy(a.weft, tmp, port, backends),
+                     "weft, 3 retries, no budget": lambda: weft_proxy(a.weft, tmp, port, backends, True),
                      "haproxy": lambda: haproxy(tmp, port, backends),
                      "nginx": lambda: nginx(tmp, port, backends)}[name]()
             try:
@@ -220,7 +231,8 @@ def write(a, results):
              f"`/usr/bin/python3 bench/resilience.py --weft build/weft` (rate {a.rate}/s open loop, "
              f"{a.seconds} s measured after {a.warm} s). Three `weft demo-app` instances at 2 ms; every "
              "process shares the machine's cores (no pinning: the ratios within one run are what to read).", "",
-             "Configurations: weft defaults (ewma balancing; one retry on connect failure or reset); "
+             "Configurations: weft defaults (ewma balancing; one retry on a connect failure, a reset or a "
+             "503, within the retry budget of 20 % + 10/s); "
              "HAProxy `balance leastconn`, servers `check observe layer7 error-limit 10 on-error mark-down`, "
              "`retries 3`, `option redispatch 1`, `retry-on all-retryable-errors`; nginx `least_conn`, "
              "`max_fails=3 fail_timeout=10s`, `proxy_next_upstream error timeout http_500 http_502 http_503 "
@@ -228,7 +240,8 @@ def write(a, results):
              "| scenario | proxy | success | p50 ms | p99 ms | requests at the backends per client request |",
              "|---|---|---|---|---|---|"]
     for (scen, name), r in sorted(results.items(), key=lambda kv: (list(dict.fromkeys(
-            s for s, _ in results)).index(kv[0][0]), ["weft", "haproxy", "nginx"].index(kv[0][1]))):
+            s for s, _ in results)).index(kv[0][0]),
+            ["weft", "haproxy", "nginx", "weft, 3 retries, no budget"].index(kv[0][1]))):
         lines.append(f"| {scen} | {name} | {r['success'] * 100:.2f}% | {r['p50']:.1f} | {r['p99']:.1f} | "
                      f"{r['amplification']:.2f} |")
     if ("slow", "weft") in results and ("healthy", "weft") in results:

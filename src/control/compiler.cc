@@ -346,6 +346,10 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     if (tp.lb == "ewma") c->set_lb_decay_ms(tp.lb_decay_ms);
     c->set_retry_budget_percent(tp.retries.budget_percent);
     c->set_retry_budget_min_per_s(tp.retries.budget_min_per_s);
+    c->set_max_connections(tp.connection_pool.max_connections);
+    c->set_max_pending_requests(tp.connection_pool.max_pending_requests);
+    c->set_max_requests(tp.connection_pool.max_requests);
+    c->set_max_retries(tp.connection_pool.max_retries);
     c->set_connect_timeout_ms(tp.connect_timeout_ms);
     c->set_protocol(cluster_protocol_of(svc, ns));
     c->set_mesh_protocol(mesh_protocol_of(svc, ns));

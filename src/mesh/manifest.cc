@@ -75,7 +75,9 @@ ServiceSpec ParseService(const YAML::Node& s) {
 }
 
 TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
-  CheckKeys(s, "spec", {"lb", "loadBalancer", "connectTimeout", "requestTimeout", "retries"});
+  CheckKeys(
+      s, "spec",
+      {"lb", "loadBalancer", "connectTimeout", "requestTimeout", "retries", "connectionPool"});
   TrafficPolicySpec out;
   static const std::vector<std::string> kPolicies = {"ewma", "round_robin", "least_request",
                                                      "random"};
@@ -92,6 +94,20 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
       if (out.lb_decay_ms < 100 || out.lb_decay_ms > 600000)
         Fail("spec.loadBalancer.decay", "use 100ms to 10m");
     }
+  }
+  if (s["connectionPool"]) {
+    const YAML::Node& cp = s["connectionPool"];
+    CheckKeys(cp, "spec.connectionPool",
+              {"maxConnections", "maxPendingRequests", "maxRequests", "maxRetries"});
+    auto limit = [&](const char* key, uint32_t* out_v) {
+      if (cp[key])
+        *out_v = static_cast<uint32_t>(
+            Unsigned(cp[key], std::string("spec.connectionPool.") + key, 1, 1000000));
+    };
+    limit("maxConnections", &out.connection_pool.max_connections);
+    limit("maxPendingRequests", &out.connection_pool.max_pending_requests);
+    limit("maxRequests", &out.connection_pool.max_requests);
+    limit("maxRetries", &out.connection_pool.max_retries);
   }
   if (s["connectTimeout"])
     out.connect_timeout_ms = Duration(s["connectTimeout"], "spec.connectTimeout");
@@ -364,6 +380,10 @@ std::string ToJson(const Manifest& m) {
     r["budget"] = {{"percent", tp->retries.budget_percent},
                    {"minPerSecond", tp->retries.budget_min_per_s}};
     s["retries"] = r;
+    s["connectionPool"] = {{"maxConnections", tp->connection_pool.max_connections},
+                           {"maxPendingRequests", tp->connection_pool.max_pending_requests},
+                           {"maxRequests", tp->connection_pool.max_requests},
+                           {"maxRetries", tp->connection_pool.max_retries}};
   } else if (const auto* rt = std::get_if<RouteSpec>(&m.spec)) {
     s["service"] = rt->service;
     s["rules"] = json::array();

@@ -51,6 +51,16 @@ struct RetryPolicy {
   uint32_t budget_min_per_s = 10;
 };
 
+// Circuit breakers: a caller's limits towards one service (shared by its
+// sidecar's workers, each taking its share, rounded up). Over a limit the
+// request is answered 503 at once with x-weft-overloaded: true.
+struct ConnectionPool {
+  uint32_t max_connections = 1024;       // upstream connections open (HTTP/1.1)
+  uint32_t max_pending_requests = 1024;  // requests waiting for a connection
+  uint32_t max_requests = 1024;          // requests in flight
+  uint32_t max_retries = 1024;           // requests in flight that are being retried
+};
+
 struct TrafficPolicySpec {
   // loadBalancer.policy (or the shorthand lb): ewma | round_robin |
   // least_request | random.
@@ -59,6 +69,7 @@ struct TrafficPolicySpec {
   int64_t connect_timeout_ms = 1000;
   int64_t request_timeout_ms = 15000;
   RetryPolicy retries;
+  ConnectionPool connection_pool;
 };
 
 struct HeaderMatch {

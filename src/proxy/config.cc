@@ -239,7 +239,7 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
 ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "lb", "ewma_decay", "protocol", "connect_timeout", "endpoints",
-             "max_idle_per_endpoint", "retry_budget"});
+             "max_idle_per_endpoint", "retry_budget", "circuit_breakers"});
   ClusterConfig c;
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
@@ -264,6 +264,18 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   }
   if (n["connect_timeout"])
     c.connect_timeout_ms = Duration(n["connect_timeout"], path + ".connect_timeout");
+  if (n["circuit_breakers"]) {
+    const YAML::Node& b = n["circuit_breakers"];
+    const std::string at = path + ".circuit_breakers";
+    CheckKeys(b, at, {"max_connections", "max_pending_requests", "max_requests", "max_retries"});
+    auto limit = [&](const char* key, uint32_t* v) {
+      if (b[key]) *v = static_cast<uint32_t>(Unsigned(b[key], at + "." + key, 1, 1000000));
+    };
+    limit("max_connections", &c.max_connections);
+    limit("max_pending_requests", &c.max_pending_requests);
+    limit("max_requests", &c.max_requests);
+    limit("max_retries", &c.max_retries);
+  }
   if (n["retry_budget"]) {
     const YAML::Node& b = n["retry_budget"];
     CheckKeys(b, path + ".retry_budget", {"percent", "min_per_second"});
@@ -601,6 +613,10 @@ std::string ConfigToJson(const ProxyConfig& c) {
     if (cl.lb == LbPolicy::kEwma) jc["ewma_decay_ms"] = cl.ewma_decay_ms;
     jc["retry_budget"] = {{"percent", cl.retry_budget_percent},
                           {"min_per_second", cl.retry_budget_min_per_s}};
+    jc["circuit_breakers"] = {{"max_connections", cl.max_connections},
+                              {"max_pending_requests", cl.max_pending_requests},
+                              {"max_requests", cl.max_requests},
+                              {"max_retries", cl.max_retries}};
     jc["endpoints"] = json::array();
     for (const auto& e : cl.endpoints) {
       json je{{"address", e.address.text}, {"weight", e.weight}};

@@ -124,6 +124,12 @@ struct ClusterConfig {
   // this many per second, over 10 s (upstream/retry.h RetryBudget).
   uint32_t retry_budget_percent = 20;
   uint32_t retry_budget_min_per_s = 10;
+  // Circuit breakers for the whole proxy; each worker takes its share,
+  // rounded up (ShareOf). Over one: 503 with x-weft-overloaded at once.
+  uint32_t max_connections = 1024;       // HTTP/1.1 connections open
+  uint32_t max_pending_requests = 1024;  // requests waiting for a connection
+  uint32_t max_requests = 1024;          // requests in flight
+  uint32_t max_retries = 1024;           // requests in flight that are being retried
   // The HTTP version spoken to the endpoints: HTTP/1.1, or HTTP/2 with prior
   // knowledge (plaintext) / ALPN h2 (mesh TLS).
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;

@@ -553,6 +553,19 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
                  upstream::Idempotent(req.method) && !req.has_body(), &cr.budget);
   cr.budget.Deposit(MonoNanos() / 1000000000);
   upstream::RetryState& retry = *retry_;
+  // Circuit breakers: requests in flight to this cluster, and of those the
+  // ones being retried, counted until Forward returns.
+  struct InFlight {
+    uint32_t* n = nullptr;
+    ~InFlight() {
+      if (n) --*n;
+    }
+  };
+  if (cr.rq_active >= cr.lim_requests)
+    co_return co_await Overloaded(c, s, cr, rs, cr.stats->rq_overflow, "max_requests");
+  ++cr.rq_active;
+  InFlight in_flight{&cr.rq_active};
+  InFlight retrying;
   upstream::HttpUpstream::Lease& lease = lease_;
   lease = {};
   http::ResponseHeaders* resp = nullptr;
@@ -560,6 +573,12 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   err.clear();
   bool continue_sent = false;
   while (resp == nullptr && retry.attempts_left()) {
+    if (retry.attempts() > 0 && retrying.n == nullptr) {
+      if (cr.retries_active >= cr.lim_retries)
+        co_return co_await Overloaded(c, s, cr, rs, cr.stats->rq_retry_overflow, "max_retries");
+      ++cr.retries_active;
+      retrying.n = &cr.retries_active;
+    }
     if (retry.attempts() > 0) {
       // A retry: after an exponential, jittered pause, so that retries do
       // not arrive in lockstep at an upstream that is struggling.
@@ -579,8 +598,23 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
     attempt_ns_ = MonoNanos();
-    if (!up_->TakePooled(cluster, ep, cm_->limits_, &lease) &&
-        !co_await up_->Acquire(cluster, ep, cm_->limits_, this, &timed_out_, &lease, &err)) {
+    bool have = up_->TakePooled(cluster, ep, cm_->limits_, &lease);
+    if (!have) {
+      // A new connection (or a wait for one): within the circuit breakers.
+      // (HTTP/1.1: each acquisition opens one; those being opened count.)
+      const bool opens = !cr.speaks_h2[ep];
+      if (opens && cr.stats->cx_active.Get() + cr.cx_opening >= cr.lim_connections)
+        co_return co_await Overloaded(c, s, cr, rs, cr.stats->cx_overflow, "max_connections");
+      if (cr.rq_pending >= cr.lim_pending)
+        co_return co_await Overloaded(c, s, cr, rs, cr.stats->rq_pending_overflow,
+                                      "max_pending_requests");
+      ++cr.rq_pending;
+      cr.cx_opening += opens;
+      have = co_await up_->Acquire(cluster, ep, cm_->limits_, this, &timed_out_, &lease, &err);
+      cr.cx_opening -= opens;
+      --cr.rq_pending;
+    }
+    if (!have) {
       cr.lb.ObserveFailure(ep, MonoNanos());
       if (cr.cfg.endpoints[ep].mtls) {
         LOG_WARN("listener {}: {}", c.lc->name, err);  // mesh TLS: an identity problem
@@ -977,6 +1011,27 @@ asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpResponseBody(
   }
 }
 
+asio::awaitable<bool> HttpConnectionManager::ActiveStream::Overloaded(
+    const Ctx& c, http::ServerStream& s, ClusterRuntime& cr, RouteStats& rs, Counter& overflow,
+    const char* limit) {
+  overflow.Inc();
+  overloaded_ = true;
+  // Counted as Forward's own answers are (a gRPC caller gets 200 and
+  // UNAVAILABLE).
+  const int sent = grpc_ ? 200 : 503;
+  cr.stats->http.Record(sent, 0);
+  rs.http.Record(sent, start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0);
+  if (grpc_) {
+    const int code = http::grpc::CodeForHttpStatus(503);
+    cr.stats->http.RecordGrpc(code);
+    rs.http.RecordGrpc(code);
+  }
+  reply_body_ = fmt::format("upstream overloaded: {} of cluster {} reached", limit, cr.cfg.name);
+  LOG_WARN_LIMITED("listener {}: {}", c.lc->name, reply_body_);
+  co_await LocalReply(c, s, 503, false);
+  co_return false;
+}
+
 asio::awaitable<void> HttpConnectionManager::ActiveStream::LocalReply(const Ctx& c,
                                                                       http::ServerStream& s,
                                                                       int status, bool close) {
@@ -995,10 +1050,11 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::LocalReply(const Ctx&
   h.status = status;
   h.body = http::BodyKind::kLength;
   h.content_length = reply_body_.size();
-  h.fields.reserve(3);
+  h.fields.reserve(4);
   h.fields.push_back({"content-type"sv, "text/plain"sv});
   h.fields.push_back({"content-length"sv, reply_length_});
   if (!request_id_.empty()) h.fields.push_back({"x-request-id"sv, request_id_});
+  if (overloaded_) h.fields.push_back({"x-weft-overloaded"sv, "true"sv});
   SetDeadline(c.lc->idle_timeout_ms);
   if (s.request().method == "HEAD"sv) {
     co_await s.SendHeaders(h, true);  // the length of the body a GET would get, no body
@@ -1027,11 +1083,12 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::GrpcReply(const Ctx& 
   http::ResponseHeaders h;
   h.status = 200;
   h.body = http::BodyKind::kNone;
-  h.fields.reserve(4);
+  h.fields.reserve(5);
   h.fields.push_back({"content-type"sv, "application/grpc"sv});
   h.fields.push_back({"grpc-status"sv, reply_length_});
   h.fields.push_back({"grpc-message"sv, grpc_message_});
   if (!request_id_.empty()) h.fields.push_back({"x-request-id"sv, request_id_});
+  if (overloaded_) h.fields.push_back({"x-weft-overloaded"sv, "true"sv});
   SetDeadline(c.lc->idle_timeout_ms);
   co_await s.SendHeaders(h, true);
   deadline_ms = kNever;

@@ -71,6 +71,10 @@ class HttpConnectionManager : public Deadline,
     bool Decide(const Ctx& c, http::ServerStream& s, Exchange* x);
     // The exchange after the filters: upstream attempts, response relay.
     asio::awaitable<bool> Forward(Ctx& c, Exchange& x, http::ServerStream& s);
+    // A circuit breaker tripped: 503 with x-weft-overloaded (gRPC:
+    // UNAVAILABLE), counted in `overflow`. Returns false (Forward's result).
+    asio::awaitable<bool> Overloaded(const Ctx& c, http::ServerStream& s, ClusterRuntime& cr,
+                                     RouteStats& rs, Counter& overflow, const char* limit);
     // Answers `status` with reply_body_ as text. `close`: the connection ends
     // after (a serial codec). (The body is a member, not an argument: GCC 12
     // mishandles temporaries in the arguments of a co_await, destroying some
@@ -88,6 +92,7 @@ class HttpConnectionManager : public Deadline,
     void Clear() {
       start_ns_ = upstream_ns_ = 0;
       attempts_ = 0;
+      overloaded_ = false;
       rq_bytes_ = rs_bytes_ = 0;
       upstream_addr_ = {};
       request_id_.clear();
@@ -141,8 +146,9 @@ class HttpConnectionManager : public Deadline,
     std::string normal_path_;
     std::string request_id_, forwarded_for_, client_cert_, reply_length_;
     int64_t upstream_ns_ = 0;
-    int64_t attempt_ns_ = 0;  // when the current attempt started (the balancer's latency)
-    int attempts_ = 0;        // upstream attempts made for this request (the access log's)
+    int64_t attempt_ns_ = 0;   // when the current attempt started (the balancer's latency)
+    int attempts_ = 0;         // upstream attempts made for this request (the access log's)
+    bool overloaded_ = false;  // a circuit breaker answered: LocalReply says so in a header
     uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
     std::string_view upstream_addr_;
     std::optional<upstream::RetryState> retry_;

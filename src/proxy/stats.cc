@@ -242,6 +242,18 @@ std::string StatsRegistry::RenderPrometheus() {
     counter("weft_cluster_upstream_rq_per_try_timeout_total",
             "Attempts that ran past their route's per-try timeout (retried, or answered 504).",
             &ClusterStats::rq_per_try_timeout);
+    counter("weft_cluster_upstream_cx_overflow_total",
+            "Requests answered 503 (x-weft-overloaded): max_connections was reached.",
+            &ClusterStats::cx_overflow);
+    counter("weft_cluster_upstream_rq_pending_overflow_total",
+            "Requests answered 503 (x-weft-overloaded): max_pending_requests was reached.",
+            &ClusterStats::rq_pending_overflow);
+    counter("weft_cluster_upstream_rq_overflow_total",
+            "Requests answered 503 (x-weft-overloaded): max_requests was reached.",
+            &ClusterStats::rq_overflow);
+    counter("weft_cluster_upstream_rq_retry_overflow_total",
+            "Requests answered 503 (x-weft-overloaded): max_retries was reached.",
+            &ClusterStats::rq_retry_overflow);
     counter("weft_cluster_upstream_rq_timeout_total",
             "Requests that hit the request timeout (504).", &ClusterStats::rq_timeout);
     counter("weft_cluster_upstream_rq_reset_total", "Upstream resets before a response.",

@@ -101,8 +101,10 @@ struct alignas(64) RouteStats {
 
 struct alignas(64) ClusterStats {
   Counter cx_total, cx_active, cx_connect_fail, cx_reused, rq_retry, rq_timeout, rq_reset;
-  Counter rq_retry_budget_exhausted;              // retries the budget refused
-  Counter rq_per_try_timeout;                     // attempts past the route's per-try timeout
+  Counter rq_retry_budget_exhausted;  // retries the budget refused
+  Counter rq_per_try_timeout;         // attempts past the route's per-try timeout
+  // Circuit breakers: requests answered 503 (x-weft-overloaded) per limit.
+  Counter cx_overflow, rq_pending_overflow, rq_overflow, rq_retry_overflow;
   Counter bytes_in, bytes_out;                    // to / from upstream
   Counter tls_handshakes, tls_resumed, tls_fail;  // mesh TLS towards sidecars
   Counter cx_http2;                               // upstream connections speaking HTTP/2

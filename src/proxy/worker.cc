@@ -70,6 +70,14 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
   for (size_t i = 0; i < cfg.clusters.size(); ++i) {
     st->clusters.push_back(std::make_shared<ClusterRuntime>(
         cfg.clusters[i], &sn.cluster_stats[i]->at(id_), rng_.Next()));
+    // Each worker takes its share of the cluster's limits, rounded up.
+    const uint32_t workers = static_cast<uint32_t>(std::max(cfg.workers, 1));
+    auto share = [workers](uint32_t total) { return (total + workers - 1) / workers; };
+    ClusterRuntime& rt = *st->clusters.back();
+    rt.lim_connections = share(cfg.clusters[i].max_connections);
+    rt.lim_pending = share(cfg.clusters[i].max_pending_requests);
+    rt.lim_requests = share(cfg.clusters[i].max_requests);
+    rt.lim_retries = share(cfg.clusters[i].max_retries);
     auto old = before.find(cfg.clusters[i].name);
     if (old == before.end()) continue;
     st->clusters.back()->budget.Inherit(old->second->budget);

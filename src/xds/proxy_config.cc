@@ -1,5 +1,7 @@
 #include "xds/proxy_config.h"
 
+#include <tuple>
+
 #include "base/strings.h"
 #include "mesh/manifest.h"
 
@@ -63,6 +65,16 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
         return fail("cluster " + c.name() + ": lb_decay_ms " + std::to_string(c.lb_decay_ms()) +
                     ": only for ewma, 100 to 600000");
       cc.ewma_decay_ms = c.lb_decay_ms();
+    }
+    for (auto [v, out, what] :
+         {std::tuple{c.max_connections(), &cc.max_connections, "max_connections"},
+          std::tuple{c.max_pending_requests(), &cc.max_pending_requests, "max_pending_requests"},
+          std::tuple{c.max_requests(), &cc.max_requests, "max_requests"},
+          std::tuple{c.max_retries(), &cc.max_retries, "max_retries"}}) {
+      if (v > 1000000)
+        return fail("cluster " + c.name() + ": " + what + " " + std::to_string(v) +
+                    " is over 1000000");
+      if (v != 0) *out = v;
     }
     if (c.has_retry_budget_percent()) {
       if (c.retry_budget_percent() > 100)

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import free_port, simple_config, wait_for
 
 
 class Demo:
@@ -205,7 +205,14 @@ def test_default_retries_turn_a_failing_instance_into_success(server, mesh_proxy
 def test_a_per_try_timeout_moves_a_stuck_request_to_another_instance(server, mesh_proxy, demos):
     s, apps, up, px = mesh_with_three_reviews(
         server, mesh_proxy, demos, "{policy: round_robin}",
-        "  retries: {attempts: 2, perTryTimeout: 100ms, on: [gateway-error]}\n")
+        "  retries: {attempts: 2, perTryTimeout: 100ms, on: [gateway-error]}\n"
+        "  connectionPool: {maxRequests: 64, maxRetries: 8}\n")
+    # The policy reached the sidecar as written.
+    cluster = next(c for c in px.config()["clusters"] if "reviews" in c["name"])
+    assert cluster["circuit_breakers"] == {"max_connections": 1024, "max_pending_requests": 1024,
+                                           "max_requests": 64, "max_retries": 8}, cluster
+    route = next(r for lst in px.config()["listeners"] for r in lst.get("routes", []) if "reviews" in json.dumps(r))
+    assert route["per_try_timeout_ms"] == 100, route
     apps[2].behave(latency="1s")
     conn = http.client.HTTPConnection("127.0.0.1", up, timeout=10)
     slowest = 0
@@ -239,6 +246,89 @@ def test_the_retry_budget_bounds_the_load_on_a_failing_cluster(server, mesh_prox
     assert reached <= most * 500, (reached, percent)
     assert reached >= 500 * (1 + percent / 100) * 0.8, (reached, percent)  # the budget is used
     assert sidecar_stat(px, "weft_cluster_upstream_rq_retry_budget_exhausted_total") > 0
+
+
+def concurrently(url, n, headers=None):
+    """n GETs at once, each on its own connection: [(status, x-weft-overloaded, seconds)]."""
+    out, lock = [], threading.Lock()
+
+    def one():
+        t0 = time.monotonic()
+        req = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                r.read()
+                res = (r.status, r.headers.get("x-weft-overloaded"), time.monotonic() - t0)
+        except urllib.error.HTTPError as e:
+            e.read()
+            res = (e.code, e.headers.get("x-weft-overloaded"), time.monotonic() - t0)
+        with lock:
+            out.append(res)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def breaker_config(addrs, limits, workers=1, extra_cluster=""):
+    text = simple_config({"c": addrs}, workers=workers, lb="round_robin")
+    return text.replace("    connect_timeout: 500ms\n",
+                        f"    connect_timeout: 500ms\n    circuit_breakers: {limits}\n{extra_cluster}")
+
+
+def test_circuit_breakers_answer_503_overloaded_at_once(weft, backends):
+    b = backends("slow")
+    # max_requests: 2 in flight; the rest are answered at once.
+    w = weft(breaker_config([b.addr], "{max_requests: 2}"))
+    got = concurrently(w.url(path="/sleep/500"), 8)
+    ok = [r for r in got if r[0] == 200]
+    over = [r for r in got if r[0] == 503]
+    assert len(ok) == 2 and len(over) == 6, got
+    assert all(r[1] == "true" and r[2] < 0.3 for r in over), over
+    assert w.stat("weft_cluster_upstream_rq_overflow_total", cluster="c") == 6
+    # max_connections: 1 open HTTP/1.1 connection; a second request that
+    # needs one of its own is refused.
+    w = weft(breaker_config([b.addr], "{max_connections: 1}"))
+    got = concurrently(w.url(path="/sleep/500"), 4)
+    assert sorted(r[0] for r in got) == [200, 503, 503, 503], got
+    assert w.stat("weft_cluster_upstream_cx_overflow_total", cluster="c") == 3
+    # The split over workers: each takes its share, rounded up (2 workers x 1).
+    w = weft(breaker_config([b.addr], "{max_requests: 2}", workers=2))
+    assert w.stat("weft_cluster_upstream_rq_overflow_total", cluster="c") == 0
+
+
+def test_pending_requests_and_retries_have_their_limits(weft, backends):
+    import socket
+    # An endpoint whose accept queue is full: connects hang until the
+    # connect timeout, so requests wait for a connection.
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(stuck.getsockname())
+        fillers.append(f)
+    addr = f"127.0.0.1:{stuck.getsockname()[1]}"
+    w = weft(breaker_config([addr], "{max_pending_requests: 1}"))
+    got = concurrently(w.url(path="/"), 5)
+    over = [r for r in got if r[1] == "true"]
+    assert len(over) == 4 and all(r[0] == 503 for r in over), got
+    assert w.stat("weft_cluster_upstream_rq_pending_overflow_total", cluster="c") == 4
+    # max_retries: one request being retried at a time; the others' retries
+    # are refused with 503 overloaded (every endpoint answers 503 slowly).
+    b = backends("failing")
+    w = weft(breaker_config([b.addr, b.addr], "{max_retries: 1}"))
+    got = concurrently(w.url(path="/status/503"), 6)
+    assert all(r[0] == 503 for r in got), got
+    assert w.stat("weft_cluster_upstream_rq_retry_overflow_total", cluster="c") >= 1, got
+    for f in fillers:
+        f.close()
+    stuck.close()
 
 
 def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):

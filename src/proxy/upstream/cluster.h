@@ -46,6 +46,14 @@ struct ClusterRuntime {
   ClusterStats* stats;
   upstream::LoadBalancer lb;
   upstream::RetryBudget budget;  // this worker's retries to this cluster
+  // Circuit breakers: this worker's share of the cluster's limits (set by
+  // the worker), and what counts against them now.
+  uint32_t lim_connections = UINT32_MAX, lim_pending = UINT32_MAX, lim_requests = UINT32_MAX,
+           lim_retries = UINT32_MAX;
+  uint32_t rq_active = 0;        // requests in flight (Forward)
+  uint32_t rq_pending = 0;       // of those, waiting for a connection
+  uint32_t cx_opening = 0;       // HTTP/1.1 connections being opened for them
+  uint32_t retries_active = 0;   // of those, being retried
   std::vector<uint32_t> active;  // requests in flight per endpoint
   std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle;  // per endpoint (upstream/pool.cc)
   std::vector<Http2Pool> h2;       // per endpoint: the HTTP/2 connections of those that speak it

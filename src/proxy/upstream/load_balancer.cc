@@ -89,13 +89,19 @@ size_t LoadBalancer::PickTwo(const std::vector<uint32_t>& active) {
     // A tie goes to the unknown one: its first answer is worth having.
     const int64_t now = MonoNanos();
     double ea = Estimate(a, now), eb = Estimate(b, now);
-    const bool unknown_b = eb == 0;
+    const bool unknown_a = ea == 0, unknown_b = eb == 0;
     if (ea == 0) ea = eb > 0 ? eb : 1;
     if (eb == 0) eb = ea;
     const double ca = ea * (active[a] + 1) / weights_[a];
     const double cb = eb * (active[b] + 1) / weights_[b];
-    if (ca != cb) return ca < cb ? a : b;
-    return unknown_b ? b : a;
+    // Costs within kTie of each other are the same: healthy endpoints share
+    // the traffic instead of the one a little faster (by noise) taking all
+    // of it; a slow or failing one is far outside.
+    if (ca > cb * kTie) return b;
+    if (cb > ca * kTie) return a;
+    if (unknown_a != unknown_b) return unknown_a ? a : b;
+    if (active[a] != active[b]) return active[a] < active[b] ? a : b;
+    return rng_.Below(2) == 0 ? a : b;
   }
   const uint64_t la = static_cast<uint64_t>(active[a]) * weights_[b];
   const uint64_t lb = static_cast<uint64_t>(active[b]) * weights_[a];

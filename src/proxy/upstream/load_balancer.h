@@ -17,13 +17,17 @@ namespace weft::proxy::upstream {
 // gets no traffic, with time constant `decay_ms` (so a slow endpoint that
 // stopped being chosen is tried again, and kept if it recovered). Of two
 // weighted-random candidates the one with the lower estimate x (requests in
-// flight + 1) / weight wins. Failures (5xx, resets, connect failures) count
+// flight + 1) / weight wins (within 25 %, a tie: fewer in flight, else
+// either). Failures (5xx, resets, connect failures) count
 // as a slow answer (kFailurePenaltyNs), so an endpoint that fails fast does
 // not draw traffic.
 class LoadBalancer {
  public:
   static constexpr int64_t kFailurePenaltyNs = 1'000'000'000;  // 1 s
   static constexpr int64_t kDefaultDecayMs = 10'000;
+  // Two candidates whose costs are within this factor count as equal: the
+  // one with fewer requests in flight wins, else either at random.
+  static constexpr double kTie = 1.25;
 
   // weights: one per endpoint, each >= 1.
   LoadBalancer(LbPolicy policy, std::vector<uint32_t> weights, uint64_t seed,

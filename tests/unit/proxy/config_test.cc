@@ -264,4 +264,36 @@ TEST(Config, RetriesShareTheManifestLimitAndRetryOnIsHonoured) {
 }
 
 }  // namespace
+TEST(Config, ClusterPolicyFieldsAreReadOrRefusedByName) {
+  const std::string head =
+      "listeners: [{name: l, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
+      "clusters:\n  - name: c\n    endpoints: [127.0.0.1:2]\n";
+  std::string err;
+  auto cfg = ParseConfig(head +
+                             "    ewma_decay: 2s\n"
+                             "    retry_budget: {percent: 50, min_per_second: 3}\n"
+                             "    circuit_breakers: {max_connections: 7, max_pending_requests: 8, "
+                             "max_requests: 9, max_retries: 10}\n",
+                         "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  const ClusterConfig& c = cfg->clusters[0];
+  EXPECT_EQ(c.lb, LbPolicy::kEwma);  // the default
+  EXPECT_EQ(c.ewma_decay_ms, 2000);
+  EXPECT_EQ(c.retry_budget_percent, 50u);
+  EXPECT_EQ(c.retry_budget_min_per_s, 3u);
+  EXPECT_EQ(c.max_connections, 7u);
+  EXPECT_EQ(c.max_pending_requests, 8u);
+  EXPECT_EQ(c.max_requests, 9u);
+  EXPECT_EQ(c.max_retries, 10u);
+  EXPECT_NE(Error(head + "    lb: random\n    ewma_decay: 2s\n").find("only for lb: ewma"),
+            std::string::npos);
+  EXPECT_NE(Error(head + "    circuit_breakers: {max_requests: 0}\n")
+                .find("circuit_breakers.max_requests"),
+            std::string::npos);
+  EXPECT_NE(Error(head + "    circuit_breakers: {max_streams: 3}\n").find("max_streams"),
+            std::string::npos);
+  EXPECT_NE(Error(head + "    retry_budget: {percent: 101}\n").find("retry_budget.percent"),
+            std::string::npos);
+}
+
 }  // namespace weft::proxy

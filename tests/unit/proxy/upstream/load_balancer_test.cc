@@ -88,6 +88,16 @@ TEST(LoadBalancer, EwmaStopsChoosingASlowEndpoint) {
   EXPECT_NEAR(c[0], 1500, 150);
 }
 
+TEST(LoadBalancer, EwmaSharesTrafficBetweenEndpointsThatAreAboutAsFast) {
+  LoadBalancer lb(LbPolicy::kEwma, {1, 1}, 18);
+  const int64_t now = MonoNanos();
+  lb.Observe(0, 2'000'000, now);
+  lb.Observe(1, 2'300'000, now);  // 15 % slower: noise, not a slow endpoint
+  auto c = Counts(lb, 1000);
+  EXPECT_GT(c[1], 400);
+  EXPECT_GT(c[0], 400);
+}
+
 TEST(LoadBalancer, EwmaWeighsRequestsInFlight) {
   LoadBalancer lb(LbPolicy::kEwma, {1, 1}, 12);
   const int64_t now = MonoNanos();
