@@ -473,6 +473,14 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
           wc->set_weight(b.weight);
         }
         fill_policy(r);
+        if (rule.fault.delay_ms > 0 || rule.fault.abort_http_status > 0) {
+          pb::Fault* f = r->mutable_fault();
+          f->set_delay_ms(rule.fault.delay_ms);
+          f->set_delay_percent(rule.fault.delay_percent);
+          f->set_abort_http_status(static_cast<uint32_t>(rule.fault.abort_http_status));
+          f->set_abort_grpc_status(std::max(rule.fault.abort_grpc_status, 0));
+          f->set_abort_percent(rule.fault.abort_percent);
+        }
         if (r->path().empty() && r->prefix() == "/" && r->headers_size() == 0) catch_all = true;
       }
     }

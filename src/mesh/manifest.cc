@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "base/strings.h"
@@ -167,6 +168,44 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
   return out;
 }
 
+// A percentage: a number from 0 to 100 (fractions allowed).
+double Percent(const YAML::Node& n, const std::string& path) {
+  const std::string v = Scalar(n, path);
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !(d >= 0 && d <= 100)) Fail(path, "a number from 0 to 100");
+  return d;
+}
+
+FaultSpec ParseFault(const YAML::Node& f, const std::string& p) {
+  CheckKeys(f, p, {"delay", "abort"});
+  FaultSpec out;
+  if (f["delay"]) {
+    const YAML::Node& d = f["delay"];
+    CheckKeys(d, p + ".delay", {"fixed", "percent"});
+    if (!d["fixed"]) Fail(p + ".delay.fixed", "missing (e.g. fixed: 100ms)");
+    out.delay_ms = Duration(d["fixed"], p + ".delay.fixed");
+    if (out.delay_ms <= 0 || out.delay_ms > 600000) Fail(p + ".delay.fixed", "use 1ms to 10m");
+    out.delay_percent = d["percent"] ? Percent(d["percent"], p + ".delay.percent") : 100;
+  }
+  if (f["abort"]) {
+    const YAML::Node& a = f["abort"];
+    CheckKeys(a, p + ".abort", {"httpStatus", "grpcStatus", "percent"});
+    if (!a["httpStatus"] && !a["grpcStatus"])
+      Fail(p + ".abort", "needs httpStatus (and grpcStatus for gRPC calls, if not derived)");
+    out.abort_http_status =
+        a["httpStatus"]
+            ? static_cast<int>(Unsigned(a["httpStatus"], p + ".abort.httpStatus", 200, 599))
+            : 503;
+    if (a["grpcStatus"])
+      out.abort_grpc_status =
+          static_cast<int>(Unsigned(a["grpcStatus"], p + ".abort.grpcStatus", 1, 16));
+    out.abort_percent = a["percent"] ? Percent(a["percent"], p + ".abort.percent") : 100;
+  }
+  if (!f["delay"] && !f["abort"]) Fail(p, "needs delay, abort or both");
+  return out;
+}
+
 RouteSpec ParseRoute(const YAML::Node& s) {
   CheckKeys(s, "spec", {"service", "rules"});
   RouteSpec out;
@@ -176,8 +215,9 @@ RouteSpec ParseRoute(const YAML::Node& s) {
   if (rules.size() == 0) Fail("spec.rules", "a route needs at least one rule");
   for (size_t i = 0; i < rules.size(); ++i) {
     std::string p = At("spec.rules", i);
-    CheckKeys(rules[i], p, {"match", "backends"});
+    CheckKeys(rules[i], p, {"match", "backends", "fault"});
     RouteRule rule;
+    if (rules[i]["fault"]) rule.fault = ParseFault(rules[i]["fault"], p + ".fault");
     if (rules[i]["match"]) {
       const YAML::Node& m = rules[i]["match"];
       CheckKeys(m, p + ".match", {"pathPrefix", "path", "headers"});
@@ -397,6 +437,15 @@ std::string ToJson(const Manifest& m) {
       jr["backends"] = json::array();
       for (const auto& b : r.backends)
         jr["backends"].push_back({{"service", b.service}, {"weight", b.weight}});
+      if (r.fault.delay_ms > 0)
+        jr["fault"]["delay"] = {{"fixed", Ms(r.fault.delay_ms)},
+                                {"percent", r.fault.delay_percent}};
+      if (r.fault.abort_http_status > 0) {
+        jr["fault"]["abort"] = {{"httpStatus", r.fault.abort_http_status},
+                                {"percent", r.fault.abort_percent}};
+        if (r.fault.abort_grpc_status > 0)
+          jr["fault"]["abort"]["grpcStatus"] = r.fault.abort_grpc_status;
+      }
       s["rules"].push_back(jr);
     }
   } else if (const auto* ap = std::get_if<AuthorizationPolicySpec>(&m.spec)) {

@@ -88,9 +88,21 @@ struct WeightedBackend {
   uint32_t weight = 1;
 };
 
+// Fault injection on a route rule (Istio's HTTPFaultInjection): a share of
+// the requests it matches waits, or is answered by the caller's sidecar
+// with an error, before reaching any instance.
+struct FaultSpec {
+  int64_t delay_ms = 0;        // delay.fixed
+  double delay_percent = 0;    // delay.percent, 0..100
+  int abort_http_status = 0;   // abort.httpStatus (200..599); 0: no abort
+  int abort_grpc_status = -1;  // abort.grpcStatus (1..16) for gRPC calls; -1: from httpStatus
+  double abort_percent = 0;    // abort.percent, 0..100
+};
+
 struct RouteRule {
   RouteMatch match;
   std::vector<WeightedBackend> backends;
+  FaultSpec fault;
 };
 
 struct RouteSpec {

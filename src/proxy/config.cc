@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -41,7 +42,7 @@ std::string Name(const YAML::Node& n, const std::string& path) {
 RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "match", "cluster", "clusters", "timeout", "per_try_timeout", "retries",
-             "retry_on", "retriable_status_codes"});
+             "retry_on", "retriable_status_codes", "fault"});
   RouteConfig r;
   if (n["name"]) r.name = Name(n["name"], path + ".name");
   if (n["match"]) {
@@ -101,6 +102,37 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
     r.cluster = Scalar(n["cluster"], path + ".cluster");
   }
   if (n["timeout"]) r.timeout_ms = Duration(n["timeout"], path + ".timeout");
+  if (n["fault"]) {
+    const YAML::Node& f = n["fault"];
+    const std::string at = path + ".fault";
+    CheckKeys(f, at,
+              {"delay", "delay_percent", "abort_status", "abort_grpc_status", "abort_percent"});
+    auto percent = [&](const char* key) {
+      if (!f[key]) return 100.0;
+      const std::string v = Scalar(f[key], at + "." + key);
+      char* end = nullptr;
+      const double d = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(d >= 0 && d <= 100))
+        Fail(at + "." + key, "a number from 0 to 100");
+      return d;
+    };
+    if (f["delay"]) {
+      r.fault.delay_ms = Duration(f["delay"], at + ".delay");
+      if (r.fault.delay_ms <= 0 || r.fault.delay_ms > 600000) Fail(at + ".delay", "use 1ms to 10m");
+      r.fault.delay_percent = percent("delay_percent");
+    }
+    if (f["abort_status"]) {
+      r.fault.abort_status =
+          static_cast<int>(Unsigned(f["abort_status"], at + ".abort_status", 200, 599));
+      r.fault.abort_percent = percent("abort_percent");
+    }
+    if (f["abort_grpc_status"]) {
+      if (!f["abort_status"]) Fail(at + ".abort_grpc_status", "only with abort_status");
+      r.fault.abort_grpc =
+          static_cast<int>(Unsigned(f["abort_grpc_status"], at + ".abort_grpc_status", 1, 16));
+    }
+    if (!r.fault.any()) Fail(at, "needs delay or abort_status");
+  }
   if (n["per_try_timeout"]) {
     r.per_try_timeout_ms = Duration(n["per_try_timeout"], path + ".per_try_timeout");
     if (r.per_try_timeout_ms <= 0) Fail(path + ".per_try_timeout", "must be more than 0");
@@ -583,6 +615,13 @@ std::string ConfigToJson(const ProxyConfig& c) {
         if (r.timeout_ms) jr["timeout_ms"] = r.timeout_ms;
         if (r.retries >= 0) jr["retries"] = r.retries;
         if (r.per_try_timeout_ms > 0) jr["per_try_timeout_ms"] = r.per_try_timeout_ms;
+        if (r.fault.any()) {
+          jr["fault"] = {{"delay_ms", r.fault.delay_ms},
+                         {"delay_percent", r.fault.delay_percent},
+                         {"abort_status", r.fault.abort_status},
+                         {"abort_grpc_status", r.fault.abort_grpc},
+                         {"abort_percent", r.fault.abort_percent}};
+        }
         if (r.retry_on & kRetryOnRetriableStatusCodes)
           jr["retriable_status_codes"] = r.retriable_status_codes;
         if (r.retry_on != kRetryOnAll) {

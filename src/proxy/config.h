@@ -58,6 +58,18 @@ struct WeightedCluster {
   size_t index = 0;  // resolved at load
 };
 
+// Fault injection on a route (filters.cc FaultFilter; docs/traffic.md).
+struct FaultConfig {
+  int64_t delay_ms = 0;
+  double delay_percent = 0;  // 0..100
+  int abort_status = 0;      // HTTP status; 0: no abort
+  int abort_grpc = 0;        // gRPC calls: this grpc-status; 0: the one abort_status maps to
+  double abort_percent = 0;  // 0..100
+  bool any() const {
+    return (delay_ms > 0 && delay_percent > 0) || (abort_status > 0 && abort_percent > 0);
+  }
+};
+
 struct RouteConfig {
   std::string name;  // "listener/index" unless named
   std::string prefix;
@@ -67,8 +79,9 @@ struct RouteConfig {
   std::vector<WeightedCluster> weighted;  // a traffic split; empty: all to `cluster`
   int64_t timeout_ms = 0;                 // 0: the listener's request timeout
   int64_t per_try_timeout_ms = 0;         // each attempt's wait for a head; 0: the timeout
-  int retries = -1;                       // -1: one retry when the cluster has 2+ endpoints
-  uint32_t retry_on = kRetryOnAll;        // kRetryOn* bits: the failures that are retried
+  FaultConfig fault;
+  int retries = -1;                 // -1: one retry when the cluster has 2+ endpoints
+  uint32_t retry_on = kRetryOnAll;  // kRetryOn* bits: the failures that are retried
   std::vector<uint16_t> retriable_status_codes{503};  // for kRetryOnRetriableStatusCodes
   size_t cluster_index = 0;                           // resolved at load
 };

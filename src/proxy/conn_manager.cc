@@ -313,6 +313,7 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
     bool ok;
     if (!x_.Decide(c, *a.stream, &x)) {
       x_.reply_body_ = std::move(x.reply_body);
+      x_.grpc_reply_code_ = x.reply_grpc_status;
       co_await x_.LocalReply(c, *a.stream, x.reply_status, x.reply_close);
       ok = codec.open();
     } else {
@@ -368,6 +369,7 @@ asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConne
     Exchange ex;
     if (!x->Decide(c, *s, &ex)) {
       x->reply_body_ = std::move(ex.reply_body);
+      x->grpc_reply_code_ = ex.reply_grpc_status;
       co_await x->LocalReply(c, *s, ex.reply_status, ex.reply_close);
       ok = true;
     } else {
@@ -543,6 +545,12 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     }
   };
   BuildUpstreamRequest(c, *x.request);  // the normalized path, when it changed
+  if (x.fault_delay_ms > 0) {
+    // Fault injection: the route's delay, before anything goes upstream.
+    if (!backoff_) backoff_ = std::make_unique<asio::steady_timer>(w_->io());
+    backoff_->expires_after(std::chrono::milliseconds(x.fault_delay_ms));
+    co_await backoff_->async_wait(kNoThrow);
+  }
 
   // Pick, connect (or reuse), send, and read the response head, under the
   // retry policy (upstream/retry.h).
@@ -1075,7 +1083,7 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::GrpcReply(const Ctx& 
                                                                      int status) {
   // Trailers-only: one HEADERS frame with the outcome, which every gRPC
   // client reads as the call's status (a bare 503 it would not).
-  grpc_status_ = http::grpc::CodeForHttpStatus(status);
+  grpc_status_ = grpc_reply_code_ > 0 ? grpc_reply_code_ : http::grpc::CodeForHttpStatus(status);
   reply_length_.clear();
   AppendDecimal(&reply_length_, static_cast<uint64_t>(grpc_status_));
   grpc_message_.clear();

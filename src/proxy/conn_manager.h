@@ -93,6 +93,7 @@ class HttpConnectionManager : public Deadline,
       start_ns_ = upstream_ns_ = 0;
       attempts_ = 0;
       overloaded_ = false;
+      grpc_reply_code_ = 0;
       rq_bytes_ = rs_bytes_ = 0;
       upstream_addr_ = {};
       request_id_.clear();
@@ -149,6 +150,7 @@ class HttpConnectionManager : public Deadline,
     int64_t attempt_ns_ = 0;   // when the current attempt started (the balancer's latency)
     int attempts_ = 0;         // upstream attempts made for this request (the access log's)
     bool overloaded_ = false;  // a circuit breaker answered: LocalReply says so in a header
+    int grpc_reply_code_ = 0;  // a local reply's grpc-status for a gRPC call; 0: from the status
     uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
     std::string_view upstream_addr_;
     std::optional<upstream::RetryState> retry_;

@@ -5,11 +5,12 @@
 //
 // The chain of an HTTP listener, in order:
 //   authorization    (filters.cc: the listener's AuthorizationPolicies)
-//   fault injection  (slot, empty)
+//   router           (filters.cc: route, traffic split, cluster; the
+//                     connection manager forwards upstream once the
+//                     chain is through)
+//   fault injection  (filters.cc: the route's delays and aborts)
 //   rate limiting    (slot, empty)
 //   mirroring        (slot, empty)
-//   router           (filters.cc: route, traffic split, cluster; the
-//                     connection manager then forwards upstream)
 //
 // Filters hold no per-exchange state: one instance serves every worker and
 // exchange, and all they decide is written into the Exchange. They run on
@@ -48,9 +49,11 @@ struct Exchange {
   const RouteConfig* route = nullptr;
   RouteStats* route_stats = nullptr;
   size_t cluster_index = 0;
+  int64_t fault_delay_ms = 0;  // wait this long before forwarding (fault injection)
 
   // A local reply (a filter stopped the exchange).
   int reply_status = 0;
+  int reply_grpc_status = 0;  // a gRPC call's grpc-status for it; 0: the one reply_status maps to
   std::string reply_body;
   bool reply_close = false;  // close the connection after it, whatever the request
 

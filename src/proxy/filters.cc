@@ -91,10 +91,37 @@ class RouterFilter final : public Filter {
   }
 };
 
+// Fault injection: the matched route's delay and abort, each for its share
+// of the requests (as Istio's HTTPFaultInjection). An abort answers here;
+// a delay is served by the connection manager before it forwards.
+class FaultFilter final : public Filter {
+ public:
+  std::string_view name() const override { return "fault"; }
+  FilterStatus OnRequestHeaders(Exchange& x) const override {
+    const FaultConfig& f = x.route->fault;
+    if (!f.any()) return FilterStatus::kContinue;
+    auto chance = [&](double percent) {
+      return percent >= 100 || static_cast<double>(x.rng->Below(1000000)) < percent * 10000;
+    };
+    if (f.delay_ms > 0 && f.delay_percent > 0 && chance(f.delay_percent)) {
+      x.fault_delay_ms = f.delay_ms;
+      x.route_stats->fault_delays.Inc();
+    }
+    if (f.abort_status > 0 && f.abort_percent > 0 && chance(f.abort_percent)) {
+      x.route_stats->fault_aborts.Inc();
+      x.reply_grpc_status = f.abort_grpc;
+      x.Reply(f.abort_status, "fault injected: abort");
+      return FilterStatus::kStop;
+    }
+    return FilterStatus::kContinue;
+  }
+};
+
 const AuthzFilter kAuthz;
 const RouterFilter kRouter;
-// Fault injection, rate limiting and mirroring go between the two.
-const Filter* const kChain[] = {&kAuthz, &kRouter};
+const FaultFilter kFault;
+// Rate limiting and mirroring go after fault injection.
+const Filter* const kChain[] = {&kAuthz, &kRouter, &kFault};
 
 }  // namespace
 

@@ -215,6 +215,11 @@ std::string StatsRegistry::RenderPrometheus() {
     const Labels lb{{"listener", key.first}, {"route", key.second}};
     RenderHttp<RouteStats>(w, "weft_route", lb, *pw,
                            [](const RouteStats& s) -> const HttpCounters& { return s.http; });
+    w.Counter("weft_route_fault_delays_total", "Requests delayed by the route's fault injection.",
+              lb, Sum(*pw, [](const RouteStats& s) -> const Counter& { return s.fault_delays; }));
+    w.Counter("weft_route_fault_aborts_total",
+              "Requests answered by the route's fault injection instead of an upstream.", lb,
+              Sum(*pw, [](const RouteStats& s) -> const Counter& { return s.fault_aborts; }));
   }
   for (const auto& [name, pw] : clusters_) {
     const Labels lb{{"cluster", name}};

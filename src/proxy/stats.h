@@ -97,6 +97,7 @@ struct alignas(64) ListenerStats {
 
 struct alignas(64) RouteStats {
   HttpCounters http;
+  Counter fault_delays, fault_aborts;  // fault injection: requests delayed, aborted
 };
 
 struct alignas(64) ClusterStats {

@@ -187,6 +187,25 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
           rc.weighted.clear();
         }
         rc.timeout_ms = pr.timeout_ms();
+        if (pr.has_fault()) {
+          const pb::Fault& f = pr.fault();
+          const std::string where = "route " + pr.name() + ": fault.";
+          if (f.delay_ms() < 0 || f.delay_ms() > 600000)
+            return fail(where + "delay_ms: " + std::to_string(f.delay_ms()) +
+                        " is not 0 to 600000");
+          if (!(f.delay_percent() >= 0 && f.delay_percent() <= 100) ||
+              !(f.abort_percent() >= 0 && f.abort_percent() <= 100))
+            return fail(where + "percent: not 0 to 100");
+          if (f.abort_http_status() != 0 &&
+              (f.abort_http_status() < 200 || f.abort_http_status() > 599))
+            return fail(where + "abort_http_status: " + std::to_string(f.abort_http_status()) +
+                        " is not 200 to 599");
+          if (f.abort_grpc_status() < 0 || f.abort_grpc_status() > 16)
+            return fail(where + "abort_grpc_status: " + std::to_string(f.abort_grpc_status()) +
+                        " is not 0 to 16");
+          rc.fault = {f.delay_ms(), f.delay_percent(), static_cast<int>(f.abort_http_status()),
+                      f.abort_grpc_status(), f.abort_percent()};
+        }
         if (pr.has_retry()) {
           // Refused, not clamped or dropped: what the proxy cannot honour is
           // NACKed with the reason (the server refuses it at apply time too).

@@ -331,6 +331,121 @@ def test_pending_requests_and_retries_have_their_limits(weft, backends):
     stuck.close()
 
 
+def fault_listener(fault, extra_route=""):
+    return f"""  - name: public
+    address: 127.0.0.1:0
+    routes:
+{extra_route}      - match: {{prefix: /}}
+        cluster: c
+        fault: {fault}
+"""
+
+
+def test_fault_aborts_and_delays_hit_their_share_of_requests(weft, backends):
+    b = backends("b")
+    # 30% aborted with 503, by the caller's proxy: the backend never sees them.
+    w = weft(simple_config({"c": [b.addr]}, workers=1,
+                           listeners=fault_listener("{abort_status: 503, abort_percent: 30}")))
+    before = b.stats()["requests"]
+    codes = get_many(w.ports["public"], 500)
+    aborted = codes.count(503)
+    # Binomial(500, 0.3): sd 10.2; 4 sd either side.
+    assert 109 <= aborted <= 191, aborted
+    assert codes.count(200) == 500 - aborted
+    assert b.stats()["requests"] - before - 1 == 500 - aborted  # (the /_stats itself counts one)
+    assert w.stat("weft_route_fault_aborts_total", listener="public", route="public.0") == aborted
+    # A delay of 150 ms on half of them.
+    w = weft(simple_config({"c": [b.addr]}, workers=1,
+                           listeners=fault_listener("{delay: 150ms, delay_percent: 50}")))
+    conn = http.client.HTTPConnection("127.0.0.1", w.ports["public"], timeout=10)
+    slow = 0
+    for _ in range(100):
+        t0 = time.monotonic()
+        conn.request("GET", "/echo")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        slow += time.monotonic() - t0 >= 0.15
+    assert 30 <= slow <= 70, slow  # Binomial(100, 0.5): sd 5
+    assert w.stat("weft_route_fault_delays_total", listener="public", route="public.0") == slow
+
+
+def test_fault_only_where_its_rule_matches(weft, backends):
+    # The fault rule matches a header; other requests go through untouched.
+    b = backends("b")
+    chaos = """      - match: {prefix: /, headers: {x-chaos: "1"}}
+        cluster: c
+        fault: {abort_status: 500}
+"""
+    w = weft(simple_config({"c": [b.addr]}, workers=1, listeners=f"""  - name: public
+    address: 127.0.0.1:0
+    routes:
+{chaos}      - match: {{prefix: /}}
+        cluster: c
+"""))
+    url = f"http://127.0.0.1:{w.ports['public']}/echo"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        assert r.status == 200
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(url, headers={"x-chaos": "1"}), timeout=5)
+    assert e.value.code == 500 and b"fault injected" in e.value.read()
+
+
+def test_fault_aborts_a_grpc_call_with_the_grpc_status_given(weft):
+    import grpc_peer as g
+    p = g.start_server(0, name="s")
+    try:
+        text = simple_config({"g": [f"127.0.0.1:{p.port}"]}, workers=1,
+                             listeners=fault_listener("{abort_status: 503, abort_grpc_status: 8}")
+                             .replace("cluster: c", "cluster: g"))
+        text = text.replace("  - name: g\n", "  - name: g\n    protocol: http2\n", 1)
+        w = weft(text)
+        r = g.unary(f"127.0.0.1:{w.ports['public']}", b"q")
+        assert r["code"] == "RESOURCE_EXHAUSTED" and "fault injected" in r["details"], r
+    finally:
+        g.stop_server(p)
+
+
+def test_route_manifest_faults_reach_the_sidecar(server, mesh_proxy, demos):
+    s, apps, up, px = mesh_with_three_reviews(server, mesh_proxy, demos, "{policy: ewma}")
+    r = s.ctl("apply", "-f", "-", input="""kind: Route
+metadata: {name: reviews}
+spec:
+  service: reviews
+  rules:
+    - match: {headers: {x-test: abort}}
+      backends: [{service: reviews}]
+      fault: {abort: {httpStatus: 503, grpcStatus: 14, percent: 100}}
+    - backends: [{service: reviews}]
+      fault: {delay: {fixed: 50ms, percent: 10}}
+""")
+    assert r.returncode == 0, r.stderr
+    y = s.ctl("get", "route", "reviews", "-o", "json").stdout
+    rules = json.loads(y)["spec"]["rules"]
+    assert rules[0]["fault"] == {"abort": {"httpStatus": 503, "grpcStatus": 14, "percent": 100.0}}, rules
+    assert rules[1]["fault"] == {"delay": {"fixed": "50ms", "percent": 10.0}}, rules
+
+    def aborted():
+        req = urllib.request.Request(f"http://127.0.0.1:{up}/", headers={"x-test": "abort"})
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            return False
+        except urllib.error.HTTPError as e:
+            return e.code == 503 and b"fault injected" in e.read()
+    assert wait_for(aborted, timeout=10)
+    assert get_many(up, 20) == [200] * 20
+    # What the proxy cannot do is refused at apply, naming the field.
+    r = s.ctl("apply", "-f", "-", input="""kind: Route
+metadata: {name: reviews}
+spec:
+  service: reviews
+  rules:
+    - backends: [{service: reviews}]
+      fault: {delay: {fixed: 50ms, percent: 120}}
+""")
+    assert r.returncode == 1 and "spec.rules[0].fault.delay.percent" in r.stderr, r.stderr
+
+
 def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
     d = demos("a")
     assert d.behave(latency="5ms", errorRate=0.5, errorStatus=503) == \

@@ -215,4 +215,31 @@ TEST(Manifest, EmptyDocumentsAreSkipped) {
 }
 
 }  // namespace
+TEST(Manifest, RouteFaultsAreParsedCheckedAndWrittenBack) {
+  auto r = ParseManifests(
+      "kind: Route\nmetadata: {name: r}\nspec:\n  service: r\n  rules:\n"
+      "    - backends: [{service: r}]\n"
+      "      fault: {delay: {fixed: 20ms, percent: 12.5}, abort: {httpStatus: 503, grpcStatus: "
+      "14, percent: 1}}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const FaultSpec& f = std::get<RouteSpec>(r.value()[0].spec).rules[0].fault;
+  EXPECT_EQ(f.delay_ms, 20);
+  EXPECT_DOUBLE_EQ(f.delay_percent, 12.5);
+  EXPECT_EQ(f.abort_http_status, 503);
+  EXPECT_EQ(f.abort_grpc_status, 14);
+  EXPECT_DOUBLE_EQ(f.abort_percent, 1);
+  const std::string head =
+      "kind: Route\nmetadata: {name: r}\nspec:\n  service: r\n  rules:\n"
+      "    - backends: [{service: r}]\n      fault: ";
+  EXPECT_NE(Error(head + "{delay: {percent: 5}}\n").find("spec.rules[0].fault.delay.fixed"),
+            std::string::npos);
+  EXPECT_NE(
+      Error(head + "{abort: {httpStatus: 99}}\n").find("spec.rules[0].fault.abort.httpStatus"),
+      std::string::npos);
+  EXPECT_NE(Error(head + "{abort: {httpStatus: 503, percent: 101}}\n")
+                .find("spec.rules[0].fault.abort.percent"),
+            std::string::npos);
+  EXPECT_NE(Error(head + "{}\n").find("needs delay, abort or both"), std::string::npos);
+}
+
 }  // namespace weft::mesh
