@@ -5,11 +5,12 @@ import grp
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import tempfile
 import time
 
-from conftest import free_port, require, wait_for
+from conftest import MeshProxy, free_port, require, wait_for
 
 NOGROUP = grp.getgrnam("nogroup").gr_gid  # Debian's unprivileged group
 OTHER_UID = 31337  # no such user: a process of its own, not root, not the agent's
@@ -85,11 +86,32 @@ def served_identity(port):
     return out.split("URI:", 1)[1].strip() if "URI:" in out else ""
 
 
-def test_agent_socket_checks_its_peer(server, agent, mesh_proxy, backends, tmp_path):
+def test_agent_socket_checks_its_peer(weft_bin, server, agent, mesh_proxy, backends, tmp_path, request):
     s = server()
     # Where other users reach it (tmp_path is root's only), as /run/weft would be.
     run = pathlib.Path(tempfile.mkdtemp(prefix="weft-run-"))
     os.chmod(run, 0o755)
+    # The sidecars of other uids run a copy of the binary they can reach
+    # (the build tree may sit in a directory that is root's only).
+    their_weft = run / "weft"
+    try:
+        os.link(weft_bin, their_weft)
+    except OSError:
+        shutil.copy(weft_bin, their_weft)
+    os.chmod(their_weft, 0o755)
+    started = []
+
+    def cleanup():
+        for m in started:
+            m.stop()
+        shutil.rmtree(run, ignore_errors=True)
+    request.addfinalizer(cleanup)
+
+    def sidecar_as(uid, gid, service, extra=()):
+        m = MeshProxy(str(their_weft), f"unix:{sock}", service, str(tmp_path), extra,
+                      popen_kw={"user": uid, "group": gid, "extra_groups": []})
+        started.append(m)
+        return m
     sock = str(run / "agent.sock")
     a = agent(s, "node-1", extra=("--socket", sock, "--socket-group", "nogroup"))
     st = os.stat(sock)
@@ -97,29 +119,27 @@ def test_agent_socket_checks_its_peer(server, agent, mesh_proxy, backends, tmp_p
     web_token, pay_token = "web-token-0123456789abcdef", "pay-token-0123456789abcdef"
     web_in = register_pair(a, "web", backends("web-app").port, web_token)
     pay_in = register_pair(a, "payments", backends("pay-app").port, pay_token)
-    as_other = {"user": OTHER_UID, "group": NOGROUP, "extra_groups": []}
     token_file = run / "web-token"
     token_file.write_text(web_token)
     os.chmod(token_file, 0o644)  # the sidecar's user reads it (tmp_path is root's only)
     # A sidecar of another uid with web's token gets web's identity.
-    web = mesh_proxy(f"unix:{sock}", "web", extra=("--token-file", str(token_file)), popen_kw=as_other)
+    web = sidecar_as(OTHER_UID, NOGROUP, "web", ("--token-file", str(token_file)))
     web.wait_ready(20)
     assert served_identity(web_in) == "spiffe://weft.local/ns/default/sa/web"
     # The same sidecar asking for payments' identity is refused and logged:
     # it never gets a certificate, and the agent counts it.
     before = a.metric("weft_agent_socket_refused_total")
-    thief = mesh_proxy(f"unix:{sock}", "payments", extra=("--token-file", str(token_file)), popen_kw=as_other)
+    thief = sidecar_as(OTHER_UID, NOGROUP, "payments", ("--token-file", str(token_file)))
     assert wait_for(lambda: a.metric("weft_agent_socket_refused_total") > before, 10), a.log()
     assert f"uid {OTHER_UID}" in a.log() and "not the Token of a registration of \"payments\"" in a.log()
     assert thief.admin("/ready")[0] != 200
     assert "PERMISSION_DENIED" in thief.log() or "not the Token" in thief.log(), thief.log()
     assert served_identity(pay_in) == ""
     # Without a token, a uid that is not root's or the agent's gets nothing.
-    mesh_proxy(f"unix:{sock}", "payments", popen_kw=as_other)
+    sidecar_as(OTHER_UID, NOGROUP, "payments")
     assert wait_for(lambda: "present the Token of \"payments\"'s registration" in a.log(), 10), a.log()
     # A uid outside the socket's group cannot even connect.
-    stranger = mesh_proxy(f"unix:{sock}", "payments", extra=("--token-file", str(token_file)),
-                          popen_kw={"user": OTHER_UID + 1, "group": OTHER_UID + 1, "extra_groups": []})
+    stranger = sidecar_as(OTHER_UID + 1, OTHER_UID + 1, "payments", ("--token-file", str(token_file)))
     time.sleep(2)
     assert stranger.admin("/ready")[0] != 200
     assert f"uid {OTHER_UID + 1}" not in a.log()
