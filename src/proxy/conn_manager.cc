@@ -605,7 +605,6 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     const size_t ep = cr.lb.Pick(cr.active, retry.next_exclude());
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
-    attempt_ns_ = MonoNanos();
     bool have = up_->TakePooled(cluster, ep, cm_->limits_, &lease);
     if (!have) {
       // A new connection (or a wait for one): within the circuit breakers.
@@ -636,6 +635,9 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       if (retry.budget_exhausted()) cr.stats->rq_retry_budget_exhausted.Inc();
       break;
     }
+    // The balancer times the exchange from here: a new connection's
+    // handshake is paid once and says little about how the endpoint answers.
+    attempt_ns_ = MonoNanos();
     upstream_addr_ = addr.text;
     up_req_.authority = req.authority.empty() ? std::string_view(addr.text) : req.authority;
     if (!continue_sent && req.expect_continue && req.has_body()) {
