@@ -559,7 +559,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   // allocation per request).
   retry_.emplace(upstream::RetryPolicy::For(*x.route, cr.cfg.endpoints.size()),
                  upstream::Idempotent(req.method) && !req.has_body(), &cr.budget);
-  cr.budget.Deposit(MonoNanos() / 1000000000);
+  cr.budget.Deposit(start_ns_ / 1000000000);  // the request's start: no clock read
   upstream::RetryState& retry = *retry_;
   // Circuit breakers: requests in flight to this cluster, and of those the
   // ones being retried, counted until Forward returns.
@@ -741,10 +741,11 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
         // The balancer's view of this endpoint: how long it took to
         // answer, and a failure counts as slow (a fast 503 must not draw
         // traffic).
+        const int64_t answered = MonoNanos();
         if (h->status >= 500) {
-          cr.lb.ObserveFailure(ep, MonoNanos());
+          cr.lb.ObserveFailure(ep, answered);
         } else {
-          cr.lb.Observe(ep, MonoNanos() - attempt_ns_, MonoNanos());
+          cr.lb.Observe(ep, answered - attempt_ns_, answered);
         }
         if (h->status >= 400 && retry.Retriable(h->status)) {
           if (retry.ShouldRetryStatus(h->status, ep)) {
