@@ -191,7 +191,13 @@ class Cluster:
             self.wait(f"agent n{i}", lambda i=i: self.exec(i, "curl", "-fsS", "http://127.0.0.1:8501/ready",
                                                             check=False).returncode == 0)
         self.apply("kind: Service\nmetadata: {name: redis}\nspec:\n  ports: [{port: 6379, protocol: tcp}]\n---\n"
-                   "kind: Service\nmetadata: {name: reviews}\nspec:\n  ports: [{port: 9080, protocol: http}]\n")
+                   "kind: Service\nmetadata: {name: reviews}\nspec:\n  ports: [{port: 9080, protocol: http}]\n"
+                   # These tests ask whether each node is reached: with the
+                   # default (latency-aware) balancer a run of sequential
+                   # requests may rightly stay on the node that answered a
+                   # little faster. The balancer's own choices are tested in
+                   # tests/integration/test_resilience.py.
+                   "---\nkind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n  lb: round_robin\n")
         for i in self.ns:
             self.spawn(i, "web", self.weft, "demo-app", "--name", "web", "--version", f"n{i}",
                        "--listen", "127.0.0.1:8080")
