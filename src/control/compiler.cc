@@ -351,6 +351,21 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c->set_max_requests(tp.connection_pool.max_requests);
     c->set_max_retries(tp.connection_pool.max_retries);
     c->set_connect_timeout_ms(tp.connect_timeout_ms);
+    {
+      const mesh::OutlierDetection& o = tp.outlier;
+      pb::OutlierDetection* od = c->mutable_outlier_detection();
+      od->set_enabled(o.enabled);
+      od->set_consecutive_5xx(o.consecutive_5xx);
+      od->set_consecutive_gateway_errors(o.consecutive_gateway);
+      od->set_interval_ms(o.interval_ms);
+      od->set_base_ejection_ms(o.base_ejection_ms);
+      od->set_max_ejection_ms(o.max_ejection_ms);
+      od->set_max_ejection_percent(o.max_ejection_percent);
+      od->set_min_health_percent(o.min_health_percent);
+      od->set_success_rate_min_hosts(o.success_rate_min_hosts);
+      od->set_success_rate_request_volume(o.success_rate_request_volume);
+      od->set_success_rate_stdev_factor(o.success_rate_stdev_factor);
+    }
     c->set_protocol(cluster_protocol_of(svc, ns));
     c->set_mesh_protocol(mesh_protocol_of(svc, ns));
     out[ResourceKey("cluster", name)] = Finish(std::move(r));

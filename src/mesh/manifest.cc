@@ -75,10 +75,53 @@ ServiceSpec ParseService(const YAML::Node& s) {
   return out;
 }
 
+OutlierDetection ParseOutlierDetection(const YAML::Node& n) {
+  const std::string at = "spec.outlierDetection";
+  CheckKeys(n, at,
+            {"enabled", "consecutive5xxErrors", "consecutiveGatewayErrors", "interval",
+             "baseEjectionTime", "maxEjectionTime", "maxEjectionPercent", "minHealthPercent",
+             "successRate"});
+  OutlierDetection o;
+  if (n["enabled"]) o.enabled = OneOf(n["enabled"], at + ".enabled", {"true", "false"}) == "true";
+  auto count = [](const YAML::Node& m, const std::string& p, const char* key, uint32_t* v,
+                  uint64_t min, uint64_t max) {
+    if (m[key]) *v = static_cast<uint32_t>(Unsigned(m[key], p + "." + key, min, max));
+  };
+  auto span = [&](const char* key, int64_t* v, int64_t max, const char* range) {
+    if (!n[key]) return;
+    *v = Duration(n[key], at + "." + key);
+    if (*v < kMinOutlierMs || *v > max) Fail(at + "." + key, std::string("use ") + range);
+  };
+  count(n, at, "consecutive5xxErrors", &o.consecutive_5xx, 0, kMaxConsecutiveErrors);
+  count(n, at, "consecutiveGatewayErrors", &o.consecutive_gateway, 0, kMaxConsecutiveErrors);
+  span("interval", &o.interval_ms, kMaxOutlierIntervalMs, "100ms to 1h");
+  span("baseEjectionTime", &o.base_ejection_ms, kMaxOutlierIntervalMs, "100ms to 1h");
+  span("maxEjectionTime", &o.max_ejection_ms, kMaxOutlierEjectionMs, "100ms to 24h");
+  if (o.max_ejection_ms < o.base_ejection_ms)
+    Fail(at + ".maxEjectionTime", "shorter than baseEjectionTime");
+  count(n, at, "maxEjectionPercent", &o.max_ejection_percent, 0, 100);
+  count(n, at, "minHealthPercent", &o.min_health_percent, 0, 100);
+  if (const YAML::Node& sr = n["successRate"]) {
+    const std::string sp = at + ".successRate";
+    CheckKeys(sr, sp, {"minimumHosts", "requestVolume", "stdevFactor"});
+    count(sr, sp, "minimumHosts", &o.success_rate_min_hosts, 1, 100000);
+    count(sr, sp, "requestVolume", &o.success_rate_request_volume, 1, 1000000);
+    if (sr["stdevFactor"]) {
+      const std::string v = Scalar(sr["stdevFactor"], sp + ".stdevFactor");
+      char* end = nullptr;
+      const double f = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(f >= 0 && f * 1000 <= kMaxStdevFactor))
+        Fail(sp + ".stdevFactor", "use a number from 0 (off) to 100, for example 1.9");
+      o.success_rate_stdev_factor = static_cast<uint32_t>(f * 1000 + 0.5);
+    }
+  }
+  return o;
+}
+
 TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
-  CheckKeys(
-      s, "spec",
-      {"lb", "loadBalancer", "connectTimeout", "requestTimeout", "retries", "connectionPool"});
+  CheckKeys(s, "spec",
+            {"lb", "loadBalancer", "connectTimeout", "requestTimeout", "retries", "connectionPool",
+             "outlierDetection"});
   TrafficPolicySpec out;
   static const std::vector<std::string> kPolicies = {"ewma", "round_robin", "least_request",
                                                      "random"};
@@ -110,6 +153,7 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
     limit("maxRequests", &out.connection_pool.max_requests);
     limit("maxRetries", &out.connection_pool.max_retries);
   }
+  if (s["outlierDetection"]) out.outlier = ParseOutlierDetection(s["outlierDetection"]);
   if (s["connectTimeout"])
     out.connect_timeout_ms = Duration(s["connectTimeout"], "spec.connectTimeout");
   if (s["requestTimeout"])
@@ -424,6 +468,19 @@ std::string ToJson(const Manifest& m) {
                            {"maxPendingRequests", tp->connection_pool.max_pending_requests},
                            {"maxRequests", tp->connection_pool.max_requests},
                            {"maxRetries", tp->connection_pool.max_retries}};
+    const OutlierDetection& o = tp->outlier;
+    s["outlierDetection"] = {{"enabled", o.enabled},
+                             {"consecutive5xxErrors", o.consecutive_5xx},
+                             {"consecutiveGatewayErrors", o.consecutive_gateway},
+                             {"interval", Ms(o.interval_ms)},
+                             {"baseEjectionTime", Ms(o.base_ejection_ms)},
+                             {"maxEjectionTime", Ms(o.max_ejection_ms)},
+                             {"maxEjectionPercent", o.max_ejection_percent},
+                             {"minHealthPercent", o.min_health_percent},
+                             {"successRate",
+                              {{"minimumHosts", o.success_rate_min_hosts},
+                               {"requestVolume", o.success_rate_request_volume},
+                               {"stdevFactor", o.success_rate_stdev_factor / 1000.0}}}};
   } else if (const auto* rt = std::get_if<RouteSpec>(&m.spec)) {
     s["service"] = rt->service;
     s["rules"] = json::array();

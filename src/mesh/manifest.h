@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "mesh/outlier.h"
 
 namespace weft::mesh {
 
@@ -70,6 +71,7 @@ struct TrafficPolicySpec {
   int64_t request_timeout_ms = 15000;
   RetryPolicy retries;
   ConnectionPool connection_pool;
+  OutlierDetection outlier;  // outlierDetection
 };
 
 struct HeaderMatch {

@@ -268,10 +268,60 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
   return l;
 }
 
+// outlier_detection: {enabled, consecutive_5xx, consecutive_gateway_errors,
+// interval, base_ejection_time, max_ejection_time, max_ejection_percent,
+// min_health_percent, success_rate: {minimum_hosts, request_volume, stdev_factor}}
+OutlierConfig ParseOutlier(const YAML::Node& n, const std::string& at) {
+  CheckKeys(
+      n, at,
+      {"enabled", "consecutive_5xx", "consecutive_gateway_errors", "interval", "base_ejection_time",
+       "max_ejection_time", "max_ejection_percent", "min_health_percent", "success_rate"});
+  OutlierConfig o;
+  if (n["enabled"])
+    o.enabled = yaml::OneOf(n["enabled"], at + ".enabled", {"true", "false"}) == "true";
+  auto count = [&](const YAML::Node& m, const std::string& p, const char* key, uint32_t* v,
+                   uint64_t min, uint64_t max) {
+    if (m[key]) *v = static_cast<uint32_t>(Unsigned(m[key], p + "." + key, min, max));
+  };
+  auto span = [&](const char* key, int64_t* v, int64_t min, int64_t max, const char* range) {
+    if (!n[key]) return;
+    *v = Duration(n[key], at + "." + key);
+    if (*v < min || *v > max) Fail(at + "." + key, std::string("use ") + range);
+  };
+  count(n, at, "consecutive_5xx", &o.consecutive_5xx, 0, mesh::kMaxConsecutiveErrors);
+  count(n, at, "consecutive_gateway_errors", &o.consecutive_gateway, 0,
+        mesh::kMaxConsecutiveErrors);
+  span("interval", &o.interval_ms, mesh::kMinOutlierMs, mesh::kMaxOutlierIntervalMs, "100ms to 1h");
+  span("base_ejection_time", &o.base_ejection_ms, mesh::kMinOutlierMs, mesh::kMaxOutlierIntervalMs,
+       "100ms to 1h");
+  span("max_ejection_time", &o.max_ejection_ms, mesh::kMinOutlierMs, mesh::kMaxOutlierEjectionMs,
+       "100ms to 24h");
+  if (o.max_ejection_ms < o.base_ejection_ms)
+    Fail(at + ".max_ejection_time", "shorter than base_ejection_time");
+  count(n, at, "max_ejection_percent", &o.max_ejection_percent, 0, 100);
+  count(n, at, "min_health_percent", &o.min_health_percent, 0, 100);
+  if (const YAML::Node& sr = n["success_rate"]) {
+    const std::string sp = at + ".success_rate";
+    CheckKeys(sr, sp, {"minimum_hosts", "request_volume", "stdev_factor"});
+    count(sr, sp, "minimum_hosts", &o.success_rate_min_hosts, 1, 100000);
+    count(sr, sp, "request_volume", &o.success_rate_request_volume, 1, 1000000);
+    if (sr["stdev_factor"]) {
+      const std::string v = Scalar(sr["stdev_factor"], sp + ".stdev_factor");
+      char* end = nullptr;
+      const double f = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(f >= 0 && f * 1000 <= mesh::kMaxStdevFactor))
+        Fail(sp + ".stdev_factor " + Quoted(sr["stdev_factor"]),
+             "use a number from 0 (off) to 100, for example 1.9");
+      o.success_rate_stdev_factor = static_cast<uint32_t>(f * 1000 + 0.5);
+    }
+  }
+  return o;
+}
+
 ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "lb", "ewma_decay", "protocol", "connect_timeout", "endpoints",
-             "max_idle_per_endpoint", "retry_budget", "circuit_breakers"});
+             "max_idle_per_endpoint", "retry_budget", "circuit_breakers", "outlier_detection"});
   ClusterConfig c;
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
@@ -308,6 +358,8 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
     limit("max_requests", &c.max_requests);
     limit("max_retries", &c.max_retries);
   }
+  if (n["outlier_detection"])
+    c.outlier = ParseOutlier(n["outlier_detection"], path + ".outlier_detection");
   if (n["retry_budget"]) {
     const YAML::Node& b = n["retry_budget"];
     CheckKeys(b, path + ".retry_budget", {"percent", "min_per_second"});
@@ -656,6 +708,19 @@ std::string ConfigToJson(const ProxyConfig& c) {
                               {"max_pending_requests", cl.max_pending_requests},
                               {"max_requests", cl.max_requests},
                               {"max_retries", cl.max_retries}};
+    const OutlierConfig& o = cl.outlier;
+    jc["outlier_detection"] = {{"enabled", o.enabled},
+                               {"consecutive_5xx", o.consecutive_5xx},
+                               {"consecutive_gateway_errors", o.consecutive_gateway},
+                               {"interval_ms", o.interval_ms},
+                               {"base_ejection_time_ms", o.base_ejection_ms},
+                               {"max_ejection_time_ms", o.max_ejection_ms},
+                               {"max_ejection_percent", o.max_ejection_percent},
+                               {"min_health_percent", o.min_health_percent},
+                               {"success_rate",
+                                {{"minimum_hosts", o.success_rate_min_hosts},
+                                 {"request_volume", o.success_rate_request_volume},
+                                 {"stdev_factor", o.success_rate_stdev_factor / 1000.0}}}};
     jc["endpoints"] = json::array();
     for (const auto& e : cl.endpoints) {
       json je{{"address", e.address.text}, {"weight", e.weight}};

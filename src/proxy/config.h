@@ -13,6 +13,7 @@
 #include "base/net.h"
 #include "http/http1/parser.h"
 #include "http/http2/settings.h"
+#include "mesh/outlier.h"
 #include "proxy/authz.h"
 
 namespace weft::proxy {
@@ -129,6 +130,10 @@ struct Endpoint {
   bool mtls = false;  // a sidecar: connect with mesh TLS
 };
 
+// Outlier detection (upstream/outlier.h): the same settings a
+// TrafficPolicy's outlierDetection writes.
+using OutlierConfig = mesh::OutlierDetection;
+
 struct ClusterConfig {
   std::string name;
   LbPolicy lb = LbPolicy::kEwma;
@@ -143,6 +148,7 @@ struct ClusterConfig {
   uint32_t max_pending_requests = 1024;  // requests waiting for a connection
   uint32_t max_requests = 1024;          // requests in flight
   uint32_t max_retries = 1024;           // requests in flight that are being retried
+  OutlierConfig outlier;
   // The HTTP version spoken to the endpoints: HTTP/1.1, or HTTP/2 with prior
   // knowledge (plaintext) / ALPN h2 (mesh TLS).
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;

@@ -602,7 +602,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     attempts_ = retry.attempts();
     attempt_text_[0] = static_cast<char>('0' + std::min(retry.attempts(), 9));
     up_req_.fields[attempt_field_].value = std::string_view(attempt_text_, 1);
-    const size_t ep = cr.lb.Pick(cr.active, retry.next_exclude());
+    const size_t ep = cr.Pick(retry.next_exclude());
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
     bool have = up_->TakePooled(cluster, ep, cm_->limits_, &lease);
@@ -622,7 +622,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       --cr.rq_pending;
     }
     if (!have) {
-      cr.lb.ObserveFailure(ep, MonoNanos());
+      cr.Failed(ep, MonoNanos());
       if (cr.cfg.endpoints[ep].mtls) {
         LOG_WARN("listener {}: {}", c.lc->name, err);  // mesh TLS: an identity problem
       } else {
@@ -687,7 +687,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     } else if (req.has_body()) {
       r = co_await PumpRequestBody(c, s, us, true);
     }
-    if (r == 2 && !lease.reused) cr.lb.ObserveFailure(ep, MonoNanos());
+    if (r == 2 && !lease.reused) cr.Failed(ep, MonoNanos());
     if (r == 2 && retry.ShouldRetry(AttemptFailure::kResetOnSend, ep, lease.reused)) {
       // Nothing reached the upstream (a pooled connection it had just
       // closed, or a reset): the request head is intact, send it again.
@@ -738,15 +738,9 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
           continue;
         }
         resp = h;
-        // The balancer's view of this endpoint: how long it took to
-        // answer, and a failure counts as slow (a fast 503 must not draw
-        // traffic).
+        // The balancer's and outlier detection's view of this endpoint.
         const int64_t answered = MonoNanos();
-        if (h->status >= 500) {
-          cr.lb.ObserveFailure(ep, answered);
-        } else {
-          cr.lb.Observe(ep, answered - attempt_ns_, answered);
-        }
+        cr.Answered(ep, h->status, answered - attempt_ns_, answered);
         if (h->status >= 400 && retry.Retriable(h->status)) {
           if (retry.ShouldRetryStatus(h->status, ep)) {
             // Tried again elsewhere: this answer is dropped with its
@@ -763,7 +757,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       ReleaseUpstream(s, false);
       // Timed out, reset or broken: slow, as far as the balancer goes (a
       // pooled connection the upstream had closed says nothing about it).
-      if (!lease.reused || herr.bytes_received || timed_out_) cr.lb.ObserveFailure(ep, MonoNanos());
+      if (!lease.reused || herr.bytes_received || timed_out_) cr.Failed(ep, MonoNanos());
       if (pump_result_ == 413 || pump_result_ == 400) {
         // The request body broke a rule while it streamed.
         reply_body_ = pump_result_ == 413

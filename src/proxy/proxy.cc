@@ -99,6 +99,31 @@ class Proxy final : public ConfigSink {
       snap->access_logs.push_back(sink);
     }
     for (const auto& c : cfg->clusters) snap->cluster_stats.push_back(stats_.Cluster(c.name));
+    // Outlier detection carries over what it knows of endpoints that stay
+    // (an ejected endpoint stays out), by cluster name and address.
+    std::map<std::string_view, const upstream::OutlierDetector*> before;
+    if (snap_)
+      for (size_t i = 0; i < snap_->outliers.size(); ++i)
+        if (snap_->outliers[i]) before[snap_->cfg->clusters[i].name] = snap_->outliers[i].get();
+    for (const auto& c : cfg->clusters) {
+      if (!c.outlier.enabled) {
+        snap->outliers.push_back(nullptr);
+        stats_.SetEjectedGauge(c.name, nullptr);
+        continue;
+      }
+      std::vector<std::string> addrs;
+      for (const auto& e : c.endpoints) addrs.push_back(e.address.text);
+      auto old = before.find(c.name);
+      auto d = std::make_shared<upstream::OutlierDetector>(
+          c.name, addrs, c.outlier, workers_.size(), old == before.end() ? nullptr : old->second,
+          MonoNanos() / 1000000);
+      std::weak_ptr<upstream::OutlierDetector> weak = d;
+      stats_.SetEjectedGauge(c.name, [weak]() -> uint64_t {
+        auto p = weak.lock();
+        return p ? p->EjectedNow(MonoNanos() / 1000000) : 0;
+      });
+      snap->outliers.push_back(std::move(d));
+    }
     for (const auto& l : cfg->listeners) {
       std::vector<PerWorker<AuthzStats>*> as;
       if (l.authz)

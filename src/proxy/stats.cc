@@ -81,6 +81,11 @@ PerWorker<RouteStats>* StatsRegistry::Route(const std::string& listener, const s
   return p.get();
 }
 
+void StatsRegistry::SetEjectedGauge(const std::string& cluster, std::function<uint64_t()> f) {
+  std::lock_guard<std::mutex> l(mu_);
+  ejected_[cluster] = std::move(f);
+}
+
 PerWorker<ClusterStats>* StatsRegistry::Cluster(const std::string& name) {
   std::lock_guard<std::mutex> l(mu_);
   auto& p = clusters_[name];
@@ -275,6 +280,29 @@ std::string StatsRegistry::RenderPrometheus() {
     counter("weft_cluster_upstream_mtls_fail_total",
             "Mesh TLS handshakes that failed or met the wrong peer identity.",
             &ClusterStats::tls_fail);
+    for (size_t r = 0; r < 3; ++r) {
+      static const char* const kReasons[] = {"consecutive_5xx", "consecutive_gateway_errors",
+                                             "success_rate"};
+      w.Counter("weft_cluster_outlier_ejections_total",
+                "Endpoints taken out of balancing by outlier detection, by reason.",
+                lb.With("reason", kReasons[r]),
+                Sum(blocks, [r](const ClusterStats& s) -> const Counter& {
+                  return s.outlier_ejections[r];
+                }));
+    }
+    counter("weft_cluster_outlier_ejections_overflow_total",
+            "Ejections not made: max_ejection_percent of the endpoints were out already.",
+            &ClusterStats::outlier_overflow);
+    counter("weft_cluster_outlier_returns_total",
+            "Ejected endpoints put back into balancing when their time ran out.",
+            &ClusterStats::outlier_returns);
+    counter("weft_cluster_lb_panic_total",
+            "Requests balanced over every endpoint, ejected ones included: too few were in "
+            "service (min_health_percent).",
+            &ClusterStats::lb_panic);
+    if (auto e = ejected_.find(name); e != ejected_.end() && e->second)
+      w.Gauge("weft_cluster_outlier_ejected", "Endpoints ejected now by outlier detection.", lb,
+              static_cast<int64_t>(e->second()));
     RenderHttp<ClusterStats>(w, "weft_cluster_upstream", lb, blocks,
                              [](const ClusterStats& s) -> const HttpCounters& { return s.http; });
   }

@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -109,6 +110,11 @@ struct alignas(64) ClusterStats {
   Counter bytes_in, bytes_out;                    // to / from upstream
   Counter tls_handshakes, tls_resumed, tls_fail;  // mesh TLS towards sidecars
   Counter cx_http2;                               // upstream connections speaking HTTP/2
+  // Outlier detection: ejections by reason (upstream::EjectReason order:
+  // consecutive 5xx, consecutive gateway errors, success rate), those the
+  // cap refused, endpoints put back, and picks made in panic.
+  std::array<Counter, 3> outlier_ejections;
+  Counter outlier_overflow, outlier_returns, lb_panic;
   HttpCounters http;
 };
 
@@ -152,6 +158,10 @@ class StatsRegistry {
   static constexpr size_t kMaxSources = 1000;
 
   // Each has one writer thread (Counter): the proxy's main loop.
+  // The endpoints a cluster has ejected now (outlier detection), read on
+  // scrape; replaced on every config load.
+  void SetEjectedGauge(const std::string& cluster, std::function<uint64_t()> f);
+
   Counter& config_reload_ok() { return reload_ok_; }
   Counter& config_reload_fail() { return reload_fail_; }
 
@@ -167,6 +177,7 @@ class StatsRegistry {
   std::map<std::pair<std::string, std::string>, std::unique_ptr<PerWorker<SourceStats>>> sources_;
   std::map<std::string, size_t> sources_per_listener_;
   std::map<std::string, std::unique_ptr<PerWorker<AuthzStats>>> authz_;
+  std::map<std::string, std::function<uint64_t()>> ejected_;
   Counter reload_ok_, reload_fail_;
 };
 

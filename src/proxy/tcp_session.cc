@@ -90,12 +90,13 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     // One retry on another endpoint when the connect fails.
     for (int attempt = 0; attempt < 2 && !connected_ && !cluster_->cfg.endpoints.empty();
          ++attempt) {
-      up_.endpoint = cluster_->lb.Pick(cluster_->active, exclude);
+      up_.endpoint = cluster_->Pick(exclude);
       exclude = static_cast<long>(up_.endpoint);
       timed_out_ = false;
       std::string err;
       if (!co_await upstream::Connect(w_, *cluster_, kAlpnTcp, up_, this, &timed_out_, &err)) {
         LOG_WARN("listener {}: {}", lc.name, err);
+        cluster_->Outlier(up_.endpoint, upstream::Outcome::kGateway, MonoNanos());
         if (cluster_->cfg.endpoints.size() > 1 && attempt == 0) {
           cs_->rq_retry.Inc();
           continue;
@@ -103,6 +104,9 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
         break;
       }
       connected_ = true;
+      // A TCP cluster has no answers to judge: a connect is its success
+      // (for outlier detection; its balancer counts connections only).
+      cluster_->Outlier(up_.endpoint, upstream::Outcome::kSuccess, MonoNanos());
     }
     if (connected_) {
       co_await Tunnel(down_, up_.stream, {}, {}, this, lc.idle_timeout_ms,

@@ -78,6 +78,8 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
     rt.lim_pending = share(cfg.clusters[i].max_pending_requests);
     rt.lim_requests = share(cfg.clusters[i].max_requests);
     rt.lim_retries = share(cfg.clusters[i].max_retries);
+    rt.worker = id_;
+    if (i < sn.outliers.size()) rt.outlier = sn.outliers[i];
     auto old = before.find(cfg.clusters[i].name);
     if (old == before.end()) continue;
     st->clusters.back()->budget.Inherit(old->second->budget);

@@ -40,6 +40,8 @@ struct Snapshot {
   std::vector<PerWorker<ListenerStats>*> listener_stats;         // by listener
   std::vector<std::vector<PerWorker<RouteStats>*>> route_stats;  // by listener, route
   std::vector<PerWorker<ClusterStats>*> cluster_stats;           // by cluster
+  // Outlier detection, by cluster (null: off), shared by the workers.
+  std::vector<std::shared_ptr<upstream::OutlierDetector>> outliers;
   std::vector<std::shared_ptr<AccessLogSink>> access_logs;       // by listener; null: off
   std::vector<std::vector<PerWorker<AuthzStats>*>> authz_stats;  // by listener, policy
   StatsRegistry* registry = nullptr;                             // per-source blocks on demand

@@ -4,6 +4,7 @@
 
 #include "base/strings.h"
 #include "mesh/manifest.h"
+#include "mesh/outlier.h"
 
 namespace weft::xds {
 
@@ -85,6 +86,23 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
       if (c.retry_budget_min_per_s() > 10000)
         return fail("cluster " + c.name() + ": retry_budget_min_per_s over 10000");
       cc.retry_budget_min_per_s = c.retry_budget_min_per_s();
+    }
+    if (c.has_outlier_detection()) {
+      const pb::OutlierDetection& od = c.outlier_detection();
+      proxy::OutlierConfig& o = cc.outlier;
+      o.enabled = od.enabled();
+      o.consecutive_5xx = od.consecutive_5xx();
+      o.consecutive_gateway = od.consecutive_gateway_errors();
+      o.interval_ms = od.interval_ms();
+      o.base_ejection_ms = od.base_ejection_ms();
+      o.max_ejection_ms = od.max_ejection_ms();
+      o.max_ejection_percent = od.max_ejection_percent();
+      o.min_health_percent = od.min_health_percent();
+      o.success_rate_min_hosts = od.success_rate_min_hosts();
+      o.success_rate_request_volume = od.success_rate_request_volume();
+      o.success_rate_stdev_factor = od.success_rate_stdev_factor();
+      if (std::string e = mesh::OutlierError(o); !e.empty())
+        return fail("cluster " + c.name() + ": outlier_detection." + e);
     }
     // "" and "http": HTTP/1.1; "http2" and "grpc": HTTP/2; "tcp": a tcp
     // listener's cluster, where the HTTP version does not apply.

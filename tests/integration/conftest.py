@@ -242,9 +242,10 @@ def weft(weft_bin, tmp_path):
         w.stop()
 
 
-def simple_config(clusters, listeners=None, admin=True, extra_listener="", workers=2, lb=None):
+def simple_config(clusters, listeners=None, admin=True, extra_listener="", workers=2, lb=None, outlier=None):
     """Builds a bootstrap: clusters is {name: [addr or (addr, weight)]};
-    `lb` sets every cluster's policy (default: the proxy's, ewma)."""
+    `lb` sets every cluster's policy (default: the proxy's, ewma), `outlier`
+    every cluster's outlier_detection (a YAML flow map; default: the proxy's, on)."""
     out = []
     if admin:
         out.append("admin: {address: 127.0.0.1:0}")
@@ -268,6 +269,8 @@ def simple_config(clusters, listeners=None, admin=True, extra_listener="", worke
             else:
                 items.append(e)
         policy = f"\n    lb: {lb}" if lb else ""
+        if outlier:
+            policy += f"\n    outlier_detection: {outlier}"
         out.append(f"  - name: {name}{policy}\n    connect_timeout: 500ms\n    endpoints: [{', '.join(items)}]")
     return "\n".join(out) + "\n"
 

@@ -241,13 +241,23 @@ def test_upstream_connect_error_is_503_with_reason(weft, backends):
 def test_connect_failure_retried_on_another_endpoint(weft, backends):
     b = backends("live")
     dead = free_port()
-    # Round robin goes back to the dead endpoint every other request: each
-    # of those is retried on the live one.
-    w = weft(simple_config({"c": [f"127.0.0.1:{dead}", b.addr]}, workers=1, lb="round_robin"))
+    # Round robin (and no outlier detection) goes back to the dead endpoint
+    # every other request: each of those is retried on the live one.
+    w = weft(simple_config({"c": [f"127.0.0.1:{dead}", b.addr]}, workers=1, lb="round_robin",
+                           outlier="{enabled: false}"))
     for i in range(20):
         r = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", w.url(path=f"/p/{i}"))
         assert r.stdout == "200"
     assert w.stat("weft_cluster_upstream_rq_retry_total", cluster="c") >= 9
+    # With outlier detection (the default), five failed connects in a row
+    # eject the dead endpoint: round robin skips it from then on.
+    w1 = weft(simple_config({"c": [f"127.0.0.1:{dead}", b.addr]}, workers=1, lb="round_robin"))
+    for i in range(20):
+        r = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", w1.url(path=f"/p/{i}"))
+        assert r.stdout == "200"
+    assert w1.stat("weft_cluster_upstream_rq_retry_total", cluster="c") == 5
+    assert w1.stat("weft_cluster_outlier_ejections_total", cluster="c", reason="consecutive_5xx") == 1
+    assert w1.stat("weft_cluster_outlier_ejected", cluster="c") == 1
     # The default balancer (ewma) counts the failed connect as a slow answer
     # and stops choosing the dead endpoint after it.
     w2 = weft(simple_config({"c": [f"127.0.0.1:{dead}", b.addr]}, workers=1))
@@ -276,7 +286,8 @@ def test_reset_before_response_retried_for_idempotent(weft, backends):
     threading.Thread(target=close_all, daemon=True).start()
     b = backends("live")
     # Round robin, so that requests keep landing on the rude one.
-    w = weft(simple_config({"c": [f"127.0.0.1:{rude.getsockname()[1]}", b.addr]}, workers=1, lb="round_robin"))
+    w = weft(simple_config({"c": [f"127.0.0.1:{rude.getsockname()[1]}", b.addr]}, workers=1, lb="round_robin",
+                           outlier="{enabled: false}"))
     codes = [curl("-s", "-o", "/dev/null", "-w", "%{http_code}", w.url(path=f"/g/{i}")).stdout for i in range(10)]
     assert codes == ["200"] * 10
     # A POST is not replayed: it fails with a 503 that says why when it lands on the rude one.
@@ -322,10 +333,12 @@ def always_503():
 def test_503_is_retried_elsewhere_and_the_attempt_reaches_the_upstream(weft, backends, tmp_path):
     busy = always_503()
     b, b2 = backends("live"), backends("live2")
-    # Round robin: some requests land on the busy endpoint first.
+    # Round robin (outlier detection off): some requests land on the busy
+    # endpoint first.
     log = str(tmp_path / "access.log")
     w = weft(simple_config({"c": [f"127.0.0.1:{busy.getsockname()[1]}", b.addr, b2.addr]}, workers=1,
-                           lb="round_robin", extra_listener=f"    access_log: {log}\n"))
+                           lb="round_robin", outlier="{enabled: false}",
+                           extra_listener=f"    access_log: {log}\n"))
     attempts = []
     for i in range(10):
         # A client's own x-weft-attempt never reaches the upstream.

@@ -248,6 +248,81 @@ def test_the_retry_budget_bounds_the_load_on_a_failing_cluster(server, mesh_prox
     assert sidecar_stat(px, "weft_cluster_upstream_rq_retry_budget_exhausted_total") > 0
 
 
+def backend_requests(apps):
+    return [d.behave()["requests"] for d in apps]
+
+
+def test_outlier_detection_ejects_a_failing_instance_and_takes_it_back(server, mesh_proxy, demos):
+    # Round robin and no retries: without ejection the failing instance
+    # would answer a third of the requests with 503.
+    s, apps, up, px = mesh_with_three_reviews(
+        server, mesh_proxy, demos, "{policy: round_robin}",
+        "  retries: {attempts: 0}\n"
+        "  outlierDetection: {consecutive5xxErrors: 3, baseEjectionTime: 2s, interval: 20s}\n")
+    cluster = next(c for c in px.config()["clusters"] if "reviews" in c["name"])
+    od = cluster["outlier_detection"]
+    assert (od["consecutive_5xx"], od["base_ejection_time_ms"], od["interval_ms"]) == (3, 2000, 20000), od
+    apps[2].behave(errorRate=1.0, errorStatus=503)
+    statuses = get_many(up, 150)
+    # Three 503s in a row from it, then it is out: the rest succeed.
+    assert statuses.count(503) == 3, {c: statuses.count(c) for c in set(statuses)}
+    assert sidecar_stat(px, "weft_cluster_outlier_ejections_total") == 1
+    assert sidecar_stat(px, "weft_cluster_outlier_ejected") == 1
+    seen = backend_requests(apps)
+    assert all(s == 200 for s in get_many(up, 60))
+    assert backend_requests(apps)[2] == seen[2]  # nothing reached it
+    # Healed; after its ejection time it is back in the rotation.
+    apps[2].behave(errorRate=0.0)
+    time.sleep(2.2)
+    get_many(up, 60)
+    assert backend_requests(apps)[2] - seen[2] >= 15
+    assert sidecar_stat(px, "weft_cluster_outlier_returns_total") == 1
+    assert sidecar_stat(px, "weft_cluster_outlier_ejected") == 0
+    # Failing again: ejected again, for twice as long (2 x 2 s; an interval
+    # in service would have paid one ejection back).
+    apps[2].behave(errorRate=1.0, errorStatus=503)
+    assert get_many(up, 60).count(503) == 3
+    time.sleep(2.5)
+    seen = backend_requests(apps)
+    get_many(up, 30)
+    assert backend_requests(apps)[2] == seen[2]  # still out after 2.5 s
+
+
+def test_outlier_ejection_cap_and_panic_threshold(server, mesh_proxy, demos):
+    s, apps, up, px = mesh_with_three_reviews(
+        server, mesh_proxy, demos, "{policy: round_robin}",
+        "  retries: {attempts: 0}\n  outlierDetection: {consecutive5xxErrors: 2}\n")
+    for d in apps:
+        d.behave(errorRate=1.0, errorStatus=503)
+    get_many(up, 60)
+    # The default cap (10 %, at least one): one of three is out; the others
+    # would be ejected but are not, and keep their traffic.
+    assert sidecar_stat(px, "weft_cluster_outlier_ejected") == 1
+    assert sidecar_stat(px, "weft_cluster_outlier_ejections_overflow_total") > 0
+    seen = backend_requests(apps)
+    get_many(up, 60)
+    got = [b - a for a, b in zip(seen, backend_requests(apps))]
+    assert sorted(got) == [0, 30, 30], got
+    # Every one may be ejected, but below half in service the balancer
+    # ignores ejections (panic): all three get traffic again.
+    r = s.ctl("apply", "-f", "-", input="kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n"
+                                        "  loadBalancer: {policy: round_robin}\n  retries: {attempts: 0}\n"
+                                        "  outlierDetection: {consecutive5xxErrors: 2, maxEjectionPercent: 100,"
+                                        " minHealthPercent: 50}\n")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: next(c for c in px.config()["clusters"] if "reviews" in c["name"])
+                    ["outlier_detection"]["max_ejection_percent"] == 100, timeout=10)
+    get_many(up, 60)
+    # The first stayed out across the update; more follow, and below half
+    # in service the balancer uses them all.
+    assert sidecar_stat(px, "weft_cluster_outlier_ejected") >= 2
+    seen = backend_requests(apps)
+    get_many(up, 90)
+    got = [b - a for a, b in zip(seen, backend_requests(apps))]
+    assert all(g >= 20 for g in got), got
+    assert sidecar_stat(px, "weft_cluster_lb_panic_total") >= 90
+
+
 def concurrently(url, n, headers=None):
     """n GETs at once, each on its own connection: [(status, x-weft-overloaded, seconds)]."""
     out, lock = [], threading.Lock()

@@ -13,6 +13,7 @@
 #include "proxy/stats.h"
 #include "proxy/tls.h"
 #include "proxy/upstream/load_balancer.h"
+#include "proxy/upstream/outlier.h"
 #include "proxy/upstream/retry.h"
 
 namespace weft::http2 {
@@ -59,6 +60,33 @@ struct ClusterRuntime {
   std::vector<Http2Pool> h2;       // per endpoint: the HTTP/2 connections of those that speak it
   std::vector<uint8_t> speaks_h2;  // per endpoint: HTTP/2 (the cluster's protocol, or mesh TLS)
   bool retired = false;            // replaced by a reload: pools nothing more
+
+  // Outlier detection: the cluster's detector (shared by the workers; null
+  // when off), this worker's view of it and its counters.
+  std::shared_ptr<upstream::OutlierDetector> outlier;
+  upstream::OutlierCounters outlier_counters;
+  size_t worker = 0;
+
+  // The endpoint for an attempt: the balancer's choice among those in
+  // service (every endpoint in panic). `exclude`: as LoadBalancer::Pick.
+  size_t Pick(long exclude);
+  // What an attempt on `ep` came to, for the balancer and outlier
+  // detection: an answer with `status` after `rtt_ns`, or a failure (a
+  // failed connect, a reset, a timeout). `now_ns`: MonoNanos().
+  void Answered(size_t ep, int status, int64_t rtt_ns, int64_t now_ns);
+  void Failed(size_t ep, int64_t now_ns);
+  // For outlier detection only (TCP: a connect, or a failure to).
+  void Outlier(size_t ep, upstream::Outcome o, int64_t now_ns) {
+    if (outlier) outlier->Record(worker, ep, o, now_ns / 1000000, outlier_counters);
+  }
+
+ private:
+  void RefreshEjections(int64_t now_ms);
+  std::vector<int64_t> out_until_;  // per endpoint: ejected until (ms; 0: in service)
+  std::vector<uint8_t> skip_;       // per endpoint: out now (the balancer's mask)
+  uint64_t outlier_gen_ = 0;        // the detector's generation out_until_ is from
+  int64_t next_return_ms_ = INT64_MAX;
+  bool any_out_ = false, panic_ = false;
 };
 
 }  // namespace weft::proxy

@@ -108,9 +108,13 @@ size_t LoadBalancer::PickTwo(const std::vector<uint32_t>& active) {
   return (la < lb || (la == lb && weights_[a] >= weights_[b])) ? a : b;
 }
 
-size_t LoadBalancer::Pick(const std::vector<uint32_t>& active, long exclude) {
+size_t LoadBalancer::Pick(const std::vector<uint32_t>& active, long exclude,
+                          const std::vector<uint8_t>* skip) {
   const size_t n = weights_.size();
   if (n == 1) return 0;
+  auto usable = [&](size_t i) {
+    return static_cast<long>(i) != exclude && (skip == nullptr || (*skip)[i] == 0);
+  };
   size_t pick = 0;
   for (int attempt = 0; attempt < 4; ++attempt) {
     switch (policy_) {
@@ -128,10 +132,17 @@ size_t LoadBalancer::Pick(const std::vector<uint32_t>& active, long exclude) {
         pick = PickTwo(active);
         break;
     }
-    if (static_cast<long>(pick) != exclude) return pick;
+    if (usable(pick)) return pick;
   }
-  // Every attempt hit the excluded endpoint: take its neighbour.
-  return (pick + 1) % n;
+  // Every attempt hit an endpoint to avoid: the next one that is not, else
+  // the next one in service (a retry may go back to the one that failed),
+  // else the pick.
+  for (size_t k = 1; k < n; ++k)
+    if (usable((pick + k) % n)) return (pick + k) % n;
+  if (skip != nullptr)
+    for (size_t k = 0; k < n; ++k)
+      if ((*skip)[(pick + k) % n] == 0) return (pick + k) % n;
+  return pick;
 }
 
 }  // namespace weft::proxy::upstream

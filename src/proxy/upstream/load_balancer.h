@@ -36,8 +36,10 @@ class LoadBalancer {
   // Picks an endpoint index. `active` holds the in-flight request count per
   // endpoint (used by least_request and ewma). `exclude` (or -1) is an
   // endpoint to avoid, for a retry; it is still returned when it is the
-  // only endpoint.
-  size_t Pick(const std::vector<uint32_t>& active, long exclude = -1);
+  // only endpoint. `skip` (may be null): per endpoint, nonzero for those out
+  // of service (ejected); one of them is returned only when all are.
+  size_t Pick(const std::vector<uint32_t>& active, long exclude = -1,
+              const std::vector<uint8_t>* skip = nullptr);
 
   // ewma: an answer from `ep` after `rtt_ns`, or a failure. `now_ns` is
   // MonoNanos(). No-ops for the other policies.

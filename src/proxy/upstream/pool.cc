@@ -1,5 +1,6 @@
 #include "proxy/upstream/pool.h"
 
+#include "base/time.h"
 #include "proxy/upstream/connect.h"
 #include "proxy/worker.h"
 
@@ -26,6 +27,60 @@ ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t
     any = any || speaks_h2[i];
   }
   if (any) h2.resize(c.endpoints.size());
+  for (size_t r = 0; r < s->outlier_ejections.size(); ++r)
+    outlier_counters.ejections[r] = &s->outlier_ejections[r];
+  outlier_counters.overflow = &s->outlier_overflow;
+  outlier_counters.returns = &s->outlier_returns;
+}
+
+void ClusterRuntime::RefreshEjections(int64_t now_ms) {
+  // Endpoints whose time ran out go back first (the first worker to see it
+  // does it, once), then the view is taken afresh.
+  for (size_t i = 0; i < out_until_.size(); ++i)
+    if (out_until_[i] != 0 && out_until_[i] <= now_ms)
+      outlier->MaybeReturn(i, now_ms, outlier_counters);
+  outlier_gen_ = outlier->View(&out_until_, &panic_);
+  skip_.assign(out_until_.size(), 0);
+  next_return_ms_ = INT64_MAX;
+  any_out_ = false;
+  for (size_t i = 0; i < out_until_.size(); ++i) {
+    if (out_until_[i] == 0) continue;
+    skip_[i] = 1;
+    any_out_ = true;
+    next_return_ms_ = std::min(next_return_ms_, out_until_[i]);
+  }
+}
+
+size_t ClusterRuntime::Pick(long exclude) {
+  if (outlier) {
+    // Nothing to read but one shared counter while no endpoint is out.
+    if (outlier->generation() != outlier_gen_) RefreshEjections(MonoNanos() / 1000000);
+    if (any_out_) {
+      const int64_t now_ms = MonoNanos() / 1000000;
+      if (now_ms >= next_return_ms_) RefreshEjections(now_ms);
+    }
+    if (any_out_) {
+      if (!panic_) return lb.Pick(active, exclude, &skip_);
+      stats->lb_panic.Inc();
+    }
+  }
+  return lb.Pick(active, exclude);
+}
+
+void ClusterRuntime::Answered(size_t ep, int status, int64_t rtt_ns, int64_t now_ns) {
+  // A failure counts as slow for the balancer: a fast 503 must not draw
+  // traffic.
+  if (status >= 500) {
+    lb.ObserveFailure(ep, now_ns);
+  } else {
+    lb.Observe(ep, rtt_ns, now_ns);
+  }
+  Outlier(ep, upstream::OutcomeOf(status), now_ns);
+}
+
+void ClusterRuntime::Failed(size_t ep, int64_t now_ns) {
+  lb.ObserveFailure(ep, now_ns);
+  Outlier(ep, upstream::Outcome::kGateway, now_ns);
 }
 
 ClusterRuntime::~ClusterRuntime() {

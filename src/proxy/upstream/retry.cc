@@ -24,8 +24,9 @@ bool RetryBudget::Withdraw(int64_t now_s) {
       retries += s.retries;
     }
   }
-  // retries + 1 <= percent% of requests + min_per_s x window
-  if ((retries + 1) * 100 > requests * percent_ + uint64_t{min_per_s_} * kWindowS * 100)
+  // retries + 1 <= the larger of percent% of requests and min_per_s x window
+  if ((retries + 1) * 100 >
+      std::max<uint64_t>(requests * percent_, uint64_t{min_per_s_} * kWindowS * 100))
     return false;
   Slot(now_s).retries++;
   return true;

@@ -45,9 +45,11 @@ struct RetryPolicy {
   }
 };
 
-// A cluster's retry budget on one worker (Linkerd's shape): over the last
-// 10 s, retries may be at most `percent` of the requests plus
-// `min_per_s` per second. Not thread-safe: its worker's.
+// A cluster's retry budget on one worker: over the last 10 s, retries may
+// be at most `percent` of the requests, or `min_per_s` per second when that
+// is more (so a quiet service can still retry). The floor is not added to
+// the share: under load, extra traffic from retries stays within `percent`.
+// Not thread-safe: its worker's.
 class RetryBudget {
  public:
   static constexpr int64_t kWindowS = 10;

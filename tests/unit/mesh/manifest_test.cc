@@ -57,6 +57,50 @@ TEST(Manifest, JsonRoundTrip) {
   }
 }
 
+TEST(Manifest, OutlierDetectionIsReadWithDefaultsAndRefusedByField) {
+  auto r = ParseManifests(
+      "kind: TrafficPolicy\nmetadata: {name: a}\nspec:\n  outlierDetection: {consecutive5xxErrors: "
+      "3, consecutiveGatewayErrors: 2, interval: 5s, baseEjectionTime: 10s, maxEjectionTime: 1m, "
+      "maxEjectionPercent: 50, minHealthPercent: 0, successRate: {minimumHosts: 3, requestVolume: "
+      "10, stdevFactor: 2.5}}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& o = std::get<TrafficPolicySpec>(r.value()[0].spec).outlier;
+  EXPECT_TRUE(o.enabled);
+  EXPECT_EQ(o.consecutive_5xx, 3u);
+  EXPECT_EQ(o.consecutive_gateway, 2u);
+  EXPECT_EQ(o.interval_ms, 5000);
+  EXPECT_EQ(o.base_ejection_ms, 10000);
+  EXPECT_EQ(o.max_ejection_ms, 60000);
+  EXPECT_EQ(o.max_ejection_percent, 50u);
+  EXPECT_EQ(o.min_health_percent, 0u);
+  EXPECT_EQ(o.success_rate_min_hosts, 3u);
+  EXPECT_EQ(o.success_rate_request_volume, 10u);
+  EXPECT_EQ(o.success_rate_stdev_factor, 2500u);
+  // It survives the store's JSON round trip.
+  auto back = FromJson(ToJson(r.value()[0]));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(std::get<TrafficPolicySpec>(back.value().spec).outlier.success_rate_stdev_factor,
+            2500u);
+  EXPECT_EQ(std::get<TrafficPolicySpec>(back.value().spec).outlier.max_ejection_ms, 60000);
+  // Defaults: on, 5 in a row.
+  auto d = ParseManifests("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {}\n");
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(std::get<TrafficPolicySpec>(d.value()[0].spec).outlier.enabled);
+  EXPECT_EQ(std::get<TrafficPolicySpec>(d.value()[0].spec).outlier.consecutive_5xx, 5u);
+  for (const auto& [bad, field] : std::vector<std::pair<std::string, std::string>>{
+           {"{enabled: yes}", "spec.outlierDetection.enabled"},
+           {"{interval: 1ms}", "spec.outlierDetection.interval"},
+           {"{baseEjectionTime: 1m, maxEjectionTime: 10s}",
+            "spec.outlierDetection.maxEjectionTime"},
+           {"{maxEjectionPercent: 120}", "spec.outlierDetection.maxEjectionPercent"},
+           {"{successRate: {stdevFactor: lots}}", "spec.outlierDetection.successRate.stdevFactor"},
+           {"{consecutive5xx: 3}", "consecutive5xx"}}) {
+    const std::string e =
+        Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec:\n  outlierDetection: " + bad + "\n");
+    EXPECT_NE(e.find(field), std::string::npos) << bad << ": " << e;
+  }
+}
+
 TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 99999}]}\n"),
             "manifest error: document 1 (Service default/a): spec.ports[0].port \"99999\": out of "

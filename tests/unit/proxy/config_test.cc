@@ -296,4 +296,50 @@ TEST(Config, ClusterPolicyFieldsAreReadOrRefusedByName) {
             std::string::npos);
 }
 
+TEST(Config, OutlierDetectionIsReadOrRefusedByName) {
+  const std::string head =
+      "listeners: [{name: l, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
+      "clusters:\n  - name: c\n    endpoints: [127.0.0.1:2]\n";
+  std::string err;
+  auto def = ParseConfig(head, "t", &err);
+  ASSERT_TRUE(def) << err;
+  EXPECT_TRUE(def->clusters[0].outlier.enabled);  // on by default
+  EXPECT_EQ(def->clusters[0].outlier.consecutive_5xx, 5u);
+  auto cfg =
+      ParseConfig(head +
+                      "    outlier_detection: {consecutive_5xx: 0, consecutive_gateway_errors: "
+                      "3, interval: 2s, base_ejection_time: 5s, max_ejection_time: 1m, "
+                      "max_ejection_percent: 40, min_health_percent: 0, success_rate: "
+                      "{minimum_hosts: 3, request_volume: 20, stdev_factor: 1.5}}\n",
+                  "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  const OutlierConfig& o = cfg->clusters[0].outlier;
+  EXPECT_EQ(o.consecutive_5xx, 0u);
+  EXPECT_EQ(o.consecutive_gateway, 3u);
+  EXPECT_EQ(o.interval_ms, 2000);
+  EXPECT_EQ(o.base_ejection_ms, 5000);
+  EXPECT_EQ(o.max_ejection_ms, 60000);
+  EXPECT_EQ(o.max_ejection_percent, 40u);
+  EXPECT_EQ(o.min_health_percent, 0u);
+  EXPECT_EQ(o.success_rate_min_hosts, 3u);
+  EXPECT_EQ(o.success_rate_request_volume, 20u);
+  EXPECT_EQ(o.success_rate_stdev_factor, 1500u);
+  auto off = ParseConfig(head + "    outlier_detection: {enabled: false}\n", "t", &err);
+  ASSERT_TRUE(off) << err;
+  EXPECT_FALSE(off->clusters[0].outlier.enabled);
+  for (const auto& [bad, field] : std::vector<std::pair<std::string, std::string>>{
+           {"{enabled: maybe}", "outlier_detection.enabled"},
+           {"{interval: 10ms}", "outlier_detection.interval"},
+           {"{base_ejection_time: 2m, max_ejection_time: 1m}",
+            "outlier_detection.max_ejection_time"},
+           {"{max_ejection_percent: 101}", "outlier_detection.max_ejection_percent"},
+           {"{consecutive_5xx: 1001}", "outlier_detection.consecutive_5xx"},
+           {"{success_rate: {stdev_factor: -1}}", "success_rate.stdev_factor"},
+           {"{success_rate: {minimum_hosts: 0}}", "success_rate.minimum_hosts"},
+           {"{ejection: 3}", "ejection"}}) {
+    EXPECT_NE(Error(head + "    outlier_detection: " + bad + "\n").find(field), std::string::npos)
+        << bad << ": " << Error(head + "    outlier_detection: " + bad + "\n");
+  }
+}
+
 }  // namespace weft::proxy

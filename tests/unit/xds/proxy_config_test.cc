@@ -246,6 +246,55 @@ TEST(Stream, ClusterProtocolPicksTheUpstreamHttpVersion) {
   EXPECT_EQ(Nack(state), "cluster api: unknown protocol \"spdy\" (use http, http2, grpc or tcp)");
 }
 
+TEST(Stream, OutlierDetectionIsHonouredOrRefused) {
+  auto state = RouteState([](pb::Route*) {});
+  std::string err;
+  auto cfg = ConfigFromResources(ProxyConfig{}, state, &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  EXPECT_TRUE(cfg->clusters[0].outlier.enabled);  // absent: the proxy's defaults
+  EXPECT_EQ(cfg->clusters[0].outlier.consecutive_5xx, 5u);
+  pb::Resource c = *state["cluster/api"];
+  pb::OutlierDetection* od = c.mutable_cluster()->mutable_outlier_detection();
+  od->set_enabled(true);
+  od->set_consecutive_5xx(7);
+  od->set_consecutive_gateway_errors(2);
+  od->set_interval_ms(1000);
+  od->set_base_ejection_ms(2000);
+  od->set_max_ejection_ms(9000);
+  od->set_max_ejection_percent(30);
+  od->set_min_health_percent(20);
+  od->set_success_rate_min_hosts(4);
+  od->set_success_rate_request_volume(50);
+  od->set_success_rate_stdev_factor(2500);
+  state["cluster/api"] = Res(c);
+  cfg = ConfigFromResources(ProxyConfig{}, state, &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  const proxy::OutlierConfig& o = cfg->clusters[0].outlier;
+  EXPECT_EQ(o.consecutive_5xx, 7u);
+  EXPECT_EQ(o.consecutive_gateway, 2u);
+  EXPECT_EQ(o.interval_ms, 1000);
+  EXPECT_EQ(o.base_ejection_ms, 2000);
+  EXPECT_EQ(o.max_ejection_ms, 9000);
+  EXPECT_EQ(o.max_ejection_percent, 30u);
+  EXPECT_EQ(o.min_health_percent, 20u);
+  EXPECT_EQ(o.success_rate_min_hosts, 4u);
+  EXPECT_EQ(o.success_rate_request_volume, 50u);
+  EXPECT_EQ(o.success_rate_stdev_factor, 2500u);
+  // Out of range: refused, never clamped.
+  od->set_max_ejection_percent(101);
+  state["cluster/api"] = Res(c);
+  EXPECT_EQ(Nack(state), "cluster api: outlier_detection.max_ejection_percent 101: use 0 to 100");
+  od->set_max_ejection_percent(30);
+  od->set_max_ejection_ms(1000);
+  state["cluster/api"] = Res(c);
+  EXPECT_EQ(Nack(state),
+            "cluster api: outlier_detection.max_ejection_ms 1000: use 2000 to 86400000");
+  od->set_max_ejection_ms(9000);
+  od->set_interval_ms(0);
+  state["cluster/api"] = Res(c);
+  EXPECT_EQ(Nack(state), "cluster api: outlier_detection.interval_ms 0: use 100 to 3600000");
+}
+
 TEST(Stream, MeshProtocolTurnsHttp2BetweenSidecarsOff) {
   auto state = RouteState([](pb::Route*) {});
   pb::Resource c = *state["cluster/api"];

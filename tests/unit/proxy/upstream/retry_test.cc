@@ -85,7 +85,7 @@ TEST(RetryState, AnswersTheRouteNamesAreRetriedOnAnotherEndpoint) {
   EXPECT_FALSE(post.ShouldRetryStatus(503, 0));
 }
 
-TEST(RetryBudget, RetriesStayAShareOfRequestsPlusAFloor) {
+TEST(RetryBudget, RetriesStayAShareOfRequestsOrAFloor) {
   RetryBudget b(20, 0);
   const int64_t now = 1000;
   for (int i = 0; i < 100; ++i) b.Deposit(now);
@@ -99,6 +99,23 @@ TEST(RetryBudget, RetriesStayAShareOfRequestsPlusAFloor) {
   EXPECT_EQ(granted, 100);
   // Requests and retries older than the window no longer count.
   EXPECT_TRUE(floor.Withdraw(now + RetryBudget::kWindowS));
+}
+
+TEST(RetryBudget, UnderLoadTheFloorIsNotAddedToTheShare) {
+  // 1000 requests in the window: 20 % is 200 retries, more than the floor's
+  // 100, and the floor does not come on top (the extra load stays 20 %).
+  RetryBudget b(20, 10);
+  const int64_t now = 5000;
+  for (int i = 0; i < 1000; ++i) b.Deposit(now);
+  int granted = 0;
+  while (b.Withdraw(now)) ++granted;
+  EXPECT_EQ(granted, 200);
+  // 100 requests: 20 % is 20, the floor allows 100.
+  RetryBudget quiet(20, 10);
+  for (int i = 0; i < 100; ++i) quiet.Deposit(now);
+  granted = 0;
+  while (quiet.Withdraw(now)) ++granted;
+  EXPECT_EQ(granted, 100);
 }
 
 TEST(RetryBudget, AnExhaustedBudgetStopsRetriesAndSaysSo) {
