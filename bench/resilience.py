@@ -232,7 +232,8 @@ def write(a, results):
              f"{a.seconds} s measured after {a.warm} s). Three `weft demo-app` instances at 2 ms; every "
              "process shares the machine's cores (no pinning: the ratios within one run are what to read).", "",
              "Configurations: weft defaults (ewma balancing; one retry on a connect failure, a reset or a "
-             "503, within the retry budget of 20 % + 10/s); "
+             "503, within the retry budget of 20 % of requests, or 10/s when more; outlier detection "
+             "ejecting after 5 failures in a row, at most 10 % of the instances, at least one); "
              "HAProxy `balance leastconn`, servers `check observe layer7 error-limit 10 on-error mark-down`, "
              "`retries 3`, `option redispatch 1`, `retry-on all-retryable-errors`; nginx `least_conn`, "
              "`max_fails=3 fail_timeout=10s`, `proxy_next_upstream error timeout http_500 http_502 http_503 "

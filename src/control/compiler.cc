@@ -10,6 +10,13 @@ namespace {
 
 namespace pb = weft::v1;
 
+void SetRateLimit(const mesh::RateLimit& rl, pb::RateLimit* out) {
+  out->set_requests_per_second(rl.requests_per_second);
+  out->set_burst(rl.burst);
+  out->set_per_caller_requests_per_second(rl.per_caller_rps);
+  out->set_per_caller_burst(rl.per_caller_burst);
+}
+
 uint64_t Fnv1a(std::string_view s, uint64_t h = 1469598103934665603ULL) {
   for (unsigned char c : s) {
     h ^= c;
@@ -396,6 +403,12 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
       pb::Route* route = t->add_routes();
       route->set_name("inbound/local_app");
       route->set_prefix("/");
+      // The service's own TrafficPolicy limits what all its callers
+      // together, and each of them, may send it.
+      if (const ConfigEntry* own = config_.Find("TrafficPolicy", id.ns, id.service)) {
+        const auto& rl = std::get<mesh::TrafficPolicySpec>(own->manifest.spec).rate_limit;
+        if (rl.any()) SetRateLimit(rl, route->mutable_rate_limit());
+      }
       auto* wc = route->add_clusters();
       wc->set_cluster("local_app");
       wc->set_weight(1);
@@ -496,6 +509,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
           f->set_abort_grpc_status(std::max(rule.fault.abort_grpc_status, 0));
           f->set_abort_percent(rule.fault.abort_percent);
         }
+        if (rule.rate_limit.any()) SetRateLimit(rule.rate_limit, r->mutable_rate_limit());
         if (r->path().empty() && r->prefix() == "/" && r->headers_size() == 0) catch_all = true;
       }
     }

@@ -75,6 +75,42 @@ ServiceSpec ParseService(const YAML::Node& s) {
   return out;
 }
 
+// rateLimit: {requestsPerSecond, burst, perCaller: {requestsPerSecond, burst}}
+// (perCaller only where one sidecar sees every caller: a TrafficPolicy).
+RateLimit ParseRateLimit(const YAML::Node& n, const std::string& at, bool per_caller) {
+  CheckKeys(n, at,
+            per_caller ? std::set<std::string>{"requestsPerSecond", "burst", "perCaller"}
+                       : std::set<std::string>{"requestsPerSecond", "burst"});
+  auto count = [](const YAML::Node& m, const std::string& p, const char* key, uint32_t max) {
+    return m[key] ? static_cast<uint32_t>(Unsigned(m[key], p + "." + key, 1, max)) : 0u;
+  };
+  RateLimit r;
+  r.requests_per_second = count(n, at, "requestsPerSecond", kMaxRateLimitRps);
+  r.burst = count(n, at, "burst", kMaxRateLimitBurst);
+  if (r.burst > 0 && r.requests_per_second == 0) Fail(at + ".burst", "only with requestsPerSecond");
+  if (const YAML::Node& pc = n["perCaller"]) {
+    const std::string pp = at + ".perCaller";
+    CheckKeys(pc, pp, {"requestsPerSecond", "burst"});
+    r.per_caller_rps = count(pc, pp, "requestsPerSecond", kMaxRateLimitRps);
+    r.per_caller_burst = count(pc, pp, "burst", kMaxRateLimitBurst);
+    if (r.per_caller_rps == 0) Fail(pp + ".requestsPerSecond", "missing");
+  }
+  if (!r.any())
+    Fail(at, "needs requestsPerSecond" + std::string(per_caller ? " or perCaller" : ""));
+  return r;
+}
+
+nlohmann::json RateLimitJson(const RateLimit& r) {
+  nlohmann::json j = nlohmann::json::object();
+  if (r.requests_per_second > 0) j["requestsPerSecond"] = r.requests_per_second;
+  if (r.burst > 0) j["burst"] = r.burst;
+  if (r.per_caller_rps > 0) {
+    j["perCaller"]["requestsPerSecond"] = r.per_caller_rps;
+    if (r.per_caller_burst > 0) j["perCaller"]["burst"] = r.per_caller_burst;
+  }
+  return j;
+}
+
 OutlierDetection ParseOutlierDetection(const YAML::Node& n) {
   const std::string at = "spec.outlierDetection";
   CheckKeys(n, at,
@@ -121,7 +157,7 @@ OutlierDetection ParseOutlierDetection(const YAML::Node& n) {
 TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
   CheckKeys(s, "spec",
             {"lb", "loadBalancer", "connectTimeout", "requestTimeout", "retries", "connectionPool",
-             "outlierDetection"});
+             "outlierDetection", "rateLimit"});
   TrafficPolicySpec out;
   static const std::vector<std::string> kPolicies = {"ewma", "round_robin", "least_request",
                                                      "random"};
@@ -154,6 +190,7 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
     limit("maxRetries", &out.connection_pool.max_retries);
   }
   if (s["outlierDetection"]) out.outlier = ParseOutlierDetection(s["outlierDetection"]);
+  if (s["rateLimit"]) out.rate_limit = ParseRateLimit(s["rateLimit"], "spec.rateLimit", true);
   if (s["connectTimeout"])
     out.connect_timeout_ms = Duration(s["connectTimeout"], "spec.connectTimeout");
   if (s["requestTimeout"])
@@ -259,9 +296,16 @@ RouteSpec ParseRoute(const YAML::Node& s) {
   if (rules.size() == 0) Fail("spec.rules", "a route needs at least one rule");
   for (size_t i = 0; i < rules.size(); ++i) {
     std::string p = At("spec.rules", i);
-    CheckKeys(rules[i], p, {"match", "backends", "fault"});
+    CheckKeys(rules[i], p, {"match", "backends", "fault", "rateLimit"});
     RouteRule rule;
     if (rules[i]["fault"]) rule.fault = ParseFault(rules[i]["fault"], p + ".fault");
+    if (rules[i]["rateLimit"]) {
+      if (rules[i]["rateLimit"]["perCaller"])
+        Fail(p + ".rateLimit.perCaller",
+             "a route's limit is each calling sidecar's own (it sees one caller); limit each "
+             "caller in the service's TrafficPolicy rateLimit.perCaller");
+      rule.rate_limit = ParseRateLimit(rules[i]["rateLimit"], p + ".rateLimit", false);
+    }
     if (rules[i]["match"]) {
       const YAML::Node& m = rules[i]["match"];
       CheckKeys(m, p + ".match", {"pathPrefix", "path", "headers"});
@@ -481,6 +525,7 @@ std::string ToJson(const Manifest& m) {
                               {{"minimumHosts", o.success_rate_min_hosts},
                                {"requestVolume", o.success_rate_request_volume},
                                {"stdevFactor", o.success_rate_stdev_factor / 1000.0}}}};
+    if (tp->rate_limit.any()) s["rateLimit"] = RateLimitJson(tp->rate_limit);
   } else if (const auto* rt = std::get_if<RouteSpec>(&m.spec)) {
     s["service"] = rt->service;
     s["rules"] = json::array();
@@ -503,6 +548,7 @@ std::string ToJson(const Manifest& m) {
         if (r.fault.abort_grpc_status > 0)
           jr["fault"]["abort"]["grpcStatus"] = r.fault.abort_grpc_status;
       }
+      if (r.rate_limit.any()) jr["rateLimit"] = RateLimitJson(r.rate_limit);
       s["rules"].push_back(jr);
     }
   } else if (const auto* ap = std::get_if<AuthorizationPolicySpec>(&m.spec)) {

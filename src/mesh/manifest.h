@@ -13,6 +13,7 @@
 
 #include "base/status.h"
 #include "mesh/outlier.h"
+#include "mesh/rate_limit.h"
 
 namespace weft::mesh {
 
@@ -72,6 +73,7 @@ struct TrafficPolicySpec {
   RetryPolicy retries;
   ConnectionPool connection_pool;
   OutlierDetection outlier;  // outlierDetection
+  RateLimit rate_limit;      // rateLimit: enforced by the service's own sidecar (inbound)
 };
 
 struct HeaderMatch {
@@ -105,6 +107,7 @@ struct RouteRule {
   RouteMatch match;
   std::vector<WeightedBackend> backends;
   FaultSpec fault;
+  RateLimit rate_limit;  // rateLimit: each caller's sidecar's own bucket for the rule
 };
 
 struct RouteSpec {

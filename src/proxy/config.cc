@@ -42,7 +42,7 @@ std::string Name(const YAML::Node& n, const std::string& path) {
 RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "match", "cluster", "clusters", "timeout", "per_try_timeout", "retries",
-             "retry_on", "retriable_status_codes", "fault"});
+             "retry_on", "retriable_status_codes", "fault", "rate_limit"});
   RouteConfig r;
   if (n["name"]) r.name = Name(n["name"], path + ".name");
   if (n["match"]) {
@@ -132,6 +132,25 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
           static_cast<int>(Unsigned(f["abort_grpc_status"], at + ".abort_grpc_status", 1, 16));
     }
     if (!r.fault.any()) Fail(at, "needs delay or abort_status");
+  }
+  if (const YAML::Node& rl = n["rate_limit"]) {
+    // rate_limit: {requests_per_second, burst, per_caller: {requests_per_second, burst}}
+    const std::string at = path + ".rate_limit";
+    CheckKeys(rl, at, {"requests_per_second", "burst", "per_caller"});
+    auto count = [](const YAML::Node& m, const std::string& p, const char* key, uint32_t max) {
+      return m[key] ? static_cast<uint32_t>(Unsigned(m[key], p + "." + key, 1, max)) : 0u;
+    };
+    r.rate_limit.requests_per_second = count(rl, at, "requests_per_second", mesh::kMaxRateLimitRps);
+    r.rate_limit.burst = count(rl, at, "burst", mesh::kMaxRateLimitBurst);
+    if (const YAML::Node& pc = rl["per_caller"]) {
+      CheckKeys(pc, at + ".per_caller", {"requests_per_second", "burst"});
+      r.rate_limit.per_caller_rps =
+          count(pc, at + ".per_caller", "requests_per_second", mesh::kMaxRateLimitRps);
+      r.rate_limit.per_caller_burst =
+          count(pc, at + ".per_caller", "burst", mesh::kMaxRateLimitBurst);
+    }
+    if (std::string e = mesh::RateLimitError(r.rate_limit); !e.empty()) Fail(at, e);
+    if (!r.rate_limit.any()) Fail(at, "needs requests_per_second or per_caller");
   }
   if (n["per_try_timeout"]) {
     r.per_try_timeout_ms = Duration(n["per_try_timeout"], path + ".per_try_timeout");
@@ -667,6 +686,14 @@ std::string ConfigToJson(const ProxyConfig& c) {
         if (r.timeout_ms) jr["timeout_ms"] = r.timeout_ms;
         if (r.retries >= 0) jr["retries"] = r.retries;
         if (r.per_try_timeout_ms > 0) jr["per_try_timeout_ms"] = r.per_try_timeout_ms;
+        if (r.rate_limit.any()) {
+          const mesh::RateLimit& rl = r.rate_limit;
+          jr["rate_limit"] = {
+              {"requests_per_second", rl.requests_per_second},
+              {"burst", rl.burst},
+              {"per_caller",
+               {{"requests_per_second", rl.per_caller_rps}, {"burst", rl.per_caller_burst}}}};
+        }
         if (r.fault.any()) {
           jr["fault"] = {{"delay_ms", r.fault.delay_ms},
                          {"delay_percent", r.fault.delay_percent},

@@ -14,6 +14,7 @@
 #include "http/http1/parser.h"
 #include "http/http2/settings.h"
 #include "mesh/outlier.h"
+#include "mesh/rate_limit.h"
 #include "proxy/authz.h"
 
 namespace weft::proxy {
@@ -81,6 +82,7 @@ struct RouteConfig {
   int64_t timeout_ms = 0;                 // 0: the listener's request timeout
   int64_t per_try_timeout_ms = 0;         // each attempt's wait for a head; 0: the timeout
   FaultConfig fault;
+  mesh::RateLimit rate_limit;       // local rate limit (rate_limit.h); none by default
   int retries = -1;                 // -1: one retry when the cluster has 2+ endpoints
   uint32_t retry_on = kRetryOnAll;  // kRetryOn* bits: the failures that are retried
   std::vector<uint16_t> retriable_status_codes{503};  // for kRetryOnRetriableStatusCodes

@@ -314,6 +314,8 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
     if (!x_.Decide(c, *a.stream, &x)) {
       x_.reply_body_ = std::move(x.reply_body);
       x_.grpc_reply_code_ = x.reply_grpc_status;
+      if (x.reply_retry_after_s > 0)
+        AppendDecimal(&x_.retry_after_, static_cast<uint64_t>(x.reply_retry_after_s));
       co_await x_.LocalReply(c, *a.stream, x.reply_status, x.reply_close);
       ok = codec.open();
     } else {
@@ -370,6 +372,8 @@ asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConne
     if (!x->Decide(c, *s, &ex)) {
       x->reply_body_ = std::move(ex.reply_body);
       x->grpc_reply_code_ = ex.reply_grpc_status;
+      if (ex.reply_retry_after_s > 0)
+        AppendDecimal(&x->retry_after_, static_cast<uint64_t>(ex.reply_retry_after_s));
       co_await x->LocalReply(c, *s, ex.reply_status, ex.reply_close);
       ok = true;
     } else {
@@ -1055,11 +1059,15 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::LocalReply(const Ctx&
   h.status = status;
   h.body = http::BodyKind::kLength;
   h.content_length = reply_body_.size();
-  h.fields.reserve(4);
+  h.fields.reserve(6);
   h.fields.push_back({"content-type"sv, "text/plain"sv});
   h.fields.push_back({"content-length"sv, reply_length_});
   if (!request_id_.empty()) h.fields.push_back({"x-request-id"sv, request_id_});
   if (overloaded_) h.fields.push_back({"x-weft-overloaded"sv, "true"sv});
+  if (!retry_after_.empty()) {
+    h.fields.push_back({"retry-after"sv, retry_after_});
+    h.fields.push_back({"x-weft-ratelimited"sv, "true"sv});
+  }
   SetDeadline(c.lc->idle_timeout_ms);
   if (s.request().method == "HEAD"sv) {
     co_await s.SendHeaders(h, true);  // the length of the body a GET would get, no body
@@ -1088,12 +1096,16 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::GrpcReply(const Ctx& 
   http::ResponseHeaders h;
   h.status = 200;
   h.body = http::BodyKind::kNone;
-  h.fields.reserve(5);
+  h.fields.reserve(7);
   h.fields.push_back({"content-type"sv, "application/grpc"sv});
   h.fields.push_back({"grpc-status"sv, reply_length_});
   h.fields.push_back({"grpc-message"sv, grpc_message_});
   if (!request_id_.empty()) h.fields.push_back({"x-request-id"sv, request_id_});
   if (overloaded_) h.fields.push_back({"x-weft-overloaded"sv, "true"sv});
+  if (!retry_after_.empty()) {
+    h.fields.push_back({"retry-after"sv, retry_after_});
+    h.fields.push_back({"x-weft-ratelimited"sv, "true"sv});
+  }
   SetDeadline(c.lc->idle_timeout_ms);
   co_await s.SendHeaders(h, true);
   deadline_ms = kNever;

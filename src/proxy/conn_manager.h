@@ -94,6 +94,7 @@ class HttpConnectionManager : public Deadline,
       attempts_ = 0;
       overloaded_ = false;
       grpc_reply_code_ = 0;
+      retry_after_.clear();
       rq_bytes_ = rs_bytes_ = 0;
       upstream_addr_ = {};
       request_id_.clear();
@@ -151,6 +152,7 @@ class HttpConnectionManager : public Deadline,
     int attempts_ = 0;         // upstream attempts made for this request (the access log's)
     bool overloaded_ = false;  // a circuit breaker answered: LocalReply says so in a header
     int grpc_reply_code_ = 0;  // a local reply's grpc-status for a gRPC call; 0: from the status
+    std::string retry_after_;  // a rate limit answered: LocalReply sends retry-after
     uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
     std::string_view upstream_addr_;
     std::optional<upstream::RetryState> retry_;

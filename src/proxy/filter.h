@@ -54,6 +54,7 @@ struct Exchange {
   // A local reply (a filter stopped the exchange).
   int reply_status = 0;
   int reply_grpc_status = 0;  // a gRPC call's grpc-status for it; 0: the one reply_status maps to
+  int64_t reply_retry_after_s = 0;  // > 0: a retry-after header (and x-weft-ratelimited)
   std::string reply_body;
   bool reply_close = false;  // close the connection after it, whatever the request
 

@@ -5,6 +5,7 @@
 #include "base/time.h"
 #include "proxy/authz.h"
 #include "proxy/filter.h"
+#include "proxy/rate_limit.h"
 #include "proxy/router.h"
 #include "proxy/worker.h"
 
@@ -117,11 +118,54 @@ class FaultFilter final : public Filter {
   }
 };
 
+// Local rate limiting: the matched route's token buckets (all requests,
+// and each caller's), shared by the workers. Over a limit: 429 with
+// retry-after (a gRPC call: RESOURCE_EXHAUSTED). After fault injection, so
+// an injected abort spends no token.
+class RateLimitFilter final : public Filter {
+ public:
+  std::string_view name() const override { return "rate_limit"; }
+  FilterStatus OnRequestHeaders(Exchange& x) const override {
+    if (!x.route->rate_limit.any()) return FilterStatus::kContinue;
+    const size_t route_index = static_cast<size_t>(x.route - x.lc->routes.data());
+    RateLimiter* rl = x.state->snap->rate_limiters[x.listener_index][route_index].get();
+    if (rl == nullptr) return FilterStatus::kContinue;
+    // The caller: its verified identity, else its address (without the port).
+    std::string_view caller = x.peer;
+    if (caller.empty()) {
+      caller = x.client_addr;
+      if (const size_t colon = caller.rfind(':'); colon != std::string_view::npos)
+        caller = caller.substr(0, colon);
+    }
+    const int64_t wait_s = rl->Check(caller, MonoNanos());
+    if (wait_s == 0) return FilterStatus::kContinue;
+    x.route_stats->rate_limited.Inc();
+    x.reply_retry_after_s = wait_s;
+    x.reply_grpc_status = 8;  // RESOURCE_EXHAUSTED
+    x.Reply(429, fmt::format("rate limited: route {} allows {}", x.route->name,
+                             DescribeLimit(rl->config())));
+    LOG_INFO_LIMITED("listener {}: {} {} from {}: {}", x.lc->name, x.request->method,
+                     RequestPath(x.request->path), caller, x.reply_body);
+    return FilterStatus::kStop;
+  }
+
+ private:
+  static std::string DescribeLimit(const mesh::RateLimit& r) {
+    std::string out;
+    if (r.requests_per_second > 0) out = fmt::format("{} requests/s", r.requests_per_second);
+    if (r.per_caller_rps > 0)
+      out +=
+          fmt::format("{}{} requests/s per caller", out.empty() ? "" : " and ", r.per_caller_rps);
+    return out;
+  }
+};
+
 const AuthzFilter kAuthz;
 const RouterFilter kRouter;
 const FaultFilter kFault;
-// Rate limiting and mirroring go after fault injection.
-const Filter* const kChain[] = {&kAuthz, &kRouter, &kFault};
+const RateLimitFilter kRateLimit;
+// Mirroring goes after rate limiting.
+const Filter* const kChain[] = {&kAuthz, &kRouter, &kFault, &kRateLimit};
 
 }  // namespace
 

@@ -130,6 +130,24 @@ class Proxy final : public ConfigSink {
         for (const auto& name : l.authz->names()) as.push_back(stats_.Authz(name));
       snap->authz_stats.push_back(std::move(as));
     }
+    // Rate limits: a route whose limit is unchanged keeps its buckets (a
+    // config update does not refill them).
+    for (const auto& l : cfg->listeners) {
+      std::vector<std::shared_ptr<RateLimiter>> rls;
+      for (const auto& r : l.routes) {
+        std::shared_ptr<RateLimiter> rl;
+        if (r.rate_limit.any()) {
+          if (auto it = limiters_.find({l.name, r.name});
+              it != limiters_.end() && it->second->config() == r.rate_limit) {
+            rl = it->second;
+          } else {
+            rl = std::make_shared<RateLimiter>(r.rate_limit);
+          }
+        }
+        rls.push_back(std::move(rl));
+      }
+      snap->rate_limiters.push_back(std::move(rls));
+    }
     snap->registry = &stats_;
 
     // Listener sockets: keep those whose name and address are unchanged.
@@ -164,6 +182,12 @@ class Proxy final : public ConfigSink {
     }
     listeners_ = std::move(next);
     snap_ = snap;
+    limiters_.clear();
+    for (size_t i = 0; i < cfg->listeners.size(); ++i)
+      for (size_t k = 0; k < cfg->listeners[i].routes.size(); ++k)
+        if (snap->rate_limiters[i][k])
+          limiters_[{cfg->listeners[i].name, cfg->listeners[i].routes[k].name}] =
+              snap->rate_limiters[i][k];
     for (size_t w = 0; w < workers_.size(); ++w) workers_[w]->Apply(snap, std::move(per_worker[w]));
     return true;
   }
@@ -404,6 +428,8 @@ class Proxy final : public ConfigSink {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::map<std::string, ListenerSockets> listeners_;
   std::shared_ptr<const Snapshot> snap_;
+  // The rate limiters of the snapshot in force, by listener and route name.
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<RateLimiter>> limiters_;
   std::optional<tcp::acceptor> admin_;
   asio::signal_set signals_;
   std::optional<asio::steady_timer> drain_timer_;

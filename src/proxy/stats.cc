@@ -225,6 +225,9 @@ std::string StatsRegistry::RenderPrometheus() {
     w.Counter("weft_route_fault_aborts_total",
               "Requests answered by the route's fault injection instead of an upstream.", lb,
               Sum(*pw, [](const RouteStats& s) -> const Counter& { return s.fault_aborts; }));
+    w.Counter("weft_route_rate_limited_total",
+              "Requests answered 429 (gRPC: RESOURCE_EXHAUSTED) by the route's rate limit.", lb,
+              Sum(*pw, [](const RouteStats& s) -> const Counter& { return s.rate_limited; }));
   }
   for (const auto& [name, pw] : clusters_) {
     const Labels lb{{"cluster", name}};

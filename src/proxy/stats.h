@@ -99,6 +99,7 @@ struct alignas(64) ListenerStats {
 struct alignas(64) RouteStats {
   HttpCounters http;
   Counter fault_delays, fault_aborts;  // fault injection: requests delayed, aborted
+  Counter rate_limited;                // answered 429 by the route's rate limit
 };
 
 struct alignas(64) ClusterStats {

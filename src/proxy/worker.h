@@ -18,6 +18,7 @@
 #include "io/asio.h"
 #include "io/stream.h"
 #include "proxy/config.h"
+#include "proxy/rate_limit.h"
 #include "proxy/stats.h"
 #include "proxy/tls.h"
 #include "proxy/upstream/cluster.h"
@@ -42,6 +43,9 @@ struct Snapshot {
   std::vector<PerWorker<ClusterStats>*> cluster_stats;           // by cluster
   // Outlier detection, by cluster (null: off), shared by the workers.
   std::vector<std::shared_ptr<upstream::OutlierDetector>> outliers;
+  // Local rate limits, by listener and route (null: none), shared by the
+  // workers.
+  std::vector<std::vector<std::shared_ptr<RateLimiter>>> rate_limiters;
   std::vector<std::shared_ptr<AccessLogSink>> access_logs;       // by listener; null: off
   std::vector<std::vector<PerWorker<AuthzStats>*>> authz_stats;  // by listener, policy
   StatsRegistry* registry = nullptr;                             // per-source blocks on demand

@@ -5,6 +5,7 @@
 #include "base/strings.h"
 #include "mesh/manifest.h"
 #include "mesh/outlier.h"
+#include "mesh/rate_limit.h"
 
 namespace weft::xds {
 
@@ -223,6 +224,13 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
                         " is not 0 to 16");
           rc.fault = {f.delay_ms(), f.delay_percent(), static_cast<int>(f.abort_http_status()),
                       f.abort_grpc_status(), f.abort_percent()};
+        }
+        if (pr.has_rate_limit()) {
+          const pb::RateLimit& rl = pr.rate_limit();
+          rc.rate_limit = {rl.requests_per_second(), rl.burst(),
+                           rl.per_caller_requests_per_second(), rl.per_caller_burst()};
+          if (std::string e = mesh::RateLimitError(rc.rate_limit); !e.empty())
+            return fail("route " + pr.name() + ": rate_limit." + e);
         }
         if (pr.has_retry()) {
           // Refused, not clamped or dropped: what the proxy cannot honour is

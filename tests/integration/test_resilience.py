@@ -521,6 +521,109 @@ spec:
     assert r.returncode == 1 and "spec.rules[0].fault.delay.percent" in r.stderr, r.stderr
 
 
+def limit_listener(limit):
+    return f"""  - name: public
+    address: 127.0.0.1:0
+    routes:
+      - match: {{prefix: /}}
+        cluster: c
+        rate_limit: {limit}
+"""
+
+
+def get_status(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            r.read()
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code, dict(e.headers)
+
+
+def test_a_route_rate_limit_answers_429_with_retry_after_at_its_rate(weft, backends):
+    b = backends("b")
+    # 2 workers share one bucket: 5 at once, then 5 a second.
+    w = weft(simple_config({"c": [b.addr]}, workers=2,
+                           listeners=limit_listener("{requests_per_second: 5, burst: 5}")))
+    before = b.stats()["requests"]
+    got = concurrently(w.url(path="/x"), 20)
+    assert sorted(r[0] for r in got).count(200) == 5, got
+    assert b.stats()["requests"] - before - 1 == 5  # the limited ones never reached it (/_stats counts one)
+    status, hdrs = get_status(w.url(path="/x"))
+    assert status == 429 and hdrs["retry-after"] == "1" and hdrs["x-weft-ratelimited"] == "true", hdrs
+    assert w.stat("weft_route_rate_limited_total", listener="public", route="public.0") == 16
+    # At the configured rate over time: 3 s of a client asking 50 times a
+    # second gets about 15 more (5 a second), never the 150 it asked for.
+    ok, t_end = 0, time.monotonic() + 3
+    while time.monotonic() < t_end:
+        ok += get_status(w.url(path="/x"))[0] == 200
+        time.sleep(0.02)
+    assert 12 <= ok <= 21, ok
+
+
+def test_a_per_caller_limit_keeps_one_caller_from_starving_the_others(weft, backends):
+    b = backends("b")
+    w = weft(simple_config({"c": [b.addr]}, workers=1,
+                           listeners=limit_listener("{per_caller: {requests_per_second: 2, burst: 3}}")))
+    # Every request here comes from 127.0.0.1: one caller, 3 at once.
+    assert [get_status(w.url(path="/y"))[0] for _ in range(5)] == [200, 200, 200, 429, 429]
+    # Another address is another caller.
+    other = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--interface", "127.0.0.2",
+                            w.url(path="/y")], capture_output=True, text=True, timeout=10)
+    assert other.stdout == "200", other
+    cfg = w.admin("/config_dump")[1]
+    assert '"per_caller"' in cfg and '"requests_per_second": 2' in cfg
+
+
+def test_a_rate_limited_grpc_call_gets_resource_exhausted(weft):
+    import grpc_peer as g
+    p = g.start_server(0, name="s")
+    try:
+        text = simple_config({"g": [f"127.0.0.1:{p.port}"]}, workers=1,
+                             listeners=limit_listener("{requests_per_second: 1, burst: 1}")
+                             .replace("cluster: c", "cluster: g"))
+        text = text.replace("  - name: g\n", "  - name: g\n    protocol: http2\n", 1)
+        w = weft(text)
+        first = g.unary(f"127.0.0.1:{w.ports['public']}", b"q")
+        second = g.unary(f"127.0.0.1:{w.ports['public']}", b"q")
+        assert first["code"] == "OK", first
+        assert second["code"] == "RESOURCE_EXHAUSTED" and "rate limited" in second["details"], second
+    finally:
+        g.stop_server(p)
+
+
+def test_route_manifest_rate_limit_reaches_the_sidecar(server, mesh_proxy, demos):
+    s, apps, up, px = mesh_with_three_reviews(server, mesh_proxy, demos, "{policy: ewma}")
+    r = s.ctl("apply", "-f", "-", input="""kind: Route
+metadata: {name: reviews}
+spec:
+  service: reviews
+  rules:
+    - backends: [{service: reviews}]
+      rateLimit: {requestsPerSecond: 2, burst: 4}
+""")
+    assert r.returncode == 0, r.stderr
+    rules = json.loads(s.ctl("get", "route", "reviews", "-o", "json").stdout)["spec"]["rules"]
+    assert rules[0]["rateLimit"] == {"requestsPerSecond": 2, "burst": 4}, rules
+
+    def limited():
+        return get_status(f"http://127.0.0.1:{up}/")[0] == 429
+    assert wait_for(limited, timeout=10)
+    assert sidecar_stat(px, "weft_route_rate_limited_total") >= 1
+    # Per caller on a Route rule is refused at apply, with the reason.
+    r = s.ctl("apply", "-f", "-", input="""kind: Route
+metadata: {name: reviews}
+spec:
+  service: reviews
+  rules:
+    - backends: [{service: reviews}]
+      rateLimit: {perCaller: {requestsPerSecond: 2}}
+""")
+    assert r.returncode == 1 and "spec.rules[0].rateLimit.perCaller" in r.stderr, r.stderr
+
+
 def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
     d = demos("a")
     assert d.behave(latency="5ms", errorRate=0.5, errorStatus=503) == \

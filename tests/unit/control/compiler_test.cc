@@ -325,6 +325,45 @@ TEST_F(CompilerTest, ClusterProtocolFollowsTheServicePort) {
   EXPECT_EQ(Find(s, "cluster/reviews")->cluster().mesh_protocol(), "http1");
 }
 
+TEST_F(CompilerTest, TrafficPolicyCompilesOutlierDetectionAndTheInboundRateLimit) {
+  Register("a", "reviews", "r1", 7001);
+  Sidecar();
+  Apply(
+      "kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n  outlierDetection: "
+      "{consecutive5xxErrors: 3, maxEjectionPercent: 50}\n"
+      "---\n"
+      "kind: TrafficPolicy\nmetadata: {name: web}\nspec:\n  rateLimit: {requestsPerSecond: 100, "
+      "burst: 20, perCaller: {requestsPerSecond: 10}}\n"
+      "---\n"
+      "kind: Route\nmetadata: {name: reviews}\nspec:\n  service: reviews\n  rules:\n"
+      "    - backends: [{service: reviews}]\n      rateLimit: {requestsPerSecond: 7}\n");
+  Changed(true);
+  compiler_.TakeChanged();
+  SnapshotPtr s = compiler_.Get(web_);
+  const auto& od = Find(s, "cluster/reviews")->cluster().outlier_detection();
+  EXPECT_TRUE(od.enabled());
+  EXPECT_EQ(od.consecutive_5xx(), 3u);
+  EXPECT_EQ(od.max_ejection_percent(), 50u);
+  EXPECT_EQ(od.base_ejection_ms(), 30000);
+  // web's own policy limits what reaches web: its sidecar's inbound route.
+  const auto& in = Find(s, "route/inbound")->route().routes(0).rate_limit();
+  EXPECT_EQ(in.requests_per_second(), 100u);
+  EXPECT_EQ(in.burst(), 20u);
+  EXPECT_EQ(in.per_caller_requests_per_second(), 10u);
+  // The Route rule's limit is the caller's outbound route's.
+  bool found = false;
+  for (const auto& [key, r] : s->resources) {
+    if (r->type() != "route" || key == "route/inbound") continue;
+    for (const auto& rt : r->route().routes()) {
+      if (rt.has_rate_limit()) {
+        EXPECT_EQ(rt.rate_limit().requests_per_second(), 7u);
+        found = true;
+      }
+    }
+  }
+  EXPECT_TRUE(found);
+}
+
 TEST_F(CompilerTest, PoliciesForTheServiceAndMeshWideOnes) {
   Sidecar();
   Apply(R"(kind: AuthorizationPolicy

@@ -101,6 +101,42 @@ TEST(Manifest, OutlierDetectionIsReadWithDefaultsAndRefusedByField) {
   }
 }
 
+TEST(Manifest, RateLimitsOnTrafficPoliciesAndRouteRules) {
+  auto r = ParseManifests(
+      "kind: TrafficPolicy\nmetadata: {name: a}\nspec:\n  rateLimit: {requestsPerSecond: 50, "
+      "burst: "
+      "100, perCaller: {requestsPerSecond: 5, burst: 10}}\n---\n"
+      "kind: Route\nmetadata: {name: a}\nspec:\n  service: a\n  rules:\n"
+      "    - backends: [{service: a}]\n      rateLimit: {requestsPerSecond: 3}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& tp = std::get<TrafficPolicySpec>(r.value()[0].spec).rate_limit;
+  EXPECT_EQ(tp, (RateLimit{50, 100, 5, 10}));
+  const auto& rule = std::get<RouteSpec>(r.value()[1].spec).rules[0].rate_limit;
+  EXPECT_EQ(rule, (RateLimit{3, 0, 0, 0}));
+  for (const auto& m : r.value()) {
+    auto back = FromJson(ToJson(m));
+    ASSERT_TRUE(back.ok()) << back.status().message();
+    EXPECT_EQ(ToJson(back.value()), ToJson(m));
+  }
+  for (const auto& [bad, field] : std::vector<std::pair<std::string, std::string>>{
+           {"spec:\n  rateLimit: {}\n", "spec.rateLimit"},
+           {"spec:\n  rateLimit: {requestsPerSecond: 0}\n", "spec.rateLimit.requestsPerSecond"},
+           {"spec:\n  rateLimit: {burst: 5}\n", "spec.rateLimit.burst"},
+           {"spec:\n  rateLimit: {perCaller: {burst: 5}}\n",
+            "spec.rateLimit.perCaller.requestsPerSecond"},
+           {"spec:\n  rateLimit: {requestsPerSecond: 20000000}\n",
+            "spec.rateLimit.requestsPerSecond"},
+           {"spec:\n  rateLimit: {rps: 5}\n", "rps"}}) {
+    const std::string e = Error("kind: TrafficPolicy\nmetadata: {name: a}\n" + bad);
+    EXPECT_NE(e.find(field), std::string::npos) << bad << ": " << e;
+  }
+  // A route's limit is each calling sidecar's: per caller is refused there.
+  const std::string e = Error(
+      "kind: Route\nmetadata: {name: a}\nspec:\n  service: a\n  rules:\n"
+      "    - backends: [{service: a}]\n      rateLimit: {perCaller: {requestsPerSecond: 3}}\n");
+  EXPECT_NE(e.find("spec.rules[0].rateLimit.perCaller"), std::string::npos) << e;
+}
+
 TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 99999}]}\n"),
             "manifest error: document 1 (Service default/a): spec.ports[0].port \"99999\": out of "

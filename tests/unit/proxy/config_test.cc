@@ -342,4 +342,28 @@ TEST(Config, OutlierDetectionIsReadOrRefusedByName) {
   }
 }
 
+TEST(Config, RouteRateLimitIsReadOrRefusedByName) {
+  const std::string head =
+      "listeners:\n  - name: l\n    address: 127.0.0.1:1\n    routes:\n      - cluster: c\n";
+  const std::string tail = "clusters: [{name: c, endpoints: [127.0.0.1:2]}]\n";
+  std::string err;
+  auto cfg = ParseConfig(head +
+                             "        rate_limit: {requests_per_second: 10, burst: 4, per_caller: "
+                             "{requests_per_second: 2}}\n" +
+                             tail,
+                         "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].rate_limit, (mesh::RateLimit{10, 4, 2, 0}));
+  for (const auto& [bad, field] : std::vector<std::pair<std::string, std::string>>{
+           {"{}", "needs requests_per_second"},
+           {"{requests_per_second: 0}", "rate_limit.requests_per_second"},
+           {"{burst: 3}", "burst without requests_per_second"},
+           {"{requests_per_second: 10000001}", "rate_limit.requests_per_second"},
+           {"{per_caller: {burst: 2}}", "per_caller_burst without"},
+           {"{per_second: 2}", "per_second"}}) {
+    const std::string e = Error(head + "        rate_limit: " + bad + "\n" + tail);
+    EXPECT_NE(e.find(field), std::string::npos) << bad << ": " << e;
+  }
+}
+
 }  // namespace weft::proxy

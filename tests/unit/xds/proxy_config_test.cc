@@ -295,6 +295,33 @@ TEST(Stream, OutlierDetectionIsHonouredOrRefused) {
   EXPECT_EQ(Nack(state), "cluster api: outlier_detection.interval_ms 0: use 100 to 3600000");
 }
 
+TEST(Stream, RateLimitIsHonouredOrRefused) {
+  auto state = RouteState([](pb::Route* r) {
+    r->mutable_rate_limit()->set_requests_per_second(9);
+    r->mutable_rate_limit()->set_per_caller_requests_per_second(3);
+    r->mutable_rate_limit()->set_per_caller_burst(6);
+  });
+  std::string err;
+  auto cfg = ConfigFromResources(ProxyConfig{}, state, &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  bool found = false;
+  for (const auto& l : cfg->listeners)
+    for (const auto& r : l.routes)
+      if (r.rate_limit.any()) {
+        EXPECT_EQ(r.rate_limit, (mesh::RateLimit{9, 0, 3, 6}));
+        found = true;
+      }
+  EXPECT_TRUE(found);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_rate_limit()->set_burst(4);
+            })).find("rate_limit.burst without requests_per_second"),
+            std::string::npos);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_rate_limit()->set_requests_per_second(20000000);
+            })).find("rate_limit.requests_per_second 20000000"),
+            std::string::npos);
+}
+
 TEST(Stream, MeshProtocolTurnsHttp2BetweenSidecarsOff) {
   auto state = RouteState([](pb::Route*) {});
   pb::Resource c = *state["cluster/api"];
