@@ -395,6 +395,24 @@ def test_http_between_sidecars_is_multiplexed_on_http2(mesh):
     assert peak >= 12, peak
 
 
+def test_a_services_rate_limit_is_enforced_by_its_own_sidecar_per_caller(mesh):
+    s, wpx, rpx, up, r_in = mesh
+    apply(s, "kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n"
+             "  rateLimit: {requestsPerSecond: 100, perCaller: {requestsPerSecond: 1, burst: 2}}\n")
+
+    def limited():
+        lst = next(l for l in rpx.config()["listeners"] if l["name"] == "inbound")
+        return lst["routes"][0].get("rate_limit", {}).get("per_caller", {}).get("requests_per_second") == 1
+    assert wait_for(limited, timeout=10), rpx.config()
+    codes = [get(up)[0] for _ in range(4)]
+    # web (one verified caller) gets its burst of 2; the rest are refused by
+    # reviews' sidecar, and the 429 comes back through web's.
+    assert codes == [200, 200, 429, 429], codes
+    assert metric(rpx, "weft_route_rate_limited_total", listener="inbound") == 2
+    status, body = get(up)
+    assert status == 429 and b"1 requests/s per caller" in body, body
+
+
 def policy(rules, default=None, name="reviews", service="reviews"):
     doc = {"kind": "AuthorizationPolicy", "metadata": {"name": name},
            "spec": {"service": service, "rules": rules}}
