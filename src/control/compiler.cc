@@ -458,17 +458,18 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     rt.set_name(lname);
     pb::RouteTable* t = rt.mutable_route();
     t->set_name(lname);
-    auto fill_policy = [&](pb::Route* r) {
-      r->set_timeout_ms(tp.request_timeout_ms);
+    // A route's timeout and retries: the rule's own where it has them,
+    // else the service's TrafficPolicy's.
+    auto fill_policy = [&](pb::Route* r, int64_t timeout_ms, const mesh::RetryPolicy& retries) {
+      r->set_timeout_ms(timeout_ms > 0 ? timeout_ms : tp.request_timeout_ms);
       // Everything the policy says, and nothing it does not: an unset
       // attempt count stays unset (the proxy's default), an explicit 0 is 0.
-      if (tp.retries.attempts >= 0 || !tp.retries.on.empty() || tp.retries.per_try_timeout_ms > 0) {
+      if (retries.attempts >= 0 || !retries.on.empty() || retries.per_try_timeout_ms > 0) {
         pb::RetryPolicy* rp = r->mutable_retry();
-        if (tp.retries.attempts >= 0) rp->set_attempts(static_cast<uint32_t>(tp.retries.attempts));
-        for (const auto& on : tp.retries.on) rp->add_on(on);
-        rp->set_per_try_timeout_ms(tp.retries.per_try_timeout_ms);
-        for (uint32_t code : tp.retries.retriable_status_codes)
-          rp->add_retriable_status_codes(code);
+        if (retries.attempts >= 0) rp->set_attempts(static_cast<uint32_t>(retries.attempts));
+        for (const auto& on : retries.on) rp->add_on(on);
+        rp->set_per_try_timeout_ms(retries.per_try_timeout_ms);
+        for (uint32_t code : retries.retriable_status_codes) rp->add_retriable_status_codes(code);
       }
     };
     bool catch_all = false;
@@ -500,7 +501,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
           wc->set_cluster(add_cluster(b.service, ns, tp, true));
           wc->set_weight(b.weight);
         }
-        fill_policy(r);
+        fill_policy(r, rule.timeout_ms, rule.retries ? *rule.retries : tp.retries);
         if (rule.fault.delay_ms > 0 || rule.fault.abort_http_status > 0) {
           pb::Fault* f = r->mutable_fault();
           f->set_delay_ms(rule.fault.delay_ms);
@@ -520,7 +521,7 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
       auto* wc = r->add_clusters();
       wc->set_cluster(add_cluster(dest, ns, tp, false));
       wc->set_weight(1);
-      fill_policy(r);
+      fill_policy(r, 0, tp.retries);
     }
     out[ResourceKey("route", lname)] = Finish(std::move(rt));
   };

@@ -75,6 +75,72 @@ ServiceSpec ParseService(const YAML::Node& s) {
   return out;
 }
 
+std::string Ms(int64_t ms) { return std::to_string(ms) + "ms"; }
+
+// retries: {attempts, perTryTimeout, on, retriableStatusCodes, budget}
+// (budget only where it belongs: the service's TrafficPolicy).
+RetryPolicy ParseRetries(const YAML::Node& r, const std::string& at, bool budget) {
+  RetryPolicy out;
+  if (!budget && r["budget"])
+    Fail(at + ".budget",
+         "the retry budget is the service's, for all its routes: set it in its TrafficPolicy");
+  CheckKeys(r, at, {"attempts", "perTryTimeout", "on", "retriableStatusCodes", "budget"});
+  if (r["attempts"])
+    out.attempts =
+        static_cast<int>(Unsigned(r["attempts"], at + ".attempts", 0, kMaxRetryAttempts));
+  if (r["perTryTimeout"]) {
+    out.per_try_timeout_ms = Duration(r["perTryTimeout"], at + ".perTryTimeout");
+    if (out.per_try_timeout_ms <= 0 || out.per_try_timeout_ms > 3600000)
+      Fail(at + ".perTryTimeout", "use more than 0 and at most 1h");
+  }
+  if (r["on"]) {
+    const YAML::Node& on = Seq(r["on"], at + ".on");
+    for (size_t i = 0; i < on.size(); ++i) {
+      const std::string ai = At(at + ".on", i);
+      const std::string v = OneOf(on[i], ai,
+                                  {"connect-failure", "reset", "5xx", "gateway-error",
+                                   "retriable-status-codes", "refused-stream", "cancelled",
+                                   "deadline-exceeded", "unavailable", "resource-exhausted"});
+      if (std::find(std::begin(kRetryOnNames), std::end(kRetryOnNames), v) ==
+          std::end(kRetryOnNames)) {
+        Fail(ai + " \"" + v + "\"",
+             "not supported yet: the proxy retries on connect-failure, reset, 5xx, "
+             "gateway-error and retriable-status-codes");
+      }
+      out.on.push_back(v);
+    }
+  }
+  if (r["retriableStatusCodes"]) {
+    const YAML::Node& codes = Seq(r["retriableStatusCodes"], at + ".retriableStatusCodes");
+    for (size_t i = 0; i < codes.size(); ++i)
+      out.retriable_status_codes.push_back(
+          static_cast<uint32_t>(Unsigned(codes[i], At(at + ".retriableStatusCodes", i), 400, 599)));
+    if (std::find(out.on.begin(), out.on.end(), "retriable-status-codes") == out.on.end())
+      Fail(at + ".retriableStatusCodes", "only with retriable-status-codes in " + at + ".on");
+  }
+  if (r["budget"]) {
+    const YAML::Node& b = r["budget"];
+    CheckKeys(b, at + ".budget", {"percent", "minPerSecond"});
+    if (b["percent"])
+      out.budget_percent =
+          static_cast<uint32_t>(Unsigned(b["percent"], at + ".budget.percent", 0, 100));
+    if (b["minPerSecond"])
+      out.budget_min_per_s =
+          static_cast<uint32_t>(Unsigned(b["minPerSecond"], at + ".budget.minPerSecond", 0, 10000));
+  }
+  return out;
+}
+
+nlohmann::json RetriesJson(const RetryPolicy& p, bool budget) {
+  nlohmann::json r = nlohmann::json::object();
+  if (p.attempts >= 0) r["attempts"] = p.attempts;
+  if (!p.on.empty()) r["on"] = p.on;
+  if (p.per_try_timeout_ms > 0) r["perTryTimeout"] = Ms(p.per_try_timeout_ms);
+  if (!p.retriable_status_codes.empty()) r["retriableStatusCodes"] = p.retriable_status_codes;
+  if (budget) r["budget"] = {{"percent", p.budget_percent}, {"minPerSecond", p.budget_min_per_s}};
+  return r;
+}
+
 // rateLimit: {requestsPerSecond, burst, perCaller: {requestsPerSecond, burst}}
 // (perCaller only where one sidecar sees every caller: a TrafficPolicy).
 RateLimit ParseRateLimit(const YAML::Node& n, const std::string& at, bool per_caller) {
@@ -195,57 +261,7 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
     out.connect_timeout_ms = Duration(s["connectTimeout"], "spec.connectTimeout");
   if (s["requestTimeout"])
     out.request_timeout_ms = Duration(s["requestTimeout"], "spec.requestTimeout");
-  if (s["retries"]) {
-    const YAML::Node& r = s["retries"];
-    CheckKeys(r, "spec.retries",
-              {"attempts", "perTryTimeout", "on", "retriableStatusCodes", "budget"});
-    if (r["attempts"]) {
-      out.retries.attempts =
-          static_cast<int>(Unsigned(r["attempts"], "spec.retries.attempts", 0, kMaxRetryAttempts));
-    }
-    if (r["perTryTimeout"]) {
-      out.retries.per_try_timeout_ms = Duration(r["perTryTimeout"], "spec.retries.perTryTimeout");
-      if (out.retries.per_try_timeout_ms <= 0 || out.retries.per_try_timeout_ms > 3600000)
-        Fail("spec.retries.perTryTimeout", "use more than 0 and at most 1h");
-    }
-    if (r["on"]) {
-      const YAML::Node& on = Seq(r["on"], "spec.retries.on");
-      for (size_t i = 0; i < on.size(); ++i) {
-        const std::string at = At("spec.retries.on", i);
-        const std::string v = OneOf(on[i], at,
-                                    {"connect-failure", "reset", "5xx", "gateway-error",
-                                     "retriable-status-codes", "refused-stream", "cancelled",
-                                     "deadline-exceeded", "unavailable", "resource-exhausted"});
-        if (std::find(std::begin(kRetryOnNames), std::end(kRetryOnNames), v) ==
-            std::end(kRetryOnNames)) {
-          Fail(at + " \"" + v + "\"",
-               "not supported yet: the proxy retries on connect-failure, reset, 5xx, "
-               "gateway-error and retriable-status-codes");
-        }
-        out.retries.on.push_back(v);
-      }
-    }
-    if (r["retriableStatusCodes"]) {
-      const YAML::Node& codes = Seq(r["retriableStatusCodes"], "spec.retries.retriableStatusCodes");
-      for (size_t i = 0; i < codes.size(); ++i)
-        out.retries.retriable_status_codes.push_back(static_cast<uint32_t>(
-            Unsigned(codes[i], At("spec.retries.retriableStatusCodes", i), 400, 599)));
-      if (std::find(out.retries.on.begin(), out.retries.on.end(), "retriable-status-codes") ==
-          out.retries.on.end())
-        Fail("spec.retries.retriableStatusCodes",
-             "only with retriable-status-codes in spec.retries.on");
-    }
-    if (r["budget"]) {
-      const YAML::Node& b = r["budget"];
-      CheckKeys(b, "spec.retries.budget", {"percent", "minPerSecond"});
-      if (b["percent"])
-        out.retries.budget_percent =
-            static_cast<uint32_t>(Unsigned(b["percent"], "spec.retries.budget.percent", 0, 100));
-      if (b["minPerSecond"])
-        out.retries.budget_min_per_s = static_cast<uint32_t>(
-            Unsigned(b["minPerSecond"], "spec.retries.budget.minPerSecond", 0, 10000));
-    }
-  }
+  if (s["retries"]) out.retries = ParseRetries(s["retries"], "spec.retries", true);
   return out;
 }
 
@@ -296,8 +312,15 @@ RouteSpec ParseRoute(const YAML::Node& s) {
   if (rules.size() == 0) Fail("spec.rules", "a route needs at least one rule");
   for (size_t i = 0; i < rules.size(); ++i) {
     std::string p = At("spec.rules", i);
-    CheckKeys(rules[i], p, {"match", "backends", "fault", "rateLimit"});
+    CheckKeys(rules[i], p, {"match", "backends", "fault", "rateLimit", "timeout", "retries"});
     RouteRule rule;
+    if (rules[i]["timeout"]) {
+      rule.timeout_ms = Duration(rules[i]["timeout"], p + ".timeout");
+      if (rule.timeout_ms <= 0 || rule.timeout_ms > 3600000)
+        Fail(p + ".timeout", "use more than 0 and at most 1h");
+    }
+    if (rules[i]["retries"])
+      rule.retries = ParseRetries(rules[i]["retries"], p + ".retries", false);
     if (rules[i]["fault"]) rule.fault = ParseFault(rules[i]["fault"], p + ".fault");
     if (rules[i]["rateLimit"]) {
       if (rules[i]["rateLimit"]["perCaller"])
@@ -430,7 +453,6 @@ Manifest ParseOne(const YAML::Node& doc, std::string* label) {
   return m;
 }
 
-std::string Ms(int64_t ms) { return std::to_string(ms) + "ms"; }
 
 }  // namespace
 
@@ -499,15 +521,7 @@ std::string ToJson(const Manifest& m) {
     s = {{"loadBalancer", lb},
          {"connectTimeout", Ms(tp->connect_timeout_ms)},
          {"requestTimeout", Ms(tp->request_timeout_ms)}};
-    nlohmann::json r = nlohmann::json::object();
-    if (tp->retries.attempts >= 0) r["attempts"] = tp->retries.attempts;
-    if (!tp->retries.on.empty()) r["on"] = tp->retries.on;
-    if (tp->retries.per_try_timeout_ms > 0) r["perTryTimeout"] = Ms(tp->retries.per_try_timeout_ms);
-    if (!tp->retries.retriable_status_codes.empty())
-      r["retriableStatusCodes"] = tp->retries.retriable_status_codes;
-    r["budget"] = {{"percent", tp->retries.budget_percent},
-                   {"minPerSecond", tp->retries.budget_min_per_s}};
-    s["retries"] = r;
+    s["retries"] = RetriesJson(tp->retries, true);
     s["connectionPool"] = {{"maxConnections", tp->connection_pool.max_connections},
                            {"maxPendingRequests", tp->connection_pool.max_pending_requests},
                            {"maxRequests", tp->connection_pool.max_requests},
@@ -549,6 +563,8 @@ std::string ToJson(const Manifest& m) {
           jr["fault"]["abort"]["grpcStatus"] = r.fault.abort_grpc_status;
       }
       if (r.rate_limit.any()) jr["rateLimit"] = RateLimitJson(r.rate_limit);
+      if (r.timeout_ms > 0) jr["timeout"] = Ms(r.timeout_ms);
+      if (r.retries) jr["retries"] = RetriesJson(*r.retries, false);
       s["rules"].push_back(jr);
     }
   } else if (const auto* ap = std::get_if<AuthorizationPolicySpec>(&m.spec)) {

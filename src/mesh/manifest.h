@@ -108,6 +108,11 @@ struct RouteRule {
   std::vector<WeightedBackend> backends;
   FaultSpec fault;
   RateLimit rate_limit;  // rateLimit: each caller's sidecar's own bucket for the rule
+  // The rule's own request timeout and retries, in place of the service's
+  // TrafficPolicy's (0 / unset: the policy's). The budget stays the
+  // service's.
+  int64_t timeout_ms = 0;
+  std::optional<RetryPolicy> retries;
 };
 
 struct RouteSpec {

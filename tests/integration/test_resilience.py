@@ -624,6 +624,43 @@ spec:
     assert r.returncode == 1 and "spec.rules[0].rateLimit.perCaller" in r.stderr, r.stderr
 
 
+def test_route_rules_have_their_own_timeout_and_retries(server, mesh_proxy, demos):
+    s, apps, up, px = mesh_with_three_reviews(server, mesh_proxy, demos, "{policy: round_robin}")
+    r = s.ctl("apply", "-f", "-", input="""kind: Route
+metadata: {name: reviews}
+spec:
+  service: reviews
+  rules:
+    - match: {pathPrefix: /quick}
+      backends: [{service: reviews}]
+      timeout: 300ms
+      retries: {attempts: 0}
+    - backends: [{service: reviews}]
+""")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: any(rt.get("timeout_ms") == 300 for lst in px.config()["listeners"]
+                                for rt in lst.get("routes", [])), timeout=10), px.config()
+    for d in apps:
+        d.behave(latency="1s")
+    t0 = time.monotonic()
+    status, _ = get_status(f"http://127.0.0.1:{up}/quick")
+    quick = time.monotonic() - t0
+    assert status == 504 and quick < 0.9, (status, quick)
+    # The other rule keeps the service's policy (15 s): it waits and succeeds.
+    t0 = time.monotonic()
+    assert get_status(f"http://127.0.0.1:{up}/other")[0] == 200
+    assert time.monotonic() - t0 >= 0.9
+    # attempts: 0 on /quick: a failing instance's 503 reaches the caller there
+    # (the default would retry it elsewhere), and not on the other rule.
+    for d in apps:
+        d.behave(latency="0ms")
+    apps[0].behave(errorRate=1.0, errorStatus=503)
+    quick_codes = [get_status(f"http://127.0.0.1:{up}/quick")[0] for _ in range(12)]
+    assert 503 in quick_codes, quick_codes
+    other_codes = [get_status(f"http://127.0.0.1:{up}/other")[0] for _ in range(12)]
+    assert other_codes == [200] * 12, other_codes
+
+
 def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
     d = demos("a")
     assert d.behave(latency="5ms", errorRate=0.5, errorStatus=503) == \

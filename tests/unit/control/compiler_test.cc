@@ -364,6 +364,36 @@ TEST_F(CompilerTest, TrafficPolicyCompilesOutlierDetectionAndTheInboundRateLimit
   EXPECT_TRUE(found);
 }
 
+TEST_F(CompilerTest, ARouteRulesTimeoutAndRetriesReplaceThePolicysForThatRule) {
+  Register("a", "reviews", "r1", 7001);
+  Sidecar();
+  Apply(
+      "kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n  requestTimeout: 5s\n"
+      "  retries: {attempts: 2, on: [reset]}\n"
+      "---\n"
+      "kind: Route\nmetadata: {name: reviews}\nspec:\n  service: reviews\n  rules:\n"
+      "    - match: {pathPrefix: /slow}\n      backends: [{service: reviews}]\n"
+      "      timeout: 300ms\n      retries: {attempts: 0}\n"
+      "    - backends: [{service: reviews}]\n");
+  Changed(true);
+  compiler_.TakeChanged();
+  SnapshotPtr s = compiler_.Get(web_);
+  const v1::Route* slow = nullptr;
+  const v1::Route* rest = nullptr;
+  for (const auto& [key, r] : s->resources) {
+    if (r->type() != "route" || key == "route/inbound") continue;
+    for (const auto& rt : r->route().routes()) (rt.prefix() == "/slow" ? slow : rest) = &rt;
+  }
+  ASSERT_NE(slow, nullptr);
+  ASSERT_NE(rest, nullptr);
+  EXPECT_EQ(slow->timeout_ms(), 300);
+  EXPECT_EQ(slow->retry().attempts(), 0u);
+  EXPECT_EQ(slow->retry().on_size(), 0);
+  EXPECT_EQ(rest->timeout_ms(), 5000);
+  EXPECT_EQ(rest->retry().attempts(), 2u);
+  EXPECT_EQ(rest->retry().on(0), "reset");
+}
+
 TEST_F(CompilerTest, PoliciesForTheServiceAndMeshWideOnes) {
   Sidecar();
   Apply(R"(kind: AuthorizationPolicy

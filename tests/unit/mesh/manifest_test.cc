@@ -137,6 +137,36 @@ TEST(Manifest, RateLimitsOnTrafficPoliciesAndRouteRules) {
   EXPECT_NE(e.find("spec.rules[0].rateLimit.perCaller"), std::string::npos) << e;
 }
 
+TEST(Manifest, RouteRulesHaveTheirOwnTimeoutAndRetries) {
+  auto r = ParseManifests(
+      "kind: Route\nmetadata: {name: a}\nspec:\n  service: a\n  rules:\n"
+      "    - match: {pathPrefix: /slow}\n      backends: [{service: a}]\n      timeout: 250ms\n"
+      "      retries: {attempts: 3, on: [5xx], perTryTimeout: 100ms}\n"
+      "    - backends: [{service: a}]\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& rules = std::get<RouteSpec>(r.value()[0].spec).rules;
+  EXPECT_EQ(rules[0].timeout_ms, 250);
+  ASSERT_TRUE(rules[0].retries.has_value());
+  EXPECT_EQ(rules[0].retries->attempts, 3);
+  EXPECT_EQ(rules[0].retries->on, std::vector<std::string>{"5xx"});
+  EXPECT_EQ(rules[0].retries->per_try_timeout_ms, 100);
+  EXPECT_EQ(rules[1].timeout_ms, 0);
+  EXPECT_FALSE(rules[1].retries.has_value());
+  auto back = FromJson(ToJson(r.value()[0]));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(ToJson(back.value()), ToJson(r.value()[0]));
+  const std::string head =
+      "kind: Route\nmetadata: {name: a}\nspec:\n  service: a\n  rules:\n"
+      "    - backends: [{service: a}]\n";
+  EXPECT_NE(
+      Error(head + "      retries: {budget: {percent: 50}}\n").find("spec.rules[0].retries.budget"),
+      std::string::npos);
+  EXPECT_NE(
+      Error(head + "      retries: {on: [unavailable]}\n").find("spec.rules[0].retries.on[0]"),
+      std::string::npos);
+  EXPECT_NE(Error(head + "      timeout: 0s\n").find("spec.rules[0].timeout"), std::string::npos);
+}
+
 TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 99999}]}\n"),
             "manifest error: document 1 (Service default/a): spec.ports[0].port \"99999\": out of "
