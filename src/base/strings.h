@@ -11,6 +11,11 @@
 namespace weft {
 
 inline char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+inline std::string AsciiLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = AsciiLower(c);
+  return out;
+}
 
 // Case-insensitive ASCII equality (header names, tokens).
 inline bool IEquals(std::string_view a, std::string_view b) {

@@ -351,6 +351,16 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c->set_namespace_(ns);
     c->set_lb(tp.lb);
     if (tp.lb == "ewma") c->set_lb_decay_ms(tp.lb_decay_ms);
+    if (tp.lb == "ring_hash" || tp.lb == "maglev") {
+      pb::HashPolicy* hp = c->mutable_hash_policy();
+      hp->set_header(tp.hash.header);
+      hp->set_cookie(tp.hash.cookie);
+      hp->set_cookie_ttl_ms(tp.hash.cookie_ttl_ms);
+      hp->set_cookie_path(tp.hash.cookie_path);
+      hp->set_source_ip(tp.hash.source_ip);
+      hp->set_ring_points(tp.hash.ring_points);
+      hp->set_table_size(tp.hash.table_size);
+    }
     c->set_retry_budget_percent(tp.retries.budget_percent);
     c->set_retry_budget_min_per_s(tp.retries.budget_min_per_s);
     c->set_max_connections(tp.connection_pool.max_connections);

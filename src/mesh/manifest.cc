@@ -225,15 +225,53 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
             {"lb", "loadBalancer", "connectTimeout", "requestTimeout", "retries", "connectionPool",
              "outlierDetection", "rateLimit"});
   TrafficPolicySpec out;
-  static const std::vector<std::string> kPolicies = {"ewma", "round_robin", "least_request",
-                                                     "random"};
+  static const std::vector<std::string> kPolicies = {"ewma",   "round_robin", "least_request",
+                                                     "random", "ring_hash",   "maglev"};
   if (s["lb"] && s["loadBalancer"])
     Fail("spec.lb", "give loadBalancer.policy or lb (its shorthand), not both");
   if (s["lb"]) out.lb = OneOf(s["lb"], "spec.lb", kPolicies);
   if (s["loadBalancer"]) {
     const YAML::Node& lb = s["loadBalancer"];
-    CheckKeys(lb, "spec.loadBalancer", {"policy", "decay"});
+    CheckKeys(lb, "spec.loadBalancer", {"policy", "decay", "hash", "ringPoints", "tableSize"});
     if (lb["policy"]) out.lb = OneOf(lb["policy"], "spec.loadBalancer.policy", kPolicies);
+    const bool hashed = out.lb == "ring_hash" || out.lb == "maglev";
+    if (lb["hash"]) {
+      // hash: {header: NAME} | {cookie: {name, ttl, path}} | {sourceIp: true}
+      const std::string at = "spec.loadBalancer.hash";
+      if (!hashed) Fail(at, "only for policy: ring_hash or maglev");
+      const YAML::Node& h = lb["hash"];
+      CheckKeys(h, at, {"header", "cookie", "sourceIp"});
+      if (h["header"]) {
+        out.hash.header = Scalar(h["header"], at + ".header");
+        for (char& c : out.hash.header)
+          c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      }
+      if (const YAML::Node& ck = h["cookie"]) {
+        CheckKeys(ck, at + ".cookie", {"name", "ttl", "path"});
+        if (!ck["name"]) Fail(at + ".cookie.name", "missing");
+        out.hash.cookie = Scalar(ck["name"], at + ".cookie.name");
+        if (ck["ttl"]) out.hash.cookie_ttl_ms = Duration(ck["ttl"], at + ".cookie.ttl");
+        if (ck["path"]) out.hash.cookie_path = Scalar(ck["path"], at + ".cookie.path");
+      }
+      if (h["sourceIp"])
+        out.hash.source_ip = OneOf(h["sourceIp"], at + ".sourceIp", {"true", "false"}) == "true";
+    } else if (hashed) {
+      Fail("spec.loadBalancer.hash",
+           "missing: " + out.lb + " hashes a request key (header, cookie or sourceIp)");
+    }
+    if (lb["ringPoints"]) {
+      if (out.lb != "ring_hash") Fail("spec.loadBalancer.ringPoints", "only for policy: ring_hash");
+      out.hash.ring_points = static_cast<uint32_t>(Unsigned(
+          lb["ringPoints"], "spec.loadBalancer.ringPoints", kMinRingPoints, kMaxRingPoints));
+    }
+    if (lb["tableSize"]) {
+      if (out.lb != "maglev") Fail("spec.loadBalancer.tableSize", "only for policy: maglev");
+      out.hash.table_size = static_cast<uint32_t>(
+          Unsigned(lb["tableSize"], "spec.loadBalancer.tableSize", 2, kMaxMaglevTableSize));
+    }
+    if (hashed) {
+      if (std::string e = HashPolicyError(out.hash); !e.empty()) Fail("spec.loadBalancer", e);
+    }
     if (lb["decay"]) {
       if (out.lb != "ewma") Fail("spec.loadBalancer.decay", "only for policy: ewma");
       out.lb_decay_ms = Duration(lb["decay"], "spec.loadBalancer.decay");
@@ -241,6 +279,9 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
         Fail("spec.loadBalancer.decay", "use 100ms to 10m");
     }
   }
+  if ((out.lb == "ring_hash" || out.lb == "maglev") && !out.hash.any())
+    Fail("spec.loadBalancer.hash",
+         "missing: " + out.lb + " hashes a request key (header, cookie or sourceIp)");
   if (s["connectionPool"]) {
     const YAML::Node& cp = s["connectionPool"];
     CheckKeys(cp, "spec.connectionPool",
@@ -453,7 +494,6 @@ Manifest ParseOne(const YAML::Node& doc, std::string* label) {
   return m;
 }
 
-
 }  // namespace
 
 const std::vector<std::string>& Kinds() {
@@ -518,6 +558,18 @@ std::string ToJson(const Manifest& m) {
   } else if (const auto* tp = std::get_if<TrafficPolicySpec>(&m.spec)) {
     json lb = {{"policy", tp->lb}};
     if (tp->lb == "ewma") lb["decay"] = Ms(tp->lb_decay_ms);
+    if (tp->lb == "ring_hash" || tp->lb == "maglev") {
+      json h = json::object();
+      if (!tp->hash.header.empty()) h["header"] = tp->hash.header;
+      if (!tp->hash.cookie.empty()) {
+        h["cookie"] = {{"name", tp->hash.cookie}, {"path", tp->hash.cookie_path}};
+        if (tp->hash.cookie_ttl_ms > 0) h["cookie"]["ttl"] = Ms(tp->hash.cookie_ttl_ms);
+      }
+      if (tp->hash.source_ip) h["sourceIp"] = true;
+      lb["hash"] = h;
+      if (tp->lb == "ring_hash") lb["ringPoints"] = tp->hash.ring_points;
+      if (tp->lb == "maglev") lb["tableSize"] = tp->hash.table_size;
+    }
     s = {{"loadBalancer", lb},
          {"connectTimeout", Ms(tp->connect_timeout_ms)},
          {"requestTimeout", Ms(tp->request_timeout_ms)}};

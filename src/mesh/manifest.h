@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "mesh/hash_policy.h"
 #include "mesh/outlier.h"
 #include "mesh/rate_limit.h"
 
@@ -65,9 +66,10 @@ struct ConnectionPool {
 
 struct TrafficPolicySpec {
   // loadBalancer.policy (or the shorthand lb): ewma | round_robin |
-  // least_request | random.
+  // least_request | random | ring_hash | maglev.
   std::string lb = "ewma";
   int64_t lb_decay_ms = 10000;  // loadBalancer.decay: ewma's time constant
+  HashPolicy hash;              // loadBalancer.hash, ringPoints, tableSize: ring_hash and maglev
   int64_t connect_timeout_ms = 1000;
   int64_t request_timeout_ms = 15000;
   RetryPolicy retries;

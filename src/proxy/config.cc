@@ -340,7 +340,8 @@ OutlierConfig ParseOutlier(const YAML::Node& n, const std::string& at) {
 ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "lb", "ewma_decay", "protocol", "connect_timeout", "endpoints",
-             "max_idle_per_endpoint", "retry_budget", "circuit_breakers", "outlier_detection"});
+             "max_idle_per_endpoint", "retry_budget", "circuit_breakers", "outlier_detection",
+             "hash", "ring_points", "maglev_table_size"});
   ClusterConfig c;
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
@@ -348,7 +349,7 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
     auto p = LbPolicyFromName(lb);
     if (!p)
       Fail(path + ".lb \"" + lb + "\"",
-           "unknown policy (use ewma, round_robin, least_request or random)");
+           "unknown policy (use ewma, round_robin, least_request, random, ring_hash or maglev)");
     c.lb = *p;
   }
   if (n["ewma_decay"]) {
@@ -356,6 +357,40 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
     c.ewma_decay_ms = Duration(n["ewma_decay"], path + ".ewma_decay");
     if (c.ewma_decay_ms < 100 || c.ewma_decay_ms > 600000)
       Fail(path + ".ewma_decay", "use 100ms to 10m");
+  }
+  const bool hashed = c.lb == LbPolicy::kRingHash || c.lb == LbPolicy::kMaglev;
+  if (hashed && !n["hash"])
+    Fail(path + ".hash", "missing: ring_hash and maglev hash a request key");
+  if (n["hash"]) {
+    // hash: {header: NAME} | {cookie: {name, ttl, path}} | {source_ip: true}
+    if (!hashed) Fail(path + ".hash", "only for lb: ring_hash or maglev");
+    const YAML::Node& h = n["hash"];
+    const std::string at = path + ".hash";
+    CheckKeys(h, at, {"header", "cookie", "source_ip"});
+    if (h["header"]) c.hash.header = AsciiLower(Scalar(h["header"], at + ".header"));
+    if (const YAML::Node& ck = h["cookie"]) {
+      CheckKeys(ck, at + ".cookie", {"name", "ttl", "path"});
+      if (!ck["name"]) Fail(at + ".cookie.name", "missing");
+      c.hash.cookie = Scalar(ck["name"], at + ".cookie.name");
+      if (ck["ttl"]) c.hash.cookie_ttl_ms = Duration(ck["ttl"], at + ".cookie.ttl");
+      if (ck["path"]) c.hash.cookie_path = Scalar(ck["path"], at + ".cookie.path");
+    }
+    if (h["source_ip"])
+      c.hash.source_ip =
+          yaml::OneOf(h["source_ip"], at + ".source_ip", {"true", "false"}) == "true";
+  }
+  if (n["ring_points"]) {
+    if (c.lb != LbPolicy::kRingHash) Fail(path + ".ring_points", "only for lb: ring_hash");
+    c.hash.ring_points = static_cast<uint32_t>(Unsigned(
+        n["ring_points"], path + ".ring_points", mesh::kMinRingPoints, mesh::kMaxRingPoints));
+  }
+  if (n["maglev_table_size"]) {
+    if (c.lb != LbPolicy::kMaglev) Fail(path + ".maglev_table_size", "only for lb: maglev");
+    c.hash.table_size = static_cast<uint32_t>(Unsigned(
+        n["maglev_table_size"], path + ".maglev_table_size", 2, mesh::kMaxMaglevTableSize));
+  }
+  if (hashed) {
+    if (std::string e = mesh::HashPolicyError(c.hash); !e.empty()) Fail(path, e);
   }
   if (n["protocol"]) {
     std::string proto = Scalar(n["protocol"], path + ".protocol");
@@ -467,8 +502,8 @@ const char* MeshTlsModeName(MeshTlsMode m) {
 }
 
 std::optional<LbPolicy> LbPolicyFromName(std::string_view name) {
-  for (LbPolicy p :
-       {LbPolicy::kEwma, LbPolicy::kRoundRobin, LbPolicy::kLeastRequest, LbPolicy::kRandom}) {
+  for (LbPolicy p : {LbPolicy::kEwma, LbPolicy::kRoundRobin, LbPolicy::kLeastRequest,
+                     LbPolicy::kRandom, LbPolicy::kRingHash, LbPolicy::kMaglev}) {
     if (name == LbPolicyName(p)) return p;
   }
   return std::nullopt;
@@ -511,6 +546,10 @@ const char* LbPolicyName(LbPolicy p) {
       return "random";
     case LbPolicy::kEwma:
       return "ewma";
+    case LbPolicy::kRingHash:
+      return "ring_hash";
+    case LbPolicy::kMaglev:
+      return "maglev";
   }
   return "?";
 }
@@ -729,6 +768,18 @@ std::string ConfigToJson(const ProxyConfig& c) {
     if (!cl.peer_id.empty()) jc["peer_id"] = cl.peer_id;
     if (!cl.mesh_http2) jc["mesh_protocol"] = "http1";
     if (cl.lb == LbPolicy::kEwma) jc["ewma_decay_ms"] = cl.ewma_decay_ms;
+    if (cl.lb == LbPolicy::kRingHash || cl.lb == LbPolicy::kMaglev) {
+      json h = json::object();
+      if (!cl.hash.header.empty()) h["header"] = cl.hash.header;
+      if (!cl.hash.cookie.empty())
+        h["cookie"] = {{"name", cl.hash.cookie},
+                       {"ttl_ms", cl.hash.cookie_ttl_ms},
+                       {"path", cl.hash.cookie_path}};
+      if (cl.hash.source_ip) h["source_ip"] = true;
+      jc["hash"] = h;
+      if (cl.lb == LbPolicy::kRingHash) jc["ring_points"] = cl.hash.ring_points;
+      if (cl.lb == LbPolicy::kMaglev) jc["maglev_table_size"] = cl.hash.table_size;
+    }
     jc["retry_budget"] = {{"percent", cl.retry_budget_percent},
                           {"min_per_second", cl.retry_budget_min_per_s}};
     jc["circuit_breakers"] = {{"max_connections", cl.max_connections},

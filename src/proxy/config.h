@@ -13,6 +13,7 @@
 #include "base/net.h"
 #include "http/http1/parser.h"
 #include "http/http2/settings.h"
+#include "mesh/hash_policy.h"
 #include "mesh/outlier.h"
 #include "mesh/rate_limit.h"
 #include "proxy/authz.h"
@@ -25,7 +26,7 @@ enum class Protocol : uint8_t { kHttp, kTcp };
 enum class MeshTlsMode : uint8_t { kOff, kStrict, kPermissive };
 // MeshTlsModeName, LbPolicyName and UpstreamProtocolName return string literals.
 const char* MeshTlsModeName(MeshTlsMode m);
-enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom, kEwma };
+enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest, kRandom, kEwma, kRingHash, kMaglev };
 const char* LbPolicyName(LbPolicy p);
 // The HTTP version a cluster speaks to its endpoints.
 enum class UpstreamProtocol : uint8_t { kHttp1, kHttp2 };
@@ -140,6 +141,7 @@ struct ClusterConfig {
   std::string name;
   LbPolicy lb = LbPolicy::kEwma;
   int64_t ewma_decay_ms = 10000;  // ewma: how fast a latency estimate forgets
+  mesh::HashPolicy hash;          // ring_hash and maglev: the request's key, the table size
   // Retries per worker at most this share of the cluster's requests, plus
   // this many per second, over 10 s (upstream/retry.h RetryBudget).
   uint32_t retry_budget_percent = 20;

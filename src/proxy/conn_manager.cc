@@ -565,6 +565,10 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
                  upstream::Idempotent(req.method) && !req.has_body(), &cr.budget);
   cr.budget.Deposit(start_ns_ / 1000000000);  // the request's start: no clock read
   upstream::RetryState& retry = *retry_;
+  // Consistent hashing: the request's key picks the endpoint (a retry goes
+  // to the next one on the ring).
+  if (cr.cfg.lb == LbPolicy::kRingHash || cr.cfg.lb == LbPolicy::kMaglev)
+    has_hash_ = KeyHash(cr.cfg.hash, req);
   // Circuit breakers: requests in flight to this cluster, and of those the
   // ones being retried, counted until Forward returns.
   struct InFlight {
@@ -606,7 +610,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     attempts_ = retry.attempts();
     attempt_text_[0] = static_cast<char>('0' + std::min(retry.attempts(), 9));
     up_req_.fields[attempt_field_].value = std::string_view(attempt_text_, 1);
-    const size_t ep = cr.Pick(retry.next_exclude());
+    const size_t ep = cr.Pick(retry.next_exclude(), has_hash_ ? &hash_ : nullptr);
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
     bool have = up_->TakePooled(cluster, ep, cm_->limits_, &lease);
@@ -849,6 +853,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   }
   if (!has_request_id && status >= 200 && status != 101)
     resp->fields.push_back({"x-request-id"sv, request_id_});
+  if (!set_cookie_.empty()) resp->fields.push_back({"set-cookie"sv, set_cookie_});
   const auto chain = HttpFilterChain();
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) (*it)->OnResponseHeaders(x, *resp);
 
@@ -1018,6 +1023,45 @@ asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpResponseBody(
       co_return 0;
     }
   }
+}
+
+bool HttpConnectionManager::ActiveStream::KeyHash(const mesh::HashPolicy& h,
+                                                  const http::RequestHeaders& req) {
+  using upstream::LoadBalancer;
+  if (h.source_ip) {
+    hash_ = LoadBalancer::Hash(cm_->client_ip_);
+    return true;
+  }
+  if (!h.header.empty()) {
+    for (const http::HeaderField& f : req.fields) {
+      if (IEquals(f.name, h.header)) {
+        hash_ = LoadBalancer::Hash(f.value);
+        return true;
+      }
+    }
+    return false;  // no key: the balancer picks at random
+  }
+  // A cookie: the request's, else one made here and set on the response,
+  // so that the client's next requests carry it.
+  for (const http::HeaderField& f : req.fields) {
+    if (!IEquals(f.name, "cookie")) continue;
+    std::string_view v = f.value;
+    while (!v.empty()) {
+      const size_t semi = v.find(';');
+      std::string_view pair = TrimOws(v.substr(0, semi));
+      v = semi == std::string_view::npos ? std::string_view() : v.substr(semi + 1);
+      const size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && pair.substr(0, eq) == h.cookie) {
+        hash_ = LoadBalancer::Hash(pair.substr(eq + 1));
+        return true;
+      }
+    }
+  }
+  const std::string value = fmt::format("{:016x}", w_->rng().Next());
+  hash_ = LoadBalancer::Hash(value);
+  set_cookie_ = fmt::format("{}={}; Path={}; HttpOnly", h.cookie, value, h.cookie_path);
+  if (h.cookie_ttl_ms > 0) set_cookie_ += fmt::format("; Max-Age={}", h.cookie_ttl_ms / 1000);
+  return true;
 }
 
 asio::awaitable<bool> HttpConnectionManager::ActiveStream::Overloaded(

@@ -95,6 +95,8 @@ class HttpConnectionManager : public Deadline,
       overloaded_ = false;
       grpc_reply_code_ = 0;
       retry_after_.clear();
+      has_hash_ = false;
+      set_cookie_.clear();
       rq_bytes_ = rs_bytes_ = 0;
       upstream_addr_ = {};
       request_id_.clear();
@@ -153,6 +155,14 @@ class HttpConnectionManager : public Deadline,
     bool overloaded_ = false;  // a circuit breaker answered: LocalReply says so in a header
     int grpc_reply_code_ = 0;  // a local reply's grpc-status for a gRPC call; 0: from the status
     std::string retry_after_;  // a rate limit answered: LocalReply sends retry-after
+    // ring_hash and maglev: the request's key hash, and the cookie to set
+    // when the policy's cookie was missing.
+    uint64_t hash_ = 0;
+    bool has_hash_ = false;
+    std::string set_cookie_;
+    // Takes the request's key as `h` says (header, cookie, caller address);
+    // false when the request has none (a missing header).
+    bool KeyHash(const mesh::HashPolicy& h, const http::RequestHeaders& req);
     uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
     std::string_view upstream_addr_;
     std::optional<upstream::RetryState> retry_;

@@ -90,7 +90,17 @@ class TcpSession : public Deadline, public std::enable_shared_from_this<TcpSessi
     // One retry on another endpoint when the connect fails.
     for (int attempt = 0; attempt < 2 && !connected_ && !cluster_->cfg.endpoints.empty();
          ++attempt) {
-      up_.endpoint = cluster_->Pick(exclude);
+      // A TCP connection's only key is its source address.
+      uint64_t hash = 0;
+      const bool hashed =
+          cluster_->cfg.hash.source_ip &&
+          (cluster_->cfg.lb == LbPolicy::kRingHash || cluster_->cfg.lb == LbPolicy::kMaglev);
+      if (hashed) {
+        asio::error_code ec;
+        const auto peer = down_.socket().remote_endpoint(ec);
+        hash = upstream::LoadBalancer::Hash(ec ? std::string() : peer.address().to_string());
+      }
+      up_.endpoint = cluster_->Pick(exclude, hashed ? &hash : nullptr);
       exclude = static_cast<long>(up_.endpoint);
       timed_out_ = false;
       std::string err;

@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include "base/strings.h"
+#include "mesh/hash_policy.h"
 #include "mesh/manifest.h"
 #include "mesh/outlier.h"
 #include "mesh/rate_limit.h"
@@ -87,6 +88,22 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
       if (c.retry_budget_min_per_s() > 10000)
         return fail("cluster " + c.name() + ": retry_budget_min_per_s over 10000");
       cc.retry_budget_min_per_s = c.retry_budget_min_per_s();
+    }
+    if (cc.lb == proxy::LbPolicy::kRingHash || cc.lb == proxy::LbPolicy::kMaglev) {
+      if (!c.has_hash_policy())
+        return fail("cluster " + c.name() + ": lb " + c.lb() + " needs a hash_policy");
+      const pb::HashPolicy& hp = c.hash_policy();
+      cc.hash.header = hp.header();
+      cc.hash.cookie = hp.cookie();
+      cc.hash.cookie_ttl_ms = hp.cookie_ttl_ms();
+      if (!hp.cookie_path().empty()) cc.hash.cookie_path = hp.cookie_path();
+      cc.hash.source_ip = hp.source_ip();
+      if (hp.ring_points() != 0) cc.hash.ring_points = hp.ring_points();
+      if (hp.table_size() != 0) cc.hash.table_size = hp.table_size();
+      if (std::string e = mesh::HashPolicyError(cc.hash); !e.empty())
+        return fail("cluster " + c.name() + ": " + e);
+    } else if (c.has_hash_policy()) {
+      return fail("cluster " + c.name() + ": hash_policy is only for lb ring_hash or maglev");
     }
     if (c.has_outlier_detection()) {
       const pb::OutlierDetection& od = c.outlier_detection();

@@ -661,6 +661,58 @@ spec:
     assert other_codes == [200] * 12, other_codes
 
 
+def hashed_config(addrs, lb, hash_):
+    text = simple_config({"c": addrs}, workers=2)
+    return text.replace("    connect_timeout: 500ms\n", f"    connect_timeout: 500ms\n    lb: {lb}\n    hash: {hash_}\n")
+
+
+def backend_of(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.headers["x-backend"], r.headers.get("set-cookie")
+
+
+@pytest.mark.parametrize("lb", ["ring_hash", "maglev"])
+def test_consistent_hashing_keeps_a_key_on_one_endpoint_and_moves_few_when_one_leaves(weft, backends, lb):
+    bs = [backends(f"b{i}") for i in range(4)]
+    w = weft(hashed_config([b.addr for b in bs], lb, "{header: x-user}"))
+    where = {}
+    for u in range(40):
+        seen = {backend_of(w.url(path="/h"), {"x-user": f"u{u}"})[0] for _ in range(3)}
+        assert len(seen) == 1, (u, seen)  # every request of a user, on both workers, to one place
+        where[u] = seen.pop()
+    assert len(set(where.values())) >= 3, where  # users spread out
+    # b3 leaves (a config update): its users move, nobody else does.
+    with open(w.config, "w") as f:
+        f.write(hashed_config([b.addr for b in bs[:3]], lb, "{header: x-user}"))
+    code, _ = w.admin("/reload", method="POST")
+    assert code == 200
+    moved = [u for u in range(40) if backend_of(w.url(path="/h"), {"x-user": f"u{u}"})[0] != where[u]]
+    assert sorted(moved) == sorted(u for u in range(40) if where[u] == "b3"), (moved, where)
+
+
+def test_a_hash_cookie_is_set_when_missing_and_then_keeps_the_client_in_place(weft, backends):
+    bs = [backends(f"b{i}") for i in range(3)]
+    w = weft(hashed_config([b.addr for b in bs], "ring_hash", "{cookie: {name: sticky, ttl: 1h}}"))
+    first, cookie = backend_of(w.url(path="/c"))
+    assert cookie and cookie.startswith("sticky=") and "Max-Age=3600" in cookie and "Path=/" in cookie \
+        and "HttpOnly" in cookie, cookie
+    value = cookie.split(";")[0]
+    for _ in range(10):
+        b, again = backend_of(w.url(path="/c"), {"cookie": f"other=1; {value}"})
+        assert b == first and again is None
+    # Clients without it get fresh cookies, spread over the backends.
+    firsts = {backend_of(w.url(path="/c"))[0] for _ in range(30)}
+    assert len(firsts) >= 2, firsts
+    # Source address as the key: each address stays on one backend.
+    w2 = weft(hashed_config([b.addr for b in bs], "maglev", "{source_ip: true}"))
+    for ip in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+        got = {subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%header{x-backend}", "--interface", ip,
+                               w2.url(path="/s")], capture_output=True, text=True, timeout=10).stdout
+               for _ in range(4)}
+        assert len(got) == 1 and got.pop().startswith("b"), (ip, got)
+
+
 def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
     d = demos("a")
     assert d.behave(latency="5ms", errorRate=0.5, errorStatus=503) == \

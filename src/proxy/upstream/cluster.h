@@ -69,7 +69,8 @@ struct ClusterRuntime {
 
   // The endpoint for an attempt: the balancer's choice among those in
   // service (every endpoint in panic). `exclude`: as LoadBalancer::Pick.
-  size_t Pick(long exclude);
+  // `hash`: the request's key hash (ring_hash, maglev), or null.
+  size_t Pick(long exclude, const uint64_t* hash = nullptr);
   // What an attempt on `ep` came to, for the balancer and outlier
   // detection: an answer with `status` after `rtt_ns`, or a failure (a
   // failed connect, a reset, a timeout). `now_ns`: MonoNanos().

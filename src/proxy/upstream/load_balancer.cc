@@ -4,11 +4,28 @@
 #include <cmath>
 
 #include "base/time.h"
+#include "mesh/hash_policy.h"
 
 namespace weft::proxy::upstream {
 
+uint64_t LoadBalancer::Hash(std::string_view s, uint64_t seed) {
+  // FNV-1a, then a 64-bit finalizer (splitmix64's) so that close inputs
+  // ("10.0.0.1:80_3", "..._4") land far apart.
+  uint64_t h = 1469598103934665603ULL ^ seed;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
+}
+
 LoadBalancer::LoadBalancer(LbPolicy policy, std::vector<uint32_t> weights, uint64_t seed,
-                           int64_t decay_ms)
+                           int64_t decay_ms, const std::vector<std::string>& keys,
+                           uint32_t table_size)
     : policy_(policy),
       weights_(std::move(weights)),
       current_(weights_.size(), 0),
@@ -23,6 +40,80 @@ LoadBalancer::LoadBalancer(LbPolicy policy, std::vector<uint32_t> weights, uint6
   }
   // Start round robin at a random place so workers do not move in lockstep.
   if (!weights_.empty()) rr_next_ = rng_.Below(weights_.size());
+  const size_t n = weights_.size();
+  if (n == 0 || keys.size() != n) return;
+  if (policy_ == LbPolicy::kRingHash) {
+    // `table_size` points per unit of weight, the same whoever else is in
+    // the cluster: an endpoint that leaves takes only its own points (and
+    // keys) with it. A huge total is scaled down evenly. A point is the
+    // hash of "NAME_i".
+    const uint64_t total = cumulative_.back() * std::max<uint32_t>(table_size, 1);
+    const double scale = total > mesh::kMaxRingTotal
+                             ? static_cast<double>(mesh::kMaxRingTotal) / static_cast<double>(total)
+                             : 1.0;
+    for (size_t e = 0; e < n; ++e) {
+      const uint64_t points =
+          std::max<uint64_t>(1, static_cast<uint64_t>(static_cast<double>(weights_[e]) *
+                                                      std::max<uint32_t>(table_size, 1) * scale));
+      for (uint64_t i = 0; i < points; ++i)
+        ring_.emplace_back(Hash(keys[e] + "_" + std::to_string(i)), static_cast<uint32_t>(e));
+    }
+    std::sort(ring_.begin(), ring_.end());
+  } else if (policy_ == LbPolicy::kMaglev) {
+    // Maglev: each endpoint walks its own permutation of the table (from
+    // offset by skip, both from its name) and takes the next free slot in
+    // turn; a heavier endpoint takes turns more often.
+    const uint64_t m = std::max<uint32_t>(table_size, 2);
+    std::vector<uint64_t> offset(n), skip(n), next(n, 0);
+    for (size_t e = 0; e < n; ++e) {
+      offset[e] = Hash(keys[e], 1) % m;
+      skip[e] = Hash(keys[e], 2) % (m - 1) + 1;
+    }
+    uint32_t max_w = *std::max_element(weights_.begin(), weights_.end());
+    std::vector<double> credit(n, 0);
+    maglev_.assign(m, UINT32_MAX);
+    uint64_t filled = 0;
+    while (filled < m) {
+      for (size_t e = 0; e < n && filled < m; ++e) {
+        credit[e] += static_cast<double>(weights_[e]) / max_w;
+        if (credit[e] < 1) continue;
+        credit[e] -= 1;
+        uint64_t slot;
+        do {
+          slot = (offset[e] + next[e] * skip[e]) % m;
+          ++next[e];
+        } while (maglev_[slot] != UINT32_MAX);
+        maglev_[slot] = static_cast<uint32_t>(e);
+        ++filled;
+      }
+    }
+  }
+}
+
+template <typename Usable>
+size_t LoadBalancer::PickHashed(uint64_t hash, Usable usable) {
+  const size_t n = weights_.size();
+  if (!ring_.empty()) {
+    // The first point at or after the hash (wrapping), then on around the
+    // ring past endpoints to avoid.
+    auto it = std::lower_bound(ring_.begin(), ring_.end(), std::make_pair(hash, uint32_t{0}));
+    size_t i = static_cast<size_t>(it - ring_.begin()) % ring_.size();
+    for (size_t k = 0; k < ring_.size(); ++k) {
+      const uint32_t e = ring_[(i + k) % ring_.size()].second;
+      if (usable(e)) return e;
+    }
+    return ring_[i].second;
+  }
+  if (!maglev_.empty()) {
+    // The key's slot; for an endpoint to avoid, the slots of rehashes of
+    // the key (so keys of a failed endpoint spread over the others).
+    for (uint64_t k = 0; k < 8; ++k) {
+      const uint32_t e = maglev_[(k == 0 ? hash : Hash(std::to_string(hash), k)) % maglev_.size()];
+      if (usable(e)) return e;
+    }
+    return maglev_[hash % maglev_.size()];
+  }
+  return static_cast<size_t>(hash % n);
 }
 
 size_t LoadBalancer::PickWeightedRandom() {
@@ -109,12 +200,19 @@ size_t LoadBalancer::PickTwo(const std::vector<uint32_t>& active) {
 }
 
 size_t LoadBalancer::Pick(const std::vector<uint32_t>& active, long exclude,
-                          const std::vector<uint8_t>* skip) {
+                          const std::vector<uint8_t>* skip, const uint64_t* hash) {
   const size_t n = weights_.size();
   if (n == 1) return 0;
   auto usable = [&](size_t i) {
     return static_cast<long>(i) != exclude && (skip == nullptr || (*skip)[i] == 0);
   };
+  if (policy_ == LbPolicy::kRingHash || policy_ == LbPolicy::kMaglev) {
+    const size_t pick = PickHashed(hash ? *hash : rng_.Next(), usable);
+    if (usable(pick)) return pick;
+    for (size_t k = 1; k < n; ++k)
+      if (usable((pick + k) % n)) return (pick + k) % n;
+    return pick;
+  }
   size_t pick = 0;
   for (int attempt = 0; attempt < 4; ++attempt) {
     switch (policy_) {
@@ -124,6 +222,8 @@ size_t LoadBalancer::Pick(const std::vector<uint32_t>& active, long exclude,
       case LbPolicy::kRandom:
         pick = PickWeightedRandom();
         break;
+      case LbPolicy::kRingHash:
+      case LbPolicy::kMaglev:  // handled above
       case LbPolicy::kLeastRequest:
       case LbPolicy::kEwma:
         // Power of two choices: of two weighted-random candidates take the

@@ -4,6 +4,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/random.h"
@@ -29,17 +32,28 @@ class LoadBalancer {
   // one with fewer requests in flight wins, else either at random.
   static constexpr double kTie = 1.25;
 
-  // weights: one per endpoint, each >= 1.
+  // weights: one per endpoint, each >= 1. ring_hash and maglev: `keys`
+  // names each endpoint (its address: the same key lands on the same
+  // endpoint in every worker and proxy), `table_size` is the ring's points
+  // per unit of weight, or Maglev's table entries (a prime).
   LoadBalancer(LbPolicy policy, std::vector<uint32_t> weights, uint64_t seed,
-               int64_t decay_ms = kDefaultDecayMs);
+               int64_t decay_ms = kDefaultDecayMs, const std::vector<std::string>& keys = {},
+               uint32_t table_size = 0);
+
+  // A stable 64-bit hash (the same in every process and release): of
+  // request keys and of endpoint names.
+  static uint64_t Hash(std::string_view s, uint64_t seed = 0);
 
   // Picks an endpoint index. `active` holds the in-flight request count per
   // endpoint (used by least_request and ewma). `exclude` (or -1) is an
   // endpoint to avoid, for a retry; it is still returned when it is the
   // only endpoint. `skip` (may be null): per endpoint, nonzero for those out
   // of service (ejected); one of them is returned only when all are.
+  // `hash` (ring_hash and maglev; may be null: a random one) is the
+  // request's key hash: the same hash gets the same endpoint while it is in
+  // service; otherwise the next one on the ring.
   size_t Pick(const std::vector<uint32_t>& active, long exclude = -1,
-              const std::vector<uint8_t>* skip = nullptr);
+              const std::vector<uint8_t>* skip = nullptr, const uint64_t* hash = nullptr);
 
   // ewma: an answer from `ep` after `rtt_ns`, or a failure. `now_ns` is
   // MonoNanos(). No-ops for the other policies.
@@ -58,6 +72,8 @@ class LoadBalancer {
   size_t PickWeightedRandom();
   size_t PickRoundRobin();
   size_t PickTwo(const std::vector<uint32_t>& active);
+  template <typename Usable>
+  size_t PickHashed(uint64_t hash, Usable usable);
   struct Ewma {
     double ns = 0;   // the estimate when last updated
     int64_t at = 0;  // MonoNanos() of that update (0: never)
@@ -74,6 +90,10 @@ class LoadBalancer {
   Rng rng_;
   const double decay_ns_;
   std::vector<Ewma> ewma_;  // ewma only: per endpoint
+  // ring_hash: points (hash, endpoint) sorted by hash; maglev: the lookup
+  // table (endpoint per slot).
+  std::vector<std::pair<uint64_t, uint32_t>> ring_;
+  std::vector<uint32_t> maglev_;
 };
 
 }  // namespace weft::proxy::upstream

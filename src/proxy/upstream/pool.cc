@@ -16,7 +16,15 @@ ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t
             for (const auto& e : c.endpoints) w.push_back(e.weight);
             return w;
           }(),
-          seed, c.ewma_decay_ms),
+          seed, c.ewma_decay_ms,
+          [&] {
+            // ring_hash and maglev place endpoints by address.
+            std::vector<std::string> keys;
+            if (c.lb == LbPolicy::kRingHash || c.lb == LbPolicy::kMaglev)
+              for (const auto& e : c.endpoints) keys.push_back(e.address.text);
+            return keys;
+          }(),
+          c.lb == LbPolicy::kRingHash ? c.hash.ring_points : c.hash.table_size),
       budget(c.retry_budget_percent, c.retry_budget_min_per_s),
       active(c.endpoints.size(), 0),
       idle(c.endpoints.size()),
@@ -51,7 +59,7 @@ void ClusterRuntime::RefreshEjections(int64_t now_ms) {
   }
 }
 
-size_t ClusterRuntime::Pick(long exclude) {
+size_t ClusterRuntime::Pick(long exclude, const uint64_t* hash) {
   if (outlier) {
     // Nothing to read but one shared counter while no endpoint is out.
     if (outlier->generation() != outlier_gen_) RefreshEjections(MonoNanos() / 1000000);
@@ -60,11 +68,11 @@ size_t ClusterRuntime::Pick(long exclude) {
       if (now_ms >= next_return_ms_) RefreshEjections(now_ms);
     }
     if (any_out_) {
-      if (!panic_) return lb.Pick(active, exclude, &skip_);
+      if (!panic_) return lb.Pick(active, exclude, &skip_, hash);
       stats->lb_panic.Inc();
     }
   }
-  return lb.Pick(active, exclude);
+  return lb.Pick(active, exclude, nullptr, hash);
 }
 
 void ClusterRuntime::Answered(size_t ep, int status, int64_t rtt_ns, int64_t now_ns) {

@@ -167,6 +167,39 @@ TEST(Manifest, RouteRulesHaveTheirOwnTimeoutAndRetries) {
   EXPECT_NE(Error(head + "      timeout: 0s\n").find("spec.rules[0].timeout"), std::string::npos);
 }
 
+TEST(Manifest, ConsistentHashingPolicies) {
+  auto r = ParseManifests(
+      "kind: TrafficPolicy\nmetadata: {name: a}\nspec:\n  loadBalancer: {policy: ring_hash, hash: "
+      "{cookie: {name: s, ttl: 30m}}, ringPoints: 200}\n---\n"
+      "kind: TrafficPolicy\nmetadata: {name: b}\nspec:\n  loadBalancer: {policy: maglev, hash: "
+      "{header: X-Tenant}}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& a = std::get<TrafficPolicySpec>(r.value()[0].spec);
+  EXPECT_EQ(a.lb, "ring_hash");
+  EXPECT_EQ(a.hash.cookie, "s");
+  EXPECT_EQ(a.hash.cookie_ttl_ms, 1800000);
+  EXPECT_EQ(a.hash.ring_points, 200u);
+  const auto& b = std::get<TrafficPolicySpec>(r.value()[1].spec);
+  EXPECT_EQ(b.hash.header, "x-tenant");
+  EXPECT_EQ(b.hash.table_size, 65537u);
+  for (const auto& m : r.value()) {
+    auto back = FromJson(ToJson(m));
+    ASSERT_TRUE(back.ok()) << back.status().message();
+    EXPECT_EQ(ToJson(back.value()), ToJson(m));
+  }
+  for (const auto& [bad, field] : std::vector<std::pair<std::string, std::string>>{
+           {"{lb: maglev}", "spec.loadBalancer.hash"},
+           {"{loadBalancer: {policy: ring_hash}}", "spec.loadBalancer.hash"},
+           {"{loadBalancer: {policy: ewma, hash: {sourceIp: true}}}", "spec.loadBalancer.hash"},
+           {"{loadBalancer: {policy: maglev, hash: {sourceIp: true}, tableSize: 100}}", "a prime"},
+           {"{loadBalancer: {policy: maglev, hash: {sourceIp: true}, ringPoints: 100}}",
+            "spec.loadBalancer.ringPoints"},
+           {"{loadBalancer: {policy: ring_hash, hash: {}}}", "exactly one"}}) {
+    const std::string e = Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: " + bad + "\n");
+    EXPECT_NE(e.find(field), std::string::npos) << bad << ": " << e;
+  }
+}
+
 TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 99999}]}\n"),
             "manifest error: document 1 (Service default/a): spec.ports[0].port \"99999\": out of "

@@ -82,7 +82,7 @@ TEST(Config, ErrorsNameTheFieldAndTheFix) {
   EXPECT_EQ(Error("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
                   "clusters: [{name: c, lb: fastest, endpoints: [127.0.0.1:1]}]\n"),
             "config error: clusters[0].lb \"fastest\": unknown policy (use ewma, round_robin, "
-            "least_request or random)");
+            "least_request, random, ring_hash or maglev)");
   EXPECT_EQ(Error(std::string("listeners: [{name: a, address: 127.0.0.1:1, routes: [{cluster: c, "
                               "timeout: soon}]}]\n") +
                   kClusters),
@@ -362,6 +362,40 @@ TEST(Config, RouteRateLimitIsReadOrRefusedByName) {
            {"{per_caller: {burst: 2}}", "per_caller_burst without"},
            {"{per_second: 2}", "per_second"}}) {
     const std::string e = Error(head + "        rate_limit: " + bad + "\n" + tail);
+    EXPECT_NE(e.find(field), std::string::npos) << bad << ": " << e;
+  }
+}
+
+TEST(Config, ConsistentHashingNeedsOneKeySource) {
+  const std::string head =
+      "listeners: [{name: l, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
+      "clusters:\n  - name: c\n    endpoints: [127.0.0.1:2, 127.0.0.1:3]\n";
+  std::string err;
+  auto cfg = ParseConfig(
+      head + "    lb: ring_hash\n    hash: {header: X-User}\n    ring_points: 64\n", "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->clusters[0].lb, LbPolicy::kRingHash);
+  EXPECT_EQ(cfg->clusters[0].hash.header, "x-user");
+  EXPECT_EQ(cfg->clusters[0].hash.ring_points, 64u);
+  cfg = ParseConfig(
+      head + "    lb: maglev\n    hash: {cookie: {name: sticky, ttl: 1h, path: /app}}\n", "t",
+      &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->clusters[0].hash.cookie, "sticky");
+  EXPECT_EQ(cfg->clusters[0].hash.cookie_ttl_ms, 3600000);
+  EXPECT_EQ(cfg->clusters[0].hash.cookie_path, "/app");
+  EXPECT_EQ(cfg->clusters[0].hash.table_size, 65537u);
+  for (const auto& [bad, field] : std::vector<std::pair<std::string, std::string>>{
+           {"    lb: ring_hash\n", "clusters[0].hash: missing"},
+           {"    lb: ewma\n    hash: {source_ip: true}\n", "only for lb: ring_hash or maglev"},
+           {"    lb: maglev\n    hash: {header: a, source_ip: true}\n", "exactly one"},
+           {"    lb: maglev\n    hash: {source_ip: true}\n    maglev_table_size: 1000\n",
+            "maglev_table_size 1000: use a prime"},
+           {"    lb: maglev\n    hash: {source_ip: true}\n    ring_points: 10\n",
+            "only for lb: ring_hash"},
+           {"    lb: ring_hash\n    hash: {cookie: {name: \"a b\"}}\n", "not a cookie name"},
+           {"    lb: ring_hash\n    hash: {header: \"a:b\"}\n", "not a header name"}}) {
+    const std::string e = Error(head + bad);
     EXPECT_NE(e.find(field), std::string::npos) << bad << ": " << e;
   }
 }

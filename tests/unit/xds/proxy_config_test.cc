@@ -322,6 +322,29 @@ TEST(Stream, RateLimitIsHonouredOrRefused) {
             std::string::npos);
 }
 
+TEST(Stream, HashPolicyIsHonouredOrRefused) {
+  auto state = RouteState([](pb::Route*) {});
+  pb::Resource c = *state["cluster/api"];
+  c.mutable_cluster()->set_lb("maglev");
+  state["cluster/api"] = Res(c);
+  EXPECT_EQ(Nack(state), "cluster api: lb maglev needs a hash_policy");
+  c.mutable_cluster()->mutable_hash_policy()->set_header("x-user");
+  state["cluster/api"] = Res(c);
+  std::string err;
+  auto cfg = ConfigFromResources(ProxyConfig{}, state, &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  EXPECT_EQ(cfg->clusters[0].lb, proxy::LbPolicy::kMaglev);
+  EXPECT_EQ(cfg->clusters[0].hash.header, "x-user");
+  EXPECT_EQ(cfg->clusters[0].hash.table_size, 65537u);
+  c.mutable_cluster()->mutable_hash_policy()->set_table_size(65536);
+  state["cluster/api"] = Res(c);
+  EXPECT_NE(Nack(state).find("maglev_table_size 65536: use a prime"), std::string::npos);
+  c.mutable_cluster()->set_lb("ewma");
+  c.mutable_cluster()->mutable_hash_policy()->set_table_size(0);
+  state["cluster/api"] = Res(c);
+  EXPECT_EQ(Nack(state), "cluster api: hash_policy is only for lb ring_hash or maglev");
+}
+
 TEST(Stream, MeshProtocolTurnsHttp2BetweenSidecarsOff) {
   auto state = RouteState([](pb::Route*) {});
   pb::Resource c = *state["cluster/api"];

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "base/time.h"
 
 namespace weft::proxy::upstream {
@@ -155,6 +157,104 @@ TEST(LoadBalancer, EwmaEstimatesCarryOverToANewBalancer) {
   next.Inherit(2, old, 1);  // the endpoint moved from index 1 to 2
   EXPECT_NEAR(next.Estimate(2, now), 300.0 * kMs, 1.0 * kMs);
   EXPECT_EQ(next.Estimate(1, now), 0);
+}
+
+std::vector<std::string> Names(size_t n, size_t skip = SIZE_MAX) {
+  std::vector<std::string> v;
+  for (size_t i = 0; i < n; ++i)
+    if (i != skip) v.push_back("10.0.0." + std::to_string(i + 1) + ":8080");
+  return v;
+}
+
+LoadBalancer Hashed(LbPolicy p, const std::vector<std::string>& names, uint64_t seed = 1,
+                    std::vector<uint32_t> weights = {}) {
+  if (weights.empty()) weights.assign(names.size(), 1);
+  return LoadBalancer(p, weights, seed, LoadBalancer::kDefaultDecayMs, names,
+                      p == LbPolicy::kRingHash ? 128 : 65537);
+}
+
+TEST(ConsistentHash, AKeyGoesToOneEndpointInEveryWorker) {
+  for (LbPolicy p : {LbPolicy::kRingHash, LbPolicy::kMaglev}) {
+    auto names = Names(5);
+    LoadBalancer a = Hashed(p, names, 1), b = Hashed(p, names, 99);
+    std::vector<uint32_t> active(5, 0);
+    for (int k = 0; k < 2000; ++k) {
+      const uint64_t h = LoadBalancer::Hash("user-" + std::to_string(k));
+      const size_t ea = a.Pick(active, -1, nullptr, &h);
+      EXPECT_EQ(ea, b.Pick(active, -1, nullptr, &h)) << LbPolicyName(p);
+      EXPECT_EQ(ea, a.Pick(active, -1, nullptr, &h)) << LbPolicyName(p);
+    }
+  }
+}
+
+// The share of keys that change endpoint when one of ten leaves: ideally
+// only its own tenth.
+double Moved(LbPolicy p) {
+  auto all = Names(10), nine = Names(10, 3);
+  LoadBalancer before = Hashed(p, all), after = Hashed(p, nine);
+  std::vector<uint32_t> a10(10, 0), a9(9, 0);
+  int moved = 0;
+  const int keys = 100000;
+  for (int k = 0; k < keys; ++k) {
+    const uint64_t h = LoadBalancer::Hash("key-" + std::to_string(k));
+    moved += all[before.Pick(a10, -1, nullptr, &h)] != nine[after.Pick(a9, -1, nullptr, &h)];
+  }
+  return static_cast<double>(moved) / keys;
+}
+
+TEST(ConsistentHash, FewKeysMoveWhenOneOfTenEndpointsLeaves) {
+  const double ring = Moved(LbPolicy::kRingHash), maglev = Moved(LbPolicy::kMaglev);
+  // Printed for bench/RESULTS-resilience.md.
+  std::printf("keys moved when 1 of 10 endpoints leaves: ring_hash %.1f%%, maglev %.1f%%\n",
+              ring * 100, maglev * 100);
+  EXPECT_GT(ring, 0.05);   // the leaving endpoint's keys had to move
+  EXPECT_LT(ring, 0.115);  // only the leaving endpoint's own keys
+  EXPECT_GT(maglev, 0.05);
+  EXPECT_LT(maglev, 0.13);
+}
+
+TEST(ConsistentHash, LoadFollowsWeights) {
+  for (LbPolicy p : {LbPolicy::kRingHash, LbPolicy::kMaglev}) {
+    auto names = Names(4);
+    LoadBalancer lb = Hashed(p, names, 1, {1, 1, 1, 3});
+    std::vector<uint32_t> active(4, 0);
+    std::vector<int> c(4, 0);
+    const int keys = 60000;
+    for (int k = 0; k < keys; ++k) {
+      const uint64_t h = LoadBalancer::Hash("k" + std::to_string(k));
+      c[lb.Pick(active, -1, nullptr, &h)]++;
+    }
+    const double tol = p == LbPolicy::kMaglev ? 0.02 : 0.05;
+    for (int e = 0; e < 3; ++e) EXPECT_NEAR(c[e] / double(keys), 1.0 / 6, tol) << LbPolicyName(p);
+    EXPECT_NEAR(c[3] / double(keys), 0.5, tol) << LbPolicyName(p);
+  }
+}
+
+TEST(ConsistentHash, AnEndpointToAvoidPassesItsKeysOnAndGetsThemBack) {
+  for (LbPolicy p : {LbPolicy::kRingHash, LbPolicy::kMaglev}) {
+    auto names = Names(5);
+    LoadBalancer lb = Hashed(p, names);
+    std::vector<uint32_t> active(5, 0);
+    std::vector<uint8_t> skip(5, 0);
+    int checked = 0;
+    for (int k = 0; k < 500; ++k) {
+      const uint64_t h = LoadBalancer::Hash("s" + std::to_string(k));
+      const size_t home = lb.Pick(active, -1, nullptr, &h);
+      skip.assign(5, 0);
+      skip[home] = 1;
+      const size_t away = lb.Pick(active, -1, &skip, &h);
+      EXPECT_NE(away, home);
+      EXPECT_EQ(lb.Pick(active, -1, &skip, &h), away) << "the stand-in is stable too";
+      EXPECT_NE(lb.Pick(active, static_cast<long>(home), nullptr, &h), home) << "a retry moves on";
+      EXPECT_EQ(lb.Pick(active, -1, nullptr, &h), home);
+      ++checked;
+    }
+    EXPECT_EQ(checked, 500);
+    // No key (a request without the header): any endpoint, spread out.
+    std::vector<int> c(5, 0);
+    for (int i = 0; i < 5000; ++i) c[lb.Pick(active)]++;
+    for (int e = 0; e < 5; ++e) EXPECT_GT(c[e], 600) << LbPolicyName(p);
+  }
 }
 
 }  // namespace
