@@ -351,6 +351,11 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c->set_namespace_(ns);
     c->set_lb(tp.lb);
     if (tp.lb == "ewma") c->set_lb_decay_ms(tp.lb_decay_ms);
+    if (tp.slow_start_ms > 0) {
+      c->set_slow_start_window_ms(tp.slow_start_ms);
+      c->set_slow_start_aggression(tp.slow_start_aggression);
+      c->set_slow_start_min_weight_percent(tp.slow_start_min_weight_percent);
+    }
     if (tp.lb == "ring_hash" || tp.lb == "maglev") {
       pb::HashPolicy* hp = c->mutable_hash_policy();
       hp->set_header(tp.hash.header);

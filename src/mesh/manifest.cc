@@ -232,7 +232,8 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
   if (s["lb"]) out.lb = OneOf(s["lb"], "spec.lb", kPolicies);
   if (s["loadBalancer"]) {
     const YAML::Node& lb = s["loadBalancer"];
-    CheckKeys(lb, "spec.loadBalancer", {"policy", "decay", "hash", "ringPoints", "tableSize"});
+    CheckKeys(lb, "spec.loadBalancer",
+              {"policy", "decay", "hash", "ringPoints", "tableSize", "slowStart"});
     if (lb["policy"]) out.lb = OneOf(lb["policy"], "spec.loadBalancer.policy", kPolicies);
     const bool hashed = out.lb == "ring_hash" || out.lb == "maglev";
     if (lb["hash"]) {
@@ -258,6 +259,26 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
     } else if (hashed) {
       Fail("spec.loadBalancer.hash",
            "missing: " + out.lb + " hashes a request key (header, cookie or sourceIp)");
+    }
+    if (const YAML::Node& ss = lb["slowStart"]) {
+      const std::string at = "spec.loadBalancer.slowStart";
+      if (hashed) Fail(at, "not with ring_hash or maglev: a key's endpoint does not take turns");
+      CheckKeys(ss, at, {"window", "aggression", "minWeightPercent"});
+      if (!ss["window"]) Fail(at + ".window", "missing");
+      out.slow_start_ms = Duration(ss["window"], at + ".window");
+      if (out.slow_start_ms < 1000 || out.slow_start_ms > 3600000)
+        Fail(at + ".window", "use 1s to 1h");
+      if (ss["aggression"]) {
+        const std::string v = Scalar(ss["aggression"], at + ".aggression");
+        char* end = nullptr;
+        out.slow_start_aggression = std::strtod(v.c_str(), &end);
+        if (v.empty() || *end != '\0' ||
+            !(out.slow_start_aggression >= 0.1 && out.slow_start_aggression <= 10))
+          Fail(at + ".aggression", "a number from 0.1 to 10 (1: linear)");
+      }
+      if (ss["minWeightPercent"])
+        out.slow_start_min_weight_percent = static_cast<uint32_t>(
+            Unsigned(ss["minWeightPercent"], at + ".minWeightPercent", 1, 100));
     }
     if (lb["ringPoints"]) {
       if (out.lb != "ring_hash") Fail("spec.loadBalancer.ringPoints", "only for policy: ring_hash");
@@ -558,6 +579,10 @@ std::string ToJson(const Manifest& m) {
   } else if (const auto* tp = std::get_if<TrafficPolicySpec>(&m.spec)) {
     json lb = {{"policy", tp->lb}};
     if (tp->lb == "ewma") lb["decay"] = Ms(tp->lb_decay_ms);
+    if (tp->slow_start_ms > 0)
+      lb["slowStart"] = {{"window", Ms(tp->slow_start_ms)},
+                         {"aggression", tp->slow_start_aggression},
+                         {"minWeightPercent", tp->slow_start_min_weight_percent}};
     if (tp->lb == "ring_hash" || tp->lb == "maglev") {
       json h = json::object();
       if (!tp->hash.header.empty()) h["header"] = tp->hash.header;

@@ -70,6 +70,10 @@ struct TrafficPolicySpec {
   std::string lb = "ewma";
   int64_t lb_decay_ms = 10000;  // loadBalancer.decay: ewma's time constant
   HashPolicy hash;              // loadBalancer.hash, ringPoints, tableSize: ring_hash and maglev
+  // loadBalancer.slowStart: {window, aggression, minWeightPercent}; 0: off.
+  int64_t slow_start_ms = 0;
+  double slow_start_aggression = 1.0;
+  uint32_t slow_start_min_weight_percent = 10;
   int64_t connect_timeout_ms = 1000;
   int64_t request_timeout_ms = 15000;
   RetryPolicy retries;

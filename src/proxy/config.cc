@@ -341,7 +341,7 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "lb", "ewma_decay", "protocol", "connect_timeout", "endpoints",
              "max_idle_per_endpoint", "retry_budget", "circuit_breakers", "outlier_detection",
-             "hash", "ring_points", "maglev_table_size"});
+             "hash", "ring_points", "maglev_table_size", "slow_start"});
   ClusterConfig c;
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
@@ -391,6 +391,26 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   }
   if (hashed) {
     if (std::string e = mesh::HashPolicyError(c.hash); !e.empty()) Fail(path, e);
+  }
+  if (const YAML::Node& ss = n["slow_start"]) {
+    // slow_start: {window, aggression, min_weight_percent}
+    const std::string at = path + ".slow_start";
+    if (hashed) Fail(at, "not with ring_hash or maglev: a key's endpoint does not take turns");
+    CheckKeys(ss, at, {"window", "aggression", "min_weight_percent"});
+    if (!ss["window"]) Fail(at + ".window", "missing");
+    c.slow_start_ms = Duration(ss["window"], at + ".window");
+    if (c.slow_start_ms < 1000 || c.slow_start_ms > 3600000) Fail(at + ".window", "use 1s to 1h");
+    if (ss["aggression"]) {
+      const std::string v = Scalar(ss["aggression"], at + ".aggression");
+      char* end = nullptr;
+      c.slow_start_aggression = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' ||
+          !(c.slow_start_aggression >= 0.1 && c.slow_start_aggression <= 10))
+        Fail(at + ".aggression", "a number from 0.1 to 10 (1: linear)");
+    }
+    if (ss["min_weight_percent"])
+      c.slow_start_min_weight_percent = static_cast<uint32_t>(
+          Unsigned(ss["min_weight_percent"], at + ".min_weight_percent", 1, 100));
   }
   if (n["protocol"]) {
     std::string proto = Scalar(n["protocol"], path + ".protocol");
@@ -768,6 +788,10 @@ std::string ConfigToJson(const ProxyConfig& c) {
     if (!cl.peer_id.empty()) jc["peer_id"] = cl.peer_id;
     if (!cl.mesh_http2) jc["mesh_protocol"] = "http1";
     if (cl.lb == LbPolicy::kEwma) jc["ewma_decay_ms"] = cl.ewma_decay_ms;
+    if (cl.slow_start_ms > 0)
+      jc["slow_start"] = {{"window_ms", cl.slow_start_ms},
+                          {"aggression", cl.slow_start_aggression},
+                          {"min_weight_percent", cl.slow_start_min_weight_percent}};
     if (cl.lb == LbPolicy::kRingHash || cl.lb == LbPolicy::kMaglev) {
       json h = json::object();
       if (!cl.hash.header.empty()) h["header"] = cl.hash.header;

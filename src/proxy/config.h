@@ -142,6 +142,12 @@ struct ClusterConfig {
   LbPolicy lb = LbPolicy::kEwma;
   int64_t ewma_decay_ms = 10000;  // ewma: how fast a latency estimate forgets
   mesh::HashPolicy hash;          // ring_hash and maglev: the request's key, the table size
+  // Slow start: an endpoint that joins a running cluster takes its full
+  // share over this window, (age / window) ^ (1 / aggression) of it, at
+  // least min_weight_percent. 0: off.
+  int64_t slow_start_ms = 0;
+  double slow_start_aggression = 1.0;
+  uint32_t slow_start_min_weight_percent = 10;
   // Retries per worker at most this share of the cluster's requests, plus
   // this many per second, over 10 s (upstream/retry.h RetryBudget).
   uint32_t retry_budget_percent = 20;

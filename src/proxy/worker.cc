@@ -81,16 +81,7 @@ void Worker::ApplyOnLoop(std::shared_ptr<const Snapshot> snap,
     rt.worker = id_;
     if (i < sn.outliers.size()) rt.outlier = sn.outliers[i];
     auto old = before.find(cfg.clusters[i].name);
-    if (old == before.end()) continue;
-    st->clusters.back()->budget.Inherit(old->second->budget);
-    if (old->second->lb.policy() != cfg.clusters[i].lb) continue;
-    const auto& was = old->second->cfg.endpoints;
-    const auto& now = cfg.clusters[i].endpoints;
-    std::map<std::string_view, size_t> by_addr;
-    for (size_t k = 0; k < was.size(); ++k) by_addr.emplace(was[k].address.text, k);
-    for (size_t k = 0; k < now.size(); ++k)
-      if (auto it = by_addr.find(now[k].address.text); it != by_addr.end())
-        st->clusters.back()->lb.Inherit(k, old->second->lb, it->second);
+    if (old != before.end()) rt.Inherit(*old->second, MonoNanos() / 1000000);
   }
   // Listeners: keep the ones whose sockets are reused, open new ones, close
   // the ones that went away. Connections already accepted are not touched.

@@ -105,6 +105,19 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     } else if (c.has_hash_policy()) {
       return fail("cluster " + c.name() + ": hash_policy is only for lb ring_hash or maglev");
     }
+    if (c.slow_start_window_ms() != 0) {
+      const bool hashed = cc.lb == proxy::LbPolicy::kRingHash || cc.lb == proxy::LbPolicy::kMaglev;
+      const double agg = c.slow_start_aggression() == 0 ? 1.0 : c.slow_start_aggression();
+      const uint32_t minw =
+          c.slow_start_min_weight_percent() == 0 ? 10 : c.slow_start_min_weight_percent();
+      if (hashed || c.slow_start_window_ms() < 1000 || c.slow_start_window_ms() > 3600000 ||
+          !(agg >= 0.1 && agg <= 10) || minw > 100)
+        return fail("cluster " + c.name() + ": slow_start: window 1000 to 3600000 ms, aggression " +
+                    "0.1 to 10, min_weight_percent 1 to 100, not with ring_hash or maglev");
+      cc.slow_start_ms = c.slow_start_window_ms();
+      cc.slow_start_aggression = agg;
+      cc.slow_start_min_weight_percent = minw;
+    }
     if (c.has_outlier_detection()) {
       const pb::OutlierDetection& od = c.outlier_detection();
       proxy::OutlierConfig& o = cc.outlier;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "base/random.h"
 #include "io/stream.h"
 #include "proxy/config.h"
 #include "proxy/stats.h"
@@ -67,6 +68,12 @@ struct ClusterRuntime {
   upstream::OutlierCounters outlier_counters;
   size_t worker = 0;
 
+  // What the runtime of the same cluster under the snapshot before learnt
+  // (ewma estimates, the retry budget's window, when each endpoint joined),
+  // by endpoint address; an endpoint `old` did not have joins at `now_ms`
+  // (its slow start begins).
+  void Inherit(const ClusterRuntime& old, int64_t now_ms);
+
   // The endpoint for an attempt: the balancer's choice among those in
   // service (every endpoint in panic). `exclude`: as LoadBalancer::Pick.
   // `hash`: the request's key hash (ring_hash, maglev), or null.
@@ -83,11 +90,19 @@ struct ClusterRuntime {
 
  private:
   void RefreshEjections(int64_t now_ms);
+  size_t PickInService(long exclude, const uint64_t* hash);
+  // Slow start: the share of its weight endpoint `ep` has now (1: all).
+  double WarmFactor(size_t ep, int64_t now_ms) const;
   std::vector<int64_t> out_until_;  // per endpoint: ejected until (ms; 0: in service)
   std::vector<uint8_t> skip_;       // per endpoint: out now (the balancer's mask)
   uint64_t outlier_gen_ = 0;        // the detector's generation out_until_ is from
   int64_t next_return_ms_ = INT64_MAX;
   bool any_out_ = false, panic_ = false;
+  // Slow start: when each endpoint joined (worker clock, ms; 0: with the
+  // cluster, no slow start), and whether any is still warming up.
+  std::vector<int64_t> joined_ms_;
+  bool warming_ = false;
+  Rng rng_;
 };
 
 }  // namespace weft::proxy

@@ -1,5 +1,8 @@
 #include "proxy/upstream/pool.h"
 
+#include <cmath>
+#include <map>
+
 #include "base/time.h"
 #include "proxy/upstream/connect.h"
 #include "proxy/worker.h"
@@ -28,7 +31,9 @@ ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t
       budget(c.retry_budget_percent, c.retry_budget_min_per_s),
       active(c.endpoints.size(), 0),
       idle(c.endpoints.size()),
-      speaks_h2(c.endpoints.size(), 0) {
+      speaks_h2(c.endpoints.size(), 0),
+      joined_ms_(c.endpoints.size(), 0),
+      rng_(seed ^ 0x5bd1e995u) {
   bool any = false;
   for (size_t i = 0; i < c.endpoints.size(); ++i) {
     speaks_h2[i] = c.protocol == UpstreamProtocol::kHttp2 || (c.endpoints[i].mtls && c.mesh_http2);
@@ -59,7 +64,63 @@ void ClusterRuntime::RefreshEjections(int64_t now_ms) {
   }
 }
 
+void ClusterRuntime::Inherit(const ClusterRuntime& old, int64_t now_ms) {
+  budget.Inherit(old.budget);
+  std::map<std::string_view, size_t> by_addr;
+  for (size_t k = 0; k < old.cfg.endpoints.size(); ++k)
+    by_addr.emplace(old.cfg.endpoints[k].address.text, k);
+  const bool same_lb = old.lb.policy() == cfg.lb;
+  for (size_t k = 0; k < cfg.endpoints.size(); ++k) {
+    auto it = by_addr.find(cfg.endpoints[k].address.text);
+    if (it == by_addr.end()) {
+      joined_ms_[k] = now_ms;  // new: warms up (when the cluster has a slow start)
+      warming_ = warming_ || cfg.slow_start_ms > 0;
+      continue;
+    }
+    joined_ms_[k] = old.joined_ms_[it->second];
+    warming_ = warming_ || (cfg.slow_start_ms > 0 && joined_ms_[k] != 0 &&
+                            now_ms - joined_ms_[k] < cfg.slow_start_ms);
+    if (same_lb) lb.Inherit(k, old.lb, it->second);
+  }
+}
+
+double ClusterRuntime::WarmFactor(size_t ep, int64_t now_ms) const {
+  const int64_t joined = joined_ms_[ep];
+  if (joined == 0 || cfg.slow_start_ms <= 0) return 1;
+  const int64_t age = now_ms - joined;
+  if (age >= cfg.slow_start_ms) return 1;
+  // (age / window) ^ (1 / aggression), at least the minimum weight.
+  const double f = std::pow(
+      static_cast<double>(std::max<int64_t>(age, 0)) / static_cast<double>(cfg.slow_start_ms),
+      1.0 / cfg.slow_start_aggression);
+  return std::max(f, cfg.slow_start_min_weight_percent / 100.0);
+}
+
 size_t ClusterRuntime::Pick(long exclude, const uint64_t* hash) {
+  if (warming_ && hash == nullptr) {
+    // Slow start: a warming endpoint keeps a pick with the probability of
+    // its weight factor; otherwise the balancer picks again (twice at
+    // most), so its share of the traffic grows over the window.
+    const int64_t now_ms = MonoNanos() / 1000000;
+    bool any = false;
+    size_t ep = 0;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      ep = PickInService(exclude, hash);
+      const double f = WarmFactor(ep, now_ms);
+      if (f < 1) any = true;
+      if (f >= 1 || static_cast<double>(rng_.Below(1u << 20)) < f * (1u << 20)) break;
+    }
+    if (!any) {
+      bool still = false;
+      for (size_t k = 0; k < joined_ms_.size() && !still; ++k) still = WarmFactor(k, now_ms) < 1;
+      warming_ = still;
+    }
+    return ep;
+  }
+  return PickInService(exclude, hash);
+}
+
+size_t ClusterRuntime::PickInService(long exclude, const uint64_t* hash) {
   if (outlier) {
     // Nothing to read but one shared counter while no endpoint is out.
     if (outlier->generation() != outlier_gen_) RefreshEjections(MonoNanos() / 1000000);

@@ -200,6 +200,31 @@ TEST(Manifest, ConsistentHashingPolicies) {
   }
 }
 
+TEST(Manifest, SlowStart) {
+  auto r = ParseManifests(
+      "kind: TrafficPolicy\nmetadata: {name: a}\nspec:\n  loadBalancer: {policy: least_request, "
+      "slowStart: {window: 30s, aggression: 2, minWeightPercent: 5}}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& tp = std::get<TrafficPolicySpec>(r.value()[0].spec);
+  EXPECT_EQ(tp.slow_start_ms, 30000);
+  EXPECT_EQ(tp.slow_start_aggression, 2.0);
+  EXPECT_EQ(tp.slow_start_min_weight_percent, 5u);
+  auto back = FromJson(ToJson(r.value()[0]));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(ToJson(back.value()), ToJson(r.value()[0]));
+  for (const auto& [bad, field] : std::vector<std::pair<std::string, std::string>>{
+           {"{slowStart: {}}", "slowStart.window"},
+           {"{slowStart: {window: 100ms}}", "slowStart.window"},
+           {"{slowStart: {window: 10s, aggression: 0}}", "slowStart.aggression"},
+           {"{slowStart: {window: 10s, minWeightPercent: 0}}", "slowStart.minWeightPercent"},
+           {"{policy: maglev, hash: {sourceIp: true}, slowStart: {window: 10s}}",
+            "spec.loadBalancer.slowStart"}}) {
+    const std::string e =
+        Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec:\n  loadBalancer: " + bad + "\n");
+    EXPECT_NE(e.find(field), std::string::npos) << bad << ": " << e;
+  }
+}
+
 TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 99999}]}\n"),
             "manifest error: document 1 (Service default/a): spec.ports[0].port \"99999\": out of "

@@ -400,4 +400,24 @@ TEST(Config, ConsistentHashingNeedsOneKeySource) {
   }
 }
 
+TEST(Config, SlowStartIsReadOrRefused) {
+  const std::string head =
+      "listeners: [{name: l, address: 127.0.0.1:1, routes: [{cluster: c}]}]\n"
+      "clusters:\n  - name: c\n    endpoints: [127.0.0.1:2]\n";
+  std::string err;
+  auto cfg = ParseConfig(head + "    slow_start: {window: 20s, aggression: 1.5}\n", "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->clusters[0].slow_start_ms, 20000);
+  EXPECT_EQ(cfg->clusters[0].slow_start_aggression, 1.5);
+  EXPECT_EQ(cfg->clusters[0].slow_start_min_weight_percent, 10u);
+  EXPECT_NE(Error(head + "    slow_start: {aggression: 2}\n").find("slow_start.window"),
+            std::string::npos);
+  EXPECT_NE(Error(head + "    slow_start: {window: 2h}\n").find("slow_start.window"),
+            std::string::npos);
+  EXPECT_NE(
+      Error(head + "    lb: ring_hash\n    hash: {source_ip: true}\n    slow_start: {window: 5s}\n")
+          .find("not with ring_hash"),
+      std::string::npos);
+}
+
 }  // namespace weft::proxy
