@@ -351,6 +351,10 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     c->set_namespace_(ns);
     c->set_lb(tp.lb);
     if (tp.lb == "ewma") c->set_lb_decay_ms(tp.lb_decay_ms);
+    // Zone-aware: the caller's zone (its sidecar's registration, else its
+    // node's), for balancers that take turns.
+    if (tp.zone_aware && tp.lb != "ring_hash" && tp.lb != "maglev")
+      c->set_local_zone(reg->zone.empty() ? reg_node->zone : reg->zone);
     if (tp.slow_start_ms > 0) {
       c->set_slow_start_window_ms(tp.slow_start_ms);
       c->set_slow_start_aggression(tp.slow_start_aggression);

@@ -233,7 +233,7 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
   if (s["loadBalancer"]) {
     const YAML::Node& lb = s["loadBalancer"];
     CheckKeys(lb, "spec.loadBalancer",
-              {"policy", "decay", "hash", "ringPoints", "tableSize", "slowStart"});
+              {"policy", "decay", "hash", "ringPoints", "tableSize", "slowStart", "zoneAware"});
     if (lb["policy"]) out.lb = OneOf(lb["policy"], "spec.loadBalancer.policy", kPolicies);
     const bool hashed = out.lb == "ring_hash" || out.lb == "maglev";
     if (lb["hash"]) {
@@ -259,6 +259,13 @@ TrafficPolicySpec ParseTrafficPolicy(const YAML::Node& s) {
     } else if (hashed) {
       Fail("spec.loadBalancer.hash",
            "missing: " + out.lb + " hashes a request key (header, cookie or sourceIp)");
+    }
+    if (lb["zoneAware"]) {
+      out.zone_aware =
+          OneOf(lb["zoneAware"], "spec.loadBalancer.zoneAware", {"true", "false"}) == "true";
+      if (out.zone_aware && hashed)
+        Fail("spec.loadBalancer.zoneAware",
+             "not with ring_hash or maglev: a key keeps its instance");
     }
     if (const YAML::Node& ss = lb["slowStart"]) {
       const std::string at = "spec.loadBalancer.slowStart";
@@ -579,6 +586,7 @@ std::string ToJson(const Manifest& m) {
   } else if (const auto* tp = std::get_if<TrafficPolicySpec>(&m.spec)) {
     json lb = {{"policy", tp->lb}};
     if (tp->lb == "ewma") lb["decay"] = Ms(tp->lb_decay_ms);
+    if (tp->lb != "ring_hash" && tp->lb != "maglev") lb["zoneAware"] = tp->zone_aware;
     if (tp->slow_start_ms > 0)
       lb["slowStart"] = {{"window", Ms(tp->slow_start_ms)},
                          {"aggression", tp->slow_start_aggression},

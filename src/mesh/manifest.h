@@ -71,6 +71,9 @@ struct TrafficPolicySpec {
   int64_t lb_decay_ms = 10000;  // loadBalancer.decay: ewma's time constant
   HashPolicy hash;              // loadBalancer.hash, ringPoints, tableSize: ring_hash and maglev
   // loadBalancer.slowStart: {window, aggression, minWeightPercent}; 0: off.
+  // loadBalancer.zoneAware: prefer instances in the caller's zone (on by
+  // default; not for ring_hash and maglev).
+  bool zone_aware = true;
   int64_t slow_start_ms = 0;
   double slow_start_aggression = 1.0;
   uint32_t slow_start_min_weight_percent = 10;

@@ -341,7 +341,7 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "lb", "ewma_decay", "protocol", "connect_timeout", "endpoints",
              "max_idle_per_endpoint", "retry_budget", "circuit_breakers", "outlier_detection",
-             "hash", "ring_points", "maglev_table_size", "slow_start"});
+             "hash", "ring_points", "maglev_table_size", "slow_start", "local_zone"});
   ClusterConfig c;
   c.name = Name(n["name"], path + ".name");
   if (n["lb"]) {
@@ -391,6 +391,11 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
   }
   if (hashed) {
     if (std::string e = mesh::HashPolicyError(c.hash); !e.empty()) Fail(path, e);
+  }
+  if (n["local_zone"]) {
+    if (hashed)
+      Fail(path + ".local_zone", "not with ring_hash or maglev: a key keeps its endpoint");
+    c.local_zone = Scalar(n["local_zone"], path + ".local_zone");
   }
   if (const YAML::Node& ss = n["slow_start"]) {
     // slow_start: {window, aggression, min_weight_percent}
@@ -463,7 +468,8 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
     if (eps[i].IsScalar()) {
       e.address = Address(eps[i], ep);
     } else {
-      CheckKeys(eps[i], ep, {"address", "weight"});
+      CheckKeys(eps[i], ep, {"address", "weight", "zone"});
+      if (eps[i]["zone"]) e.zone = Scalar(eps[i]["zone"], ep + ".zone");
       if (!eps[i]["address"]) Fail(ep + ".address", "missing");
       e.address = Address(eps[i]["address"], ep + ".address");
       if (eps[i]["weight"]) {
@@ -788,6 +794,7 @@ std::string ConfigToJson(const ProxyConfig& c) {
     if (!cl.peer_id.empty()) jc["peer_id"] = cl.peer_id;
     if (!cl.mesh_http2) jc["mesh_protocol"] = "http1";
     if (cl.lb == LbPolicy::kEwma) jc["ewma_decay_ms"] = cl.ewma_decay_ms;
+    if (!cl.local_zone.empty()) jc["local_zone"] = cl.local_zone;
     if (cl.slow_start_ms > 0)
       jc["slow_start"] = {{"window_ms", cl.slow_start_ms},
                           {"aggression", cl.slow_start_aggression},
@@ -827,6 +834,7 @@ std::string ConfigToJson(const ProxyConfig& c) {
     for (const auto& e : cl.endpoints) {
       json je{{"address", e.address.text}, {"weight", e.weight}};
       if (e.mtls) je["mtls"] = true;
+      if (!e.zone.empty()) je["zone"] = e.zone;
       jc["endpoints"].push_back(je);
     }
     j["clusters"].push_back(jc);

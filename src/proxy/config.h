@@ -131,6 +131,7 @@ struct Endpoint {
   SocketAddress address;
   uint32_t weight = 1;
   bool mtls = false;  // a sidecar: connect with mesh TLS
+  std::string zone;   // its locality (zone-aware balancing)
 };
 
 // Outlier detection (upstream/outlier.h): the same settings a
@@ -145,6 +146,10 @@ struct ClusterConfig {
   // Slow start: an endpoint that joins a running cluster takes its full
   // share over this window, (age / window) ^ (1 / aggression) of it, at
   // least min_weight_percent. 0: off.
+  // Zone-aware balancing: the caller's own zone ("": off). Requests stay
+  // on endpoints of this zone while they are in service, and spill to the
+  // others in proportion to the share of them that is not.
+  std::string local_zone;
   int64_t slow_start_ms = 0;
   double slow_start_aggression = 1.0;
   uint32_t slow_start_min_weight_percent = 10;

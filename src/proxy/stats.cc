@@ -303,6 +303,14 @@ std::string StatsRegistry::RenderPrometheus() {
             "Requests balanced over every endpoint, ejected ones included: too few were in "
             "service (min_health_percent).",
             &ClusterStats::lb_panic);
+    w.Counter("weft_cluster_lb_zone_total",
+              "Zone-aware picks: kept in the caller's zone (local) or sent to others (spill).",
+              lb.With("result", "local"),
+              Sum(blocks, [](const ClusterStats& s) -> const Counter& { return s.zone_local; }));
+    w.Counter("weft_cluster_lb_zone_total",
+              "Zone-aware picks: kept in the caller's zone (local) or sent to others (spill).",
+              lb.With("result", "spill"),
+              Sum(blocks, [](const ClusterStats& s) -> const Counter& { return s.zone_spill; }));
     if (auto e = ejected_.find(name); e != ejected_.end() && e->second)
       w.Gauge("weft_cluster_outlier_ejected", "Endpoints ejected now by outlier detection.", lb,
               static_cast<int64_t>(e->second()));

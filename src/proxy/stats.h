@@ -116,6 +116,7 @@ struct alignas(64) ClusterStats {
   // cap refused, endpoints put back, and picks made in panic.
   std::array<Counter, 3> outlier_ejections;
   Counter outlier_overflow, outlier_returns, lb_panic;
+  Counter zone_local, zone_spill;  // zone-aware picks kept in the caller's zone, sent out of it
   HttpCounters http;
 };
 

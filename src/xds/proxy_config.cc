@@ -105,6 +105,11 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     } else if (c.has_hash_policy()) {
       return fail("cluster " + c.name() + ": hash_policy is only for lb ring_hash or maglev");
     }
+    if (!c.local_zone().empty()) {
+      if (cc.lb == proxy::LbPolicy::kRingHash || cc.lb == proxy::LbPolicy::kMaglev)
+        return fail("cluster " + c.name() + ": local_zone is not for ring_hash or maglev");
+      cc.local_zone = c.local_zone();
+    }
     if (c.slow_start_window_ms() != 0) {
       const bool hashed = cc.lb == proxy::LbPolicy::kRingHash || cc.lb == proxy::LbPolicy::kMaglev;
       const double agg = c.slow_start_aggression() == 0 ? 1.0 : c.slow_start_aggression();
@@ -165,6 +170,7 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
         x.address = *addr;
         x.weight = std::max<uint32_t>(1, ep.weight());
         x.mtls = ep.mtls();
+        x.zone = ep.zone();
         cc.endpoints.push_back(std::move(x));
       }
     }

@@ -102,6 +102,14 @@ struct ClusterRuntime {
   // cluster, no slow start), and whether any is still warming up.
   std::vector<int64_t> joined_ms_;
   bool warming_ = false;
+  // Zone-aware balancing: which endpoints are in the caller's zone (and how
+  // many), the masks that keep a pick in it or out of it, and the share of
+  // requests it keeps.
+  void ZoneMasks();
+  std::vector<uint8_t> local_, skip_local_, skip_remote_;
+  size_t n_local_ = 0, n_in_local_ = 0;
+  bool zoned_ = false;
+  double p_local_ = 1;
   Rng rng_;
 };
 

@@ -169,10 +169,17 @@ void LoadBalancer::Inherit(size_t ep, const LoadBalancer& old, size_t from) {
   if (ep < ewma_.size() && from < old.ewma_.size()) ewma_[ep] = old.ewma_[from];
 }
 
-size_t LoadBalancer::PickTwo(const std::vector<uint32_t>& active) {
+size_t LoadBalancer::PickTwo(const std::vector<uint32_t>& active,
+                             const std::vector<uint8_t>* skip) {
   const size_t n = weights_.size();
   size_t a = PickWeightedRandom();
   size_t b = PickWeightedRandom();
+  if (skip != nullptr) {
+    // Candidates among the endpoints not skipped (a few draws; the caller
+    // copes with a skipped one).
+    for (int k = 0; k < 8 && (*skip)[a] != 0; ++k) a = PickWeightedRandom();
+    for (int k = 0; k < 8 && ((*skip)[b] != 0 || b == a); ++k) b = PickWeightedRandom();
+  }
   if (a == b) b = (a + 1 + rng_.Below(n - 1)) % n;
   if (policy_ == LbPolicy::kEwma) {
     // Cost: estimate x (in flight + 1) / weight. An endpoint with nothing
@@ -229,7 +236,7 @@ size_t LoadBalancer::Pick(const std::vector<uint32_t>& active, long exclude,
         // Power of two choices: of two weighted-random candidates take the
         // cheaper (fewer requests in flight per unit of weight; for ewma,
         // times the latency estimate).
-        pick = PickTwo(active);
+        pick = PickTwo(active, skip);
         break;
     }
     if (usable(pick)) return pick;

@@ -71,7 +71,7 @@ class LoadBalancer {
  private:
   size_t PickWeightedRandom();
   size_t PickRoundRobin();
-  size_t PickTwo(const std::vector<uint32_t>& active);
+  size_t PickTwo(const std::vector<uint32_t>& active, const std::vector<uint8_t>* skip);
   template <typename Usable>
   size_t PickHashed(uint64_t hash, Usable usable);
   struct Ewma {

@@ -43,6 +43,18 @@ ClusterRuntime::ClusterRuntime(const ClusterConfig& c, ClusterStats* s, uint64_t
   for (size_t r = 0; r < s->outlier_ejections.size(); ++r)
     outlier_counters.ejections[r] = &s->outlier_ejections[r];
   outlier_counters.overflow = &s->outlier_overflow;
+  // Zone-aware: on when the caller's zone has endpoints here and so do
+  // others (with all in one zone there is nothing to prefer).
+  if (!c.local_zone.empty() && c.lb != LbPolicy::kRingHash && c.lb != LbPolicy::kMaglev) {
+    local_.assign(c.endpoints.size(), 0);
+    for (size_t i = 0; i < c.endpoints.size(); ++i) {
+      local_[i] = c.endpoints[i].zone == c.local_zone;
+      n_local_ += local_[i];
+    }
+    zoned_ = n_local_ > 0 && n_local_ < c.endpoints.size();
+    skip_.assign(c.endpoints.size(), 0);
+    ZoneMasks();
+  }
   outlier_counters.returns = &s->outlier_returns;
 }
 
@@ -62,6 +74,26 @@ void ClusterRuntime::RefreshEjections(int64_t now_ms) {
     any_out_ = true;
     next_return_ms_ = std::min(next_return_ms_, out_until_[i]);
   }
+  ZoneMasks();
+}
+
+void ClusterRuntime::ZoneMasks() {
+  if (!zoned_) return;
+  // In panic every endpoint counts as in service.
+  const bool use_out = any_out_ && !panic_;
+  size_t in_local = 0;
+  skip_local_.assign(local_.size(), 0);
+  skip_remote_.assign(local_.size(), 0);
+  for (size_t i = 0; i < local_.size(); ++i) {
+    const bool out = use_out && skip_[i] != 0;
+    skip_local_[i] = out || !local_[i];
+    skip_remote_[i] = out || local_[i];
+    in_local += local_[i] && !out;
+  }
+  n_in_local_ = in_local;
+  // The caller's zone keeps the share of its traffic that its endpoints in
+  // service can take; the rest spills to the other zones.
+  p_local_ = static_cast<double>(in_local) / static_cast<double>(n_local_);
 }
 
 void ClusterRuntime::Inherit(const ClusterRuntime& old, int64_t now_ms) {
@@ -128,11 +160,20 @@ size_t ClusterRuntime::PickInService(long exclude, const uint64_t* hash) {
       const int64_t now_ms = MonoNanos() / 1000000;
       if (now_ms >= next_return_ms_) RefreshEjections(now_ms);
     }
-    if (any_out_) {
-      if (!panic_) return lb.Pick(active, exclude, &skip_, hash);
-      stats->lb_panic.Inc();
-    }
+    if (any_out_ && panic_) stats->lb_panic.Inc();
   }
+  if (zoned_ && hash == nullptr) {
+    // Zone-aware: this zone's endpoints with the share they can take, the
+    // other zones' with the rest.
+    const bool local = p_local_ >= 1 || (p_local_ > 0 && static_cast<double>(rng_.Below(1u << 20)) <
+                                                             p_local_ * (1u << 20));
+    // A retry away from the zone's only endpoint in service leaves it.
+    const bool stay =
+        local && !(exclude >= 0 && local_[static_cast<size_t>(exclude)] && n_in_local_ <= 1);
+    (stay ? stats->zone_local : stats->zone_spill).Inc();
+    return lb.Pick(active, exclude, stay ? &skip_local_ : &skip_remote_, hash);
+  }
+  if (any_out_ && !panic_) return lb.Pick(active, exclude, &skip_, hash);
   return lb.Pick(active, exclude, nullptr, hash);
 }
 

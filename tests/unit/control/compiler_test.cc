@@ -394,6 +394,35 @@ TEST_F(CompilerTest, ARouteRulesTimeoutAndRetriesReplaceThePolicysForThatRule) {
   EXPECT_EQ(rest->retry().on(0), "reset");
 }
 
+TEST_F(CompilerTest, ClustersCarryTheCallersZoneUnlessZoneAwarenessIsOff) {
+  Put("a", {{"Node", "a"},
+            {"Address", "127.0.0.1"},
+            {"Zone", "z1"},
+            {"Service", {{"Service", "reviews"}, {"ID", "r1"}, {"Port", 7001}}}});
+  Put("b",
+      {{"Node", "b"},
+       {"Address", "127.0.0.1"},
+       {"Service",
+        {{"Service", "reviews"}, {"ID", "r2"}, {"Port", 7002}, {"Locality", {{"Zone", "z2"}}}}}});
+  Put("web-node", json::parse(R"({"Node":"web-node","Address":"127.0.0.1","Zone":"z1","Service":{
+        "Service":"web-sidecar","ID":"web-sc","Kind":"connect-proxy","Port":15001,
+        "Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,
+                 "Upstreams":[{"DestinationName":"reviews","LocalBindPort":9001}]}}})"));
+  SnapshotPtr s = compiler_.Get(web_);
+  EXPECT_EQ(Find(s, "cluster/reviews")->cluster().local_zone(), "z1");
+  std::map<std::string, std::string> zones;
+  for (const auto& e : Find(s, "endpoints/reviews")->endpoints().endpoints())
+    zones[e.instance_id()] = e.zone();
+  EXPECT_EQ(zones, (std::map<std::string, std::string>{{"r1", "z1"}, {"r2", "z2"}}));
+  Apply(
+      "kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n  loadBalancer: {zoneAware: "
+      "false}\n");
+  Changed(true);
+  compiler_.TakeChanged();
+  s = compiler_.Get(web_);
+  EXPECT_EQ(Find(s, "cluster/reviews")->cluster().local_zone(), "");
+}
+
 TEST_F(CompilerTest, PoliciesForTheServiceAndMeshWideOnes) {
   Sidecar();
   Apply(R"(kind: AuthorizationPolicy

@@ -225,6 +225,22 @@ TEST(Manifest, SlowStart) {
   }
 }
 
+TEST(Manifest, ZoneAwarenessIsOnUnlessTurnedOff) {
+  auto r = ParseManifests(
+      "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {}\n---\n"
+      "kind: TrafficPolicy\nmetadata: {name: b}\nspec:\n  loadBalancer: {zoneAware: false}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(std::get<TrafficPolicySpec>(r.value()[0].spec).zone_aware);
+  EXPECT_FALSE(std::get<TrafficPolicySpec>(r.value()[1].spec).zone_aware);
+  auto back = FromJson(ToJson(r.value()[1]));
+  ASSERT_TRUE(back.ok());
+  EXPECT_FALSE(std::get<TrafficPolicySpec>(back.value().spec).zone_aware);
+  const std::string e = Error(
+      "kind: TrafficPolicy\nmetadata: {name: a}\nspec:\n  loadBalancer: {policy: maglev, hash: "
+      "{sourceIp: true}, zoneAware: true}\n");
+  EXPECT_NE(e.find("spec.loadBalancer.zoneAware"), std::string::npos) << e;
+}
+
 TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 99999}]}\n"),
             "manifest error: document 1 (Service default/a): spec.ports[0].port \"99999\": out of "

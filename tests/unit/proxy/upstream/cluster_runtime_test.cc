@@ -1,11 +1,11 @@
-// Slow start, through the cluster runtime a worker builds on a config
-// update: an endpoint that joins a running cluster takes its share of the
-// traffic over the window.
+// A worker's cluster runtime: slow start (an endpoint that joins a running
+// cluster takes its share over the window) and zone-aware balancing.
 #include <gtest/gtest.h>
 
 #include "base/net.h"
 #include "base/time.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/outlier.h"
 
 namespace weft::proxy {
 namespace {
@@ -75,6 +75,47 @@ TEST(SlowStart, AJoiningEndpointTakesItsShareOverTheWindow) {
     rt.Inherit(before, now);
     EXPECT_NEAR(ShareOfNewest(rt), 1.0 / 3, 0.02);
   }
+}
+
+TEST(ZoneAware, RequestsStayInTheCallersZoneAndSpillInProportion) {
+  ClusterConfig c = Cluster(6, 0);
+  c.lb = LbPolicy::kLeastRequest;
+  c.local_zone = "a";
+  for (size_t i = 0; i < 6; ++i) c.endpoints[i].zone = i < 3 ? "a" : "b";
+  c.outlier.consecutive_5xx = 1;
+  c.outlier.max_ejection_percent = 50;
+  ClusterStats stats;
+  ClusterRuntime rt(c, &stats, 1);
+  std::vector<std::string> addrs;
+  for (const auto& e : c.endpoints) addrs.push_back(e.address.text);
+  rt.outlier = std::make_shared<upstream::OutlierDetector>("c", addrs, c.outlier, 1, nullptr,
+                                                           MonoNanos() / 1000000);
+  auto zone_b_share = [&] {
+    int b = 0;
+    for (int i = 0; i < 9000; ++i) b += rt.Pick(-1) >= 3;
+    return b / 9000.0;
+  };
+  EXPECT_EQ(zone_b_share(), 0.0);  // all in zone a while its endpoints are in service
+  EXPECT_EQ(stats.zone_spill.Get(), 0u);
+  // A retry away from a zone-a endpoint stays in zone a while another is in.
+  EXPECT_LT(rt.Pick(0), 3u);
+  // One of the three in zone a ejected: a third of its traffic spills to b.
+  rt.Failed(1, MonoNanos());
+  const double spill = zone_b_share();
+  EXPECT_NEAR(spill, 1.0 / 3, 0.04);
+  EXPECT_GT(stats.zone_spill.Get(), 0u);
+  for (int i = 0; i < 1000; ++i) EXPECT_NE(rt.Pick(-1), 1u);
+  // Two ejected: two thirds spill; a retry away from the last one leaves.
+  rt.Failed(0, MonoNanos());
+  EXPECT_NEAR(zone_b_share(), 2.0 / 3, 0.04);
+  for (int i = 0; i < 100; ++i) EXPECT_GE(rt.Pick(2), 3u);
+  // Without a local zone nothing is preferred.
+  ClusterConfig plain = Cluster(6, 0);
+  for (size_t i = 0; i < 6; ++i) plain.endpoints[i].zone = i < 3 ? "a" : "b";
+  ClusterRuntime off(plain, &stats, 2);
+  int b = 0;
+  for (int i = 0; i < 9000; ++i) b += off.Pick(-1) >= 3;
+  EXPECT_NEAR(b / 9000.0, 0.5, 0.04);
 }
 
 }  // namespace
