@@ -688,7 +688,11 @@ def test_consistent_hashing_keeps_a_key_on_one_endpoint_and_moves_few_when_one_l
     code, _ = w.admin("/reload", method="POST")
     assert code == 200
     moved = [u for u in range(40) if backend_of(w.url(path="/h"), {"x-user": f"u{u}"})[0] != where[u]]
-    assert sorted(moved) == sorted(u for u in range(40) if where[u] == "b3"), (moved, where)
+    gone = {u for u in range(40) if where[u] == "b3"}
+    assert gone <= set(moved), (moved, where)
+    # ring_hash: exactly b3's keys; maglev's rebuilt table moves a few more
+    # (0.3 % of keys in the unit measurement).
+    assert len(set(moved) - gone) <= (0 if lb == "ring_hash" else 2), (moved, where)
 
 
 def test_a_hash_cookie_is_set_when_missing_and_then_keeps_the_client_in_place(weft, backends):
@@ -711,6 +715,47 @@ def test_a_hash_cookie_is_set_when_missing_and_then_keeps_the_client_in_place(we
                                w2.url(path="/s")], capture_output=True, text=True, timeout=10).stdout
                for _ in range(4)}
         assert len(got) == 1 and got.pop().startswith("b"), (ip, got)
+
+
+def test_zone_aware_balancing_keeps_requests_in_the_callers_zone(server, mesh_proxy, demos):
+    # Four instances: two in the caller's zone (z1), two in z2.
+    s = server()
+    apps = [demos(v) for v in ("a", "b", "c", "d")]
+    for d, zone in zip(apps, ("z1", "z1", "z2", "z2")):
+        s.register("node-" + d.version, "reviews", d.port, f"reviews-{d.version}", Locality={"Zone": zone})
+    r = s.ctl("apply", "-f", "-", input="kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n"
+                                        "  loadBalancer: {policy: round_robin}\n"
+                                        "  outlierDetection: {consecutive5xxErrors: 2, maxEjectionPercent: 50}\n")
+    assert r.returncode == 0, r.stderr
+    up = free_port()
+    s.register("node-f", "frontend-sidecar", free_port(), "frontend-sc", Kind="connect-proxy",
+               Locality={"Zone": "z1"},
+               Proxy={"DestinationServiceName": "frontend", "LocalServicePort": 1,
+                      "Upstreams": [{"DestinationName": "reviews", "LocalBindPort": up}]})
+    px = mesh_proxy(s.grpc, "frontend")
+    px.wait_ready(15)
+    assert wait_for(lambda: len(px.endpoints("reviews") or []) == 4, timeout=10), px.config()
+    cluster = next(c for c in px.config()["clusters"] if "reviews" in c["name"])
+    assert cluster["local_zone"] == "z1", cluster
+    seen = backend_requests(apps)
+    assert get_many(up, 40) == [200] * 40
+    got = [b - a for a, b in zip(seen, backend_requests(apps))]
+    assert got[2] == got[3] == 0 and got[0] + got[1] == 40, got
+    # One of z1's two fails and is ejected: half of z1's traffic spills to z2.
+    apps[0].behave(errorRate=1.0, errorStatus=503)
+    get_many(up, 20)
+    assert sidecar_stat(px, "weft_cluster_outlier_ejected") == 1
+    seen = backend_requests(apps)
+    assert get_many(up, 200) == [200] * 200
+    got = [b - a for a, b in zip(seen, backend_requests(apps))]
+    assert got[0] == 0 and 60 <= got[1] <= 140 and 60 <= got[2] + got[3] <= 140, got
+    # Turned off: all four share the traffic again.
+    r = s.ctl("apply", "-f", "-", input="kind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n"
+                                        "  loadBalancer: {policy: round_robin, zoneAware: false}\n")
+    assert r.returncode == 0, r.stderr
+    apps[0].behave(errorRate=0.0)
+    assert wait_for(lambda: "local_zone" not in next(c for c in px.config()["clusters"] if "reviews" in c["name"]),
+                    timeout=10)
 
 
 def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):

@@ -41,7 +41,7 @@ def test_apply_get_delete_roundtrip(server, tmp_path):
     again = s.ctl("apply", "-f", "-", input=y.stdout)
     assert again.returncode == 0 and again.stdout.strip() == "Route default/reviews unchanged", again
     j = json.loads(s.ctl("get", "trafficpolicy", "reviews", "-o", "json").stdout)
-    assert j["spec"]["loadBalancer"] == {"policy": "ewma", "decay": "10000ms"}, j["spec"]
+    assert j["spec"]["loadBalancer"] == {"policy": "ewma", "decay": "10000ms", "zoneAware": True}, j["spec"]
     assert j["spec"]["retries"]["attempts"] == 2
     table = s.ctl("get", "services").stdout
     assert "reviews" in table and "NAME" in table
