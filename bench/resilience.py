@@ -55,10 +55,11 @@ class Demo:
         self.p.wait()
 
 
-def weft_proxy(weft_bin, tmp, port, backends, plain_retries=False):
+def weft_proxy(weft_bin, tmp, port, backends, plain_retries=False, protocol="http1"):
     """weft with its defaults; `plain_retries`: 3 retries on any 5xx with
-    the budget opened all the way (what a retry policy without a budget does)."""
-    conf = os.path.join(tmp, "weft.yaml")
+    the budget opened all the way (what a retry policy without a budget does);
+    `protocol: http2` for gRPC backends."""
+    conf = os.path.join(tmp, f"weft-{protocol}.yaml")
     eps = ", ".join(f"127.0.0.1:{b}" for b in backends)
     route = "{match: {prefix: /}, cluster: be}"
     budget = ""
@@ -73,15 +74,20 @@ listeners:
     routes: [{route}]
 clusters:
   - name: be
+    protocol: {protocol}
     endpoints: [{eps}]
 {budget}""")
     return common.Server([weft_bin, "proxy", "--config", conf, "--log-level", "error"])
 
 
-def haproxy(tmp, port, backends):
-    conf = os.path.join(tmp, "haproxy.cfg")
-    servers = "\n".join(f"  server s{i} 127.0.0.1:{b} check inter 1s observe layer7 error-limit 10 "
+def haproxy(tmp, port, backends, h2=False):
+    """`h2`: gRPC, HTTP/2 on both sides (`proto h2`)."""
+    conf = os.path.join(tmp, "haproxy-h2.cfg" if h2 else "haproxy.cfg")
+    proto = " proto h2" if h2 else ""
+    check = "" if h2 else " check inter 1s"
+    servers = "\n".join(f"  server s{i} 127.0.0.1:{b}{proto}{check} observe layer7 error-limit 10 "
                         f"on-error mark-down" for i, b in enumerate(backends))
+    keepalive = "" if h2 else "  option http-keep-alive\n  http-reuse always\n"
     with open(conf, "w") as f:
         f.write(f"""global
   nbthread 1
@@ -91,13 +97,11 @@ defaults
   timeout connect 1s
   timeout client 30s
   timeout server 30s
-  option http-keep-alive
-  http-reuse always
-  retries 3
+{keepalive}  retries 3
   option redispatch 1
   retry-on all-retryable-errors
 frontend f
-  bind 127.0.0.1:{port}
+  bind 127.0.0.1:{port}{proto}
   default_backend b
 backend b
   balance leastconn
@@ -106,19 +110,83 @@ backend b
     return common.Server([common.tool("haproxy"), "-f", conf, "-db"])
 
 
-def nginx(tmp, port, backends):
-    conf = os.path.join(tmp, "nginx.conf")
+def nginx(tmp, port, backends, h2=False):
+    """`h2`: gRPC, `listen ... http2` and `grpc_pass`."""
+    name = "nginx-h2" if h2 else "nginx"
+    conf = os.path.join(tmp, f"{name}.conf")
     servers = " ".join(f"server 127.0.0.1:{b} max_fails=3 fail_timeout=10s;" for b in backends)
+    if h2:
+        location = ("grpc_pass grpc://be; grpc_next_upstream error timeout unavailable; "
+                    "grpc_next_upstream_tries 3;")
+    else:
+        location = ('proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; '
+                    "proxy_next_upstream error timeout http_500 http_502 http_503 http_504; "
+                    "proxy_next_upstream_tries 3;")
     with open(conf, "w") as f:
-        f.write(f"""daemon off; worker_processes 1; pid {tmp}/nginx.pid;
-error_log {tmp}/nginx.err; events {{ worker_connections 4096; }}
+        f.write(f"""daemon off; worker_processes 1; pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.err; events {{ worker_connections 4096; }}
 http {{ access_log off; {common.NGINX_PATHS.format(t=tmp)}
   upstream be {{ least_conn; {servers} keepalive 64; }}
-  server {{ listen 127.0.0.1:{port};
-    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_next_upstream error timeout http_500 http_502 http_503 http_504; proxy_next_upstream_tries 3; }} }} }}
+  server {{ listen 127.0.0.1:{port}{" http2" if h2 else ""};
+    location / {{ {location} }} }} }}
 """)
-    return common.Server([common.tool("nginx"), "-e", f"{tmp}/nginx.err", "-c", conf, "-p", tmp])
+    return common.Server([common.tool("nginx"), "-e", f"{tmp}/{name}.err", "-c", conf, "-p", tmp])
+
+
+# --- gRPC: the same three proxies in front of three grpc++ echo servers
+# (bench/h2/grpc_echo_server.cc; the slow one answers after --delay-ms),
+# under bench/h2/grpc_rate_client.cc's open-loop load.
+
+class EchoServer:
+    def __init__(self, binary, delay_ms=0):
+        self.p = subprocess.Popen([binary, "--threads", "1", "--delay-ms", str(delay_ms)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.p.stdout.readline()
+        assert line.startswith("listening"), line
+        self.port = int(line.split(":")[-1])
+
+    def stop(self):
+        self.p.kill()
+        self.p.wait()
+
+
+def grpc_scenarios(a, tmp, results):
+    """healthy and slow (+200 ms on one of three) for gRPC unary calls."""
+    client = os.path.join(a.bench_bin, "weft_grpc_rate_client")
+    server = os.path.join(a.bench_bin, "weft_grpc_echo_server")
+    if not (os.path.exists(client) and os.path.exists(server)):
+        sys.exit(f"bench/resilience.py: {client} and {server} are needed for the gRPC scenarios "
+                 "(cmake --build build --target weft_grpc_rate_client weft_grpc_echo_server)")
+    msg = os.path.join(tmp, "msg.bin")
+    with open(msg, "wb") as f:
+        payload = b"\x0a\x05hello"
+        f.write(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+    names = ["weft", "haproxy", "nginx"]
+    for k, (scen, delays) in enumerate({"healthy": (0, 0, 0), "slow": (0, 0, 200)}.items()):
+        order = names[k % 3:] + names[:k % 3]
+        for name in order:
+            servers = [EchoServer(server, d) for d in delays]
+            port = common.free_port()
+            backends = [s.port for s in servers]
+            proxy = {"weft": lambda: weft_proxy(a.weft, tmp, port, backends, protocol="http2"),
+                     "haproxy": lambda: haproxy(tmp, port, backends, h2=True),
+                     "nginx": lambda: nginx(tmp, port, backends, h2=True)}[name]()
+            try:
+                common.wait_port(port)
+                time.sleep(0.5)
+                out = subprocess.run([client, f"127.0.0.1:{port}", str(a.rate), str(a.seconds + 1), "4",
+                                      "/bench.Echo/Call", msg], capture_output=True, text=True, timeout=120)
+                j = json.loads(out.stdout.strip().splitlines()[-1])
+                n = max(j["requests"], 1)
+                r = {"n": j["requests"], "success": (j["requests"] - j["errors"]) / n,
+                     "p50": j["p50_us"] / 1000, "p99": j["p99_us"] / 1000, "amplification": float("nan")}
+                results[(f"gRPC {scen}", name)] = r
+                print(f"gRPC {scen:8s} {name:8s} n={r['n']} success={r['success']:.4f} p50={r['p50']:.1f}ms "
+                      f"p99={r['p99']:.1f}ms", flush=True)
+            finally:
+                proxy.stop()
+                for s in servers:
+                    s.stop()
 
 
 async def one_request(port, pool, sched, out):
@@ -181,6 +249,7 @@ def main():
     ap.add_argument("--rate", type=int, default=300, help="requests/s, open loop")
     ap.add_argument("--seconds", type=int, default=12)
     ap.add_argument("--warm", type=int, default=3)
+    ap.add_argument("--bench-bin", default="build/bench", help="where weft_grpc_* were built")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS-resilience.md"))
     a = ap.parse_args()
     scenarios = {
@@ -221,6 +290,7 @@ def main():
                 proxy.stop()
                 for d in demos:
                     d.stop()
+    grpc_scenarios(a, tmp, results)
     write(a, results)
 
 
@@ -243,12 +313,19 @@ def write(a, results):
     for (scen, name), r in sorted(results.items(), key=lambda kv: (list(dict.fromkeys(
             s for s, _ in results)).index(kv[0][0]),
             ["weft", "haproxy", "nginx", "weft, 3 retries, no budget"].index(kv[0][1]))):
-        lines.append(f"| {scen} | {name} | {r['success'] * 100:.2f}% | {r['p50']:.1f} | {r['p99']:.1f} | "
-                     f"{r['amplification']:.2f} |")
+        amp = "-" if r["amplification"] != r["amplification"] else f"{r['amplification']:.2f}"  # NaN: not measured
+        lines.append(f"| {scen} | {name} | {r['success'] * 100:.2f}% | {r['p50']:.1f} | {r['p99']:.1f} | {amp} |")
     if ("slow", "weft") in results and ("healthy", "weft") in results:
         lines += ["", f"weft p99 with the slow instance / healthy: "
                       f"{results[('slow', 'weft')]['p99'] / max(results[('healthy', 'weft')]['p99'], 1e-9):.2f}x "
                       "(target 1.5x)."]
+    if ("gRPC slow", "weft") in results and ("gRPC healthy", "weft") in results:
+        lines += ["", f"gRPC: weft p99 with the slow instance / healthy: "
+                      f"{results[('gRPC slow', 'weft')]['p99'] / max(results[('gRPC healthy', 'weft')]['p99'], 1e-9):.2f}x "
+                      "(target 1.5x). gRPC rows: three grpc++ echo servers (bench/h2/grpc_echo_server.cc, the "
+                      "slow one with --delay-ms 200), unary calls from bench/h2/grpc_rate_client.cc at the same "
+                      "rate over 4 HTTP/2 connections; weft `protocol: http2`, HAProxy `proto h2` both sides "
+                      "(leastconn, observe layer7), nginx `grpc_pass` (least_conn, grpc_next_upstream)."]
     # Sections measured elsewhere (consistent hashing, from a unit test) stay.
     kept = ""
     if os.path.exists(a.out):

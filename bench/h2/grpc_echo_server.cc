@@ -6,12 +6,16 @@
 // machine with cores to spare it outruns one proxy worker; sharing one core
 // with the load generator on 2 cores it does not: bench/RESULTS-h2.md.)
 //
-//   weft_grpc_echo_server [--port N] [--threads N]
+//   weft_grpc_echo_server [--port N] [--threads N] [--delay-ms N]
 //
+// --delay-ms holds each answer that long (an alarm, no thread waits): a
+// slow instance for bench/resilience.py.
 // Prints `listening 127.0.0.1:PORT` once it serves.
+#include <grpcpp/alarm.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +25,8 @@
 #include <vector>
 
 namespace {
+
+int g_delay_ms = 0;
 
 class Call {
  public:
@@ -42,8 +48,17 @@ class Call {
         stream_.Read(&buf_, this);
         return;
       case State::kReading:
+        read_ok_ = ok;
+        if (g_delay_ms > 0) {
+          state_ = State::kDelayed;
+          alarm_.Set(cq_, std::chrono::system_clock::now() + std::chrono::milliseconds(g_delay_ms),
+                     this);
+          return;
+        }
+        [[fallthrough]];
+      case State::kDelayed:
         state_ = State::kFinishing;
-        if (!ok) {  // no message: finish without one
+        if (!read_ok_) {  // no message: finish without one
           stream_.Finish(grpc::Status::OK, this);
           return;
         }
@@ -56,13 +71,15 @@ class Call {
   }
 
  private:
-  enum class State { kRequested, kReading, kFinishing };
+  enum class State { kRequested, kReading, kDelayed, kFinishing };
   grpc::AsyncGenericService* svc_;
   grpc::ServerCompletionQueue* cq_;
   grpc::GenericServerContext ctx_;
   grpc::GenericServerAsyncReaderWriter stream_;
   grpc::ByteBuffer buf_;
   State state_ = State::kRequested;
+  bool read_ok_ = false;
+  grpc::Alarm alarm_;
 };
 
 }  // namespace
@@ -74,8 +91,10 @@ int main(int argc, char** argv) {
       port = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads"))
       threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--delay-ms"))
+      g_delay_ms = std::atoi(argv[i + 1]);
     else {
-      std::fprintf(stderr, "usage: %s [--port N] [--threads N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--port N] [--threads N] [--delay-ms N]\n", argv[0]);
       return 2;
     }
   }

@@ -112,6 +112,9 @@ RetryPolicy ParseRetries(const YAML::Node& r, const std::string& at, bool budget
   }
   if (r["retriableStatusCodes"]) {
     const YAML::Node& codes = Seq(r["retriableStatusCodes"], at + ".retriableStatusCodes");
+    if (codes.size() == 0 || codes.size() > kMaxRetriableStatusCodes)
+      Fail(at + ".retriableStatusCodes",
+           "list 1 to " + std::to_string(kMaxRetriableStatusCodes) + " status codes (400-599)");
     for (size_t i = 0; i < codes.size(); ++i)
       out.retriable_status_codes.push_back(
           static_cast<uint32_t>(Unsigned(codes[i], At(at + ".retriableStatusCodes", i), 400, 599)));

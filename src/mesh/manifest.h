@@ -35,6 +35,8 @@ struct ServiceSpec {
 // The most retries one request may get, wherever a retry count is written
 // (manifests, the proxy's bootstrap file, the config stream).
 inline constexpr uint32_t kMaxRetryAttempts = 5;
+// The most status codes a retry policy may list (retriableStatusCodes).
+inline constexpr size_t kMaxRetriableStatusCodes = 16;
 
 // The retry conditions the proxy honours. On a response: 5xx (any),
 // gateway-error (502, 503, 504), retriable-status-codes (the policy's list,

@@ -179,7 +179,7 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
   if (n["retriable_status_codes"]) {
     const YAML::Node& codes = n["retriable_status_codes"];
     const std::string at = path + ".retriable_status_codes";
-    if (!codes.IsSequence() || codes.size() == 0 || codes.size() > 16)
+    if (!codes.IsSequence() || codes.size() == 0 || codes.size() > mesh::kMaxRetriableStatusCodes)
       Fail(at, "expected a list of 1 to 16 status codes (400-599)");
     if (!(r.retry_on & kRetryOnRetriableStatusCodes))
       Fail(at, "only with retriable-status-codes in retry_on");

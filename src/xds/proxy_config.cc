@@ -291,7 +291,8 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
             rc.retry_on |= *bit;
           }
           if (rp.retriable_status_codes_size() > 0) {
-            if (rp.retriable_status_codes_size() > 16)
+            if (static_cast<size_t>(rp.retriable_status_codes_size()) >
+                mesh::kMaxRetriableStatusCodes)
               return fail(where + "retriable_status_codes: at most 16");
             rc.retriable_status_codes.clear();
             for (uint32_t code : rp.retriable_status_codes()) {

@@ -406,14 +406,20 @@ def test_pending_requests_and_retries_have_their_limits(weft, backends):
     stuck.close()
 
 
-def fault_listener(fault, extra_route=""):
+def fault_listener(fault, extra_route="", key="fault"):
     return f"""  - name: public
     address: 127.0.0.1:0
     routes:
 {extra_route}      - match: {{prefix: /}}
         cluster: c
-        fault: {fault}
+        {key}: {fault}
 """
+
+
+def grpc_backend_config(port, listeners):
+    """One listener's route to a gRPC backend on `port` (cluster g, HTTP/2)."""
+    text = simple_config({"g": [f"127.0.0.1:{port}"]}, workers=1, listeners=listeners.replace("cluster: c", "cluster: g"))
+    return text.replace("  - name: g\n", "  - name: g\n    protocol: http2\n", 1)
 
 
 def test_fault_aborts_and_delays_hit_their_share_of_requests(weft, backends):
@@ -470,11 +476,7 @@ def test_fault_aborts_a_grpc_call_with_the_grpc_status_given(weft):
     import grpc_peer as g
     p = g.start_server(0, name="s")
     try:
-        text = simple_config({"g": [f"127.0.0.1:{p.port}"]}, workers=1,
-                             listeners=fault_listener("{abort_status: 503, abort_grpc_status: 8}")
-                             .replace("cluster: c", "cluster: g"))
-        text = text.replace("  - name: g\n", "  - name: g\n    protocol: http2\n", 1)
-        w = weft(text)
+        w = weft(grpc_backend_config(p.port, fault_listener("{abort_status: 503, abort_grpc_status: 8}")))
         r = g.unary(f"127.0.0.1:{w.ports['public']}", b"q")
         assert r["code"] == "RESOURCE_EXHAUSTED" and "fault injected" in r["details"], r
     finally:
@@ -522,13 +524,7 @@ spec:
 
 
 def limit_listener(limit):
-    return f"""  - name: public
-    address: 127.0.0.1:0
-    routes:
-      - match: {{prefix: /}}
-        cluster: c
-        rate_limit: {limit}
-"""
+    return fault_listener(limit, key="rate_limit")
 
 
 def get_status(url, headers=None):
@@ -581,11 +577,7 @@ def test_a_rate_limited_grpc_call_gets_resource_exhausted(weft):
     import grpc_peer as g
     p = g.start_server(0, name="s")
     try:
-        text = simple_config({"g": [f"127.0.0.1:{p.port}"]}, workers=1,
-                             listeners=limit_listener("{requests_per_second: 1, burst: 1}")
-                             .replace("cluster: c", "cluster: g"))
-        text = text.replace("  - name: g\n", "  - name: g\n    protocol: http2\n", 1)
-        w = weft(text)
+        w = weft(grpc_backend_config(p.port, limit_listener("{requests_per_second: 1, burst: 1}")))
         first = g.unary(f"127.0.0.1:{w.ports['public']}", b"q")
         second = g.unary(f"127.0.0.1:{w.ports['public']}", b"q")
         assert first["code"] == "OK", first

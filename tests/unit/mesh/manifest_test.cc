@@ -241,6 +241,21 @@ TEST(Manifest, ZoneAwarenessIsOnUnlessTurnedOff) {
   EXPECT_NE(e.find("spec.loadBalancer.zoneAware"), std::string::npos) << e;
 }
 
+TEST(Manifest, RetriableStatusCodesAreAtMostSixteen) {
+  std::string sixteen, seventeen;
+  for (int c = 500; c < 516; ++c) sixteen += (sixteen.empty() ? "" : ", ") + std::to_string(c);
+  seventeen = sixteen + ", 516";
+  const std::string head =
+      "kind: TrafficPolicy\nmetadata: {name: a}\nspec:\n  retries: {on: [retriable-status-codes], "
+      "retriableStatusCodes: [";
+  auto ok = ParseManifests(head + sixteen + "]}\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(std::get<TrafficPolicySpec>(ok.value()[0].spec).retries.retriable_status_codes.size(),
+            16u);
+  EXPECT_NE(Error(head + seventeen + "]}\n").find("spec.retries.retriableStatusCodes: list 1 to 16"),
+            std::string::npos);
+}
+
 TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_EQ(Error("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 99999}]}\n"),
             "manifest error: document 1 (Service default/a): spec.ports[0].port \"99999\": out of "

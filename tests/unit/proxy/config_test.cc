@@ -254,6 +254,12 @@ TEST(Config, RetriesShareTheManifestLimitAndRetryOnIsHonoured) {
   ASSERT_TRUE(cfg) << err;
   EXPECT_EQ(cfg->listeners[0].routes[0].retry_on, kRetryOn5xx | kRetryOnRetriableStatusCodes);
   EXPECT_EQ(cfg->listeners[0].routes[0].retriable_status_codes, (std::vector<uint16_t>{429, 503}));
+  std::string seventeen = "500";
+  for (int c = 501; c < 517; ++c) seventeen += ", " + std::to_string(c);
+  EXPECT_NE(Error(RouteWith("        retry_on: [retriable-status-codes]\n        retriable_status_codes: [" +
+                            seventeen + "]\n"))
+                .find("1 to 16 status codes"),
+            std::string::npos);
   EXPECT_NE(Error(RouteWith("        retry_on: [5xx]\n        retriable_status_codes: [503]\n"))
                 .find("only with retriable-status-codes in retry_on"),
             std::string::npos);

@@ -171,6 +171,10 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
               r->mutable_retry()->add_retriable_status_codes(200);
             })).find("retriable_status_codes: 200 is not 400-599"),
             std::string::npos);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              for (uint32_t c = 500; c < 517; ++c) r->mutable_retry()->add_retriable_status_codes(c);
+            })).find("retriable_status_codes: at most 16"),
+            std::string::npos);
 }
 
 // The checks across fields are the bootstrap's (ResolveConfig), with the
