@@ -116,7 +116,7 @@ def nginx(tmp, port, backends, h2=False):
     conf = os.path.join(tmp, f"{name}.conf")
     servers = " ".join(f"server 127.0.0.1:{b} max_fails=3 fail_timeout=10s;" for b in backends)
     if h2:
-        location = ("grpc_pass grpc://be; grpc_next_upstream error timeout unavailable; "
+        location = ("grpc_pass grpc://be; grpc_next_upstream error timeout; "
                     "grpc_next_upstream_tries 3;")
     else:
         location = ('proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; '
@@ -325,7 +325,7 @@ def write(a, results):
                       "(target 1.5x). gRPC rows: three grpc++ echo servers (bench/h2/grpc_echo_server.cc, the "
                       "slow one with --delay-ms 200), unary calls from bench/h2/grpc_rate_client.cc at the same "
                       "rate over 4 HTTP/2 connections; weft `protocol: http2`, HAProxy `proto h2` both sides "
-                      "(leastconn, observe layer7), nginx `grpc_pass` (least_conn, grpc_next_upstream)."]
+                      "(leastconn, observe layer7), nginx `grpc_pass` (least_conn, `grpc_next_upstream error timeout`)."]
     # Sections measured elsewhere (consistent hashing, from a unit test) stay.
     kept = ""
     if os.path.exists(a.out):
