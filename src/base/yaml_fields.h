@@ -32,4 +32,13 @@ uint64_t Unsigned(const YAML::Node& n, const std::string& path, uint64_t min, ui
 std::string OneOf(const YAML::Node& n, const std::string& path,
                   const std::vector<std::string>& choices);
 
+// The documents of a YAML stream, at most `max_documents` of them (more
+// throws YAML::ParserException naming the limit). yaml-cpp's LoadAll never
+// returns on some malformed streams (a document whose first token is ','
+// grows memory without end), while its single-document Load does; so the
+// stream is cut at its document markers ('---' and '...' lines, which YAML
+// forbids inside content) and each document is loaded alone. Errors carry
+// the line in the whole stream.
+std::vector<YAML::Node> LoadAll(const std::string& text, size_t max_documents);
+
 }  // namespace weft::yaml

@@ -19,6 +19,7 @@ constexpr const char* kAclUsage =
     "       weft acl policy update NAME [--description TEXT] [--rules JSON|@FILE]\n"
     "       weft acl policy list | read NAME | delete NAME\n"
     "       weft acl token create [--description TEXT] --policy NAME [--policy NAME ...]\n"
+    "       weft acl token update ACCESSOR [--description TEXT] [--policy NAME ...]\n"
     "       weft acl token list | read ACCESSOR | delete ACCESSOR\n"
     "       weft acl join-token create [--ttl DUR (default 24h; 0: never)] [--description TEXT]\n"
     "       weft acl join-token list | revoke ID\n"
@@ -200,6 +201,22 @@ int AclMain(const Args& args) {
       std::fprintf(stderr,
                    "weft: the SecretID is shown only now; the server keeps only its hash\n");
     return 0;
+  }
+  if (verb == "update") {
+    // What is given replaces what the token had: --policy names the whole list.
+    json b = json::object();
+    if (have_description) b["Description"] = description;
+    if (!policies.empty()) {
+      json links = json::array();
+      for (const auto& p : policies) links.push_back({{"Name", p}});
+      b["Policies"] = links;
+    }
+    if (b.empty())
+      return BadUsage("acl token update: give --description or --policy (the whole list)",
+                      kAclUsage);
+    if (int rc = call("PUT", "/v1/acl/token/" + http::PercentEncode(arg), b.dump(), &out))
+      return rc;
+    return show(out, PrintToken);
   }
   if (verb == "list") {
     if (int rc = call("GET", "/v1/acl/tokens", "", &out)) return rc;

@@ -12,6 +12,9 @@
 
 namespace weft::cli {
 
+// A LocalMesh file and the manifests beside it.
+constexpr size_t kMaxUpDocuments = 1000;
+
 uint16_t PortOf(const std::string& host_port) {
   std::string host, why;
   uint16_t port = 0;
@@ -21,7 +24,7 @@ uint16_t PortOf(const std::string& host_port) {
 bool ParseUpFile(const std::string& text, UpSpec* spec, std::string* err) {
   std::vector<YAML::Node> docs;
   try {
-    docs = YAML::LoadAll(text);
+    docs = yaml::LoadAll(text, kMaxUpDocuments);
   } catch (const YAML::Exception& e) {
     *err = std::string("not YAML: ") + e.what();
     return false;

@@ -222,6 +222,35 @@ asio::awaitable<void> Api::Block(const Request& req, const std::function<int64_t
 
 Response Api::Reply(const json& body, int64_t index) { return ReplyBody(body.dump(), index); }
 
+Response Api::FilteredReply(json body, int64_t index,
+                            const std::function<bool(const json&)>& keep) {
+  bool dropped = false;
+  if (opts_.acl) {
+    if (body.is_array()) {
+      json kept = json::array();
+      for (auto& e : body) {
+        if (keep(e))
+          kept.push_back(std::move(e));
+        else
+          dropped = true;
+      }
+      body = std::move(kept);
+    } else if (body.is_object()) {
+      for (auto it = body.begin(); it != body.end();) {
+        if (keep(json(it.key()))) {
+          ++it;
+        } else {
+          it = body.erase(it);
+          dropped = true;
+        }
+      }
+    }
+  }
+  Response r = Reply(body, index);
+  if (dropped) r.headers.emplace_back("X-Consul-Results-Filtered-By-ACLs", "true");
+  return r;
+}
+
 Response Api::ReplyBody(std::string body, int64_t index) {
   Response r = Response::Json(200, std::move(body));
   r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<int64_t>(1, index)));

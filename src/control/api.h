@@ -228,13 +228,23 @@ class Api {
   // api_acl.cc
   asio::awaitable<http::Response> AclRequest(http::Request& req, std::string_view rest);
   asio::awaitable<http::Response> AclPolicyPut(http::Request& req, std::string id);
-  asio::awaitable<http::Response> AclTokenCreate(http::Request& req);
+  // Creates a token (accessor "") or updates one (its Description and
+  // Policies; the secret never changes).
+  asio::awaitable<http::Response> AclTokenPut(http::Request& req, std::string accessor);
   // /v1/acl/join-tokens, /v1/acl/join-token[/ID] (join_token.h).
   asio::awaitable<http::Response> AclJoinToken(http::Request& req, std::string_view rest);
   // "" when the request's caller may do `need` on `name` (always, with ACLs
   // off), else the 403 text.
   std::string Deny(const http::Request& req, acl::Resource r, std::string_view name,
                    acl::Access need) const;
+  // Lists show only what the caller may read (Consul's ACL filtering):
+  // FilteredReply drops the entries `keep` refuses and says so in
+  // X-Consul-Results-Filtered-By-ACLs.
+  bool MayRead(const http::Request& req, acl::Resource r, std::string_view name) const {
+    return Deny(req, r, name, acl::Access::kRead).empty();
+  }
+  http::Response FilteredReply(nlohmann::json body, int64_t index,
+                               const std::function<bool(const nlohmann::json&)>& keep);
   // The permission a route needs that its path alone decides ("" when
   // allowed, or when its handler checks against the body).
   std::string RouteDenied(const http::Request& req) const;

@@ -151,12 +151,11 @@ std::string Api::RouteDenied(const Request& req) const {
   if (path == "/metrics" || path == "/stats" || StartsWith(path, "/v1/agent/"))
     return need(Resource::kOperator, "", Access::kRead);
   if (path == "/v1/connect/ca/rotate") return need(Resource::kOperator, "", Access::kWrite);
-  if (path == "/v1/weft/prometheus-sd") return need(Resource::kService, "", Access::kRead);
+  if (path == "/v1/weft/prometheus-sd") return "";  // filtered by the handler
   if (StartsWith(path, "/v1/catalog/")) {
     const std::string_view rest = path.substr(12);
     if (!get) return "";  // register/deregister: checked against the body
-    if (rest == "services") return need(Resource::kService, "", Access::kRead);
-    if (rest == "nodes") return need(Resource::kNode, "", Access::kRead);
+    if (rest == "services" || rest == "nodes") return "";  // filtered by the handler
     if (StartsWith(rest, "service/"))
       return need(Resource::kService, rest.substr(8), Access::kRead);
     if (StartsWith(rest, "node/")) return need(Resource::kNode, rest.substr(5), Access::kRead);
@@ -168,8 +167,7 @@ std::string Api::RouteDenied(const Request& req) const {
       return need(Resource::kService, rest.substr(8), Access::kRead);
     if (StartsWith(rest, "checks/")) return need(Resource::kService, rest.substr(7), Access::kRead);
     if (StartsWith(rest, "node/")) return need(Resource::kNode, rest.substr(5), Access::kRead);
-    std::string why = need(Resource::kService, "", Access::kRead);
-    return why.empty() ? need(Resource::kNode, "", Access::kRead) : why;
+    return "";  // state/: filtered by the handler
   }
   if (StartsWith(path, "/v1/config")) {
     if (!get) return "";  // the namespace may come from the body: checked there
@@ -177,10 +175,9 @@ std::string Api::RouteDenied(const Request& req) const {
     if (!rest.empty() && rest[0] == '/') rest.remove_prefix(1);
     const size_t slash = rest.find('/');
     const std::string kind(rest.substr(0, slash));
-    if (kind.empty()) return need(Resource::kConfig, "", Access::kRead);
+    // Lists (every kind, or one) are filtered by the handler.
+    if (kind.empty() || slash == std::string_view::npos) return "";
     const std::string* ns = req.Query("ns");
-    if (slash == std::string_view::npos || (ns && *ns == "*"))
-      return need(Resource::kConfig, kind + "/", Access::kRead);
     const std::string name(rest.substr(slash + 1));
     return need(Resource::kConfig, ConfigRuleName(kind, ns && !ns->empty() ? *ns : "default", name),
                 Access::kRead);
@@ -254,9 +251,10 @@ asio::awaitable<Response> Api::AclRequest(Request& req, std::string_view rest) {
   }
   if (rest == "join-tokens" || StartsWith(rest, "join-token"))
     co_return co_await AclJoinToken(req, rest);
-  if (rest == "token" && put) co_return co_await AclTokenCreate(req);
+  if (rest == "token" && put) co_return co_await AclTokenPut(req, "");
   if (StartsWith(rest, "token/")) {
     const std::string accessor(rest.substr(6));
+    if (put) co_return co_await AclTokenPut(req, accessor);
     const acl::Token* t = acl_.TokenByAccessor(accessor);
     if (!t) co_return Error(404, "no token " + accessor);
     if (get) co_return Reply(t->ToJson(acl_.policies()), t->modify_index);
@@ -269,9 +267,7 @@ asio::awaitable<Response> Api::AclRequest(Request& req, std::string_view rest) {
       LOG_INFO("acl: token {} deleted by a request from {}", accessor, req.peer);
       co_return Reply(true, acl_.index());
     }
-    co_return Error(405,
-                    "use GET or DELETE /v1/acl/token/ACCESSOR (tokens are not updated: create a "
-                    "new one)");
+    co_return Error(405, "use GET, PUT or DELETE /v1/acl/token/ACCESSOR");
   }
   co_return Error(404, "not found: " + std::string(req.path) +
                            " (see docs/api.md: /v1/acl/policy, /v1/acl/token)");
@@ -325,15 +321,20 @@ asio::awaitable<Response> Api::AclPolicyPut(Request& req, std::string id) {
   co_return Reply(now->ToJson(), now->modify_index);
 }
 
-asio::awaitable<Response> Api::AclTokenCreate(Request& req) {
+asio::awaitable<Response> Api::AclTokenPut(Request& req, std::string accessor) {
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object())
     co_return Error(400, "token: the body must be a JSON object {Description, Policies}");
-  acl::Token t;
+  // An update changes what its body names (Policies replaces the list) and
+  // keeps the rest, the secret included.
+  const acl::Token* old = accessor.empty() ? nullptr : acl_.TokenByAccessor(accessor);
+  if (!accessor.empty() && !old) co_return Error(404, "no token " + accessor);
+  acl::Token t = old ? *old : acl::Token{};
   for (const auto& [k, v] : body.items()) {
     if (k == "Description" && v.is_string()) {
       t.description = v.get<std::string>();
     } else if (k == "Policies" && v.is_array()) {
+      t.policy_ids.clear();
       if (v.size() > acl::kMaxPoliciesPerToken)
         co_return Error(
             400, "token: at most " + std::to_string(acl::kMaxPoliciesPerToken) + " policies");
@@ -349,28 +350,40 @@ asio::awaitable<Response> Api::AclTokenCreate(Request& req) {
         if (!p) co_return Error(400, "token: no such policy: " + link.dump());
         t.policy_ids.push_back(p->id);
       }
+    } else if ((k == "AccessorID" && v.is_string() && old && v.get<std::string>() == accessor) ||
+               (old && (k == "CreateTime" || k == "CreateIndex" || k == "ModifyIndex"))) {
+      // Echoed back from a read (Consul's clients send the whole token).
+    } else if (k == "SecretID") {
+      co_return Error(400, "token: SecretID is made by the server and cannot be set or changed");
     } else {
       co_return Error(400, "token: unknown or mistyped field \"" + k +
                                "\" (use Description: string, Policies: [{ID|Name}])");
     }
   }
   if (t.description.size() > 1024) co_return Error(400, "token: Description over 1024 bytes");
-  if (acl_.tokens().size() >= acl::kMaxTokens)
-    co_return Error(400, "token: at most " + std::to_string(acl::kMaxTokens) + " tokens");
-  t.accessor = acl::NewUuid();
-  const std::string secret = acl::NewUuid();
-  t.secret_hash = acl::HashSecret(secret);
-  t.create_time = static_cast<int64_t>(std::time(nullptr));
+  std::string secret;
+  if (!old) {
+    if (acl_.tokens().size() >= acl::kMaxTokens)
+      co_return Error(400, "token: at most " + std::to_string(acl::kMaxTokens) + " tokens");
+    t.accessor = acl::NewUuid();
+    secret = acl::NewUuid();
+    t.secret_hash = acl::HashSecret(secret);
+    t.create_time = static_cast<int64_t>(std::time(nullptr));
+  }
   const std::string key = std::string(acl::kTokenPrefix) + t.accessor;
   const std::string doc = acl::TokenDoc(t);
+  const int64_t expected = old ? old->modify_index : 0;
   store::Store* st = store_.get();
-  const std::function<Result<int64_t>()> write = [st, key, doc] { return st->PutIf(key, doc, 0); };
+  const std::function<Result<int64_t>()> write = [st, key, doc, expected] {
+    return st->PutIf(key, doc, expected);
+  };
   Status s = co_await RunWrite(write);
   if (!s.ok()) co_return Error(HttpStatusFor(s), "token: " + s.message());
-  LOG_INFO("acl: token {} created by a request from {}", t.accessor, req.peer);
+  LOG_INFO("acl: token {} {} by a request from {}", t.accessor, old ? "updated" : "created",
+           req.peer);
   const acl::Token* now = acl_.TokenByAccessor(t.accessor);
   json out = (now ? *now : t).ToJson(acl_.policies());
-  out["SecretID"] = secret;  // shown once: the store has only its hash
+  if (!secret.empty()) out["SecretID"] = secret;  // shown once: the store has only its hash
   co_return Reply(out, now ? now->modify_index : acl_.index());
 }
 

@@ -37,14 +37,20 @@ asio::awaitable<Response> Api::CatalogRequest(Request& req, std::string_view res
       const std::function<int64_t()> ix = [this] { return catalog_.services_index(); };
       co_await Block(req, ix);
     }
-    co_return Reply(catalog_.CatalogServices(), catalog_.services_index());
+    // {"name": [tags]}: each key is a service name.
+    co_return FilteredReply(catalog_.CatalogServices(), catalog_.services_index(),
+                            [&](const json& name) {
+                              return MayRead(req, acl::Resource::kService, name.get<std::string>());
+                            });
   }
   if (rest == "nodes") {
     if (req.HasQuery("index")) {  // a blocking query
       const std::function<int64_t()> ix = [this] { return catalog_.nodes_index(); };
       co_await Block(req, ix);
     }
-    co_return Reply(catalog_.CatalogNodes(), catalog_.nodes_index());
+    co_return FilteredReply(catalog_.CatalogNodes(), catalog_.nodes_index(), [&](const json& n) {
+      return MayRead(req, acl::Resource::kNode, n.value("Node", ""));
+    });
   }
   if (StartsWith(rest, "service/")) {
     std::string name(rest.substr(8));

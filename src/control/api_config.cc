@@ -63,7 +63,12 @@ asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest
       j["ModifyIndex"] = e->modify_index;
       out.push_back(std::move(j));
     }
-    co_return Reply(out, config_.kind_index(kind));
+    co_return FilteredReply(std::move(out), config_.kind_index(kind), [&](const json& e) {
+      const json& md = e.contains("metadata") ? e["metadata"] : json::object();
+      return MayRead(req, acl::Resource::kConfig,
+                     ConfigRuleName(e.value("kind", ""), md.value("namespace", "default"),
+                                    md.value("name", "")));
+    });
   }
   if (req.HasQuery("index")) {  // a blocking query
     const std::function<int64_t()> ix = [&] { return config_.entry_index(kind, ns, name); };

@@ -76,7 +76,12 @@ asio::awaitable<Response> Api::HealthRequest(Request& req, std::string_view rest
     for (const auto& [name, n] : catalog_.nodes())
       for (const auto& [id, c] : n.checks)
         if (state == "any" || c.status == state) out.push_back(mesh::CheckToJson(n, c));
-    co_return Reply(out, catalog_.nodes_index());
+    // A check is the node's, and also its service's when it has one.
+    co_return FilteredReply(std::move(out), catalog_.nodes_index(), [&](const json& c) {
+      const std::string svc = c.value("ServiceName", "");
+      return MayRead(req, acl::Resource::kNode, c.value("Node", "")) &&
+             (svc.empty() || MayRead(req, acl::Resource::kService, svc));
+    });
   }
   co_return Error(404, "unknown health endpoint " + req.path);
 }
@@ -111,7 +116,9 @@ Response Api::PrometheusSd(const Request& req) {
       out.push_back({{"targets", json::array({target})}, {"labels", labels}});
     }
   }
-  return Reply(out, catalog_.services_index());
+  return FilteredReply(std::move(out), catalog_.services_index(), [&](const json& group) {
+    return MayRead(req, acl::Resource::kService, group["labels"].value("__meta_weft_service", ""));
+  });
 }
 
 }  // namespace weft::control

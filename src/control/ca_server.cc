@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/strings.h"
 #include "base/time.h"
@@ -95,6 +96,25 @@ Result<std::string> EnsureCaState(store::Store* st, const CaOptions& opts) {
   return Status(StatusCode::kUnavailable, "could not create or read the CA root");
 }
 
+Result<ServerCert> IssueServerCert(const CaState& state, const std::string& key_pem, int64_t now) {
+  const CaRoot* signing = state.Signing(now);
+  if (!signing) return Status(StatusCode::kUnavailable, "no root signs now");
+  auto auth = identity::Authority::Load(signing->cert_pem, signing->key_pem, state.trust_domain);
+  if (!auth.ok()) return auth.status();
+  auto id = identity::SpiffeId(state.trust_domain, "weft", "server");
+  if (!id.ok()) return id.status();
+  auto csr = identity::NewCsr(key_pem, id.value());
+  if (!csr.ok()) return csr.status();
+  auto cert =
+      auth.value()->Sign(csr.value(), id.value(), kServerCertTtlS, {identity::kServerTlsName});
+  if (!cert.ok()) return cert.status();
+  ServerCert out;
+  out.chain_pem = cert.value() + signing->cert_pem;
+  out.issuer_id = signing->id;
+  out.renew_at = now + kServerCertTtlS * 2 / 3;
+  return out;
+}
+
 CaServer::CaServer(asio::io_context& io, Api& api, StreamServer& stream, const CaOptions& opts)
     : io_(io), api_(api), stream_(stream), opts_(opts), timer_(io) {}
 
@@ -125,6 +145,44 @@ void CaServer::Tick() {
   });
 }
 
+void CaServer::KeepServerCert(std::string key_pem, ServerCert first,
+                              std::function<void(const ServerCert&)> renewed) {
+  server_key_pem_ = std::move(key_pem);
+  server_cert_ = std::move(first);
+  server_cert_renewed_ = std::move(renewed);
+}
+
+void CaServer::RenewServerCert(int64_t now) {
+  if (!server_cert_renewed_ || now < server_cert_retry_at_) return;
+  if (server_cert_.issuer_id == signer_id_ && now < server_cert_.renew_at) return;
+  auto next = IssueServerCert(state_, server_key_pem_, now);
+  if (!next.ok()) {
+    server_cert_retry_at_ = now + 60;
+    LOG_ERROR("CA: the server's own certificate was not renewed (next try in 60 s): {}",
+              next.status().message());
+    return;
+  }
+  LOG_INFO("CA: the server's own certificate ({}) renewed, signed by root {}{}",
+           identity::kServerTlsName, next->issuer_id,
+           server_cert_.issuer_id != next->issuer_id ? " (a new root signs)" : "");
+  server_cert_ = std::move(next).value();
+  server_cert_renewed_(server_cert_);
+}
+
+void CaServer::WriteBundleTo(std::string path) {
+  bundle_path_ = std::move(path);
+  WriteBundle(NowS());
+}
+
+void CaServer::WriteBundle(int64_t now) {
+  if (bundle_path_.empty()) return;
+  std::string pem;
+  for (const CaRoot* r : state_.Trusted(now)) pem += r->cert_pem;
+  // Public (the roots only): readable by every local agent and proxy.
+  if (Status s = WriteFileAtomic(bundle_path_, pem, 0644); !s.ok())
+    LOG_ERROR("CA: trust bundle not written to {}: {}", bundle_path_, s.message());
+}
+
 void CaServer::Refresh() {
   const int64_t now = NowS();
   if (!dropping_)
@@ -146,10 +204,12 @@ void CaServer::Refresh() {
       signer_id_ = signing->id;
     }
   }
+  RenewServerCert(now);
   std::string ids = signer_id_;
   for (const CaRoot* r : state_.Trusted(now)) ids += "," + r->id;
   if (ids == bundle_ids_) return;
   bundle_ids_ = ids;
+  WriteBundle(now);
   weft::v1::Resource b;
   b.set_type("bundle");
   b.set_name("roots");

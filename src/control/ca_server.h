@@ -6,6 +6,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,6 +33,17 @@ struct CaOptions {
 // root). Returns the document.
 Result<std::string> EnsureCaState(store::Store* st, const CaOptions& opts);
 
+// The server's own certificate (name server.weft, SPIFFE ID
+// .../ns/weft/sa/server) for the config stream and the REST API's HTTPS.
+inline constexpr int64_t kServerCertTtlS = 90LL * 86400;
+struct ServerCert {
+  std::string chain_pem;  // leaf, then the signing root
+  std::string issuer_id;  // the root that signed it
+  int64_t renew_at = 0;   // unix seconds: two thirds into its life
+};
+// Signs `key_pem`'s certificate with the root of `state` that signs now.
+Result<ServerCert> IssueServerCert(const CaState& state, const std::string& key_pem, int64_t now);
+
 // Io thread only. Keeps references to `api` and `stream`, which must outlive
 // it; it registers an OnKey hook and the /v1/connect/ca/rotate route with the
 // Api, and its 1 s timer runs while the io_context does (there is no Stop()):
@@ -47,6 +59,15 @@ class CaServer {
   // certificate from the signing root. Every certificate issued is logged
   // with its identity, node, peer and serial.
   Status Sign(const Caller& caller, const weft::v1::SignRequest& req, weft::v1::SignResponse* resp);
+  // Keeps the server's own certificate (`first`, for `key_pem`) current: a
+  // new one when another root starts signing (so clients that follow the
+  // bundle keep verifying it after the old root retires) or two thirds into
+  // its life; `renewed` gets each new chain (io thread).
+  void KeepServerCert(std::string key_pem, ServerCert first,
+                      std::function<void(const ServerCert&)> renewed);
+  // Writes the trust bundle (the roots' PEM) to `path`, 0644, now and each
+  // time it changes: the file agents, proxies and the CLI verify servers with.
+  void WriteBundleTo(std::string path);
 
  private:
   Status Load(const std::string& doc);
@@ -71,6 +92,13 @@ class CaServer {
   std::shared_ptr<identity::Authority> signer_;
   std::string signer_id_;
   std::string bundle_ids_;  // the trusted roots' ids, to see a change
+  std::string server_key_pem_;
+  ServerCert server_cert_;
+  std::function<void(const ServerCert&)> server_cert_renewed_;
+  int64_t server_cert_retry_at_ = 0;  // after a failed renewal
+  std::string bundle_path_;
+  void RenewServerCert(int64_t now);
+  void WriteBundle(int64_t now);
 };
 
 }  // namespace weft::control

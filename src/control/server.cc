@@ -264,60 +264,41 @@ int RunServer(const ServerOptions& in) {
     return 1;
   }
   const bool grpc_tls = opts.grpc_tls || !opts.dev;
-  std::string server_cert, server_key;  // from the mesh CA, for server.weft
+  std::string server_key;  // the server's own key: this run's, renewed certificates keep it
+  ServerCert server_cert;  // from the mesh CA, for server.weft
   if (grpc_tls || !opts.https_addr.empty()) {
     // The config stream over TLS (always with a real store), and the REST
     // API over HTTPS (--https): this server's certificate from the mesh CA
-    // (name server.weft), and the trust bundle in DATA_DIR/ca.pem for
-    // agents, proxies (`--server-ca`) and the CLI (`--ca-file`).
+    // (name server.weft), renewed while it runs (CaServer::KeepServerCert),
+    // and the trust bundle in DATA_DIR/ca.pem for agents, proxies
+    // (`--server-ca`) and the CLI (`--ca-file`).
     auto state = CaState::Parse(ca_doc.value(), ca_opts.kek);
-    const int64_t now = static_cast<int64_t>(std::time(nullptr));
-    const CaRoot* signing = state.ok() ? state->Signing(now) : nullptr;
-    std::string err;
-    if (signing) {
-      auto auth =
-          identity::Authority::Load(signing->cert_pem, signing->key_pem, state->trust_domain);
-      auto key = identity::NewKey();
-      auto id = identity::SpiffeId(state->trust_domain, "weft", "server");
-      auto csr = key.ok() && id.ok() ? identity::NewCsr(key.value(), id.value())
-                                     : Result<std::string>(Status(StatusCode::kInternal, "key"));
-      auto cert = auth.ok() && csr.ok() ? auth.value()->Sign(csr.value(), id.value(), 365LL * 86400,
-                                                             {identity::kServerTlsName})
-                                        : Result<std::string>(Status(StatusCode::kInternal, "CA"));
-      if (cert.ok()) {
-        server_cert = cert.value() + signing->cert_pem;
-        server_key = key.value();
-        if (grpc_tls) {
-          sopts.tls_cert_pem = server_cert;
-          sopts.tls_key_pem = server_key;
-        }
-      } else {
-        err = cert.status().message();
-      }
-    } else {
-      err = "no signing root";
-    }
-    if (!err.empty()) {
-      std::fprintf(stderr, "weft server: --grpc-tls: %s\n", err.c_str());
+    auto key = identity::NewKey();
+    auto cert = !state.ok() ? Result<ServerCert>(state.status())
+                : !key.ok() ? Result<ServerCert>(key.status())
+                            : IssueServerCert(state.value(), key.value(),
+                                              static_cast<int64_t>(std::time(nullptr)));
+    if (!cert.ok()) {
+      std::fprintf(stderr, "weft server: the server's certificate: %s\n",
+                   cert.status().message().c_str());
       return 1;
     }
-    std::string bundle;
-    for (const CaRoot* r : state->Trusted(now)) bundle += r->cert_pem;
-    if (!opts.data_dir.empty()) {
-      const std::string path = opts.data_dir + "/ca.pem";
-      // Public (the roots only): readable by every local agent and proxy.
-      if (Status s = WriteFileAtomic(path, bundle, 0644); !s.ok()) {
-        std::fprintf(stderr, "weft server: --grpc-tls: %s\n", s.message().c_str());
-        return 1;
-      }
-      LOG_INFO("config stream over TLS (name {}); agents verify it with {}",
-               identity::kServerTlsName, path);
-    } else {
-      LOG_INFO(
-          "config stream over TLS (name {}); agents verify it with the roots of `weft ca "
-          "roots` (no --data-dir for ca.pem)",
-          identity::kServerTlsName);
+    server_key = key.value();
+    server_cert = std::move(cert).value();
+    if (grpc_tls) {
+      // gRPC reads them from files it watches, so a renewed certificate is
+      // taken without a restart (the key stays; only the chain changes).
+      sopts.tls_key_file = opts.data_dir + "/server-key.pem";
+      sopts.tls_cert_file = opts.data_dir + "/server-cert.pem";
+      for (const auto& [path, pem] : {std::pair{sopts.tls_key_file, server_key},
+                                      {sopts.tls_cert_file, server_cert.chain_pem}})
+        if (Status s = WriteFileAtomic(path, pem, 0600); !s.ok()) {
+          std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
+          return 1;
+        }
     }
+    LOG_INFO("config stream over TLS (name {}); agents verify it with {}/ca.pem",
+             identity::kServerTlsName, opts.data_dir);
   }
   CaServer* ca_server = nullptr;  // set below; the stream server calls it on the io thread
   sopts.sign = [&ca_server](const Caller& caller, const weft::v1::SignRequest& req,
@@ -332,6 +313,7 @@ int RunServer(const ServerOptions& in) {
     return 1;
   }
   ca_server = &ca;
+  if (grpc_tls || !opts.https_addr.empty()) ca.WriteBundleTo(opts.data_dir + "/ca.pem");
   if (Status s = stream.Start(opts.grpc_addr); !s.ok()) {
     std::fprintf(stderr, "weft server: %s\n", s.message().c_str());
     return 1;
@@ -345,7 +327,7 @@ int RunServer(const ServerOptions& in) {
   std::unique_ptr<ssl_ctx_st, CtxFree> https_ctx;
   if (!opts.https_addr.empty()) {
     std::string err;
-    https_ctx.reset(http::NewServerTlsContext(server_cert, server_key, &err));
+    https_ctx.reset(http::NewServerTlsContext(server_cert.chain_pem, server_key, &err));
     if (!https_ctx) {
       std::fprintf(stderr, "weft server: --https: %s\n", err.c_str());
       return 1;
@@ -361,6 +343,19 @@ int RunServer(const ServerOptions& in) {
     }
     LOG_INFO("REST API over HTTPS on {} (certificate for {}; clients verify it with ca.pem)",
              https->bound(), identity::kServerTlsName);
+  }
+  if (grpc_tls || https_ctx) {
+    const std::string cert_file = sopts.tls_cert_file;
+    ca.KeepServerCert(
+        server_key, server_cert, [&https_ctx, cert_file, server_key](const ServerCert& c) {
+          if (!cert_file.empty())
+            if (Status s = WriteFileAtomic(cert_file, c.chain_pem, 0600); !s.ok())
+              LOG_ERROR("the server's renewed certificate not written: {}", s.message());
+          std::string err;
+          if (https_ctx &&
+              !http::SetServerCertificate(https_ctx.get(), c.chain_pem, server_key, &err))
+            LOG_ERROR("--https: the renewed certificate not taken: {}", err);
+        });
   }
   api.SetAddresses(http.bound(), stream.bound());
   asio::co_spawn(io, api.RunMembership(), asio::detached);

@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/server_posix.h>
 #include <sys/socket.h>
 
@@ -46,16 +48,18 @@ Status StreamServer::Start(const std::string& addr) {
   grpc::ServerBuilder b;
   int port = 0;
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-  if (!opts_.tls_cert_pem.empty() && addr.rfind("unix:", 0) != 0) {
+  if (!opts_.tls_cert_file.empty() && addr.rfind("unix:", 0) != 0) {
     // Clients check the server. Agents present their node certificate;
     // it is verified per call against the trust bundle of the moment
     // (CallerOf), so a rotated root is accepted without a restart. Proxies
     // and joining agents present none and prove themselves with a token.
-    grpc::SslServerCredentialsOptions o(opts_.authenticate
-                                            ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY
-                                            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-    o.pem_key_cert_pairs.push_back({opts_.tls_key_pem, opts_.tls_cert_pem});
-    creds = grpc::SslServerCredentials(o);
+    auto files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        opts_.tls_key_file, opts_.tls_cert_file, kTlsRefreshS);
+    grpc::experimental::TlsServerCredentialsOptions o(files);
+    o.watch_identity_key_cert_pairs();
+    o.set_cert_request_type(opts_.authenticate ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY
+                                               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    creds = grpc::experimental::TlsServerCredentials(o);
   }
   const bool local = addr.rfind("unix:", 0) == 0;
   if (local) {

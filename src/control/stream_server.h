@@ -66,6 +66,9 @@ struct Caller {
   int64_t uid = -1, gid = -1, pid = -1;
 };
 
+// How often gRPC looks at the server's certificate files for a new chain.
+inline constexpr unsigned kTlsRefreshS = 2;
+
 struct StreamOptions {
   size_t max_streams = 10000;          // beyond: refused with RESOURCE_EXHAUSTED
   size_t max_streams_per_peer = 1000;  // from one IP address; beyond: RESOURCE_EXHAUSTED
@@ -77,7 +80,7 @@ struct StreamOptions {
   int64_t debounce_ms = 5;       // changes within this window are pushed together
   bool accept_node_sync = true;  // false on agents (they forward nothing)
   // A server with a real store: agents prove their node with its
-  // certificate (mutual TLS; tls_cert_pem must be set), a node certificate
+  // certificate (mutual TLS; tls_cert_file must be set), a node certificate
   // is first obtained with a join token, and proxies without an agent
   // present an ACL token with service:write on their service. Off (--dev,
   // and an agent's local socket): callers are taken at their word.
@@ -100,9 +103,12 @@ struct StreamOptions {
   // critical node check kAgentCheckId (0: never). Not while more than half
   // of the agents are gone at once (this server is likely the one cut off).
   int64_t node_timeout_ms = 0;
-  // Serve TLS with this certificate (PEM; a server's, from the mesh CA);
-  // empty: plaintext (and always on a unix socket).
-  std::string tls_cert_pem, tls_key_pem;
+  // Serve TLS with the certificate chain and key in these PEM files (a
+  // server's, from the mesh CA); empty: plaintext (and always on a unix
+  // socket). gRPC re-reads them when they change (every kTlsRefreshS), so a
+  // renewed certificate needs no restart; the key must not change while the
+  // server runs.
+  std::string tls_cert_file, tls_key_file;
 };
 
 // `api` must outlive the StreamServer, which registers an OnChange listener

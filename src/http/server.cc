@@ -115,6 +115,32 @@ std::string PercentEncode(std::string_view s) {
   return out;
 }
 
+bool SetServerCertificate(ssl_ctx_st* ctx, const std::string& cert_chain_pem,
+                          const std::string& key_pem, std::string* err) {
+  // Everything is read first, so a chain that does not load leaves the
+  // context as it was.
+  BIO* cb = BIO_new_mem_buf(cert_chain_pem.data(), static_cast<int>(cert_chain_pem.size()));
+  X509* leaf = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+  STACK_OF(X509)* chain = sk_X509_new_null();
+  while (X509* extra = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr))
+    if (!sk_X509_push(chain, extra)) X509_free(extra);
+  BIO_free(cb);
+  BIO* kb = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+  BIO_free(kb);
+  bool ok = leaf && key && X509_check_private_key(leaf, key) == 1;
+  // set0 takes the chain; the leaf and key are referenced, freed below.
+  ok = ok && SSL_CTX_use_certificate(ctx, leaf) == 1 && SSL_CTX_use_PrivateKey(ctx, key) == 1 &&
+       SSL_CTX_set0_chain(ctx, chain) == 1;
+  if (ok) chain = nullptr;
+  sk_X509_pop_free(chain, X509_free);
+  X509_free(leaf);
+  EVP_PKEY_free(key);
+  ERR_clear_error();
+  if (!ok) *err = "the certificate or key does not load, or they do not match";
+  return ok;
+}
+
 ssl_ctx_st* NewServerTlsContext(const std::string& cert_chain_pem, const std::string& key_pem,
                                 std::string* err) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
@@ -123,23 +149,7 @@ ssl_ctx_st* NewServerTlsContext(const std::string& cert_chain_pem, const std::st
     return nullptr;
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  BIO* cb = BIO_new_mem_buf(cert_chain_pem.data(), static_cast<int>(cert_chain_pem.size()));
-  bool ok = false;
-  if (X509* leaf = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr)) {
-    ok = SSL_CTX_use_certificate(ctx, leaf) == 1;
-    X509_free(leaf);
-    while (X509* extra = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr))
-      if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) X509_free(extra);
-  }
-  BIO_free(cb);
-  BIO* kb = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
-  BIO_free(kb);
-  ok = ok && key && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
-  EVP_PKEY_free(key);
-  ERR_clear_error();
-  if (!ok) {
-    *err = "the certificate or key does not load, or they do not match";
+  if (!SetServerCertificate(ctx, cert_chain_pem, key_pem, err)) {
     SSL_CTX_free(ctx);
     return nullptr;
   }

@@ -113,6 +113,12 @@ class Server {
 // SSL_CTX_free. Null with *err when they do not load or do not match.
 ssl_ctx_st* NewServerTlsContext(const std::string& cert_chain_pem, const std::string& key_pem,
                                 std::string* err);
+// Replaces the certificate chain and key of a server context (a renewed
+// certificate): handshakes that start afterwards present it. On the thread
+// that makes the context's connections. False with *err, and the context
+// unchanged, when they do not load or do not match.
+bool SetServerCertificate(ssl_ctx_st* ctx, const std::string& cert_chain_pem,
+                          const std::string& key_pem, std::string* err);
 
 // A request target into r->path (percent-decoded, without the query) and
 // r->query (each name and value decoded, '+' as a space), in order.

@@ -545,17 +545,13 @@ Result<std::vector<Manifest>> ParseManifests(const std::string& text) {
   }
   std::vector<YAML::Node> docs;
   try {
-    docs = YAML::LoadAll(text);
+    docs = yaml::LoadAll(text, kMaxDocuments);
   } catch (const YAML::Exception& e) {
+    if (e.mark.is_null()) return Status(StatusCode::kInvalidArgument, "manifest error: " + e.msg);
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("manifest error: line {}: {}", e.mark.line + 1, e.msg));
   }
   std::vector<Manifest> out;
-  if (docs.size() > kMaxDocuments) {
-    return Status(StatusCode::kInvalidArgument,
-                  fmt::format("manifest error: {} documents, at most {} in one request",
-                              docs.size(), kMaxDocuments));
-  }
   size_t n = 0;
   for (const YAML::Node& doc : docs) {
     if (doc.IsNull()) continue;

@@ -403,6 +403,12 @@ class Server(Managed):
         assert status == 200, (path, status, body)
         return json.loads(body), int(headers.get("X-Consul-Index", "0"))
 
+    def get_json_as(self, path, token):
+        """GET with another token: the body as JSON (the status must be 200)."""
+        status, _, body = self.request("GET", path, token=token)
+        assert status == 200, (path, status, body)
+        return json.loads(body)
+
     def register(self, node, service, port, sid=None, address="127.0.0.1", **extra):
         svc = {"Service": service, "ID": sid or service, "Port": port, **extra}
         status, _, body = self.request("PUT", "/v1/catalog/register",

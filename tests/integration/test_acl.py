@@ -135,8 +135,11 @@ def test_anonymous_reads_the_catalog_only_and_the_bootstrap_token_does_everythin
         assert status == 200, (path, status, body)
     assert "web" in json.loads(s.request("GET", "/v1/catalog/services", token="")[2])
     # Everything else needs a token with rights, and says which right is missing.
-    refused = [("GET", "/v1/config", None, "config:read"),
-               ("GET", "/v1/config/Route/web", None, 'config:read on "Route/default/web"'),
+    # Lists show what the token may read: config entries, none by default.
+    status, headers, body = s.request("GET", "/v1/config", token="")
+    assert status == 200 and json.loads(body) == [] \
+        and headers.get("X-Consul-Results-Filtered-By-ACLs") == "true", (status, headers, body)
+    refused = [("GET", "/v1/config/Route/web", None, 'config:read on "Route/default/web"'),
                ("PUT", "/v1/catalog/register", reg("n2", "db"), ":write"),
                ("PUT", "/v1/catalog/deregister", {"Node": "n1"}, "node:write"),
                ("PUT", "/v1/config/Route/api", ROUTE.format(name="api"), "config:write"),
@@ -228,12 +231,17 @@ def test_cli_policy_and_read_only_token(server, tmp_path):
     status, _, body = s.request("PUT", "/v1/catalog/register", reg("n2", "db"), token=secret)
     assert status == 403 and ("service:write" in body or "node:write" in body), (status, body)
     assert "anonymous" not in body
-    for path in ("/v1/config", "/metrics", "/v1/acl/tokens"):
+    for path in ("/metrics", "/v1/acl/tokens"):
         assert s.request("GET", path, token=secret)[0] == 403, path
+    assert s.ctl("apply", "-f", "-", input=ROUTE.format(name="web")).returncode == 0
+    status, _, body = s.request("GET", "/v1/config", token=secret)
+    assert status == 200 and json.loads(body) == [], body  # no config:read: filtered out
     # The CLI takes the token from --token, --token-file or WEFT_TOKEN.
-    assert s.ctl("get", "services", "--token", secret, token="").returncode != 0  # no config:read
+    r = s.ctl("get", "routes", "--token", secret, token="")
+    assert r.returncode == 0 and "web" not in r.stdout, r.stdout + r.stderr
     (tmp_path / "tok").write_text(s.token)
-    assert s.ctl("get", "services", "--token-file", str(tmp_path / "tok"), token="").returncode == 0
+    r = s.ctl("get", "routes", "--token-file", str(tmp_path / "tok"), token="")
+    assert r.returncode == 0 and "web" in r.stdout, r.stdout + r.stderr
     assert s.ctl("members", "--token", s.token, token="").returncode == 0
     r = s.ctl("members", token="")
     assert r.returncode != 0 and ("Permission denied" in r.stderr or "403" in r.stderr), r.stdout + r.stderr
@@ -284,10 +292,83 @@ def test_service_node_and_config_rules(server):
     status, _, body = s.request("GET", "/v1/config/Route", token=routes)
     assert status == 200 and len(json.loads(body)) == 2, body
     status, _, body = s.request("GET", "/v1/config", token=routes)
-    assert status == 403 and "config:read" in body, (status, body)
-    assert s.request("GET", "/v1/config/Service", token=routes)[0] == 403
+    assert status == 200 and sorted(e["metadata"]["name"] for e in json.loads(body)) == ["api", "web"], body
+    status, headers, body = s.request("GET", "/v1/config/Service", token=routes)
+    assert status == 200 and json.loads(body) == [], (status, body)
     assert s.request("DELETE", "/v1/config/Route/web", token=routes)[0] == 200
     assert s.request("GET", "/v1/config/Route/web")[0] == 404
+
+
+def test_lists_show_only_what_the_token_may_read(server):
+    """Consul's ACL filtering: a list answers 200 with the entries the
+    token may read, and says in a header that some were left out."""
+    s = server()
+    for node, svc in (("n1", "web"), ("n2", "payments"), ("n3", "internal-db")):
+        body = {**reg(node, svc), "Check": {"CheckID": f"{svc}-c", "Name": "c", "ServiceID": f"{svc}-1",
+                                              "Status": "passing"}}
+        assert s.request("PUT", "/v1/catalog/register", body)[0] == 200
+    # A narrow anonymous policy: the default reads are widened or narrowed by the operator.
+    status, _, body = s.request("PUT", "/v1/acl/policy/00000000-0000-0000-0000-000000000002",
+                                {"Rules": json.dumps({"service": {"web": {"policy": "read"}},
+                                                      "node": {"n1": {"policy": "read"}}})})
+    assert status == 200, body
+    expect = {
+        "/v1/catalog/services": lambda j: sorted(j) == ["web"],
+        "/v1/catalog/nodes": lambda j: [n["Node"] for n in j] == ["n1"],
+        "/v1/health/state/any": lambda j: [c["ServiceName"] for c in j] == ["web"],
+        "/v1/weft/prometheus-sd": lambda j: [g["labels"]["__meta_weft_service"] for g in j] == ["web"],
+    }
+    for path, ok in expect.items():
+        status, headers, body = s.request("GET", path, token="")
+        assert status == 200 and ok(json.loads(body)), (path, status, body)
+        assert headers.get("X-Consul-Results-Filtered-By-ACLs") == "true", (path, headers)
+    assert s.request("GET", "/v1/catalog/service/payments", token="")[0] == 403
+    # The management token sees everything, and nothing is said to be filtered.
+    status, headers, body = s.request("GET", "/v1/catalog/services")
+    assert sorted(json.loads(body)) == ["internal-db", "payments", "web"], body
+    assert "X-Consul-Results-Filtered-By-ACLs" not in headers, headers
+    # Prefix rules and deny: everything but internal-*.
+    policy(s, "most-read", {"service_prefix": {"": {"policy": "read"}, "internal-": {"policy": "deny"}},
+                            "node_prefix": {"": {"policy": "read"}}})
+    most, _ = new_token(s, "most-read")
+    assert sorted(s.get_json_as("/v1/catalog/services", most)) == ["payments", "web"]
+    assert sorted(c["ServiceName"] for c in s.get_json_as("/v1/health/state/passing", most)) == ["payments", "web"]
+    assert [n["Node"] for n in s.get_json_as("/v1/catalog/nodes", most)] == ["n1", "n2", "n3"]
+
+
+def test_token_update_changes_rights_and_keeps_the_secret(server):
+    s = server()
+    s.register("n1", "web", 80, "web-1")
+    policy(s, "web-read", {"service": {"web": {"policy": "read"}}})
+    policy(s, "web-write", {"service": {"web": {"policy": "write"}}, "node_prefix": {"": {"policy": "write"}}})
+    secret, accessor = new_token(s, "web-read")
+    assert s.request("PUT", "/v1/catalog/register", reg("n1", "web"), token=secret)[0] == 403
+    # The CLI: --policy gives the whole new list; the secret stays the same.
+    r = s.ctl("acl", "token", "update", accessor, "--policy", "web-write", "--description", "deployer")
+    assert r.returncode == 0 and "deployer" in r.stdout and "web-write" in r.stdout, r.stdout + r.stderr
+    assert "SecretID" not in r.stdout and secret not in r.stdout, r.stdout
+    status, _, body = s.request("PUT", "/v1/catalog/register", reg("n1", "web"), token=secret)
+    assert status == 200, body
+    t = json.loads(s.request("GET", f"/v1/acl/token/{accessor}")[2])
+    assert [p["Name"] for p in t["Policies"]] == ["web-write"] and t["Description"] == "deployer", t
+    # A body read back and sent again (Consul's clients do) is accepted; the description alone keeps the policies.
+    t["Description"] = "deployer 2"
+    status, _, body = s.request("PUT", f"/v1/acl/token/{accessor}", t)
+    assert status == 200 and json.loads(body)["Policies"][0]["Name"] == "web-write", body
+    # What cannot change, or does not exist, is refused with the reason.
+    for body, why in (({"SecretID": "00000000-0000-4000-8000-000000000000"}, "SecretID"),
+                      ({"AccessorID": "00000000-0000-4000-8000-000000000000"}, "AccessorID"),
+                      ({"Policies": [{"Name": "nope"}]}, "no such policy"),
+                      ({"Description": "x" * 1025}, "1024")):
+        status, _, text = s.request("PUT", f"/v1/acl/token/{accessor}", body)
+        assert status == 400 and why in text, (body, status, text)
+    status, _, text = s.request("PUT", "/v1/acl/token/00000000-0000-4000-8000-000000000000", {"Description": "x"})
+    assert status == 404, (status, text)
+    # Only a token with acl:write may update tokens, its own included.
+    status, _, text = s.request("PUT", f"/v1/acl/token/{accessor}", {"Policies": [{"Name": "global-management"}]},
+                                token=secret)
+    assert status == 403 and "acl:write" in text, (status, text)
+    assert s.ctl("acl", "token", "update", accessor).returncode != 0  # nothing to change
 
 
 def test_a_write_is_checked_against_every_service_it_touches(server):
@@ -390,7 +471,8 @@ def test_secrets_are_shown_once_and_stored_only_as_hashes(server):
 def test_operator_widens_anonymous_access(server):
     s = server()
     assert s.ctl("apply", "-f", "-", input=ROUTE.format(name="web")).returncode == 0
-    assert s.request("GET", "/v1/config", token="")[0] == 403
+    assert s.request("GET", "/v1/config/Route/web", token="")[0] == 403
+    assert s.get_json_as("/v1/config", "") == []
     anon, _ = s.get_json("/v1/acl/policy/name/anonymous")
     rules = json.loads(anon["Rules"])
     rules["config_prefix"] = {"": {"policy": "read"}}
@@ -452,9 +534,9 @@ def test_restart_keeps_the_bootstrap_token_and_fixes_loose_modes(server):
     s.start()
     after = os.stat(path)
     assert open(path).read() == secret and after.st_mtime_ns == before.st_mtime_ns  # not made again
-    assert s.request("GET", "/v1/config")[0] == 200
+    assert s.request("GET", "/v1/acl/tokens")[0] == 200
     assert s.request("GET", "/v1/catalog/services", token=made)[0] == 200
-    assert s.request("GET", "/v1/config", token=made)[0] == 403
+    assert s.request("GET", "/v1/acl/tokens", token=made)[0] == 403
     # Loosened modes are put back, with a warning.
     assert (mode(s.data_dir), mode(path), mode(db)) == (0o700, 0o600, 0o600)
     new_log = open(s.log_path).read()[log_before:]
@@ -502,8 +584,8 @@ def test_store_without_data_dir_needs_a_bootstrap_token_file(weft_bin, tmp_path)
         p, url = start_raw(weft_bin, ["--store", etcd.url([0]), "--acl-bootstrap-token-file", str(secret_file),
                                       "--ca-kek-file", str(kek), *args], tmp_path / "store.log")
         try:
-            assert call(url, "GET", "/v1/config")[0] == 403
-            status, body = call(url, "GET", "/v1/config", headers={"X-Consul-Token": secret_file.read_text()})
+            assert call(url, "GET", "/v1/acl/tokens")[0] == 403
+            status, body = call(url, "GET", "/v1/acl/tokens", headers={"X-Consul-Token": secret_file.read_text()})
             assert status == 200, body
         finally:
             stop_raw(p)

@@ -5,6 +5,7 @@ openssl."""
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 
@@ -81,6 +82,55 @@ def test_agents_follow_a_rotated_root_without_a_new_ca_file(server, agent, tmp_p
     agent(srv, "stale", extra=("--server-ca", str(old_ca)))
     time.sleep(3)
     assert "agent/stale" not in members(srv)
+
+
+def verifies_with(addr, ca_file, alpn=None):
+    """True when what `addr` presents verifies against `ca_file` alone, for the name server.weft."""
+    out = subprocess.run([require("openssl"), "s_client", "-connect", addr, "-CAfile", str(ca_file),
+                          "-verify_hostname", "server.weft", "-verify_return_error",
+                          *(("-alpn", alpn) if alpn else ())],
+                         input="", capture_output=True, text=True, timeout=20)
+    return "Verify return code: 0 (ok)" in out.stdout
+
+
+def test_the_servers_certificate_follows_a_rotation_without_a_restart(server, agent, tmp_path):
+    """The server's own certificate moves to the new root once it signs,
+    on the config stream and on HTTPS; ca.pem follows the bundle; an agent
+    that only knows the new root joins, and one that joined before stays."""
+    srv = server(extra=("--https", "127.0.0.1:0"))
+    ca_file = os.path.join(srv.data_dir, "ca.pem")
+    follower = agent(srv, "follower", extra=("--server-ca", ca_file))
+    assert wait_for(lambda: "agent/follower" in members(srv), timeout=10), members(srv)
+    old_root = tmp_path / "old-root.pem"
+    old_root.write_text(open(ca_file).read())
+    assert verifies_with(srv.grpc, old_root, "h2") and verifies_with(srv.https, old_root)
+
+    r = srv.ctl("ca", "rotate", "--propagate", "1s", "--overlap", "3s")
+    assert r.returncode == 0, r.stderr
+    roots = srv.get_json("/v1/connect/ca/roots")[0]
+    new_root = tmp_path / "new-root.pem"
+    new_root.write_text(next(x["RootCert"] for x in roots["Roots"] if x["RootCert"] not in old_root.read_text()))
+    # Both listeners present a chain from the new root, without a restart.
+    assert wait_for(lambda: verifies_with(srv.https, new_root), timeout=10), srv.log()[-2000:]
+    assert wait_for(lambda: verifies_with(srv.grpc, new_root, "h2"), timeout=10), srv.log()[-2000:]
+    assert "the server's own certificate (server.weft) renewed, signed by root" in srv.log()
+    assert not verifies_with(srv.https, old_root)
+    # Once the old root retires, ca.pem holds the new one only.
+    assert wait_for(lambda: open(ca_file).read().strip() == new_root.read_text().strip(), timeout=15), \
+        open(ca_file).read()
+    assert stat.S_IMODE(os.stat(ca_file).st_mode) == 0o644
+    for f in ("server-key.pem", "server-cert.pem"):
+        assert stat.S_IMODE(os.stat(os.path.join(srv.data_dir, f)).st_mode) == 0o600, f
+    # A new agent with the new file joins; the one from before is still in.
+    fresh_ca = tmp_path / "fresh-ca.pem"
+    fresh_ca.write_text(open(ca_file).read())
+    agent(srv, "fresh", extra=("--server-ca", str(fresh_ca)))
+    assert wait_for(lambda: "agent/fresh" in members(srv), timeout=15), members(srv)
+    assert "agent/follower" in members(srv) and follower.p.poll() is None
+    # The CLI over HTTPS with the rewritten bundle.
+    r = subprocess.run([srv.weft_bin, "members", "--server", f"https://{srv.https}", "--ca-file", ca_file],
+                       capture_output=True, text=True, timeout=20, env={**os.environ, "WEFT_TOKEN": srv.token})
+    assert r.returncode == 0 and "fresh" in r.stdout, r.stdout + r.stderr
 
 
 def test_rest_api_over_https_verified_with_the_mesh_bundle(server, tmp_path):

@@ -2,6 +2,7 @@
 with TLS, client certificates and its own auth; weft reaches it with
 etcds://, its CA, a client certificate and a user; every weaker way in is
 refused; a plaintext etcd URL is warned about at start."""
+import json
 import os
 import subprocess
 import time
@@ -163,3 +164,42 @@ def test_a_plaintext_etcd_url_is_warned_about(weft_bin, tmp_path):
         assert "etcd without its own auth" in log, log
     finally:
         etcd.stop()
+
+
+def test_a_retired_roots_key_leaves_etcds_history(weft_bin, secure_etcd, tmp_path):
+    """etcd keeps every revision of a key until it compacts: once a rotated
+    root retires, the server compacts at the CA document's new revision, so
+    the retired key cannot be read back from history."""
+    e = secure_etcd
+    ca = e.pki["ca"][0]
+    cert, key = e.pki["client"]
+    pw = tmp_path / "etcd-password"
+    pw.write_text(e.password + "\n")
+    p, line, log = run_server(weft_bin, tmp_path, f"etcds://127.0.0.1:{e.port}", "--etcd-ca", ca, "--etcd-cert",
+                              cert, "--etcd-key", key, "--etcd-user", "root", "--etcd-password-file", str(pw))
+    assert p is not None, log
+    root = ("--user", f"root:{e.password}")
+    try:
+        http = line.split("http=")[1].split()[0]
+        token = open(tmp_path / "d" / "bootstrap-token").read().strip()
+        before = json.loads(e.ctl(*root, "get", "/weft/ca/root", "-w", "json").stdout)["kvs"][0]["mod_revision"]
+        r = subprocess.run([weft_bin, "ca", "rotate", "--propagate", "1s", "--overlap", "1s", "--server",
+                            f"http://{http}"], capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "WEFT_TOKEN": token})
+        assert r.returncode == 0, r.stdout + r.stderr
+        log_path = sorted(tmp_path.glob("server-*.log"))[-1]
+        deadline = time.time() + 20
+        while time.time() < deadline and "removed from the store and its history" not in open(log_path).read():
+            time.sleep(0.2)
+        log = open(log_path).read()
+        assert "retired root(s) and their keys removed from the store and its history" in log, log[-2000:]
+        assert "etcd: history compacted at revision" in log, log[-2000:]
+        old = e.ctl(*root, "get", "/weft/ca/root", "--rev", str(before), check=False)
+        assert old.returncode != 0 and "compacted" in old.stderr, (old.stdout, old.stderr)
+        # The current document is still there, and the server still answers from it.
+        assert e.ctl(*root, "get", "/weft/ca/root", "--print-value-only").stdout.strip()
+        with urllib.request.urlopen(f"http://{http}/v1/connect/ca/roots", timeout=10) as resp:
+            assert len(json.loads(resp.read())["Roots"]) == 1
+    finally:
+        p.terminate()
+        p.wait(timeout=10)

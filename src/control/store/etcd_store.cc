@@ -273,6 +273,21 @@ Result<KeyValue> EtcdStore::Get(std::string_view key) {
   return kv;
 }
 
+Result<bool> EtcdStore::ScrubHistory(std::string_view key) {
+  auto cur = Get(key);
+  if (!cur.ok()) return cur.status();
+  auto r = Call("/v3/kv/compaction",
+                {{"revision", std::to_string(cur->mod_revision)}, {"physical", true}});
+  if (!r.ok()) {
+    // Compacted past it already (another replica, or etcd's own schedule).
+    if (r.status().message().find("compacted") != std::string::npos) return true;
+    return r.status();
+  }
+  LOG_INFO("etcd: history compacted at revision {} to drop the earlier values of {}",
+           cur->mod_revision, key);
+  return true;
+}
+
 Result<RangeResult> EtcdStore::Range(std::string_view prefix) {
   const std::string full = opts_.prefix + std::string(prefix);
   const std::string end = B64(RangeEnd(full));

@@ -60,6 +60,11 @@ class EtcdStore final : public Store {
   Result<int64_t> Watch(std::string_view prefix, int64_t after_revision, WatchCallback cb) override;
   void Unwatch(int64_t id) override;
   bool shared() const override { return true; }
+  // etcd keeps every revision until it compacts: compacts at the key's
+  // current revision, which drops the key's earlier values (and every other
+  // key's values replaced before it; watchers behind it resynchronise with
+  // a full read). The freed pages leave the file at etcd's next defrag.
+  Result<bool> ScrubHistory(std::string_view key) override;
   Result<int64_t> PutEphemeral(std::string_view key, std::string_view value) override;
   Result<bool> Campaign(std::string_view key, std::string_view id) override;
 
