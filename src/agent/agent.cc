@@ -95,6 +95,8 @@ int Agent::Run() {
   std::filesystem::remove(sock, rm);
   control::StreamOptions so;
   so.accept_node_sync = false;
+  so.max_local_connections = opts_.max_socket_connections;
+  so.max_local_connections_per_uid = opts_.max_socket_connections_per_uid;
   // Local proxies' identities: a key made here, a certificate from the
   // servers, both handed over this node-local socket, renewed in time.
   // Workload certificates are asked for with this node's certificate: the

@@ -35,6 +35,9 @@ struct AgentOptions {
   uint32_t dns_ttl_s = 5;
   int64_t stale_after_ms = 10000;  // out of touch this long: answers are marked stale
   size_t max_dns_tcp_connections = 256;
+  // The local socket's connections: in all, and from one uid.
+  size_t max_socket_connections = 1024;
+  size_t max_socket_connections_per_uid = 256;
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code.

@@ -17,7 +17,8 @@ int AgentMain(const Args& args) {
   static constexpr const char* kAgentUsage =
       "weft agent --server GRPC_ADDR[,...] --node NAME --data-dir DIR [--http ADDR] [--dns ADDR] "
       "[--zone Z] [--domain D] [--dns-max-tcp N] [--join-token-file FILE] [--server-ca FILE] "
-      "[--socket PATH] [--socket-group GROUP] [--agent-token-file FILE] "
+      "[--socket PATH] [--socket-group GROUP] [--socket-max-connections N (1024)] "
+      "[--socket-max-connections-per-uid N (256)] [--agent-token-file FILE] "
       "[--log-level LEVEL]";
   for (size_t i = 0; i < args.size(); ++i) {
     std::string v, err;
@@ -36,6 +37,17 @@ int AgentMain(const Args& args) {
       if (!n || *n == 0 || *n > 100000)
         return BadUsage("--dns-max-tcp \"" + v + "\": use 1-100000", kAgentUsage);
       o.max_dns_tcp_connections = *n;
+    } else if (FlagValue(args, &i, "--socket-max-connections", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n == 0 || *n > 100000)
+        return BadUsage("--socket-max-connections \"" + v + "\": use 1-100000", kAgentUsage);
+      o.max_socket_connections = *n;
+    } else if (FlagValue(args, &i, "--socket-max-connections-per-uid", &v)) {
+      auto n = ParseDecimal(v);
+      if (!n || *n == 0 || *n > 100000)
+        return BadUsage("--socket-max-connections-per-uid \"" + v + "\": use 1-100000",
+                        kAgentUsage);
+      o.max_socket_connections_per_uid = *n;
     } else if (FlagValue(args, &i, "--socket", &v)) {
       o.socket_path = v;
     } else if (FlagValue(args, &i, "--zone", &v)) {

@@ -8,6 +8,7 @@
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/server_posix.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <charconv>
 
@@ -89,6 +90,10 @@ Status StreamServer::Start(const std::string& addr) {
   // receive window and no bandwidth probing are enough.
   b.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   b.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16384);
+  // A local connection that holds no call is closed after a while, so one
+  // that never opens a stream does not keep its slot (AdmitLocal).
+  if (local)
+    b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, static_cast<int>(opts_.local_idle_ms));
   server_ = b.BuildAndStart();
   if (!server_ || (port == 0 && !local))
     return {StatusCode::kUnavailable, "grpc " + addr + ": cannot listen"};
@@ -119,6 +124,16 @@ void StreamServer::AcceptLocal() {
           return;
         }
         if (server_) {
+          ucred cred{};
+          socklen_t len = sizeof(cred);
+          const int raw = sock.native_handle();
+          if (::getsockopt(raw, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+              !AdmitLocal(raw, cred.uid)) {
+            asio::error_code ignored;
+            sock.close(ignored);
+            AcceptLocal();
+            return;
+          }
           // gRPC owns the descriptor from here; it names the peer "fd:N".
           const int fd = sock.release();
           ::fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -127,6 +142,41 @@ void StreamServer::AcceptLocal() {
         }
         AcceptLocal();
       });
+}
+
+namespace {
+uint64_t InodeOf(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+}  // namespace
+
+bool StreamServer::AdmitLocal(int fd, uint32_t uid) {
+  auto count = [&] {
+    size_t mine = 0;
+    for (const auto& c : local_conns_) mine += c.uid == uid;
+    return mine;
+  };
+  auto over = [&] {
+    return local_conns_.size() >= opts_.max_local_connections ||
+           count() >= opts_.max_local_connections_per_uid;
+  };
+  if (over()) {
+    // Forget the ones gRPC has closed since (their descriptor is gone or
+    // names another socket now), then look again.
+    std::erase_if(local_conns_, [](const LocalConn& c) { return InodeOf(c.fd) != c.inode; });
+    if (over()) {
+      counters_.local_conns_refused++;
+      LOG_WARN_LIMITED(
+          "{}: a connection from uid {} refused: {} open ({} from that uid; at most {} and {} "
+          "per uid)",
+          bound_, uid, local_conns_.size(), count(), opts_.max_local_connections,
+          opts_.max_local_connections_per_uid);
+      return false;
+    }
+  }
+  local_conns_.push_back({fd, InodeOf(fd), uid});
+  return true;
 }
 
 void StreamServer::Stop() {
@@ -358,10 +408,14 @@ void StreamServer::Metrics(prom::Writer& w) const {
   line("weft_server_stream_protocol_errors_total", "counter",
        "Streams ended because the client broke the protocol.",
        static_cast<int64_t>(counters_.bad_requests.load()));
-  if (opts_.authorize)
+  if (opts_.authorize) {
     line("weft_agent_socket_refused_total", "counter",
          "Streams on the agent's socket refused: the peer may not act as that proxy.",
          static_cast<int64_t>(counters_.local_refused.load()));
+    line("weft_agent_socket_connections_refused_total", "counter",
+         "Connections to the agent's socket closed at once: over its bounds (in all, per uid).",
+         static_cast<int64_t>(counters_.local_conns_refused.load()));
+  }
   line("weft_server_unauthenticated_total", "counter",
        "Calls refused for missing or bad credentials (node certificate, join token, ACL token).",
        static_cast<int64_t>(counters_.unauthenticated.load()));

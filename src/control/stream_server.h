@@ -15,6 +15,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "base/time.h"
@@ -48,6 +49,7 @@ struct StreamCounters {
   std::atomic<uint64_t> tokenless_refused{0};      // streams without the token, over their share
   std::atomic<uint64_t> per_peer_refused{0};       // over max_streams_per_peer
   std::atomic<uint64_t> local_refused{0};          // agent socket: not that proxy's peer
+  std::atomic<uint64_t> local_conns_refused{0};    // agent socket: over its connection bounds
   std::atomic<uint64_t> signed_certs{0};
   std::atomic<uint64_t> sign_refused{0};
   std::atomic<uint64_t> nodes_marked_critical{0};  // agents gone past node_timeout
@@ -72,6 +74,12 @@ inline constexpr unsigned kTlsRefreshS = 2;
 struct StreamOptions {
   size_t max_streams = 10000;          // beyond: refused with RESOURCE_EXHAUSTED
   size_t max_streams_per_peer = 1000;  // from one IP address; beyond: RESOURCE_EXHAUSTED
+  // A unix socket (an agent's, for its node's proxies): connections open at
+  // once, in all and from one uid; beyond, a new one is closed at once.
+  // Connections without a call for local_idle_ms are closed by gRPC.
+  size_t max_local_connections = 1024;
+  size_t max_local_connections_per_uid = 256;
+  int64_t local_idle_ms = 60000;
   // Of max_streams, the last tenth (at least one) only for streams with the
   // join token: tokenless clients cannot take every slot from the agents.
   // The first message of a stream (the client's hello) is at most this big.
@@ -191,6 +199,17 @@ class StreamServer {
   void AcceptLocal();
   std::unique_ptr<asio::local::stream_protocol::acceptor> local_acceptor_;
   asio::steady_timer local_retry_;
+  // The connections handed to gRPC (io thread): it closes them without
+  // telling, so each is known by its descriptor and the socket's inode, and
+  // one whose descriptor no longer names that socket is gone.
+  struct LocalConn {
+    int fd;
+    uint64_t inode;
+    uint32_t uid;
+  };
+  std::vector<LocalConn> local_conns_;
+  // False (and counted, logged) when a connection from `uid` is over the bounds.
+  bool AdmitLocal(int fd, uint32_t uid);
   // identity key -> sessions (io thread only)
   std::map<std::string, std::set<std::shared_ptr<Session>>> subscribers_;
   StreamCounters counters_;  // any thread

@@ -58,6 +58,14 @@ int StatusOf(const HeaderList& fields);
 // and 431 RESOURCE_EXHAUSTED, 404, 405 and 501 UNIMPLEMENTED, 400 INTERNAL,
 // anything else UNKNOWN.
 int CodeForHttpStatus(int status);
+// The other way, for what counts a gRPC call's outcome like an HTTP answer
+// (outlier detection, the balancer): OK 200, CANCELLED 499,
+// INVALID_ARGUMENT, FAILED_PRECONDITION and OUT_OF_RANGE 400,
+// DEADLINE_EXCEEDED 504, NOT_FOUND 404, ALREADY_EXISTS and ABORTED 409,
+// PERMISSION_DENIED 403, RESOURCE_EXHAUSTED 429, UNIMPLEMENTED 501,
+// UNAVAILABLE 503, UNAUTHENTICATED 401; UNKNOWN, INTERNAL, DATA_LOSS and
+// anything else 500.
+int HttpStatusForCode(int code);
 
 // grpc-message is percent-encoded (RFC 3986 unreserved and printable ASCII
 // but '%' kept). Appends to *out.

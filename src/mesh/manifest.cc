@@ -97,15 +97,16 @@ RetryPolicy ParseRetries(const YAML::Node& r, const std::string& at, bool budget
     const YAML::Node& on = Seq(r["on"], at + ".on");
     for (size_t i = 0; i < on.size(); ++i) {
       const std::string ai = At(at + ".on", i);
-      const std::string v = OneOf(on[i], ai,
-                                  {"connect-failure", "reset", "5xx", "gateway-error",
-                                   "retriable-status-codes", "refused-stream", "cancelled",
-                                   "deadline-exceeded", "unavailable", "resource-exhausted"});
-      if (std::find(std::begin(kRetryOnNames), std::end(kRetryOnNames), v) ==
-          std::end(kRetryOnNames)) {
+      const std::string v =
+          OneOf(on[i], ai,
+                {"connect-failure", "reset", "5xx", "gateway-error", "retriable-status-codes",
+                 "refused-stream", "cancelled", "deadline-exceeded", "internal",
+                 "resource-exhausted", "unavailable"});
+      if (v == "refused-stream") {
         Fail(ai + " \"" + v + "\"",
-             "not supported yet: the proxy retries on connect-failure, reset, 5xx, "
-             "gateway-error and retriable-status-codes");
+             "a stream the upstream refused (or a pooled connection it had closed) is always "
+             "tried again when the request can be sent again, without spending a retry: leave "
+             "it out");
       }
       out.on.push_back(v);
     }

@@ -40,10 +40,19 @@ inline constexpr size_t kMaxRetriableStatusCodes = 16;
 
 // The retry conditions the proxy honours. On a response: 5xx (any),
 // gateway-error (502, 503, 504), retriable-status-codes (the policy's list,
-// default 503); on a failure: connect-failure, reset. gRPC status
-// conditions are refused with a reason until the proxy implements them.
-inline constexpr const char* kRetryOnNames[] = {"connect-failure", "reset", "5xx", "gateway-error",
-                                                "retriable-status-codes"};
+// default 503); on a failure: connect-failure, reset; on a gRPC call's
+// status (a trailers-only answer, before anything reached the caller):
+// cancelled, deadline-exceeded, internal, resource-exhausted, unavailable.
+inline constexpr const char* kRetryOnNames[] = {"connect-failure",
+                                                "reset",
+                                                "5xx",
+                                                "gateway-error",
+                                                "retriable-status-codes",
+                                                "cancelled",
+                                                "deadline-exceeded",
+                                                "internal",
+                                                "resource-exhausted",
+                                                "unavailable"};
 
 struct RetryPolicy {
   int attempts = -1;               // 0..kMaxRetryAttempts; -1: not set (the proxy's default)

@@ -169,10 +169,7 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
       const std::string at = path + ".retry_on[" + std::to_string(i) + "]";
       const std::string v = Scalar(on[i], at);
       auto bit = RetryOnFromName(v);
-      if (!bit)
-        Fail(at + " \"" + v + "\"",
-             "unknown condition (use connect-failure, reset, 5xx, gateway-error or "
-             "retriable-status-codes)");
+      if (!bit) Fail(at + " \"" + v + "\"", "unknown condition (use " + RetryOnNameList() + ")");
       r.retry_on |= *bit;
     }
   }
@@ -235,7 +232,9 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
   if (n["limits"]) {
     const YAML::Node& m = n["limits"];
     std::string lp = path + ".limits";
-    CheckKeys(m, lp, {"max_request_line", "max_header_bytes", "max_headers", "max_request_body"});
+    CheckKeys(m, lp,
+              {"max_request_line", "max_header_bytes", "max_headers", "max_request_body",
+               "retry_buffer"});
     if (m["max_request_line"]) {
       l.limits.max_request_line =
           Unsigned(m["max_request_line"], lp + ".max_request_line", 64, 1 << 20);
@@ -250,6 +249,8 @@ ListenerConfig ParseListener(const YAML::Node& n, const std::string& path) {
       l.max_request_body_bytes =
           Unsigned(m["max_request_body"], lp + ".max_request_body", 0, UINT64_MAX / 2);
     }
+    if (m["retry_buffer"])
+      l.retry_buffer_bytes = Unsigned(m["retry_buffer"], lp + ".retry_buffer", 0, 16 << 20);
     if (l.limits.max_request_line > l.limits.max_header_bytes) {
       Fail(lp + ".max_request_line", "must not exceed max_header_bytes");
     }
@@ -551,10 +552,24 @@ std::optional<UpstreamProtocol> UpstreamProtocolFromName(std::string_view name) 
 
 namespace {
 // mesh::kRetryOnNames, in order.
-constexpr uint32_t kRetryOnBits[] = {kRetryOnConnectFailure, kRetryOnReset, kRetryOn5xx,
-                                     kRetryOnGatewayError, kRetryOnRetriableStatusCodes};
+constexpr uint32_t kRetryOnBits[] = {kRetryOnConnectFailure,
+                                     kRetryOnReset,
+                                     kRetryOn5xx,
+                                     kRetryOnGatewayError,
+                                     kRetryOnRetriableStatusCodes,
+                                     kRetryOnCancelled,
+                                     kRetryOnDeadlineExceeded,
+                                     kRetryOnInternal,
+                                     kRetryOnResourceExhausted,
+                                     kRetryOnUnavailable};
 static_assert(std::size(kRetryOnBits) == std::size(mesh::kRetryOnNames));
 }  // namespace
+
+std::string RetryOnNameList() {
+  std::string out;
+  for (const char* n : mesh::kRetryOnNames) out += (out.empty() ? "" : ", ") + std::string(n);
+  return out;
+}
 
 std::optional<uint32_t> RetryOnFromName(std::string_view name) {
   for (size_t i = 0; i < std::size(kRetryOnBits); ++i)
@@ -729,7 +744,8 @@ std::string ConfigToJson(const ProxyConfig& c) {
     jl["limits"] = {{"max_request_line", l.limits.max_request_line},
                     {"max_header_bytes", l.limits.max_header_bytes},
                     {"max_headers", l.limits.max_headers},
-                    {"max_request_body", l.max_request_body_bytes}};
+                    {"max_request_body", l.max_request_body_bytes},
+                    {"retry_buffer", l.retry_buffer_bytes}};
     jl["http2"] = {{"max_concurrent_streams", l.http2.max_concurrent_streams},
                    {"max_header_list_bytes", l.http2.max_header_list_bytes},
                    {"reset_burst", l.http2.reset_burst},

@@ -43,12 +43,22 @@ inline constexpr uint32_t kRetryOnReset = 2;
 inline constexpr uint32_t kRetryOn5xx = 4;                    // any 5xx answer
 inline constexpr uint32_t kRetryOnGatewayError = 8;           // 502, 503, 504
 inline constexpr uint32_t kRetryOnRetriableStatusCodes = 16;  // RouteConfig's list
+// gRPC calls: the status of a trailers-only answer.
+inline constexpr uint32_t kRetryOnCancelled = 32;           // CANCELLED (1)
+inline constexpr uint32_t kRetryOnDeadlineExceeded = 64;    // DEADLINE_EXCEEDED (4)
+inline constexpr uint32_t kRetryOnInternal = 128;           // INTERNAL (13)
+inline constexpr uint32_t kRetryOnResourceExhausted = 256;  // RESOURCE_EXHAUSTED (8)
+inline constexpr uint32_t kRetryOnUnavailable = 512;        // UNAVAILABLE (14)
+inline constexpr uint32_t kRetryOnGrpc = kRetryOnCancelled | kRetryOnDeadlineExceeded |
+                                         kRetryOnInternal | kRetryOnResourceExhausted |
+                                         kRetryOnUnavailable;
 // The default: failures that cannot have reached the app, and a 503 (the
 // app or its sidecar said it cannot serve now), for requests that can be
 // sent again as they are.
 inline constexpr uint32_t kRetryOnAll =
     kRetryOnConnectFailure | kRetryOnReset | kRetryOnRetriableStatusCodes;
 std::optional<uint32_t> RetryOnFromName(std::string_view name);  // mesh::kRetryOnNames
+std::string RetryOnNameList();  // "connect-failure, reset, ...", for errors
 
 struct HeaderMatch {
   std::string name;  // lower-case
@@ -105,9 +115,13 @@ struct ListenerConfig {
   MeshTlsMode mtls = MeshTlsMode::kOff;
   std::shared_ptr<const authz::Policies> authz;  // inbound: null when no policy applies
   http1::Limits limits;
-  http2::Settings http2;                   // HTTP/2 clients (preface or ALPN h2)
-  uint64_t max_connections = 10000;        // per worker
-  uint64_t max_request_body_bytes = 0;     // 0: unlimited (streamed)
+  http2::Settings http2;                // HTTP/2 clients (preface or ALPN h2)
+  uint64_t max_connections = 10000;     // per worker
+  uint64_t max_request_body_bytes = 0;  // 0: unlimited (streamed)
+  // A request body is copied while it goes up, up to this size, so that a
+  // retry can send it again; a larger one is not retried once sent (0: no
+  // copies, only requests without a body are retried after they went up).
+  uint64_t retry_buffer_bytes = 64 * 1024;
   int64_t header_read_timeout_ms = 10000;  // until the request head is complete -> 408
   int64_t idle_timeout_ms = 60000;         // keep-alive / tcp inactivity
   int64_t request_timeout_ms = 15000;      // until the upstream response head -> 504

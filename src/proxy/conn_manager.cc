@@ -561,8 +561,19 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   // Per-exchange state lives in members, not in this frame: the frame stays
   // small enough for Asio's per-thread recycling (a larger one is a heap
   // allocation per request).
-  retry_.emplace(upstream::RetryPolicy::For(*x.route, cr.cfg.endpoints.size()),
-                 upstream::Idempotent(req.method) && !req.has_body(), &cr.budget);
+  {
+    const upstream::RetryPolicy policy =
+        upstream::RetryPolicy::For(*x.route, cr.cfg.endpoints.size());
+    // Idempotent requests may be sent again; gRPC calls too when the policy
+    // names gRPC statuses (a call that failed that way did not run). A body
+    // is copied as it goes up, when it may fit the buffer.
+    method_replayable_ = upstream::Idempotent(req.method) || (grpc_ && (policy.on & kRetryOnGrpc));
+    const uint64_t buffer = c.lc->retry_buffer_bytes;
+    if (req.has_body() && method_replayable_ && buffer > 0 &&
+        !(req.body == http::BodyKind::kLength && req.content_length > buffer))
+      replay_ = Replay::kCopying;
+    retry_.emplace(policy, CanReplay(req.has_body()), &cr.budget);
+  }
   cr.budget.Deposit(start_ns_ / 1000000000);  // the request's start: no clock read
   upstream::RetryState& retry = *retry_;
   // Consistent hashing: the request's key picks the endpoint (a retry goes
@@ -596,14 +607,24 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       retrying.n = &cr.retries_active;
     }
     if (retry.attempts() > 0) {
-      // A retry: after an exponential, jittered pause, so that retries do
-      // not arrive in lockstep at an upstream that is struggling.
-      const int64_t pause = retry.BackoffMs(static_cast<double>(w_->rng().Below(1u << 20)) /
-                                            static_cast<double>(1u << 20));
-      if (pause > 0) {
-        if (!backoff_) backoff_ = std::make_unique<asio::steady_timer>(w_->io());
-        backoff_->expires_after(std::chrono::milliseconds(pause));
-        co_await backoff_->async_wait(kNoThrow);
+      // A retry: once the last attempt's request pump has stopped (it
+      // releases that upstream), and after an exponential, jittered pause,
+      // so that retries do not arrive in lockstep at an upstream that is
+      // struggling. (One co_await for both: Forward's frame stays small.)
+      int64_t pause = retry.BackoffMs(static_cast<double>(w_->rng().Below(1u << 20)) /
+                                      static_cast<double>(1u << 20));
+      for (;;) {
+        asio::steady_timer* wait = nullptr;
+        if (pump_running_) {
+          wait = pump_done_.get();
+        } else if (pause > 0) {
+          if (!backoff_) backoff_ = std::make_unique<asio::steady_timer>(w_->io());
+          backoff_->expires_after(std::chrono::milliseconds(pause));
+          pause = 0;
+          wait = backoff_.get();
+        }
+        if (!wait) break;
+        co_await wait->async_wait(kNoThrow);
       }
     }
     retry.Started();
@@ -681,8 +702,19 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     } else {
       sent = co_await us.SendHeaders(up_req_, false);
     }
+    // A retry of a request whose body was (partly) taken from the client:
+    // the body again from its copy, all of it, or what came so far with the
+    // rest pumped from the client as on a first attempt.
+    const bool replay_whole = replay_ == Replay::kWhole && rq_body_read_;
+    if (sent && rq_body_read_ && (replay_whole || replay_ == Replay::kCopying)) {
+      replay_view_[0] = replay_body_;
+      sent = co_await us.SendBody(std::span<const std::string_view>(replay_view_, 1), replay_whole,
+                                  nullptr);
+    }
     if (!sent) {
       r = 2;
+    } else if (replay_whole) {
+      // The whole body went up from its copy.
     } else if (req.body == http::BodyKind::kStream && cm_->codec_->multiplexed()) {
       // A stream: its body goes up beside the response (see DuplexPump).
       if (!pump_done_) {
@@ -696,6 +728,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       r = co_await PumpRequestBody(c, s, us, true);
     }
     if (r == 2 && !lease.reused) cr.Failed(ep, MonoNanos());
+    retry.set_replayable(CanReplay(req.has_body()));
     if (r == 2 && retry.ShouldRetry(AttemptFailure::kResetOnSend, ep, lease.reused)) {
       // Nothing reached the upstream (a pooled connection it had just
       // closed, or a reset): the request head is intact, send it again.
@@ -746,9 +779,27 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
           continue;
         }
         resp = h;
-        // The balancer's and outlier detection's view of this endpoint.
+        // The balancer's and outlier detection's view of this endpoint. A
+        // gRPC call's status counts as its HTTP equivalent: a trailers-only
+        // answer's now, otherwise once the trailers come.
         const int64_t answered = MonoNanos();
-        cr.Answered(ep, h->status, answered - attempt_ns_, answered);
+        const bool trailers_only = grpc_ && h->body == http::BodyKind::kNone;
+        const int code = trailers_only ? http::grpc::StatusOf(h->fields) : -1;
+        ep_ = ep;
+        outcome_later_ = grpc_ && !trailers_only && h->status == 200;
+        cr.Answered(ep, code > 0 ? http::grpc::HttpStatusForCode(code) : h->status,
+                    answered - attempt_ns_, answered, outcome_later_);
+        retry.set_replayable(CanReplay(req.has_body()));
+        if (code > 0 && retry.RetriableGrpc(code)) {
+          if (retry.ShouldRetryGrpc(code, ep)) {
+            ReleaseUpstream(s, false);
+            cr.stats->rq_retry.Inc();
+            outcome_later_ = false;
+            resp = nullptr;
+            break;
+          }
+          if (retry.budget_exhausted()) cr.stats->rq_retry_budget_exhausted.Inc();
+        }
         if (h->status >= 400 && retry.Retriable(h->status)) {
           if (retry.ShouldRetryStatus(h->status, ep)) {
             // Tried again elsewhere: this answer is dropped with its
@@ -766,6 +817,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       // Timed out, reset or broken: slow, as far as the balancer goes (a
       // pooled connection the upstream had closed says nothing about it).
       if (!lease.reused || herr.bytes_received || timed_out_) cr.Failed(ep, MonoNanos());
+      retry.set_replayable(CanReplay(req.has_body()));
       if (pump_result_ == 413 || pump_result_ == 400) {
         // The request body broke a rule while it streamed.
         reply_body_ = pump_result_ == 413
@@ -924,6 +976,9 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     // No grpc-status: the call broke (the upstream's reset reaches the
     // client as UNAVAILABLE; a client that left cancelled it).
     if (grpc_status_ < 0 && r != 0) grpc_status_ = r == 1 ? 14 : 1;
+    if (outcome_later_ && grpc_status_ >= 0)
+      cr.Concluded(ep_, http::grpc::HttpStatusForCode(grpc_status_), MonoNanos());
+    outcome_later_ = false;
     c.ls->http.RecordGrpc(grpc_status_);
     rs.http.RecordGrpc(grpc_status_);
     cr.stats->http.RecordGrpc(grpc_status_);
@@ -954,12 +1009,29 @@ asio::awaitable<int> HttpConnectionManager::ActiveStream::PumpRequestBody(const 
     }
     head_out = true;
     if (ev.kind == http::BodyEvent::kReset) co_return ev.status ? ev.status : 1;
+    rq_body_read_ = true;
     for (std::string_view d : ev.data) rq_bytes_ += d.size();
+    if (replay_ == Replay::kCopying) CopyForReplay(c, ev);
     if (limit && rq_bytes_ > limit) co_return 413;
     if (timed) SetDeadline(c.lc->idle_timeout_ms);
     if (!co_await up.SendBody(ev.data, ev.end, ev.trailers)) co_return 2;
     if (ev.end) co_return 0;
   }
+}
+
+void HttpConnectionManager::ActiveStream::CopyForReplay(const Ctx& c, const http::BodyEvent& ev) {
+  size_t n = 0;
+  for (std::string_view d : ev.data) n += d.size();
+  if (replay_body_.size() + n > c.lc->retry_buffer_bytes ||
+      (ev.end && ev.trailers && !ev.trailers->empty())) {
+    // Too large to keep (or with trailers, which are not kept): this
+    // request is not sent again once it went up.
+    replay_ = Replay::kTooLarge;
+    std::string().swap(replay_body_);
+    return;
+  }
+  for (std::string_view d : ev.data) replay_body_.append(d);
+  if (ev.end) replay_ = Replay::kWhole;
 }
 
 asio::awaitable<void> HttpConnectionManager::ActiveStream::DuplexPump(const Ctx& c,

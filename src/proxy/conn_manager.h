@@ -100,6 +100,15 @@ class HttpConnectionManager : public Deadline,
       rq_bytes_ = rs_bytes_ = 0;
       upstream_addr_ = {};
       request_id_.clear();
+      replay_ = Replay::kNone;
+      rq_body_read_ = false;
+      outcome_later_ = false;
+      // A large copy is not kept for the next exchange.
+      if (replay_body_.capacity() > 4096) {
+        std::string().swap(replay_body_);
+      } else {
+        replay_body_.clear();
+      }
     }
     void BuildUpstreamRequest(const Ctx& c, const http::RequestHeaders& req);
     // Copies the request body upstream. 0 done; 1 downstream failed; 2
@@ -164,6 +173,28 @@ class HttpConnectionManager : public Deadline,
     // false when the request has none (a missing header).
     bool KeyHash(const mesh::HashPolicy& h, const http::RequestHeaders& req);
     uint64_t rq_bytes_ = 0, rs_bytes_ = 0;
+    // The request body's copy for retries (ListenerConfig::retry_buffer_bytes):
+    // kNone without a body or without a policy that could send it again;
+    // kCopying while it goes up; kWhole once its end was copied; kTooLarge
+    // once it outgrew the buffer (or had trailers).
+    enum class Replay : uint8_t { kNone, kCopying, kWhole, kTooLarge };
+    Replay replay_ = Replay::kNone;
+    std::string replay_body_;
+    std::string_view replay_view_[1];
+    bool rq_body_read_ = false;       // some of the body was taken from the client
+    bool method_replayable_ = false;  // the method (or the gRPC policy) allows sending it again
+    // Copies what PumpRequestBody takes (kCopying only).
+    void CopyForReplay(const Ctx& c, const http::BodyEvent& ev);
+    // Whether the request can be sent again now (RetryState::set_replayable).
+    bool CanReplay(bool has_body) const {
+      if (!method_replayable_) return false;
+      // kCopying: what came so far from the copy, then the rest from the
+      // client (a retry waits for the last attempt's pump to stop first).
+      return !has_body || replay_ == Replay::kWhole || replay_ == Replay::kCopying;
+    }
+    // gRPC calls with a body: the endpoint's outcome waits for the trailers.
+    size_t ep_ = 0;
+    bool outcome_later_ = false;
     std::string_view upstream_addr_;
     std::optional<upstream::RetryState> retry_;
     upstream::HttpUpstream::Lease lease_;

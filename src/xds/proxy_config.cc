@@ -284,9 +284,8 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
           for (const auto& on : rp.on()) {
             auto bit = proxy::RetryOnFromName(on);
             if (!bit) {
-              return fail(where + "on \"" + on +
-                          "\": not supported by this proxy yet (connect-failure, reset, 5xx, "
-                          "gateway-error, retriable-status-codes)");
+              return fail(where + "on \"" + on + "\": not supported by this proxy yet (" +
+                          proxy::RetryOnNameList() + ")");
             }
             rc.retry_on |= *bit;
           }

@@ -39,6 +39,10 @@ Request metadata that steers the server (every method):
   x-echo: a,b          send the request metadata a and b back in the initial
                        metadata as x-echo-a and x-echo-b
 
+A server started with --fail CODE is a bad instance: every call ends with
+that status, trailers-only (as if x-trailers-only were set), or after its
+initial metadata with --fail-late (the status comes in the trailers).
+
 Initial metadata the server sends back, for the tests to see what arrived:
 
   x-seen-timeout    the call's remaining time in whole ms when the handler
@@ -50,7 +54,8 @@ Initial metadata the server sends back, for the tests to see what arrived:
   x-served-by       NAME
 
 Usage:
-  grpc_peer.py server --port P [--name NAME]     prints "READY <port>" (P may be 0)
+  grpc_peer.py server --port P [--name NAME] [--fail CODE [--fail-late]]
+                                                 prints "READY <port>" (P may be 0)
   grpc_peer.py client --target HOST:PORT --method unary|server_stream|client_stream|bidi
                       [--data D ...] [--timeout S] [--metadata k=v ...] [--repeat N]
       prints one JSON line per call: {code, code_value, details, response or
@@ -113,7 +118,11 @@ def _status_code(value):
 
 
 class _Controls:
-    """The steering metadata of one call, read once when the handler starts."""
+    """The steering metadata of one call, read once when the handler starts
+    (a failing server's --fail, when set, wins)."""
+
+    fail = None  # the server's --fail CODE
+    fail_late = False
 
     def __init__(self, context):
         md = {}
@@ -126,6 +135,9 @@ class _Controls:
         self.status = int(md["x-status"]) if md.get("x-status") else None
         self.message = md.get("x-message", "requested")
         self.trailers_only = md.get("x-trailers-only", "") not in ("", "0")
+        if _Controls.fail:
+            self.status, self.message = _Controls.fail, "this instance fails every call (--fail)"
+            self.trailers_only = not _Controls.fail_late
         self.trailer = None
         if md.get("x-trailer"):
             k, _, v = md["x-trailer"].partition("=")
@@ -258,8 +270,10 @@ def _peer(peer):
     return peer
 
 
-def serve(port, name):
-    """Runs the server until SIGTERM/SIGINT; prints READY <port> when serving."""
+def serve(port, name, fail=None, fail_late=False):
+    """Runs the server until SIGTERM/SIGINT; prints READY <port> when serving.
+    `fail`: every call ends with that status code."""
+    _Controls.fail, _Controls.fail_late = fail, fail_late
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=64),
         options=[
@@ -383,14 +397,19 @@ def server_stream(target, n, size=0, metadata=(), timeout=None, channel=None):
         return _result(call, responses=responses)
 
 
-def client_stream(target, messages, metadata=(), timeout=None, channel=None):
-    """One ClientStream call sending `messages` (bytes or str). Returns
-    {code, ..., response}."""
+def client_stream(target, messages, metadata=(), timeout=None, channel=None, gap_s=0.0):
+    """One ClientStream call sending `messages` (bytes or str), `gap_s`
+    seconds apart. Returns {code, ..., response}."""
+    def paced():
+        for i, m in enumerate(messages):
+            if i and gap_s:
+                time.sleep(gap_s)
+            yield _bytes(m)
+
     with _Channel(target, channel) as ch:
         method = ch.stream_unary(PATHS["ClientStream"], request_serializer=None, response_deserializer=None)
         try:
-            response, call = method.with_call(iter([_bytes(m) for m in messages]),
-                                              metadata=_meta(metadata), timeout=timeout)
+            response, call = method.with_call(paced(), metadata=_meta(metadata), timeout=timeout)
             return _result(call, response=response)
         except grpc.RpcError as e:
             return _result(e, response=None)
@@ -519,7 +538,7 @@ def _read_ready(proc, timeout, errfile, what):
     raise RuntimeError(f"{what} did not print READY within {timeout}s (exit {proc.returncode}): {err}")
 
 
-def start_server(port=0, name="grpc", impl="python", timeout=15.0):
+def start_server(port=0, name="grpc", impl="python", timeout=15.0, fail=None, fail_late=False):
     """Starts a gRPC echo server on 127.0.0.1:`port` (0: a port the kernel
     picks) named `name`; `impl` is "python" (this file) or "node"
     (node_grpc/peer.js, installed by ensure_node_peer()). Waits for its
@@ -529,6 +548,8 @@ def start_server(port=0, name="grpc", impl="python", timeout=15.0):
     not come up within `timeout` seconds."""
     if impl == "python":
         args = [sys.executable, os.path.abspath(__file__), "server", "--port", str(port), "--name", name]
+        if fail:
+            args += ["--fail", str(fail)] + (["--fail-late"] if fail_late else [])
     elif impl == "node":
         ensure_node_peer()
         args = ["node", NODE_PEER, "server", "--port", str(port), "--name", name]
@@ -617,6 +638,8 @@ def main(argv=None):
     s = sub.add_parser("server", help="serve weft.test.Echo on 127.0.0.1")
     s.add_argument("--port", type=int, required=True, help="port to listen on (0: any)")
     s.add_argument("--name", default="grpc", help="prefix of every answer")
+    s.add_argument("--fail", type=int, default=None, help="end every call with this status code")
+    s.add_argument("--fail-late", action="store_true", help="--fail after the initial metadata")
     c = sub.add_parser("client", help="make calls and print one JSON line per call")
     c.add_argument("--target", required=True, help="HOST:PORT")
     c.add_argument("--method", default="unary", choices=["unary", "server_stream", "client_stream", "bidi"])
@@ -628,7 +651,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     if a.mode == "server":
-        return serve(a.port, a.name)
+        return serve(a.port, a.name, a.fail, a.fail_late)
 
     channel = make_channel(a.target)
     try:

@@ -147,3 +147,65 @@ def test_agent_socket_checks_its_peer(weft_bin, server, agent, mesh_proxy, backe
     pay = mesh_proxy(f"unix:{sock}", "payments")
     pay.wait_ready(20)
     assert served_identity(pay_in) == "spiffe://weft.local/ns/default/sa/payments"
+
+
+HOLD = """
+import socket, sys, time
+held, closed = [], 0
+for _ in range(int(sys.argv[2])):
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(sys.argv[1])
+    c.settimeout(0.5)
+    try:
+        gone = c.recv(1) == b""
+    except socket.timeout:
+        gone = False
+    if gone:
+        closed += 1
+    else:
+        held.append(c)
+print(len(held), closed, flush=True)
+sys.stdin.read()  # hold them until told
+"""
+
+
+def test_agent_socket_bounds_connections_in_all_and_per_uid(server, agent, request):
+    """Connections that never open a stream are bounded: one uid cannot take
+    every slot, and a slot comes back when its connection closes."""
+    s = server()
+    run = pathlib.Path(tempfile.mkdtemp(prefix="weft-run-"))
+    os.chmod(run, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(run, ignore_errors=True))
+    sock = str(run / "agent.sock")
+    a = agent(s, "node-1", extra=("--socket", sock, "--socket-group", "nogroup", "--socket-max-connections", "12",
+                                  "--socket-max-connections-per-uid", "8"))
+    holders = []
+
+    def hold(n, **user):
+        p = subprocess.Popen(["/usr/bin/python3", "-c", HOLD, sock, str(n)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, **user)
+        holders.append(p)
+        held, closed = map(int, p.stdout.readline().split())
+        return p, held, closed
+
+    try:
+        # Root takes its 8; the 9th and 10th are closed at once, and counted.
+        root, held, closed = hold(10)
+        assert (held, closed) == (8, 2), (held, closed)
+        assert a.metric("weft_agent_socket_connections_refused_total") == 2
+        assert "refused: 8 open (8 from that uid; at most 12 and 8 per uid)" in a.log(), a.log()[-2000:]
+        # Another uid still gets in, up to the total of 12.
+        _, held, closed = hold(6, user=OTHER_UID, group=NOGROUP, extra_groups=[])
+        assert (held, closed) == (4, 2), (held, closed)
+        assert hold(1)[1:] == (0, 1)  # at the total now, root included
+        # Root's connections closed: their slots come back.
+        root.stdin.close()
+        root.wait(timeout=10)
+        _, held, closed = hold(8)
+        assert (held, closed) == (8, 0), (held, closed)
+        assert a.metric("weft_agent_socket_connections_refused_total") == 5
+    finally:
+        for h in holders:
+            if h.poll() is None:
+                h.kill()
+                h.wait()

@@ -1,6 +1,7 @@
 """Traffic that survives bad instances: the latency-aware balancer (peak-EWMA
 with two choices, the default) against a slow instance, shown by what a
 client sees, with `weft demo-app` instances turned slow at run time."""
+import hashlib
 import http.client
 import json
 import subprocess
@@ -769,3 +770,129 @@ def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
             statuses.append(e.code)
     assert set(statuses) == {200, 503} and 60 < statuses.count(503) < 140, statuses.count(503)
     assert d.behave()["requests"] == 200  # counted at the backend
+
+
+def grpc_pair_config(good, bad, route_extra="", outlier="{enabled: false}"):
+    """A listener routing to cluster g (HTTP/2) of a good and a bad gRPC
+    instance, round robin (one worker: they alternate exactly)."""
+    listeners = f"""  - name: public
+    address: 127.0.0.1:0
+    routes:
+      - match: {{prefix: /}}
+        cluster: g
+{route_extra}"""
+    text = simple_config({"g": [good.target, bad.target]}, workers=1, listeners=listeners, lb="round_robin",
+                         outlier=outlier)
+    return text.replace("  - name: g\n", "  - name: g\n    protocol: http2\n", 1)
+
+
+def test_grpc_unavailable_is_retried_on_another_instance(weft):
+    import grpc_peer as g
+    good, bad = g.start_server(0, name="good"), g.start_server(0, name="bad", fail=14)
+    try:
+        # The default conditions (503, connect failures, resets) do not
+        # include gRPC statuses: half the calls fail.
+        w = weft(grpc_pair_config(good, bad))
+        target = f"127.0.0.1:{w.ports['public']}"
+        codes = [g.unary(target, b"q")["code"] for _ in range(20)]
+        assert codes.count("UNAVAILABLE") == 10 and codes.count("OK") == 10, codes
+        # Named in retry_on: every call is answered by the good instance.
+        w = weft(grpc_pair_config(good, bad, "        retries: 2\n        retry_on: [unavailable]\n"))
+        target = f"127.0.0.1:{w.ports['public']}"
+        got = [g.unary(target, b"q") for _ in range(20)]
+        assert all(r["code"] == "OK" and r["response"] == b"good:q" for r in got), got
+        # (Round robin moves on for a retry's pick too: between every other
+        # call and every call first reaches the bad instance.)
+        assert 10 <= w.stat("weft_cluster_upstream_rq_retry_total", cluster="g") <= 20
+        # A client stream's body is copied as it goes up and sent again.
+        for _ in range(4):
+            r = g.client_stream(target, [b"a" * 1000, b"b" * 1000, b"c"])
+            assert r["code"] == "OK" and r["response"] == b"good:count=3,bytes=2001", r
+        # A client stream still sending when the bad instance answers: what
+        # came so far goes to the next instance from the copy, the rest as
+        # it comes.
+        for _ in range(2):
+            r = g.client_stream(target, [b"a" * 100, b"b" * 100, b"c" * 100], gap_s=0.2)
+            assert r["code"] == "OK" and r["response"] == b"good:count=3,bytes=300", r
+        # Another status, not named: not retried.
+        r = g.unary(target, b"q", metadata={"x-status": "13"})
+        assert r["code"] == "INTERNAL", r
+    finally:
+        g.stop_server(good)
+        g.stop_server(bad)
+
+
+def test_grpc_calls_larger_than_the_retry_buffer_are_not_retried(weft):
+    import grpc_peer as g
+    good, bad = g.start_server(0, name="good"), g.start_server(0, name="bad", fail=14)
+    try:
+        text = grpc_pair_config(good, bad, "        retries: 2\n        retry_on: [unavailable]\n")
+        text = text.replace("    address: 127.0.0.1:0\n    routes:",
+                            "    address: 127.0.0.1:0\n    limits: {retry_buffer: 4096}\n    routes:", 1)
+        w = weft(text)
+        target = f"127.0.0.1:{w.ports['public']}"
+        small = [g.unary(target, b"s" * 1000)["code"] for _ in range(6)]
+        assert small == ["OK"] * 6, small
+        # Over 4096 bytes: the call that reaches the bad instance fails as it answered.
+        big = [g.unary(target, b"B" * 6000)["code"] for _ in range(6)]
+        assert big.count("UNAVAILABLE") == 3 and big.count("OK") == 3, big
+    finally:
+        g.stop_server(good)
+        g.stop_server(bad)
+
+
+def test_outlier_detection_counts_grpc_statuses_in_trailers(weft):
+    """A gRPC instance that answers every call with UNAVAILABLE in its
+    trailers (HTTP 200) is failing: it is ejected after three in a row."""
+    import grpc_peer as g
+    good, bad = g.start_server(0, name="good"), g.start_server(0, name="bad", fail=14, fail_late=True)
+    try:
+        w = weft(grpc_pair_config(good, bad, outlier="{consecutive_5xx: 3, base_ejection_time: 30s}"))
+        target = f"127.0.0.1:{w.ports['public']}"
+        codes = [g.unary(target, b"q")["code"] for _ in range(30)]
+        # Round robin: the bad instance's first three calls fail, then it is out.
+        assert codes.count("UNAVAILABLE") == 3 and codes.count("OK") == 27, codes
+        assert w.stat("weft_cluster_outlier_ejections_total", cluster="g", reason="consecutive_5xx") == 1
+    finally:
+        g.stop_server(good)
+        g.stop_server(bad)
+
+
+def test_a_put_with_a_body_is_retried_with_its_body(weft, backends, demos):
+    """An idempotent request with a body is sent again, body and all, when
+    an instance answers 503; a POST is not (it may have done its work)."""
+    good, bad = backends("good"), demos("bad")
+    bad.behave(errorRate=1.0, errorStatus=503)
+    w = weft(simple_config({"c": [good.addr, f"127.0.0.1:{bad.port}"]}, workers=1, lb="round_robin",
+                           outlier="{enabled: false}"))
+    conn = http.client.HTTPConnection("127.0.0.1", w.ports["public"], timeout=10)
+    body = bytes(range(256)) * 80  # 20480 bytes
+    for _ in range(6):
+        conn.request("PUT", "/sink", body=body, headers={"Content-Type": "application/octet-stream"})
+        r = conn.getresponse()
+        data = r.read()
+        assert r.status == 200, (r.status, data[:200])
+        got = json.loads(data)
+        assert got["length"] == len(body) and got["sha256"] == hashlib.sha256(body).hexdigest(), got
+    # (Round robin also moves on for a retry's pick: how many first went to
+    # the bad instance depends on the order.)
+    retried = w.stat("weft_cluster_upstream_rq_retry_total", cluster="c")
+    assert 3 <= retried <= 6, retried
+    # Chunked, the same.
+    def chunks():
+        for i in range(0, len(body), 5000):
+            yield body[i:i + 5000]
+    for _ in range(2):
+        conn.request("PUT", "/sink", body=chunks(), encode_chunked=True)
+        r = conn.getresponse()
+        got = json.loads(r.read())
+        assert r.status == 200 and got["length"] == len(body), got
+    retried = w.stat("weft_cluster_upstream_rq_retry_total", cluster="c")
+    statuses = []
+    for _ in range(6):
+        conn.request("POST", "/sink", body=body)
+        r = conn.getresponse()
+        r.read()
+        statuses.append(r.status)
+    assert statuses.count(503) == 3 and statuses.count(200) == 3, statuses
+    assert w.stat("weft_cluster_upstream_rq_retry_total", cluster="c") == retried

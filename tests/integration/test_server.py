@@ -74,8 +74,8 @@ def test_fields_the_proxy_cannot_honour_are_refused_at_apply(server, tmp_path):
     # something that never happens: refused, with the reason, nothing written.
     s = server()
     cases = {
-        "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {attempts: 2, on: [unavailable]}}\n":
-            "spec.retries.on[0] \"unavailable\": not supported yet",
+        "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {attempts: 2, on: [refused-stream]}}\n":
+            "spec.retries.on[0] \"refused-stream\": a stream the upstream refused",
         "kind: TrafficPolicy\nmetadata: {name: b}\nspec: {retries: {perTryTimeout: 0s}}\n":
             "spec.retries.perTryTimeout: use more than 0",
         "kind: TrafficPolicy\nmetadata: {name: c}\nspec: {retries: {attempts: 10}}\n":

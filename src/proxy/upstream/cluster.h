@@ -81,7 +81,13 @@ struct ClusterRuntime {
   // What an attempt on `ep` came to, for the balancer and outlier
   // detection: an answer with `status` after `rtt_ns`, or a failure (a
   // failed connect, a reset, a timeout). `now_ns`: MonoNanos().
-  void Answered(size_t ep, int status, int64_t rtt_ns, int64_t now_ns);
+  // `outcome_later`: the answer's outcome comes at its end (a gRPC call's
+  // trailers): the balancer learns the latency now, outlier detection waits
+  // for Concluded.
+  void Answered(size_t ep, int status, int64_t rtt_ns, int64_t now_ns, bool outcome_later = false);
+  void Concluded(size_t ep, int status, int64_t now_ns) {
+    Outlier(ep, upstream::OutcomeOf(status), now_ns);
+  }
   void Failed(size_t ep, int64_t now_ns);
   // For outlier detection only (TCP: a connect, or a failure to).
   void Outlier(size_t ep, upstream::Outcome o, int64_t now_ns) {

@@ -177,7 +177,8 @@ size_t ClusterRuntime::PickInService(long exclude, const uint64_t* hash) {
   return lb.Pick(active, exclude, nullptr, hash);
 }
 
-void ClusterRuntime::Answered(size_t ep, int status, int64_t rtt_ns, int64_t now_ns) {
+void ClusterRuntime::Answered(size_t ep, int status, int64_t rtt_ns, int64_t now_ns,
+                              bool outcome_later) {
   // A failure counts as slow for the balancer: a fast 503 must not draw
   // traffic.
   if (status >= 500) {
@@ -185,7 +186,7 @@ void ClusterRuntime::Answered(size_t ep, int status, int64_t rtt_ns, int64_t now
   } else {
     lb.Observe(ep, rtt_ns, now_ns);
   }
-  Outlier(ep, upstream::OutcomeOf(status), now_ns);
+  if (!outcome_later) Outlier(ep, upstream::OutcomeOf(status), now_ns);
 }
 
 void ClusterRuntime::Failed(size_t ep, int64_t now_ns) {

@@ -70,6 +70,30 @@ bool RetryState::Retriable(int status) const {
   return false;
 }
 
+bool RetryState::RetriableGrpc(int code) const {
+  switch (code) {
+    case 1:
+      return on_ & kRetryOnCancelled;
+    case 4:
+      return on_ & kRetryOnDeadlineExceeded;
+    case 8:
+      return on_ & kRetryOnResourceExhausted;
+    case 13:
+      return on_ & kRetryOnInternal;
+    case 14:
+      return on_ & kRetryOnUnavailable;
+    default:
+      return false;
+  }
+}
+
+bool RetryState::ShouldRetryGrpc(int code, size_t ep) {
+  budget_exhausted_ = false;
+  if (!replayable_ || !attempts_left() || !RetriableGrpc(code)) return false;
+  exclude_ = static_cast<long>(ep);
+  return Spend();
+}
+
 bool RetryState::ShouldRetryStatus(int status, size_t ep) {
   budget_exhausted_ = false;
   if (!replayable_ || !attempts_left() || !Retriable(status)) return false;

@@ -98,6 +98,14 @@ class RetryState {
   // Whether the policy would retry an answer with `status` (before
   // attempts and budget).
   bool Retriable(int status) const;
+  // The same for a gRPC call's trailers-only answer with grpc-status `code`.
+  bool RetriableGrpc(int code) const;
+  bool ShouldRetryGrpc(int code, size_t ep);
+  // Whether the request can be sent again as it is: known at the start for
+  // a request without a body, and once its body has been copied whole (or
+  // found too large to copy) for one with a body.
+  void set_replayable(bool r) { replayable_ = r; }
+  bool replayable() const { return replayable_; }
   // The last refusal was the budget's (count it).
   bool budget_exhausted() const { return budget_exhausted_; }
   // Attempts started so far (1 for the first).
@@ -118,7 +126,7 @@ class RetryState {
   const std::vector<uint16_t>* codes_;
   // Failures on pooled connections spend no budget; this bounds them.
   const int max_attempts_;
-  const bool replayable_;
+  bool replayable_;
   RetryBudget* budget_;
   long exclude_ = -1;
   int attempts_ = 0;

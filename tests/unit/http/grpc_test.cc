@@ -63,6 +63,21 @@ TEST(Grpc, ProxyErrorsMapToTheStatusAUserExpects) {
   EXPECT_EQ(CodeForHttpStatus(418), kUnknown);
 }
 
+TEST(Grpc, StatusesCountAsTheirHttpEquivalents) {
+  EXPECT_EQ(HttpStatusForCode(0), 200);
+  EXPECT_EQ(HttpStatusForCode(kUnavailable), 503);
+  EXPECT_EQ(HttpStatusForCode(kDeadlineExceeded), 504);
+  EXPECT_EQ(HttpStatusForCode(kInternal), 500);
+  EXPECT_EQ(HttpStatusForCode(kResourceExhausted), 429);
+  EXPECT_EQ(HttpStatusForCode(kUnimplemented), 501);
+  EXPECT_EQ(HttpStatusForCode(kPermissionDenied), 403);
+  EXPECT_EQ(HttpStatusForCode(1), 499) << "CANCELLED: the caller's doing, not the endpoint's";
+  EXPECT_EQ(HttpStatusForCode(2), 500);
+  EXPECT_EQ(HttpStatusForCode(99), 500);
+  // Unavailable and back: the same status.
+  EXPECT_EQ(CodeForHttpStatus(HttpStatusForCode(kUnavailable)), kUnavailable);
+}
+
 TEST(Grpc, MessageIsPercentEncoded) {
   std::string out;
   EncodeMessage("no upstream: 10.0.0.1:80 100%\n\xc3\xa9", &out);

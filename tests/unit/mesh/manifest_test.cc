@@ -162,7 +162,7 @@ TEST(Manifest, RouteRulesHaveTheirOwnTimeoutAndRetries) {
       Error(head + "      retries: {budget: {percent: 50}}\n").find("spec.rules[0].retries.budget"),
       std::string::npos);
   EXPECT_NE(
-      Error(head + "      retries: {on: [unavailable]}\n").find("spec.rules[0].retries.on[0]"),
+      Error(head + "      retries: {on: [refused-stream]}\n").find("spec.rules[0].retries.on[0]"),
       std::string::npos);
   EXPECT_NE(Error(head + "      timeout: 0s\n").find("spec.rules[0].timeout"), std::string::npos);
 }
@@ -286,11 +286,10 @@ TEST(Manifest, ErrorsNameDocumentAndField) {
 // What the proxy cannot honour yet is refused at apply time with the reason,
 // never accepted and dropped.
 TEST(Manifest, FieldsTheProxyCannotHonourAreRefused) {
-  EXPECT_NE(
-      Error(
-          "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [reset, unavailable]}}\n")
-          .find("spec.retries.on[1] \"unavailable\": not supported yet"),
-      std::string::npos);
+  EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [reset, "
+                  "refused-stream]}}\n")
+                .find("spec.retries.on[1] \"refused-stream\": a stream the upstream refused"),
+            std::string::npos);
   EXPECT_NE(Error("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {on: [5xx], "
                   "retriableStatusCodes: [503]}}\n")
                 .find("only with retriable-status-codes"),

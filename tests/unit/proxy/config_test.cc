@@ -243,10 +243,14 @@ TEST(Config, RetriesShareTheManifestLimitAndRetryOnIsHonoured) {
   EXPECT_EQ(cfg->listeners[0].routes[0].retry_on, kRetryOnReset);
   EXPECT_NE(Error(RouteWith("        retries: 6\n")).find("routes[0].retries"), std::string::npos)
       << "one past mesh::kMaxRetryAttempts";
-  EXPECT_NE(Error(RouteWith("        retry_on: [unavailable]\n"))
-                .find("retry_on[0] \"unavailable\": unknown condition (use connect-failure, "
-                      "reset, 5xx, gateway-error or retriable-status-codes)"),
+  EXPECT_NE(Error(RouteWith("        retry_on: [refused-stream]\n"))
+                .find("retry_on[0] \"refused-stream\": unknown condition (use connect-failure, "
+                      "reset, 5xx, gateway-error, retriable-status-codes, cancelled, "
+                      "deadline-exceeded, internal, resource-exhausted, unavailable)"),
             std::string::npos);
+  cfg = ParseConfig(RouteWith("        retry_on: [unavailable, deadline-exceeded]\n"), "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].retry_on, kRetryOnUnavailable | kRetryOnDeadlineExceeded);
   // Conditions on the answer, and the status codes of retriable-status-codes.
   cfg = ParseConfig(RouteWith("        retry_on: [5xx, retriable-status-codes]\n"
                               "        retriable_status_codes: [429, 503]\n"),
@@ -256,10 +260,12 @@ TEST(Config, RetriesShareTheManifestLimitAndRetryOnIsHonoured) {
   EXPECT_EQ(cfg->listeners[0].routes[0].retriable_status_codes, (std::vector<uint16_t>{429, 503}));
   std::string seventeen = "500";
   for (int c = 501; c < 517; ++c) seventeen += ", " + std::to_string(c);
-  EXPECT_NE(Error(RouteWith("        retry_on: [retriable-status-codes]\n        retriable_status_codes: [" +
-                            seventeen + "]\n"))
-                .find("1 to 16 status codes"),
-            std::string::npos);
+  EXPECT_NE(
+      Error(RouteWith(
+                "        retry_on: [retriable-status-codes]\n        retriable_status_codes: [" +
+                seventeen + "]\n"))
+          .find("1 to 16 status codes"),
+      std::string::npos);
   EXPECT_NE(Error(RouteWith("        retry_on: [5xx]\n        retriable_status_codes: [503]\n"))
                 .find("only with retriable-status-codes in retry_on"),
             std::string::npos);

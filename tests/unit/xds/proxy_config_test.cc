@@ -162,9 +162,18 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
               r->mutable_retry()->set_per_try_timeout_ms(-1);
             })).find("per_try_timeout_ms: -1 is not 0 to 3600000"),
             std::string::npos);
+  // gRPC statuses are honoured; a name this proxy does not know is refused.
+  cfg = ConfigFromResources(ProxyConfig{}, RouteState([](pb::Route* r) {
+                              r->mutable_retry()->add_on("unavailable");
+                              r->mutable_retry()->add_on("cancelled");
+                            }),
+                            &err);
+  ASSERT_NE(cfg, nullptr) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].retry_on,
+            proxy::kRetryOnUnavailable | proxy::kRetryOnCancelled);
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
-              r->mutable_retry()->add_on("unavailable");
-            })).find("retry.on \"unavailable\": not supported by this proxy yet"),
+              r->mutable_retry()->add_on("refused-stream");
+            })).find("retry.on \"refused-stream\": not supported by this proxy yet"),
             std::string::npos);
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
               r->mutable_retry()->add_on("retriable-status-codes");
@@ -172,7 +181,8 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
             })).find("retriable_status_codes: 200 is not 400-599"),
             std::string::npos);
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {
-              for (uint32_t c = 500; c < 517; ++c) r->mutable_retry()->add_retriable_status_codes(c);
+              for (uint32_t c = 500; c < 517; ++c)
+                r->mutable_retry()->add_retriable_status_codes(c);
             })).find("retriable_status_codes: at most 16"),
             std::string::npos);
 }

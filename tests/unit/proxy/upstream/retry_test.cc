@@ -85,6 +85,25 @@ TEST(RetryState, AnswersTheRouteNamesAreRetriedOnAnotherEndpoint) {
   EXPECT_FALSE(post.ShouldRetryStatus(503, 0));
 }
 
+TEST(RetryState, GrpcStatusesTheRouteNamesAreRetried) {
+  RetryState r(RetryPolicy{3, kRetryOnUnavailable | kRetryOnCancelled, nullptr}, true);
+  EXPECT_TRUE(r.RetriableGrpc(14));
+  EXPECT_TRUE(r.RetriableGrpc(1));
+  EXPECT_FALSE(r.RetriableGrpc(4)) << "DEADLINE_EXCEEDED is not named";
+  EXPECT_FALSE(r.RetriableGrpc(0));
+  EXPECT_FALSE(r.ShouldRetryGrpc(13, 0)) << "INTERNAL is not named";
+  EXPECT_TRUE(r.ShouldRetryGrpc(14, 1));
+  EXPECT_EQ(r.next_exclude(), 1);
+  RetryState each(RetryPolicy{5, kRetryOnGrpc, nullptr}, true);
+  for (int code : {1, 4, 8, 13, 14}) EXPECT_TRUE(each.RetriableGrpc(code)) << code;
+  for (int code : {0, 2, 3, 5, 6, 7, 9, 10, 11, 12, 15, 16}) EXPECT_FALSE(each.RetriableGrpc(code));
+  // Replayable only once the body's copy is whole.
+  RetryState later(RetryPolicy{2, kRetryOnUnavailable, nullptr}, false);
+  EXPECT_FALSE(later.ShouldRetryGrpc(14, 0));
+  later.set_replayable(true);
+  EXPECT_TRUE(later.ShouldRetryGrpc(14, 0));
+}
+
 TEST(RetryBudget, RetriesStayAShareOfRequestsOrAFloor) {
   RetryBudget b(20, 0);
   const int64_t now = 1000;
