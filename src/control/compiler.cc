@@ -529,6 +529,12 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
           f->set_abort_grpc_status(std::max(rule.fault.abort_grpc_status, 0));
           f->set_abort_percent(rule.fault.abort_percent);
         }
+        if (!rule.mirror.service.empty()) {
+          // The mirror's own cluster, balanced by its own TrafficPolicy.
+          pb::Mirror* m = r->mutable_mirror();
+          m->set_cluster(add_cluster(rule.mirror.service, ns, tp, false));
+          m->set_percent(rule.mirror.percent);
+        }
         if (rule.rate_limit.any()) SetRateLimit(rule.rate_limit, r->mutable_rate_limit());
         if (r->path().empty() && r->prefix() == "/" && r->headers_size() == 0) catch_all = true;
       }

@@ -385,7 +385,8 @@ RouteSpec ParseRoute(const YAML::Node& s) {
   if (rules.size() == 0) Fail("spec.rules", "a route needs at least one rule");
   for (size_t i = 0; i < rules.size(); ++i) {
     std::string p = At("spec.rules", i);
-    CheckKeys(rules[i], p, {"match", "backends", "fault", "rateLimit", "timeout", "retries"});
+    CheckKeys(rules[i], p,
+              {"match", "backends", "fault", "mirror", "rateLimit", "timeout", "retries"});
     RouteRule rule;
     if (rules[i]["timeout"]) {
       rule.timeout_ms = Duration(rules[i]["timeout"], p + ".timeout");
@@ -395,6 +396,19 @@ RouteSpec ParseRoute(const YAML::Node& s) {
     if (rules[i]["retries"])
       rule.retries = ParseRetries(rules[i]["retries"], p + ".retries", false);
     if (rules[i]["fault"]) rule.fault = ParseFault(rules[i]["fault"], p + ".fault");
+    if (const YAML::Node& m = rules[i]["mirror"]) {
+      CheckKeys(m, p + ".mirror", {"service", "percent"});
+      if (!m["service"]) Fail(p + ".mirror.service", "missing (the service that gets the copies)");
+      rule.mirror.service = Label(m["service"], p + ".mirror.service");
+      if (m["percent"]) {
+        rule.mirror.percent = Percent(m["percent"], p + ".mirror.percent");
+        if (rule.mirror.percent <= 0)
+          Fail(p + ".mirror.percent", "over 0 (or leave the mirror out)");
+      }
+      if (rule.mirror.service == out.service)
+        Fail(p + ".mirror.service \"" + rule.mirror.service + "\"",
+             "the route's own service: its instances would get every request twice");
+    }
     if (rules[i]["rateLimit"]) {
       if (rules[i]["rateLimit"]["perCaller"])
         Fail(p + ".rateLimit.perCaller",
@@ -647,6 +661,8 @@ std::string ToJson(const Manifest& m) {
         if (r.fault.abort_grpc_status > 0)
           jr["fault"]["abort"]["grpcStatus"] = r.fault.abort_grpc_status;
       }
+      if (!r.mirror.service.empty())
+        jr["mirror"] = {{"service", r.mirror.service}, {"percent", r.mirror.percent}};
       if (r.rate_limit.any()) jr["rateLimit"] = RateLimitJson(r.rate_limit);
       if (r.timeout_ms > 0) jr["timeout"] = Ms(r.timeout_ms);
       if (r.retries) jr["retries"] = RetriesJson(*r.retries, false);

@@ -123,10 +123,19 @@ struct FaultSpec {
   double abort_percent = 0;    // abort.percent, 0..100
 };
 
+// Mirroring on a route rule (Istio's mirror and mirrorPercentage): a share
+// of the rule's requests is copied to another service; its answers are
+// dropped, and it never slows or fails the request.
+struct MirrorSpec {
+  std::string service;   // "": none
+  double percent = 100;  // over 0, at most 100
+};
+
 struct RouteRule {
   RouteMatch match;
   std::vector<WeightedBackend> backends;
   FaultSpec fault;
+  MirrorSpec mirror;
   RateLimit rate_limit;  // rateLimit: each caller's sidecar's own bucket for the rule
   // The rule's own request timeout and retries, in place of the service's
   // TrafficPolicy's (0 / unset: the policy's). The budget stays the

@@ -42,7 +42,7 @@ std::string Name(const YAML::Node& n, const std::string& path) {
 RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "match", "cluster", "clusters", "timeout", "per_try_timeout", "retries",
-             "retry_on", "retriable_status_codes", "fault", "rate_limit"});
+             "retry_on", "retriable_status_codes", "fault", "rate_limit", "mirror"});
   RouteConfig r;
   if (n["name"]) r.name = Name(n["name"], path + ".name");
   if (n["match"]) {
@@ -102,6 +102,22 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
     r.cluster = Scalar(n["cluster"], path + ".cluster");
   }
   if (n["timeout"]) r.timeout_ms = Duration(n["timeout"], path + ".timeout");
+  if (n["mirror"]) {
+    const YAML::Node& m = n["mirror"];
+    const std::string at = path + ".mirror";
+    CheckKeys(m, at, {"cluster", "percent"});
+    if (!m["cluster"]) Fail(at + ".cluster", "missing (name the cluster that gets the copies)");
+    r.mirror.cluster = Scalar(m["cluster"], at + ".cluster");
+    r.mirror.percent = 100;
+    if (m["percent"]) {
+      const std::string v = Scalar(m["percent"], at + ".percent");
+      char* end = nullptr;
+      const double d = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(d > 0 && d <= 100))
+        Fail(at + ".percent", "a number over 0, at most 100");
+      r.mirror.percent = d;
+    }
+  }
   if (n["fault"]) {
     const YAML::Node& f = n["fault"];
     const std::string at = path + ".fault";
@@ -686,6 +702,9 @@ bool ResolveConfig(ProxyConfig* cfg, std::string* error) {
                     "at most " + std::to_string(kMaxSplitClusters) + " clusters in a split");
       }
       if (r.weighted.empty() && !find(r.cluster, rp + ".cluster", &r.cluster_index)) return false;
+      if (r.mirror.any()) {
+        if (!find(r.mirror.cluster, rp + ".mirror.cluster", &r.mirror.cluster_index)) return false;
+      }
       uint64_t total = 0;
       for (size_t k = 0; k < r.weighted.size(); ++k) {
         WeightedCluster& w = r.weighted[k];
@@ -775,6 +794,8 @@ std::string ConfigToJson(const ProxyConfig& c) {
               {"per_caller",
                {{"requests_per_second", rl.per_caller_rps}, {"burst", rl.per_caller_burst}}}};
         }
+        if (r.mirror.any())
+          jr["mirror"] = {{"cluster", r.mirror.cluster}, {"percent", r.mirror.percent}};
         if (r.fault.any()) {
           jr["fault"] = {{"delay_ms", r.fault.delay_ms},
                          {"delay_percent", r.fault.delay_percent},

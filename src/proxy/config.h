@@ -83,6 +83,15 @@ struct FaultConfig {
   }
 };
 
+// Mirroring on a route: a share of its requests is copied to another
+// cluster, whose answers are read and dropped (mirror.h; docs/traffic.md).
+struct MirrorConfig {
+  std::string cluster;
+  double percent = 0;        // 0..100
+  size_t cluster_index = 0;  // resolved at load
+  bool any() const { return !cluster.empty() && percent > 0; }
+};
+
 struct RouteConfig {
   std::string name;  // "listener/index" unless named
   std::string prefix;
@@ -93,6 +102,7 @@ struct RouteConfig {
   int64_t timeout_ms = 0;                 // 0: the listener's request timeout
   int64_t per_try_timeout_ms = 0;         // each attempt's wait for a head; 0: the timeout
   FaultConfig fault;
+  MirrorConfig mirror;
   mesh::RateLimit rate_limit;       // local rate limit (rate_limit.h); none by default
   int retries = -1;                 // -1: one retry when the cluster has 2+ endpoints
   uint32_t retry_on = kRetryOnAll;  // kRetryOn* bits: the failures that are retried

@@ -12,6 +12,7 @@
 #include "http/path.h"
 #include "io/asio.h"
 #include "proxy/access_log.h"
+#include "proxy/mirror.h"
 #include "proxy/router.h"
 #include "proxy/tls.h"
 
@@ -568,11 +569,28 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     // names gRPC statuses (a call that failed that way did not run). A body
     // is copied as it goes up, when it may fit the buffer.
     method_replayable_ = upstream::Idempotent(req.method) || (grpc_ && (policy.on & kRetryOnGrpc));
+    // Mirroring: a share of the route's requests (their bodies copied too).
+    const MirrorConfig& mirror = x.route->mirror;
+    mirror_pending_ =
+        mirror.any() && static_cast<double>(w_->rng().Below(1000000)) < mirror.percent * 10000.0;
     const uint64_t buffer = c.lc->retry_buffer_bytes;
-    if (req.has_body() && method_replayable_ && buffer > 0 &&
-        !(req.body == http::BodyKind::kLength && req.content_length > buffer))
+    const bool fits =
+        buffer > 0 && !(req.body == http::BodyKind::kLength && req.content_length > buffer);
+    if (req.has_body() && fits && (method_replayable_ || mirror_pending_))
       replay_ = Replay::kCopying;
     retry_.emplace(policy, CanReplay(req.has_body()), &cr.budget);
+    if (mirror_pending_) {
+      mirror_cluster_ = mirror.cluster_index;
+      mirror_timeout_ms_ = timeout_ms;
+      mirror_authority_ = req.authority;
+      if (!req.has_body()) {
+        StartMirrorCopy(c);  // the head as it goes upstream (up_req_)
+      } else if (!fits) {
+        // Too large to copy: this one is not mirrored.
+        mirror_pending_ = false;
+        c.state->clusters[mirror_cluster_]->stats->mirror_dropped.Inc();
+      }  // else CopyForReplay starts it once the body is whole
+    }
   }
   cr.budget.Deposit(start_ns_ / 1000000000);  // the request's start: no clock read
   upstream::RetryState& retry = *retry_;
@@ -1025,13 +1043,26 @@ void HttpConnectionManager::ActiveStream::CopyForReplay(const Ctx& c, const http
   if (replay_body_.size() + n > c.lc->retry_buffer_bytes ||
       (ev.end && ev.trailers && !ev.trailers->empty())) {
     // Too large to keep (or with trailers, which are not kept): this
-    // request is not sent again once it went up.
+    // request is not sent again once it went up, nor mirrored.
     replay_ = Replay::kTooLarge;
     std::string().swap(replay_body_);
+    if (mirror_pending_) {
+      mirror_pending_ = false;
+      c.state->clusters[mirror_cluster_]->stats->mirror_dropped.Inc();
+    }
     return;
   }
   for (std::string_view d : ev.data) replay_body_.append(d);
-  if (ev.end) replay_ = Replay::kWhole;
+  if (ev.end) {
+    replay_ = Replay::kWhole;
+    if (mirror_pending_) StartMirrorCopy(c);
+  }
+}
+
+void HttpConnectionManager::ActiveStream::StartMirrorCopy(const Ctx& c) {
+  mirror_pending_ = false;
+  StartMirror(w_, c.state, mirror_cluster_, up_req_, mirror_authority_, replay_body_,
+              mirror_timeout_ms_, cm_->limits_);
 }
 
 asio::awaitable<void> HttpConnectionManager::ActiveStream::DuplexPump(const Ctx& c,

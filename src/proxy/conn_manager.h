@@ -102,6 +102,7 @@ class HttpConnectionManager : public Deadline,
       request_id_.clear();
       replay_ = Replay::kNone;
       rq_body_read_ = false;
+      mirror_pending_ = false;
       outcome_later_ = false;
       // A large copy is not kept for the next exchange.
       if (replay_body_.capacity() > 4096) {
@@ -192,6 +193,13 @@ class HttpConnectionManager : public Deadline,
       // client (a retry waits for the last attempt's pump to stop first).
       return !has_body || replay_ == Replay::kWhole || replay_ == Replay::kCopying;
     }
+    // Mirroring: this request's copy goes to cluster mirror_cluster_ once
+    // its body has been copied whole (mirror.h).
+    bool mirror_pending_ = false;
+    size_t mirror_cluster_ = 0;
+    int64_t mirror_timeout_ms_ = 0;
+    std::string_view mirror_authority_;  // the request's (up_req_'s is set per attempt)
+    void StartMirrorCopy(const Ctx& c);
     // gRPC calls with a body: the endpoint's outcome waits for the trailers.
     size_t ep_ = 0;
     bool outcome_later_ = false;

@@ -264,6 +264,15 @@ std::string StatsRegistry::RenderPrometheus() {
     counter("weft_cluster_upstream_rq_overflow_total",
             "Requests answered 503 (x-weft-overloaded): max_requests was reached.",
             &ClusterStats::rq_overflow);
+    counter("weft_cluster_mirror_sent_total",
+            "Mirrored copies of requests that this cluster answered (answers dropped).",
+            &ClusterStats::mirror_sent);
+    counter("weft_cluster_mirror_failed_total",
+            "Mirrored copies that got no answer (connect failure, reset, timeout).",
+            &ClusterStats::mirror_failed);
+    counter("weft_cluster_mirror_dropped_total",
+            "Mirrored copies not sent: too many in flight, or a body too large to copy.",
+            &ClusterStats::mirror_dropped);
     counter("weft_cluster_upstream_rq_retry_overflow_total",
             "Requests answered 503 (x-weft-overloaded): max_retries was reached.",
             &ClusterStats::rq_retry_overflow);

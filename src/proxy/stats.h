@@ -117,6 +117,8 @@ struct alignas(64) ClusterStats {
   std::array<Counter, 3> outlier_ejections;
   Counter outlier_overflow, outlier_returns, lb_panic;
   Counter zone_local, zone_spill;  // zone-aware picks kept in the caller's zone, sent out of it
+  // Mirrored copies sent here (mirror.h): answered, without an answer, dropped.
+  Counter mirror_sent, mirror_failed, mirror_dropped;
   HttpCounters http;
 };
 

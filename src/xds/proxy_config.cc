@@ -261,6 +261,15 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
           rc.fault = {f.delay_ms(), f.delay_percent(), static_cast<int>(f.abort_http_status()),
                       f.abort_grpc_status(), f.abort_percent()};
         }
+        if (pr.has_mirror()) {
+          // The cluster is checked with the others (ResolveConfig).
+          const pb::Mirror& m = pr.mirror();
+          if (m.cluster().empty() || !(m.percent() > 0 && m.percent() <= 100))
+            return fail("route " + pr.name() +
+                        ": mirror: a cluster and a percent over 0, at most 100");
+          rc.mirror.cluster = m.cluster();
+          rc.mirror.percent = m.percent();
+        }
         if (pr.has_rate_limit()) {
           const pb::RateLimit& rl = pr.rate_limit();
           rc.rate_limit = {rl.requests_per_second(), rl.burst(),

@@ -16,7 +16,8 @@ so that tests can assert on it:
   POST /sink             reads the whole body (any framing) and returns its
                          length and sha256 (and trailers) as JSON
   GET  /ws               answers Upgrade with 101, then echoes bytes back
-  GET  /_stats           {"connections": accepted so far, "requests": N, "requests_seen": [...]}
+  GET  /_stats           {"connections": accepted so far, "requests": N, "requests_seen": [...],
+                          "hosts_seen": [...] (the Host of each, in order)}
 
 Usage: backend.py PORT [--name NAME]; prints "backend listening PORT" when ready.
 """
@@ -25,7 +26,7 @@ import hashlib
 import json
 import sys
 
-STATE = {"connections": 0, "requests": 0, "seen": []}
+STATE = {"connections": 0, "requests": 0, "seen": [], "hosts": []}
 NAME = "backend"
 
 
@@ -105,6 +106,8 @@ async def handle(reader, writer):
                 return
             STATE["requests"] += 1
             STATE["seen"].append(f"{method} {target}")
+            STATE["hosts"].append(hget(headers, "host") or "")
+            del STATE["seen"][:-1000], STATE["hosts"][:-1000]
             h = hashlib.sha256()
             length = 0
 
@@ -140,7 +143,8 @@ async def handle(reader, writer):
             parts = target.split("?")[0].split("/")
             if target.startswith("/_stats"):
                 respond(200, json.dumps({"connections": STATE["connections"], "requests": STATE["requests"],
-                                         "requests_seen": STATE["seen"][-200:]}).encode())
+                                         "requests_seen": STATE["seen"][-200:],
+                                         "hosts_seen": STATE["hosts"][-200:]}).encode())
             elif target.startswith("/bytes/"):
                 n = int(parts[2])
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nx-backend: %s\r\n%s\r\n" % (n, NAME.encode(), extra))

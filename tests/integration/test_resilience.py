@@ -896,3 +896,126 @@ def test_a_put_with_a_body_is_retried_with_its_body(weft, backends, demos):
         statuses.append(r.status)
     assert statuses.count(503) == 3 and statuses.count(200) == 3, statuses
     assert w.stat("weft_cluster_upstream_rq_retry_total", cluster="c") == retried
+
+
+def mirror_config(primary, mirror_addr, mirror):
+    listeners = f"""  - name: public
+    address: 127.0.0.1:0
+    routes:
+      - match: {{prefix: /}}
+        cluster: c
+        mirror: {mirror}
+"""
+    return simple_config({"c": [primary.addr], "m": [mirror_addr]}, workers=1, listeners=listeners)
+
+
+def test_mirroring_copies_requests_with_their_bodies_and_the_answers_are_dropped(weft, backends):
+    primary, shadow = backends("primary"), backends("shadow")
+    w = weft(mirror_config(primary, shadow.addr, "{cluster: m}"))
+    conn = http.client.HTTPConnection("127.0.0.1", w.ports["public"], timeout=10)
+    for i in range(20):
+        conn.request("GET", f"/echo?i={i}", headers={"Host": "reviews"})
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["backend"] == "primary"
+    body = bytes(range(256)) * 40
+    for _ in range(5):
+        conn.request("PUT", "/sink", body=body, headers={"Host": "reviews"})
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["length"] == len(body)
+    assert wait_for(lambda: shadow.stats()["requests"] >= 26, 5), shadow.stats()
+    seen = shadow.stats()
+    got = [s for s in seen["requests_seen"] if not s.startswith("GET /_stats")]
+    assert got == [f"GET /echo?i={i}" for i in range(20)] + ["PUT /sink"] * 5, got
+    assert set(h for h, s in zip(seen["hosts_seen"], seen["requests_seen"]) if not s.startswith("GET /_stats")) \
+        == {"reviews-shadow"}, seen["hosts_seen"]
+    assert wait_for(lambda: w.stat("weft_cluster_mirror_sent_total", cluster="m") == 25, 5)
+    assert primary.stats()["requests"] == 25 + 1
+
+
+def test_mirroring_takes_its_share_and_never_slows_or_fails_the_request(weft, backends, demos):
+    primary = backends("primary")
+    shadow = backends("shadow")
+    # Half the requests.
+    w = weft(mirror_config(primary, shadow.addr, "{cluster: m, percent: 50}"))
+    codes = get_many(w.ports["public"], 400)
+    assert codes.count(200) == 400
+    assert wait_for(lambda: w.stat("weft_cluster_mirror_sent_total", cluster="m") > 0, 5)
+    time.sleep(0.5)
+    sent = w.stat("weft_cluster_mirror_sent_total", cluster="m")
+    assert 150 <= sent <= 250, sent  # Binomial(400, 0.5): sd 10
+    # A mirror that is down: the requests are answered as before; the copies fail, counted.
+    dead = f"127.0.0.1:{free_port()}"
+    w = weft(mirror_config(primary, dead, "{cluster: m}"))
+    codes = get_many(w.ports["public"], 50)
+    assert codes.count(200) == 50, codes
+    assert wait_for(lambda: w.stat("weft_cluster_mirror_failed_total", cluster="m") == 50, 5)
+    # A mirror that takes 2 s: the requests do not wait for it.
+    slow = demos("slow")
+    slow.behave(latency="2s")
+    w = weft(mirror_config(primary, f"127.0.0.1:{slow.port}", "{cluster: m}"))
+    conn = http.client.HTTPConnection("127.0.0.1", w.ports["public"], timeout=10)
+    t0 = time.monotonic()
+    for _ in range(10):
+        conn.request("GET", "/echo")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+    assert time.monotonic() - t0 < 1.0
+    assert wait_for(lambda: w.stat("weft_cluster_mirror_sent_total", cluster="m") == 10, 10)
+
+
+def test_mirrored_copies_in_flight_are_bounded(weft, backends, demos):
+    """Over 256 copies in flight on a worker, more are dropped (counted);
+    the requests themselves are all answered."""
+    primary = backends("primary")
+    slow = demos("slow")
+    slow.behave(latency="3s")
+    w = weft(mirror_config(primary, f"127.0.0.1:{slow.port}", "{cluster: m}"))
+    codes = get_many(w.ports["public"], 300)
+    assert codes.count(200) == 300
+    assert w.stat("weft_cluster_mirror_dropped_total", cluster="m") == 300 - 256
+    # A body over the copy buffer is not mirrored either.
+    text = mirror_config(primary, f"127.0.0.1:{slow.port}", "{cluster: m}").replace(
+        "    address: 127.0.0.1:0\n    routes:", "    address: 127.0.0.1:0\n    limits: {retry_buffer: 1024}\n    routes:", 1)
+    w = weft(text)
+    conn = http.client.HTTPConnection("127.0.0.1", w.ports["public"], timeout=10)
+    conn.request("PUT", "/sink", body=b"x" * 4096)
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["length"] == 4096
+    assert w.stat("weft_cluster_mirror_dropped_total", cluster="m") == 1
+
+
+def test_route_manifest_mirror_reaches_the_sidecar(server, mesh_proxy, demos, backends):
+    s, apps, up, px = mesh_with_three_reviews(server, mesh_proxy, demos, "{policy: round_robin}")
+    shadow = backends("reviews-v2")
+    s.register("node-v2", "reviews-v2", shadow.port, "reviews-v2-1")
+    r = s.ctl("apply", "-f", "-", input="""kind: Route
+metadata: {name: reviews}
+spec:
+  service: reviews
+  rules:
+    - backends: [{service: reviews}]
+      mirror: {service: reviews-v2, percent: 100}
+""")
+    assert r.returncode == 0, r.stderr
+    rules = json.loads(s.ctl("get", "route", "reviews", "-o", "json").stdout)["spec"]["rules"]
+    assert rules[0]["mirror"] == {"service": "reviews-v2", "percent": 100.0}, rules
+    # The caller's sidecar gets a cluster for the mirror, and copies go to it.
+    assert wait_for(lambda: len(px.endpoints("reviews-v2") or []) == 1, timeout=10), px.config()
+    assert get_many(up, 20) == [200] * 20
+    assert wait_for(lambda: shadow.stats()["requests"] >= 20, 5), shadow.stats()
+    assert all(h.endswith("-shadow") for h in shadow.stats()["hosts_seen"][:20]), shadow.stats()["hosts_seen"]
+    # Mirroring a service to itself, or a percent out of range: refused, naming the field.
+    for bad, why in (("{service: reviews}", "spec.rules[0].mirror.service \"reviews\": the route's own service"),
+                     ("{service: reviews-v2, percent: 0}", "spec.rules[0].mirror.percent"),
+                     ("{service: reviews-v2, percent: 101}", "spec.rules[0].mirror.percent"),
+                     ("{percent: 5}", "spec.rules[0].mirror.service: missing")):
+        r = s.ctl("apply", "-f", "-", input=f"""kind: Route
+metadata: {{name: reviews}}
+spec:
+  service: reviews
+  rules:
+    - backends: [{{service: reviews}}]
+      mirror: {bad}
+""")
+        assert r.returncode == 1 and why in r.stderr, (bad, r.stderr)

@@ -471,4 +471,31 @@ TEST(Manifest, RouteFaultsAreParsedCheckedAndWrittenBack) {
   EXPECT_NE(Error(head + "{}\n").find("needs delay, abort or both"), std::string::npos);
 }
 
+TEST(Manifest, RouteMirrorIsParsedCheckedAndWrittenBack) {
+  auto r = ParseManifests(
+      "kind: Route\nmetadata: {name: r}\nspec:\n  service: r\n  rules:\n"
+      "    - backends: [{service: r}]\n      mirror: {service: r-v2, percent: 2.5}\n"
+      "    - backends: [{service: r}]\n      mirror: {service: r-v3}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& rules = std::get<RouteSpec>(r.value()[0].spec).rules;
+  EXPECT_EQ(rules[0].mirror.service, "r-v2");
+  EXPECT_DOUBLE_EQ(rules[0].mirror.percent, 2.5);
+  EXPECT_DOUBLE_EQ(rules[1].mirror.percent, 100) << "every request by default";
+  auto back = ParseManifests(ToJson(r.value()[0]));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(std::get<RouteSpec>(back.value()[0].spec).rules[0].mirror.service, "r-v2");
+  const std::string head =
+      "kind: Route\nmetadata: {name: r}\nspec:\n  service: r\n  rules:\n"
+      "    - backends: [{service: r}]\n      mirror: ";
+  EXPECT_NE(Error(head + "{percent: 5}\n").find("spec.rules[0].mirror.service: missing"),
+            std::string::npos);
+  EXPECT_NE(Error(head + "{service: r}\n").find("the route's own service"), std::string::npos);
+  EXPECT_NE(Error(head + "{service: x, percent: 0}\n").find("spec.rules[0].mirror.percent"),
+            std::string::npos);
+  EXPECT_NE(Error(head + "{service: x, percent: 100.5}\n").find("spec.rules[0].mirror.percent"),
+            std::string::npos);
+  EXPECT_NE(Error(head + "{service: x, host: y}\n").find("spec.rules[0].mirror.host"),
+            std::string::npos);
+}
+
 }  // namespace weft::mesh

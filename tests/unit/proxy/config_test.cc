@@ -354,6 +354,30 @@ TEST(Config, OutlierDetectionIsReadOrRefusedByName) {
   }
 }
 
+TEST(Config, RouteMirrorNamesAClusterAndAShare) {
+  std::string err;
+  const std::string two = "  - name: m\n    endpoints: [127.0.0.1:3]\n";
+  auto cfg = ParseConfig(RouteWith("        mirror: {cluster: m, percent: 10}\n") + two, "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  const MirrorConfig& m = cfg->listeners[0].routes[0].mirror;
+  EXPECT_EQ(m.cluster, "m");
+  EXPECT_DOUBLE_EQ(m.percent, 10);
+  EXPECT_EQ(m.cluster_index, 1u);
+  cfg = ParseConfig(RouteWith("        mirror: {cluster: m}\n") + two, "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_DOUBLE_EQ(cfg->listeners[0].routes[0].mirror.percent, 100);
+  EXPECT_NE(Error(RouteWith("        mirror: {cluster: nope}\n"))
+                .find("routes[0].mirror.cluster \"nope\": no cluster with that name"),
+            std::string::npos);
+  EXPECT_NE(Error(RouteWith("        mirror: {cluster: c, percent: 0}\n"))
+                .find("routes[0].mirror.percent: a number over 0, at most 100"),
+            std::string::npos);
+  EXPECT_NE(Error(RouteWith("        mirror: {percent: 5}\n")).find("routes[0].mirror.cluster"),
+            std::string::npos);
+  EXPECT_NE(Error(RouteWith("        mirror: {cluster: c, host: x}\n")).find("mirror.host"),
+            std::string::npos);
+}
+
 TEST(Config, RouteRateLimitIsReadOrRefusedByName) {
   const std::string head =
       "listeners:\n  - name: l\n    address: 127.0.0.1:1\n    routes:\n      - cluster: c\n";
