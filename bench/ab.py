@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""A/B check of a change to the request path: two weft binaries (before and
+after) and HAProxy for reference, in front of the same nginx backend, in
+interleaved rounds (the order alternates), one worker pinned to core 0 and
+the backend and wrk on core 1, as `make bench` does. Prints each round and
+the medians. Single `make bench` runs swing by a third on a shared machine;
+rounds of the two binaries side by side do not.
+
+    python3 bench/ab.py --old OLD/weft --new build/weft [--rounds 3] [--duration 10]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as bench  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--old", required=True)
+    ap.add_argument("--new", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    args = ap.parse_args()
+    a = types.SimpleNamespace(connections=32, wrk_threads=1, wrk_cpus="1", duration=args.duration)
+    bins = {"old": args.old, "new": args.new}
+    res = {k: [] for k in ("old", "new", "haproxy")}
+    with tempfile.TemporaryDirectory() as tmp:
+        bp = bench.free_port()
+        be = bench.nginx_backend(tmp, bp, "1", 1)
+        bench.wait_port(bp)
+        try:
+            for rnd in range(args.rounds):
+                order = ["old", "new"] if rnd % 2 == 0 else ["new", "old"]
+                for name in order + ["haproxy"]:
+                    port = bench.free_port()
+                    s = (bench.haproxy(tmp, port, bp, 1, "0") if name == "haproxy"
+                         else bench.weft(bins[name], tmp, port, bp, 1, "0"))
+                    try:
+                        r = bench.measure(name, s, port, a)
+                    finally:
+                        s.stop()
+                    res[name].append(r)
+                    print(f"round {rnd} {name}: {r['rps']:.0f} req/s, p99 {r['p99']} ms, "
+                          f"{r['cpu_us']:.2f} us CPU/req", flush=True)
+        finally:
+            be.stop()
+    for k, v in res.items():
+        rps = sorted(x["rps"] for x in v)
+        cpu = sorted(x["cpu_us"] for x in v)
+        print(f"{k}: median {rps[len(rps) // 2]:.0f} req/s, {cpu[len(cpu) // 2]:.2f} us CPU/req")
+
+
+if __name__ == "__main__":
+    main()
