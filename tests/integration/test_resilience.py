@@ -1019,3 +1019,34 @@ spec:
       mirror: {bad}
 """)
         assert r.returncode == 1 and why in r.stderr, (bad, r.stderr)
+
+
+def test_mirroring_copies_grpc_calls(weft):
+    """gRPC calls (HTTP/2 both ways) are mirrored too, body included; the
+    caller gets the primary's answer only."""
+    import grpc_peer as g
+    primary, shadow = g.start_server(0, name="primary"), g.start_server(0, name="shadow")
+    try:
+        listeners = """  - name: public
+    address: 127.0.0.1:0
+    routes:
+      - match: {prefix: /}
+        cluster: g
+        mirror: {cluster: m}
+"""
+        text = simple_config({"g": [primary.target], "m": [shadow.target]}, workers=1, listeners=listeners)
+        text = text.replace("  - name: g\n", "  - name: g\n    protocol: http2\n", 1)
+        text = text.replace("  - name: m\n", "  - name: m\n    protocol: http2\n", 1)
+        w = weft(text)
+        target = f"127.0.0.1:{w.ports['public']}"
+        for i in range(5):
+            r = g.unary(target, f"q{i}".encode())
+            assert r["code"] == "OK" and r["response"] == f"primary:q{i}".encode(), r
+        r = g.client_stream(target, [b"a" * 100, b"b" * 100])
+        assert r["code"] == "OK" and r["response"] == b"primary:count=2,bytes=200", r
+        assert wait_for(lambda: w.stat("weft_cluster_mirror_sent_total", cluster="m") == 6, 5), \
+            w.stat("weft_cluster_mirror_failed_total", cluster="m")
+        assert w.stat("weft_cluster_mirror_failed_total", cluster="m") == 0
+    finally:
+        g.stop_server(primary)
+        g.stop_server(shadow)
