@@ -24,22 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # noqa: E402
 
 
-def weft(binary, lb, tmp, port, backends):
-    """One pinned weft worker in front of every backend, with balancer `lb`."""
-    conf = os.path.join(tmp, f"weft-{port}.yaml")
-    eps = ", ".join(f"127.0.0.1:{p}" for p in backends)
-    open(conf, "w").write(f"""workers: 1
-listeners:
-  - name: bench
-    address: 127.0.0.1:{port}
-    routes: [{{match: {{prefix: /}}, cluster: be}}]
-clusters:
-  - name: be
-{f"    lb: {lb}" + chr(10) if lb else ""}    endpoints: [{eps}]
-""")
-    return bench.Server([binary, "proxy", "--config", conf, "--log-level", "warn"], "0")
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--old", required=True)
@@ -69,7 +53,8 @@ def main():
                 for name in order + ["haproxy"]:
                     port = bench.free_port()
                     s = (bench.haproxy(tmp, port, bp, 1, "0") if name == "haproxy"
-                         else weft(bins[name], lbs[name], tmp, port, ports))
+                         else bench.weft(bins[name], tmp, port, None, 1, "0", backends=ports,
+                                         lb=lbs[name]))
                     try:
                         r = bench.measure(name, s, port, a)
                     finally:

@@ -202,8 +202,12 @@ backend b
     return Server([tool("haproxy"), "-f", conf, "-db"], cpus)
 
 
-def weft(weft_bin, tmp, port, backend, workers, cpus):
-    conf = os.path.join(tmp, "weft.yaml")
+def weft(weft_bin, tmp, port, backend, workers, cpus, backends=(), lb=""):
+    """weft in front of `backend` (or every port of `backends`), balanced by
+    `lb` (default: the proxy's)."""
+    conf = os.path.join(tmp, f"weft-{port}.yaml")
+    eps = ", ".join(f"127.0.0.1:{p}" for p in (backends or [backend]))
+    policy = f"    lb: {lb}\n" if lb else ""
     open(conf, "w").write(f"""workers: {workers}
 listeners:
   - name: bench
@@ -211,7 +215,7 @@ listeners:
     routes: [{{match: {{prefix: /}}, cluster: be}}]
 clusters:
   - name: be
-    endpoints: [127.0.0.1:{backend}]
+{policy}    endpoints: [{eps}]
 """)
     return Server([weft_bin, "proxy", "--config", conf, "--log-level", "warn"], cpus)
 
