@@ -507,9 +507,10 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
   up_req_.fields.push_back({"x-forwarded-for"sv, forwarded_for_});
   up_req_.fields.push_back({"x-forwarded-proto"sv, "http"sv});
   up_req_.fields.push_back({"x-request-id"sv, request_id_});
-  // Which attempt this is (1 for the first), set per attempt (Forward).
+  // Which attempt this is (1 for the first), set per attempt (Forward); a
+  // mirrored copy made before the first attempt carries the 1.
   attempt_field_ = up_req_.fields.size();
-  up_req_.fields.push_back({"x-weft-attempt"sv, {}});
+  up_req_.fields.push_back({"x-weft-attempt"sv, "1"sv});
   if (grpc_timeout_ms_ >= 0) {
     grpc_timeout_field_ = up_req_.fields.size();
     up_req_.fields.push_back({"grpc-timeout"sv, {}});  // set per attempt (Forward)
