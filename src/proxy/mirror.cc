@@ -3,7 +3,6 @@
 #include <asio.hpp>
 #include <span>
 #include <string>
-#include <vector>
 
 #include "base/log.h"
 #include "base/time.h"
@@ -46,36 +45,29 @@ class MirrorCall final : public Deadline {
     up_.Cancel();
   }
 
-  // Owns a copy of the head (every view points into arena_) and the body.
+  // Owns a copy of the head (every view points into arena_, reserved to
+  // its final size first so that no append moves it) and the body.
   void Copy(const http::RequestHeaders& req, std::string_view authority, std::string_view body) {
-    size_t n = req.method.size() + req.scheme.size() + authority.size() + 7 + req.path.size();
+    static constexpr std::string_view kShadow = "-shadow";
+    size_t n =
+        req.method.size() + req.scheme.size() + authority.size() + kShadow.size() + req.path.size();
     for (const auto& f : req.fields) n += f.name.size() + f.value.size();
     arena_.reserve(n);
     auto keep = [&](std::string_view v) {
       const size_t at = arena_.size();
       arena_.append(v);
-      return at;
+      return std::string_view(arena_).substr(at, v.size());
     };
-    struct Span {
-      size_t at, len;
-    };
-    const Span method{keep(req.method), req.method.size()};
-    const Span scheme{keep(req.scheme), req.scheme.size()};
-    const size_t authority_at = keep(authority);
-    keep("-shadow");
-    const Span shadow{authority_at, authority.size() + 7};
-    const Span path{keep(req.path), req.path.size()};
-    std::vector<std::pair<Span, Span>> fields;
-    fields.reserve(req.fields.size());
-    for (const auto& f : req.fields)
-      fields.push_back({{keep(f.name), f.name.size()}, {keep(f.value), f.value.size()}});
-    // No more appends: the views below stay valid.
-    auto view = [&](Span s) { return std::string_view(arena_).substr(s.at, s.len); };
-    req_.method = view(method);
-    req_.scheme = view(scheme);
-    req_.authority = authority.empty() ? std::string_view() : view(shadow);
-    req_.path = view(path);
-    for (const auto& [name, value] : fields) req_.fields.push_back({view(name), view(value)});
+    req_.method = keep(req.method);
+    req_.scheme = keep(req.scheme);
+    if (!authority.empty()) {
+      const std::string_view a = keep(authority);
+      keep(kShadow);
+      req_.authority = std::string_view(a.data(), a.size() + kShadow.size());
+    }
+    req_.path = keep(req.path);
+    req_.fields.reserve(req.fields.size());
+    for (const auto& f : req.fields) req_.fields.push_back({keep(f.name), keep(f.value)});
     req_.body = req.body;
     req_.content_length = req.content_length;
     req_.version = req.version;
@@ -94,6 +86,7 @@ class MirrorCall final : public Deadline {
     deadline_ms = timeout_ms_ > 0 ? Now() + timeout_ms_ : kNever;
     bool ok = up_.TakePooled(cr_, ep, limits_, &lease);
     if (!ok) ok = co_await up_.Acquire(cr_, ep, limits_, this, &timed_out_, &lease, &err);
+    const int64_t started = MonoNanos();  // as Forward times an attempt: once connected
     if (ok && !timed_out_) {
       deadline_ms = timeout_ms_ > 0 ? Now() + timeout_ms_ : kNever;
       http::ClientStream& us = *lease.stream;
@@ -109,8 +102,10 @@ class MirrorCall final : public Deadline {
       }
       ok = ok && h != nullptr;
       if (ok) {
+        // The mirror's balancer and outlier detection learn from its copies
+        // as from any request.
         const int64_t answered = MonoNanos();
-        cr_->Answered(ep, h->status, 0, answered, true);
+        cr_->Answered(ep, h->status, answered - started, answered);
         status_ = h->status;
         // The answer's body is read and dropped.
         bool end = h->body == http::BodyKind::kNone;
@@ -126,8 +121,9 @@ class MirrorCall final : public Deadline {
     deadline_ms = kNever;
     if (ok) {
       cr_->stats->mirror_sent.Inc();
-      cr_->stats->http.Record(status_, 0);
+      cr_->stats->http.Record(status_, (MonoNanos() - started) / 1000);
     } else {
+      cr_->Failed(ep, MonoNanos());
       cr_->stats->mirror_failed.Inc();
       LOG_DEBUG("mirror to cluster {}: {}", cr_->cfg.name,
                 timed_out_    ? std::string("timed out")

@@ -28,7 +28,7 @@ inline constexpr size_t kMaxMirrorsInFlight = 256;
 // request's; none: the endpoint's address) suffixed
 // "-shadow" as Envoy and Istio do, so that the mirror can tell copies
 // apart. Counted in the cluster's mirror_sent (an answer came), mirror_failed
-// (none did), mirror_dropped (over kMaxMirrorsInFlight).
+// (none did), mirror_dropped (over kMaxMirrorsInFlight, or no endpoint).
 void StartMirror(Worker* w, const std::shared_ptr<WorkerState>& state, size_t cluster,
                  const http::RequestHeaders& req, std::string_view authority, std::string_view body,
                  int64_t timeout_ms, const http1::Limits& limits);

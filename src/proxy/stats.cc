@@ -270,9 +270,10 @@ std::string StatsRegistry::RenderPrometheus() {
     counter("weft_cluster_mirror_failed_total",
             "Mirrored copies that got no answer (connect failure, reset, timeout).",
             &ClusterStats::mirror_failed);
-    counter("weft_cluster_mirror_dropped_total",
-            "Mirrored copies not sent: too many in flight, or a body too large to copy.",
-            &ClusterStats::mirror_dropped);
+    counter(
+        "weft_cluster_mirror_dropped_total",
+        "Mirrored copies not sent: too many in flight, a body too large to copy, or no instance.",
+        &ClusterStats::mirror_dropped);
     counter("weft_cluster_upstream_rq_retry_overflow_total",
             "Requests answered 503 (x-weft-overloaded): max_retries was reached.",
             &ClusterStats::rq_retry_overflow);
