@@ -483,12 +483,15 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
       r->set_timeout_ms(timeout_ms > 0 ? timeout_ms : tp.request_timeout_ms);
       // Everything the policy says, and nothing it does not: an unset
       // attempt count stays unset (the proxy's default), an explicit 0 is 0.
-      if (retries.attempts >= 0 || !retries.on.empty() || retries.per_try_timeout_ms > 0) {
+      if (retries.attempts >= 0 || !retries.on.empty() || retries.per_try_timeout_ms > 0 ||
+          retries.hedge.any()) {
         pb::RetryPolicy* rp = r->mutable_retry();
         if (retries.attempts >= 0) rp->set_attempts(static_cast<uint32_t>(retries.attempts));
         for (const auto& on : retries.on) rp->add_on(on);
         rp->set_per_try_timeout_ms(retries.per_try_timeout_ms);
         for (uint32_t code : retries.retriable_status_codes) rp->add_retriable_status_codes(code);
+        rp->set_hedge_delay_ms(retries.hedge.delay_ms);
+        rp->set_hedge_p95(retries.hedge.p95);
       }
     };
     bool catch_all = false;

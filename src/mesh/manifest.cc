@@ -77,14 +77,14 @@ ServiceSpec ParseService(const YAML::Node& s) {
 
 std::string Ms(int64_t ms) { return std::to_string(ms) + "ms"; }
 
-// retries: {attempts, perTryTimeout, on, retriableStatusCodes, budget}
+// retries: {attempts, perTryTimeout, on, retriableStatusCodes, budget, hedge}
 // (budget only where it belongs: the service's TrafficPolicy).
 RetryPolicy ParseRetries(const YAML::Node& r, const std::string& at, bool budget) {
   RetryPolicy out;
   if (!budget && r["budget"])
     Fail(at + ".budget",
          "the retry budget is the service's, for all its routes: set it in its TrafficPolicy");
-  CheckKeys(r, at, {"attempts", "perTryTimeout", "on", "retriableStatusCodes", "budget"});
+  CheckKeys(r, at, {"attempts", "perTryTimeout", "on", "retriableStatusCodes", "budget", "hedge"});
   if (r["attempts"])
     out.attempts =
         static_cast<int>(Unsigned(r["attempts"], at + ".attempts", 0, kMaxRetryAttempts));
@@ -132,6 +132,7 @@ RetryPolicy ParseRetries(const YAML::Node& r, const std::string& at, bool budget
       out.budget_min_per_s =
           static_cast<uint32_t>(Unsigned(b["minPerSecond"], at + ".budget.minPerSecond", 0, 10000));
   }
+  if (r["hedge"]) out.hedge = ParseHedge(r["hedge"], at + ".hedge");
   return out;
 }
 
@@ -142,6 +143,8 @@ nlohmann::json RetriesJson(const RetryPolicy& p, bool budget) {
   if (p.per_try_timeout_ms > 0) r["perTryTimeout"] = Ms(p.per_try_timeout_ms);
   if (!p.retriable_status_codes.empty()) r["retriableStatusCodes"] = p.retriable_status_codes;
   if (budget) r["budget"] = {{"percent", p.budget_percent}, {"minPerSecond", p.budget_min_per_s}};
+  if (p.hedge.p95) r["hedge"] = {{"delay", "p95"}};
+  if (p.hedge.delay_ms > 0) r["hedge"] = {{"delay", Ms(p.hedge.delay_ms)}};
   return r;
 }
 

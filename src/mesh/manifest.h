@@ -13,6 +13,7 @@
 
 #include "base/status.h"
 #include "mesh/hash_policy.h"
+#include "mesh/hedge.h"
 #include "mesh/outlier.h"
 #include "mesh/rate_limit.h"
 
@@ -63,6 +64,7 @@ struct RetryPolicy {
   // this share of requests, plus min_per_s each second, over 10 s.
   uint32_t budget_percent = 20;
   uint32_t budget_min_per_s = 10;
+  Hedge hedge;  // hedge: {delay: DURATION | p95}; off by default
 };
 
 // Circuit breakers: a caller's limits towards one service (shared by its

@@ -42,7 +42,7 @@ std::string Name(const YAML::Node& n, const std::string& path) {
 RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
   CheckKeys(n, path,
             {"name", "match", "cluster", "clusters", "timeout", "per_try_timeout", "retries",
-             "retry_on", "retriable_status_codes", "fault", "rate_limit", "mirror"});
+             "hedge", "retry_on", "retriable_status_codes", "fault", "rate_limit", "mirror"});
   RouteConfig r;
   if (n["name"]) r.name = Name(n["name"], path + ".name");
   if (n["match"]) {
@@ -172,6 +172,7 @@ RouteConfig ParseRoute(const YAML::Node& n, const std::string& path) {
     r.per_try_timeout_ms = Duration(n["per_try_timeout"], path + ".per_try_timeout");
     if (r.per_try_timeout_ms <= 0) Fail(path + ".per_try_timeout", "must be more than 0");
   }
+  if (n["hedge"]) r.hedge = mesh::ParseHedge(n["hedge"], path + ".hedge");  // {delay: 50ms | p95}
   if (n["retries"]) {
     r.retries =
         static_cast<int>(Unsigned(n["retries"], path + ".retries", 0, mesh::kMaxRetryAttempts));
@@ -786,6 +787,8 @@ std::string ConfigToJson(const ProxyConfig& c) {
         if (r.timeout_ms) jr["timeout_ms"] = r.timeout_ms;
         if (r.retries >= 0) jr["retries"] = r.retries;
         if (r.per_try_timeout_ms > 0) jr["per_try_timeout_ms"] = r.per_try_timeout_ms;
+        if (r.hedge.p95) jr["hedge"] = {{"delay", "p95"}};
+        if (r.hedge.delay_ms > 0) jr["hedge"] = {{"delay_ms", r.hedge.delay_ms}};
         if (r.rate_limit.any()) {
           const mesh::RateLimit& rl = r.rate_limit;
           jr["rate_limit"] = {

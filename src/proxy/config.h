@@ -14,6 +14,7 @@
 #include "http/http1/parser.h"
 #include "http/http2/settings.h"
 #include "mesh/hash_policy.h"
+#include "mesh/hedge.h"
 #include "mesh/outlier.h"
 #include "mesh/rate_limit.h"
 #include "proxy/authz.h"
@@ -107,6 +108,7 @@ struct RouteConfig {
   int retries = -1;                 // -1: one retry when the cluster has 2+ endpoints
   uint32_t retry_on = kRetryOnAll;  // kRetryOn* bits: the failures that are retried
   std::vector<uint16_t> retriable_status_codes{503};  // for kRetryOnRetriableStatusCodes
+  mesh::Hedge hedge;                                  // hedged requests (hedge.h); off by default
   size_t cluster_index = 0;                           // resolved at load
 };
 

@@ -127,6 +127,7 @@ void HttpConnectionManager::ActiveStream::OnDeadline() {
   timed_out_ = true;
   if (s_) s_->CancelWaits();
   up_->Cancel();
+  if (hedge_) hedge_->Cancel();
 }
 
 void HttpConnectionManager::ActiveStream::Recycle() {
@@ -569,7 +570,10 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     // Idempotent requests may be sent again; gRPC calls too when the policy
     // names gRPC statuses (a call that failed that way did not run). A body
     // is copied as it goes up, when it may fit the buffer.
-    method_replayable_ = upstream::Idempotent(req.method) || (grpc_ && (policy.on & kRetryOnGrpc));
+    // (A route that hedges says its gRPC calls may run twice, as gRPC's own
+    // hedging policy does.)
+    method_replayable_ = upstream::Idempotent(req.method) ||
+                         (grpc_ && ((policy.on & kRetryOnGrpc) || x.route->hedge.any()));
     // Mirroring: a share of the route's requests (their bodies copied too).
     const MirrorConfig& mirror = x.route->mirror;
     mirror_pending_ =
@@ -612,6 +616,12 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   ++cr.rq_active;
   InFlight in_flight{&cr.rq_active};
   InFlight retrying;
+  struct HedgeGuard {  // a hedge never outlives the exchange
+    ActiveStream* x;
+    ~HedgeGuard() {
+      if (x->hedge_) x->DropHedge();
+    }
+  } hedge_guard{this};
   upstream::HttpUpstream::Lease& lease = lease_;
   lease = {};
   http::ResponseHeaders* resp = nullptr;
@@ -647,10 +657,10 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       }
     }
     retry.Started();
-    attempts_ = retry.attempts();
-    attempt_text_[0] = static_cast<char>('0' + std::min(retry.attempts(), 9));
+    attempts_ = retry.attempts() + hedged_;
+    attempt_text_[0] = static_cast<char>('0' + std::min(attempts_, 9));
     up_req_.fields[attempt_field_].value = std::string_view(attempt_text_, 1);
-    const size_t ep = cr.Pick(retry.next_exclude(), has_hash_ ? &hash_ : nullptr);
+    size_t ep = cr.Pick(retry.next_exclude(), has_hash_ ? &hash_ : nullptr);
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
     timed_out_ = false;
     bool have = up_->TakePooled(cluster, ep, cm_->limits_, &lease);
@@ -785,10 +795,27 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     } else {
       SetDeadline(timeout_ms);
     }
+    if (x.route->hedge.any() && retry.attempts() == 1 && method_replayable_)
+      ArmHedge(c, *x.route, x.cluster_index);
     for (;;) {
       http::HeadError& herr = herr_;
       herr = {};
-      http::ResponseHeaders* h = co_await us.ReadHeaders(&herr);
+      http::ResponseHeaders* h = nullptr;
+      if (!hedge_ || hedge_->state() != HedgeCall::State::kAnswered)
+        h = co_await us.ReadHeaders(&herr);
+      if (hedge_ && hedge_->sent() &&
+          (h == nullptr || hedge_->state() == HedgeCall::State::kAnswered ||
+           (!h->interim() && WouldRetry(*h)))) {
+        // This attempt failed, gave way to the hedge's answer, or has one
+        // the policy would retry: the hedge's outcome decides.
+        first_released_ = false;
+        while (asio::steady_timer* t = HedgeWait(s)) co_await t->async_wait(kNoThrow);
+        if (hedge_->state() == HedgeCall::State::kAnswered) {
+          h = AdoptHedge(cr, &ep);
+          timed_out_ = false;
+        }
+      }
+      if (hedge_ && (h == nullptr || !h->interim())) DropHedge();
       if (h != nullptr) {
         if (h->interim()) {
           if (!co_await s.SendInterim(*h)) {
@@ -1064,6 +1091,109 @@ void HttpConnectionManager::ActiveStream::StartMirrorCopy(const Ctx& c) {
   mirror_pending_ = false;
   StartMirror(w_, c.state, mirror_cluster_, up_req_, mirror_authority_, replay_body_,
               mirror_timeout_ms_, cm_->limits_);
+}
+
+void HttpConnectionManager::ActiveStream::ArmHedge(const Ctx& c, const RouteConfig& route,
+                                                   size_t cluster) {
+  ClusterRuntime& cr = *c.state->clusters[cluster];
+  if (cr.cfg.endpoints.size() < 2) return;  // nowhere else to send it
+  int64_t delay_us = route.hedge.delay_ms * 1000;
+  if (route.hedge.p95) {
+    // The endpoint's recent p95: until it has answered enough, no hedge.
+    const int64_t p95 = cr.RecentP95Ns(lease_.endpoint);
+    if (p95 <= 0) return;
+    delay_us = std::max<int64_t>(p95 / 1000, 100);
+  }
+  // A hedge the attempt's own deadline would beat is not armed.
+  if (deadline_ms != kNever && Now() + delay_us / 1000 >= deadline_ms) return;
+  hedge_ctx_ = &c;
+  hedge_cluster_ = cluster;
+  hedge_ = std::make_shared<HedgeCall>(w_, this);
+  hedge_->Arm(delay_us);
+}
+
+void HttpConnectionManager::ActiveStream::OnHedgeDelay() {
+  const Ctx& c = *hedge_ctx_;
+  const std::shared_ptr<ClusterRuntime>& cluster = c.state->clusters[hedge_cluster_];
+  ClusterRuntime& cr = *cluster;
+  const size_t first = lease_.endpoint;
+  // The hedge carries the whole request: a body still arriving is not
+  // hedged. It is a retry as far as the budget and max_retries go.
+  bool send = !up_req_.has_body() || replay_ == Replay::kWhole;
+  send = send && cr.retries_active < cr.lim_retries;
+  size_t ep = first;
+  if (send) ep = cr.Pick(static_cast<long>(first), has_hash_ ? &hash_ : nullptr);
+  send = send && ep != first;  // every other endpoint is out of service
+  // A new HTTP/1.1 connection stays within max_connections.
+  send =
+      send && (cr.speaks_h2[ep] || cr.stats->cx_active.Get() + cr.cx_opening < cr.lim_connections);
+  const int64_t elapsed_ms = (MonoNanos() - start_ns_) / 1000000;
+  std::string grpc_timeout;
+  if (send && grpc_timeout_ms_ >= 0) {
+    // What is left of the caller's deadline travels with the hedge too.
+    const int64_t left = grpc_timeout_ms_ - elapsed_ms;
+    send = left > 0;
+    if (send) http::grpc::FormatTimeout(left, &grpc_timeout);
+  }
+  send = send && cr.budget.Withdraw(MonoNanos() / 1000000000);
+  if (!send) {
+    cr.stats->hedge_skipped.Inc();
+    return;
+  }
+  ++hedged_;
+  ++attempts_;
+  cr.stats->hedge_sent.Inc();
+  hedge_->Send(c.state, cluster, ep, up_req_, s_->request().authority, replay_body_, deadline_ms,
+               cm_->limits_, attempts_, attempt_field_,
+               grpc_timeout_ms_ >= 0 ? grpc_timeout_field_ : 0, grpc_timeout);
+}
+
+bool HttpConnectionManager::ActiveStream::WouldRetry(const http::ResponseHeaders& h) const {
+  if (grpc_ && h.body == http::BodyKind::kNone) {
+    const int code = http::grpc::StatusOf(h.fields);
+    if (code > 0 && retry_->RetriableGrpc(code)) return true;
+  }
+  return h.status >= 400 && retry_->Retriable(h.status);
+}
+
+bool HttpConnectionManager::ActiveStream::OnHedgeAnswer(const http::ResponseHeaders& h) {
+  if (WouldRetry(h)) return false;
+  up_->Cancel();  // the first attempt gives way: its wait ends
+  return true;
+}
+
+asio::steady_timer* HttpConnectionManager::ActiveStream::HedgeWait(http::ServerStream& s) {
+  if (hedge_->state() == HedgeCall::State::kRunning) return &hedge_->done();
+  if (hedge_->state() == HedgeCall::State::kAnswered) {
+    // The first attempt goes; a duplex pump on it stops (and releases it)
+    // before the hedge's upstream takes its place.
+    if (!first_released_) {
+      first_released_ = true;
+      ReleaseUpstream(s, false);
+    }
+    if (pump_running_) return pump_done_.get();
+  }
+  return nullptr;
+}
+
+http::ResponseHeaders* HttpConnectionManager::ActiveStream::AdoptHedge(ClusterRuntime& cr,
+                                                                       size_t* ep) {
+  const int64_t now = MonoNanos();
+  cr.Abandoned(*ep, now - attempt_ns_, now);
+  std::swap(up_, hedge_->upstream());  // the hedge keeps the first attempt's, released
+  lease_ = hedge_->lease();
+  *ep = hedge_->endpoint();
+  attempt_ns_ = hedge_->started_ns();
+  upstream_addr_ = cr.cfg.endpoints[*ep].address.text;
+  http::ResponseHeaders* h = hedge_->response();
+  cr.stats->hedge_won.Inc();
+  hedge_.reset();
+  return h;
+}
+
+void HttpConnectionManager::ActiveStream::DropHedge() {
+  hedge_->Drop();
+  hedge_.reset();
 }
 
 asio::awaitable<void> HttpConnectionManager::ActiveStream::DuplexPump(const Ctx& c,

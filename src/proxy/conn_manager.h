@@ -19,6 +19,7 @@
 #include "http/http1/parser.h"
 #include "http/stream.h"
 #include "proxy/filter.h"
+#include "proxy/hedge.h"
 #include "proxy/upstream/pool.h"
 #include "proxy/upstream/retry.h"
 #include "proxy/worker.h"
@@ -62,7 +63,7 @@ class HttpConnectionManager : public Deadline,
   // One exchange: filters, upstream attempts, relay, local replies, stats.
   // A serial codec (HTTP/1.1) reuses one for every exchange of the
   // connection; a multiplexed one (HTTP/2) gets one per stream.
-  class ActiveStream final : public Deadline {
+  class ActiveStream final : public Deadline, public HedgeOwner {
    public:
     ActiveStream(HttpConnectionManager* cm, std::unique_ptr<upstream::HttpUpstream> up);
     ~ActiveStream();
@@ -84,6 +85,9 @@ class HttpConnectionManager : public Deadline,
     // and reply_body_ as grpc-message.
     asio::awaitable<void> GrpcReply(const Ctx& c, http::ServerStream& s, int status);
     void OnDeadline() override;
+    // Hedging (hedge.h): the delay passed; a hedge's head came.
+    void OnHedgeDelay() override;
+    bool OnHedgeAnswer(const http::ResponseHeaders& h) override;
 
     // Ready for another stream of a multiplexed connection (kept for reuse
     // with its buffers, as serial_ is for a serial codec).
@@ -104,6 +108,7 @@ class HttpConnectionManager : public Deadline,
       rq_body_read_ = false;
       mirror_pending_ = false;
       outcome_later_ = false;
+      hedged_ = 0;
       // A large copy is not kept for the next exchange.
       if (replay_body_.capacity() > 4096) {
         std::string().swap(replay_body_);
@@ -204,6 +209,25 @@ class HttpConnectionManager : public Deadline,
     size_t ep_ = 0;
     bool outcome_later_ = false;
     std::string_view upstream_addr_;
+    // Hedging: the second attempt (armed, out, or answered), what sending
+    // it needs from Forward, and whether the first attempt's upstream was
+    // let go of for it.
+    std::shared_ptr<HedgeCall> hedge_;
+    const Ctx* hedge_ctx_ = nullptr;
+    size_t hedge_cluster_ = 0;
+    bool first_released_ = false;
+    int hedged_ = 0;  // hedges sent for this request (0 or 1: they count as attempts)
+    // Arms a hedge for the attempt on lease_.endpoint, when the route hedges
+    // and the request may be sent twice.
+    void ArmHedge(const Ctx& c, const RouteConfig& route, size_t cluster);
+    // Whether the retry policy would retry an answer with this head.
+    bool WouldRetry(const http::ResponseHeaders& h) const;
+    // What to wait on before the hedge's outcome is known (null: known).
+    asio::steady_timer* HedgeWait(http::ServerStream& s);
+    // The hedge's answer becomes the exchange's: its upstream replaces the
+    // first attempt's (on `*ep`, given up), and `*ep` is the hedge's.
+    http::ResponseHeaders* AdoptHedge(ClusterRuntime& cr, size_t* ep);
+    void DropHedge();
     std::optional<upstream::RetryState> retry_;
     upstream::HttpUpstream::Lease lease_;
     std::string err_;

@@ -6,6 +6,7 @@
 
 #include "base/log.h"
 #include "base/time.h"
+#include "proxy/request_copy.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/pool.h"
 #include "proxy/worker.h"
@@ -45,33 +46,8 @@ class MirrorCall final : public Deadline {
     up_.Cancel();
   }
 
-  // Owns a copy of the head (every view points into arena_, reserved to
-  // its final size first so that no append moves it) and the body.
   void Copy(const http::RequestHeaders& req, std::string_view authority, std::string_view body) {
-    static constexpr std::string_view kShadow = "-shadow";
-    size_t n =
-        req.method.size() + req.scheme.size() + authority.size() + kShadow.size() + req.path.size();
-    for (const auto& f : req.fields) n += f.name.size() + f.value.size();
-    arena_.reserve(n);
-    auto keep = [&](std::string_view v) {
-      const size_t at = arena_.size();
-      arena_.append(v);
-      return std::string_view(arena_).substr(at, v.size());
-    };
-    req_.method = keep(req.method);
-    req_.scheme = keep(req.scheme);
-    if (!authority.empty()) {
-      const std::string_view a = keep(authority);
-      keep(kShadow);
-      req_.authority = std::string_view(a.data(), a.size() + kShadow.size());
-    }
-    req_.path = keep(req.path);
-    req_.fields.reserve(req.fields.size());
-    for (const auto& f : req.fields) req_.fields.push_back({keep(f.name), keep(f.value)});
-    req_.body = req.body;
-    req_.content_length = req.content_length;
-    req_.version = req.version;
-    if (req.has_body()) body_.assign(body);
+    copy_.Assign(req, authority, "-shadow", body);
   }
 
   // `self` keeps the call alive while it runs.
@@ -80,7 +56,7 @@ class MirrorCall final : public Deadline {
  private:
   asio::awaitable<void> Send() {
     const size_t ep = cr_->Pick(-1);
-    if (req_.authority.empty()) req_.authority = cr_->cfg.endpoints[ep].address.text;
+    if (copy_.head.authority.empty()) copy_.head.authority = cr_->cfg.endpoints[ep].address.text;
     upstream::HttpUpstream::Lease lease;
     std::string err;
     deadline_ms = timeout_ms_ > 0 ? Now() + timeout_ms_ : kNever;
@@ -90,9 +66,9 @@ class MirrorCall final : public Deadline {
     if (ok && !timed_out_) {
       deadline_ms = timeout_ms_ > 0 ? Now() + timeout_ms_ : kNever;
       http::ClientStream& us = *lease.stream;
-      ok = co_await us.SendHeaders(req_, !req_.has_body());
-      if (ok && req_.has_body()) {
-        view_[0] = body_;
+      ok = co_await us.SendHeaders(copy_.head, !copy_.head.has_body());
+      if (ok && copy_.head.has_body()) {
+        view_[0] = copy_.body;
         ok = co_await us.SendBody(std::span<const std::string_view>(view_, 1), true, nullptr);
       }
       http::ResponseHeaders* h = nullptr;
@@ -140,9 +116,8 @@ class MirrorCall final : public Deadline {
   const http1::Limits limits_;
   bool timed_out_ = false;
   int status_ = 0;
-  std::string arena_, body_;
+  RequestCopy copy_;
   std::string_view view_[1];
-  http::RequestHeaders req_;
   http::HeadError herr_;
 };
 

@@ -264,6 +264,17 @@ std::string StatsRegistry::RenderPrometheus() {
     counter("weft_cluster_upstream_rq_overflow_total",
             "Requests answered 503 (x-weft-overloaded): max_requests was reached.",
             &ClusterStats::rq_overflow);
+    counter(
+        "weft_cluster_upstream_rq_hedge_total",
+        "Hedges: second attempts sent because the first was slower than the route's hedge delay.",
+        &ClusterStats::hedge_sent);
+    counter("weft_cluster_upstream_rq_hedge_won_total",
+            "Hedges whose answer came first and was relayed (the first attempt was cancelled).",
+            &ClusterStats::hedge_won);
+    counter("weft_cluster_upstream_rq_hedge_skipped_total",
+            "Hedges not sent: the retry budget or max_retries said no, or the request body was "
+            "not whole yet.",
+            &ClusterStats::hedge_skipped);
     counter("weft_cluster_mirror_sent_total",
             "Mirrored copies of requests that this cluster answered (answers dropped).",
             &ClusterStats::mirror_sent);

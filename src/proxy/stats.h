@@ -119,6 +119,9 @@ struct alignas(64) ClusterStats {
   Counter zone_local, zone_spill;  // zone-aware picks kept in the caller's zone, sent out of it
   // Mirrored copies sent here (mirror.h): answered, without an answer, dropped.
   Counter mirror_sent, mirror_failed, mirror_dropped;
+  // Hedges (hedge.h): sent, those whose answer won, and those not sent
+  // (the retry budget or max_retries said no, or the body was not whole).
+  Counter hedge_sent, hedge_won, hedge_skipped;
   HttpCounters http;
 };
 

@@ -286,6 +286,12 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
             return fail(where + "per_try_timeout_ms: " + std::to_string(rp.per_try_timeout_ms()) +
                         " is not 0 to 3600000");
           rc.per_try_timeout_ms = rp.per_try_timeout_ms();
+          if (rp.hedge_delay_ms() < 0 || rp.hedge_delay_ms() > mesh::kMaxHedgeDelayMs)
+            return fail(where + "hedge_delay_ms: " + std::to_string(rp.hedge_delay_ms()) +
+                        " is not 0 to 3600000");
+          if (rp.hedge_p95() && rp.hedge_delay_ms() > 0)
+            return fail(where + "hedge: a delay or p95, not both");
+          rc.hedge = {rp.hedge_delay_ms(), rp.hedge_p95()};
           // Bounded by ResolveConfig, as the bootstrap's retries are.
           if (rp.has_attempts())
             rc.retries = static_cast<int>(std::min<uint32_t>(rp.attempts(), INT32_MAX));

@@ -54,7 +54,7 @@ Initial metadata the server sends back, for the tests to see what arrived:
   x-served-by       NAME
 
 Usage:
-  grpc_peer.py server --port P [--name NAME] [--fail CODE [--fail-late]]
+  grpc_peer.py server --port P [--name NAME] [--fail CODE [--fail-late]] [--head-delay-ms MS]
                                                  prints "READY <port>" (P may be 0)
   grpc_peer.py client --target HOST:PORT --method unary|server_stream|client_stream|bidi
                       [--data D ...] [--timeout S] [--metadata k=v ...] [--repeat N]
@@ -123,6 +123,7 @@ class _Controls:
 
     fail = None  # the server's --fail CODE
     fail_late = False
+    head_delay_ms = 0  # the server's --head-delay-ms (a slow instance)
 
     def __init__(self, context):
         md = {}
@@ -130,7 +131,7 @@ class _Controls:
             md[k] = v
         self.md = md
         self.sleep_ms = int(md.get("x-sleep-ms", "0") or 0)
-        self.head_delay_ms = int(md.get("x-head-delay-ms", "0") or 0)
+        self.head_delay_ms = max(int(md.get("x-head-delay-ms", "0") or 0), _Controls.head_delay_ms)
         self.interval_ms = int(md.get("x-interval-ms", "0") or 0)
         self.status = int(md["x-status"]) if md.get("x-status") else None
         self.message = md.get("x-message", "requested")
@@ -270,10 +271,12 @@ def _peer(peer):
     return peer
 
 
-def serve(port, name, fail=None, fail_late=False):
+def serve(port, name, fail=None, fail_late=False, head_delay_ms=0):
     """Runs the server until SIGTERM/SIGINT; prints READY <port> when serving.
-    `fail`: every call ends with that status code."""
+    `fail`: every call ends with that status code; `head_delay_ms`: every
+    call waits that long before its response head (a slow instance)."""
     _Controls.fail, _Controls.fail_late = fail, fail_late
+    _Controls.head_delay_ms = head_delay_ms
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=64),
         options=[
@@ -538,7 +541,7 @@ def _read_ready(proc, timeout, errfile, what):
     raise RuntimeError(f"{what} did not print READY within {timeout}s (exit {proc.returncode}): {err}")
 
 
-def start_server(port=0, name="grpc", impl="python", timeout=15.0, fail=None, fail_late=False):
+def start_server(port=0, name="grpc", impl="python", timeout=15.0, fail=None, fail_late=False, head_delay_ms=0):
     """Starts a gRPC echo server on 127.0.0.1:`port` (0: a port the kernel
     picks) named `name`; `impl` is "python" (this file) or "node"
     (node_grpc/peer.js, installed by ensure_node_peer()). Waits for its
@@ -550,6 +553,8 @@ def start_server(port=0, name="grpc", impl="python", timeout=15.0, fail=None, fa
         args = [sys.executable, os.path.abspath(__file__), "server", "--port", str(port), "--name", name]
         if fail:
             args += ["--fail", str(fail)] + (["--fail-late"] if fail_late else [])
+        if head_delay_ms:
+            args += ["--head-delay-ms", str(head_delay_ms)]
     elif impl == "node":
         ensure_node_peer()
         args = ["node", NODE_PEER, "server", "--port", str(port), "--name", name]
@@ -640,6 +645,7 @@ def main(argv=None):
     s.add_argument("--name", default="grpc", help="prefix of every answer")
     s.add_argument("--fail", type=int, default=None, help="end every call with this status code")
     s.add_argument("--fail-late", action="store_true", help="--fail after the initial metadata")
+    s.add_argument("--head-delay-ms", type=int, default=0, help="wait this long before every response head")
     c = sub.add_parser("client", help="make calls and print one JSON line per call")
     c.add_argument("--target", required=True, help="HOST:PORT")
     c.add_argument("--method", default="unary", choices=["unary", "server_stream", "client_stream", "bidi"])
@@ -651,7 +657,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     if a.mode == "server":
-        return serve(a.port, a.name, a.fail, a.fail_late)
+        return serve(a.port, a.name, a.fail, a.fail_late, a.head_delay_ms)
 
     channel = make_channel(a.target)
     try:

@@ -1051,3 +1051,154 @@ def test_mirroring_copies_grpc_calls(weft):
     finally:
         g.stop_server(primary)
         g.stop_server(shadow)
+
+
+def hedge_config(first, second, hedge, budget=""):
+    """Cluster c of two instances, round robin on one worker (requests
+    alternate), outlier detection off, the route hedged as `hedge` says."""
+    listeners = f"""  - name: public
+    address: 127.0.0.1:0
+    routes:
+      - match: {{prefix: /}}
+        cluster: c
+        hedge: {hedge}
+"""
+    text = simple_config({"c": [first, second]}, workers=1, listeners=listeners, lb="round_robin",
+                         outlier="{enabled: false}")
+    if budget:
+        text = text.replace("    connect_timeout: 500ms", f"    retry_budget: {budget}\n    connect_timeout: 500ms", 1)
+    return text
+
+
+def timed_gets(port, n, path="/echo"):
+    """n sequential GETs on one keep-alive connection: [(status, seconds, JSON body or None)]."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    out = []
+    for i in range(n):
+        t0 = time.monotonic()
+        conn.request("GET", f"{path}?i={i}")
+        r = conn.getresponse()
+        data = r.read()
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        out.append((r.status, time.monotonic() - t0, body))
+    return out
+
+
+def test_a_hedge_answers_for_a_slow_instance_and_the_slow_attempt_is_cancelled(weft, backends, demos):
+    fast, slow = backends("fast"), demos("slow")
+    slow.behave(latency="3s")
+    w = weft(hedge_config(fast.addr, f"127.0.0.1:{slow.port}", "{delay: 30ms}"))
+    port = w.ports["public"]
+    got = timed_gets(port, 20)
+    assert all(s == 200 and b["backend"] == "fast" for s, _, b in got), [(s, b) for s, _, b in got]
+    # Without the hedge, a request that first reached the slow instance
+    # would wait 3 s; the hedge answered it about 30 ms in.
+    assert max(t for _, t, _ in got) < 1.0, [round(t, 3) for _, t, _ in got]
+    attempts = [dict((k.lower(), v) for k, v in b["headers"]).get("x-weft-attempt") for _, _, b in got]
+    hedged = attempts.count("2")
+    assert hedged >= 5 and attempts.count("1") + hedged == 20, attempts
+    assert w.stat("weft_cluster_upstream_rq_hedge_total", cluster="c") == hedged
+    assert w.stat("weft_cluster_upstream_rq_hedge_won_total", cluster="c") == hedged
+    # The slow attempts were cancelled: their connections closed at once
+    # instead of waiting out the 3 s (one pooled connection to the fast
+    # instance stays).
+    assert w.stat("weft_cluster_upstream_cx_active", cluster="c") <= 2
+    assert slow.behave()["requests"] == hedged
+    # A POST is not hedged (it may have done its work): one of two lands on
+    # the slow instance and waits for it.
+    slow.behave(latency="600ms")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    slowest = 0
+    for _ in range(2):
+        t0 = time.monotonic()
+        conn.request("POST", "/sink", body=b"x" * 100)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        slowest = max(slowest, time.monotonic() - t0)
+    assert slowest >= 0.6, slowest
+    assert w.stat("weft_cluster_upstream_rq_hedge_total", cluster="c") == hedged
+
+
+def test_hedges_are_withdrawn_from_the_retry_budget(weft, backends, demos):
+    fast, slow = backends("fast"), demos("slow")
+    slow.behave(latency="300ms")
+    w = weft(hedge_config(fast.addr, f"127.0.0.1:{slow.port}", "{delay: 20ms}",
+                          budget="{percent: 0, min_per_second: 0}"))
+    got = timed_gets(w.ports["public"], 10)
+    assert all(s == 200 for s, _, _ in got)
+    # No budget, no hedge: the requests that reached the slow instance waited for it.
+    assert sum(1 for _, t, _ in got if t >= 0.3) >= 4, [round(t, 3) for _, t, _ in got]
+    assert w.stat("weft_cluster_upstream_rq_hedge_total", cluster="c") == 0
+    assert w.stat("weft_cluster_upstream_rq_hedge_skipped_total", cluster="c") >= 4
+
+
+def test_a_hedge_at_the_instances_p95_follows_what_it_learnt(weft, backends, demos):
+    fast, turning = backends("fast"), demos("turning")
+    w = weft(hedge_config(fast.addr, f"127.0.0.1:{turning.port}", "{delay: p95}"))
+    port = w.ports["public"]
+    # Both fast: each instance's p95 is learnt from its answers.
+    assert all(s == 200 for s, _, _ in timed_gets(port, 80))
+    # One turns slow: what goes to it is hedged at its p95 (a few ms), not
+    # waited for.
+    turning.behave(latency="2s")
+    got = timed_gets(port, 20)
+    assert all(s == 200 and b["backend"] == "fast" for s, _, b in got)
+    assert max(t for _, t, _ in got) < 0.5, [round(t, 3) for _, t, _ in got]
+    assert w.stat("weft_cluster_upstream_rq_hedge_won_total", cluster="c") >= 8
+
+
+def test_a_hedge_the_policy_would_retry_does_not_win(weft, demos):
+    slow, failing = demos("slow"), demos("failing")
+    slow.behave(latency="300ms")
+    failing.behave(errorRate=1.0, errorStatus=503)
+    # No retries, so that each request's first attempt stays where round
+    # robin put it (a retry's pick moves round robin on too).
+    text = hedge_config(f"127.0.0.1:{slow.port}", f"127.0.0.1:{failing.port}", "{delay: 30ms}")
+    w = weft(text.replace("        hedge:", "        retries: 0\n        hedge:", 1))
+    got = timed_gets(w.ports["public"], 8, path="/")
+    # Round robin alternates, and each hedge's pick moves it on as well: a
+    # request that starts at the failing instance gets its 503 (at most the
+    # first), every other starts at the slow one and is hedged to the
+    # failing one. The hedge's 503 is an answer the policy would retry: it
+    # does not win; the slow instance's 200 is waited for.
+    statuses = [s for s, _, _ in got]
+    assert statuses[1:] == [200] * 7 and statuses[0] in (200, 503), got
+    assert all(t >= 0.3 for s, t, _ in got if s == 200), [round(t, 3) for _, t, _ in got]
+    assert w.stat("weft_cluster_upstream_rq_hedge_total", cluster="c") == statuses.count(200)
+    assert w.stat("weft_cluster_upstream_rq_hedge_won_total", cluster="c") == 0
+    assert failing.behave()["requests"] == 8
+
+
+def test_grpc_calls_are_hedged(weft):
+    import grpc_peer as g
+    good, slow = g.start_server(0, name="good"), g.start_server(0, name="slow", head_delay_ms=3000)
+    try:
+        w = weft(grpc_pair_config(good, slow, "        hedge: {delay: 50ms}\n"))
+        target = f"127.0.0.1:{w.ports['public']}"
+        for _ in range(8):
+            t0 = time.monotonic()
+            r = g.unary(target, b"q", timeout=10)
+            assert r["code"] == "OK" and r["response"] == b"good:q", r
+            assert time.monotonic() - t0 < 1.0
+        assert w.stat("weft_cluster_upstream_rq_hedge_won_total", cluster="g") >= 3
+    finally:
+        g.stop_server(good)
+        g.stop_server(slow)
+
+
+def test_a_traffic_policy_hedge_reaches_the_sidecar(server, mesh_proxy, demos):
+    s, apps, up, px = mesh_with_three_reviews(server, mesh_proxy, demos, "{policy: round_robin}",
+                                              "  retries: {hedge: {delay: 40ms}}\n")
+    route = next(r for lst in px.config()["listeners"] for r in lst.get("routes", []) if "reviews" in json.dumps(r))
+    assert route["hedge"] == {"delay_ms": 40}, route
+    shown = s.ctl("get", "trafficpolicy", "reviews", "-o", "json")
+    assert shown.returncode == 0 and '"hedge"' in shown.stdout and "40ms" in shown.stdout, shown.stdout
+    apps[2].behave(latency="2s")
+    got = timed_gets(up, 15, path="/")
+    assert all(st == 200 for st, _, _ in got)
+    assert max(t for _, t, _ in got) < 1.0, [round(t, 3) for _, t, _ in got]
+    assert sidecar_stat(px, "weft_cluster_upstream_rq_hedge_won_total") >= 3

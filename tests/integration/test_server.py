@@ -80,13 +80,17 @@ def test_fields_the_proxy_cannot_honour_are_refused_at_apply(server, tmp_path):
             "spec.retries.perTryTimeout: use more than 0",
         "kind: TrafficPolicy\nmetadata: {name: c}\nspec: {retries: {attempts: 10}}\n":
             "spec.retries.attempts",
+        "kind: TrafficPolicy\nmetadata: {name: d}\nspec: {retries: {hedge: {delay: 0s}}}\n":
+            "spec.retries.hedge.delay: use p95, or a duration of at least 1ms and at most 1h",
+        "kind: TrafficPolicy\nmetadata: {name: f}\nspec: {retries: {hedge: {after: 10ms}}}\n":
+            "spec.retries.hedge",
     }
     for i, (doc, why) in enumerate(cases.items()):
         f = tmp_path / f"m{i}.yaml"
         f.write_text(doc)
         r = s.ctl("apply", "-f", str(f))
         assert r.returncode == 1 and why in r.stderr, (doc, r.stderr)
-    for kind, name in [("TrafficPolicy", "a"), ("TrafficPolicy", "b"), ("TrafficPolicy", "c")]:
+    for kind, name in [("TrafficPolicy", n) for n in "abcdf"]:
         status, _, _ = s.request("GET", f"/v1/config/{kind}/{name}")
         assert status == 404, (kind, name)
     # What it can honour is accepted and reads back as written.

@@ -15,6 +15,7 @@
 #include "proxy/tls.h"
 #include "proxy/upstream/load_balancer.h"
 #include "proxy/upstream/outlier.h"
+#include "proxy/upstream/recent_latency.h"
 #include "proxy/upstream/retry.h"
 
 namespace weft::http2 {
@@ -89,6 +90,19 @@ struct ClusterRuntime {
     Outlier(ep, upstream::OutcomeOf(status), now_ns);
   }
   void Failed(size_t ep, int64_t now_ns);
+  // An attempt on `ep` given up after `elapsed_ns` without an answer,
+  // because another attempt answered first (a hedge): the balancer learns
+  // that `ep` is at least that slow; outlier detection learns nothing.
+  void Abandoned(size_t ep, int64_t elapsed_ns, int64_t now_ns) {
+    if (static_cast<double>(elapsed_ns) > lb.Estimate(ep, now_ns))
+      lb.Observe(ep, elapsed_ns, now_ns);
+  }
+  // The p95 of `ep`'s recent answers in ns (0: too few yet). Tracked from
+  // the first call on, for the clusters a route hedges at p95.
+  int64_t RecentP95Ns(size_t ep) {
+    if (recent_.empty()) recent_.resize(cfg.endpoints.size());
+    return recent_[ep].Quantile(0.95);
+  }
   // For outlier detection only (TCP: a connect, or a failure to).
   void Outlier(size_t ep, upstream::Outcome o, int64_t now_ns) {
     if (outlier) outlier->Record(worker, ep, o, now_ns / 1000000, outlier_counters);
@@ -99,9 +113,10 @@ struct ClusterRuntime {
   size_t PickInService(long exclude, const uint64_t* hash);
   // Slow start: the share of its weight endpoint `ep` has now (1: all).
   double WarmFactor(size_t ep, int64_t now_ms) const;
-  std::vector<int64_t> out_until_;  // per endpoint: ejected until (ms; 0: in service)
-  std::vector<uint8_t> skip_;       // per endpoint: out now (the balancer's mask)
-  uint64_t outlier_gen_ = 0;        // the detector's generation out_until_ is from
+  std::vector<upstream::RecentLatency> recent_;  // per endpoint, once RecentP95Ns asked
+  std::vector<int64_t> out_until_;               // per endpoint: ejected until (ms; 0: in service)
+  std::vector<uint8_t> skip_;                    // per endpoint: out now (the balancer's mask)
+  uint64_t outlier_gen_ = 0;                     // the detector's generation out_until_ is from
   int64_t next_return_ms_ = INT64_MAX;
   bool any_out_ = false, panic_ = false;
   // Slow start: when each endpoint joined (worker clock, ms; 0: with the

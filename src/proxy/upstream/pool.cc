@@ -185,6 +185,7 @@ void ClusterRuntime::Answered(size_t ep, int status, int64_t rtt_ns, int64_t now
     lb.ObserveFailure(ep, now_ns);
   } else {
     lb.Observe(ep, rtt_ns, now_ns);
+    if (!recent_.empty()) recent_[ep].Add(rtt_ns);
   }
   if (!outcome_later) Outlier(ep, upstream::OutcomeOf(status), now_ns);
 }

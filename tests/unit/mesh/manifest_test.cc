@@ -137,6 +137,31 @@ TEST(Manifest, RateLimitsOnTrafficPoliciesAndRouteRules) {
   EXPECT_NE(e.find("spec.rules[0].rateLimit.perCaller"), std::string::npos) << e;
 }
 
+TEST(Manifest, HedgesTakeADelayOrP95AndReadBack) {
+  auto r = ParseManifests(
+      "kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {hedge: {delay: 25ms}}}\n"
+      "---\nkind: TrafficPolicy\nmetadata: {name: b}\nspec: {retries: {hedge: {delay: p95}}}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& a = std::get<TrafficPolicySpec>(r.value()[0].spec).retries.hedge;
+  const auto& b = std::get<TrafficPolicySpec>(r.value()[1].spec).retries.hedge;
+  EXPECT_EQ(a.delay_ms, 25);
+  EXPECT_FALSE(a.p95);
+  EXPECT_TRUE(b.p95);
+  EXPECT_EQ(b.delay_ms, 0);
+  for (const auto& m : r.value()) {
+    auto back = FromJson(ToJson(m));
+    ASSERT_TRUE(back.ok()) << back.status().message();
+    EXPECT_EQ(ToJson(back.value()), ToJson(m));
+  }
+  for (const char* bad : {"{delay: 0ms}", "{delay: 2h}", "{delay: p99}", "{}", "25ms", "{delay: 1ms, x: 1}"}) {
+    auto e = ParseManifests(std::string("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {hedge: ") +
+                            bad + "}}\n");
+    ASSERT_FALSE(e.ok()) << bad;
+    EXPECT_NE(e.status().message().find("spec.retries.hedge"), std::string::npos)
+        << bad << ": " << e.status().message();
+  }
+}
+
 TEST(Manifest, RouteRulesHaveTheirOwnTimeoutAndRetries) {
   auto r = ParseManifests(
       "kind: Route\nmetadata: {name: a}\nspec:\n  service: a\n  rules:\n"

@@ -378,6 +378,24 @@ TEST(Config, RouteMirrorNamesAClusterAndAShare) {
             std::string::npos);
 }
 
+TEST(Config, RouteHedgeTakesADelayOrP95) {
+  std::string err;
+  auto cfg = ParseConfig(RouteWith("        hedge: {delay: 30ms}\n"), "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].hedge.delay_ms, 30);
+  cfg = ParseConfig(RouteWith("        hedge: {delay: p95}\n"), "t", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_TRUE(cfg->listeners[0].routes[0].hedge.p95);
+  EXPECT_FALSE(ParseConfig(RouteWith(""), "t", &err)->listeners[0].routes[0].hedge.any());
+  EXPECT_NE(Error(RouteWith("        hedge: {delay: 0ms}\n"))
+                .find("routes[0].hedge.delay: use p95, or a duration of at least 1ms"),
+            std::string::npos);
+  EXPECT_NE(Error(RouteWith("        hedge: {}\n")).find("routes[0].hedge.delay: required"),
+            std::string::npos);
+  EXPECT_NE(Error(RouteWith("        hedge: {delay: 5ms, max: 2}\n")).find("hedge.max"),
+            std::string::npos);
+}
+
 TEST(Config, RouteRateLimitIsReadOrRefusedByName) {
   const std::string head =
       "listeners:\n  - name: l\n    address: 127.0.0.1:1\n    routes:\n      - cluster: c\n";

@@ -162,6 +162,22 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
               r->mutable_retry()->set_per_try_timeout_ms(-1);
             })).find("per_try_timeout_ms: -1 is not 0 to 3600000"),
             std::string::npos);
+  // Hedging: a delay or p95, honoured; both at once, or out of range, refused.
+  cfg = ConfigFromResources(ProxyConfig{}, RouteState([](pb::Route* r) {
+                              r->mutable_retry()->set_hedge_delay_ms(40);
+                            }),
+                            &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->listeners[0].routes[0].hedge.delay_ms, 40);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_retry()->set_hedge_delay_ms(40);
+              r->mutable_retry()->set_hedge_p95(true);
+            })).find("hedge: a delay or p95, not both"),
+            std::string::npos);
+  EXPECT_NE(Nack(RouteState([](pb::Route* r) {
+              r->mutable_retry()->set_hedge_delay_ms(3600001);
+            })).find("hedge_delay_ms: 3600001 is not 0 to 3600000"),
+            std::string::npos);
   // gRPC statuses are honoured; a name this proxy does not know is refused.
   cfg = ConfigFromResources(ProxyConfig{}, RouteState([](pb::Route* r) {
                               r->mutable_retry()->add_on("unavailable");

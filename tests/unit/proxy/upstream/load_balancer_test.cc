@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "base/time.h"
+#include "proxy/upstream/recent_latency.h"
 
 namespace weft::proxy::upstream {
 namespace {
@@ -255,6 +256,31 @@ TEST(ConsistentHash, AnEndpointToAvoidPassesItsKeysOnAndGetsThemBack) {
     for (int i = 0; i < 5000; ++i) c[lb.Pick(active)]++;
     for (int e = 0; e < 5; ++e) EXPECT_GT(c[e], 600) << LbPolicyName(p);
   }
+}
+
+TEST(RecentLatency, BucketsCoverEveryValueWithinAQuarter) {
+  for (uint64_t us : {0ull, 1ull, 3ull, 4ull, 7ull, 8ull, 9ull, 1000ull, 123456ull, 100000000ull}) {
+    const int b = RecentLatency::Bucket(us);
+    EXPECT_LT(us, RecentLatency::UpperUs(b)) << us;
+    if (b > 0) EXPECT_GE(us, RecentLatency::UpperUs(b - 1)) << us;
+    EXPECT_LE(static_cast<double>(RecentLatency::UpperUs(b)), 1.25 * static_cast<double>(us) + 1) << us;
+  }
+}
+
+TEST(RecentLatency, P95NeedsEnoughAnswersThenFollowsChange) {
+  RecentLatency r;
+  for (int i = 0; i < 19; ++i) r.Add(1'000'000);
+  EXPECT_EQ(r.Quantile(0.95), 0) << "too few answers to say";
+  // 90 answers at 1 ms and 10 at 20 ms: the p95 is in the slow tail.
+  for (int i = 0; i < 71; ++i) r.Add(1'000'000);
+  for (int i = 0; i < 10; ++i) r.Add(20'000'000);
+  const int64_t p95 = r.Quantile(0.95);
+  EXPECT_GE(p95, 20'000'000);
+  EXPECT_LE(p95, 25'000'000);
+  EXPECT_LE(r.Quantile(0.5), 1'250'000);
+  // The endpoint turns fast for good: old answers are halved away.
+  for (int i = 0; i < 4 * static_cast<int>(RecentLatency::kHalfLife); ++i) r.Add(2'000'000);
+  EXPECT_LE(r.Quantile(0.95), 2'500'000);
 }
 
 }  // namespace

@@ -1,0 +1,139 @@
+#include "proxy/hedge.h"
+
+#include <span>
+
+#include "base/log.h"
+#include "base/time.h"
+#include "http/grpc.h"
+#include "proxy/upstream/cluster.h"
+
+namespace weft::proxy {
+
+HedgeCall::HedgeCall(Worker* w, HedgeOwner* owner)
+    : w_(w), owner_(owner), timer_(w->io()), done_(w->io()) {
+  done_.expires_at(asio::steady_timer::time_point::max());
+  w_->Track(this);
+}
+
+HedgeCall::~HedgeCall() {
+  up_.reset();  // its connection goes back before the cluster might
+  w_->Untrack(this);
+}
+
+void HedgeCall::Arm(int64_t delay_us) {
+  timer_.expires_after(std::chrono::microseconds(delay_us));
+  timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    if (!ec && self->owner_ && self->state_ == State::kArmed) self->owner_->OnHedgeDelay();
+  });
+}
+
+void HedgeCall::Send(std::shared_ptr<WorkerState> state, std::shared_ptr<ClusterRuntime> cr,
+                     size_t ep, const http::RequestHeaders& req, std::string_view authority,
+                     std::string_view body, int64_t deadline_ms, const http1::Limits& limits,
+                     int attempt, size_t attempt_field, size_t grpc_timeout_field,
+                     std::string_view grpc_timeout) {
+  up_ = std::make_unique<upstream::PoolUpstream>(w_);  // only once sent: arming stays cheap
+  state_keep_ = std::move(state);
+  cr_ = std::move(cr);
+  ep_ = ep;
+  deadline_at_ = deadline_ms;
+  limits_ = limits;
+  copy_.Assign(req, authority, {}, body);
+  if (copy_.head.authority.empty()) copy_.head.authority = cr_->cfg.endpoints[ep].address.text;
+  attempt_text_[0] = static_cast<char>('0' + std::min(attempt, 9));
+  if (attempt_field < copy_.head.fields.size())
+    copy_.head.fields[attempt_field].value = std::string_view(attempt_text_, 1);
+  if (grpc_timeout_field > 0 && grpc_timeout_field < copy_.head.fields.size()) {
+    grpc_timeout_.assign(grpc_timeout);
+    copy_.head.fields[grpc_timeout_field].value = grpc_timeout_;
+  }
+  state_ = State::kRunning;
+  ++cr_->retries_active;  // a circuit breaker's "retries in flight"
+  asio::co_spawn(w_->io(), Run(shared_from_this()), asio::detached);
+}
+
+asio::awaitable<void> HedgeCall::Run(std::shared_ptr<HedgeCall> self) { co_await self->Attempt(); }
+
+asio::awaitable<void> HedgeCall::Attempt() {
+  bool ok = up_->TakePooled(cr_, ep_, limits_, &lease_);
+  if (!ok && !dropped_)
+    ok = co_await up_->Acquire(cr_, ep_, limits_, this, &timed_out_, &lease_, &err_);
+  started_ns_ = MonoNanos();
+  http::ResponseHeaders* h = nullptr;
+  if (ok && !dropped_ && !timed_out_) {
+    deadline_ms = deadline_at_;
+    http::ClientStream& us = *lease_.stream;
+    ok = co_await us.SendHeaders(copy_.head, !copy_.head.has_body());
+    if (ok && copy_.head.has_body()) {
+      view_[0] = copy_.body;
+      ok = co_await us.SendBody(std::span<const std::string_view>(view_, 1), true, nullptr);
+    }
+    while (ok) {
+      h = co_await us.ReadHeaders(&herr_);
+      if (h == nullptr || !h->interim()) break;
+    }
+  }
+  deadline_ms = kNever;
+  const int64_t now = MonoNanos();
+  if (h != nullptr && !dropped_) {
+    if (owner_ && owner_->OnHedgeAnswer(*h)) {
+      // It won: the owner adopts this upstream and tells the balancer.
+      resp_ = h;
+      Finish(State::kAnswered);
+      co_return;
+    }
+    // An answer the policy would retry: it counts, and goes.
+    const bool trailers_only = h->body == http::BodyKind::kNone;
+    const int code = trailers_only ? http::grpc::StatusOf(h->fields) : -1;
+    cr_->Answered(ep_, code > 0 ? http::grpc::HttpStatusForCode(code) : h->status,
+                  now - started_ns_, now);
+  } else if (dropped_) {
+    // The owner's attempt answered first: this one was only slower.
+    if (ok || h != nullptr) cr_->Abandoned(ep_, now - started_ns_, now);
+  } else {
+    cr_->Failed(ep_, now);
+    LOG_DEBUG("hedge to cluster {}: {}", cr_->cfg.name,
+              timed_out_     ? std::string("timed out")
+              : err_.empty() ? std::string("no answer")
+                             : err_);
+  }
+  up_->Release(false);
+  Finish(State::kFailed);
+}
+
+void HedgeCall::Finish(State s) {
+  state_ = s;
+  --cr_->retries_active;
+  done_.cancel();
+}
+
+void HedgeCall::Drop() {
+  owner_ = nullptr;
+  timer_.cancel();
+  if (state_ == State::kRunning) {
+    dropped_ = true;
+    up_->Cancel();
+  } else if (state_ == State::kAnswered) {
+    // Both answered at once and the owner kept its own: this stream is reset.
+    const int64_t now = MonoNanos();
+    cr_->Answered(ep_, resp_->status, now - started_ns_, now);
+    up_->Release(false);
+    state_ = State::kFailed;
+  }
+}
+
+void HedgeCall::Cancel() {
+  timer_.cancel();
+  if (state_ == State::kRunning) {
+    timed_out_ = true;
+    up_->Cancel();
+  }
+}
+
+void HedgeCall::OnDeadline() {
+  deadline_ms = kNever;
+  timed_out_ = true;
+  if (up_) up_->Cancel();
+}
+
+}  // namespace weft::proxy
