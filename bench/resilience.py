@@ -7,7 +7,9 @@ run. Scenarios:
 - slow: one of them turned to +200 ms (its admin port, mid-run);
 - failing: one answers 50 % 503;
 - cluster down: all three answer 100 % 503 (how many requests reach the
-  backends per client request: retry amplification).
+  backends per client request: retry amplification);
+- tail: every instance gives 3 % of its requests +100 ms (a latency tail no
+  balancer can steer around), with weft's hedging at p95 as an extra row.
 
 Each proxy runs with the configuration its users would write for this:
 weft with its defaults (ewma balancing, default retries); HAProxy with
@@ -55,10 +57,11 @@ class Demo:
         self.p.wait()
 
 
-def weft_proxy(weft_bin, tmp, port, backends, plain_retries=False, protocol="http1"):
+def weft_proxy(weft_bin, tmp, port, backends, plain_retries=False, protocol="http1", hedge=None):
     """weft with its defaults; `plain_retries`: 3 retries on any 5xx with
     the budget opened all the way (what a retry policy without a budget does);
-    `protocol: http2` for gRPC backends."""
+    `protocol: http2` for gRPC backends; `hedge`: the route's hedge delay
+    (a duration, or p95)."""
     conf = os.path.join(tmp, f"weft-{protocol}.yaml")
     eps = ", ".join(f"127.0.0.1:{b}" for b in backends)
     route = "{match: {prefix: /}, cluster: be}"
@@ -66,6 +69,8 @@ def weft_proxy(weft_bin, tmp, port, backends, plain_retries=False, protocol="htt
     if plain_retries:
         route = "{match: {prefix: /}, cluster: be, retries: 3, retry_on: [5xx]}"
         budget = "    retry_budget: {percent: 100, min_per_second: 10000}\n"
+    if hedge:
+        route = f"{{match: {{prefix: /}}, cluster: be, hedge: {{delay: {hedge}}}}}"
     with open(conf, "w") as f:
         f.write(f"""workers: 1
 listeners:
@@ -257,6 +262,7 @@ def main():
         "slow": lambda d: d[2].behave(latency="202ms"),
         "failing": lambda d: d[2].behave(errorRate=0.5, errorStatus=503),
         "cluster down": lambda d: [x.behave(errorRate=1.0, errorStatus=503) for x in d],
+        "tail": lambda d: [x.behave(tail="100ms", tailRate=0.03) for x in d],
     }
     results = {}
     tmp = tempfile.mkdtemp(prefix="weft-bench-res-")
@@ -266,12 +272,15 @@ def main():
         order = names[k % 3:] + names[:k % 3]
         if scen == "cluster down":
             order.append("weft, 3 retries, no budget")
+        if scen == "tail":
+            order.append("weft, hedge at p95")
         for name in order:
             demos = [Demo(a.weft, f"r{i}") for i in range(3)]
             port = common.free_port()
             backends = [d.port for d in demos]
             proxy = {"weft": lambda: weft_proxy(a.weft, tmp, port, backends),
                      "weft, 3 retries, no budget": lambda: weft_proxy(a.weft, tmp, port, backends, True),
+                     "weft, hedge at p95": lambda: weft_proxy(a.weft, tmp, port, backends, hedge="p95"),
                      "haproxy": lambda: haproxy(tmp, port, backends),
                      "nginx": lambda: nginx(tmp, port, backends)}[name]()
             try:
@@ -312,13 +321,19 @@ def write(a, results):
              "|---|---|---|---|---|---|"]
     for (scen, name), r in sorted(results.items(), key=lambda kv: (list(dict.fromkeys(
             s for s, _ in results)).index(kv[0][0]),
-            ["weft", "haproxy", "nginx", "weft, 3 retries, no budget"].index(kv[0][1]))):
+            ["weft", "haproxy", "nginx", "weft, 3 retries, no budget", "weft, hedge at p95"].index(kv[0][1]))):
         amp = "-" if r["amplification"] != r["amplification"] else f"{r['amplification']:.2f}"  # NaN: not measured
         lines.append(f"| {scen} | {name} | {r['success'] * 100:.2f}% | {r['p50']:.1f} | {r['p99']:.1f} | {amp} |")
     if ("slow", "weft") in results and ("healthy", "weft") in results:
         lines += ["", f"weft p99 with the slow instance / healthy: "
                       f"{results[('slow', 'weft')]['p99'] / max(results[('healthy', 'weft')]['p99'], 1e-9):.2f}x "
                       "(target 1.5x)."]
+    if ("tail", "weft, hedge at p95") in results and ("tail", "weft") in results:
+        h, d = results[("tail", "weft, hedge at p95")], results[("tail", "weft")]
+        lines += ["", f"Tail (every instance 3 % at +100 ms): weft's p99 {d['p99']:.1f} ms with its defaults, "
+                      f"{h['p99']:.1f} ms with `hedge: {{delay: p95}}` on the route, for "
+                      f"{(h['amplification'] - 1) * 100:.1f} % more requests at the backends (hedges come out of "
+                      "the retry budget: at most 20 % more). HAProxy and nginx have no hedging."]
     if ("gRPC slow", "weft") in results and ("gRPC healthy", "weft") in results:
         lines += ["", f"gRPC: weft p99 with the slow instance / healthy: "
                       f"{results[('gRPC slow', 'weft')]['p99'] / max(results[('gRPC healthy', 'weft')]['p99'], 1e-9):.2f}x "

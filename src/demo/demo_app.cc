@@ -106,6 +106,10 @@ class App {
         opts_.latency_ms +
         (opts_.jitter_ms > 0
              ? static_cast<int64_t>(rng_.Below(static_cast<uint64_t>(opts_.jitter_ms)))
+             : 0) +
+        (opts_.tail_rate > 0 &&
+                 static_cast<double>(rng_.Below(1000000)) < opts_.tail_rate * 1000000.0
+             ? opts_.tail_ms
              : 0);
     if (wait > 0) {
       auto ex = co_await asio::this_coro::executor;
@@ -145,7 +149,8 @@ class App {
   }
 
   // The admin listener: GET /behaviour shows, PUT /behaviour (JSON: any of
-  // latency, jitter as durations, errorRate 0..1, errorStatus 500..599)
+  // latency, jitter, tail as durations, tailRate and errorRate 0..1,
+  // errorStatus 500..599)
   // changes what the app does from the next request on. Both answer with
   // the behaviour and the requests served so far.
   asio::awaitable<http::Response> Admin(http::Request& r) {
@@ -155,11 +160,17 @@ class App {
       if (!in.is_object()) co_return http::Response::Text(400, "expected a JSON object\n");
       DemoOptions next = opts_;
       for (const auto& [key, v] : in.items()) {
-        if (key == "latency" || key == "jitter") {
+        if (key == "latency" || key == "jitter" || key == "tail") {
           auto ms = v.is_string() ? ParseDurationMs(v.get<std::string>()) : std::nullopt;
           if (!ms || *ms < 0 || *ms > 600000)
             co_return http::Response::Text(400, key + ": a duration such as \"200ms\"\n");
-          (key == "latency" ? next.latency_ms : next.jitter_ms) = *ms;
+          (key == "latency"  ? next.latency_ms
+           : key == "jitter" ? next.jitter_ms
+                             : next.tail_ms) = *ms;
+        } else if (key == "tailRate") {
+          if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1)
+            co_return http::Response::Text(400, "tailRate: a number from 0 to 1\n");
+          next.tail_rate = v.get<double>();
         } else if (key == "errorRate") {
           if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1)
             co_return http::Response::Text(400, "errorRate: a number from 0 to 1\n");
@@ -180,6 +191,8 @@ class App {
     }
     co_return http::Response::Json(200, json{{"latency", std::to_string(opts_.latency_ms) + "ms"},
                                              {"jitter", std::to_string(opts_.jitter_ms) + "ms"},
+                                             {"tail", std::to_string(opts_.tail_ms) + "ms"},
+                                             {"tailRate", opts_.tail_rate},
                                              {"errorRate", opts_.error_rate},
                                              {"errorStatus", opts_.error_status},
                                              {"requests", requests_}}

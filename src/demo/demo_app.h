@@ -17,10 +17,14 @@ struct DemoOptions {
   std::string listen = "127.0.0.1:8080";
   int64_t latency_ms = 0;  // before answering
   int64_t jitter_ms = 0;   // plus uniform [0, jitter)
+  // A latency tail: a share of requests (tail_rate, 0..1) take tail_ms more
+  // (as an instance does now and then: a pause, a cold cache).
+  double tail_rate = 0;
+  int64_t tail_ms = 0;
   double error_rate = 0;   // share of requests answered with error_status
   int error_status = 500;  // 500..599
   // A second listener (off when empty) where GET/PUT /behaviour reads and
-  // changes latency, jitter, error rate and status while the app runs (a
+  // changes latency, jitter, tail, error rate and status while the app runs (a
   // test turns an instance slow or failing mid-run). Apart from the
   // served port, so callers through the mesh cannot reach it.
   std::string admin;

@@ -754,8 +754,10 @@ def test_zone_aware_balancing_keeps_requests_in_the_callers_zone(server, mesh_pr
 def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
     d = demos("a")
     assert d.behave(latency="5ms", errorRate=0.5, errorStatus=503) == \
-        {"latency": "5ms", "jitter": "0ms", "errorRate": 0.5, "errorStatus": 503, "requests": 0}
-    for bad in ({"latency": "soon"}, {"errorRate": 2}, {"errorStatus": 404}, {"color": "red"}):
+        {"latency": "5ms", "jitter": "0ms", "tail": "0ms", "tailRate": 0, "errorRate": 0.5, "errorStatus": 503,
+         "requests": 0}
+    for bad in ({"latency": "soon"}, {"errorRate": 2}, {"errorStatus": 404}, {"color": "red"}, {"tailRate": -1},
+                {"tail": 5}):
         req = urllib.request.Request(f"http://{d.admin}/behaviour", data=json.dumps(bad).encode(), method="PUT")
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=5)
@@ -770,6 +772,15 @@ def test_demo_app_behaviour_admin_validates_what_it_is_given(demos):
             statuses.append(e.code)
     assert set(statuses) == {200, 503} and 60 < statuses.count(503) < 140, statuses.count(503)
     assert d.behave()["requests"] == 200  # counted at the backend
+    # A latency tail: a share of the requests take longer.
+    d.behave(latency="0ms", errorRate=0, tail="150ms", tailRate=0.25)
+    took = []
+    for _ in range(80):
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/", timeout=5) as r:
+            r.read()
+        took.append(time.monotonic() - t0)
+    assert 5 <= sum(1 for t in took if t >= 0.15) <= 40, sorted(took)
 
 
 def grpc_pair_config(good, bad, route_extra="", outlier="{enabled: false}"):
