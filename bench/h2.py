@@ -390,6 +390,73 @@ def bench_grpc(a, tmp, kind):
     return rows, server_us
 
 
+# ---- 1b. the default balancer with several endpoints ----
+
+def bench_grpc_lb(a, tmp):
+    """gRPC unary through weft to three nghttp2 echo servers, the default
+    balancer (ewma) against round robin, in interleaved rounds (`--only lb`;
+    issue: the new default must not cost more than 3 %)."""
+    print("gRPC unary through weft to three endpoints: ewma against round_robin", flush=True)
+    servers = [grpc_server(a, a.load_cpus, "nghttp2") for _ in range(3)]
+    data = os.path.join(tmp, "grpc.msg")
+    with open(data, "wb") as f:
+        f.write(grpc_message(b"x" * a.payload))
+
+    def make(lb):
+        def start_weft(port):
+            conf = os.path.join(tmp, f"weft-lb-{lb}.yaml")
+            eps = ", ".join(f"127.0.0.1:{p}" for _, p in servers)
+            open(conf, "w").write(f"""workers: 1
+listeners:
+  - name: bench
+    address: 127.0.0.1:{port}
+    routes: [{{match: {{prefix: /}}, cluster: be}}]
+clusters:
+  - name: be
+    protocol: http2
+    lb: {lb}
+    endpoints: [{eps}]
+""")
+            return start([a.weft, "proxy", "--config", conf, "--log-level", "warn"], a.proxy_cpus)
+        return start_weft
+
+    try:
+        for _, p in servers:
+            common.wait_port(p)
+        rows = run_table(a, [("weft, ewma (the default)", make("ewma")),
+                             ("weft, round_robin", make("round_robin"))], GRPC_PATH, data, True, check=grpc_check)
+    finally:
+        for s, _ in servers:
+            s.stop()
+    return rows
+
+
+def write_lb(a, rows):
+    """Replaces the balancer section of the results file (the rest stays)."""
+    head = "## gRPC with three endpoints: the default balancer against round robin"
+    lines = [head, "",
+             f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+             f"`/usr/bin/python3 bench/h2.py --weft build/weft --build build --only lb --rounds {a.rounds}` ({a.rounds} interleaved rounds of "
+             f"{a.duration} s, h2load {a.clients} connections x {a.streams} streams, gRPC unary with "
+             f"{a.payload}-byte messages, three libnghttp2 echo servers on core 1, weft on core 0, one worker).", "",
+             "| balancer | requests/s (median) | CPU µs per request (median) | errors | rounds (requests/s) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['cpu_us']:.2f} | {r['errors']} | "
+                     + ", ".join(f"{x['rps']:.0f}" for x in r["runs"]) + " |")
+    ewma, rr = rows[0], rows[1]
+    lines += ["", f"ewma / round_robin: {ewma['rps'] / max(rr['rps'], 1):.3f}x requests/s, "
+                  f"{ewma['cpu_us'] / max(rr['cpu_us'], 1e-9):.3f}x CPU per request (target: no worse than 3 %)."]
+    old = open(a.out).read() if os.path.exists(a.out) else ""
+    if head in old:
+        start_at = old.index(head)
+        nxt = old.find("\n## ", start_at + len(head))
+        old = old[:start_at].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt >= 0 else "")
+    with open(a.out, "w") as f:
+        f.write(old.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 # ---- 2. HTTP/2 to HTTP/1.1 and HTTP/2 end to end ----
 
 def bench_h2(a, tmp):
@@ -1047,6 +1114,13 @@ def write_results(a, grpc_runs, to_h1, to_h2, mesh, mem):
                          f"{r['after'][0] / 1024:.1f} |")
         lines.append("")
     lines += ["Ratios: req/s > 1 and CPU/req < 1 mean weft is ahead.", ""]
+    # The balancer comparison (--only lb) is run apart: its section stays.
+    head = "## gRPC with three endpoints: the default balancer against round robin"
+    old = open(a.out).read() if os.path.exists(a.out) else ""
+    if head in old:
+        start_at = old.index(head)
+        nxt = old.find("\n## ", start_at + len(head))
+        lines += [""] + old[start_at:nxt if nxt >= 0 else len(old)].rstrip("\n").split("\n")
     common.write_with_notes(lines, a.out, os.path.join(HERE, "NOTES-h2.md"))
 
 
@@ -1066,7 +1140,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (h2load tables and the mesh path)")
     ap.add_argument("--streams-total", type=int, default=10000)
     ap.add_argument("--idle-conns", type=int, default=1000)
-    ap.add_argument("--only", default="grpc,h2,mesh,memory")
+    ap.add_argument("--only", default="grpc,h2,mesh,memory",
+                    help="sections, comma-separated; or lb alone (ewma against round robin, three endpoints)")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS-h2.md"))
     a = ap.parse_args()
     a.grpc_server = os.path.join(a.build, "bench", "weft_grpc_echo_server")
@@ -1079,6 +1154,11 @@ def main():
     a.proxy_cpus = os.environ.get("PIN_PROXY", "0") if pin else None
     a.load_cpus = os.environ.get("PIN_LOAD", "1") if pin else None
     only = set(a.only.split(","))
+    if only == {"lb"}:
+        with tempfile.TemporaryDirectory(prefix="weft-h2-bench-") as tmp:
+            os.chmod(tmp, 0o755)
+            write_lb(a, bench_grpc_lb(a, tmp))
+        return
     grpc_runs = {}
     to_h1 = to_h2 = mesh = mem = None
     t0 = time.time()
