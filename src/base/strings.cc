@@ -33,6 +33,14 @@ std::optional<int64_t> ParseDurationMs(std::string_view s) {
   return std::nullopt;
 }
 
+size_t FindControlChar(std::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) return i;
+  }
+  return std::string_view::npos;
+}
+
 bool IsValidUtf8(std::string_view s, size_t* bad_at) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const size_t n = s.size();

@@ -112,6 +112,11 @@ std::optional<uint64_t> ParseDecimal(std::string_view s);
 // U+10FFFF). Otherwise *bad_at is the offset of the first bad byte.
 bool IsValidUtf8(std::string_view s, size_t* bad_at);
 
+// The offset of the first ASCII control character other than tab, line
+// feed and carriage return (YAML allows printable characters only), or
+// npos when there is none.
+size_t FindControlChar(std::string_view s);
+
 // How deeply `{` and `[` nest in a JSON (or YAML flow) text, outside
 // double-quoted strings: parsers and the code that walks their trees recurse
 // once per level, so outside input is checked against kMaxJsonDepth first.

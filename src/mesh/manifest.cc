@@ -561,6 +561,14 @@ Result<std::vector<Manifest>> ParseManifests(const std::string& text) {
         StatusCode::kInvalidArgument,
         fmt::format("manifest error: not valid UTF-8 (byte {}): manifests are UTF-8 text", bad));
   }
+  // YAML allows printable characters only; a control character (a NUL in a
+  // scalar, say) comes out of the YAML reader as something else.
+  if (const size_t ctl = FindControlChar(text); ctl != std::string::npos) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("manifest error: control character 0x{:02x} at byte {}: manifests "
+                              "are printable text",
+                              static_cast<unsigned char>(text[ctl]), ctl));
+  }
   std::vector<YAML::Node> docs;
   try {
     docs = yaml::LoadAll(text, kMaxDocuments);

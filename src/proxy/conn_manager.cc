@@ -795,8 +795,8 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     } else {
       SetDeadline(timeout_ms);
     }
-    if (x.route->hedge.any() && retry.attempts() == 1 && method_replayable_)
-      ArmHedge(c, *x.route, x.cluster_index);
+    if (x.route->hedge.any() && retry.attempts() == 1 && method_replayable_ && req.upgrade.empty())
+      ArmHedge(c, *x.route, x.cluster_index);  // (an upgrade would open two sessions)
     for (;;) {
       http::HeadError& herr = herr_;
       herr = {};
@@ -807,8 +807,13 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
           (h == nullptr || hedge_->state() == HedgeCall::State::kAnswered ||
            (!h->interim() && WouldRetry(*h)))) {
         // This attempt failed, gave way to the hedge's answer, or has one
-        // the policy would retry: the hedge's outcome decides.
+        // the policy would retry: the hedge's outcome decides. What this
+        // attempt came to on its own still counts for its endpoint (taken
+        // now: its stream goes while the hedge is adopted).
         first_released_ = false;
+        first_gave_way_ = hedge_->state() == HedgeCall::State::kAnswered;
+        first_status_ = h != nullptr ? HedgeCall::OutcomeStatus(*h) : 0;
+        first_failed_ = h == nullptr && (!lease.reused || herr.bytes_received || timed_out_);
         while (asio::steady_timer* t = HedgeWait(s)) co_await t->async_wait(kNoThrow);
         if (hedge_->state() == HedgeCall::State::kAnswered) {
           h = AdoptHedge(cr, &ep);
@@ -1158,7 +1163,7 @@ bool HttpConnectionManager::ActiveStream::WouldRetry(const http::ResponseHeaders
 
 bool HttpConnectionManager::ActiveStream::OnHedgeAnswer(const http::ResponseHeaders& h) {
   if (WouldRetry(h)) return false;
-  up_->Cancel();  // the first attempt gives way: its wait ends
+  up_->Abort();  // the first attempt gives way: its wait ends, and any read after
   return true;
 }
 
@@ -1179,7 +1184,13 @@ asio::steady_timer* HttpConnectionManager::ActiveStream::HedgeWait(http::ServerS
 http::ResponseHeaders* HttpConnectionManager::ActiveStream::AdoptHedge(ClusterRuntime& cr,
                                                                        size_t* ep) {
   const int64_t now = MonoNanos();
-  cr.Abandoned(*ep, now - attempt_ns_, now);
+  if (first_gave_way_) {
+    cr.Abandoned(*ep, now - attempt_ns_, now);  // stopped for the hedge: only slower than this
+  } else if (first_status_ > 0) {
+    cr.Answered(*ep, first_status_, now - attempt_ns_, now);
+  } else if (first_failed_) {
+    cr.Failed(*ep, now);
+  }
   std::swap(up_, hedge_->upstream());  // the hedge keeps the first attempt's, released
   lease_ = hedge_->lease();
   *ep = hedge_->endpoint();

@@ -216,6 +216,11 @@ class HttpConnectionManager : public Deadline,
     const Ctx* hedge_ctx_ = nullptr;
     size_t hedge_cluster_ = 0;
     bool first_released_ = false;
+    // The first attempt's own outcome, for its endpoint when the hedge is
+    // adopted: it gave way to the hedge (was stopped), answered
+    // first_status_ (one the policy would retry), or failed.
+    bool first_gave_way_ = false, first_failed_ = false;
+    int first_status_ = 0;
     int hedged_ = 0;  // hedges sent for this request (0 or 1: they count as attempts)
     // Arms a hedge for the attempt on lease_.endpoint, when the route hedges
     // and the request may be sent twice.

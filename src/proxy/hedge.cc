@@ -54,28 +54,47 @@ void HedgeCall::Send(std::shared_ptr<WorkerState> state, std::shared_ptr<Cluster
 
 asio::awaitable<void> HedgeCall::Run(std::shared_ptr<HedgeCall> self) { co_await self->Attempt(); }
 
+int HedgeCall::OutcomeStatus(const http::ResponseHeaders& h) {
+  const int code = h.body == http::BodyKind::kNone ? http::grpc::StatusOf(h.fields) : -1;
+  return code > 0 ? http::grpc::HttpStatusForCode(code) : h.status;
+}
+
 asio::awaitable<void> HedgeCall::Attempt() {
-  bool ok = up_->TakePooled(cr_, ep_, limits_, &lease_);
-  if (!ok && !dropped_)
+  // Every step checks whether the owner is done with it (dropped_), gave it
+  // up (given_up_) or its connect timed out: a cancel that lands between two
+  // reads is not lost.
+  auto live = [this] { return !dropped_ && !given_up_ && !timed_out_; };
+  bool ok = live() && up_->TakePooled(cr_, ep_, limits_, &lease_);
+  if (!ok && live()) {
+    // Within the circuit breakers' view, as the exchange's own attempts.
+    const bool opens = !cr_->speaks_h2[ep_];
+    ++cr_->rq_pending;
+    cr_->cx_opening += opens;
     ok = co_await up_->Acquire(cr_, ep_, limits_, this, &timed_out_, &lease_, &err_);
+    cr_->cx_opening -= opens;
+    --cr_->rq_pending;
+  }
   started_ns_ = MonoNanos();
   http::ResponseHeaders* h = nullptr;
-  if (ok && !dropped_ && !timed_out_) {
+  ok = ok && live();
+  if (ok) {
+    connected_ = true;  // from here its deadline is the owner's: given up, not failed
     deadline_ms = deadline_at_;
     http::ClientStream& us = *lease_.stream;
     ok = co_await us.SendHeaders(copy_.head, !copy_.head.has_body());
-    if (ok && copy_.head.has_body()) {
+    if (ok && live() && copy_.head.has_body()) {
       view_[0] = copy_.body;
       ok = co_await us.SendBody(std::span<const std::string_view>(view_, 1), true, nullptr);
     }
-    while (ok) {
+    while (ok && live()) {
       h = co_await us.ReadHeaders(&herr_);
       if (h == nullptr || !h->interim()) break;
     }
+    if (!live()) h = nullptr;
   }
   deadline_ms = kNever;
   const int64_t now = MonoNanos();
-  if (h != nullptr && !dropped_) {
+  if (h != nullptr) {
     if (owner_ && owner_->OnHedgeAnswer(*h)) {
       // It won: the owner adopts this upstream and tells the balancer.
       resp_ = h;
@@ -83,19 +102,15 @@ asio::awaitable<void> HedgeCall::Attempt() {
       co_return;
     }
     // An answer the policy would retry: it counts, and goes.
-    const bool trailers_only = h->body == http::BodyKind::kNone;
-    const int code = trailers_only ? http::grpc::StatusOf(h->fields) : -1;
-    cr_->Answered(ep_, code > 0 ? http::grpc::HttpStatusForCode(code) : h->status,
-                  now - started_ns_, now);
-  } else if (dropped_) {
-    // The owner's attempt answered first: this one was only slower.
-    if (ok || h != nullptr) cr_->Abandoned(ep_, now - started_ns_, now);
+    cr_->Answered(ep_, OutcomeStatus(*h), now - started_ns_, now);
+  } else if (dropped_ || given_up_) {
+    // Given up (the other attempt answered first, or the exchange's
+    // deadline passed with less time for this one): only slower than this.
+    if (connected_) cr_->Abandoned(ep_, now - started_ns_, now);
   } else {
     cr_->Failed(ep_, now);
     LOG_DEBUG("hedge to cluster {}: {}", cr_->cfg.name,
-              timed_out_     ? std::string("timed out")
-              : err_.empty() ? std::string("no answer")
-                             : err_);
+              err_.empty() ? std::string("no answer") : err_);
   }
   up_->Release(false);
   Finish(State::kFailed);
@@ -112,11 +127,11 @@ void HedgeCall::Drop() {
   timer_.cancel();
   if (state_ == State::kRunning) {
     dropped_ = true;
-    up_->Cancel();
+    up_->Abort();
   } else if (state_ == State::kAnswered) {
     // Both answered at once and the owner kept its own: this stream is reset.
     const int64_t now = MonoNanos();
-    cr_->Answered(ep_, resp_->status, now - started_ns_, now);
+    cr_->Answered(ep_, OutcomeStatus(*resp_), now - started_ns_, now);
     up_->Release(false);
     state_ = State::kFailed;
   }
@@ -125,15 +140,17 @@ void HedgeCall::Drop() {
 void HedgeCall::Cancel() {
   timer_.cancel();
   if (state_ == State::kRunning) {
-    timed_out_ = true;
-    up_->Cancel();
+    given_up_ = true;
+    up_->Abort();
   }
 }
 
 void HedgeCall::OnDeadline() {
   deadline_ms = kNever;
-  timed_out_ = true;
-  if (up_) up_->Cancel();
+  // Connecting: the connect timeout (a failure of the endpoint); after:
+  // the owner's deadline.
+  (connected_ ? given_up_ : timed_out_) = true;
+  if (up_) up_->Abort();
 }
 
 }  // namespace weft::proxy

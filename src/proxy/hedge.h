@@ -66,7 +66,8 @@ class HedgeCall final : public Deadline, public std::enable_shared_from_this<Hed
   // cancelled (its endpoint is told it was given up), an answered one's
   // stream is reset. The owner is never called again.
   void Drop();
-  // The owner's deadline fired: a running attempt stops (and fails).
+  // The owner's deadline fired: a running attempt stops (and its endpoint
+  // is told it was given up, not that it failed: it had less time).
   void Cancel();
 
   void OnDeadline() override;
@@ -83,6 +84,10 @@ class HedgeCall final : public Deadline, public std::enable_shared_from_this<Hed
   size_t endpoint() const { return ep_; }
   int64_t started_ns() const { return started_ns_; }  // when it was connected (the balancer's)
 
+  // What an answer's head says of its endpoint: its status, or a gRPC
+  // trailers-only answer's status as its HTTP equivalent.
+  static int OutcomeStatus(const http::ResponseHeaders& h);
+
  private:
   static asio::awaitable<void> Run(std::shared_ptr<HedgeCall> self);
   asio::awaitable<void> Attempt();
@@ -92,7 +97,10 @@ class HedgeCall final : public Deadline, public std::enable_shared_from_this<Hed
   HedgeOwner* owner_;  // null once dropped
   asio::steady_timer timer_, done_;
   State state_ = State::kArmed;
-  bool dropped_ = false, timed_out_ = false;
+  bool dropped_ = false;    // the owner is done with it
+  bool given_up_ = false;   // the owner's deadline (or its own, once connected)
+  bool timed_out_ = false;  // its connect timed out (Acquire's)
+  bool connected_ = false;
   std::shared_ptr<WorkerState> state_keep_;
   std::shared_ptr<ClusterRuntime> cr_;
   size_t ep_ = 0;

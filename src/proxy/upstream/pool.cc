@@ -400,6 +400,12 @@ void PoolUpstream::Cancel() {
   if (waiting_ && waiting_->connected) waiting_->connected->cancel();
 }
 
+void PoolUpstream::Abort() {
+  if (conn_) conn_->stream.ShutdownBoth();
+  if (connecting_) connecting_->stream.ShutdownBoth();
+  Cancel();  // HTTP/2: the stream is reset, which later reads see
+}
+
 void PoolUpstream::Free() {
   if (!conn_) codec_.Free();
 }

@@ -63,6 +63,10 @@ class HttpUpstream {
   virtual void Release(bool reusable) = 0;
   // Cancels the current connection's I/O (a deadline fired).
   virtual void Cancel() = 0;
+  // Cancel, and for good: an HTTP/1.1 connection is shut down, so that a
+  // read that starts after this fails too (an attempt given up for another
+  // one; its connection is not reused).
+  virtual void Abort() { Cancel(); }
   // Between exchanges: gives back what it holds for the next one (kept
   // for reuse, it may wait long).
   virtual void Free() {}
@@ -83,6 +87,7 @@ class PoolUpstream final : public HttpUpstream {
                   Lease* out) override;
   void Release(bool reusable) override;
   void Cancel() override;
+  void Abort() override;
   void Free() override;
 
  private:

@@ -153,9 +153,11 @@ TEST(Manifest, HedgesTakeADelayOrP95AndReadBack) {
     ASSERT_TRUE(back.ok()) << back.status().message();
     EXPECT_EQ(ToJson(back.value()), ToJson(m));
   }
-  for (const char* bad : {"{delay: 0ms}", "{delay: 2h}", "{delay: p99}", "{}", "25ms", "{delay: 1ms, x: 1}"}) {
-    auto e = ParseManifests(std::string("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {hedge: ") +
-                            bad + "}}\n");
+  for (const char* bad :
+       {"{delay: 0ms}", "{delay: 2h}", "{delay: p99}", "{}", "25ms", "{delay: 1ms, x: 1}"}) {
+    auto e = ParseManifests(
+        std::string("kind: TrafficPolicy\nmetadata: {name: a}\nspec: {retries: {hedge: ") + bad +
+        "}}\n");
     ASSERT_FALSE(e.ok()) << bad;
     EXPECT_NE(e.status().message().find("spec.retries.hedge"), std::string::npos)
         << bad << ": " << e.status().message();
@@ -416,6 +418,17 @@ TEST(Manifest, InputMustBeUtf8) {
       "{x: \"caf\u00e9 \\xff\"}}, backends: [{service: b}]}]}\n");
   ASSERT_TRUE(ok.ok()) << ok.status().message();
   EXPECT_EQ(FromJson(ToJson(ok.value()[0])).ok(), true);
+}
+
+// Found by the fuzzer: a NUL in a plain scalar came out of the YAML reader
+// as a byte that is not UTF-8, and the JSON encoder threw.
+TEST(Manifest, ControlCharactersAreRefused) {
+  EXPECT_EQ(Error(std::string("kind: Route\nmetadata: {name: r}\nspec: {service: s\0x}\n", 53)),
+            "manifest error: control character 0x00 at byte 49: manifests are printable text");
+  EXPECT_NE(Error("kind: Route\nmetadata: {name: \x1b[31mr}\n").find("control character 0x1b"),
+            std::string::npos);
+  // Tabs, line feeds and carriage returns are text.
+  EXPECT_TRUE(ParseManifests("kind: TrafficPolicy\r\nmetadata: {name: a}\r\nspec: {retries: {attempts: 1}}\t\r\n").ok());
 }
 
 TEST(Manifest, HeaderMatchesAndDocumentCountAreBounded) {
