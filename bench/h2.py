@@ -403,22 +403,8 @@ def bench_grpc_lb(a, tmp):
         f.write(grpc_message(b"x" * a.payload))
 
     def make(lb):
-        def start_weft(port):
-            conf = os.path.join(tmp, f"weft-lb-{lb}.yaml")
-            eps = ", ".join(f"127.0.0.1:{p}" for _, p in servers)
-            open(conf, "w").write(f"""workers: 1
-listeners:
-  - name: bench
-    address: 127.0.0.1:{port}
-    routes: [{{match: {{prefix: /}}, cluster: be}}]
-clusters:
-  - name: be
-    protocol: http2
-    lb: {lb}
-    endpoints: [{eps}]
-""")
-            return start([a.weft, "proxy", "--config", conf, "--log-level", "warn"], a.proxy_cpus)
-        return start_weft
+        return lambda port: common.weft(a.weft, tmp, port, None, 1, a.proxy_cpus,
+                                        backends=[p for _, p in servers], lb=lb, protocol="http2")
 
     try:
         for _, p in servers:
