@@ -964,6 +964,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   if (status == 101 && !req.upgrade.empty()) {
     if (co_await s.SendHeaders(*resp, true)) {
       const int64_t us_elapsed = upstream_ns_ / 1000;
+      if (cm_->source_stats_) cm_->source_stats_->http.Record(101, us_elapsed);
       c.ls->http.Record(101, us_elapsed);
       rs.http.Record(101, us_elapsed);
       cr.stats->http.Record(101, us_elapsed);
@@ -1019,10 +1020,14 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     }
   }
   const int64_t elapsed = elapsed_us();
+  // The caller's counters before the listener's: /stats reads the
+  // listener's first, so a request it counts there is already counted by
+  // caller (`weft stat`'s mTLS share never dips for a request caught
+  // between the two).
+  if (cm_->source_stats_) cm_->source_stats_->http.Record(status, elapsed);
   c.ls->http.Record(status, elapsed);
   rs.http.Record(status, elapsed);
   cr.stats->http.Record(status, elapsed);
-  if (cm_->source_stats_) cm_->source_stats_->http.Record(status, elapsed);
   if (grpc_) {
     // No grpc-status: the call broke (the upstream's reset reaches the
     // client as UNAVAILABLE; a client that left cancelled it).
@@ -1030,10 +1035,10 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     if (outcome_later_ && grpc_status_ >= 0)
       cr.Concluded(ep_, http::grpc::HttpStatusForCode(grpc_status_), MonoNanos());
     outcome_later_ = false;
+    if (cm_->source_stats_) cm_->source_stats_->http.RecordGrpc(grpc_status_);
     c.ls->http.RecordGrpc(grpc_status_);
     rs.http.RecordGrpc(grpc_status_);
     cr.stats->http.RecordGrpc(grpc_status_);
-    if (cm_->source_stats_) cm_->source_stats_->http.RecordGrpc(grpc_status_);
   }
   if (r == 3) cr.stats->rq_timeout.Inc();  // the gRPC deadline, mid-response
   ReleaseUpstream(s, r == 0);
@@ -1366,8 +1371,8 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::LocalReply(const Ctx&
   }
   deadline_ms = kNever;
   const int64_t us = start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0;
+  if (cm_->source_stats_) cm_->source_stats_->http.Record(status, us);  // first: see Forward
   c.ls->http.Record(status, us);
-  if (cm_->source_stats_) cm_->source_stats_->http.Record(status, us);
   const http::RequestHeaders& req = s.request();
   Finish(c, req.method.empty() ? nullptr : &req, status, "LR");
 }
@@ -1399,12 +1404,12 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::GrpcReply(const Ctx& 
   co_await s.SendHeaders(h, true);
   deadline_ms = kNever;
   const int64_t us = start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0;
-  c.ls->http.Record(200, us);
-  c.ls->http.RecordGrpc(grpc_status_);
-  if (cm_->source_stats_) {
+  if (cm_->source_stats_) {  // first: see Forward
     cm_->source_stats_->http.Record(200, us);
     cm_->source_stats_->http.RecordGrpc(grpc_status_);
   }
+  c.ls->http.Record(200, us);
+  c.ls->http.RecordGrpc(grpc_status_);
   Finish(c, &s.request(), 200, "LR");
 }
 
