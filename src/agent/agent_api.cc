@@ -58,10 +58,10 @@ std::string Agent::LocalDenied(const http::Request& r) const {
   // services, catalog and health, the CA roots), the agent's metrics
   // (counts, with no more names than those) and its members (the local
   // proxies, for `weft stat` and `weft check` run with a server's token).
-  if (read && (p == "/ready" || p == "/v1/agent/services" || p == "/v1/agent/checks" ||
-               p == "/v1/agent/members" || p == "/v1/connect/ca/roots" ||
-               p == "/v1/weft/prometheus-sd" || p == "/metrics" ||
-               starts("/v1/status/") || starts("/v1/catalog/") || starts("/v1/health/")))
+  if (read &&
+      (p == "/ready" || p == "/v1/agent/services" || p == "/v1/agent/checks" ||
+       p == "/v1/agent/members" || p == "/v1/connect/ca/roots" || p == "/v1/weft/prometheus-sd" ||
+       p == "/metrics" || starts("/v1/status/") || starts("/v1/catalog/") || starts("/v1/health/")))
     return "";
   return "Permission denied: " +
          std::string(token.empty() ? "the anonymous token" : "a token that is not this agent's") +

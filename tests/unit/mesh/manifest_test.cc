@@ -428,7 +428,10 @@ TEST(Manifest, ControlCharactersAreRefused) {
   EXPECT_NE(Error("kind: Route\nmetadata: {name: \x1b[31mr}\n").find("control character 0x1b"),
             std::string::npos);
   // Tabs, line feeds and carriage returns are text.
-  EXPECT_TRUE(ParseManifests("kind: TrafficPolicy\r\nmetadata: {name: a}\r\nspec: {retries: {attempts: 1}}\t\r\n").ok());
+  EXPECT_TRUE(
+      ParseManifests(
+          "kind: TrafficPolicy\r\nmetadata: {name: a}\r\nspec: {retries: {attempts: 1}}\t\r\n")
+          .ok());
 }
 
 TEST(Manifest, HeaderMatchesAndDocumentCountAreBounded) {

@@ -163,10 +163,9 @@ TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
             })).find("per_try_timeout_ms: -1 is not 0 to 3600000"),
             std::string::npos);
   // Hedging: a delay or p95, honoured; both at once, or out of range, refused.
-  cfg = ConfigFromResources(ProxyConfig{}, RouteState([](pb::Route* r) {
-                              r->mutable_retry()->set_hedge_delay_ms(40);
-                            }),
-                            &err);
+  cfg = ConfigFromResources(
+      ProxyConfig{}, RouteState([](pb::Route* r) { r->mutable_retry()->set_hedge_delay_ms(40); }),
+      &err);
   ASSERT_TRUE(cfg) << err;
   EXPECT_EQ(cfg->listeners[0].routes[0].hedge.delay_ms, 40);
   EXPECT_NE(Nack(RouteState([](pb::Route* r) {

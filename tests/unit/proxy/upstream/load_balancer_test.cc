@@ -263,7 +263,8 @@ TEST(RecentLatency, BucketsCoverEveryValueWithinAQuarter) {
     const int b = RecentLatency::Bucket(us);
     EXPECT_LT(us, RecentLatency::UpperUs(b)) << us;
     if (b > 0) EXPECT_GE(us, RecentLatency::UpperUs(b - 1)) << us;
-    EXPECT_LE(static_cast<double>(RecentLatency::UpperUs(b)), 1.25 * static_cast<double>(us) + 1) << us;
+    EXPECT_LE(static_cast<double>(RecentLatency::UpperUs(b)), 1.25 * static_cast<double>(us) + 1)
+        << us;
   }
 }
 
