@@ -111,8 +111,9 @@ std::string FormatTraceparent(const SpanContext& c) {
 }
 
 std::optional<std::string> NormalizeTracestate(std::string_view v) {
-  // Bounded before any work: a header this proxy would never send on.
-  if (v.size() > 8 * kMaxTracestateBytes) return std::nullopt;
+  // Bounded before any work, above the largest valid value (32 members of
+  // a 256-character key and value, with white space around them).
+  if (v.size() > kMaxTracestateInput) return std::nullopt;
   std::vector<std::string_view> members;
   std::vector<std::string_view> keys;
   size_t start = 0;

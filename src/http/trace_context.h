@@ -41,6 +41,7 @@ inline constexpr size_t kTraceparentSize = 55;
 std::optional<std::string> NormalizeTracestate(std::string_view v);
 inline constexpr size_t kMaxTracestateMembers = 32;
 inline constexpr size_t kMaxTracestateBytes = 512;
+inline constexpr size_t kMaxTracestateInput = 64 * 1024;  // larger: refused unread
 
 // B3 single header "b3": "{TraceId}-{SpanId}[-{Sampled}[-{ParentSpanId}]]"
 // (TraceId 16 or 32 hex, lowercase; Sampled 0, 1 or d), or "0", "1", "d"

@@ -1,6 +1,7 @@
 #include "proxy/otlp.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -98,7 +99,11 @@ nlohmann::json AnyJson(const Attribute& a) {
   if (const auto* s = std::get_if<std::string>(&a.value)) return {{"stringValue", *s}};
   if (const auto* b = std::get_if<bool>(&a.value)) return {{"boolValue", *b}};
   if (const auto* i = std::get_if<int64_t>(&a.value)) return {{"intValue", std::to_string(*i)}};
-  return {{"doubleValue", std::get<double>(a.value)}};
+  // Proto3 JSON spells the doubles JSON has no number for.
+  const double d = std::get<double>(a.value);
+  if (std::isnan(d)) return {{"doubleValue", "NaN"}};
+  if (std::isinf(d)) return {{"doubleValue", d > 0 ? "Infinity" : "-Infinity"}};
+  return {{"doubleValue", d}};
 }
 
 nlohmann::json AttributesJson(const std::vector<Attribute>& attrs) {
@@ -143,7 +148,8 @@ void EncodeProtobuf(const Resource& r, std::span<const Span> spans, std::string*
   // Resource { repeated KeyValue attributes = 1 }
   std::string resource;
   KeyValue(1, Attribute{"service.name", r.service_name}, &resource, &kv_scratch);
-  for (const Attribute& a : r.attributes) KeyValue(1, a, &resource, &kv_scratch);
+  for (const Attribute& a : r.attributes)
+    if (a.key != "service.name") KeyValue(1, a, &resource, &kv_scratch);  // said once
   // ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2 }
   std::string resource_spans;
   Bytes(1, resource, &resource_spans);
@@ -172,7 +178,8 @@ void EncodeJson(const Resource& r, std::span<const Span> spans, std::string* out
     js.push_back(std::move(j));
   }
   std::vector<Attribute> resource = {Attribute{"service.name", r.service_name}};
-  resource.insert(resource.end(), r.attributes.begin(), r.attributes.end());
+  for (const Attribute& a : r.attributes)
+    if (a.key != "service.name") resource.push_back(a);
   json scope = {{"name", "weft"}};
   if (!r.scope_version.empty()) scope["version"] = r.scope_version;
   const json req = {

@@ -1,5 +1,6 @@
 #include "proxy/span_sink.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "base/log.h"
@@ -7,9 +8,15 @@
 
 namespace weft::proxy {
 
+SpanSinkOptions SpanSink::Sane(SpanSinkOptions o) {
+  o.max_batch = std::max<size_t>(o.max_batch, 1);
+  o.flush_ms = std::max<int64_t>(o.flush_ms, 1);
+  o.timeout_ms = std::max<int64_t>(o.timeout_ms, 1);
+  return o;
+}
+
 SpanSink::SpanSink(SpanSinkOptions o, otlp::Resource r)
-    : opts_(std::move(o)), resource_(std::move(r)) {
-  queue_.reserve(opts_.max_queue);
+    : opts_(Sane(std::move(o))), resource_(std::move(r)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -17,7 +24,8 @@ SpanSink::~SpanSink() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
-    // An export in progress ends now, not at its timeout.
+    // An export in progress ends now, not at its timeout (one still
+    // connecting, at its connect timeout).
     if (active_) static_cast<http::Client*>(active_)->Shutdown();
   }
   cv_.notify_one();

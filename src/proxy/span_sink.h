@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -31,7 +32,10 @@ struct SpanSinkOptions {
 class SpanSink {
  public:
   SpanSink(SpanSinkOptions o, otlp::Resource r);
-  ~SpanSink();  // stops the thread; what is still queued is dropped (counted)
+  // Stops the thread (an export in progress is cut short; one still
+  // connecting ends at its connect timeout); what is still queued is
+  // dropped (counted).
+  ~SpanSink();
   SpanSink(const SpanSink&) = delete;
   SpanSink& operator=(const SpanSink&) = delete;
 
@@ -50,13 +54,14 @@ class SpanSink {
   void Loop();
   bool Export(const std::vector<otlp::Span>& spans, std::string* body);
 
+  static SpanSinkOptions Sane(SpanSinkOptions o);  // no zero batch, interval or timeout
   const SpanSinkOptions opts_;
   const otlp::Resource resource_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<otlp::Span> queue_;  // guarded by mu_
-  bool stop_ = false;              // guarded by mu_
-  void* active_ = nullptr;         // guarded by mu_: the export in progress (http::Client)
+  std::deque<otlp::Span> queue_;  // guarded by mu_
+  bool stop_ = false;             // guarded by mu_
+  void* active_ = nullptr;        // guarded by mu_: the export in progress (http::Client)
   std::atomic<uint64_t> exported_{0}, dropped_{0}, failed_{0}, requests_{0};
   std::thread thread_;
 };

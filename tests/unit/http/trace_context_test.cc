@@ -67,6 +67,25 @@ TEST(Tracestate, OverTheSizeLimitLongMembersGoFirstThenTheLast) {
   EXPECT_EQ(out->find("m3="), std::string::npos) << "then from the end";
   EXPECT_EQ(out->find("m4="), std::string::npos);
   EXPECT_NE(out->find("m2="), std::string::npos) << *out;
+  // A valid value far over 512 bytes (32 members of 200 characters) is cut
+  // down, not refused.
+  std::string large;
+  for (int i = 0; i < 32; ++i)
+    large += (i ? "," : "") + ("k" + std::to_string(i)) + "=" + std::string(200, 'v');
+  out = NormalizeTracestate(large);
+  ASSERT_TRUE(out) << "valid: truncated, not dropped";
+  EXPECT_LE(out->size(), kMaxTracestateBytes);
+  EXPECT_EQ(out->rfind("k0=", 0), 0u) << "long members go from the end until it fits";
+  EXPECT_NE(out->find(",k1="), std::string::npos);
+  EXPECT_EQ(out->find(",k2="), std::string::npos);
+  large.clear();
+  for (int i = 0; i < 32; ++i)
+    large += (i ? "," : "") + ("k" + std::to_string(i)) + "=" + std::string(100, 'v');
+  out = NormalizeTracestate(large);
+  ASSERT_TRUE(out);
+  EXPECT_EQ(out->rfind("k0=", 0), 0u);
+  EXPECT_LE(out->size(), kMaxTracestateBytes);
+  EXPECT_FALSE(NormalizeTracestate(std::string(kMaxTracestateInput + 1, ' ')));
 }
 
 TEST(B3, SingleHeaderFormsAndDecisions) {

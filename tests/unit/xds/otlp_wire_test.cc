@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -154,6 +155,20 @@ TEST(Otlp, JsonUsesHexIdsAndStringIntegers) {
   EXPECT_EQ(span["attributes"][1]["value"]["intValue"], "503");
   EXPECT_EQ(span["status"]["code"], 2);
   EXPECT_EQ(j["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"], "reviews");
+}
+
+TEST(Otlp, JsonSpellsNonFiniteDoublesAndNamesTheServiceOnce) {
+  Span s = Example();
+  s.attributes = {{"a", std::numeric_limits<double>::quiet_NaN()},
+                  {"b", -std::numeric_limits<double>::infinity()}};
+  std::string out;
+  EncodeJson({"reviews", {{"service.name", std::string("other")}}, ""},
+             std::span<const Span>(&s, 1), &out);
+  auto j = nlohmann::json::parse(out);
+  const auto& attrs = j["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"];
+  EXPECT_EQ(attrs[0]["value"]["doubleValue"], "NaN");
+  EXPECT_EQ(attrs[1]["value"]["doubleValue"], "-Infinity");
+  EXPECT_EQ(j["resourceSpans"][0]["resource"]["attributes"].size(), 1u);
 }
 
 }  // namespace
