@@ -1140,6 +1140,8 @@ def main():
     a.proxy_cpus = os.environ.get("PIN_PROXY", "0") if pin else None
     a.load_cpus = os.environ.get("PIN_LOAD", "1") if pin else None
     only = set(a.only.split(","))
+    if "lb" in only and only != {"lb"}:
+        sys.exit("bench: --only lb runs alone (it keeps its own section of the results file)")
     if only == {"lb"}:
         with tempfile.TemporaryDirectory(prefix="weft-h2-bench-") as tmp:
             os.chmod(tmp, 0o755)

@@ -86,7 +86,6 @@ bool SpanSink::Export(const std::vector<otlp::Span>& spans, std::string* body) {
   } else {
     otlp::EncodeProtobuf(resource_, spans, body);
   }
-  requests_.fetch_add(1, std::memory_order_relaxed);
   // A connection per export: a collector that went away and came back is
   // found again, and nothing is held open between batches.
   http::ClientOptions co;

@@ -48,7 +48,6 @@ class SpanSink {
   uint64_t exported() const { return exported_.load(std::memory_order_relaxed); }
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
   uint64_t failed() const { return failed_.load(std::memory_order_relaxed); }
-  uint64_t export_requests() const { return requests_.load(std::memory_order_relaxed); }
 
  private:
   void Loop();
@@ -62,7 +61,7 @@ class SpanSink {
   std::deque<otlp::Span> queue_;  // guarded by mu_
   bool stop_ = false;             // guarded by mu_
   void* active_ = nullptr;        // guarded by mu_: the export in progress (http::Client)
-  std::atomic<uint64_t> exported_{0}, dropped_{0}, failed_{0}, requests_{0};
+  std::atomic<uint64_t> exported_{0}, dropped_{0}, failed_{0};
   std::thread thread_;
 };
 

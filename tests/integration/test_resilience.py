@@ -408,6 +408,8 @@ def test_pending_requests_and_retries_have_their_limits(weft, backends):
 
 
 def fault_listener(fault, extra_route="", key="fault"):
+    """A listener whose catch-all route to cluster c has `key: fault` (a
+    fault, a rate limit, a mirror, a hedge), after `extra_route`."""
     return f"""  - name: public
     address: 127.0.0.1:0
     routes:
@@ -910,13 +912,7 @@ def test_a_put_with_a_body_is_retried_with_its_body(weft, backends, demos):
 
 
 def mirror_config(primary, mirror_addr, mirror):
-    listeners = f"""  - name: public
-    address: 127.0.0.1:0
-    routes:
-      - match: {{prefix: /}}
-        cluster: c
-        mirror: {mirror}
-"""
+    listeners = fault_listener(mirror, key="mirror")
     return simple_config({"c": [primary.addr], "m": [mirror_addr]}, workers=1, listeners=listeners)
 
 
@@ -1067,13 +1063,7 @@ def test_mirroring_copies_grpc_calls(weft):
 def hedge_config(first, second, hedge, budget=""):
     """Cluster c of two instances, round robin on one worker (requests
     alternate), outlier detection off, the route hedged as `hedge` says."""
-    listeners = f"""  - name: public
-    address: 127.0.0.1:0
-    routes:
-      - match: {{prefix: /}}
-        cluster: c
-        hedge: {hedge}
-"""
+    listeners = fault_listener(hedge, key="hedge")
     text = simple_config({"c": [first, second]}, workers=1, listeners=listeners, lb="round_robin",
                          outlier="{enabled: false}")
     if budget:
