@@ -32,8 +32,11 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
 
+# The npm-installed test peers: grpc-js, and the OpenTelemetry SDK and
+# decoder of the tracing tests.
 node_peer() {
   bash "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/node_grpc/install.sh" >/dev/null
+  bash "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/node_otel/install.sh" >/dev/null
 }
 
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "base/log.h"
 #include "base/net.h"
 
@@ -623,6 +625,37 @@ SnapshotPtr Compiler::BuildProxy(const Identity& id, std::set<std::string>* deps
     r.set_name(pname);
     r.mutable_policy()->set_json(e->json);
     out[ResourceKey("policy", pname)] = Finish(std::move(r));
+  }
+
+  // Telemetry: the mesh-wide ones (service "*", any namespace), then the
+  // service's own, each in name order; later fields win.
+  {
+    std::vector<std::pair<std::string, const mesh::TelemetrySpec*>> wide, own;
+    for (const auto* e : config_.List("Telemetry", "")) {
+      const auto& tm = std::get<mesh::TelemetrySpec>(e->manifest.spec);
+      const std::string key = e->manifest.ns + "/" + e->manifest.name;
+      if (tm.service == "*") {
+        wide.emplace_back(key, &tm);
+      } else if (tm.service == id.service && e->manifest.ns == id.ns) {
+        own.emplace_back(key, &tm);
+      }
+    }
+    if (!wide.empty() || !own.empty()) {
+      std::sort(wide.begin(), wide.end());
+      std::sort(own.begin(), own.end());
+      mesh::Tracing t;
+      for (const auto& [k, tm] : wide) t = t.Merge(tm->tracing);
+      for (const auto& [k, tm] : own) t = t.Merge(tm->tracing);
+      pb::Resource r;
+      r.set_type("telemetry");
+      r.set_name("mesh");
+      pb::Telemetry* pt = r.mutable_telemetry();
+      pt->set_tracing(t.active());
+      if (t.sampling) pt->set_sampling(*t.sampling);
+      pt->set_otlp(t.otlp);
+      pt->set_format(t.format);
+      out[ResourceKey("telemetry", "mesh")] = Finish(std::move(r));
+    }
   }
   return Seal(std::move(out));
 }

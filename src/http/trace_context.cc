@@ -74,13 +74,17 @@ std::string_view TrimOws(std::string_view s) {
 
 }  // namespace
 
-std::string Hex(const uint8_t* p, size_t n) {
+void WriteHex(const uint8_t* p, size_t n, char* out) {
   static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out(2 * n, '0');
   for (size_t i = 0; i < n; ++i) {
     out[2 * i] = kDigits[p[i] >> 4];
     out[2 * i + 1] = kDigits[p[i] & 15];
   }
+}
+
+std::string Hex(const uint8_t* p, size_t n) {
+  std::string out(2 * n, '0');
+  WriteHex(p, n, out.data());
   return out;
 }
 
@@ -102,11 +106,18 @@ std::optional<SpanContext> ParseTraceparent(std::string_view v) {
   return c;
 }
 
+void WriteTraceparent(const SpanContext& c, char* out) {
+  out[0] = out[1] = '0';
+  out[2] = out[35] = out[52] = '-';
+  WriteHex(c.trace_id.data(), c.trace_id.size(), out + 3);
+  WriteHex(c.span_id.data(), c.span_id.size(), out + 36);
+  out[53] = '0';
+  out[54] = c.sampled ? '1' : '0';
+}
+
 std::string FormatTraceparent(const SpanContext& c) {
-  std::string out;
-  out.reserve(kTraceparentSize);
-  out.append("00-").append(Hex(c.trace_id)).append("-").append(Hex(c.span_id));
-  out.append(c.sampled ? "-01" : "-00");
+  std::string out(kTraceparentSize, '0');
+  WriteTraceparent(c, out.data());
   return out;
 }
 

@@ -30,6 +30,8 @@ std::optional<SpanContext> ParseTraceparent(std::string_view v);
 // Version 00, 55 characters.
 std::string FormatTraceparent(const SpanContext& c);
 inline constexpr size_t kTraceparentSize = 55;
+// FormatTraceparent into out[0, kTraceparentSize), with no allocation.
+void WriteTraceparent(const SpanContext& c, char* out);
 
 // tracestate: at most kMaxTracestateMembers list members `key=value`
 // (W3C keys: lcalpha then [a-z0-9_-*/], or tenant@system; values printable
@@ -57,6 +59,8 @@ std::optional<SpanContext> ParseB3Multi(std::string_view trace_id, std::string_v
 
 // Lowercase hex of `n` bytes.
 std::string Hex(const uint8_t* p, size_t n);
+// Lowercase hex of `n` bytes into out[0, 2n), with no allocation.
+void WriteHex(const uint8_t* p, size_t n, char* out);
 inline std::string Hex(const TraceId& t) { return Hex(t.data(), t.size()); }
 inline std::string Hex(const SpanId& s) { return Hex(s.data(), s.size()); }
 

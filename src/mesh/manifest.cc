@@ -517,12 +517,22 @@ AuthorizationPolicySpec ParseAuthorizationPolicy(const YAML::Node& s) {
   return out;
 }
 
+TelemetrySpec ParseTelemetry(const YAML::Node& s) {
+  CheckKeys(s, "spec", {"service", "tracing"});
+  TelemetrySpec out;
+  if (s["service"] && !(s["service"].IsScalar() && s["service"].Scalar() == "*"))
+    out.service = Label(s["service"], "spec.service");
+  if (!s["tracing"]) Fail("spec.tracing", "missing: {sampling: 0.01, otlp: http://HOST:4318}");
+  out.tracing = ParseTracing(s["tracing"], "spec.tracing");
+  return out;
+}
+
 Manifest ParseOne(const YAML::Node& doc, std::string* label) {
   if (!doc.IsMap()) Fail("(document)", "expected a mapping with kind, metadata and spec");
   CheckKeys(doc, "(document)", {"kind", "metadata", "spec", "apiVersion"});
   Manifest m;
   if (!doc["kind"])
-    Fail("kind", "missing (one of Service, TrafficPolicy, Route, AuthorizationPolicy)");
+    Fail("kind", "missing (one of Service, TrafficPolicy, Route, AuthorizationPolicy, Telemetry)");
   m.kind = OneOf(doc["kind"], "kind", Kinds());
   if (!doc["metadata"]) Fail("metadata", "missing (metadata: {name: ..., namespace: ...})");
   CheckKeys(doc["metadata"], "metadata", {"name", "namespace", "labels"});
@@ -538,6 +548,8 @@ Manifest ParseOne(const YAML::Node& doc, std::string* label) {
     m.spec = ParseTrafficPolicy(s);
   else if (m.kind == "Route")
     m.spec = ParseRoute(s);
+  else if (m.kind == "Telemetry")
+    m.spec = ParseTelemetry(s);
   else
     m.spec = ParseAuthorizationPolicy(s);
   return m;
@@ -547,7 +559,7 @@ Manifest ParseOne(const YAML::Node& doc, std::string* label) {
 
 const std::vector<std::string>& Kinds() {
   static const std::vector<std::string> kinds = {"Service", "TrafficPolicy", "Route",
-                                                 "AuthorizationPolicy"};
+                                                 "AuthorizationPolicy", "Telemetry"};
   return kinds;
 }
 
@@ -689,6 +701,14 @@ std::string ToJson(const Manifest& m) {
       for (const auto& h : r.headers) jr["to"]["headers"][h.name] = h.value;
       s["rules"].push_back(jr);
     }
+  } else if (const auto* tm = std::get_if<TelemetrySpec>(&m.spec)) {
+    s["service"] = tm->service;
+    json t = json::object();
+    if (tm->tracing.enabled) t["enabled"] = *tm->tracing.enabled;
+    if (tm->tracing.sampling) t["sampling"] = *tm->tracing.sampling;
+    if (!tm->tracing.otlp.empty()) t["otlp"] = tm->tracing.otlp;
+    if (!tm->tracing.format.empty()) t["format"] = tm->tracing.format;
+    s["tracing"] = t;
   }
   return j.dump();
 }

@@ -16,6 +16,7 @@
 #include "mesh/hedge.h"
 #include "mesh/outlier.h"
 #include "mesh/rate_limit.h"
+#include "mesh/tracing.h"
 
 namespace weft::mesh {
 
@@ -165,10 +166,20 @@ struct AuthorizationPolicySpec {
   std::vector<AuthorizationRule> rules;
 };
 
-using Spec = std::variant<ServiceSpec, TrafficPolicySpec, RouteSpec, AuthorizationPolicySpec>;
+// Telemetry: what the sidecars observe and where they send it. `service`
+// "*" applies mesh-wide (every namespace); a service's own (in its
+// namespace) overrides the fields it sets. Several of one scope merge in
+// name order.
+struct TelemetrySpec {
+  std::string service = "*";
+  Tracing tracing;  // spec.tracing (mesh/tracing.h)
+};
+
+using Spec =
+    std::variant<ServiceSpec, TrafficPolicySpec, RouteSpec, AuthorizationPolicySpec, TelemetrySpec>;
 
 struct Manifest {
-  std::string kind;  // Service | TrafficPolicy | Route | AuthorizationPolicy
+  std::string kind;  // Service | TrafficPolicy | Route | AuthorizationPolicy | Telemetry
   std::string name;
   std::string ns = "default";
   Spec spec;

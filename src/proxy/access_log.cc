@@ -39,6 +39,10 @@ void FormatAccessLog(const StreamInfo& in, int64_t now_ns, int64_t wall_us, std:
   AppendJsonEscaped(line, in.request_id);
   line->append("\",\"flags\":\"");
   line->append(in.flags);
+  if (!in.trace_id.empty()) {
+    line->append("\",\"trace_id\":\"");
+    line->append(in.trace_id);  // hex digits: nothing to escape
+  }
   if (in.grpc_status >= 0) {
     fmt::format_to(std::back_inserter(*line), "\",\"grpc_status\":{}}}\n", in.grpc_status);
   } else {

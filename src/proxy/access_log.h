@@ -33,8 +33,9 @@ struct StreamInfo {
   std::string_view peer;        // verified SPIFFE ID of the caller
   std::string_view request_id;
   std::string_view flags;
-  int grpc_status = -1;  // a gRPC call's grpc-status; -1: not gRPC, or none arrived
-  int attempts = 0;      // upstream attempts (retries + 1); 0: none made
+  int grpc_status = -1;       // a gRPC call's grpc-status; -1: not gRPC, or none arrived
+  int attempts = 0;           // upstream attempts (retries + 1); 0: none made
+  std::string_view trace_id;  // 32 hex digits, with tracing on; "": none
 };
 
 // One line of JSON, newline-terminated, for `info` finished at `now_ns`

@@ -502,7 +502,19 @@ ClusterConfig ParseCluster(const YAML::Node& n, const std::string& path) {
 std::shared_ptr<ProxyConfig> Parse(const YAML::Node& root) {
   auto cfg = std::make_shared<ProxyConfig>();
   if (!root.IsMap()) Fail("(top level)", "expected a mapping with listeners: and clusters:");
-  CheckKeys(root, "(top level)", {"admin", "workers", "listeners", "clusters", "drain_timeout"});
+  CheckKeys(root, "(top level)",
+            {"admin", "workers", "listeners", "clusters", "drain_timeout", "tracing"});
+  if (const YAML::Node& t = root["tracing"]) {
+    // The bootstrap names its spans' service; the rest is a Telemetry's.
+    YAML::Node settings = YAML::Clone(t);
+    if (t.IsMap() && t["service_name"]) {
+      cfg->tracing.service_name = Name(t["service_name"], "tracing.service_name");
+      settings.remove("service_name");
+    }
+    const mesh::Tracing parsed = mesh::ParseTracing(settings, "tracing");
+    std::string err;
+    if (!ResolveTracing(parsed, &cfg->tracing, &err)) Fail("tracing", err);
+  }
   if (root["admin"]) {
     CheckKeys(root["admin"], "admin", {"address"});
     cfg->admin = Address(root["admin"]["address"], "admin.address");
@@ -533,6 +545,26 @@ std::shared_ptr<ProxyConfig> Parse(const YAML::Node& root) {
 }
 
 }  // namespace
+
+bool ResolveTracing(const mesh::Tracing& t, TracingConfig* out, std::string* error) {
+  out->enabled = t.active();
+  out->sampling = t.sampling.value_or(mesh::kDefaultTraceSampling);
+  out->json = t.format == "json";
+  out->otlp = t.otlp;
+  out->host_port.clear();
+  out->path.clear();
+  if (t.enabled.value_or(true) && t.otlp.empty()) {
+    *error = "otlp: required: the collector's URL (http://HOST:4318), or enabled: false";
+    return false;
+  }
+  if (!t.otlp.empty()) {
+    const auto target = mesh::ParseOtlpUrl(t.otlp, error);
+    if (!target) return false;
+    out->host_port = target->host_port;
+    out->path = target->path;
+  }
+  return true;
+}
 
 const char* MeshTlsModeName(MeshTlsMode m) {
   switch (m) {
@@ -751,6 +783,14 @@ std::string ConfigToJson(const ProxyConfig& c) {
   j["workers"] = c.workers;
   j["drain_timeout_ms"] = c.drain_timeout_ms;
   if (c.admin) j["admin"]["address"] = c.admin->text;
+  if (c.tracing.enabled || !c.tracing.otlp.empty()) {
+    json& t = j["tracing"];
+    t["enabled"] = c.tracing.enabled;
+    t["sampling"] = c.tracing.sampling;
+    t["otlp"] = c.tracing.otlp;
+    t["format"] = c.tracing.json ? "json" : "protobuf";
+    t["service_name"] = c.tracing.service_name;
+  }
   j["listeners"] = json::array();
   for (const auto& l : c.listeners) {
     json jl;

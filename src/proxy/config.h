@@ -17,6 +17,7 @@
 #include "mesh/hedge.h"
 #include "mesh/outlier.h"
 #include "mesh/rate_limit.h"
+#include "mesh/tracing.h"
 #include "proxy/authz.h"
 
 namespace weft::proxy {
@@ -205,8 +206,26 @@ struct ClusterConfig {
   std::vector<Endpoint> endpoints;
 };
 
+// Distributed tracing (mesh/tracing.h): the bootstrap's `tracing:` block,
+// or the Telemetry that applies to the sidecar's service.
+struct TracingConfig {
+  bool enabled = false;  // spans are recorded and exported (a collector is named)
+  double sampling = mesh::kDefaultTraceSampling;  // new traces recorded, 0..1
+  std::string otlp;                               // the collector's URL as written
+  std::string host_port, path;                    // ... split (mesh::ParseOtlpUrl)
+  bool json = false;                              // OTLP/JSON instead of protobuf
+  std::string service_name = "weft-proxy";        // the spans' service.name
+  std::string service_namespace;                  // service.namespace; "": none
+  bool operator==(const TracingConfig&) const = default;
+};
+
+// Fills `out` from the parsed settings. False with *error for a setting
+// without a collector.
+bool ResolveTracing(const mesh::Tracing& t, TracingConfig* out, std::string* error);
+
 struct ProxyConfig {
   std::string source_path;
+  TracingConfig tracing;
   std::optional<SocketAddress> admin;
   int workers = 0;  // resolved to the core count when absent
   int64_t drain_timeout_ms = 10000;

@@ -411,6 +411,7 @@ bool HttpConnectionManager::ActiveStream::Decide(const Ctx& c, http::ServerStrea
   } else {
     MakeRequestId(w_->rng(), &request_id_);
   }
+  if (c.state->snap->spans) StartTrace(c, req);
   // gRPC runs on HTTP/2 only: HTTP/1.1 requests skip the field scan.
   grpc_ = req.version == http::Version::kHttp2 && http::grpc::IsGrpc(req);
   grpc_status_ = -1;
@@ -451,8 +452,12 @@ bool HttpConnectionManager::ActiveStream::Decide(const Ctx& c, http::ServerStrea
   x->rng = &w_->rng();
   x->start_ns = start_ns_;
   for (const Filter* f : HttpFilterChain()) {
-    if (f->OnRequestHeaders(*x) == FilterStatus::kStop) return false;
+    if (f->OnRequestHeaders(*x) == FilterStatus::kStop) {
+      route_ = x->route;
+      return false;
+    }
   }
+  route_ = x->route;
   return true;
 }
 
@@ -474,6 +479,7 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
   for (const http::HeaderField& f : req.fields) {
     const std::string_view n = f.name;
     if (!named.empty() && http::NamedInConnection(named, n)) continue;
+    if (trace_ && IsTraceField(n)) continue;  // replaced below
     switch (n.size()) {
       case 6:
         if (IEquals(n, "expect")) continue;  // answered by the proxy itself
@@ -508,6 +514,7 @@ void HttpConnectionManager::ActiveStream::BuildUpstreamRequest(const Ctx& c,
   up_req_.fields.push_back({"x-forwarded-for"sv, forwarded_for_});
   up_req_.fields.push_back({"x-forwarded-proto"sv, "http"sv});
   up_req_.fields.push_back({"x-request-id"sv, request_id_});
+  if (trace_) AddTraceFields();
   // Which attempt this is (1 for the first), set per attempt (Forward); a
   // mirrored copy made before the first attempt carries the 1.
   attempt_field_ = up_req_.fields.size();
@@ -551,6 +558,10 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       rs.http.RecordGrpc(code);
     }
   };
+  if (trace_) {
+    cluster_name_ = cr.cfg.name;
+    cluster_peer_id_ = cr.cfg.peer_id;
+  }
   BuildUpstreamRequest(c, *x.request);  // the normalized path, when it changed
   if (x.fault_delay_ms > 0) {
     // Fault injection: the route's delay, before anything goes upstream.
@@ -662,6 +673,10 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     up_req_.fields[attempt_field_].value = std::string_view(attempt_text_, 1);
     size_t ep = cr.Pick(retry.next_exclude(), has_hash_ ? &hash_ : nullptr);
     const SocketAddress& addr = cr.cfg.endpoints[ep].address;
+    if (sampled_) {
+      OpenAttemptSpan(addr.text, false);
+      SetUpstreamParent(attempt_spans_[cur_attempt_].id);  // this attempt's span
+    }
     timed_out_ = false;
     bool have = up_->TakePooled(cluster, ep, cm_->limits_, &lease);
     if (!have) {
@@ -830,6 +845,8 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
           continue;
         }
         resp = h;
+        if (sampled_ && cur_attempt_ < attempt_spans_.size())
+          attempt_spans_[cur_attempt_].status = h->status;
         // The balancer's and outlier detection's view of this endpoint. A
         // gRPC call's status counts as its HTTP equivalent: a trailers-only
         // answer's now, otherwise once the trailers come.
@@ -1153,9 +1170,15 @@ void HttpConnectionManager::ActiveStream::OnHedgeDelay() {
   ++hedged_;
   ++attempts_;
   cr.stats->hedge_sent.Inc();
+  if (sampled_) {  // the hedge names its own span upstream (its copy is taken now)
+    OpenAttemptSpan(cr.cfg.endpoints[ep].address.text, true);
+    SetUpstreamParent(attempt_spans_[hedge_attempt_].id);
+  }
   hedge_->Send(c.state, cluster, ep, up_req_, s_->request().authority, replay_body_, deadline_ms,
                cm_->limits_, attempts_, attempt_field_,
                grpc_timeout_ms_ >= 0 ? grpc_timeout_field_ : 0, grpc_timeout);
+  if (sampled_ && cur_attempt_ < attempt_spans_.size())
+    SetUpstreamParent(attempt_spans_[cur_attempt_].id);
 }
 
 bool HttpConnectionManager::ActiveStream::WouldRetry(const http::ResponseHeaders& h) const {
@@ -1196,6 +1219,13 @@ http::ResponseHeaders* HttpConnectionManager::ActiveStream::AdoptHedge(ClusterRu
   } else if (first_failed_) {
     cr.Failed(*ep, now);
   }
+  if (sampled_) {
+    CloseAttemptSpan(cur_attempt_, first_status_,
+                     first_gave_way_ ? "cancelled" : (first_failed_ ? "no response" : nullptr),
+                     now);
+    cur_attempt_ = hedge_attempt_;
+    hedge_attempt_ = SIZE_MAX;
+  }
   std::swap(up_, hedge_->upstream());  // the hedge keeps the first attempt's, released
   lease_ = hedge_->lease();
   *ep = hedge_->endpoint();
@@ -1208,6 +1238,10 @@ http::ResponseHeaders* HttpConnectionManager::ActiveStream::AdoptHedge(ClusterRu
 }
 
 void HttpConnectionManager::ActiveStream::DropHedge() {
+  if (hedge_attempt_ < attempt_spans_.size()) {
+    CloseAttemptSpan(hedge_attempt_, 0, "cancelled", MonoNanos());
+    hedge_attempt_ = SIZE_MAX;
+  }
   hedge_->Drop();
   hedge_.reset();
 }
@@ -1415,6 +1449,7 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::GrpcReply(const Ctx& 
 
 void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::RequestHeaders* req,
                                                  int status, std::string_view flags) {
+  if (sampled_) EmitSpans(c, req, status, flags);
   const auto& sink = c.state->snap->access_logs[c.listener_index];
   if (!sink) return;
   StreamInfo info;
@@ -1435,6 +1470,11 @@ void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::Reque
   info.flags = flags;
   info.grpc_status = grpc_ ? grpc_status_ : -1;
   info.attempts = attempts_;
+  char trace_id[32];
+  if (trace_) {
+    http::trace::WriteHex(trace_id_.data(), trace_id_.size(), trace_id);
+    info.trace_id = std::string_view(trace_id, sizeof(trace_id));
+  }
   ObserveAccessLog(w_, sink, info);
 }
 

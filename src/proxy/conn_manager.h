@@ -18,6 +18,7 @@
 #include "base/sanitizers.h"
 #include "http/http1/parser.h"
 #include "http/stream.h"
+#include "http/trace_context.h"
 #include "proxy/filter.h"
 #include "proxy/hedge.h"
 #include "proxy/upstream/pool.h"
@@ -109,6 +110,10 @@ class HttpConnectionManager : public Deadline,
       mirror_pending_ = false;
       outcome_later_ = false;
       hedged_ = 0;
+      trace_ = sampled_ = false;
+      attempt_spans_.clear();
+      cur_attempt_ = hedge_attempt_ = SIZE_MAX;
+      route_ = nullptr;
       // A large copy is not kept for the next exchange.
       if (replay_body_.capacity() > 4096) {
         std::string().swap(replay_body_);
@@ -233,6 +238,49 @@ class HttpConnectionManager : public Deadline,
     // first attempt's (on `*ep`, given up), and `*ep` is the hedge's.
     http::ResponseHeaders* AdoptHedge(ClusterRuntime& cr, size_t* ep);
     void DropHedge();
+
+    // Tracing (conn_tracing.cc), when the config names a collector: the
+    // trace context the request came with (W3C or B3) or a new one, head
+    // sampling, the context that goes upstream with each attempt, and the
+    // spans of a sampled exchange: a server span for the exchange, a client
+    // span per attempt (hedges included), handed to the worker at Finish.
+    struct AttemptSpan {
+      http::trace::SpanId id{};
+      int64_t start_ns = 0, end_ns = 0;  // monotonic; end 0: still open
+      std::string_view endpoint;         // the instance's address (the config's)
+      int status = 0;                    // the HTTP status it answered; 0: none
+      int number = 0;                    // its x-weft-attempt
+      bool hedge = false;
+      const char* error = nullptr;  // why it ended without an answer that counted
+    };
+    // Reads the request's context and decides sampling (Decide).
+    void StartTrace(const Ctx& c, const http::RequestHeaders& req);
+    // Whether BuildUpstreamRequest drops this field of the request (its trace
+    // headers, replaced by AddTraceFields).
+    bool IsTraceField(std::string_view name) const;
+    void AddTraceFields();
+    // The context sent upstream names span `id` (an attempt's) as parent.
+    void SetUpstreamParent(const http::trace::SpanId& id);
+    // An attempt starts on `endpoint` (the current one, or a hedge).
+    void OpenAttemptSpan(std::string_view endpoint, bool hedge);
+    void CloseAttemptSpan(size_t i, int status, const char* error, int64_t now_ns);
+    void EmitSpans(const Ctx& c, const http::RequestHeaders* req, int status,
+                   std::string_view flags);
+    bool trace_ = false;    // tracing is on for this exchange (the config)
+    bool sampled_ = false;  // and its spans are recorded
+    uint8_t b3_form_ = 0;   // the request's B3 headers: 0 none, 1 single, 2 multi
+    http::trace::TraceId trace_id_{};
+    http::trace::SpanId parent_span_{}, server_span_{};
+    std::string tracestate_;
+    // The values of the trace fields sent upstream (views into these).
+    char traceparent_buf_[http::trace::kTraceparentSize] = {};
+    char b3_buf_[51] = {};  // TRACEID32-SPANID16-S
+    std::vector<AttemptSpan> attempt_spans_;
+    size_t cur_attempt_ = SIZE_MAX;       // the attempt whose answer is relayed
+    size_t hedge_attempt_ = SIZE_MAX;     // the hedge's, while it runs
+    const RouteConfig* route_ = nullptr;  // the route the request took (null: none)
+    std::string_view cluster_name_, cluster_peer_id_;
+
     std::optional<upstream::RetryState> retry_;
     upstream::HttpUpstream::Lease lease_;
     std::string err_;

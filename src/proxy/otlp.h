@@ -23,7 +23,7 @@ enum class SpanKind : uint8_t { kInternal = 1, kServer = 2, kClient = 3 };
 enum class StatusCode : uint8_t { kUnset = 0, kOk = 1, kError = 2 };
 
 struct Attribute {
-  std::string key;
+  std::string_view key;  // a literal (static storage): no allocation per attribute
   std::variant<std::string, int64_t, bool, double> value;
 };
 

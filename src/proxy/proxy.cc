@@ -149,6 +149,7 @@ class Proxy final : public ConfigSink {
       snap->rate_limiters.push_back(std::move(rls));
     }
     snap->registry = &stats_;
+    SetUpTracing(cfg->tracing, snap.get());
 
     // Listener sockets: keep those whose name and address are unchanged.
     std::map<std::string, ListenerSockets> next;
@@ -431,6 +432,14 @@ class Proxy final : public ConfigSink {
   // The rate limiters of the snapshot in force, by listener and route name.
   std::map<std::pair<std::string, std::string>, std::shared_ptr<RateLimiter>> limiters_;
   std::optional<tcp::acceptor> admin_;
+  // Tracing (SetUpTracing); the scrape reads the counts from the admin
+  // thread.
+  std::mutex sinks_mu_;
+  std::shared_ptr<SpanSink> span_sink_;                   // guarded by sinks_mu_
+  TracingConfig span_cfg_;                                // guarded by sinks_mu_
+  std::vector<std::shared_ptr<SpanSink>> retired_sinks_;  // guarded by sinks_mu_
+  StatsRegistry::SpanCounts retired_counts_;              // guarded by sinks_mu_
+  bool counts_set_ = false;
   asio::signal_set signals_;
   std::optional<asio::steady_timer> drain_timer_;
   int64_t drain_deadline_ = 0;
@@ -453,6 +462,66 @@ class Proxy final : public ConfigSink {
       ticket_keys_ = std::make_shared<const TicketKeys>(TicketKeys::Random());
     identity_ = id;
     for (auto& w : workers_) w->SetIdentity(id, ticket_keys_);
+  }
+
+  // Tracing: the span sink for the config's collector, kept while its
+  // settings stay (a new one when they change). Sinks let go of are ended
+  // here, on the main loop, once no worker holds them: ending one may wait
+  // for an export in progress.
+  void SetUpTracing(const TracingConfig& t, Snapshot* snap) {
+    std::lock_guard<std::mutex> l(sinks_mu_);
+    const bool same = span_sink_ && t.host_port == span_cfg_.host_port &&
+                      t.path == span_cfg_.path && t.json == span_cfg_.json &&
+                      t.service_name == span_cfg_.service_name &&
+                      t.service_namespace == span_cfg_.service_namespace;
+    if (!t.enabled || !same) {
+      if (span_sink_) retired_sinks_.push_back(std::move(span_sink_));
+      span_sink_.reset();
+    }
+    if (t.enabled && !span_sink_) {
+      SpanSinkOptions o;
+      o.host_port = t.host_port;
+      o.path = t.path;
+      o.json = t.json;
+      otlp::Resource r;
+      r.service_name = t.service_name;
+      if (!t.service_namespace.empty())
+        r.attributes.push_back({"service.namespace", t.service_namespace});
+      r.scope_version = WEFT_VERSION;
+      span_sink_ = std::make_shared<SpanSink>(std::move(o), std::move(r));
+      LOG_INFO("tracing: spans of {} to {} ({}), {} of new traces recorded", t.service_name, t.otlp,
+               t.json ? "OTLP/JSON" : "OTLP/protobuf", t.sampling);
+    }
+    span_cfg_ = t;
+    snap->spans = span_sink_;
+    snap->trace_sampling = t.sampling;
+    for (auto it = retired_sinks_.begin(); it != retired_sinks_.end();) {
+      // Only the snapshot in force and this list can hold one now.
+      if (it->use_count() == 1 && (!snap_ || snap_->spans != *it)) {
+        retired_counts_.exported += (*it)->exported();
+        retired_counts_.dropped += (*it)->dropped();
+        retired_counts_.failed += (*it)->failed();
+        it = retired_sinks_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!counts_set_) {
+      counts_set_ = true;
+      stats_.SetSpanCounts([this] {
+        std::lock_guard<std::mutex> l(sinks_mu_);
+        StatsRegistry::SpanCounts c = retired_counts_;
+        std::vector<const SpanSink*> live;
+        if (span_sink_) live.push_back(span_sink_.get());
+        for (const auto& s : retired_sinks_) live.push_back(s.get());
+        for (const SpanSink* s : live) {
+          c.exported += s->exported();
+          c.dropped += s->dropped();
+          c.failed += s->failed();
+        }
+        return c;
+      });
+    }
   }
 
   // Whether the current config speaks mesh TLS anywhere.
@@ -483,6 +552,8 @@ int RunProxy(const ProxyOptions& opts, std::unique_ptr<ConfigSource> source) {
     }
     auto base = std::make_shared<ProxyConfig>();
     base->source_path = "control plane";
+    base->tracing.service_name = opts.service;  // the spans' service, when a Telemetry traces it
+    base->tracing.service_namespace = opts.ns;
     base->workers = opts.workers > 0
                         ? opts.workers
                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -86,6 +86,11 @@ void StatsRegistry::SetEjectedGauge(const std::string& cluster, std::function<ui
   ejected_[cluster] = std::move(f);
 }
 
+void StatsRegistry::SetSpanCounts(std::function<SpanCounts()> f) {
+  std::lock_guard<std::mutex> l(mu_);
+  span_counts_ = std::move(f);
+}
+
 PerWorker<ClusterStats>* StatsRegistry::Cluster(const std::string& name) {
   std::lock_guard<std::mutex> l(mu_);
   auto& p = clusters_[name];
@@ -156,6 +161,15 @@ std::string StatsRegistry::RenderPrometheus() {
             reload_ok_.Get());
   w.Counter("weft_config_reloads_total", "Config reloads by result.", {{"result", "rejected"}},
             reload_fail_.Get());
+  if (span_counts_) {
+    const SpanCounts sc = span_counts_();
+    const char* help =
+        "Spans by what became of them: exported to the collector, dropped (the queue was full), "
+        "or failed (the collector did not take them).";
+    w.Counter("weft_tracing_spans_total", help, {{"result", "exported"}}, sc.exported);
+    w.Counter("weft_tracing_spans_total", help, {{"result", "dropped"}}, sc.dropped);
+    w.Counter("weft_tracing_spans_total", help, {{"result", "failed"}}, sc.failed);
+  }
 
   for (const auto& [name, pw] : listeners_) {
     const Labels lb{{"listener", name}};

@@ -169,6 +169,13 @@ class StatsRegistry {
   // scrape; replaced on every config load.
   void SetEjectedGauge(const std::string& cluster, std::function<uint64_t()> f);
 
+  // Spans the tracing exporter sent, dropped (its queue was full) and lost
+  // with a failed export, read on scrape (null: tracing never configured).
+  struct SpanCounts {
+    uint64_t exported = 0, dropped = 0, failed = 0;
+  };
+  void SetSpanCounts(std::function<SpanCounts()> f);
+
   Counter& config_reload_ok() { return reload_ok_; }
   Counter& config_reload_fail() { return reload_fail_; }
 
@@ -185,6 +192,7 @@ class StatsRegistry {
   std::map<std::string, size_t> sources_per_listener_;
   std::map<std::string, std::unique_ptr<PerWorker<AuthzStats>>> authz_;
   std::map<std::string, std::function<uint64_t()>> ejected_;
+  std::function<SpanCounts()> span_counts_;  // guarded by mu_
   Counter reload_ok_, reload_fail_;
 };
 

@@ -246,6 +246,9 @@ void Worker::ArmTick() {
       for (const auto& c : state_->clusters) upstream::WatchIdle(c);
     }
     FlushAccessLogs();
+    FlushSpans();
+    // A sink the config no longer names is let go of (the proxy ends it).
+    if (span_sink_ && (!state_ || state_->snap->spans != span_sink_)) span_sink_.reset();
     ArmTick();
   });
 }
@@ -286,6 +289,11 @@ void Worker::FlushAccessLogs() {
       ++it;
     }
   }
+}
+
+void Worker::FlushSpans() {
+  if (!spans_.empty() && span_sink_) span_sink_->Submit(&spans_);
+  spans_.clear();
 }
 
 void Worker::SetIdentity(std::shared_ptr<const MeshIdentity> id,

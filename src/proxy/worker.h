@@ -19,6 +19,7 @@
 #include "io/stream.h"
 #include "proxy/config.h"
 #include "proxy/rate_limit.h"
+#include "proxy/span_sink.h"
 #include "proxy/stats.h"
 #include "proxy/tls.h"
 #include "proxy/upstream/cluster.h"
@@ -49,6 +50,10 @@ struct Snapshot {
   std::vector<std::shared_ptr<AccessLogSink>> access_logs;       // by listener; null: off
   std::vector<std::vector<PerWorker<AuthzStats>*>> authz_stats;  // by listener, policy
   StatsRegistry* registry = nullptr;                             // per-source blocks on demand
+  // Tracing: where finished spans go (null: off), and the share of new
+  // traces recorded.
+  std::shared_ptr<SpanSink> spans;
+  double trace_sampling = 0;
 };
 
 // Sockets of one listener, one per worker (SO_REUSEPORT), created by the main
@@ -142,6 +147,20 @@ class Worker {
   void ConnectionClosed() { active_.fetch_sub(1, std::memory_order_relaxed); }
   // Appends a line to the access log buffer of `sink`; flushed every tick.
   void AccessLog(const std::shared_ptr<AccessLogSink>& sink, const std::string& line);
+  // The buffer for finished spans bound for `sink` (not null): the worker
+  // hands it over every tick, and once it holds kSpanBatch after SpansAdded.
+  // Worker thread only.
+  std::vector<otlp::Span>* SpanBuffer(const std::shared_ptr<SpanSink>& sink) {
+    if (sink != span_sink_) {
+      FlushSpans();
+      span_sink_ = sink;
+    }
+    return &spans_;
+  }
+  void SpansAdded() {
+    if (spans_.size() >= kSpanBatch) FlushSpans();
+  }
+  static constexpr size_t kSpanBatch = 128;
   // The runtime of listener `index` of the current snapshot (null: none).
   std::shared_ptr<ListenerRuntime> ListenerAt(size_t index) const {
     return index < by_index_.size() ? by_index_[index] : nullptr;
@@ -163,6 +182,7 @@ class Worker {
   asio::awaitable<void> AcceptLoop(std::shared_ptr<ListenerRuntime> l);
   void ArmTick();
   void FlushAccessLogs();
+  void FlushSpans();
 
   // Constant after construction.
   const size_t id_;
@@ -181,6 +201,8 @@ class Worker {
   bool draining_ = false;
   Rng rng_;
   std::map<std::shared_ptr<AccessLogSink>, std::string> access_bufs_;
+  std::shared_ptr<SpanSink> span_sink_;  // the sink spans_ is for
+  std::vector<otlp::Span> spans_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
 };
 

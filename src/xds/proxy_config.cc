@@ -33,6 +33,8 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
   cfg->admin = base.admin;
   cfg->workers = base.workers;
   cfg->drain_timeout_ms = base.drain_timeout_ms;
+  cfg->tracing.service_name = base.tracing.service_name;
+  cfg->tracing.service_namespace = base.tracing.service_namespace;
   auto find = [&](const std::string& type, const std::string& name) -> const pb::Resource* {
     auto it = state.find(type + "/" + name);
     return it == state.end() ? nullptr : it->second.get();
@@ -41,6 +43,23 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     *error = msg;
     return nullptr;
   };
+  if (const pb::Resource* t = find("telemetry", "mesh")) {
+    // Checked as a manifest's spec.tracing is: a stream is not trusted more.
+    const pb::Telemetry& tm = t->telemetry();
+    mesh::Tracing tr;
+    tr.enabled = tm.tracing();
+    if (tm.has_sampling()) {
+      if (!(tm.sampling() >= 0 && tm.sampling() <= 1))
+        return fail("telemetry: sampling " + std::to_string(tm.sampling()) + ": use 0 to 1");
+      tr.sampling = tm.sampling();
+    }
+    tr.otlp = tm.otlp();
+    if (!tm.format().empty() && tm.format() != "protobuf" && tm.format() != "json")
+      return fail("telemetry: format \"" + tm.format() + "\": use protobuf or json");
+    tr.format = tm.format();
+    std::string err;
+    if (!proxy::ResolveTracing(tr, &cfg->tracing, &err)) return fail("telemetry: " + err);
+  }
   std::string trust_domain;
   if (const pb::Resource* b = find("bundle", "roots")) trust_domain = b->bundle().trust_domain();
   // Authorization policies, compiled once per config for the inbound side.

@@ -164,6 +164,63 @@ TEST(Manifest, HedgesTakeADelayOrP95AndReadBack) {
   }
 }
 
+TEST(Manifest, TelemetryNamesItsCollectorAndReadsBack) {
+  auto r = ParseManifests(
+      "kind: Telemetry\nmetadata: {name: mesh}\n"
+      "spec: {tracing: {sampling: 0.01, otlp: 'http://collector:4318'}}\n"
+      "---\nkind: Telemetry\nmetadata: {name: b}\n"
+      "spec: {service: billing, tracing: {sampling: 1, otlp: {endpoint: 'http://c:4318/x', "
+      "format: json}}}\n"
+      "---\nkind: Telemetry\nmetadata: {name: c}\nspec: {service: ui, tracing: {enabled: "
+      "false}}\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& a = std::get<TelemetrySpec>(r.value()[0].spec);
+  const auto& b = std::get<TelemetrySpec>(r.value()[1].spec);
+  const auto& c = std::get<TelemetrySpec>(r.value()[2].spec);
+  EXPECT_EQ(a.service, "*");
+  EXPECT_DOUBLE_EQ(*a.tracing.sampling, 0.01);
+  EXPECT_EQ(a.tracing.otlp, "http://collector:4318");
+  EXPECT_TRUE(a.tracing.active());
+  EXPECT_EQ(b.service, "billing");
+  EXPECT_EQ(b.tracing.format, "json");
+  EXPECT_EQ(b.tracing.otlp, "http://c:4318/x");
+  EXPECT_FALSE(c.tracing.active());
+  // A service's own fields win over the mesh-wide ones; the rest inherit.
+  Tracing m = a.tracing.Merge(b.tracing);
+  EXPECT_DOUBLE_EQ(*m.sampling, 1);
+  EXPECT_EQ(m.format, "json");
+  EXPECT_FALSE(a.tracing.Merge(c.tracing).active());
+  EXPECT_EQ(a.tracing.Merge(c.tracing).otlp, "http://collector:4318");
+  for (const auto& man : r.value()) {
+    auto back = FromJson(ToJson(man));
+    ASSERT_TRUE(back.ok()) << back.status().message();
+    EXPECT_EQ(ToJson(back.value()), ToJson(man));
+  }
+  const std::pair<const char*, const char*> bad[] = {
+      {"{sampling: 1.5, otlp: 'http://c:4318'}", "spec.tracing.sampling \"1.5\""},
+      {"{sampling: -0.1, otlp: 'http://c:4318'}", "spec.tracing.sampling"},
+      {"{sampling: 1%, otlp: 'http://c:4318'}", "spec.tracing.sampling"},
+      {"{sampling: 0.5}", "spec.tracing.otlp: required"},
+      {"{otlp: 'https://c:4318'}", "https collectors are not supported"},
+      {"{otlp: 'http://c'}", "with a port"},
+      {"{otlp: 'http://c:99999'}", "1 to 65535"},
+      {"{otlp: 'c:4318'}", "expected http://"},
+      {"{otlp: 'http://c:4318/?q'}", "no spaces"},
+      {"{otlp: 'http://c:4318', format: xml}", "spec.tracing.format"},
+      {"{otlp: {endpoint: 'http://c:4318', format: json}, format: json}", "give the format once"},
+      {"{otlp: 'http://c:4318', sample: 1}", "spec.tracing"},
+      {"{enabled: maybe, otlp: 'http://c:4318'}", "spec.tracing.enabled"},
+  };
+  for (const auto& [tracing, want] : bad) {
+    const std::string e = Error(
+        std::string("kind: Telemetry\nmetadata: {name: a}\nspec: {tracing: ") + tracing + "}\n");
+    EXPECT_NE(e.find(want), std::string::npos) << tracing << ": " << e;
+  }
+  EXPECT_NE(Error("kind: Telemetry\nmetadata: {name: a}\nspec: {service: a}\n")
+                .find("spec.tracing: missing"),
+            std::string::npos);
+}
+
 TEST(Manifest, RouteRulesHaveTheirOwnTimeoutAndRetries) {
   auto r = ParseManifests(
       "kind: Route\nmetadata: {name: a}\nspec:\n  service: a\n  rules:\n"
@@ -297,7 +354,7 @@ TEST(Manifest, ErrorsNameDocumentAndField) {
   EXPECT_EQ(Error("kind: Gateway\nmetadata: {name: a}\nspec: {}\n"),
             "manifest error: document 1: kind \"Gateway\": unknown value (use Service, "
             "TrafficPolicy, Route, "
-            "AuthorizationPolicy)");
+            "AuthorizationPolicy, Telemetry)");
   EXPECT_EQ(Error("kind: Service\nmetadata: {name: Bad_Name}\nspec: {ports: [{port: 80}]}\n"),
             "manifest error: document 1: metadata.name \"Bad_Name\": use 1-63 lower-case letters, "
             "digits and '-', "

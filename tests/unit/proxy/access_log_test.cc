@@ -36,6 +36,11 @@ TEST(AccessLog, OneEscapedJsonLinePerExchange) {
   EXPECT_EQ(j["attempts"], 3);
   EXPECT_EQ(j["flags"], "UR");
   EXPECT_EQ(j["peer"], "spiffe://weft.local/ns/default/sa/web");
+  EXPECT_FALSE(j.contains("trace_id"));  // tracing off
+  in.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  line.clear();
+  FormatAccessLog(in, 1'004'000'000, 1'700'000'000'123'456, &line);
+  EXPECT_EQ(nlohmann::json::parse(line)["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
 }
 
 TEST(AccessLog, ARequestThatNeverStartedShowsADash) {

@@ -119,6 +119,47 @@ TEST(Config, ErrorsNameTheFieldAndTheFix) {
 }
 
 // clusters[].protocol: the HTTP version spoken to the endpoints.
+TEST(Config, TracingNamesACollector) {
+  const std::string listeners =
+      "listeners: [{name: l, address: 127.0.0.1:0, routes: [{match: {prefix: /}, cluster: c}]}]\n";
+  std::string err;
+  auto cfg = ParseConfig(std::string("tracing: {sampling: 0.25, otlp: 'http://127.0.0.1:4318', "
+                                     "service_name: front}\n") +
+                             listeners + kClusters,
+                         "t.yaml", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_TRUE(cfg->tracing.enabled);
+  EXPECT_DOUBLE_EQ(cfg->tracing.sampling, 0.25);
+  EXPECT_EQ(cfg->tracing.host_port, "127.0.0.1:4318");
+  EXPECT_EQ(cfg->tracing.path, "/v1/traces");
+  EXPECT_FALSE(cfg->tracing.json);
+  EXPECT_EQ(cfg->tracing.service_name, "front");
+  cfg = ParseConfig(
+      std::string("tracing: {otlp: {endpoint: 'http://[::1]:4318/otlp/traces', format: json}}\n") +
+          listeners + kClusters,
+      "t.yaml", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->tracing.host_port, "[::1]:4318");
+  EXPECT_EQ(cfg->tracing.path, "/otlp/traces");
+  EXPECT_TRUE(cfg->tracing.json);
+  EXPECT_DOUBLE_EQ(cfg->tracing.sampling, 0.01);  // the default
+  EXPECT_EQ(cfg->tracing.service_name, "weft-proxy");
+  cfg = ParseConfig(listeners + kClusters, "t.yaml", &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_FALSE(cfg->tracing.enabled);
+  EXPECT_NE(
+      Error(std::string("tracing: {sampling: 2, otlp: 'http://c:1'}\n") + listeners + kClusters)
+          .find("tracing.sampling \"2\""),
+      std::string::npos);
+  EXPECT_NE(Error(std::string("tracing: {sampling: 0.5}\n") + listeners + kClusters)
+                .find("tracing.otlp: required"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string("tracing: {otlp: 'http://c:1', service_name: 'a b'}\n") + listeners +
+                  kClusters)
+                .find("tracing.service_name"),
+            std::string::npos);
+}
+
 TEST(Config, ClusterProtocol) {
   std::string err;
   auto cfg = ParseConfig(

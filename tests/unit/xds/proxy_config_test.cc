@@ -133,6 +133,62 @@ std::string Nack(const ResourceMap& state) {
   return err;
 }
 
+TEST(Stream, TelemetryIsHonouredOrRefused) {
+  auto with = [](const std::function<void(pb::Telemetry*)>& edit) {
+    ResourceMap m = RouteState([](pb::Route*) {});
+    pb::Resource t;
+    t.set_type("telemetry");
+    t.set_name("mesh");
+    edit(t.mutable_telemetry());
+    m["telemetry/mesh"] = Res(t);
+    return m;
+  };
+  ProxyConfig base;
+  base.tracing.service_name = "billing";
+  base.tracing.service_namespace = "prod";
+  std::string err;
+  auto cfg = ConfigFromResources(base, with([](pb::Telemetry* t) {
+                                   t->set_tracing(true);
+                                   t->set_sampling(0.5);
+                                   t->set_otlp("http://10.0.0.9:4318");
+                                   t->set_format("json");
+                                 }),
+                                 &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_TRUE(cfg->tracing.enabled);
+  EXPECT_DOUBLE_EQ(cfg->tracing.sampling, 0.5);
+  EXPECT_EQ(cfg->tracing.host_port, "10.0.0.9:4318");
+  EXPECT_TRUE(cfg->tracing.json);
+  EXPECT_EQ(cfg->tracing.service_name, "billing");
+  EXPECT_EQ(cfg->tracing.service_namespace, "prod");
+  // No telemetry resource, or one that turns tracing off: no spans.
+  cfg = ConfigFromResources(base, RouteState([](pb::Route*) {}), &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_FALSE(cfg->tracing.enabled);
+  cfg = ConfigFromResources(base, with([](pb::Telemetry* t) { t->set_tracing(false); }), &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_FALSE(cfg->tracing.enabled);
+  EXPECT_NE(Nack(with([](pb::Telemetry* t) {
+              t->set_tracing(true);
+              t->set_otlp("http://c:4318");
+              t->set_sampling(1.5);
+            })).find("telemetry: sampling"),
+            std::string::npos);
+  EXPECT_NE(Nack(with([](pb::Telemetry* t) { t->set_tracing(true); })).find("otlp: required"),
+            std::string::npos);
+  EXPECT_NE(Nack(with([](pb::Telemetry* t) {
+              t->set_tracing(true);
+              t->set_otlp("https://c:4318");
+            })).find("https collectors"),
+            std::string::npos);
+  EXPECT_NE(Nack(with([](pb::Telemetry* t) {
+              t->set_tracing(true);
+              t->set_otlp("http://c:4318");
+              t->set_format("thrift");
+            })).find("format \"thrift\""),
+            std::string::npos);
+}
+
 TEST(Stream, RetryPolicyIsHonouredOrRefusedNeverClampedOrDropped) {
   std::string err;
   auto cfg = ConfigFromResources(ProxyConfig{}, RouteState([](pb::Route* r) {
