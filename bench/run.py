@@ -202,16 +202,16 @@ backend b
     return Server([tool("haproxy"), "-f", conf, "-db"], cpus)
 
 
-def weft(weft_bin, tmp, port, backend, workers, cpus, backends=(), lb="", protocol=""):
+def weft(weft_bin, tmp, port, backend, workers, cpus, backends=(), lb="", protocol="", top=""):
     """weft in front of `backend` (or every port of `backends`), balanced by
     `lb` (default: the proxy's), speaking `protocol` upstream (default:
-    HTTP/1.1)."""
+    HTTP/1.1); `top`: more top-level config (YAML lines: admin, tracing)."""
     conf = os.path.join(tmp, f"weft-{port}.yaml")
     eps = ", ".join(f"127.0.0.1:{p}" for p in (backends or [backend]))
     policy = f"    lb: {lb}\n" if lb else ""
     if protocol:
         policy += f"    protocol: {protocol}\n"
-    open(conf, "w").write(f"""workers: {workers}
+    open(conf, "w").write(f"""{top}workers: {workers}
 listeners:
   - name: bench
     address: 127.0.0.1:{port}

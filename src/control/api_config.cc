@@ -13,6 +13,18 @@ using http::Request;
 using http::Response;
 using internal::HttpStatusFor;
 
+namespace {
+
+// A manifest that applies to every namespace's sidecars (a Telemetry for
+// service "*").
+bool MeshWide(const mesh::Manifest& m) {
+  const auto* t = std::get_if<mesh::TelemetrySpec>(&m.spec);
+  return t != nullptr && t->service == "*";
+}
+bool MeshWide(const ConfigEntry* e) { return e != nullptr && MeshWide(e->manifest); }
+
+}  // namespace
+
 asio::awaitable<Response> Api::ConfigRequest(Request& req, std::string_view rest) {
   // /v1/config, /v1/config/KIND, /v1/config/KIND/NAME; ?ns= picks the namespace.
   std::string kind, name;
@@ -110,6 +122,13 @@ asio::awaitable<Response> Api::ConfigPut(Request& req, const std::string& kind,
           Deny(req, acl::Resource::kConfig, ConfigRuleName(kind, m.ns, name), acl::Access::kWrite);
       !why.empty())
     co_return Denied(req, why);
+  // What reaches every namespace (or stops doing so) is the operator's to
+  // write, not one namespace's.
+  if (MeshWide(m) || MeshWide(config_.Find(kind, m.ns, name))) {
+    if (std::string why = Deny(req, acl::Resource::kOperator, "", acl::Access::kWrite);
+        !why.empty())
+      co_return Denied(req, why + " (a mesh-wide " + kind + ")");
+  }
   const std::string key = ConfigKey(kind, m.ns, name);
   const std::string value = mesh::ToJson(m);
   int64_t expected = -1;
@@ -160,6 +179,11 @@ asio::awaitable<Response> Api::ConfigDelete(Request& req, const std::string& kin
           Deny(req, acl::Resource::kConfig, ConfigRuleName(kind, ns, name), acl::Access::kWrite);
       !why.empty())
     co_return Denied(req, why);
+  if (MeshWide(config_.Find(kind, ns, name))) {
+    if (std::string why = Deny(req, acl::Resource::kOperator, "", acl::Access::kWrite);
+        !why.empty())
+      co_return Denied(req, why + " (a mesh-wide " + kind + ")");
+  }
   const std::string key = ConfigKey(kind, ns, name);
   store::Store* st = store_.get();
   const auto work = [st, key]() { return st->Delete(key); };

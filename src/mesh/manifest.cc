@@ -520,8 +520,13 @@ AuthorizationPolicySpec ParseAuthorizationPolicy(const YAML::Node& s) {
 TelemetrySpec ParseTelemetry(const YAML::Node& s) {
   CheckKeys(s, "spec", {"service", "tracing"});
   TelemetrySpec out;
-  if (s["service"] && !(s["service"].IsScalar() && s["service"].Scalar() == "*"))
+  // Said outright: "*" reaches every sidecar of every namespace.
+  if (!s["service"]) Fail("spec.service", "missing: a service, or \"*\" for the whole mesh");
+  if (s["service"].IsScalar() && s["service"].Scalar() == "*") {
+    out.service = "*";
+  } else {
     out.service = Label(s["service"], "spec.service");
+  }
   if (!s["tracing"]) Fail("spec.tracing", "missing: {sampling: 0.01, otlp: http://HOST:4318}");
   out.tracing = ParseTracing(s["tracing"], "spec.tracing");
   return out;

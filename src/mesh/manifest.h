@@ -167,12 +167,12 @@ struct AuthorizationPolicySpec {
 };
 
 // Telemetry: what the sidecars observe and where they send it. `service`
-// "*" applies mesh-wide (every namespace); a service's own (in its
-// namespace) overrides the fields it sets. Several of one scope merge in
-// name order.
+// "*" applies mesh-wide (every namespace: writing one takes operator
+// rights); a service's own (in its namespace) overrides the fields it
+// sets. Several of one scope merge in name order.
 struct TelemetrySpec {
-  std::string service = "*";
-  Tracing tracing;  // spec.tracing (mesh/tracing.h)
+  std::string service;  // a service, or "*"
+  Tracing tracing;      // spec.tracing (mesh/tracing.h)
 };
 
 using Spec =

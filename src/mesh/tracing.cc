@@ -104,6 +104,9 @@ Tracing ParseTracing(const YAML::Node& n, const std::string& at) {
     if (!ParseOtlpUrl(t.otlp, &err)) Fail(url_at + " " + Quoted(url), err);
   }
   if (has_format) t.format = OneOf(format, format_at, {"protobuf", "json"});
+  // Naming a collector turns tracing on (a service can trace when the
+  // mesh-wide one says enabled: false).
+  if (!t.otlp.empty() && !t.enabled) t.enabled = true;
   // Whatever turns tracing on names where the spans go: nothing set here
   // is left waiting for a collector named elsewhere.
   if (t.enabled.value_or(true) && t.otlp.empty())

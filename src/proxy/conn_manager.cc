@@ -322,6 +322,9 @@ asio::awaitable<void> HttpConnectionManager::Serve(http::ServerCodec& codec) {
       ok = codec.open();
     } else {
       ok = co_await x_.Forward(c, x, *a.stream);
+      // An exchange cut short before Finish (the client left) still has
+      // its spans: the next hop's name this one's attempt as parent.
+      if (x_.sampled_ && !x_.spans_emitted_) x_.EmitSpans(c, &a.stream->request(), 0, "DC");
     }
     codec.StreamDone(a.stream, ok);
     if (!ok || !codec.open() || w_->draining()) co_return;
@@ -380,6 +383,7 @@ asio::awaitable<void> HttpConnectionManager::RunStream(std::shared_ptr<HttpConne
       ok = true;
     } else {
       ok = co_await x->Forward(c, ex, *s);
+      if (x->sampled_ && !x->spans_emitted_) x->EmitSpans(c, &s->request(), 0, "DC");  // see Serve
     }
   }
   if (x->pump_running_) co_await x->WaitPump();  // it reads from `s`
@@ -828,6 +832,11 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
         first_released_ = false;
         first_gave_way_ = hedge_->state() == HedgeCall::State::kAnswered;
         first_status_ = h != nullptr ? HedgeCall::OutcomeStatus(*h) : 0;
+        if (sampled_ && h != nullptr && cur_attempt_ < attempt_spans_.size()) {
+          attempt_spans_[cur_attempt_].status = h->status;  // as it came, not as it counts
+          if (h->body == http::BodyKind::kNone)
+            attempt_spans_[cur_attempt_].grpc_status = http::grpc::StatusOf(h->fields);
+        }
         first_failed_ = h == nullptr && (!lease.reused || herr.bytes_received || timed_out_);
         while (asio::steady_timer* t = HedgeWait(s)) co_await t->async_wait(kNoThrow);
         if (hedge_->state() == HedgeCall::State::kAnswered) {
@@ -853,6 +862,8 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
         const int64_t answered = MonoNanos();
         const bool trailers_only = grpc_ && h->body == http::BodyKind::kNone;
         const int code = trailers_only ? http::grpc::StatusOf(h->fields) : -1;
+        if (sampled_ && cur_attempt_ < attempt_spans_.size())
+          attempt_spans_[cur_attempt_].grpc_status = code;
         ep_ = ep;
         outcome_later_ = grpc_ && !trailers_only && h->status == 200;
         cr.Answered(ep, code > 0 ? http::grpc::HttpStatusForCode(code) : h->status,
@@ -1220,7 +1231,7 @@ http::ResponseHeaders* HttpConnectionManager::ActiveStream::AdoptHedge(ClusterRu
     cr.Failed(*ep, now);
   }
   if (sampled_) {
-    CloseAttemptSpan(cur_attempt_, first_status_,
+    CloseAttemptSpan(cur_attempt_, 0,
                      first_gave_way_ ? "cancelled" : (first_failed_ ? "no response" : nullptr),
                      now);
     cur_attempt_ = hedge_attempt_;

@@ -110,7 +110,9 @@ class HttpConnectionManager : public Deadline,
       mirror_pending_ = false;
       outcome_later_ = false;
       hedged_ = 0;
-      trace_ = sampled_ = false;
+      trace_ = sampled_ = spans_emitted_ = false;
+      b3_form_ = 0;
+      tracestate_.clear();
       attempt_spans_.clear();
       cur_attempt_ = hedge_attempt_ = SIZE_MAX;
       route_ = nullptr;
@@ -249,6 +251,7 @@ class HttpConnectionManager : public Deadline,
       int64_t start_ns = 0, end_ns = 0;  // monotonic; end 0: still open
       std::string_view endpoint;         // the instance's address (the config's)
       int status = 0;                    // the HTTP status it answered; 0: none
+      int grpc_status = -1;              // a trailers-only answer's grpc-status; -1: none
       int number = 0;                    // its x-weft-attempt
       bool hedge = false;
       const char* error = nullptr;  // why it ended without an answer that counted
@@ -268,7 +271,8 @@ class HttpConnectionManager : public Deadline,
                    std::string_view flags);
     bool trace_ = false;    // tracing is on for this exchange (the config)
     bool sampled_ = false;  // and its spans are recorded
-    uint8_t b3_form_ = 0;   // the request's B3 headers: 0 none, 1 single, 2 multi
+    bool spans_emitted_ = false;
+    uint8_t b3_form_ = 0;  // the request's B3 headers: 0 none, 1 single, 2 multi
     http::trace::TraceId trace_id_{};
     http::trace::SpanId parent_span_{}, server_span_{};
     std::string tracestate_;

@@ -26,6 +26,10 @@ namespace trace = http::trace;
 
 namespace {
 
+// The most of a request's path a span keeps (the queue holds spans by
+// count: this keeps it bounded in bytes too).
+constexpr size_t kMaxSpanPath = 1024;
+
 template <size_t N>
 void RandomId(Rng& rng, std::array<uint8_t, N>* id) {
   do {
@@ -66,7 +70,7 @@ void HttpConnectionManager::ActiveStream::StartTrace(const Ctx& c,
   tracestate_.clear();
   std::string_view traceparent, b3, b3_trace, b3_span, b3_sampled, b3_flags;
   std::string_view tracestate;
-  size_t tracestate_fields = 0;
+  size_t tracestate_fields = 0, traceparent_fields = 0;
   for (const http::HeaderField& f : req.fields) {
     const std::string_view n = f.name;
     switch (n.size()) {
@@ -84,6 +88,7 @@ void HttpConnectionManager::ActiveStream::StartTrace(const Ctx& c,
       case 11:
         if (IEquals(n, "traceparent")) {
           traceparent = f.value;
+          ++traceparent_fields;
         } else if (IEquals(n, "x-b3-spanid")) {
           b3_span = f.value;
         }
@@ -101,7 +106,15 @@ void HttpConnectionManager::ActiveStream::StartTrace(const Ctx& c,
   }
   int decision = -1;  // the caller's sampling decision: -1 none
   std::optional<trace::SpanContext> ctx;
-  if (!traceparent.empty()) ctx = trace::ParseTraceparent(traceparent);
+  // B3 goes on in the form it came in, whichever context is taken.
+  if (!b3.empty()) {
+    b3_form_ = 1;
+  } else if (!b3_trace.empty() || !b3_span.empty() || !b3_sampled.empty() || !b3_flags.empty()) {
+    b3_form_ = 2;
+  }
+  // Two traceparent fields are no context (the spec's rule for a header
+  // that is not exactly one valid value).
+  if (traceparent_fields == 1) ctx = trace::ParseTraceparent(traceparent);
   if (ctx) {
     decision = ctx->sampled ? 1 : 0;
     if (tracestate_fields > 0) {
@@ -118,12 +131,10 @@ void HttpConnectionManager::ActiveStream::StartTrace(const Ctx& c,
       }
       if (auto ts = trace::NormalizeTracestate(tracestate)) tracestate_ = std::move(*ts);
     }
-  } else if (!b3.empty()) {
+  } else if (b3_form_ == 1) {
     ctx = trace::ParseB3Single(b3, &decision);
-    b3_form_ = 1;
-  } else if (!b3_trace.empty() || !b3_sampled.empty() || !b3_flags.empty()) {
+  } else if (b3_form_ == 2) {
     ctx = trace::ParseB3Multi(b3_trace, b3_span, b3_sampled, b3_flags, &decision);
-    b3_form_ = 2;
   }
   if (ctx) {
     trace_id_ = ctx->trace_id;
@@ -215,6 +226,7 @@ void HttpConnectionManager::ActiveStream::CloseAttemptSpan(size_t i, int status,
 void HttpConnectionManager::ActiveStream::EmitSpans(const Ctx& c, const http::RequestHeaders* req,
                                                     int status, std::string_view flags) {
   const std::shared_ptr<SpanSink>& sink = c.state->snap->spans;
+  spans_emitted_ = true;
   if (!sink) return;
   const int64_t now = MonoNanos();
   const int64_t to_unix = WallMicros() * 1000 - now;
@@ -239,12 +251,12 @@ void HttpConnectionManager::ActiveStream::EmitSpans(const Ctx& c, const http::Re
   a.reserve(14);
   if (req) {
     a.push_back({"http.request.method", std::string(method)});
-    a.push_back({"url.path", std::string(RequestPath(req->path))});
+    a.push_back({"url.path", std::string(RequestPath(req->path).substr(0, kMaxSpanPath))});
     a.push_back({"network.protocol.version",
                  std::string(req->version == http::Version::kHttp2 ? "2" : "1.1")});
   }
   if (!route_path.empty()) a.push_back({"http.route", std::string(route_path)});
-  a.push_back({"http.response.status_code", int64_t{status}});
+  if (status > 0) a.push_back({"http.response.status_code", int64_t{status}});
   a.push_back({"client.address", cm_->client_ip_});
   if (!cm_->peer_.empty()) a.push_back({"weft.peer.identity", cm_->peer_});
   a.push_back({"weft.listener", c.lc->name});
@@ -256,7 +268,11 @@ void HttpConnectionManager::ActiveStream::EmitSpans(const Ctx& c, const http::Re
     a.push_back({"rpc.system", std::string("grpc")});
     if (grpc_status_ >= 0) a.push_back({"rpc.grpc.status_code", int64_t{grpc_status_}});
   }
-  if (status >= 500 || (grpc_ && GrpcServerError(grpc_status_))) {
+  // Broken off (flags UR, UT, DR, DC: see access_log.h) is an error too,
+  // whatever the status said.
+  const bool broken = flags.size() == 2 && flags != "LR";
+  if (status == 0) a.push_back({"error.type", std::string("downstream disconnected")});
+  if (status >= 500 || broken || (grpc_ && GrpcServerError(grpc_status_))) {
     sv.status = otlp::StatusCode::kError;
   }
 
@@ -293,16 +309,18 @@ void HttpConnectionManager::ActiveStream::EmitSpans(const Ctx& c, const http::Re
     if (!cluster_name_.empty()) ca.push_back({"weft.cluster", std::string(cluster_name_)});
     if (!cluster_peer_id_.empty())
       ca.push_back({"weft.peer.identity", std::string(cluster_peer_id_)});
+    // The relayed attempt's gRPC status is the call's; another one's is
+    // its own trailers-only answer, if it had one.
     const bool relayed = i == cur_attempt_ && at.status > 0;
+    const int grpc_code = relayed && grpc_status_ >= 0 ? grpc_status_ : at.grpc_status;
     if (grpc_) {
       ca.push_back({"rpc.system", std::string("grpc")});
-      if (relayed && grpc_status_ >= 0)
-        ca.push_back({"rpc.grpc.status_code", int64_t{grpc_status_}});
+      if (grpc_code >= 0) ca.push_back({"rpc.grpc.status_code", int64_t{grpc_code}});
     }
     if (at.error != nullptr) {
       ca.push_back({"error.type", std::string(at.error)});
       cs.status = otlp::StatusCode::kError;
-    } else if (at.status >= 400 || (relayed && grpc_ && grpc_status_ > 0)) {
+    } else if (at.status >= 400 || (grpc_ && grpc_code > 0)) {
       cs.status = otlp::StatusCode::kError;
     }
   }

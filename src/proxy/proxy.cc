@@ -149,7 +149,6 @@ class Proxy final : public ConfigSink {
       snap->rate_limiters.push_back(std::move(rls));
     }
     snap->registry = &stats_;
-    SetUpTracing(cfg->tracing, snap.get());
 
     // Listener sockets: keep those whose name and address are unchanged.
     std::map<std::string, ListenerSockets> next;
@@ -182,6 +181,7 @@ class Proxy final : public ConfigSink {
       next[l.name] = std::move(ls);
     }
     listeners_ = std::move(next);
+    SetUpTracing(cfg->tracing, snap.get());  // once nothing can fail
     snap_ = snap;
     limiters_.clear();
     for (size_t i = 0; i < cfg->listeners.size(); ++i)
@@ -432,8 +432,8 @@ class Proxy final : public ConfigSink {
   // The rate limiters of the snapshot in force, by listener and route name.
   std::map<std::pair<std::string, std::string>, std::shared_ptr<RateLimiter>> limiters_;
   std::optional<tcp::acceptor> admin_;
-  // Tracing (SetUpTracing); the scrape reads the counts from the admin
-  // thread.
+  // Tracing (SetUpTracing). The main loop changes these; the lock keeps the
+  // scrape's sums whole (the admin endpoint runs on that loop too).
   std::mutex sinks_mu_;
   std::shared_ptr<SpanSink> span_sink_;                   // guarded by sinks_mu_
   TracingConfig span_cfg_;                                // guarded by sinks_mu_
@@ -469,6 +469,10 @@ class Proxy final : public ConfigSink {
   // here, on the main loop, once no worker holds them: ending one may wait
   // for an export in progress.
   void SetUpTracing(const TracingConfig& t, Snapshot* snap) {
+    if (!counts_set_) {
+      counts_set_ = true;
+      stats_.SetSpanCounts([this] { return SpanCounts(); });
+    }
     std::lock_guard<std::mutex> l(sinks_mu_);
     const bool same = span_sink_ && t.host_port == span_cfg_.host_port &&
                       t.path == span_cfg_.path && t.json == span_cfg_.json &&
@@ -498,6 +502,7 @@ class Proxy final : public ConfigSink {
     for (auto it = retired_sinks_.begin(); it != retired_sinks_.end();) {
       // Only the snapshot in force and this list can hold one now.
       if (it->use_count() == 1 && (!snap_ || snap_->spans != *it)) {
+        (*it)->Stop();  // first: what it drops on the way out counts
         retired_counts_.exported += (*it)->exported();
         retired_counts_.dropped += (*it)->dropped();
         retired_counts_.failed += (*it)->failed();
@@ -506,22 +511,21 @@ class Proxy final : public ConfigSink {
         ++it;
       }
     }
-    if (!counts_set_) {
-      counts_set_ = true;
-      stats_.SetSpanCounts([this] {
-        std::lock_guard<std::mutex> l(sinks_mu_);
-        StatsRegistry::SpanCounts c = retired_counts_;
-        std::vector<const SpanSink*> live;
-        if (span_sink_) live.push_back(span_sink_.get());
-        for (const auto& s : retired_sinks_) live.push_back(s.get());
-        for (const SpanSink* s : live) {
-          c.exported += s->exported();
-          c.dropped += s->dropped();
-          c.failed += s->failed();
-        }
-        return c;
-      });
+  }
+
+  // The spans of every sink, those let go of included (scrape).
+  StatsRegistry::SpanCounts SpanCounts() {
+    std::lock_guard<std::mutex> l(sinks_mu_);
+    StatsRegistry::SpanCounts c = retired_counts_;
+    std::vector<const SpanSink*> live;
+    if (span_sink_) live.push_back(span_sink_.get());
+    for (const auto& s : retired_sinks_) live.push_back(s.get());
+    for (const SpanSink* s : live) {
+      c.exported += s->exported();
+      c.dropped += s->dropped();
+      c.failed += s->failed();
     }
+    return c;
   }
 
   // Whether the current config speaks mesh TLS anywhere.

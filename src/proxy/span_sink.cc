@@ -20,7 +20,10 @@ SpanSink::SpanSink(SpanSinkOptions o, otlp::Resource r)
   thread_ = std::thread([this] { Loop(); });
 }
 
-SpanSink::~SpanSink() {
+SpanSink::~SpanSink() { Stop(); }
+
+void SpanSink::Stop() {
+  if (!thread_.joinable()) return;
   {
     std::lock_guard lock(mu_);
     stop_ = true;

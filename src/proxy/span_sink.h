@@ -36,6 +36,9 @@ class SpanSink {
   // connecting ends at its connect timeout); what is still queued is
   // dropped (counted).
   ~SpanSink();
+  // What the destructor does, for an owner that reads the counters after
+  // (once: later calls do nothing). Not concurrently with Submit.
+  void Stop();
   SpanSink(const SpanSink&) = delete;
   SpanSink& operator=(const SpanSink&) = delete;
 

