@@ -259,6 +259,12 @@ def measure(name, server, port, a):
             "load_kb": peak[0], "errors": errors}
 
 
+def print_round(rnd, name, r):
+    """One line per measurement of a benchmark in rounds (ab.py, tracing.py)."""
+    print(f"round {rnd} {name}: {r['rps']:.0f} req/s, p99 {r['p99']} ms, "
+          f"{r['cpu_us']:.2f} us CPU/req", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weft", required=True)

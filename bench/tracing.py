@@ -104,8 +104,7 @@ def main():
                     finally:
                         s.stop()
                     res[name].append(r)
-                    print(f"round {rnd} {name}: {r['rps']:.0f} req/s, p99 {r['p99']} ms, "
-                          f"{r['cpu_us']:.2f} us CPU/req", flush=True)
+                    bench.print_round(rnd, name, r)
         finally:
             backend.stop()
             srv.shutdown()

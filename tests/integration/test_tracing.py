@@ -6,12 +6,12 @@ own generated decoder (not code written here); the applications in the
 mesh test are traced with the OpenTelemetry JS SDK."""
 import http.client
 import json
-import os
 import time
 
 import pytest
 
 from conftest import free_port, simple_config, wait_for, wait_port
+from test_mtls import get
 from otel_peer import (KIND_CLIENT, KIND_SERVER, STATUS_ERROR, Collector, by_trace,
                        ensure_node_otel, run_client, span_by_id, start_app, traceparent)
 
@@ -34,24 +34,11 @@ def collector():
         c.stop()
 
 
-def traced_config(backend_addrs, otlp, sampling=1.0, fmt="protobuf", log=None, extra_cluster="",
-                  lb=None):
+def traced_config(backend_addrs, otlp, sampling=1.0, fmt="protobuf", log=None, lb=None):
     tracing = (f"tracing: {{sampling: {sampling}, otlp: '{otlp}', format: {fmt}, "
                f"service_name: front}}\n")
     listener = f"    access_log: {log}\n" if log else ""
-    cfg = simple_config({"b": backend_addrs}, extra_listener=listener, lb=lb)
-    if extra_cluster:
-        cfg = cfg.replace("    connect_timeout: 500ms\n", f"    connect_timeout: 500ms\n{extra_cluster}", 1)
-    return tracing + cfg
-
-
-def get(port, path="/echo", headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    c.request("GET", path, headers=headers or {})
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r.status, body
+    return tracing + simple_config({"b": backend_addrs}, extra_listener=listener, lb=lb)
 
 
 def upstream_headers(body):
