@@ -6,11 +6,12 @@ own generated decoder (not code written here); the applications in the
 mesh test are traced with the OpenTelemetry JS SDK."""
 import http.client
 import json
+import subprocess
 import time
 
 import pytest
 
-from conftest import free_port, simple_config, wait_for, wait_port
+from conftest import free_port, require, simple_config, wait_for, wait_port
 from test_mtls import get
 from otel_peer import (KIND_CLIENT, KIND_SERVER, STATUS_ERROR, Collector, by_trace,
                        ensure_node_otel, run_client, span_by_id, start_app, traceparent)
@@ -443,6 +444,16 @@ def test_an_sdk_traced_app_and_the_sidecars_make_one_trace(server, mesh_proxy, c
             assert not any(x["service"] == "middle" and by_sidecar(x) for x in t)
             ids = span_by_id(t)
             assert all(x["parentSpanId"] in ids for x in t if x["parentSpanId"]), t
+
+        # What the sidecars and the server expose passes Prometheus' linter,
+        # the tracing and per-caller families included.
+        promtool = require("promtool")
+        texts = [px.admin("/stats")[1] for px in proxies.values()]
+        texts.append(s.request("GET", "/metrics")[2])
+        assert 'weft_tracing_spans_total{result="exported"}' in texts[0]
+        for text in texts:
+            r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
     finally:
         for app in apps.values():
             app.stop()
