@@ -33,8 +33,13 @@ Labels Labels::With(std::string_view name, std::string_view value) const {
   return l;
 }
 
+bool WantsOpenMetrics(std::string_view accept) {
+  return accept.find("application/openmetrics-text") != std::string_view::npos;
+}
+
 void Writer::Sample(std::string_view family, const char* type, const char* help,
-                    std::string_view sample, const Labels& l, std::string_view value) {
+                    std::string_view sample, const Labels& l, std::string_view value,
+                    std::string_view exemplar) {
   auto it = index_.find(family);
   if (it == index_.end()) {
     it = index_.emplace(std::string(family), families_.size()).first;
@@ -45,11 +50,16 @@ void Writer::Sample(std::string_view family, const char* type, const char* help,
   if (!l.text().empty()) out.append("{").append(l.text()).append("}");
   out.push_back(' ');
   out.append(value);
+  if (openmetrics_ && !exemplar.empty()) out.append(" # ").append(exemplar);
   out.push_back('\n');
 }
 
 void Writer::Counter(std::string_view name, const char* help, const Labels& l, uint64_t v) {
-  Sample(name, "counter", help, name, l, std::to_string(v));
+  // OpenMetrics names the family without the sample's _total.
+  std::string_view family = name;
+  if (openmetrics_ && family.size() > 6 && family.substr(family.size() - 6) == "_total")
+    family.remove_suffix(6);
+  Sample(family, "counter", help, name, l, std::to_string(v));
 }
 
 void Writer::Gauge(std::string_view name, const char* help, const Labels& l, int64_t v) {
@@ -66,6 +76,8 @@ std::string Writer::Finish() const {
         out.append("\\\\");
       } else if (*p == '\n') {
         out.append("\\n");
+      } else if (*p == '"' && openmetrics_) {
+        out.append("\\\"");
       } else {
         out.push_back(*p);
       }
@@ -73,6 +85,7 @@ std::string Writer::Finish() const {
     out.append("\n# TYPE ").append(f.name).append(" ").append(f.type).append("\n");
     out.append(f.lines);
   }
+  if (openmetrics_) out.append("# EOF\n");
   return out;
 }
 

@@ -33,14 +33,22 @@ class Labels {
 
 // One exposition; not thread-safe. `type` and `help` are kept as pointers,
 // not copied, until Finish(): pass string literals.
+//
+// OpenMetrics (`openmetrics`: what Prometheus asks for with Accept:
+// application/openmetrics-text): the same samples, a counter's family named
+// without its _total, exemplars on the samples that have one, and # EOF.
 class Writer {
  public:
+  explicit Writer(bool openmetrics = false) : openmetrics_(openmetrics) {}
+  bool openmetrics() const { return openmetrics_; }
   void Counter(std::string_view name, const char* help, const Labels& l, uint64_t v);
   void Gauge(std::string_view name, const char* help, const Labels& l, int64_t v);
   // One sample of `family` named `sample` (a histogram's _bucket, _sum or
   // _count), declared with `type` and `help` on first use.
+  // `exemplar`: "{trace_id=\"...\"} VALUE TIMESTAMP", written after the
+  // value in OpenMetrics only.
   void Sample(std::string_view family, const char* type, const char* help, std::string_view sample,
-              const Labels& l, std::string_view value);
+              const Labels& l, std::string_view value, std::string_view exemplar = {});
   std::string Finish() const;
 
  private:
@@ -52,6 +60,13 @@ class Writer {
   };
   std::vector<Family> families_;
   std::map<std::string, size_t, std::less<>> index_;
+  bool openmetrics_ = false;
 };
+
+inline constexpr const char* kTextContentType = "text/plain; version=0.0.4; charset=utf-8";
+inline constexpr const char* kOpenMetricsContentType =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+// Whether an Accept field value asks for OpenMetrics.
+bool WantsOpenMetrics(std::string_view accept);
 
 }  // namespace weft::prom

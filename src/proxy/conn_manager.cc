@@ -1055,6 +1055,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   if (cm_->source_stats_) cm_->source_stats_->http.Record(status, elapsed);
   c.ls->http.Record(status, elapsed);
   rs.http.Record(status, elapsed);
+  if (sampled_) rs.exemplars.Record(elapsed, trace_id_.data(), WallMicros() / 1000);
   cr.stats->http.Record(status, elapsed);
   if (grpc_) {
     // No grpc-status: the call broke (the upstream's reset reaches the

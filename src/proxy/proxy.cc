@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/prometheus.h"
 #include "base/strings.h"
 #include "base/time.h"
 #include "io/buffer.h"
@@ -380,8 +381,12 @@ class Proxy final : public ConfigSink {
                  : need_identity ? "waiting for this workload's certificate (mesh TLS)\n"
                                  : "ready\n";
         } else if (path == "/stats" || path == "/metrics") {
-          type = "text/plain; version=0.0.4";
-          body = stats_.RenderPrometheus();
+          // OpenMetrics (with exemplars) for a scraper that asks for it.
+          bool om = false;
+          for (const auto& h : req.headers)
+            om = om || (IEquals(h.name, "accept") && prom::WantsOpenMetrics(h.value));
+          type = om ? prom::kOpenMetricsContentType : prom::kTextContentType;
+          body = stats_.RenderPrometheus(om);
         } else if (path == "/config_dump") {
           type = "application/json";
           body = ConfigToJson(*snap_->cfg) + "\n";

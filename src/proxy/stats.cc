@@ -4,6 +4,7 @@
 
 #include "base/prometheus.h"
 #include "http/grpc.h"
+#include "http/trace_context.h"
 
 namespace weft::proxy {
 
@@ -98,6 +99,40 @@ PerWorker<ClusterStats>* StatsRegistry::Cluster(const std::string& name) {
   return p.get();
 }
 
+void Exemplars::Record(int64_t us, const uint8_t* trace_id, int64_t wall_ms) {
+  Slot& s = slots_[Histogram::BucketOf(us)];
+  uint64_t hi = 0, lo = 0;
+  for (int i = 0; i < 8; ++i) {
+    hi = hi << 8 | trace_id[i];
+    lo = lo << 8 | trace_id[8 + i];
+  }
+  const uint32_t seq = s.seq.load(std::memory_order_relaxed);
+  s.seq.store(seq + 1, std::memory_order_relaxed);  // odd: a write in progress
+  std::atomic_thread_fence(std::memory_order_release);
+  s.hi.store(hi, std::memory_order_relaxed);
+  s.lo.store(lo, std::memory_order_relaxed);
+  s.value_us.store(static_cast<uint64_t>(us < 0 ? 0 : us), std::memory_order_relaxed);
+  s.wall_ms.store(static_cast<uint64_t>(wall_ms), std::memory_order_relaxed);
+  s.seq.store(seq + 2, std::memory_order_release);
+}
+
+bool Exemplars::Get(size_t bucket, Read* out) const {
+  const Slot& s = slots_[bucket];
+  const uint32_t before = s.seq.load(std::memory_order_acquire);
+  if (before == 0 || (before & 1)) return false;
+  const uint64_t hi = s.hi.load(std::memory_order_relaxed);
+  const uint64_t lo = s.lo.load(std::memory_order_relaxed);
+  out->value_us = s.value_us.load(std::memory_order_relaxed);
+  out->wall_ms = s.wall_ms.load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (s.seq.load(std::memory_order_relaxed) != before) return false;
+  for (int i = 0; i < 8; ++i) {
+    out->trace_id[i] = static_cast<uint8_t>(hi >> (56 - 8 * i));
+    out->trace_id[8 + i] = static_cast<uint8_t>(lo >> (56 - 8 * i));
+  }
+  return true;
+}
+
 namespace {
 
 template <typename T, typename F>
@@ -115,7 +150,8 @@ using prom::Writer;
 
 template <typename T>
 void RenderHttp(Writer& w, const std::string& prefix, const Labels& labels, const PerWorker<T>& pw,
-                const HttpCounters& (*get)(const T&)) {
+                const HttpCounters& (*get)(const T&),
+                const Exemplars& (*exemplars)(const T&) = nullptr) {
   static constexpr const char* kClass[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
   for (size_t c = 0; c < 5; ++c) {
     w.Counter(
@@ -142,8 +178,20 @@ void RenderHttp(Writer& w, const std::string& prefix, const Labels& labels, cons
     std::string le = b < Histogram::kBoundsUs.size()
                          ? fmt::format("{:g}", static_cast<double>(Histogram::kBoundsUs[b]) / 1e6)
                          : "+Inf";
+    // The bucket's latest exemplar among the workers (OpenMetrics only).
+    std::string ex;
+    if (exemplars != nullptr && w.openmetrics()) {
+      Exemplars::Read best, r;
+      for (const T& t : pw.slots())
+        if (exemplars(t).Get(b, &r) && r.wall_ms > best.wall_ms) best = r;
+      if (best.wall_ms > 0) {
+        ex = "{trace_id=\"" + http::trace::Hex(best.trace_id, 16) + "\"} " +
+             fmt::format("{:g} {}.{:03}", static_cast<double>(best.value_us) / 1e6,
+                         best.wall_ms / 1000, best.wall_ms % 1000);
+      }
+    }
     w.Sample(family, "histogram", help, family + "_bucket", labels.With("le", le),
-             std::to_string(cum));
+             std::to_string(cum), ex);
   }
   uint64_t sum = 0;
   for (const T& t : pw.slots()) sum += get(t).latency.SumUs();
@@ -154,9 +202,9 @@ void RenderHttp(Writer& w, const std::string& prefix, const Labels& labels, cons
 
 }  // namespace
 
-std::string StatsRegistry::RenderPrometheus() {
+std::string StatsRegistry::RenderPrometheus(bool openmetrics) {
   std::lock_guard<std::mutex> l(mu_);
-  Writer w;
+  Writer w(openmetrics);
   w.Counter("weft_config_reloads_total", "Config reloads by result.", {{"result", "ok"}},
             reload_ok_.Get());
   w.Counter("weft_config_reloads_total", "Config reloads by result.", {{"result", "rejected"}},
@@ -232,8 +280,9 @@ std::string StatsRegistry::RenderPrometheus() {
   }
   for (const auto& [key, pw] : routes_) {
     const Labels lb{{"listener", key.first}, {"route", key.second}};
-    RenderHttp<RouteStats>(w, "weft_route", lb, *pw,
-                           [](const RouteStats& s) -> const HttpCounters& { return s.http; });
+    RenderHttp<RouteStats>(
+        w, "weft_route", lb, *pw, [](const RouteStats& s) -> const HttpCounters& { return s.http; },
+        [](const RouteStats& s) -> const Exemplars& { return s.exemplars; });
     w.Counter("weft_route_fault_delays_total", "Requests delayed by the route's fault injection.",
               lb, Sum(*pw, [](const RouteStats& s) -> const Counter& { return s.fault_delays; }));
     w.Counter("weft_route_fault_aborts_total",

@@ -26,10 +26,13 @@ class Histogram {
   static constexpr std::array<int64_t, 14> kBoundsUs = {250,    500,     1000,    2500,    5000,
                                                         10000,  25000,   50000,   100000,  250000,
                                                         500000, 1000000, 2500000, 10000000};
-  void Observe(int64_t us) {
+  static size_t BucketOf(int64_t us) {
     size_t i = 0;
     while (i < kBoundsUs.size() && us > kBoundsUs[i]) ++i;
-    buckets_[i].Inc();
+    return i;
+  }
+  void Observe(int64_t us) {
+    buckets_[BucketOf(us)].Inc();
     sum_us_.Inc(static_cast<uint64_t>(us < 0 ? 0 : us));
   }
   uint64_t Bucket(size_t i) const { return buckets_[i].Get(); }
@@ -96,8 +99,31 @@ struct alignas(64) ListenerStats {
   void Rejected(Reject r) { rejected[static_cast<size_t>(r)].Inc(); }
 };
 
+// OpenMetrics exemplars of a latency histogram: per bucket, the latest
+// traced request that fell in it (its trace id, duration and wall time).
+// One writer (the worker) under a sequence count; a scrape that meets a
+// write in progress leaves that bucket's exemplar out.
+class Exemplars {
+ public:
+  struct Read {
+    uint8_t trace_id[16];
+    uint64_t value_us = 0;
+    uint64_t wall_ms = 0;  // 0: none
+  };
+  void Record(int64_t us, const uint8_t* trace_id, int64_t wall_ms);
+  bool Get(size_t bucket, Read* out) const;
+
+ private:
+  struct Slot {
+    std::atomic<uint32_t> seq{0};
+    std::atomic<uint64_t> hi{0}, lo{0}, value_us{0}, wall_ms{0};
+  };
+  std::array<Slot, Histogram::kBoundsUs.size() + 1> slots_;
+};
+
 struct alignas(64) RouteStats {
   HttpCounters http;
+  Exemplars exemplars;                 // on http.latency: traced requests (tracing on)
   Counter fault_delays, fault_aborts;  // fault injection: requests delayed, aborted
   Counter rate_limited;                // answered 429 by the route's rate limit
 };
@@ -179,8 +205,9 @@ class StatsRegistry {
   Counter& config_reload_ok() { return reload_ok_; }
   Counter& config_reload_fail() { return reload_fail_; }
 
-  // Prometheus text exposition format, version 0.0.4.
-  std::string RenderPrometheus();
+  // Prometheus text exposition format, version 0.0.4; or OpenMetrics 1.0,
+  // with the latency exemplars (base/prometheus.h).
+  std::string RenderPrometheus(bool openmetrics = false);
 
  private:
   const size_t workers_;

@@ -23,7 +23,7 @@ from conftest import free_port, require, wait_for
 
 
 class Prometheus:
-    def __init__(self, config, tmpdir, netns=None):
+    def __init__(self, config, tmpdir, netns=None, extra=()):
         prom = require("prometheus")
         self.port = free_port() if netns is None else 19090
         path = os.path.join(tmpdir, "prometheus.yml")
@@ -32,7 +32,7 @@ class Prometheus:
         check = subprocess.run([require("promtool"), "check", "config", path], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         cmd = [prom, f"--config.file={path}", f"--storage.tsdb.path={os.path.join(tmpdir, 'tsdb')}",
-               f"--web.listen-address=127.0.0.1:{self.port}"]
+               f"--web.listen-address=127.0.0.1:{self.port}", *extra]
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd
         self.netns = netns

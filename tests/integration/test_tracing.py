@@ -6,6 +6,8 @@ own generated decoder (not code written here); the applications in the
 mesh test are traced with the OpenTelemetry JS SDK."""
 import http.client
 import json
+import os
+import re
 import subprocess
 import time
 
@@ -17,6 +19,24 @@ from otel_peer import (KIND_CLIENT, KIND_SERVER, STATUS_ERROR, Collector, by_tra
                        ensure_node_otel, run_client, span_by_id, start_app, traceparent)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "dashboards", "weft-grafana.json")
+# Families that appear with their first event (checked where one happens).
+FIRST_EVENT_FAMILIES = {"weft_route_grpc_total"}
+
+
+def dashboard_queries():
+    """(panel title, PromQL) of the Grafana dashboard, its variables filled
+    in as Grafana would for "All"."""
+    d = json.load(open(DASHBOARD))
+    out = []
+    for p in d["panels"]:
+        for t in p.get("targets", []):
+            out.append((p["title"], t["expr"].replace("$instance", ".*").replace("$__rate_interval", "1m")))
+    return out
+
+
+def dashboard_metrics():
+    return {m for _, q in dashboard_queries() for m in re.findall(r"\bweft_[a-z0-9_]+", q)}
 PARENT = "00f067aa0ba902b7"
 
 
@@ -217,6 +237,7 @@ def test_grpc_calls_carry_their_status_per_attempt(weft, collector):
         assert attrs(first)["http.response.status_code"] == 200  # as it came: trailers-only
         assert attrs(second)["rpc.grpc.status_code"] == 0 and second["statusCode"] != STATUS_ERROR
         assert attrs(server)["network.protocol.version"] == "2"
+        assert FIRST_EVENT_FAMILIES <= set(re.findall(r"^(weft_[a-z0-9_]+)", w.admin("/stats")[1], re.M))
     finally:
         g.stop_server(good)
         g.stop_server(bad)
@@ -314,6 +335,56 @@ def test_head_sampling_holds_its_rate(weft, backends, collector):
     time.sleep(1.2)
     servers = [x for x in col.spans() if x["kind"] == KIND_SERVER]
     assert len(servers) == sampled_flags, (len(servers), sampled_flags)
+
+
+def test_latency_exemplars_carry_trace_ids_to_prometheus(weft, backends, collector, tmp_path):
+    """A sampled request's trace id rides on its route's latency bucket as
+    an OpenMetrics exemplar: Prometheus (with exemplar storage) scrapes it
+    and answers it back. The plain text format has none, and passes
+    promtool."""
+    import urllib.parse
+    import urllib.request
+    from test_discovery import Prometheus
+    col = collector()
+    b = backends("b")
+    w = weft(traced_config([b.addr], col.url))
+    assert get(w.ports["public"], headers={"traceparent": traceparent(TRACE, PARENT)})[0] == 200
+    req = urllib.request.Request(f"http://127.0.0.1:{w.ports['admin']}/stats",
+                                 headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        om = r.read().decode()
+        assert r.headers["content-type"].startswith("application/openmetrics-text"), r.headers
+    assert om.endswith("# EOF\n")
+    assert f'# {{trace_id="{TRACE}"}}' in om, om
+    assert "# TYPE weft_route_rq counter" in om and "weft_route_rq_total{" in om
+    _, text = w.admin("/stats")
+    assert "trace_id" not in text and "# EOF" not in text
+    r = subprocess.run([require("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    prom = Prometheus(f"""global: {{scrape_interval: 1s}}
+scrape_configs:
+  - job_name: weft
+    metrics_path: /stats
+    static_configs: [{{targets: ["127.0.0.1:{w.ports['admin']}"]}}]
+""", str(tmp_path), extra=("--enable-feature=exemplar-storage",))
+    try:
+        q = urllib.parse.quote('weft_route_rq_duration_seconds_bucket{route="public.0"}')
+
+        def exemplar_ids():
+            now = time.time()
+            d = prom.api(f"/api/v1/query_exemplars?query={q}&start={now - 600}&end={now + 60}")
+            if not d or d.get("status") != "success":
+                return set()
+            return {e["labels"].get("trace_id") for s in d["data"] for e in s["exemplars"]}
+
+        assert wait_for(lambda: TRACE in exemplar_ids(), 20), (exemplar_ids(), prom.targets())
+        assert all(t["health"] == "up" for t in prom.targets()), prom.targets()
+        # The Grafana dashboard's queries are PromQL this Prometheus runs.
+        for title, query in dashboard_queries():
+            d = prom.api("/api/v1/query?query=" + urllib.parse.quote(query))
+            assert d and d["status"] == "success", (title, query, d)
+    finally:
+        prom.stop()
 
 
 def test_json_export(weft, backends, collector):
@@ -451,6 +522,10 @@ def test_an_sdk_traced_app_and_the_sidecars_make_one_trace(server, mesh_proxy, c
         texts = [px.admin("/stats")[1] for px in proxies.values()]
         texts.append(s.request("GET", "/metrics")[2])
         assert 'weft_tracing_spans_total{result="exported"}' in texts[0]
+        # Every family the Grafana dashboard charts is one the sidecars export.
+        exported = {m for text in texts for m in re.findall(r"^(weft_[a-z0-9_]+)", text, re.M)}
+        missing = dashboard_metrics() - exported - FIRST_EVENT_FAMILIES
+        assert not missing, missing
         for text in texts:
             r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
             assert r.returncode == 0, r.stdout + r.stderr
