@@ -556,12 +556,15 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     const int sent = grpc_ ? 200 : status;
     cr.stats->http.Record(sent, 0);
     rs.http.Record(sent, elapsed_us());
+    if (x.golden) x.golden->http.Record(sent, elapsed_us());
     if (grpc_) {
       const int code = http::grpc::CodeForHttpStatus(status);
       cr.stats->http.RecordGrpc(code);
       rs.http.RecordGrpc(code);
+      if (x.golden) x.golden->http.RecordGrpc(code);
     }
   };
+  golden_ = x.golden;
   if (trace_) {
     cluster_name_ = cr.cfg.name;
     cluster_peer_id_ = cr.cfg.peer_id;
@@ -995,6 +998,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
       if (cm_->source_stats_) cm_->source_stats_->http.Record(101, us_elapsed);
       c.ls->http.Record(101, us_elapsed);
       rs.http.Record(101, us_elapsed);
+      if (x.golden) x.golden->http.Record(101, us_elapsed);
       cr.stats->http.Record(101, us_elapsed);
       Finish(c, &req, 101, "-");
       std::string_view down_pending, up_pending;
@@ -1055,7 +1059,12 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
   if (cm_->source_stats_) cm_->source_stats_->http.Record(status, elapsed);
   c.ls->http.Record(status, elapsed);
   rs.http.Record(status, elapsed);
-  if (sampled_) rs.exemplars.Record(elapsed, trace_id_.data(), WallMicros() / 1000);
+  if (x.golden) x.golden->http.Record(status, elapsed);
+  if (sampled_) {
+    const int64_t wall_ms = WallMicros() / 1000;
+    rs.exemplars.Record(elapsed, trace_id_.data(), wall_ms);
+    if (x.golden) x.golden->exemplars.Record(elapsed, trace_id_.data(), wall_ms);
+  }
   cr.stats->http.Record(status, elapsed);
   if (grpc_) {
     // No grpc-status: the call broke (the upstream's reset reaches the
@@ -1067,6 +1076,7 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     if (cm_->source_stats_) cm_->source_stats_->http.RecordGrpc(grpc_status_);
     c.ls->http.RecordGrpc(grpc_status_);
     rs.http.RecordGrpc(grpc_status_);
+    if (x.golden) x.golden->http.RecordGrpc(grpc_status_);
     cr.stats->http.RecordGrpc(grpc_status_);
   }
   if (r == 3) cr.stats->rq_timeout.Inc();  // the gRPC deadline, mid-response
@@ -1370,10 +1380,12 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Overloaded(
   const int sent = grpc_ ? 200 : 503;
   cr.stats->http.Record(sent, 0);
   rs.http.Record(sent, start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0);
+  if (golden_) golden_->http.Record(sent, start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0);
   if (grpc_) {
     const int code = http::grpc::CodeForHttpStatus(503);
     cr.stats->http.RecordGrpc(code);
     rs.http.RecordGrpc(code);
+    if (golden_) golden_->http.RecordGrpc(code);
   }
   reply_body_ = fmt::format("upstream overloaded: {} of cluster {} reached", limit, cr.cfg.name);
   LOG_WARN_LIMITED("listener {}: {}", c.lc->name, reply_body_);

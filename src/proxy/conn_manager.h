@@ -283,6 +283,7 @@ class HttpConnectionManager : public Deadline,
     size_t cur_attempt_ = SIZE_MAX;       // the attempt whose answer is relayed
     size_t hedge_attempt_ = SIZE_MAX;     // the hedge's, while it runs
     const RouteConfig* route_ = nullptr;  // the route the request took (null: none)
+    GoldenStats* golden_ = nullptr;       // Exchange::golden, for Overloaded
     std::string_view cluster_name_, cluster_peer_id_;
 
     std::optional<upstream::RetryState> retry_;

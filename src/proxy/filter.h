@@ -30,6 +30,7 @@ namespace weft::proxy {
 struct Snapshot;
 struct WorkerState;
 struct RouteStats;
+struct GoldenStats;
 struct ClusterRuntime;
 
 // One exchange as the filters see it. Views live as long as the exchange.
@@ -49,7 +50,8 @@ struct Exchange {
   const RouteConfig* route = nullptr;
   RouteStats* route_stats = nullptr;
   size_t cluster_index = 0;
-  int64_t fault_delay_ms = 0;  // wait this long before forwarding (fault injection)
+  GoldenStats* golden = nullptr;  // the route's requests to that cluster (null: not counted)
+  int64_t fault_delay_ms = 0;     // wait this long before forwarding (fault injection)
 
   // A local reply (a filter stopped the exchange).
   int reply_status = 0;

@@ -79,12 +79,18 @@ class RouterFilter final : public Filter {
       }
     }
     x.cluster_index = cluster_index;
+    const auto& golden = x.state->snap->golden;  // (a snapshot without: none counted)
+    if (x.listener_index < golden.size() && route_index < golden[x.listener_index].size()) {
+      for (const auto& [i, g] : golden[x.listener_index][route_index])
+        if (i == cluster_index) x.golden = &g->at(x.worker);
+    }
     ClusterRuntime& cr = *x.state->clusters[cluster_index];
     if (cr.cfg.endpoints.empty()) {
       // A control-plane cluster whose service has no healthy instance.
       cr.stats->cx_connect_fail.Inc();
       cr.stats->http.Record(503, 0);
       x.route_stats->http.Record(503, (MonoNanos() - x.start_ns) / 1000);
+      if (x.golden) x.golden->http.Record(503, (MonoNanos() - x.start_ns) / 1000);
       x.Reply(503, fmt::format("no healthy upstream for cluster {}", cr.cfg.name));
       return FilterStatus::kStop;
     }

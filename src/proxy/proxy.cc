@@ -77,6 +77,25 @@ class Proxy final : public ConfigSink {
       std::vector<PerWorker<RouteStats>*> rs;
       for (const auto& r : l.routes) rs.push_back(stats_.Route(l.name, r.name));
       snap->route_stats.push_back(std::move(rs));
+      // The caller's side: each route's requests by destination. (The
+      // inbound side counts its callers instead: weft_inbound_*.)
+      std::vector<std::vector<std::pair<size_t, PerWorker<GoldenStats>*>>> golden;
+      for (const auto& r : l.routes) {
+        std::vector<std::pair<size_t, PerWorker<GoldenStats>*>> g;
+        if (l.mtls == MeshTlsMode::kOff) {
+          auto add = [&](const std::string& cluster) {
+            for (const auto& [i, c] : g)
+              if (cfg->clusters[i].name == cluster) return;
+            for (size_t i = 0; i < cfg->clusters.size(); ++i)
+              if (cfg->clusters[i].name == cluster)
+                g.emplace_back(i, stats_.Golden(l.name, r.name, cluster));
+          };
+          if (r.weighted.empty()) add(r.cluster);
+          for (const auto& wc : r.weighted) add(wc.cluster);
+        }
+        golden.push_back(std::move(g));
+      }
+      snap->golden.push_back(std::move(golden));
       std::shared_ptr<AccessLogSink> sink;
       if (!l.access_log.path.empty()) {
         auto& s = sinks[l.access_log.path];
@@ -466,6 +485,7 @@ class Proxy final : public ConfigSink {
     if (!identity_ || identity_->roots_pem != id->roots_pem)
       ticket_keys_ = std::make_shared<const TicketKeys>(TicketKeys::Random());
     identity_ = id;
+    stats_.SetSelf(id->spiffe_id);
     for (auto& w : workers_) w->SetIdentity(id, ticket_keys_);
   }
 

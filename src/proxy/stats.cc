@@ -68,6 +68,19 @@ PerWorker<SourceStats>* StatsRegistry::Source(const std::string& listener,
   return p.get();
 }
 
+PerWorker<GoldenStats>* StatsRegistry::Golden(const std::string& listener, const std::string& route,
+                                              const std::string& cluster) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto& p = golden_[{listener, route, cluster}];
+  if (!p) p = std::make_unique<PerWorker<GoldenStats>>(workers_);
+  return p.get();
+}
+
+void StatsRegistry::SetSelf(const std::string& spiffe_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  self_ = spiffe_id.empty() ? "unknown" : spiffe_id;
+}
+
 PerWorker<AuthzStats>* StatsRegistry::Authz(const std::string& policy) {
   std::lock_guard<std::mutex> l(mu_);
   auto& p = authz_[policy];
@@ -400,6 +413,15 @@ std::string StatsRegistry::RenderPrometheus(bool openmetrics) {
               static_cast<int64_t>(e->second()));
     RenderHttp<ClusterStats>(w, "weft_cluster_upstream", lb, blocks,
                              [](const ClusterStats& s) -> const HttpCounters& { return s.http; });
+  }
+  for (const auto& [key, pw] : golden_) {
+    const auto& [listener, route, cluster] = key;
+    const Labels lb{
+        {"source", self_}, {"destination", cluster}, {"route", route}, {"listener", listener}};
+    RenderHttp<GoldenStats>(
+        w, "weft_golden", lb, *pw,
+        [](const GoldenStats& s) -> const HttpCounters& { return s.http; },
+        [](const GoldenStats& s) -> const Exemplars& { return s.exemplars; });
   }
   for (const auto& [key, pw] : sources_) {
     const Labels lb{{"listener", key.first}, {"source", key.second}};

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "base/counter.h"
@@ -151,6 +152,14 @@ struct alignas(64) ClusterStats {
   HttpCounters http;
 };
 
+// The golden metrics of one (route, destination) as the caller's sidecar
+// sees them: requests by class, latency with exemplars. Its source is the
+// sidecar's own identity (StatsRegistry::SetSelf).
+struct alignas(64) GoldenStats {
+  HttpCounters http;
+  Exemplars exemplars;
+};
+
 // Requests on an inbound listener by the verified identity of the caller.
 struct alignas(64) SourceStats {
   HttpCounters http;
@@ -188,6 +197,13 @@ class StatsRegistry {
   // share source="other". May be called by workers (once per connection).
   PerWorker<SourceStats>* Source(const std::string& listener, const std::string& source);
   PerWorker<AuthzStats>* Authz(const std::string& policy);
+  // A route's requests to one of its clusters (the destination), on a
+  // listener that is not the mesh's inbound side.
+  PerWorker<GoldenStats>* Golden(const std::string& listener, const std::string& route,
+                                 const std::string& cluster);
+  // The source label of the golden metrics: this sidecar's SPIFFE ID, once
+  // it has one ("unknown" until then, and without mesh TLS).
+  void SetSelf(const std::string& spiffe_id);
   static constexpr size_t kMaxSources = 1000;
 
   // Each has one writer thread (Counter): the proxy's main loop.
@@ -218,6 +234,10 @@ class StatsRegistry {
   std::map<std::pair<std::string, std::string>, std::unique_ptr<PerWorker<SourceStats>>> sources_;
   std::map<std::string, size_t> sources_per_listener_;
   std::map<std::string, std::unique_ptr<PerWorker<AuthzStats>>> authz_;
+  std::map<std::tuple<std::string, std::string, std::string>,
+           std::unique_ptr<PerWorker<GoldenStats>>>
+      golden_;
+  std::string self_ = "unknown";
   std::map<std::string, std::function<uint64_t()>> ejected_;
   std::function<SpanCounts()> span_counts_;  // guarded by mu_
   Counter reload_ok_, reload_fail_;

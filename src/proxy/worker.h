@@ -41,7 +41,10 @@ struct Snapshot {
   std::shared_ptr<const ProxyConfig> cfg;
   std::vector<PerWorker<ListenerStats>*> listener_stats;         // by listener
   std::vector<std::vector<PerWorker<RouteStats>*>> route_stats;  // by listener, route
-  std::vector<PerWorker<ClusterStats>*> cluster_stats;           // by cluster
+  // Golden metrics by listener, route: (cluster index, block) for each
+  // cluster the route sends to; empty on the mesh's inbound listeners.
+  std::vector<std::vector<std::vector<std::pair<size_t, PerWorker<GoldenStats>*>>>> golden;
+  std::vector<PerWorker<ClusterStats>*> cluster_stats;  // by cluster
   // Outlier detection, by cluster (null: off), shared by the workers.
   std::vector<std::shared_ptr<upstream::OutlierDetector>> outliers;
   // Local rate limits, by listener and route (null: none), shared by the

@@ -356,6 +356,12 @@ def test_latency_exemplars_carry_trace_ids_to_prometheus(weft, backends, collect
         assert r.headers["content-type"].startswith("application/openmetrics-text"), r.headers
     assert om.endswith("# EOF\n")
     assert f'# {{trace_id="{TRACE}"}}' in om, om
+    # The golden metrics of (source, destination, route) carry it too; the
+    # source is "unknown" without a mesh identity.
+    golden = [l for l in om.splitlines() if l.startswith("weft_golden_rq_duration_seconds_bucket{")]
+    assert golden and golden[0].startswith(
+        'weft_golden_rq_duration_seconds_bucket{source="unknown",destination="b",route="public.0",listener="public",')
+    assert any(f'trace_id="{TRACE}"' in l for l in golden), golden
     assert "# TYPE weft_route_rq counter" in om and "weft_route_rq_total{" in om
     _, text = w.admin("/stats")
     assert "trace_id" not in text and "# EOF" not in text
@@ -385,6 +391,24 @@ scrape_configs:
             assert d and d["status"] == "success", (title, query, d)
     finally:
         prom.stop()
+
+
+def test_golden_metrics_split_by_destination(weft, backends):
+    a, b = backends("a"), backends("b")
+    listeners = """  - name: public
+    address: 127.0.0.1:0
+    routes:
+      - match: {prefix: /}
+        clusters: [{name: a, weight: 1}, {name: b, weight: 1}]
+"""
+    w = weft(simple_config({"a": [a.addr], "b": [b.addr]}, listeners=listeners))
+    for _ in range(40):
+        assert get(w.ports["public"])[0] == 200
+    got = {d: w.stat("weft_golden_rq_total", source="unknown", destination=d, route="public.0",
+                     listener="public", **{"class": "2xx"}) for d in ("a", "b")}
+    assert got["a"] + got["b"] == 40 and got["a"] > 0 and got["b"] > 0, got
+    assert w.stat("weft_golden_rq_duration_seconds_count", source="unknown", destination="a",
+                  route="public.0", listener="public") == got["a"]
 
 
 def test_json_export(weft, backends, collector):
@@ -526,6 +550,16 @@ def test_an_sdk_traced_app_and_the_sidecars_make_one_trace(server, mesh_proxy, c
         exported = {m for text in texts for m in re.findall(r"^(weft_[a-z0-9_]+)", text, re.M)}
         missing = dashboard_metrics() - exported - FIRST_EVENT_FAMILIES
         assert not missing, missing
+        # The caller's sidecar counts its calls by (its identity, the
+        # destination, the route); the callee's by verified caller.
+        web_stats = proxies["web"].admin("/stats")[1]
+        golden = [l for l in web_stats.splitlines() if l.startswith("weft_golden_rq_total{")
+                  and 'destination="front"' in l and 'class="2xx"' in l]
+        assert golden and golden[0].startswith('weft_golden_rq_total{source="spiffe://'), golden
+        assert '/web"' in golden[0].split(",")[0] and float(golden[0].rsplit(" ", 1)[1]) >= 7, golden
+        front_stats = proxies["front"].admin("/stats")[1]
+        assert not any(l.startswith("weft_golden_rq_total{") and "local_app" in l
+                       for l in front_stats.splitlines()), "the inbound side counts callers instead"
         for text in texts:
             r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
             assert r.returncode == 0, r.stdout + r.stderr
