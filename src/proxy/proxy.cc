@@ -83,15 +83,17 @@ class Proxy final : public ConfigSink {
       for (const auto& r : l.routes) {
         std::vector<std::pair<size_t, PerWorker<GoldenStats>*>> g;
         if (l.mtls == MeshTlsMode::kOff) {
-          auto add = [&](const std::string& cluster) {
-            for (const auto& [i, c] : g)
-              if (cfg->clusters[i].name == cluster) return;
-            for (size_t i = 0; i < cfg->clusters.size(); ++i)
-              if (cfg->clusters[i].name == cluster)
-                g.emplace_back(i, stats_.Golden(l.name, r.name, cluster));
+          // (By the indexes ResolveConfig set; a split's weight-0 members
+          // get no requests and no series.)
+          auto add = [&](size_t index) {
+            for (const auto& [i, blk] : g)
+              if (i == index) return;
+            g.emplace_back(index, stats_.Golden(l.name, r.name, cfg->clusters[index].name));
           };
-          if (r.weighted.empty()) add(r.cluster);
-          for (const auto& wc : r.weighted) add(wc.cluster);
+          if (r.weighted.empty()) add(r.cluster_index);
+          for (const auto& wc : r.weighted)
+            if (wc.weight > 0) add(wc.index);
+          if (g.empty()) add(r.cluster_index);
         }
         golden.push_back(std::move(g));
       }

@@ -119,7 +119,7 @@ void Exemplars::Record(int64_t us, const uint8_t* trace_id, int64_t wall_ms) {
     hi = hi << 8 | trace_id[i];
     lo = lo << 8 | trace_id[8 + i];
   }
-  const uint32_t seq = s.seq.load(std::memory_order_relaxed);
+  const uint64_t seq = s.seq.load(std::memory_order_relaxed);
   s.seq.store(seq + 1, std::memory_order_relaxed);  // odd: a write in progress
   std::atomic_thread_fence(std::memory_order_release);
   s.hi.store(hi, std::memory_order_relaxed);
@@ -131,7 +131,7 @@ void Exemplars::Record(int64_t us, const uint8_t* trace_id, int64_t wall_ms) {
 
 bool Exemplars::Get(size_t bucket, Read* out) const {
   const Slot& s = slots_[bucket];
-  const uint32_t before = s.seq.load(std::memory_order_acquire);
+  const uint64_t before = s.seq.load(std::memory_order_acquire);
   if (before == 0 || (before & 1)) return false;
   const uint64_t hi = s.hi.load(std::memory_order_relaxed);
   const uint64_t lo = s.lo.load(std::memory_order_relaxed);
@@ -191,6 +191,8 @@ void RenderHttp(Writer& w, const std::string& prefix, const Labels& labels, cons
     std::string le = b < Histogram::kBoundsUs.size()
                          ? fmt::format("{:g}", static_cast<double>(Histogram::kBoundsUs[b]) / 1e6)
                          : "+Inf";
+    // OpenMetrics writes le as a canonical number: 1.0, not 1.
+    if (w.openmetrics() && le != "+Inf" && le.find_first_of(".e") == std::string::npos) le += ".0";
     // The bucket's latest exemplar among the workers (OpenMetrics only).
     std::string ex;
     if (exemplars != nullptr && w.openmetrics()) {

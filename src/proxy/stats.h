@@ -116,7 +116,7 @@ class Exemplars {
 
  private:
   struct Slot {
-    std::atomic<uint32_t> seq{0};
+    std::atomic<uint64_t> seq{0};
     std::atomic<uint64_t> hi{0}, lo{0}, value_us{0}, wall_ms{0};
   };
   std::array<Slot, Histogram::kBoundsUs.size() + 1> slots_;

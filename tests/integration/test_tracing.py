@@ -21,7 +21,7 @@ from otel_peer import (KIND_CLIENT, KIND_SERVER, STATUS_ERROR, Collector, by_tra
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "dashboards", "weft-grafana.json")
 # Families that appear with their first event (checked where one happens).
-FIRST_EVENT_FAMILIES = {"weft_route_grpc_total"}
+FIRST_EVENT_FAMILIES = {"weft_route_grpc_total", "weft_golden_grpc_total"}
 
 
 def dashboard_queries():
@@ -355,6 +355,7 @@ def test_latency_exemplars_carry_trace_ids_to_prometheus(weft, backends, collect
         om = r.read().decode()
         assert r.headers["content-type"].startswith("application/openmetrics-text"), r.headers
     assert om.endswith("# EOF\n")
+    assert 'le="1.0"' in om and 'le="1"' not in om  # OpenMetrics' canonical numbers
     assert f'# {{trace_id="{TRACE}"}}' in om, om
     # The golden metrics of (source, destination, route) carry it too; the
     # source is "unknown" without a mesh identity.
@@ -364,7 +365,7 @@ def test_latency_exemplars_carry_trace_ids_to_prometheus(weft, backends, collect
     assert any(f'trace_id="{TRACE}"' in l for l in golden), golden
     assert "# TYPE weft_route_rq counter" in om and "weft_route_rq_total{" in om
     _, text = w.admin("/stats")
-    assert "trace_id" not in text and "# EOF" not in text
+    assert "trace_id" not in text and "# EOF" not in text and 'le="1"' in text
     r = subprocess.run([require("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     prom = Prometheus(f"""global: {{scrape_interval: 1s}}
