@@ -30,6 +30,43 @@ namespace {
 // count: this keeps it bounded in bytes too).
 constexpr size_t kMaxSpanPath = 1024;
 
+// The trace context fields a request may carry (what StartTrace reads, and
+// what BuildUpstreamRequest drops to send the sidecar's own).
+enum class TraceField : uint8_t {
+  kNone,
+  kTraceparent,
+  kTracestate,
+  kB3,
+  kB3TraceId,
+  kB3SpanId,
+  kB3ParentSpanId,
+  kB3Sampled,
+  kB3Flags,
+};
+
+TraceField TraceFieldOf(std::string_view n) {
+  switch (n.size()) {
+    case 2:
+      return IEquals(n, "b3") ? TraceField::kB3 : TraceField::kNone;
+    case 10:
+      return IEquals(n, "tracestate")   ? TraceField::kTracestate
+             : IEquals(n, "x-b3-flags") ? TraceField::kB3Flags
+                                        : TraceField::kNone;
+    case 11:
+      return IEquals(n, "traceparent")   ? TraceField::kTraceparent
+             : IEquals(n, "x-b3-spanid") ? TraceField::kB3SpanId
+                                         : TraceField::kNone;
+    case 12:
+      return IEquals(n, "x-b3-traceid")   ? TraceField::kB3TraceId
+             : IEquals(n, "x-b3-sampled") ? TraceField::kB3Sampled
+                                          : TraceField::kNone;
+    case 17:
+      return IEquals(n, "x-b3-parentspanid") ? TraceField::kB3ParentSpanId : TraceField::kNone;
+    default:
+      return TraceField::kNone;
+  }
+}
+
 template <size_t N>
 void RandomId(Rng& rng, std::array<uint8_t, N>* id) {
   do {
@@ -72,35 +109,32 @@ void HttpConnectionManager::ActiveStream::StartTrace(const Ctx& c,
   std::string_view tracestate;
   size_t tracestate_fields = 0, traceparent_fields = 0;
   for (const http::HeaderField& f : req.fields) {
-    const std::string_view n = f.name;
-    switch (n.size()) {
-      case 2:
-        if (IEquals(n, "b3")) b3 = f.value;
+    switch (TraceFieldOf(f.name)) {
+      case TraceField::kB3:
+        b3 = f.value;
         break;
-      case 10:
-        if (IEquals(n, "tracestate")) {
-          tracestate = f.value;
-          ++tracestate_fields;
-        } else if (IEquals(n, "x-b3-flags")) {
-          b3_flags = f.value;
-        }
+      case TraceField::kTracestate:
+        tracestate = f.value;
+        ++tracestate_fields;
         break;
-      case 11:
-        if (IEquals(n, "traceparent")) {
-          traceparent = f.value;
-          ++traceparent_fields;
-        } else if (IEquals(n, "x-b3-spanid")) {
-          b3_span = f.value;
-        }
+      case TraceField::kB3Flags:
+        b3_flags = f.value;
         break;
-      case 12:
-        if (IEquals(n, "x-b3-traceid")) {
-          b3_trace = f.value;
-        } else if (IEquals(n, "x-b3-sampled")) {
-          b3_sampled = f.value;
-        }
+      case TraceField::kTraceparent:
+        traceparent = f.value;
+        ++traceparent_fields;
         break;
-      default:
+      case TraceField::kB3SpanId:
+        b3_span = f.value;
+        break;
+      case TraceField::kB3TraceId:
+        b3_trace = f.value;
+        break;
+      case TraceField::kB3Sampled:
+        b3_sampled = f.value;
+        break;
+      case TraceField::kB3ParentSpanId:  // dropped: the sidecar's span is the parent now
+      case TraceField::kNone:
         break;
     }
   }
@@ -122,7 +156,7 @@ void HttpConnectionManager::ActiveStream::StartTrace(const Ctx& c,
       std::string joined;
       if (tracestate_fields > 1) {
         for (const http::HeaderField& f : req.fields) {
-          if (f.name.size() == 10 && IEquals(f.name, "tracestate")) {
+          if (TraceFieldOf(f.name) == TraceField::kTracestate) {
             if (!joined.empty()) joined += ',';
             joined.append(f.value);
           }
@@ -152,20 +186,7 @@ void HttpConnectionManager::ActiveStream::StartTrace(const Ctx& c,
 }
 
 bool HttpConnectionManager::ActiveStream::IsTraceField(std::string_view n) const {
-  switch (n.size()) {
-    case 2:
-      return IEquals(n, "b3");
-    case 10:
-      return IEquals(n, "tracestate") || IEquals(n, "x-b3-flags");
-    case 11:
-      return IEquals(n, "traceparent") || IEquals(n, "x-b3-spanid");
-    case 12:
-      return IEquals(n, "x-b3-traceid") || IEquals(n, "x-b3-sampled");
-    case 17:
-      return IEquals(n, "x-b3-parentspanid");
-    default:
-      return false;
-  }
+  return TraceFieldOf(n) != TraceField::kNone;
 }
 
 void HttpConnectionManager::ActiveStream::SetUpstreamParent(const trace::SpanId& id) {

@@ -264,6 +264,17 @@ def test_an_exchange_the_client_abandons_still_has_its_spans(weft, backends, col
     assert server["statusCode"] == STATUS_ERROR and client["parentSpanId"] == server["spanId"]
 
 
+def test_a_spans_path_is_cut_at_1_kib(weft, backends, collector):
+    col = collector()
+    b = backends("b")
+    w = weft(traced_config([b.addr], col.url))
+    path = "/echo/" + "a" * 3000
+    assert get(w.ports["public"], path)[0] == 200
+    spans = col.wait_spans(2)
+    server = next(x for x in spans if x["kind"] == KIND_SERVER)
+    assert attrs(server)["url.path"] == path[:1024]
+
+
 def test_local_replies_are_traced(weft, collector):
     col = collector()
     dead = f"127.0.0.1:{free_port()}"
