@@ -14,7 +14,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest python3-pytest-timeout curl openssl
   nginx-light haproxy redis-server redis-tools prometheus bind9-dnsutils
   etcd-server etcd-client python3-consul python3-grpcio tcpdump python3-cryptography iptables
-  nghttp2-client python3-h2
+  nghttp2-client python3-h2 chromium fonts-dejavu-core
   # benchmarks and tooling
   wrk procps iproute2 valgrind
 )
@@ -32,11 +32,13 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
 
-# The npm-installed test peers: grpc-js, and the OpenTelemetry SDK and
-# decoder of the tracing tests.
+# The npm-installed test peers: grpc-js, the OpenTelemetry SDK and
+# decoder of the tracing tests, and puppeteer-core, which drives the system's
+# chromium (above) in the browser UI tests (it never downloads a browser).
 node_peer() {
   bash "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/node_grpc/install.sh" >/dev/null
   bash "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/node_otel/install.sh" >/dev/null
+  bash "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/node_ui/install.sh" >/dev/null
 }
 
 if [ "${#missing[@]}" -eq 0 ]; then

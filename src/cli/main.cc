@@ -33,7 +33,7 @@ constexpr const char* kUsage =
     "        [--token-file FILE] (or WEFT_TOKEN: an ACL token with service:write on NAME;\n"
     "        not needed with --agent) [--server-ca FILE] (the servers' DATA_DIR/ca.pem)\n"
     "        run a sidecar whose configuration streams from the control plane\n"
-    "  proxy --agent unix:PATH --service NAME [...] [--socket-mark N]\n"
+    "  proxy --agent unix:PATH --service NAME [...] [--socket-mark N] [--tap-rate N]\n"
     "        the same, from the node agent's local socket\n"
     "  server --data-dir DIR [--http ADDR] [--grpc ADDR] [--store etcd://H:P,...] [--dev]\n"
     "        run the control plane (catalog, config entries, REST API, config stream)\n"
@@ -120,6 +120,12 @@ int ProxyMain(const std::vector<std::string_view>& args) {
       if (v.empty() || *end || m == 0 || m > 0xffffffffUL)
         return Usage("--socket-mark: use a number from 1 to 4294967295 (0x1-0xffffffff)");
       opts.socket_mark = static_cast<uint32_t>(m);
+    } else if (value("--tap-rate", &v)) {
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 0 || n > 100000)
+        return Usage("--tap-rate: events per second for `weft tap`, 0 (off) to 100000");
+      opts.tap_rate = static_cast<uint32_t>(n);
     } else if (value("--workers", &v)) {
       char* end = nullptr;
       const long n = std::strtol(v.c_str(), &end, 10);

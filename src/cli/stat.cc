@@ -20,36 +20,6 @@ namespace {
 
 using json = nlohmann::json;
 
-// The value of label `name` in a Prometheus sample line ("" when absent).
-std::string LabelOf(std::string_view line, std::string_view name) {
-  const std::string key = std::string(name) + "=\"";
-  size_t at = line.find(key);
-  if (at == std::string_view::npos) return "";
-  at += key.size();
-  const size_t end = line.find('"', at);
-  return std::string(line.substr(at, end == std::string_view::npos ? 0 : end - at));
-}
-
-// The upper bound of the bucket holding quantile q of the requests counted
-// between two scrapes, in milliseconds (-1: none).
-double QuantileMs(const InboundStats& a, const InboundStats& b, double q) {
-  const double n = b.total - a.total;
-  if (n <= 0) return -1;
-  for (const auto& [le, cum] : b.buckets) {
-    auto it = a.buckets.find(le);
-    const double d = cum - (it == a.buckets.end() ? 0 : it->second);
-    if (d >= q * n) return le >= 1e300 ? 1e9 : le * 1000;
-  }
-  return -1;
-}
-
-void Add(InboundStats* into, const InboundStats& s) {
-  into->total += s.total;
-  into->errors += s.errors;
-  into->mtls += s.mtls;
-  for (const auto& [le, v] : s.buckets) into->buckets[le] += v;
-}
-
 }  // namespace
 
 namespace {
@@ -109,34 +79,7 @@ bool ListMembers(const std::string& server, std::vector<MeshMember>* out, std::s
   return true;
 }
 
-InboundStats ParseInbound(const std::string& text) {
-  InboundStats st;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    if (eol == std::string::npos) eol = text.size();
-    std::string_view line(text.data() + pos, eol - pos);
-    pos = eol + 1;
-    if (line.empty() || line[0] == '#' || LabelOf(line, "listener") != "inbound") continue;
-    const size_t sp = line.rfind(' ');
-    if (sp == std::string_view::npos) continue;
-    const double v = std::strtod(std::string(line.substr(sp + 1)).c_str(), nullptr);
-    if (line.rfind("weft_listener_downstream_rq_total{", 0) == 0) {
-      st.total += v;
-      if (LabelOf(line, "class") == "5xx") st.errors += v;
-    } else if (line.rfind("weft_listener_downstream_rq_duration_seconds_bucket{", 0) == 0) {
-      const std::string le = LabelOf(line, "le");
-      st.buckets[le == "+Inf" ? 1e300 : std::strtod(le.c_str(), nullptr)] += v;
-    } else if (line.rfind("weft_listener_downstream_grpc_total{", 0) == 0) {
-      // A gRPC call is a failure when its grpc-status is not OK (the HTTP
-      // status of it is 200).
-      if (LabelOf(line, "grpc_status") != "OK") st.errors += v;
-    } else if (line.rfind("weft_inbound_rq_total{", 0) == 0) {
-      st.mtls += v;
-    }
-  }
-  return st;
-}
+InboundStats ParseInbound(const std::string& text) { return control::ParseProxyStats(text).inbound; }
 
 StatSampler::StatSampler(std::string server, std::string only)
     : server_(std::move(server)), only_(std::move(only)) {}
@@ -186,17 +129,15 @@ std::vector<ServiceStat> StatSampler::Rows(double secs) const {
         continue;
       }
       if (p == prev_.end()) continue;  // new since the last sample: from the next one on
-      Add(&a, p->second);
-      Add(&b, c->second);
+      a.Add(p->second);
+      b.Add(c->second);
     }
-    const double n = b.total - a.total;
-    row.rps = secs > 0 ? n / secs : 0;
-    row.success = n > 0 ? 1.0 - (b.errors - a.errors) / n : 1.0;
-    row.p50_ms = QuantileMs(a, b, 0.5);
-    row.p99_ms = QuantileMs(a, b, 0.99);
-    // The per-caller and per-listener counters are read a moment apart in
-    // one scrape: the share can overshoot by a request.
-    row.mtls = n > 0 ? std::clamp((b.mtls - a.mtls) / n, 0.0, 1.0) : 0.0;
+    const control::Rates r = control::RatesBetween(a, b, secs);
+    row.rps = r.rps;
+    row.success = r.success;
+    row.p50_ms = r.p50_ms;
+    row.p99_ms = r.p99_ms;
+    row.mtls = r.mtls;
     out.push_back(row);
   }
   return out;

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "control/mesh_stats.h"
+
 namespace weft::cli {
 
 // One service over one interval, from the inbound side of its proxies.
@@ -32,10 +34,7 @@ struct MeshMember {
 bool ListMembers(const std::string& server, std::vector<MeshMember>* out, std::string* err);
 
 // What one proxy's /stats says about its inbound listener.
-struct InboundStats {
-  double total = 0, errors = 0, mtls = 0;
-  std::map<double, double> buckets;  // le (seconds) -> cumulative count
-};
+using InboundStats = control::Traffic;
 InboundStats ParseInbound(const std::string& text);
 
 // Scrapes every proxy the server knows of (members with role "proxy" and an

@@ -318,6 +318,8 @@ asio::awaitable<Response> Api::Handle(Request& req) {
   if (StartsWith(path, "/v1/catalog/")) co_return co_await CatalogRequest(req, path.substr(12));
   if (StartsWith(path, "/v1/health/")) co_return co_await HealthRequest(req, path.substr(11));
   if (StartsWith(path, "/v1/acl/")) co_return co_await AclRequest(req, path.substr(8));
+  if (path == "/" || path == "/ui" || StartsWith(path, "/ui/")) co_return UiFile(req);
+  if (StartsWith(path, "/v1/ui/")) co_return co_await UiRequest(req, path.substr(7));
   if (StartsWith(path, "/v1/config")) {
     std::string_view rest = path.substr(10);
     if (!rest.empty() && rest[0] != '/') co_return Error(404, "not found: " + std::string(path));

@@ -21,6 +21,7 @@
 #include "control/acl.h"
 #include "control/config_view.h"
 #include "control/store/store.h"
+#include "control/ui_scraper.h"
 #include "http/server.h"
 #include "mesh/catalog.h"
 
@@ -190,6 +191,13 @@ class Api {
   template <typename F>
   asio::awaitable<std::invoke_result_t<F>> OffLoop(const F& f);
 
+  // The dashboard (api_ui.cc).
+  http::Response UiFile(const http::Request& req);
+  asio::awaitable<http::Response> UiRequest(http::Request& req, std::string_view rest);
+  std::vector<UiMember> UiMembers() const;
+  // /v1/agent/members' list.
+  nlohmann::json MembersJson() const;
+
   http::Response Reply(const nlohmann::json& body, int64_t index);
   // A rendered JSON body with the index and freshness headers.
   http::Response ReplyBody(std::string body, int64_t index);
@@ -275,6 +283,7 @@ class Api {
   std::map<std::string, std::function<void(const std::string*)>> key_hooks_;
   std::map<std::string, RouteFn, std::less<>> routes_;
   std::vector<std::function<void(nlohmann::json*)>> member_sources_;
+  std::unique_ptr<UiScraper> ui_ = std::make_unique<UiScraper>();
   std::vector<std::function<void(prom::Writer&)>> metric_sources_;
   std::map<std::string, std::string> members_;  // members/... keys (other replicas)
   std::unordered_map<std::string, std::pair<int64_t, std::string>> body_cache_;  // ReplyCached

@@ -152,6 +152,14 @@ std::string Api::RouteDenied(const Request& req) const {
     return need(Resource::kOperator, "", Access::kRead);
   if (path == "/v1/connect/ca/rotate") return need(Resource::kOperator, "", Access::kWrite);
   if (path == "/v1/weft/prometheus-sd") return "";  // filtered by the handler
+  // The dashboard: its files hold no data; its overview is filtered by the
+  // handler; a tap of a service shows its requests (paths, callers).
+  if (path == "/" || path == "/ui" || StartsWith(path, "/ui/") || path == "/v1/ui/overview")
+    return "";
+  if (path == "/v1/ui/tap") {
+    const std::string* s = req.Query("service");
+    return need(Resource::kService, s ? *s : "", Access::kRead);
+  }
   if (StartsWith(path, "/v1/catalog/")) {
     const std::string_view rest = path.substr(12);
     if (!get) return "";  // register/deregister: checked against the body

@@ -39,7 +39,9 @@ Response Api::AgentSelf() {
                applied_);
 }
 
-Response Api::AgentMembers() {
+Response Api::AgentMembers() { return Reply(MembersJson(), applied_); }
+
+json Api::MembersJson() const {
   json out = json::array();
   std::string addr, why;
   uint16_t port = 0;
@@ -69,7 +71,7 @@ Response Api::AgentMembers() {
                      {"detail", m.value("Name", "") == leader_name_ ? "leader" : ""}}}});
   }
   for (const auto& fn : member_sources_) fn(&out);
-  return Reply(out, applied_);
+  return out;
 }
 
 Response Api::CaRoots() {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/net.h"
 #include "base/strings.h"
@@ -565,10 +566,8 @@ asio::awaitable<bool> HttpConnectionManager::ActiveStream::Forward(Ctx& c, Excha
     }
   };
   golden_ = x.golden;
-  if (trace_) {
-    cluster_name_ = cr.cfg.name;
-    cluster_peer_id_ = cr.cfg.peer_id;
-  }
+  cluster_name_ = cr.cfg.name;  // spans and tap
+  cluster_peer_id_ = cr.cfg.peer_id;
   BuildUpstreamRequest(c, *x.request);  // the normalized path, when it changed
   if (x.fault_delay_ms > 0) {
     // Fault injection: the route's delay, before anything goes upstream.
@@ -1474,6 +1473,10 @@ asio::awaitable<void> HttpConnectionManager::ActiveStream::GrpcReply(const Ctx& 
 void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::RequestHeaders* req,
                                                  int status, std::string_view flags) {
   if (sampled_) EmitSpans(c, req, status, flags);
+  // Live requests: nothing past one load while nobody taps.
+  const std::string_view route_name = route_ ? std::string_view(route_->name) : std::string_view();
+  if (TapHub* tap = req ? w_->Tap(route_name, req->method, req->path) : nullptr)
+    OfferTap(c, *tap, *req, status, flags);
   const auto& sink = c.state->snap->access_logs[c.listener_index];
   if (!sink) return;
   StreamInfo info;
@@ -1500,6 +1503,34 @@ void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::Reque
     info.trace_id = std::string_view(trace_id, sizeof(trace_id));
   }
   ObserveAccessLog(w_, sink, info);
+}
+
+void HttpConnectionManager::ActiveStream::OfferTap(const Ctx& c, TapHub& tap,
+                                                   const http::RequestHeaders& req, int status,
+                                                   std::string_view flags) {
+  TapRecord r;
+  // The caller's side of the mesh sends in the clear to its own sidecar.
+  r.inbound = c.lc->mtls != MeshTlsMode::kOff;
+  r.listener = c.lc->name;
+  r.method = req.method;
+  r.authority = req.authority;
+  r.path = RequestPath(req.path);
+  if (route_) r.route = route_->name;
+  r.destination = r.inbound ? std::string_view(tap.service()) : cluster_name_;
+  r.source = r.inbound ? (cm_->peer_.empty() ? std::string_view(cm_->client_addr_)
+                                             : std::string_view(cm_->peer_))
+                       : std::string_view(tap.service());
+  r.upstream = upstream_addr_;
+  r.flags = flags;
+  r.status = status;
+  r.grpc_status = grpc_ ? grpc_status_ : -1;
+  r.duration_us = start_ns_ ? (MonoNanos() - start_ns_) / 1000 : 0;
+  char trace_id[32];
+  if (trace_) {
+    http::trace::WriteHex(trace_id_.data(), trace_id_.size(), trace_id);
+    r.trace_id = std::string_view(trace_id, sizeof(trace_id));
+  }
+  tap.Offer(r, Clock::Real().WallMillis());
 }
 
 void StartHttpSession(Worker* w, std::shared_ptr<ListenerRuntime> l, tcp::socket s,

@@ -116,6 +116,7 @@ class HttpConnectionManager : public Deadline,
       attempt_spans_.clear();
       cur_attempt_ = hedge_attempt_ = SIZE_MAX;
       route_ = nullptr;
+      cluster_name_ = cluster_peer_id_ = {};
       // A large copy is not kept for the next exchange.
       if (replay_body_.capacity() > 4096) {
         std::string().swap(replay_body_);
@@ -147,6 +148,9 @@ class HttpConnectionManager : public Deadline,
                                           http::ServerStream& down, const http::BodyEvent* first);
     // Stats and the access log for a finished exchange.
     void Finish(const Ctx& c, const http::RequestHeaders* req, int status, std::string_view flags);
+    // Hands the finished exchange to a tap session that wants it.
+    void OfferTap(const Ctx& c, TapHub& tap, const http::RequestHeaders& req, int status,
+                  std::string_view flags);
     void SetDeadline(int64_t ms);
     // The deadline while a response body flows: the idle timeout, or a
     // gRPC caller's deadline when that comes first.

@@ -16,6 +16,7 @@
 #include "base/prometheus.h"
 #include "base/strings.h"
 #include "base/time.h"
+#include "http/server.h"
 #include "io/buffer.h"
 #include "proxy/config.h"
 #include "proxy/config_source.h"
@@ -58,8 +59,12 @@ bool OpenListener(const SocketAddress& addr, size_t workers, ListenerSockets* ou
 
 class Proxy final : public ConfigSink {
  public:
-  Proxy(std::string path, size_t workers) : path_(std::move(path)), stats_(workers), signals_(io_) {
-    for (size_t i = 0; i < workers; ++i) workers_.push_back(std::make_unique<Worker>(i));
+  Proxy(std::string path, size_t workers, TapLimits tap, std::string service)
+      : path_(std::move(path)), tap_(tap, std::move(service)), stats_(workers), signals_(io_) {
+    for (size_t i = 0; i < workers; ++i) {
+      workers_.push_back(std::make_unique<Worker>(i));
+      workers_.back()->SetTap(&tap_);
+    }
   }
 
   // Builds the snapshot and listener sockets for `cfg` and hands them to the
@@ -291,6 +296,7 @@ class Proxy final : public ConfigSink {
         return 1;
       }
       asio::co_spawn(io_, AdminAccept(), asio::detached);
+      asio::co_spawn(io_, TapReaper(), asio::detached);
     }
     for (auto& w : workers_) w->Start();
 
@@ -422,6 +428,9 @@ class Proxy final : public ConfigSink {
             j["trusted_roots"] = identity_->roots_pem.size();
           }
           body = j.dump() + "\n";
+        } else if (path == "/tap") {
+          type = "application/json";
+          co_await TapPoll(req.target, &status, &body);
         } else if (path == "/reload") {
           if (req.method != "POST") {
             status = 405;
@@ -433,7 +442,7 @@ class Proxy final : public ConfigSink {
           }
         } else {
           status = 404;
-          body = "not found: try /ready, /stats, /config_dump, /certs, POST /reload\n";
+          body = "not found: try /ready, /stats, /config_dump, /certs, /tap, POST /reload\n";
         }
       }
       const bool close = r == http1::ParseResult::kError || !req.KeepAlive() ||
@@ -449,7 +458,72 @@ class Proxy final : public ConfigSink {
     }
   }
 
+  // GET /tap?id=ID[&route=R][&method=M][&path=PREFIX][&wait_ms=W] (tap.h).
+  asio::awaitable<void> TapPoll(std::string_view target, int* status, std::string* body) {
+    http::Request q;
+    http::ParseTarget(target, &q);
+    auto arg = [&](std::string_view k) {
+      const std::string* v = q.Query(k);
+      return v ? *v : std::string();
+    };
+    const std::string id = arg("id");
+    TapFilter f{arg("route"), arg("method"), arg("path")};
+    auto bad = [&](const std::string& why) {
+      *status = 400;
+      *body = nlohmann::json({{"error", why}}).dump() + "\n";
+    };
+    if (tap_.limits().rate == 0) {
+      *status = 403;
+      *body = "{\"error\":\"tap is off on this sidecar (--tap-rate 0)\"}\n";
+      co_return;
+    }
+    if (id.empty() || id.size() > 64 ||
+        id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+            std::string::npos)
+      co_return bad("id: 1 to 64 letters, digits, '-', '_' or '.' naming the tap session");
+    if (f.route.size() > 256 || f.method.size() > 32 || f.path_prefix.size() > 1024)
+      co_return bad("route, method or path too long (256, 32, 1024 bytes at most)");
+    int64_t wait_ms = 0;
+    if (const std::string w = arg("wait_ms"); !w.empty()) {
+      char* end = nullptr;
+      const long long n = std::strtoll(w.c_str(), &end, 10);
+      if (*end || n < 0) co_return bad("wait_ms: a number of milliseconds");
+      wait_ms = std::min<int64_t>(n, tap_.limits().max_wait_ms);
+    }
+    const int64_t until = MonoMillis() + wait_ms;
+    std::string events;
+    size_t taken = 0;
+    uint64_t dropped = 0, lost = 0;
+    for (;;) {
+      std::string err;
+      if (!tap_.Poll(id, f, MonoMillis(), &events, &taken, &dropped, &err)) {
+        *status = 429;
+        *body = nlohmann::json({{"error", err}}).dump() + "\n";
+        co_return;
+      }
+      lost += dropped;
+      if (taken > 0 || MonoMillis() >= until || draining_) break;
+      asio::steady_timer t(io_, std::chrono::milliseconds(50));
+      co_await t.async_wait(kNoThrow);
+    }
+    *body = "{\"events\":[" + events + "],\"dropped\":" + std::to_string(lost) +
+            ",\"over_budget\":" + std::to_string(tap_.over_budget()) +
+            ",\"rate\":" + std::to_string(tap_.limits().rate) + "}\n";
+  }
+
+  // Closes the tap sessions nobody polls any more, so that the data path
+  // stops looking for them.
+  asio::awaitable<void> TapReaper() {
+    asio::steady_timer t(io_);
+    while (!draining_) {
+      t.expires_after(std::chrono::seconds(1));
+      co_await t.async_wait(kNoThrow);
+      tap_.Expire(MonoMillis());
+    }
+  }
+
   const std::string path_;
+  TapHub tap_;
   asio::io_context io_{1};
   StatsRegistry stats_;
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -601,7 +675,8 @@ int RunProxy(const ProxyOptions& opts, std::unique_ptr<ConfigSource> source) {
       return 2;
     }
     std::signal(SIGPIPE, SIG_IGN);
-    auto* p = new Proxy("", static_cast<size_t>(base->workers));
+    auto* p = new Proxy("", static_cast<size_t>(base->workers), TapLimits{.rate = opts.tap_rate},
+                        opts.service);
     p->set_waiting_for_config();
     // Like the proxy, the source is never destroyed: the process exits
     // once drained, with the source's threads still parked.
@@ -623,7 +698,8 @@ int RunProxy(const ProxyOptions& opts, std::unique_ptr<ConfigSource> source) {
   std::signal(SIGPIPE, SIG_IGN);
   // The proxy is never destroyed: once drained, the process exits without
   // tearing down event loops that may still hold abandoned connections.
-  auto* p = new Proxy(opts.config_path, static_cast<size_t>(cfg->workers));
+  auto* p = new Proxy(opts.config_path, static_cast<size_t>(cfg->workers),
+                      TapLimits{.rate = opts.tap_rate}, cfg->tracing.service_name);
   int rc = p->Run(cfg);
   std::fflush(nullptr);
   std::_Exit(rc);

@@ -291,6 +291,15 @@ void Worker::FlushAccessLogs() {
   }
 }
 
+TapHub* Worker::Tap(std::string_view route, std::string_view method, std::string_view path) {
+  if (!tap_ || !tap_->active()) return nullptr;
+  if (tap_->generation() != tap_gen_) tap_filters_ = tap_->Filters(&tap_gen_);
+  path = path.substr(0, path.find('?'));
+  for (const TapFilter& f : tap_filters_)
+    if (f.Matches(route, method, path)) return tap_->TakeBudget(clock_->MonoMillis()) ? tap_ : nullptr;
+  return nullptr;
+}
+
 void Worker::FlushSpans() {
   if (!spans_.empty() && span_sink_) span_sink_->Submit(&spans_);
   spans_.clear();

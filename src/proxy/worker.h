@@ -21,6 +21,7 @@
 #include "proxy/rate_limit.h"
 #include "proxy/span_sink.h"
 #include "proxy/stats.h"
+#include "proxy/tap.h"
 #include "proxy/tls.h"
 #include "proxy/upstream/cluster.h"
 
@@ -164,6 +165,12 @@ class Worker {
     if (spans_.size() >= kSpanBatch) FlushSpans();
   }
   static constexpr size_t kSpanBatch = 128;
+  // Live requests: set once, before Start (null: none). Tap() is the hub
+  // when a tap session wants an exchange of (route, method, path) and the
+  // sidecar's budget allows one more; null otherwise, which is all that is
+  // asked (one atomic load) while nobody taps. Worker thread only.
+  void SetTap(TapHub* hub) { tap_ = hub; }
+  TapHub* Tap(std::string_view route, std::string_view method, std::string_view path);
   // The runtime of listener `index` of the current snapshot (null: none).
   std::shared_ptr<ListenerRuntime> ListenerAt(size_t index) const {
     return index < by_index_.size() ? by_index_[index] : nullptr;
@@ -206,6 +213,9 @@ class Worker {
   std::map<std::shared_ptr<AccessLogSink>, std::string> access_bufs_;
   std::shared_ptr<SpanSink> span_sink_;  // the sink spans_ is for
   std::vector<otlp::Span> spans_;
+  TapHub* tap_ = nullptr;
+  uint64_t tap_gen_ = ~uint64_t{0};  // of tap_filters_
+  std::vector<TapFilter> tap_filters_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
 };
 

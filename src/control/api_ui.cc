@@ -1,0 +1,157 @@
+// The web dashboard: its files at /ui/ and the data it reads beyond the
+// Consul-shaped API, /v1/ui/overview and /v1/ui/tap (ui_scraper.h).
+#include <chrono>
+
+#include "base/log.h"
+#include "control/api.h"
+#include "control/api_internal.h"
+#include "control/ui_assets.h"
+#include "control/ui_scraper.h"
+
+namespace weft::control {
+
+using http::Request;
+using http::Response;
+using internal::StartsWith;
+using json = nlohmann::json;
+
+namespace {
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The dashboard runs only what it was built with: no inline script, no
+// other origin, no framing (clickjacking).
+constexpr const char* kUiPolicy =
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+}  // namespace
+
+Response Api::UiFile(const Request& req) {
+  std::string_view name = req.path;
+  if (name == "/" || name == "/ui") {
+    Response r = Response::Text(302, "the dashboard is at /ui/\n");
+    r.headers.emplace_back("Location", "/ui/");
+    return r;
+  }
+  name.remove_prefix(4);  // "/ui/"
+  if (name.empty()) name = "index.html";
+  for (const UiAsset& a : UiAssets()) {
+    if (a.name != name) continue;
+    Response r;
+    r.content_type = std::string(a.content_type);
+    r.headers.emplace_back("ETag", std::string(a.etag));
+    // Checked again each time: a new binary's files show at once.
+    r.headers.emplace_back("Cache-Control", "no-cache");
+    r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+    r.headers.emplace_back("Content-Security-Policy", kUiPolicy);
+    r.headers.emplace_back("Referrer-Policy", "no-referrer");
+    if (req.Header("if-none-match") == a.etag) {
+      r.status = 304;
+      return r;
+    }
+    r.body = std::string(a.body);
+    return r;
+  }
+  return Error(404, "not found: " + std::string(req.path) + " (the dashboard is at /ui/)");
+}
+
+std::vector<UiMember> Api::UiMembers() const {
+  std::vector<UiMember> out;
+  for (const json& m : MembersJson()) out.push_back(UiMemberOf(m));
+  return out;
+}
+
+asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
+  if (req.method != "GET" && req.method != "HEAD") co_return Error(405, "use GET");
+  const std::string token(TokenOf(req));
+  const std::vector<UiMember> members = UiMembers();
+  auto may_read = [&](const std::string& service) {
+    return Deny(req, acl::Resource::kService, service, acl::Access::kRead).empty();
+  };
+  if (rest == "overview") {
+    auto read = [&] { return ui_->Overview(token, members, WallMs()); };
+    json ans = co_await OffLoop(read);
+    // What the token may not read is left out, the catalog's services
+    // without traffic are added.
+    bool filtered = false;
+    json services = json::array(), edges = json::array(), sidecars = json::array();
+    std::map<std::string, json> rows;
+    for (json& s : ans["services"]) {
+      // (Not in one expression: json's operator= takes its operand by
+      // value, which C++17 initialises first, moving s out.)
+      const std::string name = s.value("name", "");
+      rows[name] = std::move(s);
+    }
+    for (const std::string& name : catalog_.ServiceNames()) {
+      size_t instances = 0;
+      for (const auto& ref : catalog_.Instances(name)) instances += ref.instance->kind.empty();
+      if (instances == 0) continue;  // sidecars only
+      json& row = rows[name];
+      if (row.is_null())
+        row = {{"name", name}, {"rps", 0},       {"success", 1},     {"p50_ms", -1},
+               {"p99_ms", -1}, {"mtls", 0},      {"proxies", 0},     {"unreachable", 0},
+               {"history", json::array()}};
+      row["instances"] = instances;
+      row["passing"] = catalog_.HealthService(name, true).size();
+    }
+    for (auto& [name, row] : rows) {
+      if (!may_read(name)) {
+        filtered = true;
+        continue;
+      }
+      if (!row.contains("instances")) row["instances"] = 0, row["passing"] = 0;
+      services.push_back(std::move(row));
+    }
+    for (json& e : ans["edges"]) {
+      if (may_read(e.value("source", "")) && may_read(e.value("destination", ""))) {
+        edges.push_back(std::move(e));
+      } else {
+        filtered = true;
+      }
+    }
+    for (json& s : ans["sidecars"]) {
+      if (may_read(s.value("service", ""))) {
+        sidecars.push_back(std::move(s));
+      } else {
+        filtered = true;
+      }
+    }
+    ans["services"] = std::move(services);
+    ans["edges"] = std::move(edges);
+    ans["sidecars"] = std::move(sidecars);
+    Response r = Reply(ans, applied_);
+    if (filtered) r.headers.emplace_back("X-Consul-Results-Filtered-By-ACLs", "true");
+    co_return r;
+  }
+  if (rest == "tap") {
+    auto arg = [&](std::string_view k) {
+      const std::string* v = req.Query(k);
+      return v ? *v : std::string();
+    };
+    const std::string service = arg("service");
+    if (service.empty()) co_return Error(400, "tap: ?service=NAME is required");
+    if (service.size() > 256 || arg("route").size() > 256 || arg("method").size() > 32 ||
+        arg("path").size() > 1024)
+      co_return Error(400, "tap: service, route, method or path too long");
+    uint64_t since = 0;
+    if (const std::string s = arg("since"); !s.empty()) {
+      char* end = nullptr;
+      since = std::strtoull(s.c_str(), &end, 10);
+      if (*end) co_return Error(400, "tap: since: the `next` of the previous answer");
+    }
+    const std::string route = arg("route"), method = arg("method"), path = arg("path");
+    auto poll = [&] {
+      return ui_->Tap(token, members, service, route, method, path, since, WallMs());
+    };
+    json ans = co_await OffLoop(poll);
+    co_return Reply(ans, applied_);
+  }
+  co_return Error(404, "not found: /v1/ui/" + std::string(rest) + " (overview, tap)");
+}
+
+}  // namespace weft::control

@@ -1,0 +1,119 @@
+// What the web dashboard (/ui/) shows beyond the catalog and config: the
+// mesh's live traffic, read from the sidecars' admin endpoints on demand.
+//
+// Nothing runs while nobody looks: each /v1/ui/overview asks Overview(),
+// which reads every sidecar's /stats (and, now and then, /certs) when the
+// last reading is older than the refresh interval, and answers from that
+// reading otherwise. Ten dashboards open cost what one does.
+//
+// Sidecars behind an agent are found by asking that agent
+// (/v1/agent/members) with the viewer's own token, so a viewer sees no
+// more than their token lets them list; readings are kept per token.
+//
+// Thread-safe; every call blocks on HTTP (run them off the io thread).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "control/mesh_stats.h"
+
+namespace weft::http {
+class Client;
+}
+
+namespace weft::control {
+
+struct UiLimits {
+  int64_t interval_ms = 2000;    // the freshest reading is at most this old
+  size_t history = 150;          // points kept per service and edge (5 min at 2 s)
+  size_t max_viewers = 64;       // distinct tokens with readings kept
+  int64_t viewer_idle_ms = 60000;  // a token's readings are forgotten after this long unasked
+  size_t max_proxies = 4096;     // sidecars read per refresh
+  size_t max_tap_events = 1000;  // events a dashboard tap keeps between polls
+};
+
+// A sidecar or agent as /v1/agent/members lists it.
+struct UiMember {
+  std::string name, role, service, node, admin, detail, via;
+};
+UiMember UiMemberOf(const nlohmann::json& m);
+
+class UiScraper {
+ public:
+  explicit UiScraper(UiLimits limits = {});
+  ~UiScraper();
+
+  // `members`: this process's own list (servers, agents and the sidecars
+  // connected here); `token`: the viewer's. Answers {"interval_s",
+  // "updated_ms", "error", "services": [...], "edges": [...], "sidecars":
+  // [...]}; services are those with traffic or sidecars (the caller adds
+  // the catalog's).
+  nlohmann::json Overview(const std::string& token, const std::vector<UiMember>& members,
+                          int64_t now_ms);
+
+  // One poll of a dashboard's tap of `service`: what its sidecars' tap
+  // sessions (opened on the first poll, kept while polled) gathered since,
+  // numbered; answers {"events": [...], "next", "dropped", "error"} with the
+  // events numbered `since` and after.
+  nlohmann::json Tap(const std::string& token, const std::vector<UiMember>& members,
+                     const std::string& service, const std::string& route,
+                     const std::string& method, const std::string& path, uint64_t since,
+                     int64_t now_ms);
+
+ private:
+  struct Point {
+    int64_t ms;
+    Rates r;
+  };
+  struct Series {
+    std::deque<Point> points;
+    Rates last;
+  };
+  struct Cert {
+    std::string spiffe_id;
+    int64_t not_after = 0;
+    int64_t read_ms = 0;
+  };
+  struct Viewer {
+    std::mutex mu;
+    int64_t asked_ms = 0;
+    int64_t read_ms = 0, prev_ms = 0;
+    std::vector<UiMember> proxies;
+    std::map<std::string, ProxyStats> prev, cur;  // by admin address (absent: unreachable)
+    std::map<std::string, Cert> certs;            // by admin address
+    std::map<std::string, Series> services;
+    std::map<std::pair<std::string, std::string>, Series> edges;
+    std::map<std::string, std::unique_ptr<http::Client>> clients;  // kept alive, by address
+    std::string error;
+    nlohmann::json answer;
+    // Dashboard taps: key (service, route, method, path) -> events.
+    struct TapBuf {
+      std::string id;  // the sessions' id at the sidecars
+      std::deque<nlohmann::json> events;
+      uint64_t next = 0, dropped = 0;
+      int64_t asked_ms = 0;
+    };
+    std::map<std::vector<std::string>, TapBuf> taps;
+  };
+  std::shared_ptr<Viewer> ViewerFor(const std::string& token, int64_t now_ms);
+  // The sidecars: those in `members` and those each agent there lists.
+  std::vector<UiMember> Proxies(Viewer& v, const std::string& token,
+                                const std::vector<UiMember>& members, std::string* err);
+  http::Client& ClientFor(Viewer& v, const std::string& addr, bool agent,
+                          const std::string& token);
+  void Read(Viewer& v, const std::string& token, const std::vector<UiMember>& members,
+            int64_t now_ms);
+
+  const UiLimits limits_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Viewer>> viewers_;  // by token; guarded by mu_
+};
+
+}  // namespace weft::control
