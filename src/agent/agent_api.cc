@@ -61,8 +61,8 @@ std::string Agent::LocalDenied(const http::Request& r) const {
   if (read &&
       (p == "/ready" || p == "/v1/agent/services" || p == "/v1/agent/checks" ||
        p == "/v1/agent/members" || p == "/v1/connect/ca/roots" || p == "/v1/weft/prometheus-sd" ||
-       p == "/metrics" || starts("/v1/status/") || starts("/v1/catalog/") || starts("/v1/health/") ||
-       p == "/" || p == "/ui" || starts("/ui/") || p == "/v1/ui/overview"))
+       p == "/metrics" || starts("/v1/status/") || starts("/v1/catalog/") ||
+       starts("/v1/health/") || p == "/" || p == "/ui" || starts("/ui/") || p == "/v1/ui/overview"))
     return "";
   // (The dashboard's files and its overview, the local proxies' numbers,
   // are for anyone like /metrics; its tap shows requests' paths and

@@ -25,6 +25,8 @@ int CaMain(const Args& args);
 int AclMain(const Args& args);
 int DemoMain(const Args& args);
 int StatMain(const Args& args);
+int TapMain(const Args& args);
+int TopMain(const Args& args);
 int CheckMain(const Args& args);
 int UpMain(const Args& args);
 int RedirectMain(const Args& args);

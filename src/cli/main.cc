@@ -45,6 +45,9 @@ constexpr const char* kUsage =
     "  members                    list the servers (and connected proxies)\n"
     "  check                      diagnose the mesh: server, CA, proxies, configs, certificates\n"
     "  stat [SERVICE] [--window DUR]  golden metrics of the mesh's services from their proxies\n"
+    "  tap SERVICE [--route R] [--method M] [--path PREFIX] [--max N] [-o json]\n"
+    "                             live requests through the service's sidecars\n"
+    "  top [SERVICE] [--window DUR]  the busiest paths now, by requests/s, with latency\n"
     "  demo-app --name NAME [--listen ADDR] [--latency DUR] [--error-rate F] [--call "
     "HOST:PORT/PATH]\n"
     "                             a demo HTTP service (latency, errors, calls to others)\n"
@@ -176,6 +179,8 @@ int main(int argc, char** argv) {
   if (cmd == "acl") return weft::cli::AclMain(args);
   if (cmd == "demo-app") return weft::cli::DemoMain(args);
   if (cmd == "stat") return weft::cli::StatMain(args);
+  if (cmd == "tap") return weft::cli::TapMain(args);
+  if (cmd == "top") return weft::cli::TopMain(args);
   if (cmd == "check") return weft::cli::CheckMain(args);
   if (cmd == "up") return weft::cli::UpMain(args);
   if (cmd == "redirect") return weft::cli::RedirectMain(args);

@@ -79,7 +79,9 @@ bool ListMembers(const std::string& server, std::vector<MeshMember>* out, std::s
   return true;
 }
 
-InboundStats ParseInbound(const std::string& text) { return control::ParseProxyStats(text).inbound; }
+InboundStats ParseInbound(const std::string& text) {
+  return control::ParseProxyStats(text).inbound;
+}
 
 StatSampler::StatSampler(std::string server, std::string only)
     : server_(std::move(server)), only_(std::move(only)) {}

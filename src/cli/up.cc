@@ -318,8 +318,9 @@ int UpMain(const Args& args) {
     }
     step("traffic", fmt::format("{:g} req/s GET {} to {} from the loadgen sidecar  [{}]", spec.rate,
                                 spec.traffic_path, spec.traffic_to, elapsed()));
+    step("dashboard", "http://" + spec.server_http + "/ui/  (topology, services, live requests)");
     std::printf(
-        "\n  try: weft stat   weft check   weft get routes   weft members   "
+        "\n  try: weft stat   weft top   weft tap frontend   weft check   weft get routes   "
         "(WEFT_SERVER=http://%s)\n"
         "       dig @127.0.0.1 -p %u %s.service.weft\n\n",
         spec.server_http.c_str(), PortOf(spec.agent_dns), spec.traffic_to.c_str());

@@ -93,9 +93,9 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
       if (instances == 0) continue;  // sidecars only
       json& row = rows[name];
       if (row.is_null())
-        row = {{"name", name}, {"rps", 0},       {"success", 1},     {"p50_ms", -1},
-               {"p99_ms", -1}, {"mtls", 0},      {"proxies", 0},     {"unreachable", 0},
-               {"history", json::array()}};
+        row = {{"name", name}, {"rps", 0},         {"success", 1},
+               {"p50_ms", -1}, {"p99_ms", -1},     {"mtls", 0},
+               {"proxies", 0}, {"unreachable", 0}, {"history", json::array()}};
       row["instances"] = instances;
       row["passing"] = catalog_.HealthService(name, true).size();
     }

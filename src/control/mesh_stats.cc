@@ -85,7 +85,8 @@ ProxyStats ParseProxyStats(std::string_view text) {
       } else if (Starts(line, "weft_golden_rq_duration_seconds_bucket{")) {
         st.outbound[std::string(dest)].buckets[LeOf(line)] += ValueOf(line);
       } else if (Starts(line, "weft_golden_grpc_total{")) {
-        if (LabelOf(line, "grpc_status") != "OK") st.outbound[std::string(dest)].errors += ValueOf(line);
+        if (LabelOf(line, "grpc_status") != "OK")
+          st.outbound[std::string(dest)].errors += ValueOf(line);
       }
       continue;
     }

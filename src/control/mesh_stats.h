@@ -14,8 +14,8 @@ namespace weft::control {
 
 // Counters of one stream of requests at one moment.
 struct Traffic {
-  double total = 0, errors = 0;  // errors: 5xx, and gRPC calls whose status was not OK
-  double mtls = 0;               // requests that came with a verified mesh identity
+  double total = 0, errors = 0;      // errors: 5xx, and gRPC calls whose status was not OK
+  double mtls = 0;                   // requests that came with a verified mesh identity
   std::map<double, double> buckets;  // latency le (seconds; +Inf as 1e300) -> cumulative count
   void Add(const Traffic& t);
 };

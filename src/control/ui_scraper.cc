@@ -263,16 +263,17 @@ json UiScraper::Overview(const std::string& token, const std::vector<UiMember>& 
 }
 
 json UiScraper::Tap(const std::string& token, const std::vector<UiMember>& members,
-                    const std::string& service, const std::string& route,
-                    const std::string& method, const std::string& path, uint64_t since,
-                    int64_t now_ms) {
+                    const std::string& service, const std::string& route, const std::string& method,
+                    const std::string& path, uint64_t since, int64_t now_ms) {
   std::shared_ptr<Viewer> v = ViewerFor(token, now_ms);
   std::lock_guard<std::mutex> l(v->mu);
   v->asked_ms = now_ms;
   for (auto it = v->taps.begin(); it != v->taps.end();)
     it = now_ms - it->second.asked_ms > kTapIdleMs ? v->taps.erase(it) : std::next(it);
   if (v->taps.size() >= 16 && !v->taps.count({service, route, method, path}))
-    return {{"events", json::array()}, {"next", since}, {"dropped", 0},
+    return {{"events", json::array()},
+            {"next", since},
+            {"dropped", 0},
             {"error", "too many taps open for this token (16)"}};
   Viewer::TapBuf& t = v->taps[{service, route, method, path}];
   t.asked_ms = now_ms;
@@ -283,9 +284,9 @@ json UiScraper::Tap(const std::string& token, const std::vector<UiMember>& membe
   std::string err;
   std::vector<UiMember> proxies = Proxies(*v, token, members, &err);
   size_t tapped = 0;
-  const std::string target =
-      "/tap?id=" + t.id + "&route=" + http::PercentEncode(route) +
-      "&method=" + http::PercentEncode(method) + "&path=" + http::PercentEncode(path);
+  const std::string target = "/tap?id=" + t.id + "&route=" + http::PercentEncode(route) +
+                             "&method=" + http::PercentEncode(method) +
+                             "&path=" + http::PercentEncode(path);
   for (const auto& p : proxies) {
     if (p.service != service) continue;
     ++tapped;
@@ -294,9 +295,9 @@ json UiScraper::Tap(const std::string& token, const std::vector<UiMember>& membe
     if (!r.ok() || r->status != 200 || !j.is_object() || !j["events"].is_array()) {
       if (!err.empty()) err += "; ";
       err += "sidecar " + p.name + ": " +
-             (!r.ok() ? std::string(r.status().message())
-                      : j.is_object() && j.contains("error") ? j["error"].dump()
-                                                             : std::to_string(r->status));
+             (!r.ok()                                ? std::string(r.status().message())
+              : j.is_object() && j.contains("error") ? j["error"].dump()
+                                                     : std::to_string(r->status));
       continue;
     }
     t.dropped += j.value("dropped", uint64_t{0});
@@ -317,7 +318,8 @@ json UiScraper::Tap(const std::string& token, const std::vector<UiMember>& membe
     if (events.size() >= kTapAnswerMax) break;
     events.push_back(ev);
   }
-  const uint64_t next = events.empty() ? std::max(since, t.next) : events.back()["seq"].get<uint64_t>() + 1;
+  const uint64_t next =
+      events.empty() ? std::max(since, t.next) : events.back()["seq"].get<uint64_t>() + 1;
   // What was handed out is not kept for later polls.
   while (!t.events.empty() && t.events.front()["seq"].get<uint64_t>() < next) t.events.pop_front();
   return {{"events", std::move(events)}, {"next", next}, {"dropped", t.dropped}, {"error", err}};

@@ -31,12 +31,12 @@ class Client;
 namespace weft::control {
 
 struct UiLimits {
-  int64_t interval_ms = 2000;    // the freshest reading is at most this old
-  size_t history = 150;          // points kept per service and edge (5 min at 2 s)
-  size_t max_viewers = 64;       // distinct tokens with readings kept
+  int64_t interval_ms = 2000;      // the freshest reading is at most this old
+  size_t history = 150;            // points kept per service and edge (5 min at 2 s)
+  size_t max_viewers = 64;         // distinct tokens with readings kept
   int64_t viewer_idle_ms = 60000;  // a token's readings are forgotten after this long unasked
-  size_t max_proxies = 4096;     // sidecars read per refresh
-  size_t max_tap_events = 1000;  // events a dashboard tap keeps between polls
+  size_t max_proxies = 4096;       // sidecars read per refresh
+  size_t max_tap_events = 1000;    // events a dashboard tap keeps between polls
 };
 
 // A sidecar or agent as /v1/agent/members lists it.
@@ -106,8 +106,7 @@ class UiScraper {
   // The sidecars: those in `members` and those each agent there lists.
   std::vector<UiMember> Proxies(Viewer& v, const std::string& token,
                                 const std::vector<UiMember>& members, std::string* err);
-  http::Client& ClientFor(Viewer& v, const std::string& addr, bool agent,
-                          const std::string& token);
+  http::Client& ClientFor(Viewer& v, const std::string& addr, bool agent, const std::string& token);
   void Read(Viewer& v, const std::string& token, const std::vector<UiMember>& members,
             int64_t now_ms);
 

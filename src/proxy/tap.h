@@ -29,11 +29,11 @@
 namespace weft::proxy {
 
 struct TapLimits {
-  uint32_t rate = 100;           // events per second copied out, all sessions together
-  size_t max_sessions = 16;      // sessions open at once; one more is refused (429)
-  size_t buffer = 1000;          // events a session holds between polls (older ones dropped)
-  int64_t idle_ms = 10000;       // a session nobody polled for this long closes
-  int64_t max_wait_ms = 5000;    // the longest a poll waits for a first event
+  uint32_t rate = 100;         // events per second copied out, all sessions together
+  size_t max_sessions = 16;    // sessions open at once; one more is refused (429)
+  size_t buffer = 1000;        // events a session holds between polls (older ones dropped)
+  int64_t idle_ms = 10000;     // a session nobody polled for this long closes
+  int64_t max_wait_ms = 5000;  // the longest a poll waits for a first event
   static constexpr size_t kMaxPath = 256;  // bytes of path an event keeps
 };
 

@@ -296,7 +296,8 @@ TapHub* Worker::Tap(std::string_view route, std::string_view method, std::string
   if (tap_->generation() != tap_gen_) tap_filters_ = tap_->Filters(&tap_gen_);
   path = path.substr(0, path.find('?'));
   for (const TapFilter& f : tap_filters_)
-    if (f.Matches(route, method, path)) return tap_->TakeBudget(clock_->MonoMillis()) ? tap_ : nullptr;
+    if (f.Matches(route, method, path))
+      return tap_->TakeBudget(clock_->MonoMillis()) ? tap_ : nullptr;
   return nullptr;
 }
 
