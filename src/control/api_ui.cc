@@ -74,7 +74,7 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
     return Deny(req, acl::Resource::kService, service, acl::Access::kRead).empty();
   };
   if (rest == "overview") {
-    auto read = [&] { return ui_->Overview(token, members, WallMs()); };
+    auto read = [&] { return ui_->Overview(members, WallMs()); };
     json ans = co_await OffLoop(read);
     // What the token may not read is left out, the catalog's services
     // without traffic are added.

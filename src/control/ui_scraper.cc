@@ -57,6 +57,11 @@ UiMember UiMemberOf(const json& m) {
 UiScraper::UiScraper(UiLimits limits) : limits_(limits) {}
 UiScraper::~UiScraper() = default;
 
+size_t UiScraper::viewers() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return viewers_.size();
+}
+
 std::shared_ptr<UiScraper::Viewer> UiScraper::ViewerFor(const std::string& token, int64_t now_ms) {
   std::lock_guard<std::mutex> l(mu_);
   for (auto it = viewers_.begin(); it != viewers_.end();) {
@@ -83,25 +88,23 @@ std::shared_ptr<UiScraper::Viewer> UiScraper::ViewerFor(const std::string& token
   return it->second;
 }
 
-http::Client& UiScraper::ClientFor(Viewer& v, const std::string& addr, bool agent,
-                                   const std::string& token) {
-  // Agents are asked with the viewer's token; sidecars' admin endpoints
-  // take none, and get none.
-  const std::string key = (agent ? "a" : "s") + addr;
-  auto& c = v.clients[key];
+http::Client& UiScraper::ClientFor(Viewer& v, const std::string& addr) {
+  // No token goes out: an agent lists its sidecars to anyone, and the
+  // addresses come from what agents and sidecars said of themselves, which
+  // a viewer's token must never be sent to.
+  auto& c = v.clients[addr];
   if (!c) {
     http::ClientOptions o;
     o.connect_timeout_ms = 500;
     o.io_timeout_ms = 1500;
-    o.max_body_bytes = 16 << 20;
-    if (agent && !token.empty()) o.headers.emplace_back("x-consul-token", token);
+    o.max_body_bytes = 8 << 20;
     c = std::make_unique<http::Client>(addr, o);
   }
   return *c;
 }
 
-std::vector<UiMember> UiScraper::Proxies(Viewer& v, const std::string& token,
-                                         const std::vector<UiMember>& members, std::string* err) {
+std::vector<UiMember> UiScraper::Proxies(Viewer& v, const std::vector<UiMember>& members,
+                                         std::string* err) {
   std::vector<UiMember> out;
   auto add = [&](UiMember m) {
     if (m.role != "proxy" || m.admin.empty() || out.size() >= limits_.max_proxies) return;
@@ -113,7 +116,7 @@ std::vector<UiMember> UiScraper::Proxies(Viewer& v, const std::string& token,
   for (const auto& m : members) {
     if (m.role != "agent" || m.admin.empty()) continue;
     // The agent's own API: its sidecars.
-    auto r = ClientFor(v, m.admin, true, token).Do("GET", "/v1/agent/members");
+    auto r = ClientFor(v, m.admin).Do("GET", "/v1/agent/members");
     json list = r.ok() && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
     if (!list.is_array()) {
       if (!err->empty()) *err += "; ";
@@ -132,16 +135,15 @@ std::vector<UiMember> UiScraper::Proxies(Viewer& v, const std::string& token,
   return out;
 }
 
-void UiScraper::Read(Viewer& v, const std::string& token, const std::vector<UiMember>& members,
-                     int64_t now_ms) {
+void UiScraper::Read(Viewer& v, const std::vector<UiMember>& members, int64_t now_ms) {
   std::string err;
-  v.proxies = Proxies(v, token, members, &err);
+  v.proxies = Proxies(v, members, &err);
   v.prev = std::move(v.cur);
   v.cur.clear();
   v.prev_ms = v.read_ms;
   v.read_ms = now_ms;
   for (const auto& p : v.proxies) {
-    http::Client& c = ClientFor(v, p.admin, false, "");
+    http::Client& c = ClientFor(v, p.admin);
     auto r = c.Do("GET", "/stats");
     if (!r.ok() || r->status != 200) continue;
     v.cur[p.admin] = ParseProxyStats(r->body);
@@ -245,19 +247,20 @@ void UiScraper::Read(Viewer& v, const std::string& token, const std::vector<UiMe
               {"sidecars", std::move(sidecars)}};
 }
 
-json UiScraper::Overview(const std::string& token, const std::vector<UiMember>& members,
-                         int64_t now_ms) {
-  std::shared_ptr<Viewer> v = ViewerFor(token, now_ms);
+json UiScraper::Overview(const std::vector<UiMember>& members, int64_t now_ms) {
+  // One reading for every viewer: what each may see is filtered by the
+  // caller. (Tokens are printable: this key is no one's.)
+  std::shared_ptr<Viewer> v = ViewerFor(std::string(1, '\1'), now_ms);
   std::lock_guard<std::mutex> l(v->mu);
   v->asked_ms = now_ms;
   // The first reading only counts totals: a second one follows at once
   // (a short interval), so that a new dashboard shows rates straight away.
   if (v->read_ms == 0) {
-    Read(*v, token, members, now_ms - 250);
+    Read(*v, members, now_ms - 250);
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
-    Read(*v, token, members, now_ms);
+    Read(*v, members, now_ms);
   } else if (now_ms - v->read_ms >= limits_.interval_ms - 100) {
-    Read(*v, token, members, now_ms);
+    Read(*v, members, now_ms);
   }
   return v->answer;
 }
@@ -282,7 +285,7 @@ json UiScraper::Tap(const std::string& token, const std::vector<UiMember>& membe
     t.id = fmt::format("ui-{:08x}{:08x}", rd(), rd());
   }
   std::string err;
-  std::vector<UiMember> proxies = Proxies(*v, token, members, &err);
+  std::vector<UiMember> proxies = Proxies(*v, members, &err);
   size_t tapped = 0;
   const std::string target = "/tap?id=" + t.id + "&route=" + http::PercentEncode(route) +
                              "&method=" + http::PercentEncode(method) +
@@ -290,7 +293,7 @@ json UiScraper::Tap(const std::string& token, const std::vector<UiMember>& membe
   for (const auto& p : proxies) {
     if (p.service != service) continue;
     ++tapped;
-    auto r = ClientFor(*v, p.admin, false, "").Do("GET", target);
+    auto r = ClientFor(*v, p.admin).Do("GET", target);
     const json j = r.ok() ? json::parse(r->body, nullptr, false) : json();
     if (!r.ok() || r->status != 200 || !j.is_object() || !j["events"].is_array()) {
       if (!err.empty()) err += "; ";

@@ -7,8 +7,11 @@
 // reading otherwise. Ten dashboards open cost what one does.
 //
 // Sidecars behind an agent are found by asking that agent
-// (/v1/agent/members) with the viewer's own token, so a viewer sees no
-// more than their token lets them list; readings are kept per token.
+// (/v1/agent/members, which it answers anyone). No token is ever sent: the
+// addresses read are what agents and sidecars said of themselves. One
+// reading serves every viewer; the API filters it by the viewer's rights.
+// Dashboard taps are kept per token (one viewer's poll never takes
+// another's events).
 //
 // Thread-safe; every call blocks on HTTP (run them off the io thread).
 #pragma once
@@ -33,8 +36,8 @@ namespace weft::control {
 struct UiLimits {
   int64_t interval_ms = 2000;      // the freshest reading is at most this old
   size_t history = 150;            // points kept per service and edge (5 min at 2 s)
-  size_t max_viewers = 64;         // distinct tokens with readings kept
-  int64_t viewer_idle_ms = 60000;  // a token's readings are forgotten after this long unasked
+  size_t max_viewers = 64;         // distinct tokens with dashboard taps kept
+  int64_t viewer_idle_ms = 60000;  // a token's taps are forgotten after this long unasked
   size_t max_proxies = 4096;       // sidecars read per refresh
   size_t max_tap_events = 1000;    // events a dashboard tap keeps between polls
 };
@@ -49,14 +52,14 @@ class UiScraper {
  public:
   explicit UiScraper(UiLimits limits = {});
   ~UiScraper();
+  // Tokens with state kept (the shared reading counts as one).
+  size_t viewers() const;
 
   // `members`: this process's own list (servers, agents and the sidecars
-  // connected here); `token`: the viewer's. Answers {"interval_s",
-  // "updated_ms", "error", "services": [...], "edges": [...], "sidecars":
-  // [...]}; services are those with traffic or sidecars (the caller adds
-  // the catalog's).
-  nlohmann::json Overview(const std::string& token, const std::vector<UiMember>& members,
-                          int64_t now_ms);
+  // connected here). Answers {"interval_s", "updated_ms", "error",
+  // "services": [...], "edges": [...], "sidecars": [...]}; services are
+  // those with sidecars (the caller adds the catalog's).
+  nlohmann::json Overview(const std::vector<UiMember>& members, int64_t now_ms);
 
   // One poll of a dashboard's tap of `service`: what its sidecars' tap
   // sessions (opened on the first poll, kept while polled) gathered since,
@@ -104,14 +107,12 @@ class UiScraper {
   };
   std::shared_ptr<Viewer> ViewerFor(const std::string& token, int64_t now_ms);
   // The sidecars: those in `members` and those each agent there lists.
-  std::vector<UiMember> Proxies(Viewer& v, const std::string& token,
-                                const std::vector<UiMember>& members, std::string* err);
-  http::Client& ClientFor(Viewer& v, const std::string& addr, bool agent, const std::string& token);
-  void Read(Viewer& v, const std::string& token, const std::vector<UiMember>& members,
-            int64_t now_ms);
+  std::vector<UiMember> Proxies(Viewer& v, const std::vector<UiMember>& members, std::string* err);
+  http::Client& ClientFor(Viewer& v, const std::string& addr);
+  void Read(Viewer& v, const std::vector<UiMember>& members, int64_t now_ms);
 
   const UiLimits limits_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Viewer>> viewers_;  // by token; guarded by mu_
 };
 

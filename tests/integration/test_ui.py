@@ -44,6 +44,7 @@ class Mesh:
         self.weft_bin = weft_bin
         path, self.api, self.base = quickstart_file(tmp)
         self.url = "http://" + self.api
+        self.agent = "http://" + re.search(r"agent: \{http: ([\d.:]+)", open(path).read()).group(1)
         self.out = open(os.path.join(str(tmp), "up.out"), "w+")
         self.p = subprocess.Popen([weft_bin, "up", path, "--duration", "600s", "--dir", str(tmp / "up")],
                                   stdout=self.out, stderr=subprocess.STDOUT, text=True)
@@ -326,3 +327,37 @@ def test_a_read_token_entered_once_and_never_shown(server, shots):
         status = b.eval(f"""fetch('/v1/ui/tap?service=db', {{headers: {{'X-Consul-Token': {json.dumps(secret)}}}}})
                            .then(r => r.status)""")
         assert status == 403
+
+
+def test_the_agent_serves_the_dashboard_for_its_node(mesh):
+    with urllib.request.urlopen(mesh.agent + "/ui/", timeout=10) as r:
+        assert r.status == 200 and b"/ui/app.js" in r.read()
+    def overview():
+        with urllib.request.urlopen(mesh.agent + "/v1/ui/overview", timeout=10) as r:
+            o = json.loads(r.read())
+        return {e["source"] + ">" + e["destination"] for e in o["edges"]} >= {"loadgen>frontend", "frontend>catalog"} and o
+    o = wait_for(overview, timeout=10, step=0.5)
+    assert {s["service"] for s in o["sidecars"]} == set(SERVICES) | {"loadgen"}, o["sidecars"]
+    assert all(s["reachable"] and s["spiffe_id"].startswith("spiffe://weft.local/") for s in o["sidecars"]), o
+    # Its tap shows requests' paths and callers: the agent's own token only.
+    try:
+        urllib.request.urlopen(mesh.agent + "/v1/ui/tap?service=frontend", timeout=10)
+        raise AssertionError("expected 403")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403 and "agent" in e.read().decode()
+
+
+def test_the_dashboards_api_refuses_what_it_cannot_honour(server):
+    s = server()
+    for path, code, why in (("/v1/ui/tap", 400, "service=NAME is required"),
+                            ("/v1/ui/tap?service=web&route=" + "r" * 300, 400, "too long"),
+                            ("/v1/ui/tap?service=web&since=later", 400, "since"),
+                            ("/v1/ui/nothing", 404, "overview, tap")):
+        status, _, body = s.request("GET", path)
+        assert status == code and why in body, (path, status, body)
+    status, _, body = s.request("PUT", "/v1/ui/overview", {})
+    assert status == 405, body
+    # Anonymous: the overview is filtered, a tap is the service's readers'.
+    s.register("n1", "web", 80, "web-1")
+    status, _, body = s.request("GET", "/v1/ui/overview", token="")
+    assert status == 200 and [x["name"] for x in json.loads(body)["services"]] == ["web"], body

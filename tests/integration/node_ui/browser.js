@@ -35,6 +35,15 @@
 //        "response" (an HTTP status >= 400; text: "404 Not Found"), "crash"
 //   {"cmd":"set_local_storage","key":K,"value":V}  in the current page's
 //        origin (V not a string: stored as its JSON)
+//   {"cmd":"open_pages","url":U,"n":N,"wait_until":"load"} -> {"ms","pages"}
+//        opens N more pages (tabs, 1400x900, N from 1 to 50) one after another,
+//        each navigated to U; "pages": how many extra pages are open now. The
+//        commands above keep acting on the first page; what the extra pages
+//        log is collected for "console" like the first page's.
+//   {"cmd":"eval_pages","js":E} -> [E's value in each extra page, in the
+//        order they were opened] (page.evaluate of the expression E; a
+//        Promise is awaited; values come back as JSON)
+//   {"cmd":"close_pages"}       -> {"closed","ms"} closes every extra page
 //   {"cmd":"quit"}              closes Chromium and exits 0 (so does EOF on
 //        stdin, and SIGTERM)
 //
@@ -72,6 +81,7 @@ let disconnected = false;  // Chromium went away without a quit
 let quitting = false;
 let ownProfile = null;     // the profile directory to remove at exit
 const collected = [];      // what "console" reports
+const extraPages = [];     // opened by "open_pages", closed by "close_pages"
 
 function log(...args) {
   process.stderr.write(`browser.js: ${args.join(' ')}\n`);
@@ -324,6 +334,41 @@ const COMMANDS = {
 
   async console() {
     return collected.splice(0, collected.length);
+  },
+
+  async open_pages(cmd, t) {
+    const url = need(cmd, 'url');
+    const n = cmd.n;
+    if (!Number.isInteger(n) || n < 1 || n > 50) {
+      throw new Error('"open_pages" needs "n" (an integer from 1 to 50)');
+    }
+    const waitUntil = cmd.wait_until || 'load';
+    const t0 = Date.now();
+    for (let i = 0; i < n; i++) {
+      const left = t - (Date.now() - t0);
+      if (left <= 0) throw new Error(`open_pages timed out after ${t} ms (${i} of ${n} opened)`);
+      const p = await withTimeout(browser.newPage(), left, 'newPage');
+      extraPages.push(p);
+      watchPage(p);
+      p.setDefaultTimeout(DEFAULT_TIMEOUT_MS);
+      p.setDefaultNavigationTimeout(DEFAULT_TIMEOUT_MS);
+      await p.goto(url, {waitUntil, timeout: Math.max(1, t - (Date.now() - t0))});
+    }
+    return {ms: Date.now() - t0, pages: extraPages.length};
+  },
+
+  async eval_pages(cmd, t) {
+    const js = need(cmd, 'js');
+    return withTimeout(Promise.all(extraPages.map((p) => p.evaluate(js))), t, 'eval_pages');
+  },
+
+  async close_pages(cmd, t) {
+    const t0 = Date.now();
+    const pages = extraPages.splice(0, extraPages.length);
+    await withTimeout(Promise.all(pages.map((p) => p.close().catch((e) => {
+      log('closing a page failed:', errText(e));
+    }))), t, 'close_pages');
+    return {closed: pages.length, ms: Date.now() - t0};
   },
 
   async set_local_storage(cmd, t) {
