@@ -202,10 +202,11 @@ backend b
     return Server([tool("haproxy"), "-f", conf, "-db"], cpus)
 
 
-def weft(weft_bin, tmp, port, backend, workers, cpus, backends=(), lb="", protocol="", top=""):
+def weft(weft_bin, tmp, port, backend, workers, cpus, backends=(), lb="", protocol="", top="", extra=()):
     """weft in front of `backend` (or every port of `backends`), balanced by
     `lb` (default: the proxy's), speaking `protocol` upstream (default:
-    HTTP/1.1); `top`: more top-level config (YAML lines: admin, tracing)."""
+    HTTP/1.1); `top`: more top-level config (YAML lines: admin, tracing);
+    `extra`: more flags for `weft proxy`."""
     conf = os.path.join(tmp, f"weft-{port}.yaml")
     eps = ", ".join(f"127.0.0.1:{p}" for p in (backends or [backend]))
     policy = f"    lb: {lb}\n" if lb else ""
@@ -220,7 +221,7 @@ clusters:
   - name: be
 {policy}    endpoints: [{eps}]
 """)
-    return Server([weft_bin, "proxy", "--config", conf, "--log-level", "warn"], cpus)
+    return Server([weft_bin, "proxy", "--config", conf, "--log-level", "warn", *extra], cpus)
 
 
 def run_wrk(port, duration, conns, threads, cpus):

@@ -269,8 +269,10 @@
 
   // The overview, normalized (arrays always present), its partial-data
   // error shown, the top bar's clock updated.
-  async function loadOverview(ctx) {
-    const ov = await load(ctx, 'overview', '/v1/ui/overview');
+  // `history`: whether the page draws the series (the topology and the tap
+  // do not: their answers are a fraction of the size).
+  async function loadOverview(ctx, history = true) {
+    const ov = await load(ctx, 'overview', history ? '/v1/ui/overview' : '/v1/ui/overview?history=0');
     if (!ov) return null;
     if (typeof ov !== 'object') {
       setError('overview', 'GET /v1/ui/overview: unexpected answer');
@@ -318,6 +320,8 @@
     every(ms, fn) {
       const tick = async () => {
         if (dialog.open) { this.later(300, tick); return; }
+        // A tab nobody sees asks nothing (after its first answer).
+        if (document.hidden && document.body.dataset.loaded) { this.later(1000, tick); return; }
         try { await fn(); } catch (e) { reportBug(e); }
         this.later(ms, tick);
       };
@@ -721,7 +725,7 @@
       h('div', { class: 'canvas' }, svg));
     const view = new TopologyView(svg);
     ctx.every(REFRESH_MS, async () => {
-      const ov = await loadOverview(ctx);
+      const ov = await loadOverview(ctx, false);
       if (!ov) return;
       view.update(ov);
       setText(note, `${view.nodes.size} services · ${view.edges.size} edges`);
@@ -1129,7 +1133,7 @@
 
     const autostart = !!inputs.service.value;
     // The datalist of service names (the overview's services and edge ends).
-    loadOverview(ctx).then((ov) => {
+    loadOverview(ctx, false).then((ov) => {
       if (!ov) return;
       const names = topologyModel(ov).names;
       datalist.replaceChildren(...names.map((n) => h('option', { value: n })));

@@ -34,6 +34,7 @@ Api::~Api() {
   try {
     Stop();
     pool_.join();
+    ui_pool_.join();
   } catch (...) {  // NOLINT(bugprone-empty-catch): nothing to do while tearing down
   }
 }

@@ -186,15 +186,17 @@ class Api {
   // Waits until index_fn() differs from `seen` (or the request's wait ends).
   asio::awaitable<void> Block(const http::Request& req, const std::function<int64_t()>& index_fn);
   asio::awaitable<void> WaitApplied(int64_t revision);
-  // Runs f() on pool_ and resumes on the io thread with its result; `f` is
-  // used by reference until then.
+  // Runs f() on `pool` (default pool_) and resumes on the io thread with
+  // its result; `f` is used by reference until then.
   template <typename F>
-  asio::awaitable<std::invoke_result_t<F>> OffLoop(const F& f);
+  asio::awaitable<std::invoke_result_t<F>> OffLoop(const F& f, asio::thread_pool* pool = nullptr);
 
   // The dashboard (api_ui.cc).
   http::Response UiFile(const http::Request& req);
   asio::awaitable<http::Response> UiRequest(http::Request& req, std::string_view rest);
   std::vector<UiMember> UiMembers() const;
+  std::string UiOverviewBody(const nlohmann::json& reading, const std::set<std::string>& denied,
+                             bool history) const;
   // /v1/agent/members' list.
   nlohmann::json MembersJson() const;
 
@@ -267,6 +269,9 @@ class Api {
   const ApiOptions opts_;
   const std::unique_ptr<const ApiRole> role_;
   asio::thread_pool pool_;  // runs the store calls of writes (OffLoop)
+  // The dashboard's readings of sidecars (slow HTTP), apart from the
+  // writes (an agent runs one write thread).
+  asio::thread_pool ui_pool_{2};
 
   // Io thread only.
   mesh::CatalogView catalog_;
@@ -284,6 +289,14 @@ class Api {
   std::map<std::string, RouteFn, std::less<>> routes_;
   std::vector<std::function<void(nlohmann::json*)>> member_sources_;
   std::unique_ptr<UiScraper> ui_ = std::make_unique<UiScraper>();
+  // Rendered overviews, by what the caller may not read and whether the
+  // series go: (reading's time, catalog index, body). Bounded.
+  struct UiBody {
+    int64_t updated_ms = 0, catalog_index = 0;
+    std::string body;
+  };
+  std::map<std::string, UiBody> ui_bodies_;
+  static constexpr size_t kUiBodies = 64;
   std::vector<std::function<void(prom::Writer&)>> metric_sources_;
   std::map<std::string, std::string> members_;  // members/... keys (other replicas)
   std::unordered_map<std::string, std::pair<int64_t, std::string>> body_cache_;  // ReplyCached

@@ -51,11 +51,14 @@ inline std::string NodeKey(std::string_view node) {
 }  // namespace internal
 
 template <typename F>
-asio::awaitable<std::invoke_result_t<F>> Api::OffLoop(const F& f) {
+asio::awaitable<std::invoke_result_t<F>> Api::OffLoop(const F& f, asio::thread_pool* pool) {
   using R = std::invoke_result_t<F>;
   // co_spawn's result must be default-constructible; Result<T> is not.
   auto task = [&f]() -> asio::awaitable<std::optional<R>> { co_return std::optional<R>(f()); };
-  std::optional<R> r = co_await asio::co_spawn(pool_, task, asio::use_awaitable);
+  // (Chosen outside the co_await: GCC 12 miscompiles a conditional
+  // expression in its operand.)
+  asio::thread_pool& on = pool ? *pool : pool_;
+  std::optional<R> r = co_await asio::co_spawn(on, task, asio::use_awaitable);
   co_return std::move(*r);
 }
 

@@ -1,6 +1,8 @@
 // The web dashboard: its files at /ui/ and the data it reads beyond the
 // Consul-shaped API, /v1/ui/overview and /v1/ui/tap (ui_scraper.h).
 #include <chrono>
+#include <map>
+#include <set>
 
 #include "base/log.h"
 #include "control/api.h"
@@ -66,6 +68,46 @@ std::vector<UiMember> Api::UiMembers() const {
   return out;
 }
 
+std::string Api::UiOverviewBody(const json& reading, const std::set<std::string>& denied,
+                                bool history) const {
+  auto ok = [&](const std::string& n) { return denied.count(n) == 0; };
+  json services = json::array(), edges = json::array(), sidecars = json::array();
+  std::map<std::string, json> rows;
+  for (const json& s : reading["services"]) rows.emplace(s.value("name", ""), s);
+  for (const std::string& name : catalog_.ServiceNames()) {
+    size_t instances = 0;
+    for (const auto& ref : catalog_.Instances(name)) instances += ref.instance->kind.empty();
+    if (instances == 0) continue;  // sidecars only
+    json& row = rows[name];
+    if (row.is_null())
+      row = {{"name", name}, {"rps", 0},         {"success", 1},
+             {"p50_ms", -1}, {"p99_ms", -1},     {"mtls", 0},
+             {"proxies", 0}, {"unreachable", 0}, {"history", json::array()}};
+    row["instances"] = instances;
+    row["passing"] = catalog_.HealthService(name, true).size();
+  }
+  for (auto& [name, row] : rows) {
+    if (!ok(name)) continue;
+    if (!row.contains("instances")) {
+      row["instances"] = 0;
+      row["passing"] = 0;
+    }
+    if (!history) row.erase("history");
+    services.push_back(std::move(row));
+  }
+  for (const json& e : reading["edges"]) {
+    if (!ok(e.value("source", "")) || !ok(e.value("destination", ""))) continue;
+    edges.push_back(e);
+    if (!history) edges.back().erase("history");
+  }
+  for (const json& s : reading["sidecars"])
+    if (ok(s.value("service", ""))) sidecars.push_back(s);
+  json out = {{"interval_s", reading["interval_s"]}, {"updated_ms", reading["updated_ms"]},
+              {"error", reading["error"]},           {"services", std::move(services)},
+              {"edges", std::move(edges)},           {"sidecars", std::move(sidecars)}};
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
   if (req.method != "GET" && req.method != "HEAD") co_return Error(405, "use GET");
   const std::string token(TokenOf(req));
@@ -74,58 +116,42 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
     return Deny(req, acl::Resource::kService, service, acl::Access::kRead).empty();
   };
   if (rest == "overview") {
+    bool history = true;
+    if (const std::string* h = req.Query("history")) {
+      if (*h != "0" && *h != "1") co_return Error(400, "overview: history=0 or history=1");
+      history = *h == "1";
+    }
     auto read = [&] { return ui_->Overview(members, WallMs()); };
-    json ans = co_await OffLoop(read);
+    const std::shared_ptr<const json> reading = co_await OffLoop(read, &ui_pool_);
     // What the token may not read is left out, the catalog's services
-    // without traffic are added.
-    bool filtered = false;
-    json services = json::array(), edges = json::array(), sidecars = json::array();
-    std::map<std::string, json> rows;
-    for (json& s : ans["services"]) {
-      // (Not in one expression: json's operator= takes its operand by
-      // value, which C++17 initialises first, moving s out.)
-      const std::string name = s.value("name", "");
-      rows[name] = std::move(s);
+    // without traffic are added. Dashboards poll: the rendered answer is
+    // kept per (what is left out, series or not) until the reading or the
+    // catalog changes.
+    std::set<std::string> names;
+    for (const json& s : (*reading)["services"]) names.insert(s.value("name", ""));
+    for (const json& e : (*reading)["edges"]) {
+      names.insert(e.value("source", ""));
+      names.insert(e.value("destination", ""));
     }
-    for (const std::string& name : catalog_.ServiceNames()) {
-      size_t instances = 0;
-      for (const auto& ref : catalog_.Instances(name)) instances += ref.instance->kind.empty();
-      if (instances == 0) continue;  // sidecars only
-      json& row = rows[name];
-      if (row.is_null())
-        row = {{"name", name}, {"rps", 0},         {"success", 1},
-               {"p50_ms", -1}, {"p99_ms", -1},     {"mtls", 0},
-               {"proxies", 0}, {"unreachable", 0}, {"history", json::array()}};
-      row["instances"] = instances;
-      row["passing"] = catalog_.HealthService(name, true).size();
+    for (const json& s : (*reading)["sidecars"]) names.insert(s.value("service", ""));
+    const std::vector<std::string> catalog_names = catalog_.ServiceNames();
+    names.insert(catalog_names.begin(), catalog_names.end());
+    std::set<std::string> denied;
+    for (const std::string& n : names)
+      if (!may_read(n)) denied.insert(n);
+    std::string key = history ? "h" : "-";
+    for (const std::string& n : denied) key.append("\n").append(n);
+    const int64_t updated = (*reading).value("updated_ms", int64_t{0});
+    const int64_t catalog_index = catalog_.services_index();
+    auto hit = ui_bodies_.find(key);
+    if (hit == ui_bodies_.end() || hit->second.updated_ms != updated ||
+        hit->second.catalog_index != catalog_index) {
+      if (ui_bodies_.size() >= kUiBodies) ui_bodies_.clear();
+      hit = ui_bodies_.insert_or_assign(key, UiBody{updated, catalog_index, ""}).first;
+      hit->second.body = UiOverviewBody(*reading, denied, history);
     }
-    for (auto& [name, row] : rows) {
-      if (!may_read(name)) {
-        filtered = true;
-        continue;
-      }
-      if (!row.contains("instances")) row["instances"] = 0, row["passing"] = 0;
-      services.push_back(std::move(row));
-    }
-    for (json& e : ans["edges"]) {
-      if (may_read(e.value("source", "")) && may_read(e.value("destination", ""))) {
-        edges.push_back(std::move(e));
-      } else {
-        filtered = true;
-      }
-    }
-    for (json& s : ans["sidecars"]) {
-      if (may_read(s.value("service", ""))) {
-        sidecars.push_back(std::move(s));
-      } else {
-        filtered = true;
-      }
-    }
-    ans["services"] = std::move(services);
-    ans["edges"] = std::move(edges);
-    ans["sidecars"] = std::move(sidecars);
-    Response r = Reply(ans, applied_);
-    if (filtered) r.headers.emplace_back("X-Consul-Results-Filtered-By-ACLs", "true");
+    Response r = ReplyBody(hit->second.body, applied_);
+    if (!denied.empty()) r.headers.emplace_back("X-Consul-Results-Filtered-By-ACLs", "true");
     co_return r;
   }
   if (rest == "tap") {
@@ -148,7 +174,7 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
     auto poll = [&] {
       return ui_->Tap(token, members, service, route, method, path, since, WallMs());
     };
-    json ans = co_await OffLoop(poll);
+    json ans = co_await OffLoop(poll, &ui_pool_);
     co_return Reply(ans, applied_);
   }
   co_return Error(404, "not found: /v1/ui/" + std::string(rest) + " (overview, tap)");

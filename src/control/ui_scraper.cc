@@ -239,15 +239,17 @@ void UiScraper::Read(Viewer& v, const std::vector<UiMember>& members, int64_t no
                         {"not_after_unix", cert == v.certs.end() ? 0 : cert->second.not_after}});
   }
   v.error = err;
-  v.answer = {{"interval_s", static_cast<double>(limits_.interval_ms) / 1000.0},
-              {"updated_ms", now_ms},
-              {"error", err},
-              {"services", std::move(services)},
-              {"edges", std::move(edges)},
-              {"sidecars", std::move(sidecars)}};
+  v.answer = std::make_shared<const json>(
+      json{{"interval_s", static_cast<double>(limits_.interval_ms) / 1000.0},
+           {"updated_ms", now_ms},
+           {"error", err},
+           {"services", std::move(services)},
+           {"edges", std::move(edges)},
+           {"sidecars", std::move(sidecars)}});
 }
 
-json UiScraper::Overview(const std::vector<UiMember>& members, int64_t now_ms) {
+std::shared_ptr<const json> UiScraper::Overview(const std::vector<UiMember>& members,
+                                                int64_t now_ms) {
   // One reading for every viewer: what each may see is filtered by the
   // caller. (Tokens are printable: this key is no one's.)
   std::shared_ptr<Viewer> v = ViewerFor(std::string(1, '\1'), now_ms);

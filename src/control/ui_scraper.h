@@ -35,7 +35,7 @@ namespace weft::control {
 
 struct UiLimits {
   int64_t interval_ms = 2000;      // the freshest reading is at most this old
-  size_t history = 150;            // points kept per service and edge (5 min at 2 s)
+  size_t history = 60;             // points kept per service and edge (2 min at 2 s)
   size_t max_viewers = 64;         // distinct tokens with dashboard taps kept
   int64_t viewer_idle_ms = 60000;  // a token's taps are forgotten after this long unasked
   size_t max_proxies = 4096;       // sidecars read per refresh
@@ -59,7 +59,9 @@ class UiScraper {
   // connected here). Answers {"interval_s", "updated_ms", "error",
   // "services": [...], "edges": [...], "sidecars": [...]}; services are
   // those with sidecars (the caller adds the catalog's).
-  nlohmann::json Overview(const std::vector<UiMember>& members, int64_t now_ms);
+  // The answer is shared, and never changed once handed out.
+  std::shared_ptr<const nlohmann::json> Overview(const std::vector<UiMember>& members,
+                                                 int64_t now_ms);
 
   // One poll of a dashboard's tap of `service`: what its sidecars' tap
   // sessions (opened on the first poll, kept while polled) gathered since,
@@ -95,7 +97,7 @@ class UiScraper {
     std::map<std::pair<std::string, std::string>, Series> edges;
     std::map<std::string, std::unique_ptr<http::Client>> clients;  // kept alive, by address
     std::string error;
-    nlohmann::json answer;
+    std::shared_ptr<const nlohmann::json> answer;
     // Dashboard taps: key (service, route, method, path) -> events.
     struct TapBuf {
       std::string id;  // the sessions' id at the sidecars

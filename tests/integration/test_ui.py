@@ -253,8 +253,11 @@ def test_weft_tap_and_top_on_the_command_line(mesh):
     assert r.returncode == 0, r.stderr
     events = [json.loads(l) for l in r.stdout.splitlines()]
     assert len(events) == 20, r.stdout
+    # reviews-v2 answers 2 % of its requests with 500 (and frontend passes
+    # them on).
+    assert sum(ev["status"] == 200 for ev in events) >= 15, events
     for ev in events:
-        assert ev["direction"] in ("inbound", "outbound") and ev["status"] == 200, ev
+        assert ev["direction"] in ("inbound", "outbound") and ev["status"] in (200, 500), ev
         if ev["direction"] == "inbound":
             assert ev["source"] == "spiffe://weft.local/ns/default/sa/loadgen" and ev["destination"] == "frontend", ev
         else:
@@ -352,7 +355,8 @@ def test_the_dashboards_api_refuses_what_it_cannot_honour(server):
     for path, code, why in (("/v1/ui/tap", 400, "service=NAME is required"),
                             ("/v1/ui/tap?service=web&route=" + "r" * 300, 400, "too long"),
                             ("/v1/ui/tap?service=web&since=later", 400, "since"),
-                            ("/v1/ui/nothing", 404, "overview, tap")):
+                            ("/v1/ui/nothing", 404, "overview, tap"),
+                            ("/v1/ui/overview?history=2", 400, "history=0 or history=1")):
         status, _, body = s.request("GET", path)
         assert status == code and why in body, (path, status, body)
     status, _, body = s.request("PUT", "/v1/ui/overview", {})
@@ -361,3 +365,6 @@ def test_the_dashboards_api_refuses_what_it_cannot_honour(server):
     s.register("n1", "web", 80, "web-1")
     status, _, body = s.request("GET", "/v1/ui/overview", token="")
     assert status == 200 and [x["name"] for x in json.loads(body)["services"]] == ["web"], body
+    assert json.loads(body)["services"][0]["history"] == []
+    status, _, body = s.request("GET", "/v1/ui/overview?history=0", token="")
+    assert status == 200 and "history" not in json.loads(body)["services"][0], body

@@ -20,7 +20,7 @@ TEST(UiScraper, MembersAreReadFromTheirTagsAndAnythingElseIsIgnored) {
 
 TEST(UiScraper, AnOverviewWithNoSidecarsIsEmptyNotAnError) {
   UiScraper s;
-  const json o = s.Overview({UiMember{"s1", "server"}}, 1000000);
+  const json o = *s.Overview({UiMember{"s1", "server"}}, 1000000);
   EXPECT_EQ(o["error"], "");
   EXPECT_TRUE(o["services"].empty());
   EXPECT_TRUE(o["edges"].empty());
