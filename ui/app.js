@@ -1063,7 +1063,10 @@
       const hash = `#/tap${q.toString() ? `?${q}` : ''}`;
       if (location.hash !== hash) history.replaceState(null, '', hash);
       tbody.replaceChildren();
-      session = { filter, next: 0, events: 0, dropped: 0, stopped: false, error: '', answered: false };
+      // Its own id: two tabs with the same filter each get every event.
+      const id = Array.from(crypto.getRandomValues(new Uint8Array(8)),
+        (b) => b.toString(16).padStart(2, '0')).join('');
+      session = { id, filter, next: 0, events: 0, dropped: 0, stopped: false, error: '', answered: false };
       startBtn.disabled = false;
       stopBtn.disabled = false;
       renderStatus();
@@ -1076,12 +1079,13 @@
       const q = new URLSearchParams();
       for (const [k, v] of Object.entries(sess.filter)) if (v) q.set(k, v);
       q.set('since', String(sess.next));
+      q.set('session', sess.id);
       const ans = await load(ctx, 'tap', `/v1/ui/tap?${q}`);
       if (!ctx.alive || sess.stopped) return;
       if (ans && typeof ans === 'object') {
         addEvents(sess, Array.isArray(ans.events) ? ans.events : []);
         if (num(ans.next) !== null) sess.next = ans.next;
-        sess.dropped += num(ans.dropped) ?? 0;
+        sess.dropped += num(ans.dropped) ?? 0;  // (each answer: those since the last)
         sess.error = ans.error ? String(ans.error) : '';
         sess.answered = true;
         ctx.loaded();

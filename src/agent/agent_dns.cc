@@ -81,13 +81,21 @@ asio::awaitable<void> Agent::AcceptTcp() {
 asio::awaitable<void> Agent::ServeTcp(tcp::socket s) {
   ++dns_tcp_active_;
   auto timer = std::make_shared<asio::steady_timer>(io_);
+  // The socket, while this coroutine holds it: a timer handler already
+  // queued when the connection ends (cancel() cannot recall it) must not
+  // touch it.
+  auto live = std::make_shared<tcp::socket*>(&s);
+  struct Gone {
+    std::shared_ptr<tcp::socket*> live;
+    ~Gone() { *live = nullptr; }
+  } gone{live};
   std::vector<uint8_t> buf;
   for (;;) {
     timer->expires_after(std::chrono::seconds(10));
-    timer->async_wait([&s, t = timer](const asio::error_code& ec) {
-      if (!ec) {
+    timer->async_wait([live, t = timer](const asio::error_code& ec) {
+      if (!ec && *live) {
         asio::error_code ignored;
-        s.close(ignored);
+        (*live)->close(ignored);
       }
     });
     uint8_t len_bytes[2];

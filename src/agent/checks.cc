@@ -23,25 +23,34 @@ bool SameDefinition(const CheckDefinition& a, const CheckDefinition& b) {
          a.failures_before_critical == b.failures_before_critical;
 }
 
-// Closes `s` if the deadline passes first.
+// Closes `s` if the deadline passes first. The timer's handler may already
+// be queued when the probe ends and this goes (cancel() cannot recall it):
+// it holds only `live`, and touches the socket while the probe is there.
 struct Deadline {
-  Deadline(asio::io_context& io, tcp::socket& s, int64_t ms) : timer(io) {
+  Deadline(asio::io_context& io, tcp::socket& s, int64_t ms)
+      : timer(io), live(std::make_shared<State>(State{&s, false})) {
     timer.expires_after(std::chrono::milliseconds(ms));
-    timer.async_wait([&s, &fired = fired](const asio::error_code& ec) {
-      if (ec) return;
-      fired = true;
+    timer.async_wait([live = live](const asio::error_code& ec) {
+      if (ec || !live->socket) return;
+      live->fired = true;
       asio::error_code ignored;
-      s.close(ignored);
+      live->socket->close(ignored);
     });
   }
   ~Deadline() {
+    live->socket = nullptr;
     try {
       timer.cancel();
     } catch (...) {  // NOLINT(bugprone-empty-catch): nothing to do while tearing down
     }
   }
+  bool fired() const { return live->fired; }
+  struct State {
+    tcp::socket* socket;
+    bool fired;
+  };
   asio::steady_timer timer;
-  bool fired = false;
+  std::shared_ptr<State> live;
 };
 
 }  // namespace
@@ -108,7 +117,7 @@ asio::awaitable<Outcome> CheckRunner::ProbeTcp(const CheckDefinition& def) {
   auto [ec] = co_await s.async_connect(*ep, kNoThrow);
   if (ec)
     co_return Outcome{"critical",
-                      "TCP connect " + def.tcp + ": " + (d.fired ? "timeout" : ec.message())};
+                      "TCP connect " + def.tcp + ": " + (d.fired() ? "timeout" : ec.message())};
   co_return Outcome{"passing", "TCP connect " + def.tcp + ": Success"};
 }
 
@@ -128,14 +137,14 @@ asio::awaitable<Outcome> CheckRunner::ProbeHttp(const CheckDefinition& def) {
   auto [ec] = co_await s.async_connect(*ep, kNoThrow);
   if (ec)
     co_return Outcome{"critical", "HTTP " + def.method + " " + def.http + ": " +
-                                      (d.fired ? "timeout" : ec.message())};
+                                      (d.fired() ? "timeout" : ec.message())};
   const std::string req =
       def.method + " " + path + " HTTP/1.1\r\nHost: " + hostport +
       "\r\nUser-Agent: weft-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n";
   auto [wec, wn] = co_await asio::async_write(s, asio::buffer(req), kNoThrow);
   if (wec)
     co_return Outcome{"critical",
-                      "HTTP " + def.http + ": " + (d.fired ? "timeout" : wec.message())};
+                      "HTTP " + def.http + ": " + (d.fired() ? "timeout" : wec.message())};
   std::string head;
   char buf[1024];
   while (head.find("\r\n") == std::string::npos && head.size() < 4096) {
@@ -143,7 +152,7 @@ asio::awaitable<Outcome> CheckRunner::ProbeHttp(const CheckDefinition& def) {
     if (rec) {
       if (head.empty())
         co_return Outcome{"critical",
-                          "HTTP " + def.http + ": " + (d.fired ? "timeout" : rec.message())};
+                          "HTTP " + def.http + ": " + (d.fired() ? "timeout" : rec.message())};
       break;
     }
     head.append(buf, n);

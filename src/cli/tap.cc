@@ -53,6 +53,28 @@ struct Sidecar {
   std::string error;
 };
 
+// An event as a sidecar sent it, with only the fields a tap has, each of
+// its type (null: not an object). Whatever a sidecar sends, the printing
+// below reads these safely.
+json CleanEvent(const json& e) {
+  if (!e.is_object()) return json();
+  json ev = json::object();
+  for (const char* k : {"direction", "listener", "method", "authority", "path", "source",
+                        "destination", "route", "upstream", "flags", "trace_id"}) {
+    auto it = e.find(k);
+    ev[k] = it != e.end() && it->is_string() ? it->get<std::string>().substr(0, 1024) : "";
+  }
+  for (const char* k : {"time_ms", "status"}) {
+    auto it = e.find(k);
+    ev[k] = it != e.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+  }
+  auto g = e.find("grpc_status");
+  ev["grpc_status"] = g != e.end() && g->is_number_integer() ? *g : json(nullptr);
+  auto d = e.find("duration_ms");
+  ev["duration_ms"] = d != e.end() && d->is_number() ? d->get<double>() : 0.0;
+  return ev;
+}
+
 // Polls every sidecar of `service` ("" for all) in turn; `fn(event, weight)`
 // for each event, weight being how many requests it stands for (more than
 // one when the sidecar's budget left some out). Returns the exit code.
@@ -90,7 +112,8 @@ int PollTaps(const std::string& server, const std::string& service, const TapArg
     for (auto& s : sidecars) {
       auto r = s.client->Do("GET", target);
       json j = r.ok() ? json::parse(r->body, nullptr, false) : json();
-      if (!r.ok() || r->status != 200 || !j.is_object() || !j["events"].is_array()) {
+      if (!r.ok() || r->status != 200 || !j.is_object() || !j.contains("events") ||
+          !j["events"].is_array()) {
         std::string why = !r.ok() ? std::string(r.status().message())
                           : j.is_object() && j["error"].is_string()
                               ? j["error"].get<std::string>()
@@ -103,16 +126,22 @@ int PollTaps(const std::string& server, const std::string& service, const TapArg
       }
       ++ok;
       s.error.clear();
-      const uint64_t over = j.value("over_budget", uint64_t{0});
+      const uint64_t over =
+          j["over_budget"].is_number_unsigned() ? j["over_budget"].get<uint64_t>() : 0;
       const size_t n = j["events"].size();
       // Requests the budget left out since the last poll, spread over the
       // events that were kept (an estimate: the budget is the sidecar's,
       // shared by every session).
+      // (Counted only when events come: what the budget left out while
+      // none did stands for those that come next. The budget and its count
+      // are the sidecar's, shared with any other tap open there.)
       const double weight =
           n && s.seen && over >= s.over_budget ? double(n + (over - s.over_budget)) / n : 1.0;
-      s.over_budget = over;
+      if (n > 0 || !s.seen) s.over_budget = over;
       s.seen = true;
-      for (json& ev : j["events"]) {
+      for (const json& e : j["events"]) {
+        json ev = CleanEvent(e);
+        if (ev.is_null()) continue;
         ev["proxy"] = s.m.name;
         if (!fn(ev, weight)) return 0;
       }

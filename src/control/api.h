@@ -196,7 +196,7 @@ class Api {
   asio::awaitable<http::Response> UiRequest(http::Request& req, std::string_view rest);
   std::vector<UiMember> UiMembers() const;
   std::string UiOverviewBody(const nlohmann::json& reading, const std::set<std::string>& denied,
-                             bool history) const;
+                             bool history, bool operate) const;
   // /v1/agent/members' list.
   nlohmann::json MembersJson() const;
 

@@ -69,7 +69,7 @@ std::vector<UiMember> Api::UiMembers() const {
 }
 
 std::string Api::UiOverviewBody(const json& reading, const std::set<std::string>& denied,
-                                bool history) const {
+                                bool history, bool operate) const {
   auto ok = [&](const std::string& n) { return denied.count(n) == 0; };
   json services = json::array(), edges = json::array(), sidecars = json::array();
   std::map<std::string, json> rows;
@@ -100,11 +100,25 @@ std::string Api::UiOverviewBody(const json& reading, const std::set<std::string>
     edges.push_back(e);
     if (!history) edges.back().erase("history");
   }
-  for (const json& s : reading["sidecars"])
-    if (ok(s.value("service", ""))) sidecars.push_back(s);
-  json out = {{"interval_s", reading["interval_s"]}, {"updated_ms", reading["updated_ms"]},
-              {"error", reading["error"]},           {"services", std::move(services)},
-              {"edges", std::move(edges)},           {"sidecars", std::move(sidecars)}};
+  for (const json& s : reading["sidecars"]) {
+    if (!ok(s.value("service", ""))) continue;
+    sidecars.push_back(s);
+    // Where sidecars and agents listen is the operators' (as the member
+    // list is).
+    if (!operate) {
+      sidecars.back().erase("admin");
+      sidecars.back().erase("via");
+    }
+  }
+  std::string error = reading.value("error", "");
+  if (!error.empty() && !operate)
+    error = "some sidecars could not be read (a token with operator:read sees why)";
+  json out = {{"interval_s", reading["interval_s"]},
+              {"updated_ms", reading["updated_ms"]},
+              {"error", error},
+              {"services", std::move(services)},
+              {"edges", std::move(edges)},
+              {"sidecars", std::move(sidecars)}};
   return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -123,6 +137,8 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
     }
     auto read = [&] { return ui_->Overview(members, WallMs()); };
     const std::shared_ptr<const json> reading = co_await OffLoop(read, &ui_pool_);
+    if (!reading) co_return Error(503, "overview: no reading of the sidecars yet");
+    const bool operate = Deny(req, acl::Resource::kOperator, "", acl::Access::kRead).empty();
     // What the token may not read is left out, the catalog's services
     // without traffic are added. Dashboards poll: the rendered answer is
     // kept per (what is left out, series or not) until the reading or the
@@ -139,7 +155,7 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
     std::set<std::string> denied;
     for (const std::string& n : names)
       if (!may_read(n)) denied.insert(n);
-    std::string key = history ? "h" : "-";
+    std::string key = std::string(history ? "h" : "-") + (operate ? "o" : "-");
     for (const std::string& n : denied) key.append("\n").append(n);
     const int64_t updated = (*reading).value("updated_ms", int64_t{0});
     const int64_t catalog_index = catalog_.services_index();
@@ -148,7 +164,7 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
         hit->second.catalog_index != catalog_index) {
       if (ui_bodies_.size() >= kUiBodies) ui_bodies_.clear();
       hit = ui_bodies_.insert_or_assign(key, UiBody{updated, catalog_index, ""}).first;
-      hit->second.body = UiOverviewBody(*reading, denied, history);
+      hit->second.body = UiOverviewBody(*reading, denied, history, operate);
     }
     Response r = ReplyBody(hit->second.body, applied_);
     if (!denied.empty()) r.headers.emplace_back("X-Consul-Results-Filtered-By-ACLs", "true");
@@ -171,10 +187,31 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
       if (*end) co_return Error(400, "tap: since: the `next` of the previous answer");
     }
     const std::string route = arg("route"), method = arg("method"), path = arg("path");
+    const std::string session = arg("session");
+    if (session.size() > 64 ||
+        session.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") !=
+            std::string::npos)
+      co_return Error(400, "tap: session: up to 64 letters, digits, '-' or '_'");
     auto poll = [&] {
-      return ui_->Tap(token, members, service, route, method, path, since, WallMs());
+      return ui_->Tap(token, session, members, service, route, method, path, since, WallMs());
     };
     json ans = co_await OffLoop(poll, &ui_pool_);
+    // The other end of each request: a service the token may not read is
+    // not named (a caller by its SPIFFE ID's service).
+    auto service_of = [](const std::string& id) {
+      const size_t sa = id.rfind("/sa/");
+      return id.rfind("spiffe://", 0) == 0 && sa != std::string::npos ? id.substr(sa + 4) : id;
+    };
+    for (json& ev : ans["events"])
+      for (const char* k : {"source", "destination"}) {
+        const std::string v = ev.value(k, "");
+        // (An address, a caller without a mesh identity, is not a service.)
+        if (!v.empty() && v.find(':') == std::string::npos && !may_read(v))
+          ev[k] = "(hidden)";
+        else if (v.rfind("spiffe://", 0) == 0 && !may_read(service_of(v)))
+          ev[k] = "(hidden)";
+      }
     co_return Reply(ans, applied_);
   }
   co_return Error(404, "not found: /v1/ui/" + std::string(rest) + " (overview, tap)");

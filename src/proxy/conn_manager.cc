@@ -1475,7 +1475,7 @@ void HttpConnectionManager::ActiveStream::Finish(const Ctx& c, const http::Reque
   if (sampled_) EmitSpans(c, req, status, flags);
   // Live requests: nothing past one load while nobody taps.
   const std::string_view route_name = route_ ? std::string_view(route_->name) : std::string_view();
-  if (TapHub* tap = req ? w_->Tap(route_name, req->method, req->path) : nullptr)
+  if (TapHub* tap = req ? w_->Tap(route_name, req->method, RequestPath(req->path)) : nullptr)
     OfferTap(c, *tap, *req, status, flags);
   const auto& sink = c.state->snap->access_logs[c.listener_index];
   if (!sink) return;
@@ -1516,7 +1516,10 @@ void HttpConnectionManager::ActiveStream::OfferTap(const Ctx& c, TapHub& tap,
   r.authority = req.authority;
   r.path = RequestPath(req.path);
   if (route_) r.route = route_->name;
-  r.destination = r.inbound ? std::string_view(tap.service()) : cluster_name_;
+  // (A local reply before any cluster was chosen: what the caller asked for.)
+  r.destination = r.inbound               ? std::string_view(tap.service())
+                  : cluster_name_.empty() ? std::string_view(req.authority)
+                                          : cluster_name_;
   r.source = r.inbound ? (cm_->peer_.empty() ? std::string_view(cm_->client_addr_)
                                              : std::string_view(cm_->peer_))
                        : std::string_view(tap.service());

@@ -116,6 +116,9 @@ class FaultFilter final : public Filter {
     }
     if (f.abort_status > 0 && f.abort_percent > 0 && chance(f.abort_percent)) {
       x.route_stats->fault_aborts.Inc();
+      // What the caller got from this destination (the golden metrics
+      // count what the caller sees, injected failures included).
+      if (x.golden) x.golden->http.Record(f.abort_status, (MonoNanos() - x.start_ns) / 1000);
       x.reply_grpc_status = f.abort_grpc;
       x.Reply(f.abort_status, "fault injected: abort");
       return FilterStatus::kStop;
@@ -146,6 +149,7 @@ class RateLimitFilter final : public Filter {
     const int64_t wait_s = rl->Check(caller, MonoNanos());
     if (wait_s == 0) return FilterStatus::kContinue;
     x.route_stats->rate_limited.Inc();
+    if (x.golden) x.golden->http.Record(429, (MonoNanos() - x.start_ns) / 1000);
     x.reply_retry_after_s = wait_s;
     x.reply_grpc_status = 8;  // RESOURCE_EXHAUSTED
     x.Reply(429, fmt::format("rate limited: route {} allows {}", x.route->name,

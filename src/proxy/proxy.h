@@ -25,10 +25,10 @@ struct ProxyOptions {
   std::string server_ca_pem;  // TLS to servers run with --grpc-tls (not used with --agent)
   std::string admin = "127.0.0.1:15000";
   int workers = 0;           // 0: the number of cores
-  uint32_t socket_mark = 0;
+  uint32_t socket_mark = 0;  // SO_MARK on upstream sockets (see `weft redirect --proxy-mark`)
   // Live requests (`weft tap`): events per second the sidecar copies out to
   // tap sessions, all together; 0 turns the admin /tap endpoint off.
-  uint32_t tap_rate = 100;  // SO_MARK on upstream sockets (see `weft redirect --proxy-mark`)
+  uint32_t tap_rate = 100;
 };
 
 class ConfigSource;

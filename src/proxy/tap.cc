@@ -23,13 +23,19 @@ std::vector<TapFilter> TapHub::Filters(uint64_t* gen) const {
 }
 
 bool TapHub::TakeBudget(int64_t now_ms) {
-  const int64_t second = now_ms / 1000;
-  int64_t seen = budget_second_.load(std::memory_order_relaxed);
-  if (seen != second && budget_second_.compare_exchange_strong(seen, second))
-    budget_left_.store(limits_.rate, std::memory_order_relaxed);
-  if (budget_left_.fetch_sub(1, std::memory_order_relaxed) > 0) return true;
-  over_budget_.fetch_add(1, std::memory_order_relaxed);
-  return false;
+  // One word: the second (high 32 bits) and what is left of its budget
+  // (low 32), so that a new second and a spend never interleave.
+  const uint64_t second = static_cast<uint32_t>(now_ms / 1000);
+  uint64_t seen = budget_.load(std::memory_order_relaxed);
+  for (;;) {
+    uint64_t left = (seen >> 32) == second ? (seen & 0xffffffffu) : limits_.rate;
+    if (left == 0) {
+      over_budget_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (budget_.compare_exchange_weak(seen, (second << 32) | (left - 1), std::memory_order_relaxed))
+      return true;
+  }
 }
 
 std::string TapRecordJson(const TapRecord& r, int64_t wall_ms) {
@@ -38,8 +44,9 @@ std::string TapRecordJson(const TapRecord& r, int64_t wall_ms) {
   std::string_view path = r.path.substr(0, r.path.find('?'));
   if (path.size() > TapLimits::kMaxPath) path = path.substr(0, TapLimits::kMaxPath);
   auto str = [](std::string_view v) {
-    // Bytes that are not UTF-8 would make dump() throw: replaced.
-    return json(std::string(v));
+    // Bounded, whatever a client sent (a Host header can be long); bytes
+    // that are not UTF-8 are replaced by dump().
+    return json(std::string(v.substr(0, TapLimits::kMaxField)));
   };
   json j = {{"time_ms", wall_ms},
             {"direction", r.inbound ? "inbound" : "outbound"},

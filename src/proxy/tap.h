@@ -34,7 +34,8 @@ struct TapLimits {
   size_t buffer = 1000;        // events a session holds between polls (older ones dropped)
   int64_t idle_ms = 10000;     // a session nobody polled for this long closes
   int64_t max_wait_ms = 5000;  // the longest a poll waits for a first event
-  static constexpr size_t kMaxPath = 256;  // bytes of path an event keeps
+  static constexpr size_t kMaxPath = 256;   // bytes of path an event keeps
+  static constexpr size_t kMaxField = 256;  // of any other string
 };
 
 struct TapFilter {
@@ -100,8 +101,8 @@ class TapHub {
   const std::string service_;
   std::atomic<bool> active_{false};
   std::atomic<uint64_t> gen_{0};
-  std::atomic<int64_t> budget_second_{0};
-  std::atomic<int64_t> budget_left_{0};
+  // The second (high 32 bits, ~0 before the first) and its budget left.
+  std::atomic<uint64_t> budget_{~uint64_t{0} << 32};
   std::atomic<uint64_t> events_{0}, dropped_total_{0}, over_budget_{0};
   mutable std::mutex mu_;
   std::map<std::string, Session> sessions_;  // guarded by mu_

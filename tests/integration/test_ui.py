@@ -29,6 +29,7 @@ spec:
   rules:
     - backends: [{service: reviews-v1, weight: 0}, {service: reviews-v2, weight: 100}]
 """
+HALF_FAIL = ALL_V2 + "      fault: {abort: {httpStatus: 503, percent: 50}}\n"
 # Every request traced (the collector address answers nothing: spans are
 # dropped and counted), so that tap rows carry trace ids.
 TRACE_ALL = """kind: Telemetry
@@ -197,7 +198,7 @@ def test_topology_agrees_with_weft_stat_and_every_page_loads_clean(mesh, shots):
         shot(b, shots, "config")
 
 
-def test_a_route_change_applied_with_weft_apply_shows_up(mesh):
+def test_a_route_change_applied_with_weft_apply_shows_up(mesh, shots):
     with Browser() as b:
         open_page(b, mesh, "topology")
         r = mesh.ctl("apply", "-f", "-", input=ALL_V2)
@@ -208,9 +209,22 @@ def test_a_route_change_applied_with_weft_apply_shows_up(mesh):
                               .map(e => [e.dataset.source + '>' + e.dataset.destination, parseFloat(e.dataset.rps)]))""")
                 return e.get("frontend>reviews-v2", 0) > 30 and e.get("frontend>reviews-v1", 0) < 5 and e
             assert wait_for(shifted, timeout=20, step=0.5)
+            # Half the calls fail: the edge turns red.
+            r = mesh.ctl("apply", "-f", "-", input=HALF_FAIL)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+            def red():
+                e = b.eval("""(() => { const e = document.querySelector(
+                              'svg#topology g.edge[data-source=frontend][data-destination=reviews-v2]');
+                              return e && {bad: e.classList.contains('bad'), success: parseFloat(e.dataset.success)}; })()""")
+                return e and e["bad"] and 0.3 < e["success"] < 0.7 and e
+            assert wait_for(red, timeout=20, step=0.5)
+            assert not b.eval("document.querySelector('svg#topology g.edge[data-source=frontend][data-destination=catalog]').classList.contains('bad')")
+            shot(b, shots, "topology-failing")
             open_page(b, mesh, "config")
             yaml_text = b.eval("document.querySelector('pre.manifest[data-kind=Route][data-name=reviews]').textContent")
             assert "weight: 100" in yaml_text and "weight: 90" not in yaml_text, yaml_text
+            assert "httpStatus: 503" in yaml_text, yaml_text
             open_page(b, mesh, "service/reviews-v2")
             b.wait("section#config pre.manifest[data-kind=Route][data-name=reviews]", 5000)
             no_console_errors(b)

@@ -35,8 +35,10 @@
 //        "response" (an HTTP status >= 400; text: "404 Not Found"), "crash"
 //   {"cmd":"set_local_storage","key":K,"value":V}  in the current page's
 //        origin (V not a string: stored as its JSON)
-//   {"cmd":"open_pages","url":U,"n":N,"wait_until":"load"} -> {"ms","pages"}
+//   {"cmd":"open_pages","url":U,"n":N,"wait_until":"load","visible":false} -> {"ms","pages"}
 //        opens N more pages (tabs, 1400x900, N from 1 to 50) one after another,
+//        with "visible": true each behaving as if on screen (document.hidden
+//        false, visibilityState "visible": a background tab is hidden),
 //        each navigated to U; "pages": how many extra pages are open now. The
 //        commands above keep acting on the first page; what the extra pages
 //        log is collected for "console" like the first page's.
@@ -352,6 +354,12 @@ const COMMANDS = {
       watchPage(p);
       p.setDefaultTimeout(DEFAULT_TIMEOUT_MS);
       p.setDefaultNavigationTimeout(DEFAULT_TIMEOUT_MS);
+      if (cmd.visible) {
+        await p.evaluateOnNewDocument(() => {
+          Object.defineProperty(document, 'hidden', {get: () => false});
+          Object.defineProperty(document, 'visibilityState', {get: () => 'visible'});
+        });
+      }
       await p.goto(url, {waitUntil, timeout: Math.max(1, t - (Date.now() - t0))});
     }
     return {ms: Date.now() - t0, pages: extraPages.length};

@@ -30,22 +30,52 @@ TEST(UiScraper, AnOverviewWithNoSidecarsIsEmptyNotAnError) {
 TEST(UiScraper, TapsAreBoundedPerTokenAndTokensAltogether) {
   UiScraper s(UiLimits{.max_viewers = 3});
   // A service with no sidecar: answered, with the reason.
-  json t = s.Tap("tok", {}, "web", "", "", "", 0, 1000);
+  json t = s.Tap("tok", "", {}, "web", "", "", "", 0, 1000);
   EXPECT_NE(t["error"].get<std::string>().find("no sidecar of service web"), std::string::npos);
   EXPECT_TRUE(t["events"].empty());
-  for (int i = 1; i < 16; ++i) s.Tap("tok", {}, "web", "r" + std::to_string(i), "", "", 0, 1000);
-  t = s.Tap("tok", {}, "web", "one-more", "", "", 0, 1000);
+  for (int i = 1; i < 4; ++i) s.Tap("tok", "", {}, "web", "r" + std::to_string(i), "", "", 0, 1000);
+  t = s.Tap("tok", "", {}, "web", "one-more", "", "", 0, 1000);
   EXPECT_NE(t["error"].get<std::string>().find("too many taps"), std::string::npos) << t;
   // Another token has its own.
-  t = s.Tap("other", {}, "web", "one-more", "", "", 0, 1000);
+  t = s.Tap("other", "", {}, "web", "one-more", "", "", 0, 1000);
   EXPECT_EQ(t["error"].get<std::string>().find("too many taps"), std::string::npos) << t;
   // Past max_viewers, the least recently asked is forgotten.
-  s.Tap("third", {}, "web", "", "", "", 0, 1001);
-  s.Tap("fourth", {}, "web", "", "", "", 0, 1002);
+  s.Tap("third", "", {}, "web", "", "", "", 0, 1001);
+  s.Tap("fourth", "", {}, "web", "", "", "", 0, 1002);
   EXPECT_EQ(s.viewers(), 3u);
   // And idle ones go after viewer_idle_ms.
-  s.Tap("fifth", {}, "web", "", "", "", 0, 1002 + UiLimits{}.viewer_idle_ms + 1);
+  s.Tap("fifth", "", {}, "web", "", "", "", 0, 1002 + UiLimits{}.viewer_idle_ms + 1);
   EXPECT_EQ(s.viewers(), 1u);
+}
+
+}  // namespace
+}  // namespace weft::control
+
+namespace weft::control {
+namespace {
+
+TEST(UiScraper, AnAddressOnAnotherMachinesLoopbackIsNeverRead) {
+  UiScraper s;
+  // A sidecar connected from 10.0.0.5 that says its admin endpoint is
+  // 127.0.0.1:15000 means its own machine's: reading it here would read
+  // this one's. Likewise an agent whose API is on its loopback.
+  std::vector<UiMember> members = {
+      {.name = "p1",
+       .role = "proxy",
+       .service = "web",
+       .admin = "127.0.0.1:15000",
+       .addr = "10.0.0.5"},
+      {.name = "a1", .role = "agent", .admin = "127.0.0.1:8500", .addr = "10.0.0.6"},
+  };
+  const json o = *s.Overview(members, 5000000);
+  ASSERT_EQ(o["sidecars"].size(), 1u);
+  EXPECT_EQ(o["sidecars"][0]["reachable"], false);
+  EXPECT_NE(o["sidecars"][0]["unreachable"].get<std::string>().find("loopback"), std::string::npos);
+  EXPECT_NE(o["error"].get<std::string>().find("agent a1 serves its API on its own loopback"),
+            std::string::npos)
+      << o["error"];
+  ASSERT_EQ(o["services"].size(), 1u);
+  EXPECT_EQ(o["services"][0]["unreachable"], 1);
 }
 
 }  // namespace
