@@ -197,21 +197,7 @@ asio::awaitable<Response> Api::UiRequest(Request& req, std::string_view rest) {
       return ui_->Tap(token, session, members, service, route, method, path, since, WallMs());
     };
     json ans = co_await OffLoop(poll, &ui_pool_);
-    // The other end of each request: a service the token may not read is
-    // not named (a caller by its SPIFFE ID's service).
-    auto service_of = [](const std::string& id) {
-      const size_t sa = id.rfind("/sa/");
-      return id.rfind("spiffe://", 0) == 0 && sa != std::string::npos ? id.substr(sa + 4) : id;
-    };
-    for (json& ev : ans["events"])
-      for (const char* k : {"source", "destination"}) {
-        const std::string v = ev.value(k, "");
-        // (An address, a caller without a mesh identity, is not a service.)
-        if (!v.empty() && v.find(':') == std::string::npos && !may_read(v))
-          ev[k] = "(hidden)";
-        else if (v.rfind("spiffe://", 0) == 0 && !may_read(service_of(v)))
-          ev[k] = "(hidden)";
-      }
+    HideUnreadable(&ans["events"], may_read);
     co_return Reply(ans, applied_);
   }
   co_return Error(404, "not found: /v1/ui/" + std::string(rest) + " (overview, tap)");

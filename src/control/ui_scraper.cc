@@ -82,6 +82,23 @@ UiMember UiMemberOf(const json& m) {
   return u;
 }
 
+void HideUnreadable(json* events, const std::function<bool(const std::string&)>& may_read) {
+  if (!events->is_array()) return;
+  for (json& ev : *events) {
+    if (!ev.is_object()) continue;
+    for (const char* k : {"source", "destination"}) {
+      const std::string v = Str(ev, k);
+      std::string service = v;
+      if (const size_t sa = v.rfind("/sa/"); v.rfind("spiffe://", 0) == 0) {
+        service = sa == std::string::npos ? "" : v.substr(sa + 4);
+      } else if (v.find(':') != std::string::npos) {
+        continue;  // IP:PORT
+      }
+      if (!v.empty() && (service.empty() || !may_read(service))) ev[k] = "(hidden)";
+    }
+  }
+}
+
 UiScraper::UiScraper(UiLimits limits) : limits_(limits) {}
 UiScraper::~UiScraper() = default;
 

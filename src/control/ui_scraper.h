@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -55,6 +56,13 @@ struct UiMember {
   std::string unreachable;  // why its admin address is not read ("": it is)
 };
 UiMember UiMemberOf(const nlohmann::json& m);
+
+// Tap events: the other end of each request (source, destination) becomes
+// "(hidden)" when `may_read` says no to its service (a caller's SPIFFE ID
+// by its service; an address, a caller without a mesh identity, is no
+// service and stays).
+void HideUnreadable(nlohmann::json* events,
+                    const std::function<bool(const std::string&)>& may_read);
 
 class UiScraper {
  public:

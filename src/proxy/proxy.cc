@@ -65,6 +65,10 @@ class Proxy final : public ConfigSink {
       workers_.push_back(std::make_unique<Worker>(i));
       workers_.back()->SetTap(&tap_);
     }
+    stats_.SetTapCounts([this] {
+      return StatsRegistry::TapCounts{tap_.sessions(), tap_.events(), tap_.dropped(),
+                                      tap_.over_budget()};
+    });
   }
 
   // Builds the snapshot and listener sockets for `cfg` and hands them to the

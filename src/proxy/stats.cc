@@ -100,6 +100,11 @@ void StatsRegistry::SetEjectedGauge(const std::string& cluster, std::function<ui
   ejected_[cluster] = std::move(f);
 }
 
+void StatsRegistry::SetTapCounts(std::function<TapCounts()> f) {
+  std::lock_guard<std::mutex> l(mu_);
+  tap_counts_ = std::move(f);
+}
+
 void StatsRegistry::SetSpanCounts(std::function<SpanCounts()> f) {
   std::lock_guard<std::mutex> l(mu_);
   span_counts_ = std::move(f);
@@ -232,6 +237,17 @@ std::string StatsRegistry::RenderPrometheus(bool openmetrics) {
     w.Counter("weft_tracing_spans_total", help, {{"result", "exported"}}, sc.exported);
     w.Counter("weft_tracing_spans_total", help, {{"result", "dropped"}}, sc.dropped);
     w.Counter("weft_tracing_spans_total", help, {{"result", "failed"}}, sc.failed);
+  }
+  if (tap_counts_) {
+    const TapCounts tc = tap_counts_();
+    w.Gauge("weft_tap_sessions", "Tap sessions open (weft tap, the dashboard).", {},
+            static_cast<int64_t>(tc.sessions));
+    const char* help =
+        "Requests a tap session matched, by what became of them: delivered to the session, "
+        "dropped (its buffer was full), or over_budget (past the sidecar's tap rate).";
+    w.Counter("weft_tap_events_total", help, {{"result", "delivered"}}, tc.events);
+    w.Counter("weft_tap_events_total", help, {{"result", "dropped"}}, tc.dropped);
+    w.Counter("weft_tap_events_total", help, {{"result", "over_budget"}}, tc.over_budget);
   }
 
   for (const auto& [name, pw] : listeners_) {

@@ -217,6 +217,12 @@ class StatsRegistry {
     uint64_t exported = 0, dropped = 0, failed = 0;
   };
   void SetSpanCounts(std::function<SpanCounts()> f);
+  // Live requests (tap.h): sessions open, and events handed to sessions,
+  // dropped from their full buffers, or left out by the per-second budget.
+  struct TapCounts {
+    uint64_t sessions = 0, events = 0, dropped = 0, over_budget = 0;
+  };
+  void SetTapCounts(std::function<TapCounts()> f);
 
   Counter& config_reload_ok() { return reload_ok_; }
   Counter& config_reload_fail() { return reload_fail_; }
@@ -240,6 +246,7 @@ class StatsRegistry {
   std::string self_ = "unknown";
   std::map<std::string, std::function<uint64_t()>> ejected_;
   std::function<SpanCounts()> span_counts_;  // guarded by mu_
+  std::function<TapCounts()> tap_counts_;    // guarded by mu_
   Counter reload_ok_, reload_fail_;
 };
 

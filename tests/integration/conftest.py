@@ -63,6 +63,27 @@ def stop_nginx(p):
     terminate(p)
 
 
+def start_nginx(tmp_path, body):
+    """nginx in the foreground on a free port, answering every request 200
+    with `body`: (Popen, port). Stop it with stop_nginx."""
+    nginx = require("nginx")
+    port = free_port()
+    conf = tmp_path / f"nginx-{port}.conf"
+    conf.write_text(f"""
+daemon off; worker_processes 1; pid {tmp_path}/nginx-{port}.pid; error_log {tmp_path}/nginx-{port}.err;
+events {{ worker_connections 256; }}
+http {{ access_log off; client_body_temp_path {tmp_path};
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "{body}\\n"; }} }} }}
+""")
+    p = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path)])
+    try:
+        wait_port(port)
+    except BaseException:
+        stop_nginx(p)
+        raise
+    return p, port
+
+
 def free_port():
     """A port nothing listens on now, never the same one twice in a run, and
     out of the kernel's ephemeral range (32768 and up here): a port the kernel

@@ -43,13 +43,14 @@ import atexit
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from node_peer import ensure_npm_dir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "node_otel")
@@ -75,24 +76,8 @@ _LIVE = set()
 # --------------------------------------------------------------- install --
 
 def ensure_node_otel():
-    """Installs node_otel's npm dependencies (node_otel/install.sh, which
-    does nothing when they are there). Raises RuntimeError naming what is
-    missing: node or npm (Debian: nodejs, npm; scripts/deps.sh), or the
-    install's output when npm failed."""
-    missing = [t for t in ("node", "npm") if not shutil.which(t)]
-    if "node" in missing:
-        raise RuntimeError("node is required for the OpenTelemetry test peers (Debian: nodejs; run scripts/deps.sh)")
-    if all(os.path.exists(os.path.join(NODE_DIR, m)) for m in _INSTALLED_MARKERS):
-        return
-    if missing:
-        raise RuntimeError("node_otel's npm packages are not installed and npm is missing "
-                           "(Debian: npm; run scripts/deps.sh, then node_otel/install.sh)")
-    r = subprocess.run(["bash", os.path.join(NODE_DIR, "install.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"node_otel/install.sh failed (exit {r.returncode}): {r.stdout}{r.stderr}")
-    absent = [m for m in _INSTALLED_MARKERS if not os.path.exists(os.path.join(NODE_DIR, m))]
-    if absent:
-        raise RuntimeError(f"node_otel/install.sh ran but these are missing: {', '.join(absent)}")
+    """Installs node_otel's npm dependencies (see node_peer.py)."""
+    ensure_npm_dir("node_otel", _INSTALLED_MARKERS, "the OpenTelemetry test peers")
 
 
 # ------------------------------------------------------------- processes --

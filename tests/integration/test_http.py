@@ -6,7 +6,8 @@ import socket
 import subprocess
 import time
 
-from conftest import curl, free_port, raw, read_to_eof, require, simple_config, stop_nginx, wait_for, wait_port
+from conftest import (curl, free_port, raw, read_to_eof, require, simple_config, start_nginx, stop_nginx,
+                      wait_for)
 
 
 def get_json(url, *args):
@@ -562,18 +563,8 @@ def test_access_log_json_lines(weft, backends, tmp_path):
 
 
 def test_nginx_as_backend(weft, tmp_path):
-    nginx = require("nginx")
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"""
-daemon off; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/nginx.err;
-events {{ worker_connections 256; }}
-http {{ access_log off; client_body_temp_path {tmp_path};
-  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "nginx says hi\\n"; }} }} }}
-""")
-    p = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path)])
+    p, port = start_nginx(tmp_path, "nginx says hi")
     try:
-        wait_port(port)
         w = weft(simple_config({"c": [f"127.0.0.1:{port}"]}))
         for _ in range(5):
             r = curl("-si", w.url(path="/"))

@@ -42,6 +42,8 @@ import subprocess
 import tempfile
 import time
 
+from node_peer import ensure_npm_dir
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "node_ui")
 BROWSER_JS = os.path.join(NODE_DIR, "browser.js")
@@ -76,25 +78,11 @@ def chromium_path():
 
 
 def ensure_node_ui():
-    """Installs node_ui's npm dependencies (node_ui/install.sh, which does
-    nothing when they are there) and checks for Chromium. Raises
-    RuntimeError naming what is missing: node or npm (Debian: nodejs, npm),
-    Chromium (Debian: chromium), or the install's output when npm failed."""
-    missing = [t for t in ("node", "npm") if not shutil.which(t)]
-    if "node" in missing:
-        raise RuntimeError("node is required for the browser UI tests (Debian: nodejs; run scripts/deps.sh)")
+    """Installs node_ui's npm dependencies (see node_peer.py) and checks for
+    Chromium (Debian: chromium), raising RuntimeError naming what is
+    missing."""
     chromium_path()
-    if all(os.path.exists(os.path.join(NODE_DIR, m)) for m in _INSTALLED_MARKERS):
-        return
-    if missing:
-        raise RuntimeError("node_ui's npm packages are not installed and npm is missing "
-                           "(Debian: npm; run scripts/deps.sh, then node_ui/install.sh)")
-    r = subprocess.run(["bash", os.path.join(NODE_DIR, "install.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"node_ui/install.sh failed (exit {r.returncode}): {r.stdout}{r.stderr}")
-    absent = [m for m in _INSTALLED_MARKERS if not os.path.exists(os.path.join(NODE_DIR, m))]
-    if absent:
-        raise RuntimeError(f"node_ui/install.sh ran but these are missing: {', '.join(absent)}")
+    ensure_npm_dir("node_ui", _INSTALLED_MARKERS, "the browser UI tests")
 
 
 # ------------------------------------------------------------- processes --

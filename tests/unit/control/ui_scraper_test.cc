@@ -80,3 +80,29 @@ TEST(UiScraper, AnAddressOnAnotherMachinesLoopbackIsNeverRead) {
 
 }  // namespace
 }  // namespace weft::control
+
+namespace weft::control {
+namespace {
+
+TEST(UiScraper, TapEventsNameNoServiceTheTokenMayNotRead) {
+  json events = json::parse(R"([
+    {"source": "spiffe://td/ns/default/sa/web", "destination": "db"},
+    {"source": "spiffe://td/ns/default/sa/secret", "destination": "web"},
+    {"source": "10.0.0.9:4711", "destination": "web"},
+    {"source": "web", "destination": "vault"},
+    {"source": "spiffe://td/odd", "destination": ""},
+    7
+  ])");
+  HideUnreadable(&events, [](const std::string& s) { return s == "web" || s == "db"; });
+  EXPECT_EQ(events[0]["source"], "spiffe://td/ns/default/sa/web");
+  EXPECT_EQ(events[0]["destination"], "db");
+  EXPECT_EQ(events[1]["source"], "(hidden)");
+  EXPECT_EQ(events[2]["source"], "10.0.0.9:4711");  // an address, no service
+  EXPECT_EQ(events[3]["destination"], "(hidden)");
+  EXPECT_EQ(events[4]["source"], "(hidden)");  // an identity naming no service
+  EXPECT_EQ(events[4]["destination"], "");
+  EXPECT_EQ(events[5], 7);
+}
+
+}  // namespace
+}  // namespace weft::control
